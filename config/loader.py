@@ -1,0 +1,87 @@
+"""Load and validate config files, reporting every problem with scene and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from config.models import AppConfig
+from triggers.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
+
+_SECTION_LABELS = {"scenes": "scene"}
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Read a YAML (or JSON) config; raise :class:`ConfigError` listing every problem."""
+    config_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {config_path}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{config_path} is not UTF-8 text: {exc}"]) from None
+    return load_config_text(text, source=str(config_path))
+
+
+def load_config_text(text: str, source: str = "<config>") -> AppConfig:
+    try:
+        raw = yaml.safe_load(text)  # safe_load: a config can never construct objects
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    return validate_config(raw, source)
+
+
+def validate_config(raw: Any, source: str = "<config>") -> AppConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping with a 'scenes' key"])
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([format_error(err) for err in exc.errors()]) from None
+
+
+def format_error(err: Any) -> str:
+    """One pydantic error as ``scene 'x', field 'count': must be >= 1``."""
+    loc = [str(part) for part in err["loc"]]
+    message = _message(err)
+    if not loc:
+        return message
+    section = loc[0]
+    if section in _SECTION_LABELS and len(loc) >= 2:
+        name = loc[1]
+        rest = loc[2:]
+        # A discriminated union puts the kind in the path: drop it.
+        if rest and rest[0] in ("repeat", "absence", "arrival"):
+            rest = rest[1:]
+        where = f"{_SECTION_LABELS[section]} {name!r}"
+        if rest:
+            return f"{where}, field {'.'.join(rest)!r}: {message}"
+        return f"{where}: {message}"
+    if len(loc) == 1:
+        return f"top level, field {section!r}: {message}"
+    return f"section {section!r}, field {'.'.join(loc[1:])!r}: {message}"
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        return (f"unknown kind {err.get('ctx', {}).get('tag')!r} "
+                "(use repeat, absence or arrival)")
+    if kind == "union_tag_not_found":
+        return "missing 'kind' (use repeat, absence or arrival)"
+    if kind == "value_error":
+        return str(err["ctx"]["error"]) if "ctx" in err else str(err["msg"])
+    got = err.get("input")
+    text = str(err["msg"])
+    if got is not None and not isinstance(got, dict | list):
+        text += f" (got {got!r})"
+    return text

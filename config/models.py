@@ -1,0 +1,23 @@
+"""The root of the config tree. Each section is its own model; unknown keys
+anywhere are errors."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.scene_models import EngineModel, SceneModel, build_scenes
+from triggers.scenes import Scene
+
+
+class AppConfig(BaseModel):
+    """Everything an operator configures. ``scenes`` is the contract of
+    SEMANTICS.md; the other sections steer delivery and strategies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    scenes: dict[str, SceneModel]
+    engine: EngineModel = Field(default_factory=EngineModel)
+
+    def scene_list(self) -> list[Scene]:
+        """Scenes in config (file) order: that is the order triggers come out."""
+        return build_scenes(dict(self.scenes))

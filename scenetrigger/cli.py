@@ -1,0 +1,64 @@
+"""The ``scenetrigger`` command line. Each subcommand lives in its own module
+under :mod:`scenetrigger.commands` and registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from scenetrigger import __version__
+from scenetrigger.logs import setup_logging
+from triggers.errors import SceneTriggerError
+
+# Subcommand modules, imported lazily so `scenetrigger replay` never loads Faust.
+COMMANDS: dict[str, str] = {
+    "replay": "scenetrigger.commands.replay",
+    "check-config": "scenetrigger.commands.check_config",
+    "demo": "scenetrigger.commands.demo",
+    "worker": "scenetrigger.commands.worker",
+    "produce": "scenetrigger.commands.produce",
+    "collector": "scenetrigger.commands.collector",
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scenetrigger", description="Real-time scene triggers for e-commerce clickstreams."
+    )
+    parser.add_argument("--version", action="version", version=f"scenetrigger {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="log level (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, module_name in COMMANDS.items():
+        if chosen is not None and name != chosen:
+            sub.add_parser(name, help=f"see scenetrigger {name} --help")
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    setup_logging(args.log_level)
+    try:
+        code: int = args.run(args)
+    except SceneTriggerError as exc:
+        print(f"scenetrigger: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

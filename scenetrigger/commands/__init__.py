@@ -1,0 +1,1 @@
+"""One module per ``scenetrigger`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,120 @@
+"""``scenetrigger replay EVENTS``: what a config would have fired on a recorded stream."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, cast
+
+import orjson
+
+from config.loader import load_config
+from scenetrigger.replay import jsonl_reject_writer, jsonl_trigger_writer, new_engine, replay
+from scenetrigger.sources import FORMATS, Format, detect_format, read_events
+from triggers.errors import SceneTriggerError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("replay", help="replay a recorded clickstream through the scenes")
+    parser.add_argument("events", help="events file (JSONL, rees46 CSV, OTTO JSONL) or - for stdin")
+    parser.add_argument("--format", choices=FORMATS, default="auto")
+    parser.add_argument("--config", help="config file (default: the shipped scenes)")
+    parser.add_argument("--out", help="write triggers here (default: stdout)")
+    parser.add_argument("--rejects", help="write rejected lines here with line number and reason")
+    parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    parser.add_argument(
+        "--advance-to", type=int, help="at the end, move the clock to this ts (ms) first"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = new_engine(config)
+    max_line = config.engine.max_line_bytes
+    with _open_input(args.events) as (stream, size), _open_out(args.out) as out, \
+            _open_optional(args.rejects) as rejects:
+        fmt, lines = _pick_format(args.format, stream, args.events)
+        progress = _progress_bar(size, args.no_progress)
+        try:
+            summary = replay(
+                read_events(lines, fmt, max_line),
+                engine,
+                jsonl_trigger_writer(out),
+                jsonl_reject_writer(rejects) if rejects is not None else None,
+                advance_to=args.advance_to,
+                on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+    print(summary.render(), file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json, "wb") as fh:
+            fh.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
+    """The format to read, and the lines to read it from (the first line,
+    read to detect the format, is put back in front)."""
+    if requested != "auto":
+        return cast(Format, requested), stream
+    first = stream.readline()
+    return detect_format(first, name), itertools.chain([first], stream)
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        yield fh, os.fstat(fh.fileno()).st_size
+
+
+@contextlib.contextmanager
+def _open_out(path: str | None) -> Iterator[IO[bytes]]:
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb", buffering=1 << 20) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _open_optional(path: str | None) -> Iterator[IO[bytes] | None]:
+    if path is None:
+        yield None
+        return
+    with open(path, "wb") as fh:
+        yield fh
+
+
+class _Progress:
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update_to(self, position: int) -> None:
+        self._bar.update(position - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(size: int | None, disabled: bool) -> _Progress | None:
+    if disabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return _Progress(tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc="replay"))

@@ -1,0 +1,190 @@
+"""The scene engine: ``handle(event)`` and ``advance(now_ms)`` in, triggers out.
+
+The clock is the largest time seen (event ``ts`` or an ``advance``); nothing
+here reads the wall clock. Absence timers sit in a heap ordered by
+(deadline, arm sequence), so due timers fire in deadline order and, on equal
+deadlines, in the order they were armed. Heap entries are checked against the
+user's state when popped, so re-arming or cancelling never searches the heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from triggers.events import Event, Trigger
+from triggers.predicates import Matcher
+from triggers.scenes import (
+    NO_KEY,
+    AbsenceScene,
+    ArrivalRule,
+    ArrivalScene,
+    Limits,
+    RepeatRule,
+    RepeatScene,
+    Scene,
+)
+from triggers.state import MemoryStore, StateStore, UserState
+
+_NEG_INF = -(1 << 63)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTimer:
+    scene: str
+    user_id: str
+    deadline: int
+
+
+class _AbsenceRule:
+    __slots__ = ("after", "cancel", "name", "start")
+
+    def __init__(self, scene: AbsenceScene) -> None:
+        self.name = scene.name
+        self.start: Matcher = scene.start.compile()
+        self.cancel: Matcher | None = scene.cancel.compile() if scene.cancel else None
+        self.after = scene.after_ms
+
+
+class Engine:
+    """Runs a list of scenes over events for many users."""
+
+    def __init__(
+        self,
+        scenes: Sequence[Scene],
+        store: StateStore | None = None,
+        limits: Limits | None = None,
+        track_profile: bool = True,
+    ) -> None:
+        self.scenes = tuple(scenes)
+        self.limits = limits or Limits()
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.clock: int = _NEG_INF
+        self.track_profile = track_profile
+        self._seq = 0
+        self._timers: list[tuple[int, int, str, str]] = []  # (deadline, seq, scene, user)
+        # Event rules in config order; absence rules are kept in the same list
+        # so that state transitions happen in config order too.
+        self._rules: list[RepeatRule | ArrivalRule | _AbsenceRule] = []
+        for scene in self.scenes:
+            if isinstance(scene, RepeatScene):
+                self._rules.append(RepeatRule(scene, self.limits))
+            elif isinstance(scene, ArrivalScene):
+                self._rules.append(ArrivalRule(scene, self.limits))
+            else:
+                self._rules.append(_AbsenceRule(scene))
+        self._has_absence = any(isinstance(r, _AbsenceRule) for r in self._rules)
+
+    # -- the two inputs -------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Trigger]:
+        """Take one event: first fire timers made due by the clock moving to
+        the event's time, then apply the event and return its own triggers."""
+        ts = event.ts
+        fired: list[Trigger] = []
+        if ts > self.clock:
+            self.clock = ts
+            if self._timers and self._timers[0][0] < ts:
+                fired = self._fire_due()
+        elif self._timers and self._timers[0][0] < self.clock:
+            fired = self._fire_due()  # timers armed late by an earlier old event
+        user_id = event.user_id
+        store = self.store
+        state = store.get(user_id)
+        if state is None:
+            state = UserState()
+        if state.max_ts is None or ts > state.max_ts:
+            state.max_ts = ts
+        if self.track_profile:
+            state.profile.update(event)
+        fields = event.fields
+        for rule in self._rules:
+            if type(rule) is _AbsenceRule:
+                self._apply_absence(rule, state, user_id, fields, ts)
+                continue
+            key = rule.apply(state, event)  # type: ignore[union-attr]
+            if key is not False:
+                fired.append(Trigger(rule.name, user_id, None if key == NO_KEY else key, ts))  # type: ignore[arg-type]
+        store.put(user_id, state)
+        return fired
+
+    def advance(self, now_ms: int) -> list[Trigger]:
+        """Move the clock forward (never back) and fire every timer now due."""
+        if now_ms > self.clock:
+            self.clock = now_ms
+        if self._timers and self._timers[0][0] < self.clock:
+            return self._fire_due()
+        return []
+
+    # -- timers ---------------------------------------------------------------
+
+    def _apply_absence(
+        self, rule: _AbsenceRule, state: UserState, user_id: str, fields: object, ts: int
+    ) -> None:
+        if rule.cancel is not None and rule.cancel(fields):  # type: ignore[arg-type]
+            state.absence.pop(rule.name, None)
+        elif rule.start(fields):  # type: ignore[arg-type]
+            self._seq += 1
+            deadline = ts + rule.after
+            state.absence[rule.name] = (deadline, self._seq)
+            heapq.heappush(self._timers, (deadline, self._seq, rule.name, user_id))
+
+    def _fire_due(self) -> list[Trigger]:
+        fired: list[Trigger] = []
+        timers = self._timers
+        clock = self.clock
+        store = self.store
+        while timers and timers[0][0] < clock:
+            deadline, seq, scene, user_id = heapq.heappop(timers)
+            state = store.get(user_id)
+            if state is None or state.absence.get(scene) != (deadline, seq):
+                continue  # cancelled or re-armed since: a stale heap entry
+            del state.absence[scene]
+            store.put(user_id, state)
+            fired.append(Trigger(scene, user_id, None, deadline))
+        return fired
+
+    def next_deadline(self) -> int | None:
+        """The earliest live deadline (for a sweeper deciding when to wake)."""
+        while self._timers:
+            deadline, seq, scene, user_id = self._timers[0]
+            state = self.store.get(user_id)
+            if state is not None and state.absence.get(scene) == (deadline, seq):
+                return deadline
+            heapq.heappop(self._timers)
+        return None
+
+    def pending_timers(self) -> list[PendingTimer]:
+        """Armed timers not yet fired, in firing order."""
+        pending = []
+        for deadline, seq, scene, user_id in sorted(self._timers):
+            state = self.store.get(user_id)
+            if state is not None and state.absence.get(scene) == (deadline, seq):
+                pending.append(PendingTimer(scene, user_id, deadline))
+        return pending
+
+    def rebuild_timers(self, users: Iterable[tuple[str, UserState]] | None = None) -> int:
+        """Rebuild the timer heap from stored state (after a restart or a
+        rebalance); returns how many timers are armed."""
+        timers = []
+        source = self.store.items() if users is None else users
+        for user_id, state in source:
+            for scene, (deadline, seq) in state.absence.items():
+                timers.append((deadline, seq, scene, user_id))
+                self._seq = max(self._seq, seq)
+        heapq.heapify(timers)
+        self._timers = timers
+        return len(timers)
+
+    # -- housekeeping ---------------------------------------------------------
+
+    def prune_user(self, user_id: str) -> None:
+        """Drop a user's expired window entries and cooldowns (never profiles)."""
+        state = self.store.get(user_id)
+        if state is None:
+            return
+        for rule in self._rules:
+            if isinstance(rule, (RepeatRule, ArrivalRule)):
+                rule.prune(state)
+        self.store.put(user_id, state)

@@ -1,0 +1,137 @@
+"""Events, triggers and the strict decoding of one JSON line into an event."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from triggers.errors import EventRejected
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+_U64_MAX = (1 << 64) - 1
+_I64_MIN = -(1 << 63)
+
+# Stable reason codes: metric labels and dead-letter records use them.
+REASON_TOO_LARGE = "too_large"
+REASON_INVALID_UTF8 = "invalid_utf8"
+REASON_INVALID_JSON = "invalid_json"
+REASON_NOT_OBJECT = "not_object"
+REASON_MISSING_FIELD = "missing_field"
+REASON_WRONG_TYPE = "wrong_type"
+REASONS = (
+    REASON_TOO_LARGE,
+    REASON_INVALID_UTF8,
+    REASON_INVALID_JSON,
+    REASON_NOT_OBJECT,
+    REASON_MISSING_FIELD,
+    REASON_WRONG_TYPE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One clickstream event. ``fields`` holds every field of the input,
+    including ``type``, so predicates can look any of them up by name."""
+
+    user_id: str
+    ts: int
+    type: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A scene that fired for a user. ``ts`` is event time: the event's ``ts``
+    for repeat/arrival, the deadline for absence."""
+
+    scene: str
+    user_id: str
+    key: str | None
+    ts: int
+
+    @property
+    def trigger_id(self) -> str:
+        """Deterministic id: the same trigger replayed or retried has the same id,
+        so deliveries can be deduplicated downstream."""
+        key = "" if self.key is None else self.key
+        return f"{self.scene}|{self.user_id}|{len(key)}:{key}|{self.ts}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scene": self.scene, "user_id": self.user_id, "key": self.key, "ts": self.ts}
+
+
+def decode_user_id(value: Any) -> str:
+    """A user id is a string, or an integer read as its decimal string."""
+    if value is None:
+        raise EventRejected(REASON_MISSING_FIELD, "user_id is missing")
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        if value < _I64_MIN or value > _U64_MAX:
+            raise EventRejected(REASON_WRONG_TYPE, "user_id is an integer beyond 64 bits")
+        return str(value)
+    raise EventRejected(
+        REASON_WRONG_TYPE, f"user_id must be a string or an integer, not {_json_type(value)}"
+    )
+
+
+def event_from_mapping(obj: Any) -> Event:
+    """Validate a decoded JSON value as an event (the rules of SEMANTICS.md)."""
+    if type(obj) is not dict:
+        raise EventRejected(REASON_NOT_OBJECT, f"expected a JSON object, got {_json_type(obj)}")
+    ts = obj.get("ts")
+    etype = obj.get("type")
+    user_id = decode_user_id(obj.get("user_id"))
+    if ts is None:
+        raise EventRejected(REASON_MISSING_FIELD, "ts is missing")
+    if type(ts) is not int:
+        raise EventRejected(REASON_WRONG_TYPE, f"ts must be an integer, not {_json_type(ts)}")
+    if etype is None:
+        raise EventRejected(REASON_MISSING_FIELD, "type is missing")
+    if type(etype) is not str:
+        raise EventRejected(REASON_WRONG_TYPE, f"type must be a string, not {_json_type(etype)}")
+    return Event(user_id, ts, etype, obj)
+
+
+def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Event:
+    """Decode one JSONL line (without its newline) into an event, or raise
+    :class:`EventRejected` with a stable reason."""
+    if len(line) > max_line_bytes:
+        raise EventRejected(
+            REASON_TOO_LARGE, f"line is {len(line)} bytes, the limit is {max_line_bytes}"
+        )
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise json_rejection(line, exc) from None
+    return event_from_mapping(obj)
+
+
+def json_rejection(line: bytes, exc: orjson.JSONDecodeError) -> EventRejected:
+    """Why a line failed to parse: bad UTF-8 or bad JSON."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as uexc:
+        return EventRejected(REASON_INVALID_UTF8, f"invalid UTF-8 at byte {uexc.start}")
+    return EventRejected(REASON_INVALID_JSON, str(exc))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

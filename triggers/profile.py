@@ -1,0 +1,141 @@
+"""Long-lived per-user profile aggregates, kept apart from scene windows so
+pruning the windows can never drop them.
+
+These feed content selection (browsing style, value segment) and tags
+(time-of-day and weekday habits). Updating is pure: event in, profile changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from triggers.events import Event
+
+PROMO_PAGE_PREFIX = "/promo"
+_DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
+
+
+class Profile:
+    """Counters a user accumulates over their whole history (bounded size)."""
+
+    __slots__ = (
+        "amount_cents",
+        "category_views",
+        "first_ts",
+        "hours",
+        "last_product",
+        "last_purchase_ts",
+        "last_query",
+        "last_ts",
+        "promo_views",
+        "purchases",
+        "searches",
+        "views",
+        "weekday",
+        "weekend",
+    )
+
+    def __init__(self) -> None:
+        self.views = 0
+        self.searches = 0
+        self.category_views = 0
+        self.promo_views = 0
+        self.purchases = 0
+        self.amount_cents = 0
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.last_purchase_ts: int | None = None
+        self.last_product: str | None = None
+        self.last_query: str | None = None
+        self.hours = [0] * 24  # activity by UTC hour of day
+        self.weekday = 0
+        self.weekend = 0
+
+    def update(self, event: Event) -> None:
+        fields = event.fields
+        ts = event.ts
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        self.hours[(ts // _HOUR_MS) % 24] += 1
+        # 1970-01-01 was a Thursday: day index 0 = Thursday, so 2 and 3 are Sat and Sun.
+        if (ts // _DAY_MS) % 7 in (2, 3):
+            self.weekend += 1
+        else:
+            self.weekday += 1
+        etype = event.type
+        if etype == "view":
+            self.views += 1
+            product = fields.get("product_id")
+            if product is not None:
+                self.last_product = str(product)
+            if fields.get("category") is not None and fields.get("source") == "category":
+                self.category_views += 1
+        elif etype == "search":
+            self.searches += 1
+            query = fields.get("query")
+            if isinstance(query, str):
+                self.last_query = query[:200]
+        elif etype == "purchase":
+            self.purchases += 1
+            self.amount_cents += _price_cents(fields.get("price"))
+            if self.last_purchase_ts is None or ts > self.last_purchase_ts:
+                self.last_purchase_ts = ts
+        page = fields.get("page")
+        if isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX):
+            self.promo_views += 1
+        elif fields.get("source") == "promo":
+            self.promo_views += 1
+        elif etype == "page" and isinstance(page, str) and page.startswith("/category"):
+            self.category_views += 1
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.views,
+            self.searches,
+            self.category_views,
+            self.promo_views,
+            self.purchases,
+            self.amount_cents,
+            self.first_ts,
+            self.last_ts,
+            self.last_purchase_ts,
+            self.last_product,
+            self.last_query,
+            self.hours,
+            self.weekday,
+            self.weekend,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> Profile:
+        profile = cls()
+        (
+            profile.views,
+            profile.searches,
+            profile.category_views,
+            profile.promo_views,
+            profile.purchases,
+            profile.amount_cents,
+            profile.first_ts,
+            profile.last_ts,
+            profile.last_purchase_ts,
+            profile.last_product,
+            profile.last_query,
+            profile.hours,
+            profile.weekday,
+            profile.weekend,
+        ) = wire
+        return profile
+
+
+def _price_cents(value: Any) -> int:
+    """Prices arrive as numbers or decimal strings; anything else counts as 0."""
+    if isinstance(value, bool) or value is None:
+        return 0
+    try:
+        return max(0, round(float(value) * 100))
+    except (TypeError, ValueError):
+        return 0

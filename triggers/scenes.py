@@ -1,0 +1,241 @@
+"""Scene kinds and their state transitions: each kind's rules live here, in one place.
+
+``repeat`` and ``arrival`` depend only on the user's own events; ``absence``
+arms timers that the engine fires on its clock (see :mod:`triggers.engine`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field
+
+from triggers.events import Event
+from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
+from triggers.state import KeyWindow, UserState
+
+NO_KEY = ""  # window key when a scene has no `per` (per values only occur with `per`)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one user can hold.
+
+    ``late_ms``: events up to this much older than the user's newest event are
+    evaluated exactly; older ones still apply but may see a pruned window.
+    ``max_window_entries`` / ``max_keys``: caps against bots (newest kept).
+    """
+
+    late_ms: int = 300_000
+    max_window_entries: int = 64
+    max_keys: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatScene:
+    name: str
+    when: Predicate
+    count: int
+    within_ms: int
+    per: str | None = None
+    unless: Predicate | None = None
+    cooldown_ms: int | None = None
+    kind: str = field(default="repeat", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceScene:
+    name: str
+    start: Predicate
+    after_ms: int
+    cancel: Predicate | None = None
+    kind: str = field(default="absence", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalScene:
+    name: str
+    when: Predicate
+    per: str | None = None
+    cooldown_ms: int | None = None
+    kind: str = field(default="arrival", init=False)
+
+
+Scene = RepeatScene | AbsenceScene | ArrivalScene
+
+
+def _key_of(per: str | None, fields: Fields) -> str | None:
+    """The window key: NO_KEY without `per`; None when the event lacks the field."""
+    if per is None:
+        return NO_KEY
+    return as_compared_string(fields.get(per))
+
+
+class RepeatRule:
+    """`repeat`: at least `count` matching events in the window, none matching
+    `unless`, and no fire for this (user, key) within `cooldown`."""
+
+    __slots__ = ("_cap", "_cooldown", "_count", "_late", "_max_keys", "_per", "_unless",
+                 "_when", "_within", "name")
+
+    def __init__(self, scene: RepeatScene, limits: Limits) -> None:
+        self.name = scene.name
+        self._when: Matcher = scene.when.compile()
+        self._unless: Matcher | None = scene.unless.compile() if scene.unless else None
+        self._per = scene.per
+        self._count = scene.count
+        self._within = scene.within_ms
+        self._cooldown = scene.cooldown_ms
+        self._late = limits.late_ms
+        self._cap = max(limits.max_window_entries, scene.count)
+        self._max_keys = limits.max_keys
+
+    def apply(self, state: UserState, event: Event) -> str | None | bool:
+        """Update the state; return the fired key (NO_KEY maps to None by the
+        engine) or False when nothing fires."""
+        fields = event.fields
+        is_when = self._when(fields)
+        is_unless = self._unless is not None and self._unless(fields)
+        if not (is_when or is_unless):
+            return False
+        key = _key_of(self._per, fields)
+        if key is None:
+            return False
+        keys = state.repeat.get(self.name)
+        if keys is None:
+            keys = state.repeat[self.name] = {}
+        win = keys.get(key)
+        if win is None:
+            if len(keys) >= self._max_keys:
+                self._evict(keys, state)
+            win = keys[key] = KeyWindow()
+        ts = event.ts
+        self._prune(win, state.max_ts)
+        if is_unless:
+            _insert_capped(win.unless, ts, self._cap)
+        if not is_when:
+            return False
+        _insert_capped(win.when, ts, self._cap)
+        low = ts - self._within
+        when = win.when
+        if bisect_right(when, ts) - bisect_right(when, low) < self._count:
+            return False
+        unless = win.unless
+        if unless:
+            idx = bisect_right(unless, ts)
+            if idx and unless[idx - 1] > low:
+                return False
+        last = win.last_fire
+        if self._cooldown is not None and last is not None and ts - last < self._cooldown:
+            return False
+        if last is None or ts > last:
+            win.last_fire = ts
+        return key
+
+    def _horizon(self, max_ts: int | None) -> int | None:
+        return None if max_ts is None else max_ts - self._within - self._late
+
+    def _prune(self, win: KeyWindow, max_ts: int | None) -> None:
+        horizon = self._horizon(max_ts)
+        if horizon is None:
+            return
+        for entries in (win.when, win.unless):
+            if entries and entries[0] <= horizon:
+                del entries[: bisect_right(entries, horizon)]
+        cooldown = self._cooldown or 0
+        if win.last_fire is not None and win.last_fire <= horizon + self._within - cooldown:
+            win.last_fire = None
+
+    def _evict(self, keys: dict[str, KeyWindow], state: UserState) -> None:
+        """Make room for a new key: drop expired keys, then the least recent."""
+        for key in list(keys):
+            win = keys[key]
+            self._prune(win, state.max_ts)
+            if not win.when and not win.unless and win.last_fire is None:
+                del keys[key]
+        while len(keys) >= self._max_keys:
+            stalest = min(keys, key=lambda k: _newest(keys[k]))
+            del keys[stalest]
+
+    def prune(self, state: UserState) -> None:
+        keys = state.repeat.get(self.name)
+        if not keys:
+            return
+        for key in list(keys):
+            win = keys[key]
+            self._prune(win, state.max_ts)
+            if not win.when and not win.unless and win.last_fire is None:
+                del keys[key]
+        if not keys:
+            del state.repeat[self.name]
+
+
+class ArrivalRule:
+    """`arrival`: fire on every matching event unless fired for (user, key)
+    within `cooldown`."""
+
+    __slots__ = ("_cooldown", "_late", "_max_keys", "_per", "_when", "name")
+
+    def __init__(self, scene: ArrivalScene, limits: Limits) -> None:
+        self.name = scene.name
+        self._when = scene.when.compile()
+        self._per = scene.per
+        self._cooldown = scene.cooldown_ms
+        self._late = limits.late_ms
+        self._max_keys = limits.max_keys
+
+    def apply(self, state: UserState, event: Event) -> str | None | bool:
+        fields = event.fields
+        if not self._when(fields):
+            return False
+        key = _key_of(self._per, fields)
+        if key is None:
+            return False
+        ts = event.ts
+        if self._cooldown is None:
+            return key  # no cooldown: nothing to remember
+        fired = state.arrival.get(self.name)
+        if fired is None:
+            fired = state.arrival[self.name] = {}
+        last = fired.get(key)
+        if last is not None and ts - last < self._cooldown:
+            return False
+        if last is None or ts > last:
+            if last is None and len(fired) >= self._max_keys:
+                self._evict(fired, state.max_ts)
+            fired[key] = ts
+        return key
+
+    def _evict(self, fired: dict[str, int], max_ts: int | None) -> None:
+        self._prune_keys(fired, max_ts)
+        while len(fired) >= self._max_keys:
+            del fired[min(fired, key=fired.__getitem__)]
+
+    def _prune_keys(self, fired: dict[str, int], max_ts: int | None) -> None:
+        if max_ts is None or self._cooldown is None:
+            return
+        horizon = max_ts - self._cooldown - self._late
+        for key in [k for k, f in fired.items() if f <= horizon]:
+            del fired[key]
+
+    def prune(self, state: UserState) -> None:
+        fired = state.arrival.get(self.name)
+        if fired is None:
+            return
+        self._prune_keys(fired, state.max_ts)
+        if not fired:
+            del state.arrival[self.name]
+
+
+def _insert_capped(entries: list[int], ts: int, cap: int) -> None:
+    if not entries or ts >= entries[-1]:
+        entries.append(ts)
+    else:
+        insort(entries, ts)
+    if len(entries) > cap:
+        del entries[0]
+
+
+def _newest(win: KeyWindow) -> int:
+    candidates = [win.when[-1] if win.when else None, win.unless[-1] if win.unless else None,
+                  win.last_fire]
+    return max((c for c in candidates if c is not None), default=-(1 << 63))

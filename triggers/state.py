@@ -1,0 +1,145 @@
+"""Per-user engine state and its compact, versioned byte encoding.
+
+In memory the state is a plain mutable object (fast for replay); stores that
+persist it (Faust tables) encode it on every put, so a changelog sees a new
+value assigned, never a mutation in place.
+
+Wire format v1 (orjson): ``[1, max_ts, repeat, absence, arrival, profile]``
+where timestamps inside windows are stored as ``max_ts - ts`` (small numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import orjson
+
+from triggers.errors import StateDecodeError
+from triggers.profile import Profile
+
+STATE_VERSION = 1
+
+
+class KeyWindow:
+    """One repeat scene's window for one (user, per value): timestamps of
+    ``when`` and ``unless`` events (sorted) and the newest fire time."""
+
+    __slots__ = ("last_fire", "unless", "when")
+
+    def __init__(self) -> None:
+        self.when: list[int] = []
+        self.unless: list[int] = []
+        self.last_fire: int | None = None
+
+
+class UserState:
+    """Everything the engine keeps for one user."""
+
+    __slots__ = ("absence", "arrival", "max_ts", "profile", "repeat")
+
+    def __init__(self) -> None:
+        self.max_ts: int | None = None
+        self.repeat: dict[str, dict[str, KeyWindow]] = {}
+        self.absence: dict[str, tuple[int, int]] = {}  # scene -> (deadline, arm seq)
+        self.arrival: dict[str, dict[str, int]] = {}  # scene -> key -> newest fire ts
+        self.profile = Profile()
+
+    def encode(self) -> bytes:
+        base = self.max_ts or 0
+        repeat = {
+            scene: {
+                key: [
+                    [base - t for t in win.when],
+                    [base - t for t in win.unless],
+                    win.last_fire,
+                ]
+                for key, win in keys.items()
+            }
+            for scene, keys in self.repeat.items()
+            if keys
+        }
+        absence = {scene: list(timer) for scene, timer in self.absence.items()}
+        arrival = {scene: keys for scene, keys in self.arrival.items() if keys}
+        wire = [STATE_VERSION, self.max_ts, repeat, absence, arrival, self.profile.to_wire()]
+        return orjson.dumps(wire)
+
+    @classmethod
+    def decode(cls, data: bytes) -> UserState:
+        try:
+            wire = orjson.loads(data)
+            version = wire[0]
+        except (orjson.JSONDecodeError, IndexError, TypeError, KeyError) as exc:
+            raise StateDecodeError(f"unreadable user state: {exc}") from None
+        if version != STATE_VERSION:
+            raise StateDecodeError(f"user state version {version!r} is not supported")
+        _, max_ts, repeat, absence, arrival, profile = wire
+        state = cls()
+        state.max_ts = max_ts
+        base = max_ts or 0
+        for scene, keys in repeat.items():
+            windows: dict[str, KeyWindow] = {}
+            for key, (when, unless, last_fire) in keys.items():
+                win = KeyWindow()
+                win.when = [base - d for d in when]
+                win.unless = [base - d for d in unless]
+                win.last_fire = last_fire
+                windows[key] = win
+            state.repeat[scene] = windows
+        state.absence = {scene: (timer[0], timer[1]) for scene, timer in absence.items()}
+        state.arrival = {scene: dict(keys) for scene, keys in arrival.items()}
+        state.profile = Profile.from_wire(profile)
+        return state
+
+
+class StateStore(Protocol):
+    """Where per-user state lives: one get and one put per event per user."""
+
+    def get(self, user_id: str) -> UserState | None: ...
+
+    def put(self, user_id: str, state: UserState) -> None: ...
+
+    def items(self) -> Iterator[tuple[str, UserState]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemoryStore:
+    """In-process store: keeps live objects, so a put of the same object is free."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, UserState] = {}
+
+    def get(self, user_id: str) -> UserState | None:
+        return self._states.get(user_id)
+
+    def put(self, user_id: str, state: UserState) -> None:
+        self._states[user_id] = state
+
+    def items(self) -> Iterator[tuple[str, UserState]]:
+        return iter(list(self._states.items()))
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class BytesStore:
+    """A store over any mutable mapping of user id -> bytes (a Faust table, a
+    dict in tests): every put encodes and assigns a fresh value."""
+
+    def __init__(self, mapping: Any) -> None:
+        self._mapping = mapping
+
+    def get(self, user_id: str) -> UserState | None:
+        data = self._mapping.get(user_id)
+        return None if data is None else UserState.decode(data)
+
+    def put(self, user_id: str, state: UserState) -> None:
+        self._mapping[user_id] = state.encode()
+
+    def items(self) -> Iterator[tuple[str, UserState]]:
+        for user_id, data in list(self._mapping.items()):
+            yield user_id, UserState.decode(data)
+
+    def __len__(self) -> int:
+        return len(self._mapping)
