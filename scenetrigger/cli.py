@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "worker": "scenetrigger.commands.worker",
     "produce": "scenetrigger.commands.produce",
     "collector": "scenetrigger.commands.collector",
+    "redrive": "scenetrigger.commands.redrive",
+    "catalog": "scenetrigger.commands.catalog",
+    "serve": "scenetrigger.commands.serve",
+    "report": "scenetrigger.commands.report",
 }
 
 
