@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from triggers.events import Event, Trigger
-from triggers.predicates import Matcher
+from triggers.predicates import Fields, Matcher
 from triggers.scenes import (
     NO_KEY,
     AbsenceScene,
@@ -103,9 +103,9 @@ class Engine:
             if type(rule) is _AbsenceRule:
                 self._apply_absence(rule, state, user_id, fields, ts)
                 continue
-            key = rule.apply(state, event)  # type: ignore[union-attr]
+            key = rule.apply(state, event)  # type: ignore[union-attr]  # absence handled above
             if key is not False:
-                fired.append(Trigger(rule.name, user_id, None if key == NO_KEY else key, ts))  # type: ignore[arg-type]
+                fired.append(Trigger(rule.name, user_id, None if key == NO_KEY else key, ts))
         store.put(user_id, state)
         return fired
 
@@ -120,11 +120,11 @@ class Engine:
     # -- timers ---------------------------------------------------------------
 
     def _apply_absence(
-        self, rule: _AbsenceRule, state: UserState, user_id: str, fields: object, ts: int
+        self, rule: _AbsenceRule, state: UserState, user_id: str, fields: Fields, ts: int
     ) -> None:
-        if rule.cancel is not None and rule.cancel(fields):  # type: ignore[arg-type]
+        if rule.cancel is not None and rule.cancel(fields):
             state.absence.pop(rule.name, None)
-        elif rule.start(fields):  # type: ignore[arg-type]
+        elif rule.start(fields):
             self._seq += 1
             deadline = ts + rule.after
             state.absence[rule.name] = (deadline, self._seq)

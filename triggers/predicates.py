@@ -77,7 +77,7 @@ class Predicate:
                 def eq_one(fields: Fields) -> bool:
                     value = fields.get(name)
                     if type(value) is str:
-                        return value == target  # type: ignore[no-any-return]
+                        return value == target
                     return as_compared_string(value) == target
 
                 return eq_one

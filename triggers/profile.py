@@ -84,9 +84,8 @@ class Profile:
             if self.last_purchase_ts is None or ts > self.last_purchase_ts:
                 self.last_purchase_ts = ts
         page = fields.get("page")
-        if isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX):
-            self.promo_views += 1
-        elif fields.get("source") == "promo":
+        on_promo_page = isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX)
+        if on_promo_page or fields.get("source") == "promo":
             self.promo_views += 1
         elif etype == "page" and isinstance(page, str) and page.startswith("/category"):
             self.category_views += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field
+from typing import Literal
 
 from triggers.events import Event
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
@@ -89,7 +90,7 @@ class RepeatRule:
         self._cap = max(limits.max_window_entries, scene.count)
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | None | bool:
+    def apply(self, state: UserState, event: Event) -> str | Literal[False]:
         """Update the state; return the fired key (NO_KEY maps to None by the
         engine) or False when nothing fires."""
         fields = event.fields
@@ -183,7 +184,7 @@ class ArrivalRule:
         self._late = limits.late_ms
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | None | bool:
+    def apply(self, state: UserState, event: Event) -> str | Literal[False]:
         fields = event.fields
         if not self._when(fields):
             return False
