@@ -179,6 +179,22 @@ class Engine:
 
     # -- housekeeping ---------------------------------------------------------
 
+    def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None) -> None:
+        """Swap in new scenes (hot reload) keeping every user's state.
+
+        State is keyed by scene name, so a scene that keeps its name keeps its
+        windows, cooldowns and armed timer (with the deadline it was armed
+        with). Timers of scenes that are gone are dropped.
+        """
+        fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
+        self.scenes, self.limits = fresh.scenes, fresh.limits
+        self._rules, self._has_absence = fresh._rules, fresh._has_absence
+        names = {s.name for s in scenes if isinstance(s, AbsenceScene)}
+        kept = [t for t in self._timers if t[2] in names]
+        if len(kept) != len(self._timers):
+            heapq.heapify(kept)
+            self._timers = kept
+
     def prune_user(self, user_id: str) -> None:
         """Drop a user's expired window entries and cooldowns (never profiles)."""
         state = self.store.get(user_id)
