@@ -24,6 +24,7 @@ class Profile:
         "category_views",
         "first_ts",
         "hours",
+        "last_category",
         "last_product",
         "last_purchase_ts",
         "last_query",
@@ -31,6 +32,7 @@ class Profile:
         "promo_views",
         "purchases",
         "searches",
+        "tz",
         "views",
         "weekday",
         "weekend",
@@ -51,6 +53,9 @@ class Profile:
         self.hours = [0] * 24  # activity by UTC hour of day
         self.weekday = 0
         self.weekend = 0
+        # Appended after wire v1's first 14 fields (older wire lists lack them).
+        self.last_category: str | None = None
+        self.tz: str | None = None  # IANA zone name from an event's `tz` field
 
     def update(self, event: Event) -> None:
         fields = event.fields
@@ -65,6 +70,12 @@ class Profile:
             self.weekend += 1
         else:
             self.weekday += 1
+        category = fields.get("category")
+        if isinstance(category, str) and category:
+            self.last_category = category[:200]
+        tz = fields.get("tz")
+        if isinstance(tz, str) and 0 < len(tz) <= 64:
+            self.tz = tz
         etype = event.type
         if etype == "view":
             self.views += 1
@@ -106,11 +117,16 @@ class Profile:
             self.hours,
             self.weekday,
             self.weekend,
+            self.last_category,
+            self.tz,
         ]
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Profile:
+        """Read a wire list; fields appended later may be missing (older writers)."""
         profile = cls()
+        extra = wire[14:]
+        wire = wire[:14]
         (
             profile.views,
             profile.searches,
@@ -127,6 +143,10 @@ class Profile:
             profile.weekday,
             profile.weekend,
         ) = wire
+        if len(extra) >= 1:
+            profile.last_category = extra[0]
+        if len(extra) >= 2:
+            profile.tz = extra[1]
         return profile
 
 
