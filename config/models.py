@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.content_models import ContentModel, default_content
+from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
 from triggers.scenes import Scene
 
@@ -17,6 +19,8 @@ class AppConfig(BaseModel):
 
     scenes: dict[str, SceneModel]
     engine: EngineModel = Field(default_factory=EngineModel)
+    content: ContentModel = Field(default_factory=default_content)
+    delivery: DeliveryModel = Field(default_factory=DeliveryModel)
 
     def scene_list(self) -> list[Scene]:
         """Scenes in config (file) order: that is the order triggers come out."""

@@ -1,0 +1,173 @@
+"""Pydantic models of the ``content:`` section: segmentation thresholds and
+per-scene content variants (千人千面).
+
+Templates are checked at load time: only ``${name}`` placeholders from
+:data:`TEMPLATE_NAMES` are allowed, so a typo or a hostile placeholder
+(``${__class__.__mro__}``) is a config error naming the scene and variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from channels.safe_template import TemplateError, compile_template
+from triggers.durations import parse_duration_ms
+
+STYLES = ("search_driven", "category_browser", "promo_driven", "undetermined")
+SEGMENTS = ("champion", "loyal", "promising", "new_or_lapsed")
+
+# Placeholders a content template may use; PRODUCT_NAMES need a catalog hit.
+PRODUCT_NAMES = frozenset({
+    "product_name", "product_price", "product_url", "product_image", "product_category",
+    "product_brand", "product_discount", "products",
+})
+TEMPLATE_NAMES = PRODUCT_NAMES | frozenset({
+    "user_id", "scene", "key", "style", "segment", "category", "query", "currency",
+})
+
+SHIPPED_CONTENT_PATH = Path(__file__).with_name("content.yaml")
+
+Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
+Style = Literal["search_driven", "category_browser", "promo_driven", "undetermined"]
+Segment = Literal["champion", "loyal", "promising", "new_or_lapsed"]
+ProductSource = Literal["auto", "none", "trigger", "category", "hot"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_template(text: str | None, allow_products: bool) -> str | None:
+    if text is None:
+        return None
+    try:
+        names = compile_template(text).names
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
+    allowed = TEMPLATE_NAMES if allow_products else TEMPLATE_NAMES - PRODUCT_NAMES
+    unknown = sorted(names - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join('${' + n + '}' for n in unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return text
+
+
+class StyleRules(_Strict):
+    """Browsing style from profile counters (see docs/content.md)."""
+
+    min_activity: int = Field(default=3, ge=1, strict=True)
+    search_share: float = Field(default=0.3, gt=0, le=1)
+    category_share: float = Field(default=0.3, gt=0, le=1)
+    promo_share: float = Field(default=0.3, gt=0, le=1)
+
+
+class SegmentRules(_Strict):
+    """RFM-style value segment: purchase amount (currency units) x frequency,
+    with recency deciding lapse."""
+
+    champion_min_purchases: int = Field(default=3, ge=1, strict=True)
+    champion_min_amount: float = Field(default=500.0, ge=0)
+    loyal_min_purchases: int = Field(default=2, ge=1, strict=True)
+    loyal_min_amount: float = Field(default=200.0, ge=0)
+    lapse_after: Duration = 90 * 86_400_000
+
+
+class HabitRules(_Strict):
+    """Time-of-day and weekday/weekend tags (need this many events first)."""
+
+    min_events: int = Field(default=5, ge=1, strict=True)
+    day_part_share: float = Field(default=0.5, gt=0, le=1)
+    weekend_share: float = Field(default=0.5, gt=0, le=1)
+
+
+class VariantWhen(_Strict):
+    """All given conditions must hold; an absent one matches everyone."""
+
+    style: list[Style] | None = None
+    segment: list[Segment] | None = None
+    tags_any: list[str] | None = None
+    tags_all: list[str] | None = None
+
+    def specificity(self) -> int:
+        return sum(x is not None for x in (self.style, self.segment, self.tags_any,
+                                           self.tags_all))
+
+
+class VariantModel(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    when: VariantWhen = Field(default_factory=VariantWhen)
+    products: ProductSource = "auto"
+    max_products: int = Field(default=3, ge=1, le=20, strict=True)
+    channels: list[str] = Field(default_factory=lambda: ["inbox"], min_length=1)
+    weight: int = Field(default=1, ge=1, le=1000, strict=True)
+    subject: str
+    text: str
+    html: str | None = None
+
+    @model_validator(mode="after")
+    def _templates(self) -> VariantModel:
+        for text in (self.subject, self.text, self.html):
+            _check_template(text, allow_products=True)
+        return self
+
+
+class FallbackModel(_Strict):
+    """The generic message: used when no variant matches or a product is missing.
+    It cannot reference products (there may be none)."""
+
+    name: str = "generic"
+    channels: list[str] = Field(default_factory=lambda: ["inbox"], min_length=1)
+    subject: str = "We picked something for you"
+    text: str = "Hello! Something you looked at is waiting for you."
+    html: str | None = None
+
+    @model_validator(mode="after")
+    def _templates(self) -> FallbackModel:
+        for text in (self.subject, self.text, self.html):
+            _check_template(text, allow_products=False)
+        return self
+
+
+class SceneContentModel(_Strict):
+    variants: list[VariantModel] = Field(default_factory=list)
+    fallback: FallbackModel = Field(default_factory=FallbackModel)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SceneContentModel:
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate variant name(s): {', '.join(dupes)}")
+        return self
+
+
+class ContentModel(_Strict):
+    """Segmentation rules and, per scene, the content variants. A scene with
+    no entry gets the built-in generic fallback."""
+
+    currency: str = Field(default="¥", max_length=8)
+    new_and_category_count: int = Field(default=3, ge=1, le=20, strict=True)
+    styles: StyleRules = Field(default_factory=StyleRules)
+    segments: SegmentRules = Field(default_factory=SegmentRules)
+    habits: HabitRules = Field(default_factory=HabitRules)
+    scenes: dict[str, SceneContentModel] = Field(default_factory=dict)
+
+
+def _shipped_content() -> ContentModel:
+    """The shipped example content (config/content.yaml), read when a config
+    does not bring its own ``content:`` section."""
+    try:
+        raw: Any = yaml.safe_load(SHIPPED_CONTENT_PATH.read_text(encoding="utf-8"))
+    except OSError:
+        return ContentModel()
+    return ContentModel.model_validate((raw or {}).get("content", {}))
+
+
+def default_content() -> ContentModel:
+    return _shipped_content()

@@ -1,0 +1,91 @@
+"""Pydantic models of the ``delivery:`` section: frequency caps, quiet hours,
+dedupe, back-off and click/open tracking (see docs/content.md)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from triggers.durations import parse_duration_ms
+
+Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_DAY_MS = 86_400_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def valid_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
+                         "'Asia/Shanghai')") from None
+    return name
+
+
+class CapModel(_Strict):
+    """Most messages per calendar day / ISO week in the user's time zone
+    (``null``: no cap)."""
+
+    per_day: int | None = Field(default=None, ge=0, strict=True)
+    per_week: int | None = Field(default=None, ge=0, strict=True)
+
+
+class QuietHoursModel(_Strict):
+    """Local ``start``-``end`` (may wrap midnight); messages are deferred to ``end``."""
+
+    enabled: bool = True
+    start: str = "22:00"
+    end: str = "08:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"bad time of day {value!r}: use 'HH:MM' (00:00-23:59)")
+        return value
+
+    def minutes(self, value: str) -> int:
+        hours, minutes = value.split(":")
+        return int(hours) * 60 + int(minutes)
+
+
+class BackoffModel(_Strict):
+    """After ``ignored`` deliveries in a row with no open or click, send at most
+    one message per ``pause`` until the user engages again."""
+
+    ignored: int = Field(default=5, ge=1, strict=True)
+    pause: Duration = 7 * _DAY_MS
+
+
+class TrackingModel(_Strict):
+    """Open pixel and click redirect. ``base_url`` unset: links are not rewritten.
+    The signing secret comes from the environment variable named here."""
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    secret_env: str = "SCENETRIGGER_TRACKING_SECRET"  # noqa: S105 - a variable name
+    allow_hosts: list[str] = Field(default_factory=list)
+    callback_token_env: str = "SCENETRIGGER_CALLBACK_TOKEN"  # noqa: S105 - a variable name
+
+
+class DeliveryModel(_Strict):
+    default_timezone: str = "UTC"
+    caps: CapModel = Field(default_factory=lambda: CapModel(per_day=3, per_week=10))
+    channel_caps: dict[str, CapModel] = Field(default_factory=dict)
+    quiet_hours: QuietHoursModel = Field(default_factory=QuietHoursModel)
+    max_age: Duration = 12 * 3_600_000
+    dedupe_ttl: Duration = 7 * _DAY_MS
+    backoff: BackoffModel = Field(default_factory=BackoffModel)
+    tracking: TrackingModel = Field(default_factory=TrackingModel)
+    redis_prefix: str = Field(default="st:", max_length=64)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return valid_timezone(value)
