@@ -1,0 +1,338 @@
+"""Delivery policy: after a trigger, before a channel. Decides send (on which
+channel), defer (quiet hours) or suppress (with a reason).
+
+Order of checks, each with its reason code:
+
+1. ``stale``: the trigger is older than ``max_age`` (also when a quiet-hours
+   deferral would release it past that age);
+2. ``duplicate``: the trigger id was claimed before (``SET NX`` with TTL), so
+   a retried or replayed trigger is delivered at most once;
+3. quiet hours in the user's zone: deferred to the end of the quiet period,
+   kept in a sorted set and released by :meth:`DeliveryPolicy.release_due`;
+4. ``backoff``: the user ignored the last N deliveries (no open/click) and
+   had one within ``pause``;
+5. caps, per calendar day / ISO week in the user's zone: ``cap_day`` /
+   ``cap_week`` overall; a channel over its own cap passes to the next
+   preferred channel, and ``channel_cap`` when none is left.
+
+Time is always a parameter (``now_ms``), never read here, so a simulated
+week runs in a test. Counters are keyed by the (simulated) day or week; their
+Redis TTL only collects garbage. Every suppression is counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from config.delivery_models import DeliveryModel
+
+STALE = "stale"
+DUPLICATE = "duplicate"
+BACKOFF = "backoff"
+CAP_DAY = "cap_day"
+CAP_WEEK = "cap_week"
+CHANNEL_CAP = "channel_cap"
+NO_CHANNEL = "no_channel"
+QUIET_HOURS = "quiet_hours"
+SUPPRESS_REASONS = (STALE, DUPLICATE, BACKOFF, CAP_DAY, CAP_WEEK, CHANNEL_CAP, NO_CHANNEL)
+_DAY_MS = 86_400_000
+_ENGAGEMENT_TTL_MS = 90 * _DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRequest:
+    trigger_id: str
+    user_id: str
+    scene: str
+    key: str | None
+    trigger_ts: int
+    channels: tuple[str, ...]
+    tz: str | None = None
+
+    def encode(self) -> str:
+        return orjson.dumps([self.trigger_id, self.user_id, self.scene, self.key,
+                             self.trigger_ts, list(self.channels), self.tz]).decode()
+
+    @classmethod
+    def decode(cls, data: str | bytes) -> DeliveryRequest:
+        tid, user, scene, key, ts, channels, tz = orjson.loads(data)
+        return cls(tid, user, scene, key, ts, tuple(channels), tz)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Literal["send", "defer", "suppress"]
+    channel: str | None = None
+    reason: str | None = None
+    due_ms: int | None = None
+
+
+class PolicyStore(Protocol):
+    """Where the policy keeps its counters; Redis and memory implement it."""
+
+    async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool: ...
+
+    async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
+        """Atomically: if every ``(key, limit, ttl_ms)`` is below its limit,
+        increment all and return -1; else return the index of the first full one."""
+        ...
+
+    async def engagement(self, key: str) -> tuple[int, int | None]: ...
+
+    async def note_sent(self, key: str, now_ms: int) -> None: ...
+
+    async def note_engaged(self, key: str) -> None: ...
+
+    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool: ...
+
+    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]: ...
+
+    async def deferred_count(self, zset: str) -> int: ...
+
+
+class DeliveryPolicy:
+    def __init__(self, model: DeliveryModel, store: PolicyStore,
+                 metrics: Any | None = None) -> None:
+        self.model = model
+        self.store = store
+        self.metrics = metrics  # channels.pipeline.DeliveryMetrics or None
+        self.suppressed: Counter[str] = Counter()
+        self.deferred = 0
+        self._prefix = model.redis_prefix
+        self._deferred_key = f"{self._prefix}deferred"
+        quiet = model.quiet_hours
+        self._quiet = (quiet.minutes(quiet.start), quiet.minutes(quiet.end)) if (
+            quiet.enabled and quiet.start != quiet.end) else None
+
+    def zone(self, tz: str | None) -> ZoneInfo:
+        try:
+            return ZoneInfo(tz or self.model.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(self.model.default_timezone)
+
+    async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False) -> Decision:
+        model = self.model
+        if now_ms - req.trigger_ts > model.max_age:
+            return self._suppress(STALE)
+        if not released and not await self.store.claim(
+                f"{self._prefix}dd:{req.trigger_id}", model.dedupe_ttl, now_ms):
+            return self._suppress(DUPLICATE)
+        zone = self.zone(req.tz)
+        local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone)
+        due = self.quiet_until(local)
+        if due is not None:
+            if due - req.trigger_ts > model.max_age:
+                return self._suppress(STALE)
+            await self.store.defer(self._deferred_key, req.trigger_id, req.encode(), due)
+            self.deferred += 1
+            if self.metrics is not None:
+                self.metrics.deferred.inc()
+            return Decision("defer", reason=QUIET_HOURS, due_ms=due)
+        ignored, last_sent = await self.store.engagement(f"{self._prefix}eng:{req.user_id}")
+        if (ignored >= model.backoff.ignored and last_sent is not None
+                and now_ms - last_sent < model.backoff.pause):
+            return self._suppress(BACKOFF)
+        if not req.channels:
+            return self._suppress(NO_CHANNEL)
+        day, week = _buckets(local)
+        overall = self._counters(req.user_id, "all", model.caps.per_day, model.caps.per_week,
+                                 day, week)
+        for channel in req.channels:
+            caps = model.channel_caps.get(channel)
+            own = self._counters(req.user_id, f"ch:{channel}", caps.per_day if caps else None,
+                                 caps.per_week if caps else None, day, week) if caps else []
+            full = await self.store.reserve([c for c, _ in overall] + [c for c, _ in own],
+                                            now_ms)
+            if full < 0:
+                return Decision("send", channel=channel)
+            if full < len(overall):
+                return self._suppress(overall[full][1])
+        return self._suppress(CHANNEL_CAP)
+
+    def quiet_until(self, local: datetime) -> int | None:
+        """When the quiet period containing ``local`` ends (epoch ms), or None."""
+        if self._quiet is None:
+            return None
+        start, end = self._quiet
+        minute = local.hour * 60 + local.minute
+        quiet = start <= minute < end if start < end else (minute >= start or minute < end)
+        if not quiet:
+            return None
+        day = local.date() if minute < end else local.date() + timedelta(days=1)
+        wake = datetime(day.year, day.month, day.day, end // 60, end % 60, tzinfo=local.tzinfo)
+        return int(wake.timestamp() * 1000)
+
+    async def release_due(self, now_ms: int, limit: int = 1000) -> list[DeliveryRequest]:
+        """Deferred requests now due (removed from the set: one sweeper gets each)."""
+        rows = await self.store.pop_due(self._deferred_key, now_ms, limit)
+        return [DeliveryRequest.decode(row) for row in rows]
+
+    async def deferred_count(self) -> int:
+        return await self.store.deferred_count(self._deferred_key)
+
+    async def record_sent(self, user_id: str, now_ms: int) -> None:
+        await self.store.note_sent(f"{self._prefix}eng:{user_id}", now_ms)
+
+    async def record_engaged(self, user_id: str) -> None:
+        """An open or click: the back-off count starts again."""
+        await self.store.note_engaged(f"{self._prefix}eng:{user_id}")
+
+    def _counters(self, user_id: str, scope: str, per_day: int | None, per_week: int | None,
+                  day: str, week: str) -> list[tuple[tuple[str, int, int], str]]:
+        out = []
+        base = f"{self._prefix}cap:{user_id}:{scope}"
+        if per_day is not None:
+            out.append(((f"{base}:d:{day}", per_day, 2 * _DAY_MS), CAP_DAY))
+        if per_week is not None:
+            out.append(((f"{base}:w:{week}", per_week, 8 * _DAY_MS), CAP_WEEK))
+        return out
+
+    def _suppress(self, reason: str) -> Decision:
+        self.suppressed[reason] += 1
+        if self.metrics is not None:
+            self.metrics.suppressed.labels(reason=reason).inc()
+        return Decision("suppress", reason=reason)
+
+
+def _buckets(local: datetime) -> tuple[str, str]:
+    year, week, _ = local.isocalendar()
+    return local.strftime("%Y%m%d"), f"{year}W{week:02d}"
+
+
+class MemoryPolicyStore:
+    """In-process store (embedded runtime, dry runs, unit tests). Expiry
+    follows the ``now_ms`` passed in, so a fake clock drives it."""
+
+    def __init__(self) -> None:
+        self._claims: dict[str, int] = {}  # key -> expiry ms
+        self._counts: dict[str, tuple[int, int]] = {}  # key -> (value, expiry ms)
+        self._engagement: dict[str, tuple[int, int | None]] = {}
+        self._deferred: dict[str, dict[str, tuple[int, str]]] = {}
+
+    async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
+        expiry = self._claims.get(key)
+        if expiry is not None and expiry > now_ms:
+            return False
+        self._claims[key] = now_ms + ttl_ms
+        return True
+
+    async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
+        values = []
+        for index, (key, limit, _ttl) in enumerate(counters):
+            value, expiry = self._counts.get(key, (0, 0))
+            value = value if expiry > now_ms else 0
+            if value >= limit:
+                return index
+            values.append(value)
+        for (key, _limit, ttl), value in zip(counters, values, strict=True):
+            self._counts[key] = (value + 1, now_ms + ttl)
+        return -1
+
+    async def engagement(self, key: str) -> tuple[int, int | None]:
+        return self._engagement.get(key, (0, None))
+
+    async def note_sent(self, key: str, now_ms: int) -> None:
+        ignored, _ = self._engagement.get(key, (0, None))
+        self._engagement[key] = (ignored + 1, now_ms)
+
+    async def note_engaged(self, key: str) -> None:
+        _, last = self._engagement.get(key, (0, None))
+        self._engagement[key] = (0, last)
+
+    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
+        items = self._deferred.setdefault(zset, {})
+        if item_id in items:
+            return False
+        items[item_id] = (due_ms, payload)
+        return True
+
+    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]:
+        items = self._deferred.get(zset, {})
+        due = sorted((d, i) for i, (d, _p) in items.items() if d <= now_ms)[:limit]
+        return [items.pop(i)[1] for _d, i in due]
+
+    async def deferred_count(self, zset: str) -> int:
+        return len(self._deferred.get(zset, {}))
+
+
+_RESERVE = """
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if v >= tonumber(ARGV[2 * i - 1]) then return i end
+end
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
+end
+return 0
+"""
+
+_POP_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local p = redis.call('HGET', KEYS[2], id)
+  redis.call('HDEL', KEYS[2], id)
+  if p then table.insert(out, p) end
+end
+return out
+"""
+
+
+class RedisPolicyStore:
+    """The policy's state in Redis (``redis.asyncio.Redis``, decode_responses=True).
+    Cap checks and increments are one Lua script, so concurrent workers
+    cannot both take the last slot."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._reserve = redis.register_script(_RESERVE)
+        self._pop_due = redis.register_script(_POP_DUE)
+
+    async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
+        return bool(await self._redis.set(key, str(now_ms), nx=True, px=max(1, ttl_ms)))
+
+    async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
+        if not counters:
+            return -1
+        args: list[int] = []
+        for _key, limit, ttl in counters:
+            args += [limit, max(1, ttl)]
+        full = int(await self._reserve(keys=[c[0] for c in counters], args=args))
+        return full - 1
+
+    async def engagement(self, key: str) -> tuple[int, int | None]:
+        ignored, last = await self._redis.hmget(key, ["ignored", "last"])
+        return int(ignored or 0), int(last) if last is not None else None
+
+    async def note_sent(self, key: str, now_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hincrby(key, "ignored", 1)
+        pipe.hset(key, "last", str(now_ms))
+        pipe.pexpire(key, _ENGAGEMENT_TTL_MS)
+        await pipe.execute()
+
+    async def note_engaged(self, key: str) -> None:
+        await self._redis.hset(key, "ignored", "0")
+
+    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zadd(zset, {item_id: due_ms}, nx=True)
+        pipe.hsetnx(f"{zset}:payload", item_id, payload)
+        added, _ = await pipe.execute()
+        return bool(added)
+
+    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]:
+        rows = await self._pop_due(keys=[zset, f"{zset}:payload"], args=[now_ms, limit])
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in rows]
+
+    async def deferred_count(self, zset: str) -> int:
+        return int(await self._redis.zcard(zset))
