@@ -1,0 +1,194 @@
+"""The delivery dead-letter: a Redis stream of deliveries that failed for good.
+
+Each entry holds the message (JSON), the channel name, the last error, the
+attempts, whether a retry may help, the HTTP/SMTP status and the time.
+``scenetrigger redrive`` reads it back, re-sends, and deletes what succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from channels.base import DeliveryResult, Message
+from channels.wire import MessageDecodeError, message_from_json, message_to_json
+
+DEFAULT_STREAM = "scenetrigger:deadletter"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry_id: str
+    channel: str
+    message: Message | None  # None: the stored message could not be decoded
+    error: str
+    attempts: int
+    retryable: bool
+    status: int | None
+    failed_ms: int
+    redrives: int = 0
+    raw: bytes = b""
+
+
+@dataclass(slots=True)
+class DeadLetterStore:
+    redis: aioredis.Redis
+    stream: str = DEFAULT_STREAM
+    max_entries: int = 1_000_000
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+
+    async def add(self, message: Message, channel: str, result: DeliveryResult,
+                  redrives: int = 0) -> str:
+        fields: dict[str, str | bytes | int] = {
+            "channel": channel,
+            "message": message_to_json(message),
+            "error": result.error or "",
+            "attempts": result.attempts,
+            "retryable": int(result.retryable),
+            "status": "" if result.status is None else result.status,
+            "failed_ms": self.clock_ms(),
+            "redrives": redrives,
+        }
+        entry_id = await self.redis.xadd(self.stream, fields,  # type: ignore[arg-type]
+                                         maxlen=self.max_entries, approximate=True)
+        return _text(entry_id)
+
+    async def count(self) -> int:
+        return int(await self.redis.xlen(self.stream))
+
+    async def last_id(self) -> str | None:
+        newest = await self.redis.xrevrange(self.stream, count=1)
+        return _text(newest[0][0] or b"") if newest else None
+
+    async def entries(self, channel: str | None = None, limit: int | None = None,
+                      batch: int = 500, until: str = "+") -> AsyncIterator[DeadLetter]:
+        """Oldest first up to entry ``until``, optionally one channel's, at most ``limit``."""
+        start = "-"
+        seen = 0
+        while limit is None or seen < limit:
+            chunk = await self.redis.xrange(self.stream, min=start, max=until, count=batch)
+            if not chunk:
+                return
+            for entry_id, fields in chunk:
+                letter = _decode(_text(entry_id or b""), fields or {})
+                if channel is not None and letter.channel != channel:
+                    continue
+                yield letter
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            start = "(" + _text(chunk[-1][0] or b"")
+            if len(chunk) < batch:
+                return
+
+    async def remove(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(await self.redis.xdel(self.stream, *entry_ids))
+
+
+@dataclass(slots=True)
+class RedriveReport:
+    matched: int = 0
+    sent_ok: int = 0
+    failed: int = 0
+    skipped: int = 0  # undecodable, or a channel no longer configured
+    failures: list[str] = field(default_factory=list)
+
+    def render(self, dry_run: bool) -> str:
+        if dry_run:
+            return f"dry run: {self.matched} dead letter(s) would be re-sent, " \
+                   f"{self.skipped} skipped"
+        return (f"re-sent {self.matched - self.skipped}: {self.sent_ok} ok (removed), "
+                f"{self.failed} failed (kept), {self.skipped} skipped")
+
+
+Send = Callable[[Message, str], Awaitable[DeliveryResult]]
+
+
+async def redrive(store: DeadLetterStore, send: Send, known: Callable[[str], bool], *,
+                  channel: str | None = None, limit: int | None = None, dry_run: bool = False,
+                  concurrency: int = 16,
+                  on_entry: Callable[[DeadLetter, str], None] | None = None) -> RedriveReport:
+    """Re-send dead letters (oldest first) through ``send``; remove those that
+    succeed. A failure replaces its entry with one carrying the new error and
+    ``redrives + 1``. Entries added while this runs are left for the next run."""
+    report = RedriveReport()
+    until = await store.last_id()
+    if until is None:
+        return report
+    gate = asyncio.Semaphore(max(1, concurrency))
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(letter: DeadLetter, message: Message) -> None:
+        async with gate:
+            result = await send(message, letter.channel)
+            if result.ok:
+                report.sent_ok += 1
+                await store.remove([letter.entry_id])
+                verdict = "ok"
+            else:
+                report.failed += 1
+                report.failures.append(f"{letter.entry_id} {letter.channel}: {result.error}")
+                await store.add(message, letter.channel, result, letter.redrives + 1)
+                await store.remove([letter.entry_id])
+                verdict = f"failed: {result.error}"
+        if on_entry is not None:
+            on_entry(letter, verdict)
+
+    async for letter in store.entries(channel, limit, until=until):
+        report.matched += 1
+        if letter.message is None or not known(letter.channel):
+            report.skipped += 1
+            if on_entry is not None:
+                reason = "undecodable" if letter.message is None else "unknown channel"
+                on_entry(letter, f"skipped: {reason}")
+            continue
+        if dry_run:
+            if on_entry is not None:
+                on_entry(letter, "would re-send")
+            continue
+        task = asyncio.create_task(one(letter, letter.message))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        if len(pending) >= 4 * concurrency:  # bound memory on a huge dead-letter
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if pending:
+        await asyncio.gather(*pending)
+    return report
+
+
+def _decode(entry_id: str, raw: dict[bytes | str, bytes | str]) -> DeadLetter:
+    fields = {_text(k): v for k, v in raw.items()}
+    body = fields.get("message", b"")
+    body_bytes = body.encode() if isinstance(body, str) else body
+    try:
+        message: Message | None = message_from_json(body_bytes)
+    except MessageDecodeError:
+        message = None
+    status = _text(fields.get("status", b""))
+    return DeadLetter(
+        entry_id=entry_id,
+        channel=_text(fields.get("channel", b"")),
+        message=message,
+        error=_text(fields.get("error", b"")),
+        attempts=_int(fields.get("attempts")),
+        retryable=_int(fields.get("retryable")) == 1,
+        status=int(status) if status.isdigit() else None,
+        failed_ms=_int(fields.get("failed_ms")),
+        redrives=_int(fields.get("redrives")),
+        raw=body_bytes,
+    )
+
+
+def _int(value: bytes | str | None) -> int:
+    text = _text(value or b"0")
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,219 @@
+"""In-app inbox: a capped Redis stream per user, read and acknowledged over HTTP.
+
+Keys (the ``{user}`` hash tag keeps one user's keys on one cluster slot):
+
+- ``<prefix>:{<user>}``            stream, ``XADD MAXLEN ~ max_messages``
+- ``<prefix>:{<user>}:acked``      set of acknowledged message ids
+- ``<prefix>:{<user>}:m:<id>``     dedupe marker, ``SET NX`` with a TTL
+
+Delivery is one Lua call, so a retried or replayed message id is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from channels.base import DeliveryResult, Message
+from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from channels.wire import message_to_dict
+
+_ADD = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                        'message_id', ARGV[1], 'body', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {1, id}
+end
+return {0, ''}
+"""
+
+# Acknowledge ids present in the stream; prune acks of trimmed entries when
+# the set outgrows twice the cap, so it stays bounded.
+_ACK = """
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+local present = {}
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'message_id' then present[fields[i + 1]] = true end
+  end
+end
+local acked = 0
+for _, id in ipairs(ARGV) do
+  if present[id] then acked = acked + redis.call('SADD', KEYS[2], id) end
+end
+if redis.call('SCARD', KEYS[2]) > 2 * #entries + 16 then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if not present[id] then redis.call('SREM', KEYS[2], id) end
+  end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return acked
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    entry_id: str  # the stream id; its first part is the store time in ms
+    message: dict[str, Any]
+    read: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entry_id": self.entry_id, "read": self.read, **self.message}
+
+
+@dataclass(slots=True)
+class InboxStore:
+    """The Redis side of the inbox, shared by the channel and the HTTP routes."""
+
+    redis: aioredis.Redis
+    prefix: str = "scenetrigger:inbox"
+    max_messages: int = 100
+    retention_ms: int = 30 * 86_400_000
+    dedupe_ttl_ms: int = 7 * 86_400_000
+    _add: Any = field(default=None, init=False, repr=False)
+    _ack: Any = field(default=None, init=False, repr=False)
+
+    def stream_key(self, user_id: str) -> str:
+        return f"{self.prefix}:{{{user_id}}}"
+
+    async def add(self, message: Message) -> bool:
+        """Store ``message``; False if its id was stored before (a duplicate)."""
+        if self._add is None:
+            self._add = self.redis.register_script(_ADD)
+        stream = self.stream_key(message.user_id)
+        body = orjson.dumps(message_to_dict(message), default=str)
+        created, _ = await self._add(
+            keys=[stream, f"{stream}:m:{message.message_id}"],
+            args=[message.message_id, self.max_messages, body, self.dedupe_ttl_ms,
+                  self.retention_ms],
+        )
+        return bool(created)
+
+    async def list(self, user_id: str, *, unread_only: bool = True,
+                   limit: int = 50) -> list[InboxItem]:
+        """Newest first."""
+        stream = self.stream_key(user_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(stream, count=self.max_messages * 2)
+            pipe.smembers(f"{stream}:acked")
+            entries, acked = await pipe.execute()
+        acked_ids = {_text(item) for item in acked}
+        items: list[InboxItem] = []
+        for entry_id, fields in entries:
+            decoded = {_text(k): v for k, v in fields.items()}
+            message_id = _text(decoded.get("message_id", b""))
+            read = message_id in acked_ids
+            if read and unread_only:
+                continue
+            items.append(InboxItem(_text(entry_id), orjson.loads(decoded["body"]), read))
+            if len(items) >= limit:
+                break
+        return items
+
+    async def ack(self, user_id: str, message_ids: Sequence[str]) -> int:
+        """Mark messages read; returns how many were newly acknowledged."""
+        if not message_ids:
+            return 0
+        if self._ack is None:
+            self._ack = self.redis.register_script(_ACK)
+        stream = self.stream_key(user_id)
+        count = await self._ack(keys=[stream, f"{stream}:acked"], args=list(message_ids))
+        return int(count)
+
+
+@dataclass(slots=True)
+class InboxChannel:
+    """Delivers into :class:`InboxStore`. A duplicate message id counts as
+    delivered (it is already in the inbox), so retries stay idempotent."""
+
+    name: str
+    store: InboxStore
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    owns_redis: bool = False
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random | None = None
+
+    retries_internally = True
+
+    async def send(self, message: Message) -> DeliveryResult:
+        async def attempt() -> Attempt:
+            try:
+                await self.store.add(message)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                return Attempt(False, f"redis unavailable: {exc}", True)
+            except RedisError as exc:
+                return Attempt(False, f"redis error: {exc}", False)
+            return Attempt(True)
+
+        return await run_attempts(message, self.name, attempt, self.policy,
+                                  sleep=self.sleep, rng=self.rng)
+
+    async def close(self) -> None:
+        if self.owns_redis:
+            await self.store.redis.aclose()
+
+
+Authorize = Callable[[web.Request, str], Awaitable[bool]]
+
+_MAX_ACK_IDS = 500
+
+
+def inbox_routes(store: InboxStore, authorize: Authorize | None = None,
+                 prefix: str = "/inbox") -> list[web.RouteDef]:
+    """``GET {prefix}/{user_id}[?all=1&limit=N]`` and ``POST {prefix}/{user_id}/ack``
+    with ``{"ids": [...]}``; mount with ``app.add_routes(inbox_routes(store))``.
+
+    ``authorize(request, user_id)`` decides who may read whose inbox (e.g. a
+    session check in front of a real app); without it every caller may."""
+
+    async def allowed(request: web.Request, user_id: str) -> None:
+        if authorize is not None and not await authorize(request, user_id):
+            raise web.HTTPForbidden(text="not your inbox")
+
+    async def list_messages(request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        await allowed(request, user_id)
+        try:
+            limit = min(max(int(request.query.get("limit", "50")), 1), 1000)
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be an integer") from None
+        unread_only = request.query.get("all", "0") not in ("1", "true")
+        items = await store.list(user_id, unread_only=unread_only, limit=limit)
+        body = {"user_id": user_id, "messages": [item.to_dict() for item in items]}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def ack_messages(request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        await allowed(request, user_id)
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+        ids = payload.get("ids") if isinstance(payload, dict) else None
+        if (not isinstance(ids, list) or len(ids) > _MAX_ACK_IDS
+                or not all(isinstance(i, str) for i in ids)):
+            raise web.HTTPBadRequest(text=f'body must be {{"ids": [<= {_MAX_ACK_IDS} strings]}}')
+        acked = await store.ack(user_id, cast(list[str], ids))
+        return web.Response(body=orjson.dumps({"acked": acked}), content_type="application/json")
+
+    return [
+        web.get(prefix + "/{user_id}", list_messages),
+        web.post(prefix + "/{user_id}/ack", ack_messages),
+    ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

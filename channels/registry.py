@@ -1,0 +1,256 @@
+"""Build the configured channels and send messages through them.
+
+:func:`build_registry` turns the ``channels`` config section into live
+channels (reading secrets from the environment); :class:`ChannelSender`
+sends a message through a named channel, retries channels that do not retry
+themselves, counts every outcome in Prometheus and dead-letters final
+failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from channels.base import Channel, DeliveryResult, Message
+from channels.deadletter import DeadLetterStore
+from channels.email import EmailChannel, SmtpSettings
+from channels.inbox import InboxChannel, InboxStore
+from channels.logchannel import LogChannel
+from channels.provider import ProviderChannel, build_shape
+from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from channels.webhook import WebhookChannel
+from config.channel_models import (
+    ChannelModel,
+    EmailModel,
+    InboxModel,
+    LogModel,
+    ProviderModel,
+    WebhookModel,
+)
+from triggers.errors import ConfigError, SceneTriggerError
+
+log = logging.getLogger("scenetrigger.channels")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class UnknownChannelError(SceneTriggerError):
+    """A message names a channel that is not configured."""
+
+
+@dataclass(slots=True)
+class ChannelRegistry:
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    def get(self, name: str) -> Channel:
+        try:
+            return self.channels[name]
+        except KeyError:
+            known = ", ".join(sorted(self.channels)) or "none"
+            raise UnknownChannelError(f"no channel {name!r} (configured: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.channels
+
+    def names(self) -> list[str]:
+        return list(self.channels)
+
+    def add(self, channel: Channel) -> None:
+        self.channels[channel.name] = channel
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            try:
+                await channel.close()
+            except Exception:  # closing must go on for the others
+                log.exception("closing channel failed", extra={"channel": channel.name})
+
+
+def build_registry(models: Mapping[str, ChannelModel], *, env: Mapping[str, str] | None = None,
+                   redis: aioredis.Redis | None = None) -> ChannelRegistry:
+    """Live channels for the ``channels`` section. ``redis`` (if given) is
+    shared by inbox channels and not closed by them. Raises
+    :class:`ConfigError` naming the channel and field of every missing secret."""
+    environ = os.environ if env is None else env
+    registry = ChannelRegistry()
+    problems: list[str] = []
+    for name, model in models.items():
+        try:
+            registry.add(build_channel(name, model, environ, redis))
+        except _MissingEnv as exc:
+            problems.append(f"channel {name!r}, field {exc.field!r}: environment variable "
+                            f"{exc.var!r} is not set")
+    if problems:
+        raise ConfigError(problems)
+    return registry
+
+
+class _MissingEnv(Exception):
+    def __init__(self, field_name: str, var: str) -> None:
+        super().__init__(var)
+        self.field = field_name
+        self.var = var
+
+
+def _env(env: Mapping[str, str], field_name: str, var: str | None) -> str | None:
+    if var is None:
+        return None
+    if var not in env:
+        raise _MissingEnv(field_name, var)
+    return env[var]
+
+
+def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
+                  redis: aioredis.Redis | None = None) -> Channel:
+    if isinstance(model, WebhookModel):
+        secret = _env(env, "secret_env", model.secret_env) or ""
+        return WebhookChannel(
+            name=name, url=model.url, secret=secret.encode(), timeout_ms=model.timeout,
+            policy=model.retry.policy(), headers=dict(model.headers),
+            signature_header=model.signature_header, timestamp_header=model.timestamp_header,
+            max_connections=model.max_connections,
+        )
+    if isinstance(model, InboxModel):
+        client = redis
+        if client is None:
+            url = env.get(model.redis_url_env, DEFAULT_REDIS_URL)
+            client = aioredis.Redis.from_url(url)
+        store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
+                           model.dedupe_ttl)
+        return InboxChannel(name, store, model.retry.policy(), owns_redis=redis is None)
+    if isinstance(model, EmailModel):
+        settings = SmtpSettings(
+            host=model.host, port=model.port, security=model.security,
+            username=_env(env, "username_env", model.username_env),
+            password=_env(env, "password_env", model.password_env),
+            timeout_ms=model.timeout,
+        )
+        return EmailChannel(name, settings, model.sender, model.to_field, model.retry.policy(),
+                            model.max_connections)
+    if isinstance(model, ProviderModel):
+        try:
+            shape = build_shape(model, env)
+        except KeyError as exc:
+            var = str(exc.args[0])
+            where = "headers_env" if var in model.headers_env.values() else "query_env"
+            raise _MissingEnv(where, var) from None
+        return ProviderChannel(name, shape, model.timeout, model.retry.policy(),
+                               model.max_connections)
+    if isinstance(model, LogModel):
+        return LogChannel(name, model.path, model.max_records)
+    raise ConfigError([f"channel {name!r}: unsupported type {model!r}"])  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMetrics:
+    deliveries: Counter
+    seconds: Histogram
+    dead_letters: Counter
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> DeliveryMetrics:
+        """One set of metrics per Prometheus registry (registering twice fails)."""
+        found = _METRICS.get(id(registry))
+        if found is not None and found[0] is registry:
+            return found[1]
+        metrics = cls(
+            Counter("scenetrigger_deliveries", "Deliveries by channel and outcome "
+                    "(ok, retry_exhausted, rejected, error)", ["channel", "result"],
+                    registry=registry),
+            Histogram("scenetrigger_delivery_seconds", "Time to deliver, retries included",
+                      ["channel"], registry=registry,
+                      buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
+                               30)),
+            Counter("scenetrigger_dead_letters", "Deliveries written to the dead-letter",
+                    ["channel"], registry=registry),
+        )
+        _METRICS[id(registry)] = (registry, metrics)
+        return metrics
+
+
+_METRICS: dict[int, tuple[CollectorRegistry, DeliveryMetrics]] = {}
+
+
+def outcome_label(result: DeliveryResult) -> str:
+    if result.ok:
+        return "ok"
+    return "retry_exhausted" if result.retryable else "rejected"
+
+
+@dataclass(slots=True)
+class ChannelSender:
+    """Send through a named channel: retries (for channels without their
+    own), metrics, and the dead-letter for deliveries that failed for good."""
+
+    registry: ChannelRegistry
+    dead_letter: DeadLetterStore | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics_registry: CollectorRegistry = REGISTRY
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random | None = None
+    _metrics: DeliveryMetrics = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._metrics = DeliveryMetrics.on(self.metrics_registry)
+
+    async def send(self, message: Message, channel: str | None = None, *,
+                   dead_letter: bool = True) -> DeliveryResult:
+        """Deliver ``message`` via ``channel`` (default: ``message.channel``).
+        Never raises for a delivery failure; raises
+        :class:`UnknownChannelError` for a channel that is not configured."""
+        name = channel if channel is not None else message.channel
+        target = self.registry.get(name)
+        started = time.perf_counter()
+        if getattr(target, "retries_internally", False):
+            result = await _guarded(target, message, name)
+        else:
+            async def attempt() -> Attempt:
+                got = await _guarded(target, message, name)
+                return Attempt(got.ok, got.error, got.retryable, got.status)
+            result = await run_attempts(message, name, attempt, self.policy,
+                                        sleep=self.sleep, rng=self.rng)
+        label = outcome_label(result)
+        if result.error is not None and result.error.startswith("channel raised"):
+            label = "error"
+        self._metrics.seconds.labels(name).observe(time.perf_counter() - started)
+        self._metrics.deliveries.labels(name, label).inc()
+        if not result.ok and dead_letter and self.dead_letter is not None:
+            await self._bury(message, name, result)
+        return result
+
+    async def _bury(self, message: Message, name: str, result: DeliveryResult) -> None:
+        assert self.dead_letter is not None
+        try:
+            await self.dead_letter.add(message, name, result)
+        except Exception:  # the dead-letter itself failing must not stop the stream
+            log.exception("dead-letter write failed",
+                          extra={"channel": name, "message_id": message.message_id})
+            return
+        self._metrics.dead_letters.labels(name).inc()
+
+
+async def _guarded(channel: Channel, message: Message, name: str) -> DeliveryResult:
+    try:
+        return await channel.send(message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a channel bug must not kill the worker
+        log.exception("channel raised", extra={"channel": name, "message_id": message.message_id})
+        return DeliveryResult(False, name, message.message_id, 1,
+                              f"channel raised {type(exc).__name__}: {exc}", False)
+
+
+def channel_models_of(config: Any) -> Mapping[str, ChannelModel]:
+    """The ``channels`` section of an AppConfig (empty when it has none)."""
+    models: Mapping[str, ChannelModel] = getattr(config, "channels", None) or {}
+    return models

@@ -1,0 +1,143 @@
+"""Webhook channel: POST the message as JSON, signed with HMAC-SHA256.
+
+Signature (verify with :func:`verify_signature`): the sender puts the Unix
+time in ms in ``X-Scenetrigger-Timestamp`` and
+``sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>`` in
+``X-Scenetrigger-Signature``. Signing the timestamp lets a receiver reject
+replays of an old body.
+
+Retries (exponential backoff, full jitter) on 5xx, 408, timeouts and
+connection errors; 429 waits for ``Retry-After`` (bounded); any other 4xx
+fails at once. ``send`` never raises for a delivery failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from channels.base import DeliveryResult, Message
+from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from channels.wire import message_to_json
+
+SIGNATURE_HEADER = "X-Scenetrigger-Signature"
+TIMESTAMP_HEADER = "X-Scenetrigger-Timestamp"
+
+
+def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
+    digest = hmac.new(secret, str(timestamp_ms).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def verify_signature(secret: bytes, timestamp: str | None, signature: str | None, body: bytes,
+                     *, now_ms: int | None = None, tolerance_ms: int = 300_000) -> bool:
+    """Receiver side: the signature matches and the timestamp is recent."""
+    if timestamp is None or signature is None or not timestamp.isdigit():
+        return False
+    stamp = int(timestamp)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    if abs(now - stamp) > tolerance_ms:
+        return False
+    return hmac.compare_digest(sign(secret, stamp, body), signature)
+
+
+def retry_after_ms(value: str | None, now_s: float | None = None) -> int | None:
+    """``Retry-After`` as ms: delta-seconds or an HTTP date; None if absent or bad."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text) * 1000
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    now = now_s if now_s is not None else time.time()
+    return max(0, int((when.timestamp() - now) * 1000))
+
+
+def classify_status(status: int, headers: Mapping[str, str]) -> Attempt:
+    """What an HTTP status means for a delivery (shared with the provider adapters)."""
+    if 200 <= status < 300:
+        return Attempt(True, status=status)
+    error = f"HTTP {status}"
+    if status == 429:
+        return Attempt(False, error, True, status, retry_after_ms(headers.get("Retry-After")))
+    if status >= 500 or status == 408:
+        return Attempt(False, error, True, status)
+    return Attempt(False, error, False, status)
+
+
+def exception_attempt(exc: BaseException, timeout_ms: int) -> Attempt:
+    """A transport exception as an attempt: timeouts and connection errors retry."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return Attempt(False, f"timeout after {timeout_ms} ms", True)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return Attempt(False, f"invalid URL: {exc}", False)
+    return Attempt(False, f"{type(exc).__name__}: {exc}", True)
+
+
+@dataclass(slots=True)
+class WebhookChannel:
+    """One webhook endpoint. The aiohttp session is created on first use (in
+    the running loop) and reused for every delivery until :meth:`close`."""
+
+    name: str
+    url: str
+    secret: bytes
+    timeout_ms: int = 5_000
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    signature_header: str = SIGNATURE_HEADER
+    timestamp_header: str = TIMESTAMP_HEADER
+    max_connections: int = 100
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random | None = None
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+    _timeout: aiohttp.ClientTimeout | None = field(default=None, init=False, repr=False)
+
+    retries_internally = True
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections)
+            self._timeout = aiohttp.ClientTimeout(total=self.timeout_ms / 1000)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def send(self, message: Message) -> DeliveryResult:
+        body = message_to_json(message)
+        session = self._client()
+
+        async def attempt() -> Attempt:
+            stamp = self.clock_ms()  # fresh per attempt: receivers check recency
+            headers = {
+                **self.headers,
+                "Content-Type": "application/json",
+                self.timestamp_header: str(stamp),
+                self.signature_header: sign(self.secret, stamp, body),
+                "X-Scenetrigger-Message-Id": message.message_id,
+            }
+            try:
+                async with session.post(self.url, data=body, headers=headers) as response:
+                    await response.read()  # drain so the connection is reused
+                    return classify_status(response.status, response.headers)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                return exception_attempt(exc, self.timeout_ms)
+
+        return await run_attempts(message, self.name, attempt, self.policy,
+                                  sleep=self.sleep, rng=self.rng)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
