@@ -13,7 +13,10 @@ from triggers.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
-_SECTION_LABELS = {"scenes": "scene"}
+_SECTION_LABELS = {"scenes": "scene", "channels": "channel"}
+# Discriminated unions put the tag in the error path; it is dropped from messages.
+_UNION_TAGS = ("repeat", "absence", "arrival",
+               "webhook", "inbox", "email", "sms", "wechat", "push", "log")
 
 
 def load_config(path: str | Path | None = None) -> AppConfig:
@@ -52,11 +55,15 @@ def format_error(err: Any) -> str:
     if not loc:
         return message
     section = loc[0]
+    if section == "strategies":
+        from config.strategy_models import format_section_error
+
+        return format_section_error(loc[1:], err)
     if section in _SECTION_LABELS and len(loc) >= 2:
         name = loc[1]
         rest = loc[2:]
         # A discriminated union puts the kind in the path: drop it.
-        if rest and rest[0] in ("repeat", "absence", "arrival"):
+        if rest and rest[0] in _UNION_TAGS:
             rest = rest[1:]
         where = f"{_SECTION_LABELS[section]} {name!r}"
         if rest:
@@ -73,6 +80,12 @@ def _message(err: Any) -> str:
         return "unknown field"
     if kind == "missing":
         return "required field is missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and \
+            err.get("ctx", {}).get("discriminator") == "'type'":
+        tags = "webhook, inbox, email, sms, wechat, push or log"
+        if kind == "union_tag_not_found":
+            return f"missing 'type' (use {tags})"
+        return f"unknown type {err['ctx'].get('tag')!r} (use {tags})"
     if kind == "union_tag_invalid":
         return (f"unknown kind {err.get('ctx', {}).get('tag')!r} "
                 "(use repeat, absence or arrival)")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content
 from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
+from config.strategy_models import StrategiesModel
 from triggers.scenes import Scene
 
 
@@ -21,6 +23,8 @@ class AppConfig(BaseModel):
     engine: EngineModel = Field(default_factory=EngineModel)
     content: ContentModel = Field(default_factory=default_content)
     delivery: DeliveryModel = Field(default_factory=DeliveryModel)
+    channels: dict[str, ChannelModel] = Field(default_factory=dict)
+    strategies: StrategiesModel = Field(default_factory=StrategiesModel)
 
     def scene_list(self) -> list[Scene]:
         """Scenes in config (file) order: that is the order triggers come out."""

@@ -1,0 +1,333 @@
+"""Pydantic models of the ``strategies`` section: journeys, lead scoring,
+control groups, attribution and tag rules.
+
+A journey is a list of steps; each step has exactly one action key (send,
+wait, branch, tag, score, enrol, exit) and an optional ``id`` that branches
+jump to. Errors name the strategy, the step (number and id) and the field.
+Journeys may also live in their own YAML files (``include``): a file is a
+mapping of strategy name -> strategy, e.g. ``config/strategies/reactivation.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from triggers.durations import parse_duration_ms
+
+SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
+FEEDBACK_EVENTS = ("opened", "clicked", "shared", "delivered", "converted", "purchased")
+EXIT = "exit"
+NEXT = "next"
+
+Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SendModel(_Strict):
+    """One message. ``channels`` sends on several at once (SMS and WeChat);
+    a user's preferred channel (tag ``prefers_<channel>``) goes first."""
+
+    channel: Name | None = None
+    channels: list[Name] | None = Field(default=None, min_length=1, max_length=8)
+    content: Name
+    respect_preference: bool = True
+
+    @model_validator(mode="after")
+    def _one_channel_form(self) -> SendModel:
+        if (self.channel is None) == (self.channels is None):
+            raise ValueError("give exactly one of 'channel' or 'channels'")
+        return self
+
+    def channel_list(self) -> tuple[str, ...]:
+        return (self.channel,) if self.channel is not None else tuple(self.channels or ())
+
+
+class CaseModel(_Strict):
+    """A branch case: this event (optionally via this channel) -> ``goto``."""
+
+    event: Literal["opened", "clicked", "shared", "delivered", "converted", "purchased"]
+    channel: Name | None = None
+    goto: Name = NEXT
+
+
+class BranchModel(_Strict):
+    """Wait up to ``within`` for the first matching case; ``else`` on timeout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    within: Duration = Field(gt=0)
+    when: list[CaseModel] = Field(min_length=1, max_length=16)  # not `on`: YAML reads it as true
+    otherwise: Name = Field(default=NEXT, alias="else")
+
+
+class TagStepModel(_Strict):
+    add: list[Name] = Field(default_factory=list, max_length=16)
+    remove: list[Name] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TagStepModel:
+        if not self.add and not self.remove:
+            raise ValueError("a tag step needs 'add' and/or 'remove'")
+        return self
+
+
+class StepModel(_Strict):
+    id: Name | None = None
+    send: SendModel | None = None
+    wait: Duration | None = None
+    branch: BranchModel | None = None
+    tag: TagStepModel | None = None
+    score: int | None = Field(default=None, strict=True)
+    enrol: Name | None = None
+    exit: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StepModel:
+        set_keys = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(set_keys) != 1:
+            found = ", ".join(set_keys) or "none"
+            raise ValueError(
+                f"a step needs exactly one of {', '.join(STEP_KINDS)} (found: {found})"
+            )
+        if self.exit is False:
+            raise ValueError("'exit' takes true")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+
+STEP_KINDS = ("send", "wait", "branch", "tag", "score", "enrol", "exit")
+
+
+class TagConditionModel(_Strict):
+    all: list[Name] = Field(default_factory=list)
+    any: list[Name] = Field(default_factory=list)
+    none: list[Name] = Field(default_factory=list)
+
+
+def _names(value: Any) -> Any:
+    """``scene: x`` or ``scene: {in: [x, y]}`` -> a list of names."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and set(value) == {"in"}:
+        return value["in"]
+    return value
+
+
+NameSet = Annotated[list[Name], BeforeValidator(_names)]
+
+
+class EntryModel(_Strict):
+    """Who enters: on a scene's trigger and/or when tags and segment hold."""
+
+    scene: NameSet | None = None
+    tags: TagConditionModel | None = None
+    segment: NameSet | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> EntryModel:
+        if self.scene is None and self.tags is None and self.segment is None:
+            raise ValueError("an entry needs 'scene', 'tags' and/or 'segment'")
+        return self
+
+
+class StrategyModel(_Strict):
+    entry: EntryModel
+    steps: list[StepModel] = Field(min_length=1, max_length=64)
+    reenter_after: Duration | None = None
+    control_share: float | None = Field(default=None, ge=0.0, le=0.9)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _targets(self) -> StrategyModel:
+        ids = [s.id for s in self.steps if s.id is not None]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate step id {', '.join(dupes)}")
+        known = {*ids, EXIT, NEXT}
+        for number, step in enumerate(self.steps, 1):
+            if step.branch is None:
+                continue
+            for ci, case in enumerate(step.branch.when):
+                if case.goto not in known:
+                    raise ValueError(
+                        f"{step_label(number, step.id)}, field 'branch.when.{ci}.goto': "
+                        f"no step with id {case.goto!r}"
+                    )
+            if step.branch.otherwise not in known:
+                raise ValueError(
+                    f"{step_label(number, step.id)}, field 'branch.else': "
+                    f"no step with id {step.branch.otherwise!r}"
+                )
+        return self
+
+
+def step_label(number: int, step_id: str | None) -> str:
+    return f"step {number} ({step_id!r})" if step_id else f"step {number}"
+
+
+class HandoffModel(_Strict):
+    channel: Name
+    content: Name = "lead_handoff"
+
+
+class ScoringModel(_Strict):
+    """Lead scoring: points per event type, exponential decay, sales handoff."""
+
+    points: dict[Name, float] = Field(default_factory=dict)
+    half_life: Duration = Field(default=7 * 86_400_000, gt=0)
+    threshold: float | None = Field(default=None, gt=0)
+    handoff: HandoffModel | None = None
+
+    @model_validator(mode="after")
+    def _handoff_needs_threshold(self) -> ScoringModel:
+        if self.handoff is not None and self.threshold is None:
+            raise ValueError("field 'handoff' needs a 'threshold'")
+        return self
+
+
+class ControlModel(_Strict):
+    """Holdout: ``share`` of users (by a hash of name and user) get no message."""
+
+    share: float = Field(default=0.0, ge=0.0, le=0.9)
+    per: dict[Name, Annotated[float, Field(ge=0.0, le=0.9)]] = Field(default_factory=dict)
+    salt: str = Field(default="scenetrigger", max_length=200)
+
+
+class AttributionModel(_Strict):
+    window: Duration = Field(default=86_400_000, gt=0)
+
+
+class TagRulesModel(_Strict):
+    """Thresholds of the behaviour tags (see strategies/tags.py)."""
+
+    min_events: int = Field(default=3, ge=1, strict=True)
+    habit_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    weekend_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_opens: int = Field(default=1, ge=1, strict=True)
+
+
+class StrategiesModel(_Strict):
+    """The ``strategies`` section of AppConfig."""
+
+    include: list[str] = Field(default_factory=list)
+    journeys: dict[Name, StrategyModel] = Field(default_factory=dict)
+    scoring: ScoringModel = Field(default_factory=ScoringModel)
+    control: ControlModel = Field(default_factory=ControlModel)
+    attribution: AttributionModel = Field(default_factory=AttributionModel)
+    tags: TagRulesModel = Field(default_factory=TagRulesModel)
+
+    def all_journeys(self) -> dict[str, StrategyModel]:
+        """Inline journeys plus those of every included file (inline wins)."""
+        merged: dict[str, StrategyModel] = {}
+        for ref in self.include:
+            merged.update(load_strategy_file(resolve_include(ref)))
+        merged.update(self.journeys)
+        return merged
+
+    @model_validator(mode="after")
+    def _check(self) -> StrategiesModel:
+        journeys = self.all_journeys()  # raises on a bad included file
+        for name, strategy in journeys.items():
+            for number, step in enumerate(strategy.steps, 1):
+                if step.enrol is not None and step.enrol not in journeys:
+                    raise ValueError(
+                        f"strategy {name!r}, {step_label(number, step.id)}, field 'enrol': "
+                        f"no strategy named {step.enrol!r}"
+                    )
+        return self
+
+
+def resolve_include(ref: str) -> Path:
+    """A bare name (``reactivation``) is a shipped file; anything else a path."""
+    if "/" not in ref and not ref.endswith((".yaml", ".yml", ".json")):
+        return SHIPPED_STRATEGIES_DIR / f"{ref}.yaml"
+    return Path(ref)
+
+
+def load_strategy_file(path: Path) -> dict[str, StrategyModel]:
+    """Read one strategies file; raise ValueError naming strategy/step/field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read strategies file {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"strategies file {str(path)!r} is not valid YAML: {exc}") from None
+    return parse_strategies(raw, source=str(path))
+
+
+def parse_strategies(raw: Any, source: str = "<strategies>") -> dict[str, StrategyModel]:
+    """Validate a mapping of name -> strategy, collecting every problem."""
+    from pydantic import ValidationError
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: a strategies file is a mapping of name -> strategy")
+    out: dict[str, StrategyModel] = {}
+    problems: list[str] = []
+    for name, body in raw.items():
+        try:
+            out[str(name)] = StrategyModel.model_validate(body)
+        except ValidationError as exc:
+            problems += [format_strategy_error(str(name), e, body) for e in exc.errors()]
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    return out
+
+
+def format_strategy_error(name: str, err: Any, body: Any = None) -> str:
+    """``strategy 'x', step 3 ('push_2'), field 'send.channel': message``;
+    ``body`` (the raw strategy) supplies the step id when known."""
+    loc = [str(p) for p in err["loc"]]
+    message = _message(err)
+    where = f"strategy {name!r}"
+    if len(loc) >= 2 and loc[0] == "steps" and loc[1].isdigit():
+        index = int(loc[1])
+        step_id = _raw_step_id(body, index)
+        where += ", " + step_label(index + 1, step_id)
+        loc = loc[2:]
+    if loc:
+        return f"{where}, field {'.'.join(loc)!r}: {message}"
+    return f"{where}: {message}"
+
+
+def _raw_step_id(body: Any, index: int) -> str | None:
+    try:
+        step_id = body["steps"][index].get("id")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return step_id if isinstance(step_id, str) else None
+
+
+def format_section_error(loc: list[str], err: Any) -> str:
+    """An error inside AppConfig's ``strategies`` section (``loc`` after it)."""
+    if len(loc) >= 2 and loc[0] == "journeys":
+        return format_strategy_error(loc[1], {**err, "loc": loc[2:]})
+    message = _message(err)
+    if loc:
+        return f"section 'strategies', field {'.'.join(loc)!r}: {message}"
+    return f"section 'strategies': {message}"
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"]) if "ctx" in err else str(err["msg"])
+    text = str(err["msg"])
+    got = err.get("input")
+    if got is not None and not isinstance(got, dict | list):
+        text += f" (got {got!r})"
+    return text

@@ -1,0 +1,29 @@
+"""Control groups: a deterministic hash of (strategy or scene, user) holds a
+configured share of users out. The same user is in the same group on every
+worker, every replay and every report, with no state to store."""
+
+from __future__ import annotations
+
+import hashlib
+
+from config.strategy_models import ControlModel
+
+_SCALE = float(1 << 64)
+
+
+def bucket(salt: str, name: str, user_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (salt, name, user)."""
+    digest = hashlib.blake2b(f"{salt}\x1f{name}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
+def share_for(control: ControlModel, name: str, override: float | None = None) -> float:
+    if override is not None:
+        return override
+    return control.per.get(name, control.share)
+
+
+def in_control(control: ControlModel, name: str, user_id: str,
+               override: float | None = None) -> bool:
+    share = share_for(control, name, override)
+    return share > 0.0 and bucket(control.salt, name, user_id) < share

@@ -1,0 +1,206 @@
+"""Compiled strategies and their versions.
+
+A strategy's config is compiled once into frozen steps whose jumps are step
+indexes. The :class:`Registry` keeps every version that a user may still be
+inside: an edit adds a new version for new entrants; users already inside
+keep the version they entered with (see docs/strategies.md for the rule
+after a restart). A bad edit raises :class:`ConfigError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from config.strategy_models import (
+    EXIT,
+    NEXT,
+    StrategyModel,
+    parse_strategies,
+    step_label,
+)
+from triggers.errors import ConfigError
+
+END = -1  # jump target meaning "leave the strategy"
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    event: str
+    channel: str | None
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    index: int
+    id: str
+    kind: str
+    channels: tuple[str, ...] = ()
+    content: str = ""
+    respect_preference: bool = True
+    duration_ms: int = 0  # wait, or a branch's window
+    cases: tuple[Case, ...] = ()
+    otherwise: int = END
+    tag_add: tuple[str, ...] = ()
+    tag_remove: tuple[str, ...] = ()
+    score: int = 0
+    enrol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    scenes: frozenset[str] | None
+    tags_all: frozenset[str]
+    tags_any: frozenset[str]
+    tags_none: frozenset[str]
+    segments: frozenset[str] | None
+
+    def holds(self, tags: frozenset[str], segment: str | None) -> bool:
+        if self.tags_all - tags or self.tags_none & tags:
+            return False
+        if self.tags_any and not self.tags_any & tags:
+            return False
+        return self.segments is None or segment in self.segments
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    name: str
+    version: int
+    digest: str
+    entry: Entry
+    steps: tuple[Step, ...]
+    reenter_after_ms: int | None
+    control_share: float | None
+
+    def step_by_id(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+
+def digest_of(model: StrategyModel) -> str:
+    return hashlib.sha256(model.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+
+
+def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
+    ids = {s.id: i for i, s in enumerate(model.steps) if s.id is not None}
+
+    def target(ref: str, index: int) -> int:
+        if ref == EXIT:
+            return END
+        if ref == NEXT:
+            return index + 1 if index + 1 < len(model.steps) else END
+        return ids[ref]
+
+    steps = []
+    for i, s in enumerate(model.steps):
+        sid = s.id or f"step{i + 1}"
+        kind = s.kind
+        if s.send is not None:
+            steps.append(Step(i, sid, kind, channels=s.send.channel_list(), content=s.send.content,
+                              respect_preference=s.send.respect_preference))
+        elif s.wait is not None:
+            steps.append(Step(i, sid, kind, duration_ms=s.wait))
+        elif s.branch is not None:
+            cases = tuple(Case(c.event, c.channel, target(c.goto, i)) for c in s.branch.when)
+            steps.append(Step(i, sid, kind, duration_ms=s.branch.within, cases=cases,
+                              otherwise=target(s.branch.otherwise, i)))
+        elif s.tag is not None:
+            steps.append(Step(i, sid, kind, tag_add=tuple(s.tag.add),
+                              tag_remove=tuple(s.tag.remove)))
+        elif s.score is not None:
+            steps.append(Step(i, sid, kind, score=s.score))
+        elif s.enrol is not None:
+            steps.append(Step(i, sid, kind, enrol=s.enrol))
+        else:
+            steps.append(Step(i, sid, kind))
+    e = model.entry
+    tags = e.tags
+    entry = Entry(
+        scenes=frozenset(e.scene) if e.scene is not None else None,
+        tags_all=frozenset(tags.all if tags else ()),
+        tags_any=frozenset(tags.any if tags else ()),
+        tags_none=frozenset(tags.none if tags else ()),
+        segments=frozenset(e.segment) if e.segment is not None else None,
+    )
+    return Strategy(name, version, digest_of(model), entry, tuple(steps), model.reenter_after,
+                    model.control_share)
+
+
+class Registry:
+    """Every live version of every strategy; ``current`` is what new entrants get."""
+
+    def __init__(self, models: Mapping[str, StrategyModel] | None = None,
+                 scenes: frozenset[str] | None = None) -> None:
+        self._versions: dict[str, dict[int, Strategy]] = {}
+        self._current: dict[str, int] = {}
+        self.scenes = scenes  # known scene names, to check entries (None: unchecked)
+        if models:
+            self.apply(models)
+
+    def current(self, name: str) -> Strategy | None:
+        version = self._current.get(name)
+        return None if version is None else self._versions[name][version]
+
+    def get(self, name: str, version: int) -> Strategy | None:
+        return self._versions.get(name, {}).get(version)
+
+    def names(self) -> list[str]:
+        return list(self._current)
+
+    def strategies(self) -> list[Strategy]:
+        return [self._versions[n][v] for n, v in self._current.items()]
+
+    def apply(self, models: Mapping[str, StrategyModel]) -> dict[str, int]:
+        """Install a full set of strategies (a config load or reload). Changed
+        strategies get a new version; unchanged keep theirs; removed ones stop
+        taking entrants but their versions stay for users inside. Returns the
+        current version of each strategy. Raises ConfigError and changes
+        nothing when any strategy is invalid against the others."""
+        self._check(models, set(models))
+        for name, model in models.items():
+            self._install(name, model)
+        for name in list(self._current):
+            if name not in models:
+                del self._current[name]
+        return dict(self._current)
+
+    def edit(self, name: str, raw: Any) -> int:
+        """Edit one live strategy from its raw config; returns the new version.
+        A bad edit raises ConfigError naming strategy, step and field, and the
+        old version stays current."""
+        try:
+            model = parse_strategies({name: raw}, source=f"edit of strategy {name!r}")[name]
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        self._check({name: model}, set(self._current) | {name})
+        return self._install(name, model)
+
+    def _check(self, models: Mapping[str, StrategyModel], known: set[str]) -> None:
+        problems = []
+        for name, model in models.items():
+            for number, step in enumerate(model.steps, 1):
+                if step.enrol is not None and step.enrol not in known:
+                    problems.append(f"strategy {name!r}, {step_label(number, step.id)}, "
+                                    f"field 'enrol': no strategy named {step.enrol!r}")
+            scenes = model.entry.scene or []
+            if self.scenes is not None:
+                problems += [f"strategy {name!r}, field 'entry.scene': no scene named {s!r}"
+                             for s in scenes if s not in self.scenes]
+        if problems:
+            raise ConfigError(problems)
+
+    def _install(self, name: str, model: StrategyModel) -> int:
+        versions = self._versions.setdefault(name, {})
+        current = self._current.get(name)
+        digest = digest_of(model)
+        if current is not None and versions[current].digest == digest:
+            return current
+        same = next((v for v, s in versions.items() if s.digest == digest), None)
+        version = same if same is not None else max(versions, default=0) + 1
+        if same is None:
+            versions[version] = compile_strategy(name, version, model)
+        self._current[name] = version
+        return version
