@@ -1,0 +1,176 @@
+"""``scenetrigger demo``: the embedded engine on a live synthetic clickstream.
+
+No Kafka and no Redis: persona events are generated in-process, the scenes
+run on an accelerated clock, every trigger is printed with the persona and
+the message that would be sent, and a live page plus ``/metrics`` are served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from config.loader import load_config
+from scenetrigger.demo_content import pick_content
+from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
+from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
+from scenetrigger.replay import new_engine
+from triggers.errors import SceneTriggerError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "demo", help="live demo: the engine on a synthetic persona clickstream (no Kafka/Redis)"
+    )
+    parser.add_argument("--users", type=_positive_int, default=200,
+                        help="shoppers in the pool, personas assigned in turn (default 200)")
+    parser.add_argument("--rate", type=_positive_float, default=15.0,
+                        help="events per real second, on average (default 15)")
+    parser.add_argument("--speed", type=_positive_float, default=600.0,
+                        help="simulated seconds per real second (default 600: 30 min in 3 s)")
+    parser.add_argument("--duration", type=_positive_float, default=None,
+                        help="stop after this many real seconds (default: run until Ctrl-C)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--start-ms", type=int, default=None,
+                        help="simulated start time, ms since the epoch (default: now)")
+    parser.add_argument("--config", help="scenes config (default: the shipped scenes)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port of the live page and /metrics (default 8080; 0 = any free)")
+    parser.add_argument("--no-web", action="store_true", help="do not serve the page and metrics")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.users < len(PERSONAS):
+        raise SceneTriggerError(f"--users must be at least {len(PERSONAS)} (one per persona)")
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    config = load_config(args.config)
+    start_ms = args.start_ms if args.start_ms is not None else int(time.time()) // 60 * 60_000
+    stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
+    runtime = EmbeddedRuntime(
+        new_engine(config), stream, start_ms=start_ms, speed=args.speed,
+        persona_of=stream.persona_of, content=pick_content(config),
+    )
+    runtime.subscribe(ConsolePrinter(out))
+    served = None
+    if not args.no_web:
+        from scenetrigger.web import serve
+
+        try:
+            served = await serve(runtime, args.host, args.port)
+        except OSError as exc:
+            hint = " (try --port 0 for any free port)" if exc.errno == errno.EADDRINUSE else ""
+            raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
+                                    f"{exc.strerror or exc}{hint}") from None
+    _print_banner(out, args, served.url if served else None, runtime)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runtime.stop)
+    try:
+        stats = await runtime.run(args.duration)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runtime.close()
+        if served is not None:
+            await served.runner.cleanup()
+    _print_summary(out, stats, runtime)
+    return 0
+
+
+class ConsolePrinter:
+    """One line per trigger: sim time, scene, user, persona, key, message."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, record: TriggerRecord) -> None:
+        self.out.write(format_record(record) + "\n")
+        self.out.flush()
+
+
+def format_record(record: TriggerRecord) -> str:
+    trig = record.trigger
+    when = datetime.fromtimestamp(trig.ts / 1000, UTC).strftime("%H:%M:%S")
+    persona = PERSONA_LABELS.get(record.persona, record.persona)
+    key = "-" if trig.key is None else trig.key
+    line = f"{when}  {trig.scene:<24} {trig.user_id:<6} {persona:<22} key={key:<18}"
+    if record.content:
+        first = record.content[0]
+        channels = ",".join(dict.fromkeys(c.channel for c in record.content))
+        text = first.text.split("\n", 1)[0]
+        line += f" → [{channels}] {first.subject}"
+        if text:
+            line += f" | {text}"
+    return line.rstrip()
+
+
+def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
+                  runtime: EmbeddedRuntime) -> None:
+    absence_s = 30 * 60 / args.speed
+    source = runtime.content.name if runtime.content is not None else "none"
+    lines = [
+        f"scenetrigger demo: {args.users} shoppers ({', '.join(PERSONA_LABELS.values())})",
+        f"  ~{args.rate:g} events/s, clock x{args.speed:g} (30 min of absence = {absence_s:.1f} s), "
+        f"seed {args.seed}, content: {source} (dry run, nothing is sent)",
+    ]
+    if url is not None:
+        lines += [f"  live page   {url}", f"  metrics     {url}metrics",
+                  f"  state JSON  {url}api/state"]
+    stop = "Ctrl-C"
+    if args.duration is not None:
+        stop += f" (stops by itself after {args.duration:g} s)"
+    lines.append(f"  stop        {stop}")
+    lines.append("")
+    lines.append(f"{'sim time':<8}  {'scene':<24} {'user':<6} {'persona':<22} "
+                 f"{'key':<22} message")
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime) -> None:
+    lines = [
+        "",
+        f"demo summary: {stats.events:,} events in {stats.real_seconds:.1f} s real "
+        f"({stats.events_per_second:,.1f} events/s), "
+        f"{(stats.sim_ms - stats.started_ms) / 60_000:,.0f} simulated minutes",
+        f"  rejected       {sum(stats.rejected.values()):>8,}",
+        f"  triggers       {sum(stats.triggers.values()):>8,}",
+    ]
+    lines += [f"    {scene:<26}{n:>8,}" for scene, n in stats.triggers.items()]
+    lines += [
+        f"  messages       {stats.messages:>8,}  (dry run)",
+        f"  users          {len(runtime.engine.store):>8,}",
+        f"  pending timers {len(runtime.engine.pending_timers()):>8,}",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _positive(int)
+_positive_float = _positive(float)

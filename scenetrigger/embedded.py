@@ -1,0 +1,326 @@
+"""The embedded runtime: the scene engine in one asyncio task, no Kafka, no Redis.
+
+A source of event dicts (the persona clickstream, or any time-ordered
+iterable) is fed to :class:`triggers.Engine` as the simulated clock reaches
+each event's ``ts``; after every tick the engine's clock is advanced to the
+simulated now, so an absence timer fires with no new traffic from its user
+(SEMANTICS.md, "In a live worker the clock is the wall clock").
+
+Each trigger is turned into content previews (what would be sent) and pushed
+to subscribers: the console printer, the web page's state, metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from triggers.engine import Engine
+from triggers.errors import EventRejected
+from triggers.events import Trigger, event_from_mapping
+from triggers.profile import Profile
+from triggers.scenes import AbsenceScene
+
+log = logging.getLogger("scenetrigger.embedded")
+
+UNKNOWN_PERSONA = "unknown"
+_BATCH = 500  # events handled between two yields to the event loop
+
+
+class Clock(Protocol):
+    """Real (monotonic) seconds and a way to wait: tests pass a fake one."""
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentPreview:
+    """One message that would be sent (dry run): channel, subject, first line."""
+
+    channel: str
+    subject: str
+    text: str
+    variant: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channel": self.channel, "subject": self.subject, "text": self.text,
+                "variant": self.variant}
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerContext:
+    """What content selection may know about the user at firing time."""
+
+    persona: str
+    profile: Profile | None
+    sim_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    """A fired trigger as the demo shows it."""
+
+    trigger: Trigger
+    persona: str
+    fired_ms: int  # simulated time when the runtime emitted it (>= trigger.ts)
+    via: str  # "event" (fired by an event) or "timer" (fired by the clock)
+    content: tuple[ContentPreview, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.trigger.to_dict(),
+            "persona": self.persona,
+            "fired_ms": self.fired_ms,
+            "via": self.via,
+            "content": [c.to_dict() for c in self.content],
+        }
+
+
+class ContentSource(Protocol):
+    """Turns a trigger into what would be sent (never sends: dry run)."""
+
+    name: str
+
+    async def preview(self, trigger: Trigger, context: TriggerContext) -> tuple[
+        ContentPreview, ...]: ...
+
+    async def close(self) -> None: ...
+
+
+Subscriber = Callable[[TriggerRecord], Awaitable[None] | None]
+
+
+class DemoMetrics:
+    """Prometheus metrics in a registry of their own (one per runtime)."""
+
+    def __init__(self, scenes: Iterable[str], registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.events = PromCounter("scenetrigger_events", "Events taken or rejected",
+                                  ["result"], registry=reg)
+        self.triggers = PromCounter("scenetrigger_triggers", "Triggers fired per scene",
+                                    ["scene"], registry=reg)
+        self.messages = PromCounter("scenetrigger_demo_messages",
+                                    "Messages that would be sent (dry run), per channel",
+                                    ["channel"], registry=reg)
+        self.users = Gauge("scenetrigger_demo_users", "Users the engine holds state for",
+                           registry=reg)
+        self.pending = Gauge("scenetrigger_pending_timers", "Absence timers armed",
+                             registry=reg)
+        self.sim_time = Gauge("scenetrigger_demo_sim_time_seconds",
+                              "Simulated clock (Unix seconds)", registry=reg)
+        for result in ("accepted", "rejected"):
+            self.events.labels(result=result)
+        for scene in scenes:
+            self.triggers.labels(scene=scene)
+
+
+@dataclass
+class RuntimeStats:
+    events: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    triggers: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    started_ms: int = 0  # simulated start
+    sim_ms: int = 0
+    real_seconds: float = 0.0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.real_seconds if self.real_seconds > 0 else 0.0
+
+
+class EmbeddedRuntime:
+    """Feeds ``events`` to ``engine`` on an accelerated simulated clock.
+
+    ``speed`` simulated seconds pass per real second; the simulated clock
+    starts at ``start_ms``. Events must come in non-decreasing ``ts``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        events: Iterable[Mapping[str, Any]],
+        *,
+        start_ms: int,
+        speed: float = 600.0,
+        persona_of: Callable[[str], str | None] | None = None,
+        content: ContentSource | None = None,
+        clock: Clock | None = None,
+        tick_seconds: float = 0.05,
+        recent: int = 50,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.engine = engine
+        self.speed = speed
+        self.start_ms = start_ms
+        self.content = content
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.tick_seconds = tick_seconds
+        self.metrics = DemoMetrics([s.name for s in engine.scenes], registry)
+        self.stats = RuntimeStats(started_ms=start_ms, sim_ms=start_ms)
+        for scene in engine.scenes:
+            self.stats.triggers[scene.name] = 0
+        self.recent: deque[TriggerRecord] = deque(maxlen=recent)
+        self._events: Iterator[Mapping[str, Any]] = iter(events)
+        self._next: Mapping[str, Any] | None = None
+        self._exhausted = False
+        self._persona_of = persona_of or (lambda _uid: None)
+        self._timer_scenes = {s.name for s in engine.scenes if isinstance(s, AbsenceScene)}
+        self._subscribers: list[Subscriber] = []
+        self._real_start: float | None = None
+        self._stop = asyncio.Event()
+
+    # -- wiring -----------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish after the current tick."""
+        self._stop.set()
+
+    def persona(self, user_id: str) -> str:
+        return self._persona_of(user_id) or UNKNOWN_PERSONA
+
+    def sim_now(self) -> int:
+        """The simulated clock: ``start_ms`` plus ``speed`` x real time elapsed."""
+        if self._real_start is None:
+            return self.start_ms
+        elapsed = self.clock.monotonic() - self._real_start
+        return self.start_ms + int(elapsed * self.speed * 1000)
+
+    # -- running ----------------------------------------------------------------
+
+    async def run(self, duration_seconds: float | None = None) -> RuntimeStats:
+        """Tick until ``duration_seconds`` of real time passed or :meth:`stop`."""
+        self._real_start = self.clock.monotonic()
+        self.engine.advance(self.start_ms)
+        try:
+            while not self._stop.is_set():
+                elapsed = self.clock.monotonic() - self._real_start
+                done = duration_seconds is not None and elapsed >= duration_seconds
+                await self.step(self.sim_now())
+                if done:
+                    break
+                await self.clock.sleep(self.tick_seconds)
+        finally:
+            self.stats.real_seconds = self.clock.monotonic() - self._real_start
+        return self.stats
+
+    async def step(self, now_ms: int) -> list[TriggerRecord]:
+        """Take every event due by ``now_ms``, then move the engine's clock there."""
+        fired: list[TriggerRecord] = []
+        handled = 0
+        while True:
+            raw = self._peek()
+            if raw is None or _ts_of(raw) > now_ms:
+                break
+            self._next = None
+            try:
+                event = event_from_mapping(raw)
+            except EventRejected as exc:
+                self.stats.rejected[exc.reason] += 1
+                self.metrics.events.labels(result="rejected").inc()
+                log.warning("event rejected", extra={"reason": exc.reason, "detail": exc.detail})
+                continue
+            self.stats.events += 1
+            self.metrics.events.labels(result="accepted").inc()
+            for trig in self.engine.handle(event):
+                fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
+            handled += 1
+            if handled % _BATCH == 0:
+                await asyncio.sleep(0)  # let the web server answer in long bursts
+        for trig in self.engine.advance(now_ms):
+            fired.append(await self._emit(trig, now_ms, now_ms))
+        self.stats.sim_ms = max(self.stats.sim_ms, now_ms)
+        self.metrics.sim_time.set(self.stats.sim_ms / 1000)
+        self.metrics.users.set(len(self.engine.store))
+        self.metrics.pending.set(len(self.engine.pending_timers()))
+        return fired
+
+    async def close(self) -> None:
+        if self.content is not None:
+            await self.content.close()
+
+    # -- internals --------------------------------------------------------------
+
+    def _peek(self) -> Mapping[str, Any] | None:
+        if self._next is None and not self._exhausted:
+            self._next = next(self._events, None)
+            self._exhausted = self._next is None
+        return self._next
+
+    async def _emit(self, trig: Trigger, fired_ms: int, at_ms: int) -> TriggerRecord:
+        via = "timer" if trig.scene in self._timer_scenes else "event"
+        persona = self.persona(trig.user_id)
+        content: tuple[ContentPreview, ...] = ()
+        if self.content is not None:
+            state = self.engine.store.get(trig.user_id)
+            context = TriggerContext(persona, state.profile if state else None, at_ms)
+            try:
+                content = await self.content.preview(trig, context)
+            except Exception:  # a content bug must not stop the demo
+                log.exception("content preview failed", extra={"scene": trig.scene})
+        record = TriggerRecord(trig, persona, fired_ms, via, content)
+        self.stats.triggers[trig.scene] += 1
+        self.stats.messages += len(content)
+        self.metrics.triggers.labels(scene=trig.scene).inc()
+        for preview in content:
+            self.metrics.messages.labels(channel=preview.channel).inc()
+        self.recent.appendleft(record)
+        for subscriber in self._subscribers:
+            result = subscriber(record)
+            if result is not None:
+                await result
+        return record
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state the live page shows (JSON-ready)."""
+        stats = self.stats
+        return {
+            "sim_ms": stats.sim_ms,
+            "started_ms": stats.started_ms,
+            "speed": self.speed,
+            "events": stats.events,
+            "rejected": sum(stats.rejected.values()),
+            "events_per_second": round(self._live_rate(), 1),
+            "users": len(self.engine.store),
+            "pending_timers": len(self.engine.pending_timers()),
+            "triggers": dict(stats.triggers),
+            "messages": stats.messages,
+            "content_source": self.content.name if self.content is not None else None,
+            "recent": [r.to_dict() for r in self.recent],
+        }
+
+    def _live_rate(self) -> float:
+        if self._real_start is None:
+            return 0.0
+        elapsed = self.clock.monotonic() - self._real_start
+        return self.stats.events / elapsed if elapsed > 0 else 0.0
+
+
+def _ts_of(raw: Mapping[str, Any]) -> int:
+    """The ts used for pacing; a malformed one is due at once (and then rejected)."""
+    ts = raw.get("ts") if isinstance(raw, Mapping) else None
+    return ts if type(ts) is int else -(1 << 63)
