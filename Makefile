@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install demo test unit lint bench clean kafka-up kafka-down redis-up redis-down
 
 install: $(STAMP)
 
@@ -33,6 +33,20 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/replay.py
+
+# Dev services on free loopback ports (tests start their own): the bootstrap
+# address / URL is printed and kept in the run dir (see docs/services.md).
+kafka-up: install
+	scripts/kafka.sh start
+
+kafka-down:
+	scripts/kafka.sh stop
+
+redis-up:
+	scripts/redis.sh start
+
+redis-down:
+	scripts/redis.sh stop
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -4,4 +4,23 @@
 # service that cannot start fails the run instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# System packages the integration fixtures need: redis-server, and Java + Maven
+# for scripts/kafka.sh (which fetches and caches the Kafka jars itself).
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ "$(id -u)" != 0 ]] && ! command -v sudo >/dev/null; then
+        echo "run-tests.sh: missing ${missing[*]} and not root: install them with apt-get" >&2
+        exit 1
+    fi
+    sudo=""
+    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    echo "run-tests.sh: installing ${missing[*]} (apt)" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 exec .venv/bin/pytest -q "$@"

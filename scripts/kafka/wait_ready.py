@@ -8,6 +8,7 @@ Exits 0 when the broker lists topics and reports itself as a cluster node,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -33,13 +34,12 @@ async def _probe(bootstrap: str) -> bool:
         await admin.list_topics()
         cluster = await admin.describe_cluster()
         return bool(cluster.get("brokers"))
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:  # any failure means "not ready yet"
         return False
     finally:
-        try:
+        # closing a half-started client may raise too
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:  # noqa: BLE001, S110 - closing a half-started client
-            pass
 
 
 async def _main(bootstrap: str, timeout_s: float, pid: int) -> int:
