@@ -336,3 +336,29 @@ class RedisPolicyStore:
 
     async def deferred_count(self, zset: str) -> int:
         return int(await self._redis.zcard(zset))
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMetrics:
+    suppressed: Any  # prometheus Counter, label: reason
+    deferred: Any  # prometheus Counter
+
+    @classmethod
+    def on(cls, registry: Any) -> PolicyMetrics:
+        """One set per Prometheus registry (registering twice fails)."""
+        from prometheus_client import Counter as PromCounter
+
+        found = _METRICS.get(id(registry))
+        if found is not None and found[0] is registry:
+            return found[1]
+        metrics = cls(
+            PromCounter("scenetrigger_suppressed", "Deliveries suppressed by the policy",
+                        ["reason"], registry=registry),
+            PromCounter("scenetrigger_deferred", "Deliveries deferred by quiet hours",
+                        registry=registry),
+        )
+        _METRICS[id(registry)] = (registry, metrics)
+        return metrics
+
+
+_METRICS: dict[int, tuple[Any, PolicyMetrics]] = {}

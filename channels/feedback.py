@@ -1,0 +1,267 @@
+"""Feedback: what happened to a message re-enters the event stream.
+
+Routes (aiohttp):
+
+* ``GET /t/o/{message_id}.gif``: open pixel (a 1x1 GIF; ``message_opened``);
+* ``GET /t/c/{message_id}?u=URL&s=SIG``: click redirect (``message_clicked``).
+  It redirects only to a URL signed by us for this message (HMAC-SHA256 with
+  the tracking secret) or whose host is on the allow-list: never an open
+  redirect. Anything else is 400;
+* ``POST /callbacks/{provider}``: provider delivery reports, protected by a
+  token (header ``X-Callback-Token`` or ``?token=``; compared in constant
+  time). Body: one object or a list, each ``{message_id, status, ts?}`` with
+  status delivered / failed / opened / clicked / converted.
+
+Each produces a :class:`FeedbackEvent` for a pluggable :class:`FeedbackSink`
+(the embedded engine's queue, a Kafka producer, a list in tests). Opens and
+clicks also reset the user's back-off (``on_engaged``). Message metadata
+(user, scene, channel) comes from a :class:`MessageIndex` the pipeline fills.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import orjson
+from aiohttp import web
+
+from triggers.events import Event
+
+log = logging.getLogger("scenetrigger.feedback")
+
+KINDS = ("delivered", "failed", "opened", "clicked", "converted")
+_STATUS_ALIASES = {"delivrd": "delivered", "success": "delivered", "sent": "delivered",
+                   "undeliv": "failed", "error": "failed", "read": "opened", "open": "opened",
+                   "click": "clicked", "purchase": "converted", "order": "converted"}
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+         b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    kind: str  # one of KINDS
+    user_id: str
+    ts: int
+    message_id: str
+    channel: str
+    scene: str
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user_id": self.user_id, "ts": self.ts,
+                               "type": f"message_{self.kind}", "message_id": self.message_id,
+                               "channel": self.channel, "scene": self.scene,
+                               "source": "feedback"}
+        if self.detail is not None:
+            out["detail"] = self.detail[:500]
+        return out
+
+    def to_event(self) -> Event:
+        fields = self.to_dict()
+        return Event(self.user_id, self.ts, fields["type"], fields)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    user_id: str
+    scene: str
+    channel: str
+
+
+class FeedbackSink(Protocol):
+    async def emit(self, event: FeedbackEvent) -> None: ...
+
+
+class ListSink:
+    """Collects events (tests, dry runs)."""
+
+    def __init__(self) -> None:
+        self.events: list[FeedbackEvent] = []
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        self.events.append(event)
+
+
+class QueueSink:
+    """Feeds the embedded engine: puts :class:`~triggers.events.Event` objects
+    on its input queue."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        await self._queue.put(event.to_event())
+
+
+class KafkaSink:
+    """Produces to the clickstream topic (an aiokafka producer, started by the
+    caller), keyed by user id so the event lands on the user's partition."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        await self._producer.send_and_wait(self._topic, orjson.dumps(event.to_dict()),
+                                           key=event.user_id.encode())
+
+
+class MessageIndex(Protocol):
+    async def remember(self, message_id: str, meta: MessageMeta) -> None: ...
+
+    async def lookup(self, message_id: str) -> MessageMeta | None: ...
+
+
+class MemoryMessageIndex:
+    def __init__(self, max_items: int = 100_000) -> None:
+        self._items: dict[str, MessageMeta] = {}
+        self._max = max_items
+
+    async def remember(self, message_id: str, meta: MessageMeta) -> None:
+        if len(self._items) >= self._max:
+            self._items.pop(next(iter(self._items)))
+        self._items[message_id] = meta
+
+    async def lookup(self, message_id: str) -> MessageMeta | None:
+        return self._items.get(message_id)
+
+
+class RedisMessageIndex:
+    def __init__(self, redis: Any, prefix: str = "st:", ttl_ms: int = 30 * 86_400_000) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_ms
+
+    async def remember(self, message_id: str, meta: MessageMeta) -> None:
+        value = orjson.dumps([meta.user_id, meta.scene, meta.channel])
+        await self._redis.set(f"{self._prefix}msg:{message_id}", value, px=self._ttl)
+
+    async def lookup(self, message_id: str) -> MessageMeta | None:
+        raw = await self._redis.get(f"{self._prefix}msg:{message_id}")
+        if raw is None:
+            return None
+        user_id, scene, channel = orjson.loads(raw)
+        return MessageMeta(user_id, scene, channel)
+
+
+def sign_click(secret: bytes, message_id: str, url: str) -> str:
+    return hmac.new(secret, f"{message_id}\n{url}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def tracked_link(base_url: str, secret: bytes, message_id: str, url: str) -> str:
+    sig = sign_click(secret, message_id, url)
+    return f"{base_url.rstrip('/')}/t/c/{quote(message_id)}?u={quote(url, safe='')}&s={sig}"
+
+
+def open_pixel_html(base_url: str, message_id: str) -> str:
+    src = f"{base_url.rstrip('/')}/t/o/{quote(message_id)}.gif"
+    return f'<img src="{src}" width="1" height="1" alt="">'
+
+
+Clock = Callable[[], int]
+Engaged = Callable[[str], Awaitable[None]]
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FeedbackApp:
+    """The feedback routes; mount with :meth:`add_routes` on any aiohttp app."""
+
+    def __init__(self, sink: FeedbackSink, index: MessageIndex, secret: bytes,
+                 callback_token: str | None, allow_hosts: list[str] | tuple[str, ...] = (),
+                 on_engaged: Engaged | None = None, clock: Clock = _wall_ms) -> None:
+        self._sink = sink
+        self._index = index
+        self._secret = secret
+        self._token = callback_token
+        self._allow = {h.lower() for h in allow_hosts}
+        self._on_engaged = on_engaged
+        self._clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/t/o/{message_id}.gif", self.open_pixel)
+        app.router.add_get("/t/c/{message_id}", self.click)
+        app.router.add_post("/callbacks/{provider}", self.callback)
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=_MAX_BODY)
+        self.add_routes(app)
+        return app
+
+    async def open_pixel(self, request: web.Request) -> web.Response:
+        await self._record("opened", request.match_info["message_id"])
+        return web.Response(body=PIXEL, content_type="image/gif",
+                            headers={"Cache-Control": "no-store, max-age=0"})
+
+    async def click(self, request: web.Request) -> web.Response:
+        message_id = request.match_info["message_id"]
+        url = request.query.get("u", "")
+        if not self._allowed(message_id, url, request.query.get("s", "")):
+            return web.Response(status=400, text="link not allowed\n")
+        await self._record("clicked", message_id)
+        raise web.HTTPFound(url)
+
+    async def callback(self, request: web.Request) -> web.Response:
+        given = request.headers.get("X-Callback-Token") or request.query.get("token") or ""
+        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+            return web.json_response({"error": "bad token"}, status=401)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        items = body if isinstance(body, list) else [body]
+        accepted = 0
+        for item in items[:1000]:
+            if not isinstance(item, dict) or not isinstance(item.get("message_id"), str):
+                continue
+            kind = _kind(item.get("status"))
+            if kind is None:
+                continue
+            ts = item.get("ts")
+            detail = item.get("error") or item.get("detail")
+            if await self._record(kind, item["message_id"],
+                                  ts if type(ts) is int else None,
+                                  str(detail) if detail is not None else None):
+                accepted += 1
+        return web.json_response({"accepted": accepted,
+                                  "provider": request.match_info["provider"][:64]})
+
+    def _allowed(self, message_id: str, url: str, sig: str) -> bool:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        if sig and hmac.compare_digest(sig, sign_click(self._secret, message_id, url)):
+            return bool(self._secret)
+        return parts.hostname.lower() in self._allow
+
+    async def _record(self, kind: str, message_id: str, ts: int | None = None,
+                      detail: str | None = None) -> bool:
+        meta = await self._index.lookup(message_id)
+        if meta is None:
+            log.info("feedback for an unknown message", extra={"message_id": message_id[:80]})
+            return False
+        event = FeedbackEvent(kind, meta.user_id, ts if ts is not None else self._clock(),
+                              message_id, meta.channel, meta.scene, detail)
+        await self._sink.emit(event)
+        if kind in ("opened", "clicked") and self._on_engaged is not None:
+            await self._on_engaged(meta.user_id)
+        return True
+
+
+def _kind(status: Any) -> str | None:
+    if not isinstance(status, str):
+        return None
+    value = status.strip().lower()
+    if value in KINDS:
+        return value
+    return _STATUS_ALIASES.get(value)
