@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, cast
 
 import orjson
@@ -16,6 +16,7 @@ from config.loader import load_config
 from scenetrigger.replay import jsonl_reject_writer, jsonl_trigger_writer, new_engine, replay
 from scenetrigger.sources import FORMATS, Format, detect_format, read_events
 from triggers.errors import SceneTriggerError
+from triggers.events import Trigger
 
 
 def register(sub: Any) -> None:
@@ -30,6 +31,11 @@ def register(sub: Any) -> None:
         "--advance-to", type=int, help="at the end, move the clock to this ts (ms) first"
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--deliver", choices=("dry-run", "live"),
+                        help="also push each trigger through content, policy and channels")
+    parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
+                        "rees46 CSV) read into memory instead of Redis")
+    parser.add_argument("--redis-url", help="with --deliver live: Redis for policy and catalog")
     parser.set_defaults(run=run)
 
 
@@ -37,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = new_engine(config)
     max_line = config.engine.max_line_bytes
+    delivery = None
+    if args.deliver:
+        from channels.delivery_runtime import SyncDelivery
+
+        delivery = SyncDelivery(config, args.deliver, engine.store.get, args.catalog,
+                                args.redis_url)
     with _open_input(args.events) as (stream, size), _open_out(args.out) as out, \
             _open_optional(args.rejects) as rejects:
         fmt, lines = _pick_format(args.format, stream, args.events)
@@ -45,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             summary = replay(
                 read_events(lines, fmt, max_line),
                 engine,
-                jsonl_trigger_writer(out),
+                jsonl_trigger_writer(out) if delivery is None else _delivering_writer(out,
+                                                                                      delivery),
                 jsonl_reject_writer(rejects) if rejects is not None else None,
                 advance_to=args.advance_to,
                 on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
@@ -53,11 +66,29 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.close()
+    report = summary.to_dict()
     print(summary.render(), file=sys.stderr)
+    if delivery is not None:
+        try:
+            waiting = delivery.finish(summary.clock)
+        finally:
+            delivery.close()
+        print(delivery.pipeline.render_summary(), file=sys.stderr)
+        print(f"  still deferred{waiting:>12,}", file=sys.stderr)
+        report["delivery"] = delivery.pipeline.summary() | {"still_deferred": waiting}
     if args.summary_json:
         with open(args.summary_json, "wb") as fh:
-            fh.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], None]:
+    """Trigger lines with the delivery outcome appended after the four contract fields."""
+    def sink(trig: Trigger) -> None:
+        fields = trig.to_dict() | delivery.deliver(trig).fields()
+        out.write(orjson.dumps(fields) + b"\n")
+
+    return sink
 
 
 def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
