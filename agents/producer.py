@@ -1,0 +1,244 @@
+"""Write events to Kafka: keyed by ``user_id``, value = the event's fields as
+orjson bytes; rejects go to the dead-letter topic with their reason.
+
+Used by ``scenetrigger produce`` (files) and by the HTTP collector. The Kafka
+side is behind :class:`Sink` so unit tests can count sends without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
+from triggers.errors import EventRejected, SceneTriggerError
+from triggers.events import Event
+
+Record = tuple[int, Event | EventRejected]
+
+
+class ProduceError(SceneTriggerError):
+    """Kafka refused or failed to store what we sent."""
+
+
+class Sink(Protocol):
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one message; may wait while the send buffer is full."""
+
+    async def flush(self) -> None:
+        """Wait until every queued message is stored; raise the first failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceTopics:
+    events: str = EVENTS
+    dead_letters: str = DEAD_LETTERS
+
+
+def event_key(event: Event) -> bytes:
+    return event.user_id.encode()
+
+
+def event_value(event: Event) -> bytes:
+    return orjson.dumps(event.fields)
+
+
+class KafkaSink:
+    """An aiokafka producer that keeps sending while earlier sends are in flight,
+    and counts stored messages per topic and partition."""
+
+    def __init__(self, producer: Any, max_in_flight: int = 20_000) -> None:
+        self._producer = producer
+        self._max_in_flight = max_in_flight
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._error: BaseException | None = None
+        self.partitions: Counter[tuple[str, int]] = Counter()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if self._error is not None:
+            raise ProduceError(f"send to {topic} failed: {self._error}") from self._error
+        future = await self._producer.send(topic, value=value, key=key)
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+        if len(self._pending) >= self._max_in_flight:
+            await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            if self._error is None:
+                self._error = exc
+            return
+        meta = future.result()
+        self.partitions[(meta.topic, meta.partition)] += 1
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+        if self._pending:
+            await asyncio.wait(set(self._pending))
+        if self._error is not None:
+            raise ProduceError(f"a send failed: {self._error}") from self._error
+
+    def counts(self, topic: str) -> dict[int, int]:
+        return {p: n for (t, p), n in sorted(self.partitions.items()) if t == topic}
+
+
+class RateLimiter:
+    """At most ``rate`` calls of :meth:`wait` per second, on average from the start
+    (no burst beyond one event; a slow consumer of the limiter is not "paid back")."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise SceneTriggerError("rate must be > 0 events/s")
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        now = self._clock()
+        if self._next is None or self._next < now:
+            self._next = now
+        delay = self._next - now
+        self._next += self._interval
+        if delay > 0:
+            await self._sleep(delay)
+
+
+class LastLine:
+    """Wraps a line iterator and remembers the line read last: the readers of
+    :mod:`scenetrigger.sources` yield a record right after reading its line, so
+    a reject's raw input is ``last`` at that moment."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = iter(lines)
+        self.last: bytes = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        self.last = next(self._lines)
+        return self.last
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceSummary:
+    sent: int
+    rejected: int
+    reasons: Mapping[str, int]
+    partitions: Mapping[int, int]
+    elapsed_ms: int
+    topic: str
+    dead_letter_topic: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "rejected": self.rejected,
+            "reasons": dict(self.reasons),
+            "partitions": {str(p): n for p, n in self.partitions.items()},
+            "elapsed_ms": self.elapsed_ms,
+            "topic": self.topic,
+            "dead_letter_topic": self.dead_letter_topic,
+        }
+
+    def render(self) -> str:
+        rate = self.sent * 1000 / self.elapsed_ms if self.elapsed_ms else 0.0
+        parts = ", ".join(f"p{p}={n}" for p, n in self.partitions.items())
+        lines = [
+            f"produced {self.sent} events to {self.topic} in {self.elapsed_ms / 1000:.1f} s "
+            f"({rate:,.0f} events/s)" + (f" [{parts}]" if parts else ""),
+            f"rejected {self.rejected} to {self.dead_letter_topic}",
+        ]
+        lines += [f"  {reason}: {n}" for reason, n in sorted(self.reasons.items())]
+        return "\n".join(lines)
+
+
+async def produce_records(
+    records: Iterable[Record],
+    sink: Sink,
+    *,
+    topics: ProduceTopics | None = None,
+    source: str = "produce",
+    raw_of: Callable[[], bytes] | None = None,
+    limiter: RateLimiter | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    progress_every: int = 1000,
+) -> tuple[int, int, Counter[str]]:
+    """Send valid events and dead-letter rejects; returns ``(sent, rejected, reasons)``.
+
+    ``raw_of`` gives the input of the record just read (see :class:`LastLine`);
+    a rejected record's ``where`` is ``source:line``.
+    """
+    names = topics or ProduceTopics()
+    sent = rejected = 0
+    reasons: Counter[str] = Counter()
+    for count, (number, item) in enumerate(records, 1):
+        if isinstance(item, EventRejected):
+            raw = raw_of().rstrip(b"\r\n") if raw_of is not None else None
+            value = dead_letter_value(item.reason, item.detail, source, raw, where=number)
+            await sink.send(names.dead_letters, None, value)
+            rejected += 1
+            reasons[item.reason] += 1
+        else:
+            if limiter is not None:
+                await limiter.wait()
+            await sink.send(names.events, event_key(item), event_value(item))
+            sent += 1
+        if on_progress is not None and count % progress_every == 0:
+            on_progress(count)
+    await sink.flush()
+    return sent, rejected, reasons
+
+
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = DEFAULT_PARTITIONS
+) -> dict[str, int]:
+    """Create the topics that do not exist yet; returns each topic's partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    wanted = list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in wanted if n not in existing]
+        if missing:
+            # Errors come back in the response (TOPIC_ALREADY_EXISTS when a worker
+            # created one meanwhile); the describe below is the check that counts.
+            await admin.create_topics(missing)
+        found: dict[str, int] = {}
+        for _ in range(50):  # a new topic's metadata can lag its creation briefly
+            described = await admin.describe_topics(wanted)
+            found = {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
+            if len(found) == len(wanted):
+                return found
+            await asyncio.sleep(0.2)
+        absent = sorted(set(wanted) - set(found))
+        raise ProduceError(f"topics not available on {bootstrap}: {', '.join(absent)}")
+    finally:
+        await admin.close()
+
+
+def new_kafka_producer(bootstrap: str, **options: Any) -> Any:
+    """An aiokafka producer tuned for throughput; acks=all so a flushed event is stored."""
+    from aiokafka import AIOKafkaProducer
+
+    settings: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 256 * 1024}
+    settings.update(options)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **settings)

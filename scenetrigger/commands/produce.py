@@ -1,0 +1,162 @@
+"""``scenetrigger produce FILE``: send a recorded clickstream to the events topic.
+
+Any replay format (JSONL, rees46 CSV, OTTO JSONL; detected like ``replay``).
+Valid events go to the events topic keyed by ``user_id``; rejects go to the
+dead-letter topic with their reason and line number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+import orjson
+
+from agents.producer import (
+    KafkaSink,
+    LastLine,
+    ProduceSummary,
+    ProduceTopics,
+    RateLimiter,
+    ensure_topics,
+    new_kafka_producer,
+    produce_records,
+)
+from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
+from scenetrigger.sources import FORMATS, Format, detect_format, read_events
+from triggers.errors import SceneTriggerError
+from triggers.events import DEFAULT_MAX_LINE_BYTES
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("produce", help="send a recorded clickstream to the events topic")
+    parser.add_argument("events", help="events file (JSONL, rees46 CSV, OTTO JSONL) or - for stdin")
+    parser.add_argument("--format", choices=FORMATS, default="auto")
+    parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA, "
+                                         "else 127.0.0.1:9092)")
+    parser.add_argument("--topic", default=EVENTS, help=f"events topic (default {EVENTS})")
+    parser.add_argument("--dead-letter-topic", default=DEAD_LETTERS,
+                        help=f"topic for rejected lines (default {DEAD_LETTERS})")
+    parser.add_argument("--partitions", type=_positive, default=DEFAULT_PARTITIONS,
+                        help="partitions of topics this command creates (default 4)")
+    parser.add_argument("--rate", type=_positive_float,
+                        help="at most this many events per second (default: as fast as possible)")
+    parser.add_argument("--max-line-bytes", type=_positive, default=DEFAULT_MAX_LINE_BYTES)
+    parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = asyncio.run(produce_file(args))
+    print(summary.render(), file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json, "wb") as fh:
+            fh.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+    return 0
+
+
+async def produce_file(args: argparse.Namespace) -> ProduceSummary:
+    bootstrap = bootstrap_servers(args.broker)
+    topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
+    if topics.events == topics.dead_letters:
+        raise SceneTriggerError("the events and dead-letter topics must differ")
+    try:
+        await ensure_topics(bootstrap, [topics.events, topics.dead_letters], args.partitions)
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    producer = new_kafka_producer(bootstrap)
+    await producer.start()
+    sink = KafkaSink(producer)
+    started = time.monotonic()
+    try:
+        with _open_input(args.events) as (stream, size):
+            fmt, lines = _pick_format(args.format, stream, args.events)
+            remembered = LastLine(lines)
+            progress = _progress_bar(size, args.no_progress)
+            source = "produce:" + ("stdin" if args.events == "-" else os.path.basename(args.events))
+            try:
+                sent, rejected, reasons = await produce_records(
+                    read_events(remembered, fmt, args.max_line_bytes),
+                    sink,
+                    topics=topics,
+                    source=source,
+                    raw_of=lambda: remembered.last,
+                    limiter=RateLimiter(args.rate) if args.rate else None,
+                    on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
+                )
+            finally:
+                if progress is not None:
+                    progress.close()
+    finally:
+        await producer.stop()
+    return ProduceSummary(
+        sent=sent,
+        rejected=rejected,
+        reasons=dict(reasons),
+        partitions=sink.counts(topics.events),
+        elapsed_ms=int((time.monotonic() - started) * 1000),
+        topic=topics.events,
+        dead_letter_topic=topics.dead_letters,
+    )
+
+
+def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
+    if requested != "auto":
+        return cast(Format, requested), stream
+    first = stream.readline()
+    return detect_format(first, name), itertools.chain([first], stream)
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        yield fh, os.fstat(fh.fileno()).st_size
+
+
+class _Progress:
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update_to(self, position: int) -> None:
+        self._bar.update(position - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(size: int | None, disabled: bool) -> _Progress | None:
+    """Bytes read of the input, on stderr, only when a person is watching."""
+    if disabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return _Progress(tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc="produce"))
