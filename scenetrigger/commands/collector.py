@@ -1,0 +1,68 @@
+"""``scenetrigger collector``: the HTTP collector (``POST /events``) in front of Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+from aiohttp import web
+
+from agents.collector import CollectorSettings, KafkaPublisher, create_collector_app
+from agents.producer import ProduceTopics, ensure_topics, new_kafka_producer
+from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
+from triggers.errors import SceneTriggerError
+
+TOKEN_ENV = "SCENETRIGGER_COLLECTOR_TOKEN"  # noqa: S105 - the name of an env var
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("collector", help="HTTP collector: POST /events to the events topic")
+    parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA, "
+                                         "else 127.0.0.1:9092)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8088, help="listen port (default 8088)")
+    parser.add_argument("--topic", default=EVENTS, help=f"events topic (default {EVENTS})")
+    parser.add_argument("--dead-letter-topic", default=DEAD_LETTERS,
+                        help=f"topic for rejected events (default {DEAD_LETTERS})")
+    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                        help="partitions of topics this command creates (default 4)")
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                        help="largest accepted request body (default 8 MiB)")
+    parser.add_argument("--max-events", type=int, default=10_000,
+                        help="most events in one request (default 10000)")
+    parser.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
+    if args.max_body_bytes < 1 or args.max_events < 1:
+        raise SceneTriggerError("--max-body-bytes and --max-events must be >= 1")
+    topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
+    if topics.events == topics.dead_letters:
+        raise SceneTriggerError("the events and dead-letter topics must differ")
+    return CollectorSettings(
+        topics=topics,
+        max_body_bytes=args.max_body_bytes,
+        max_events=args.max_events,
+        token=os.environ.get(TOKEN_ENV) or None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    bootstrap = bootstrap_servers(args.broker)
+    try:
+        asyncio.run(ensure_topics(bootstrap, [settings.topics.events,
+                                              settings.topics.dead_letters], args.partitions))
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+
+    async def make_app() -> web.Application:
+        # The producer must be built on the loop that serves the app.
+        return create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings)
+
+    print(f"collector on http://{args.host}:{args.port}/events -> {settings.topics.events} "
+          f"at {bootstrap}", flush=True)
+    web.run_app(make_app(), host=args.host, port=args.port, print=None)
+    return 0
