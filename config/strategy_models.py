@@ -209,12 +209,10 @@ class AttributionModel(_Strict):
 
 
 class TagRulesModel(_Strict):
-    """Thresholds of the behaviour tags (see strategies/tags.py)."""
+    """Thresholds of the behaviour tags that are not content's (habits, style
+    and segment thresholds live in ``content``; see strategies/tags.py)."""
 
-    min_events: int = Field(default=3, ge=1, strict=True)
-    habit_share: float = Field(default=0.5, gt=0.0, le=1.0)
-    weekend_share: float = Field(default=0.5, gt=0.0, le=1.0)
-    min_opens: int = Field(default=1, ge=1, strict=True)
+    min_opens: int = Field(default=2, ge=1, strict=True)  # for prefers_<channel>
 
 
 class StrategiesModel(_Strict):

@@ -91,6 +91,7 @@ class SuppressedAction:
     reason: str
     via: str
     ts: int
+    version: int = 1  # the version the user would have entered
     kind: str = field(default="suppressed", init=False)
 
 

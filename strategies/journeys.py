@@ -77,7 +77,7 @@ class JourneyEngine:
                 continue
             if not strategy.entry.holds(tags, ctx.segment):
                 out.append(SuppressedAction(trigger.user_id, strategy.name, "entry_condition",
-                                            trigger.scene, trigger.ts))
+                                            trigger.scene, trigger.ts, strategy.version))
                 continue
             self._enrol(trigger.user_id, user, strategy, trigger.ts, trigger.scene,
                         trigger.trigger_id, out, 0)
@@ -238,12 +238,12 @@ class JourneyEngine:
                trigger_id: str | None, out: list[Action], depth: int) -> None:
         name = strategy.name
         if name in user.runs:
-            out.append(SuppressedAction(user_id, name, "in_progress", via, ts))
+            out.append(SuppressedAction(user_id, name, "in_progress", via, ts, strategy.version))
             return
         last_exit = user.exits.get(name)
         if strategy.reenter_after_ms is not None and last_exit is not None \
                 and ts - last_exit < strategy.reenter_after_ms:
-            out.append(SuppressedAction(user_id, name, "reenter_after", via, ts))
+            out.append(SuppressedAction(user_id, name, "reenter_after", via, ts, strategy.version))
             return
         control = in_control(self.control, name, user_id, strategy.control_share)
         run = Run(strategy.version, strategy.digest, ts, via, trigger_id, control)

@@ -1,0 +1,116 @@
+"""``scenetrigger report TRIGGERS EVENTS``: the funnel and measured uplift of
+every scene and strategy, from a replay's output and the events it replayed
+(plus any feedback events: delivered, opened, clicked, shared)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from config.loader import load_config
+from config.strategy_models import ControlModel, load_strategy_file, resolve_include
+from scenetrigger.sources import FORMATS, Format, detect_format, read_events
+from strategies.reporting import ReportOptions, build_report, render_table
+from triggers.durations import parse_duration_ms
+from triggers.errors import EventRejected, SceneTriggerError
+from triggers.events import Event
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "report", help="funnel and uplift per scene/strategy/variant from a replay's output")
+    parser.add_argument("triggers", help="replay output (JSONL trigger lines)")
+    parser.add_argument("events", help="the events replayed (+ feedback events), any format")
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="events format")
+    parser.add_argument("--config", help="config file (default: the shipped scenes)")
+    parser.add_argument("--include", action="append", default=[],
+                        help="also run this strategies file or shipped name (repeatable)")
+    parser.add_argument("--window", help="attribution window (default: the config's, 24h)")
+    parser.add_argument("--control-share", type=float,
+                        help="control share for every scene and strategy (default: config's)")
+    parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
+                                                        "('-' for stdout instead of the table)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    section = config.strategies
+    journeys = dict(section.all_journeys())
+    for ref in args.include:
+        try:
+            journeys.update(load_strategy_file(resolve_include(ref)))
+        except ValueError as exc:
+            raise SceneTriggerError(str(exc)) from None
+    control = section.control
+    if args.control_share is not None:
+        if not 0.0 <= args.control_share <= 0.9:
+            raise SceneTriggerError("--control-share must be between 0 and 0.9")
+        control = ControlModel(share=args.control_share, per={}, salt=control.salt)
+    window = section.attribution.window
+    if args.window is not None:
+        try:
+            window = parse_duration_ms(args.window)
+        except ValueError as exc:
+            raise SceneTriggerError(f"--window: {exc}") from None
+    options = ReportOptions(window, control, journeys)
+    triggers = list(_read_triggers(args.triggers))
+    with _open(args.events) as stream:
+        fmt, lines = _pick_format(args.format, stream, args.events)
+        events = _events(read_events(lines, fmt, config.engine.max_line_bytes))
+        rows = build_report(triggers, events, options)
+    report = {"window_ms": window, "control_share": control.share,
+              "control_per": dict(control.per), "rows": [row.to_dict() for row in rows]}
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(render_table(rows))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _events(records: Iterator[tuple[int, Event | EventRejected]]) -> Iterator[Event]:
+    for _number, item in records:
+        if isinstance(item, Event):
+            yield item
+
+
+def _read_triggers(path: str) -> Iterator[dict[str, Any]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise SceneTriggerError(f"{path}:{number}: not JSON: {exc}") from None
+            if not isinstance(record, dict) or not {"scene", "user_id", "ts"} <= record.keys() \
+                    or type(record["ts"]) is not int:
+                raise SceneTriggerError(f"{path}:{number}: not a trigger line "
+                                        "(needs scene, user_id and an integer ts)")
+            yield record
+
+
+def _open(path: str) -> Any:
+    try:
+        return open(path, "rb", buffering=1 << 20)
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Any]:
+    if requested != "auto":
+        return requested, stream  # type: ignore[return-value]
+    first = stream.readline()
+    return detect_format(first, name), itertools.chain([first], stream)

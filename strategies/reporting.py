@@ -1,0 +1,151 @@
+"""The funnel report: replay triggers plus the events they came from (and any
+feedback events) run through the strategies and attribution, in time order.
+
+Pure apart from its inputs: it takes decoded trigger records and events and
+returns funnel rows; ``scenetrigger report`` does the file handling.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from config.strategy_models import ControlModel, StrategyModel
+from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
+from channels.pipeline import message_id_for
+from strategies.attribution import FEEDBACK, Attributor, Funnel, in_control
+from strategies.journeys import JourneyEngine
+from strategies.model import Registry
+from triggers.events import Event, Trigger
+
+NO_VARIANT = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    window_ms: int
+    control: ControlModel
+    journeys: Mapping[str, StrategyModel]
+
+
+def trigger_from_record(record: Mapping[str, Any]) -> Trigger:
+    key = record.get("key")
+    return Trigger(str(record["scene"]), str(record["user_id"]),
+                   None if key is None else str(key), int(record["ts"]))
+
+
+def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[Event],
+                 options: ReportOptions) -> list[Funnel]:
+    attributor = Attributor(options.window_ms)
+    journeys = JourneyEngine(Registry(options.journeys), control=options.control)
+    for kind, item in _merged(trigger_records, events):
+        if kind == 0:
+            event: Event = item
+            for action in journeys.on_event(event):
+                _record(attributor, action)
+            if event.type == "purchase":
+                attributor.purchase(event.user_id, event.ts, price_of(event.fields.get("price")))
+            elif event.type in FEEDBACK:
+                attributor.feedback(event.user_id, event.type, event.fields)
+            continue
+        record: Mapping[str, Any] = item
+        trig = trigger_from_record(record)
+        variant = str(record.get("variant") or NO_VARIANT)
+        attributor.triggered("scene", trig.scene, variant)
+        control = in_control(options.control, trig.scene, trig.user_id)
+        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control)
+        if control:
+            attributor.suppressed("scene", trig.scene, variant, "control")
+        else:
+            _delivery_outcome(attributor, trig, variant, record)
+        for action in journeys.on_trigger(trig):
+            _record(attributor, action)
+    return attributor.rows()
+
+
+def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
+                      record: Mapping[str, Any]) -> None:
+    """``replay --deliver`` appends ``delivery`` (delivered, deferred,
+    suppressed, failed), ``reason`` and ``channel``: count them."""
+    status = record.get("delivery")
+    if not isinstance(status, str):
+        return
+    channel = record.get("channel")
+    if status in ("delivered", "failed") and isinstance(channel, str):
+        attributor.sent("scene", trig.scene, variant, trig.user_id,
+                        message_id_for(trig.trigger_id, channel))
+    if status == "delivered":
+        attributor.feedback(trig.user_id, "delivered", {"scene": trig.scene})
+    elif status == "suppressed":
+        reason = record.get("reason")
+        attributor.suppressed("scene", trig.scene, variant,
+                              reason if isinstance(reason, str) and reason else "suppressed")
+    else:
+        attributor.suppressed("scene", trig.scene, variant, status)
+
+
+def price_of(value: Any) -> float:
+    """Prices arrive as numbers or decimal strings; anything else is 0."""
+    if isinstance(value, bool) or value is None:
+        return 0.0
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return price if price > 0 and price == price and price != float("inf") else 0.0
+
+
+def _record(attributor: Attributor, action: Action) -> None:
+    if isinstance(action, EnrolAction):
+        variant = f"v{action.version}"
+        attributor.triggered("strategy", action.strategy, variant)
+        attributor.unit("strategy", action.strategy, variant, action.user_id, action.ts,
+                        action.control)
+        if action.control:
+            attributor.suppressed("strategy", action.strategy, variant, "control")
+    elif isinstance(action, SuppressedAction):
+        variant = f"v{action.version}"
+        attributor.triggered("strategy", action.strategy, variant)
+        attributor.suppressed("strategy", action.strategy, variant, action.reason)
+    elif isinstance(action, SendAction):
+        attributor.sent("strategy", action.strategy, f"v{action.version}", action.user_id,
+                        action.message_id)
+
+
+def _merged(trigger_records: Iterable[Mapping[str, Any]],
+            events: Iterable[Event]) -> Iterator[tuple[int, Any]]:
+    """Events and triggers by time; at equal times the event comes first
+    (it is what made the trigger fire). Both inputs are in (near) time order;
+    triggers are sorted stably since absence triggers carry their deadline."""
+    triggers = sorted(trigger_records, key=lambda r: int(r["ts"]))
+    event_items = ((e.ts, 0, i, e) for i, e in enumerate(events))
+    trigger_items = ((int(r["ts"]), 1, i, r) for i, r in enumerate(triggers))
+    for _ts, kind, _i, item in heapq.merge(event_items, trigger_items,
+                                           key=lambda t: (t[0], t[1], t[2])):
+        yield kind, item
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def render_table(rows: list[Funnel]) -> str:
+    head = (f"{'kind':<8} {'name':<26} {'variant':<7} {'trig':>6} {'supp':>5} {'treat':>6} "
+            f"{'ctrl':>5} {'sent':>5} {'deliv':>5} {'open':>5} {'click':>5} {'share':>5} "
+            f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8}  ci95")
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        d = row.to_dict()
+        up = row.uplift()
+        ci = "n/a" if up.low is None else f"[{_pct(up.low)}, {_pct(up.high)}]"
+        lines.append(
+            f"{row.kind:<8} {row.name[:26]:<26} {row.variant[:7]:<7} {row.triggered:>6} "
+            f"{sum(row.suppressed.values()):>5} {row.units[0]:>6} {row.units[1]:>5} "
+            f"{row.sent:>5} {d['delivered']:>5} {d['opened']:>5} {d['clicked']:>5} "
+            f"{d['shared']:>5} {d['converted']:>5} {d['revenue']:>10.2f} "
+            f"{_pct(up.rate_treated):>7} {_pct(up.rate_control):>7} {_pct(up.diff):>8}  {ci}")
+        for reason, n in sorted(row.suppressed.items()):
+            lines.append(f"{'':<8}   suppressed {reason}: {n}")
+    return "\n".join(lines)
