@@ -107,7 +107,7 @@ class InboxStore:
         """Newest first."""
         stream = self.stream_key(user_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(stream, count=self.max_messages * 2)
+            pipe.xrevrange(stream, count=self.max_messages)  # MAXLEN ~ may keep a few more
             pipe.smembers(f"{stream}:acked")
             entries, acked = await pipe.execute()
         acked_ids = {_text(item) for item in acked}

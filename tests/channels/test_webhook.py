@@ -1,0 +1,203 @@
+"""Webhook channel: signing, retry classification, backoff; and against a
+real aiohttp receiver on loopback (integration)."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import orjson
+import pytest
+
+from channels.retry import Attempt, RetryPolicy, run_attempts
+from channels.webhook import (
+    WebhookChannel,
+    classify_status,
+    retry_after_ms,
+    sign,
+    verify_signature,
+)
+from channels.wire import message_from_json
+from tests.channels.receivers import HANG, Receiver, message, running_receiver
+
+SECRET = b"test-secret"
+
+
+class FakeSleep:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def webhook(url: str, sleep: FakeSleep | None = None, **kw: object) -> WebhookChannel:
+    policy = kw.pop("policy", RetryPolicy(max_attempts=3, base_backoff_ms=10, max_backoff_ms=50))
+    return WebhookChannel("crm", url, SECRET, policy=policy,  # type: ignore[arg-type]
+                          sleep=sleep or FakeSleep(), rng=random.Random(7), **kw)  # type: ignore[arg-type]
+
+
+# -- unit ---------------------------------------------------------------------
+
+def test_signature_round_trip_and_tamper() -> None:
+    body = b'{"a":1}'
+    signature = sign(SECRET, 1_000, body)
+    assert signature.startswith("sha256=") and len(signature) == 7 + 64
+    assert verify_signature(SECRET, "1000", signature, body, now_ms=1_000)
+    assert not verify_signature(SECRET, "1000", signature, body + b" ", now_ms=1_000)
+    assert not verify_signature(b"other", "1000", signature, body, now_ms=1_000)
+    assert not verify_signature(SECRET, "1001", signature, body, now_ms=1_000)
+    assert not verify_signature(SECRET, "1000", signature, body, now_ms=1_000 + 301_000)
+    assert not verify_signature(SECRET, None, signature, body)
+
+
+@pytest.mark.parametrize(("status", "ok", "retryable"), [
+    (200, True, False), (204, True, False), (400, False, False), (401, False, False),
+    (404, False, False), (408, False, True), (429, False, True), (500, False, True),
+    (503, False, True),
+])
+def test_classify_status(status: int, ok: bool, retryable: bool) -> None:
+    got = classify_status(status, {})
+    assert (got.ok, got.retryable, got.status) == (ok, retryable, status)
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_ms("7") == 7_000
+    assert retry_after_ms(None) is None
+    assert retry_after_ms("soon") is None
+    assert retry_after_ms("Wed, 21 Oct 2015 07:28:10 GMT", now_s=1445412480.0) == 10_000
+    assert classify_status(429, {"Retry-After": "2"}).retry_after_ms == 2_000
+
+
+def test_full_jitter_stays_within_the_exponential_ceiling() -> None:
+    policy = RetryPolicy(max_attempts=10, base_backoff_ms=100, max_backoff_ms=1_000)
+    rng = random.Random(1)
+    for retry in range(1, 9):
+        ceiling = min(1_000, 100 * 2 ** (retry - 1))
+        draws = [policy.backoff_ms(retry, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in draws)
+        assert max(draws) > ceiling // 2  # it does spread over the range
+
+
+async def test_run_attempts_stops_on_success_permanent_failure_or_budget() -> None:
+    msg = message()
+    outcomes = [Attempt(False, "HTTP 503", True), Attempt(False, "HTTP 503", True), Attempt(True)]
+    sleep = FakeSleep()
+
+    async def scripted() -> Attempt:
+        return outcomes.pop(0)
+
+    result = await run_attempts(msg, "crm", scripted, RetryPolicy(max_attempts=5), sleep=sleep)
+    assert (result.ok, result.attempts, len(sleep.waits)) == (True, 3, 2)
+
+    calls = 0
+
+    async def permanent() -> Attempt:
+        nonlocal calls
+        calls += 1
+        return Attempt(False, "HTTP 400", False, 400)
+
+    result = await run_attempts(msg, "crm", permanent, RetryPolicy(max_attempts=5), sleep=sleep)
+    assert (result.ok, result.attempts, result.retryable, calls) == (False, 1, False, 1)
+
+    async def always_busy() -> Attempt:
+        return Attempt(False, "HTTP 503", True, 503)
+
+    result = await run_attempts(msg, "crm", always_busy, RetryPolicy(max_attempts=4), sleep=sleep)
+    assert (result.ok, result.attempts, result.retryable, result.error) == \
+        (False, 4, True, "HTTP 503")
+
+
+async def test_retry_after_is_honoured_up_to_its_bound() -> None:
+    msg = message()
+    sleep = FakeSleep()
+    outcomes = [Attempt(False, "HTTP 429", True, 429, 2_000), Attempt(True)]
+
+    async def scripted() -> Attempt:
+        return outcomes.pop(0)
+
+    policy = RetryPolicy(max_attempts=3, retry_after_max_ms=5_000)
+    result = await run_attempts(msg, "crm", scripted, policy, sleep=sleep)
+    assert result.ok and sleep.waits == [2.0]
+
+    async def far() -> Attempt:
+        return Attempt(False, "HTTP 429", True, 429, 3_600_000)
+
+    result = await run_attempts(msg, "crm", far, policy, sleep=sleep)
+    assert (result.ok, result.attempts, result.retryable) == (False, 1, True)
+    assert "exceeds the bound" in (result.error or "")
+
+
+# -- integration: a real receiver on loopback ----------------------------------
+
+@pytest.mark.integration
+async def test_500_twice_then_200_is_one_delivery_in_three_signed_attempts() -> None:
+    sleep = FakeSleep()
+    async with running_receiver(Receiver(SECRET, script=[500, 500, 200])) as rx:
+        channel = webhook(rx.url, sleep)
+        msg = message(data={"sku": "p1", "nested": {"price": 9.5}})
+        result = await channel.send(msg)
+        await channel.close()
+    assert (result.ok, result.attempts, result.status, result.error) == (True, 3, 200, None)
+    assert len(rx.requests) == 3
+    assert all(r.signature_ok for r in rx.requests)  # each attempt freshly signed
+    assert len(sleep.waits) == 2 and all(0 <= w <= 0.05 for w in sleep.waits)
+    last = rx.requests[-1]
+    assert last.headers["Content-Type"] == "application/json"
+    assert last.headers["X-Scenetrigger-Message-Id"] == "m-1"
+    assert message_from_json(last.body) == msg
+    assert orjson.loads(last.body)["data"] == {"sku": "p1", "nested": {"price": 9.5}}
+
+
+@pytest.mark.integration
+async def test_4xx_is_not_retried() -> None:
+    async with running_receiver(Receiver(SECRET, default=422)) as rx:
+        channel = webhook(rx.url)
+        result = await channel.send(message())
+        await channel.close()
+    assert (result.ok, result.attempts, result.retryable, result.status) == (False, 1, False, 422)
+    assert len(rx.requests) == 1
+
+
+@pytest.mark.integration
+async def test_429_waits_for_retry_after_then_delivers() -> None:
+    sleep = FakeSleep()
+    script = [(429, {"Retry-After": "1"}, b"slow down"), 200]
+    async with running_receiver(Receiver(SECRET, script=script)) as rx:
+        channel = webhook(rx.url, sleep)
+        result = await channel.send(message())
+        await channel.close()
+    assert (result.ok, result.attempts) == (True, 2)
+    assert sleep.waits == [1.0]
+
+
+@pytest.mark.integration
+async def test_timeouts_exhaust_the_attempts() -> None:
+    async with running_receiver(Receiver(SECRET, default=HANG)) as rx:
+        channel = webhook(rx.url, timeout_ms=150)
+        result = await channel.send(message())
+        await channel.close()
+    assert (result.ok, result.attempts, result.retryable) == (False, 3, True)
+    assert result.error == "timeout after 150 ms"
+    assert len(rx.requests) == 3
+
+
+@pytest.mark.integration
+async def test_connection_refused_is_retryable() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    channel = webhook(f"http://127.0.0.1:{port}/hook")
+    result = await channel.send(message())
+    await channel.close()
+    assert (result.ok, result.attempts, result.retryable) == (False, 3, True)
+    assert "Connect" in (result.error or "")
+
+
+@pytest.mark.integration
+async def test_wrong_secret_is_detected_by_the_receiver() -> None:
+    async with running_receiver(Receiver(b"receiver-secret")) as rx:
+        channel = webhook(rx.url)
+        await channel.send(message())
+        await channel.close()
+    assert len(rx.requests) == 1 and not rx.requests[0].signature_ok
