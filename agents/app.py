@@ -1,0 +1,335 @@
+"""The Faust app factory: topics, the user-state table, one agent, the sweep.
+
+``create_app(settings)`` builds a fresh :class:`faust.App` (no module-level
+app, no autodiscovery). One agent (concurrency 1, at-least-once) reads the
+events topic and the ticks topic together, so every table write of a
+partition happens in one sequence, inside stream iteration of a message of
+that partition. Each events partition has its own engine
+(:class:`agents.engine_host.PartitionHost`), rebuilt from the recovered table
+whenever the partition is assigned here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+import orjson
+
+from agents.engine_host import (
+    PartitionHost,
+    PartitionStore,
+    faust_partition_items,
+    remember_partition,
+)
+from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
+from agents.settings import WorkerSettings
+from agents.timers import due_ticks
+from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
+from config.models import AppConfig
+from triggers.engine import Engine
+from triggers.errors import EventRejected, SceneTriggerError
+from triggers.events import Trigger, decode_event_line
+
+log = logging.getLogger(__name__)
+
+# Called once per trigger after Kafka acknowledged it: (trigger, fired_at_ms).
+# A delivery pipeline hooks in here; it runs inside the agent, so it should
+# hand work off (a queue) rather than deliver inline.
+TriggerHook = Callable[[Trigger, int], Awaitable[None]]
+
+REASON_STATE_ERROR = "state_error"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def trigger_record(trig: Trigger, fired_at_ms: int) -> dict[str, Any]:
+    """The triggers-topic record: replay's four fields plus id and fire time."""
+    return {"scene": trig.scene, "user_id": trig.user_id, "key": trig.key, "ts": trig.ts,
+            "trigger_id": trig.trigger_id, "fired_at_ms": fired_at_ms}
+
+
+def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int) -> bytes:
+    """The shared dead-letter record (``agents.topics``), where = topic:partition:offset;
+    input that is not UTF-8 is also kept whole-byte as base64 (``raw_b64``)."""
+    value: bytes = message.value or b""
+    where = f"{message.topic}:{message.partition}:{message.offset}"
+    record = dead_letter_value(reason, detail, "worker", value, where=where, now_ms=now_ms)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        obj = orjson.loads(record)
+        obj["raw_b64"] = base64.b64encode(value[:DEAD_LETTER_RAW_LIMIT]).decode("ascii")
+        record = orjson.dumps(obj)
+    return record
+
+
+class _PartitionTable:
+    """The table as one partition's store sees it (memory stores also learn
+    the key's partition, as Faust's own recovery records it)."""
+
+    __slots__ = ("_memory", "_partition", "_table")
+
+    def __init__(self, table: Any, partition: int, memory: bool) -> None:
+        self._table = table
+        self._partition = partition
+        self._memory = memory
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._table.get(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+        if self._memory:
+            remember_partition(self._table, key, self._partition)
+
+
+class SceneWorker:
+    """Everything one worker process holds; ``app`` is the Faust app."""
+
+    def __init__(self, settings: WorkerSettings, *, metrics: WorkerMetrics | None = None,
+                 on_trigger: TriggerHook | None = None,
+                 now_ms: Callable[[], int] = wall_ms) -> None:
+        self.settings = settings
+        self.config: AppConfig = settings.config
+        self.metrics = metrics if metrics is not None else WorkerMetrics.create()
+        self.on_trigger = on_trigger
+        self.hosts: dict[int, PartitionHost] = {}
+        self._now_ms = now_ms
+        self._max_line = settings.config.engine.max_line_bytes
+        self._outputs_declared = False
+        self.app = self._new_app()
+        self._wire()
+
+    # -- construction ---------------------------------------------------------
+
+    def _new_app(self) -> Any:
+        s = self.settings
+        session_s = s.session_timeout_ms / 1000
+        return faust.App(
+            s.app_id,
+            broker=s.broker,
+            store=s.store_url,
+            datadir=str(s.state_dir),
+            autodiscover=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=s.partitions,
+            processing_guarantee="at_least_once",
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(session_s / 6, 0.5),
+            broker_rebalance_timeout=session_s,
+            broker_commit_interval=s.commit_interval_ms / 1000,
+            table_standby_replicas=s.standby_replicas,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=s.web_port is not None,
+            web_port=s.web_port or 6066,
+            web_bind="127.0.0.1",
+            web_host="127.0.0.1",
+        )
+
+    def _topic(self, *names: str) -> Any:
+        return self.app.topic(*names, partitions=self.settings.partitions, key_type=bytes,
+                              value_type=bytes, key_serializer="raw", value_serializer="raw",
+                              internal=True)
+
+    def _wire(self) -> None:
+        s = self.settings
+        app = self.app
+        self.source = self._topic(s.topics.events, s.topics.ticks)
+        self.ticks_topic = self._topic(s.topics.ticks)
+        self.triggers_topic = self._topic(s.topics.triggers)
+        self.dead_letter_topic = self._topic(s.topics.dead_letters)
+        # key_type/value_type bytes make the table's serializers "raw".
+        self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
+                               key_type=bytes, value_type=bytes)
+        self.table.on_recover(self._on_recovered)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.agent(self.source, name="scenetrigger-scenes", concurrency=1)(self._agent)
+        app.timer(interval=s.sweep_interval_ms / 1000, name="scenetrigger-sweep")(self._sweep)
+        app.timer(interval=s.gauge_interval_ms / 1000, name="scenetrigger-gauges")(
+            self._refresh_gauges)
+        if s.reload_interval_ms and s.config_path is not None:
+            from config.reload import ConfigReloader
+
+            self._reloader = ConfigReloader(s.config_path, self.config)
+            self._reloader.subscribe(self.reconfigure)
+            app.timer(interval=s.reload_interval_ms / 1000, name="scenetrigger-reload")(
+                self._poll_config)
+
+    # -- partitions -----------------------------------------------------------
+
+    def host(self, partition: int) -> PartitionHost:
+        """The partition's engine, built (timers rebuilt from the table) on first use."""
+        host = self.hosts.get(partition)
+        if host is None:
+            host = self.hosts[partition] = self._new_host(partition)
+        return host
+
+    def _new_host(self, partition: int) -> PartitionHost:
+        memory = self.settings.store == "memory"
+        table = self.table
+        store = PartitionStore(_PartitionTable(table, partition, memory),
+                               lambda: faust_partition_items(table, partition),
+                               self.settings.cache_users)
+        engine = Engine(self.config.scene_list(), store, self.config.engine.limits())
+        host = PartitionHost(partition, engine, store, self.settings.clock == "event")
+        started = time.perf_counter()
+        armed = host.rebuild()
+        log.info("partition ready", extra={
+            "partition": partition, "users": store.users, "timers": armed,
+            "clock": host.engine.clock, "seconds": round(time.perf_counter() - started, 3)})
+        return host
+
+    async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
+        """Drop engines of partitions that left us (before any recovery)."""
+        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
+        for partition in [p for p in self.hosts if p not in mine]:
+            del self.hosts[partition]
+            self._forget_lag(partition)
+
+    async def _on_recovered(self) -> None:
+        """After table recovery: build engines for newly assigned partitions."""
+        events = self.settings.topics.events
+        mine = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == events}
+        for partition in [p for p in self.hosts if p not in mine]:
+            del self.hosts[partition]
+            self._forget_lag(partition)
+        for partition in sorted(mine - self.hosts.keys()):
+            self.host(partition)
+
+    def reconfigure(self, config: AppConfig) -> None:
+        """Hot reload: every engine takes the new scenes, keeping user state."""
+        self.config = config
+        for host in self.hosts.values():
+            host.reconfigure(config.scene_list(), config.engine.limits())
+
+    # -- the agent ------------------------------------------------------------
+
+    async def _agent(self, stream: Any) -> None:
+        events_topic = self.settings.topics.events
+        async for event in stream.events():
+            message = event.message
+            if message.topic == events_topic:
+                await self._take_event(message)
+            else:
+                await self._take_tick(message)
+
+    async def _take_event(self, message: Any) -> None:
+        if not self._outputs_declared:
+            await self._declare_outputs()
+        metrics = self.metrics
+        now = self._now_ms()
+        try:
+            event = decode_event_line(message.value or b"", self._max_line)
+        except EventRejected as exc:
+            self._dead_letter(message, exc.reason, exc.detail, now)
+            return
+        host = self.host(message.partition)
+        try:
+            fired = host.on_event(event, message.offset, now)
+        except SceneTriggerError as exc:  # unreadable stored state: park the event
+            log.exception("state error", extra={"user_id": event.user_id})
+            self._dead_letter(message, REASON_STATE_ERROR, str(exc), now)
+            return
+        if fired is None:
+            metrics.events.labels(RESULT_DUPLICATE, "").inc()
+            return
+        metrics.events.labels(RESULT_ACCEPTED, "").inc()
+        if fired:
+            await self._emit(host, fired, now, message.timestamp)
+        host.store.flush()
+
+    async def _take_tick(self, message: Any) -> None:
+        host = self.host(message.partition)
+        now = self._now_ms()
+        fired = host.on_tick(now)
+        if fired:
+            await self._emit(host, fired, now, None)
+        host.store.flush()
+
+    async def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
+                    event_time_s: float | None) -> None:
+        """Send triggers and wait for Kafka's acks: only then may the state that
+        records them (cooldowns, disarmed timers) be written."""
+        send = self.triggers_topic.send_soon
+        futures = [send(key=t.user_id.encode(), value=orjson.dumps(trigger_record(t, now_ms)))
+                   for t in fired]
+        await asyncio.gather(*futures)
+        metrics = self.metrics
+        acked_s = time.time()
+        for trig in fired:
+            metrics.triggers.labels(trig.scene).inc()
+            if trig.scene in host.absence_scenes:
+                if not host.event_clock:
+                    metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
+            elif event_time_s:
+                metrics.event_to_trigger.observe(max(0.0, acked_s - event_time_s))
+        if self.on_trigger is not None:
+            for trig in fired:
+                try:
+                    await self.on_trigger(trig, now_ms)
+                except Exception:  # a hook must never stop the stream
+                    log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
+
+    def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int) -> None:
+        # Sent before the offset commits (Faust flushes the producer first).
+        self.metrics.events.labels(RESULT_REJECTED, reason).inc()
+        record = dead_letter_record(reason, detail, message, now_ms)
+        self.dead_letter_topic.send_soon(key=message.key, value=record)
+
+    async def _declare_outputs(self) -> None:
+        await self.triggers_topic.maybe_declare()
+        await self.dead_letter_topic.maybe_declare()
+        self._outputs_declared = True
+
+    # -- timers ---------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        for tick in due_ticks(self.hosts, self._now_ms()):
+            self.ticks_topic.send_soon(key=b"tick", value=tick.encode(),
+                                       partition=tick.partition)
+            self.metrics.ticks.inc()
+
+    async def _refresh_gauges(self) -> None:
+        metrics = self.metrics
+        hosts = list(self.hosts.values())
+        metrics.users_in_state.set(sum(h.store.users for h in hosts))
+        metrics.state_bytes.set(sum(h.store.bytes for h in hosts))
+        consumer = self.app.consumer
+        events = self.settings.topics.events
+        for tp in consumer.assignment():
+            if tp.topic != events:
+                continue
+            host = self.hosts.get(tp.partition)
+            try:
+                highwater = consumer.highwater(tp)
+                position = (host.last_offset + 1 if host is not None and host.last_offset >= 0
+                            else await consumer.position(tp))
+            except Exception:  # a gauge must never break the worker
+                log.debug("no lag for %s", tp, exc_info=True)
+                continue
+            if highwater is not None and position is not None:
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    def _forget_lag(self, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.metrics.consumer_lag.remove(str(partition))
+
+    async def _poll_config(self) -> None:
+        self._reloader.poll()
+
+
+def create_app(settings: WorkerSettings, *, metrics: WorkerMetrics | None = None,
+               on_trigger: TriggerHook | None = None) -> Any:
+    """A new Faust app for these settings (see :class:`SceneWorker`)."""
+    return SceneWorker(settings, metrics=metrics, on_trigger=on_trigger).app

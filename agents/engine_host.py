@@ -1,0 +1,271 @@
+"""One engine per events partition, with its state in the Faust table.
+
+A partition's engine owns the users whose events land on that partition, its
+timer heap and (with ``--clock event``) its clock. Its store reads through a
+bounded cache of decoded states and *stages* writes: the agent flushes them
+into the table after the triggers they caused are acknowledged by Kafka, so
+a state that says "fired" (cooldown, disarmed timer) is never durable before
+its trigger is. Each stored value carries the offset of the user's last
+applied event, so an event redelivered after a crash (at-least-once) is not
+applied twice.
+
+Stored value: ``0x01 | int64 offset (big-endian) | UserState.encode()``. A
+bare ``UserState.encode()`` value (no envelope) is read as offset -1.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from triggers.engine import Engine
+from triggers.errors import StateDecodeError
+from triggers.events import Event, Trigger
+from triggers.scenes import AbsenceScene, Limits, Scene
+from triggers.state import UserState
+
+_ENVELOPE = struct.Struct(">Bq")
+_ENVELOPE_VERSION = 1
+NO_OFFSET = -1
+
+Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
+
+
+class TableLike(Protocol):
+    """The part of a Faust table the store uses (a dict in unit tests)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
+def pack_state(offset: int, state: bytes) -> bytes:
+    return _ENVELOPE.pack(_ENVELOPE_VERSION, offset) + state
+
+
+def unpack_state(data: bytes) -> tuple[int, bytes]:
+    """``(offset of the last applied event, UserState bytes)``."""
+    if data[:1] == b"[":  # a bare UserState.encode() value
+        return NO_OFFSET, data
+    if len(data) < _ENVELOPE.size or data[0] != _ENVELOPE_VERSION:
+        raise StateDecodeError(f"unknown state envelope (first byte {data[:1]!r})")
+    _, offset = _ENVELOPE.unpack_from(data)
+    return offset, data[_ENVELOPE.size:]
+
+
+class _Entry:
+    __slots__ = ("offset", "size", "state")
+
+    def __init__(self, state: UserState, offset: int, size: int) -> None:
+        self.state = state
+        self.offset = offset
+        self.size = size  # stored bytes, 0 while not yet in the table
+
+
+class PartitionStore:
+    """The engine's :class:`triggers.state.StateStore` for one partition."""
+
+    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000) -> None:
+        self._table = table
+        self._scan = scan
+        self._limit = max(cache_limit, 16)
+        self._cache: dict[str, _Entry] = {}
+        self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self.users = 0
+        self.bytes = 0
+
+    # -- StateStore -----------------------------------------------------------
+
+    def get(self, user_id: str) -> UserState | None:
+        entry = self._entry(user_id)
+        return None if entry is None else entry.state
+
+    def put(self, user_id: str, state: UserState) -> None:
+        entry = self._cache.get(user_id)
+        if entry is None:
+            entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
+        else:
+            entry.state = state
+        self._dirty[user_id] = None
+
+    def items(self) -> Iterator[tuple[str, UserState]]:
+        seen = set()
+        for user_id, entry in list(self._cache.items()):
+            seen.add(user_id)
+            yield user_id, entry.state
+        for key, data in self._scan():
+            user_id = key.decode()
+            if user_id not in seen:
+                yield user_id, UserState.decode(unpack_state(data)[1])
+
+    def __len__(self) -> int:
+        return self.users
+
+    # -- offsets and writes ---------------------------------------------------
+
+    def applied_offset(self, user_id: str) -> int:
+        entry = self._entry(user_id)
+        return NO_OFFSET if entry is None else entry.offset
+
+    def mark_applied(self, user_id: str, offset: int) -> None:
+        entry = self._cache.get(user_id)
+        if entry is not None:
+            entry.offset = offset
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def flush(self) -> int:
+        """Write every staged state into the table (must run inside the agent's
+        stream iteration of an event of this partition); returns how many."""
+        table = self._table
+        written = 0
+        for user_id in self._dirty:
+            entry = self._cache[user_id]
+            data = pack_state(entry.offset, entry.state.encode())
+            table[user_id.encode()] = data
+            if entry.size == 0:
+                self.users += 1
+            self.bytes += len(data) - entry.size
+            entry.size = len(data)
+            written += 1
+        self._dirty.clear()
+        self._evict()
+        return written
+
+    def load(self) -> Iterator[tuple[str, UserState]]:
+        """Scan the partition's stored states (after recovery), counting them."""
+        self._cache.clear()
+        self._dirty.clear()
+        self.users = 0
+        self.bytes = 0
+        for key, data in self._scan():
+            offset, raw = unpack_state(data)
+            state = UserState.decode(raw)
+            user_id = key.decode()
+            self.users += 1
+            self.bytes += len(data)
+            if len(self._cache) < self._limit:
+                self._cache[user_id] = _Entry(state, offset, len(data))
+            yield user_id, state
+
+    # -- internals ------------------------------------------------------------
+
+    def _entry(self, user_id: str) -> _Entry | None:
+        cache = self._cache
+        entry = cache.get(user_id)
+        if entry is not None:
+            return entry
+        data = self._table.get(user_id.encode())
+        if data is None:
+            return None
+        offset, raw = unpack_state(data)
+        entry = cache[user_id] = _Entry(UserState.decode(raw), offset, len(data))
+        return entry
+
+    def _evict(self) -> None:
+        cache = self._cache
+        excess = len(cache) - self._limit
+        if excess <= 0:
+            return
+        for user_id in list(cache)[:excess]:
+            del cache[user_id]
+
+
+class PartitionHost:
+    """An engine, its store and its clock for one events partition."""
+
+    def __init__(self, partition: int, engine: Engine, store: PartitionStore,
+                 event_clock: bool) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.store = store
+        self.event_clock = event_clock
+        self.last_offset = NO_OFFSET  # newest events offset processed here
+        self.tick_sent_ms: int | None = None  # a tick is on its way (sweep)
+        self.absence_scenes = _absence_names(engine)
+
+    def rebuild(self) -> int:
+        """Rebuild the timer heap (and the event clock) from the stored states;
+        returns how many timers are armed."""
+        clock: int | None = None
+
+        def users() -> Iterator[tuple[str, UserState]]:
+            nonlocal clock
+            for user_id, state in self.store.load():
+                if state.max_ts is not None and (clock is None or state.max_ts > clock):
+                    clock = state.max_ts
+                yield user_id, state
+
+        armed = self.engine.rebuild_timers(users())
+        if self.event_clock and clock is not None and clock > self.engine.clock:
+            # The partition clock is the largest ts taken; rejected events never
+            # reach state, so it is the largest max_ts. No advance(): that would
+            # fire timers outside stream iteration; the next event or tick does.
+            self.engine.clock = clock
+        return armed
+
+    def on_event(self, event: Event, offset: int, now_ms: int) -> list[Trigger] | None:
+        """Apply one event; None when the user's state already holds it
+        (redelivered after a restart)."""
+        self.last_offset = offset
+        store = self.store
+        if offset <= store.applied_offset(event.user_id):
+            return None
+        if self.event_clock:
+            fired = self.engine.handle(event)
+        else:
+            fired = self.engine.advance(now_ms)
+            fired += self.engine.handle(event)
+        store.mark_applied(event.user_id, offset)
+        return fired
+
+    def on_tick(self, now_ms: int) -> list[Trigger]:
+        self.tick_sent_ms = None
+        engine = self.engine
+        return engine.advance(engine.clock if self.event_clock else now_ms)
+
+    def due(self, now_ms: int) -> int | None:
+        """The deadline of a timer due now (by this host's clock), else None."""
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return None
+        clock = self.engine.clock if self.event_clock else now_ms
+        return deadline if deadline < clock else None
+
+    def reconfigure(self, scenes: Sequence[Scene], limits: Limits) -> None:
+        """Hot reload: new scenes, same user state and timers (by scene name)."""
+        self.engine.reconfigure(scenes, limits)
+        self.absence_scenes = _absence_names(self.engine)
+
+
+def _absence_names(engine: Engine) -> frozenset[str]:
+    return frozenset(s.name for s in engine.scenes if isinstance(s, AbsenceScene))
+
+
+def faust_partition_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """The stored ``(key, value)`` pairs of one table partition.
+
+    Faust has no public per-partition iteration: RocksDB keeps one database per
+    partition (``_db_for_partition``); the memory store remembers each key's
+    partition in ``_key_partition`` (see :func:`remember_partition`).
+    """
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        db = store._db_for_partition(partition)
+        yield from store._visible_items(db)
+        return
+    owners = getattr(store, "_key_partition", {})
+    for key, value in list(store.data.items()):
+        if owners.get(key) == partition and value is not None:
+            yield key, value
+
+
+def remember_partition(table: Any, key: bytes, partition: int) -> None:
+    """Memory store only: record a live write's partition, as Faust does for
+    recovered keys, so per-partition scans and revocation see it too."""
+    owners = getattr(table.data, "_key_partition", None)
+    if owners is not None:
+        owners[key] = partition

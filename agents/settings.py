@@ -1,0 +1,109 @@
+"""Worker settings: everything ``create_app`` needs, in one frozen value.
+
+Built by ``scenetrigger worker`` from its flags, by tests and by the benchmark
+directly. Durations are integer milliseconds, as everywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from config.models import AppConfig
+from triggers.errors import SceneTriggerError
+
+ClockMode = Literal["wall", "event"]
+StoreKind = Literal["rocksdb", "memory"]
+
+
+class WorkerSettingsError(SceneTriggerError):
+    """Worker settings that cannot work together."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Kafka topic names. ``ticks`` must have as many partitions as ``events``
+    (the app creates both with ``partitions``): a tick for partition p is
+    consumed by the worker that owns events partition p."""
+
+    events: str
+    triggers: str
+    dead_letters: str
+    ticks: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TopicNames:
+        return cls(
+            events=f"{prefix}.events",
+            triggers=f"{prefix}.triggers",
+            dead_letters=f"{prefix}.dead-letters",
+            ticks=f"{prefix}.ticks",
+        )
+
+
+def default_topics() -> TopicNames:
+    from agents import topics  # the shared names, also used by produce and collector
+
+    return TopicNames(
+        events=topics.EVENTS,
+        triggers=topics.TRIGGERS,
+        dead_letters=topics.DEAD_LETTERS,
+        ticks=topics.TICKS,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    config: AppConfig
+    app_id: str = "scenetrigger"
+    broker: str = "kafka://127.0.0.1:9092"
+    topics: TopicNames = field(default_factory=default_topics)
+    partitions: int = 4
+    state_dir: Path = Path(".state")
+    store: StoreKind = "rocksdb"
+    clock: ClockMode = "wall"
+    sweep_interval_ms: int = 500
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    web_port: int | None = None
+    # Kafka group membership: a killed worker's partitions move after this.
+    session_timeout_ms: int = 60_000
+    commit_interval_ms: int = 2_800
+    standby_replicas: int = 1
+    # Decoded user states kept per partition (the table stays the truth).
+    cache_users: int = 50_000
+    # How often the consumer-lag / state gauges are refreshed.
+    gauge_interval_ms: int = 5_000
+    # Poll the config file for changes (0: off); needs ``config_path``.
+    reload_interval_ms: int = 0
+    config_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.partitions < 1:
+            problems.append("partitions must be >= 1")
+        if self.sweep_interval_ms < 10:
+            problems.append("sweep interval must be >= 10 ms")
+        if self.session_timeout_ms < 6_000:
+            problems.append("session timeout must be >= 6000 ms (the broker's minimum)")
+        if self.store not in ("rocksdb", "memory"):
+            problems.append(f"store must be rocksdb or memory, not {self.store!r}")
+        if self.clock not in ("wall", "event"):
+            problems.append(f"clock must be wall or event, not {self.clock!r}")
+        if self.reload_interval_ms and self.config_path is None:
+            problems.append("config reload needs a config file")
+        names = (self.topics.events, self.topics.triggers, self.topics.dead_letters,
+                 self.topics.ticks)
+        if len(set(names)) != len(names):
+            problems.append("topic names must differ")
+        if problems:
+            raise WorkerSettingsError("invalid worker settings: " + "; ".join(problems))
+
+    @property
+    def store_url(self) -> str:
+        return "rocksdb://" if self.store == "rocksdb" else "memory://"
+
+    @property
+    def table_name(self) -> str:
+        return "user-state"

@@ -1,0 +1,134 @@
+"""``scenetrigger worker``: a Faust worker running the scenes on Kafka.
+
+Start several with the same ``--app-id`` (and their own ``--state-dir``) and
+they share the events partitions; a worker that stops hands its partitions
+to the others, whose tables recover them from the changelog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
+from triggers.durations import parse_duration_ms
+from triggers.errors import SceneTriggerError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("worker", help="run the scenes as a Faust worker on Kafka")
+    parser.add_argument("--config", help="config file (default: the shipped scenes)")
+    parser.add_argument("--broker", help="Kafka bootstrap host:port[,host:port] or kafka://... "
+                                         "(default: $SCENETRIGGER_KAFKA, else 127.0.0.1:9092)")
+    parser.add_argument("--app-id", default="scenetrigger",
+                        help="Faust app id = consumer group; workers with the same id share "
+                             "partitions (default scenetrigger)")
+    parser.add_argument("--topic-prefix",
+                        help="name topics PREFIX.events/.triggers/.dead-letters/.ticks "
+                             "(default: the shared names in agents/topics.py)")
+    parser.add_argument("--partitions", type=_positive, default=DEFAULT_PARTITIONS,
+                        help=f"partitions of the topics and table (default {DEFAULT_PARTITIONS})")
+    parser.add_argument("--state-dir", default=".state",
+                        help="where RocksDB tables live; one per worker (default .state)")
+    parser.add_argument("--store", choices=("rocksdb", "memory"), default="rocksdb")
+    parser.add_argument("--clock", choices=("wall", "event"), default="wall",
+                        help="wall: absence timers fire on the wall clock (live); event: "
+                             "each partition's clock is its largest event ts (tests, backfills)")
+    parser.add_argument("--sweep-interval", type=_duration, default=500,
+                        help="how often due timers are swept, e.g. 500ms (default 500ms)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve Prometheus /metrics on this loopback port")
+    parser.add_argument("--web-port", type=int, help="enable Faust's web views on this port")
+    parser.add_argument("--session-timeout", type=_duration, default=60_000,
+                        help="how soon a dead worker's partitions move (default 60s, min 6s)")
+    parser.add_argument("--commit-interval", type=_duration, default=2_800,
+                        help="offset commit interval (default 2800ms)")
+    parser.add_argument("--standby-replicas", type=int, default=1,
+                        help="standby table copies on other workers (default 1)")
+    parser.add_argument("--reload-interval", type=_duration, default=0,
+                        help="poll --config for changes this often, e.g. 5s (default: off)")
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration_ms(int(text) if text.isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def faust_broker_url(broker: str | None) -> str:
+    """``h:p,h2:p2`` (any accepted spelling) -> Faust's ``kafka://h:p;h2:p2``."""
+    return "kafka://" + bootstrap_servers(broker).replace(",", ";")
+
+
+def build_settings(args: argparse.Namespace) -> Any:
+    from agents.settings import TopicNames, WorkerSettings, default_topics
+    from config.loader import load_config
+
+    config = load_config(args.config)
+    return WorkerSettings(
+        config=config,
+        app_id=args.app_id,
+        broker=faust_broker_url(args.broker),
+        topics=TopicNames.with_prefix(args.topic_prefix) if args.topic_prefix else default_topics(),
+        partitions=args.partitions,
+        state_dir=Path(args.state_dir),
+        store=args.store,
+        clock=args.clock,
+        sweep_interval_ms=args.sweep_interval,
+        metrics_port=args.metrics_port,
+        web_port=args.web_port,
+        session_timeout_ms=args.session_timeout,
+        commit_interval_ms=args.commit_interval,
+        standby_replicas=args.standby_replicas,
+        reload_interval_ms=args.reload_interval,
+        config_path=Path(args.config) if args.config else None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from agents.app import SceneWorker
+    from agents.metrics import serve_metrics
+    from agents.producer import ensure_topics
+
+    settings = build_settings(args)
+    t = settings.topics
+    # Create the topics with the right partition count before Faust subscribes:
+    # a broker that auto-creates would use its own default.
+    bootstrap = bootstrap_servers(args.broker)
+    try:
+        found = asyncio.run(ensure_topics(
+            bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters], settings.partitions))
+    except SceneTriggerError:
+        raise
+    except Exception as exc:
+        raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
+    for name in (t.events, t.ticks):
+        if found.get(name) != settings.partitions:
+            raise SceneTriggerError(
+                f"topic {name} has {found.get(name)} partitions, the worker was started with "
+                f"--partitions {settings.partitions}: events and ticks must be co-partitioned")
+    scene_worker = SceneWorker(settings)
+    if settings.metrics_port is not None:
+        serve_metrics(scene_worker.metrics, settings.metrics_port, settings.metrics_host)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    print(f"scenetrigger worker: app {settings.app_id}, broker {bootstrap}, "
+          f"{settings.partitions} partitions, clock {settings.clock}, store {settings.store}",
+          file=sys.stderr, flush=True)
+    worker = faust.Worker(scene_worker.app, loglevel=args.log_level, quiet=True,
+                          redirect_stdouts=False, workdir=str(Path.cwd()))
+    worker.execute_from_commandline()  # returns only by SystemExit
+    return 0
