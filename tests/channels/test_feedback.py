@@ -1,0 +1,164 @@
+"""Feedback routes on a real aiohttp server on loopback: open pixel, click
+redirect without open redirects, token-protected provider callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from channels.feedback import (
+    PIXEL,
+    FeedbackApp,
+    FeedbackEvent,
+    ListSink,
+    MemoryMessageIndex,
+    MessageMeta,
+    QueueSink,
+    RedisMessageIndex,
+    tracked_link,
+)
+
+SECRET = b"s3cret-for-tests"
+TOKEN = "cb-token"
+MID = "m" * 32
+
+
+class Engaged:
+    def __init__(self) -> None:
+        self.users: list[str] = []
+
+    async def __call__(self, user_id: str) -> None:
+        self.users.append(user_id)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[TestClient, ListSink, Engaged]]:
+    index = MemoryMessageIndex()
+    await index.remember(MID, MessageMeta("u1", "cart_abandonment", "email"))
+    sink, engaged = ListSink(), Engaged()
+    app = FeedbackApp(sink, index, SECRET, TOKEN, ["shop.example.com"], engaged,
+                      clock=lambda: 1_000)
+    client = TestClient(TestServer(app.application(), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client, sink, engaged
+    finally:
+        await client.close()
+
+
+async def test_open_pixel_emits_opened_and_resets_backoff(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, sink, engaged = setup
+    resp = await client.get(f"/t/o/{MID}.gif")
+    assert resp.status == 200 and resp.content_type == "image/gif"
+    assert await resp.read() == PIXEL
+    assert sink.events == [FeedbackEvent("opened", "u1", 1_000, MID, "email",
+                                         "cart_abandonment")]
+    assert engaged.users == ["u1"]
+    event = sink.events[0].to_event()
+    assert event.type == "message_opened" and event.fields["source"] == "feedback"
+
+
+async def test_unknown_message_still_gets_a_pixel_but_no_event(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, sink, _ = setup
+    resp = await client.get("/t/o/nope.gif")
+    assert resp.status == 200 and sink.events == []
+
+
+async def test_signed_click_redirects_once_and_emits_clicked(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, sink, engaged = setup
+    target = "https://evil.example.net/landing?x=1"  # not allow-listed, but signed by us
+    link = tracked_link("http://ignored", SECRET, MID, target)
+    path = link.split("http://ignored", 1)[1]
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == target
+    assert [e.kind for e in sink.events] == ["clicked"] and engaged.users == ["u1"]
+
+
+@pytest.mark.parametrize("target,sig", [
+    ("https://evil.example.net/", ""),                 # unsigned, not allowed
+    ("https://evil.example.net/", "0" * 32),           # bad signature
+    ("javascript:alert(1)", ""),                       # not http(s)
+    ("//evil.example.net/", ""),                       # scheme-relative
+    ("https://shop.example.com.evil.net/", ""),        # look-alike host
+])
+async def test_click_never_redirects_to_unsigned_foreign_urls(
+        setup: tuple[TestClient, ListSink, Engaged], target: str, sig: str) -> None:
+    client, sink, _ = setup
+    resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}&s={sig}",
+                            allow_redirects=False)
+    assert resp.status == 400 and "Location" not in resp.headers
+    assert sink.events == []
+
+
+async def test_signature_is_bound_to_the_message(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, _, _ = setup
+    target = "https://evil.example.net/"
+    other = tracked_link("http://x", SECRET, "another-message", target).split("&s=")[1]
+    resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}&s={other}",
+                            allow_redirects=False)
+    assert resp.status == 400
+
+
+async def test_allow_listed_host_redirects_without_signature(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, _, _ = setup
+    target = "https://shop.example.com/p/1"
+    resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == target
+
+
+async def test_provider_callback_needs_the_token(
+        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+    client, sink, _ = setup
+    body = {"message_id": MID, "status": "DELIVRD"}
+    assert (await client.post("/callbacks/sms", json=body)).status == 401
+    bad = await client.post("/callbacks/sms", json=body, headers={"X-Callback-Token": "x"})
+    assert bad.status == 401 and sink.events == []
+    ok = await client.post("/callbacks/sms", json=[
+        body, {"message_id": MID, "status": "failed", "error": "no route", "ts": 5},
+        {"message_id": MID, "status": "converted"}, {"message_id": MID, "status": "weird"},
+        {"message_id": "unknown", "status": "delivered"}, "junk",
+    ], headers={"X-Callback-Token": TOKEN})
+    assert ok.status == 200 and (await ok.json())["accepted"] == 3
+    assert [(e.kind, e.ts, e.detail) for e in sink.events] == [
+        ("delivered", 1_000, None), ("failed", 5, "no route"), ("converted", 1_000, None)]
+    query = await client.post(f"/callbacks/push?token={TOKEN}", data=b"not json")
+    assert query.status == 400
+
+
+async def test_callbacks_are_refused_when_no_token_is_configured() -> None:
+    index = MemoryMessageIndex()
+    app = FeedbackApp(ListSink(), index, SECRET, None)
+    async with TestClient(TestServer(app.application(), host="127.0.0.1")) as client:
+        resp = await client.post("/callbacks/sms", json={}, headers={"X-Callback-Token": ""})
+        assert resp.status == 401
+
+
+async def test_queue_sink_feeds_engine_events() -> None:
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    await QueueSink(queue).emit(FeedbackEvent("clicked", "u1", 7, MID, "inbox", "s"))
+    event = queue.get_nowait()
+    assert getattr(event, "type", None) == "message_clicked"
+    assert getattr(event, "user_id", None) == "u1"
+
+
+@pytest.mark.integration
+async def test_redis_message_index(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        index = RedisMessageIndex(client, f"t{uuid.uuid4().hex[:8]}:", ttl_ms=60_000)
+        await index.remember("abc", MessageMeta("u1", "s", "inbox"))
+        assert await index.lookup("abc") == MessageMeta("u1", "s", "inbox")
+        assert await index.lookup("nope") is None
+    finally:
+        await client.aclose()
