@@ -51,11 +51,21 @@ class SendModel(_Strict):
 
 
 class CaseModel(_Strict):
-    """A branch case: this event (optionally via this channel) -> ``goto``."""
+    """A branch case: this event (optionally via this channel) -> ``goto``;
+    or ``tag``: the user holds this tag when the branch starts -> ``goto`` at once."""
 
-    event: Literal["opened", "clicked", "shared", "delivered", "converted", "purchased"]
+    event: Literal["opened", "clicked", "shared", "delivered", "converted", "purchased"] | None = None
+    tag: Name | None = None
     channel: Name | None = None
     goto: Name = NEXT
+
+    @model_validator(mode="after")
+    def _event_or_tag(self) -> CaseModel:
+        if (self.event is None) == (self.tag is None):
+            raise ValueError("a case needs exactly one of 'event' or 'tag'")
+        if self.tag is not None and self.channel is not None:
+            raise ValueError("'channel' goes with 'event', not with 'tag'")
+        return self
 
 
 class BranchModel(_Strict):

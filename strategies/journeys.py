@@ -268,6 +268,12 @@ class JourneyEngine:
             step = strategy.steps[run.step]
             run.step_ms = ts
             kind = step.kind
+            if kind == "branch":
+                held = next((c for c in step.cases if c.tag is not None and c.tag in user.tags),
+                            None)
+                if held is not None:  # a tag case decides at once
+                    self._goto(run, strategy, held.target)
+                    continue
             if kind in ("wait", "branch"):
                 self._seq += 1
                 run.seq, run.due_ms = self._seq, ts + step.duration_ms
@@ -343,7 +349,7 @@ def order_channels(channels: tuple[str, ...], preferred: str | None) -> tuple[st
 
 
 def _case_matches(case: Case, event: Event, run: Run, name: str) -> bool:
-    if event.type not in _EVENT_TYPES[case.event]:
+    if case.event is None or event.type not in _EVENT_TYPES[case.event]:
         return False
     fields = event.fields
     if case.channel is not None and fields.get("channel") != case.channel:

@@ -28,9 +28,10 @@ END = -1  # jump target meaning "leave the strategy"
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    event: str
+    event: str | None
     channel: str | None
     target: int
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,8 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
         elif s.wait is not None:
             steps.append(Step(i, sid, kind, duration_ms=s.wait))
         elif s.branch is not None:
-            cases = tuple(Case(c.event, c.channel, target(c.goto, i)) for c in s.branch.when)
+            cases = tuple(Case(c.event, c.channel, target(c.goto, i), c.tag)
+                          for c in s.branch.when)
             steps.append(Step(i, sid, kind, duration_ms=s.branch.within, cases=cases,
                               otherwise=target(s.branch.otherwise, i)))
         elif s.tag is not None:

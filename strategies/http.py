@@ -1,0 +1,86 @@
+"""Read-only admin routes: a user's tags and lead score.
+
+``GET /users/{user_id}/tags`` and ``GET /users/{user_id}/score`` need
+``Authorization: Bearer <token>`` where the token comes from the environment
+(``SCENETRIGGER_ADMIN_TOKEN``); without a configured token they refuse
+every request. The score is decayed to the request time (``?now_ms=`` may
+pin the time, for replays and tests).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from config.strategy_models import ScoringModel
+from strategies.scoring import decayed
+from strategies.store import TagStore
+
+TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"
+STORE_KEY: web.AppKey[TagStore] = web.AppKey("strategies_tag_store", TagStore)  # type: ignore[type-abstract]
+SCORING_KEY: web.AppKey[ScoringModel] = web.AppKey("strategies_scoring", ScoringModel)
+TOKEN_KEY: web.AppKey[str] = web.AppKey("strategies_admin_token", str)
+CLOCK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("strategies_clock")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def add_routes(app: web.Application, store: TagStore, scoring: ScoringModel,
+               token: str | None = None, clock: Callable[[], int] = wall_clock_ms) -> None:
+    """Mount the routes on an existing app (``scenetrigger serve`` or a test)."""
+    app[STORE_KEY] = store
+    app[SCORING_KEY] = scoring
+    app[TOKEN_KEY] = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    app[CLOCK_KEY] = clock
+    app.router.add_get("/users/{user_id}/tags", _tags)
+    app.router.add_get("/users/{user_id}/score", _score)
+
+
+def build_app(store: TagStore, scoring: ScoringModel, token: str | None = None,
+              clock: Callable[[], int] = wall_clock_ms) -> web.Application:
+    app = web.Application()
+    add_routes(app, store, scoring, token, clock)
+    return app
+
+
+def _authorised(request: web.Request) -> None:
+    expected = request.app[TOKEN_KEY]
+    if not expected:
+        raise web.HTTPForbidden(text=f"admin routes are off: set {TOKEN_ENV}")
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(
+            given[len("Bearer "):].encode(), expected.encode()):
+        raise web.HTTPUnauthorized(text="a valid admin token is required",
+                                   headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _tags(request: web.Request) -> web.Response:
+    _authorised(request)
+    user_id = request.match_info["user_id"]
+    tags = await request.app[STORE_KEY].tags(user_id)
+    return web.json_response({"user_id": user_id, "tags": sorted(tags)})
+
+
+async def _score(request: web.Request) -> web.Response:
+    _authorised(request)
+    user_id = request.match_info["user_id"]
+    pinned = request.query.get("now_ms")
+    try:
+        now_ms = int(pinned) if pinned is not None else request.app[CLOCK_KEY]()
+    except ValueError:
+        raise web.HTTPBadRequest(text="now_ms must be an integer") from None
+    scoring = request.app[SCORING_KEY]
+    stored = await request.app[STORE_KEY].score(user_id)
+    value = 0.0 if stored is None else decayed(stored, now_ms, scoring.half_life)
+    return web.json_response({
+        "user_id": user_id, "score": value, "now_ms": now_ms,
+        "stored": None if stored is None else {"value": stored.value, "at_ms": stored.at_ms},
+        "threshold": scoring.threshold, "half_life_ms": scoring.half_life,
+        "handoff_armed": None if stored is None else stored.armed,
+    })

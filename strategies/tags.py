@@ -1,0 +1,68 @@
+"""Rule-based behaviour tags, computed purely from a user's profile.
+
+Browsing style, value segment and the time-of-day / weekday-weekend habit
+come from :mod:`channels.segments` (one implementation, shared with content
+selection); this module turns them into tags and adds the preferred channel
+from the opens a user made:
+
+* ``tod:<night|morning|afternoon|evening>``, ``weekday`` / ``weekend``
+  (habit rules of ``content.habits``),
+* ``style:<search_driven|category_browser|promo_driven|undetermined>``,
+* ``segment:<champion|loyal|promising|new_or_lapsed>``,
+* ``prefers_<channel>``: the channel with the most opens, with at least
+  ``strategies.tags.min_opens`` of them (ties: the name first in order).
+
+Behaviour tags are *derived*: they are recomputed and replaced as a set.
+Tags that strategies set (``churned``, ``prefers_wechat`` from a branch) are
+*sticky* and only change by a tag step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from channels.segments import classify
+from config.content_models import ContentModel
+from config.strategy_models import TagRulesModel
+from triggers.profile import Profile
+
+DERIVED_PREFIXES = ("tod:", "style:", "segment:")
+DERIVED_NAMES = frozenset({"weekday", "weekend"})
+
+
+def is_derived(tag: str) -> bool:
+    return tag in DERIVED_NAMES or tag.startswith(DERIVED_PREFIXES)
+
+
+def preferred_channel_tag(opens: Mapping[str, int], min_opens: int) -> str | None:
+    best = sorted(opens.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not best or best[0][1] < min_opens:
+        return None
+    return f"prefers_{best[0][0]}"
+
+
+def behaviour_tags(profile: Profile | None, content: ContentModel, now_ms: int,
+                   default_tz: str | None = None) -> frozenset[str]:
+    """The derived tags of one user at ``now_ms`` (explicit time)."""
+    seg = classify(profile, content.styles, content.segments, content.habits, now_ms,
+                   default_tz)
+    return frozenset({*seg.tags, f"style:{seg.style}", f"segment:{seg.segment}"})
+
+
+def all_tags(profile: Profile | None, content: ContentModel, rules: TagRulesModel, now_ms: int,
+             opens: Mapping[str, int] | None = None,
+             default_tz: str | None = None) -> frozenset[str]:
+    tags = set(behaviour_tags(profile, content, now_ms, default_tz))
+    pref = preferred_channel_tag(opens or {}, rules.min_opens)
+    if pref is not None:
+        tags.add(pref)
+    return frozenset(tags)
+
+
+def replace_derived(current: Iterable[str], derived: Iterable[str]) -> tuple[set[str], set[str]]:
+    """What to add and remove so the derived part of ``current`` becomes
+    ``derived`` while sticky tags stay: ``(add, remove)``."""
+    have = set(current)
+    want = set(derived)
+    remove = {t for t in have if is_derived(t) and t not in want}
+    return want - have, remove
