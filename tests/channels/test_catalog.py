@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -83,7 +84,7 @@ async def test_redis_catalog_matches_the_memory_catalog(redis_url: str) -> None:
 
 
 @pytest.mark.integration
-async def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
+def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:cat:"
     done = subprocess.run(
         [sys.executable, "-m", "scenetrigger.cli", "catalog", "load", str(SAMPLE),
@@ -91,12 +92,15 @@ async def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr.decode()
     assert b"loaded" in done.stderr
-    client = Redis.from_url(redis_url, decode_responses=True)
-    try:
-        found = await RedisCatalog(client, prefix).get_many(["1004659"])
-        assert found["1004659"].name == "Samsung smartphone"
-    finally:
-        await client.aclose()
+
+    async def lookup() -> dict[str, Product]:
+        client = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await RedisCatalog(client, prefix).get_many(["1004659"])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(lookup())["1004659"].name == "Samsung smartphone"
     failed = subprocess.run(
         [sys.executable, "-m", "scenetrigger.cli", "catalog", "load", str(tmp_path / "x.csv"),
          "--redis-url", redis_url], cwd=ROOT, capture_output=True, timeout=60, check=False)

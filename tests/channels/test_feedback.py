@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
@@ -27,6 +28,7 @@ from channels.feedback import (
 SECRET = b"s3cret-for-tests"
 TOKEN = "cb-token"
 MID = "m" * 32
+Client = TestClient[web.Request, web.Application]
 
 
 class Engaged:
@@ -38,7 +40,7 @@ class Engaged:
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[tuple[TestClient, ListSink, Engaged]]:
+async def setup() -> AsyncIterator[tuple[Client, ListSink, Engaged]]:
     index = MemoryMessageIndex()
     await index.remember(MID, MessageMeta("u1", "cart_abandonment", "email"))
     sink, engaged = ListSink(), Engaged()
@@ -53,7 +55,7 @@ async def setup() -> AsyncIterator[tuple[TestClient, ListSink, Engaged]]:
 
 
 async def test_open_pixel_emits_opened_and_resets_backoff(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, engaged = setup
     resp = await client.get(f"/t/o/{MID}.gif")
     assert resp.status == 200 and resp.content_type == "image/gif"
@@ -66,14 +68,14 @@ async def test_open_pixel_emits_opened_and_resets_backoff(
 
 
 async def test_unknown_message_still_gets_a_pixel_but_no_event(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, _ = setup
     resp = await client.get("/t/o/nope.gif")
     assert resp.status == 200 and sink.events == []
 
 
 async def test_signed_click_redirects_once_and_emits_clicked(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, engaged = setup
     target = "https://evil.example.net/landing?x=1"  # not allow-listed, but signed by us
     link = tracked_link("http://ignored", SECRET, MID, target)
@@ -91,7 +93,7 @@ async def test_signed_click_redirects_once_and_emits_clicked(
     ("https://shop.example.com.evil.net/", ""),        # look-alike host
 ])
 async def test_click_never_redirects_to_unsigned_foreign_urls(
-        setup: tuple[TestClient, ListSink, Engaged], target: str, sig: str) -> None:
+        setup: tuple[Client, ListSink, Engaged], target: str, sig: str) -> None:
     client, sink, _ = setup
     resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}&s={sig}",
                             allow_redirects=False)
@@ -100,7 +102,7 @@ async def test_click_never_redirects_to_unsigned_foreign_urls(
 
 
 async def test_signature_is_bound_to_the_message(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, _, _ = setup
     target = "https://evil.example.net/"
     other = tracked_link("http://x", SECRET, "another-message", target).split("&s=")[1]
@@ -110,7 +112,7 @@ async def test_signature_is_bound_to_the_message(
 
 
 async def test_allow_listed_host_redirects_without_signature(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, _, _ = setup
     target = "https://shop.example.com/p/1"
     resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}", allow_redirects=False)
@@ -118,7 +120,7 @@ async def test_allow_listed_host_redirects_without_signature(
 
 
 async def test_provider_callback_needs_the_token(
-        setup: tuple[TestClient, ListSink, Engaged]) -> None:
+        setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, _ = setup
     body = {"message_id": MID, "status": "DELIVRD"}
     assert (await client.post("/callbacks/sms", json=body)).status == 401
