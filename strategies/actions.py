@@ -121,4 +121,4 @@ Action = (
 
 def action_to_dict(action: Action) -> dict[str, Any]:
     """A JSON-ready mapping (slots dataclasses have no ``__dict__``)."""
-    return {name: getattr(action, name) for name in action.__slots__}  # type: ignore[union-attr]
+    return {name: getattr(action, name) for name in action.__slots__}

@@ -20,8 +20,8 @@ from config.strategy_models import ScoringModel
 from strategies.scoring import decayed
 from strategies.store import TagStore
 
-TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"
-STORE_KEY: web.AppKey[TagStore] = web.AppKey("strategies_tag_store", TagStore)  # type: ignore[type-abstract]
+TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a secret
+STORE_KEY: web.AppKey[TagStore] = web.AppKey("strategies_tag_store", TagStore)
 SCORING_KEY: web.AppKey[ScoringModel] = web.AppKey("strategies_scoring", ScoringModel)
 TOKEN_KEY: web.AppKey[str] = web.AppKey("strategies_admin_token", str)
 CLOCK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("strategies_clock")

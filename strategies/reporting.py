@@ -12,9 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
-from channels.pipeline import message_id_for
 from strategies.attribution import FEEDBACK, Attributor, Funnel, in_control
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry

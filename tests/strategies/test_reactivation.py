@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from strategies.actions import EnrolAction, ExitAction, SuppressedAction, TagAction
 from strategies.state import BytesJourneyStore
-from triggers.events import Event
 from tests.strategies.helpers import DAY, HOUR, T0, engine, feedback, sends, trigger
+from triggers.events import Event
 
 
 def test_push_then_push_again_then_sms_and_wechat_on_the_clock() -> None:

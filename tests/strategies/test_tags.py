@@ -37,7 +37,7 @@ def test_tags_on_the_rees46_sample_match_an_independent_computation() -> None:
             assert isinstance(item, Event)
             engine.handle(item)
     content = ContentModel()
-    habits, styles, segs = content.habits, content.styles, content.segments
+    habits, segs = content.habits, content.segments
     per_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in _rows():
         per_user[row["user_id"]].append(row)
