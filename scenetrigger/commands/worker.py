@@ -130,5 +130,4 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     worker = faust.Worker(scene_worker.app, loglevel=args.log_level, quiet=True,
                           redirect_stdouts=False, workdir=str(Path.cwd()))
-    worker.execute_from_commandline()  # returns only by SystemExit
-    return 0
+    worker.execute_from_commandline()  # NoReturn: ends with SystemExit on stop

@@ -1,0 +1,279 @@
+"""Unit tests of the worker's pieces without Kafka: the partition store and
+host over a dict "table", the tick sweep, records, metrics and the app factory."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.app import SceneWorker, create_app, dead_letter_record, trigger_record
+from agents.engine_host import (
+    NO_OFFSET,
+    PartitionHost,
+    PartitionStore,
+    pack_state,
+    unpack_state,
+)
+from agents.metrics import WorkerMetrics
+from agents.settings import TopicNames, WorkerSettings, WorkerSettingsError
+from agents.timers import Tick, decode_tick, due_ticks
+from config.loader import load_config_text
+from config.models import AppConfig
+from scenetrigger.commands.worker import faust_broker_url
+from triggers.engine import Engine
+from triggers.errors import StateDecodeError
+from triggers.events import Event, Trigger
+from triggers.state import UserState
+
+CONFIG = """
+scenes:
+  rv:
+    kind: repeat
+    when: {type: view}
+    per: product_id
+    count: 2
+    within: 10m
+  abandon:
+    kind: absence
+    start: {type: cart}
+    cancel: {type: purchase}
+    after: 2s
+  arrive:
+    kind: arrival
+    when: {type: cart}
+"""
+
+
+def config() -> AppConfig:
+    return load_config_text(CONFIG)
+
+
+def ev(user: str, ts: int, etype: str, **fields: Any) -> Event:
+    return Event(user, ts, etype, {"user_id": user, "ts": ts, "type": etype, **fields})
+
+
+def make_host(table: dict[bytes, bytes], event_clock: bool = True,
+              cache: int = 50_000) -> PartitionHost:
+    cfg = config()
+    store = PartitionStore(table, lambda: list(table.items()), cache)
+    engine = Engine(cfg.scene_list(), store, cfg.engine.limits())
+    host = PartitionHost(0, engine, store, event_clock)
+    host.rebuild()
+    return host
+
+
+# -- envelope -----------------------------------------------------------------
+
+def test_envelope_round_trip_and_bare_state() -> None:
+    state = UserState()
+    state.max_ts = 5
+    raw = state.encode()
+    assert unpack_state(pack_state(42, raw)) == (42, raw)
+    assert unpack_state(raw) == (NO_OFFSET, raw)  # a bare UserState value
+    with pytest.raises(StateDecodeError):
+        unpack_state(b"\x07junk")
+
+
+# -- store and host -------------------------------------------------------------
+
+def test_writes_are_staged_until_flush() -> None:
+    table: dict[bytes, bytes] = {}
+    host = make_host(table)
+    fired = host.on_event(ev("u1", 1000, "view", product_id="p"), 0, 0)
+    assert fired == []
+    assert table == {}  # nothing durable before the agent flushes
+    assert host.store.dirty
+    assert host.store.flush() == 1
+    offset, raw = unpack_state(table[b"u1"])
+    assert offset == 0
+    assert UserState.decode(raw).max_ts == 1000
+    assert host.store.users == 1
+    assert host.store.bytes == len(table[b"u1"])
+
+
+def test_redelivered_event_is_not_applied_twice() -> None:
+    table: dict[bytes, bytes] = {}
+    host = make_host(table)
+    view = ev("u1", 1000, "view", product_id="p")
+    assert host.on_event(view, 7, 0) == []
+    host.store.flush()
+    # A restart: a new host over the same table sees offset 7 already applied.
+    again = make_host(table)
+    assert again.on_event(view, 7, 0) is None
+    # Applying it twice would have made a window of 2 and fired the repeat scene.
+    fired = again.on_event(ev("u1", 2000, "view", product_id="p"), 8, 0)
+    assert fired == [Trigger("rv", "u1", "p", 2000)]
+
+
+def test_rebuild_restores_timers_and_event_clock() -> None:
+    table: dict[bytes, bytes] = {}
+    host = make_host(table)
+    host.on_event(ev("u1", 1000, "cart"), 0, 0)
+    host.on_event(ev("u2", 1500, "view", product_id="x"), 1, 0)
+    host.store.flush()
+    fresh = make_host(table)
+    assert fresh.engine.clock == 1500
+    assert [(t.scene, t.user_id, t.deadline) for t in fresh.engine.pending_timers()] == [
+        ("abandon", "u1", 3000)]
+    assert fresh.store.users == 2
+    assert fresh.store.bytes == sum(len(v) for v in table.values())
+    # The event clock passing the deadline fires the absence timer first.
+    fired = fresh.on_event(ev("u3", 3001, "view", product_id="y"), 2, 0)
+    assert fired == [Trigger("abandon", "u1", None, 3000)]
+
+
+def test_wall_clock_host_fires_on_tick_without_events() -> None:
+    table: dict[bytes, bytes] = {}
+    host = make_host(table, event_clock=False)
+    assert host.on_event(ev("u1", 10_000, "cart"), 0, now_ms=10_000) == [
+        Trigger("arrive", "u1", None, 10_000)]
+    host.store.flush()
+    assert host.due(11_000) is None
+    assert host.due(12_000) is None  # strictly greater than the deadline
+    assert host.due(12_001) == 12_000
+    assert host.on_tick(12_001) == [Trigger("abandon", "u1", None, 12_000)]
+    host.store.flush()
+    assert host.due(99_999) is None
+    assert unpack_state(table[b"u1"])[0] == 0  # a timer keeps the user's event offset
+
+
+def test_event_clock_tick_fires_only_timers_behind_the_clock() -> None:
+    host = make_host({})
+    host.on_event(ev("u1", 10_000, "cart"), 0, 0)
+    host.on_event(ev("u2", 20_000, "view", product_id="p"), 1, 0)
+    host.on_event(ev("u3", 1_000, "cart"), 2, 0)  # late: its deadline is behind the clock
+    assert host.due(0) == 3_000
+    assert host.on_tick(999_999) == [Trigger("abandon", "u3", None, 3_000)]
+    assert host.due(0) is None
+
+
+def test_cache_is_bounded_and_reads_through_the_table() -> None:
+    table: dict[bytes, bytes] = {}
+    host = make_host(table, cache=16)
+    for i in range(100):
+        host.on_event(ev(f"u{i}", 1000 + i, "view", product_id="p"), i, 0)
+        host.store.flush()
+    assert len(host.store._cache) <= 16
+    assert host.store.users == 100
+    # An evicted user is read back from the table.
+    assert host.on_event(ev("u0", 5000, "view", product_id="p"), 200, 0) == [
+        Trigger("rv", "u0", "p", 5000)]
+    assert dict(host.store.items()).keys() == {f"u{i}" for i in range(100)}
+
+
+def test_reconfigure_keeps_state() -> None:
+    host = make_host({})
+    host.on_event(ev("u1", 1000, "view", product_id="p"), 0, 0)
+    new = load_config_text(CONFIG.replace("count: 2", "count: 3"))
+    host.reconfigure(new.scene_list(), new.engine.limits())
+    assert host.on_event(ev("u1", 1100, "view", product_id="p"), 1, 0) == []
+    assert host.on_event(ev("u1", 1200, "view", product_id="p"), 2, 0) == [
+        Trigger("rv", "u1", "p", 1200)]
+
+
+# -- sweep and ticks ----------------------------------------------------------
+
+def test_due_ticks_one_in_flight_per_partition() -> None:
+    host = make_host({}, event_clock=False)
+    host.on_event(ev("u1", 1_000, "cart"), 0, now_ms=1_000)
+    hosts = {0: host}
+    assert due_ticks(hosts, 2_000) == []
+    assert due_ticks(hosts, 3_001) == [Tick(0, 3_000, 3_001)]
+    assert due_ticks(hosts, 3_500) == []  # one already on its way
+    assert due_ticks(hosts, 3_001 + 5_000) == [Tick(0, 3_000, 8_001)]  # lost: sent again
+    host.on_tick(8_100)
+    assert due_ticks(hosts, 9_000) == []
+
+
+def test_tick_codec_never_raises() -> None:
+    tick = Tick(3, 100, 200)
+    assert decode_tick(tick.encode()) == tick
+    for junk in (None, b"", b"{", b"[]", b'{"partition": "x"}', b"null"):
+        assert decode_tick(junk) is None
+
+
+# -- records ------------------------------------------------------------------
+
+class FakeMessage:
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value
+        self.key = b"k"
+        self.topic = "t.events"
+        self.partition = 2
+        self.offset = 17
+
+
+def test_trigger_record_has_contract_fields_and_id() -> None:
+    trig = Trigger("rv", "u1", "p", 5)
+    rec = trigger_record(trig, 99)
+    assert rec == {"scene": "rv", "user_id": "u1", "key": "p", "ts": 5,
+                   "trigger_id": trig.trigger_id, "fired_at_ms": 99}
+
+
+def test_dead_letter_record_keeps_reason_and_original() -> None:
+    rec = orjson.loads(dead_letter_record("invalid_json", "bad", FakeMessage(b"{nope"), 5))
+    assert rec["reason"] == "invalid_json"
+    assert rec["detail"] == "bad"
+    assert rec["where"] == "t.events:2:17"
+    assert rec["raw"] == "{nope"
+    assert "raw_b64" not in rec
+    binary = b"\xff\xfe{"
+    rec = orjson.loads(dead_letter_record("invalid_utf8", "x", FakeMessage(binary), 5))
+    assert base64.b64decode(rec["raw_b64"]) == binary
+
+
+# -- metrics, settings, factory -------------------------------------------------
+
+def test_metrics_use_their_own_registry() -> None:
+    a = WorkerMetrics.create()
+    b = WorkerMetrics.create()
+    a.events.labels("accepted", "").inc()
+    a.triggers.labels("rv").inc(2)
+    assert a.value("scenetrigger_events_total", {"result": "accepted", "reason": ""}) == 1
+    assert a.value("scenetrigger_triggers_total", {"scene": "rv"}) == 2
+    assert b.value("scenetrigger_triggers_total", {"scene": "rv"}) == 0
+
+
+def settings(tmp_path: Path, **kw: Any) -> WorkerSettings:
+    base: dict[str, Any] = {
+        "config": config(), "app_id": "unit", "broker": "kafka://127.0.0.1:1",
+        "topics": TopicNames.with_prefix("unit"), "state_dir": tmp_path}
+    base.update(kw)
+    return WorkerSettings(**base)
+
+
+def test_settings_reject_bad_combinations(tmp_path: Path) -> None:
+    with pytest.raises(WorkerSettingsError, match="partitions"):
+        settings(tmp_path, partitions=0)
+    with pytest.raises(WorkerSettingsError, match="session timeout"):
+        settings(tmp_path, session_timeout_ms=1000)
+    with pytest.raises(WorkerSettingsError, match="topic names"):
+        settings(tmp_path, topics=TopicNames("a", "a", "b", "c"))
+    with pytest.raises(WorkerSettingsError, match="reload"):
+        settings(tmp_path, reload_interval_ms=1000)
+
+
+def test_factory_builds_independent_apps(tmp_path: Path) -> None:
+    s = settings(tmp_path, store="memory", partitions=3)
+    worker = SceneWorker(s)
+    app = worker.app
+    assert app.conf.id == "unit"
+    assert app.conf.processing_guarantee.value == "at_least_once"
+    assert str(app.conf.store) == "memory:"
+    assert worker.source.topics == ("unit.events", "unit.ticks")
+    assert worker.table.partitions == 3
+    assert [a.concurrency for a in app.agents.values()] == [1]
+    other = create_app(settings(tmp_path, app_id="unit2"))
+    assert other is not app
+    assert str(other.conf.store) == "rocksdb:"
+
+
+def test_broker_url_spellings() -> None:
+    assert faust_broker_url("127.0.0.1:9") == "kafka://127.0.0.1:9"
+    assert faust_broker_url("kafka://a:1,b:2") == "kafka://a:1;b:2"
+
+
