@@ -1,0 +1,99 @@
+"""Collector HTTP behaviour with an in-memory Publisher (same protocol as Kafka's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from agents.collector import (
+    CollectorSettings,
+    Message,
+    PublishError,
+    Rejection,
+    create_collector_app,
+    parse_body,
+)
+from agents.producer import ProduceTopics
+from triggers.events import Event
+
+
+class MemoryPublisher:
+    def __init__(self, fail: bool = False) -> None:
+        self.messages: list[Message] = []
+        self.fail = fail
+        self.started = self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if self.fail:
+            raise PublishError("broker down")
+        self.messages.extend(messages)
+
+
+async def _client(publisher: MemoryPublisher, **settings: Any) -> TestClient[Any, Any]:
+    topics = ProduceTopics(events="ev", dead_letters="dl")
+    app = create_collector_app(publisher, CollectorSettings(topics=topics, **settings))
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return client
+
+
+def test_parse_body_array_and_ndjson() -> None:
+    items = parse_body(b' [{"user_id": "a", "ts": 1, "type": "v"}, {}]', ndjson=False)
+    assert isinstance(items[0], Event) and items[0].user_id == "a"
+    assert isinstance(items[1], Rejection) and (items[1].index, items[1].reason) == (
+        1, "missing_field")
+    items = parse_body(b'{"user_id": "a", "ts": 1, "type": "v"}\r\n\n[1]\n', ndjson=True)
+    assert isinstance(items[0], Event)
+    assert isinstance(items[1], Rejection) and (items[1].index, items[1].reason) == (
+        2, "not_object")
+    broken = parse_body(b"[{", ndjson=False)
+    assert len(broken) == 1 and isinstance(broken[0], Rejection)
+    assert broken[0].reason == "invalid_json"
+
+
+async def test_collector_publishes_and_answers() -> None:
+    publisher = MemoryPublisher()
+    client = await _client(publisher)
+    try:
+        assert publisher.started
+        body = orjson.dumps([{"user_id": "a", "ts": 1, "type": "view"}, {"user_id": "b"}])
+        resp = await client.post("/events", data=body)
+        assert resp.status == 202
+        assert (await resp.json())["accepted"] == 1
+        assert [(t, k) for t, k, _ in publisher.messages] == [("ev", b"a"), ("dl", None)]
+        assert orjson.loads(publisher.messages[1][2])["where"] == 1
+    finally:
+        await client.close()
+    assert publisher.stopped
+
+
+async def test_collector_lists_at_most_the_error_limit() -> None:
+    client = await _client(MemoryPublisher(), max_errors_listed=2)
+    try:
+        resp = await client.post("/events", data=b"[1, 2, 3]")
+        assert resp.status == 400
+        body = await resp.json()
+        assert (body["rejected"], len(body["errors"]), body["errors_truncated"]) == (3, 2, True)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("payload", [b'[{"user_id": "a", "ts": 1, "type": "view"}]'])
+async def test_collector_answers_503_when_kafka_fails(payload: bytes) -> None:
+    client = await _client(MemoryPublisher(fail=True))
+    try:
+        resp = await client.post("/events", data=payload)
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "kafka_unavailable"
+    finally:
+        await client.close()

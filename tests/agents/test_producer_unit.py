@@ -1,0 +1,74 @@
+"""Producer logic without a broker: a list-backed Sink behind the same protocol."""
+
+from __future__ import annotations
+
+import orjson
+
+from agents.producer import LastLine, ProduceTopics, RateLimiter, produce_records
+from scenetrigger.sources import read_jsonl
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushed = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(round(delay, 9))
+        self.now += delay
+
+
+async def test_rate_limiter_spaces_calls_evenly() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(4.0, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        await limiter.wait()
+    assert fake.sleeps == [0.25, 0.25, 0.25, 0.25]
+    assert fake.now == 101.0
+
+
+async def test_rate_limiter_does_not_burst_after_a_pause() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10.0, clock=fake.clock, sleep=fake.sleep)
+    await limiter.wait()
+    fake.now += 5.0  # the caller was slow: no credit is saved up
+    await limiter.wait()
+    await limiter.wait()
+    assert fake.sleeps == [0.1]
+
+
+async def test_records_go_to_events_and_rejects_to_dead_letters_in_order() -> None:
+    lines = LastLine([
+        b'{"user_id": "u1", "ts": 1, "type": "view"}\n',
+        b"oops\n",
+        b'{"user_id": 5, "ts": 2, "type": "cart"}\n',
+    ])
+    sink = ListSink()
+    topics = ProduceTopics(events="ev", dead_letters="dl")
+    progress: list[int] = []
+    sent, rejected, reasons = await produce_records(
+        read_jsonl(lines), sink, topics=topics, source="produce:x", raw_of=lambda: lines.last,
+        on_progress=progress.append, progress_every=2)
+    assert (sent, rejected, dict(reasons)) == (2, 1, {"invalid_json": 1})
+    assert [(t, k) for t, k, _ in sink.sent] == [("ev", b"u1"), ("dl", None), ("ev", b"5")]
+    assert orjson.loads(sink.sent[2][2]) == {"user_id": 5, "ts": 2, "type": "cart"}
+    dead = orjson.loads(sink.sent[1][2])
+    assert (dead["reason"], dead["where"], dead["raw"], dead["source"]) == (
+        "invalid_json", 2, "oops", "produce:x")
+    assert sink.flushed == 1
+    assert progress == [2]
