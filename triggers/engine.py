@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from triggers.events import Event, Trigger
 from triggers.predicates import Fields, Matcher
 from triggers.scenes import (
-    NO_KEY,
     AbsenceScene,
     ArrivalRule,
     ArrivalScene,
@@ -105,7 +104,7 @@ class Engine:
                 continue
             key = rule.apply(state, event)  # type: ignore[union-attr]  # absence handled above
             if key is not False:
-                fired.append(Trigger(rule.name, user_id, None if key == NO_KEY else key, ts))
+                fired.append(Trigger(rule.name, user_id, key, ts))
         store.put(user_id, state)
         return fired
 

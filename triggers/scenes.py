@@ -90,9 +90,9 @@ class RepeatRule:
         self._cap = max(limits.max_window_entries, scene.count)
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | Literal[False]:
-        """Update the state; return the fired key (NO_KEY maps to None by the
-        engine) or False when nothing fires."""
+    def apply(self, state: UserState, event: Event) -> str | Literal[False] | None:
+        """Update the state; return the trigger's key (None without `per`) or
+        False when nothing fires."""
         fields = event.fields
         is_when = self._when(fields)
         is_unless = self._unless is not None and self._unless(fields)
@@ -130,7 +130,7 @@ class RepeatRule:
             return False
         if last is None or ts > last:
             win.last_fire = ts
-        return key
+        return None if self._per is None else key  # "" is a real per value
 
     def _horizon(self, max_ts: int | None) -> int | None:
         return None if max_ts is None else max_ts - self._within - self._late
@@ -184,7 +184,7 @@ class ArrivalRule:
         self._late = limits.late_ms
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | Literal[False]:
+    def apply(self, state: UserState, event: Event) -> str | Literal[False] | None:
         fields = event.fields
         if not self._when(fields):
             return False
@@ -193,7 +193,7 @@ class ArrivalRule:
             return False
         ts = event.ts
         if self._cooldown is None:
-            return key  # no cooldown: nothing to remember
+            return None if self._per is None else key  # no cooldown: nothing to remember
         fired = state.arrival.get(self.name)
         if fired is None:
             fired = state.arrival[self.name] = {}
@@ -204,7 +204,7 @@ class ArrivalRule:
             if last is None and len(fired) >= self._max_keys:
                 self._evict(fired, state.max_ts)
             fired[key] = ts
-        return key
+        return None if self._per is None else key
 
     def _evict(self, fired: dict[str, int], max_ts: int | None) -> None:
         self._prune_keys(fired, max_ts)

@@ -1,0 +1,187 @@
+"""A slow, obviously-correct reading of SEMANTICS.md, written apart from the engine.
+
+It imports nothing from ``triggers``: it parses the config form itself, keeps
+every taken event of every user and recomputes each window by brute force.
+Tests run it side by side with the engine and compare every trigger and every
+pending timer. Where SEMANTICS.md is silent it follows docs/semantics-notes.md
+(keys are the ``per`` value as a string; a re-arm counts as a new arming).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+RefTrigger = tuple[str, str, str | None, int]  # scene, user_id, key, ts
+RefPending = tuple[str, str, int]  # scene, user_id, deadline
+
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d)", str(value).strip())
+    if match is None:
+        raise ValueError(f"bad duration {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def text(value: Any) -> str | None:
+    """The string a value is compared as; None for a missing (or null) field."""
+    if value is None:
+        return None
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def matches(pred: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
+    """Every condition holds; a missing field never matches; {} matches all."""
+    assert pred is not None
+    for name, cond in pred.items():
+        got = text(fields.get(name))
+        if got is None:
+            return False
+        if isinstance(cond, Mapping):
+            if "in" in cond and got not in {text(v) for v in cond["in"]}:
+                return False
+            if "prefix" in cond and not got.startswith(cond["prefix"]):
+                return False
+        elif got != text(cond):
+            return False
+    return True
+
+
+@dataclass
+class _Taken:
+    ts: int
+    fields: Mapping[str, Any]
+
+
+@dataclass
+class Reference:
+    """Feed events (dicts with user_id, ts, type, ...) in input order."""
+
+    scenes: Mapping[str, Mapping[str, Any]]
+    history: dict[str, list[_Taken]] = field(default_factory=dict)
+    fires: dict[tuple[str, str, str | None], list[int]] = field(default_factory=dict)
+    timers: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    clock: int | None = None
+    arms: int = 0
+
+    def handle(self, event: Mapping[str, Any]) -> list[RefTrigger]:
+        user = text(event["user_id"])
+        assert user is not None
+        ts = event["ts"]
+        self.clock = ts if self.clock is None else max(self.clock, ts)
+        out = self._fire_due()
+        self.history.setdefault(user, []).append(_Taken(ts, event))
+        for name, spec in self.scenes.items():
+            kind = spec["kind"]
+            if kind == "absence":
+                self._absence(name, spec, user, event)
+            else:
+                rule = self._repeat if kind == "repeat" else self._arrival
+                fires, key = rule(name, spec, user, event)
+                if fires:
+                    out.append((name, user, key, ts))
+        return out
+
+    def finish(self, advance_to: int | None = None) -> tuple[list[RefTrigger], list[RefPending]]:
+        """End of input: fire what the final clock makes due; the rest is pending."""
+        if advance_to is not None and (self.clock is None or advance_to > self.clock):
+            self.clock = advance_to
+        if self.clock is None:
+            return [], []
+        fired = self._fire_due()
+        pending = sorted(self.timers.items(), key=lambda item: item[1])
+        return fired, [(scene, user, deadline) for (scene, user), (deadline, _) in pending]
+
+    def _fire_due(self) -> list[RefTrigger]:
+        clock = self.clock
+        assert clock is not None
+        due = sorted(
+            ((deadline, arm, scene, user) for (scene, user), (deadline, arm) in self.timers.items()
+             if clock > deadline)
+        )
+        for _, _, scene, user in due:
+            del self.timers[(scene, user)]
+        return [(scene, user, None, deadline) for deadline, _, scene, user in due]
+
+    def _absence(self, name: str, spec: Mapping[str, Any], user: str,
+                 event: Mapping[str, Any]) -> None:
+        if spec.get("cancel") is not None and matches(spec["cancel"], event):
+            self.timers.pop((name, user), None)
+        elif matches(spec["start"], event):
+            self.arms += 1
+            self.timers[(name, user)] = (event["ts"] + duration_ms(spec["after"]), self.arms)
+
+    def _key(self, spec: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """(has a key, the per value as a string); without `per` the key is None."""
+        per = spec.get("per")
+        if per is None:
+            return True, None
+        value = text(event.get(per))
+        return value is not None, value
+
+    def _cooling(self, name: str, spec: Mapping[str, Any], user: str, key: str | None,
+                 ts: int) -> bool:
+        if spec.get("cooldown") is None:
+            return False
+        cooldown = duration_ms(spec["cooldown"])
+        return any(ts - f < cooldown for f in self.fires.get((name, user, key), []))
+
+    def _repeat(self, name: str, spec: Mapping[str, Any], user: str,
+                event: Mapping[str, Any]) -> tuple[bool, str | None]:
+        if not matches(spec["when"], event):
+            return False, None
+        has_key, key = self._key(spec, event)
+        if not has_key:
+            return False, None
+        ts = event["ts"]
+        low = ts - duration_ms(spec["within"])
+        per = spec.get("per")
+        window = [
+            t for t in self.history[user]
+            if low < t.ts <= ts and (per is None or text(t.fields.get(per)) == key)
+        ]
+        if sum(1 for t in window if matches(spec["when"], t.fields)) < int(spec["count"]):
+            return False, None
+        unless = spec.get("unless")
+        if unless is not None and any(matches(unless, t.fields) for t in window):
+            return False, None
+        if self._cooling(name, spec, user, key, ts):
+            return False, None
+        self.fires.setdefault((name, user, key), []).append(ts)
+        return True, key
+
+    def _arrival(self, name: str, spec: Mapping[str, Any], user: str,
+                 event: Mapping[str, Any]) -> tuple[bool, str | None]:
+        if not matches(spec["when"], event):
+            return False, None
+        has_key, key = self._key(spec, event)
+        if not has_key or self._cooling(name, spec, user, key, event["ts"]):
+            return False, None
+        self.fires.setdefault((name, user, key), []).append(event["ts"])
+        return True, key
+
+
+def run_reference(
+    scenes: Mapping[str, Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    advance_to: int | None = None,
+) -> tuple[list[RefTrigger], list[RefPending]]:
+    """Every trigger in firing order, and the timers pending at the end."""
+    ref = Reference(scenes)
+    out: list[RefTrigger] = []
+    for event in events:
+        out.extend(ref.handle(event))
+    fired, pending = ref.finish(advance_to)
+    return out + fired, pending

@@ -1,0 +1,166 @@
+"""Property test: the engine and the brute-force reference agree trigger for trigger.
+
+Streams stay within the engine's late allowance (``Limits.late_ms``): an
+event is never older than ``late_ms`` before the newest ``ts`` of the stream
+(so never older than that before its own user's newest event either).
+Inside that allowance the engine promises exact results; beyond it, it may
+have pruned the window the late event would need (docs/semantics-notes.md).
+Streams are also shorter than the per-user caps (``max_window_entries``,
+``max_keys``), which only bite on bot-sized traffic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.loader import validate_config
+from scenetrigger.replay import replay
+from scenetrigger.sources import Record
+from tests.triggers.reference import run_reference
+from triggers import Engine, Limits, Trigger
+from triggers.errors import EventRejected
+from triggers.events import event_from_mapping
+from triggers.state import BytesStore, MemoryStore, StateStore
+
+MISSING = object()
+
+PREDICATES: list[dict[str, Any]] = [
+    {"type": "view"},
+    {"type": "cart"},
+    {"type": "purchase"},
+    {"type": {"in": ["view", "cart"]}},
+    {"page": {"prefix": "/promo"}},
+    {},
+    {"type": "view", "product_id": {"prefix": "p"}},
+    {"product_id": 1},
+    {"product_id": ""},
+    {"product_id": {"in": ["", "p1", 1], "prefix": "p"}},
+    {"flag": True},
+    {"price": 1.5},
+]
+PER_FIELDS = ["product_id", "page", "flag"]
+
+durations = st.one_of(st.integers(0, 60), st.integers(0, 60).map(lambda n: f"{n}ms"))
+predicates = st.sampled_from(PREDICATES)
+maybe = st.none().__or__  # a strategy or None
+
+
+@st.composite
+def scene_specs(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["repeat", "absence", "arrival"]))
+    spec: dict[str, Any] = {"kind": kind}
+    if kind == "repeat":
+        spec["when"] = draw(predicates)
+        spec["count"] = draw(st.integers(1, 4))
+        spec["within"] = draw(st.integers(1, 60))
+        optional = {"per": st.sampled_from(PER_FIELDS), "unless": predicates,
+                    "cooldown": durations}
+    elif kind == "absence":
+        spec["start"] = draw(predicates)
+        spec["after"] = draw(durations)
+        optional = {"cancel": predicates}
+    else:
+        spec["when"] = draw(predicates)
+        optional = {"per": st.sampled_from(PER_FIELDS), "cooldown": durations}
+    for name, strategy in optional.items():
+        if draw(st.booleans()):
+            spec[name] = draw(strategy)
+    return spec
+
+
+configs = st.lists(scene_specs(), min_size=1, max_size=4).map(
+    lambda specs: {f"s{i}": spec for i, spec in enumerate(specs)}
+)
+
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "product_id": st.sampled_from([MISSING, None, "", "p1", "p2", 1, "1"]),
+    "page": st.sampled_from([MISSING, None, "", "/promo", "/promo/x", "/home"]),
+    "flag": st.sampled_from([MISSING, True, False, "true", 0]),
+    "price": st.sampled_from([MISSING, 1.5, "1.5", 2]),
+}
+
+
+@st.composite
+def streams(draw: st.DrawFn, late_ms: int) -> list[dict[str, Any]]:
+    size = draw(st.integers(0, 40))
+    newest = 1_000_000
+    events = []
+    for _ in range(size):
+        if draw(st.integers(0, 4)) == 0:
+            ts = newest - draw(st.integers(0, late_ms))  # late, within the allowance
+        else:
+            ts = newest + draw(st.integers(0, 12))  # ties are common on purpose
+        newest = max(newest, ts)
+        event: dict[str, Any] = {
+            "user_id": draw(st.sampled_from(["u1", "u2", "3", 3])),
+            "ts": ts,
+            "type": draw(st.sampled_from(["view", "view", "cart", "purchase", "page"])),
+        }
+        for name, values in FIELD_VALUES.items():
+            value = draw(values)
+            if value is not MISSING:
+                event[name] = value
+        events.append(event)
+    return events
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool]:
+    scenes = draw(configs)
+    late_ms = draw(st.sampled_from([0, 5, 30, 100, Limits().late_ms]))
+    events = draw(streams(late_ms))
+    advance = draw(st.one_of(st.none(), st.integers(0, 100)))
+    return scenes, late_ms, events, advance, draw(st.booleans())
+
+
+def run_engine(
+    scenes: dict[str, Any], late_ms: int, events: list[dict[str, Any]],
+    advance_by: int | None, encoded: bool,
+) -> tuple[list[tuple[str, str, str | None, int]], list[tuple[str, str, int]], int | None]:
+    config = validate_config({"scenes": scenes})
+    store: StateStore = BytesStore({}) if encoded else MemoryStore()
+    engine = Engine(config.scene_list(), store=store, limits=Limits(late_ms=late_ms))
+    records: list[Record] = [(n, event_from_mapping(dict(e))) for n, e in enumerate(events, 1)]
+    fired: list[Trigger] = []
+    advance_to = None
+    if advance_by is not None and events:
+        advance_to = max(e["ts"] for e in events) + advance_by
+    summary = replay(records, engine, fired.append, advance_to=advance_to)
+    out = [(t.scene, t.user_id, t.key, t.ts) for t in fired]
+    return out, [(p.scene, p.user_id, p.deadline) for p in summary.pending], advance_to
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_engine_equals_reference(
+    case: tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool],
+) -> None:
+    scenes, late_ms, events, advance_by, encoded = case
+    fired, pending, advance_to = run_engine(scenes, late_ms, events, advance_by, encoded)
+    expected_fired, expected_pending = run_reference(scenes, events, advance_to)
+    assert fired == expected_fired
+    assert pending == expected_pending
+
+
+def test_reference_is_not_trivially_agreeing() -> None:
+    """The comparison can fail: a changed count gives different triggers."""
+    events = [{"user_id": "u", "ts": t, "type": "view"} for t in (0, 1, 2)]
+    scenes = {"r": {"kind": "repeat", "when": {"type": "view"}, "count": 2, "within": 10}}
+    fired, _, _ = run_engine(scenes, 0, events, None, False)
+    assert fired == [("r", "u", None, 1), ("r", "u", None, 2)]
+    other = {"r": {**scenes["r"], "count": 3}}
+    assert run_reference(other, events)[0] != fired
+
+
+def test_rejected_records_are_not_taken() -> None:
+    scenes = {"a": {"kind": "arrival", "when": {}}}
+    engine = Engine(validate_config({"scenes": scenes}).scene_list())
+    fired: list[Trigger] = []
+    records: list[Record] = [(1, EventRejected("invalid_json", "x")),
+                             (2, event_from_mapping({"user_id": "u", "ts": 5, "type": "view"}))]
+    summary = replay(records, engine, fired.append)
+    assert [(t.scene, t.ts) for t in fired] == [("a", 5)]
+    assert summary.rejected == {"invalid_json": 1}
