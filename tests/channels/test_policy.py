@@ -205,3 +205,22 @@ async def test_concurrent_reservations_never_exceed_the_cap(redis_client: Redis)
     key = f"t{uuid.uuid4().hex[:8]}:cap"
     results = await asyncio.gather(*(store.reserve([(key, 5, 60_000)], 0) for _ in range(40)))
     assert results.count(-1) == 5 and await redis_client.get(key) == "5"
+
+
+@pytest.mark.parametrize("section,needle", [
+    ({"default_timezone": "Mars/Olympus"}, "unknown time zone"),
+    ({"quiet_hours": {"start": "25:00"}}, "bad time of day"),
+    ({"caps": {"per_day": -1}}, "per_day"),
+    ({"max_age": "soon"}, "bad duration"),
+    ({"frequency": 3}, "unknown field"),
+])
+def test_delivery_config_errors_name_section_and_field(section: dict[str, Any],
+                                                       needle: str) -> None:
+    from config.loader import validate_config
+    from triggers.errors import ConfigError
+
+    raw = {"scenes": {"s": {"kind": "arrival", "when": {"type": "view"}}}, "delivery": section}
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    text = "\n".join(err.value.problems)
+    assert "'delivery'" in text and needle in text
