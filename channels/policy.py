@@ -22,6 +22,7 @@ Redis TTL only collects garbage. Every suppression is counted by reason.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,6 +216,7 @@ class MemoryPolicyStore:
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (value, expiry ms)
         self._engagement: dict[str, tuple[int, int | None]] = {}
         self._deferred: dict[str, dict[str, tuple[int, str]]] = {}
+        self._due: dict[str, list[tuple[int, str]]] = {}  # zset -> heap of (due, id)
 
     async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
         expiry = self._claims.get(key)
@@ -251,12 +253,19 @@ class MemoryPolicyStore:
         if item_id in items:
             return False
         items[item_id] = (due_ms, payload)
+        heapq.heappush(self._due.setdefault(zset, []), (due_ms, item_id))
         return True
 
     async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]:
         items = self._deferred.get(zset, {})
-        due = sorted((d, i) for i, (d, _p) in items.items() if d <= now_ms)[:limit]
-        return [items.pop(i)[1] for _d, i in due]
+        heap = self._due.get(zset, [])
+        out: list[str] = []
+        while heap and heap[0][0] <= now_ms and len(out) < limit:
+            _due, item_id = heapq.heappop(heap)
+            found = items.pop(item_id, None)
+            if found is not None:
+                out.append(found[1])
+        return out
 
     async def deferred_count(self, zset: str) -> int:
         return len(self._deferred.get(zset, {}))

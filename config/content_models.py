@@ -8,6 +8,7 @@ Templates are checked at load time: only ``${name}`` placeholders from
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -159,6 +160,7 @@ class ContentModel(_Strict):
     scenes: dict[str, SceneContentModel] = Field(default_factory=dict)
 
 
+@functools.cache
 def _shipped_content() -> ContentModel:
     """The shipped example content (config/content.yaml), read when a config
     does not bring its own ``content:`` section."""
