@@ -24,6 +24,7 @@ HANG = "hang"  # a scripted answer that never comes (the client times out)
 class Recorded:
     method: str
     path: str
+    raw_path: str
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
@@ -40,12 +41,14 @@ class Receiver:
     default: Any = 200
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
+    base: str = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         ok = verify_signature(self.secret, request.headers.get("X-Scenetrigger-Timestamp"),
                               request.headers.get("X-Scenetrigger-Signature"), body)
-        self.requests.append(Recorded(request.method, request.path, dict(request.query),
+        self.requests.append(Recorded(request.method, request.path, request.raw_path,
+                                      dict(request.query),
                                       dict(request.headers), body, ok))
         answer = self.script.pop(0) if self.script else self.default
         if answer == HANG:
@@ -79,6 +82,7 @@ async def running_receiver(receiver: Receiver) -> AsyncIterator[Receiver]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver.handle)
     async with serve_app(app) as base:
+        receiver.base = base
         receiver.url = base + "/hook"
         yield receiver
 

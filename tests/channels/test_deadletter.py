@@ -1,0 +1,152 @@
+"""Dead-letter and ``scenetrigger redrive`` with a real Redis and a real
+webhook receiver (integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from channels.base import DeliveryResult
+from channels.deadletter import DeadLetter, DeadLetterStore
+from channels.registry import ChannelRegistry, ChannelSender
+from channels.retry import RetryPolicy
+from channels.webhook import WebhookChannel
+from scenetrigger.cli import main
+from tests.channels.receivers import HANG, Receiver, message, running_receiver
+
+pytestmark = pytest.mark.integration
+
+SECRET_ENV = "TEST_REDRIVE_SECRET"
+
+
+@pytest.fixture
+async def dead_letters(redis_url: str) -> AsyncIterator[DeadLetterStore]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield DeadLetterStore(client, f"t:{uuid.uuid4().hex[:8]}:deadletter")
+    await client.aclose()
+
+
+async def all_letters(store: DeadLetterStore) -> list[DeadLetter]:
+    return [letter async for letter in store.entries()]
+
+
+async def test_a_timeout_only_endpoint_ends_in_the_dead_letter(
+        dead_letters: DeadLetterStore) -> None:
+    metrics = CollectorRegistry()
+    async with running_receiver(Receiver(default=HANG)) as rx:
+        hook = WebhookChannel("crm", rx.url, b"k", timeout_ms=100,
+                              policy=RetryPolicy(max_attempts=3, base_backoff_ms=10))
+        sender = ChannelSender(ChannelRegistry({"crm": hook}), dead_letters,
+                               metrics_registry=metrics)
+        msg = message(data={"sku": "p-1"})
+        result = await sender.send(msg)
+        await hook.close()
+    assert (result.ok, result.attempts, result.retryable) == (False, 3, True)
+    assert len(rx.requests) == 3
+    [letter] = await all_letters(dead_letters)
+    assert (letter.channel, letter.attempts, letter.retryable, letter.status) == \
+        ("crm", 3, True, None)
+    assert letter.error == "timeout after 100 ms" and letter.message == msg
+    assert letter.failed_ms > 1_600_000_000_000 and letter.redrives == 0
+    sample = metrics.get_sample_value
+    assert sample("scenetrigger_deliveries_total",
+                  {"channel": "crm", "result": "retry_exhausted"}) == 1
+    assert sample("scenetrigger_dead_letters_total", {"channel": "crm"}) == 1
+    assert sample("scenetrigger_delivery_seconds_count", {"channel": "crm"}) == 1
+
+
+async def test_entries_filter_limit_and_undecodable(dead_letters: DeadLetterStore) -> None:
+    sender = ChannelSender(ChannelRegistry(), dead_letters, metrics_registry=CollectorRegistry())
+    assert sender.dead_letter is dead_letters
+    for n in range(5):
+        channel = "crm" if n % 2 == 0 else "sms"
+        await dead_letters.add(message(n), channel,
+                               DeliveryResult(False, channel, f"m-{n}", 2, "HTTP 503", True, 503))
+    await dead_letters.redis.xadd(dead_letters.stream, {"channel": "crm", "message": b"{"})
+    assert await dead_letters.count() == 6
+    crm = [letter async for letter in dead_letters.entries("crm", batch=2)]
+    assert [letter.message.message_id if letter.message else None for letter in crm] == \
+        ["m-0", "m-2", "m-4", None]
+    assert [letter.status for letter in crm[:3]] == [503, 503, 503]
+    limited = [letter async for letter in dead_letters.entries(limit=2, batch=1)]
+    assert len(limited) == 2
+    assert await dead_letters.remove([crm[0].entry_id, crm[1].entry_id]) == 2
+    assert await dead_letters.count() == 4
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+scenes: {{}}
+channels:
+  crm:
+    type: webhook
+    url: {url}
+    secret_env: {SECRET_ENV}
+    retry: {{max_attempts: 2, base_backoff: 10ms}}
+  partner:
+    type: webhook
+    url: {url}
+    secret_env: {SECRET_ENV}
+    retry: {{max_attempts: 1}}
+""")
+    return path
+
+
+async def test_redrive_resends_after_the_endpoint_recovers(
+        dead_letters: DeadLetterStore, redis_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(SECRET_ENV, "redrive-secret")
+    async with running_receiver(Receiver(b"redrive-secret", default=503)) as rx:
+        hooks = {name: WebhookChannel(name, rx.url, b"redrive-secret",
+                                      policy=RetryPolicy(max_attempts=2, base_backoff_ms=5))
+                 for name in ("crm", "partner")}
+        sender = ChannelSender(ChannelRegistry(dict(hooks)), dead_letters,
+                               metrics_registry=CollectorRegistry())
+        for n, channel in enumerate(["crm", "crm", "partner", "gone"]):
+            if channel == "gone":  # a channel removed from config since
+                await dead_letters.add(message(n, channel=channel), channel,
+                                       await hooks["crm"].send(message(n)))
+                continue
+            assert not (await sender.send(message(n, channel=channel))).ok
+        for hook in hooks.values():
+            await hook.close()
+        assert await dead_letters.count() == 4
+        rx.requests.clear()
+
+        config = _config(tmp_path, rx.url)
+        base = ["redrive", "--config", str(config), "--redis-url", redis_url,
+                "--stream", dead_letters.stream]
+
+        async def redrive(*extra: str) -> int:
+            return await asyncio.to_thread(main, [*base, *extra])
+
+        rx.default = 200  # the endpoint recovers
+        assert await redrive("--dry-run") == 0
+        assert rx.requests == [] and await dead_letters.count() == 4
+        assert "would be re-sent" in capsys.readouterr().err
+
+        assert await redrive("--channel", "crm", "--limit", "1") == 0
+        assert len(rx.requests) == 1 and rx.requests[0].signature_ok
+        assert await dead_letters.count() == 3
+
+        rx.default = 503  # down again: failures stay, with the new error
+        assert await redrive("--channel", "partner") == 1
+        [partner] = [x for x in await all_letters(dead_letters) if x.channel == "partner"]
+        assert (partner.redrives, partner.error, partner.attempts) == (1, "HTTP 503", 1)
+
+        rx.default = 200
+        rx.requests.clear()
+        assert await redrive() == 0
+        left = await all_letters(dead_letters)
+        assert [letter.channel for letter in left] == ["gone"]  # unknown channel: kept
+        assert sorted(r.headers["X-Scenetrigger-Message-Id"] for r in rx.requests) == \
+            ["m-1", "m-2"]
+        assert all(r.signature_ok for r in rx.requests)
+        assert "1 skipped" in capsys.readouterr().err
