@@ -20,6 +20,7 @@ from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
 from channels.content import ContentChoice, ContentSelector
 from channels.feedback import (
+    FeedbackApp,
     FeedbackEvent,
     FeedbackSink,
     MemoryMessageIndex,
@@ -174,6 +175,13 @@ class DeliveryPipeline:
                 "product_ids": [p.product_id for p in choice.products]}
         return Message(message_id, trigger.trigger_id, trigger.user_id, trigger.scene, channel,
                        content.subject, content.text, body, data, now_ms)
+
+    def feedback_app(self, sink: FeedbackSink, callback_token: str | None,
+                     allow_hosts: Collection[str] = ()) -> FeedbackApp:
+        """Feedback routes sharing this pipeline's message index; opens and
+        clicks reset the user's back-off in this pipeline's policy."""
+        return FeedbackApp(sink, self.index, self.tracking_secret, callback_token,
+                           tuple(allow_hosts), self.policy.record_engaged)
 
     def summary(self) -> dict[str, Any]:
         return {"delivered": self.counts["delivered"], "failed": self.counts["failed"],

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -84,6 +85,15 @@ async def test_feedback_and_tracking_links() -> None:
         ("delivered", "u1", message.channel)]
     meta = await index.lookup(message.message_id)
     assert meta is not None and meta.scene == "repeat_view_no_purchase"
+    # an open through the feedback routes resets the user's back-off count
+    key = f"{config.delivery.redis_prefix}eng:u1"
+    assert (await pipeline.policy.store.engagement(key))[0] == 1
+    app = pipeline.feedback_app(sink, "tok")
+    async with TestClient(TestServer(app.application(), host="127.0.0.1")) as client:
+        resp = await client.get(f"/t/o/{message.message_id}.gif")
+        assert resp.status == 200
+    assert [e.kind for e in sink.events] == ["delivered", "opened"]
+    assert (await pipeline.policy.store.engagement(key))[0] == 0
 
 
 @pytest.mark.integration
