@@ -1,0 +1,124 @@
+"""Lint of the deploy files (no Docker engine here): they parse, the commands
+they run are valid scenetrigger invocations, and every metric the dashboard
+plots is one the code registers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from agents.collector import CollectorMetrics
+from agents.metrics import WorkerMetrics
+from channels.policy import PolicyMetrics
+from channels.registry import DeliveryMetrics
+from scenetrigger.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+METRIC = re.compile(r"\bscenetrigger_[a-z_]+")
+SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+REQUIRED_PANELS = {  # what an operator must see, by metric
+    "scenetrigger_events", "scenetrigger_triggers", "scenetrigger_event_to_trigger_seconds",
+    "scenetrigger_timer_lag_seconds", "scenetrigger_consumer_lag", "scenetrigger_deliveries",
+    "scenetrigger_suppressed",
+}
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return data
+
+
+def _registered_metrics() -> set[str]:
+    registry = CollectorRegistry()
+    WorkerMetrics.create(registry)
+    CollectorMetrics.create(registry)
+    DeliveryMetrics.on(registry)
+    PolicyMetrics.on(registry)
+    return {metric.name for metric in registry.collect()}
+
+
+def _base_name(sample: str) -> str:
+    for suffix in SUFFIXES:
+        if sample.endswith(suffix):
+            return sample[: -len(suffix)]
+    return sample
+
+
+def test_compose_has_the_whole_stack() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"kafka", "redis", "worker", "collector", "prometheus", "grafana"}
+    for name in ("prometheus", "grafana", "collector"):
+        for port in services[name].get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+@pytest.mark.parametrize("service", ["worker", "collector"])
+def test_compose_commands_parse_with_the_cli(service: str) -> None:
+    command = _compose()["services"][service]["command"]
+    argv = command if isinstance(command, list) else shlex.split(command)
+    args = build_parser(argv).parse_args(argv)
+    assert args.command == service
+    assert callable(args.run)
+
+
+def test_prometheus_scrapes_the_ports_compose_serves() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+    services = _compose()["services"]
+
+    def flag(service: str, name: str) -> str:
+        argv = services[service]["command"]
+        return str(argv[argv.index(name) + 1])
+
+    assert targets == {f"worker:{flag('worker', '--metrics-port')}",
+                       f"collector:{flag('collector', '--port')}"}
+
+
+def test_dashboard_metrics_exist_in_the_code() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {_base_name(name) for expr in exprs for name in METRIC.findall(expr)}
+    registered = _registered_metrics()
+    assert used - registered == set()
+    assert used >= REQUIRED_PANELS
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_grafana_provisioning_points_at_the_dashboard() -> None:
+    compose = _compose()["services"]["grafana"]
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "scenetrigger.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    mounts = [v.split(":")[1] for v in compose["volumes"]]
+    assert any(m.startswith(path + "/") for m in mounts)
+    source = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    assert uids == {source["datasources"][0]["uid"]}
+
+
+def test_dockerfile_is_slim_non_root_and_copies_what_exists() -> None:
+    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert 'ENTRYPOINT ["scenetrigger"]' in lines
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+    packages = {"triggers", "agents", "channels", "config", "scenetrigger"}
+    copied = {ln.split()[1] for ln in lines if ln.startswith("COPY ")}
+    assert packages <= copied
