@@ -1,0 +1,98 @@
+"""Run journeys beside the Faust scene worker, coupled by Kafka topics.
+
+The scene worker publishes triggers to its triggers topic; the bridge
+consumes them (and an optional feedback topic of opened/clicked/... events,
+JSON lines as in SEMANTICS.md plus ``channel``/``message_id``) in a consumer
+group, feeds :class:`strategies.service.JourneyService`, and publishes the
+messages to send (and lead handoffs) as JSON records to an actions topic,
+keyed by user. Offsets are committed after the service has persisted the
+step, so a crash repeats work (at-least-once) and never loses a position.
+Journey waits fire on the wall clock from the service's ticker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from strategies.actions import HandoffAction, SendAction, action_to_dict
+from strategies.service import JourneyService
+from triggers.errors import EventRejected
+from triggers.events import Trigger, decode_event_line
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeTopics:
+    triggers: str
+    actions: str
+    feedback: str | None = None
+
+
+class KafkaSender:
+    """The service's ``send``: one JSON record per message on the actions topic."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self.sent = 0
+
+    async def __call__(self, action: SendAction | HandoffAction) -> None:
+        await self._producer.send_and_wait(self._topic, key=action.user_id.encode(),
+                                           value=orjson.dumps(action_to_dict(action)))
+        self.sent += 1
+
+
+def trigger_from_value(value: bytes) -> Trigger:
+    record = orjson.loads(value)
+    key = record.get("key")
+    return Trigger(str(record["scene"]), str(record["user_id"]),
+                   None if key is None else str(key), int(record["ts"]))
+
+
+class JourneyBridge:
+    def __init__(self, service: JourneyService, consumer: Any, topics: BridgeTopics,
+                 tick_interval_s: float = 0.5) -> None:
+        self.service = service
+        self.consumer = consumer
+        self.topics = topics
+        self.tick_interval_s = tick_interval_s
+        self.taken = 0
+
+    def subscriptions(self) -> Sequence[str]:
+        return [t for t in (self.topics.triggers, self.topics.feedback) if t]
+
+    async def run(self) -> None:
+        """Consume until cancelled; the consumer must be started and subscribed."""
+        ticker = asyncio.create_task(self.service.run_ticker(self.tick_interval_s))
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        await self._take(record)
+                if batch:
+                    await self.consumer.commit()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _take(self, record: Any) -> None:
+        self.taken += 1
+        try:
+            if record.topic == self.topics.triggers:
+                await self.service.on_trigger(trigger_from_value(record.value))
+            else:
+                await self.service.on_feedback(decode_event_line(record.value or b""))
+        except (EventRejected, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            log.warning("bridge skipped a record", extra={"topic": record.topic,
+                                                          "offset": record.offset,
+                                                          "error": str(exc)})

@@ -1,0 +1,161 @@
+"""The I/O host of the journey engine for live workers.
+
+:class:`JourneyService` wraps a :class:`JourneyEngine` with persistence and
+side effects: journey state in a Redis hash (loaded at start, written after
+every step, so positions survive a restart), tags and lead scores in a
+:class:`TagStore`, messages handed to an async ``send`` callable. Its
+``on_trigger(trigger, fired_at_ms)`` has the signature of the Faust worker's
+trigger hook (``agents.app.TriggerHook``), so it can be passed to
+``create_app(..., on_trigger=service.on_trigger)``; :mod:`strategies.bridge`
+instead feeds it from the triggers topic. The clock is the wall clock
+(``clock``), passed explicitly to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from config.models import AppConfig
+from strategies.actions import (
+    Action,
+    HandoffAction,
+    ScoreAction,
+    SendAction,
+    TagAction,
+    UserContext,
+)
+from strategies.journeys import JourneyEngine
+from strategies.model import Registry
+from strategies.scoring import LeadScorer
+from strategies.state import BytesJourneyStore
+from strategies.store import TagStore
+from triggers.events import Event, Trigger
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[SendAction | HandoffAction], Awaitable[None]]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RedisJourneyMap:
+    """A dict of user -> journey state bytes, loaded from one Redis hash and
+    written back (only what changed) on ``flush``."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._redis = client
+        self._key = key
+        self._data: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+
+    async def load(self) -> int:
+        raw = await self._redis.hgetall(self._key)
+        self._data = {(k.decode() if isinstance(k, bytes) else str(k)):
+                      (v if isinstance(v, bytes) else str(v).encode()) for k, v in raw.items()}
+        self._dirty.clear()
+        return len(self._data)
+
+    def get(self, user_id: str) -> bytes | None:
+        return self._data.get(user_id)
+
+    def __setitem__(self, user_id: str, value: bytes) -> None:
+        if self._data.get(user_id) != value:
+            self._data[user_id] = value
+            self._dirty.add(user_id)
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        return iter(list(self._data.items()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        mapping = {user: self._data[user] for user in self._dirty}
+        self._dirty.clear()
+        await self._redis.hset(self._key, mapping=mapping)
+
+
+class JourneyService:
+    def __init__(self, config: AppConfig, client: Any, tags: TagStore, send: Sender,
+                 prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms) -> None:
+        section = config.strategies
+        self.registry = Registry(section.all_journeys(),
+                                 scenes=frozenset(s.name for s in config.scene_list()))
+        self.state = RedisJourneyMap(client, f"{prefix}journeys")
+        self.engine = JourneyEngine(self.registry, BytesJourneyStore(self.state),
+                                    section.control)
+        self.scorer = LeadScorer(section.scoring)
+        self.tags = tags
+        self.send = send
+        self.clock = clock
+        self._lock = asyncio.Lock()  # one engine step at a time (hook, feedback, ticker)
+        self.actions = 0
+
+    async def start(self) -> int:
+        """Load positions from Redis and re-arm their deadlines."""
+        await self.state.load()
+        return self.engine.rebuild_timers()
+
+    async def on_trigger(self, trigger: Trigger, fired_at_ms: int = 0) -> None:
+        async with self._lock:
+            ctx = UserContext(await self.tags.tags(trigger.user_id))
+            await self._apply(self.engine.on_trigger(trigger, ctx))
+
+    async def on_feedback(self, event: Event) -> None:
+        """A feedback or clickstream event: branches, and lead score points."""
+        async with self._lock:
+            actions: list[Action] = list(self.engine.on_event(event))
+            if event.type in self.scorer.model.points:
+                await self._load_score(event.user_id)
+                actions += self.scorer.on_event(event)
+                await self._save_score(event.user_id)
+            await self._apply(actions)
+
+    async def tick(self) -> None:
+        async with self._lock:
+            await self._apply(self.engine.advance(self.clock()))
+
+    async def run_ticker(self, interval_s: float = 1.0) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the ticker must outlive one bad step
+                log.exception("journey tick failed")
+            await asyncio.sleep(interval_s)
+
+    async def _load_score(self, user_id: str) -> None:
+        stored = await self.tags.score(user_id)
+        if stored is not None:
+            self.scorer.store.put(user_id, stored)
+
+    async def _save_score(self, user_id: str) -> None:
+        score = self.scorer.store.get(user_id)
+        if score is not None:
+            await self.tags.put_score(user_id, score)
+
+    async def _apply(self, actions: list[Action]) -> None:
+        """Side effects, then the new positions (at-least-once: a crash in
+        between repeats the step, and message ids let channels deduplicate)."""
+        for action in actions:
+            self.actions += 1
+            if isinstance(action, SendAction | HandoffAction):
+                await self.send(action)
+            elif isinstance(action, TagAction):
+                if action.add:
+                    await self.tags.add(action.user_id, [action.tag])
+                else:
+                    await self.tags.remove(action.user_id, [action.tag])
+            elif isinstance(action, ScoreAction):
+                await self._load_score(action.user_id)
+                for handoff in self.scorer.adjust(action.user_id, action.delta, action.ts):
+                    await self.send(handoff)
+                await self._save_score(action.user_id)
+        await self.state.flush()

@@ -1,0 +1,94 @@
+"""JourneyService over a real Redis: positions survive a restart of the
+service in the middle of a wait; tags and scores land in the tag store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from config.loader import load_config_text
+from strategies.actions import HandoffAction, SendAction
+from strategies.service import JourneyService
+from strategies.store import RedisTagStore
+from tests.strategies.helpers import DAY, HOUR, T0, trigger
+from triggers.events import Event
+
+CONFIG = load_config_text("""
+scenes:
+  repeat_view_no_purchase: {kind: repeat, when: {type: view}, per: product_id, count: 3,
+                            within: 30m}
+  cart_abandonment: {kind: absence, start: {type: cart}, after: 30m}
+strategies:
+  include: [reactivation]
+  scoring: {points: {opened: 30, clicked: 30}, half_life: 7d, threshold: 50,
+            handoff: {channel: crm_webhook}}
+""")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.flushdb()
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+def service(client: aioredis.Redis, clock: Clock,
+            sent: list[SendAction | HandoffAction]) -> JourneyService:
+    async def send(action: SendAction | HandoffAction) -> None:
+        sent.append(action)
+
+    return JourneyService(CONFIG, client, RedisTagStore(client, "t6s:"), send, prefix="t6s:",
+                          clock=clock)
+
+
+@pytest.mark.integration
+async def test_a_restart_in_the_middle_of_a_wait_keeps_the_position(
+        client: aioredis.Redis) -> None:
+    clock = Clock()
+    sent: list[SendAction | HandoffAction] = []
+    first = service(client, clock, sent)
+    assert await first.start() == 0
+    await first.on_trigger(trigger("u1", T0))
+    assert [(s.user_id, s.channel) for s in sent] == [("u1", "push")]
+    clock.now = T0 + DAY
+    await first.tick()
+    del first  # the process dies in the middle of the 2-day wait
+    second = service(client, clock, sent)
+    assert await second.start() == 1
+    clock.now = T0 + 2 * DAY + 1
+    await second.tick()
+    assert [(s.channel, s.content_ref, s.ts) for s in sent[1:]] == [
+        ("push", "reactivation_push_2", T0 + 2 * DAY)]
+    clock.now = T0 + 4 * DAY + 1
+    await second.tick()
+    wechat = next(s for s in sent if isinstance(s, SendAction) and s.channel == "wechat")
+    await second.on_feedback(Event("u1", T0 + 4 * DAY + HOUR, "opened", {
+        "type": "opened", "channel": "wechat", "message_id": wechat.message_id}))
+    tags = await RedisTagStore(client, "t6s:").tags("u1")
+    assert "prefers_wechat" in tags
+    score = await RedisTagStore(client, "t6s:").score("u1")
+    assert score is not None and score.value == 30.0
+    await second.on_feedback(Event("u1", T0 + 4 * DAY + 2 * HOUR, "clicked", {
+        "type": "clicked", "channel": "wechat", "message_id": wechat.message_id}))
+    handoffs = [s for s in sent if isinstance(s, HandoffAction)]
+    assert [(h.user_id, h.channel) for h in handoffs] == [("u1", "crm_webhook")]
+    # a third service sees the user out of the journey and nothing more to send
+    third = service(client, clock, sent)
+    assert await third.start() == 0
+    before = len(sent)
+    clock.now = T0 + 30 * DAY
+    await third.tick()
+    assert len(sent) == before
