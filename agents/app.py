@@ -196,6 +196,7 @@ class SceneWorker:
         for partition in [p for p in self.hosts if p not in mine]:
             del self.hosts[partition]
             self._forget_lag(partition)
+        self.metrics.partitions.set(len(self.hosts))
 
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions."""
@@ -206,6 +207,7 @@ class SceneWorker:
             self._forget_lag(partition)
         for partition in sorted(mine - self.hosts.keys()):
             self.host(partition)
+        self.metrics.partitions.set(len(self.hosts))
 
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""

@@ -31,6 +31,7 @@ class WorkerMetrics:
     state_bytes: Gauge
     consumer_lag: Gauge
     ticks: Counter
+    partitions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
@@ -68,6 +69,10 @@ class WorkerMetrics:
             ),
             ticks=Counter(
                 "scenetrigger_timer_ticks", "Timer ticks sent by the sweep", registry=reg
+            ),
+            partitions=Gauge(
+                "scenetrigger_partitions", "Events partitions this worker runs engines for",
+                registry=reg,
             ),
         )
 

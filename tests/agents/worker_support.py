@@ -1,0 +1,213 @@
+"""Helpers for the worker integration tests: run ``scenetrigger worker`` as a
+subprocess, read its /metrics, produce and read topics with plain aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.services import REPO, free_port
+
+Key = tuple[str, str, str | None, int]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerProcess:
+    """One ``scenetrigger worker`` subprocess with its own state dir and metrics port."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            text: str = resp.read().decode()
+            return text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value, 0 when absent or when the worker is not serving."""
+        try:
+            text = self.metrics_text()
+        except OSError:
+            return 0.0
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                       if labels else "")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            if _same_sample(sample, want):
+                total += float(value)
+        return total
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no goodbye to the group, no flush, no commit."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+def _same_sample(sample: str, want: str) -> bool:
+    if "{" not in want:
+        return sample == want
+    name, _, labels = sample.partition("{")
+    want_name, _, want_labels = want.partition("{")
+    if name != want_name:
+        return False
+    got = set(labels.rstrip("}").split(","))
+    return set(want_labels.rstrip("}").split(",")) <= got
+
+
+def start_worker(tmp: Path, name: str, bootstrap: str, app_id: str, prefix: str,
+                 extra: Sequence[str] = (), config: Path | None = None) -> WorkerProcess:
+    port = free_port()
+    state = tmp / f"state-{name}"
+    log_path = tmp / f"worker-{name}.log"
+    args = [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", "worker",
+            "--broker", bootstrap, "--app-id", app_id, "--topic-prefix", prefix,
+            "--partitions", "4", "--state-dir", str(state), "--metrics-port", str(port),
+            *extra]
+    if config is not None:
+        args += ["--config", str(config)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return WorkerProcess(name, process, port, log_path)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
+             workers: Iterable[WorkerProcess] = (), interval_s: float = 0.25) -> None:
+    """Poll until ``check()``; on timeout fail with the workers' log tails."""
+    deadline = time.monotonic() + timeout_s
+    workers = list(workers)
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for w in workers:
+            if not w.alive() and w.process.returncode not in (-signal.SIGKILL,):
+                raise AssertionError(f"worker {w.name} exited ({w.process.returncode}) "
+                                     f"while waiting for {what}:\n{w.log_tail()}")
+        time.sleep(interval_s)
+    tails = "\n".join(f"--- worker {w.name} ---\n{w.log_tail()}" for w in workers)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tails}")
+
+
+def produce_file(bootstrap: str, path: Path, topic: str, rate: float | None = None,
+                 timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "scenetrigger.cli", "produce", str(path), "--broker",
+            bootstrap, "--topic", topic, "--dead-letter-topic", topic + "-produce-rejects",
+            "--partitions", "4", "--no-progress"]
+    if rate is not None:
+        args += ["--rate", str(rate)]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,  # noqa: S603
+                          timeout=timeout_s, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def replay_keys(path: Path, config: Path | None, tmp: Path) -> list[Key]:
+    out = tmp / f"replay-{uuid.uuid4().hex[:6]}.jsonl"
+    args = [sys.executable, "-m", "scenetrigger.cli", "replay", str(path), "--out", str(out),
+            "--no-progress"]
+    if config is not None:
+        args += ["--config", str(config)]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,  # noqa: S603
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return [_key(orjson.loads(line)) for line in out.read_bytes().splitlines() if line]
+
+
+def _key(rec: dict[str, Any]) -> Key:
+    return (rec["scene"], rec["user_id"], rec["key"], rec["ts"])
+
+
+def trigger_keys(records: Iterable[dict[str, Any]], scenes: set[str]) -> Counter[Key]:
+    return Counter(_key(r) for r in records if r["scene"] in scenes)
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int = 4,
+               timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Every record of ``topic`` from the beginning to its current end (orjson values)."""
+    pairs = asyncio.run(_read(bootstrap, topic, partitions, timeout_s))
+    return [orjson.loads(v) for _k, v in pairs]
+
+
+async def _read(bootstrap: str, topic: str, partitions: int,
+                timeout_s: float) -> list[tuple[bytes, bytes]]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                return out
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out += [(r.key, r.value) for r in records]
+        raise AssertionError(f"could not read {topic} to its end in {timeout_s}s")
+    finally:
+        await consumer.stop()
+
+
+def send_raw(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+    asyncio.run(_send_raw(bootstrap, topic, messages))
+
+
+async def _send_raw(bootstrap: str, topic: str,
+                    messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
