@@ -39,7 +39,7 @@ class WorkerProcess:
 
     def metrics_text(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=2) as resp:
             text: str = resp.read().decode()
             return text
 
@@ -108,7 +108,7 @@ def start_worker(tmp: Path, name: str, bootstrap: str, app_id: str, prefix: str,
     if config is not None:
         args += ["--config", str(config)]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return WorkerProcess(name, process, port, log_path)
@@ -138,7 +138,7 @@ def produce_file(bootstrap: str, path: Path, topic: str, rate: float | None = No
             "--partitions", "4", "--no-progress"]
     if rate is not None:
         args += ["--rate", str(rate)]
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,  # noqa: S603
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
     assert done.returncode == 0, done.stderr
     return done
@@ -150,7 +150,7 @@ def replay_keys(path: Path, config: Path | None, tmp: Path) -> list[Key]:
             "--no-progress"]
     if config is not None:
         args += ["--config", str(config)]
-    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,  # noqa: S603
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return [_key(orjson.loads(line)) for line in out.read_bytes().splitlines() if line]
