@@ -110,7 +110,7 @@ class EmailChannel:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_connections: int = 4
     sleep: Sleep = asyncio.sleep
-    rng: random.Random | None = None
+    rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     _gate: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     retries_internally = True

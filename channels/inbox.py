@@ -144,7 +144,7 @@ class InboxChannel:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     owns_redis: bool = False
     sleep: Sleep = asyncio.sleep
-    rng: random.Random | None = None
+    rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
 
     retries_internally = True
 

@@ -212,7 +212,7 @@ class ProviderChannel:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_connections: int = 100
     sleep: Sleep = asyncio.sleep
-    rng: random.Random | None = None
+    rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     retries_internally = True

@@ -197,8 +197,11 @@ class ChannelSender:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     metrics_registry: CollectorRegistry = REGISTRY
     sleep: Sleep = asyncio.sleep
-    rng: random.Random | None = None
+    rng: random.Random = field(default_factory=random.Random)
     _metrics: DeliveryMetrics = field(init=False, repr=False)
+    # Labelled children cached: ``labels()`` takes a lock and builds a key per call.
+    _counted: dict[tuple[str, str], Any] = field(default_factory=dict, init=False, repr=False)
+    _timed: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._metrics = DeliveryMetrics.on(self.metrics_registry)
@@ -222,8 +225,14 @@ class ChannelSender:
         label = outcome_label(result)
         if result.error is not None and result.error.startswith("channel raised"):
             label = "error"
-        self._metrics.seconds.labels(name).observe(time.perf_counter() - started)
-        self._metrics.deliveries.labels(name, label).inc()
+        timer = self._timed.get(name)
+        if timer is None:
+            timer = self._timed[name] = self._metrics.seconds.labels(name)
+        timer.observe(time.perf_counter() - started)
+        counter = self._counted.get((name, label))
+        if counter is None:
+            counter = self._counted[(name, label)] = self._metrics.deliveries.labels(name, label)
+        counter.inc()
         if not result.ok and dead_letter and self.dead_letter is not None:
             await self._bury(message, name, result)
         return result

@@ -56,8 +56,8 @@ async def run_attempts(
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> DeliveryResult:
-    """Call ``attempt`` until it succeeds, fails for good, or attempts run out."""
-    jitter = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
+    """Call ``attempt`` until it succeeds, fails for good, or attempts run out.
+    Pass a long-lived ``rng``: seeding a new one per call costs ~50 µs."""
     tries = 0
     while True:
         tries += 1
@@ -72,6 +72,7 @@ async def run_attempts(
                                       outcome.status)
             delay_ms = outcome.retry_after_ms
         else:
+            jitter = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
             delay_ms = policy.backoff_ms(tries, jitter)
         if delay_ms > 0:
             await sleep(delay_ms / 1000)

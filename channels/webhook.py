@@ -33,8 +33,8 @@ TIMESTAMP_HEADER = "X-Scenetrigger-Timestamp"
 
 
 def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
-    digest = hmac.new(secret, str(timestamp_ms).encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + digest.hexdigest()
+    # hmac.digest: one C call, the fastest form for a one-shot MAC.
+    return "sha256=" + hmac.digest(secret, b"%d.%b" % (timestamp_ms, body), hashlib.sha256).hex()
 
 
 def verify_signature(secret: bytes, timestamp: str | None, signature: str | None, body: bytes,
@@ -100,7 +100,7 @@ class WebhookChannel:
     timestamp_header: str = TIMESTAMP_HEADER
     max_connections: int = 100
     sleep: Sleep = asyncio.sleep
-    rng: random.Random | None = None
+    rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _timeout: aiohttp.ClientTimeout | None = field(default=None, init=False, repr=False)
