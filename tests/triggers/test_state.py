@@ -1,0 +1,119 @@
+"""Per-user state: byte round trip, compact size, bounded under bot traffic, caps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from config.loader import load_config
+from tests.triggers.helpers import engine, ev, feed
+from triggers import Engine, Limits, StateDecodeError
+from triggers.events import event_from_mapping
+from triggers.state import BytesStore, UserState
+
+T0 = 1_569_888_000_000
+MINUTE = 60_000
+
+
+def shipped(limits: Limits | None = None, store: Any = None) -> Engine:
+    return Engine(load_config().scene_list(), store=store, limits=limits)
+
+
+def typical_user_events() -> list[dict[str, Any]]:
+    """An active shopper: 20 product views over 20 minutes, a cart, a promo page."""
+    events = [
+        ev("541312140", T0 + i * MINUTE, product_id=str(44600000 + i % 5),
+           category="electronics.smartphone", brand="apple", price="35.79",
+           session_id="72d76fde-8bb3-4e00-8c23-a032dfed738c")
+        for i in range(20)
+    ]
+    events.append(ev("541312140", T0 + 21 * MINUTE, "cart", product_id="44600001", price="35.79"))
+    events.append(ev("541312140", T0 + 22 * MINUTE, "page", page="/promo/autumn"))
+    return events
+
+
+def test_round_trip_is_exact() -> None:
+    eng = shipped()
+    feed(eng, typical_user_events())
+    state = eng.store.get("541312140")
+    assert state is not None
+    data = state.encode()
+    again = UserState.decode(data)
+    assert again.encode() == data
+    assert again.absence == state.absence
+    assert again.arrival == state.arrival
+    assert {k: (w.when, w.unless, w.last_fire) for k, w in
+            again.repeat["repeat_view_no_purchase"].items()} == {
+        k: (w.when, w.unless, w.last_fire) for k, w in
+        state.repeat["repeat_view_no_purchase"].items()}
+
+
+def test_bytes_store_gives_the_same_triggers_as_memory() -> None:
+    events = [*typical_user_events(), ev("x", T0 + 60 * MINUTE)]
+    mem = feed(shipped(), events)
+    encoded = feed(shipped(store=BytesStore({})), events)
+    assert mem == encoded
+    assert any(mem)
+
+
+def test_typical_active_user_is_well_under_1kb() -> None:
+    eng = shipped()
+    feed(eng, typical_user_events())
+    state = eng.store.get("541312140")
+    assert state is not None
+    assert len(state.encode()) < 700
+
+
+@pytest.mark.parametrize("distinct", [1, 300, 10_000])
+def test_bot_with_10k_views_in_30_minutes_stays_bounded(distinct: int) -> None:
+    limits = Limits()
+    eng = shipped(limits)
+    for i in range(10_000):
+        eng.handle(event_from_mapping(ev("bot", T0 + i * 180, product_id=str(i % distinct),
+                                         page=f"/promo/{i % distinct}")))
+    state = eng.store.get("bot")
+    assert state is not None
+    for keys in state.repeat.values():
+        assert len(keys) <= limits.max_keys
+        assert all(len(w.when) <= limits.max_window_entries for w in keys.values())
+    for fired in state.arrival.values():
+        assert len(fired) <= limits.max_keys
+    assert len(state.encode()) < 32 * 1024
+
+
+def test_old_entries_are_pruned_as_time_moves_on() -> None:
+    eng = shipped()
+    feed(eng, typical_user_events())
+    feed(eng, [ev("541312140", T0 + 2 * 24 * 60 * MINUTE, "search", query="x")])
+    eng.prune_user("541312140")
+    state = eng.store.get("541312140")
+    assert state is not None
+    assert state.repeat == {}
+    assert state.arrival == {}
+    assert len(state.encode()) < 300
+
+
+def test_key_cap_keeps_the_newest_keys() -> None:
+    eng = engine({"r": {"kind": "repeat", "when": {}, "per": "product_id", "count": 2,
+                        "within": 1000}}, Limits(max_keys=2))
+    batches = feed(eng, [ev("u", 0, product_id="a"), ev("u", 1, product_id="b"),
+                         ev("u", 2, product_id="c"), ev("u", 3, product_id="a"),
+                         ev("u", 4, product_id="c")])
+    # "a" was evicted as the stalest key when "c" came, so its second view counts once
+    assert [b for b in batches if b] == [[("r", "u", "c", 4)]]
+
+
+def test_window_cap_keeps_the_newest_entries() -> None:
+    eng = engine({"r": {"kind": "repeat", "when": {}, "count": 2, "within": 1000}},
+                 Limits(max_window_entries=3))
+    feed(eng, [ev("u", t) for t in range(10)])
+    state = eng.store.get("u")
+    assert state is not None
+    assert state.repeat["r"][""].when == [7, 8, 9]
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b"[99, 0, {}, {}, {}, []]"])
+def test_unreadable_state_raises_a_state_decode_error(data: bytes) -> None:
+    with pytest.raises(StateDecodeError):
+        UserState.decode(data)
