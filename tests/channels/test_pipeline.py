@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -159,3 +161,39 @@ def test_replay_with_deliver_keeps_the_triggers_and_reports_delivery(tmp_path: P
     night, _ = _replay("--deliver", "dry-run")
     assert [{k: d[k] for k in contract} for d in night] == plain
     assert {d["delivery"] for d in night} == {"deferred"}
+
+
+@pytest.mark.integration
+def test_replay_deliver_live_twice_delivers_once(redis_url: str, tmp_path: Path) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "live.yaml"
+    scenes = (ROOT / "config" / "scenes.yaml").read_text(encoding="utf-8")
+    config.write_text(scenes + f"""
+channels:
+  inbox: {{type: inbox, key_prefix: "{prefix}:inbox"}}
+delivery: {{default_timezone: Asia/Shanghai, redis_prefix: "{prefix}:"}}
+""", encoding="utf-8")
+    env = {**os.environ, "SCENETRIGGER_REDIS_URL": redis_url}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "scenetrigger.cli", "replay", str(SAMPLE), "--no-progress",
+             "--config", str(config), "--deliver", "live", "--catalog", str(SAMPLE)],
+            cwd=ROOT, capture_output=True, timeout=240, env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        runs.append([json.loads(line) for line in done.stdout.splitlines()])
+    first, second = runs
+    assert len(first) == len(second) == 425
+    assert sum(d["delivery"] == "delivered" for d in first) == 422
+    assert {(d["delivery"], d.get("reason")) for d in second} == {("suppressed", "duplicate")}
+
+    async def inbox_size(user: str) -> int:
+        client = Redis.from_url(redis_url)
+        try:
+            return len(await InboxStore(client, f"{prefix}:inbox").list(user))
+        finally:
+            await client.aclose()
+
+    user = next(d["user_id"] for d in first if d["delivery"] == "delivered")
+    delivered_to_user = sum(d["user_id"] == user and d["delivery"] == "delivered" for d in first)
+    assert asyncio.run(inbox_size(user)) == delivered_to_user
