@@ -1,0 +1,74 @@
+"""Malformed messages on the events topic go to the dead-letter topic with a
+reason and the original bytes; the stream goes on."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.agents.worker_support import read_topic, send_raw, start_worker, unique, wait_for
+
+CONFIG = """
+scenes:
+  arrive:
+    kind: arrival
+    when: {type: cart}
+"""
+
+BAD: list[tuple[bytes, str]] = [
+    (b"{not json", "invalid_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'{"user_id": "u", "type": "view"}', "missing_field"),
+    (b'{"user_id": true, "ts": 1, "type": "view"}', "wrong_type"),
+    (b'{"user_id": "u", "ts": 1.5, "type": "view"}', "wrong_type"),
+    (b"\xff\xfe{}", "invalid_utf8"),
+    (b"", "invalid_json"),
+]
+
+
+def _cart(user: str, ts: int) -> tuple[bytes, bytes]:
+    return user.encode(), orjson.dumps({"user_id": user, "ts": ts, "type": "cart"})
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_malformed_messages_go_to_dead_letters(kafka_bootstrap: str, tmp_path: Path) -> None:
+    config = tmp_path / "scenes.yaml"
+    config.write_text(CONFIG)
+    prefix = unique("t-dlq")
+    worker = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix,
+                          ["--clock", "event", "--store", "memory"], config)
+    try:
+        wait_for("4 partitions assigned",
+                 lambda: worker.metric("scenetrigger_partitions") == 4, 120, [worker])
+        # All on one key, so one partition sees good, bad, good in this order.
+        messages = [_cart("first", 1000)]
+        messages += [(b"first", raw) for raw, _ in BAD]
+        messages.append(_cart("first", 2000))
+        send_raw(kafka_bootstrap, f"{prefix}.events", messages)
+        wait_for("every message taken",
+                 lambda: worker.metric("scenetrigger_events_total", result="accepted") == 2
+                 and worker.metric("scenetrigger_events_total", result="rejected") == len(BAD),
+                 60, [worker])
+        dead = read_topic(kafka_bootstrap, f"{prefix}.dead-letters")
+        triggers = read_topic(kafka_bootstrap, f"{prefix}.triggers")
+        per_reason = {reason: worker.metric("scenetrigger_events_total", result="rejected",
+                                            reason=reason) for _, reason in BAD}
+    finally:
+        worker.stop()
+    assert [d["reason"] for d in dead] == [reason for _, reason in BAD]
+    for record, (raw, _) in zip(dead, BAD, strict=True):
+        assert record["detail"]
+        assert record["source"] == "worker"
+        assert record["where"].startswith(f"{prefix}.events:")
+        if "raw_b64" in record:
+            assert base64.b64decode(record["raw_b64"]) == raw
+        else:
+            assert record["raw"].encode() == raw
+    assert per_reason["wrong_type"] == 2
+    assert per_reason["invalid_json"] == 2
+    # The good events around the bad ones were both taken.
+    assert [(t["user_id"], t["ts"]) for t in triggers] == [("first", 1000), ("first", 2000)]
