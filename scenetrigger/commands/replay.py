@@ -43,14 +43,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = new_engine(config)
     max_line = config.engine.max_line_bytes
-    delivery = None
-    if args.deliver:
-        from channels.delivery_runtime import SyncDelivery
-
-        delivery = SyncDelivery(config, args.deliver, engine.store.get, args.catalog,
-                                args.redis_url)
     with _open_input(args.events) as (stream, size), _open_out(args.out) as out, \
-            _open_optional(args.rejects) as rejects:
+            _open_optional(args.rejects) as rejects, _delivery(args, config, engine) as delivery:
         fmt, lines = _pick_format(args.format, stream, args.events)
         progress = _progress_bar(size, args.no_progress)
         try:
@@ -66,13 +60,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.close()
+        waiting = delivery.finish(summary.clock) if delivery is not None else 0
     report = summary.to_dict()
     print(summary.render(), file=sys.stderr)
     if delivery is not None:
-        try:
-            waiting = delivery.finish(summary.clock)
-        finally:
-            delivery.close()
         print(delivery.pipeline.render_summary(), file=sys.stderr)
         print(f"  still deferred{waiting:>12,}", file=sys.stderr)
         report["delivery"] = delivery.pipeline.summary() | {"still_deferred": waiting}
@@ -80,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
         with open(args.summary_json, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
+
+
+@contextlib.contextmanager
+def _delivery(args: argparse.Namespace, config: Any, engine: Any) -> Iterator[Any]:
+    """With ``--deliver``: the delivery pipeline (closed on the way out), else None."""
+    if not args.deliver:
+        yield None
+        return
+    from channels.delivery_runtime import SyncDelivery
+
+    delivery = SyncDelivery(config, args.deliver, engine.store.get, args.catalog, args.redis_url)
+    try:
+        yield delivery
+    finally:
+        delivery.close()
 
 
 def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], None]:
