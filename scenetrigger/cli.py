@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "catalog": "scenetrigger.commands.catalog",
     "serve": "scenetrigger.commands.serve",
     "report": "scenetrigger.commands.report",
+    "journeys": "scenetrigger.commands.journeys",
 }
 
 

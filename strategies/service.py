@@ -29,6 +29,7 @@ from strategies.actions import (
     UserContext,
 )
 from strategies.journeys import JourneyEngine
+from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
 from strategies.scoring import LeadScorer
 from strategies.state import BytesJourneyStore
@@ -85,7 +86,8 @@ class RedisJourneyMap:
 
 class JourneyService:
     def __init__(self, config: AppConfig, client: Any, tags: TagStore, send: Sender,
-                 prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms) -> None:
+                 prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms,
+                 metrics: StrategyMetrics | None = None) -> None:
         section = config.strategies
         self.registry = Registry(section.all_journeys(),
                                  scenes=frozenset(s.name for s in config.scene_list()))
@@ -98,6 +100,7 @@ class JourneyService:
         self.clock = clock
         self._lock = asyncio.Lock()  # one engine step at a time (hook, feedback, ticker)
         self.actions = 0
+        self.metrics = metrics if metrics is not None else StrategyMetrics.create()
 
     async def start(self) -> int:
         """Load positions from Redis and re-arm their deadlines."""
@@ -144,6 +147,7 @@ class JourneyService:
     async def _apply(self, actions: list[Action]) -> None:
         """Side effects, then the new positions (at-least-once: a crash in
         between repeats the step, and message ids let channels deduplicate)."""
+        self.metrics.observe(actions)
         for action in actions:
             self.actions += 1
             if isinstance(action, SendAction | HandoffAction):
@@ -155,7 +159,9 @@ class JourneyService:
                     await self.tags.remove(action.user_id, [action.tag])
             elif isinstance(action, ScoreAction):
                 await self._load_score(action.user_id)
-                for handoff in self.scorer.adjust(action.user_id, action.delta, action.ts):
+                handoffs = self.scorer.adjust(action.user_id, action.delta, action.ts)
+                self.metrics.observe(list(handoffs))
+                for handoff in handoffs:
                     await self.send(handoff)
                 await self._save_score(action.user_id)
         await self.state.flush()

@@ -85,6 +85,11 @@ async def test_a_restart_in_the_middle_of_a_wait_keeps_the_position(
         "type": "clicked", "channel": "wechat", "message_id": wechat.message_id}))
     handoffs = [s for s in sent if isinstance(s, HandoffAction)]
     assert [(h.user_id, h.channel) for h in handoffs] == [("u1", "crm_webhook")]
+    reg = second.metrics.registry
+    assert reg.get_sample_value("scenetrigger_lead_handoffs_total",
+                                {"channel": "crm_webhook"}) == 1
+    assert reg.get_sample_value("scenetrigger_strategy_sends_total", {
+        "strategy": "reactivation", "step": "sms_and_wechat", "channel": "wechat"}) == 1
     # a third service sees the user out of the journey and nothing more to send
     third = service(client, clock, sent)
     assert await third.start() == 0

@@ -1,0 +1,70 @@
+"""``scenetrigger journeys``: run the config's strategies beside the scene
+worker: triggers topic (+ feedback topic) in, messages on an actions topic,
+positions in Redis (see :mod:`strategies.bridge`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("journeys", help="run the strategies on the worker's triggers topic")
+    parser.add_argument("--config", help="config file with a strategies: section")
+    parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / "
+                                               "PREFIX.journey-actions (default: shared names)")
+    parser.add_argument("--group", default="scenetrigger-journeys", help="consumer group")
+    parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
+    parser.add_argument("--redis-prefix", default="scenetrigger:")
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
+    parser.add_argument("--tick-interval", type=float, default=0.5, help="seconds")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(_main(args))
+    return 0
+
+
+async def _main(args: argparse.Namespace) -> None:
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from prometheus_client import start_http_server
+
+    from agents.topics import TRIGGERS, bootstrap_servers
+    from config.loader import load_config
+    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.service import JourneyService
+    from strategies.store import RedisTagStore
+
+    config = load_config(args.config)
+    prefix = args.topic_prefix
+    topics = BridgeTopics(
+        triggers=f"{prefix}.triggers" if prefix else TRIGGERS,
+        actions=f"{prefix}.journey-actions" if prefix else "scenetrigger-journey-actions",
+        feedback=f"{prefix}.feedback" if prefix else "scenetrigger-feedback",
+    )
+    bootstrap = bootstrap_servers(args.broker)
+    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    client = aioredis.Redis.from_url(url)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
+                                bootstrap_servers=bootstrap, group_id=args.group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await producer.start()
+    await consumer.start()
+    try:
+        service = JourneyService(config, client, RedisTagStore(client, args.redis_prefix),
+                                 KafkaSender(producer, topics.actions), prefix=args.redis_prefix)
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr="127.0.0.1",
+                              registry=service.metrics.registry)
+        await service.start()
+        await JourneyBridge(service, consumer, topics, args.tick_interval).run()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await client.aclose()
