@@ -94,19 +94,25 @@ class KafkaSink:
 
 class RateLimiter:
     """At most ``rate`` calls of :meth:`wait` per second, on average from the start
-    (no burst beyond one event; a slow consumer of the limiter is not "paid back")."""
+    (a caller that falls behind is not "paid back" with a burst).
+
+    Sleeps only once the debt reaches ``min_sleep_s``: one ``asyncio.sleep`` per
+    event costs more than the gap between events at a few thousand per second.
+    """
 
     def __init__(
         self,
         rate: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        min_sleep_s: float = 0.005,
     ) -> None:
         if rate <= 0:
             raise SceneTriggerError("rate must be > 0 events/s")
         self._interval = 1.0 / rate
         self._clock = clock
         self._sleep = sleep
+        self._min_sleep = min_sleep_s
         self._next: float | None = None
 
     async def wait(self) -> None:
@@ -115,7 +121,7 @@ class RateLimiter:
             self._next = now
         delay = self._next - now
         self._next += self._interval
-        if delay > 0:
+        if delay >= self._min_sleep:
             await self._sleep(delay)
 
 

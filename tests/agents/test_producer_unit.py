@@ -52,6 +52,16 @@ async def test_rate_limiter_does_not_burst_after_a_pause() -> None:
     assert fake.sleeps == [0.1]
 
 
+async def test_rate_limiter_sleeps_in_batches_at_high_rates() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(1000.0, clock=fake.clock, sleep=fake.sleep, min_sleep_s=0.005)
+    for _ in range(11):
+        await limiter.wait()
+    # calls 1-5 owe 0..4 ms (no sleep); call 6 owes 5 ms and sleeps it off, ...
+    assert fake.sleeps == [0.005, 0.005]
+    assert abs(fake.now - 100.010) < 1e-9
+
+
 async def test_records_go_to_events_and_rejects_to_dead_letters_in_order() -> None:
     lines = LastLine([
         b'{"user_id": "u1", "ts": 1, "type": "view"}\n',
