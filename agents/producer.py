@@ -231,7 +231,9 @@ async def ensure_topics(
         found: dict[str, int] = {}
         for _ in range(50):  # a new topic's metadata can lag its creation briefly
             described = await admin.describe_topics(wanted)
-            found = {t["topic"]: len(t["partitions"]) for t in described if t["partitions"]}
+            # Ready once every partition has a leader (else the first sends retry).
+            found = {t["topic"]: len(t["partitions"]) for t in described
+                     if t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])}
             if len(found) == len(wanted):
                 return found
             await asyncio.sleep(0.2)
