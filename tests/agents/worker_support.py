@@ -211,3 +211,30 @@ async def _send_raw(bootstrap: str, topic: str,
             await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str,
+                      partitions: int = 4) -> tuple[dict[int, int], dict[int, int]]:
+    """``(committed offset, end offset)`` per partition of ``topic`` for ``group``."""
+    return asyncio.run(_committed(bootstrap, group, topic, partitions))
+
+
+async def _committed(bootstrap: str, group: str, topic: str,
+                     partitions: int) -> tuple[dict[int, int], dict[int, int]]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        found = await admin.list_consumer_group_offsets(group, partitions=tps)
+        committed = {tp.partition: (meta.offset if meta is not None else -1)
+                     for tp, meta in found.items()}
+        ends = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+        return committed, ends
+    finally:
+        await consumer.stop()
+        await admin.close()
