@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from triggers.events import Event, Trigger
-from triggers.predicates import Fields, Matcher
+from triggers.predicates import Fields, Matcher, Predicate
 from triggers.scenes import (
     AbsenceScene,
     ArrivalRule,
@@ -27,6 +27,7 @@ from triggers.scenes import (
 from triggers.state import MemoryStore, StateStore, UserState
 
 _NEG_INF = -(1 << 63)
+_MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,10 @@ class Engine:
             else:
                 self._rules.append(_AbsenceRule(scene))
         self._has_absence = any(isinstance(r, _AbsenceRule) for r in self._rules)
+        # The rules an event type can touch, in config order (see _rules_for).
+        self._by_type: dict[str, tuple[RepeatRule | ArrivalRule | _AbsenceRule, ...]] = {}
+        # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
+        self._states = self.store._states if type(self.store) is MemoryStore else None
 
     # -- the two inputs -------------------------------------------------------
 
@@ -89,24 +94,47 @@ class Engine:
         elif self._timers and self._timers[0][0] < self.clock:
             fired = self._fire_due()  # timers armed late by an earlier old event
         user_id = event.user_id
-        store = self.store
-        state = store.get(user_id)
-        if state is None:
-            state = UserState()
+        states = self._states
+        if states is not None:
+            state = states.get(user_id)
+            if state is None:
+                state = states[user_id] = UserState()
+        else:
+            found = self.store.get(user_id)
+            state = UserState() if found is None else found
         if state.max_ts is None or ts > state.max_ts:
             state.max_ts = ts
         if self.track_profile:
             state.profile.update(event)
         fields = event.fields
-        for rule in self._rules:
+        etype = fields.get("type")
+        rules = self._by_type.get(etype) if type(etype) is str else None
+        if rules is None:
+            rules = self._rules_for(etype)
+        for rule in rules:
             if type(rule) is _AbsenceRule:
                 self._apply_absence(rule, state, user_id, fields, ts)
                 continue
             key = rule.apply(state, event)  # type: ignore[union-attr]  # absence handled above
             if key is not False:
                 fired.append(Trigger(rule.name, user_id, key, ts))
-        store.put(user_id, state)
+        if states is None:
+            self.store.put(user_id, state)
         return fired
+
+    def _rules_for(self, etype: object) -> tuple[RepeatRule | ArrivalRule | _AbsenceRule, ...]:
+        """The rules whose predicates can hold for an event of this `type`:
+        a rule none of whose predicates can match leaves the state untouched,
+        so skipping it changes nothing. Cached per type string (bounded)."""
+        if type(etype) is not str:
+            return tuple(self._rules)
+        rules = tuple(
+            rule for rule, scene in zip(self._rules, self.scenes, strict=True)
+            if any(_type_may_hold(p, etype) for p in _predicates(scene))
+        )
+        if len(self._by_type) < _MAX_TYPES_CACHED:
+            self._by_type[etype] = rules
+        return rules
 
     def advance(self, now_ms: int) -> list[Trigger]:
         """Move the clock forward (never back) and fire every timer now due."""
@@ -188,6 +216,7 @@ class Engine:
         fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules, self._has_absence = fresh._rules, fresh._has_absence
+        self._by_type = fresh._by_type
         names = {s.name for s in scenes if isinstance(s, AbsenceScene)}
         kept = [t for t in self._timers if t[2] in names]
         if len(kept) != len(self._timers):
@@ -203,3 +232,16 @@ class Engine:
             if isinstance(rule, (RepeatRule, ArrivalRule)):
                 rule.prune(state)
         self.store.put(user_id, state)
+
+
+def _predicates(scene: Scene) -> list[Predicate]:
+    if isinstance(scene, RepeatScene):
+        return [p for p in (scene.when, scene.unless) if p is not None]
+    if isinstance(scene, AbsenceScene):
+        return [p for p in (scene.start, scene.cancel) if p is not None]
+    return [scene.when]
+
+
+def _type_may_hold(predicate: Predicate, etype: str) -> bool:
+    """False only when the predicate's `type` condition rejects this type."""
+    return all(cond.holds(etype) for name, cond in predicate.conditions if name == "type")

@@ -81,6 +81,17 @@ class Predicate:
                     return as_compared_string(value) == target
 
                 return eq_one
+            if cond.one_of is None and cond.equals is None and cond.prefix is not None:
+                start = cond.prefix
+
+                def prefix_one(fields: Fields) -> bool:
+                    value = fields.get(name)
+                    if type(value) is str:
+                        return value.startswith(start)
+                    text = as_compared_string(value)
+                    return text is not None and text.startswith(start)
+
+                return prefix_one
             holds = cond.holds
             return lambda fields: holds(fields.get(name))
 

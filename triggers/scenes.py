@@ -110,17 +110,33 @@ class RepeatRule:
                 self._evict(keys, state)
             win = keys[key] = KeyWindow()
         ts = event.ts
-        self._prune(win, state.max_ts)
+        when = win.when
+        unless = win.unless
+        max_ts = state.max_ts
+        if max_ts is not None:  # prune only when something is old enough to go
+            horizon = max_ts - self._within - self._late
+            last = win.last_fire
+            if ((when and when[0] <= horizon) or (unless and unless[0] <= horizon)
+                    or (last is not None
+                        and last <= horizon + self._within - (self._cooldown or 0))):
+                self._prune(win, max_ts)
         if is_unless:
-            _insert_capped(win.unless, ts, self._cap)
+            _insert_capped(unless, ts, self._cap)
         if not is_when:
             return False
-        _insert_capped(win.when, ts, self._cap)
-        low = ts - self._within
-        when = win.when
-        if bisect_right(when, ts) - bisect_right(when, low) < self._count:
+        if not when or ts >= when[-1]:
+            when.append(ts)
+            if len(when) > self._cap:
+                del when[0]
+            newer = len(when)
+        else:
+            _insert_capped(when, ts, self._cap)
+            newer = bisect_right(when, ts)
+        if newer < self._count:  # too few events at all: no need to bisect
             return False
-        unless = win.unless
+        low = ts - self._within
+        if newer - bisect_right(when, low) < self._count:
+            return False
         if unless:
             idx = bisect_right(unless, ts)
             if idx and unless[idx - 1] > low:
@@ -147,15 +163,17 @@ class RepeatRule:
             win.last_fire = None
 
     def _evict(self, keys: dict[str, KeyWindow], state: UserState) -> None:
-        """Make room for a new key: drop expired keys, then the least recent."""
+        """Make room for a new key: drop expired keys, then the least recent
+        ones, down to 7/8 of the cap so a bot pays this scan once per many keys."""
         for key in list(keys):
             win = keys[key]
             self._prune(win, state.max_ts)
             if not win.when and not win.unless and win.last_fire is None:
                 del keys[key]
-        while len(keys) >= self._max_keys:
-            stalest = min(keys, key=lambda k: _newest(keys[k]))
-            del keys[stalest]
+        if len(keys) >= self._max_keys:
+            keep = self._max_keys - max(1, self._max_keys // 8)
+            for stale in sorted(keys, key=lambda k: _newest(keys[k]))[: len(keys) - keep]:
+                del keys[stale]
 
     def prune(self, state: UserState) -> None:
         keys = state.repeat.get(self.name)
@@ -207,9 +225,12 @@ class ArrivalRule:
         return None if self._per is None else key
 
     def _evict(self, fired: dict[str, int], max_ts: int | None) -> None:
+        """Drop expired keys, then the least recent down to 7/8 of the cap."""
         self._prune_keys(fired, max_ts)
-        while len(fired) >= self._max_keys:
-            del fired[min(fired, key=fired.__getitem__)]
+        if len(fired) >= self._max_keys:
+            keep = self._max_keys - max(1, self._max_keys // 8)
+            for stale in sorted(fired, key=fired.__getitem__)[: len(fired) - keep]:
+                del fired[stale]
 
     def _prune_keys(self, fired: dict[str, int], max_ts: int | None) -> None:
         if max_ts is None or self._cooldown is None:
