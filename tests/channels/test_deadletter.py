@@ -150,3 +150,15 @@ async def test_redrive_resends_after_the_endpoint_recovers(
             ["m-1", "m-2"]
         assert all(r.signature_ok for r in rx.requests)
         assert "1 skipped" in capsys.readouterr().err
+
+
+async def test_dead_letters_with_a_decode_responses_client(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = DeadLetterStore(client, f"t:{uuid.uuid4().hex[:8]}:deadletter")
+    try:
+        msg = message(data={"price": 9.5})
+        await store.add(msg, "crm", DeliveryResult(False, "crm", "m-1", 3, "HTTP 500", True, 500))
+        [letter] = await all_letters(store)
+        assert (letter.message, letter.status, letter.attempts) == (msg, 500, 3)
+    finally:
+        await client.aclose()

@@ -147,3 +147,16 @@ async def test_routes_can_require_authorization(store: InboxStore) -> None:
             assert resp.status == 403
         async with http.get(f"{base}/inbox/u1", headers={"X-User": "u1"}) as resp:
             assert resp.status == 200 and len((await resp.json())["messages"]) == 1
+
+
+async def test_works_with_a_decode_responses_client(redis_url: str) -> None:
+    # The embedded runtime shares one client created with decode_responses=True.
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = InboxStore(client, prefix=f"t:{uuid.uuid4().hex[:8]}:inbox")
+    try:
+        assert (await InboxChannel("inbox", store).send(message(1, user_id="u1"))).ok
+        [item] = await store.list("u1")
+        assert item.message["message_id"] == "m-1" and isinstance(item.entry_id, str)
+        assert await store.ack("u1", ["m-1"]) == 1
+    finally:
+        await client.aclose()
