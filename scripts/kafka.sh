@@ -106,6 +106,11 @@ java_cmd() {
 }
 
 show_log_tail() {
+    # The first errors say why (a stack trace's tail usually does not).
+    if grep -qE "ERROR|FATAL" "$RUN_DIR/logs/server.log" 2>/dev/null; then
+        echo "----- first errors in $RUN_DIR/logs/server.log -----" >&2
+        grep -m 5 -E "ERROR|FATAL" "$RUN_DIR/logs/server.log" | cut -c1-400 >&2
+    fi
     for f in "$RUN_DIR/stdout.log" "$RUN_DIR/logs/server.log" "$RUN_DIR/format.log"; do
         if [[ -s "$f" ]]; then
             echo "----- tail of $f -----" >&2
