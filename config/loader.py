@@ -65,6 +65,8 @@ def format_error(err: Any) -> str:
         # A discriminated union puts the kind in the path: drop it.
         if rest and rest[0] in _UNION_TAGS:
             rest = rest[1:]
+        if not rest and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            rest = ["kind"]  # a bad or missing kind is the scene's `kind` field
         where = f"{_SECTION_LABELS[section]} {name!r}"
         if rest:
             return f"{where}, field {'.'.join(rest)!r}: {message}"
