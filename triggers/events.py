@@ -73,6 +73,9 @@ def decode_user_id(value: Any) -> str:
         if value < _I64_MIN or value > _U64_MAX:
             raise EventRejected(REASON_WRONG_TYPE, "user_id is an integer beyond 64 bits")
         return str(value)
+    if type(value) is float and value.is_integer() and abs(value) > _U64_MAX // 2:
+        # orjson reads an integer beyond 64 bits as a float
+        raise EventRejected(REASON_WRONG_TYPE, "user_id is an integer beyond 64 bits")
     raise EventRejected(
         REASON_WRONG_TYPE, f"user_id must be a string or an integer, not {_json_type(value)}"
     )
