@@ -129,6 +129,8 @@ def start_kafka(run_dir: Path) -> KafkaBroker:
     """Start a fresh broker with scripts/kafka.sh in ``run_dir`` (jars cached across runs)."""
     env = {**os.environ, "SCENETRIGGER_KAFKA_RUN_DIR": str(run_dir)}
     env.pop("SCENETRIGGER_KAFKA_PORT", None)
+    # Readiness wait inside the script; a busy 2-core machine has needed 33 s.
+    env.setdefault("SCENETRIGGER_KAFKA_TIMEOUT", "150")
     try:
         done = subprocess.run(
             [str(KAFKA_SCRIPT), "start", "--fresh"],
