@@ -11,6 +11,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# Chromium + its driver for the demo page's browser test (selenium).
+[[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || missing+=(chromium chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" != 0 ]] && ! command -v sudo >/dev/null; then
         echo "run-tests.sh: missing ${missing[*]} and not root: install them with apt-get" >&2
