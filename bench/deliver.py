@@ -7,6 +7,8 @@ deliveries in flight:
 - ``bare``:    ``session.post(url, data=body)`` in a loop (the ceiling);
 - ``webhook``: ``ChannelSender`` → ``WebhookChannel`` (orjson body, HMAC
   signature, retry wrapper, Prometheus metrics);
+- ``batched``: the same webhook channel with ``batch_max`` (``--batch``): one
+  signed POST carries up to that many of the concurrent sends;
 - ``inbox``:   ``ChannelSender`` → ``InboxChannel`` (one Lua call per message).
 
 The order of the modes rotates per round so no mode always runs on a warm
@@ -27,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -43,7 +46,7 @@ from channels.registry import ChannelRegistry, ChannelSender
 from channels.webhook import WebhookChannel
 from channels.wire import message_to_json
 
-MODES = ("bare", "webhook", "inbox")
+MODES = ("bare", "webhook", "batched", "inbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,20 @@ class RunResult:
 
 # -- the sink (runs in its own process) ----------------------------------------
 
-def serve_sink(port: int) -> None:
+def run_loop(coro: Coroutine[Any, Any, list[RunResult]], loop: str) -> list[RunResult]:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def serve_sink(port: int, loop: str) -> None:
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+
     async def hook(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(text="ok")
@@ -142,15 +158,18 @@ async def drive(mode: str, messages: list[Message], concurrency: int,
 
 
 async def bench(url: str, redis_url: str, count: int, rounds: int,
-                concurrency: int) -> list[RunResult]:
+                concurrency: int, batch: int) -> list[RunResult]:
     metrics = CollectorRegistry()
     client = aioredis.Redis.from_url(redis_url, max_connections=concurrency * 2)
     store = InboxStore(client, prefix="bench:inbox", max_messages=100)
     hook = WebhookChannel("webhook", url, b"bench-secret", timeout_ms=10_000,
                           max_connections=concurrency)
+    batched = WebhookChannel("batched", url, b"bench-secret", timeout_ms=10_000,
+                             max_connections=concurrency, batch_max=batch, batch_linger_ms=2)
     inbox = InboxChannel("inbox", store)
-    sender = ChannelSender(ChannelRegistry({"webhook": hook, "inbox": inbox}), None,
-                           metrics_registry=metrics)
+    sender = ChannelSender(
+        ChannelRegistry({"webhook": hook, "batched": batched, "inbox": inbox}), None,
+        metrics_registry=metrics)
     bare_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency),
         timeout=aiohttp.ClientTimeout(total=10))
@@ -166,17 +185,21 @@ async def bench(url: str, redis_url: str, count: int, rounds: int,
     async def via_webhook(message: Message) -> bool:
         return (await sender.send(message, "webhook")).ok
 
+    async def via_batches(message: Message) -> bool:
+        return (await sender.send(message, "batched")).ok
+
     async def via_inbox(message: Message) -> bool:
         return (await sender.send(message, "inbox")).ok
 
-    senders = {"bare": bare, "webhook": via_webhook, "inbox": via_inbox}
+    senders = {"bare": bare, "webhook": via_webhook, "batched": via_batches, "inbox": via_inbox}
     results: list[RunResult] = []
     try:
         # Warm-up: open connections, load the Lua script, JIT nothing.
         for mode in MODES:
             await drive(mode, make_messages(f"warm-{mode}", 2_000), concurrency, senders[mode])
         for round_ in range(rounds):
-            order = MODES[round_ % 3:] + MODES[:round_ % 3]
+            shift = round_ % len(MODES)
+            order = MODES[shift:] + MODES[:shift]
             for mode in order:
                 messages = make_messages(f"r{round_}-{mode}", count)
                 result = await drive(mode, messages, concurrency, senders[mode])
@@ -188,6 +211,7 @@ async def bench(url: str, redis_url: str, count: int, rounds: int,
     finally:
         await bare_session.close()
         await hook.close()
+        await batched.close()
         await client.aclose()
     return results
 
@@ -197,7 +221,8 @@ def report(results: list[RunResult], args: argparse.Namespace) -> str:
     bare_rates = [r.rate for r in by_mode["bare"]]
     lines = [
         f"{args.messages} deliveries per mode per round, {args.rounds} rounds, "
-        f"{args.concurrency} in flight; median (min–max) over rounds.",
+        f"{args.concurrency} in flight, batches of {args.batch}; "
+        "median (min–max) over rounds.",
         "",
         "| mode | deliveries/s | vs bare (per round) | per client CPU-s | vs bare | p50 ms "
         "| p99 ms | failures |",
@@ -228,16 +253,20 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16, help="batch_max of the batched mode")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument("--json", help="also write the raw runs here")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop of the sender and the sink (uvloop: pip install uvloop)")
     parser.add_argument("--serve-sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sink:
-        serve_sink(args.serve_sink)
+        serve_sink(args.serve_sink, args.loop)
         return 0
 
     sink_port = free_port()
-    sink = subprocess.Popen([sys.executable, __file__, "--serve-sink", str(sink_port)])
+    sink = subprocess.Popen([sys.executable, __file__, "--serve-sink", str(sink_port),
+                             "--loop", args.loop])
     redis_proc = None
     workdir = tempfile.mkdtemp(prefix="bench-deliver-")
     try:
@@ -254,8 +283,9 @@ def main() -> int:
                 stdout=subprocess.DEVNULL)
             wait_port(port, redis_proc, "redis-server")
             redis_url = f"redis://127.0.0.1:{port}/0"
-        results = asyncio.run(bench(f"http://127.0.0.1:{sink_port}/hook", redis_url,
-                                    args.messages, args.rounds, args.concurrency))
+        results = run_loop(bench(f"http://127.0.0.1:{sink_port}/hook", redis_url,
+                                 args.messages, args.rounds, args.concurrency, args.batch),
+                           args.loop)
     finally:
         for proc in (sink, redis_proc):
             if proc is not None:
@@ -263,7 +293,7 @@ def main() -> int:
                 proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
     print(report(results, args))
-    print(f"\npython {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+    print(f"\npython {sys.version.split()[0]}, {args.loop} loop, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(

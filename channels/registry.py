@@ -118,7 +118,8 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             name=name, url=model.url, secret=secret.encode(), timeout_ms=model.timeout,
             policy=model.retry.policy(), headers=dict(model.headers),
             signature_header=model.signature_header, timestamp_header=model.timestamp_header,
-            max_connections=model.max_connections,
+            max_connections=model.max_connections, batch_max=model.batch_max,
+            batch_linger_ms=model.batch_linger,
         )
     if isinstance(model, InboxModel):
         client = redis

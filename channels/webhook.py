@@ -19,7 +19,7 @@ import hmac
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -88,7 +88,12 @@ def exception_attempt(exc: BaseException, timeout_ms: int) -> Attempt:
 @dataclass(slots=True)
 class WebhookChannel:
     """One webhook endpoint. The aiohttp session is created on first use (in
-    the running loop) and reused for every delivery until :meth:`close`."""
+    the running loop) and reused for every delivery until :meth:`close`.
+
+    With ``batch_max > 1`` concurrent sends are grouped: a batch leaves when
+    it holds ``batch_max`` messages or ``batch_linger_ms`` after its first
+    one, as ``{"messages": [...]}`` with ``X-Scenetrigger-Batch: <n>``; every
+    message of a batch gets the batch's result. Receivers must opt in."""
 
     name: str
     url: str
@@ -99,24 +104,63 @@ class WebhookChannel:
     signature_header: str = SIGNATURE_HEADER
     timestamp_header: str = TIMESTAMP_HEADER
     max_connections: int = 100
+    batch_max: int = 1
+    batch_linger_ms: int = 5
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
-    _timeout: aiohttp.ClientTimeout | None = field(default=None, init=False, repr=False)
+    _waiting: list[tuple[Message, asyncio.Future[DeliveryResult]]] = field(
+        default_factory=list, init=False, repr=False)
+    _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     retries_internally = True
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_connections)
-            self._timeout = aiohttp.ClientTimeout(total=self.timeout_ms / 1000)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000))
         return self._session
 
     async def send(self, message: Message) -> DeliveryResult:
-        body = message_to_json(message)
+        if self.batch_max <= 1:
+            return await self._post(message_to_json(message), message, 1)
+        future: asyncio.Future[DeliveryResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((message, future))
+        if len(self._waiting) >= self.batch_max:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.batch_linger_ms / 1000, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._post_batch(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _post_batch(self, batch: list[tuple[Message, asyncio.Future[DeliveryResult]]]
+                          ) -> None:
+        body = b'{"messages":[' + b",".join(message_to_json(m) for m, _ in batch) + b"]}"
+        try:
+            result = await self._post(body, batch[0][0], len(batch))
+        except Exception as exc:  # a bug here must still answer every waiting sender
+            result = DeliveryResult(False, self.name, "", 1, f"batch failed: {exc!r}", False)
+        for message, future in batch:
+            if not future.done():  # the sender may have been cancelled
+                future.set_result(replace(result, message_id=message.message_id))
+
+    async def _post(self, body: bytes, first: Message, count: int) -> DeliveryResult:
         session = self._client()
+        extra = {"X-Scenetrigger-Message-Id": first.message_id} if count == 1 \
+            else {"X-Scenetrigger-Batch": str(count)}
 
         async def attempt() -> Attempt:
             stamp = self.clock_ms()  # fresh per attempt: receivers check recency
@@ -125,7 +169,7 @@ class WebhookChannel:
                 "Content-Type": "application/json",
                 self.timestamp_header: str(stamp),
                 self.signature_header: sign(self.secret, stamp, body),
-                "X-Scenetrigger-Message-Id": message.message_id,
+                **extra,
             }
             try:
                 async with session.post(self.url, data=body, headers=headers) as response:
@@ -134,10 +178,13 @@ class WebhookChannel:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 return exception_attempt(exc, self.timeout_ms)
 
-        return await run_attempts(message, self.name, attempt, self.policy,
+        return await run_attempts(first, self.name, attempt, self.policy,
                                   sleep=self.sleep, rng=self.rng)
 
     async def close(self) -> None:
+        self._flush()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None

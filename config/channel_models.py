@@ -63,6 +63,8 @@ class WebhookModel(_Strict):
     signature_header: HeaderName = "X-Scenetrigger-Signature"
     timestamp_header: HeaderName = "X-Scenetrigger-Timestamp"
     max_connections: int = Field(default=100, ge=1, le=10_000, strict=True)
+    batch_max: int = Field(default=1, ge=1, le=1_000, strict=True)  # >1: receiver opts in
+    batch_linger: Duration = Field(default=5, ge=0, le=10_000)
 
     @field_validator("url")
     @classmethod

@@ -3,6 +3,7 @@ real aiohttp receiver on loopback (integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 
@@ -201,3 +202,34 @@ async def test_wrong_secret_is_detected_by_the_receiver() -> None:
         await channel.send(message())
         await channel.close()
     assert len(rx.requests) == 1 and not rx.requests[0].signature_ok
+
+
+@pytest.mark.integration
+async def test_batches_group_concurrent_sends_and_share_the_result() -> None:
+    sleep = FakeSleep()
+    async with running_receiver(Receiver(SECRET, script=[500, 200])) as rx:
+        channel = webhook(rx.url, sleep, batch_max=3, batch_linger_ms=1_000)
+        results = await asyncio.gather(*(channel.send(message(n)) for n in range(3)))
+        # A lone message leaves after the linger time, not when the batch fills.
+        lone = await channel.send(message(9))
+        await channel.close()
+    assert [(r.ok, r.attempts, r.message_id) for r in results] == \
+        [(True, 2, "m-0"), (True, 2, "m-1"), (True, 2, "m-2")]
+    assert (lone.ok, lone.attempts) == (True, 1)
+    assert len(rx.requests) == 3 and all(r.signature_ok for r in rx.requests)
+    first = rx.requests[0]
+    assert first.headers["X-Scenetrigger-Batch"] == "3"
+    ids = [m["message_id"] for m in orjson.loads(first.body)["messages"]]
+    assert ids == ["m-0", "m-1", "m-2"]
+    assert [m["message_id"] for m in orjson.loads(rx.requests[2].body)["messages"]] == ["m-9"]
+
+
+@pytest.mark.integration
+async def test_close_flushes_a_waiting_batch() -> None:
+    async with running_receiver(Receiver(SECRET)) as rx:
+        channel = webhook(rx.url, batch_max=10, batch_linger_ms=60_000)
+        pending = asyncio.ensure_future(channel.send(message()))
+        await asyncio.sleep(0)
+        await channel.close()
+        result = await pending
+    assert result.ok and len(rx.requests) == 1
