@@ -1,0 +1,275 @@
+"""Replay throughput against a parse-only baseline on the same file, same run.
+
+    python bench/replay.py [--events 1000000] [--reps 3] [--write-docs]
+
+Generates (once, cached in bench/data/, gitignored) a synthetic JSONL stream
+of shopper personas, then runs, interleaved and repeated:
+
+- ``parse``: read every line and ``orjson.loads`` it (the floor any replay pays);
+- ``replay-null``: ``replay`` with the shipped config, triggers to a null sink;
+- ``replay-file``: the same, triggers written as JSONL to bench/out/.
+
+It reports events/s (wall and CPU time: the machine is shared, CPU time is the
+steadier figure), the replay/parse ratio, the run-to-run spread, and memory
+per tracked user (tracemalloc and RSS deltas in fresh subprocesses, plus the
+encoded state bytes per user).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from config.loader import load_config  # noqa: E402
+from scenetrigger.replay import jsonl_trigger_writer, new_engine, replay  # noqa: E402
+from scenetrigger.sources import read_events  # noqa: E402
+from triggers.engine import Engine  # noqa: E402
+
+DATA_DIR = ROOT / "bench" / "data"
+OUT_DIR = ROOT / "bench" / "out"
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench/replay.py: start -->", "<!-- bench/replay.py: end -->"
+
+
+def data_file(events: int, users: int, seed: int) -> Path:
+    """The synthetic stream, generated once per (events, users, seed)."""
+    path = DATA_DIR / f"personas-{events}-{users}-{seed}.jsonl"
+    if path.exists():
+        return path
+    from scenetrigger.personas import generate_events, write_jsonl
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    started = time.perf_counter()
+    with tmp.open("wb") as fh:
+        write_jsonl(generate_events(events, users=users, seed=seed), fh)
+    tmp.rename(path)
+    print(f"generated {path.name} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return path
+
+
+def describe(path: Path) -> dict[str, Any]:
+    types: Counter[str] = Counter()
+    users = set()
+    first = last = None
+    with path.open("rb") as fh:
+        for line in fh:
+            obj = orjson.loads(line)
+            types[obj["type"]] += 1
+            users.add(obj["user_id"])
+            last = obj["ts"]
+            first = last if first is None else first
+    assert first is not None and last is not None
+    return {"events": sum(types.values()), "users": len(users), "types": dict(types),
+            "bytes": path.stat().st_size, "hours": round((last - first) / 3_600_000, 1)}
+
+
+# -- the measured runs ---------------------------------------------------------
+
+def parse_only(path: Path) -> int:
+    loads = orjson.loads
+    count = 0
+    with path.open("rb", buffering=1 << 20) as fh:
+        for line in fh:
+            loads(line)
+            count += 1
+    return count
+
+
+def replay_run(path: Path, sink_to_file: bool) -> tuple[int, Engine, dict[str, int]]:
+    config = load_config()
+    engine = new_engine(config)
+    with path.open("rb", buffering=1 << 20) as fh:
+        records = read_events(fh, "jsonl", config.engine.max_line_bytes)
+        if sink_to_file:
+            OUT_DIR.mkdir(parents=True, exist_ok=True)
+            with (OUT_DIR / "triggers.jsonl").open("wb", buffering=1 << 20) as out:
+                summary = replay(records, engine, jsonl_trigger_writer(out))
+        else:
+            summary = replay(records, engine, lambda _t: None)
+    return summary.events_read, engine, dict(summary.triggers)
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    count = fn()
+    return count, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure(path: Path, reps: int) -> dict[str, Any]:
+    runs: dict[str, list[tuple[float, float]]] = {"parse": [], "replay-null": [],
+                                                   "replay-file": []}
+    counts: dict[str, int] = {}
+    triggers: dict[str, int] = {}
+
+    def run_replay(to_file: bool) -> int:
+        read, _, fired = replay_run(path, to_file)
+        triggers.update(fired)
+        return read
+
+    jobs: dict[str, Callable[[], int]] = {
+        "parse": lambda: parse_only(path),
+        "replay-null": lambda: run_replay(False),
+        "replay-file": lambda: run_replay(True),
+    }
+    for rep in range(reps):
+        for name, job in jobs.items():
+            count, wall, cpu = timed(job)
+            counts[name] = count
+            runs[name].append((count / wall, count / cpu))
+            print(f"rep {rep + 1}/{reps} {name:<12} {count / wall:>10,.0f} ev/s wall "
+                  f"{count / cpu:>10,.0f} ev/s cpu", file=sys.stderr)
+    assert len(set(counts.values())) == 1, counts
+    result: dict[str, Any] = {"runs": {}, "triggers": triggers}
+    for name, values in runs.items():
+        walls = [w for w, _ in values]
+        cpus = [c for _, c in values]
+        result["runs"][name] = {
+            "wall_median": statistics.median(walls), "cpu_median": statistics.median(cpus),
+            "wall_spread": (max(walls) - min(walls)) / statistics.median(walls),
+            "cpu_spread": (max(cpus) - min(cpus)) / statistics.median(cpus),
+            "wall": walls, "cpu": cpus,
+        }
+    return result
+
+
+# -- memory, each in a fresh process ---------------------------------------------
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_probe(path: Path, mode: str) -> dict[str, Any]:
+    """Run one replay and measure what the engine keeps (called in a subprocess)."""
+    gc.collect()
+    if mode == "tracemalloc":
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else rss_bytes()
+    _, engine, _ = replay_run(path, False)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else rss_bytes()
+    users = len(engine.store)
+    out: dict[str, Any] = {"users": users, "bytes_per_user": (after - before) / users}
+    if mode == "rss":
+        states = [state for _, state in engine.store.items()]
+        out["encoded_per_user"] = sum(len(s.encode()) for s in states) / users
+        for user_id, _ in engine.store.items():
+            engine.prune_user(user_id)
+        out["encoded_per_user_pruned"] = sum(len(s.encode()) for s in states) / users
+        out["max_encoded"] = max(len(s.encode()) for s in states)
+    return out
+
+
+def memory(path: Path) -> dict[str, Any]:
+    result = {}
+    for mode in ("rss", "tracemalloc"):
+        done = subprocess.run(
+            [sys.executable, __file__, "--probe", mode, "--file", str(path)],
+            capture_output=True, check=True, timeout=1800,
+        )
+        result[mode] = json.loads(done.stdout)
+    return result
+
+
+# -- report --------------------------------------------------------------------
+
+def render(info: dict[str, Any], timing: dict[str, Any], mem: dict[str, Any], reps: int) -> str:
+    runs = timing["runs"]
+    parse = runs["parse"]
+    lines = [
+        START,
+        "## Replay vs parse-only (`bench/replay.py`)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
+        f"({os.cpu_count()} cores, shared with other jobs: load average "
+        f"{os.getloadavg()[0]:.1f}), Python {sys.version.split()[0]}.",
+        "",
+        f"Input: {info['events']:,} synthetic persona events "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(info['types'].items()))}), "
+        f"{info['users']:,} users, {info['hours']} h of event time, "
+        f"{info['bytes'] / 1e6:.0f} MB JSONL. Shipped config (3 scenes). "
+        f"{reps} repetitions, interleaved; median and spread ((max - min) / median).",
+        "",
+        "| run | events/s (CPU) | spread | events/s (wall) | spread | ratio to parse (CPU / wall) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, run in runs.items():
+        lines.append(
+            f"| {name} | {run['cpu_median']:,.0f} | {run['cpu_spread']:.0%} | "
+            f"{run['wall_median']:,.0f} | {run['wall_spread']:.0%} | "
+            f"{run['cpu_median'] / parse['cpu_median']:.3f} / "
+            f"{run['wall_median'] / parse['wall_median']:.3f} |"
+        )
+    rss, traced = mem["rss"], mem["tracemalloc"]
+    lines += [
+        "",
+        f"Triggers: {', '.join(f'{k} {v:,}' for k, v in timing['triggers'].items())}.",
+        "",
+        f"Memory per tracked user ({rss['users']:,} users, state kept in memory at the end "
+        f"of the input): {traced['bytes_per_user']:,.0f} B by tracemalloc, "
+        f"{rss['bytes_per_user']:,.0f} B by RSS delta; encoded state "
+        f"{rss['encoded_per_user']:,.0f} B per user (largest {rss['max_encoded']:,} B), "
+        f"{rss['encoded_per_user_pruned']:,.0f} B after pruning expired windows.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(section: str) -> None:
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOCS.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--probe", choices=("rss", "tracemalloc"), help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(memory_probe(Path(args.file), args.probe)))
+        return 0
+    path = data_file(args.events, args.users, args.seed)
+    info = describe(path)
+    timing = measure(path, args.reps)
+    mem = memory(path)
+    section = render(info, timing, mem, args.reps)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "replay.json").write_text(json.dumps(
+        {"input": info, "timing": timing, "memory": mem}, indent=2))
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
