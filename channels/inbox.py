@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import orjson
@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels.base import DeliveryResult, Message
+from channels.batching import Batcher
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.wire import message_to_dict
 
@@ -93,14 +94,25 @@ class InboxStore:
         """Store ``message``; False if its id was stored before (a duplicate)."""
         if self._add is None:
             self._add = self.redis.register_script(_ADD)
+        created, _ = await self._add(**self._add_call(message))
+        return bool(created)
+
+    async def add_many(self, messages: Sequence[Message]) -> list[bool]:
+        """:meth:`add` for many messages in one pipelined round trip."""
+        if self._add is None:
+            self._add = self.redis.register_script(_ADD)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                await self._add(**self._add_call(message), client=pipe)
+            replies = await pipe.execute()
+        return [bool(created) for created, _ in replies]
+
+    def _add_call(self, message: Message) -> dict[str, list[Any]]:
         stream = self.stream_key(message.user_id)
         body = orjson.dumps(message_to_dict(message), default=str)
-        created, _ = await self._add(
-            keys=[stream, f"{stream}:m:{message.message_id}"],
-            args=[message.message_id, self.max_messages, body, self.dedupe_ttl_ms,
-                  self.retention_ms],
-        )
-        return bool(created)
+        return {"keys": [stream, f"{stream}:m:{message.message_id}"],
+                "args": [message.message_id, self.max_messages, body, self.dedupe_ttl_ms,
+                         self.retention_ms]}
 
     async def list(self, user_id: str, *, unread_only: bool = True,
                    limit: int = 50) -> list[InboxItem]:
@@ -137,31 +149,59 @@ class InboxStore:
 @dataclass(slots=True)
 class InboxChannel:
     """Delivers into :class:`InboxStore`. A duplicate message id counts as
-    delivered (it is already in the inbox), so retries stay idempotent."""
+    delivered (it is already in the inbox), so retries stay idempotent.
+    With ``batch_max > 1`` concurrent sends share one pipelined round trip
+    (see :mod:`channels.batching`); a failed batch is retried as a whole,
+    which the per-message dedupe makes safe."""
 
     name: str
     store: InboxStore
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     owns_redis: bool = False
+    batch_max: int = 1
+    batch_linger_ms: int = 2
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
+    _batcher: Batcher[Message, DeliveryResult] | None = field(default=None, init=False,
+                                                               repr=False)
 
     retries_internally = True
 
     async def send(self, message: Message) -> DeliveryResult:
+        if self.batch_max > 1:
+            if self._batcher is None:
+                self._batcher = Batcher(self._send_batch, self.batch_max, self.batch_linger_ms,
+                                        self._batch_failed)
+            return await self._batcher.submit(message)
+        return await self._store([message])
+
+    async def _send_batch(self, messages: list[Message]) -> list[DeliveryResult]:
+        result = await self._store(messages)
+        return [replace(result, message_id=m.message_id) for m in messages]
+
+    def _batch_failed(self, message: Message, exc: BaseException) -> DeliveryResult:
+        return DeliveryResult(False, self.name, message.message_id, 1,
+                              f"batch failed: {exc!r}", False)
+
+    async def _store(self, messages: list[Message]) -> DeliveryResult:
         async def attempt() -> Attempt:
             try:
-                await self.store.add(message)
+                if len(messages) == 1:
+                    await self.store.add(messages[0])
+                else:
+                    await self.store.add_many(messages)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 return Attempt(False, f"redis unavailable: {exc}", True)
             except RedisError as exc:
                 return Attempt(False, f"redis error: {exc}", False)
             return Attempt(True)
 
-        return await run_attempts(message, self.name, attempt, self.policy,
+        return await run_attempts(messages[0], self.name, attempt, self.policy,
                                   sleep=self.sleep, rng=self.rng)
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
         if self.owns_redis:
             await self.store.redis.aclose()
 

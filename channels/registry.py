@@ -128,7 +128,8 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             client = aioredis.Redis.from_url(url)
         store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
                            model.dedupe_ttl)
-        return InboxChannel(name, store, model.retry.policy(), owns_redis=redis is None)
+        return InboxChannel(name, store, model.retry.policy(), owns_redis=redis is None,
+                            batch_max=model.batch_max, batch_linger_ms=model.batch_linger)
     if isinstance(model, EmailModel):
         settings = SmtpSettings(
             host=model.host, port=model.port, security=model.security,

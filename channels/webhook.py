@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from channels.base import DeliveryResult, Message
+from channels.batching import Batcher
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.wire import message_to_json
 
@@ -110,10 +111,8 @@ class WebhookChannel:
     rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
-    _waiting: list[tuple[Message, asyncio.Future[DeliveryResult]]] = field(
-        default_factory=list, init=False, repr=False)
-    _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
-    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _batcher: Batcher[Message, DeliveryResult] | None = field(default=None, init=False,
+                                                               repr=False)
 
     retries_internally = True
 
@@ -127,35 +126,19 @@ class WebhookChannel:
     async def send(self, message: Message) -> DeliveryResult:
         if self.batch_max <= 1:
             return await self._post(message_to_json(message), message, 1)
-        future: asyncio.Future[DeliveryResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((message, future))
-        if len(self._waiting) >= self.batch_max:
-            self._flush()
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(
-                self.batch_linger_ms / 1000, self._flush)
-        return await future
+        if self._batcher is None:
+            self._batcher = Batcher(self._post_batch, self.batch_max, self.batch_linger_ms,
+                                    self._batch_failed)
+        return await self._batcher.submit(message)
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._waiting = self._waiting, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._post_batch(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+    async def _post_batch(self, batch: list[Message]) -> list[DeliveryResult]:
+        body = b'{"messages":[' + b",".join(message_to_json(m) for m in batch) + b"]}"
+        result = await self._post(body, batch[0], len(batch))
+        return [replace(result, message_id=message.message_id) for message in batch]
 
-    async def _post_batch(self, batch: list[tuple[Message, asyncio.Future[DeliveryResult]]]
-                          ) -> None:
-        body = b'{"messages":[' + b",".join(message_to_json(m) for m, _ in batch) + b"]}"
-        try:
-            result = await self._post(body, batch[0][0], len(batch))
-        except Exception as exc:  # a bug here must still answer every waiting sender
-            result = DeliveryResult(False, self.name, "", 1, f"batch failed: {exc!r}", False)
-        for message, future in batch:
-            if not future.done():  # the sender may have been cancelled
-                future.set_result(replace(result, message_id=message.message_id))
+    def _batch_failed(self, message: Message, exc: BaseException) -> DeliveryResult:
+        return DeliveryResult(False, self.name, message.message_id, 1,
+                              f"batch failed: {exc!r}", False)
 
     async def _post(self, body: bytes, first: Message, count: int) -> DeliveryResult:
         session = self._client()
@@ -182,9 +165,8 @@ class WebhookChannel:
                                   sleep=self.sleep, rng=self.rng)
 
     async def close(self) -> None:
-        self._flush()
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._batcher is not None:
+            await self._batcher.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

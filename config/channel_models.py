@@ -87,6 +87,8 @@ class InboxModel(_Strict):
     retention: Duration = Field(default=30 * 86_400_000, gt=0)
     dedupe_ttl: Duration = Field(default=7 * 86_400_000, gt=0)
     retry: RetryModel = Field(default_factory=RetryModel)
+    batch_max: int = Field(default=1, ge=1, le=1_000, strict=True)  # >1: pipelined writes
+    batch_linger: Duration = Field(default=2, ge=0, le=10_000)
 
 
 class EmailModel(_Strict):

@@ -3,6 +3,7 @@ aiohttp server (integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import uuid
@@ -160,3 +161,17 @@ async def test_works_with_a_decode_responses_client(redis_url: str) -> None:
         assert await store.ack("u1", ["m-1"]) == 1
     finally:
         await client.aclose()
+
+
+async def test_batched_sends_share_a_pipeline_and_keep_dedupe(store: InboxStore) -> None:
+    channel = InboxChannel("inbox", store, batch_max=4, batch_linger_ms=1_000)
+    sends = [message(n, user_id=f"u{n % 2}") for n in range(4)]
+    sends.append(message(0, user_id="u0"))  # a duplicate in the next batch
+    results = await asyncio.gather(*(channel.send(m) for m in sends[:4]))
+    assert [(r.ok, r.message_id) for r in results] == [(True, f"m-{n}") for n in range(4)]
+    assert (await channel.send(sends[4])).ok  # leaves after the linger time
+    await channel.close()
+    assert [i.message["message_id"] for i in await store.list("u0")] == ["m-2", "m-0"]
+    assert [i.message["message_id"] for i in await store.list("u1")] == ["m-3", "m-1"]
+    assert await store.add_many([message(1, user_id="u1"), message(5, user_id="u1")]) == \
+        [False, True]
