@@ -42,6 +42,7 @@ MIN_AWAY_MS = 35 * 60_000
 MEAN_SESSION_EVENTS = 5.5  # mean of the scripts below; turns a rate into session starts
 
 _SEC = 1000
+_NEVER = 1 << 62
 _MIN = 60_000
 _HOUR = 3_600_000
 
@@ -312,7 +313,8 @@ class Clickstream:
             self._rng.shuffle(self._round)
         return self._round.pop()
 
-    def _open_session(self, at: int, persona: str) -> None:
+    def _open_session(self, at: int, persona: str) -> bool:
+        """Start a session for a free shopper (of ``persona`` if one is free)."""
         while self._away and self._away[0][0] <= at:
             _, index = heapq.heappop(self._away)
             self._free[PERSONAS[index % len(PERSONAS)]].append(index)
@@ -320,7 +322,7 @@ class Clickstream:
         if not pool:
             pool = next((self._free[p] for p in PERSONAS if self._free[p]), [])
         if not pool:
-            return  # every shopper is online or away: the pool caps the rate
+            return False  # every shopper is online or away: the pool caps the rate
         pick = self._rng.randrange(len(pool))
         pool[pick], pool[-1] = pool[-1], pool[pick]
         index = pool.pop()
@@ -328,6 +330,7 @@ class Clickstream:
         script = _SCRIPTS[self._persona_by_id[uid]](self._rng)
         steps = _with_session(script, f"s{next(self._session_ids)}")
         self._push(at, index, steps)
+        return True
 
     def _push(self, at: int, index: int, steps: Iterator[Step]) -> None:
         """Queue the session's next step, or send the shopper away when it is over."""
@@ -344,8 +347,13 @@ class Clickstream:
         ids = self._ids
         while True:
             if not sessions or self._next_start <= sessions[0][0]:
-                self._open_session(self._next_start, self._next_persona())
+                opened = self._open_session(self._next_start, self._next_persona())
                 self._next_start += self._start_gap()
+                if not opened:
+                    # Nobody free: retry when someone is back or the next step is due.
+                    retry = min(self._away[0][0] if self._away else _NEVER,
+                                sessions[0][0] if sessions else _NEVER)
+                    self._next_start = max(self._next_start, retry)
                 continue
             ts, _, index, fields, steps = heapq.heappop(sessions)
             yield {"user_id": ids[index], "ts": ts, **fields}

@@ -57,6 +57,7 @@ def create_app(runtime: EmbeddedRuntime) -> web.Application:
     app.router.add_get("/api/state", _state)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/favicon.ico", _no_icon)
     return app
 
 
@@ -84,6 +85,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"}, headers=_COMMON_HEADERS)
+
+
+async def _no_icon(_request: web.Request) -> web.Response:
+    return web.Response(status=204)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,94 @@
+"""``scenetrigger demo`` as a user runs it: a subprocess with a real aiohttp server."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.scenetrigger.demo_process import REPO, http_get, start_demo
+
+SCENES = {"repeat_view_no_purchase", "cart_abandonment", "promo_arrival"}
+TRIGGER_LINE = re.compile(r"^\d\d:\d\d:\d\d  (\w+) +(u\d+) +(.+?) +key=(\S+) +→ \[([\w,-]+)\] (.+)$")
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def _accepted(metrics: str) -> float:
+    match = re.search(r'^scenetrigger_events_total\{result="accepted"\} (\S+)$', metrics, re.M)
+    assert match, metrics
+    return float(match.group(1))
+
+
+def test_demo_prints_all_three_scenes_and_serves_metrics_and_state() -> None:
+    demo = start_demo("--duration", "5", "--speed", "600")
+    try:
+        url = demo.wait_ready()
+        assert re.fullmatch(r"http://127\.0\.0\.1:(\d+)/", url) and not url.endswith(":0/")
+        status, ctype, body = http_get(url + "healthz")
+        assert status == 200 and orjson.loads(body) == {"status": "ok"}
+        # While it runs: the state and the metrics move.
+        state: dict[str, Any] = {}
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, ctype, body = http_get(url + "api/state")
+            assert ctype.startswith("application/json")
+            state = orjson.loads(body)
+            status, mtype, raw = http_get(url + "metrics")
+            assert status == 200 and mtype.startswith("text/plain")
+            metrics = raw.decode()
+            if state["events"] and _accepted(metrics) > 0 and state["recent"]:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"state never moved: {state}\n{demo.output()}")
+        status, ctype, page = http_get(url)
+        assert status == 200 and ctype.startswith("text/html") and b'id="triggers"' in page
+    finally:
+        code = demo.wait(60)
+    out = demo.output()
+    assert code == 0, out
+    assert set(state["triggers"]) == SCENES
+    assert "scenetrigger_demo_users" in metrics
+    for scene in SCENES:
+        assert f'scenetrigger_triggers_total{{scene="{scene}"}}' in metrics
+    fired = [m for m in map(TRIGGER_LINE.match, demo.lines) if m]
+    assert {m.group(1) for m in fired} == SCENES, out
+    personas = {m.group(3) for m in fired}
+    assert {"cart abandoner", "promo hunter"} <= personas, out
+    assert "demo summary:" in out and "cart_abandonment" in out.split("demo summary:")[1]
+
+
+def test_ctrl_c_stops_with_a_summary() -> None:
+    demo = start_demo("--speed", "600")
+    try:
+        demo.wait_ready()
+        demo.wait_line("promo_arrival", timeout=60)
+        demo.proc.send_signal(signal.SIGINT)
+    finally:
+        code = demo.wait(60)
+    assert code == 0, demo.output()
+    assert any(line.startswith("demo summary:") for line in demo.lines), demo.output()
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "scenetrigger.cli", "demo", "--port", str(port),
+             "--duration", "1"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port 0" in result.stderr
