@@ -7,9 +7,9 @@ deliveries in flight:
 - ``bare``:    ``session.post(url, data=body)`` in a loop (the ceiling);
 - ``webhook``: ``ChannelSender`` → ``WebhookChannel`` (orjson body, HMAC
   signature, retry wrapper, Prometheus metrics);
-- ``batched``: the same webhook channel with ``batch_max`` (``--batch``): one
-  signed POST carries up to that many of the concurrent sends;
-- ``inbox``:   ``ChannelSender`` → ``InboxChannel`` (one Lua call per message).
+- ``inbox``:   ``ChannelSender`` → ``InboxChannel`` (one Lua call per message);
+- ``*-batch``: the same channels with ``batch_max`` = ``--batch``: one signed
+  POST, or one Redis pipeline, carries up to that many concurrent sends.
 
 The order of the modes rotates per round so no mode always runs on a warm
 (or cold) machine. Prints a Markdown table (median and range over rounds).
@@ -40,13 +40,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from channels.base import Message
+from channels.base import Channel, Message
 from channels.inbox import InboxChannel, InboxStore
 from channels.registry import ChannelRegistry, ChannelSender
 from channels.webhook import WebhookChannel
 from channels.wire import message_to_json
 
-MODES = ("bare", "webhook", "batched", "inbox")
+MODES = ("bare", "webhook", "webhook-batch", "inbox", "inbox-batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +164,13 @@ async def bench(url: str, redis_url: str, count: int, rounds: int,
     store = InboxStore(client, prefix="bench:inbox", max_messages=100)
     hook = WebhookChannel("webhook", url, b"bench-secret", timeout_ms=10_000,
                           max_connections=concurrency)
-    batched = WebhookChannel("batched", url, b"bench-secret", timeout_ms=10_000,
-                             max_connections=concurrency, batch_max=batch, batch_linger_ms=2)
+    hook_batch = WebhookChannel("webhook-batch", url, b"bench-secret", timeout_ms=10_000,
+                                max_connections=concurrency, batch_max=batch, batch_linger_ms=2)
     inbox = InboxChannel("inbox", store)
-    sender = ChannelSender(
-        ChannelRegistry({"webhook": hook, "batched": batched, "inbox": inbox}), None,
-        metrics_registry=metrics)
+    inbox_batch = InboxChannel("inbox-batch", store, batch_max=batch, batch_linger_ms=2)
+    channels: dict[str, Channel] = {"webhook": hook, "webhook-batch": hook_batch, "inbox": inbox,
+                                    "inbox-batch": inbox_batch}
+    sender = ChannelSender(ChannelRegistry(dict(channels)), None, metrics_registry=metrics)
     bare_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=concurrency),
         timeout=aiohttp.ClientTimeout(total=10))
@@ -182,16 +183,12 @@ async def bench(url: str, redis_url: str, count: int, rounds: int,
             await resp.read()
             return resp.status == 200
 
-    async def via_webhook(message: Message) -> bool:
-        return (await sender.send(message, "webhook")).ok
+    def via(name: str) -> Callable[[Message], Awaitable[bool]]:
+        async def send(message: Message) -> bool:
+            return (await sender.send(message, name)).ok
+        return send
 
-    async def via_batches(message: Message) -> bool:
-        return (await sender.send(message, "batched")).ok
-
-    async def via_inbox(message: Message) -> bool:
-        return (await sender.send(message, "inbox")).ok
-
-    senders = {"bare": bare, "webhook": via_webhook, "batched": via_batches, "inbox": via_inbox}
+    senders = {"bare": bare, **{name: via(name) for name in channels}}
     results: list[RunResult] = []
     try:
         # Warm-up: open connections, load the Lua script, JIT nothing.
@@ -204,14 +201,14 @@ async def bench(url: str, redis_url: str, count: int, rounds: int,
                 messages = make_messages(f"r{round_}-{mode}", count)
                 result = await drive(mode, messages, concurrency, senders[mode])
                 results.append(result)
-                print(f"round {round_ + 1} {mode:<8} {result.rate:9.0f}/s  "
+                print(f"round {round_ + 1} {mode:<13} {result.rate:9.0f}/s  "
                       f"{result.cpu_rate:7.0f}/cpu-s  "
                       f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                       f"failures {result.failures}", file=sys.stderr)
     finally:
         await bare_session.close()
-        await hook.close()
-        await batched.close()
+        for channel in channels.values():
+            await channel.close()
         await client.aclose()
     return results
 
