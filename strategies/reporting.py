@@ -82,8 +82,10 @@ def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
         reason = record.get("reason")
         attributor.suppressed("scene", trig.scene, variant,
                               reason if isinstance(reason, str) and reason else "suppressed")
-    else:
-        attributor.suppressed("scene", trig.scene, variant, status)
+    else:  # deferred (e.g. quiet hours, still waiting at the end) or failed
+        reason = record.get("reason")
+        label = f"{status}:{reason}" if isinstance(reason, str) and reason else status
+        attributor.suppressed("scene", trig.scene, variant, label)
 
 
 def price_of(value: Any) -> float:
