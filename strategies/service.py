@@ -34,6 +34,7 @@ from strategies.model import Registry
 from strategies.scoring import LeadScorer
 from strategies.state import BytesJourneyStore
 from strategies.store import TagStore
+from triggers.errors import ConfigError
 from triggers.events import Event, Trigger
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,19 @@ class JourneyService:
         self._lock = asyncio.Lock()  # one engine step at a time (hook, feedback, ticker)
         self.actions = 0
         self.metrics = metrics if metrics is not None else StrategyMetrics.create()
+
+    def reconfigure(self, config: AppConfig) -> dict[str, int]:
+        """Hot reload: install the new strategies (changed ones get a new
+        version; users inside keep theirs). A bad set raises ConfigError and
+        the running versions stay."""
+        models = config.strategies.all_journeys()
+        old_scenes = self.registry.scenes
+        self.registry.scenes = frozenset(s.name for s in config.scene_list())
+        try:
+            return self.registry.apply(models)
+        except ConfigError:
+            self.registry.scenes = old_scenes
+            raise
 
     async def start(self) -> int:
         """Load positions from Redis and re-arm their deadlines."""

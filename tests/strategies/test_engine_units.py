@@ -100,3 +100,25 @@ def test_registry_apply_removed_strategy_keeps_users_inside() -> None:
     assert eng.on_trigger(trigger("v", T0 + 1)) == []  # no longer takes entrants
     assert [s.content_ref for s in sends(eng.advance(T0 + 2 * DAY + 1))] == [
         "reactivation_push_2"]
+
+
+def test_service_reconfigure_versions_and_rejects() -> None:
+    from config.loader import load_config_text
+    from strategies.service import JourneyService
+    from strategies.store import MemoryTagStore
+    from triggers.errors import ConfigError
+
+    base = "scenes: {x: {kind: arrival, when: {type: view}}}\n"
+    good = base + "strategies: {journeys: {s: {entry: {scene: x}, steps: [{wait: 1d}]}}}\n"
+    edited = base + "strategies: {journeys: {s: {entry: {scene: x}, steps: [{wait: 2d}]}}}\n"
+    bad = base + "strategies: {journeys: {s: {entry: {scene: y}, steps: [{wait: 2d}]}}}\n"
+
+    async def send(_action: object) -> None:
+        return None
+
+    service = JourneyService(load_config_text(good), None, MemoryTagStore(), send)
+    assert service.reconfigure(load_config_text(edited)) == {"s": 2}
+    with pytest.raises(ConfigError, match=r"strategy 's', field 'entry\.scene': no scene named 'y'"):
+        service.reconfigure(load_config_text(bad))
+    current = service.registry.current("s")
+    assert current is not None and current.version == 2
