@@ -1,20 +1,29 @@
 """What the demo says would be sent for a trigger (dry run, nothing is sent).
 
-:class:`BuiltinContent` is a small stand-in: one line per scene, worded for
-the user's persona, naming the product from the demo catalog. When the
-content and delivery pipeline (``channels.pipeline``) is installed, the demo
-uses it instead (see :func:`pick_content`), so the console shows the real
-per-segment variants and channels.
+:class:`PipelineContent` (the default) runs the real content and delivery
+pipeline (``channels.pipeline``) in dry-run mode over the demo catalog, so
+the console shows the variant chosen for the user's browsing style and value
+segment (千人千面), and what caps and quiet hours decide.
+:class:`BuiltinContent` is a small stand-in without the pipeline: one line
+per scene, worded for the user's persona.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from scenetrigger.embedded import ContentPreview, ContentSource, TriggerContext
-from scenetrigger.personas import PERSONA_LABELS, product_name
+from channels.base import DeliveryResult, Message
+from channels.catalog import MemoryCatalog
+from channels.catalog import Product as CatalogProduct
+from channels.pipeline import DeliveryPipeline, Outcome, build_pipeline
+from config.models import AppConfig
+from scenetrigger.embedded import ContentPreview, ContentSource, StateLookup, TriggerContext
+from scenetrigger.personas import CATALOG, PERSONA_LABELS, product_name
 from triggers.events import Trigger
+from triggers.state import UserState
+
+SHOP_URL = "https://shop.example.com"
+_MAX_TEXT = 300  # previews are for display: a long body is cut
 
 _BUILTIN: dict[str, dict[str, tuple[str, str]]] = {
     # scene -> persona -> (subject, text); "*" is the default wording.
@@ -63,22 +72,94 @@ class BuiltinContent:
         return (ContentPreview("preview", subject.format(**values), text.format(**values),
                                f"builtin:{PERSONA_LABELS.get(context.persona, 'any')}"),)
 
+    async def release(self, now_ms: int, states: StateLookup) -> list[
+            tuple[Trigger, ContentPreview]]:
+        return []  # nothing is ever held back
+
     async def close(self) -> None:
         return None
 
 
-def pipeline_available() -> bool:
-    """True once the content and delivery pipeline module exists."""
-    try:
-        importlib.import_module("channels.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name != "channels.pipeline":
-            raise
-        return False
-    return True
+class _DryRunSender:
+    """The pipeline's sender in the demo: nothing leaves the process."""
+
+    async def send(self, message: Message, channel: str | None = None, *,
+                   dead_letter: bool = True) -> DeliveryResult:
+        return DeliveryResult(True, channel or message.channel, message.message_id)
 
 
-def pick_content(config: Any) -> ContentSource:
-    """The delivery pipeline in dry run when it is there, else the built-in lines."""
-    del config  # the pipeline adapter reads it
-    return BuiltinContent()
+def demo_catalog() -> list[CatalogProduct]:
+    """The persona catalog as the content pipeline's products."""
+    return [
+        CatalogProduct(p.product_id, p.name, round(p.price * 100),
+                       f"{SHOP_URL}/p/{p.product_id}", f"{SHOP_URL}/img/{p.product_id}.jpg",
+                       p.category, p.brand, p.is_new, p.discount_pct)
+        for p in CATALOG.values()
+    ]
+
+
+class PipelineContent:
+    """The real content and delivery pipeline (variants per style and segment,
+    caps, quiet hours, dedupe) in dry-run mode: every message is rendered and
+    decided on, none is sent. Channels show as ``<channel>-dry-run``."""
+
+    name = "pipeline"
+
+    def __init__(self, pipeline: DeliveryPipeline) -> None:
+        self.pipeline = pipeline
+        self._held: dict[str, Trigger] = {}  # deferred trigger id -> trigger
+
+    @classmethod
+    def from_config(cls, config: AppConfig, registry: Any = None) -> PipelineContent:
+        return cls(build_pipeline(config, "dry-run", _DryRunSender(),
+                                  catalog=MemoryCatalog(demo_catalog()),
+                                  metrics_registry=registry, env={}))
+
+    async def preview(self, trigger: Trigger, context: TriggerContext) -> tuple[
+            ContentPreview, ...]:
+        outcome = await self.pipeline.deliver(trigger, context.state, context.sim_ms)
+        if outcome.status == "deferred":
+            self._held[outcome.trigger_id] = trigger
+        return (await self._preview(outcome, trigger, context.state, context.sim_ms),)
+
+    async def release(self, now_ms: int, states: StateLookup) -> list[
+            tuple[Trigger, ContentPreview]]:
+        released = []
+        for outcome in await self.pipeline.release_due(now_ms, states):
+            trigger = self._held.pop(outcome.trigger_id, None) or Trigger(
+                outcome.scene, outcome.user_id, None, now_ms)
+            state = states(outcome.user_id)
+            released.append((trigger, await self._preview(outcome, trigger, state, now_ms)))
+        return released
+
+    async def _preview(self, outcome: Outcome, trigger: Trigger, state: UserState | None,
+                       now_ms: int) -> ContentPreview:
+        status = "send" if outcome.status == "delivered" else outcome.status
+        message = outcome.message
+        if message is not None:
+            subject, text, channel = message.subject, message.text, message.channel
+        else:
+            # Held back: still show what the user would get (rendering has no side effects).
+            choice = await self.pipeline.selector.select(trigger, state, now_ms)
+            rendered = choice.render(None)
+            subject, text = rendered.subject, rendered.text
+            channel = choice.channels[0] if choice.channels else "none"
+        return ContentPreview(f"{channel}-dry-run", subject, text[:_MAX_TEXT],
+                              outcome.variant, status, outcome.reason, outcome.style,
+                              outcome.segment, outcome.due_ms)
+
+    async def close(self) -> None:
+        return None
+
+
+CONTENT_SOURCES = ("pipeline", "builtin")
+
+
+def pick_content(config: AppConfig, source: str = "pipeline",
+                 registry: Any = None) -> ContentSource:
+    """The delivery pipeline in dry run (default), or the built-in one-liners."""
+    if source == "pipeline":
+        return PipelineContent.from_config(config, registry)
+    if source == "builtin":
+        return BuiltinContent()
+    raise ValueError(f"unknown content source {source!r}")

@@ -28,6 +28,7 @@ from triggers.errors import EventRejected
 from triggers.events import Trigger, event_from_mapping
 from triggers.profile import Profile
 from triggers.scenes import AbsenceScene
+from triggers.state import UserState
 
 log = logging.getLogger("scenetrigger.embedded")
 
@@ -53,16 +54,27 @@ class RealClock:
 
 @dataclass(frozen=True, slots=True)
 class ContentPreview:
-    """One message that would be sent (dry run): channel, subject, first line."""
+    """One message that would be sent (dry run), or why it is held back.
+
+    ``status``: ``send`` (would be sent now), ``deferred`` (quiet hours: sent
+    at ``due_ms``), ``suppressed`` (caps, back-off, ...; ``reason`` says which)
+    or ``failed``. ``style``/``segment`` are what content selection saw.
+    """
 
     channel: str
     subject: str
     text: str
     variant: str | None = None
+    status: str = "send"
+    reason: str | None = None
+    style: str | None = None
+    segment: str | None = None
+    due_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"channel": self.channel, "subject": self.subject, "text": self.text,
-                "variant": self.variant}
+                "variant": self.variant, "status": self.status, "reason": self.reason,
+                "style": self.style, "segment": self.segment, "due_ms": self.due_ms}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +82,12 @@ class TriggerContext:
     """What content selection may know about the user at firing time."""
 
     persona: str
-    profile: Profile | None
+    state: UserState | None
     sim_ms: int
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.state.profile if self.state is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +97,7 @@ class TriggerRecord:
     trigger: Trigger
     persona: str
     fired_ms: int  # simulated time when the runtime emitted it (>= trigger.ts)
-    via: str  # "event" (fired by an event) or "timer" (fired by the clock)
+    via: str  # "event" or "timer" (fired by the clock); "release": a held-back message sent
     content: tuple[ContentPreview, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,10 +118,16 @@ class ContentSource(Protocol):
     async def preview(self, trigger: Trigger, context: TriggerContext) -> tuple[
         ContentPreview, ...]: ...
 
+    async def release(self, now_ms: int, states: StateLookup) -> list[
+            tuple[Trigger, ContentPreview]]:
+        """Messages held back earlier (quiet hours) that are due by ``now_ms``."""
+        ...
+
     async def close(self) -> None: ...
 
 
 Subscriber = Callable[[TriggerRecord], Awaitable[None] | None]
+StateLookup = Callable[[str], UserState | None]
 
 
 class DemoMetrics:
@@ -119,8 +141,8 @@ class DemoMetrics:
         self.triggers = PromCounter("scenetrigger_triggers", "Triggers fired per scene",
                                     ["scene"], registry=reg)
         self.messages = PromCounter("scenetrigger_demo_messages",
-                                    "Messages that would be sent (dry run), per channel",
-                                    ["channel"], registry=reg)
+                                    "Dry-run messages per channel and status",
+                                    ["channel", "status"], registry=reg)
         self.users = Gauge("scenetrigger_demo_users", "Users the engine holds state for",
                            registry=reg)
         self.pending = Gauge("scenetrigger_pending_timers", "Absence timers armed",
@@ -138,7 +160,8 @@ class RuntimeStats:
     events: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     triggers: Counter[str] = field(default_factory=Counter)
-    messages: int = 0
+    messages: int = 0  # would be sent now
+    held: Counter[str] = field(default_factory=Counter)  # deferred / suppressed / failed
     started_ms: int = 0  # simulated start
     sim_ms: int = 0
     real_seconds: float = 0.0
@@ -253,6 +276,16 @@ class EmbeddedRuntime:
                 await asyncio.sleep(0)  # let the web server answer in long bursts
         for trig in self.engine.advance(now_ms):
             fired.append(await self._emit(trig, now_ms, now_ms))
+        if self.content is not None:
+            try:
+                released = await self.content.release(now_ms, self.engine.store.get)
+            except Exception:  # a delivery bug must not stop the demo
+                log.exception("releasing held-back messages failed")
+                released = []
+            for trig, preview in released:
+                record = TriggerRecord(trig, self.persona(trig.user_id), now_ms, "release",
+                                       (preview,))
+                fired.append(await self._publish(record))
         self.stats.sim_ms = max(self.stats.sim_ms, now_ms)
         self.metrics.sim_time.set(self.stats.sim_ms / 1000)
         self.metrics.users.set(len(self.engine.store))
@@ -276,18 +309,22 @@ class EmbeddedRuntime:
         persona = self.persona(trig.user_id)
         content: tuple[ContentPreview, ...] = ()
         if self.content is not None:
-            state = self.engine.store.get(trig.user_id)
-            context = TriggerContext(persona, state.profile if state else None, at_ms)
+            context = TriggerContext(persona, self.engine.store.get(trig.user_id), at_ms)
             try:
                 content = await self.content.preview(trig, context)
             except Exception:  # a content bug must not stop the demo
                 log.exception("content preview failed", extra={"scene": trig.scene})
-        record = TriggerRecord(trig, persona, fired_ms, via, content)
         self.stats.triggers[trig.scene] += 1
-        self.stats.messages += len(content)
         self.metrics.triggers.labels(scene=trig.scene).inc()
-        for preview in content:
-            self.metrics.messages.labels(channel=preview.channel).inc()
+        return await self._publish(TriggerRecord(trig, persona, fired_ms, via, content))
+
+    async def _publish(self, record: TriggerRecord) -> TriggerRecord:
+        for preview in record.content:
+            if preview.status == "send":
+                self.stats.messages += 1
+            else:
+                self.stats.held[preview.status] += 1
+            self.metrics.messages.labels(channel=preview.channel, status=preview.status).inc()
         self.recent.appendleft(record)
         for subscriber in self._subscribers:
             result = subscriber(record)
@@ -309,6 +346,7 @@ class EmbeddedRuntime:
             "pending_timers": len(self.engine.pending_timers()),
             "triggers": dict(stats.triggers),
             "messages": stats.messages,
+            "held": dict(stats.held),
             "content_source": self.content.name if self.content is not None else None,
             "recent": [r.to_dict() for r in self.recent],
         }

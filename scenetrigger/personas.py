@@ -16,7 +16,8 @@ than the 30 minute absence scene, so an abandoned cart fires on the clock
 alone, with no further traffic from that shopper.
 
 Events are plain dicts in the native JSONL shape (``user_id``, ``ts`` in
-integer ms, ``type``, optional fields); timestamps never go backwards.
+integer ms, ``type``, optional fields); timestamps never go backwards. The
+first event of a session carries the shopper's time zone (``tz``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,14 @@ class Product:
     product_id: str
     name: str
     category: str
-    price: float
+    price: float  # list price
+    brand: str
+    discount_pct: int = 0  # on sale when > 0
+    is_new: bool = False
+
+    @property
+    def sale_price(self) -> float:
+        return round(self.price * (100 - self.discount_pct) / 100, 2)
 
 
 _CATALOG_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -86,6 +94,8 @@ _CATALOG_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 PROMO_PAGES = ("/promo/flash-sale", "/promo/double-11", "/promo/618", "/promo/new-user")
+TIMEZONES = ("Asia/Shanghai", "Asia/Shanghai", "Asia/Tokyo", "Europe/Berlin", "America/New_York")
+_BRANDS = ("Acme", "Northwind", "Lumen", "Kite", "Hanami")
 
 
 def _build_catalog() -> tuple[dict[str, Product], dict[str, list[Product]], dict[str, str]]:
@@ -97,9 +107,12 @@ def _build_catalog() -> tuple[dict[str, Product], dict[str, list[Product]], dict
     next_id = 1_000_100
     for category, (names, category_queries) in _CATALOG_SPEC.items():
         items = []
-        for name in names:
+        for position, name in enumerate(names):
             price = round(rng.uniform(9, 900), 2)
-            product = Product(str(next_id), name, category, price)
+            # The second item of every category is on sale, so each has a deal.
+            discount = 20 if position == 1 else rng.choice((0, 0, 0, 10, 30, 50))
+            product = Product(str(next_id), name, category, price, rng.choice(_BRANDS),
+                              discount, is_new=rng.random() < 0.3)
             next_id += 37
             products[product.product_id] = product
             items.append(product)
@@ -110,6 +123,7 @@ def _build_catalog() -> tuple[dict[str, Product], dict[str, list[Product]], dict
 
 
 CATALOG, BY_CATEGORY, QUERIES = _build_catalog()
+ON_SALE = tuple(p for p in CATALOG.values() if p.discount_pct > 0)
 _CATEGORIES = tuple(BY_CATEGORY)
 _QUERY_LIST = tuple(QUERIES)
 
@@ -144,14 +158,19 @@ def _think(rng: random.Random, low_s: int = 8, high_s: int = 75) -> int:
 
 def _searcher(rng: random.Random) -> Iterator[Step]:
     query = rng.choice(_QUERY_LIST)
-    results = BY_CATEGORY[QUERIES[query]]
+    category = QUERIES[query]
+    results = BY_CATEGORY[category]
     target = rng.choice(results)
-    others = [p for p in results if p is not target] or [target]
+    other = rng.choice([p for p in results if p is not target] or [target])
+    refined = rng.choice([q for q, c in QUERIES.items() if c == category])
+    # Searches, refines, and keeps coming back to the product it searched for.
     yield 0, {"type": "search", "query": query, "page": "/search"}
-    # Compares the product it searched for: three looks within minutes.
-    order = [target, rng.choice(others), target, target]
-    for product in order:
-        yield _think(rng), _view(product, "search", query=query)
+    yield _think(rng), _view(target, "search", query=query)
+    yield _think(rng), {"type": "search", "query": refined, "page": "/search"}
+    yield _think(rng), _view(other, "search", query=refined)
+    yield _think(rng), {"type": "search", "query": query, "page": "/search"}
+    yield _think(rng), _view(target, "search", query=query)
+    yield _think(rng), _view(target, "search", query=query)
     if rng.random() < 0.3:
         yield _think(rng), {"type": "cart", **_product_fields(target, "search")}
         yield _think(rng, 20, 120), {"type": "purchase", **_product_fields(target, "search")}
@@ -175,21 +194,16 @@ def _browser(rng: random.Random) -> Iterator[Step]:
 def _promo_hunter(rng: random.Random) -> Iterator[Step]:
     pages = rng.sample(PROMO_PAGES, 2)
     yield 0, {"type": "page", "page": pages[0]}
-    category = rng.choice(_CATEGORIES)
-    deals = rng.sample(BY_CATEGORY[category], min(3, len(BY_CATEGORY[category])))
-    prices = []
+    deals = rng.sample(ON_SALE, min(3, len(ON_SALE)))
     for product in deals:
-        discount = rng.choice((10, 20, 30, 50))
-        price = round(product.price * (100 - discount) / 100, 2)
-        prices.append(price)
         yield _think(rng, 5, 40), _view(
-            product, "promo", price=price, list_price=product.price, discount_pct=discount,
-            campaign=pages[0],
+            product, "promo", price=product.sale_price, list_price=product.price,
+            discount_pct=product.discount_pct, campaign=pages[0],
         )
     if rng.random() < 0.5:
         yield _think(rng), {"type": "page", "page": pages[1]}
     if rng.random() < 0.5:  # buys the first deal; the others only look
-        fields = _product_fields(deals[0], "promo", price=prices[0])
+        fields = _product_fields(deals[0], "promo", price=deals[0].sale_price)
         yield _think(rng), {"type": "cart", **fields}
         yield _think(rng, 20, 90), {"type": "purchase", **fields}
 
@@ -209,14 +223,18 @@ def _loyal(rng: random.Random) -> Iterator[Step]:
     category = rng.choice(_CATEGORIES)
     items = BY_CATEGORY[category]
     basket = rng.sample(items, min(len(items), rng.choice((1, 1, 2))))
+    if rng.random() < 0.4:  # weighs a bigger purchase: three looks first
+        for _ in range(2):
+            yield _think(rng, 5, 30), _view(basket[0], "recommendation")
     for product in basket:
         yield _think(rng, 5, 30), _view(product, "recommendation")
         yield _think(rng, 5, 30), {"type": "cart", **_product_fields(product, "recommendation")}
+    if rng.random() < 0.1:
+        return  # interrupted before paying: even loyal buyers leave a cart sometimes
     total = round(sum(p.price for p in basket), 2)
-    products = [p.product_id for p in basket]
     yield _think(rng, 20, 90), {
-        "type": "purchase", "product_id": products[0], "category": category,
-        "price": total, "items": len(products), "source": "checkout",
+        "type": "purchase", "product_id": basket[0].product_id, "category": category,
+        "price": total, "items": len(basket), "source": "checkout",
     }
 
 
@@ -328,7 +346,8 @@ class Clickstream:
         index = pool.pop()
         uid = self._ids[index]
         script = _SCRIPTS[self._persona_by_id[uid]](self._rng)
-        steps = _with_session(script, f"s{next(self._session_ids)}")
+        steps = _with_session(script, f"s{next(self._session_ids)}",
+                              TIMEZONES[(index // len(PERSONAS)) % len(TIMEZONES)])
         self._push(at, index, steps)
         return True
 
@@ -360,9 +379,13 @@ class Clickstream:
             self._push(ts, index, steps)
 
 
-def _with_session(script: Iterator[Step], session_id: str) -> Iterator[Step]:
+def _with_session(script: Iterator[Step], session_id: str, tz: str) -> Iterator[Step]:
+    first = True
     for gap, fields in script:
         fields["session_id"] = session_id
+        if first:  # the profile keeps the zone: quiet hours and habits are local
+            fields["tz"] = tz
+            first = False
         yield gap, fields
 
 

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from prometheus_client import CollectorRegistry
+
 from config.loader import load_config
-from scenetrigger.demo_content import pick_content
+from scenetrigger.demo_content import CONTENT_SOURCES, pick_content
 from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
 from scenetrigger.replay import new_engine
@@ -39,12 +41,15 @@ def register(sub: Any) -> None:
                         help="stop after this many real seconds (default: run until Ctrl-C)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--start-ms", type=int, default=None,
-                        help="simulated start time, ms since the epoch (default: now)")
+                        help="simulated start, ms since the epoch (default: today 01:00 UTC)")
     parser.add_argument("--config", help="scenes config (default: the shipped scenes)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080,
                         help="port of the live page and /metrics (default 8080; 0 = any free)")
     parser.add_argument("--no-web", action="store_true", help="do not serve the page and metrics")
+    parser.add_argument("--content", choices=CONTENT_SOURCES, default="pipeline",
+                        help="pipeline: the content and delivery pipeline in dry run (default); "
+                             "builtin: one fixed line per scene and persona")
     parser.set_defaults(run=run)
 
 
@@ -57,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     out = sys.stdout
     config = load_config(args.config)
-    start_ms = args.start_ms if args.start_ms is not None else int(time.time()) // 60 * 60_000
+    start_ms = args.start_ms if args.start_ms is not None else default_start_ms()
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
+    registry = CollectorRegistry()  # the demo's own: /metrics shows only this run
     runtime = EmbeddedRuntime(
         new_engine(config), stream, start_ms=start_ms, speed=args.speed,
-        persona_of=stream.persona_of, content=pick_content(config),
+        persona_of=stream.persona_of, content=pick_content(config, args.content, registry),
+        registry=registry,
     )
     runtime.subscribe(ConsolePrinter(out))
     served = None
@@ -90,6 +97,13 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_start_ms(now_s: float | None = None) -> int:
+    """Today 01:00 UTC (09:00 in Shanghai): most demo shoppers are awake, so
+    quiet hours hold back only some messages at first."""
+    day = int(time.time() if now_s is None else now_s) // 86_400
+    return (day * 86_400 + 3_600) * 1000
+
+
 class ConsolePrinter:
     """One line per trigger: sim time, scene, user, persona, key, message."""
 
@@ -103,18 +117,34 @@ class ConsolePrinter:
 
 def format_record(record: TriggerRecord) -> str:
     trig = record.trigger
-    when = datetime.fromtimestamp(trig.ts / 1000, UTC).strftime("%H:%M:%S")
+    when = datetime.fromtimestamp(record.fired_ms / 1000 if record.via == "release"
+                                  else trig.ts / 1000, UTC).strftime("%H:%M:%S")
     persona = PERSONA_LABELS.get(record.persona, record.persona)
     key = "-" if trig.key is None else trig.key
-    line = f"{when}  {trig.scene:<24} {trig.user_id:<6} {persona:<22} key={key:<18}"
-    if record.content:
-        first = record.content[0]
-        channels = ",".join(dict.fromkeys(c.channel for c in record.content))
-        text = first.text.split("\n", 1)[0]
-        line += f" → [{channels}] {first.subject}"
-        if text:
-            line += f" | {text}"
+    scene = trig.scene if record.via != "release" else f"{trig.scene}*"
+    line = f"{when}  {scene:<24} {trig.user_id:<5} {persona:<21} {key:<18}"
+    for preview in record.content[:1]:
+        text = _clip(" ".join(preview.text.split()), 48)
+        line += f" → [{preview.channel}] {preview.subject}" + (f" | {text}" if text else "")
+        tags = [t for t in (preview.variant, _segment(preview.style, preview.segment)) if t]
+        if preview.status != "send":
+            held = preview.status + (f": {preview.reason}" if preview.reason else "")
+            if preview.due_ms is not None:
+                due = datetime.fromtimestamp(preview.due_ms / 1000, UTC).strftime("%H:%M")
+                held += f" until {due} UTC"
+            tags.insert(0, held.upper() if preview.status == "failed" else held)
+        if tags:
+            line += f"  ({'; '.join(tags)})"
     return line.rstrip()
+
+
+def _segment(style: str | None, segment: str | None) -> str | None:
+    parts = [p for p in (style, segment) if p]
+    return "/".join(parts) if parts else None
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
@@ -134,8 +164,9 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
         stop += f" (stops by itself after {args.duration:g} s)"
     lines.append(f"  stop        {stop}")
     lines.append("")
-    lines.append(f"{'sim time':<8}  {'scene':<24} {'user':<6} {'persona':<22} "
-                 f"{'key':<22} message")
+    lines.append("(* = a message held back by quiet hours, sent now)")
+    lines.append(f"{'sim UTC':<8}  {'scene':<24} {'user':<5} {'persona':<21} "
+                 f"{'key':<18} → [channel] message  (variant; style/segment)")
     out.write("\n".join(lines) + "\n")
     out.flush()
 
@@ -151,7 +182,8 @@ def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime) -
     ]
     lines += [f"    {scene:<26}{n:>8,}" for scene, n in stats.triggers.items()]
     lines += [
-        f"  messages       {stats.messages:>8,}  (dry run)",
+        f"  messages       {stats.messages:>8,}  would be sent now (dry run)",
+        *(f"    {status:<26}{n:>8,}" for status, n in sorted(stats.held.items())),
         f"  users          {len(runtime.engine.store):>8,}",
         f"  pending timers {len(runtime.engine.pending_timers()):>8,}",
     ]

@@ -13,10 +13,14 @@ from typing import Any
 import orjson
 import pytest
 
+from scenetrigger.personas import PERSONA_LABELS
 from tests.scenetrigger.demo_process import REPO, http_get, start_demo
 
 SCENES = {"repeat_view_no_purchase", "cart_abandonment", "promo_arrival"}
-TRIGGER_LINE = re.compile(r"^\d\d:\d\d:\d\d  (\w+) +(u\d+) +(.+?) +key=(\S+) +→ \[([\w,-]+)\] (.+)$")
+PERSONAS = "|".join(re.escape(label) for label in PERSONA_LABELS.values())
+TRIGGER_LINE = re.compile(
+    rf"^\d\d:\d\d:\d\d  (\w+)(\*?) +(u\d+) +({PERSONAS}) +(\S+) +→ \[([\w-]+)\] (.+)$"
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -60,10 +64,18 @@ def test_demo_prints_all_three_scenes_and_serves_metrics_and_state() -> None:
     assert "scenetrigger_demo_users" in metrics
     for scene in SCENES:
         assert f'scenetrigger_triggers_total{{scene="{scene}"}}' in metrics
-    fired = [m for m in map(TRIGGER_LINE.match, demo.lines) if m]
+    fired = [m for m in map(TRIGGER_LINE.match, demo.lines) if m and not m.group(2)]
     assert {m.group(1) for m in fired} == SCENES, out
-    personas = {m.group(3) for m in fired}
-    assert {"cart abandoner", "promo hunter"} <= personas, out
+    personas = {m.group(4) for m in fired}
+    assert {"cart abandoner", "promo hunter", "search-driven shopper"} <= personas, out
+    # The content pipeline in dry run: channels marked as such, variants per style.
+    assert all(m.group(6).endswith("-dry-run") for m in fired), out
+    searcher = [m.group(7) for m in fired if m.group(4) == "search-driven shopper"
+                and m.group(1) == "repeat_view_no_purchase"]
+    assert any("(search_exact; search_driven/" in t for t in searcher), out
+    variants = {v.group(1) for m in fired if (v := re.search(r"\((?:[^;()]*; )?(\w+); \w+/\w+\)$",
+                                                           m.group(7)))}
+    assert len(variants) >= 3, out  # different content for different shoppers
     assert "demo summary:" in out and "cart_abandonment" in out.split("demo summary:")[1]
 
 

@@ -11,8 +11,14 @@ import pytest
 from prometheus_client import generate_latest
 
 from config.loader import load_config
-from scenetrigger.demo_content import BuiltinContent
-from scenetrigger.embedded import ContentPreview, EmbeddedRuntime, TriggerContext, TriggerRecord
+from scenetrigger.demo_content import BuiltinContent, pick_content
+from scenetrigger.embedded import (
+    ContentPreview,
+    EmbeddedRuntime,
+    StateLookup,
+    TriggerContext,
+    TriggerRecord,
+)
 from scenetrigger.personas import Clickstream
 from scenetrigger.replay import new_engine
 from triggers.engine import Engine
@@ -168,6 +174,10 @@ async def test_async_subscribers_are_awaited_and_content_errors_do_not_stop_the_
                 ContentPreview, ...]:
             raise RuntimeError("template bug")
 
+        async def release(self, now_ms: int, states: StateLookup) -> list[
+                tuple[Trigger, ContentPreview]]:
+            raise RuntimeError("store down")
+
         async def close(self) -> None:
             return None
 
@@ -207,3 +217,37 @@ async def test_snapshot_lists_recent_triggers_newest_first() -> None:
     assert snap["triggers"]["promo_arrival"] == 60 and snap["events"] == 60
     assert [r["user_id"] for r in snap["recent"]] == [f"p{i}" for i in range(59, 39, -1)]
     assert snap["recent"][0]["key"] == "/promo/a" and snap["recent"][0]["via"] == "event"
+
+
+async def test_pipeline_content_differs_by_segment_and_releases_held_messages() -> None:
+    day_0100_utc = (START // 86_400_000) * 86_400_000 + 3_600_000
+    stream = Clickstream(users=100, seed=4, start_ms=day_0100_utc, rate=15 / 600)
+    config = load_config()
+    runtime = EmbeddedRuntime(new_engine(config), stream, start_ms=day_0100_utc, speed=600,
+                              persona_of=stream.persona_of, content=pick_content(config),
+                              clock=FakeClock())
+    seen: list[TriggerRecord] = []
+    runtime.subscribe(seen.append)
+    await runtime.run(duration_seconds=60)  # 10 simulated hours: through quiet hours somewhere
+
+    previews = [(r, p) for r in seen for p in r.content]
+    assert len(previews) == len(seen) and all(p.channel.endswith("-dry-run") for _, p in previews)
+    assert {p.status for _, p in previews} <= {"send", "deferred", "suppressed"}
+    # Searchers get the exact-product variant, category browsers the category one.
+    by_persona: dict[str, set[str | None]] = {}
+    for record, preview in previews:
+        if record.trigger.scene == "repeat_view_no_purchase" and record.via == "event":
+            by_persona.setdefault(record.persona, set()).add(preview.variant)
+    assert "search_exact" in by_persona["searcher"]
+    assert "category_new" in by_persona["browser"]
+    assert not by_persona["searcher"] & by_persona["browser"]
+    # Quiet hours (22:00-08:00 local): held back at firing, sent later on the clock.
+    deferred = [r for r, p in previews if p.status == "deferred"]
+    released = [r for r in seen if r.via == "release"]
+    assert deferred and released
+    assert {r.trigger.trigger_id for r in released} <= {r.trigger.trigger_id for r in deferred}
+    for record in released:
+        original = next(r for r in deferred if r.trigger.trigger_id == record.trigger.trigger_id)
+        assert record.fired_ms >= original.content[0].due_ms  # type: ignore[operator]
+    assert runtime.stats.held["deferred"] == len(deferred)
+    assert sum(runtime.stats.triggers.values()) == len(seen) - len(released)
