@@ -28,6 +28,8 @@ from triggers.state import MemoryStore, StateStore, UserState
 
 _NEG_INF = -(1 << 63)
 _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
+# Per event type: (rule, first predicate's result, second's), None = test the event.
+_Plan = tuple[tuple["RepeatRule | ArrivalRule | _AbsenceRule", bool | None, bool | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class Engine:
                 self._rules.append(_AbsenceRule(scene))
         self._has_absence = any(isinstance(r, _AbsenceRule) for r in self._rules)
         # The rules an event type can touch, in config order (see _rules_for).
-        self._by_type: dict[str, tuple[RepeatRule | ArrivalRule | _AbsenceRule, ...]] = {}
+        self._by_type: dict[str, _Plan] = {}
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
         self._states = self.store._states if type(self.store) is MemoryStore else None
 
@@ -111,26 +113,30 @@ class Engine:
         rules = self._by_type.get(etype) if type(etype) is str else None
         if rules is None:
             rules = self._rules_for(etype)
-        for rule in rules:
+        for rule, first, second in rules:
             if type(rule) is _AbsenceRule:
-                self._apply_absence(rule, state, user_id, fields, ts)
+                self._apply_absence(rule, state, user_id, fields, ts, first, second)
                 continue
-            key = rule.apply(state, event)  # type: ignore[union-attr]  # absence handled above
+            key = rule.apply(state, event, first, second)  # type: ignore[union-attr]
             if key is not False:
                 fired.append(Trigger(rule.name, user_id, key, ts))
         if states is None:
             self.store.put(user_id, state)
         return fired
 
-    def _rules_for(self, etype: object) -> tuple[RepeatRule | ArrivalRule | _AbsenceRule, ...]:
+    def _rules_for(self, etype: object) -> _Plan:
         """The rules whose predicates can hold for an event of this `type`:
         a rule none of whose predicates can match leaves the state untouched,
-        so skipping it changes nothing. Cached per type string (bounded)."""
+        so skipping it changes nothing. With each rule come its two predicates'
+        results when they depend on `type` alone (else None: test the event).
+        Cached per type string (bounded)."""
         if type(etype) is not str:
-            return tuple(self._rules)
+            return tuple((rule, None, None) for rule in self._rules)
         rules = tuple(
-            rule for rule, scene in zip(self._rules, self.scenes, strict=True)
-            if any(_type_may_hold(p, etype) for p in _predicates(scene))
+            (rule, _known(first, etype), _known(second, etype))
+            for rule, scene in zip(self._rules, self.scenes, strict=True)
+            for first, second in [_predicates(scene)]
+            if any(p is not None and _type_may_hold(p, etype) for p in (first, second))
         )
         if len(self._by_type) < _MAX_TYPES_CACHED:
             self._by_type[etype] = rules
@@ -147,11 +153,14 @@ class Engine:
     # -- timers ---------------------------------------------------------------
 
     def _apply_absence(
-        self, rule: _AbsenceRule, state: UserState, user_id: str, fields: Fields, ts: int
+        self, rule: _AbsenceRule, state: UserState, user_id: str, fields: Fields, ts: int,
+        start: bool | None = None, cancel: bool | None = None,
     ) -> None:
-        if rule.cancel is not None and rule.cancel(fields):
+        if cancel is None:
+            cancel = rule.cancel is not None and rule.cancel(fields)
+        if cancel:
             state.absence.pop(rule.name, None)
-        elif rule.start(fields):
+        elif rule.start(fields) if start is None else start:
             self._seq += 1
             deadline = ts + rule.after
             state.absence[rule.name] = (deadline, self._seq)
@@ -234,12 +243,23 @@ class Engine:
         self.store.put(user_id, state)
 
 
-def _predicates(scene: Scene) -> list[Predicate]:
+def _predicates(scene: Scene) -> tuple[Predicate | None, Predicate | None]:
+    """A rule's two predicates, in the order its apply takes their results."""
     if isinstance(scene, RepeatScene):
-        return [p for p in (scene.when, scene.unless) if p is not None]
+        return scene.when, scene.unless
     if isinstance(scene, AbsenceScene):
-        return [p for p in (scene.start, scene.cancel) if p is not None]
-    return [scene.when]
+        return scene.start, scene.cancel
+    return scene.when, None
+
+
+def _known(predicate: Predicate | None, etype: str) -> bool | None:
+    """The predicate's result if it only looks at `type` (an absent one never
+    holds); None when it must be tested on the event."""
+    if predicate is None:
+        return False
+    if any(name != "type" for name, _ in predicate.conditions):
+        return None
+    return all(cond.holds(etype) for _, cond in predicate.conditions)
 
 
 def _type_may_hold(predicate: Predicate, etype: str) -> bool:

@@ -90,12 +90,19 @@ class RepeatRule:
         self._cap = max(limits.max_window_entries, scene.count)
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | Literal[False] | None:
+    def apply(
+        self, state: UserState, event: Event, when_holds: bool | None = None,
+        unless_holds: bool | None = None,
+    ) -> str | Literal[False] | None:
         """Update the state; return the trigger's key (None without `per`) or
-        False when nothing fires."""
+        False when nothing fires. ``*_holds`` are the predicates' results when
+        the caller already knows them (from the event type alone)."""
         fields = event.fields
-        is_when = self._when(fields)
-        is_unless = self._unless is not None and self._unless(fields)
+        is_when = self._when(fields) if when_holds is None else when_holds
+        if unless_holds is None:
+            is_unless = self._unless is not None and self._unless(fields)
+        else:
+            is_unless = unless_holds
         if not (is_when or is_unless):
             return False
         key = _key_of(self._per, fields)
@@ -202,9 +209,12 @@ class ArrivalRule:
         self._late = limits.late_ms
         self._max_keys = limits.max_keys
 
-    def apply(self, state: UserState, event: Event) -> str | Literal[False] | None:
+    def apply(
+        self, state: UserState, event: Event, when_holds: bool | None = None,
+        _unused: bool | None = None,
+    ) -> str | Literal[False] | None:
         fields = event.fields
-        if not self._when(fields):
+        if not (self._when(fields) if when_holds is None else when_holds):
             return False
         key = _key_of(self._per, fields)
         if key is None:
