@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
+import os
 import signal
 import sys
 import time
@@ -70,7 +72,8 @@ async def _main(args: argparse.Namespace) -> int:
         persona_of=stream.persona_of, content=pick_content(config, args.content, registry),
         registry=registry,
     )
-    runtime.subscribe(ConsolePrinter(out))
+    printer = ConsolePrinter(out, runtime.stop)
+    runtime.subscribe(printer)
     served = None
     if not args.no_web:
         from scenetrigger.web import serve
@@ -93,7 +96,9 @@ async def _main(args: argparse.Namespace) -> int:
         await runtime.close()
         if served is not None:
             await served.runner.cleanup()
-    _print_summary(out, stats, runtime)
+    if not printer.closed:
+        with contextlib.suppress(BrokenPipeError):
+            _print_summary(out, stats, runtime)
     return 0
 
 
@@ -105,14 +110,35 @@ def default_start_ms(now_s: float | None = None) -> int:
 
 
 class ConsolePrinter:
-    """One line per trigger: sim time, scene, user, persona, key, message."""
+    """One line per trigger: sim time, scene, user, persona, key, message.
 
-    def __init__(self, out: TextIO) -> None:
+    When the reader goes away (``scenetrigger demo | head``) the demo stops
+    quietly instead of failing on a broken pipe."""
+
+    def __init__(self, out: TextIO, on_closed: Callable[[], None] | None = None) -> None:
         self.out = out
+        self.on_closed = on_closed
+        self.closed = False
 
     def __call__(self, record: TriggerRecord) -> None:
-        self.out.write(format_record(record) + "\n")
-        self.out.flush()
+        if self.closed:
+            return
+        try:
+            self.out.write(format_record(record) + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.closed = True
+            _silence(self.out)
+            if self.on_closed is not None:
+                self.on_closed()
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed pipe at /dev/null, so the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
 
 
 def format_record(record: TriggerRecord) -> str:

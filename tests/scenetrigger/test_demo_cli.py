@@ -72,7 +72,7 @@ def test_demo_prints_all_three_scenes_and_serves_metrics_and_state() -> None:
     assert all(m.group(6).endswith("-dry-run") for m in fired), out
     searcher = [m.group(7) for m in fired if m.group(4) == "search-driven shopper"
                 and m.group(1) == "repeat_view_no_purchase"]
-    assert any("(search_exact; search_driven/" in t for t in searcher), out
+    assert any("search_exact; search_driven/" in t for t in searcher), out
     variants = {v.group(1) for m in fired if (v := re.search(r"\((?:[^;()]*; )?(\w+); \w+/\w+\)$",
                                                            m.group(7)))}
     assert len(variants) >= 3, out  # different content for different shoppers
@@ -104,3 +104,24 @@ def test_a_busy_port_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port 0" in result.stderr
+
+
+def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scenetrigger.cli", "demo", "--no-web", "--speed", "600"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        head = [proc.stdout.readline() for _ in range(12)]  # like `| head -12`
+        assert all("→" in line.decode() for line in head[-2:]), head
+        proc.stdout.close()
+        code = proc.wait(60)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert code == 0 and "Traceback" not in err, err
