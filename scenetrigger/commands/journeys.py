@@ -21,6 +21,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--redis-prefix", default="scenetrigger:")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
     parser.add_argument("--tick-interval", type=float, default=0.5, help="seconds")
+    parser.add_argument("--admin-port", type=int,
+                        help="serve GET /users/{id}/tags and /score on 127.0.0.1:PORT "
+                             "(token: $SCENETRIGGER_ADMIN_TOKEN)")
     parser.set_defaults(run=run)
 
 
@@ -31,12 +34,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
+    from aiohttp import web
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import start_http_server
 
     from agents.topics import TRIGGERS, bootstrap_servers
     from config.loader import load_config
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
 
@@ -56,15 +61,23 @@ async def _main(args: argparse.Namespace) -> None:
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()
+    runner = None
     try:
-        service = JourneyService(config, client, RedisTagStore(client, args.redis_prefix),
-                                 KafkaSender(producer, topics.actions), prefix=args.redis_prefix)
+        tags = RedisTagStore(client, args.redis_prefix)
+        service = JourneyService(config, client, tags, KafkaSender(producer, topics.actions),
+                                 prefix=args.redis_prefix)
+        if args.admin_port:
+            runner = web.AppRunner(build_app(tags, config.strategies.scoring))
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", args.admin_port).start()
         if args.metrics_port:
             start_http_server(args.metrics_port, addr="127.0.0.1",
                               registry=service.metrics.registry)
         await service.start()
         await JourneyBridge(service, consumer, topics, args.tick_interval).run()
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await consumer.stop()
         await producer.stop()
         await client.aclose()

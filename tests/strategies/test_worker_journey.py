@@ -193,3 +193,67 @@ async def _tags(redis_url: str, prefix: str) -> dict[str, frozenset[str]]:
         return {u: await store.tags(u) for u in ("wx", "quiet")}
     finally:
         await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_journeys_command_serves_tags_and_score(kafka_bootstrap: str, redis_url: str,
+                                                tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.services import REPO, free_port
+
+    asyncio.run(_seed_tags(redis_url))
+    port = free_port()
+    log_path = tmp_path / "journeys.log"
+    prefix = unique("t-jcmd")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scenetrigger.cli", "journeys", "--broker", kafka_bootstrap,
+             "--topic-prefix", prefix, "--redis-url", redis_url, "--redis-prefix", "t6cmd:",
+             "--admin-port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "SCENETRIGGER_ADMIN_TOKEN": "tok-123"})
+
+    def get(path: str, token: str | None) -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return resp.status, orjson.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status, body = get("/users/42/tags", "tok-123")
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(log_path.read_text(errors="replace")) from None
+                time.sleep(0.3)
+        assert (status, body) == (200, {"user_id": "42", "tags": ["churned"]})
+        assert get("/users/42/tags", None)[0] == 401
+        assert get("/users/42/score", "wrong")[0] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def _seed_tags(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await RedisTagStore(client, "t6cmd:").add("42", ["churned"])
+    finally:
+        await client.aclose()
