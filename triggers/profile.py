@@ -58,11 +58,14 @@ class Profile:
         self.tz: str | None = None  # IANA zone name from an event's `tz` field
 
     def update(self, event: Event) -> None:
-        fields = event.fields
+        # Runs on every event: each field is looked up once.
+        get = event.fields.get
         ts = event.ts
-        if self.first_ts is None or ts < self.first_ts:
+        first_ts = self.first_ts
+        if first_ts is None or ts < first_ts:
             self.first_ts = ts
-        if self.last_ts is None or ts > self.last_ts:
+        last_ts = self.last_ts
+        if last_ts is None or ts > last_ts:
             self.last_ts = ts
         self.hours[(ts // _HOUR_MS) % 24] += 1
         # 1970-01-01 was a Thursday: day index 0 = Thursday, so 2 and 3 are Sat and Sun.
@@ -70,33 +73,34 @@ class Profile:
             self.weekend += 1
         else:
             self.weekday += 1
-        category = fields.get("category")
-        if isinstance(category, str) and category:
+        category = get("category")
+        if category and isinstance(category, str):
             self.last_category = category[:200]
-        tz = fields.get("tz")
-        if isinstance(tz, str) and 0 < len(tz) <= 64:
+        tz = get("tz")
+        if tz is not None and isinstance(tz, str) and 0 < len(tz) <= 64:
             self.tz = tz
+        source = get("source")
         etype = event.type
         if etype == "view":
             self.views += 1
-            product = fields.get("product_id")
+            product = get("product_id")
             if product is not None:
                 self.last_product = str(product)
-            if fields.get("category") is not None and fields.get("source") == "category":
+            if category is not None and source == "category":
                 self.category_views += 1
         elif etype == "search":
             self.searches += 1
-            query = fields.get("query")
+            query = get("query")
             if isinstance(query, str):
                 self.last_query = query[:200]
         elif etype == "purchase":
             self.purchases += 1
-            self.amount_cents += _price_cents(fields.get("price"))
+            self.amount_cents += _price_cents(get("price"))
             if self.last_purchase_ts is None or ts > self.last_purchase_ts:
                 self.last_purchase_ts = ts
-        page = fields.get("page")
+        page = get("page")
         on_promo_page = isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX)
-        if on_promo_page or fields.get("source") == "promo":
+        if on_promo_page or source == "promo":
             self.promo_views += 1
         elif etype == "page" and isinstance(page, str) and page.startswith("/category"):
             self.category_views += 1
