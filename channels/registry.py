@@ -89,17 +89,18 @@ def build_registry(models: Mapping[str, ChannelModel], *, env: Mapping[str, str]
             registry.add(build_channel(name, model, environ, redis))
         except _MissingEnv as exc:
             problems.append(f"channel {name!r}, field {exc.field!r}: environment variable "
-                            f"{exc.var!r} is not set")
+                            f"{exc.var!r} is {exc.why}")
     if problems:
         raise ConfigError(problems)
     return registry
 
 
 class _MissingEnv(Exception):
-    def __init__(self, field_name: str, var: str) -> None:
+    def __init__(self, field_name: str, var: str, why: str = "not set") -> None:
         super().__init__(var)
         self.field = field_name
         self.var = var
+        self.why = why
 
 
 def _env(env: Mapping[str, str], field_name: str, var: str | None) -> str | None:
@@ -107,6 +108,10 @@ def _env(env: Mapping[str, str], field_name: str, var: str | None) -> str | None
         return None
     if var not in env:
         raise _MissingEnv(field_name, var)
+    if not env[var]:  # an empty signing key or password is a mistake, not a choice
+        raise _MissingEnv(field_name, var, "empty")
+    if "\r" in env[var] or "\n" in env[var]:
+        raise _MissingEnv(field_name, var, "not one line")
     return env[var]
 
 
@@ -140,6 +145,10 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
         return EmailChannel(name, settings, model.sender, model.to_field, model.retry.policy(),
                             model.max_connections)
     if isinstance(model, ProviderModel):
+        for field_name, names in (("headers_env", model.headers_env),
+                                  ("query_env", model.query_env)):
+            for var in names.values():
+                _env(env, field_name, var)
         try:
             shape = build_shape(model, env)
         except KeyError as exc:

@@ -134,6 +134,17 @@ def test_missing_secrets_name_channel_and_field() -> None:
     ]
 
 
+def test_empty_or_multiline_secrets_are_refused() -> None:
+    config = load_config_text(CONFIG)
+    env = {**ENV, "CRM_SECRET": "", "SMS_TOKEN": "t\r\nX-Evil: 1"}
+    with pytest.raises(ConfigError) as err:
+        build_registry(config.channels, env=env)
+    assert err.value.problems == [
+        "channel 'crm', field 'secret_env': environment variable 'CRM_SECRET' is empty",
+        "channel 'sms', field 'headers_env': environment variable 'SMS_TOKEN' is not one line",
+    ]
+
+
 def test_an_empty_channels_section_is_the_default() -> None:
     assert load_config_text("scenes: {}").channels == {}
 
