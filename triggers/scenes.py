@@ -105,9 +105,18 @@ class RepeatRule:
             is_unless = unless_holds
         if not (is_when or is_unless):
             return False
-        key = _key_of(self._per, fields)
-        if key is None:
-            return False
+        per = self._per
+        if per is None:
+            key = NO_KEY
+        else:
+            value = fields.get(per)
+            if type(value) is str:
+                key = value
+            else:
+                text = as_compared_string(value)
+                if text is None:
+                    return False  # no `per` field: this scene ignores the event
+                key = text
         keys = state.repeat.get(self.name)
         if keys is None:
             keys = state.repeat[self.name] = {}
