@@ -140,7 +140,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             host=model.host, port=model.port, security=model.security,
             username=_env(env, "username_env", model.username_env),
             password=_env(env, "password_env", model.password_env),
-            timeout_ms=model.timeout,
+            timeout_ms=model.timeout, ca_file=model.ca_file,
         )
         return EmailChannel(name, settings, model.sender, model.to_field, model.retry.policy(),
                             model.max_connections)

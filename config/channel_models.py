@@ -98,6 +98,7 @@ class EmailModel(_Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65_535, strict=True)
     security: Literal["none", "starttls", "tls"] = "starttls"
+    ca_file: str | None = None  # PEM bundle of a private CA (default: system trust store)
     username_env: EnvName | None = None
     password_env: EnvName | None = None
     sender: str = Field(min_length=3, max_length=320)
