@@ -42,6 +42,10 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if not config.channels:
+        print("scenetrigger: this config has no 'channels' section: dead letters would all be "
+              "skipped (pass --config with your channels)", file=sys.stderr)
+        return 2
     url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
     return asyncio.run(_redrive(args, dict(config.channels), url))
 

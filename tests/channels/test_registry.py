@@ -145,6 +145,27 @@ def test_empty_or_multiline_secrets_are_refused() -> None:
     ]
 
 
+def test_the_documented_example_config_is_valid() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "channels.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config_text("scenes: {}\n" + example)
+    assert sorted(config.channels) == ["app_inbox", "app_push", "crm", "dry", "mail", "sms_cn",
+                                       "wechat"]
+    env = {"CRM_WEBHOOK_SECRET": "x", "SMTP_USER": "u", "SMTP_PASSWORD": "p",
+           "SMS_API_TOKEN": "t", "WECHAT_ACCESS_TOKEN": "w", "PUSH_SERVER_KEY": "k"}
+    assert len(build_registry(config.channels, env=env).names()) == 7
+
+
+def test_redrive_needs_a_config_with_channels(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from scenetrigger.cli import main
+
+    config = tmp_path / "no-channels.yaml"
+    config.write_text("scenes: {}\n")
+    assert main(["redrive", "--config", str(config), "--dry-run"]) == 2
+    assert "no 'channels' section" in capsys.readouterr().err
+
+
 def test_an_empty_channels_section_is_the_default() -> None:
     assert load_config_text("scenes: {}").channels == {}
 
