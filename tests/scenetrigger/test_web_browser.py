@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,11 @@ from typing import Any
 
 import pytest
 
+from config.loader import load_config
+from scenetrigger.demo_content import BuiltinContent
+from scenetrigger.embedded import EmbeddedRuntime
+from scenetrigger.replay import new_engine
+from scenetrigger.web import serve
 from tests.scenetrigger.demo_process import DemoProcess, start_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,38 +67,100 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+# The page re-renders every second: read what it shows in one go (no stale elements).
+READ_PAGE = """
+const cards = [...document.querySelectorAll('#scenes .scene-count')];
+const rows = [...document.querySelectorAll('#triggers tbody tr')];
+return {
+  counts: Object.fromEntries(cards.map(c => [c.dataset.scene,
+                                             Number(c.querySelector('.count').textContent)])),
+  rows: rows.map(r => [...r.querySelectorAll('td')].map(td => td.innerText)),
+  injected: document.querySelectorAll('#triggers tbody script, #triggers tbody img').length,
+  status: document.getElementById('status').textContent,
+  emptyShown: !document.getElementById('empty').hidden,
+};
+"""
+
+
 def test_live_page_shows_triggers_and_counts(demo: DemoProcess, browser: Any,
                                              tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     assert demo.url is not None
     browser.get(demo.url)
     assert browser.title == "scenetrigger demo"
-    counts: dict[str, int] = {}
-    rows: list[Any] = []
+    page: dict[str, Any] = {}
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        cards = browser.find_elements(By.CSS_SELECTOR, "#scenes .scene-count")
-        counts = {c.get_attribute("data-scene"): int(c.find_element(By.CLASS_NAME, "count").text)
-                  for c in cards}
-        rows = browser.find_elements(By.CSS_SELECTOR, "#triggers tbody tr")
-        if set(counts) == SCENES and all(n > 0 for n in counts.values()) and len(rows) >= 3:
+        page = browser.execute_script(READ_PAGE)
+        counts = page["counts"]
+        if set(counts) == SCENES and all(n > 0 for n in counts.values()) and len(
+                page["rows"]) >= 3:
             break
         time.sleep(0.5)
     else:
-        raise AssertionError(f"page never filled: counts={counts} rows={len(rows)}\n"
-                             f"{demo.output()}")
-    assert browser.find_element(By.ID, "status").text == "live"
-    assert not browser.find_element(By.ID, "empty").is_displayed()
-    first = rows[0].find_elements(By.TAG_NAME, "td")
-    assert first[1].text in SCENES
-    assert first[2].text.startswith("u")
-    assert first[3].text in {"search-driven shopper", "category browser", "promo hunter",
-                             "cart abandoner", "loyal buyer"}
-    assert "[" in first[5].text  # [channel] subject
-    # Data is written as text: no element came from the data (CSP allows only our script).
-    assert browser.find_elements(By.CSS_SELECTOR, "#triggers tbody script, #triggers tbody img") == []
+        raise AssertionError(f"page never filled: {page}\n{demo.output()}")
+    assert page["status"] == "live" and not page["emptyShown"]
+    for cells in page["rows"]:
+        assert len(cells) == 6
+        assert cells[1].split("\n")[0] in SCENES
+        assert cells[2].startswith("u")
+        assert cells[3] in {"search-driven shopper", "category browser", "promo hunter",
+                            "cart abandoner", "loyal buyer"}
+        assert "-dry-run] " in cells[5] and "variant " in cells[5]
+    # Data is written as text: nothing from the data became an element.
+    assert page["injected"] == 0
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert errors == [], errors
     shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "demo-page.png")
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+HOSTILE_USER = '<img src=x onerror="window.pwned=1">'
+HOSTILE_PAGE = "/promo/<script>window.pwned=2</script>"
+
+
+@pytest.fixture
+def hostile_page_url() -> Iterator[str]:
+    """A runtime whose only event carries markup in its fields, served in a thread."""
+    events = [{"user_id": HOSTILE_USER, "ts": 1_700_000_000_000, "type": "page",
+               "page": HOSTILE_PAGE}]
+    ready = threading.Event()
+    held: dict[str, Any] = {}
+
+    async def main() -> None:
+        runtime = EmbeddedRuntime(new_engine(load_config()), events,
+                                  start_ms=1_700_000_000_000, speed=60, content=BuiltinContent())
+        served = await serve(runtime, "127.0.0.1", 0)
+        held.update(url=served.url, runtime=runtime, loop=asyncio.get_running_loop())
+        ready.set()
+        try:
+            await runtime.run(duration_seconds=150)
+        finally:
+            await served.runner.cleanup()
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        pytest.fail("the in-process demo server did not start")
+    try:
+        yield str(held["url"])
+    finally:
+        held["loop"].call_soon_threadsafe(held["runtime"].stop)
+        thread.join(30)
+
+
+def test_markup_in_the_data_is_shown_as_text(hostile_page_url: str, browser: Any) -> None:
+    browser.get(hostile_page_url)
+    page: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        page = browser.execute_script(READ_PAGE)
+        if page["rows"]:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"no row: {page}")
+    cells = page["rows"][0]
+    assert cells[2] == HOSTILE_USER and cells[4] == HOSTILE_PAGE
+    assert HOSTILE_PAGE in cells[5]
+    assert page["injected"] == 0
+    assert browser.execute_script("return window.pwned === undefined") is True
