@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--start-ms", type=int, default=None,
                         help="simulated start, ms since the epoch (default: today 01:00 UTC)")
-    parser.add_argument("--config", help="scenes config (default: the shipped scenes)")
+    parser.add_argument("--config", help="config: scenes, content, delivery (default: shipped)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080,
                         help="port of the live page and /metrics (default 8080; 0 = any free)")
