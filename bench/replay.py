@@ -1,6 +1,6 @@
 """Replay throughput against a parse-only baseline on the same file, same run.
 
-    python bench/replay.py [--events 1000000] [--reps 3] [--write-docs]
+    python bench/replay.py [--events 1000000] [--reps 3] [--no-docs]
 
 Generates (once, cached in bench/data/, gitignored) a synthetic JSONL stream
 of shopper personas, then runs, interleaved and repeated:
@@ -250,7 +250,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="print only; do not update this script's section of docs/benchmarks.md")
     parser.add_argument("--probe", choices=("rss", "tracemalloc"), help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,7 +267,7 @@ def main() -> int:
     (OUT_DIR / "replay.json").write_text(json.dumps(
         {"input": info, "timing": timing, "memory": mem}, indent=2))
     print(section)
-    if args.write_docs:
+    if not args.no_docs:
         write_docs(section)
     return 0
 

@@ -158,7 +158,11 @@ def read_rees46(
             continue
         if not line.strip():
             continue
-        row = next(csv.reader([line]))
+        try:
+            row = next(csv.reader([line]))
+        except csv.Error as exc:  # e.g. a stray \r inside the line: reject, never stop
+            yield number, EventRejected(REASON_WRONG_TYPE, f"malformed CSV row: {exc}")
+            continue
         yield number, _rees46_event(row, times)
 
 

@@ -119,12 +119,13 @@ def test_rees46_bad_rows_are_rejected_with_reasons() -> None:
         b"2019-10-01 00:00:00 UTC,,1,2,,b,1.0,42,s",
         b"2019-10-01 00:00:00 UTC,view,1,2,\xff,b,1.0,42,s",
         b"",
+        b"2019-10-01 00:00:00 UTC,view,1\r2,2,,b,1.0,42,s",  # used to stop the stream
         b"2019-10-01 00:00:01 UTC,cart,1,2,a.b,b,1.0,42,s",
     ]
     got = [(n, item.reason if isinstance(item, EventRejected) else item.type)
            for n, item in read_rees46(rows)]
     assert got == [(2, "view"), (3, "missing_field"), (4, "wrong_type"), (5, "wrong_type"),
-                   (6, "missing_field"), (7, "invalid_utf8"), (9, "cart")]
+                   (6, "missing_field"), (7, "invalid_utf8"), (9, "wrong_type"), (10, "cart")]
     event = [item for _, item in read_rees46(rows) if isinstance(item, Event)][1]
     assert event.fields["category"] == "a.b"
     assert "category" not in next(iter(read_rees46(rows)))[1].fields  # type: ignore[union-attr]

@@ -133,7 +133,7 @@ def run_engine(
     return out, [(p.scene, p.user_id, p.deadline) for p in summary.pending], advance_to
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_engine_equals_reference(
     case: tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool],
