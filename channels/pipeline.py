@@ -37,10 +37,13 @@ from channels.policy import (
     PolicyStore,
 )
 from config.models import AppConfig
+from config.strategy_models import ControlModel
+from strategies.control import in_control
 from triggers.events import Trigger
 from triggers.state import UserState
 
 Mode = Literal["dry-run", "live"]
+CONTROL = "control"  # suppression reason of a scene's control (holdout) user
 StateLookup = Callable[[str], UserState | None]
 
 
@@ -75,6 +78,8 @@ class Outcome:
             out["reason"] = self.reason
         if self.due_ms is not None:
             out["due_ms"] = self.due_ms
+        if self.reason == CONTROL:
+            out["group"] = CONTROL  # held out: `report` counts it as a control unit
         if self.message is not None:
             out["subject"] = self.message.subject
         return out
@@ -91,8 +96,9 @@ class DeliveryPipeline:
                  channels: Collection[str], mode: Mode = "dry-run",
                  dry_run_channel: str = "log", index: MessageIndex | None = None,
                  feedback: FeedbackSink | None = None, tracking_base: str | None = None,
-                 tracking_secret: bytes = b"") -> None:
+                 tracking_secret: bytes = b"", control: ControlModel | None = None) -> None:
         self.selector = selector
+        self.control = control if control is not None else ControlModel()
         self.policy = policy
         self.sender = sender
         self.channels = frozenset(channels)
@@ -106,6 +112,10 @@ class DeliveryPipeline:
 
     async def deliver(self, trigger: Trigger, state: UserState | None, now_ms: int) -> Outcome:
         choice = await self.selector.select(trigger, state, now_ms)
+        if in_control(self.control, trigger.scene, trigger.user_id):
+            # Holdout: no message, no dedupe claim, no cap. Same hash as the
+            # strategies and `report`, so the report's uplift lines up.
+            return self._hold_out(trigger, choice)
         decision = await self.policy.decide(self._request(trigger, choice, state), now_ms)
         return await self._act(trigger, choice, decision.action, decision.channel,
                                decision.reason, decision.due_ms, now_ms)
@@ -123,6 +133,15 @@ class DeliveryPipeline:
             outcomes.append(await self._act(trigger, choice, decision.action, decision.channel,
                                             decision.reason, decision.due_ms, now_ms))
         return outcomes
+
+    def _hold_out(self, trigger: Trigger, choice: ContentChoice) -> Outcome:
+        self.counts["suppressed"] += 1
+        self.policy.suppressed[CONTROL] += 1
+        if self.policy.metrics is not None:
+            self.policy.metrics.suppressed.labels(reason=CONTROL).inc()
+        seg = choice.segmentation
+        return Outcome(trigger.trigger_id, trigger.user_id, trigger.scene, "suppressed", CONTROL,
+                       None, choice.variant, seg.style, seg.segment, seg.tags)
 
     def _request(self, trigger: Trigger, choice: ContentChoice,
                  state: UserState | None) -> DeliveryRequest:
@@ -239,4 +258,5 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
     return DeliveryPipeline(selector, policy, sender,
                             list(channels) if channels is not None else content_channels(config),
                             mode, index=index, feedback=feedback,
-                            tracking_base=delivery.tracking.base_url, tracking_secret=secret)
+                            tracking_base=delivery.tracking.base_url, tracking_secret=secret,
+                            control=config.strategies.control)
