@@ -1,7 +1,9 @@
 """Running the delivery pipeline from synchronous code (``replay --deliver``).
 
 :class:`SyncDelivery` owns an event loop and the pipeline's resources
-(Redis clients and channels in live mode). The replay calls it once per
+(Redis clients and channels in live mode; deliveries that exhaust their
+retries go to the Redis dead-letter stream, for ``scenetrigger redrive``).
+The replay calls it once per
 trigger with event time as ``now_ms``: due quiet-hours deferrals are
 released first, then the trigger is delivered; nothing here changes which
 triggers fire.
@@ -14,6 +16,7 @@ import os
 from typing import Any
 
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
+from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.feedback import RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
@@ -26,8 +29,11 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class SyncDelivery:
     def __init__(self, config: AppConfig, mode: Mode, states: StateLookup,
-                 catalog_file: str | None = None, redis_url: str | None = None) -> None:
+                 catalog_file: str | None = None, redis_url: str | None = None,
+                 dead_letter_stream: str = DEFAULT_STREAM) -> None:
         self._runner = asyncio.Runner()
+        self._stream = dead_letter_stream
+        self.dead_letter: DeadLetterStore | None = None  # live mode only
         self._states = states
         self._closers: list[Any] = []
         self.released: list[Outcome] = []
@@ -65,8 +71,10 @@ class SyncDelivery:
         registry = build_registry(models)
         self._closers.append(registry)
         prefix = config.delivery.redis_prefix
+        self.dead_letter = DeadLetterStore(client, self._stream)
+        sender = ChannelSender(registry, dead_letter=self.dead_letter, metrics_registry=metrics)
         return build_pipeline(
-            config, mode, ChannelSender(registry, metrics_registry=metrics),
+            config, mode, sender,
             channels=registry.names(),
             catalog=catalog if catalog is not None else RedisCatalog(client, f"{prefix}cat:"),
             store=RedisPolicyStore(client), index=RedisMessageIndex(client, prefix),
