@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 TriggerHook = Callable[[Trigger, int], Awaitable[None]]
 
 REASON_STATE_ERROR = "state_error"
+# Messages of one partition taken before the agent waits for trigger acks.
+MAX_PENDING = 5_000
 
 
 def wall_ms() -> int:
@@ -129,8 +132,12 @@ class SceneWorker:
             broker_heartbeat_interval=max(session_s / 6, 0.5),
             broker_rebalance_timeout=session_s,
             broker_commit_interval=s.commit_interval_ms / 1000,
+            producer_linger=s.producer_linger_ms / 1000,
             table_standby_replicas=s.standby_replicas,
             consumer_auto_offset_reset="earliest",
+            # Our acks wait for trigger acks (see _settle); a rebalance must not
+            # wait for them: unsettled work is dropped and redelivered instead.
+            stream_wait_empty=False,
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
             web_bind="127.0.0.1",
@@ -153,6 +160,7 @@ class SceneWorker:
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes)
         self.table.on_recover(self._on_recovered)
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.agent(self.source, name="scenetrigger-scenes", concurrency=1)(self._agent)
         app.timer(interval=s.sweep_interval_ms / 1000, name="scenetrigger-sweep")(self._sweep)
@@ -190,21 +198,35 @@ class SceneWorker:
             "clock": host.engine.clock, "seconds": round(time.perf_counter() - started, 3)})
         return host
 
+    async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
+        """A rebalance starts. An engine with unsettled work is dropped: its staged
+        states are never written and its unacked messages come again from the
+        committed offset to whoever owns the partition next (maybe us)."""
+        events = self.settings.topics.events
+        for partition in {tp.partition for tp in revoked if tp.topic == events}:
+            host = self.hosts.get(partition)
+            if host is not None and not host.idle:
+                self._drop(partition)
+
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
         """Drop engines of partitions that left us (before any recovery)."""
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
         for partition in [p for p in self.hosts if p not in mine]:
-            del self.hosts[partition]
-            self._forget_lag(partition)
+            self._drop(partition)
         self.metrics.partitions.set(len(self.hosts))
+
+    def _drop(self, partition: int) -> None:
+        host = self.hosts.pop(partition, None)
+        if host is not None:
+            host.revoked = True  # the agent may hold it across an await
+        self._forget_lag(partition)
 
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions."""
         events = self.settings.topics.events
         mine = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == events}
         for partition in [p for p in self.hosts if p not in mine]:
-            del self.hosts[partition]
-            self._forget_lag(partition)
+            self._drop(partition)
         for partition in sorted(mine - self.hosts.keys()):
             self.host(partition)
         self.metrics.partitions.set(len(self.hosts))
@@ -218,25 +240,42 @@ class SceneWorker:
     # -- the agent ------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
+        # Acks are ours (see Pending): a message is acked only when the state
+        # it changed is written, after the triggers it caused are acknowledged.
         events_topic = self.settings.topics.events
-        async for event in stream.events():
+        settle_batch = self.settings.settle_batch
+        settle_ms = self.settings.settle_ms
+        noack = stream.noack()
+        async for event in noack.events():
+            if not self._outputs_declared:
+                await self._declare_outputs()
             message = event.message
+            host = self.host(message.partition)
+            now = self._now_ms()
+            pending = host.pending
             if message.topic == events_topic:
-                await self._take_event(message)
+                self._take_event(host, message, now)
+                pending.add(event, now)
+                # Settle in batches: a user written by several events of a
+                # batch costs one table write (and one changelog message).
+                size = len(pending)
+                if size >= MAX_PENDING or (
+                    (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
+                    and pending.acked()
+                ):
+                    await self._settle(host, noack)
             else:
-                await self._take_tick(message)
+                self._take_tick(host, now)
+                pending.add(event, now)
+                await self._settle(host, noack)
 
-    async def _take_event(self, message: Any) -> None:
-        if not self._outputs_declared:
-            await self._declare_outputs()
+    def _take_event(self, host: PartitionHost, message: Any, now: int) -> None:
         metrics = self.metrics
-        now = self._now_ms()
         try:
             event = decode_event_line(message.value or b"", self._max_line)
         except EventRejected as exc:
             self._dead_letter(message, exc.reason, exc.detail, now)
             return
-        host = self.host(message.partition)
         try:
             fired = host.on_event(event, message.offset, now)
         except SceneTriggerError as exc:  # unreadable stored state: park the event
@@ -248,38 +287,52 @@ class SceneWorker:
             return
         metrics.events.labels(RESULT_ACCEPTED, "").inc()
         if fired:
-            await self._emit(host, fired, now, message.timestamp)
-        host.store.flush()
+            self._emit(host, fired, now, message.timestamp)
 
-    async def _take_tick(self, message: Any) -> None:
-        host = self.host(message.partition)
-        now = self._now_ms()
+    def _take_tick(self, host: PartitionHost, now: int) -> None:
         fired = host.on_tick(now)
         if fired:
-            await self._emit(host, fired, now, None)
-        host.store.flush()
+            self._emit(host, fired, now, None)
 
-    async def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
-                    event_time_s: float | None) -> None:
-        """Send triggers and wait for Kafka's acks: only then may the state that
-        records them (cooldowns, disarmed timers) be written."""
+    def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
+              event_time_s: float | None) -> None:
+        """Send triggers now (latency); their acks are awaited before the state
+        that records them (cooldowns, disarmed timers) is written."""
         send = self.triggers_topic.send_soon
-        futures = [send(key=t.user_id.encode(), value=orjson.dumps(trigger_record(t, now_ms)))
-                   for t in fired]
-        await asyncio.gather(*futures)
         metrics = self.metrics
-        acked_s = time.time()
+        pending = host.pending
         for trig in fired:
+            future = send(key=trig.user_id.encode(),
+                          value=orjson.dumps(trigger_record(trig, now_ms)))
+            pending.futures.append(future)
             metrics.triggers.labels(trig.scene).inc()
             if trig.scene in host.absence_scenes:
                 if not host.event_clock:
                     metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
             elif event_time_s:
-                metrics.event_to_trigger.observe(max(0.0, acked_s - event_time_s))
+                future.add_done_callback(functools.partial(self._observe_latency, event_time_s))
         if self.on_trigger is not None:
-            for trig in fired:
+            pending.triggers += fired
+
+    def _observe_latency(self, event_time_s: float, _future: Any) -> None:
+        self.metrics.event_to_trigger.observe(max(0.0, time.time() - event_time_s))
+
+    async def _settle(self, host: PartitionHost, stream: Any) -> None:
+        """Wait for the partition's trigger acks, write its staged states, ack
+        its messages and run the trigger hook."""
+        pending = host.pending
+        if pending.futures:
+            await asyncio.gather(*pending.futures)
+        if host.revoked:  # the partition moved on while we waited: write nothing
+            return
+        host.store.flush()
+        messages, triggers = pending.take()
+        for event in messages:
+            await stream.ack(event)
+        if self.on_trigger is not None:
+            for trig in triggers:
                 try:
-                    await self.on_trigger(trig, now_ms)
+                    await self.on_trigger(trig, self._now_ms())
                 except Exception:  # a hook must never stop the stream
                     log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
 
@@ -297,7 +350,8 @@ class SceneWorker:
     # -- timers ---------------------------------------------------------------
 
     async def _sweep(self) -> None:
-        for tick in due_ticks(self.hosts, self._now_ms()):
+        flush_after = max(self.settings.sweep_interval_ms // 2, 50)
+        for tick in due_ticks(self.hosts, self._now_ms(), flush_after_ms=flush_after):
             self.ticks_topic.send_soon(key=b"tick", value=tick.encode(),
                                        partition=tick.partition)
             self.metrics.ticks.inc()

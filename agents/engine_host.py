@@ -16,6 +16,7 @@ bare ``UserState.encode()`` value (no envelope) is read as offset -1.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -174,6 +175,48 @@ class PartitionStore:
             del cache[user_id]
 
 
+class Pending:
+    """Work of one partition taken but not yet durable: the messages to ack,
+    the trigger sends not yet acknowledged by Kafka and their triggers.
+
+    The agent writes the staged states and acks the messages only once every
+    send is acknowledged, so neither a state nor a committed offset can get
+    ahead of the triggers it implies; meanwhile it keeps taking messages.
+    """
+
+    __slots__ = ("futures", "messages", "since_ms", "triggers")
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.futures: deque[Any] = deque()
+        self.triggers: list[Trigger] = []
+        self.since_ms: int | None = None
+
+    def add(self, message: Any, now_ms: int) -> None:
+        if self.since_ms is None:
+            self.since_ms = now_ms
+        self.messages.append(message)
+
+    def acked(self) -> bool:
+        """True when every send is acknowledged (raises a send's error)."""
+        futures = self.futures
+        while futures and futures[0].done():
+            exc = futures.popleft().exception()
+            if exc is not None:
+                raise exc
+        return not futures
+
+    def take(self) -> tuple[list[Any], list[Trigger]]:
+        messages, triggers = self.messages, self.triggers
+        self.messages, self.triggers = [], []
+        self.futures.clear()
+        self.since_ms = None
+        return messages, triggers
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
 class PartitionHost:
     """An engine, its store and its clock for one events partition."""
 
@@ -186,6 +229,13 @@ class PartitionHost:
         self.last_offset = NO_OFFSET  # newest events offset processed here
         self.tick_sent_ms: int | None = None  # a tick is on its way (sweep)
         self.absence_scenes = _absence_names(engine)
+        self.pending = Pending()
+        self.revoked = False  # set when the partition left us: never write again
+
+    @property
+    def idle(self) -> bool:
+        """Nothing staged and nothing waiting for acks."""
+        return not self.pending and not self.store.dirty
 
     def rebuild(self) -> int:
         """Rebuild the timer heap (and the event clock) from the stored states;

@@ -71,6 +71,14 @@ class WorkerSettings:
     session_timeout_ms: int = 60_000
     commit_interval_ms: int = 2_800
     standby_replicas: int = 1
+    # Producer batching window: each produce request is a syscall round, which
+    # dominates at linger 0 (one request per changelog write or trigger).
+    producer_linger_ms: int = 5
+    # A partition's staged states are written (and its messages acked) once
+    # this many messages or this much time has gathered and its triggers are
+    # acknowledged. Triggers themselves are sent at once.
+    settle_batch: int = 500
+    settle_ms: int = 20
     # Decoded user states kept per partition (the table stays the truth).
     cache_users: int = 50_000
     # How often the consumer-lag / state gauges are refreshed.
@@ -83,6 +91,8 @@ class WorkerSettings:
         problems = []
         if self.partitions < 1:
             problems.append("partitions must be >= 1")
+        if not 1 <= self.settle_batch <= 5_000:
+            problems.append("settle batch must be within 1..5000")
         if self.sweep_interval_ms < 10:
             problems.append("sweep interval must be >= 10 ms")
         if self.session_timeout_ms < 6_000:

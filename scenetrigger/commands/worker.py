@@ -67,6 +67,19 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def json_logging_config(level: str) -> dict[str, Any]:
+    """Faust's Worker configures logging itself: keep the project's JSON lines."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "scenetrigger.logs.JsonFormatter"}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "level": level, "stream": "ext://sys.stderr"}},
+        "root": {"level": level, "handlers": ["default"]},
+    }
+
+
 def faust_broker_url(broker: str | None) -> str:
     """``h:p,h2:p2`` (any accepted spelling) -> Faust's ``kafka://h:p;h2:p2``."""
     return "kafka://" + bootstrap_servers(broker).replace(",", ";")
@@ -129,5 +142,9 @@ def run(args: argparse.Namespace) -> int:
           f"{settings.partitions} partitions, clock {settings.clock}, store {settings.store}",
           file=sys.stderr, flush=True)
     worker = faust.Worker(scene_worker.app, loglevel=args.log_level, quiet=True,
-                          redirect_stdouts=False, workdir=str(Path.cwd()))
+                          redirect_stdouts=False, workdir=str(Path.cwd()),
+                          logging_config=json_logging_config(args.log_level))
+    # Faust's terminal spinner sets the root logger to DEBUG: every debug call
+    # in the send path then builds a record (a large share of a worker's CPU).
+    worker.spinner = None
     worker.execute_from_commandline()  # NoReturn: ends with SystemExit on stop

@@ -277,3 +277,44 @@ def test_broker_url_spellings() -> None:
     assert faust_broker_url("kafka://a:1,b:2") == "kafka://a:1;b:2"
 
 
+
+
+class FakeFuture:
+    def __init__(self, done: bool, exc: BaseException | None = None) -> None:
+        self._done = done
+        self._exc = exc
+
+    def done(self) -> bool:
+        return self._done
+
+    def exception(self) -> BaseException | None:
+        return self._exc
+
+
+def test_pending_settles_only_when_every_send_is_acked() -> None:
+    host = make_host({})
+    pending = host.pending
+    assert host.idle and pending.acked()
+    pending.add("m1", 100)
+    slow = FakeFuture(False)
+    pending.futures.extend([FakeFuture(True), slow])
+    assert not pending.acked()  # the first is dropped, the second holds the batch
+    assert len(pending.futures) == 1
+    slow._done = True
+    assert pending.acked()
+    assert pending.take() == (["m1"], [])
+    assert pending.since_ms is None and not pending
+    pending.futures.append(FakeFuture(True, RuntimeError("broker said no")))
+    with pytest.raises(RuntimeError, match="broker said no"):
+        pending.acked()
+
+
+def test_quiet_partition_with_pending_work_gets_a_flush_tick() -> None:
+    host = make_host({})
+    host.on_event(ev("u1", 1_000, "view", product_id="p"), 0, 0)
+    host.pending.add("m", 10_000)
+    assert not host.idle
+    hosts = {0: host}
+    assert due_ticks(hosts, 10_100, flush_after_ms=250) == []
+    assert due_ticks(hosts, 10_300, flush_after_ms=250) == [Tick(0, -1, 10_300)]
+    assert due_ticks(hosts, 10_400, flush_after_ms=250) == []  # one in flight
