@@ -318,3 +318,15 @@ def test_quiet_partition_with_pending_work_gets_a_flush_tick() -> None:
     assert due_ticks(hosts, 10_100, flush_after_ms=250) == []
     assert due_ticks(hosts, 10_300, flush_after_ms=250) == [Tick(0, -1, 10_300)]
     assert due_ticks(hosts, 10_400, flush_after_ms=250) == []  # one in flight
+
+
+def test_worker_builds_engines_per_partition_and_reconfigures_them(tmp_path: Path) -> None:
+    worker = SceneWorker(settings(tmp_path, store="memory"))
+    host0, host1 = worker.host(0), worker.host(1)
+    assert worker.host(0) is host0
+    assert host0 is not host1 and host0.engine is not host1.engine
+    assert host0.absence_scenes == {"abandon"}
+    assert host0.event_clock is False
+    worker.reconfigure(load_config_text(CONFIG.replace("abandon:", "gone_away:")))
+    assert host0.absence_scenes == host1.absence_scenes == {"gone_away"}
+    assert worker.host(2).absence_scenes == {"gone_away"}  # new engines use the new config
