@@ -17,8 +17,10 @@ from channels.catalog import MemoryCatalog
 from channels.catalog import Product as CatalogProduct
 from channels.pipeline import DeliveryPipeline, Outcome, build_pipeline
 from config.models import AppConfig
+from config.strategy_models import StrategiesModel, StrategyModel
 from scenetrigger.embedded import ContentPreview, ContentSource, StateLookup, TriggerContext
 from scenetrigger.personas import CATALOG, PERSONA_LABELS, product_name
+from triggers.errors import ConfigError
 from triggers.events import Trigger
 from triggers.state import UserState
 
@@ -163,3 +165,33 @@ def pick_content(config: AppConfig, source: str = "pipeline",
     if source == "builtin":
         return BuiltinContent()
     raise ValueError(f"unknown content source {source!r}")
+
+
+SHIPPED_DEMO_STRATEGIES = ("reactivation",)
+
+
+def demo_journeys(config: AppConfig, choice: str = "auto",
+                  scale: float = 1.0) -> dict[str, StrategyModel]:
+    """The strategies the demo runs, waits divided by ``scale``.
+
+    ``auto``: the config's strategies, or the shipped reactivation strategy
+    (and the winback it enrols into) when the config has none; ``none``:
+    nothing; otherwise include refs separated by commas (``reactivation`` or
+    a file path)."""
+    from pydantic import ValidationError
+
+    from strategies.embedded import scaled
+
+    if choice == "none":
+        return {}
+    if choice == "auto":
+        models = config.strategies.all_journeys()
+        if not models:
+            models = StrategiesModel(include=list(SHIPPED_DEMO_STRATEGIES)).all_journeys()
+    else:
+        refs = [ref.strip() for ref in choice.split(",") if ref.strip()]
+        try:
+            models = StrategiesModel(include=refs).all_journeys()
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError([f"--strategies {choice!r}: {exc}"]) from None
+    return scaled(models, scale)

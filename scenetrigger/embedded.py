@@ -127,6 +127,7 @@ class ContentSource(Protocol):
 
 
 Subscriber = Callable[[TriggerRecord], Awaitable[None] | None]
+Ticker = Callable[[int], None]  # called with the simulated now at the end of every tick
 StateLookup = Callable[[str], UserState | None]
 
 
@@ -211,6 +212,8 @@ class EmbeddedRuntime:
         self._persona_of = persona_of or (lambda _uid: None)
         self._timer_scenes = {s.name for s in engine.scenes if isinstance(s, AbsenceScene)}
         self._subscribers: list[Subscriber] = []
+        self._tickers: list[Ticker] = []
+        self._panels: dict[str, Callable[[], Any]] = {}
         self._real_start: float | None = None
         self._stop = asyncio.Event()
 
@@ -218,6 +221,14 @@ class EmbeddedRuntime:
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    def add_ticker(self, ticker: Ticker) -> None:
+        """``ticker(now_ms)`` after every tick: clocks of their own (journeys) follow."""
+        self._tickers.append(ticker)
+
+    def add_panel(self, name: str, panel: Callable[[], Any]) -> None:
+        """``snapshot()[name] = panel()``: more state for the live page."""
+        self._panels[name] = panel
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish after the current tick."""
@@ -286,6 +297,11 @@ class EmbeddedRuntime:
                 record = TriggerRecord(trig, self.persona(trig.user_id), now_ms, "release",
                                        (preview,))
                 fired.append(await self._publish(record))
+        for ticker in self._tickers:
+            try:
+                ticker(now_ms)
+            except Exception:  # a strategy bug must not stop the demo
+                log.exception("ticker failed")
         self.stats.sim_ms = max(self.stats.sim_ms, now_ms)
         self.metrics.sim_time.set(self.stats.sim_ms / 1000)
         self.metrics.users.set(len(self.engine.store))
@@ -349,6 +365,7 @@ class EmbeddedRuntime:
             "held": dict(stats.held),
             "content_source": self.content.name if self.content is not None else None,
             "recent": [r.to_dict() for r in self.recent],
+            **{name: panel() for name, panel in self._panels.items()},
         }
 
     def _live_rate(self) -> float:

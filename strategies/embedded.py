@@ -1,51 +1,172 @@
 """Strategies in the embedded runtime (``scenetrigger demo``): a subscriber
 that takes each fired trigger, runs the journeys on the runtime's simulated
 clock and reports their actions. Wire it with
-``runtime.subscribe(JourneySubscriber(config, printer))``.
+``runtime.subscribe(JourneySubscriber(config, printer))`` and
+``runtime.add_ticker(subscriber.tick)`` so deadlines fire with no new trigger.
 
-The demo publishes a record per trigger (and per timer/release), so journey
-deadlines fire when the next record arrives; ``tick(now_ms)`` lets a host
-advance them without one.
+The demo sends nothing, so nobody opens anything: :class:`SimulatedOpens`
+stands in for the shoppers, opening a share of the journey messages per
+channel after a short delay (deterministic per seed and message id), so
+both branches of the reactivation strategy show. ``scaled`` shortens waits
+for the demo's clock (2 days in 30 simulated minutes at the default 96).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.models import AppConfig
-from strategies.actions import Action, UserContext
+from config.strategy_models import StrategyModel
+from strategies.actions import (
+    Action,
+    EnrolAction,
+    ExitAction,
+    SendAction,
+    SuppressedAction,
+    TagAction,
+    UserContext,
+    action_to_dict,
+)
 from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
+from triggers.events import Event
 
 ActionSink = Callable[[Action], None]
+FeedbackSink = Callable[[Event], None]
+DEFAULT_OPEN_SHARE: Mapping[str, float] = {"push": 0.2, "sms": 0.15, "wechat": 0.45,
+                                           "email": 0.3}
+
+
+def scaled(journeys: Mapping[str, StrategyModel], factor: float) -> dict[str, StrategyModel]:
+    """The same strategies with every wait, branch window and ``reenter_after``
+    divided by ``factor`` (at least 1 ms); ``factor`` 1 changes nothing."""
+    if factor <= 0:
+        raise ValueError("factor must be > 0")
+
+    def short(ms: int) -> int:
+        return max(1, round(ms / factor))
+
+    out: dict[str, StrategyModel] = {}
+    for name, model in journeys.items():
+        steps = []
+        for step in model.steps:
+            if step.wait is not None:
+                step = step.model_copy(update={"wait": short(step.wait)})
+            elif step.branch is not None:
+                branch = step.branch.model_copy(update={"within": short(step.branch.within)})
+                step = step.model_copy(update={"branch": branch})
+            steps.append(step)
+        again = None if model.reenter_after is None else short(model.reenter_after)
+        out[name] = model.model_copy(update={"steps": steps, "reenter_after": again})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedOpens:
+    """Decides whether (and how long after sending) a journey message is
+    opened: ``share`` per channel, a delay drawn in ``[min_delay_ms,
+    max_delay_ms]``. Pure function of (seed, message id)."""
+
+    seed: int = 7
+    share: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_OPEN_SHARE))
+    min_delay_ms: int = 60_000
+    max_delay_ms: int = 20 * 60_000
+
+    def open_delay(self, send: SendAction) -> int | None:
+        rng = random.Random(f"{self.seed}|{send.message_id}")  # noqa: S311 - a simulation
+        if rng.random() >= self.share.get(send.channel, 0.0):
+            return None
+        return rng.randint(self.min_delay_ms, self.max_delay_ms)
 
 
 class JourneySubscriber:
+    """Runs the config's strategies (or ``journeys``) on the runtime's clock."""
+
     def __init__(self, config: AppConfig, sink: ActionSink,
-                 metrics: StrategyMetrics | None = None) -> None:
+                 metrics: StrategyMetrics | None = None, *,
+                 journeys: Mapping[str, StrategyModel] | None = None,
+                 opens: SimulatedOpens | None = None, on_feedback: FeedbackSink | None = None,
+                 recent: int = 50) -> None:
         section = config.strategies
+        models = journeys if journeys is not None else section.all_journeys()
         self.engine = JourneyEngine(
-            Registry(section.all_journeys(),
-                     scenes=frozenset(s.name for s in config.scene_list())),
+            Registry(models, scenes=frozenset(s.name for s in config.scene_list())),
             control=section.control)
         self.sink = sink
         self.metrics = metrics
+        self.opens = opens
+        self.on_feedback = on_feedback
         self.actions = 0
+        self.counts: Counter[str] = Counter()  # enrolled, sent, opened, tag:+x, exit:reason
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self._pending: list[tuple[int, int, Event]] = []  # simulated opens, by time
+        self._seq = 0
 
     def __call__(self, record: Any) -> None:
         """``record`` is a ``scenetrigger.embedded.TriggerRecord``."""
-        self._emit(self.engine.advance(record.fired_ms))
+        self.tick(record.fired_ms)
         if record.via != "release":  # a released message is not a new trigger
             self._emit(self.engine.on_trigger(record.trigger, UserContext()))
 
     def tick(self, now_ms: int) -> None:
-        self._emit(self.engine.advance(now_ms))
+        """Deliver the simulated opens due by ``now_ms`` and fire due deadlines."""
+        while True:
+            if self._pending and self._pending[0][0] <= now_ms:
+                _, _, event = heapq.heappop(self._pending)
+                self.counts["opened"] += 1
+                self._note({"kind": "opened", "user_id": event.user_id, "ts": event.ts,
+                            **event.fields})
+                if self.on_feedback is not None:
+                    self.on_feedback(event)
+                self._emit(self.engine.on_event(event))
+                continue
+            self._emit(self.engine.advance(now_ms))
+            if not self._pending or self._pending[0][0] > now_ms:
+                return
+
+    def snapshot(self) -> dict[str, Any]:
+        """For the live page: counters and the most recent actions, newest first."""
+        return {"counts": dict(sorted(self.counts.items())), "recent": list(self.recent),
+                "pending_opens": len(self._pending)}
 
     def _emit(self, actions: list[Action]) -> None:
         if self.metrics is not None:
             self.metrics.observe(actions)
         for action in actions:
             self.actions += 1
+            self._count(action)
+            if isinstance(action, SendAction) and self.opens is not None:
+                self._schedule_open(action)
             self.sink(action)
+
+    def _schedule_open(self, send: SendAction) -> None:
+        assert self.opens is not None
+        delay = self.opens.open_delay(send)
+        if delay is None:
+            return
+        fields = {"channel": send.channel, "message_id": send.message_id,
+                  "strategy": send.strategy, "source": "simulated"}
+        self._seq += 1
+        event = Event(send.user_id, send.ts + delay, "opened", fields)
+        heapq.heappush(self._pending, (event.ts, self._seq, event))
+
+    def _count(self, action: Action) -> None:
+        if isinstance(action, EnrolAction):
+            self.counts["enrolled" + (" (control)" if action.control else "")] += 1
+        elif isinstance(action, SendAction):
+            self.counts["sent"] += 1
+        elif isinstance(action, TagAction):
+            self.counts[("tag +" if action.add else "tag -") + action.tag] += 1
+        elif isinstance(action, ExitAction):
+            self.counts[f"exit {action.reason}"] += 1
+        if not isinstance(action, SuppressedAction):  # in_progress etc.: counted, not listed
+            self._note(action_to_dict(action))
+
+    def _note(self, item: dict[str, Any]) -> None:
+        self.recent.appendleft(item)

@@ -22,11 +22,25 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from config.loader import load_config
-from scenetrigger.demo_content import CONTENT_SOURCES, pick_content
+from scenetrigger.demo_content import CONTENT_SOURCES, demo_journeys, pick_content
 from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
 from scenetrigger.replay import new_engine
+from strategies.actions import (
+    Action,
+    EnrolAction,
+    ExitAction,
+    HandoffAction,
+    ScoreAction,
+    SendAction,
+    TagAction,
+)
+from strategies.embedded import DEFAULT_OPEN_SHARE, JourneySubscriber, SimulatedOpens
+from strategies.metrics import StrategyMetrics
 from triggers.errors import SceneTriggerError
+from triggers.events import Event
+
+DEFAULT_JOURNEY_SCALE = 96.0  # 2 days of a strategy's wait = 30 simulated minutes
 
 
 def register(sub: Any) -> None:
@@ -52,6 +66,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--content", choices=CONTENT_SOURCES, default="pipeline",
                         help="pipeline: the content and delivery pipeline in dry run (default); "
                              "builtin: one fixed line per scene and persona")
+    parser.add_argument("--strategies", default="auto",
+                        help="strategies to run: auto (the config's, else the shipped "
+                             "reactivation), none, or include refs separated by commas")
+    parser.add_argument("--journey-scale", type=_positive_float, default=DEFAULT_JOURNEY_SCALE,
+                        help="divide strategy waits by this (default 96: 2 days = 30 "
+                             "simulated minutes); 1 = as configured")
     parser.set_defaults(run=run)
 
 
@@ -72,8 +92,9 @@ async def _main(args: argparse.Namespace) -> int:
         persona_of=stream.persona_of, content=pick_content(config, args.content, registry),
         registry=registry,
     )
-    printer = ConsolePrinter(out, runtime.stop)
+    printer = ConsolePrinter(out, runtime.stop, runtime.persona)
     runtime.subscribe(printer)
+    journeys = _wire_journeys(runtime, config, args, printer, registry)
     served = None
     if not args.no_web:
         from scenetrigger.web import serve
@@ -84,7 +105,7 @@ async def _main(args: argparse.Namespace) -> int:
             hint = " (try --port 0 for any free port)" if exc.errno == errno.EADDRINUSE else ""
             raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
                                     f"{exc.strerror or exc}{hint}") from None
-    _print_banner(out, args, served.url if served else None, runtime)
+    _print_banner(out, args, served.url if served else None, runtime, journeys)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runtime.stop)
@@ -98,8 +119,24 @@ async def _main(args: argparse.Namespace) -> int:
             await served.runner.cleanup()
     if not printer.closed:
         with contextlib.suppress(BrokenPipeError):
-            _print_summary(out, stats, runtime)
+            _print_summary(out, stats, runtime, journeys)
     return 0
+
+
+def _wire_journeys(runtime: EmbeddedRuntime, config: Any, args: argparse.Namespace,
+                   printer: ConsolePrinter, registry: CollectorRegistry) -> JourneySubscriber | None:
+    """The strategies on the runtime's clock, with simulated opens (the demo
+    sends nothing, so the shoppers' opens are made up: see SimulatedOpens)."""
+    models = demo_journeys(config, args.strategies, args.journey_scale)
+    if not models:
+        return None
+    subscriber = JourneySubscriber(config, printer.action, StrategyMetrics.create(registry),
+                                   journeys=models, opens=SimulatedOpens(args.seed),
+                                   on_feedback=printer.feedback)
+    runtime.subscribe(subscriber)
+    runtime.add_ticker(subscriber.tick)
+    runtime.add_panel("journeys", subscriber.snapshot)
+    return subscriber
 
 
 def default_start_ms(now_s: float | None = None) -> int:
@@ -115,16 +152,29 @@ class ConsolePrinter:
     When the reader goes away (``scenetrigger demo | head``) the demo stops
     quietly instead of failing on a broken pipe."""
 
-    def __init__(self, out: TextIO, on_closed: Callable[[], None] | None = None) -> None:
+    def __init__(self, out: TextIO, on_closed: Callable[[], None] | None = None,
+                 persona_of: Callable[[str], str] | None = None) -> None:
         self.out = out
         self.on_closed = on_closed
+        self.persona_of = persona_of or (lambda _user: "unknown")
         self.closed = False
 
     def __call__(self, record: TriggerRecord) -> None:
+        self._write(format_record(record))
+
+    def action(self, action: Action) -> None:
+        line = format_action(action, self.persona_of(action.user_id))
+        if line is not None:
+            self._write(line)
+
+    def feedback(self, event: Event) -> None:
+        self._write(format_feedback(event, self.persona_of(event.user_id)))
+
+    def _write(self, line: str) -> None:
         if self.closed:
             return
         try:
-            self.out.write(format_record(record) + "\n")
+            self.out.write(line + "\n")
             self.out.flush()
         except BrokenPipeError:
             self.closed = True
@@ -164,6 +214,44 @@ def format_record(record: TriggerRecord) -> str:
     return line.rstrip()
 
 
+def _journey_prefix(ts: int, strategy: str, user: str, persona: str, step: str) -> str:
+    when = datetime.fromtimestamp(ts / 1000, UTC).strftime("%H:%M:%S")
+    label = PERSONA_LABELS.get(persona, persona)
+    return f"{when}  {'» ' + strategy:<24} {user:<5} {label:<21} {step or '-':<18} "
+
+
+def format_action(action: Action, persona: str) -> str | None:
+    """One line per journey action (suppressed entries are only counted)."""
+    if isinstance(action, EnrolAction):
+        text = f"enrolled (via {action.via})"
+        if action.control:
+            text += ", control group: no messages"
+        return _journey_prefix(action.ts, action.strategy, action.user_id, persona, "-") + text
+    if isinstance(action, SendAction):
+        return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
+                + f"→ [{action.channel}-dry-run] {action.content_ref}")
+    if isinstance(action, TagAction):
+        sign = "+" if action.add else "-"
+        return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
+                + f"tag {sign}{action.tag}")
+    if isinstance(action, ExitAction):
+        return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
+                + f"exit ({action.reason})")
+    if isinstance(action, ScoreAction):
+        return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
+                + f"score {action.delta:+g}")
+    if isinstance(action, HandoffAction):
+        return (_journey_prefix(action.ts, "lead", action.user_id, persona, "-")
+                + f"→ [{action.channel}] handoff, score {action.score:.0f}")
+    return None
+
+
+def format_feedback(event: Event, persona: str) -> str:
+    strategy = str(event.fields.get("strategy") or "-")
+    return (_journey_prefix(event.ts, strategy, event.user_id, persona, "-")
+            + f"opened on {event.fields.get('channel')} (simulated)")
+
+
 def _segment(style: str | None, segment: str | None) -> str | None:
     parts = [p for p in (style, segment) if p]
     return "/".join(parts) if parts else None
@@ -174,7 +262,7 @@ def _clip(text: str, width: int) -> str:
 
 
 def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
-                  runtime: EmbeddedRuntime) -> None:
+                  runtime: EmbeddedRuntime, journeys: JourneySubscriber | None) -> None:
     absence_s = 30 * 60 / args.speed
     source = runtime.content.name if runtime.content is not None else "none"
     lines = [
@@ -185,19 +273,26 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
     if url is not None:
         lines += [f"  live page   {url}", f"  metrics     {url}metrics",
                   f"  state JSON  {url}api/state"]
+    if journeys is not None:
+        names = ", ".join(s.name for s in journeys.engine.registry.strategies())
+        day_s = 86_400 / args.journey_scale / args.speed
+        opens = ", ".join(f"{c} {p:.0%}" for c, p in DEFAULT_OPEN_SHARE.items())
+        lines += [f"  strategies  {names}: waits /{args.journey_scale:g} "
+                  f"(1 day = {day_s:.1f} s); simulated opens: {opens}"]
     stop = "Ctrl-C"
     if args.duration is not None:
         stop += f" (stops by itself after {args.duration:g} s)"
     lines.append(f"  stop        {stop}")
     lines.append("")
-    lines.append("(* = a message held back by quiet hours, sent now)")
+    lines.append("(* = a message held back by quiet hours, sent now; » = a strategy's step)")
     lines.append(f"{'sim UTC':<8}  {'scene':<24} {'user':<5} {'persona':<21} "
                  f"{'key':<18} → [channel] message  (variant; style/segment)")
     out.write("\n".join(lines) + "\n")
     out.flush()
 
 
-def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime) -> None:
+def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime,
+                   journeys: JourneySubscriber | None = None) -> None:
     lines = [
         "",
         f"demo summary: {stats.events:,} events in {stats.real_seconds:.1f} s real "
@@ -213,6 +308,9 @@ def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime) -
         f"  users          {len(runtime.engine.store):>8,}",
         f"  pending timers {len(runtime.engine.pending_timers()):>8,}",
     ]
+    if journeys is not None:
+        lines.append(f"  journeys       {journeys.actions:>8,}  actions")
+        lines += [f"    {what:<26}{n:>8,}" for what, n in sorted(journeys.counts.items())]
     out.write("\n".join(lines) + "\n")
     out.flush()
 
