@@ -1,0 +1,255 @@
+"""``scenetrigger serve``: the HTTP side of delivery in one aiohttp server.
+
+Routes (all on one port, loopback by default):
+
+* feedback: ``GET /t/o/{message_id}.gif`` (open pixel), ``GET /t/c/{message_id}``
+  (signed click redirect), ``POST /callbacks/{provider}`` (provider reports,
+  ``$SCENETRIGGER_CALLBACK_TOKEN``) — see :mod:`channels.feedback`;
+* inbox: ``GET /inbox/{user_id}``, ``POST /inbox/{user_id}/ack`` — need
+  ``Authorization: Bearer <token>``: the admin token
+  (``$SCENETRIGGER_ADMIN_TOKEN``) or the user's own token,
+  ``hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET, user_id))``, minted by the
+  shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
+* ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
+* ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
+  (pings Redis).
+
+Feedback events go to the Kafka events topic (``--broker``; keyed by user,
+``PREFIX.events`` with ``--topic-prefix``) so scenes can use them, and, with
+``--journeys-feedback``, also to the journeys' feedback topic with the plain
+kind (``opened``) as type; without ``--broker`` they are printed as JSON lines.
+Message metadata comes from the Redis message index that live delivery
+(``replay --deliver live``) fills, under ``delivery.redis_prefix``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
+from channels.inbox import InboxStore, inbox_routes
+from channels.policy import DeliveryPolicy, RedisPolicyStore
+from config.channel_models import InboxModel
+from config.models import AppConfig
+from strategies.http import TOKEN_ENV, add_routes
+from strategies.store import RedisTagStore
+from triggers.errors import SceneTriggerError
+
+INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # strategies/bridge: the journeys' feedback topic
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("serve", help="HTTP: open pixel, click redirect, provider "
+                                          "callbacks, inbox, tags/score, /metrics")
+    parser.add_argument("--config", help="config (delivery.tracking, channels, strategies)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 = any)")
+    parser.add_argument("--redis-url", help=f"default: $SCENETRIGGER_REDIS_URL or "
+                                            f"{DEFAULT_REDIS_URL}")
+    parser.add_argument("--broker", help="Kafka bootstrap: feedback goes to the events topic "
+                                         "(without it: JSON lines on stdout)")
+    parser.add_argument("--topic-prefix", help="PREFIX.events / PREFIX.feedback")
+    parser.add_argument("--journeys-feedback", action="store_true",
+                        help="also publish to the journeys' feedback topic")
+    parser.add_argument("--tags-prefix", default="scenetrigger:",
+                        help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))
+
+
+def inbox_token(secret: str, user_id: str) -> str:
+    """The end-user inbox token: hex HMAC-SHA256 of the user id."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+class JsonlSink:
+    """Feedback events as JSON lines (no broker)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        self._out.write(orjson.dumps(event.to_dict()).decode() + "\n")
+        self._out.flush()
+
+
+class KafkaFeedbackSink:
+    """The events topic (``message_<kind>`` events for scenes), and optionally
+    the journeys' feedback topic (type ``<kind>``, what branches wait for)."""
+
+    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None) -> None:
+        self._producer = producer
+        self._events = events_topic
+        self._journeys = journeys_topic
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        key = event.user_id.encode()
+        record = event.to_dict()
+        await self._producer.send_and_wait(self._events, orjson.dumps(record), key=key)
+        if self._journeys is not None:
+            await self._producer.send_and_wait(
+                self._journeys, orjson.dumps(record | {"type": event.kind}), key=key)
+
+
+@dataclass
+class CountingSink:
+    """Counts feedback by kind on /metrics, then passes it on."""
+
+    inner: FeedbackSink
+    counter: Any
+    failures: Any
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        try:
+            await self.inner.emit(event)
+        except Exception:
+            self.failures.inc()
+            raise
+        self.counter.labels(kind=event.kind).inc()
+
+
+@dataclass
+class ServeParts:
+    """What :func:`build_app` needs; tests pass their own."""
+
+    config: AppConfig
+    redis: Any
+    sink: FeedbackSink
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    tags_prefix: str = "scenetrigger:"
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+def inbox_model(config: AppConfig) -> InboxModel:
+    """The first inbox channel of the config (its key prefix and caps), or the defaults."""
+    for model in config.channels.values():
+        if isinstance(model, InboxModel):
+            return model
+    return InboxModel(type="inbox")
+
+
+def build_app(parts: ServeParts) -> web.Application:
+    config, env = parts.config, parts.env
+    tracking = config.delivery.tracking
+    reg = parts.registry
+    sink = CountingSink(
+        parts.sink,
+        Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
+                registry=reg),
+        Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
+                registry=reg))
+    policy = DeliveryPolicy(config.delivery, RedisPolicyStore(parts.redis))
+    feedback = FeedbackApp(sink, RedisMessageIndex(parts.redis, config.delivery.redis_prefix),
+                           env.get(tracking.secret_env, "").encode(),
+                           env.get(tracking.callback_token_env) or None,
+                           tuple(tracking.allow_hosts), policy.record_engaged)
+    app = web.Application(client_max_size=1 << 20)
+    feedback.add_routes(app)
+    model = inbox_model(config)
+    store = InboxStore(parts.redis, model.key_prefix, model.max_messages, model.retention,
+                       model.dedupe_ttl)
+    app.add_routes(inbox_routes(store, inbox_authorizer(env.get(TOKEN_ENV, ""),
+                                                        env.get(INBOX_SECRET_ENV, ""))))
+    add_routes(app, RedisTagStore(parts.redis, parts.tags_prefix), config.strategies.scoring,
+               env.get(TOKEN_ENV, ""))
+
+    async def metrics(_request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(reg))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            await parts.redis.ping()
+        except Exception as exc:  # any Redis failure: not healthy
+            return web.json_response({"status": "down", "redis": str(exc)[:200]}, status=503)
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+Authorizer = Callable[[web.Request, str], Any]
+
+
+def inbox_authorizer(admin_token: str, user_secret: str) -> Authorizer:
+    """Bearer admin token, or the user's own :func:`inbox_token`; else 401.
+    With neither configured every request is refused (closed by default)."""
+
+    async def authorize(request: web.Request, user_id: str) -> bool:
+        header = request.headers.get("Authorization", "")
+        given = header[len("Bearer "):].encode() if header.startswith("Bearer ") else b""
+        if given and admin_token and hmac.compare_digest(given, admin_token.encode()):
+            return True
+        if given and user_secret and hmac.compare_digest(
+                given, inbox_token(user_secret, user_id).encode()):
+            return True
+        raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
+                                   headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
+async def _main(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from config.loader import load_config
+
+    config = load_config(args.config)
+    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+    client = aioredis.Redis.from_url(url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+        sink: FeedbackSink = JsonlSink(sys.stdout)
+        if args.broker:
+            from aiokafka import AIOKafkaProducer
+
+            from agents.topics import EVENTS, bootstrap_servers
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
+                                        acks="all")
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            prefix = args.topic_prefix
+            events = f"{prefix}.events" if prefix else EVENTS
+            journeys = (f"{prefix}.feedback" if prefix else JOURNEYS_FEEDBACK) if (
+                args.journeys_feedback) else None
+            sink = KafkaFeedbackSink(producer, events, journeys)
+        parts = ServeParts(config, client, sink, tags_prefix=args.tags_prefix)
+        runner = web.AppRunner(build_app(parts), access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+        except OSError as exc:
+            raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
+                                    f"{exc.strerror or exc}") from None
+        host, port = runner.addresses[0][:2]
+        print(f"scenetrigger serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr,
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    return 0

@@ -1,0 +1,165 @@
+"""`scenetrigger serve` against real Redis and Kafka: an open pixel puts a
+feedback event with the message's user/channel/scene on the events topic,
+the inbox needs a token, tags/score need the admin token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from channels.base import Message
+from channels.feedback import MessageMeta, RedisMessageIndex
+from channels.inbox import InboxStore
+from config.loader import load_config_text
+from scenetrigger.commands.serve import (
+    INBOX_SECRET_ENV,
+    KafkaFeedbackSink,
+    ServeParts,
+    build_app,
+    inbox_token,
+)
+from strategies.http import TOKEN_ENV
+from tests.agents.kafka_read import read_topic, unique_topic
+from tests.channels.receivers import serve_app
+
+CLI = Path(sys.executable).with_name("scenetrigger")
+ADMIN = "admin-token-for-tests"
+USER_SECRET = "inbox-secret-for-tests"
+
+
+def config_text(run: str) -> str:
+    return f"""
+scenes:
+  promo_arrival: {{kind: arrival, when: {{page: {{prefix: /promo}}}}, per: page}}
+delivery: {{redis_prefix: "sv{run}:"}}
+channels:
+  inbox: {{type: inbox, key_prefix: "sv{run}:inbox"}}
+"""
+
+
+def message(user: str, mid: str) -> Message:
+    return Message(mid, f"t-{mid}", user, "promo_arrival", "inbox", "Deals", "On now", None,
+                   {}, 1_700_000_000_000)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
+                                                      kafka_bootstrap: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    config = load_config_text(config_text(run))
+    client = Redis.from_url(redis_url)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    events_topic, journeys_topic = unique_topic("serve-events"), unique_topic("serve-fb")
+    env = {TOKEN_ENV: ADMIN, INBOX_SECRET_ENV: USER_SECRET}
+    parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic),
+                       env=env, tags_prefix=f"sv{run}:")
+    mid = f"m-{run}"
+    await RedisMessageIndex(client, f"sv{run}:").remember(
+        mid, MessageMeta("u42", "cart_abandonment", "wechat"))
+    store = InboxStore(client, f"sv{run}:inbox")
+    assert await store.add(message("u42", mid))
+    await client.sadd(f"sv{run}:tags:u42", "prefers_wechat")
+    try:
+        async with serve_app(build_app(parts)) as base, aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/t/o/{mid}.gif") as resp:
+                assert resp.status == 200 and resp.content_type == "image/gif"
+            async with http.get(f"{base}/t/o/unknown.gif") as resp:
+                assert resp.status == 200  # still a pixel, but no event
+
+            # Inbox: the user's own token or the admin token; nothing else.
+            inbox = f"{base}/inbox/u42"
+            async with http.get(inbox) as resp:
+                assert resp.status == 401
+            for bad in ("Bearer nope", f"Bearer {inbox_token(USER_SECRET, 'u7')}",
+                        f"Bearer {inbox_token('other-secret', 'u42')}", ADMIN):
+                async with http.get(inbox, headers={"Authorization": bad}) as resp:
+                    assert resp.status == 401, bad
+            own = {"Authorization": f"Bearer {inbox_token(USER_SECRET, 'u42')}"}
+            async with http.get(inbox, headers=own) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+            assert [m["message_id"] for m in body["messages"]] == [mid]
+            async with http.post(inbox + "/ack", headers=own, json={"ids": [mid]}) as resp:
+                assert resp.status == 200 and (await resp.json()) == {"acked": 1}
+            async with http.post(inbox + "/ack", json={"ids": [mid]}) as resp:
+                assert resp.status == 401
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            async with http.get(inbox + "?all=1", headers=admin) as resp:
+                assert resp.status == 200
+                assert [m["read"] for m in (await resp.json())["messages"]] == [True]
+
+            # Tags and score: the admin token only.
+            async with http.get(f"{base}/users/u42/tags") as resp:
+                assert resp.status == 401
+            async with http.get(f"{base}/users/u42/tags", headers=own) as resp:
+                assert resp.status == 401
+            async with http.get(f"{base}/users/u42/tags", headers=admin) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["tags"] == ["prefers_wechat"]
+            async with http.get(f"{base}/users/u42/score", headers=admin) as resp:
+                assert resp.status == 200
+
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["status"] == "ok"
+            async with http.get(f"{base}/metrics") as resp:
+                metrics = await resp.text()
+            assert 'scenetrigger_feedback_events_total{kind="opened"} 1.0' in metrics
+
+        events = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, events_topic)]
+        assert [(e["type"], e["user_id"], e["channel"], e["scene"], e["message_id"])
+                for e in events] == [("message_opened", "u42", "wechat", "cart_abandonment",
+                                      mid)]
+        records = await read_topic(kafka_bootstrap, journeys_topic)
+        assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [(b"u42", "opened")]
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+async def test_serve_command_prints_feedback_as_jsonl(redis_url: str, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(config_text(run))
+    client = Redis.from_url(redis_url)
+    mid = f"m-{run}"
+    await RedisMessageIndex(client, f"sv{run}:").remember(
+        mid, MessageMeta("u9", "promo_arrival", "push"))
+    proc = await asyncio.create_subprocess_exec(
+        str(CLI), "serve", "--port", "0", "--config", str(cfg), "--redis-url", redis_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, INBOX_SECRET_ENV)})
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        banner = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert "scenetrigger serve: http://" in banner, banner
+        base = banner.split()[2].rstrip("/")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/t/o/{mid}.gif") as resp:
+                assert resp.status == 200
+            async with http.get(f"{base}/inbox/u9") as resp:
+                assert resp.status == 401  # no token configured: closed
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        event = orjson.loads(line)
+        assert (event["type"], event["user_id"], event["channel"], event["scene"],
+                event["message_id"]) == ("message_opened", "u9", "push", "promo_arrival", mid)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await client.aclose()
