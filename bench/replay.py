@@ -7,7 +7,9 @@ of shopper personas, then runs, interleaved and repeated:
 
 - ``parse``: read every line and ``orjson.loads`` it (the floor any replay pays);
 - ``replay-null``: ``replay`` with the shipped config, triggers to a null sink;
-- ``replay-file``: the same, triggers written as JSONL to bench/out/.
+- ``replay-file``: the same, triggers written as JSONL to bench/out/;
+- ``replay-null-no-profile``: as replay-null without the per-user profile
+  aggregates (``Engine.track_profile = False``), to show what they cost.
 
 It reports events/s (wall and CPU time: the machine is shared, CPU time is the
 steadier figure), the replay/parse ratio, the run-to-run spread, and memory
@@ -93,9 +95,12 @@ def parse_only(path: Path) -> int:
     return count
 
 
-def replay_run(path: Path, sink_to_file: bool) -> tuple[int, Engine, dict[str, int]]:
+def replay_run(
+    path: Path, sink_to_file: bool, track_profile: bool = True
+) -> tuple[int, Engine, dict[str, int]]:
     config = load_config()
     engine = new_engine(config)
+    engine.track_profile = track_profile
     with path.open("rb", buffering=1 << 20) as fh:
         records = read_events(fh, "jsonl", config.engine.max_line_bytes)
         if sink_to_file:
@@ -115,13 +120,13 @@ def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
 
 
 def measure(path: Path, reps: int) -> dict[str, Any]:
-    runs: dict[str, list[tuple[float, float]]] = {"parse": [], "replay-null": [],
-                                                   "replay-file": []}
+    runs: dict[str, list[tuple[float, float]]] = {
+        "parse": [], "replay-null": [], "replay-file": [], "replay-null-no-profile": []}
     counts: dict[str, int] = {}
     triggers: dict[str, int] = {}
 
-    def run_replay(to_file: bool) -> int:
-        read, _, fired = replay_run(path, to_file)
+    def run_replay(to_file: bool, track_profile: bool = True) -> int:
+        read, _, fired = replay_run(path, to_file, track_profile)
         triggers.update(fired)
         return read
 
@@ -129,13 +134,14 @@ def measure(path: Path, reps: int) -> dict[str, Any]:
         "parse": lambda: parse_only(path),
         "replay-null": lambda: run_replay(False),
         "replay-file": lambda: run_replay(True),
+        "replay-null-no-profile": lambda: run_replay(False, track_profile=False),
     }
     for rep in range(reps):
         for name, job in jobs.items():
             count, wall, cpu = timed(job)
             counts[name] = count
             runs[name].append((count / wall, count / cpu))
-            print(f"rep {rep + 1}/{reps} {name:<12} {count / wall:>10,.0f} ev/s wall "
+            print(f"rep {rep + 1}/{reps} {name:<22} {count / wall:>10,.0f} ev/s wall "
                   f"{count / cpu:>10,.0f} ev/s cpu", file=sys.stderr)
     assert len(set(counts.values())) == 1, counts
     result: dict[str, Any] = {"runs": {}, "triggers": triggers}
