@@ -8,7 +8,9 @@ import argparse
 import asyncio
 import io
 import json
+import time
 from collections import defaultdict
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +25,7 @@ from scenetrigger.replay import new_engine
 from strategies.actions import SendAction
 from strategies.embedded import SimulatedOpens, scaled
 from tests.scenetrigger.demo_process import http_get, start_demo
+from tests.scenetrigger.test_web_browser import browser  # noqa: F401 - the Chromium fixture
 
 START = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 3_600_000  # 01:00 UTC
 SPEED = 600.0
@@ -165,3 +168,44 @@ def test_make_demo_shows_journeys_on_console_and_page() -> None:
     finally:
         demo.stop()
     assert json.dumps(journeys)  # JSON-ready
+
+
+READ_JOURNEYS = """
+const box = document.getElementById('journeys');
+const cards = [...document.querySelectorAll('#journey-counts .scene-count')];
+const rows = [...document.querySelectorAll('#journey-actions tbody tr')];
+return {
+  hidden: box.hidden,
+  counts: Object.fromEntries(cards.map(c => [c.dataset.action,
+                                             Number(c.querySelector('.count').textContent)])),
+  rows: rows.map(r => [...r.querySelectorAll('td')].map(td => td.innerText)),
+};
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_live_page_shows_the_journeys(browser: Any) -> None:  # noqa: F811 - the fixture
+    demo = start_demo("--duration", "90", "--speed", "600", "--seed", "7")
+    try:
+        url = demo.wait_ready()
+        browser.get(url)
+        page: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            page = browser.execute_script(READ_JOURNEYS)
+            counts = page["counts"]
+            if counts.get("tag +prefers_wechat", 0) > 0 and counts.get("tag +churned", 0) > 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"journeys never showed both branches: {page}\n{demo.output()}")
+        assert not page["hidden"] and page["rows"]
+        for cells in page["rows"]:
+            assert len(cells) == 5
+            assert cells[1] in {"reactivation", "winback"}
+            assert cells[2].startswith("u")
+        texts = [cells[4] for cells in page["rows"]]
+        assert any(t.startswith(("→ [", "enrolled", "tag ", "exit", "opened on")) for t in texts)
+    finally:
+        demo.stop()
