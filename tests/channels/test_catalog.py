@@ -19,19 +19,27 @@ from channels.catalog import (
     read_products,
 )
 from tests.channels.content_factories import catalog_products
+from tests.paths import REES46_SAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = Path("/work/shared/data/rees46-2019-10-01-sample.csv")
+
+SAMPLE = REES46_SAMPLE
 
 
 def test_csv_and_jsonl_files(tmp_path: Path) -> None:
     csv_file = tmp_path / "c.csv"
-    csv_file.write_text("product_id,name,price,url,category,is_new,discount\n"
-                        "1,Phone,199.99,https://s.example/1,phones,true,0\n"
-                        "2,,5,,phones,0,15\n", encoding="utf-8")
+    csv_file.write_text(
+        "product_id,name,price,url,category,is_new,discount\n"
+        "1,Phone,199.99,https://s.example/1,phones,true,0\n"
+        "2,,5,,phones,0,15\n",
+        encoding="utf-8",
+    )
     jsonl = tmp_path / "c.jsonl"
-    jsonl.write_text('{"product_id": 1, "name": "Phone", "price": 199.99, "is_new": true}\n\n'
-                     '{"product_id": "2", "discount": 150}\n', encoding="utf-8")
+    jsonl.write_text(
+        '{"product_id": 1, "name": "Phone", "price": 199.99, "is_new": true}\n\n'
+        '{"product_id": "2", "discount": 150}\n',
+        encoding="utf-8",
+    )
     a, b = read_products(csv_file)
     assert a == Product("1", "Phone", 19_999, "https://s.example/1", "", "phones", "", True, 0)
     assert (b.name, b.price_cents, b.discount) == ("Product 2", 500, 15)
@@ -87,9 +95,23 @@ async def test_redis_catalog_matches_the_memory_catalog(redis_url: str) -> None:
 def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:cat:"
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "catalog", "load", str(SAMPLE),
-         "--redis-url", redis_url, "--prefix", prefix],
-        cwd=ROOT, capture_output=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "scenetrigger.cli",
+            "catalog",
+            "load",
+            str(SAMPLE),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert b"loaded" in done.stderr
 
@@ -102,6 +124,19 @@ def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
 
     assert asyncio.run(lookup())["1004659"].name == "Samsung smartphone"
     failed = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "catalog", "load", str(tmp_path / "x.csv"),
-         "--redis-url", redis_url], cwd=ROOT, capture_output=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "scenetrigger.cli",
+            "catalog",
+            "load",
+            str(tmp_path / "x.csv"),
+            "--redis-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert failed.returncode == 1 and b"cannot read" in failed.stderr

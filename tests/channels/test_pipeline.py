@@ -25,10 +25,12 @@ from channels.registry import ChannelRegistry, ChannelSender
 from config.loader import load_config
 from config.models import AppConfig
 from tests.channels.content_factories import PHONE, T0, catalog, user_state
+from tests.paths import REES46_SAMPLE
 from triggers.events import Trigger
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = Path("/work/shared/data/rees46-2019-10-01-sample.csv")
+
+SAMPLE = REES46_SAMPLE
 
 
 def demo_config() -> AppConfig:
@@ -41,8 +43,12 @@ async def test_same_trigger_different_message_per_persona() -> None:
     registry.add(log)
     sender = ChannelSender(registry, metrics_registry=CollectorRegistry())
     pipeline = build_pipeline(demo_config(), "dry-run", sender, catalog=catalog())
-    personas = [("search_driven", "new_or_lapsed"), ("category_browser", "new_or_lapsed"),
-                ("promo_driven", "promising"), ("undetermined", "champion")]
+    personas = [
+        ("search_driven", "new_or_lapsed"),
+        ("category_browser", "new_or_lapsed"),
+        ("promo_driven", "promising"),
+        ("undetermined", "champion"),
+    ]
     subjects = {}
     for i, (style, segment) in enumerate(personas):
         user = f"p{i}"
@@ -74,9 +80,16 @@ async def test_quiet_hours_defer_and_the_sweep_releases() -> None:
 async def test_feedback_and_tracking_links() -> None:
     config = demo_config()
     sink, index, sender = ListSink(), MemoryMessageIndex(), RecordingSender()
-    pipeline = build_pipeline(config, "live", sender, channels=["email", "inbox"],
-                              catalog=catalog(), index=index, feedback=sink,
-                              env={"SCENETRIGGER_TRACKING_SECRET": "k"})
+    pipeline = build_pipeline(
+        config,
+        "live",
+        sender,
+        channels=["email", "inbox"],
+        catalog=catalog(),
+        index=index,
+        feedback=sink,
+        env={"SCENETRIGGER_TRACKING_SECRET": "k"},
+    )
     trig = Trigger("repeat_view_no_purchase", "u1", PHONE, T0)
     outcome = await pipeline.deliver(trig, user_state("u1", "search_driven"), T0)
     message = outcome.message
@@ -84,7 +97,8 @@ async def test_feedback_and_tracking_links() -> None:
     assert message.message_id == message_id_for(trig.trigger_id, message.channel)
     assert "http://127.0.0.1:8080/t/c/" in message.html and "/t/o/" in message.html
     assert [(e.kind, e.user_id, e.channel) for e in sink.events] == [
-        ("delivered", "u1", message.channel)]
+        ("delivered", "u1", message.channel)
+    ]
     meta = await index.lookup(message.message_id)
     assert meta is not None and meta.scene == "repeat_view_no_purchase"
     # an open through the feedback routes resets the user's back-off count
@@ -100,13 +114,15 @@ async def test_feedback_and_tracking_links() -> None:
 
 @pytest.mark.integration
 async def test_duplicate_trigger_is_delivered_once_through_redis_and_the_inbox(
-        redis_url: str) -> None:
+    redis_url: str,
+) -> None:
     raw = Redis.from_url(redis_url)
     text = Redis.from_url(redis_url, decode_responses=True)
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     config = demo_config()
-    config = config.model_copy(update={"delivery": config.delivery.model_copy(
-        update={"redis_prefix": prefix})})
+    config = config.model_copy(
+        update={"delivery": config.delivery.model_copy(update={"redis_prefix": prefix})}
+    )
     store = InboxStore(raw, f"{prefix}inbox")
     metrics = CollectorRegistry()
     try:
@@ -115,18 +131,23 @@ async def test_duplicate_trigger_is_delivered_once_through_redis_and_the_inbox(
         for _restart in range(2):  # a replay or a worker restart builds a new pipeline
             registry = ChannelRegistry()
             registry.add(InboxChannel("inbox", store))
-            pipeline = build_pipeline(config, "live", ChannelSender(registry,
-                                                                    metrics_registry=metrics),
-                                      channels=["inbox"], catalog=catalog(),
-                                      store=RedisPolicyStore(text))
+            pipeline = build_pipeline(
+                config,
+                "live",
+                ChannelSender(registry, metrics_registry=metrics),
+                channels=["inbox"],
+                catalog=catalog(),
+                store=RedisPolicyStore(text),
+            )
             for _retry in range(2):
                 outcome = await pipeline.deliver(trig, user_state("u1", "search_driven"), T0)
                 statuses.append((outcome.status, outcome.reason))
         assert statuses == [("delivered", None)] + [("suppressed", "duplicate")] * 3
         items = await store.list("u1")
         assert len(items) == 1 and items[0].message["trigger_id"] == trig.trigger_id
-        sent = metrics.get_sample_value("scenetrigger_deliveries_total",
-                                        {"channel": "inbox", "result": "ok"})
+        sent = metrics.get_sample_value(
+            "scenetrigger_deliveries_total", {"channel": "inbox", "result": "ok"}
+        )
         assert sent == 1
     finally:
         await raw.aclose()
@@ -135,23 +156,34 @@ async def test_duplicate_trigger_is_delivered_once_through_redis_and_the_inbox(
 
 def _replay(*extra: str) -> tuple[list[dict[str, object]], str]:
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "replay", str(SAMPLE), "--no-progress",
-         *extra], cwd=ROOT, capture_output=True, timeout=120, check=True)
+        [sys.executable, "-m", "scenetrigger.cli", "replay", str(SAMPLE), "--no-progress", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     return [json.loads(line) for line in done.stdout.splitlines()], done.stderr.decode()
 
 
 def test_replay_with_deliver_keeps_the_triggers_and_reports_delivery(tmp_path: Path) -> None:
     plain, _ = _replay()
     summary_file = tmp_path / "summary.json"
-    delivered, stderr = _replay("--config", "config/demo.yaml", "--deliver", "dry-run",
-                                "--catalog", str(SAMPLE), "--summary-json", str(summary_file))
+    delivered, stderr = _replay(
+        "--config",
+        "config/demo.yaml",
+        "--deliver",
+        "dry-run",
+        "--catalog",
+        str(SAMPLE),
+        "--summary-json",
+        str(summary_file),
+    )
     assert len(plain) == 425 and len(delivered) == 425
     contract = ["scene", "user_id", "key", "ts"]
     assert [{k: d[k] for k in contract} for d in delivered] == plain
     assert all(list(d)[:4] == contract for d in delivered)
     assert sum(d["scene"] == "repeat_view_no_purchase" for d in delivered) == 424
-    assert all({"delivery", "channel", "variant", "segment", "style"} <= set(d)
-               for d in delivered)
+    assert all({"delivery", "channel", "variant", "segment", "style"} <= set(d) for d in delivered)
     summary = json.loads(summary_file.read_text())["delivery"]
     statuses = [d["delivery"] for d in delivered]
     assert summary["delivered"] == statuses.count("delivered") > 0
@@ -168,18 +200,39 @@ def test_replay_deliver_live_twice_delivers_once(redis_url: str, tmp_path: Path)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     config = tmp_path / "live.yaml"
     scenes = (ROOT / "config" / "scenes.yaml").read_text(encoding="utf-8")
-    config.write_text(scenes + f"""
+    config.write_text(
+        scenes
+        + f"""
 channels:
   inbox: {{type: inbox, key_prefix: "{prefix}:inbox"}}
 delivery: {{default_timezone: Asia/Shanghai, redis_prefix: "{prefix}:"}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env = {**os.environ, "SCENETRIGGER_REDIS_URL": redis_url}
     runs = []
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "scenetrigger.cli", "replay", str(SAMPLE), "--no-progress",
-             "--config", str(config), "--deliver", "live", "--catalog", str(SAMPLE)],
-            cwd=ROOT, capture_output=True, timeout=240, env=env, check=False)
+            [
+                sys.executable,
+                "-m",
+                "scenetrigger.cli",
+                "replay",
+                str(SAMPLE),
+                "--no-progress",
+                "--config",
+                str(config),
+                "--deliver",
+                "live",
+                "--catalog",
+                str(SAMPLE),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=240,
+            env=env,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         runs.append([json.loads(line) for line in done.stdout.splitlines()])
     first, second = runs

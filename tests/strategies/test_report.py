@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from scenetrigger.cli import main
+from tests.paths import REES46_SAMPLE
 
-SAMPLE = Path("/work/shared/data/rees46-2019-10-01-sample.csv")
+SAMPLE = REES46_SAMPLE
 DAY = 86_400_000
 
 
@@ -36,8 +37,22 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     triggers = tmp / "triggers.jsonl"
     assert main(["replay", str(SAMPLE), "--out", str(triggers), "--no-progress"]) == 0
     out = tmp / "report.json"
-    assert main(["report", str(triggers), str(SAMPLE), "--include", "reactivation",
-                 "--control-share", "0.2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(triggers),
+                str(SAMPLE),
+                "--include",
+                "reactivation",
+                "--control-share",
+                "0.2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return orjson.loads(out.read_bytes()), triggers
 
 
@@ -59,12 +74,16 @@ def test_scene_rows_match_an_independent_count(report: tuple[dict[str, Any], Pat
         assert row["triggered"] == len(mine)
         assert row["control"] == len(control) == row["suppressed"].get("control", 0)
         assert row["treated"] == len(mine) - len(control)
-        converted = [t for t in mine if any(t["ts"] < p <= t["ts"] + DAY
-                                            for p, _ in purchases[t["user_id"]])]
+        converted = [
+            t for t in mine if any(t["ts"] < p <= t["ts"] + DAY for p, _ in purchases[t["user_id"]])
+        ]
         assert row["converted"] == len(converted)
-        revenue = sum(price for user in {t["user_id"] for t in mine}
-                      for p, price in purchases[user]
-                      if any(t["ts"] < p <= t["ts"] + DAY for t in mine if t["user_id"] == user))
+        revenue = sum(
+            price
+            for user in {t["user_id"] for t in mine}
+            for p, price in purchases[user]
+            if any(t["ts"] < p <= t["ts"] + DAY for t in mine if t["user_id"] == user)
+        )
         assert row["revenue"] == pytest.approx(revenue, abs=0.01)
         n_t, n_c = row["treated"], row["control"]
         if n_t and n_c:
@@ -89,8 +108,9 @@ def test_strategy_rows_follow_the_journey(report: tuple[dict[str, Any], Path]) -
     assert row["sent"] == row["treated"]  # one push each, control gets none
 
 
-def test_report_prints_a_table(report: tuple[dict[str, Any], Path],
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_prints_a_table(
+    report: tuple[dict[str, Any], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, path = report
     assert main(["report", str(path), str(SAMPLE), "--include", "reactivation"]) == 0
     out = capsys.readouterr().out
@@ -98,8 +118,9 @@ def test_report_prints_a_table(report: tuple[dict[str, Any], Path],
     assert "repeat_view_no_purchase" in out and "reactivation" in out
 
 
-def test_report_rejects_a_non_trigger_file(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_rejects_a_non_trigger_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"scene": "x"}\n')
     assert main(["report", str(bad), str(SAMPLE)]) == 1

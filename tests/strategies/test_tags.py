@@ -8,17 +8,17 @@ import calendar
 import csv
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
 from scenetrigger.sources import read_events
 from strategies.tags import all_tags, behaviour_tags, preferred_channel_tag, replace_derived
+from tests.paths import REES46_SAMPLE
 from triggers.engine import Engine
 from triggers.events import Event
 
-SAMPLE = Path("/work/shared/data/rees46-2019-10-01-sample.csv")
+SAMPLE = REES46_SAMPLE
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -62,8 +62,7 @@ def test_tags_on_the_rees46_sample_match_an_independent_computation() -> None:
             assert ("weekend" in tags) == (weekend >= habits.weekend_share)
             assert ("weekday" in tags) == (weekend < habits.weekend_share)
         else:
-            assert not tags & {"weekday", "weekend"} and not any(
-                t.startswith("tod:") for t in tags)
+            assert not tags & {"weekday", "weekend"} and not any(t.startswith("tod:") for t in tags)
         # style: rees46 rows carry no search, category-list or promo signal, so
         # every share is 0 and no style reaches its threshold
         assert state.profile.views == sum(r["event_type"] == "view" for r in rows)
@@ -96,6 +95,8 @@ def test_preferred_channel_from_opens() -> None:
 
 
 def test_derived_tags_are_replaced_and_sticky_tags_stay() -> None:
-    add, remove = replace_derived({"churned", "tod:night", "weekday", "segment:loyal"},
-                                  {"tod:evening", "weekday", "segment:loyal"})
+    add, remove = replace_derived(
+        {"churned", "tod:night", "weekday", "segment:loyal"},
+        {"tod:evening", "weekday", "segment:loyal"},
+    )
     assert add == {"tod:evening"} and remove == {"tod:night"}
