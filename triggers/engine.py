@@ -142,6 +142,11 @@ class Engine:
             self._by_type[etype] = rules
         return rules
 
+    @property
+    def arm_count(self) -> int:
+        """How many timers have been armed so far (the last arming's sequence number)."""
+        return self._seq
+
     def advance(self, now_ms: int) -> list[Trigger]:
         """Move the clock forward (never back) and fire every timer now due."""
         if now_ms > self.clock:
