@@ -9,10 +9,12 @@ of shopper personas, then runs, interleaved and repeated:
 - ``replay-null``: ``replay`` with the shipped config, triggers to a null sink;
 - ``replay-file``: the same, triggers written as JSONL to bench/out/;
 - ``replay-null-no-profile``: as replay-null without the per-user profile
-  aggregates (``Engine.track_profile = False``), to show what they cost.
+  aggregates (``Engine.track_profile = False``), to show what they cost;
+- ``replay-null-N-shards``: ``replay_sharded`` in N processes (same output;
+  its CPU time includes the shard processes).
 
 It reports events/s (wall and CPU time: the machine is shared, CPU time is the
-steadier figure), the replay/parse ratio, the run-to-run spread, and memory
+steadier figure, except for the sharded run where wall time is the point), the replay/parse ratio, the run-to-run spread, and memory
 per tracked user (tracemalloc and RSS deltas in fresh subprocesses, plus the
 encoded state bytes per user).
 """
@@ -40,7 +42,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from config.loader import load_config  # noqa: E402
-from scenetrigger.replay import jsonl_trigger_writer, new_engine, replay  # noqa: E402
+from scenetrigger.replay import (  # noqa: E402
+    jsonl_trigger_writer,
+    new_engine,
+    replay,
+    replay_sharded,
+)
 from scenetrigger.sources import read_events  # noqa: E402
 from triggers.engine import Engine  # noqa: E402
 
@@ -112,22 +119,41 @@ def replay_run(
     return summary.events_read, engine, dict(summary.triggers)
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time plus that of its finished children (shards)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
     gc.collect()
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     count = fn()
-    return count, time.perf_counter() - wall, time.process_time() - cpu
+    return count, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def measure(path: Path, reps: int) -> dict[str, Any]:
+def sharded_run(path: Path, shards: int) -> tuple[int, dict[str, int]]:
+    config = load_config()
+    summary = replay_sharded(str(path), "jsonl", config, shards, lambda _t: None)
+    return summary.events_read, dict(summary.triggers)
+
+
+def measure(path: Path, reps: int, shards: int) -> dict[str, Any]:
     runs: dict[str, list[tuple[float, float]]] = {
-        "parse": [], "replay-null": [], "replay-file": [], "replay-null-no-profile": []}
+        "parse": [], "replay-null": [], "replay-file": [], "replay-null-no-profile": [],
+        f"replay-null-{shards}-shards": []}
     counts: dict[str, int] = {}
     triggers: dict[str, int] = {}
+    sharded: dict[str, int] = {}
 
     def run_replay(to_file: bool, track_profile: bool = True) -> int:
         read, _, fired = replay_run(path, to_file, track_profile)
         triggers.update(fired)
+        return read
+
+    def run_sharded() -> int:
+        read, fired = sharded_run(path, shards)
+        sharded.update(fired)
         return read
 
     jobs: dict[str, Callable[[], int]] = {
@@ -135,6 +161,7 @@ def measure(path: Path, reps: int) -> dict[str, Any]:
         "replay-null": lambda: run_replay(False),
         "replay-file": lambda: run_replay(True),
         "replay-null-no-profile": lambda: run_replay(False, track_profile=False),
+        f"replay-null-{shards}-shards": run_sharded,
     }
     for rep in range(reps):
         for name, job in jobs.items():
@@ -144,6 +171,7 @@ def measure(path: Path, reps: int) -> dict[str, Any]:
             print(f"rep {rep + 1}/{reps} {name:<22} {count / wall:>10,.0f} ev/s wall "
                   f"{count / cpu:>10,.0f} ev/s cpu", file=sys.stderr)
     assert len(set(counts.values())) == 1, counts
+    assert sharded == triggers, (sharded, triggers)  # the same output, sharded or not
     result: dict[str, Any] = {"runs": {}, "triggers": triggers}
     for name, values in runs.items():
         walls = [w for w, _ in values]
@@ -256,6 +284,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--shards", type=int, default=2, help="processes for the sharded run")
     parser.add_argument("--no-docs", action="store_true",
                         help="print only; do not update this script's section of docs/benchmarks.md")
     parser.add_argument("--probe", choices=("rss", "tracemalloc"), help=argparse.SUPPRESS)
@@ -266,7 +295,7 @@ def main() -> int:
         return 0
     path = data_file(args.events, args.users, args.seed)
     info = describe(path)
-    timing = measure(path, args.reps)
+    timing = measure(path, args.reps, args.shards)
     mem = memory(path)
     section = render(info, timing, mem, args.reps)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
