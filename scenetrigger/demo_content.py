@@ -17,7 +17,12 @@ from channels.catalog import MemoryCatalog
 from channels.catalog import Product as CatalogProduct
 from channels.pipeline import DeliveryPipeline, Outcome, build_pipeline
 from config.models import AppConfig
-from config.strategy_models import StrategiesModel, StrategyModel
+from config.strategy_models import (
+    StrategiesModel,
+    StrategyModel,
+    load_strategy_file,
+    resolve_include,
+)
 from scenetrigger.embedded import ContentPreview, ContentSource, StateLookup, TriggerContext
 from scenetrigger.personas import CATALOG, PERSONA_LABELS, product_name
 from triggers.errors import ConfigError
@@ -191,7 +196,13 @@ def demo_journeys(config: AppConfig, choice: str = "auto",
     else:
         refs = [ref.strip() for ref in choice.split(",") if ref.strip()]
         try:
-            models = StrategiesModel(include=refs).all_journeys()
-        except (ValidationError, ValueError) as exc:
+            models = {}
+            for ref in refs:
+                models.update(load_strategy_file(resolve_include(ref)))
+            StrategiesModel(journeys=models)  # enrol targets must exist
+        except ValidationError as exc:
+            problems = [str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors()]
+            raise ConfigError([f"--strategies {choice!r}: {p}" for p in problems]) from None
+        except ValueError as exc:
             raise ConfigError([f"--strategies {choice!r}: {exc}"]) from None
     return scaled(models, scale)

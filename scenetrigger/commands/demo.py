@@ -284,7 +284,8 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
         stop += f" (stops by itself after {args.duration:g} s)"
     lines.append(f"  stop        {stop}")
     lines.append("")
-    lines.append("(* = a message held back by quiet hours, sent now; » = a strategy's step)")
+    legend = "(* = a message held back by quiet hours, sent now"
+    lines.append(legend + ("; » = a strategy's step)" if journeys is not None else ")"))
     lines.append(f"{'sim UTC':<8}  {'scene':<24} {'user':<5} {'persona':<21} "
                  f"{'key':<18} → [channel] message  (variant; style/segment)")
     out.write("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from strategies.actions import SendAction
 from strategies.embedded import SimulatedOpens, scaled
 from tests.scenetrigger.demo_process import http_get, start_demo
 from tests.scenetrigger.test_web_browser import browser  # noqa: F401 - the Chromium fixture
+from triggers.errors import ConfigError
 
 START = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 3_600_000  # 01:00 UTC
 SPEED = 600.0
@@ -130,6 +132,17 @@ def test_scaled_divides_waits_windows_and_reentry() -> None:
     assert demo_journeys(load_config(), "none", 96) == {}
     with pytest.raises(ValueError):
         scaled(shipped, 0)
+
+
+def test_bad_strategies_option_names_file_strategy_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a:\n  entry: {scene: cart_abandonment}\n  steps: [{enrol: zz}]\n")
+    with pytest.raises(ConfigError, match="strategy 'a', step 1, field 'enrol': no strategy"):
+        demo_journeys(load_config(), str(bad))
+    with pytest.raises(ConfigError, match="cannot read strategies file"):
+        demo_journeys(load_config(), "no_such_strategy")
+    both = demo_journeys(load_config(), "reactivation")
+    assert set(both) == {"reactivation", "winback"}
 
 
 def test_simulated_opens_follow_the_share_per_channel() -> None:
