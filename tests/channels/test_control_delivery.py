@@ -19,10 +19,10 @@ import yaml
 from channels.base import DeliveryResult, Message
 from channels.pipeline import build_pipeline
 from config.loader import load_config_text
+from tests.paths import REES46_SAMPLE
 from triggers.events import Trigger
 
-DATA = Path("/work/shared/data")
-REES46 = DATA / "rees46-2019-10-01-sample.csv"
+REES46 = REES46_SAMPLE
 CLI = Path(sys.executable).with_name("scenetrigger")
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 SALT = "control-test"
