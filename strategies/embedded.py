@@ -38,6 +38,7 @@ from strategies.model import Registry
 from triggers.events import Event
 
 ActionSink = Callable[[Action], None]
+_EXIT_LABELS = {"exit": "exit step", "end": "end of steps"}
 FeedbackSink = Callable[[Event], None]
 DEFAULT_OPEN_SHARE: Mapping[str, float] = {"push": 0.2, "sms": 0.15, "wechat": 0.45,
                                            "email": 0.3}
@@ -164,7 +165,7 @@ class JourneySubscriber:
         elif isinstance(action, TagAction):
             self.counts[("tag +" if action.add else "tag -") + action.tag] += 1
         elif isinstance(action, ExitAction):
-            self.counts[f"exit {action.reason}"] += 1
+            self.counts[f"left: {_EXIT_LABELS.get(action.reason, action.reason)}"] += 1
         if not isinstance(action, SuppressedAction):  # in_progress etc.: counted, not listed
             self._note(action_to_dict(action))
 
