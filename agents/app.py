@@ -133,6 +133,8 @@ class SceneWorker:
             broker_rebalance_timeout=session_s,
             broker_commit_interval=s.commit_interval_ms / 1000,
             producer_linger=s.producer_linger_ms / 1000,
+            producer_max_batch_size=s.producer_max_batch_bytes,
+            producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),
             table_standby_replicas=s.standby_replicas,
             consumer_auto_offset_reset="earliest",
             # Our acks wait for trigger acks (see _settle); a rebalance must not
@@ -255,6 +257,7 @@ class SceneWorker:
             pending = host.pending
             if message.topic == events_topic:
                 self._take_event(host, message, now)
+                host.last_offset = message.offset
                 pending.add(event, now)
                 # Settle in batches: a user written by several events of a
                 # batch costs one table write (and one changelog message).

@@ -74,6 +74,9 @@ class WorkerSettings:
     # Producer batching window: each produce request is a syscall round, which
     # dominates at linger 0 (one request per changelog write or trigger).
     producer_linger_ms: int = 5
+    # Faust's 16 KiB default batch with one batch in flight per partition caps
+    # the changelog at ~batch/RTT per partition and backs up the send buffer.
+    producer_max_batch_bytes: int = 512 * 1024
     # A partition's staged states are written (and its messages acked) once
     # this many messages or this much time has gathered and its triggers are
     # acknowledged. Triggers themselves are sent at once.

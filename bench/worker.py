@@ -65,6 +65,7 @@ scenes:
 @dataclass
 class Rates:
     raw: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
     worker: list[float] = field(default_factory=list)
 
 
@@ -115,8 +116,9 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
     return time.perf_counter() - started
 
 
-async def raw_drain(bootstrap: str, topic: str, n: int) -> float:
-    """Events/s of a plain consumer that reads and orjson-decodes every value."""
+async def raw_drain(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
+    """(events/s, CPU seconds) of a plain consumer that reads and orjson-decodes
+    every value."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -128,6 +130,7 @@ async def raw_drain(bootstrap: str, topic: str, n: int) -> float:
         await consumer.seek_to_beginning(*tps)
         seen = 0
         first = 0.0
+        cpu0 = time.process_time()
         loads = orjson.loads
         while seen < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
@@ -137,7 +140,7 @@ async def raw_drain(bootstrap: str, topic: str, n: int) -> float:
                 for rec in records:
                     loads(rec.value)
                 seen += len(records)
-        return n / (time.perf_counter() - first)
+        return n / (time.perf_counter() - first), time.process_time() - cpu0
     finally:
         await consumer.stop()
 
@@ -227,7 +230,8 @@ async def offered_load(bootstrap: str, prefix: str, rate: int, seconds: float,
     """Offer ``rate`` events/s for ``seconds``; per-trigger latencies in ms."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    # Batched like the collector and `scenetrigger produce` send (linger 5 ms).
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await producer.start()
     await consumer.start()
@@ -241,9 +245,12 @@ async def offered_load(bootstrap: str, prefix: str, rate: int, seconds: float,
     done = asyncio.Event()
 
     async def read() -> None:
+        quiet_since = time.monotonic()
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             now = time.time() * 1000
+            if batch:
+                quiet_since = time.monotonic()
             for records in batch.values():
                 for rec in records:
                     trig = orjson.loads(rec.value)
@@ -251,7 +258,8 @@ async def offered_load(bootstrap: str, prefix: str, rate: int, seconds: float,
                         continue
                     decide.append(trig["fired_at_ms"] - trig["ts"])
                     e2e.append(now - trig["ts"])
-            if done.is_set() and not batch:
+            # After the load: read until the worker's backlog is drained.
+            if done.is_set() and time.monotonic() - quiet_since > 3:
                 return
 
     reader = asyncio.create_task(read())
@@ -277,13 +285,12 @@ async def offered_load(bootstrap: str, prefix: str, rate: int, seconds: float,
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         await producer.flush()
         offered = sent / (time.perf_counter() - started)
-        await asyncio.sleep(3)  # the tail of the triggers
         done.set()
-        await reader
+        await asyncio.wait_for(reader, timeout=600)
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"sent": sent, "offered_per_s": offered, "triggers": len(decide),
+    return {"rate": rate, "sent": sent, "offered_per_s": offered, "triggers": len(decide),
             "decide_ms": _pcts(decide), "e2e_ms": _pcts(e2e)}
 
 
@@ -306,12 +313,54 @@ def start_kafka(tmp: Path) -> tuple[str, dict[str, str] | None]:
     return done.stdout.strip().splitlines()[-1], env
 
 
+def faust_floor(bootstrap: str, topic: str, n: int) -> float:
+    """Events/s of an empty Faust agent (same reads and orjson decoding as the
+    raw consumer): what Faust's per-message path alone allows."""
+    done = subprocess.run([sys.executable, __file__, "--faust-floor", bootstrap, topic, str(n)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("rate ")]
+    if not lines:
+        raise RuntimeError(f"empty Faust agent failed:\n{done.stderr[-3000:]}")
+    return float(lines[-1].split()[1])
+
+
+def _run_faust_floor(bootstrap: str, topic: str, n: int) -> None:
+    import faust
+
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        app = faust.App(f"floor-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}",
+                        autodiscover=False, key_serializer="raw", value_serializer="raw",
+                        web_enabled=False, topic_partitions=PARTITIONS, datadir=tmp,
+                        stream_wait_empty=False)
+        source = app.topic(topic, key_type=bytes, value_type=bytes, partitions=PARTITIONS)
+        state = {"n": 0, "t0": 0.0}
+
+        async def read(stream: Any) -> None:
+            async for value in stream:
+                if not state["n"]:
+                    state["t0"] = time.perf_counter()
+                orjson.loads(value)
+                state["n"] += 1
+                if state["n"] >= n:
+                    print(f"rate {n / (time.perf_counter() - state['t0']):.1f}", flush=True)
+                    os._exit(0)
+
+        app.agent(source, name="floor", concurrency=1)(read)
+        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        worker.spinner = None  # it would set the root logger to DEBUG
+        worker.execute_from_commandline()
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--faust-floor":
+        sys.path.insert(0, str(REPO))
+        _run_faust_floor(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--rate", type=int, default=5_000, help="offered load, events/s")
+    parser.add_argument("--rates", default="5000,1000",
+                        help="offered loads, events/s, one fresh worker each (default 5000,1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="offered-load duration")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -341,33 +390,47 @@ def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
     print(f"filled {topic} with {len(events):,} events in {fill_s:.1f}s", file=sys.stderr)
     rates = Rates()
     cpu: list[float] = []
+    raw_cpu: list[float] = []
     for i in range(args.rounds):
-        rates.raw.append(asyncio.run(raw_drain(bootstrap, topic, len(events))))
+        raw_rate, raw_cpu_s = asyncio.run(raw_drain(bootstrap, topic, len(events)))
+        rates.raw.append(raw_rate)
+        raw_cpu.append(raw_cpu_s)
         print(f"round {i + 1}: raw {rates.raw[-1]:,.0f}/s", file=sys.stderr)
+        rates.floor.append(faust_floor(bootstrap, topic, len(events)))
+        print(f"round {i + 1}: empty Faust agent {rates.floor[-1]:,.0f}/s", file=sys.stderr)
         rate, cpu_s = worker_drain(tmp, bootstrap, prefix, len(events), 900)
         rates.worker.append(rate)
         cpu.append(cpu_s)
         print(f"round {i + 1}: worker {rate:,.0f}/s", file=sys.stderr)
-    # Latency under a fixed offered load: a fresh worker on the wall clock.
+    latency = [offered_latency(tmp, bootstrap, int(r), args.seconds)
+               for r in args.rates.split(",")]
+    return {"events": len(events), "raw_per_s": rates.raw, "faust_floor_per_s": rates.floor,
+            "worker_per_s": rates.worker,
+            "worker_cpu_s": cpu, "raw_cpu_s": raw_cpu, "ratio": statistics.median(rates.worker)
+            / statistics.median(rates.raw), "latency": latency, "load": os.getloadavg()}
+
+
+def offered_latency(tmp: Path, bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
+    """A fresh worker on the wall clock under a fixed offered load."""
     lat_prefix = f"benchlat-{uuid.uuid4().hex[:6]}"
     asyncio.run(create_topics(bootstrap, [f"{lat_prefix}.events", f"{lat_prefix}.ticks",
                                           f"{lat_prefix}.triggers",
                                           f"{lat_prefix}.dead-letters"]))
     port = free_port()
-    proc = start_worker(tmp, bootstrap, lat_prefix, lat_prefix, "wall", port, tmp / "lat.log")
+    log = tmp / f"{lat_prefix}.log"
+    proc = start_worker(tmp, bootstrap, lat_prefix, lat_prefix, "wall", port, log)
     try:
         deadline = time.monotonic() + 180
         while metric(port, "scenetrigger_partitions") < PARTITIONS:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError((tmp / "lat.log").read_text()[-3000:])
+                raise RuntimeError(log.read_text()[-3000:])
             time.sleep(0.2)
-        latency = asyncio.run(offered_load(bootstrap, lat_prefix, args.rate, args.seconds, port))
-        latency["worker_p99_bucket"] = _hist_p99(port)
+        result = asyncio.run(offered_load(bootstrap, lat_prefix, rate, seconds, port))
+        result["worker_p99_bucket"] = _hist_p99(port)
+        print(f"latency at {rate}/s: {result}", file=sys.stderr)
+        return result
     finally:
         stop(proc)
-    return {"events": len(events), "raw_per_s": rates.raw, "worker_per_s": rates.worker,
-            "worker_cpu_s": cpu, "ratio": statistics.median(rates.worker)
-            / statistics.median(rates.raw), "latency": latency, "load": os.getloadavg()}
 
 
 def _hist_p99(port: int) -> str:
@@ -395,22 +458,29 @@ def render(r: dict[str, Any]) -> str:
     def span(xs: list[float]) -> str:
         return f"{statistics.median(xs):,.0f}/s (runs: {', '.join(f'{x:,.0f}' for x in xs)})"
 
-    lat = r["latency"]
-    return "\n".join([
+    lines = [
         f"| drain of {r['events']:,} events (4 partitions) | events/s |",
         "|---|---|",
         f"| raw aiokafka consumer + orjson | {span(r['raw_per_s'])} |",
+        f"| empty Faust agent (read + orjson, no table) | {span(r['faust_floor_per_s'])} |",
         f"| `scenetrigger worker` (1 process) | {span(r['worker_per_s'])} |",
-        f"| ratio worker / raw (medians) | {r['ratio']:.2f} |",
+        f"| ratio worker / raw (medians) | {r['ratio']:.3f} |",
         "",
-        f"offered {lat['offered_per_s']:,.0f} events/s for {lat['sent']:,} events, "
-        f"{lat['triggers']:,} arrival triggers:",
-        f"decide (fired_at - event ts) p50 {lat['decide_ms']['p50']} ms, "
-        f"p99 {lat['decide_ms']['p99']} ms, max {lat['decide_ms']['max']} ms; "
-        f"end to end (downstream consumer) p50 {lat['e2e_ms']['p50']} ms, "
-        f"p99 {lat['e2e_ms']['p99']} ms; worker histogram p99 {lat['worker_p99_bucket']}",
-        f"load average during the run: {', '.join(f'{x:.1f}' for x in r['load'])}",
-    ])
+        "CPU seconds per run (worker: whole process incl. start-up and recovery): raw "
+        + ", ".join(f"{x:.1f}" for x in r["raw_cpu_s"]) + "; worker "
+        + ", ".join(f"{x:.1f}" for x in r["worker_cpu_s"]),
+        "",
+        "| offered load | events | arrival triggers | decide p50 / p99 (ms) "
+        "| end to end p50 / p99 (ms) | worker histogram p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lat in r["latency"]:
+        d, e = lat["decide_ms"], lat["e2e_ms"]
+        lines.append(
+            f"| {lat['offered_per_s']:,.0f}/s | {lat['sent']:,} | {lat['triggers']:,} "
+            f"| {d['p50']} / {d['p99']} | {e['p50']} / {e['p99']} | {lat['worker_p99_bucket']} |")
+    lines.append(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in r['load'])}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
