@@ -130,6 +130,7 @@ class ContentSelector:
         self._scenes: dict[str, tuple[list[_Compiled], _Compiled]] = {}
         for scene, model in content.scenes.items():
             self._scenes[scene] = self._compile_scene(model)
+        self._refs = {ref: self._compile_scene(model) for ref, model in content.journeys.items()}
         self._generic = self._compile_scene(SceneContentModel())
 
     @staticmethod
@@ -153,6 +154,21 @@ class ContentSelector:
                     continue  # missing product: try the next variant, then the fallback
             return self._choice(trigger, state, seg, variant, products)
         return self._choice(trigger, state, seg, fallback, [])
+
+    def has_ref(self, ref: str) -> bool:
+        """Whether ``content.journeys`` has content for a strategy's content ref."""
+        return ref in self._refs
+
+    def choose_ref(self, ref: str, user_id: str, state: UserState | None,
+                   now_ms: int) -> ContentChoice:
+        """Content for a journey send step, chosen like a scene's (style,
+        segment, tags; same hash). Synchronous: journey content names no
+        products, so no catalog lookup. An unknown ref gets the generic message."""
+        seg = self.segment(state, now_ms)
+        variants, fallback = self._refs.get(ref, self._generic)
+        trigger = Trigger(ref, user_id, None, now_ms)
+        picked = next(iter(self.candidates(variants, trigger, seg)), fallback)
+        return self._choice(trigger, state, seg, picked, [])
 
     def candidates(self, variants: Sequence[_Compiled], trigger: Trigger,
                    seg: Segmentation) -> list[_Compiled]:

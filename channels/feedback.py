@@ -2,20 +2,25 @@
 
 Routes (aiohttp):
 
-* ``GET /t/o/{message_id}.gif``: open pixel (a 1x1 GIF; ``message_opened``);
-* ``GET /t/c/{message_id}?u=URL&s=SIG``: click redirect (``message_clicked``).
+* ``GET /t/o/{message_id}.gif``: open pixel (a 1x1 GIF; ``opened``);
+* ``GET /t/c/{message_id}?u=URL&s=SIG``: click redirect (``clicked``).
   It redirects only to a URL signed by us for this message (HMAC-SHA256 with
   the tracking secret) or whose host is on the allow-list: never an open
   redirect. Anything else is 400;
 * ``POST /callbacks/{provider}``: provider delivery reports, protected by a
   token (header ``X-Callback-Token`` or ``?token=``; compared in constant
   time). Body: one object or a list, each ``{message_id, status, ts?}`` with
-  status delivered / failed / opened / clicked / converted.
+  status delivered / failed / opened / clicked / shared / converted.
+
+One vocabulary: the event ``type`` is the plain kind (``opened``, not
+``message_opened``) everywhere: these routes, the pipeline's delivered/failed,
+the demo's simulated opens, strategy branches and ``scenetrigger report``.
 
 Each produces a :class:`FeedbackEvent` for a pluggable :class:`FeedbackSink`
 (the embedded engine's queue, a Kafka producer, a list in tests). Opens and
 clicks also reset the user's back-off (``on_engaged``). Message metadata
-(user, scene, channel) comes from a :class:`MessageIndex` the pipeline fills.
+(user, channel, scene or strategy/step) comes from a :class:`MessageIndex`
+the senders fill.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from triggers.events import Event
 
 log = logging.getLogger("scenetrigger.feedback")
 
-KINDS = ("delivered", "failed", "opened", "clicked", "converted")
+# The feedback vocabulary: these are the ``type`` values of feedback events.
+KINDS = ("delivered", "failed", "opened", "clicked", "shared", "converted")
+ENGAGED = frozenset({"opened", "clicked", "shared"})  # reset the user's back-off
 _STATUS_ALIASES = {"delivrd": "delivered", "success": "delivered", "sent": "delivered",
                    "undeliv": "failed", "error": "failed", "read": "opened", "open": "opened",
-                   "click": "clicked", "purchase": "converted", "order": "converted"}
+                   "click": "clicked", "share": "shared", "purchase": "converted",
+                   "order": "converted"}
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
          b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 _MAX_BODY = 1 << 20
@@ -47,19 +55,30 @@ _MAX_BODY = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class FeedbackEvent:
-    kind: str  # one of KINDS
+    """What happened to one message. ``scene`` is empty for a journey message;
+    ``strategy``/``step`` are set for journey messages only."""
+
+    kind: str  # one of KINDS; the event's ``type``
     user_id: str
     ts: int
     message_id: str
     channel: str
     scene: str
     detail: str | None = None
+    strategy: str | None = None
+    step: str | None = None
+    source: str = "feedback"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"user_id": self.user_id, "ts": self.ts,
-                               "type": f"message_{self.kind}", "message_id": self.message_id,
-                               "channel": self.channel, "scene": self.scene,
-                               "source": "feedback"}
+        out: dict[str, Any] = {"user_id": self.user_id, "ts": self.ts, "type": self.kind,
+                               "message_id": self.message_id, "channel": self.channel}
+        if self.scene:
+            out["scene"] = self.scene
+        if self.strategy is not None:
+            out["strategy"] = self.strategy
+        if self.step is not None:
+            out["step"] = self.step
+        out["source"] = self.source
         if self.detail is not None:
             out["detail"] = self.detail[:500]
         return out
@@ -72,8 +91,15 @@ class FeedbackEvent:
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
     user_id: str
-    scene: str
+    scene: str  # "" for a journey message
     channel: str
+    strategy: str | None = None
+    step: str | None = None
+
+    def event(self, kind: str, message_id: str, ts: int,
+              detail: str | None = None) -> FeedbackEvent:
+        return FeedbackEvent(kind, self.user_id, ts, message_id, self.channel, self.scene,
+                             detail, self.strategy, self.step)
 
 
 class FeedbackSink(Protocol):
@@ -141,15 +167,17 @@ class RedisMessageIndex:
         self._ttl = ttl_ms
 
     async def remember(self, message_id: str, meta: MessageMeta) -> None:
-        value = orjson.dumps([meta.user_id, meta.scene, meta.channel])
+        value = orjson.dumps([meta.user_id, meta.scene, meta.channel, meta.strategy, meta.step])
         await self._redis.set(f"{self._prefix}msg:{message_id}", value, px=self._ttl)
 
     async def lookup(self, message_id: str) -> MessageMeta | None:
         raw = await self._redis.get(f"{self._prefix}msg:{message_id}")
         if raw is None:
             return None
-        user_id, scene, channel = orjson.loads(raw)
-        return MessageMeta(user_id, scene, channel)
+        # Entries written before strategy/step were kept have three items.
+        user_id, scene, channel, *journey = orjson.loads(raw)
+        strategy, step = (journey + [None, None])[:2]
+        return MessageMeta(user_id, scene, channel, strategy, step)
 
 
 def sign_click(secret: bytes, message_id: str, url: str) -> str:
@@ -250,10 +278,9 @@ class FeedbackApp:
         if meta is None:
             log.info("feedback for an unknown message", extra={"message_id": message_id[:80]})
             return False
-        event = FeedbackEvent(kind, meta.user_id, ts if ts is not None else self._clock(),
-                              message_id, meta.channel, meta.scene, detail)
+        event = meta.event(kind, message_id, ts if ts is not None else self._clock(), detail)
         await self._sink.emit(event)
-        if kind in ("opened", "clicked") and self._on_engaged is not None:
+        if kind in ENGAGED and self._on_engaged is not None:
             await self._on_engaged(meta.user_id)
         return True
 

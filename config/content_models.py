@@ -158,6 +158,22 @@ class ContentModel(_Strict):
     segments: SegmentRules = Field(default_factory=SegmentRules)
     habits: HabitRules = Field(default_factory=HabitRules)
     scenes: dict[str, SceneContentModel] = Field(default_factory=dict)
+    # Content refs of strategy send steps (``send: {content: <ref>}``), chosen
+    # like a scene's variants. A journey message has no product key, so its
+    # templates may not name products.
+    journeys: dict[str, SceneContentModel] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _journey_templates(self) -> ContentModel:
+        for ref, model in self.journeys.items():
+            for variant in model.variants:
+                for text in (variant.subject, variant.text, variant.html):
+                    try:
+                        _check_template(text, allow_products=False)
+                    except ValueError as exc:
+                        raise ValueError(f"journeys.{ref}, variant '{variant.name}': "
+                                         f"{exc}") from None
+        return self
 
 
 @functools.cache

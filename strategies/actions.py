@@ -31,6 +31,11 @@ class SendAction:
     ts: int
     version: int = 1
     trigger_id: str | None = None
+    # Filled by a host that renders the content (channels.content): the
+    # engine itself only names ``content_ref``.
+    variant: str | None = None
+    subject: str | None = None
+    text: str | None = None
     kind: str = field(default="send", init=False)
 
 

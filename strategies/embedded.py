@@ -7,12 +7,17 @@ clock and reports their actions. Wire it with
 The demo sends nothing, so nobody opens anything: :class:`SimulatedOpens`
 stands in for the shoppers, opening a share of the journey messages per
 channel after a short delay (deterministic per seed and message id), so
-both branches of the reactivation strategy show. ``scaled`` shortens waits
-for the demo's clock (2 days in 30 simulated minutes at the default 96).
+both branches of the reactivation strategy show; the opens are feedback
+events in the one vocabulary (``type: opened``, channels.feedback). Each send
+is rendered from the content section's ``journeys`` entry for its content
+ref (channels.content: by the user's style and segment) and handed on with
+``variant``, ``subject`` and ``text`` filled. ``scaled`` shortens waits for
+the demo's clock (2 days in 30 simulated minutes at the default 96).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import Counter, deque
@@ -20,6 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.catalog import MemoryCatalog
+from channels.content import ContentSelector
+from channels.feedback import FeedbackEvent
 from config.models import AppConfig
 from config.strategy_models import StrategyModel
 from strategies.actions import (
@@ -36,10 +44,12 @@ from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
 from triggers.events import Event
+from triggers.state import UserState
 
 ActionSink = Callable[[Action], None]
 _EXIT_LABELS = {"exit": "exit step", "end": "end of steps"}
 FeedbackSink = Callable[[Event], None]
+StateLookup = Callable[[str], UserState | None]
 DEFAULT_OPEN_SHARE: Mapping[str, float] = {"push": 0.2, "sms": 0.15, "wechat": 0.45,
                                            "email": 0.3}
 
@@ -93,13 +103,17 @@ class JourneySubscriber:
                  metrics: StrategyMetrics | None = None, *,
                  journeys: Mapping[str, StrategyModel] | None = None,
                  opens: SimulatedOpens | None = None, on_feedback: FeedbackSink | None = None,
-                 recent: int = 50) -> None:
+                 states: StateLookup | None = None, recent: int = 50) -> None:
         section = config.strategies
         models = journeys if journeys is not None else section.all_journeys()
         self.engine = JourneyEngine(
             Registry(models, scenes=frozenset(s.name for s in config.scene_list())),
             control=section.control)
         self.sink = sink
+        # Journey content has no products, so the catalog is never asked.
+        self.content = ContentSelector(config.content, MemoryCatalog(),
+                                       config.delivery.default_timezone)
+        self.states = states
         self.metrics = metrics
         self.opens = opens
         self.on_feedback = on_feedback
@@ -142,19 +156,29 @@ class JourneySubscriber:
         for action in actions:
             self.actions += 1
             self._count(action)
-            if isinstance(action, SendAction) and self.opens is not None:
-                self._schedule_open(action)
+            if isinstance(action, SendAction):
+                action = self.render(action)
+                if self.opens is not None:
+                    self._schedule_open(action)
             self.sink(action)
+
+    def render(self, send: SendAction) -> SendAction:
+        """The send with its content ref rendered for this user."""
+        state = self.states(send.user_id) if self.states is not None else None
+        choice = self.content.choose_ref(send.content_ref, send.user_id, state, send.ts)
+        content = choice.render()
+        return dataclasses.replace(send, variant=choice.variant, subject=content.subject,
+                                   text=content.text)
 
     def _schedule_open(self, send: SendAction) -> None:
         assert self.opens is not None
         delay = self.opens.open_delay(send)
         if delay is None:
             return
-        fields = {"channel": send.channel, "message_id": send.message_id,
-                  "strategy": send.strategy, "source": "simulated"}
         self._seq += 1
-        event = Event(send.user_id, send.ts + delay, "opened", fields)
+        event = FeedbackEvent("opened", send.user_id, send.ts + delay, send.message_id,
+                              send.channel, "", strategy=send.strategy, step=send.step,
+                              source="simulated").to_event()
         heapq.heappush(self._pending, (event.ts, self._seq, event))
 
     def _count(self, action: Action) -> None:

@@ -132,7 +132,8 @@ def _wire_journeys(runtime: EmbeddedRuntime, config: Any, args: argparse.Namespa
         return None
     subscriber = JourneySubscriber(config, printer.action, StrategyMetrics.create(registry),
                                    journeys=models, opens=SimulatedOpens(args.seed),
-                                   on_feedback=printer.feedback)
+                                   on_feedback=printer.feedback,
+                                   states=runtime.engine.store.get)
     runtime.subscribe(subscriber)
     runtime.add_ticker(subscriber.tick)
     runtime.add_panel("journeys", subscriber.snapshot)
@@ -229,7 +230,7 @@ def format_action(action: Action, persona: str) -> str | None:
         return _journey_prefix(action.ts, action.strategy, action.user_id, persona, "-") + text
     if isinstance(action, SendAction):
         return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
-                + f"→ [{action.channel}-dry-run] {action.content_ref}")
+                + f"→ [{action.channel}-dry-run] {action.content_ref}" + _rendered(action))
     if isinstance(action, TagAction):
         sign = "+" if action.add else "-"
         return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
@@ -244,6 +245,14 @@ def format_action(action: Action, persona: str) -> str | None:
         return (_journey_prefix(action.ts, "lead", action.user_id, persona, "-")
                 + f"→ [{action.channel}] handoff, score {action.score:.0f}")
     return None
+
+
+def _rendered(send: SendAction) -> str:
+    """` · subject — text` of a rendered journey message (one line, shortened)."""
+    if send.subject is None:
+        return ""
+    text = " ".join((send.text or "").split())
+    return f" · {send.subject} — {text[:70] + '…' if len(text) > 70 else text}"
 
 
 def format_feedback(event: Event, persona: str) -> str:

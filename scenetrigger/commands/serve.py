@@ -14,10 +14,12 @@ Routes (all on one port, loopback by default):
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
-Feedback events go to the Kafka events topic (``--broker``; keyed by user,
-``PREFIX.events`` with ``--topic-prefix``) so scenes can use them, and, with
-``--journeys-feedback``, also to the journeys' feedback topic with the plain
-kind (``opened``) as type; without ``--broker`` they are printed as JSON lines.
+Feedback events (``type`` ``opened``, ``clicked``, ...: the one feedback
+vocabulary, docs/content.md) go to the Kafka events topic (``--broker``; keyed
+by user, ``PREFIX.events`` with ``--topic-prefix``) so scenes can use them,
+and, with ``--journeys-feedback``, the same records also to the journeys'
+feedback topic the ``journeys`` bridge reads; without ``--broker`` they are
+printed as JSON lines.
 Message metadata comes from the Redis message index that live delivery
 (``replay --deliver live``) fills, under ``delivery.redis_prefix``.
 """
@@ -66,7 +68,8 @@ def register(sub: Any) -> None:
                                          "(without it: JSON lines on stdout)")
     parser.add_argument("--topic-prefix", help="PREFIX.events / PREFIX.feedback")
     parser.add_argument("--journeys-feedback", action="store_true",
-                        help="also publish to the journeys' feedback topic")
+                        help="also publish to the journeys' feedback topic "
+                             "(PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
                         help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
     parser.set_defaults(run=run)
@@ -93,21 +96,17 @@ class JsonlSink:
 
 
 class KafkaFeedbackSink:
-    """The events topic (``message_<kind>`` events for scenes), and optionally
-    the journeys' feedback topic (type ``<kind>``, what branches wait for)."""
+    """The events topic (for scenes), and optionally the journeys' feedback
+    topic: the same record on both (one vocabulary, ``type`` = the kind)."""
 
     def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None) -> None:
         self._producer = producer
-        self._events = events_topic
-        self._journeys = journeys_topic
+        self._topics = [t for t in (events_topic, journeys_topic) if t is not None]
 
     async def emit(self, event: FeedbackEvent) -> None:
-        key = event.user_id.encode()
-        record = event.to_dict()
-        await self._producer.send_and_wait(self._events, orjson.dumps(record), key=key)
-        if self._journeys is not None:
-            await self._producer.send_and_wait(
-                self._journeys, orjson.dumps(record | {"type": event.kind}), key=key)
+        key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
+        for topic in self._topics:
+            await self._producer.send_and_wait(topic, value, key=key)
 
 
 @dataclass

@@ -64,7 +64,7 @@ async def test_open_pixel_emits_opened_and_resets_backoff(
                                          "cart_abandonment")]
     assert engaged.users == ["u1"]
     event = sink.events[0].to_event()
-    assert event.type == "message_opened" and event.fields["source"] == "feedback"
+    assert event.type == "opened" and event.fields["source"] == "feedback"
 
 
 async def test_unknown_message_still_gets_a_pixel_but_no_event(
@@ -150,7 +150,7 @@ async def test_queue_sink_feeds_engine_events() -> None:
     queue: asyncio.Queue[object] = asyncio.Queue()
     await QueueSink(queue).emit(FeedbackEvent("clicked", "u1", 7, MID, "inbox", "s"))
     event = queue.get_nowait()
-    assert getattr(event, "type", None) == "message_clicked"
+    assert getattr(event, "type", None) == "clicked"
     assert getattr(event, "user_id", None) == "u1"
 
 

@@ -83,7 +83,9 @@ async def test_both_reactivation_branches_show_within_the_bounded_time() -> None
     assert not set(wechat) & set(churned)
     for user in churned:  # push, push, sms + wechat, none opened, then winback
         ls = per_user[user]
-        sends = [x.split("→ ")[1] for x in ls if "→ [" in x]
+        sends = [" ".join(x.split("→ ")[1].split()[:2]) for x in ls if "→ [" in x]
+        # Each send shows its rendered content (config/content.yaml `journeys`).
+        assert all(" · " in x and " — " in x for x in ls if "→ [" in x)
         assert sends[:4] == ["[push-dry-run] reactivation_push_1",
                              "[push-dry-run] reactivation_push_2",
                              "[sms-dry-run] reactivation_last_call",

@@ -119,7 +119,7 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
 
         events = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, events_topic)]
         assert [(e["type"], e["user_id"], e["channel"], e["scene"], e["message_id"])
-                for e in events] == [("message_opened", "u42", "wechat", "cart_abandonment",
+                for e in events] == [("opened", "u42", "wechat", "cart_abandonment",
                                       mid)]
         records = await read_topic(kafka_bootstrap, journeys_topic)
         assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [(b"u42", "opened")]
