@@ -1,6 +1,17 @@
 """The funnel report: replay triggers plus the events they came from (and any
 feedback events) run through the strategies and attribution, in time order.
 
+Scene control groups: a ``replay --deliver`` line carries the pipeline's
+decision (``"group": "control"`` on held-out users, no mark on the others; an
+explicit ``"group": "treated"`` is read too), and the report uses it as is.
+Only lines without a decision (a replay without ``--deliver``) are assigned
+by the hash of :mod:`strategies.control`; :func:`mark_disagreements` tells
+the caller when the hash under its control share would have said otherwise.
+
+Feedback events in the events stream (``type`` ``delivered``/``opened``/
+``clicked``/``shared``, the vocabulary of channels.feedback) fill the funnel
+columns of the message's trigger or enrolment, once per message.
+
 Pure apart from its inputs: it takes decoded trigger records and events and
 returns funnel rows; ``scenetrigger report`` does the file handling.
 """
@@ -36,6 +47,30 @@ def trigger_from_record(record: Mapping[str, Any]) -> Trigger:
                    None if key is None else str(key), int(record["ts"]))
 
 
+def group_mark(record: Mapping[str, Any]) -> bool | None:
+    """True (control) / False (treated) as the replay line says, None when it
+    carries no decision. The pipeline marks only control users, so a line with
+    a delivery outcome and no mark is treated."""
+    group = record.get("group")
+    if group in ("control", "treated"):
+        return bool(group == "control")
+    return False if isinstance(record.get("delivery"), str) else None
+
+
+def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
+                       control: ControlModel) -> tuple[int, int]:
+    """(lines whose mark differs from the hash under ``control``, marked lines)."""
+    differ = marked = 0
+    for record in trigger_records:
+        mark = group_mark(record)
+        if mark is None:
+            continue
+        marked += 1
+        if mark != in_control(control, str(record["scene"]), str(record["user_id"])):
+            differ += 1
+    return differ, marked
+
+
 def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[Event],
                  options: ReportOptions) -> list[Funnel]:
     attributor = Attributor(options.window_ms)
@@ -54,7 +89,8 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         trig = trigger_from_record(record)
         variant = str(record.get("variant") or NO_VARIANT)
         attributor.triggered("scene", trig.scene, variant)
-        control = in_control(options.control, trig.scene, trig.user_id)
+        mark = group_mark(record)
+        control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
         attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control)
         if control:
             attributor.suppressed("scene", trig.scene, variant, "control")
@@ -73,11 +109,14 @@ def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
     if not isinstance(status, str):
         return
     channel = record.get("channel")
-    if status in ("delivered", "failed") and isinstance(channel, str):
-        attributor.sent("scene", trig.scene, variant, trig.user_id,
-                        message_id_for(trig.trigger_id, channel))
+    message_id = message_id_for(trig.trigger_id, channel) if isinstance(channel, str) else None
+    if status in ("delivered", "failed") and message_id is not None:
+        attributor.sent("scene", trig.scene, variant, trig.user_id, message_id)
     if status == "delivered":
-        attributor.feedback(trig.user_id, "delivered", {"scene": trig.scene})
+        # Keyed by the message id, so a `delivered` feedback event for the
+        # same message in the events file does not count it twice.
+        attributor.feedback(trig.user_id, "delivered",
+                            {"scene": trig.scene, "message_id": message_id})
     elif status == "suppressed":
         reason = record.get("reason")
         attributor.suppressed("scene", trig.scene, variant,

@@ -1,6 +1,11 @@
 """``scenetrigger report TRIGGERS EVENTS``: the funnel and measured uplift of
 every scene and strategy, from a replay's output and the events it replayed
-(plus any feedback events: delivered, opened, clicked, shared)."""
+(plus any feedback events: delivered, opened, clicked, shared).
+
+Scene control groups come from the replay lines' marks when ``replay
+--deliver`` wrote them, else from the hash; a control share (``--control-share``
+or the config's) that would put marked users in other groups is warned about
+on stderr, and the marks are used."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import orjson
 from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.sources import FORMATS, Format, detect_format, read_events
-from strategies.reporting import ReportOptions, build_report, render_table
+from strategies.reporting import ReportOptions, build_report, mark_disagreements, render_table
 from triggers.durations import parse_duration_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
@@ -60,11 +65,20 @@ def run(args: argparse.Namespace) -> int:
             raise SceneTriggerError(f"--window: {exc}") from None
     options = ReportOptions(window, control, journeys)
     triggers = list(_read_triggers(args.triggers))
+    differ, marked = mark_disagreements(triggers, control)
+    if differ:
+        source = (f"--control-share {args.control_share}" if args.control_share is not None
+                  else "the config's control share")
+        print(f"report: warning: {differ} of {marked} marked trigger lines are in another "
+              f"control group under {source}; the replay's marks are used for them",
+              file=sys.stderr)
     with _open(args.events) as stream:
         fmt, lines = _pick_format(args.format, stream, args.events)
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes))
         rows = build_report(triggers, events, options)
     report = {"window_ms": window, "control_share": control.share,
+              "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
+                               "mark_disagreements": differ},
               "control_per": dict(control.per), "rows": [row.to_dict() for row in rows]}
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
