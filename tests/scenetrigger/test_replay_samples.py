@@ -18,9 +18,9 @@ import yaml
 
 from config.loader import DEFAULT_CONFIG_PATH
 from scenetrigger.sources import detect_format
+from tests.paths import DATA
 from tests.triggers.reference import RefTrigger, run_reference
 
-DATA = Path("/work/shared/data")
 REES46 = DATA / "rees46-2019-10-01-sample.csv"
 OTTO = DATA / "otto-sample.jsonl"
 CLI = Path(sys.executable).with_name("scenetrigger")

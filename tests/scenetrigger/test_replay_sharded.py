@@ -15,9 +15,8 @@ from config.models import AppConfig
 from scenetrigger.personas import generate_events
 from scenetrigger.replay import ReplaySummary, new_engine, replay, replay_shard, replay_sharded
 from scenetrigger.sources import Format, read_events
+from tests.paths import DATA
 from triggers import Trigger
-
-DATA = Path("/work/shared/data")
 
 
 def single(path: Path, fmt: Format, config: AppConfig,
