@@ -87,7 +87,8 @@ def _scene_row(tmp: Path, triggers: Path, events: Path, share: str) -> dict[str,
                  "--json", str(out)]) == 0
     data = orjson.loads(out.read_bytes())
     (row,) = [r for r in data["rows"] if r["kind"] == "scene"]
-    return row | {"scene_groups": data["scene_groups"]}
+    out_row: dict[str, Any] = row | {"scene_groups": data["scene_groups"]}
+    return out_row
 
 
 def test_marks_decide_groups_and_feedback_fills_the_funnel(
