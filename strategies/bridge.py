@@ -1,9 +1,10 @@
 """Run journeys beside the Faust scene worker, coupled by Kafka topics.
 
 The scene worker publishes triggers to its triggers topic; the bridge
-consumes them (and an optional feedback topic of opened/clicked/... events,
-JSON lines as in SEMANTICS.md plus ``channel``/``message_id``) in a consumer
-group, feeds :class:`strategies.service.JourneyService`, and publishes the
+consumes them (and an optional feedback topic of feedback events in the one
+vocabulary of :mod:`channels.feedback`, ``type`` opened/clicked/..., as
+``scenetrigger serve --journeys-feedback`` writes them: no translation) in a
+consumer group, feeds :class:`strategies.service.JourneyService`, and publishes the
 messages to send (and lead handoffs) as JSON records to an actions topic,
 keyed by user. Offsets are committed after the service has persisted the
 step, so a crash repeats work (at-least-once) and never loses a position.
