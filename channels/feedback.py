@@ -176,7 +176,7 @@ class RedisMessageIndex:
             return None
         # Entries written before strategy/step were kept have three items.
         user_id, scene, channel, *journey = orjson.loads(raw)
-        strategy, step = (journey + [None, None])[:2]
+        strategy, step = [*journey, None, None][:2]
         return MessageMeta(user_id, scene, channel, strategy, step)
 
 
