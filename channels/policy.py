@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from channels.per_registry import PerRegistry
 from config.delivery_models import DeliveryModel
 
 STALE = "stale"
@@ -357,17 +358,12 @@ class PolicyMetrics:
         """One set per Prometheus registry (registering twice fails)."""
         from prometheus_client import Counter as PromCounter
 
-        found = _METRICS.get(id(registry))
-        if found is not None and found[0] is registry:
-            return found[1]
-        metrics = cls(
+        return _METRICS.get(registry, lambda: cls(
             PromCounter("scenetrigger_suppressed", "Deliveries suppressed by the policy",
                         ["reason"], registry=registry),
             PromCounter("scenetrigger_deferred", "Deliveries deferred by quiet hours",
                         registry=registry),
-        )
-        _METRICS[id(registry)] = (registry, metrics)
-        return metrics
+        ))
 
 
-_METRICS: dict[int, tuple[Any, PolicyMetrics]] = {}
+_METRICS: PerRegistry[PolicyMetrics] = PerRegistry()

@@ -35,7 +35,7 @@ from channels.safe_template import (
     flatten_values,
     json_escape,
 )
-from channels.webhook import classify_status, exception_attempt
+from channels.webhook import classify_status, exception_attempt, pooled_session
 from config.channel_models import ProviderModel, SuccessJsonModel
 
 # Example request shapes; a config names one by ``type`` and overrides fields.
@@ -218,10 +218,7 @@ class ProviderChannel:
     retries_internally = True
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000))
+        self._session = pooled_session(self._session, self.max_connections, self.timeout_ms)
         return self._session
 
     async def send(self, message: Message) -> DeliveryResult:

@@ -26,6 +26,7 @@ from channels.deadletter import DeadLetterStore
 from channels.email import EmailChannel, SmtpSettings
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
+from channels.per_registry import PerRegistry
 from channels.provider import ProviderChannel, build_shape
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.webhook import WebhookChannel
@@ -171,10 +172,7 @@ class DeliveryMetrics:
     @classmethod
     def on(cls, registry: CollectorRegistry) -> DeliveryMetrics:
         """One set of metrics per Prometheus registry (registering twice fails)."""
-        found = _METRICS.get(id(registry))
-        if found is not None and found[0] is registry:
-            return found[1]
-        metrics = cls(
+        return _METRICS.get(registry, lambda: cls(
             Counter("scenetrigger_deliveries", "Deliveries by channel and outcome "
                     "(ok, retry_exhausted, rejected, error)", ["channel", "result"],
                     registry=registry),
@@ -184,12 +182,10 @@ class DeliveryMetrics:
                                30)),
             Counter("scenetrigger_dead_letters", "Deliveries written to the dead-letter",
                     ["channel"], registry=registry),
-        )
-        _METRICS[id(registry)] = (registry, metrics)
-        return metrics
+        ))
 
 
-_METRICS: dict[int, tuple[CollectorRegistry, DeliveryMetrics]] = {}
+_METRICS: PerRegistry[DeliveryMetrics] = PerRegistry()
 
 
 def outcome_label(result: DeliveryResult) -> str:

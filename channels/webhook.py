@@ -86,6 +86,16 @@ def exception_attempt(exc: BaseException, timeout_ms: int) -> Attempt:
     return Attempt(False, f"{type(exc).__name__}: {exc}", True)
 
 
+def pooled_session(session: aiohttp.ClientSession | None, max_connections: int,
+                   timeout_ms: int) -> aiohttp.ClientSession:
+    """``session`` while it is open, else a new pooled one. HTTP channels make
+    theirs on first use, inside the running loop, and reuse it until closed."""
+    if session is not None and not session.closed:
+        return session
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections),
+                                 timeout=aiohttp.ClientTimeout(total=timeout_ms / 1000))
+
+
 @dataclass(slots=True)
 class WebhookChannel:
     """One webhook endpoint. The aiohttp session is created on first use (in
@@ -117,10 +127,7 @@ class WebhookChannel:
     retries_internally = True
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_ms / 1000))
+        self._session = pooled_session(self._session, self.max_connections, self.timeout_ms)
         return self._session
 
     async def send(self, message: Message) -> DeliveryResult:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from config.models import AppConfig
+from config.strategy_models import error_message
 from triggers.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
@@ -77,11 +78,8 @@ def format_error(err: Any) -> str:
 
 
 def _message(err: Any) -> str:
+    """Union-tag errors named in config words; the rest as every section says them."""
     kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
     if kind in ("union_tag_invalid", "union_tag_not_found") and \
             err.get("ctx", {}).get("discriminator") == "'type'":
         tags = "webhook, inbox, email, sms, wechat, push or log"
@@ -93,10 +91,4 @@ def _message(err: Any) -> str:
                 "(use repeat, absence or arrival)")
     if kind == "union_tag_not_found":
         return "missing 'kind' (use repeat, absence or arrival)"
-    if kind == "value_error":
-        return str(err["ctx"]["error"]) if "ctx" in err else str(err["msg"])
-    got = err.get("input")
-    text = str(err["msg"])
-    if got is not None and not isinstance(got, dict | list):
-        text += f" (got {got!r})"
-    return text
+    return error_message(err)

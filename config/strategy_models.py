@@ -296,7 +296,7 @@ def format_strategy_error(name: str, err: Any, body: Any = None) -> str:
     """``strategy 'x', step 3 ('push_2'), field 'send.channel': message``;
     ``body`` (the raw strategy) supplies the step id when known."""
     loc = [str(p) for p in err["loc"]]
-    message = _message(err)
+    message = error_message(err)
     where = f"strategy {name!r}"
     if len(loc) >= 2 and loc[0] == "steps" and loc[1].isdigit():
         index = int(loc[1])
@@ -320,13 +320,14 @@ def format_section_error(loc: list[str], err: Any) -> str:
     """An error inside AppConfig's ``strategies`` section (``loc`` after it)."""
     if len(loc) >= 2 and loc[0] == "journeys":
         return format_strategy_error(loc[1], {**err, "loc": loc[2:]})
-    message = _message(err)
+    message = error_message(err)
     if loc:
         return f"section 'strategies', field {'.'.join(loc)!r}: {message}"
     return f"section 'strategies': {message}"
 
 
-def _message(err: Any) -> str:
+def error_message(err: Any) -> str:
+    """A pydantic error in config words (shared by every section's errors)."""
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown field"

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -30,7 +27,8 @@ from agents.producer import (
     produce_records,
 )
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
-from scenetrigger.sources import FORMATS, Format, detect_format, read_events
+from scenetrigger.cli_support import open_input, pick_format, positive, progress_bar
+from scenetrigger.sources import FORMATS, read_events
 from triggers.errors import SceneTriggerError
 from triggers.events import DEFAULT_MAX_LINE_BYTES
 
@@ -44,21 +42,14 @@ def register(sub: Any) -> None:
     parser.add_argument("--topic", default=EVENTS, help=f"events topic (default {EVENTS})")
     parser.add_argument("--dead-letter-topic", default=DEAD_LETTERS,
                         help=f"topic for rejected lines (default {DEAD_LETTERS})")
-    parser.add_argument("--partitions", type=_positive, default=DEFAULT_PARTITIONS,
+    parser.add_argument("--partitions", type=positive, default=DEFAULT_PARTITIONS,
                         help="partitions of topics this command creates (default 4)")
     parser.add_argument("--rate", type=_positive_float,
                         help="at most this many events per second (default: as fast as possible)")
-    parser.add_argument("--max-line-bytes", type=_positive, default=DEFAULT_MAX_LINE_BYTES)
+    parser.add_argument("--max-line-bytes", type=positive, default=DEFAULT_MAX_LINE_BYTES)
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -91,10 +82,10 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     sink = KafkaSink(producer)
     started = time.monotonic()
     try:
-        with _open_input(args.events) as (stream, size):
-            fmt, lines = _pick_format(args.format, stream, args.events)
+        with open_input(args.events) as (stream, size):
+            fmt, lines = pick_format(args.format, stream, args.events)
             remembered = LastLine(lines)
-            progress = _progress_bar(size, args.no_progress)
+            progress = progress_bar(size, args.no_progress, "produce")
             source = "produce:" + ("stdin" if args.events == "-" else os.path.basename(args.events))
             try:
                 sent, rejected, reasons = await produce_records(
@@ -122,41 +113,3 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     )
 
 
-def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
-    if requested != "auto":
-        return cast(Format, requested), stream
-    first = stream.readline()
-    return detect_format(first, name), itertools.chain([first], stream)
-
-
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
-    if path == "-":
-        yield sys.stdin.buffer, None
-        return
-    try:
-        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        yield fh, os.fstat(fh.fileno()).st_size
-
-
-class _Progress:
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-
-    def update_to(self, position: int) -> None:
-        self._bar.update(position - self._bar.n)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _progress_bar(size: int | None, disabled: bool) -> _Progress | None:
-    """Bytes read of the input, on stderr, only when a person is watching."""
-    if disabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return _Progress(tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc="produce"))

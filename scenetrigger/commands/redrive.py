@@ -15,6 +15,7 @@ from channels.base import DeliveryResult, Message
 from channels.deadletter import DEFAULT_STREAM, DeadLetter, DeadLetterStore, redrive
 from channels.registry import DEFAULT_REDIS_URL, ChannelSender, build_registry
 from config.loader import load_config
+from scenetrigger.cli_support import positive
 
 
 def register(sub: Any) -> None:
@@ -25,19 +26,12 @@ def register(sub: Any) -> None:
                              f"else {DEFAULT_REDIS_URL})")
     parser.add_argument("--stream", default=DEFAULT_STREAM, help="dead-letter stream key")
     parser.add_argument("--channel", help="only this channel's dead letters")
-    parser.add_argument("--limit", type=_positive, help="at most this many dead letters")
+    parser.add_argument("--limit", type=positive, help="at most this many dead letters")
     parser.add_argument("--dry-run", action="store_true", help="list, send nothing")
-    parser.add_argument("--concurrency", type=_positive, default=16,
+    parser.add_argument("--concurrency", type=positive, default=16,
                         help="deliveries in flight (default 16)")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
     parser.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
-import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, cast
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import orjson
 
 from config.loader import load_config
+from scenetrigger.cli_support import open_input, pick_format, progress_bar
 from scenetrigger.replay import jsonl_reject_writer, jsonl_trigger_writer, new_engine, replay
-from scenetrigger.sources import FORMATS, Format, detect_format, read_events
-from triggers.errors import SceneTriggerError
+from scenetrigger.sources import FORMATS, read_events
 from triggers.events import Trigger
 
 
@@ -43,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     engine = new_engine(config)
     max_line = config.engine.max_line_bytes
-    with _open_input(args.events) as (stream, size), _open_out(args.out) as out, \
+    with open_input(args.events) as (stream, size), _open_out(args.out) as out, \
             _open_optional(args.rejects) as rejects, _delivery(args, config, engine) as delivery:
-        fmt, lines = _pick_format(args.format, stream, args.events)
-        progress = _progress_bar(size, args.no_progress)
+        fmt, lines = pick_format(args.format, stream, args.events)
+        progress = progress_bar(size, args.no_progress, "replay")
         try:
             summary = replay(
                 read_events(lines, fmt, max_line),
@@ -97,28 +95,6 @@ def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], Non
     return sink
 
 
-def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
-    """The format to read, and the lines to read it from (the first line,
-    read to detect the format, is put back in front)."""
-    if requested != "auto":
-        return cast(Format, requested), stream
-    first = stream.readline()
-    return detect_format(first, name), itertools.chain([first], stream)
-
-
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[tuple[Any, int | None]]:
-    if path == "-":
-        yield sys.stdin.buffer, None
-        return
-    try:
-        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        yield fh, os.fstat(fh.fileno()).st_size
-
-
 @contextlib.contextmanager
 def _open_out(path: str | None) -> Iterator[IO[bytes]]:
     if path is None:
@@ -136,22 +112,3 @@ def _open_optional(path: str | None) -> Iterator[IO[bytes] | None]:
         return
     with open(path, "wb") as fh:
         yield fh
-
-
-class _Progress:
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-
-    def update_to(self, position: int) -> None:
-        self._bar.update(position - self._bar.n)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _progress_bar(size: int | None, disabled: bool) -> _Progress | None:
-    if disabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return _Progress(tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc="replay"))

@@ -10,7 +10,6 @@ on stderr, and the marks are used."""
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,8 @@ import orjson
 
 from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
-from scenetrigger.sources import FORMATS, Format, detect_format, read_events
+from scenetrigger.cli_support import open_input, pick_format
+from scenetrigger.sources import FORMATS, read_events
 from strategies.reporting import ReportOptions, build_report, mark_disagreements, render_table
 from triggers.durations import parse_duration_ms
 from triggers.errors import EventRejected, SceneTriggerError
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: warning: {differ} of {marked} marked trigger lines are in another "
               f"control group under {source}; the replay's marks are used for them",
               file=sys.stderr)
-    with _open(args.events) as stream:
-        fmt, lines = _pick_format(args.format, stream, args.events)
+    with open_input(args.events) as (stream, _size):
+        fmt, lines = pick_format(args.format, stream, args.events)
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes))
         rows = build_report(triggers, events, options)
     report = {"window_ms": window, "control_share": control.share,
@@ -114,17 +114,3 @@ def _read_triggers(path: str) -> Iterator[dict[str, Any]]:
                 raise SceneTriggerError(f"{path}:{number}: not a trigger line "
                                         "(needs scene, user_id and an integer ts)")
             yield record
-
-
-def _open(path: str) -> Any:
-    try:
-        return open(path, "rb", buffering=1 << 20)
-    except OSError as exc:
-        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Any]:
-    if requested != "auto":
-        return requested, stream  # type: ignore[return-value]
-    first = stream.readline()
-    return detect_format(first, name), itertools.chain([first], stream)

@@ -155,7 +155,7 @@ async def test_serve_command_prints_feedback_as_jsonl(redis_url: str, tmp_path: 
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         event = orjson.loads(line)
         assert (event["type"], event["user_id"], event["channel"], event["scene"],
-                event["message_id"]) == ("message_opened", "u9", "push", "promo_arrival", mid)
+                event["message_id"]) == ("opened", "u9", "push", "promo_arrival", mid)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
