@@ -41,6 +41,8 @@ PREFERS = "prefers_"
 MAX_DEPTH = 8  # enrol chains within one instant
 MAX_STEPS = 64  # instant steps taken per run per call (config has no loops without a wait)
 MAX_CHANNELS = 16
+# Branch event -> event types that satisfy it. Feedback types are the one
+# vocabulary of channels.feedback (KINDS), as every sender emits them.
 _EVENT_TYPES = {
     "opened": ("opened",),
     "clicked": ("clicked",),

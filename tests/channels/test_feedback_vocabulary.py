@@ -24,6 +24,7 @@ from channels.feedback import (
 )
 from channels.pipeline import RecordingSender, build_pipeline
 from config.loader import load_config
+from config.strategy_models import FEEDBACK_EVENTS
 from scenetrigger.commands.serve import KafkaFeedbackSink
 from strategies.actions import ExitAction, SendAction
 from strategies.embedded import JourneySubscriber, SimulatedOpens
@@ -49,6 +50,12 @@ async def routes() -> AsyncIterator[tuple[Client, ListSink, MemoryMessageIndex]]
         yield client, sink, index
     finally:
         await client.close()
+
+
+def test_branch_events_are_feedback_kinds() -> None:
+    """What a strategy branch can wait for is what feedback emits (plus a
+    shop's own ``purchased``), so no host has to translate."""
+    assert set(FEEDBACK_EVENTS) - {"purchased"} <= set(KINDS)
 
 
 async def test_routes_and_callbacks_emit_the_plain_kinds(
