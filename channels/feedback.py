@@ -265,10 +265,15 @@ class FeedbackApp:
                                   "provider": request.match_info["provider"][:64]})
 
     def _allowed(self, message_id: str, url: str, sig: str) -> bool:
+        # Browsers read "\\" as "/" and drop tabs/newlines, so urlsplit's host
+        # may not be where they go: such URLs are refused outright.
+        if any(c == "\\" or ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+            return False
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False
-        if sig and hmac.compare_digest(sig, sign_click(self._secret, message_id, url)):
+        expected = sign_click(self._secret, message_id, url).encode()
+        if sig and hmac.compare_digest(sig.encode(), expected):  # bytes: any input compares
             return bool(self._secret)
         return parts.hostname.lower() in self._allow
 

@@ -91,6 +91,8 @@ async def test_signed_click_redirects_once_and_emits_clicked(
     ("javascript:alert(1)", ""),                       # not http(s)
     ("//evil.example.net/", ""),                       # scheme-relative
     ("https://shop.example.com.evil.net/", ""),        # look-alike host
+    ("https://evil.example.net\\@shop.example.com/", ""),  # backslash: browsers read "/"
+    ("https://evil.example.net/", "\u00e9" * 32),     # non-ASCII signature: 400, not 500
 ])
 async def test_click_never_redirects_to_unsigned_foreign_urls(
         setup: tuple[Client, ListSink, Engaged], target: str, sig: str) -> None:
