@@ -30,6 +30,7 @@ def problems(raw: Any) -> list[str]:
         ({**GOOD, "within": "30 minutes"}, "within", "bad duration"),
         ({**GOOD, "within": "5w"}, "within", "bad duration"),
         ({**GOOD, "within": -1}, "within", "negative"),
+        ({**GOOD, "cooldown": "9999999999999999d"}, "cooldown", "at most"),
         ({**GOOD, "within": True}, "within", "boolean"),
         ({**GOOD, "cooldown": "1.5h"}, "cooldown", "bad duration"),
         ({**GOOD, "count": 0}, "count", "greater than or equal to 1"),
