@@ -34,6 +34,7 @@ Record = tuple[int, Event | EventRejected]
 REES46_HEADER = (
     "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
 )
+_TS_MIN, _TS_MAX = -(1 << 63), (1 << 63) - 1  # else the careful path rejects it
 OTTO_TYPES = {"clicks": "view", "carts": "cart", "orders": "purchase"}
 
 
@@ -79,7 +80,8 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
             else:
                 if type(obj) is dict:
                     user, ts, etype = obj.get("user_id"), obj.get("ts"), obj.get("type")
-                    if type(user) is str and type(ts) is int and type(etype) is str:
+                    if (type(user) is str and type(ts) is int and type(etype) is str
+                            and _TS_MIN <= ts <= _TS_MAX):
                         yield number, Event(user, ts, etype, obj)
                         continue
                 try:

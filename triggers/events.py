@@ -13,6 +13,7 @@ from triggers.errors import EventRejected
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 _U64_MAX = (1 << 64) - 1
 _I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
 
 # Stable reason codes: metric labels and dead-letter records use them.
 REASON_TOO_LARGE = "too_large"
@@ -92,6 +93,9 @@ def event_from_mapping(obj: Any) -> Event:
         raise EventRejected(REASON_MISSING_FIELD, "ts is missing")
     if type(ts) is not int:
         raise EventRejected(REASON_WRONG_TYPE, f"ts must be an integer, not {_json_type(ts)}")
+    if ts < _I64_MIN or ts > _I64_MAX:
+        # ts + after must stay a 64-bit integer (state is encoded with orjson)
+        raise EventRejected(REASON_WRONG_TYPE, "ts is an integer beyond signed 64 bits")
     if etype is None:
         raise EventRejected(REASON_MISSING_FIELD, "type is missing")
     if type(etype) is not str:

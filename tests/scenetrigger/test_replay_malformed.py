@@ -27,6 +27,7 @@ LINES: list[tuple[bytes, str | None]] = [
     (b'{"user_id": "a", "ts": 60000.0, "type": "view", "product_id": "p"}', "wrong_type"),
     (b'{"user_id": "a", "ts": "60000", "type": "view", "product_id": "p"}', "wrong_type"),
     (b'{"user_id": "a", "ts": true, "type": "view", "product_id": "p"}', "wrong_type"),
+    (b'{"user_id": "a", "ts": 9223372036854775808, "type": "cart"}', "wrong_type"),
     (b'{"user_id": true, "ts": 60000, "type": "view", "product_id": "p"}', "wrong_type"),
     (b'{"user_id": 18446744073709551616, "ts": 60000, "type": "view"}', "wrong_type"),
     (b'{"user_id": -9223372036854775809, "ts": 60000, "type": "view"}', "wrong_type"),
