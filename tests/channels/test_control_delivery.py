@@ -16,8 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
-from channels.base import DeliveryResult, Message
-from channels.pipeline import build_pipeline
+from channels.pipeline import RecordingSender, build_pipeline
 from config.loader import load_config_text
 from tests.paths import REES46_SAMPLE
 from triggers.events import Trigger
@@ -107,16 +106,6 @@ def test_rees46_control_users_get_no_message_and_triggers_do_not_change(tmp_path
     assert +control_rows == +by_scene == +suppressed_control
 
 
-class Sent:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def send(self, message: Message, channel: str | None = None, *,
-                   dead_letter: bool = True) -> DeliveryResult:
-        self.messages.append(message)
-        return DeliveryResult(True, channel or message.channel, message.message_id)
-
-
 async def test_control_user_is_not_claimed_and_counted_by_reason() -> None:
     config = load_config_text(f"""
 scenes:
@@ -124,7 +113,7 @@ scenes:
 delivery: {{quiet_hours: {{enabled: false}}}}
 strategies: {{control: {{share: 0.5, salt: {SALT}}}}}
 """)
-    sender = Sent()
+    sender = RecordingSender()
     pipeline = build_pipeline(config, "dry-run", sender, env={})
     users = [f"u{i}" for i in range(200)]
     outcomes = [await pipeline.deliver(Trigger("promo_arrival", u, "/promo/x", 1_000), None,
