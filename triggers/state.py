@@ -73,6 +73,13 @@ class UserState:
             raise StateDecodeError(f"unreadable user state: {exc}") from None
         if version != STATE_VERSION:
             raise StateDecodeError(f"user state version {version!r} is not supported")
+        try:
+            return cls._from_wire(wire)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            raise StateDecodeError(f"malformed user state: {exc}") from None
+
+    @classmethod
+    def _from_wire(cls, wire: Any) -> UserState:
         _, max_ts, repeat, absence, arrival, profile = wire
         state = cls()
         state.max_ts = max_ts

@@ -113,7 +113,13 @@ def test_window_cap_keeps_the_newest_entries() -> None:
     assert state.repeat["r"][""].when == [7, 8, 9]
 
 
-@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b"[99, 0, {}, {}, {}, []]"])
+@pytest.mark.parametrize("data", [
+    b"", b"not json", b"[]", b"[99, 0, {}, {}, {}, []]",
+    b"[1, 0, {}, {}, {}]",  # a field short
+    b"[1, 0, [], {}, {}, []]",  # repeat is not a mapping
+    b'[1, 0, {"s": {"k": [[], []]}}, {}, {}, []]',  # a window without its fire time
+    b'[1, 0, {}, {"s": 5}, {}, []]',  # a timer that is not [deadline, seq]
+])
 def test_unreadable_state_raises_a_state_decode_error(data: bytes) -> None:
     with pytest.raises(StateDecodeError):
         UserState.decode(data)
