@@ -41,13 +41,15 @@ def sign(secret: bytes, timestamp_ms: int, body: bytes) -> str:
 def verify_signature(secret: bytes, timestamp: str | None, signature: str | None, body: bytes,
                      *, now_ms: int | None = None, tolerance_ms: int = 300_000) -> bool:
     """Receiver side: the signature matches and the timestamp is recent."""
-    if timestamp is None or signature is None or not timestamp.isdigit():
+    if timestamp is None or signature is None or not (timestamp.isascii()
+                                                      and timestamp.isdigit()):
         return False
     stamp = int(timestamp)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     if abs(now - stamp) > tolerance_ms:
         return False
-    return hmac.compare_digest(sign(secret, stamp, body), signature)
+    # bytes: a non-ASCII header must compare unequal, not raise TypeError
+    return hmac.compare_digest(sign(secret, stamp, body).encode(), signature.encode())
 
 
 def retry_after_ms(value: str | None, now_s: float | None = None) -> int | None:

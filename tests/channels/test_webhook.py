@@ -50,6 +50,8 @@ def test_signature_round_trip_and_tamper() -> None:
     assert not verify_signature(SECRET, "1001", signature, body, now_ms=1_000)
     assert not verify_signature(SECRET, "1000", signature, body, now_ms=1_000 + 301_000)
     assert not verify_signature(SECRET, None, signature, body)
+    assert not verify_signature(SECRET, "1000", "sha256=\u00e9", body, now_ms=1_000)
+    assert not verify_signature(SECRET, "\u0661000", signature, body, now_ms=1_000)
 
 
 @pytest.mark.parametrize(("status", "ok", "retryable"), [
