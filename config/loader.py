@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from config.models import AppConfig
 from config.strategy_models import error_message
+from config.yaml_load import safe_load_unique
 from triggers.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
@@ -34,7 +35,7 @@ def load_config(path: str | Path | None = None) -> AppConfig:
 
 def load_config_text(text: str, source: str = "<config>") -> AppConfig:
     try:
-        raw = yaml.safe_load(text)  # safe_load: a config can never construct objects
+        raw = safe_load_unique(text)  # safe: a config never constructs objects; no duplicate keys
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
     return validate_config(raw, source)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from config.yaml_load import safe_load_unique
 from triggers.durations import parse_duration_ms
 
 SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
@@ -266,7 +267,7 @@ def resolve_include(ref: str) -> Path:
 def load_strategy_file(path: Path) -> dict[str, StrategyModel]:
     """Read one strategies file; raise ValueError naming strategy/step/field."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load_unique(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"cannot read strategies file {str(path)!r}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

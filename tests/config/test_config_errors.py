@@ -85,6 +85,18 @@ def test_yaml_cannot_construct_python_objects(tmp_path: Path) -> None:
         load_config_text("scenes: !!python/object:builtins.dict {}\n")
 
 
+def test_a_duplicate_key_is_an_error_not_a_silent_override() -> None:
+    text = ("scenes:\n  a: {kind: arrival, when: {}}\n"
+            "  a: {kind: repeat, when: {}, count: 2, within: 1s}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert "duplicate key 'a'" in info.value.problems[0]
+    # a YAML merge key's values may still be overridden
+    merged = load_config_text("scenes:\n  a: &a {kind: arrival, when: {}, cooldown: 1s}\n"
+                              "  b:\n    <<: *a\n    cooldown: 2s\n")
+    assert [s.cooldown_ms for s in merged.scene_list()] == [1_000, 2_000]  # type: ignore[union-attr]
+
+
 def test_json_is_accepted_and_durations_take_every_unit() -> None:
     units = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
     for unit, size in units.items():
