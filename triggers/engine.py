@@ -209,11 +209,14 @@ class Engine:
         """Rebuild the timer heap from stored state (after a restart or a
         rebalance); returns how many timers are armed."""
         timers = []
+        # A timer kept in state for a scene a reload removed stays dropped.
+        names = {s.name for s in self.scenes if isinstance(s, AbsenceScene)}
         source = self.store.items() if users is None else users
         for user_id, state in source:
             for scene, (deadline, seq) in state.absence.items():
-                timers.append((deadline, seq, scene, user_id))
                 self._seq = max(self._seq, seq)
+                if scene in names:
+                    timers.append((deadline, seq, scene, user_id))
         heapq.heapify(timers)
         self._timers = timers
         return len(timers)

@@ -70,8 +70,12 @@ def test_engine_reconfigure_keeps_state_and_drops_timers_of_removed_scenes(
     assert reloader.poll()
     engine.reconfigure(reloader.config.scene_list())
     assert engine.pending_timers() == []
-    # The cooldown is gone in the new config, but the state survived the swap:
-    # the same page fires again (no cooldown now) for the same user.
+    # A restart or rebalance rebuilds timers from state: the removed scene's stays gone.
+    assert engine.rebuild_timers() == 0
+    # The state survived the swap (the arrival's last fire is still there); the
+    # cooldown is gone in the new config, so the same page fires again.
+    state = engine.store.get("u1")
+    assert state is not None and state.arrival == {"promo_arrival": {"/promo/x": 2_000}}
     again = engine.handle(_event("u1", 3_000, type="page", page="/promo/x"))
     assert [t.scene for t in again] == ["promo_arrival"]
     assert engine.advance(10**12) == []
