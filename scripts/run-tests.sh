@@ -11,6 +11,9 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# openssl makes the SMTP TLS test's certificate; quiet hours read the system time zones.
+command -v openssl >/dev/null || missing+=(openssl)
+[[ -e /usr/share/zoneinfo/Asia/Shanghai ]] || missing+=(tzdata)
 # Chromium + its driver for the demo page's browser test (selenium).
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || missing+=(chromium chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
