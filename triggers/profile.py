@@ -14,6 +14,8 @@ from triggers.events import Event
 PROMO_PAGE_PREFIX = "/promo"
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
+_MAX_PRICE_CENTS = 10**12  # one purchase; beyond it the price is bad input
+_MAX_AMOUNT_CENTS = (1 << 53) - 1  # the running total saturates here
 
 
 class Profile:
@@ -85,7 +87,7 @@ class Profile:
             self.views += 1
             product = get("product_id")
             if product is not None:
-                self.last_product = str(product)
+                self.last_product = str(product)[:200]
             if category is not None and source == "category":
                 self.category_views += 1
         elif etype == "search":
@@ -95,7 +97,8 @@ class Profile:
                 self.last_query = query[:200]
         elif etype == "purchase":
             self.purchases += 1
-            self.amount_cents += _price_cents(get("price"))
+            self.amount_cents = min(self.amount_cents + _price_cents(get("price")),
+                                    _MAX_AMOUNT_CENTS)
             if self.last_purchase_ts is None or ts > self.last_purchase_ts:
                 self.last_purchase_ts = ts
         page = get("page")
@@ -155,10 +158,13 @@ class Profile:
 
 
 def _price_cents(value: Any) -> int:
-    """Prices arrive as numbers or decimal strings; anything else counts as 0."""
+    """Prices arrive as numbers or decimal strings; anything else (also NaN,
+    infinity, a negative or absurd amount) counts as 0: bad input never stops
+    the stream, and the encoded state stays within 64-bit integers."""
     if isinstance(value, bool) or value is None:
         return 0
     try:
-        return max(0, round(float(value) * 100))
-    except (TypeError, ValueError):
+        cents = round(float(value) * 100)
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return cents if 0 < cents <= _MAX_PRICE_CENTS else 0

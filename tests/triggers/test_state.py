@@ -123,3 +123,16 @@ def test_window_cap_keeps_the_newest_entries() -> None:
 def test_unreadable_state_raises_a_state_decode_error(data: bytes) -> None:
     with pytest.raises(StateDecodeError):
         UserState.decode(data)
+
+
+def test_bad_prices_and_long_ids_neither_stop_the_stream_nor_break_the_encoding() -> None:
+    eng = shipped(store=BytesStore({}))
+    prices = ["inf", "-inf", "nan", "1e300", 1e308, -5, "12.34", ["1"], "x"]
+    for i, price in enumerate(prices):
+        eng.handle(event_from_mapping(ev("u", T0 + i, "purchase", price=price)))
+    eng.handle(event_from_mapping(ev("u", T0 + 99, product_id="p" * 10_000)))
+    state = eng.store.get("u")
+    assert state is not None
+    assert state.profile.purchases == len(prices)
+    assert state.profile.amount_cents == 1234  # only the one sane price counts
+    assert state.profile.last_product == "p" * 200
