@@ -264,9 +264,3 @@ async def _guarded(channel: Channel, message: Message, name: str) -> DeliveryRes
         log.exception("channel raised", extra={"channel": name, "message_id": message.message_id})
         return DeliveryResult(False, name, message.message_id, 1,
                               f"channel raised {type(exc).__name__}: {exc}", False)
-
-
-def channel_models_of(config: Any) -> Mapping[str, ChannelModel]:
-    """The ``channels`` section of an AppConfig (empty when it has none)."""
-    models: Mapping[str, ChannelModel] = getattr(config, "channels", None) or {}
-    return models

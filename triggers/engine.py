@@ -76,7 +76,6 @@ class Engine:
                 self._rules.append(ArrivalRule(scene, self.limits))
             else:
                 self._rules.append(_AbsenceRule(scene))
-        self._has_absence = any(isinstance(r, _AbsenceRule) for r in self._rules)
         # The rules an event type can touch, in config order (see _rules_for).
         self._by_type: dict[str, _Plan] = {}
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
@@ -232,7 +231,7 @@ class Engine:
         """
         fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
         self.scenes, self.limits = fresh.scenes, fresh.limits
-        self._rules, self._has_absence = fresh._rules, fresh._has_absence
+        self._rules = fresh._rules
         self._by_type = fresh._by_type
         names = {s.name for s in scenes if isinstance(s, AbsenceScene)}
         kept = [t for t in self._timers if t[2] in names]
