@@ -211,16 +211,17 @@ Authorize = Callable[[web.Request, str], Awaitable[bool]]
 _MAX_ACK_IDS = 500
 
 
-def inbox_routes(store: InboxStore, authorize: Authorize | None = None,
+def inbox_routes(store: InboxStore, authorize: Authorize,
                  prefix: str = "/inbox") -> list[web.RouteDef]:
     """``GET {prefix}/{user_id}[?all=1&limit=N]`` and ``POST {prefix}/{user_id}/ack``
-    with ``{"ids": [...]}``; mount with ``app.add_routes(inbox_routes(store))``.
+    with ``{"ids": [...]}``; mount with ``app.add_routes(inbox_routes(store, authorize))``.
 
     ``authorize(request, user_id)`` decides who may read whose inbox (e.g. a
-    session check in front of a real app); without it every caller may."""
+    session check in front of a real app). It is required: an inbox is
+    personal data, so there is no open default."""
 
     async def allowed(request: web.Request, user_id: str) -> None:
-        if authorize is not None and not await authorize(request, user_id):
+        if not await authorize(request, user_id):
             raise web.HTTPForbidden(text="not your inbox")
 
     async def list_messages(request: web.Request) -> web.Response:

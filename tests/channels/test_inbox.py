@@ -111,8 +111,11 @@ async def test_redis_down_is_a_retryable_failure() -> None:
 async def test_read_and_ack_over_http(store: InboxStore) -> None:
     for n in (1, 2):
         await store.add(message(n, user_id="u7"))
+    async def anyone(_request: web.Request, _user_id: str) -> bool:
+        return True
+
     app = web.Application()
-    app.add_routes(inbox_routes(store))
+    app.add_routes(inbox_routes(store, anyone))
     async with serve_app(app) as base, aiohttp.ClientSession() as http:
         async with http.get(f"{base}/inbox/u7") as resp:
             assert resp.status == 200
