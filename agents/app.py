@@ -17,11 +17,13 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
+from faust.streams import _current_event
 
 from agents.engine_host import (
     PartitionHost,
@@ -48,6 +50,15 @@ TriggerHook = Callable[[Trigger, int], Awaitable[None]]
 REASON_STATE_ERROR = "state_error"
 # Messages of one partition taken before the agent waits for trigger acks.
 MAX_PENDING = 5_000
+
+
+def _ack_now(stream: Any, event: Any) -> None:
+    """``Stream.ack`` without a coroutine (it never awaits), for the sweep."""
+    message = event.message
+    last = event.ack()
+    stream._on_stream_event_out(message.tp, message.offset, stream, event)
+    if last:
+        stream._on_message_out(message.tp, message.offset, message)
 
 
 def wall_ms() -> int:
@@ -110,6 +121,7 @@ class SceneWorker:
         self._now_ms = now_ms
         self._max_line = settings.config.engine.max_line_bytes
         self._outputs_declared = False
+        self._stream: Any = None
         self.app = self._new_app()
         self._wire()
 
@@ -137,9 +149,9 @@ class SceneWorker:
             producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),
             table_standby_replicas=s.standby_replicas,
             consumer_auto_offset_reset="earliest",
-            # Our acks wait for trigger acks (see _settle); a rebalance must not
-            # wait for them: unsettled work is dropped and redelivered instead.
-            stream_wait_empty=False,
+            # A rebalance waits until every taken message is acked; the sweep
+            # settles quiet partitions (see _settle_quiet), so it never waits long.
+            stream_wait_empty=True,
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
             web_bind="127.0.0.1",
@@ -247,7 +259,7 @@ class SceneWorker:
         events_topic = self.settings.topics.events
         settle_batch = self.settings.settle_batch
         settle_ms = self.settings.settle_ms
-        noack = stream.noack()
+        noack = self._stream = stream.noack()
         async for event in noack.events():
             if not self._outputs_declared:
                 await self._declare_outputs()
@@ -332,12 +344,48 @@ class SceneWorker:
         messages, triggers = pending.take()
         for event in messages:
             await stream.ack(event)
-        if self.on_trigger is not None:
-            for trig in triggers:
-                try:
-                    await self.on_trigger(trig, self._now_ms())
-                except Exception:  # a hook must never stop the stream
-                    log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
+        if triggers and self.on_trigger is not None:
+            await self._run_hook(triggers)
+
+    def _settle_quiet(self, now_ms: int, after_ms: int) -> None:
+        """From the sweep: settle partitions whose batch has waited ``after_ms``
+        (or any, during a rebalance) and whose triggers are all acked, so a
+        quiet partition commits and a rebalance never waits on us.
+
+        Table writes need the current event (Faust takes the changelog
+        partition from it): the batch's own last message of that partition is
+        made current for this task only. Nothing here awaits, so it cannot
+        interleave with the agent's own settling.
+        """
+        stream = self._stream
+        if stream is None:
+            return
+        rebalancing = bool(getattr(self.app, "rebalancing", False))
+        for host in list(self.hosts.values()):
+            pending = host.pending
+            since = pending.since_ms
+            if since is None or host.revoked or not pending.acked():
+                continue
+            if now_ms - since < after_ms and not rebalancing:
+                continue
+            token = _current_event.set(weakref.ref(pending.messages[-1]))
+            try:
+                host.store.flush()
+            finally:
+                _current_event.reset(token)
+            messages, triggers = pending.take()
+            for event in messages:
+                _ack_now(stream, event)
+            if triggers and self.on_trigger is not None:
+                self.app.loop.create_task(self._run_hook(triggers))
+
+    async def _run_hook(self, triggers: list[Trigger]) -> None:
+        assert self.on_trigger is not None
+        for trig in triggers:
+            try:
+                await self.on_trigger(trig, self._now_ms())
+            except Exception:  # a hook must never stop the stream
+                log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
 
     def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int) -> None:
         # Sent before the offset commits (Faust flushes the producer first).
@@ -353,8 +401,9 @@ class SceneWorker:
     # -- timers ---------------------------------------------------------------
 
     async def _sweep(self) -> None:
-        flush_after = max(self.settings.sweep_interval_ms // 2, 50)
-        for tick in due_ticks(self.hosts, self._now_ms(), flush_after_ms=flush_after):
+        now = self._now_ms()
+        self._settle_quiet(now, max(self.settings.sweep_interval_ms // 2, 50))
+        for tick in due_ticks(self.hosts, now):
             self.ticks_topic.send_soon(key=b"tick", value=tick.encode(),
                                        partition=tick.partition)
             self.metrics.ticks.inc()
