@@ -45,21 +45,14 @@ def decode_tick(data: bytes | None) -> Tick | None:
 
 
 def due_ticks(hosts: Mapping[int, PartitionHost], now_ms: int,
-              resend_after_ms: int = TICK_RESEND_MS,
-              flush_after_ms: int | None = None) -> list[Tick]:
-    """Ticks to send now: one per partition with a due timer, or (with
-    ``flush_after_ms``) with work pending that long, and no tick in flight.
-    Marks those partitions as having a tick in flight. A tick for pending work
-    carries deadline -1: taking it writes the staged states of a partition
-    that went quiet."""
+              resend_after_ms: int = TICK_RESEND_MS) -> list[Tick]:
+    """Ticks to send now: one per partition with a due timer and no tick in
+    flight. Marks those partitions as having a tick in flight."""
     ticks = []
     for partition, host in list(hosts.items()):
         deadline = host.due(now_ms)
         if deadline is None:
-            since = host.pending.since_ms
-            if flush_after_ms is None or since is None or now_ms - since < flush_after_ms:
-                continue
-            deadline = -1
+            continue
         sent = host.tick_sent_ms
         if sent is not None and now_ms - sent < resend_after_ms:
             continue

@@ -309,17 +309,6 @@ def test_pending_settles_only_when_every_send_is_acked() -> None:
         pending.acked()
 
 
-def test_quiet_partition_with_pending_work_gets_a_flush_tick() -> None:
-    host = make_host({})
-    host.on_event(ev("u1", 1_000, "view", product_id="p"), 0, 0)
-    host.pending.add("m", 10_000)
-    assert not host.idle
-    hosts = {0: host}
-    assert due_ticks(hosts, 10_100, flush_after_ms=250) == []
-    assert due_ticks(hosts, 10_300, flush_after_ms=250) == [Tick(0, -1, 10_300)]
-    assert due_ticks(hosts, 10_400, flush_after_ms=250) == []  # one in flight
-
-
 def test_worker_builds_engines_per_partition_and_reconfigures_them(tmp_path: Path) -> None:
     worker = SceneWorker(settings(tmp_path, store="memory"))
     host0, host1 = worker.host(0), worker.host(1)
