@@ -39,6 +39,7 @@ from config.models import AppConfig
 from triggers.engine import Engine
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Trigger, decode_event_line
+from triggers.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,18 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def trigger_record(trig: Trigger, fired_at_ms: int) -> dict[str, Any]:
-    """The triggers-topic record: replay's four fields plus id and fire time."""
-    return {"scene": trig.scene, "user_id": trig.user_id, "key": trig.key, "ts": trig.ts,
-            "trigger_id": trig.trigger_id, "fired_at_ms": fired_at_ms}
+def trigger_record(trig: Trigger, fired_at_ms: int,
+                   profile: Profile | None = None) -> dict[str, Any]:
+    """The triggers-topic record: replay's four fields plus id and fire time,
+    and the user's profile at fire time (``Profile.to_wire()``, the state
+    encoding's own) so a delivery process can pick content without the
+    engine's state."""
+    record: dict[str, Any] = {"scene": trig.scene, "user_id": trig.user_id, "key": trig.key,
+                              "ts": trig.ts, "trigger_id": trig.trigger_id,
+                              "fired_at_ms": fired_at_ms}
+    if profile is not None:
+        record["profile"] = profile.to_wire()
+    return record
 
 
 def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int) -> bytes:
@@ -316,9 +325,12 @@ class SceneWorker:
         send = self.triggers_topic.send_soon
         metrics = self.metrics
         pending = host.pending
+        states = host.store
         for trig in fired:
-            future = send(key=trig.user_id.encode(),
-                          value=orjson.dumps(trigger_record(trig, now_ms)))
+            # The state the engine just wrote (staged, in the store's cache).
+            state = states.get(trig.user_id)
+            record = trigger_record(trig, now_ms, state.profile if state is not None else None)
+            future = send(key=trig.user_id.encode(), value=orjson.dumps(record))
             pending.futures.append(future)
             metrics.triggers.labels(trig.scene).inc()
             if trig.scene in host.absence_scenes:

@@ -24,9 +24,11 @@ from agents.timers import Tick, decode_tick, due_ticks
 from config.loader import load_config_text
 from config.models import AppConfig
 from scenetrigger.commands.worker import faust_broker_url
+from strategies.bridge import trigger_from_value
 from triggers.engine import Engine
 from triggers.errors import StateDecodeError
 from triggers.events import Event, Trigger
+from triggers.profile import Profile
 from triggers.state import UserState
 
 CONFIG = """
@@ -212,6 +214,44 @@ def test_trigger_record_has_contract_fields_and_id() -> None:
     rec = trigger_record(trig, 99)
     assert rec == {"scene": "rv", "user_id": "u1", "key": "p", "ts": 5,
                    "trigger_id": trig.trigger_id, "fired_at_ms": 99}
+    profile = Profile()
+    profile.searches = 4
+    with_profile = trigger_record(trig, 99, profile)
+    assert with_profile == {**rec, "profile": profile.to_wire()}
+
+
+class FakeTopic:
+    """``send_soon`` of a Faust topic: records the value, returns a done future."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    def send_soon(self, key: bytes, value: bytes) -> FakeFuture:
+        self.sent.append((key, value))
+        return FakeFuture(True)
+
+
+def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) -> None:
+    worker = SceneWorker(settings(tmp_path, store="memory"))
+    topic = FakeTopic()
+    worker.triggers_topic = topic
+    host = make_host({})
+    host.on_event(ev("u1", 1000, "search", query="red shoes"), 0, 0)
+    host.on_event(ev("u1", 2000, "view", product_id="p", tz="Europe/Paris"), 1, 0)
+    fired = host.on_event(ev("u1", 3000, "view", product_id="p"), 2, 0)
+    assert fired == [Trigger("rv", "u1", "p", 3000)]
+    worker._emit(host, fired, 4000, None)
+    [(key, value)] = topic.sent
+    assert key == b"u1"
+    record = orjson.loads(value)
+    # the contract fields and id stay as they were; journeys still read the record
+    assert {k: record[k] for k in ("scene", "user_id", "key", "ts", "trigger_id",
+                                   "fired_at_ms")} == trigger_record(fired[0], 4000)
+    assert trigger_from_value(value) == fired[0]
+    profile = Profile.from_wire(record["profile"])
+    assert (profile.views, profile.searches, profile.last_query, profile.last_product,
+            profile.tz, profile.last_ts) == (2, 1, "red shoes", "p", "Europe/Paris", 3000)
+    assert profile.to_wire() == host.store.get("u1").profile.to_wire()  # type: ignore[union-attr]
 
 
 def test_dead_letter_record_keeps_reason_and_original() -> None:
