@@ -1,127 +1,45 @@
-"""Who is this user? Browsing style, value segment and habit tags, computed
-purely from :class:`triggers.profile.Profile` (no I/O, no wall clock).
+"""Browsing style, value segment and habit tags for content selection.
 
-The rules (documented in docs/content.md):
-
-* **Browsing style.** ``activity = views + searches + category_views + promo_views``
-  (a category or promo page is activity of its own; a view that came from a
-  category/promo list counts once as a view and once as that signal, which is
-  what we want: it says how the user navigates). Below ``min_activity`` the
-  style is ``undetermined``. Otherwise each signal's share of activity is
-  compared with its threshold; among the signals at or over threshold the
-  largest share wins, ties broken search > promo > category (the more
-  specific intent first). None over threshold: ``undetermined``.
-* **Value segment** (RFM-style, amount x frequency, recency for lapse): no
-  purchase, or the last purchase older than ``lapse_after`` at ``now_ms``:
-  ``new_or_lapsed``. Else ``champion`` if purchases >= champion_min_purchases
-  AND amount >= champion_min_amount; ``loyal`` if purchases >=
-  loyal_min_purchases OR amount >= loyal_min_amount; else ``promising``.
-* **Habit tags.** With at least ``min_events`` events: ``tod:<part>`` when one
-  part of the local day (night 0-6, morning 6-12, afternoon 12-18, evening
-  18-24) holds >= ``day_part_share`` of the activity; ``weekend`` when the
-  weekend share >= ``weekend_share``, else ``weekday`` (weekend days are 2 of
-  7, so a weekday habit is the common case). Hours are shifted to the user's
-  zone at its current UTC offset; weekday/weekend are counted in UTC.
+The implementation lives in :mod:`triggers.classify` (pure, on the profile),
+so the sans-I/O engine can use it for scene user filters; this module keeps
+the names content selection imports. The rules are documented in
+docs/content.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from triggers.classify import (
+    CATEGORY_BROWSER,
+    CHAMPION,
+    DAY_PARTS,
+    LOYAL,
+    NEW_OR_LAPSED,
+    PROMISING,
+    PROMO_DRIVEN,
+    SEARCH_DRIVEN,
+    UNDETERMINED,
+    Segmentation,
+    browsing_style,
+    classify,
+    habit_tags,
+    utc_offset_hours,
+    value_segment,
+)
 
-from config.content_models import HabitRules, SegmentRules, StyleRules
-from triggers.profile import Profile
-
-SEARCH_DRIVEN = "search_driven"
-CATEGORY_BROWSER = "category_browser"
-PROMO_DRIVEN = "promo_driven"
-UNDETERMINED = "undetermined"
-
-CHAMPION = "champion"
-LOYAL = "loyal"
-PROMISING = "promising"
-NEW_OR_LAPSED = "new_or_lapsed"
-
-DAY_PARTS = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
-
-
-@dataclass(frozen=True, slots=True)
-class Segmentation:
-    style: str
-    segment: str
-    tags: tuple[str, ...]
-
-
-def browsing_style(profile: Profile, rules: StyleRules) -> str:
-    signals = (
-        (SEARCH_DRIVEN, profile.searches, rules.search_share),
-        (PROMO_DRIVEN, profile.promo_views, rules.promo_share),
-        (CATEGORY_BROWSER, profile.category_views, rules.category_share),
-    )
-    activity = profile.views + profile.searches + profile.category_views + profile.promo_views
-    if activity < rules.min_activity:
-        return UNDETERMINED
-    best = UNDETERMINED
-    best_share = -1.0
-    for style, count, threshold in signals:  # order = tie-break order
-        share = count / activity
-        if share >= threshold and share > best_share:
-            best, best_share = style, share
-    return best
-
-
-def value_segment(profile: Profile, rules: SegmentRules, now_ms: int) -> str:
-    last = profile.last_purchase_ts
-    if profile.purchases <= 0 or last is None or now_ms - last > rules.lapse_after:
-        return NEW_OR_LAPSED
-    amount = profile.amount_cents / 100
-    if profile.purchases >= rules.champion_min_purchases and amount >= rules.champion_min_amount:
-        return CHAMPION
-    if profile.purchases >= rules.loyal_min_purchases or amount >= rules.loyal_min_amount:
-        return LOYAL
-    return PROMISING
-
-
-def utc_offset_hours(tz_name: str | None, now_ms: int) -> int:
-    """The zone's whole-hour offset at ``now_ms`` (0 for an unknown zone)."""
-    if not tz_name:
-        return 0
-    try:
-        zone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return 0
-    offset = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone).utcoffset()
-    return 0 if offset is None else round(offset.total_seconds() / 3600)
-
-
-def habit_tags(profile: Profile, rules: HabitRules, now_ms: int,
-               default_tz: str | None = None) -> tuple[str, ...]:
-    total = profile.weekday + profile.weekend
-    if total < rules.min_events:
-        return ()
-    tags: list[str] = []
-    shift = utc_offset_hours(profile.tz or default_tz, now_ms)
-    local = [0] * 24
-    for hour, count in enumerate(profile.hours):
-        local[(hour + shift) % 24] += count
-    hours_total = sum(local)
-    if hours_total:
-        for part, start, end in DAY_PARTS:
-            if sum(local[start:end]) / hours_total >= rules.day_part_share:
-                tags.append(f"tod:{part}")
-                break
-    tags.append("weekend" if profile.weekend / total >= rules.weekend_share else "weekday")
-    return tuple(tags)
-
-
-def classify(profile: Profile | None, styles: StyleRules, segments: SegmentRules,
-             habits: HabitRules, now_ms: int, default_tz: str | None = None) -> Segmentation:
-    """All three at once; a user with no profile is undetermined / new."""
-    if profile is None:
-        return Segmentation(UNDETERMINED, NEW_OR_LAPSED, ())
-    return Segmentation(
-        browsing_style(profile, styles),
-        value_segment(profile, segments, now_ms),
-        habit_tags(profile, habits, now_ms, default_tz),
-    )
+__all__ = [
+    "CATEGORY_BROWSER",
+    "CHAMPION",
+    "DAY_PARTS",
+    "LOYAL",
+    "NEW_OR_LAPSED",
+    "PROMISING",
+    "PROMO_DRIVEN",
+    "SEARCH_DRIVEN",
+    "UNDETERMINED",
+    "Segmentation",
+    "browsing_style",
+    "classify",
+    "habit_tags",
+    "utc_offset_hours",
+    "value_segment",
+]

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from channels.safe_template import TemplateError, compile_template
+from triggers.classify import SEGMENTS, STYLES
 from triggers.durations import parse_duration_ms
-
-STYLES = ("search_driven", "category_browser", "promo_driven", "undetermined")
-SEGMENTS = ("champion", "loyal", "promising", "new_or_lapsed")
 
 # Placeholders a content template may use; PRODUCT_NAMES need a catalog hit.
 PRODUCT_NAMES = frozenset({
@@ -35,6 +33,8 @@ SHIPPED_CONTENT_PATH = Path(__file__).with_name("content.yaml")
 Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
 Style = Literal["search_driven", "category_browser", "promo_driven", "undetermined"]
 Segment = Literal["champion", "loyal", "promising", "new_or_lapsed"]
+# The config words must be exactly what triggers.classify computes.
+assert get_args(Style) == STYLES and get_args(Segment) == SEGMENTS
 ProductSource = Literal["auto", "none", "trigger", "category", "hot"]
 
 

@@ -1,8 +1,8 @@
 """Rule-based behaviour tags, computed purely from a user's profile.
 
 Browsing style, value segment and the time-of-day / weekday-weekend habit
-come from :mod:`channels.segments` (one implementation, shared with content
-selection); this module turns them into tags and adds the preferred channel
+come from :mod:`triggers.classify` (one implementation, shared with content
+selection and scene user filters); this module turns them into tags and adds the preferred channel
 from the opens a user made:
 
 * ``tod:<night|morning|afternoon|evening>``, ``weekday`` / ``weekend``
@@ -21,13 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from channels.segments import classify
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
+from triggers.classify import (
+    SEGMENT_TAG,
+    STYLE_TAG,
+    TAG_GROUPS,
+    TOD_TAG,
+    behaviour_tag_set,
+    classify,
+)
 from triggers.profile import Profile
 
-DERIVED_PREFIXES = ("tod:", "style:", "segment:")
-DERIVED_NAMES = frozenset({"weekday", "weekend"})
+DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG)
+DERIVED_NAMES = TAG_GROUPS["week"]
 
 
 def is_derived(tag: str) -> bool:
@@ -46,7 +53,7 @@ def behaviour_tags(profile: Profile | None, content: ContentModel, now_ms: int,
     """The derived tags of one user at ``now_ms`` (explicit time)."""
     seg = classify(profile, content.styles, content.segments, content.habits, now_ms,
                    default_tz)
-    return frozenset({*seg.tags, f"style:{seg.style}", f"segment:{seg.segment}"})
+    return behaviour_tag_set(seg)
 
 
 def all_tags(profile: Profile | None, content: ContentModel, rules: TagRulesModel, now_ms: int,
