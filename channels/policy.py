@@ -4,7 +4,9 @@ channel), defer (quiet hours) or suppress (with a reason).
 Order of checks, each with its reason code:
 
 1. ``stale``: the trigger is older than ``max_age`` (also when a quiet-hours
-   deferral would release it past that age);
+   deferral would release it past that age); ``bad_time``: ``now_ms`` (event
+   time in a replay) has no calendar date in the user's zone (beyond the
+   years 1-9999), so quiet hours and caps cannot be applied;
 2. ``duplicate``: the trigger id was claimed before (``SET NX`` with TTL), so
    a retried or replayed trigger is delivered at most once;
 3. quiet hours in the user's zone: deferred to the end of the quiet period,
@@ -42,8 +44,10 @@ CAP_DAY = "cap_day"
 CAP_WEEK = "cap_week"
 CHANNEL_CAP = "channel_cap"
 NO_CHANNEL = "no_channel"
+BAD_TIME = "bad_time"
 QUIET_HOURS = "quiet_hours"
-SUPPRESS_REASONS = (STALE, DUPLICATE, BACKOFF, CAP_DAY, CAP_WEEK, CHANNEL_CAP, NO_CHANNEL)
+SUPPRESS_REASONS = (STALE, BAD_TIME, DUPLICATE, BACKOFF, CAP_DAY, CAP_WEEK, CHANNEL_CAP,
+                    NO_CHANNEL)
 _DAY_MS = 86_400_000
 _ENGAGEMENT_TTL_MS = 90 * _DAY_MS
 
@@ -123,12 +127,18 @@ class DeliveryPolicy:
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
             return self._suppress(STALE)
+        local = local_time(now_ms, self.zone(req.tz))
+        try:
+            due = None if local is None else self.quiet_until(local)
+            buckets = None if local is None else _buckets(local)
+        except (ValueError, OverflowError):  # the wake-up day is past year 9999
+            buckets = None
+        if buckets is None:
+            # Checked before the dedupe claim: a bad time takes no claim.
+            return self._suppress(BAD_TIME)
         if not released and not await self.store.claim(
                 f"{self._prefix}dd:{req.trigger_id}", model.dedupe_ttl, now_ms):
             return self._suppress(DUPLICATE)
-        zone = self.zone(req.tz)
-        local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone)
-        due = self.quiet_until(local)
         if due is not None:
             if due - req.trigger_ts > model.max_age:
                 return self._suppress(STALE)
@@ -143,7 +153,7 @@ class DeliveryPolicy:
             return self._suppress(BACKOFF)
         if not req.channels:
             return self._suppress(NO_CHANNEL)
-        day, week = _buckets(local)
+        day, week = buckets
         overall = self._counters(req.user_id, "all", model.caps.per_day, model.caps.per_week,
                                  day, week)
         for channel in req.channels:
@@ -201,6 +211,15 @@ class DeliveryPolicy:
         if self.metrics is not None:
             self.metrics.suppressed.labels(reason=reason).inc()
         return Decision("suppress", reason=reason)
+
+
+def local_time(now_ms: int, zone: ZoneInfo) -> datetime | None:
+    """``now_ms`` in ``zone``, or None when it has no date there: event times
+    are any 64-bit integer, datetime only covers the years 1-9999."""
+    try:
+        return datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _buckets(local: datetime) -> tuple[str, str]:
