@@ -20,6 +20,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
     parser.add_argument("--redis-prefix", default="scenetrigger:")
     parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address /metrics listens on (default 127.0.0.1)")
     parser.add_argument("--tick-interval", type=float, default=0.5, help="seconds")
     parser.add_argument("--admin-port", type=int,
                         help="serve GET /users/{id}/tags and /score on 127.0.0.1:PORT "
@@ -71,7 +73,7 @@ async def _main(args: argparse.Namespace) -> None:
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", args.admin_port).start()
         if args.metrics_port:
-            start_http_server(args.metrics_port, addr="127.0.0.1",
+            start_http_server(args.metrics_port, addr=args.metrics_host,
                               registry=service.metrics.registry)
         await service.start()
         await JourneyBridge(service, consumer, topics, args.tick_interval).run()

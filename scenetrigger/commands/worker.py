@@ -40,7 +40,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--sweep-interval", type=_duration, default=500,
                         help="how often due timers are swept, e.g. 500ms (default 500ms)")
     parser.add_argument("--metrics-port", type=int,
-                        help="serve Prometheus /metrics on this loopback port")
+                        help="serve Prometheus /metrics on this port (default: off)")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 in a "
+                             "container that Prometheus scrapes from another one)")
     parser.add_argument("--web-port", type=int, help="enable Faust's web views on this port")
     parser.add_argument("--session-timeout", type=_duration, default=60_000,
                         help="how soon a dead worker's partitions move (default 60s, min 6s)")
@@ -101,6 +104,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         clock=args.clock,
         sweep_interval_ms=args.sweep_interval,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         web_port=args.web_port,
         session_timeout_ms=args.session_timeout,
         commit_interval_ms=args.commit_interval,

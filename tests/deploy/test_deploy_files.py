@@ -81,6 +81,21 @@ def test_prometheus_scrapes_the_ports_compose_serves() -> None:
 
     assert targets == {f"worker:{flag('worker', '--metrics-port')}",
                        f"collector:{flag('collector', '--port')}"}
+    # Prometheus runs in another container: a loopback listener cannot be scraped.
+    assert flag("worker", "--metrics-host") == "0.0.0.0"
+    assert flag("collector", "--host") == "0.0.0.0"
+
+
+def test_worker_metrics_host_reaches_the_settings() -> None:
+    from scenetrigger.commands.worker import build_settings
+
+    argv = _compose()["services"]["worker"]["command"]
+    assert build_settings(build_parser(argv).parse_args(argv)).metrics_host == "0.0.0.0"
+    default = ["worker", "--metrics-port", "9100"]
+    assert build_settings(build_parser(default).parse_args(default)).metrics_host == "127.0.0.1"
+    journeys = ["journeys", "--metrics-port", "9101", "--metrics-host", "0.0.0.0"]
+    assert build_parser(journeys).parse_args(journeys).metrics_host == "0.0.0.0"
+    assert build_parser(journeys[:3]).parse_args(journeys[:3]).metrics_host == "127.0.0.1"
 
 
 def test_dashboard_metrics_exist_in_the_code() -> None:
