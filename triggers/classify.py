@@ -136,14 +136,18 @@ def value_segment(profile: Profile, rules: SegmentThresholds, now_ms: int) -> st
 
 
 def utc_offset_hours(tz_name: str | None, now_ms: int) -> int:
-    """The zone's whole-hour offset at ``now_ms`` (0 for an unknown zone)."""
+    """The zone's whole-hour offset at ``now_ms`` (0 for an unknown zone or a
+    time without a calendar date; the delivery policy suppresses those)."""
     if not tz_name:
         return 0
     try:
         zone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         return 0
-    offset = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone).utcoffset()
+    try:
+        offset = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone).utcoffset()
+    except (ValueError, OverflowError, OSError):  # any 64-bit ts; datetime: years 1-9999
+        return 0
     return 0 if offset is None else round(offset.total_seconds() / 3600)
 
 
