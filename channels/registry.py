@@ -168,6 +168,7 @@ class DeliveryMetrics:
     deliveries: Counter
     seconds: Histogram
     dead_letters: Counter
+    dead_letter_failures: Counter
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> DeliveryMetrics:
@@ -181,6 +182,9 @@ class DeliveryMetrics:
                       buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
                                30)),
             Counter("scenetrigger_dead_letters", "Deliveries written to the dead-letter",
+                    ["channel"], registry=registry),
+            Counter("scenetrigger_dead_letter_write_failures",
+                    "Failed deliveries whose dead-letter write failed (lost for redrive)",
                     ["channel"], registry=registry),
         ))
 
@@ -249,8 +253,12 @@ class ChannelSender:
         try:
             await self.dead_letter.add(message, name, result)
         except Exception:  # the dead-letter itself failing must not stop the stream
+            # Counted: such a delivery is in neither the channel nor the redrive stream.
+            self._metrics.dead_letter_failures.labels(name).inc()
             log.exception("dead-letter write failed",
-                          extra={"channel": name, "message_id": message.message_id})
+                          extra={"channel": name, "message_id": message.message_id,
+                                 "trigger_id": message.trigger_id, "user_id": message.user_id,
+                                 "error": result.error})
             return
         self._metrics.dead_letters.labels(name).inc()
 

@@ -19,6 +19,7 @@ from channels.retry import RetryPolicy
 from channels.webhook import WebhookChannel
 from scenetrigger.cli import main
 from tests.channels.receivers import HANG, Receiver, message, running_receiver
+from tests.services import start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +163,36 @@ async def test_dead_letters_with_a_decode_responses_client(redis_url: str) -> No
         assert (letter.message, letter.status, letter.attempts) == (msg, 500, 3)
     finally:
         await client.aclose()
+
+
+async def test_a_failed_dead_letter_write_is_counted_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis goes down while deliveries exhaust their retries: the stream goes
+    on, and each lost dead letter is counted and logged with its ids."""
+    server = start_redis(tmp_path / "redis")  # private: this test stops it
+    client = aioredis.Redis.from_url(server.url)
+    metrics = CollectorRegistry()
+    try:
+        async with running_receiver(Receiver(default=503)) as rx:
+            hook = WebhookChannel("crm", rx.url, b"k",
+                                  policy=RetryPolicy(max_attempts=2, base_backoff_ms=1))
+            sender = ChannelSender(ChannelRegistry({"crm": hook}),
+                                   DeadLetterStore(client, "t:deadletter"),
+                                   metrics_registry=metrics)
+            first = await sender.send(message(1))
+            server.stop()
+            with caplog.at_level("ERROR", logger="scenetrigger.channels"):
+                second = await sender.send(message(2))
+                third = await sender.send(message(3))
+            await hook.close()
+    finally:
+        server.stop()
+        await client.aclose()
+    assert [r.ok for r in (first, second, third)] == [False, False, False]
+    assert len(rx.requests) == 6  # every delivery still made its attempts
+    sample = metrics.get_sample_value
+    assert sample("scenetrigger_dead_letters_total", {"channel": "crm"}) == 1
+    assert sample("scenetrigger_dead_letter_write_failures_total", {"channel": "crm"}) == 2
+    lost = [r for r in caplog.records if r.getMessage() == "dead-letter write failed"]
+    assert [(r.message_id, r.trigger_id, r.channel) for r in lost] == [  # type: ignore[attr-defined]
+        ("m-2", "t-2", "crm"), ("m-3", "t-3", "crm")]
