@@ -8,8 +8,10 @@ Routes (aiohttp):
   the tracking secret) or whose host is on the allow-list: never an open
   redirect. Anything else is 400;
 * ``POST /callbacks/{provider}``: provider delivery reports, protected by a
-  token (header ``X-Callback-Token`` or ``?token=``; compared in constant
-  time). Body: one object or a list, each ``{message_id, status, ts?}`` with
+  token in a header (``Authorization: Bearer <token>``, or
+  ``X-Callback-Token``; compared in constant time). A ``?token=`` query
+  parameter is refused (401): URLs end up in access logs and proxies.
+  Body: one object or a list, each ``{message_id, status, ts?}`` with
   status delivered / failed / opened / clicked / shared / converted.
 
 One vocabulary: the event ``type`` is the plain kind (``opened``, not
@@ -51,6 +53,8 @@ _STATUS_ALIASES = {"delivrd": "delivered", "success": "delivered", "sent": "deli
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
          b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 _MAX_BODY = 1 << 20
+_URL_REFUSED = ("token in the URL refused (URLs end up in access logs): "
+                "send it as 'Authorization: Bearer <token>'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +244,15 @@ class FeedbackApp:
         raise web.HTTPFound(url)
 
     async def callback(self, request: web.Request) -> web.Response:
-        given = request.headers.get("X-Callback-Token") or request.query.get("token") or ""
+        if "token" in request.query:  # even a right one: it is already in some log
+            return web.json_response({"error": _URL_REFUSED}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        auth = request.headers.get("Authorization", "")
+        given = (auth[len("Bearer "):] if auth.startswith("Bearer ")
+                 else request.headers.get("X-Callback-Token", ""))
         if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
-            return web.json_response({"error": "bad token"}, status=401)
+            return web.json_response({"error": "bad token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:

@@ -4,7 +4,8 @@ Routes (all on one port, loopback by default):
 
 * feedback: ``GET /t/o/{message_id}.gif`` (open pixel), ``GET /t/c/{message_id}``
   (signed click redirect), ``POST /callbacks/{provider}`` (provider reports,
-  ``$SCENETRIGGER_CALLBACK_TOKEN``) — see :mod:`channels.feedback`;
+  ``Authorization: Bearer $SCENETRIGGER_CALLBACK_TOKEN``, never in the URL)
+  — see :mod:`channels.feedback`;
 * inbox: ``GET /inbox/{user_id}``, ``POST /inbox/{user_id}/ack`` — need
   ``Authorization: Bearer <token>``: the admin token
   (``$SCENETRIGGER_ADMIN_TOKEN``) or the user's own token,

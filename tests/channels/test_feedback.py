@@ -126,18 +126,35 @@ async def test_provider_callback_needs_the_token(
     client, sink, _ = setup
     body = {"message_id": MID, "status": "DELIVRD"}
     assert (await client.post("/callbacks/sms", json=body)).status == 401
-    bad = await client.post("/callbacks/sms", json=body, headers={"X-Callback-Token": "x"})
-    assert bad.status == 401 and sink.events == []
+    for bad in ({"X-Callback-Token": "x"}, {"Authorization": "Bearer x"},
+                {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
+        resp = await client.post("/callbacks/sms", json=body, headers=bad)
+        assert resp.status == 401, bad
+    assert sink.events == []
     ok = await client.post("/callbacks/sms", json=[
         body, {"message_id": MID, "status": "failed", "error": "no route", "ts": 5},
         {"message_id": MID, "status": "converted"}, {"message_id": MID, "status": "weird"},
         {"message_id": "unknown", "status": "delivered"}, "junk",
-    ], headers={"X-Callback-Token": TOKEN})
+    ], headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status == 200 and (await ok.json())["accepted"] == 3
     assert [(e.kind, e.ts, e.detail) for e in sink.events] == [
         ("delivered", 1_000, None), ("failed", 5, "no route"), ("converted", 1_000, None)]
-    query = await client.post(f"/callbacks/push?token={TOKEN}", data=b"not json")
-    assert query.status == 400
+    header = await client.post("/callbacks/push", data=b"not json",
+                               headers={"X-Callback-Token": TOKEN})
+    assert header.status == 400  # past the token check
+
+
+async def test_provider_callback_refuses_a_token_in_the_url(
+        setup: tuple[Client, ListSink, Engaged]) -> None:
+    """URLs land in access logs and proxies: a query token is refused even
+    when it is right, and even beside a good header."""
+    client, sink, _ = setup
+    body = {"message_id": MID, "status": "delivered"}
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+        resp = await client.post(f"/callbacks/sms?token={TOKEN}", json=body, headers=headers)
+        assert resp.status == 401
+        assert "Authorization: Bearer" in (await resp.json())["error"]
+    assert sink.events == []
 
 
 async def test_callbacks_are_refused_when_no_token_is_configured() -> None:

@@ -35,6 +35,7 @@ from tests.channels.receivers import serve_app
 CLI = Path(sys.executable).with_name("scenetrigger")
 ADMIN = "admin-token-for-tests"
 USER_SECRET = "inbox-secret-for-tests"
+CALLBACK = "callback-token-for-tests"
 
 
 def config_text(run: str) -> str:
@@ -62,7 +63,8 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     events_topic, journeys_topic = unique_topic("serve-events"), unique_topic("serve-fb")
-    env = {TOKEN_ENV: ADMIN, INBOX_SECRET_ENV: USER_SECRET}
+    env = {TOKEN_ENV: ADMIN, INBOX_SECRET_ENV: USER_SECRET,
+           config.delivery.tracking.callback_token_env: CALLBACK}
     parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic),
                        env=env, tags_prefix=f"sv{run}:")
     mid = f"m-{run}"
@@ -77,6 +79,15 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
                 assert resp.status == 200 and resp.content_type == "image/gif"
             async with http.get(f"{base}/t/o/unknown.gif") as resp:
                 assert resp.status == 200  # still a pixel, but no event
+
+            # Provider callbacks: the token in a header, never in the URL.
+            report = {"message_id": mid, "status": "DELIVRD"}
+            async with http.post(f"{base}/callbacks/sms?token={CALLBACK}", json=report) as resp:
+                assert resp.status == 401
+                assert "Authorization: Bearer" in (await resp.json())["error"]
+            async with http.post(f"{base}/callbacks/sms", json=report,
+                                 headers={"Authorization": f"Bearer {CALLBACK}"}) as resp:
+                assert resp.status == 200 and (await resp.json())["accepted"] == 1
 
             # Inbox: the user's own token or the admin token; nothing else.
             inbox = f"{base}/inbox/u42"
@@ -119,10 +130,11 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
 
         events = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, events_topic)]
         assert [(e["type"], e["user_id"], e["channel"], e["scene"], e["message_id"])
-                for e in events] == [("opened", "u42", "wechat", "cart_abandonment",
-                                      mid)]
+                for e in events] == [("opened", "u42", "wechat", "cart_abandonment", mid),
+                                     ("delivered", "u42", "wechat", "cart_abandonment", mid)]
         records = await read_topic(kafka_bootstrap, journeys_topic)
-        assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [(b"u42", "opened")]
+        assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [
+            (b"u42", "opened"), (b"u42", "delivered")]
     finally:
         await producer.stop()
         await client.aclose()
