@@ -11,6 +11,7 @@ from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
 from triggers.scenes import Scene
+from triggers.userfilter import ClassifyRules
 
 
 class AppConfig(BaseModel):
@@ -27,5 +28,10 @@ class AppConfig(BaseModel):
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
 
     def scene_list(self) -> list[Scene]:
-        """Scenes in config (file) order: that is the order triggers come out."""
-        return build_scenes(dict(self.scenes))
+        """Scenes in config (file) order: that is the order triggers come out.
+        User filters classify with the ``content:`` thresholds and
+        ``delivery.default_timezone``, as content selection and tags do."""
+        content = self.content
+        rules = ClassifyRules(content.styles, content.segments, content.habits,
+                              self.delivery.default_timezone)
+        return build_scenes(dict(self.scenes), rules)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
+from config.content_models import Segment, Style
+from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.durations import parse_duration_ms
 from triggers.predicates import Predicate, parse_predicate
 from triggers.scenes import AbsenceScene, ArrivalScene, Limits, RepeatScene, Scene
+from triggers.userfilter import ClassifyRules, UserFilter
 
 
 def _duration(value: Any) -> int:
@@ -33,6 +44,91 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+_TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"]) + [
+    f"{prefix}<{'|'.join(sorted(t.split(':', 1)[1] for t in TAG_GROUPS[group]))}>"
+    for group, prefix in (("tod", "tod:"), ("style", "style:"), ("segment", "segment:"))
+])
+
+
+def _behaviour_tag(value: str) -> str:
+    if value not in BEHAVIOUR_TAGS:
+        raise ValueError(
+            f"unknown tag {value!r}: a scene filter sees only the behaviour tags the engine "
+            f"computes from the profile ({_TAG_WORDS}); tags set by strategies "
+            "(churned, prefers_<channel>) live in the tag store and cannot filter a scene"
+        )
+    return value
+
+
+def _one_as_list(value: Any) -> Any:
+    """``segment: loyal`` is short for ``segment: {in: [loyal]}`` (like predicates)."""
+    return {"in": [value]} if isinstance(value, str) else value
+
+
+BehaviourTag = Annotated[str, AfterValidator(_behaviour_tag)]
+TagList = Annotated[list[BehaviourTag], Field(min_length=1)]
+
+
+class TagsModel(_Strict):
+    """``all`` must all hold, at least one of ``any``, none of ``none``."""
+
+    all: TagList | None = None
+    any: TagList | None = None
+    none: TagList | None = None
+
+    @model_validator(mode="after")
+    def _satisfiable(self) -> TagsModel:
+        if self.all is None and self.any is None and self.none is None:
+            raise ValueError("state at least one of all, any, none")
+        both = sorted(set(self.all or ()) & set(self.none or ()))
+        if both:
+            raise ValueError(f"{', '.join(both)} in both all and none: never holds")
+        for group, members in TAG_GROUPS.items():
+            clash = sorted(members & set(self.all or ()))
+            if len(clash) > 1:
+                raise ValueError(f"all: {' and '.join(clash)} never hold together "
+                                 f"(a user has one {group} tag)")
+        return self
+
+
+class SegmentChoice(_Strict):
+    in_: list[Segment] = Field(alias="in", min_length=1)
+
+
+class StyleChoice(_Strict):
+    in_: list[Style] = Field(alias="in", min_length=1)
+
+
+class UserModel(_Strict):
+    """A scene's user filter (docs/semantics-notes.md, "User filters")."""
+
+    tags: TagsModel | None = None
+    segment: Annotated[SegmentChoice | None, BeforeValidator(_one_as_list)] = None
+    style: Annotated[StyleChoice | None, BeforeValidator(_one_as_list)] = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UserModel:
+        if self.tags is None and self.segment is None and self.style is None:
+            raise ValueError("a user filter states at least one of tags, segment, style")
+        return self
+
+    def to_filter(self, rules: ClassifyRules) -> UserFilter:
+        tags = self.tags or TagsModel.model_construct()
+        return UserFilter(
+            rules,
+            frozenset(tags.all or ()),
+            frozenset(tags.any or ()),
+            frozenset(tags.none or ()),
+            frozenset(self.segment.in_) if self.segment else None,
+            frozenset(self.style.in_) if self.style else None,
+        )
+
+
+def _filter(user: UserModel | None, rules: ClassifyRules) -> UserFilter | None:
+    return None if user is None else user.to_filter(rules)
+
+
+
 class RepeatModel(_Strict):
     kind: Literal["repeat"]
     when: PredicateField
@@ -41,10 +137,11 @@ class RepeatModel(_Strict):
     per: str | None = Field(default=None, min_length=1)
     unless: PredicateField | None = None
     cooldown: Duration | None = None
+    user: UserModel | None = None
 
-    def to_scene(self, name: str) -> RepeatScene:
+    def to_scene(self, name: str, rules: ClassifyRules) -> RepeatScene:
         return RepeatScene(name, self.when, self.count, self.within, self.per, self.unless,
-                           self.cooldown)
+                           self.cooldown, _filter(self.user, rules))
 
 
 class AbsenceModel(_Strict):
@@ -52,9 +149,10 @@ class AbsenceModel(_Strict):
     start: PredicateField
     after: Duration
     cancel: PredicateField | None = None
+    user: UserModel | None = None
 
-    def to_scene(self, name: str) -> AbsenceScene:
-        return AbsenceScene(name, self.start, self.after, self.cancel)
+    def to_scene(self, name: str, rules: ClassifyRules) -> AbsenceScene:
+        return AbsenceScene(name, self.start, self.after, self.cancel, _filter(self.user, rules))
 
 
 class ArrivalModel(_Strict):
@@ -62,9 +160,10 @@ class ArrivalModel(_Strict):
     when: PredicateField
     per: str | None = Field(default=None, min_length=1)
     cooldown: Duration | None = None
+    user: UserModel | None = None
 
-    def to_scene(self, name: str) -> ArrivalScene:
-        return ArrivalScene(name, self.when, self.per, self.cooldown)
+    def to_scene(self, name: str, rules: ClassifyRules) -> ArrivalScene:
+        return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
 
 
 SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel, Field(discriminator="kind")]
@@ -77,10 +176,13 @@ class EngineModel(_Strict):
     max_window_entries: int = Field(default=64, ge=1, le=100_000, strict=True)
     max_keys_per_scene: int = Field(default=256, ge=1, le=1_000_000, strict=True)
     max_line_bytes: int = Field(default=1 << 20, ge=64, strict=True)
+    # user_id and per values, in characters; >= 20 so any 64-bit integer id fits
+    max_id_chars: int = Field(default=256, ge=20, le=1 << 20, strict=True)
 
     def limits(self) -> Limits:
         return Limits(self.late_events, self.max_window_entries, self.max_keys_per_scene)
 
 
-def build_scenes(models: dict[str, Any]) -> list[Scene]:
-    return [model.to_scene(name) for name, model in models.items()]
+def build_scenes(models: dict[str, Any], rules: ClassifyRules) -> list[Scene]:
+    """Scenes in config order; ``rules`` are the thresholds user filters classify with."""
+    return [model.to_scene(name, rules) for name, model in models.items()]

@@ -25,6 +25,7 @@ from triggers.scenes import (
     Scene,
 )
 from triggers.state import MemoryStore, StateStore, UserState
+from triggers.userfilter import UserFilter
 
 _NEG_INF = -(1 << 63)
 _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
@@ -76,6 +77,12 @@ class Engine:
                 self._rules.append(ArrivalRule(scene, self.limits))
             else:
                 self._rules.append(_AbsenceRule(scene))
+        # Absence scenes with a `user` filter, checked when their timer is due.
+        self._absence_users: dict[str, UserFilter] = {
+            s.name: s.user for s in self.scenes if isinstance(s, AbsenceScene) and s.user
+        }
+        if not track_profile and any(s.user is not None for s in self.scenes):
+            raise ValueError("scenes with a `user` filter need track_profile=True")
         # The rules an event type can touch, in config order (see _rules_for).
         self._by_type: dict[str, _Plan] = {}
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
@@ -175,6 +182,7 @@ class Engine:
         timers = self._timers
         clock = self.clock
         store = self.store
+        users = self._absence_users
         while timers and timers[0][0] < clock:
             deadline, seq, scene, user_id = heapq.heappop(timers)
             state = store.get(user_id)
@@ -182,7 +190,11 @@ class Engine:
                 continue  # cancelled or re-armed since: a stale heap entry
             del state.absence[scene]
             store.put(user_id, state)
-            fired.append(Trigger(scene, user_id, None, deadline))
+            # A filtered-out user's timer is consumed all the same: the episode
+            # (start, then `after` of silence) is over either way.
+            user = users.get(scene) if users else None
+            if user is None or user.admits(state.profile, deadline):
+                fired.append(Trigger(scene, user_id, None, deadline))
         return fired
 
     def next_deadline(self) -> int | None:
@@ -232,6 +244,7 @@ class Engine:
         fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules = fresh._rules
+        self._absence_users = fresh._absence_users
         self._by_type = fresh._by_type
         names = {s.name for s in scenes if isinstance(s, AbsenceScene)}
         kept = [t for t in self._timers if t[2] in names]

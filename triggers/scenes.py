@@ -13,6 +13,7 @@ from typing import Literal
 from triggers.events import Event
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
+from triggers.userfilter import UserFilter
 
 NO_KEY = ""  # window key when a scene has no `per` (per values only occur with `per`)
 
@@ -40,6 +41,7 @@ class RepeatScene:
     per: str | None = None
     unless: Predicate | None = None
     cooldown_ms: int | None = None
+    user: UserFilter | None = None
     kind: str = field(default="repeat", init=False)
 
 
@@ -49,6 +51,7 @@ class AbsenceScene:
     start: Predicate
     after_ms: int
     cancel: Predicate | None = None
+    user: UserFilter | None = None
     kind: str = field(default="absence", init=False)
 
 
@@ -58,6 +61,7 @@ class ArrivalScene:
     when: Predicate
     per: str | None = None
     cooldown_ms: int | None = None
+    user: UserFilter | None = None
     kind: str = field(default="arrival", init=False)
 
 
@@ -73,10 +77,11 @@ def _key_of(per: str | None, fields: Fields) -> str | None:
 
 class RepeatRule:
     """`repeat`: at least `count` matching events in the window, none matching
-    `unless`, and no fire for this (user, key) within `cooldown`."""
+    `unless`, no fire for this (user, key) within `cooldown`, and the user
+    passes the scene's `user` filter (else: no fire, no cooldown started)."""
 
     __slots__ = ("_cap", "_cooldown", "_count", "_late", "_max_keys", "_per", "_unless",
-                 "_when", "_within", "name")
+                 "_user", "_when", "_within", "name")
 
     def __init__(self, scene: RepeatScene, limits: Limits) -> None:
         self.name = scene.name
@@ -86,6 +91,7 @@ class RepeatRule:
         self._count = scene.count
         self._within = scene.within_ms
         self._cooldown = scene.cooldown_ms
+        self._user = scene.user
         self._late = limits.late_ms
         self._cap = max(limits.max_window_entries, scene.count)
         self._max_keys = limits.max_keys
@@ -160,6 +166,8 @@ class RepeatRule:
         last = win.last_fire
         if self._cooldown is not None and last is not None and ts - last < self._cooldown:
             return False
+        if self._user is not None and not self._user.admits(state.profile, ts):
+            return False  # filtered out: as if it had not qualified (no cooldown)
         if last is None or ts > last:
             win.last_fire = ts
         return None if self._per is None else key  # "" is a real per value
@@ -206,15 +214,16 @@ class RepeatRule:
 
 class ArrivalRule:
     """`arrival`: fire on every matching event unless fired for (user, key)
-    within `cooldown`."""
+    within `cooldown` or the user fails the scene's `user` filter."""
 
-    __slots__ = ("_cooldown", "_late", "_max_keys", "_per", "_when", "name")
+    __slots__ = ("_cooldown", "_late", "_max_keys", "_per", "_user", "_when", "name")
 
     def __init__(self, scene: ArrivalScene, limits: Limits) -> None:
         self.name = scene.name
         self._when = scene.when.compile()
         self._per = scene.per
         self._cooldown = scene.cooldown_ms
+        self._user = scene.user
         self._late = limits.late_ms
         self._max_keys = limits.max_keys
 
@@ -229,14 +238,19 @@ class ArrivalRule:
         if key is None:
             return False
         ts = event.ts
+        user = self._user
         if self._cooldown is None:
+            if user is not None and not user.admits(state.profile, ts):
+                return False
             return None if self._per is None else key  # no cooldown: nothing to remember
         fired = state.arrival.get(self.name)
-        if fired is None:
-            fired = state.arrival[self.name] = {}
-        last = fired.get(key)
+        last = None if fired is None else fired.get(key)
         if last is not None and ts - last < self._cooldown:
             return False
+        if user is not None and not user.admits(state.profile, ts):
+            return False  # filtered out: no fire recorded, so no cooldown starts
+        if fired is None:
+            fired = state.arrival[self.name] = {}
         if last is None or ts > last:
             if last is None and len(fired) >= self._max_keys:
                 self._evict(fired, state.max_ts)
