@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
@@ -24,7 +25,57 @@ from config.models import AppConfig
 from triggers.errors import SceneTriggerError
 from triggers.events import Trigger
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from channels.registry import ChannelRegistry
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class LivePipeline:
+    """A live pipeline and what its owner closes or inspects."""
+
+    pipeline: DeliveryPipeline
+    registry: ChannelRegistry  # close it (channel sessions)
+    dead_letter: DeadLetterStore
+
+
+def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegistry,
+                        catalog: Catalog | None = None,
+                        dead_letter_stream: str = DEFAULT_STREAM,
+                        who: str = "live delivery") -> LivePipeline:
+    """The live pipeline over one Redis client (``decode_responses=True``):
+    the config's channels, dead letters, policy, message index and (unless
+    ``catalog`` is given) the catalog in Redis. Shared by ``replay --deliver
+    live`` and ``scenetrigger deliver``."""
+    from channels.registry import ChannelSender, build_registry
+
+    models = getattr(config, "channels", None) or {}
+    if not models:
+        raise SceneTriggerError(f"{who} needs a 'channels:' section in the config")
+    registry = build_registry(models)
+    prefix = config.delivery.redis_prefix
+    dead_letter = DeadLetterStore(client, dead_letter_stream)
+    sender = ChannelSender(registry, dead_letter=dead_letter, metrics_registry=metrics)
+    pipeline = build_pipeline(
+        config, "live", sender,
+        channels=registry.names(),
+        catalog=catalog if catalog is not None else RedisCatalog(client, f"{prefix}cat:"),
+        store=RedisPolicyStore(client), index=RedisMessageIndex(client, prefix),
+        metrics_registry=metrics)
+    return LivePipeline(pipeline, registry, dead_letter)
+
+
+def redis_url_or_env(url: str | None) -> str:
+    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default."""
+    return url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def file_catalog(path: str | None) -> Catalog | None:
+    """``--catalog FILE`` as an in-memory catalog (None without a file)."""
+    return MemoryCatalog(read_products(path)) if path else None
 
 
 class SyncDelivery:
@@ -49,11 +100,10 @@ class SyncDelivery:
         from prometheus_client import CollectorRegistry
 
         from channels.logchannel import LogChannel
-        from channels.registry import ChannelRegistry, ChannelSender, build_registry
+        from channels.registry import ChannelRegistry, ChannelSender
 
         metrics = CollectorRegistry()
-        catalog: Catalog | None = MemoryCatalog(read_products(catalog_file)) if (
-            catalog_file) else None
+        catalog = file_catalog(catalog_file)
         if mode == "dry-run":
             registry = ChannelRegistry()
             registry.add(LogChannel("log", max_records=1000))
@@ -62,23 +112,13 @@ class SyncDelivery:
                                   catalog=catalog, metrics_registry=metrics)
         from redis.asyncio import Redis
 
-        url = redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
-        client = Redis.from_url(url, decode_responses=True)
+        client = Redis.from_url(redis_url_or_env(redis_url), decode_responses=True)
         self._closers.append(client)
-        models = getattr(config, "channels", None) or {}
-        if not models:
-            raise SceneTriggerError("--deliver live needs a 'channels:' section in the config")
-        registry = build_registry(models)
-        self._closers.append(registry)
-        prefix = config.delivery.redis_prefix
-        self.dead_letter = DeadLetterStore(client, self._stream)
-        sender = ChannelSender(registry, dead_letter=self.dead_letter, metrics_registry=metrics)
-        return build_pipeline(
-            config, mode, sender,
-            channels=registry.names(),
-            catalog=catalog if catalog is not None else RedisCatalog(client, f"{prefix}cat:"),
-            store=RedisPolicyStore(client), index=RedisMessageIndex(client, prefix),
-            metrics_registry=metrics)
+        live = build_live_pipeline(config, client, metrics, catalog, self._stream,
+                                   "--deliver live")
+        self._closers.append(live.registry)
+        self.dead_letter = live.dead_letter
+        return live.pipeline
 
     def deliver(self, trigger: Trigger) -> Outcome:
         return self._runner.run(self._deliver(trigger))

@@ -1,4 +1,6 @@
 """DeliveryPipeline: trigger + user state -> content -> policy -> channel.
+Journey sends (a strategy's content ref) and lead handoffs take the same
+road (:meth:`DeliveryPipeline.deliver_send`, :meth:`DeliveryPipeline.hand_off`).
 
 Modes: ``dry-run`` renders and applies the policy (in memory unless given a
 store) and hands every message to a log channel; ``live`` sends through the
@@ -16,12 +18,13 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
 from channels.content import ContentChoice, ContentSelector
 from channels.feedback import (
     FeedbackApp,
-    FeedbackEvent,
     FeedbackSink,
     MemoryMessageIndex,
     MessageIndex,
@@ -30,6 +33,9 @@ from channels.feedback import (
     tracked_link,
 )
 from channels.policy import (
+    DUPLICATE,
+    NO_CHANNEL,
+    Decision,
     DeliveryPolicy,
     DeliveryRequest,
     MemoryPolicyStore,
@@ -38,6 +44,7 @@ from channels.policy import (
 )
 from config.models import AppConfig
 from config.strategy_models import ControlModel
+from strategies.actions import HandoffAction, SendAction
 from strategies.control import in_control
 from triggers.events import Trigger
 from triggers.state import UserState
@@ -91,6 +98,30 @@ def message_id_for(trigger_id: str, channel: str, step: int = 0) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
+# Scene of a journey send's delivery request (``journey:<strategy>``; its key
+# holds step, content ref and trigger id) and of a lead handoff (no key): a
+# deferred journey send is released as one. Scene names starting with
+# "journey:" are therefore reserved.
+JOURNEY = "journey:"
+HANDOFF = JOURNEY + "handoff"
+
+
+def journey_request(send: SendAction, tz: str | None) -> DeliveryRequest:
+    """The policy's view of a journey send: dedupe by its message id."""
+    key = orjson.dumps([send.step, send.content_ref, send.trigger_id]).decode()
+    return DeliveryRequest(send.message_id, send.user_id, JOURNEY + send.strategy, key,
+                           send.ts, (send.channel,), tz)
+
+
+def journey_send(req: DeliveryRequest) -> SendAction | None:
+    """The journey send a request stands for (None: a scene trigger's)."""
+    if not req.scene.startswith(JOURNEY) or req.key is None or not req.channels:
+        return None
+    step, ref, trigger_id = orjson.loads(req.key)
+    return SendAction(req.user_id, req.channels[0], ref, req.scene[len(JOURNEY):], step,
+                      req.trigger_id, req.trigger_ts, trigger_id=trigger_id)
+
+
 class DeliveryPipeline:
     def __init__(self, selector: ContentSelector, policy: DeliveryPolicy, sender: Sender,
                  channels: Collection[str], mode: Mode = "dry-run",
@@ -116,32 +147,69 @@ class DeliveryPipeline:
             # Holdout: no message, no dedupe claim, no cap. Same hash as the
             # strategies and `report`, so the report's uplift lines up.
             return self._hold_out(trigger, choice)
-        decision = await self.policy.decide(self._request(trigger, choice, state), now_ms)
-        return await self._act(trigger, choice, decision.action, decision.channel,
-                               decision.reason, decision.due_ms, now_ms)
+        req = self._request(trigger, choice, state)
+        return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
+
+    async def deliver_send(self, send: SendAction, state: UserState | None,
+                           now_ms: int) -> Outcome:
+        """A journey's send step: its content ref chosen for the user, then the
+        policy (dedupe by the action's deterministic message id, quiet hours,
+        back-off, caps) and the channel the step names. Control users never
+        get here: the journey engine holds them out."""
+        req = journey_request(send, state.profile.tz if state is not None else None)
+        choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+        if send.channel not in self.channels:
+            return self._act_suppressed(req, choice, NO_CHANNEL)
+        return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
+
+    async def hand_off(self, handoff: HandoffAction, state: UserState | None,
+                       now_ms: int) -> Outcome:
+        """A lead handoff to its channel (a CRM webhook), once per message id.
+        Not a message to the user: no quiet hours, caps or back-off."""
+        choice = self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms)
+        req = DeliveryRequest(handoff.message_id, handoff.user_id, HANDOFF, None, handoff.ts,
+                              (handoff.channel,))
+        model = self.policy.model
+        if not await self.policy.store.claim(f"{model.redis_prefix}dd:{handoff.message_id}",
+                                             model.dedupe_ttl, now_ms):
+            return self._act_suppressed(req, choice, DUPLICATE)
+        if handoff.channel not in self.channels:
+            return self._act_suppressed(req, choice, NO_CHANNEL)
+        data = {"kind": "handoff", "score": handoff.score, "content_ref": handoff.content_ref}
+        return await self._act(req, choice, Decision("send", handoff.channel), now_ms, data)
 
     async def release_due(self, now_ms: int, states: StateLookup) -> list[Outcome]:
         """Deferred messages now due: content is chosen again from the user's
         current state, the policy re-checks age, back-off and caps."""
         outcomes = []
         for req in await self.policy.release_due(now_ms):
-            trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
             state = states(req.user_id)
-            choice = await self.selector.select(trigger, state, now_ms)
-            decision = await self.policy.decide(self._request(trigger, choice, state), now_ms,
-                                                released=True)
-            outcomes.append(await self._act(trigger, choice, decision.action, decision.channel,
-                                            decision.reason, decision.due_ms, now_ms))
+            send = journey_send(req)
+            if send is None:
+                trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
+                choice = await self.selector.select(trigger, state, now_ms)
+                req = self._request(trigger, choice, state)
+            else:
+                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+            decision = await self.policy.decide(req, now_ms, released=True)
+            outcomes.append(await self._act(req, choice, decision, now_ms))
         return outcomes
 
     def _hold_out(self, trigger: Trigger, choice: ContentChoice) -> Outcome:
+        req = DeliveryRequest(trigger.trigger_id, trigger.user_id, trigger.scene, trigger.key,
+                              trigger.ts, ())
+        return self._act_suppressed(req, choice, CONTROL)
+
+    def _act_suppressed(self, req: DeliveryRequest, choice: ContentChoice,
+                        reason: str) -> Outcome:
+        """A suppression decided here rather than by the policy, counted alike."""
         self.counts["suppressed"] += 1
-        self.policy.suppressed[CONTROL] += 1
+        self.policy.suppressed[reason] += 1
         if self.policy.metrics is not None:
-            self.policy.metrics.suppressed.labels(reason=CONTROL).inc()
+            self.policy.metrics.suppressed.labels(reason=reason).inc()
         seg = choice.segmentation
-        return Outcome(trigger.trigger_id, trigger.user_id, trigger.scene, "suppressed", CONTROL,
-                       None, choice.variant, seg.style, seg.segment, seg.tags)
+        return Outcome(req.trigger_id, req.user_id, req.scene, "suppressed", reason, None,
+                       choice.variant, seg.style, seg.segment, seg.tags)
 
     def _request(self, trigger: Trigger, choice: ContentChoice,
                  state: UserState | None) -> DeliveryRequest:
@@ -150,38 +218,59 @@ class DeliveryPipeline:
         return DeliveryRequest(trigger.trigger_id, trigger.user_id, trigger.scene, trigger.key,
                                trigger.ts, channels, tz)
 
-    async def _act(self, trigger: Trigger, choice: ContentChoice, action: str,
-                   channel: str | None, reason: str | None, due_ms: int | None,
-                   now_ms: int) -> Outcome:
+    async def _act(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
+                   now_ms: int, extra: dict[str, Any] | None = None) -> Outcome:
         seg = choice.segmentation
-        base = (trigger.trigger_id, trigger.user_id, trigger.scene)
-        if action == "defer":
+        base = (req.trigger_id, req.user_id, req.scene)
+        channel = decision.channel
+        if decision.action == "defer":
             self.counts["deferred"] += 1
-            return Outcome(*base, "deferred", reason, None, choice.variant, seg.style,
-                           seg.segment, seg.tags, due_ms=due_ms)
-        if action != "send" or channel is None:
+            return Outcome(*base, "deferred", decision.reason, None, choice.variant, seg.style,
+                           seg.segment, seg.tags, due_ms=decision.due_ms)
+        if decision.action != "send" or channel is None:
             self.counts["suppressed"] += 1
-            return Outcome(*base, "suppressed", reason, None, choice.variant, seg.style,
-                           seg.segment, seg.tags)
-        message = self.render(trigger, choice, channel, now_ms)
+            return Outcome(*base, "suppressed", decision.reason, None, choice.variant,
+                           seg.style, seg.segment, seg.tags)
+        send = journey_send(req)
+        if send is not None:
+            message = self.render_send(send, choice, now_ms)
+            meta = MessageMeta(req.user_id, "", channel, send.strategy, send.step)
+        elif req.scene == HANDOFF:
+            message = self._message(req.trigger_id, req.trigger_id, req.user_id, "", channel,
+                                    choice, now_ms, extra or {})
+            meta = MessageMeta(req.user_id, "", channel)
+        else:
+            trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
+            message = self.render(trigger, choice, channel, now_ms)
+            meta = MessageMeta(req.user_id, req.scene, channel)
         target = self.dry_run_channel if self.mode == "dry-run" else channel
         result = await self.sender.send(message, target)
-        await self.index.remember(message.message_id,
-                                  MessageMeta(trigger.user_id, trigger.scene, channel))
+        await self.index.remember(message.message_id, meta)
         kind: Literal["delivered", "failed"] = "delivered" if result.ok else "failed"
         self.counts[kind] += 1
-        if result.ok:
-            await self.policy.record_sent(trigger.user_id, now_ms)
+        if result.ok and req.scene != HANDOFF:  # a handoff goes to sales, not the user
+            await self.policy.record_sent(req.user_id, now_ms)
         if self.feedback is not None:
-            await self.feedback.emit(FeedbackEvent(kind, trigger.user_id, now_ms,
-                                                   message.message_id, channel, trigger.scene,
-                                                   result.error))
+            await self.feedback.emit(meta.event(kind, message.message_id, now_ms, result.error))
         return Outcome(*base, kind, None if result.ok else result.error, channel,
                        choice.variant, seg.style, seg.segment, seg.tags, message)
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
                now_ms: int) -> Message:
-        message_id = message_id_for(trigger.trigger_id, channel)
+        data = {"key": trigger.key, "trigger_ts": trigger.ts,
+                "product_ids": [p.product_id for p in choice.products]}
+        return self._message(message_id_for(trigger.trigger_id, channel), trigger.trigger_id,
+                             trigger.user_id, trigger.scene, channel, choice, now_ms, data)
+
+    def render_send(self, send: SendAction, choice: ContentChoice, now_ms: int) -> Message:
+        """A journey message: the action's id, no scene, its strategy and step in ``data``."""
+        data = {"strategy": send.strategy, "step": send.step, "content_ref": send.content_ref}
+        return self._message(send.message_id, send.trigger_id or send.message_id, send.user_id,
+                             "", send.channel, choice, now_ms, data)
+
+    def _message(self, message_id: str, trigger_id: str, user_id: str, scene: str,
+                 channel: str, choice: ContentChoice, now_ms: int,
+                 extra: dict[str, Any]) -> Message:
         base, secret = self.tracking_base, self.tracking_secret
         link = (lambda url: tracked_link(base, secret, message_id, url)) if base else None
         content = choice.render(link)
@@ -190,10 +279,9 @@ class DeliveryPipeline:
             body += open_pixel_html(base, message_id)
         seg = choice.segmentation
         data = {"variant": choice.variant, "style": seg.style, "segment": seg.segment,
-                "tags": list(seg.tags), "key": trigger.key, "trigger_ts": trigger.ts,
-                "product_ids": [p.product_id for p in choice.products]}
-        return Message(message_id, trigger.trigger_id, trigger.user_id, trigger.scene, channel,
-                       content.subject, content.text, body, data, now_ms)
+                "tags": list(seg.tags), **extra}
+        return Message(message_id, trigger_id, user_id, scene, channel, content.subject,
+                       content.text, body, data, now_ms)
 
     def feedback_app(self, sink: FeedbackSink, callback_token: str | None,
                      allow_hosts: Collection[str] = ()) -> FeedbackApp:

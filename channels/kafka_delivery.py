@@ -1,0 +1,261 @@
+"""Delivery on Kafka: the process between the topics and the channels.
+
+:class:`DeliveryConsumer` reads, in one consumer group, the scene worker's
+triggers topic and the journeys' actions topic and hands each record to a
+:class:`channels.pipeline.DeliveryPipeline`:
+
+* a trigger record: the user's state is rebuilt from the profile the worker
+  put in the record (no engine state here), then
+  ``pipeline.deliver(trigger, state, now_ms=wall clock)``: content, policy
+  (dedupe by trigger id, quiet hours, back-off, caps), channel;
+* a journey ``send``: ``pipeline.deliver_send`` (its content ref rendered for
+  the user, dedupe by the action's deterministic message id);
+* a ``handoff``: ``pipeline.hand_off``, once per message id.
+
+Records of one partition are handled in order, partitions side by side.
+Offsets are committed only once every record of the batch is handled
+(at-least-once; the Redis dedupe claim makes a redelivered record deliver at
+most once). A record that cannot be decoded is logged, counted by reason and
+skipped; a Redis or network error retries the record until it goes through
+or the consumer stops. The latest profile of each user seen is kept in a
+bounded LRU: quiet-hours deferrals released by the ticker and journey sends
+pick their content from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from channels.delivery_records import (
+    MalformedRecord,
+    decode_action,
+    decode_trigger,
+    state_with,
+)
+from channels.pipeline import DeliveryPipeline, Outcome
+from strategies.actions import SendAction
+from triggers.profile import Profile
+from triggers.state import UserState
+
+log = logging.getLogger("scenetrigger.deliver")
+
+# Worth retrying the same record: the infrastructure, not the record, failed.
+TRANSIENT: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+MALFORMED = "malformed"
+ERROR = "error"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTopics:
+    triggers: str
+    actions: str
+
+
+class ProfileCache:
+    """The latest profile per user, least recently used dropped first."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = max(1, limit)
+        self._states: OrderedDict[str, UserState] = OrderedDict()
+
+    def put(self, user_id: str, profile: Profile) -> UserState:
+        state = state_with(profile)
+        self._states[user_id] = state
+        self._states.move_to_end(user_id)
+        if len(self._states) > self._limit:
+            self._states.popitem(last=False)
+        return state
+
+    def get(self, user_id: str) -> UserState | None:
+        state = self._states.get(user_id)
+        if state is not None:
+            self._states.move_to_end(user_id)
+        return state
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerMetrics:
+    records: Counter  # kind (trigger, send, handoff, action), result (status, malformed, error)
+    malformed: Counter  # reason
+    released: Counter  # result
+    commit_failures: Counter
+    profiles: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ConsumerMetrics:
+        return cls(
+            Counter("scenetrigger_deliver_records", "Records handled by scenetrigger deliver, "
+                    "by kind and result", ["kind", "result"], registry=registry),
+            Counter("scenetrigger_deliver_malformed", "Records skipped as unusable, by reason",
+                    ["reason"], registry=registry),
+            Counter("scenetrigger_deliver_released", "Quiet-hours deferrals released, by result",
+                    ["result"], registry=registry),
+            Counter("scenetrigger_deliver_commit_failures",
+                    "Offset commits refused (a rebalance): the records come again, deduped",
+                    registry=registry),
+            Gauge("scenetrigger_deliver_profiles", "Users in the profile LRU",
+                  registry=registry),
+        )
+
+
+class DeliveryConsumer:
+    """Consumes triggers and journey actions into ``pipeline`` (see the module doc).
+
+    ``consumer`` is a started aiokafka consumer subscribed to both topics,
+    with ``enable_auto_commit=False`` (or a fake with ``getmany`` and ``commit``).
+    """
+
+    def __init__(self, pipeline: DeliveryPipeline, consumer: Any, topics: DeliveryTopics, *,
+                 registry: CollectorRegistry, release_interval_ms: int = 1_000,
+                 profiles: int = 100_000, now_ms: Callable[[], int] = wall_ms,
+                 poll_ms: int = 500, max_records: int = 500,
+                 retry_backoff_s: float = 0.5) -> None:
+        self.pipeline = pipeline
+        self.consumer = consumer
+        self.topics = topics
+        self.metrics = ConsumerMetrics.create(registry)
+        self.profiles = ProfileCache(profiles)
+        self.release_interval_ms = release_interval_ms
+        self._now_ms = now_ms
+        self._poll_ms = poll_ms
+        self._max_records = max_records
+        self._retry_backoff_s = retry_backoff_s
+        self._stopping = asyncio.Event()
+        self.handled = 0
+
+    def stop(self) -> None:
+        """Finish the record in hand, commit what was handled, then return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._ticker())
+        try:
+            while not self._stopping.is_set():
+                batch = await self.consumer.getmany(timeout_ms=self._poll_ms,
+                                                    max_records=self._max_records)
+                if batch:
+                    await self.handle_batch(batch)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def handle_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        """Each partition's records in order, partitions side by side; then
+        commit the offsets past every handled record."""
+        done: dict[Any, int] = {}
+
+        async def partition(tp: Any, records: Sequence[Any]) -> None:
+            for record in records:
+                if not await self._handle_retrying(record):
+                    return  # stopping: leave the rest for the next owner
+                done[tp] = record.offset + 1
+
+        await asyncio.gather(*(partition(tp, records) for tp, records in batch.items()))
+        if done:
+            await self._commit(done)
+
+    async def handle(self, record: Any) -> Outcome | None:
+        """Deliver one record (None: skipped); raises only for transient
+        infrastructure errors (:data:`TRANSIENT`)."""
+        kind = "trigger" if record.topic == self.topics.triggers else "action"
+        try:
+            kind, outcome = await self._deliver(record, kind)
+        except MalformedRecord as exc:
+            log.warning("delivery skipped a malformed record", extra={
+                **_where(record), "reason": exc.reason, "detail": exc.detail})
+            self.metrics.malformed.labels(exc.reason).inc()
+            self.metrics.records.labels(kind, MALFORMED).inc()
+            return None
+        except TRANSIENT:
+            raise
+        except Exception:  # a bug must not stop delivery for everyone else
+            log.exception("delivery of a record failed", extra=_where(record))
+            self.metrics.records.labels(kind, ERROR).inc()
+            return None
+        self.metrics.records.labels(kind, outcome.status).inc()
+        log.info("delivery", extra={**_where(record), "kind": kind, "user_id": outcome.user_id,
+                                    "status": outcome.status, "reason": outcome.reason,
+                                    "channel": outcome.channel, "variant": outcome.variant,
+                                    "trigger_id": outcome.trigger_id})
+        return outcome
+
+    async def _deliver(self, record: Any, kind: str) -> tuple[str, Outcome]:
+        now = self._now_ms()
+        if kind == "trigger":
+            decoded = decode_trigger(record.value)
+            user = decoded.trigger.user_id
+            state = (self.profiles.put(user, decoded.profile) if decoded.profile is not None
+                     else self.profiles.get(user))
+            self.metrics.profiles.set(len(self.profiles))
+            return kind, await self.pipeline.deliver(decoded.trigger, state, now)
+        action = decode_action(record.value)
+        state = self.profiles.get(action.user_id)
+        if isinstance(action, SendAction):
+            return action.kind, await self.pipeline.deliver_send(action, state, now)
+        return action.kind, await self.pipeline.hand_off(action, state, now)
+
+    async def release(self, now_ms: int) -> list[Outcome]:
+        """Quiet-hours deferrals due by ``now_ms``, with content from the LRU."""
+        outcomes = await self.pipeline.release_due(now_ms, self.profiles.get)
+        for outcome in outcomes:
+            self.metrics.released.labels(outcome.status).inc()
+        return outcomes
+
+    async def _handle_retrying(self, record: Any) -> bool:
+        """Handle ``record``, retrying transient errors; False when stopped first."""
+        backoff = self._retry_backoff_s
+        while True:
+            try:
+                await self.handle(record)
+                self.handled += 1
+                return True
+            except TRANSIENT as exc:
+                log.warning("delivery will retry the record", extra={
+                    **_where(record), "error": repr(exc), "retry_in_s": backoff})
+            if self._stopping.is_set():
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            if self._stopping.is_set():
+                return False
+            backoff = min(backoff * 2, 10.0)
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        from aiokafka.errors import CommitFailedError
+
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:  # a rebalance: the new owner redoes them (deduped)
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit refused", extra={"error": str(exc)})
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.release_interval_ms / 1000)
+            try:
+                await self.release(self._now_ms())
+            except Exception:  # the next tick tries again
+                log.exception("releasing deferred deliveries failed")
+
+
+def _where(record: Any) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
