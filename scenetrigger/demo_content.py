@@ -107,13 +107,15 @@ def demo_catalog() -> list[CatalogProduct]:
 
 class PipelineContent:
     """The real content and delivery pipeline (variants per style and segment,
-    caps, quiet hours, dedupe) in dry-run mode: every message is rendered and
-    decided on, none is sent. Channels show as ``<channel>-dry-run``."""
+    caps, quiet hours, dedupe). In dry-run mode every message is rendered and
+    decided on, none is sent, and channels show as ``<channel>-dry-run``; a
+    live pipeline (``scenetrigger.demo_live``) sends, and shows the channel."""
 
     name = "pipeline"
 
     def __init__(self, pipeline: DeliveryPipeline) -> None:
         self.pipeline = pipeline
+        self.label = "-dry-run" if pipeline.mode == "dry-run" else ""
         self._held: dict[str, Trigger] = {}  # deferred trigger id -> trigger
 
     @classmethod
@@ -151,7 +153,7 @@ class PipelineContent:
             rendered = choice.render(None)
             subject, text = rendered.subject, rendered.text
             channel = choice.channels[0] if choice.channels else "none"
-        return ContentPreview(f"{channel}-dry-run", subject, text[:_MAX_TEXT],
+        return ContentPreview(f"{channel}{self.label}", subject, text[:_MAX_TEXT],
                               outcome.variant, status, outcome.reason, outcome.style,
                               outcome.segment, outcome.due_ms)
 

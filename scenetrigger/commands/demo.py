@@ -3,6 +3,8 @@
 No Kafka and no Redis: persona events are generated in-process, the scenes
 run on an accelerated clock, every trigger is printed with the persona and
 the message that would be sent, and a live page plus ``/metrics`` are served.
+``--deliver live`` sends the messages for real (Redis inbox, a webhook the
+demo receives itself: :mod:`scenetrigger.demo_live`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from config.loader import load_config
 from scenetrigger.demo_content import CONTENT_SOURCES, demo_journeys, pick_content
+from scenetrigger.demo_live import DEMO_LIVE_CONFIG, LiveDelivery, RedisUnavailable, start_live
 from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
 from scenetrigger.replay import new_engine
@@ -72,26 +75,57 @@ def register(sub: Any) -> None:
     parser.add_argument("--journey-scale", type=_positive_float, default=DEFAULT_JOURNEY_SCALE,
                         help="divide strategy waits by this (default 96: 2 days = 30 "
                              "simulated minutes); 1 = as configured")
+    parser.add_argument("--deliver", choices=("dry-run", "live"), default="dry-run",
+                        help="dry-run: nothing is sent (default); live: send through the "
+                             "config's channels (default config: config/demo.yaml): the "
+                             "inbox in Redis, webhooks to the demo's own sink")
+    parser.add_argument("--redis-url",
+                        help="live: Redis of the inbox and the policy (default: "
+                             "$SCENETRIGGER_REDIS_URL, else redis://127.0.0.1:6379/0)")
+    parser.add_argument("--webhook-port", type=int, default=8081,
+                        help="live: port of the demo's webhook sink, POST /hook (default "
+                             "8081; 0 = any free); local webhook channels are sent there")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.users < len(PERSONAS):
         raise SceneTriggerError(f"--users must be at least {len(PERSONAS)} (one per persona)")
-    return asyncio.run(_main(args))
+    if args.deliver == "live" and args.content != "pipeline":
+        raise SceneTriggerError("--deliver live needs --content pipeline")
+    try:
+        return asyncio.run(_main(args))
+    except RedisUnavailable as exc:
+        print(f"scenetrigger: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _main(args: argparse.Namespace) -> int:
+    live_mode = args.deliver == "live"
+    config = load_config(args.config or (DEMO_LIVE_CONFIG if live_mode else None))
+    registry = CollectorRegistry()  # the demo's own: /metrics shows only this run
+    if not live_mode:
+        return await _run_demo(args, config, registry, None)
+    live = await start_live(config, registry, redis_url=args.redis_url, host=args.host,
+                            webhook_port=args.webhook_port)
+    try:
+        return await _run_demo(args, config, registry, live)
+    finally:
+        await live.close()
+
+
+async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRegistry,
+                    live: LiveDelivery | None) -> int:
     out = sys.stdout
-    config = load_config(args.config)
     start_ms = args.start_ms if args.start_ms is not None else default_start_ms()
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
-    registry = CollectorRegistry()  # the demo's own: /metrics shows only this run
+    content = live.content if live is not None else pick_content(config, args.content, registry)
     runtime = EmbeddedRuntime(
         new_engine(config), stream, start_ms=start_ms, speed=args.speed,
-        persona_of=stream.persona_of, content=pick_content(config, args.content, registry),
-        registry=registry,
+        persona_of=stream.persona_of, content=content, registry=registry,
     )
+    if live is not None:
+        live.attach(runtime)
     printer = ConsolePrinter(out, runtime.stop, runtime.persona)
     runtime.subscribe(printer)
     journeys = _wire_journeys(runtime, config, args, printer, registry)
@@ -105,7 +139,7 @@ async def _main(args: argparse.Namespace) -> int:
             hint = " (try --port 0 for any free port)" if exc.errno == errno.EADDRINUSE else ""
             raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
                                     f"{exc.strerror or exc}{hint}") from None
-    _print_banner(out, args, served.url if served else None, runtime, journeys)
+    _print_banner(out, args, served.url if served else None, runtime, journeys, live)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runtime.stop)
@@ -119,7 +153,7 @@ async def _main(args: argparse.Namespace) -> int:
             await served.runner.cleanup()
     if not printer.closed:
         with contextlib.suppress(BrokenPipeError):
-            _print_summary(out, stats, runtime, journeys)
+            _print_summary(out, stats, runtime, journeys, live)
     return 0
 
 
@@ -271,14 +305,18 @@ def _clip(text: str, width: int) -> str:
 
 
 def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
-                  runtime: EmbeddedRuntime, journeys: JourneySubscriber | None) -> None:
+                  runtime: EmbeddedRuntime, journeys: JourneySubscriber | None,
+                  live: LiveDelivery | None = None) -> None:
     absence_s = 30 * 60 / args.speed
     source = runtime.content.name if runtime.content is not None else "none"
+    mode = "live: messages are sent" if live is not None else "dry run, nothing is sent"
     lines = [
         f"scenetrigger demo: {args.users} shoppers ({', '.join(PERSONA_LABELS.values())})",
         f"  ~{args.rate:g} events/s, clock x{args.speed:g} (30 min of absence = {absence_s:.1f} s), "
-        f"seed {args.seed}, content: {source} (dry run, nothing is sent)",
+        f"seed {args.seed}, content: {source} ({mode})",
     ]
+    if live is not None:
+        lines += live.banner_lines()
     if url is not None:
         lines += [f"  live page   {url}", f"  metrics     {url}metrics",
                   f"  state JSON  {url}api/state"]
@@ -302,7 +340,9 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
 
 
 def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime,
-                   journeys: JourneySubscriber | None = None) -> None:
+                   journeys: JourneySubscriber | None = None,
+                   live: LiveDelivery | None = None) -> None:
+    sent = "delivered (live)" if live is not None else "would be sent now (dry run)"
     lines = [
         "",
         f"demo summary: {stats.events:,} events in {stats.real_seconds:.1f} s real "
@@ -313,8 +353,10 @@ def _print_summary(out: TextIO, stats: RuntimeStats, runtime: EmbeddedRuntime,
     ]
     lines += [f"    {scene:<26}{n:>8,}" for scene, n in stats.triggers.items()]
     lines += [
-        f"  messages       {stats.messages:>8,}  would be sent now (dry run)",
+        f"  messages       {stats.messages:>8,}  {sent}",
+        *(live.delivered_lines() if live is not None else []),
         *(f"    {status:<26}{n:>8,}" for status, n in sorted(stats.held.items())),
+        *(live.sink_lines() if live is not None else []),
         f"  users          {len(runtime.engine.store):>8,}",
         f"  pending timers {len(runtime.engine.pending_timers()):>8,}",
     ]
