@@ -38,7 +38,7 @@ from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
 from config.models import AppConfig
 from triggers.engine import Engine
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import Trigger, decode_event_line
+from triggers.events import IdLimits, Trigger, decode_event_line
 from triggers.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class SceneWorker:
         self.hosts: dict[int, PartitionHost] = {}
         self._now_ms = now_ms
         self._max_line = settings.config.engine.max_line_bytes
+        self._ids = IdLimits.of(settings.config.engine.max_id_chars, settings.config.scene_list())
         self._outputs_declared = False
         self._stream: Any = None
         self.app = self._new_app()
@@ -257,6 +258,7 @@ class SceneWorker:
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""
         self.config = config
+        self._ids = IdLimits.of(config.engine.max_id_chars, config.scene_list())
         for host in self.hosts.values():
             host.reconfigure(config.scene_list(), config.engine.limits())
 
@@ -296,7 +298,7 @@ class SceneWorker:
     def _take_event(self, host: PartitionHost, message: Any, now: int) -> None:
         metrics = self.metrics
         try:
-            event = decode_event_line(message.value or b"", self._max_line)
+            event = decode_event_line(message.value or b"", self._max_line, self._ids)
         except EventRejected as exc:
             self._dead_letter(message, exc.reason, exc.detail, now)
             return

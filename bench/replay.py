@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from config.loader import load_config  # noqa: E402
 from scenetrigger.replay import (  # noqa: E402
+    id_limits,
     jsonl_trigger_writer,
     new_engine,
     replay,
@@ -109,7 +110,7 @@ def replay_run(
     engine = new_engine(config)
     engine.track_profile = track_profile
     with path.open("rb", buffering=1 << 20) as fh:
-        records = read_events(fh, "jsonl", config.engine.max_line_bytes)
+        records = read_events(fh, "jsonl", config.engine.max_line_bytes, id_limits(config))
         if sink_to_file:
             OUT_DIR.mkdir(parents=True, exist_ok=True)
             with (OUT_DIR / "triggers.jsonl").open("wb", buffering=1 << 20) as out:

@@ -23,7 +23,7 @@ from config.models import AppConfig
 from scenetrigger.sources import Format, Record, read_events
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
-from triggers.events import Trigger
+from triggers.events import IdLimits, Trigger
 
 TriggerSink = Callable[[Trigger], None]
 
@@ -73,6 +73,11 @@ class ReplaySummary:
 
 def new_engine(config: AppConfig) -> Engine:
     return Engine(config.scene_list(), limits=config.engine.limits())
+
+
+def id_limits(config: AppConfig) -> IdLimits:
+    """``engine.max_id_chars`` for user_id and every scene's ``per`` field."""
+    return IdLimits.of(config.engine.max_id_chars, config.scene_list())
 
 
 def replay(
@@ -228,7 +233,7 @@ def replay_shard(
 def _run_shard(path: str, fmt: Format, config: AppConfig, shard: int, shards: int,
                advance_to: int | None) -> ShardResult:
     with open(path, "rb", buffering=1 << 20) as fh:
-        records = read_events(fh, fmt, config.engine.max_line_bytes)
+        records = read_events(fh, fmt, config.engine.max_line_bytes, id_limits(config))
         return replay_shard(records, new_engine(config), shard, shards, advance_to)
 
 

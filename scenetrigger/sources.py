@@ -15,6 +15,7 @@ import orjson
 
 from triggers.errors import EventRejected
 from triggers.events import (
+    DEFAULT_ID_LIMITS,
     DEFAULT_MAX_LINE_BYTES,
     REASON_INVALID_UTF8,
     REASON_MISSING_FIELD,
@@ -22,6 +23,7 @@ from triggers.events import (
     REASON_TOO_LARGE,
     REASON_WRONG_TYPE,
     Event,
+    IdLimits,
     decode_event_line,
     event_from_mapping,
     json_rejection,
@@ -54,19 +56,23 @@ def detect_format(first_line: bytes, name: str | None = None) -> Format:
 
 
 def read_events(
-    stream: Iterable[bytes], fmt: Format, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    stream: Iterable[bytes], fmt: Format, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ids: IdLimits = DEFAULT_ID_LIMITS,
 ) -> Iterator[Record]:
     if fmt == "jsonl":
-        return read_jsonl(stream, max_line_bytes)
+        return read_jsonl(stream, max_line_bytes, ids)
     if fmt == "rees46":
-        return read_rees46(stream, max_line_bytes)
-    return read_otto(stream, max_line_bytes)
+        return read_rees46(stream, max_line_bytes, ids)
+    return read_otto(stream, max_line_bytes, ids)
 
 
-def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Record]:
+def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               ids: IdLimits = DEFAULT_ID_LIMITS) -> Iterator[Record]:
     """The hot path of replay: a line that parses to an object with a string
-    ``user_id``, an integer ``ts`` and a string ``type`` becomes an event at
-    once; anything else takes the careful path that says why it is rejected."""
+    ``user_id``, an integer ``ts`` and a string ``type`` (and identifiers
+    within their limit) becomes an event at once; anything else takes the
+    careful path that says why it is rejected."""
+    limit, per = ids.max_chars, ids.per_fields
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     number = 0
@@ -81,11 +87,22 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
                 if type(obj) is dict:
                     user, ts, etype = obj.get("user_id"), obj.get("ts"), obj.get("type")
                     if (type(user) is str and type(ts) is int and type(etype) is str
-                            and _TS_MIN <= ts <= _TS_MAX):
-                        yield number, Event(user, ts, etype, obj)
-                        continue
+                            and _TS_MIN <= ts <= _TS_MAX and len(user) <= limit):
+                        # per values: a short string, an integer (engine.max_id_chars
+                        # >= 20 fits any 64-bit one) or absent; else the careful path
+                        for name in per:
+                            value = obj.get(name)
+                            kind = type(value)
+                            if kind is str:
+                                if len(value) > limit:  # type: ignore[arg-type]
+                                    break
+                            elif value is not None and kind is not int:
+                                break
+                        else:
+                            yield number, Event(user, ts, etype, obj)
+                            continue
                 try:
-                    yield number, event_from_mapping(obj)
+                    yield number, event_from_mapping(obj, ids)
                 except EventRejected as exc:
                     yield number, exc
                 continue
@@ -93,12 +110,13 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
         if not line.strip():
             continue  # blank lines separate nothing and carry nothing
         try:
-            yield number, decode_event_line(line, max_line_bytes)
+            yield number, decode_event_line(line, max_line_bytes, ids)
         except EventRejected as exc:
             yield number, exc
 
 
-def read_otto(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Record]:
+def read_otto(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+              ids: IdLimits = DEFAULT_ID_LIMITS) -> Iterator[Record]:
     """``{"session": N, "events": [{"aid", "ts", "type"}]}``: one user per session."""
     for number, raw in enumerate(stream, 1):
         line = raw.rstrip(b"\r\n")
@@ -119,10 +137,10 @@ def read_otto(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BY
             continue
         session = obj.get("session")
         for item in obj["events"]:
-            yield number, _otto_event(session, item)
+            yield number, _otto_event(session, item, ids)
 
 
-def _otto_event(session: Any, item: Any) -> Event | EventRejected:
+def _otto_event(session: Any, item: Any, ids: IdLimits) -> Event | EventRejected:
     if not isinstance(item, dict):
         return EventRejected(REASON_NOT_OBJECT, "an OTTO event must be an object")
     otto_type = item.get("type")
@@ -132,15 +150,19 @@ def _otto_event(session: Any, item: Any) -> Event | EventRejected:
     fields: dict[str, Any] = {"user_id": session, "ts": item.get("ts"), "type": mapped}
     aid = item.get("aid")
     if aid is not None:
+        if type(aid) is not int and type(aid) is not str:  # str() of a bool or object is no id
+            return EventRejected(REASON_WRONG_TYPE,
+                                 f"aid must be an integer or a string, not {type(aid).__name__}")
         fields["product_id"] = str(aid)
     try:
-        return event_from_mapping(fields)
+        return event_from_mapping(fields, ids)
     except EventRejected as exc:
         return exc
 
 
 def read_rees46(
-    stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ids: IdLimits = DEFAULT_ID_LIMITS,
 ) -> Iterator[Record]:
     """The REES46 CSV preset. Empty ``category_code`` is absent; other cells are
     kept as strings (CSV has no null), exactly as SEMANTICS.md maps them."""
@@ -165,7 +187,7 @@ def read_rees46(
         except csv.Error as exc:  # e.g. a stray \r inside the line: reject, never stop
             yield number, EventRejected(REASON_WRONG_TYPE, f"malformed CSV row: {exc}")
             continue
-        yield number, _rees46_event(row, times)
+        yield number, _rees46_event(row, times, ids)
 
 
 class _Rees46Clock:
@@ -190,7 +212,7 @@ class _Rees46Clock:
         return ms
 
 
-def _rees46_event(row: list[str], times: _Rees46Clock) -> Event | EventRejected:
+def _rees46_event(row: list[str], times: _Rees46Clock, ids: IdLimits) -> Event | EventRejected:
     if len(row) != 9:
         return EventRejected(REASON_WRONG_TYPE, f"expected 9 CSV columns, got {len(row)}")
     event_time, event_type, product_id, category_id, category_code, brand, price, user, sess = row
@@ -214,4 +236,8 @@ def _rees46_event(row: list[str], times: _Rees46Clock) -> Event | EventRejected:
     }
     if category_code:
         fields["category"] = category_code
+    try:
+        ids.check(user, fields)
+    except EventRejected as exc:
+        return exc
     return Event(user, ts, event_type, fields)

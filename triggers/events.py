@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from triggers.errors import EventRejected
+from triggers.predicates import as_compared_string
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+DEFAULT_MAX_ID_CHARS = 256
 _U64_MAX = (1 << 64) - 1
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -22,6 +24,7 @@ REASON_INVALID_JSON = "invalid_json"
 REASON_NOT_OBJECT = "not_object"
 REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
+REASON_TOO_LONG = "too_long"
 REASONS = (
     REASON_TOO_LARGE,
     REASON_INVALID_UTF8,
@@ -29,7 +32,43 @@ REASONS = (
     REASON_NOT_OBJECT,
     REASON_MISSING_FIELD,
     REASON_WRONG_TYPE,
+    REASON_TOO_LONG,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class IdLimits:
+    """Identifiers become state and Redis keys, so their length is bounded:
+    ``user_id`` and the value of every field a scene uses as ``per`` (as the
+    string it is compared as) may have at most ``max_chars`` characters."""
+
+    max_chars: int = DEFAULT_MAX_ID_CHARS
+    per_fields: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, max_chars: int, scenes: Iterable[Any]) -> IdLimits:
+        """The limits for a scene list (each scene's ``per``, if it has one)."""
+        fields = dict.fromkeys(p for s in scenes if (p := getattr(s, "per", None)) is not None)
+        return cls(max_chars, tuple(fields))
+
+    def check(self, user_id: str, fields: Mapping[str, Any]) -> None:
+        """Raise ``too_long`` for an identifier over the limit."""
+        limit = self.max_chars
+        if len(user_id) > limit:
+            raise EventRejected(REASON_TOO_LONG,
+                                f"user_id has {len(user_id)} characters, the limit is {limit}")
+        for name in self.per_fields:
+            value = fields.get(name)
+            if value is None:
+                continue
+            text = value if type(value) is str else as_compared_string(value)
+            if text is not None and len(text) > limit:
+                raise EventRejected(
+                    REASON_TOO_LONG,
+                    f"{name} (a per key) has {len(text)} characters, the limit is {limit}")
+
+
+DEFAULT_ID_LIMITS = IdLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +121,9 @@ def decode_user_id(value: Any) -> str:
     )
 
 
-def event_from_mapping(obj: Any) -> Event:
-    """Validate a decoded JSON value as an event (the rules of SEMANTICS.md)."""
+def event_from_mapping(obj: Any, ids: IdLimits = DEFAULT_ID_LIMITS) -> Event:
+    """Validate a decoded JSON value as an event (the rules of SEMANTICS.md;
+    identifier lengths are checked last, after every field's presence and type)."""
     if type(obj) is not dict:
         raise EventRejected(REASON_NOT_OBJECT, f"expected a JSON object, got {_json_type(obj)}")
     ts = obj.get("ts")
@@ -100,10 +140,12 @@ def event_from_mapping(obj: Any) -> Event:
         raise EventRejected(REASON_MISSING_FIELD, "type is missing")
     if type(etype) is not str:
         raise EventRejected(REASON_WRONG_TYPE, f"type must be a string, not {_json_type(etype)}")
+    ids.check(user_id, obj)
     return Event(user_id, ts, etype, obj)
 
 
-def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Event:
+def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                      ids: IdLimits = DEFAULT_ID_LIMITS) -> Event:
     """Decode one JSONL line (without its newline) into an event, or raise
     :class:`EventRejected` with a stable reason."""
     if len(line) > max_line_bytes:
@@ -114,7 +156,7 @@ def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES)
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise json_rejection(line, exc) from None
-    return event_from_mapping(obj)
+    return event_from_mapping(obj, ids)
 
 
 def json_rejection(line: bytes, exc: orjson.JSONDecodeError) -> EventRejected:
