@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "scenetrigger.commands.serve",
     "report": "scenetrigger.commands.report",
     "journeys": "scenetrigger.commands.journeys",
+    "deliver": "scenetrigger.commands.deliver",
 }
 
 

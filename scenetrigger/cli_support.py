@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from scenetrigger.sources import Format, detect_format
+from triggers.durations import parse_duration_ms
 from triggers.errors import SceneTriggerError
 
 
@@ -22,6 +23,14 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def duration(text: str) -> int:
+    """An argparse type: a duration (``500ms``, ``5s``, ``2m`` or integer ms) in ms."""
+    try:
+        return parse_duration_ms(int(text) if text.isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class ByteProgress:

@@ -42,7 +42,7 @@ async def _main(args: argparse.Namespace) -> None:
 
     from agents.topics import TRIGGERS, bootstrap_servers
     from config.loader import load_config
-    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.bridge import ACTIONS_TOPIC, BridgeTopics, JourneyBridge, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
@@ -51,7 +51,7 @@ async def _main(args: argparse.Namespace) -> None:
     prefix = args.topic_prefix
     topics = BridgeTopics(
         triggers=f"{prefix}.triggers" if prefix else TRIGGERS,
-        actions=f"{prefix}.journey-actions" if prefix else "scenetrigger-journey-actions",
+        actions=f"{prefix}.journey-actions" if prefix else ACTIONS_TOPIC,
         feedback=f"{prefix}.feedback" if prefix else "scenetrigger-feedback",
     )
     bootstrap = bootstrap_servers(args.broker)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
-from triggers.durations import parse_duration_ms
+from scenetrigger.cli_support import duration
 from triggers.errors import SceneTriggerError
 
 
@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--clock", choices=("wall", "event"), default="wall",
                         help="wall: absence timers fire on the wall clock (live); event: "
                              "each partition's clock is its largest event ts (tests, backfills)")
-    parser.add_argument("--sweep-interval", type=_duration, default=500,
+    parser.add_argument("--sweep-interval", type=duration, default=500,
                         help="how often due timers are swept, e.g. 500ms (default 500ms)")
     parser.add_argument("--metrics-port", type=int,
                         help="serve Prometheus /metrics on this port (default: off)")
@@ -45,13 +45,13 @@ def register(sub: Any) -> None:
                         help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 in a "
                              "container that Prometheus scrapes from another one)")
     parser.add_argument("--web-port", type=int, help="enable Faust's web views on this port")
-    parser.add_argument("--session-timeout", type=_duration, default=60_000,
+    parser.add_argument("--session-timeout", type=duration, default=60_000,
                         help="how soon a dead worker's partitions move (default 60s, min 6s)")
-    parser.add_argument("--commit-interval", type=_duration, default=2_800,
+    parser.add_argument("--commit-interval", type=duration, default=2_800,
                         help="offset commit interval (default 2800ms)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
-    parser.add_argument("--reload-interval", type=_duration, default=0,
+    parser.add_argument("--reload-interval", type=duration, default=0,
                         help="poll --config for changes this often, e.g. 5s (default: off)")
     parser.set_defaults(run=run)
 
@@ -61,13 +61,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
-
-
-def _duration(text: str) -> int:
-    try:
-        return parse_duration_ms(int(text) if text.isdigit() else text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def json_logging_config(level: str) -> dict[str, Any]:

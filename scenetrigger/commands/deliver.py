@@ -1,0 +1,108 @@
+"""``scenetrigger deliver``: the delivery pipeline on Kafka. Reads the scene
+worker's triggers topic and the journeys' actions topic in one consumer
+group and sends each message through the configured channels, inside the
+delivery policy (see :mod:`channels.kafka_delivery`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from scenetrigger.cli_support import duration, positive
+from triggers.errors import SceneTriggerError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("deliver", help="deliver the worker's triggers and the journeys' "
+                                            "messages through the channels (Kafka)")
+    parser.add_argument("--config", help="config with channels:, content: and delivery:")
+    parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", help="read PREFIX.triggers and PREFIX.journey-actions "
+                                               "(default: the shared names)")
+    parser.add_argument("--group", default="scenetrigger-deliver",
+                        help="consumer group (default scenetrigger-deliver)")
+    parser.add_argument("--redis-url", help="policy, dedupe, message index, dead letters, "
+                                            "catalog (default: $SCENETRIGGER_REDIS_URL)")
+    parser.add_argument("--catalog", help="products file (CSV/JSONL) instead of the Redis catalog")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address /metrics listens on (default 127.0.0.1)")
+    parser.add_argument("--release-interval", type=duration, default=1_000,
+                        help="how often due quiet-hours deferrals are released (default 1s)")
+    parser.add_argument("--profiles", type=positive, default=100_000,
+                        help="latest profiles kept for releases and journey sends "
+                             "(default 100000 users)")
+    parser.set_defaults(run=run)
+
+
+def topic_names(prefix: str | None) -> tuple[str, str]:
+    """(triggers, journey actions): the worker's and the journeys' names."""
+    from agents.topics import TRIGGERS
+    from strategies.bridge import ACTIONS_TOPIC
+
+    if prefix:
+        return f"{prefix}.triggers", f"{prefix}.journey-actions"
+    return TRIGGERS, ACTIONS_TOPIC
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaConsumer
+    from prometheus_client import CollectorRegistry, start_http_server
+    from redis.asyncio import Redis
+
+    from agents.producer import ensure_topics
+    from agents.topics import bootstrap_servers
+    from channels.delivery_runtime import build_live_pipeline, file_catalog, redis_url_or_env
+    from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
+    from config.loader import load_config
+
+    config = load_config(args.config)
+    topics = DeliveryTopics(*topic_names(args.topic_prefix))
+    bootstrap = bootstrap_servers(args.broker)
+    registry = CollectorRegistry()
+    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    closers: list[Any] = [client]
+    consumer = None
+    try:
+        live = build_live_pipeline(config, client, registry, file_catalog(args.catalog),
+                                   who="scenetrigger deliver")
+        closers.append(live.registry)
+        try:  # subscribing to a topic not there yet would wait for a metadata refresh
+            await ensure_topics(bootstrap, [topics.triggers, topics.actions])
+        except Exception as exc:
+            raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
+        consumer = AIOKafkaConsumer(topics.triggers, topics.actions, bootstrap_servers=bootstrap,
+                                    group_id=args.group, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
+                                    release_interval_ms=args.release_interval,
+                                    profiles=args.profiles)
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, delivery.stop)
+        print(f"scenetrigger deliver: group {args.group}, broker {bootstrap}, topics "
+              f"{topics.triggers} + {topics.actions}, channels "
+              f"{', '.join(sorted(live.pipeline.channels))}", file=sys.stderr, flush=True)
+        try:
+            await delivery.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        print(live.pipeline.render_summary(), file=sys.stderr, flush=True)
+        return 0
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        for item in reversed(closers):
+            closer = getattr(item, "aclose", None) or item.close
+            await closer()
