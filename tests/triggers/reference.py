@@ -5,6 +5,10 @@ every taken event of every user and recomputes each window by brute force.
 Tests run it side by side with the engine and compare every trigger and every
 pending timer. Where SEMANTICS.md is silent it follows docs/semantics-notes.md
 (keys are the ``per`` value as a string; a re-arm counts as a new arming).
+
+Scene ``user`` filters are modelled for the value segment only (default
+thresholds, recomputed from the user's whole taken history): enough to check
+when a filter is applied and what a filtered-out fire leaves behind.
 """
 
 from __future__ import annotations
@@ -57,6 +61,31 @@ def matches(pred: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
         elif got != text(cond):
             return False
     return True
+
+
+def segment(history: Sequence[_Taken], now: int) -> str:
+    """The value segment from every purchase taken (docs/content.md, default rules)."""
+    buys = [t for t in history if t.fields.get("type") == "purchase"]
+    if not buys or now - max(t.ts for t in buys) > 90 * _UNITS["d"]:
+        return "new_or_lapsed"
+    cents = 0
+    for t in buys:
+        price = t.fields.get("price")
+        value = 0.0 if isinstance(price, bool) or price is None else float(price)
+        cents += round(value * 100) if 0 < round(value * 100) <= 10**12 else 0
+    if len(buys) >= 3 and cents >= 50_000:
+        return "champion"
+    if len(buys) >= 2 or cents >= 20_000:
+        return "loyal"
+    return "promising"
+
+
+def admits(spec: Mapping[str, Any], history: Sequence[_Taken], now: int) -> bool:
+    user = spec.get("user")
+    if user is None:
+        return True
+    assert set(user) == {"segment"}, "the reference models segment filters only"
+    return segment(history, now) in user["segment"]["in"]
 
 
 @dataclass
@@ -112,8 +141,9 @@ class Reference:
              if clock > deadline)
         )
         for _, _, scene, user in due:
-            del self.timers[(scene, user)]
-        return [(scene, user, None, deadline) for deadline, _, scene, user in due]
+            del self.timers[(scene, user)]  # consumed, also when the filter refuses
+        return [(scene, user, None, deadline) for deadline, _, scene, user in due
+                if admits(self.scenes[scene], self.history.get(user, []), deadline)]
 
     def _absence(self, name: str, spec: Mapping[str, Any], user: str,
                  event: Mapping[str, Any]) -> None:
@@ -157,7 +187,7 @@ class Reference:
         unless = spec.get("unless")
         if unless is not None and any(matches(unless, t.fields) for t in window):
             return False, None
-        if self._cooling(name, spec, user, key, ts):
+        if self._cooling(name, spec, user, key, ts) or not admits(spec, self.history[user], ts):
             return False, None
         self.fires.setdefault((name, user, key), []).append(ts)
         return True, key
@@ -168,6 +198,8 @@ class Reference:
             return False, None
         has_key, key = self._key(spec, event)
         if not has_key or self._cooling(name, spec, user, key, event["ts"]):
+            return False, None
+        if not admits(spec, self.history[user], event["ts"]):
             return False, None
         self.fires.setdefault((name, user, key), []).append(event["ts"])
         return True, key
