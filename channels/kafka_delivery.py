@@ -165,8 +165,8 @@ class DeliveryConsumer:
 
         async def partition(tp: Any, records: Sequence[Any]) -> None:
             for record in records:
-                if not await self._handle_retrying(record):
-                    return  # stopping: leave the rest for the next owner
+                if self._stopping.is_set() or not await self._handle_retrying(record):
+                    return  # stopping: the rest comes again from the committed offset
                 done[tp] = record.offset + 1
 
         await asyncio.gather(*(partition(tp, records) for tp, records in batch.items()))

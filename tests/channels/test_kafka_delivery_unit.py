@@ -327,3 +327,21 @@ def test_trigger_fields_are_checked(value: bytes) -> None:
     with pytest.raises(MalformedRecord) as info:
         decode_trigger(value)
     assert info.value.reason == BAD_FIELD
+
+
+async def test_a_stop_leaves_the_rest_of_the_batch_uncommitted() -> None:
+    h = Harness()
+    values = [trigger_value(u, user_state(u, "search_driven")) for u in ("s1", "s2", "s3")]
+    records = [h.record("p.triggers", v) for v in values]
+    original = h.delivery.handle
+
+    async def handle(record: Any) -> Any:
+        outcome = await original(record)
+        if record.offset == 0:
+            h.delivery.stop()  # SIGTERM while the first record is in hand
+        return outcome
+
+    h.delivery.handle = handle  # type: ignore[method-assign]
+    await h.delivery.handle_batch({("p.triggers", 0): records})
+    assert [m.user_id for m in h.sender.messages] == ["s1"]
+    assert h.consumer.commits == [{("p.triggers", 0): 1}]
