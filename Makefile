@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: install demo test unit lint bench clean kafka-up kafka-down redis-up redis-down
+.PHONY: install demo demo-live test unit lint bench clean kafka-up kafka-down redis-up redis-down
 
 install: $(STAMP)
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/scenetrigger demo $(DEMO_ARGS)
+
+# The demo with real delivery: a throwaway redis-server of its own (run dir apart
+# from `make redis-up`'s) for the inbox, stopped when the demo ends or on Ctrl-C.
+demo-live: install
+	@export SCENETRIGGER_REDIS_RUN_DIR="$${TMPDIR:-/tmp}/scenetrigger-demo-live-redis-$$(id -u)"; \
+	url="$$(scripts/redis.sh start)" || exit 1; \
+	trap 'scripts/redis.sh stop' EXIT; \
+	$(BIN)/scenetrigger demo --deliver live --redis-url "$$url" $(DEMO_ARGS)
 
 # Everything: lint, unit tests, integration tests against real services.
 test: install lint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -164,3 +165,48 @@ def test_markup_in_the_data_is_shown_as_text(hostile_page_url: str, browser: Any
     assert HOSTILE_PAGE in cells[5]
     assert page["injected"] == 0
     assert browser.execute_script("return window.pwned === undefined") is True
+
+
+READ_DELIVERY = """
+const text = (sel) => [...document.querySelectorAll(sel)].map(r => [...r.querySelectorAll('td')]
+  .map(td => td.innerText));
+return {
+  shown: !document.getElementById('delivery').hidden,
+  counts: document.getElementById('webhook-counts').textContent,
+  label: document.getElementById('messages-label').textContent,
+  hooks: text('#webhook-messages tbody tr'),
+  inboxes: text('#inbox-users tbody tr'),
+  injected: document.querySelectorAll('#delivery tbody script, #delivery tbody img').length,
+};
+"""
+
+
+def test_live_delivery_shows_what_the_webhook_and_the_inboxes_received(
+        redis_url: str, browser: Any) -> None:
+    demo = start_demo("--deliver", "live", "--redis-url", redis_url, "--webhook-port", "0",
+                      "--speed", "600", "--duration", "120", "--strategies", "none")
+    try:
+        browser.get(demo.wait_ready())
+        page: dict[str, Any] = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            page = browser.execute_script(READ_DELIVERY)
+            if page["shown"] and len(page["hooks"]) >= 2 and len(page["inboxes"]) >= 2:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no live delivery shown: {page}\n{demo.output()}")
+    finally:
+        demo.stop()
+    assert page["label"] == "messages sent (live)"
+    assert re.match(r"\d+ received, 0 rejected, 0 duplicates · http://127\.0\.0\.1:\d+/hook$",
+                    page["counts"]), page
+    personas = {"search-driven shopper", "category browser", "promo hunter", "cart abandoner",
+                "loyal buyer"}
+    for cells in page["hooks"]:  # received, user, persona, scene, message
+        assert len(cells) == 5 and cells[1].startswith("u") and cells[2] in personas
+        assert cells[3] in SCENES and "variant " in cells[4]
+    for cells in page["inboxes"]:  # user, persona, messages read back from Redis
+        assert len(cells) == 3 and cells[1] in personas
+        assert "[repeat_view_no_purchase] " in cells[2] and "variant " in cells[2]
+    assert page["injected"] == 0
