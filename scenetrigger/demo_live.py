@@ -153,6 +153,8 @@ class LiveDelivery:
                 await self.refresh()
             except (RedisError, OSError) as exc:  # shown as stale, the demo goes on
                 log.warning("inbox read-back failed", extra={"error": str(exc)})
+            except Exception:  # a read-back bug must not stop the demo either
+                log.exception("inbox read-back failed")
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def refresh(self) -> None:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from channels.inbox import InboxStore
 from channels.pipeline import message_id_for
 from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from scenetrigger.demo_live import redacted
 from tests.scenetrigger.demo_process import REPO, DemoProcess, http_get, start_demo
 
 DEMO_YAML = REPO / "config" / "demo.yaml"
@@ -214,3 +215,9 @@ def test_live_needs_the_pipeline_content() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "scenetrigger: --deliver live needs --content pipeline"
+
+
+def test_a_redis_password_is_not_printed() -> None:
+    assert redacted("redis://:pw@db.local:6380/1") == "redis://:***@db.local:6380/1"
+    assert redacted("rediss://app:pw@db.local/0") == "rediss://app:***@db.local/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
