@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from triggers.events import Event, Trigger
 from triggers.predicates import Fields, Matcher, Predicate
+from triggers.reshape import apply_resets, resets
 from triggers.scenes import (
     AbsenceScene,
     ArrivalRule,
@@ -235,18 +236,28 @@ class Engine:
     # -- housekeeping ---------------------------------------------------------
 
     def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None) -> None:
-        """Swap in new scenes (hot reload) keeping every user's state.
+        """Swap in new scenes (hot reload) keeping user state that stays valid.
 
-        State is keyed by scene name, so a scene that keeps its name keeps its
-        windows, cooldowns and armed timer (with the deadline it was armed
-        with). Timers of scenes that are gone are dropped.
+        State is keyed by scene name, so a scene that keeps its name and shape
+        keeps its windows, cooldowns and armed timer (with the deadline it was
+        armed with). What a changed ``kind``, ``per``, ``when``/``unless`` or
+        ``start`` invalidates, and the state of removed scenes, is dropped
+        from every user (:mod:`triggers.reshape`), timers included.
         """
         fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
+        plan = resets(self.scenes, fresh.scenes)
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules = fresh._rules
         self._absence_users = fresh._absence_users
         self._by_type = fresh._by_type
-        names = {s.name for s in scenes if isinstance(s, AbsenceScene)}
+        if plan:  # a scene changed shape: one pass over every user (reloads are rare)
+            store = self.store
+            for user_id, _ in store.items():
+                state = store.get(user_id)  # through get: a store may cache what it reads
+                if state is not None and apply_resets(state, plan):
+                    store.put(user_id, state)
+        names = {s.name for s in scenes if isinstance(s, AbsenceScene)
+                 and not (s.name in plan and (plan[s.name].timer or plan[s.name].everything))}
         kept = [t for t in self._timers if t[2] in names]
         if len(kept) != len(self._timers):
             heapq.heapify(kept)

@@ -177,6 +177,24 @@ def test_reconfigure_keeps_state() -> None:
         Trigger("rv", "u1", "p", 1200)]
 
 
+def test_reconfigure_reshapes_stored_state_and_keeps_offsets() -> None:
+    """A `per` change drops the scene's windows of every user, also users only
+    in the table (beyond the cache), and keeps each user's applied offset."""
+    table: dict[bytes, bytes] = {}
+    host = make_host(table)
+    for n in range(20):
+        host.on_event(ev(f"u{n}", 1000, "view", product_id="p"), 100 + n, 0)
+    host.store.flush()
+    cold = make_host(table, cache=16)  # 4 users stay in the table only
+    new = load_config_text(CONFIG.replace("per: product_id", "per: category"))
+    cold.reconfigure(new.scene_list(), new.engine.limits())
+    assert cold.store.flush() == 20
+    for n in range(20):
+        offset, raw = unpack_state(table[f"u{n}".encode()])
+        assert offset == 100 + n
+        assert "rv" not in UserState.decode(raw).repeat
+
+
 # -- sweep and ticks ----------------------------------------------------------
 
 def test_due_ticks_one_in_flight_per_partition() -> None:
