@@ -231,9 +231,7 @@ class DeliveryConsumer:
             except TRANSIENT as exc:
                 log.warning("delivery will retry the record", extra={
                     **_where(record), "error": repr(exc), "retry_in_s": backoff})
-            if self._stopping.is_set():
-                return False
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             if self._stopping.is_set():
                 return False
