@@ -15,6 +15,7 @@ COPY agents /src/agents
 COPY channels /src/channels
 COPY config /src/config
 COPY scenetrigger /src/scenetrigger
+COPY strategies /src/strategies
 RUN pip install /src && rm -rf /src
 
 # Non-root; the worker's RocksDB state lives in its home (mount a volume there).
