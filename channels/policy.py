@@ -8,7 +8,9 @@ Order of checks, each with its reason code:
    time in a replay) has no calendar date in the user's zone (beyond the
    years 1-9999), so quiet hours and caps cannot be applied;
 2. ``duplicate``: the trigger id was claimed before (``SET NX`` with TTL), so
-   a retried or replayed trigger is delivered at most once;
+   a retried or replayed trigger is delivered at most once (a decision that
+   fails after the claim, e.g. Redis going away, gives the claim back so the
+   caller's retry is not mistaken for a duplicate);
 3. quiet hours in the user's zone: deferred to the end of the quiet period,
    kept in a sorted set and released by :meth:`DeliveryPolicy.release_due`;
 4. ``backoff``: the user ignored the last N deliveries (no open/click) and
@@ -24,6 +26,7 @@ Redis TTL only collects garbage. Every suppression is counted by reason.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import Counter
 from collections.abc import Sequence
@@ -85,6 +88,10 @@ class PolicyStore(Protocol):
 
     async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool: ...
 
+    async def unclaim(self, key: str) -> None:
+        """Undo a claim whose decision failed part-way, so a retry is not a duplicate."""
+        ...
+
     async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
         """Atomically: if every ``(key, limit, ttl_ms)`` is below its limit,
         increment all and return -1; else return the index of the first full one."""
@@ -136,9 +143,23 @@ class DeliveryPolicy:
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
             return self._suppress(BAD_TIME)
-        if not released and not await self.store.claim(
-                f"{self._prefix}dd:{req.trigger_id}", model.dedupe_ttl, now_ms):
+        claim = f"{self._prefix}dd:{req.trigger_id}"
+        if not released and not await self.store.claim(claim, model.dedupe_ttl, now_ms):
             return self._suppress(DUPLICATE)
+        try:
+            return await self._decide_claimed(req, now_ms, due, buckets)
+        except BaseException:
+            # Redis failed (or we were cancelled) after the claim: without this
+            # the caller's retry would read its own claim as a duplicate and
+            # the message would be lost.
+            if not released:
+                with contextlib.suppress(Exception):
+                    await self.store.unclaim(claim)
+            raise
+
+    async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
+                              buckets: tuple[str, str]) -> Decision:
+        model = self.model
         if due is not None:
             if due - req.trigger_ts > model.max_age:
                 return self._suppress(STALE)
@@ -245,6 +266,9 @@ class MemoryPolicyStore:
         self._claims[key] = now_ms + ttl_ms
         return True
 
+    async def unclaim(self, key: str) -> None:
+        self._claims.pop(key, None)
+
     async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
         values = []
         for index, (key, limit, _ttl) in enumerate(counters):
@@ -328,6 +352,9 @@ class RedisPolicyStore:
 
     async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
         return bool(await self._redis.set(key, str(now_ms), nx=True, px=max(1, ttl_ms)))
+
+    async def unclaim(self, key: str) -> None:
+        await self._redis.delete(key)
 
     async def reserve(self, counters: Sequence[tuple[str, int, int]], now_ms: int) -> int:
         if not counters:

@@ -224,3 +224,38 @@ def test_delivery_config_errors_name_section_and_field(section: dict[str, Any],
         validate_config(raw)
     text = "\n".join(err.value.problems)
     assert "'delivery'" in text and needle in text
+
+
+class ReserveFailsOnce(MemoryPolicyStore):
+    """The store going away between the dedupe claim and the cap reservation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    async def reserve(self, counters: Any, now_ms: int) -> int:
+        if self.fail:
+            self.fail = False
+            raise ConnectionError("connection reset")
+        return await super().reserve(counters, now_ms)
+
+
+async def test_a_failure_after_the_claim_releases_it_so_the_retry_is_sent() -> None:
+    policy = DeliveryPolicy(week_model(), ReserveFailsOnce())
+    noon = MONDAY + 12 * HOUR
+    with pytest.raises(ConnectionError):
+        await policy.decide(request("t1", noon), noon)
+    retried = await policy.decide(request("t1", noon), noon)
+    assert (retried.action, retried.channel) == ("send", "inbox")
+    again = await policy.decide(request("t1", noon), noon)
+    assert (again.action, again.reason) == ("suppress", "duplicate")
+
+
+@pytest.mark.integration
+async def test_unclaim_in_redis_frees_the_trigger_id(redis_client: Redis) -> None:
+    store = RedisPolicyStore(redis_client)
+    key = f"t-{uuid.uuid4().hex}"
+    assert await store.claim(key, 60_000, 0)
+    assert not await store.claim(key, 60_000, 0)
+    await store.unclaim(key)
+    assert await store.claim(key, 60_000, 0)
