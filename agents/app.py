@@ -32,6 +32,7 @@ from agents.engine_host import (
     remember_partition,
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
+from agents.rebalance import hold_flow_until_seek, seek_uncommitted_to_beginning
 from agents.settings import WorkerSettings
 from agents.timers import due_ticks
 from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
@@ -234,6 +235,9 @@ class SceneWorker:
 
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
         """Drop engines of partitions that left us (before any recovery)."""
+        # Before recovery ends with Faust's seek to committed offsets: a
+        # partition nobody committed must start at its beginning (agents.rebalance).
+        seek_uncommitted_to_beginning(self.app.consumer, self.source.topics)
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
         for partition in [p for p in self.hosts if p not in mine]:
             self._drop(partition)
@@ -246,7 +250,10 @@ class SceneWorker:
         self._forget_lag(partition)
 
     async def _on_recovered(self) -> None:
-        """After table recovery: build engines for newly assigned partitions."""
+        """After table recovery: build engines for newly assigned partitions.
+        Faust resumes and seeks the stream partitions next; nothing is taken
+        until that seek is done (agents.rebalance)."""
+        hold_flow_until_seek(self.app.consumer)
         events = self.settings.topics.events
         mine = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == events}
         for partition in [p for p in self.hosts if p not in mine]:

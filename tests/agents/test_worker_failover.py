@@ -1,7 +1,9 @@
-"""Two workers share 4 partitions; one is killed (-9) mid-stream. The other
-takes its partitions over with state recovered from the changelog and no
-trigger is lost: after deduplication by trigger id, repeat and arrival
-triggers equal replay's."""
+"""Two workers share 4 partitions; one is killed (-9) mid-stream, either
+after a first offset commit on its partitions or before any. The other takes
+its partitions over with state recovered from the changelog, takes every
+event (the group's committed offsets reach the ends) and no trigger is lost:
+after deduplication by trigger id, repeat and arrival triggers equal
+replay's."""
 
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ WORKER_ARGS = ["--clock", "event", "--store", "rocksdb", "--session-timeout", "6
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("b_commits", [False, True], ids=["before-first-commit", "after-commits"])
+def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path: Path,
+                                                  b_commits: bool) -> None:
     config = tmp_path / "scenes.yaml"
     config.write_text(CONFIG)
     expected = trigger_keys(
@@ -42,7 +46,10 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
 
     prefix = unique("t-failover")
     a = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix, WORKER_ARGS, config)
-    b = start_worker(tmp_path, "b", kafka_bootstrap, prefix, prefix, WORKER_ARGS, config)
+    # Without commits b dies before its first commit on its partitions: the
+    # survivor must start them from the beginning (no committed offset).
+    b_args = WORKER_ARGS if b_commits else [*WORKER_ARGS, "--commit-interval", "600s"]
+    b = start_worker(tmp_path, "b", kafka_bootstrap, prefix, prefix, b_args, config)
     producer: subprocess.Popen[bytes] | None = None
     try:
         wait_for("the partitions split between a and b",
@@ -60,20 +67,29 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
         wait_for("b to take some events",
                  lambda: b.metric("scenetrigger_events_total", result="accepted") >= 600,
                  60, [a, b], interval_s=0.05)
-        # Known gap (docs/worker.md): a partition whose owner died before its
-        # first offset commit was not always picked up by the survivor. Kill b
-        # after it has committed on every partition, still mid-stream.
-        wait_for("a first commit on every partition",
-                 lambda: all(c >= 0 for c in committed_offsets(
-                     kafka_bootstrap, prefix, f"{prefix}.events")[0].values()),
-                 30, [a, b], interval_s=0.1)
+        if b_commits:  # b dies after a first commit on every partition, mid-stream
+            wait_for("a first commit on every partition",
+                     lambda: all(c >= 0 for c in committed_offsets(
+                         kafka_bootstrap, prefix, f"{prefix}.events")[0].values()),
+                     30, [a, b], interval_s=0.1)
         taken_by_b = b.metric("scenetrigger_events_total", result="accepted")
         b.kill()
         assert producer.wait(timeout=60) == 0, (tmp_path / "produce.log").read_text()
         wait_for("a to own all 4 partitions",
                  lambda: a.metric("scenetrigger_partitions") == 4, 90, [a])
         _wait_until_quiet(a, 120)
-        committed = committed_offsets(kafka_bootstrap, prefix, f"{prefix}.events")
+        committed: tuple[dict[int, int], dict[int, int]] = ({}, {})
+
+        def all_committed() -> bool:
+            nonlocal committed
+            committed = committed_offsets(kafka_bootstrap, prefix, f"{prefix}.events")
+            done, ends = committed
+            return all(done.get(p, -1) >= end for p, end in ends.items())
+
+        try:  # every event taken and acked: the group's offsets reach the ends
+            wait_for("committed offsets at the ends", all_committed, 30, [a], interval_s=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"committed/end offsets {committed}\n{exc}") from None
         wait_for("a's state to hold every user",
                  lambda: a.metric("scenetrigger_users_in_state") >= users, 30, [a])
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
@@ -98,8 +114,7 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
 
 def _wait_until_quiet(worker: WorkerProcess, timeout_s: float) -> None:
     """Until the worker's taken-event count has not moved for 5 s (the input
-    is complete by then). Committed offsets are reported, not waited for: they
-    can lag after a takeover (docs/worker.md, known gaps)."""
+    is complete by then)."""
     last = -1.0
     since = time.monotonic()
 
