@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.feedback import RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
+from config.channel_models import InboxModel
 from config.models import AppConfig
 from triggers.errors import SceneTriggerError
 from triggers.events import Trigger
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from channels.registry import ChannelRegistry
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "SCENETRIGGER_REDIS_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +48,20 @@ class LivePipeline:
 def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegistry,
                         catalog: Catalog | None = None,
                         dead_letter_stream: str = DEFAULT_STREAM,
-                        who: str = "live delivery") -> LivePipeline:
+                        who: str = "live delivery",
+                        redis_url: str | None = None) -> LivePipeline:
     """The live pipeline over one Redis client (``decode_responses=True``):
     the config's channels, dead letters, policy, message index and (unless
     ``catalog`` is given) the catalog in Redis. Shared by ``replay --deliver
-    live`` and ``scenetrigger deliver``."""
+    live`` and ``scenetrigger deliver``. ``redis_url`` (the command's
+    ``--redis-url``) is also the inbox channels' Redis, unless a channel names
+    its own ``redis_url_env`` and that variable is set."""
     from channels.registry import ChannelSender, build_registry
 
     models = getattr(config, "channels", None) or {}
     if not models:
         raise SceneTriggerError(f"{who} needs a 'channels:' section in the config")
-    registry = build_registry(models)
+    registry = build_registry(models, env=inbox_env(models, redis_url))
     prefix = config.delivery.redis_prefix
     dead_letter = DeadLetterStore(client, dead_letter_stream)
     sender = ChannelSender(registry, dead_letter=dead_letter, metrics_registry=metrics)
@@ -68,9 +74,23 @@ def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegist
     return LivePipeline(pipeline, registry, dead_letter)
 
 
+def inbox_env(models: Mapping[str, Any], redis_url: str | None) -> dict[str, str]:
+    """The environment the channels are built with: ``--redis-url`` stands in
+    for the default ``$SCENETRIGGER_REDIS_URL`` of inbox channels (a flag
+    beats the environment) and for a channel's own variable when it is unset."""
+    env = dict(os.environ)
+    if redis_url:
+        for model in models.values():
+            if isinstance(model, InboxModel):
+                var = model.redis_url_env
+                if var == REDIS_URL_ENV or not env.get(var):
+                    env[var] = redis_url
+    return env
+
+
 def redis_url_or_env(url: str | None) -> str:
     """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default."""
-    return url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+    return url or os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
 
 
 def file_catalog(path: str | None) -> Catalog | None:
@@ -112,10 +132,11 @@ class SyncDelivery:
                                   catalog=catalog, metrics_registry=metrics)
         from redis.asyncio import Redis
 
-        client = Redis.from_url(redis_url_or_env(redis_url), decode_responses=True)
+        url = redis_url_or_env(redis_url)
+        client = Redis.from_url(url, decode_responses=True)
         self._closers.append(client)
         live = build_live_pipeline(config, client, metrics, catalog, self._stream,
-                                   "--deliver live")
+                                   "--deliver live", redis_url=url)
         self._closers.append(live.registry)
         self.dead_letter = live.dead_letter
         return live.pipeline

@@ -67,12 +67,13 @@ async def _main(args: argparse.Namespace) -> int:
     topics = DeliveryTopics(*topic_names(args.topic_prefix))
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
-    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    redis_url = redis_url_or_env(args.redis_url)
+    client = Redis.from_url(redis_url, decode_responses=True)
     closers: list[Any] = [client]
     consumer = None
     try:
         live = build_live_pipeline(config, client, registry, file_catalog(args.catalog),
-                                   who="scenetrigger deliver")
+                                   who="scenetrigger deliver", redis_url=redis_url)
         closers.append(live.registry)
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
             await ensure_topics(bootstrap, [topics.triggers, topics.actions])

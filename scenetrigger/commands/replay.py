@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
                         help="also push each trigger through content, policy and channels")
     parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
                         "rees46 CSV) read into memory instead of Redis")
-    parser.add_argument("--redis-url", help="with --deliver live: Redis for policy and catalog")
+    parser.add_argument("--redis-url", help="with --deliver live: Redis for policy, catalog, dead letters and the inbox channels")
     parser.set_defaults(run=run)
 
 
