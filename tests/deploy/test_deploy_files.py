@@ -53,44 +53,74 @@ def _base_name(sample: str) -> str:
     return sample
 
 
+SCENETRIGGER_SERVICES = ("worker", "collector", "journeys", "deliver", "serve")
+MOUNTED_CONFIG = "/etc/scenetrigger/config.yaml"
+
+
+def _argv(service: str) -> list[str]:
+    """The service's command, its mounted config path read from the repo."""
+    command = _compose()["services"][service]["command"]
+    argv = [str(a) for a in (command if isinstance(command, list) else shlex.split(command))]
+    return [str(DEPLOY / "scenetrigger.yaml") if a == MOUNTED_CONFIG else a for a in argv]
+
+
+def _flag(service: str, name: str) -> str:
+    argv = _argv(service)
+    return argv[argv.index(name) + 1]
+
+
 def test_compose_has_the_whole_stack() -> None:
     services = _compose()["services"]
-    assert set(services) == {"kafka", "redis", "worker", "collector", "prometheus", "grafana"}
-    for name in ("prometheus", "grafana", "collector"):
-        for port in services[name].get("ports", []):
+    assert set(services) == {"kafka", "redis", "prometheus", "grafana", *SCENETRIGGER_SERVICES}
+    for name, service in services.items():
+        for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
 
 
-@pytest.mark.parametrize("service", ["worker", "collector"])
+@pytest.mark.parametrize("service", SCENETRIGGER_SERVICES)
 def test_compose_commands_parse_with_the_cli(service: str) -> None:
-    command = _compose()["services"][service]["command"]
-    argv = command if isinstance(command, list) else shlex.split(command)
+    argv = _argv(service)
     args = build_parser(argv).parse_args(argv)
     assert args.command == service
     assert callable(args.run)
 
 
-def test_prometheus_scrapes_the_ports_compose_serves() -> None:
+@pytest.mark.parametrize("service", ["worker", "journeys", "deliver", "serve"])
+def test_compose_services_share_the_mounted_config(service: str) -> None:
+    assert _compose()["services"][service]["command"].count(MOUNTED_CONFIG) == 1
+    volumes = _compose()["services"][service]["volumes"]
+    assert f"./scenetrigger.yaml:{MOUNTED_CONFIG}:ro" in volumes
+
+
+def test_deploy_config_is_valid_with_the_shipped_scenes() -> None:
+    from config.loader import load_config
+
+    deploy = load_config(DEPLOY / "scenetrigger.yaml")
+    shipped = load_config(REPO / "config" / "scenes.yaml")
+    assert deploy.scene_list() == shipped.scene_list()
+    assert "inbox" in deploy.channels
+    assert deploy.strategies.all_journeys()  # the reactivation strategy runs
+
+
+def test_prometheus_scrapes_every_process_compose_runs() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
-    services = _compose()["services"]
-
-    def flag(service: str, name: str) -> str:
-        argv = services[service]["command"]
-        return str(argv[argv.index(name) + 1])
-
-    assert targets == {f"worker:{flag('worker', '--metrics-port')}",
-                       f"collector:{flag('collector', '--port')}"}
+    expected = {f"{name}:{_flag(name, '--metrics-port')}" for name in
+                ("worker", "journeys", "deliver")}
+    expected |= {f"{name}:{_flag(name, '--port')}" for name in ("collector", "serve")}
+    assert targets == expected
     # Prometheus runs in another container: a loopback listener cannot be scraped.
-    assert flag("worker", "--metrics-host") == "0.0.0.0"
-    assert flag("collector", "--host") == "0.0.0.0"
+    for name in ("worker", "journeys", "deliver"):
+        assert _flag(name, "--metrics-host") == "0.0.0.0"
+    for name in ("collector", "serve"):
+        assert _flag(name, "--host") == "0.0.0.0"
 
 
 def test_worker_metrics_host_reaches_the_settings() -> None:
     from scenetrigger.commands.worker import build_settings
 
-    argv = _compose()["services"]["worker"]["command"]
+    argv = _argv("worker")
     assert build_settings(build_parser(argv).parse_args(argv)).metrics_host == "0.0.0.0"
     default = ["worker", "--metrics-port", "9100"]
     assert build_settings(build_parser(default).parse_args(default)).metrics_host == "127.0.0.1"
