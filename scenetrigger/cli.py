@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "report": "scenetrigger.commands.report",
     "journeys": "scenetrigger.commands.journeys",
     "deliver": "scenetrigger.commands.deliver",
+    "export": "scenetrigger.commands.export",
 }
 
 

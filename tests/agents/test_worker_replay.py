@@ -1,10 +1,17 @@
 """The rees46 sample on a 4-partition topic, one worker with ``--clock event``:
-repeat and arrival triggers equal replay's, as multisets."""
+repeat and arrival triggers equal replay's, as multisets; and ``scenetrigger
+report`` over the worker's records (``scenetrigger export`` of its triggers
+and events topics) gives those scenes the funnel and uplift of a report over
+the replay."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from tests.agents.worker_support import (
@@ -74,3 +81,33 @@ def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path
     assert got == expected_counts
     assert all(r["trigger_id"] and r["fired_at_ms"] > 0 for r in records)
     assert len({r["trigger_id"] for r in records}) == len(records)
+
+    # report over the worker's records == report over the replay, per compared scene
+    exported = {}
+    for name in ("triggers", "events"):
+        exported[name] = tmp_path / f"{name}.jsonl"
+        _cli(["export", f"{prefix}.{name}", "--broker", kafka_bootstrap, "--sort-by-ts",
+              "--out", str(exported[name])])
+    assert len(exported["events"].read_bytes().splitlines()) == EVENTS_IN_SAMPLE
+    replayed = tmp_path / "replayed.jsonl"
+    _cli(["replay", str(SAMPLE), "--config", str(config), "--out", str(replayed),
+          "--no-progress"])
+    from_worker = _scene_rows(exported["triggers"], exported["events"], config)
+    from_replay = _scene_rows(replayed, SAMPLE, config)
+    assert from_worker == from_replay
+    assert sum(row["treated"] for row in from_replay.values()) > 100
+    assert sum(row["control"] for row in from_replay.values()) > 10
+
+
+def _cli(args: list[str]) -> str:
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _scene_rows(triggers: Path, events: Path, config: Path) -> dict[str, Any]:
+    report = orjson.loads(_cli(["report", str(triggers), str(events), "--config", str(config),
+                                "--control-share", "0.2", "--json", "-"]))
+    return {row["name"]: row for row in report["rows"]
+            if row["kind"] == "scene" and row["name"] in COMPARED}

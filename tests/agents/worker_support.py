@@ -164,36 +164,11 @@ def trigger_keys(records: Iterable[dict[str, Any]], scenes: set[str]) -> Counter
     return Counter(_key(r) for r in records if r["scene"] in scenes)
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int = 4,
-               timeout_s: float = 30) -> list[dict[str, Any]]:
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 30) -> list[dict[str, Any]]:
     """Every record of ``topic`` from the beginning to its current end (orjson values)."""
-    pairs = asyncio.run(_read(bootstrap, topic, partitions, timeout_s))
-    return [orjson.loads(v) for _k, v in pairs]
+    from agents.export import read_topic as read_records
 
-
-async def _read(bootstrap: str, topic: str, partitions: int,
-                timeout_s: float) -> list[tuple[bytes, bytes]]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes, bytes]] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                return out
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                out += [(r.key, r.value) for r in records]
-        raise AssertionError(f"could not read {topic} to its end in {timeout_s}s")
-    finally:
-        await consumer.stop()
+    return [orjson.loads(r.value) for r in asyncio.run(read_records(bootstrap, topic, timeout_s))]
 
 
 def send_raw(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
