@@ -214,7 +214,9 @@ class SceneWorker:
         store = PartitionStore(_PartitionTable(table, partition, memory),
                                lambda: faust_partition_items(table, partition),
                                self.settings.cache_users)
-        engine = Engine(self.config.scene_list(), store, self.config.engine.limits())
+        # Profiles on: every trigger record carries the user's profile for delivery.
+        engine = Engine(self.config.scene_list(), store, self.config.engine.limits(),
+                        track_profile=True)
         host = PartitionHost(partition, engine, store, self.settings.clock == "event")
         started = time.perf_counter()
         armed = host.rebuild()

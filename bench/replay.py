@@ -6,10 +6,12 @@ Generates (once, cached in bench/data/, gitignored) a synthetic JSONL stream
 of shopper personas, then runs, interleaved and repeated:
 
 - ``parse``: read every line and ``orjson.loads`` it (the floor any replay pays);
-- ``replay-null``: ``replay`` with the shipped config, triggers to a null sink;
+- ``replay-null``: ``replay`` with the shipped config as ``scenetrigger replay``
+  runs it without ``--deliver`` (no per-user profile aggregates: nothing
+  reads them), triggers to a null sink;
 - ``replay-file``: the same, triggers written as JSONL to bench/out/;
-- ``replay-null-no-profile``: as replay-null without the per-user profile
-  aggregates (``Engine.track_profile = False``), to show what they cost;
+- ``replay-null-profiles``: as replay-null with the profile aggregates kept
+  (what ``--deliver``, scene user filters and the worker need);
 - ``replay-null-N-shards``: ``replay_sharded`` in N processes (same output;
   its CPU time includes the shard processes).
 
@@ -104,11 +106,10 @@ def parse_only(path: Path) -> int:
 
 
 def replay_run(
-    path: Path, sink_to_file: bool, track_profile: bool = True
+    path: Path, sink_to_file: bool, profiles: bool = False
 ) -> tuple[int, Engine, dict[str, int]]:
     config = load_config()
-    engine = new_engine(config)
-    engine.track_profile = track_profile
+    engine = new_engine(config, profiles=profiles)
     with path.open("rb", buffering=1 << 20) as fh:
         records = read_events(fh, "jsonl", config.engine.max_line_bytes, id_limits(config))
         if sink_to_file:
@@ -141,14 +142,14 @@ def sharded_run(path: Path, shards: int) -> tuple[int, dict[str, int]]:
 
 def measure(path: Path, reps: int, shards: int) -> dict[str, Any]:
     runs: dict[str, list[tuple[float, float]]] = {
-        "parse": [], "replay-null": [], "replay-file": [], "replay-null-no-profile": [],
+        "parse": [], "replay-null": [], "replay-file": [], "replay-null-profiles": [],
         f"replay-null-{shards}-shards": []}
     counts: dict[str, int] = {}
     triggers: dict[str, int] = {}
     sharded: dict[str, int] = {}
 
-    def run_replay(to_file: bool, track_profile: bool = True) -> int:
-        read, _, fired = replay_run(path, to_file, track_profile)
+    def run_replay(to_file: bool, profiles: bool = False) -> int:
+        read, _, fired = replay_run(path, to_file, profiles)
         triggers.update(fired)
         return read
 
@@ -161,7 +162,7 @@ def measure(path: Path, reps: int, shards: int) -> dict[str, Any]:
         "parse": lambda: parse_only(path),
         "replay-null": lambda: run_replay(False),
         "replay-file": lambda: run_replay(True),
-        "replay-null-no-profile": lambda: run_replay(False, track_profile=False),
+        "replay-null-profiles": lambda: run_replay(False, profiles=True),
         f"replay-null-{shards}-shards": run_sharded,
     }
     for rep in range(reps):
@@ -199,7 +200,7 @@ def memory_probe(path: Path, mode: str) -> dict[str, Any]:
     if mode == "tracemalloc":
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else rss_bytes()
-    _, engine, _ = replay_run(path, False)
+    _, engine, _ = replay_run(path, False, profiles=True)  # the worker's state
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] if mode == "tracemalloc" else rss_bytes()
     users = len(engine.store)

@@ -24,6 +24,7 @@ from scenetrigger.sources import Format, Record, read_events
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
 from triggers.events import IdLimits, Trigger
+from triggers.scenes import Scene
 
 TriggerSink = Callable[[Trigger], None]
 
@@ -71,8 +72,19 @@ class ReplaySummary:
         return "\n".join(lines)
 
 
-def new_engine(config: AppConfig) -> Engine:
-    return Engine(config.scene_list(), limits=config.engine.limits())
+def new_engine(config: AppConfig, profiles: bool = True) -> Engine:
+    """The config's engine. ``profiles``: whether the host reads the per-user
+    profile aggregates (content selection, delivery, trigger records); a host
+    that only reports triggers passes False and saves their upkeep on every
+    event. Scenes with a ``user`` filter read them, so they keep them on."""
+    scenes = config.scene_list()
+    return Engine(scenes, limits=config.engine.limits(),
+                  track_profile=profiles or filters_users(scenes))
+
+
+def filters_users(scenes: Iterable[Scene]) -> bool:
+    """Whether any scene has a ``user`` filter (which reads the profile)."""
+    return any(scene.user is not None for scene in scenes)
 
 
 def id_limits(config: AppConfig) -> IdLimits:
@@ -234,7 +246,9 @@ def _run_shard(path: str, fmt: Format, config: AppConfig, shard: int, shards: in
                advance_to: int | None) -> ShardResult:
     with open(path, "rb", buffering=1 << 20) as fh:
         records = read_events(fh, fmt, config.engine.max_line_bytes, id_limits(config))
-        return replay_shard(records, new_engine(config), shard, shards, advance_to)
+        # Shards report triggers only: profiles only for scenes' user filters.
+        return replay_shard(records, new_engine(config, profiles=False), shard, shards,
+                            advance_to)
 
 
 def replay_sharded(

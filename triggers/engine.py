@@ -52,7 +52,13 @@ class _AbsenceRule:
 
 
 class Engine:
-    """Runs a list of scenes over events for many users."""
+    """Runs a list of scenes over events for many users.
+
+    ``track_profile``: keep each user's :class:`~triggers.profile.Profile`
+    up to date. A host sets it from what it reads: delivery, content and
+    trigger records read profiles; a replay that only reports triggers does
+    not (its states then carry the empty profile). Scene user filters need it.
+    """
 
     def __init__(
         self,

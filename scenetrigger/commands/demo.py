@@ -120,8 +120,8 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     start_ms = args.start_ms if args.start_ms is not None else default_start_ms()
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
     content = live.content if live is not None else pick_content(config, args.content, registry)
-    runtime = EmbeddedRuntime(
-        new_engine(config), stream, start_ms=start_ms, speed=args.speed,
+    runtime = EmbeddedRuntime(  # profiles on: content previews read them
+        new_engine(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
         persona_of=stream.persona_of, content=content, registry=registry,
     )
     if live is not None:

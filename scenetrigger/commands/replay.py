@@ -45,7 +45,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    engine = new_engine(config)
+    # Trigger lines carry no profile fields: only delivery (content, quiet
+    # hours) and scenes' user filters read the profiles (see new_engine).
+    engine = new_engine(config, profiles=args.deliver is not None)
     max_line = config.engine.max_line_bytes
     with open_input(args.events) as (stream, size), _open_out(args.out) as out, \
             _open_optional(args.rejects) as rejects, _delivery(args, config, engine) as delivery:

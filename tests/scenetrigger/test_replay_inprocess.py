@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from config.loader import load_config
+from config.loader import load_config, validate_config
 from scenetrigger.personas import generate_events
 from scenetrigger.replay import new_engine, replay
 from scenetrigger.sources import Record
@@ -37,6 +37,28 @@ def test_persona_stream_equals_reference_for_every_scene() -> None:
     assert [(p.scene, p.user_id, p.deadline) for p in summary.pending] == pending
     assert all(summary.triggers[name] > 0 for name in SCENES)  # the test can see each scene
     assert progress == [16_384]
+
+
+def test_without_profiles_the_output_is_the_same() -> None:
+    """A host that reads no profile (replay without --deliver) turns them off;
+    the triggers and pending timers stay those of the reference model."""
+    events = persona_events(5_000)
+    engine = new_engine(load_config(), profiles=False)
+    assert not engine.track_profile
+    fired: list[Trigger] = []
+    summary = replay(records_of(events), engine, fired.append)
+    expected, pending = run_reference(SCENES, events)
+    assert [(t.scene, t.user_id, t.key, t.ts) for t in fired] == expected
+    assert [(p.scene, p.user_id, p.deadline) for p in summary.pending] == pending
+    assert all(s.profile.views == 0 for _, s in engine.store.items())
+    assert new_engine(load_config()).track_profile  # the default: profiles kept
+
+
+def test_scenes_with_a_user_filter_keep_profiles_on() -> None:
+    config = validate_config({"scenes": {"c": {
+        "kind": "absence", "start": {"type": "cart"}, "after": "30m",
+        "user": {"segment": {"in": ["loyal"]}}}}})
+    assert new_engine(config, profiles=False).track_profile
 
 
 def test_replay_restores_the_gc() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from config.loader import load_config
@@ -47,6 +48,26 @@ def test_round_trip_is_exact() -> None:
             again.repeat["repeat_view_no_purchase"].items()} == {
         k: (w.when, w.unless, w.last_fire) for k, w in
         state.repeat["repeat_view_no_purchase"].items()}
+
+
+def test_without_profiles_the_state_round_trips_with_a_default_profile() -> None:
+    """An engine that keeps no profiles (a replay that only reports triggers)
+    fires the same and stores the same windows; its profile is the empty one,
+    and the bytes still round trip (through a BytesStore too)."""
+    events = [*typical_user_events(), ev("541312140", T0 + 60 * MINUTE, "purchase", price="9")]
+    on, off = shipped(), shipped()
+    off.track_profile = False
+    assert feed(on, events) == feed(off, events)
+    state_on, state_off = on.store.get("541312140"), off.store.get("541312140")
+    assert state_on is not None and state_off is not None
+    assert state_on.profile.views == 20  # the profile did see the events when on
+    assert state_off.profile.to_wire() == UserState().profile.to_wire()
+    data = state_off.encode()
+    assert UserState.decode(data).encode() == data
+    wire_on, wire_off = orjson.loads(state_on.encode()), orjson.loads(data)
+    assert wire_on[:5] == wire_off[:5]  # everything but the profile is the same
+    stored = Engine(load_config().scene_list(), store=BytesStore({}), track_profile=False)
+    assert feed(stored, events) == feed(shipped(), events)
 
 
 def test_bytes_store_gives_the_same_triggers_as_memory() -> None:
