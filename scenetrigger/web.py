@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scenetrigger.embedded import EmbeddedRuntime
+from scenetrigger.http_site import start_site
 
 RUNTIME_KEY = web.AppKey("runtime", EmbeddedRuntime)
 PAGE_KEY = web.AppKey("page", bytes)
@@ -99,14 +100,5 @@ class Served:
 
 async def serve(runtime: EmbeddedRuntime, host: str = "127.0.0.1", port: int = 8080) -> Served:
     """Start the app on ``host:port`` (port 0: a free one); returns the URL bound."""
-    runner = web.AppRunner(create_app(runtime), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_host, bound_port = runner.addresses[0][:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-    return Served(runner, f"http://{shown}:{bound_port}/")
+    runner, base = await start_site(create_app(runtime), host, port)
+    return Served(runner, f"{base}/")

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from scenetrigger.http_site import start_site
 
 log = logging.getLogger("scenetrigger.webhook_sink")
 
@@ -96,14 +97,5 @@ class ServedSink:
 
 async def serve_sink(sink: WebhookSink, host: str, port: int) -> ServedSink:
     """Start the sink on ``host:port`` (0: a free port)."""
-    runner = web.AppRunner(sink.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_host, bound_port = runner.addresses[0][:2]
-    shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-    return ServedSink(runner, f"http://{shown}:{bound_port}{HOOK_PATH}")
+    runner, base = await start_site(sink.app(), host, port)
+    return ServedSink(runner, f"{base}{HOOK_PATH}")
