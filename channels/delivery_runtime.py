@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
-from channels.feedback import RedisMessageIndex
+from channels.feedback import FeedbackSink, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
 from config.channel_models import InboxModel
@@ -49,13 +49,15 @@ def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegist
                         catalog: Catalog | None = None,
                         dead_letter_stream: str = DEFAULT_STREAM,
                         who: str = "live delivery",
-                        redis_url: str | None = None) -> LivePipeline:
+                        redis_url: str | None = None,
+                        feedback: FeedbackSink | None = None) -> LivePipeline:
     """The live pipeline over one Redis client (``decode_responses=True``):
     the config's channels, dead letters, policy, message index and (unless
     ``catalog`` is given) the catalog in Redis. Shared by ``replay --deliver
     live`` and ``scenetrigger deliver``. ``redis_url`` (the command's
     ``--redis-url``) is also the inbox channels' Redis, unless a channel names
-    its own ``redis_url_env`` and that variable is set."""
+    its own ``redis_url_env`` and that variable is set. ``feedback`` receives
+    the pipeline's delivered / failed events."""
     from channels.registry import ChannelSender, build_registry
 
     models = getattr(config, "channels", None) or {}
@@ -70,7 +72,7 @@ def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegist
         channels=registry.names(),
         catalog=catalog if catalog is not None else RedisCatalog(client, f"{prefix}cat:"),
         store=RedisPolicyStore(client), index=RedisMessageIndex(client, prefix),
-        metrics_registry=metrics)
+        feedback=feedback, metrics_registry=metrics)
     return LivePipeline(pipeline, registry, dead_letter)
 
 

@@ -13,9 +13,11 @@ triggers topic and the journeys' actions topic and hands each record to a
 * a ``handoff``: ``pipeline.hand_off``, once per message id.
 
 Records of one partition are handled in order, partitions side by side.
-Offsets are committed only once every record of the batch is handled
-(at-least-once; the Redis dedupe claim makes a redelivered record deliver at
-most once). A record that cannot be decoded is logged, counted by reason and
+Offsets are committed only once every record of the batch is handled and
+the feedback events it caused (``delivered`` / ``failed``, published by a
+:class:`channels.feedback_kafka.AckedFeedbackSink`) are acknowledged by
+Kafka (at-least-once; the Redis dedupe claim makes a redelivered record
+deliver at most once). A record that cannot be decoded is logged, counted by reason and
 skipped; a Redis or network error retries the record until it goes through
 or the consumer stops. The latest profile of each user seen is kept in a
 bounded LRU: quiet-hours deferrals released by the ticker and journey sends
@@ -43,6 +45,7 @@ from channels.delivery_records import (
     decode_trigger,
     state_with,
 )
+from channels.feedback_kafka import FeedbackFlush
 from channels.pipeline import DeliveryPipeline, Outcome
 from strategies.actions import SendAction
 from triggers.profile import Profile
@@ -121,14 +124,17 @@ class DeliveryConsumer:
 
     ``consumer`` is a started aiokafka consumer subscribed to both topics,
     with ``enable_auto_commit=False`` (or a fake with ``getmany`` and ``commit``).
+    ``feedback``: the pipeline's feedback sink when its sends are acknowledged
+    later (:meth:`FeedbackFlush.flush` runs before every commit).
     """
 
     def __init__(self, pipeline: DeliveryPipeline, consumer: Any, topics: DeliveryTopics, *,
                  registry: CollectorRegistry, release_interval_ms: int = 1_000,
                  profiles: int = 100_000, now_ms: Callable[[], int] = wall_ms,
                  poll_ms: int = 500, max_records: int = 500,
-                 retry_backoff_s: float = 0.5) -> None:
+                 retry_backoff_s: float = 0.5, feedback: FeedbackFlush | None = None) -> None:
         self.pipeline = pipeline
+        self.feedback = feedback  # the pipeline's feedback sink, flushed before commits
         self.consumer = consumer
         self.topics = topics
         self.metrics = ConsumerMetrics.create(registry)
@@ -170,7 +176,7 @@ class DeliveryConsumer:
                 done[tp] = record.offset + 1
 
         await asyncio.gather(*(partition(tp, records) for tp, records in batch.items()))
-        if done:
+        if done and await self._flush_feedback():
             await self._commit(done)
 
     async def handle(self, record: Any) -> Outcome | None:
@@ -237,6 +243,26 @@ class DeliveryConsumer:
                 return False
             backoff = min(backoff * 2, 10.0)
 
+    async def _flush_feedback(self) -> bool:
+        """Wait until the feedback sent so far is acknowledged, retrying while
+        Kafka refuses; False when stopped first (nothing is committed then:
+        the records come again, as duplicates, and their feedback is lost)."""
+        if self.feedback is None:
+            return True
+        backoff = self._retry_backoff_s
+        while True:
+            try:
+                await self.feedback.flush()
+                return True
+            except Exception as exc:  # Kafka down or refusing: the sends are kept
+                log.warning("feedback not acknowledged, offsets wait", extra={
+                    "error": repr(exc), "retry_in_s": backoff})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            if self._stopping.is_set():
+                return False
+            backoff = min(backoff * 2, 10.0)
+
     async def _commit(self, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError
 
@@ -253,6 +279,11 @@ class DeliveryConsumer:
                 await self.release(self._now_ms())
             except Exception:  # the next tick tries again
                 log.exception("releasing deferred deliveries failed")
+            if self.feedback is not None:  # released sends' feedback: tied to no offset
+                try:
+                    await self.feedback.flush()
+                except Exception as exc:  # kept: the next flush sends them again
+                    log.warning("feedback not acknowledged", extra={"error": repr(exc)})
 
 
 def _where(record: Any) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """``scenetrigger deliver``: the delivery pipeline on Kafka. Reads the scene
 worker's triggers topic and the journeys' actions topic in one consumer
 group and sends each message through the configured channels, inside the
-delivery policy (see :mod:`channels.kafka_delivery`)."""
+delivery policy (see :mod:`channels.kafka_delivery`). Each ``delivered`` /
+``failed`` feedback event goes, keyed by user, to the events topic and, with
+``--journeys-feedback``, to the journeys' feedback topic, acknowledged before
+the offsets of its record are committed."""
 
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ def register(sub: Any) -> None:
                         help="address /metrics listens on (default 127.0.0.1)")
     parser.add_argument("--release-interval", type=duration, default=1_000,
                         help="how often due quiet-hours deferrals are released (default 1s)")
+    parser.add_argument("--journeys-feedback", action="store_true",
+                        help="also publish delivered/failed feedback to the journeys' "
+                             "feedback topic (PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--profiles", type=positive, default=100_000,
                         help="latest profiles kept for releases and journey sends "
                              "(default 100000 users)")
@@ -53,46 +59,54 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import CollectorRegistry, start_http_server
     from redis.asyncio import Redis
 
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers
     from channels.delivery_runtime import build_live_pipeline, file_catalog, redis_url_or_env
+    from channels.feedback_kafka import AckedFeedbackSink, feedback_topics
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
     from config.loader import load_config
 
     config = load_config(args.config)
     topics = DeliveryTopics(*topic_names(args.topic_prefix))
+    out_topics = feedback_topics(args.topic_prefix, args.journeys_feedback)
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
     redis_url = redis_url_or_env(args.redis_url)
     client = Redis.from_url(redis_url, decode_responses=True)
     closers: list[Any] = [client]
-    consumer = None
+    consumer = producer = None
     try:
+        feedback = AckedFeedbackSink(None, out_topics, registry=registry)
         live = build_live_pipeline(config, client, registry, file_catalog(args.catalog),
-                                   who="scenetrigger deliver", redis_url=redis_url)
+                                   who="scenetrigger deliver", redis_url=redis_url,
+                                   feedback=feedback)
         closers.append(live.registry)
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
-            await ensure_topics(bootstrap, [topics.triggers, topics.actions])
+            await ensure_topics(bootstrap, [topics.triggers, topics.actions, *out_topics])
         except Exception as exc:
             raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        feedback.producer = producer
         consumer = AIOKafkaConsumer(topics.triggers, topics.actions, bootstrap_servers=bootstrap,
                                     group_id=args.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
         delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
                                     release_interval_ms=args.release_interval,
-                                    profiles=args.profiles)
+                                    profiles=args.profiles, feedback=feedback)
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, delivery.stop)
         print(f"scenetrigger deliver: group {args.group}, broker {bootstrap}, topics "
-              f"{topics.triggers} + {topics.actions}, channels "
+              f"{topics.triggers} + {topics.actions}, feedback to {' + '.join(out_topics)}, "
+              f"channels "
               f"{', '.join(sorted(live.pipeline.channels))}", file=sys.stderr, flush=True)
         try:
             await delivery.run()
@@ -104,6 +118,8 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         if consumer is not None:
             await consumer.stop()
+        if producer is not None:  # sends what is still buffered
+            await producer.stop()
         for item in reversed(closers):
             closer = getattr(item, "aclose", None) or item.close
             await closer()

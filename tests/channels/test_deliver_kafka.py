@@ -5,9 +5,12 @@ A search-driven shopper and a category browser each view one product three
 times (repeat_view_no_purchase), a third user opens a promo page
 (promo_arrival). The worker publishes the triggers with the users' profiles;
 `scenetrigger deliver` (subprocess) sends one message per trigger, its
-content chosen by the user's browsing style. A second consumer group reading
-everything again delivers nothing twice (Redis dedupe), and a journey send
-put on the actions topic, twice, is delivered once.
+content chosen by the user's browsing style, and publishes a `delivered`
+feedback event per message to the events topic (which the worker takes
+without rejecting) and, with --journeys-feedback, to the journeys' feedback
+topic. A second consumer group reading everything again delivers nothing
+twice (Redis dedupe), and a journey send put on the actions topic, twice, is
+delivered once.
 """
 
 from __future__ import annotations
@@ -122,13 +125,14 @@ def clickstream(searcher: str, browser: str, promo: str, now: int) -> list[dict[
 
 
 def start_deliver(tmp: Path, name: str, bootstrap: str, prefix: str, group: str,
-                  config: Path, catalog: Path, redis_url: str) -> WorkerProcess:
+                  config: Path, catalog: Path, redis_url: str,
+                  extra: Sequence[str] = ()) -> WorkerProcess:
     port = free_port()
     log_path = tmp / f"deliver-{name}.log"
     args = [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", "deliver",
             "--config", str(config), "--broker", bootstrap, "--topic-prefix", prefix,
             "--group", group, "--redis-url", redis_url, "--catalog", str(catalog),
-            "--metrics-port", str(port), "--release-interval", "200ms"]
+            "--metrics-port", str(port), "--release-interval", "200ms", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DELIVER_TEST_SECRET": "test-secret",
            "DELIVER_TEST_REDIS": redis_url}
     with open(log_path, "wb") as log:
@@ -185,6 +189,17 @@ async def inbox_messages(redis_url: str, prefix: str, users: Sequence[str]
         await client.aclose()
 
 
+async def feedback_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The feedback records of a topic (keyed by their user), in topic order per user."""
+    out = []
+    for record in await read_topic(bootstrap, topic):
+        value = orjson.loads(record.value)
+        if value.get("source") == "feedback":
+            assert record.key == value["user_id"].encode()
+            out.append(value)
+    return sorted(out, key=lambda v: (v["user_id"], v["message_id"]))
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
@@ -206,7 +221,7 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
         config = load_config(config_path)
         worker = start_worker(tmp_path, "w", kafka_bootstrap, prefix, prefix, [], config_path)
         first = start_deliver(tmp_path, "first", kafka_bootstrap, prefix, f"{prefix}-g1",
-                              config_path, catalog_path, redis_url)
+                              config_path, catalog_path, redis_url, ["--journeys-feedback"])
         procs = [worker, first]  # watched: a death fails the wait at once
         everyone = list(procs)
         try:
@@ -247,6 +262,22 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
             assert message_of[browser]["subject"] == "New in shoes"
             assert message_of[promo]["data"]["variant"] == "generic"
 
+            # one `delivered` feedback record per message, keyed by user, on the
+            # events topic and the journeys' feedback topic alike
+            feedback = await feedback_records(kafka_bootstrap, f"{prefix}.feedback")
+            on_events = await feedback_records(kafka_bootstrap, f"{prefix}.events")
+            assert on_events == feedback
+            assert sorted((f["type"], f["user_id"], f["message_id"], f["channel"], f["scene"])
+                          for f in feedback) == sorted(
+                ("delivered", m["user_id"], m["message_id"], m["channel"], m["scene"])
+                for m in delivered)
+            assert all(f["source"] == "feedback" for f in feedback)
+            # the worker takes them like any event: none rejected, no trigger
+            clicks = len(clickstream(searcher, browser, promo, now))
+            await until("the worker to take the feedback", lambda: worker.metric(
+                "scenetrigger_events_total", result="accepted") >= clicks + 3, 120, procs)
+            assert worker.metric("scenetrigger_events_total", result="rejected") == 0
+
             # the first group committed everything it handled before it stopped
             # (a partition that never had a record has no committed offset)
             committed, ends = await asyncio.to_thread(
@@ -282,6 +313,14 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
 
         hooks = [orjson.loads(r.body) for r in receiver.requests]
         assert [m["message_id"] for m in hooks][1:] == [f"{run}-jm"]
+        # the second group (no --journeys-feedback) wrote the journey send's
+        # feedback to the events topic only
+        journey_feedback = [f for f in await feedback_records(kafka_bootstrap,
+                                                              f"{prefix}.events")
+                            if f["message_id"] == f"{run}-jm"]
+        assert [(f["type"], f["strategy"], f["step"]) for f in journey_feedback] == [
+            ("delivered", "reactivation", "push_1")]
+        assert len(await feedback_records(kafka_bootstrap, f"{prefix}.feedback")) == 3
         journey = hooks[1]
         searcher_profile = by_user[searcher].profile
         assert searcher_profile is not None
