@@ -11,10 +11,19 @@ applied twice.
 
 Stored value: ``0x01 | int64 offset (big-endian) | UserState.encode()``. A
 bare ``UserState.encode()`` value (no envelope) is read as offset -1.
+
+Besides the users, each partition keeps one reserved key,
+:func:`shapes_key` (``0xFF "scenes:" partition``: never valid UTF-8, so never
+a user id's key), holding the shapes of the scenes its states were written
+under (:func:`triggers.reshape.encode_shapes`). A host built from recovered
+state under other shapes drops what a hot reload would have dropped, so a
+worker restarted with a changed config does not read old-shape state as new.
+Scans of users skip reserved keys.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,14 +32,28 @@ from typing import Any, Protocol
 from triggers.engine import Engine
 from triggers.errors import StateDecodeError
 from triggers.events import Event, Trigger
+from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import AbsenceScene, Limits, Scene
 from triggers.state import UserState
+
+log = logging.getLogger("agents.engine_host")
 
 _ENVELOPE = struct.Struct(">Bq")
 _ENVELOPE_VERSION = 1
 NO_OFFSET = -1
 
 Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
+RESERVED = b"\xff"  # first byte of the reserved keys: UTF-8 (user ids) never has it
+
+
+def shapes_key(partition: int) -> bytes:
+    """The partition's scene-shapes key (one per partition: the table's key
+    space is shared by all partitions)."""
+    return RESERVED + b"scenes:%d" % partition
+
+
+def is_reserved(key: bytes) -> bool:
+    return key[:1] == RESERVED
 
 
 class TableLike(Protocol):
@@ -73,6 +96,8 @@ class PartitionStore:
         self._limit = max(cache_limit, 16)
         self._cache: dict[str, _Entry] = {}
         self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
+        self._meta_staged: dict[bytes, bytes] = {}
         self.users = 0
         self.bytes = 0
 
@@ -96,6 +121,8 @@ class PartitionStore:
             seen.add(user_id)
             yield user_id, entry.state
         for key, data in self._scan():
+            if is_reserved(key):
+                continue
             user_id = key.decode()
             if user_id not in seen:
                 yield user_id, UserState.decode(unpack_state(data)[1])
@@ -118,9 +145,14 @@ class PartitionStore:
     def dirty(self) -> bool:
         return bool(self._dirty)
 
+    def stage_meta(self, key: bytes, value: bytes) -> None:
+        """A reserved key's value, written by the next flush after the states."""
+        self._meta_staged[key] = value
+
     def flush(self) -> int:
-        """Write every staged state into the table (must run inside the agent's
-        stream iteration of an event of this partition); returns how many."""
+        """Write every staged state, then the staged reserved keys, into the
+        table (must run inside the agent's stream iteration of an event of
+        this partition); returns how many states."""
         table = self._table
         written = 0
         for user_id in self._dirty:
@@ -133,6 +165,12 @@ class PartitionStore:
             entry.size = len(data)
             written += 1
         self._dirty.clear()
+        # Last: shapes written before the states they describe could make a
+        # crash in between read old-shape states as new.
+        for key, value in self._meta_staged.items():
+            table[key] = value
+            self.meta[key] = value
+        self._meta_staged.clear()
         self._evict()
         return written
 
@@ -140,9 +178,14 @@ class PartitionStore:
         """Scan the partition's stored states (after recovery), counting them."""
         self._cache.clear()
         self._dirty.clear()
+        self.meta.clear()
+        self._meta_staged.clear()
         self.users = 0
         self.bytes = 0
         for key, data in self._scan():
+            if is_reserved(key):
+                self.meta[key] = data
+                continue
             offset, raw = unpack_state(data)
             state = UserState.decode(raw)
             user_id = key.decode()
@@ -231,6 +274,7 @@ class PartitionHost:
         self.absence_scenes = _absence_names(engine)
         self.pending = Pending()
         self.revoked = False  # set when the partition left us: never write again
+        self.reshaped = 0  # users whose recovered state the config's shapes changed
 
     @property
     def idle(self) -> bool:
@@ -255,6 +299,33 @@ class PartitionHost:
             # reach state, so it is the largest max_ts. No advance(): that would
             # fire timers outside stream iteration; the next event or tick does.
             self.engine.clock = clock
+        return self._reshape_recovered(armed)
+
+    def _reshape_recovered(self, armed: int) -> int:
+        """Recovered state written under other scene shapes (a restart with a
+        changed config): drop what a hot reload to this config would have
+        dropped (staged, written at the next settle), then the new shapes.
+        State without stored shapes (written before they were kept) is kept."""
+        key = shapes_key(self.partition)
+        current = shapes(self.engine.scenes)
+        encoded = encode_shapes(current)
+        stored = self.store.meta.get(key)
+        if stored == encoded:
+            return armed
+        if stored is not None:
+            try:
+                plan = shape_resets(decode_shapes(stored), current)
+            except StateDecodeError as exc:  # e.g. written by a newer version: keep the state
+                log.warning("stored scene shapes unreadable, state kept as is",
+                            extra={"partition": self.partition, "error": str(exc)})
+                plan = {}
+            if plan:
+                self.reshaped = reset_store(self.store, plan)
+                armed = self.engine.rebuild_timers()  # without the timers just dropped
+                log.info("recovered state reshaped for the config's scenes", extra={
+                    "partition": self.partition, "scenes": sorted(plan),
+                    "users": self.reshaped})
+        self.store.stage_meta(key, encoded)
         return armed
 
     def on_event(self, event: Event, offset: int, now_ms: int) -> list[Trigger] | None:
@@ -286,9 +357,13 @@ class PartitionHost:
         return deadline if deadline < clock else None
 
     def reconfigure(self, scenes: Sequence[Scene], limits: Limits) -> None:
-        """Hot reload: new scenes, same user state and timers (by scene name)."""
+        """Hot reload: new scenes, user state and timers kept by scene name
+        unless a scene's new shape invalidates them; the new shapes are
+        written after the reshaped states."""
         self.engine.reconfigure(scenes, limits)
         self.absence_scenes = _absence_names(self.engine)
+        self.store.stage_meta(shapes_key(self.partition),
+                              encode_shapes(shapes(self.engine.scenes)))
 
 
 def _absence_names(engine: Engine) -> frozenset[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from triggers.events import Event, Trigger
 from triggers.predicates import Fields, Matcher, Predicate
-from triggers.reshape import apply_resets, resets
+from triggers.reshape import reset_store, resets
 from triggers.scenes import (
     AbsenceScene,
     ArrivalRule,
@@ -256,12 +256,8 @@ class Engine:
         self._rules = fresh._rules
         self._absence_users = fresh._absence_users
         self._by_type = fresh._by_type
-        if plan:  # a scene changed shape: one pass over every user (reloads are rare)
-            store = self.store
-            for user_id, _ in store.items():
-                state = store.get(user_id)  # through get: a store may cache what it reads
-                if state is not None and apply_resets(state, plan):
-                    store.put(user_id, state)
+        # A scene changed shape: one pass over every user (reloads are rare).
+        reset_store(self.store, plan)
         names = {s.name for s in scenes if isinstance(s, AbsenceScene)
                  and not (s.name in plan and (plan[s.name].timer or plan[s.name].everything))}
         kept = [t for t in self._timers if t[2] in names]

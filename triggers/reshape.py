@@ -15,16 +15,31 @@ it records still mean the same thing under the new scene.
 * anything else (``count``, ``within``, ``cooldown``, ``after``, ``cancel``,
   ``arrival``'s ``when``, the ``user`` filter) keeps the state: those are read
   when deciding, and the state holds facts that are still true.
+
+What the rule compares is a scene's :class:`Shape` (kind, ``per``, the
+predicates whose matches the state records). Shapes encode to bytes
+(:func:`encode_shapes`), so a host that persists state can store the shapes
+it was written under and, started again with another config, drop what a
+hot reload would have dropped (the Faust worker: agents/engine_host.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
+
+from triggers.errors import StateDecodeError
 from triggers.predicates import Predicate
-from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene
-from triggers.state import UserState
+from triggers.scenes import ArrivalScene, RepeatScene, Scene
+from triggers.state import StateStore, UserState
+
+# A predicate as compared: (field, equals, sorted one_of, prefix) sorted by
+# field, so the order its fields were written in does not matter.
+Canon = tuple[tuple[str, str | None, tuple[str, ...] | None, str | None], ...]
+_SHAPES_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,37 +52,85 @@ class Reset:
     timer: bool = False  # absence: the armed timer
 
 
-def _same(a: Predicate | None, b: Predicate | None) -> bool:
-    """Equal predicates, whatever the order their fields were written in."""
-    if a is None or b is None:
-        return a is b
-    return sorted(a.conditions, key=lambda c: c[0]) == sorted(b.conditions, key=lambda c: c[0])
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a scene's stored state means: its kind, the field its windows
+    are keyed by and the predicates whose matches it records (only those of
+    its kind are set)."""
+
+    kind: str
+    per: str | None = None  # repeat, arrival
+    when: Canon | None = None  # repeat
+    unless: Canon | None = None  # repeat
+    start: Canon | None = None  # absence
 
 
-def _reset(old: Scene, new: Scene | None) -> Reset | None:
-    if new is None or new.kind != old.kind:
-        return Reset(everything=True)
-    if isinstance(old, RepeatScene) and isinstance(new, RepeatScene):
-        if old.per != new.per:
-            return Reset(everything=True)
-        when, unless = not _same(old.when, new.when), not _same(old.unless, new.unless)
-        return Reset(when=when, unless=unless) if when or unless else None
-    if isinstance(old, ArrivalScene) and isinstance(new, ArrivalScene):
-        return Reset(everything=True) if old.per != new.per else None
-    if isinstance(old, AbsenceScene) and isinstance(new, AbsenceScene):
-        return None if _same(old.start, new.start) else Reset(timer=True)
-    return None  # pragma: no cover - kinds are equal and exhaustive above
+def _canon(predicate: Predicate | None) -> Canon | None:
+    if predicate is None:
+        return None
+    return tuple(sorted(
+        (name, c.equals, tuple(sorted(c.one_of)) if c.one_of is not None else None, c.prefix)
+        for name, c in predicate.conditions))
 
 
-def resets(old: Sequence[Scene], new: Sequence[Scene]) -> dict[str, Reset]:
+def shape_of(scene: Scene) -> Shape:
+    if isinstance(scene, RepeatScene):
+        return Shape(scene.kind, scene.per, _canon(scene.when), _canon(scene.unless))
+    if isinstance(scene, ArrivalScene):
+        return Shape(scene.kind, scene.per)
+    return Shape(scene.kind, start=_canon(scene.start))
+
+
+def shapes(scenes: Iterable[Scene]) -> dict[str, Shape]:
+    return {scene.name: shape_of(scene) for scene in scenes}
+
+
+def _reset(old: Shape, new: Shape | None) -> Reset | None:
+    if new is None or new.kind != old.kind or new.per != old.per:
+        return Reset(everything=True)  # per: windows and cooldowns keyed by the old field
+    when, unless, timer = old.when != new.when, old.unless != new.unless, old.start != new.start
+    return Reset(when=when, unless=unless, timer=timer) if when or unless or timer else None
+
+
+def shape_resets(old: Mapping[str, Shape], new: Mapping[str, Shape]) -> dict[str, Reset]:
     """Per scene name of ``old``, what a change to ``new`` invalidates."""
-    by_name = {s.name: s for s in new}
     out = {}
-    for scene in old:
-        reset = _reset(scene, by_name.get(scene.name))
+    for name, shape in old.items():
+        reset = _reset(shape, new.get(name))
         if reset is not None:
-            out[scene.name] = reset
+            out[name] = reset
     return out
+
+
+def resets(old: Iterable[Scene], new: Iterable[Scene]) -> dict[str, Reset]:
+    """Per scene name of ``old``, what a change to ``new`` invalidates."""
+    return shape_resets(shapes(old), shapes(new))
+
+
+def encode_shapes(by_name: Mapping[str, Shape]) -> bytes:
+    """Versioned, deterministic bytes (equal shapes give equal bytes)."""
+    body = {name: [s.kind, s.per, s.when, s.unless, s.start]
+            for name, s in sorted(by_name.items())}
+    return orjson.dumps([_SHAPES_VERSION, body])
+
+
+def decode_shapes(data: bytes) -> dict[str, Shape]:
+    """The inverse of :func:`encode_shapes`; :class:`StateDecodeError` when unreadable."""
+    try:
+        version, body = orjson.loads(data)
+        if version != _SHAPES_VERSION or type(body) is not dict:
+            raise ValueError(f"version {version!r}")
+        return {name: Shape(kind, per, _uncanon(when), _uncanon(unless), _uncanon(start))
+                for name, (kind, per, when, unless, start) in body.items()}
+    except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise StateDecodeError(f"unreadable scene shapes: {exc}") from None
+
+
+def _uncanon(raw: Any) -> Canon | None:
+    if raw is None:
+        return None
+    return tuple((name, equals, tuple(one_of) if one_of is not None else None, prefix)
+                 for name, equals, one_of, prefix in raw)
 
 
 def apply_resets(state: UserState, plan: Mapping[str, Reset]) -> bool:
@@ -89,4 +152,16 @@ def apply_resets(state: UserState, plan: Mapping[str, Reset]) -> bool:
                 if reset.unless and window.unless:
                     window.unless = []
                     changed = True
+    return changed
+
+
+def reset_store(store: StateStore, plan: Mapping[str, Reset]) -> int:
+    """Apply ``plan`` to every user of ``store`` (one pass); returns how many changed."""
+    changed = 0
+    if plan:
+        for user_id, _ in store.items():
+            state = store.get(user_id)  # through get: a store may cache what it reads
+            if state is not None and apply_resets(state, plan):
+                store.put(user_id, state)
+                changed += 1
     return changed
