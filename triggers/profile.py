@@ -16,6 +16,10 @@ _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
 _MAX_PRICE_CENTS = 10**12  # one purchase; beyond it the price is bad input
 _MAX_AMOUNT_CENTS = (1 << 53) - 1  # the running total saturates here
+# Feedback the system writes about itself (channels.feedback): not the
+# shopper's behaviour, so it must not move habits, activity or recency.
+# Opens, clicks and shares are the shopper's own and count.
+SYSTEM_EVENT_TYPES = frozenset({"delivered", "failed"})
 
 
 class Profile:
@@ -61,6 +65,8 @@ class Profile:
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
+        if event.type in SYSTEM_EVENT_TYPES:
+            return
         get = event.fields.get
         ts = event.ts
         first_ts = self.first_ts
