@@ -124,10 +124,10 @@ def replay(
             for trig in handle(item):  # type: ignore[arg-type]
                 counts[trig.scene] += 1
                 on_trigger(trig)
-            if not read & 0x3FFF:
-                if freeze:
+            if not read & 0x3FF:
+                if freeze:  # cheap (list splices): often enough that no scan grows big
                     gc.freeze()
-                if on_progress is not None:
+                if on_progress is not None and not read & 0x3FFF:
                     on_progress(read)
     finally:
         if freeze:
@@ -210,7 +210,7 @@ def replay_shard(
     try:
         for _, item in records:
             read += 1  # the record's position: the same in every shard
-            if freeze and not read & 0x3FFF:
+            if freeze and not read & 0x3FF:
                 gc.freeze()
             if type(item) is EventRejected:
                 rejected[item.reason] += 1

@@ -75,6 +75,7 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
     limit, per = ids.max_chars, ids.per_fields
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
+    new_event = tuple.__new__  # Event(...) without its Python-level __new__
     number = 0
     for raw in stream:
         number += 1
@@ -99,7 +100,7 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
                             elif value is not None and kind is not int:
                                 break
                         else:
-                            yield number, Event(user, ts, etype, obj)
+                            yield number, new_event(Event, (user, ts, etype, obj))
                             continue
                 try:
                     yield number, event_from_mapping(obj, ids)

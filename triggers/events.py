@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -71,10 +71,13 @@ class IdLimits:
 DEFAULT_ID_LIMITS = IdLimits()
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One clickstream event. ``fields`` holds every field of the input,
-    including ``type``, so predicates can look any of them up by name."""
+    including ``type``, so predicates can look any of them up by name.
+
+    A named tuple: immutable, and the cheapest such object to build (a
+    frozen dataclass took three times as long, about 10% of a replay, which
+    builds one per line)."""
 
     user_id: str
     ts: int

@@ -65,10 +65,10 @@ class Profile:
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
-        if event.type in SYSTEM_EVENT_TYPES:
+        _, ts, etype, fields = event
+        if etype in SYSTEM_EVENT_TYPES:
             return
-        get = event.fields.get
-        ts = event.ts
+        get = fields.get
         first_ts = self.first_ts
         if first_ts is None or ts < first_ts:
             self.first_ts = ts
@@ -88,7 +88,6 @@ class Profile:
         if tz is not None and isinstance(tz, str) and 0 < len(tz) <= 64:
             self.tz = tz
         source = get("source")
-        etype = event.type
         if etype == "view":
             self.views += 1
             product = get("product_id")

@@ -10,7 +10,6 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Literal
 
-from triggers.events import Event
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
 from triggers.userfilter import UserFilter
@@ -80,8 +79,8 @@ class RepeatRule:
     `unless`, no fire for this (user, key) within `cooldown`, and the user
     passes the scene's `user` filter (else: no fire, no cooldown started)."""
 
-    __slots__ = ("_cap", "_cooldown", "_count", "_late", "_max_keys", "_per", "_unless",
-                 "_user", "_when", "_within", "name")
+    __slots__ = ("_cap", "_cooldown", "_count", "_keep", "_keep_fire", "_late", "_max_keys",
+                 "_per", "_unless", "_user", "_when", "_within", "name")
 
     def __init__(self, scene: RepeatScene, limits: Limits) -> None:
         self.name = scene.name
@@ -95,15 +94,19 @@ class RepeatRule:
         self._late = limits.late_ms
         self._cap = max(limits.max_window_entries, scene.count)
         self._max_keys = limits.max_keys
+        # How far behind the user's newest event entries / the last fire stay
+        # (the bounds _prune uses, folded once).
+        self._keep = self._within + self._late
+        self._keep_fire = self._late + (self._cooldown or 0)
 
     def apply(
-        self, state: UserState, event: Event, when_holds: bool | None = None,
+        self, state: UserState, fields: Fields, ts: int, when_holds: bool | None = None,
         unless_holds: bool | None = None,
     ) -> str | Literal[False] | None:
-        """Update the state; return the trigger's key (None without `per`) or
-        False when nothing fires. ``*_holds`` are the predicates' results when
-        the caller already knows them (from the event type alone)."""
-        fields = event.fields
+        """Update the state for an event (its fields and ts); return the
+        trigger's key (None without `per`) or False when nothing fires.
+        ``*_holds`` are the predicates' results when the caller already knows
+        them (from the event type alone)."""
         is_when = self._when(fields) if when_holds is None else when_holds
         if unless_holds is None:
             is_unless = self._unless is not None and self._unless(fields)
@@ -127,21 +130,22 @@ class RepeatRule:
         if keys is None:
             keys = state.repeat[self.name] = {}
         win = keys.get(key)
-        if win is None:
+        if win is None:  # a new window: nothing in it to prune
             if len(keys) >= self._max_keys:
                 self._evict(keys, state)
             win = keys[key] = KeyWindow()
-        ts = event.ts
-        when = win.when
-        unless = win.unless
-        max_ts = state.max_ts
-        if max_ts is not None:  # prune only when something is old enough to go
-            horizon = max_ts - self._within - self._late
-            last = win.last_fire
-            if ((when and when[0] <= horizon) or (unless and unless[0] <= horizon)
-                    or (last is not None
-                        and last <= horizon + self._within - (self._cooldown or 0))):
-                self._prune(win, max_ts)
+            when = win.when
+            unless = win.unless
+        else:
+            when = win.when
+            unless = win.unless
+            max_ts = state.max_ts
+            if max_ts is not None:  # prune only when something is old enough to go
+                horizon = max_ts - self._keep
+                last = win.last_fire
+                if ((when and when[0] <= horizon) or (unless and unless[0] <= horizon)
+                        or (last is not None and last <= max_ts - self._keep_fire)):
+                    self._prune(win, max_ts)
         if is_unless:
             _insert_capped(unless, ts, self._cap)
         if not is_when:
@@ -228,16 +232,14 @@ class ArrivalRule:
         self._max_keys = limits.max_keys
 
     def apply(
-        self, state: UserState, event: Event, when_holds: bool | None = None,
+        self, state: UserState, fields: Fields, ts: int, when_holds: bool | None = None,
         _unused: bool | None = None,
     ) -> str | Literal[False] | None:
-        fields = event.fields
         if not (self._when(fields) if when_holds is None else when_holds):
             return False
         key = _key_of(self._per, fields)
         if key is None:
             return False
-        ts = event.ts
         user = self._user
         if self._cooldown is None:
             if user is not None and not user.admits(state.profile, ts):
