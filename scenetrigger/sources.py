@@ -76,6 +76,7 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     new_event = tuple.__new__  # Event(...) without its Python-level __new__
+    ts_min, ts_max = _TS_MIN, _TS_MAX
     number = 0
     for raw in stream:
         number += 1
@@ -86,9 +87,12 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
                 pass
             else:
                 if type(obj) is dict:
-                    user, ts, etype = obj.get("user_id"), obj.get("ts"), obj.get("type")
+                    try:  # subscripts: cheaper than .get calls; a missing key is rare
+                        user, ts, etype = obj["user_id"], obj["ts"], obj["type"]
+                    except KeyError:
+                        user = None
                     if (type(user) is str and type(ts) is int and type(etype) is str
-                            and _TS_MIN <= ts <= _TS_MAX and len(user) <= limit):
+                            and ts_min <= ts <= ts_max and len(user) <= limit):
                         # per values: a short string, an integer (engine.max_id_chars
                         # >= 20 fits any 64-bit one) or absent; else the careful path
                         for name in per:

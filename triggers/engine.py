@@ -94,7 +94,7 @@ class Engine:
         if not track_profile and any(s.user is not None for s in self.scenes):
             raise ValueError("scenes with a `user` filter need track_profile=True")
         # The rules an event type can touch, in config order (see _rules_for).
-        self._by_type: dict[str, _Plan] = {}
+        self._by_type: dict[object, _Plan] = {}  # keyed by type strings only
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
         self._states = self.store._states if type(self.store) is MemoryStore else None
 
@@ -126,8 +126,9 @@ class Engine:
         if self.track_profile:
             state.profile.update(event)
         etype = fields.get("type")
-        rules = self._by_type.get(etype) if type(etype) is str else None
-        if rules is None:
+        try:
+            rules = self._by_type[etype]  # only strings are cached
+        except (KeyError, TypeError):  # TypeError: an unhashable (bad) type value
             rules = self._rules_for(etype)
         for rule, first, second, gate in rules:
             if gate is not None and not gate(fields):
