@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: install demo demo-live test unit lint bench clean kafka-up kafka-down redis-up redis-down
+.PHONY: install demo demo-live test unit lint bench bench-compiled clean kafka-up kafka-down redis-up redis-down
 
 install: $(STAMP)
 
@@ -41,6 +41,12 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/replay.py
+
+# Opt-in: the engine compiled by mypyc (needs gcc) in build/compiled/, tested
+# there, then the bench with its replay-null-compiled row. Not part of test/demo.
+bench-compiled: install
+	scripts/build-compiled.sh --test
+	$(BIN)/python bench/replay.py --compiled build/compiled
 
 # Dev services on free loopback ports (tests start their own): the bootstrap
 # address / URL is printed and kept in the run dir (see docs/services.md).

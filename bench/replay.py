@@ -13,7 +13,10 @@ of shopper personas, then runs, interleaved and repeated:
 - ``replay-null-profiles``: as replay-null with the profile aggregates kept
   (what ``--deliver``, scene user filters and the worker need);
 - ``replay-null-N-shards``: ``replay_sharded`` in N processes (same output;
-  its CPU time includes the shard processes).
+  its CPU time includes the shard processes);
+- ``replay-null-compiled`` (with ``--compiled build/compiled``): replay-null
+  in a fresh interpreter on the opt-in mypyc build of the engine
+  (``scripts/build-compiled.sh``, ``make bench-compiled``), timed inside it.
 
 It reports events/s (wall and CPU time: the machine is shared, CPU time is the
 steadier figure, except for the sharded run where wall time is the point), the replay/parse ratio, the run-to-run spread, and memory
@@ -140,10 +143,42 @@ def sharded_run(path: Path, shards: int) -> tuple[int, dict[str, int]]:
     return summary.events_read, dict(summary.triggers)
 
 
-def measure(path: Path, reps: int, shards: int) -> dict[str, Any]:
+def compiled_run(path: Path, build: Path) -> tuple[int, float, float, dict[str, int]]:
+    """replay-null in a fresh interpreter on the mypyc build's copy of the
+    code (scripts/build-compiled.sh); its own timing, without start-up."""
+    done = subprocess.run(
+        [sys.executable, str(build / "bench" / "replay.py"), "--probe", "replay",
+         "--file", str(path)],
+        capture_output=True, check=True, timeout=1800, cwd=build,
+    )
+    out = json.loads(done.stdout)
+    if not out["engine"].endswith(".so"):
+        raise SystemExit(f"--compiled: {build} ran {out['engine']}, not a compiled engine")
+    return out["read"], out["wall"], out["cpu"], out["triggers"]
+
+
+def replay_probe(path: Path) -> dict[str, Any]:
+    """One timed replay-null (called in a subprocess by compiled_run)."""
+    import triggers.engine
+
+    fired: dict[str, int] = {}
+
+    def run() -> int:
+        read, _, counts = replay_run(path, False)
+        fired.update(counts)
+        return read
+
+    read, wall, cpu = timed(run)
+    return {"read": read, "wall": wall, "cpu": cpu, "triggers": fired,
+            "engine": triggers.engine.__file__}
+
+
+def measure(path: Path, reps: int, shards: int, build: Path | None) -> dict[str, Any]:
     runs: dict[str, list[tuple[float, float]]] = {
         "parse": [], "replay-null": [], "replay-file": [], "replay-null-profiles": [],
         f"replay-null-{shards}-shards": []}
+    if build is not None:
+        runs["replay-null-compiled"] = []
     counts: dict[str, int] = {}
     triggers: dict[str, int] = {}
     sharded: dict[str, int] = {}
@@ -158,22 +193,33 @@ def measure(path: Path, reps: int, shards: int) -> dict[str, Any]:
         sharded.update(fired)
         return read
 
-    jobs: dict[str, Callable[[], int]] = {
-        "parse": lambda: parse_only(path),
-        "replay-null": lambda: run_replay(False),
-        "replay-file": lambda: run_replay(True),
-        "replay-null-profiles": lambda: run_replay(False, profiles=True),
-        f"replay-null-{shards}-shards": run_sharded,
+    compiled: dict[str, int] = {}
+
+    def run_compiled() -> tuple[int, float, float]:
+        assert build is not None
+        read, wall, cpu, fired = compiled_run(path, build)
+        compiled.update(fired)
+        return read, wall, cpu
+
+    jobs: dict[str, Callable[[], tuple[int, float, float]]] = {
+        "parse": lambda: timed(lambda: parse_only(path)),
+        "replay-null": lambda: timed(lambda: run_replay(False)),
+        "replay-file": lambda: timed(lambda: run_replay(True)),
+        "replay-null-profiles": lambda: timed(lambda: run_replay(False, profiles=True)),
+        f"replay-null-{shards}-shards": lambda: timed(run_sharded),
     }
+    if build is not None:
+        jobs["replay-null-compiled"] = run_compiled
     for rep in range(reps):
         for name, job in jobs.items():
-            count, wall, cpu = timed(job)
+            count, wall, cpu = job()
             counts[name] = count
             runs[name].append((count / wall, count / cpu))
             print(f"rep {rep + 1}/{reps} {name:<22} {count / wall:>10,.0f} ev/s wall "
                   f"{count / cpu:>10,.0f} ev/s cpu", file=sys.stderr)
     assert len(set(counts.values())) == 1, counts
     assert sharded == triggers, (sharded, triggers)  # the same output, sharded or not
+    assert build is None or compiled == triggers, (compiled, triggers)  # and compiled
     result: dict[str, Any] = {"runs": {}, "triggers": triggers}
     for name, values in runs.items():
         walls = [w for w, _ in values]
@@ -289,15 +335,23 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=2, help="processes for the sharded run")
     parser.add_argument("--no-docs", action="store_true",
                         help="print only; do not update this script's section of docs/benchmarks.md")
-    parser.add_argument("--probe", choices=("rss", "tracemalloc"), help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", type=Path, metavar="DIR",
+                        help="also time replay-null on the mypyc build in DIR "
+                             "(scripts/build-compiled.sh: build/compiled)")
+    parser.add_argument("--probe", choices=("rss", "tracemalloc", "replay"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe == "replay":
+        print(json.dumps(replay_probe(Path(args.file))))
+        return 0
     if args.probe:
         print(json.dumps(memory_probe(Path(args.file), args.probe)))
         return 0
     path = data_file(args.events, args.users, args.seed)
     info = describe(path)
-    timing = measure(path, args.reps, args.shards)
+    build = args.compiled.resolve() if args.compiled is not None else None
+    timing = measure(path, args.reps, args.shards, build)
     mem = memory(path)
     section = render(info, timing, mem, args.reps)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

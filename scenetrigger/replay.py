@@ -242,8 +242,16 @@ def replay_shard(
                        engine.clock if taken else None)
 
 
-def _run_shard(path: str, fmt: Format, config: AppConfig, shard: int, shards: int,
+# The config, handed to the forked shard processes by inheritance rather than
+# pickled: the engine's classes, compiled (scripts/build-compiled.sh), do not
+# unpickle (frozen dataclasses).
+_shard_config: AppConfig | None = None
+
+
+def _run_shard(path: str, fmt: Format, shard: int, shards: int,
                advance_to: int | None) -> ShardResult:
+    config = _shard_config
+    assert config is not None, "a shard runs in a process forked by replay_sharded"
     with open(path, "rb", buffering=1 << 20) as fh:
         records = read_events(fh, fmt, config.engine.max_line_bytes, id_limits(config))
         # Shards report triggers only: profiles only for scenes' user filters.
@@ -258,12 +266,17 @@ def replay_sharded(
     """`replay` of a file in ``shards`` processes: the same triggers in the
     same order, the same pending timers and counts (rejects are not passed
     on one by one)."""
+    global _shard_config
     started = time.perf_counter()
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(shards, mp_context=context) as pool:
-        futures = [pool.submit(_run_shard, path, fmt, config, k, shards, advance_to)
-                   for k in range(shards)]
-        results = [f.result() for f in futures]
+    _shard_config = config  # before the pool forks its processes
+    try:
+        with ProcessPoolExecutor(shards, mp_context=context) as pool:
+            futures = [pool.submit(_run_shard, path, fmt, k, shards, advance_to)
+                       for k in range(shards)]
+            results = [f.result() for f in futures]
+    finally:
+        _shard_config = None
     summary = ReplaySummary()
     for each in config.scene_list():
         summary.triggers[each.name] = 0
