@@ -95,6 +95,9 @@ class PartitionStore:
         self._scan = scan
         self._limit = max(cache_limit, 16)
         self._cache: dict[str, _Entry] = {}
+        # Users known to have no stored state: a new user is looked up twice
+        # per event (offset guard, then the engine), each a table read.
+        self._absent: set[str] = set()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
         self._meta_staged: dict[bytes, bytes] = {}
@@ -111,6 +114,7 @@ class PartitionStore:
         entry = self._cache.get(user_id)
         if entry is None:
             entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
+            self._absent.discard(user_id)
         else:
             entry.state = state
         self._dirty[user_id] = None
@@ -202,8 +206,11 @@ class PartitionStore:
         entry = cache.get(user_id)
         if entry is not None:
             return entry
+        if user_id in self._absent:
+            return None
         data = self._table.get(user_id.encode())
         if data is None:
+            self._absent.add(user_id)
             return None
         offset, raw = unpack_state(data)
         entry = cache[user_id] = _Entry(UserState.decode(raw), offset, len(data))
