@@ -25,6 +25,7 @@ import faust
 import orjson
 from faust.streams import _current_event
 
+from agents.drain import settle_while_waiting_empty
 from agents.engine_host import (
     PartitionHost,
     PartitionStore,
@@ -166,8 +167,8 @@ class SceneWorker:
             producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),
             table_standby_replicas=s.standby_replicas,
             consumer_auto_offset_reset="earliest",
-            # A rebalance waits until every taken message is acked; the sweep
-            # settles quiet partitions (see _settle_quiet), so it never waits long.
+            # A rebalance or a stop waits until every taken message is acked;
+            # batches are settled meanwhile (agents.drain), so it never waits long.
             stream_wait_empty=True,
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
@@ -246,6 +247,9 @@ class SceneWorker:
         # Before recovery ends with Faust's seek to committed offsets: a
         # partition nobody committed must start at its beginning (agents.rebalance).
         seek_uncommitted_to_beginning(self.app.consumer, self.source.topics)
+        # Faust waits for every taken message to be acked at a rebalance and
+        # at a stop (when the sweep no longer runs): settle meanwhile (agents.drain).
+        settle_while_waiting_empty(self.app.consumer, self._settle_acked)
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
         for partition in [p for p in self.hosts if p not in mine]:
             self._drop(partition)
@@ -409,6 +413,10 @@ class SceneWorker:
                 _ack_now(stream, event)
             if triggers and self.on_trigger is not None:
                 self.app.loop.create_task(self._run_hook(triggers))
+
+    def _settle_acked(self) -> None:
+        """Settle every partition whose triggers are acked, quiet or not."""
+        self._settle_quiet(self._now_ms(), 0)
 
     async def _run_hook(self, triggers: list[Trigger]) -> None:
         assert self.on_trigger is not None
