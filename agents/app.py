@@ -16,6 +16,7 @@ import base64
 import contextlib
 import functools
 import logging
+import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,8 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.streams import _current_event
 
 from agents.drain import settle_while_waiting_empty
@@ -51,6 +54,10 @@ log = logging.getLogger(__name__)
 TriggerHook = Callable[[Trigger, int], Awaitable[None]]
 
 REASON_STATE_ERROR = "state_error"
+# EX_TEMPFAIL: the worker stopped because Kafka refused a trigger; restart it.
+EXIT_TRIGGER_SEND_FAILED = 75
+# What a refused send raises: aiokafka's errors, or Faust's wrapper of them.
+SEND_ERRORS = (KafkaError, ProducerSendError)
 # Messages of one partition taken before the agent waits for trigger acks.
 MAX_PENDING = 5_000
 # Changelog messages Faust's producer buffer holds before it pauses the stream.
@@ -125,8 +132,10 @@ class SceneWorker:
 
     def __init__(self, settings: WorkerSettings, *, metrics: WorkerMetrics | None = None,
                  on_trigger: TriggerHook | None = None,
-                 now_ms: Callable[[], int] = wall_ms) -> None:
+                 now_ms: Callable[[], int] = wall_ms,
+                 fatal: Callable[[int], None] = os._exit) -> None:
         self.settings = settings
+        self._fatal = fatal
         self.config: AppConfig = settings.config
         self.metrics = metrics if metrics is not None else WorkerMetrics.create()
         self.on_trigger = on_trigger
@@ -297,22 +306,25 @@ class SceneWorker:
             host = self.host(message.partition)
             now = self._now_ms()
             pending = host.pending
-            if message.topic == events_topic:
-                self._take_event(host, message, now)
-                host.last_offset = message.offset
-                pending.add(event, now)
-                # Settle in batches: a user written by several events of a
-                # batch costs one table write (and one changelog message).
-                size = len(pending)
-                if size >= MAX_PENDING or (
-                    (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
-                    and pending.acked()
-                ):
+            try:
+                if message.topic == events_topic:
+                    self._take_event(host, message, now)
+                    host.last_offset = message.offset
+                    pending.add(event, now)
+                    # Settle in batches: a user written by several events of a
+                    # batch costs one table write (and one changelog message).
+                    size = len(pending)
+                    if size >= MAX_PENDING or (
+                        (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
+                        and pending.acked()
+                    ):
+                        await self._settle(host, noack)
+                else:
+                    self._take_tick(host, now)
+                    pending.add(event, now)
                     await self._settle(host, noack)
-            else:
-                self._take_tick(host, now)
-                pending.add(event, now)
-                await self._settle(host, noack)
+            except SEND_ERRORS as exc:
+                self._trigger_send_failed(host, exc)
 
     def _take_event(self, host: PartitionHost, message: Any, now: int) -> None:
         try:
@@ -371,8 +383,14 @@ class SceneWorker:
         """Wait for the partition's trigger acks, write its staged states, ack
         its messages and run the trigger hook."""
         pending = host.pending
+        if pending.failed is not None:
+            raise pending.failed
         if pending.futures:
-            await asyncio.gather(*pending.futures)
+            try:
+                await asyncio.gather(*pending.futures)
+            except SEND_ERRORS as exc:
+                pending.failed = exc
+                raise
         if host.revoked:  # the partition moved on while we waited: write nothing
             return
         host.store.flush()
@@ -399,7 +417,13 @@ class SceneWorker:
         for host in list(self.hosts.values()):
             pending = host.pending
             since = pending.since_ms
-            if since is None or host.revoked or not pending.acked():
+            if since is None or host.revoked:
+                continue
+            try:
+                if not pending.acked():
+                    continue
+            except SEND_ERRORS as exc:
+                self._trigger_send_failed(host, exc)
                 continue
             if now_ms - since < after_ms and not rebalancing:
                 continue
@@ -413,6 +437,22 @@ class SceneWorker:
                 _ack_now(stream, event)
             if triggers and self.on_trigger is not None:
                 self.app.loop.create_task(self._run_hook(triggers))
+
+    def _trigger_send_failed(self, host: PartitionHost, exc: BaseException) -> None:
+        """Kafka refused a trigger (after the producer's own retries). Nothing
+        of the batch may become durable: its states would record a trigger
+        nobody received, and a commit would skip its events. Stop at once,
+        committing nothing more; a restarted worker (or the group's next
+        owner of the partition) redoes the batch from the committed offset.
+        Faust's own stop would wait forever for the batch's acks."""
+        log.critical("trigger send failed: stopping without committing; the batch is "
+                     "redone from the committed offset on restart",
+                     extra={"partition": host.partition, "error": repr(exc),
+                            "exit_code": EXIT_TRIGGER_SEND_FAILED})
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        self._fatal(EXIT_TRIGGER_SEND_FAILED)
 
     def _settle_acked(self) -> None:
         """Settle every partition whose triggers are acked, quiet or not."""

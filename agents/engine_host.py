@@ -234,13 +234,17 @@ class Pending:
     ahead of the triggers it implies; meanwhile it keeps taking messages.
     """
 
-    __slots__ = ("futures", "messages", "since_ms", "triggers")
+    __slots__ = ("failed", "futures", "messages", "since_ms", "triggers")
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
         self.futures: deque[Any] = deque()
         self.triggers: list[Trigger] = []
         self.since_ms: int | None = None
+        # A send Kafka refused: the batch must never settle (its states and
+        # acks would record a trigger nobody received); it is redone from
+        # the committed offset by the next worker to own the partition.
+        self.failed: BaseException | None = None
 
     def add(self, message: Any, now_ms: int) -> None:
         if self.since_ms is None:
@@ -248,11 +252,15 @@ class Pending:
         self.messages.append(message)
 
     def acked(self) -> bool:
-        """True when every send is acknowledged (raises a send's error)."""
+        """True when every send is acknowledged; raises a send's error, and
+        keeps raising it: a failed batch never settles."""
+        if self.failed is not None:
+            raise self.failed
         futures = self.futures
         while futures and futures[0].done():
             exc = futures.popleft().exception()
             if exc is not None:
+                self.failed = exc
                 raise exc
         return not futures
 

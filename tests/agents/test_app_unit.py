@@ -3,14 +3,23 @@ host over a dict "table", the tick sweep, records, metrics and the app factory."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 
-from agents.app import SceneWorker, create_app, dead_letter_record, trigger_record
+from agents.app import (
+    EXIT_TRIGGER_SEND_FAILED,
+    SceneWorker,
+    create_app,
+    dead_letter_record,
+    trigger_record,
+)
 from agents.engine_host import (
     NO_OFFSET,
     PartitionHost,
@@ -366,6 +375,37 @@ def test_pending_settles_only_when_every_send_is_acked() -> None:
     pending.futures.append(FakeFuture(True, RuntimeError("broker said no")))
     with pytest.raises(RuntimeError, match="broker said no"):
         pending.acked()
+    assert not pending.futures
+    with pytest.raises(RuntimeError, match="broker said no"):  # sticky: never settles
+        pending.acked()
+
+
+def test_a_refused_trigger_send_stops_the_worker_and_settles_nothing(tmp_path: Path) -> None:
+    exits: list[int] = []
+    worker = SceneWorker(settings(tmp_path, store="memory"), fatal=exits.append)
+    host = worker.host(0)
+    worker._stream = object()  # the sweep settles only once the agent runs
+    host.pending.add("m1", 0)
+    host.pending.futures.append(FakeFuture(True, KafkaTimeoutError()))
+    worker._settle_quiet(10_000, 0)
+    assert exits == [EXIT_TRIGGER_SEND_FAILED]
+    worker._settle_quiet(20_000, 0)
+    assert exits == [EXIT_TRIGGER_SEND_FAILED] * 2
+    assert host.pending.messages == ["m1"]  # never acked: redone from the committed offset
+
+
+async def test_the_agents_settle_marks_a_refused_send_failed(tmp_path: Path) -> None:
+    worker = SceneWorker(settings(tmp_path, store="memory"), fatal=lambda code: None)
+    host = worker.host(0)
+    host.pending.add("m1", 0)
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    refused.set_exception(ProducerSendError("Error while sending"))
+    host.pending.futures.append(refused)
+    with pytest.raises(ProducerSendError):
+        await worker._settle(host, None)
+    assert host.pending.failed is not None and host.pending.messages == ["m1"]
+    with pytest.raises(ProducerSendError):
+        await worker._settle(host, None)
 
 
 def test_worker_builds_engines_per_partition_and_reconfigures_them(tmp_path: Path) -> None:
