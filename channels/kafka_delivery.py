@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,20 +228,12 @@ class DeliveryConsumer:
 
     async def _handle_retrying(self, record: Any) -> bool:
         """Handle ``record``, retrying transient errors; False when stopped first."""
-        backoff = self._retry_backoff_s
-        while True:
-            try:
-                await self.handle(record)
-                self.handled += 1
-                return True
-            except TRANSIENT as exc:
-                log.warning("delivery will retry the record", extra={
-                    **_where(record), "error": repr(exc), "retry_in_s": backoff})
-            with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            if self._stopping.is_set():
-                return False
-            backoff = min(backoff * 2, 10.0)
+        async def attempt() -> None:
+            await self.handle(record)
+            self.handled += 1
+
+        return await self._until_done(attempt, TRANSIENT, "delivery will retry the record",
+                                      _where(record))
 
     async def _flush_feedback(self) -> bool:
         """Wait until the feedback sent so far is acknowledged, retrying while
@@ -249,15 +241,23 @@ class DeliveryConsumer:
         the records come again, as duplicates, and their feedback is lost)."""
         if self.feedback is None:
             return True
+        # Kafka down or refusing: the sends are kept and sent again.
+        return await self._until_done(self.feedback.flush, (Exception,),
+                                      "feedback not acknowledged, offsets wait", {})
+
+    async def _until_done(self, attempt: Callable[[], Awaitable[None]],
+                          retry_on: tuple[type[Exception], ...], warning: str,
+                          extra: dict[str, Any]) -> bool:
+        """Run ``attempt`` until it returns, backing off (doubling up to 10 s)
+        after each ``retry_on`` error; False when the consumer stops first."""
         backoff = self._retry_backoff_s
         while True:
             try:
-                await self.feedback.flush()
+                await attempt()
                 return True
-            except Exception as exc:  # Kafka down or refusing: the sends are kept
-                log.warning("feedback not acknowledged, offsets wait", extra={
-                    "error": repr(exc), "retry_in_s": backoff})
-            with contextlib.suppress(TimeoutError):
+            except retry_on as exc:
+                log.warning(warning, extra={**extra, "error": repr(exc), "retry_in_s": backoff})
+            with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             if self._stopping.is_set():
                 return False
