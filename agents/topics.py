@@ -13,6 +13,11 @@ EVENTS = "scenetrigger-events"
 TRIGGERS = "scenetrigger-triggers"
 DEAD_LETTERS = "scenetrigger-deadletter"
 TICKS = "scenetrigger-ticks"
+JOURNEY_ACTIONS = "scenetrigger-journey-actions"  # journeys -> deliver
+JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
+# With --topic-prefix P a topic is P.<suffix>; without, its shared name.
+_SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
+           "feedback": JOURNEYS_FEEDBACK}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
@@ -21,6 +26,12 @@ DEFAULT_BROKER = "127.0.0.1:9092"
 
 # A dead-letter record keeps at most this much of the rejected input.
 DEAD_LETTER_RAW_LIMIT = 64 * 1024
+
+
+def topic_name(prefix: str | None, suffix: str) -> str:
+    """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
+    journey-actions, feedback) when no prefix is given."""
+    return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 
 def bootstrap_servers(broker: str | None = None) -> str:

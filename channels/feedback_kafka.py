@@ -26,18 +26,12 @@ from channels.feedback import FeedbackEvent
 
 log = logging.getLogger("scenetrigger.feedback")
 
-JOURNEYS_FEEDBACK_TOPIC = "scenetrigger-feedback"  # what `scenetrigger journeys` reads
-
-
 def feedback_topics(prefix: str | None, journeys: bool) -> list[str]:
     """The events topic (``PREFIX.events``), then, with ``journeys``, the
     journeys' feedback topic (``PREFIX.feedback``): the names `serve` uses."""
-    from agents.topics import EVENTS
+    from agents.topics import topic_name
 
-    topics = [f"{prefix}.events" if prefix else EVENTS]
-    if journeys:
-        topics.append(f"{prefix}.feedback" if prefix else JOURNEYS_FEEDBACK_TOPIC)
-    return topics
+    return [topic_name(prefix, "events"), *([topic_name(prefix, "feedback")] if journeys else [])]
 
 
 class FeedbackFlush(Protocol):

@@ -29,11 +29,6 @@ from triggers.events import Trigger, decode_event_line
 
 log = logging.getLogger(__name__)
 
-# The actions topic without --topic-prefix (with one: PREFIX.journey-actions);
-# `scenetrigger deliver` reads it.
-ACTIONS_TOPIC = "scenetrigger-journey-actions"
-
-
 @dataclass(frozen=True, slots=True)
 class BridgeTopics:
     triggers: str

@@ -44,16 +44,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def topic_names(prefix: str | None) -> tuple[str, str]:
-    """(triggers, journey actions): the worker's and the journeys' names."""
-    from agents.topics import TRIGGERS
-    from strategies.bridge import ACTIONS_TOPIC
-
-    if prefix:
-        return f"{prefix}.triggers", f"{prefix}.journey-actions"
-    return TRIGGERS, ACTIONS_TOPIC
-
-
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args))
 
@@ -64,14 +54,15 @@ async def _main(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
     from agents.producer import ensure_topics
-    from agents.topics import bootstrap_servers
+    from agents.topics import bootstrap_servers, topic_name
     from channels.delivery_runtime import build_live_pipeline, file_catalog, redis_url_or_env
     from channels.feedback_kafka import AckedFeedbackSink, feedback_topics
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
     from config.loader import load_config
 
     config = load_config(args.config)
-    topics = DeliveryTopics(*topic_names(args.topic_prefix))
+    topics = DeliveryTopics(topic_name(args.topic_prefix, "triggers"),
+                            topic_name(args.topic_prefix, "journey-actions"))
     out_topics = feedback_topics(args.topic_prefix, args.journeys_feedback)
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()

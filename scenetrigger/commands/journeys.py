@@ -40,9 +40,9 @@ async def _main(args: argparse.Namespace) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import start_http_server
 
-    from agents.topics import TRIGGERS, bootstrap_servers
+    from agents.topics import bootstrap_servers, topic_name
     from config.loader import load_config
-    from strategies.bridge import ACTIONS_TOPIC, BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
@@ -50,9 +50,9 @@ async def _main(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     prefix = args.topic_prefix
     topics = BridgeTopics(
-        triggers=f"{prefix}.triggers" if prefix else TRIGGERS,
-        actions=f"{prefix}.journey-actions" if prefix else ACTIONS_TOPIC,
-        feedback=f"{prefix}.feedback" if prefix else "scenetrigger-feedback",
+        triggers=topic_name(prefix, "triggers"),
+        actions=topic_name(prefix, "journey-actions"),
+        feedback=topic_name(prefix, "feedback"),
     )
     bootstrap = bootstrap_servers(args.broker)
     url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", "redis://127.0.0.1:6379/0")

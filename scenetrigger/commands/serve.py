@@ -54,7 +54,6 @@ from triggers.errors import SceneTriggerError
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # strategies/bridge: the journeys' feedback topic
 
 
 def register(sub: Any) -> None:
@@ -224,17 +223,15 @@ async def _main(args: argparse.Namespace) -> int:
         if args.broker:
             from aiokafka import AIOKafkaProducer
 
-            from agents.topics import EVENTS, bootstrap_servers
+            from agents.topics import bootstrap_servers
+            from channels.feedback_kafka import feedback_topics
 
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
                                         acks="all")
             await producer.start()
             stack.push_async_callback(producer.stop)
-            prefix = args.topic_prefix
-            events = f"{prefix}.events" if prefix else EVENTS
-            journeys = (f"{prefix}.feedback" if prefix else JOURNEYS_FEEDBACK) if (
-                args.journeys_feedback) else None
-            sink = KafkaFeedbackSink(producer, events, journeys)
+            events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
+            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None)
         parts = ServeParts(config, client, sink, tags_prefix=args.tags_prefix)
         runner = web.AppRunner(build_app(parts), access_log=None, handle_signals=False)
         await runner.setup()

@@ -418,3 +418,15 @@ def test_worker_builds_engines_per_partition_and_reconfigures_them(tmp_path: Pat
     worker.reconfigure(load_config_text(CONFIG.replace("abandon:", "gone_away:")))
     assert host0.absence_scenes == host1.absence_scenes == {"gone_away"}
     assert worker.host(2).absence_scenes == {"gone_away"}  # new engines use the new config
+
+
+def test_topic_names_with_and_without_a_prefix() -> None:
+    from agents.topics import topic_name
+
+    assert [topic_name("shop", s) for s in ("events", "triggers", "journey-actions",
+                                            "feedback")] == [
+        "shop.events", "shop.triggers", "shop.journey-actions", "shop.feedback"]
+    assert [topic_name(None, s) for s in ("events", "triggers", "journey-actions",
+                                          "feedback")] == [
+        "scenetrigger-events", "scenetrigger-triggers", "scenetrigger-journey-actions",
+        "scenetrigger-feedback"]
