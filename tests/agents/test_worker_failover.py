@@ -17,6 +17,8 @@ import pytest
 from tests.agents.test_worker_replay import COMPARED, CONFIG, SAMPLE
 from tests.agents.worker_support import (
     WorkerProcess,
+    all_committed,
+    assert_same_triggers,
     committed_offsets,
     read_topic,
     replay_keys,
@@ -78,18 +80,12 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
         wait_for("a to own all 4 partitions",
                  lambda: a.metric("scenetrigger_partitions") == 4, 90, [a])
         _wait_until_quiet(a, 120)
-        committed: tuple[dict[int, int], dict[int, int]] = ({}, {})
-
-        def all_committed() -> bool:
-            nonlocal committed
-            committed = committed_offsets(kafka_bootstrap, prefix, f"{prefix}.events")
-            done, ends = committed
-            return all(done.get(p, -1) >= end for p, end in ends.items())
-
         try:  # every event taken and acked: the group's offsets reach the ends
-            wait_for("committed offsets at the ends", all_committed, 30, [a], interval_s=0.5)
-        except AssertionError as exc:
-            raise AssertionError(f"committed/end offsets {committed}\n{exc}") from None
+            wait_for("committed offsets at the ends", lambda: all_committed(
+                kafka_bootstrap, prefix, f"{prefix}.events"), 30, [a], interval_s=0.5)
+        finally:
+            committed = committed_offsets(kafka_bootstrap, prefix, f"{prefix}.events")
+            print(f"committed/end offsets {committed}")
         wait_for("a's state to hold every user",
                  lambda: a.metric("scenetrigger_users_in_state") >= users, 30, [a])
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
@@ -101,14 +97,9 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
         a.stop()
         b.kill()
     assert taken_by_b < 8721  # b really died with work left
-    unique_records = {r["trigger_id"]: r for r in records}
-    got = trigger_keys(unique_records.values(), COMPARED)
-    missing = expected - got
-    extra = got - expected
-    assert not missing, f"lost {sum(missing.values())} triggers, e.g. {list(missing)[:5]}"
-    assert not extra, f"{sum(extra.values())} triggers replay does not have: {list(extra)[:5]}"
+    repeated = assert_same_triggers(records, expected, COMPARED)
     print(f"b took {taken_by_b:.0f} events before kill -9; a skipped {duplicates:.0f} "
-          f"redelivered events; {len(records) - len(unique_records)} duplicate triggers; "
+          f"redelivered events; {repeated} duplicate triggers; "
           f"committed/end offsets {committed}")
 
 

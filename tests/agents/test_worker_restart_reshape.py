@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.agents.worker_support import (
-    committed_offsets,
+    all_committed,
     read_topic,
     send_raw,
     start_worker,
@@ -29,13 +29,6 @@ PER_CATEGORY = CONFIG.replace("per: product_id", "per: category")
 def view(user: str, ts: int, product: str, category: str) -> tuple[bytes, bytes]:
     return user.encode(), orjson.dumps({"user_id": user, "ts": ts, "type": "view",
                                         "product_id": product, "category": category})
-
-
-def all_committed(bootstrap: str, group: str, topic: str) -> bool:
-    """Every partition with records committed to its end (the state is
-    written before the offset commits: docs/worker.md)."""
-    committed, ends = committed_offsets(bootstrap, group, topic)
-    return sum(ends.values()) > 0 and all(committed[p] == end for p, end in ends.items() if end)
 
 
 @pytest.mark.integration

@@ -18,6 +18,8 @@ import pytest
 from tests.agents.test_worker_failover import WORKER_ARGS
 from tests.agents.test_worker_replay import COMPARED, CONFIG
 from tests.agents.worker_support import (
+    all_committed,
+    assert_same_triggers,
     committed_offsets,
     produce_file,
     read_topic,
@@ -85,24 +87,15 @@ def test_sigterm_mid_drain_stops_promptly_and_loses_nothing(kafka_bootstrap: str
         assert sum(max(c, 0) for c in committed.values()) < EVENTS  # a stopped mid-drain
 
         b = start_worker(tmp_path, "b", kafka_bootstrap, prefix, prefix, WORKER_ARGS, config)
-
-        def all_committed() -> bool:
-            done, ends = committed_offsets(kafka_bootstrap, prefix, f"{prefix}.events")
-            return all(done.get(p, -1) >= end for p, end in ends.items())
-
-        wait_for("b to take and commit the rest", all_committed, 150, [b], interval_s=0.5)
+        wait_for("b to take and commit the rest", lambda: all_committed(
+            kafka_bootstrap, prefix, f"{prefix}.events"), 150, [b], interval_s=0.5)
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
         redone = b.metric("scenetrigger_events_total", result="duplicate")
     finally:
         a.kill()
         if b is not None:
             b.stop()
-    unique_records = {r["trigger_id"]: r for r in records}
-    got = trigger_keys(unique_records.values(), COMPARED)
-    missing = expected - got
-    extra = got - expected
-    assert not missing, f"lost {sum(missing.values())} triggers, e.g. {list(missing)[:5]}"
-    assert not extra, f"{sum(extra.values())} triggers replay does not have: {list(extra)[:5]}"
+    repeated = assert_same_triggers(records, expected, COMPARED)
     print(f"a stopped {stopped_s:.1f}s after SIGTERM; committed then {committed} of {ends}; "
           f"b skipped {redone:.0f} redelivered events; "
-          f"{len(records) - len(unique_records)} duplicate triggers")
+          f"{repeated} duplicate triggers")

@@ -213,3 +213,26 @@ async def _committed(bootstrap: str, group: str, topic: str,
     finally:
         await consumer.stop()
         await admin.close()
+
+
+def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    """Every partition holding records has ``group``'s offset at its end (and
+    the topic holds some)."""
+    committed, ends = committed_offsets(bootstrap, group, topic)
+    return sum(ends.values()) > 0 and all(
+        committed.get(p, -1) >= end for p, end in ends.items() if end)
+
+
+def assert_same_triggers(records: Iterable[dict[str, Any]], expected: Counter[Key],
+                         scenes: set[str]) -> int:
+    """The triggers of ``scenes``, deduplicated by ``trigger_id`` (a redone
+    batch may send one again), equal ``expected``; returns how many
+    duplicates there were."""
+    records = list(records)
+    unique_records = {r["trigger_id"]: r for r in records}
+    got = trigger_keys(unique_records.values(), scenes)
+    missing = expected - got
+    extra = got - expected
+    assert not missing, f"lost {sum(missing.values())} triggers, e.g. {list(missing)[:5]}"
+    assert not extra, f"{sum(extra.values())} triggers replay does not have: {list(extra)[:5]}"
+    return len(records) - len(unique_records)
