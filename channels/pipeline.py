@@ -169,9 +169,7 @@ class DeliveryPipeline:
         choice = self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms)
         req = DeliveryRequest(handoff.message_id, handoff.user_id, HANDOFF, None, handoff.ts,
                               (handoff.channel,))
-        model = self.policy.model
-        if not await self.policy.store.claim(f"{model.redis_prefix}dd:{handoff.message_id}",
-                                             model.dedupe_ttl, now_ms):
+        if not await self.policy.claim(handoff.message_id, now_ms):
             return self._act_suppressed(req, choice, DUPLICATE)
         if handoff.channel not in self.channels:
             return self._act_suppressed(req, choice, NO_CHANNEL)

@@ -143,8 +143,7 @@ class DeliveryPolicy:
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
             return self._suppress(BAD_TIME)
-        claim = f"{self._prefix}dd:{req.trigger_id}"
-        if not released and not await self.store.claim(claim, model.dedupe_ttl, now_ms):
+        if not released and not await self.claim(req.trigger_id, now_ms):
             return self._suppress(DUPLICATE)
         try:
             return await self._decide_claimed(req, now_ms, due, buckets)
@@ -154,8 +153,17 @@ class DeliveryPolicy:
             # the message would be lost.
             if not released:
                 with contextlib.suppress(Exception):
-                    await self.store.unclaim(claim)
+                    await self.store.unclaim(self._claim_key(req.trigger_id))
             raise
+
+    async def claim(self, message_id: str, now_ms: int) -> bool:
+        """Dedupe: True only the first time ``message_id`` (a trigger id or a
+        journey message id) is claimed within ``dedupe_ttl``."""
+        return await self.store.claim(self._claim_key(message_id), self.model.dedupe_ttl,
+                                      now_ms)
+
+    def _claim_key(self, message_id: str) -> str:
+        return f"{self._prefix}dd:{message_id}"
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str]) -> Decision:
