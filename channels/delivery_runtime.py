@@ -22,6 +22,7 @@ from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.feedback import FeedbackSink, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
+from channels.registry import REDIS_URL_ENV, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from triggers.errors import SceneTriggerError
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
 
     from channels.registry import ChannelRegistry
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_URL_ENV = "SCENETRIGGER_REDIS_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +87,6 @@ def inbox_env(models: Mapping[str, Any], redis_url: str | None) -> dict[str, str
                 if var == REDIS_URL_ENV or not env.get(var):
                     env[var] = redis_url
     return env
-
-
-def redis_url_or_env(url: str | None) -> str:
-    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default."""
-    return url or os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
 
 
 def file_catalog(path: str | None) -> Catalog | None:

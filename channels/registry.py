@@ -43,6 +43,12 @@ from triggers.errors import ConfigError, SceneTriggerError
 log = logging.getLogger("scenetrigger.channels")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL_ENV = "SCENETRIGGER_REDIS_URL"
+
+
+def redis_url_or_env(url: str | None) -> str:
+    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default."""
+    return url or os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
 
 
 class UnknownChannelError(SceneTriggerError):

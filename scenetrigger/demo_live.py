@@ -37,7 +37,7 @@ from channels.feedback import RedisMessageIndex
 from channels.inbox import InboxChannel, InboxStore
 from channels.pipeline import build_pipeline
 from channels.policy import RedisPolicyStore
-from channels.registry import DEFAULT_REDIS_URL, ChannelSender, build_registry
+from channels.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV, ChannelSender, build_registry
 from config.channel_models import ChannelModel, WebhookModel
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
@@ -49,7 +49,6 @@ from triggers.errors import SceneTriggerError
 log = logging.getLogger("scenetrigger.demo_live")
 
 DEMO_LIVE_CONFIG = DEFAULT_CONFIG_PATH.with_name("demo.yaml")
-REDIS_ENV = "SCENETRIGGER_REDIS_URL"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 INBOX_USERS_SHOWN = 6
 INBOX_MESSAGES_SHOWN = 4
@@ -244,7 +243,7 @@ async def start_live(config: AppConfig, prom: CollectorRegistry, *, redis_url: s
     if not models:
         raise SceneTriggerError("--deliver live needs a 'channels:' section in the config "
                                 f"(e.g. {DEMO_LIVE_CONFIG})")
-    url = redis_url or env.get(REDIS_ENV) or DEFAULT_REDIS_URL
+    url = redis_url or env.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
     client = await connect_redis(url)
     served: ServedSink | None = None
     try:

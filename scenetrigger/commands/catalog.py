@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
 from channels.catalog import DEFAULT_PREFIX, RedisCatalog, read_products
+from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from triggers.errors import SceneTriggerError
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def register(sub: Any) -> None:
@@ -31,7 +29,7 @@ def register(sub: Any) -> None:
 
 def run_load(args: argparse.Namespace) -> int:
     products = read_products(args.file, base_url=args.base_url)
-    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+    url = redis_url_or_env(args.redis_url)
     count = asyncio.run(_load(url, args.prefix, products))
     print(f"loaded {count:,} products into {args.prefix}* at {_safe(url)}", file=sys.stderr)
     return 0

@@ -55,9 +55,10 @@ async def _main(args: argparse.Namespace) -> int:
 
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, topic_name
-    from channels.delivery_runtime import build_live_pipeline, file_catalog, redis_url_or_env
+    from channels.delivery_runtime import build_live_pipeline, file_catalog
     from channels.feedback_kafka import AckedFeedbackSink, feedback_topics
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
+    from channels.registry import redis_url_or_env
     from config.loader import load_config
 
     config = load_config(args.config)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from typing import Any
 
 
@@ -41,6 +40,7 @@ async def _main(args: argparse.Namespace) -> None:
     from prometheus_client import start_http_server
 
     from agents.topics import bootstrap_servers, topic_name
+    from channels.registry import redis_url_or_env
     from config.loader import load_config
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
     from strategies.http import build_app
@@ -55,7 +55,7 @@ async def _main(args: argparse.Namespace) -> None:
         feedback=topic_name(prefix, "feedback"),
     )
     bootstrap = bootstrap_servers(args.broker)
-    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = redis_url_or_env(args.redis_url)
     client = aioredis.Redis.from_url(url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
@@ -13,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from channels.base import DeliveryResult, Message
 from channels.deadletter import DEFAULT_STREAM, DeadLetter, DeadLetterStore, redrive
-from channels.registry import DEFAULT_REDIS_URL, ChannelSender, build_registry
+from channels.registry import DEFAULT_REDIS_URL, ChannelSender, build_registry, redis_url_or_env
 from config.loader import load_config
 from scenetrigger.cli_support import positive
 
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print("scenetrigger: this config has no 'channels' section: dead letters would all be "
               "skipped (pass --config with your channels)", file=sys.stderr)
         return 2
-    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+    url = redis_url_or_env(args.redis_url)
     return asyncio.run(_redrive(args, dict(config.channels), url))
 
 

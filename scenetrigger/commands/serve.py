@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
 from channels.policy import DeliveryPolicy, RedisPolicyStore
+from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from strategies.http import TOKEN_ENV, add_routes
@@ -53,7 +54,6 @@ from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def register(sub: Any) -> None:
@@ -215,7 +215,7 @@ async def _main(args: argparse.Namespace) -> int:
     from config.loader import load_config
 
     config = load_config(args.config)
-    url = args.redis_url or os.environ.get("SCENETRIGGER_REDIS_URL", DEFAULT_REDIS_URL)
+    url = redis_url_or_env(args.redis_url)
     client = aioredis.Redis.from_url(url)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
