@@ -383,14 +383,9 @@ class SceneWorker:
         """Wait for the partition's trigger acks, write its staged states, ack
         its messages and run the trigger hook."""
         pending = host.pending
-        if pending.failed is not None:
-            raise pending.failed
         if pending.futures:
-            try:
-                await asyncio.gather(*pending.futures)
-            except SEND_ERRORS as exc:
-                pending.failed = exc
-                raise
+            await asyncio.wait(list(pending.futures))
+        pending.acked()  # raises a refused send, and keeps raising it (Pending.failed)
         if host.revoked:  # the partition moved on while we waited: write nothing
             return
         host.store.flush()
