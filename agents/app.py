@@ -43,7 +43,7 @@ from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
 from config.models import AppConfig
 from triggers.engine import Engine
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import IdLimits, Trigger, decode_event_line
+from triggers.events import Trigger, decode_event_line
 from triggers.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class SceneWorker:
         self.hosts: dict[int, PartitionHost] = {}
         self._now_ms = now_ms
         self._max_line = settings.config.engine.max_line_bytes
-        self._ids = IdLimits.of(settings.config.engine.max_id_chars, settings.config.scene_list())
+        self._ids = settings.config.id_limits()
         self._outputs_declared = False
         self._stream: Any = None
         # Label lookups cost ~1 us per event: bind the per-event children once.
@@ -286,7 +286,7 @@ class SceneWorker:
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""
         self.config = config
-        self._ids = IdLimits.of(config.engine.max_id_chars, config.scene_list())
+        self._ids = config.id_limits()
         for host in self.hosts.values():
             host.reconfigure(config.scene_list(), config.engine.limits())
 

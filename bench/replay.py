@@ -48,7 +48,6 @@ if str(ROOT) not in sys.path:
 
 from config.loader import load_config  # noqa: E402
 from scenetrigger.replay import (  # noqa: E402
-    id_limits,
     jsonl_trigger_writer,
     new_engine,
     replay,
@@ -114,7 +113,7 @@ def replay_run(
     config = load_config()
     engine = new_engine(config, profiles=profiles)
     with path.open("rb", buffering=1 << 20) as fh:
-        records = read_events(fh, "jsonl", config.engine.max_line_bytes, id_limits(config))
+        records = read_events(fh, "jsonl", config.engine.max_line_bytes, config.id_limits())
         if sink_to_file:
             OUT_DIR.mkdir(parents=True, exist_ok=True)
             with (OUT_DIR / "triggers.jsonl").open("wb", buffering=1 << 20) as out:

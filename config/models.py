@@ -10,6 +10,7 @@ from config.content_models import ContentModel, default_content
 from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
+from triggers.events import IdLimits
 from triggers.scenes import Scene
 from triggers.userfilter import ClassifyRules
 
@@ -35,3 +36,7 @@ class AppConfig(BaseModel):
         rules = ClassifyRules(content.styles, content.segments, content.habits,
                               self.delivery.default_timezone)
         return build_scenes(dict(self.scenes), rules)
+
+    def id_limits(self) -> IdLimits:
+        """``engine.max_id_chars`` for user_id and every scene's ``per`` field."""
+        return IdLimits.of(self.engine.max_id_chars, self.scene_list())

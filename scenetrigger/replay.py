@@ -23,7 +23,7 @@ from config.models import AppConfig
 from scenetrigger.sources import Format, Record, read_events
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
-from triggers.events import IdLimits, Trigger
+from triggers.events import Trigger
 from triggers.scenes import Scene
 
 TriggerSink = Callable[[Trigger], None]
@@ -85,11 +85,6 @@ def new_engine(config: AppConfig, profiles: bool = True) -> Engine:
 def filters_users(scenes: Iterable[Scene]) -> bool:
     """Whether any scene has a ``user`` filter (which reads the profile)."""
     return any(scene.user is not None for scene in scenes)
-
-
-def id_limits(config: AppConfig) -> IdLimits:
-    """``engine.max_id_chars`` for user_id and every scene's ``per`` field."""
-    return IdLimits.of(config.engine.max_id_chars, config.scene_list())
 
 
 def replay(
@@ -253,7 +248,7 @@ def _run_shard(path: str, fmt: Format, shard: int, shards: int,
     config = _shard_config
     assert config is not None, "a shard runs in a process forked by replay_sharded"
     with open(path, "rb", buffering=1 << 20) as fh:
-        records = read_events(fh, fmt, config.engine.max_line_bytes, id_limits(config))
+        records = read_events(fh, fmt, config.engine.max_line_bytes, config.id_limits())
         # Shards report triggers only: profiles only for scenes' user filters.
         return replay_shard(records, new_engine(config, profiles=False), shard, shards,
                             advance_to)

@@ -13,7 +13,6 @@ import orjson
 from config.loader import load_config
 from scenetrigger.cli_support import open_input, pick_format, progress_bar
 from scenetrigger.replay import (
-    id_limits,
     jsonl_reject_writer,
     jsonl_trigger_writer,
     new_engine,
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         progress = progress_bar(size, args.no_progress, "replay")
         try:
             summary = replay(
-                read_events(lines, fmt, max_line, id_limits(config)),
+                read_events(lines, fmt, max_line, config.id_limits()),
                 engine,
                 jsonl_trigger_writer(out) if delivery is None else _delivering_writer(out,
                                                                                       delivery),

@@ -19,7 +19,6 @@ import orjson
 from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.cli_support import open_input, pick_format
-from scenetrigger.replay import id_limits
 from scenetrigger.sources import FORMATS, read_events
 from strategies.reporting import ReportOptions, build_report, mark_disagreements, render_table
 from triggers.durations import parse_duration_ms
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     with open_input(args.events) as (stream, _size):
         fmt, lines = pick_format(args.format, stream, args.events)
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes,
-                                     id_limits(config)))
+                                     config.id_limits()))
         rows = build_report(triggers, events, options)
     report = {"window_ms": window, "control_share": control.share,
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,

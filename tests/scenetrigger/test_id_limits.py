@@ -15,7 +15,6 @@ from agents.app import SceneWorker
 from config.loader import load_config, load_config_text
 from config.models import AppConfig
 from scenetrigger.cli import main
-from scenetrigger.replay import id_limits
 from scenetrigger.sources import REES46_HEADER, read_jsonl, read_otto, read_rees46
 from tests.agents.test_app_unit import FakeMessage, settings
 from triggers.errors import ConfigError, EventRejected
@@ -112,8 +111,8 @@ def config(text: str = CONFIG) -> AppConfig:
 
 
 def test_limit_is_configurable_and_has_a_floor() -> None:
-    assert id_limits(config()) == IdLimits(20, ("page",))
-    assert id_limits(load_config(None)) == IdLimits(256, ("product_id", "page"))  # shipped
+    assert config().id_limits() == IdLimits(20, ("page",))
+    assert load_config(None).id_limits() == IdLimits(256, ("product_id", "page"))  # shipped
     with pytest.raises(ConfigError, match="max_id_chars"):
         config(CONFIG.replace("20", "19"))
 
