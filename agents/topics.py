@@ -34,6 +34,12 @@ def topic_name(prefix: str | None, suffix: str) -> str:
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 
+def feedback_topics(prefix: str | None, journeys: bool) -> list[str]:
+    """Where delivery feedback goes: the events topic (``PREFIX.events``),
+    then, with ``journeys``, the journeys' feedback topic (``PREFIX.feedback``)."""
+    return [topic_name(prefix, "events"), *([topic_name(prefix, "feedback")] if journeys else [])]
+
+
 def bootstrap_servers(broker: str | None = None) -> str:
     """``kafka://h:p;h2:p2`` or ``h:p,h2:p2`` (or $SCENETRIGGER_KAFKA) -> ``h:p,h2:p2``."""
     url = broker or os.environ.get(BROKER_ENV) or DEFAULT_BROKER

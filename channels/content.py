@@ -9,7 +9,7 @@ group is tried first, one variant in it picked by a weighted hash of
 less specific groups. A variant that needs products the catalog cannot
 supply is passed over; the scene's generic fallback is last and never fails.
 
-Templates use :mod:`channels.safe_template` (``${name}`` only; names checked
+Templates use :mod:`config.safe_template` (``${name}`` only; names checked
 at config load). Values are HTML-escaped in HTML bodies; only the
 ``${products}`` list, which this module builds from escaped pieces, is
 inserted as is. Links must be http(s); anything else becomes empty.
@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from channels.catalog import Catalog, Product
-from channels.safe_template import Template, compile_template
 from channels.segments import (
     CATEGORY_BROWSER,
     PROMO_DRIVEN,
@@ -39,6 +38,7 @@ from config.content_models import (
     VariantModel,
     VariantWhen,
 )
+from config.safe_template import Template, compile_template
 from triggers.events import Trigger
 from triggers.state import UserState
 

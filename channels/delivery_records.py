@@ -1,6 +1,6 @@
 """Decoding what ``scenetrigger deliver`` consumes: trigger records of the
 worker's triggers topic (``agents.app.trigger_record``) and journey actions
-(``strategies.actions.action_to_dict``). Pure functions; a record that cannot
+(``strategies.actions.action_to_dict`` of :mod:`channels.orders`). Pure functions; a record that cannot
 be used raises :class:`MalformedRecord` with a reason code for the metric.
 
 A trigger record's ``profile`` is ``Profile.to_wire()`` of the user at fire
@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from strategies.actions import HandoffAction, SendAction
+from channels.orders import HandoffAction, SendAction
 from triggers.events import Trigger
 from triggers.profile import Profile
 from triggers.state import UserState

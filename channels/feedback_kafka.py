@@ -26,13 +26,6 @@ from channels.feedback import FeedbackEvent
 
 log = logging.getLogger("scenetrigger.feedback")
 
-def feedback_topics(prefix: str | None, journeys: bool) -> list[str]:
-    """The events topic (``PREFIX.events``), then, with ``journeys``, the
-    journeys' feedback topic (``PREFIX.feedback``): the names `serve` uses."""
-    from agents.topics import topic_name
-
-    return [topic_name(prefix, "events"), *([topic_name(prefix, "feedback")] if journeys else [])]
-
 
 class FeedbackFlush(Protocol):
     """What a consumer needs of a sink whose sends are acknowledged later."""

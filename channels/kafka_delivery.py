@@ -46,8 +46,8 @@ from channels.delivery_records import (
     state_with,
 )
 from channels.feedback_kafka import FeedbackFlush
+from channels.orders import SendAction
 from channels.pipeline import DeliveryPipeline, Outcome
-from strategies.actions import SendAction
 from triggers.profile import Profile
 from triggers.state import UserState
 

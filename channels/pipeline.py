@@ -23,6 +23,7 @@ import orjson
 from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
 from channels.content import ContentChoice, ContentSelector
+from channels.control import in_control
 from channels.feedback import (
     FeedbackApp,
     FeedbackSink,
@@ -32,6 +33,7 @@ from channels.feedback import (
     open_pixel_html,
     tracked_link,
 )
+from channels.orders import HandoffAction, SendAction
 from channels.policy import (
     DUPLICATE,
     NO_CHANNEL,
@@ -44,8 +46,6 @@ from channels.policy import (
 )
 from config.models import AppConfig
 from config.strategy_models import ControlModel
-from strategies.actions import HandoffAction, SendAction
-from strategies.control import in_control
 from triggers.events import Trigger
 from triggers.state import UserState
 

@@ -2,7 +2,7 @@
 
 The request shape comes from config: method, URL, static headers, headers
 and query parameters read from environment variables (secrets), and a body
-template. Placeholders (``${name}``, see :mod:`channels.safe_template`) are
+template. Placeholders (``${name}``, see :mod:`config.safe_template`) are
 filled from the message: ``message_id``, ``trigger_id``, ``user_id``,
 ``scene``, ``channel``, ``subject``, ``text``, ``html``, ``created_ms`` and
 ``data.<key>`` (nested keys dotted). Values are escaped for where they land:
@@ -28,15 +28,15 @@ import orjson
 
 from channels.base import DeliveryResult, Message
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
-from channels.safe_template import (
+from channels.webhook import classify_status, exception_attempt, pooled_session
+from config.channel_models import ProviderModel, SuccessJsonModel
+from config.safe_template import (
     Template,
     TemplateError,
     compile_template,
     flatten_values,
     json_escape,
 )
-from channels.webhook import classify_status, exception_attempt, pooled_session
-from config.channel_models import ProviderModel, SuccessJsonModel
 
 # Example request shapes; a config names one by ``type`` and overrides fields.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -128,7 +128,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
         secret = _env(env, "secret_env", model.secret_env) or ""
         return WebhookChannel(
             name=name, url=model.url, secret=secret.encode(), timeout_ms=model.timeout,
-            policy=model.retry.policy(), headers=dict(model.headers),
+            policy=RetryPolicy.of(model.retry), headers=dict(model.headers),
             signature_header=model.signature_header, timestamp_header=model.timestamp_header,
             max_connections=model.max_connections, batch_max=model.batch_max,
             batch_linger_ms=model.batch_linger,
@@ -140,7 +140,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             client = aioredis.Redis.from_url(url)
         store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
                            model.dedupe_ttl)
-        return InboxChannel(name, store, model.retry.policy(), owns_redis=redis is None,
+        return InboxChannel(name, store, RetryPolicy.of(model.retry), owns_redis=redis is None,
                             batch_max=model.batch_max, batch_linger_ms=model.batch_linger)
     if isinstance(model, EmailModel):
         settings = SmtpSettings(
@@ -149,7 +149,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             password=_env(env, "password_env", model.password_env),
             timeout_ms=model.timeout, ca_file=model.ca_file,
         )
-        return EmailChannel(name, settings, model.sender, model.to_field, model.retry.policy(),
+        return EmailChannel(name, settings, model.sender, model.to_field, RetryPolicy.of(model.retry),
                             model.max_connections)
     if isinstance(model, ProviderModel):
         for field_name, names in (("headers_env", model.headers_env),
@@ -162,7 +162,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             var = str(exc.args[0])
             where = "headers_env" if var in model.headers_env.values() else "query_env"
             raise _MissingEnv(where, var) from None
-        return ProviderChannel(name, shape, model.timeout, model.retry.policy(),
+        return ProviderChannel(name, shape, model.timeout, RetryPolicy.of(model.retry),
                                model.max_connections)
     if isinstance(model, LogModel):
         return LogChannel(name, model.path, model.max_records)

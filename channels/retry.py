@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from channels.base import DeliveryResult, Message
+from config.channel_models import RetryModel
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -34,6 +35,12 @@ class RetryPolicy:
     def backoff_ms(self, retry_number: int, rng: random.Random) -> int:
         ceiling = min(self.max_backoff_ms, self.base_backoff_ms * (1 << min(retry_number - 1, 30)))
         return int(rng.uniform(0, ceiling))  # jitter, not cryptography
+
+    @classmethod
+    def of(cls, model: RetryModel) -> RetryPolicy:
+        """The policy a channel's ``retry:`` config section describes."""
+        return cls(model.max_attempts, model.base_backoff, model.max_backoff,
+                   model.retry_after_max)
 
 
 @dataclass(frozen=True, slots=True)

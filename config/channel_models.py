@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from channels.retry import RetryPolicy
-from channels.safe_template import TemplateError, compile_template
+from config.safe_template import TemplateError, compile_template
 from config.scene_models import Duration
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
@@ -28,10 +27,6 @@ class RetryModel(_Strict):
     base_backoff: Duration = Field(default=100, ge=0)
     max_backoff: Duration = Field(default=5_000, ge=0)
     retry_after_max: Duration = Field(default=30_000, ge=0)
-
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.base_backoff, self.max_backoff,
-                           self.retry_after_max)
 
 
 def _http_url(value: str) -> str:

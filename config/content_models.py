@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from channels.safe_template import TemplateError, compile_template
+from config.safe_template import TemplateError, compile_template
 from triggers.classify import SEGMENTS, STYLES
 from triggers.durations import parse_duration_ms
 

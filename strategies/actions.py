@@ -1,10 +1,18 @@
 """What the strategies engine asks its host to do. Every action carries the
-event-time ``ts`` it was decided at, so replay output is deterministic."""
+event-time ``ts`` it was decided at, so replay output is deterministic.
+
+The two that reach a channel (:class:`SendAction`, :class:`HandoffAction`) are
+delivery orders, defined by the layer that carries them out (:mod:`channels.orders`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from channels.orders import HandoffAction, SendAction
+
+__all__ = ["Action", "EnrolAction", "ExitAction", "HandoffAction", "ScoreAction", "SendAction",
+           "SuppressedAction", "TagAction", "UserContext", "action_to_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,28 +23,6 @@ class UserContext:
     tags: frozenset[str] = frozenset()
     segment: str | None = None
     score: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class SendAction:
-    """Send ``content_ref`` to the user on ``channel``. ``message_id`` is
-    deterministic (strategy, version, user, enrolment time, step, channel)."""
-
-    user_id: str
-    channel: str
-    content_ref: str
-    strategy: str
-    step: str
-    message_id: str
-    ts: int
-    version: int = 1
-    trigger_id: str | None = None
-    # Filled by a host that renders the content (channels.content): the
-    # engine itself only names ``content_ref``.
-    variant: str | None = None
-    subject: str | None = None
-    text: str | None = None
-    kind: str = field(default="send", init=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +84,6 @@ class SuppressedAction:
     ts: int
     version: int = 1  # the version the user would have entered
     kind: str = field(default="suppressed", init=False)
-
-
-@dataclass(frozen=True, slots=True)
-class HandoffAction:
-    """A lead crossed the score threshold: hand it to sales on ``channel``."""
-
-    user_id: str
-    score: float
-    channel: str
-    content_ref: str
-    message_id: str
-    ts: int
-    kind: str = field(default="handoff", init=False)
 
 
 Action = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+from channels.control import in_control
 from config.strategy_models import ControlModel
 from strategies.actions import (
     Action,
@@ -24,7 +25,6 @@ from strategies.actions import (
     TagAction,
     UserContext,
 )
-from strategies.control import in_control
 from strategies.model import END, Case, Registry, Step, Strategy
 from strategies.state import (
     MAX_SENT_IDS,

@@ -5,7 +5,7 @@ Scene control groups: a ``replay --deliver`` line carries the pipeline's
 decision (``"group": "control"`` on held-out users, no mark on the others; an
 explicit ``"group": "treated"`` is read too), and the report uses it as is.
 Only lines without a decision (a replay without ``--deliver``) are assigned
-by the hash of :mod:`strategies.control`; :func:`mark_disagreements` tells
+by the hash of :mod:`channels.control`; :func:`mark_disagreements` tells
 the caller when the hash under its control share would have said otherwise.
 
 Feedback events in the events stream (``type`` ``delivered``/``opened``/

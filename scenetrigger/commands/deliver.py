@@ -54,9 +54,9 @@ async def _main(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
     from agents.producer import ensure_topics
-    from agents.topics import bootstrap_servers, topic_name
+    from agents.topics import bootstrap_servers, feedback_topics, topic_name
     from channels.delivery_runtime import build_live_pipeline, file_catalog
-    from channels.feedback_kafka import AckedFeedbackSink, feedback_topics
+    from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
     from channels.registry import redis_url_or_env
     from config.loader import load_config

@@ -223,8 +223,7 @@ async def _main(args: argparse.Namespace) -> int:
         if args.broker:
             from aiokafka import AIOKafkaProducer
 
-            from agents.topics import bootstrap_servers
-            from channels.feedback_kafka import feedback_topics
+            from agents.topics import bootstrap_servers, feedback_topics
 
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
                                         acks="all")

@@ -13,8 +13,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agents.topics import feedback_topics
 from channels.base import DeliveryResult, Message
-from channels.feedback_kafka import AckedFeedbackSink, FeedbackNotAcked, feedback_topics
+from channels.feedback_kafka import AckedFeedbackSink, FeedbackNotAcked
 from channels.kafka_delivery import DeliveryConsumer
 from channels.pipeline import build_pipeline, message_id_for
 from channels.policy import MemoryPolicyStore

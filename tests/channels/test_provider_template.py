@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from channels.safe_template import TemplateError, compile_template, json_escape, render
 from config.loader import load_config_text
+from config.safe_template import TemplateError, compile_template, json_escape, render
 from triggers.errors import ConfigError
 
 VALUES = {"name": "Ann", "data.phone": "+86 138", "price": "9.90"}
