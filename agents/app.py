@@ -513,7 +513,10 @@ class SceneWorker:
             self.metrics.consumer_lag.remove(str(partition))
 
     async def _poll_config(self) -> None:
+        rejected = self._reloader.status.rejected
         self._reloader.poll()
+        if self._reloader.status.rejected > rejected:
+            self.metrics.config_reload_failures.inc()
 
 
 def create_app(settings: WorkerSettings, *, metrics: WorkerMetrics | None = None,

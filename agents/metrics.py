@@ -32,6 +32,7 @@ class WorkerMetrics:
     consumer_lag: Gauge
     ticks: Counter
     partitions: Gauge
+    config_reload_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
@@ -73,6 +74,11 @@ class WorkerMetrics:
             partitions=Gauge(
                 "scenetrigger_partitions", "Events partitions this worker runs engines for",
                 registry=reg,
+            ),
+            # The name the config-push path uses too (deploy/alerts.yml alerts on it).
+            config_reload_failures=Counter(
+                "scenetrigger_config_reload_failures",
+                "Config reloads rejected (the running config stayed)", registry=reg,
             ),
         )
 

@@ -410,14 +410,19 @@ class PolicyMetrics:
     @classmethod
     def on(cls, registry: Any) -> PolicyMetrics:
         """One set per Prometheus registry (registering twice fails)."""
+        return _METRICS.get(registry, lambda: cls._create(registry))
+
+    @classmethod
+    def _create(cls, registry: Any) -> PolicyMetrics:
         from prometheus_client import Counter as PromCounter
 
-        return _METRICS.get(registry, lambda: cls(
-            PromCounter("scenetrigger_suppressed", "Deliveries suppressed by the policy",
-                        ["reason"], registry=registry),
-            PromCounter("scenetrigger_deferred", "Deliveries deferred by quiet hours",
-                        registry=registry),
-        ))
+        suppressed = PromCounter("scenetrigger_suppressed", "Deliveries suppressed by the policy",
+                                 ["reason"], registry=registry)
+        for reason in SUPPRESS_REASONS:  # every series exists from the start, at 0
+            suppressed.labels(reason=reason)
+        return cls(suppressed, PromCounter("scenetrigger_deferred",
+                                           "Deliveries deferred by quiet hours",
+                                           registry=registry))
 
 
 _METRICS: PerRegistry[PolicyMetrics] = PerRegistry()

@@ -198,6 +198,9 @@ class DeliveryMetrics:
 _METRICS: PerRegistry[DeliveryMetrics] = PerRegistry()
 
 
+OUTCOMES = ("ok", "retry_exhausted", "rejected", "error")
+
+
 def outcome_label(result: DeliveryResult) -> str:
     if result.ok:
         return "ok"
@@ -222,6 +225,13 @@ class ChannelSender:
 
     def __post_init__(self) -> None:
         self._metrics = DeliveryMetrics.on(self.metrics_registry)
+        # Every configured channel's series exist from the start, at 0: a rate
+        # or ratio (deploy/alerts.yml) is then defined before the first failure.
+        for name in self.registry.names():
+            for label in OUTCOMES:
+                self._metrics.deliveries.labels(name, label)
+            self._metrics.dead_letters.labels(name)
+            self._metrics.dead_letter_failures.labels(name)
 
     async def send(self, message: Message, channel: str | None = None, *,
                    dead_letter: bool = True) -> DeliveryResult:

@@ -14,6 +14,8 @@ command -v mvn >/dev/null || missing+=(maven)
 # openssl makes the SMTP TLS test's certificate; quiet hours read the system time zones.
 command -v openssl >/dev/null || missing+=(openssl)
 [[ -e /usr/share/zoneinfo/Asia/Shanghai ]] || missing+=(tzdata)
+# Prometheus + promtool: the alert rules are checked and evaluated against real processes.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 # Chromium + its driver for the demo page's browser test (selenium).
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || missing+=(chromium chromium-driver)
 if [[ ${#missing[@]} -gt 0 ]]; then
