@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import ValidationError
 
 from config.models import AppConfig
 from config.strategy_models import error_message
-from config.yaml_load import safe_load_unique
+from config.yaml_load import line_map, safe_load_unique
 from triggers.errors import ConfigError
+
+if TYPE_CHECKING:
+    from config.check import Report
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
@@ -34,20 +36,29 @@ def load_config(path: str | Path | None = None) -> AppConfig:
 
 
 def load_config_text(text: str, source: str = "<config>") -> AppConfig:
+    """Parse and validate; every problem names ``source``, its line, the scene
+    (or section) and the field."""
+    return check_text(text, source).raise_errors()
+
+
+def check_text(text: str, source: str = "<config>") -> Report:
+    """Every error and warning of a config text (see :mod:`config.check`)."""
+    from config.check import Doc, Problem, Report, check
+
     try:
         raw = safe_load_unique(text)  # safe: a config never constructs objects; no duplicate keys
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
-    return validate_config(raw, source)
+        return Report(None, [Problem(f"{source}: not valid YAML: {exc}")], [])
+    return check(raw, Doc(source, line_map(text)))
 
 
 def validate_config(raw: Any, source: str = "<config>") -> AppConfig:
+    """Validate a parsed config (no lines known: problems name scene and field)."""
+    from config.check import Doc, check
+
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: the top level must be a mapping with a 'scenes' key"])
-    try:
-        return AppConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([format_error(err) for err in exc.errors()]) from None
+    return check(raw, Doc()).raise_errors()
 
 
 def format_error(err: Any) -> str:

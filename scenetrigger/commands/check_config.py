@@ -1,39 +1,99 @@
-"""``scenetrigger check-config FILE``: every error with scene and field, or a summary."""
+"""``scenetrigger check-config FILE``: every error and warning at once, each
+with file, line, scene (or section) and field; or a summary of what the config
+does (scenes with their filters, strategies). ``--json`` for CI."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from config.loader import load_config
+import orjson
+
+from config.check import Problem, Report
+from config.loader import check_text
+from config.models import AppConfig
+from config.scene_models import UserModel
+from config.strategy_models import StrategyModel
 from triggers.durations import format_duration_ms
-from triggers.errors import ConfigError
-from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene
+from triggers.scenes import AbsenceScene, RepeatScene, Scene
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("check-config", help="validate a config file")
+    parser = sub.add_parser(
+        "check-config", help="validate a config file",
+        description="Validate a config: every error and warning with its line, or a summary.")
     parser.add_argument("file", help="YAML or JSON config")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object: ok, errors, warnings, scenes, strategies")
+    parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_file(path: str) -> Report:
     try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"{args.file}: {len(exc.problems)} error(s)", file=sys.stderr)
-        for problem in exc.problems:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        return Report(None, [Problem(f"cannot read {path}: {exc.strerror or exc}")], [])
+    except UnicodeDecodeError as exc:
+        return Report(None, [Problem(f"{path} is not UTF-8 text: {exc}")], [])
+    return check_text(text, source=path)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = check_file(args.file)
+    failed = bool(report.errors) or (args.strict and bool(report.warnings))
+    if args.json:
+        sys.stdout.write(orjson.dumps(as_json(args.file, report),
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 1 if failed else 0
+    if report.errors:
+        print(f"{args.file}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+              file=sys.stderr)
+        for problem in report.errors:
             print(f"  - {problem}", file=sys.stderr)
-        return 1
+    if report.warnings:
+        print(f"{args.file}: {len(report.warnings)} warning(s)", file=sys.stderr)
+        for problem in report.warnings:
+            print(f"  - warning: {problem}", file=sys.stderr)
+    if report.config is not None:
+        print(summary(args.file, report.config))
+    return 1 if failed else 0
+
+
+def as_json(path: str, report: Report) -> dict[str, Any]:
+    config = report.config
+    return {
+        "file": path, "ok": not report.errors,
+        "errors": [p.as_json() for p in report.errors],
+        "warnings": [p.as_json() for p in report.warnings],
+        "scenes": [] if config is None else [
+            {"name": s.name, "kind": type(s).__name__.removesuffix("Scene").lower(),
+             "summary": describe(s), "user": describe_user(config.scenes[s.name].user)}
+            for s in config.scene_list()],
+        "strategies": [] if config is None else [
+            {"name": n, "entry": describe_entry(m), "steps": [st.kind for st in m.steps]}
+            for n, m in config.strategies.all_journeys().items()],
+    }
+
+
+def summary(path: str, config: AppConfig) -> str:
     scenes = config.scene_list()
-    print(f"{args.file}: OK, {len(scenes)} scene(s)")
+    journeys = config.strategies.all_journeys()
+    lines = [f"{path}: OK, {len(scenes)} scene(s), {len(journeys)} strategy(ies)"]
     for scene in scenes:
-        print(f"  {scene.name:<28} {describe(scene)}")
-    return 0
+        lines.append(f"  {scene.name:<28} {describe(scene)}")
+        user = describe_user(config.scenes[scene.name].user)
+        if user:
+            lines.append(f"  {'':<28}   only users: {user}")
+    for name, model in journeys.items():
+        steps = " > ".join(step.kind for step in model.steps)
+        lines.append(f"  strategy {name:<19} on {describe_entry(model)}: {steps}")
+    return "\n".join(lines)
 
 
-def describe(scene: RepeatScene | AbsenceScene | ArrivalScene) -> str:
+def describe(scene: Scene) -> str:
     if isinstance(scene, RepeatScene):
         text = f"repeat  {scene.count}x within {format_duration_ms(scene.within_ms)}"
         if scene.per:
@@ -52,3 +112,35 @@ def describe(scene: RepeatScene | AbsenceScene | ArrivalScene) -> str:
     if cooldown is not None:
         text += f", cooldown {format_duration_ms(cooldown)}"
     return text
+
+
+def describe_user(user: UserModel | None) -> str:
+    """A scene's user filter in words (empty: everyone)."""
+    if user is None:
+        return ""
+    parts = []
+    if user.tags is not None:
+        for group in ("all", "any", "none"):
+            tags = getattr(user.tags, group)
+            if tags:
+                parts.append(f"tags {group} of {', '.join(tags)}")
+    if user.segment is not None:
+        parts.append(f"segment in {', '.join(user.segment.in_)}")
+    if user.style is not None:
+        parts.append(f"style in {', '.join(user.style.in_)}")
+    return "; ".join(parts)
+
+
+def describe_entry(model: StrategyModel) -> str:
+    entry = model.entry
+    parts = []
+    if entry.scene:
+        parts.append(f"scene {' or '.join(entry.scene)}")
+    if entry.tags is not None:
+        for group in ("all", "any", "none"):
+            tags = getattr(entry.tags, group)
+            if tags:
+                parts.append(f"tags {group} of {', '.join(tags)}")
+    if entry.segment:
+        parts.append(f"segment {' or '.join(entry.segment)}")
+    return ", ".join(parts)

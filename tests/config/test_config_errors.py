@@ -57,7 +57,7 @@ def test_every_scene_error_names_scene_and_field(scene: Any, field: str, fragmen
 
 def test_unknown_top_level_key_is_named() -> None:
     found = problems({"scenes": {"ok": GOOD}, "scene": {}})
-    assert found == ["top level, field 'scene': unknown field"]
+    assert found == ["top level, field 'scene': unknown field (did you mean 'scenes'?)"]
 
 
 def test_every_problem_is_listed_at_once() -> None:
@@ -154,15 +154,19 @@ def test_check_config_errors_exit_1_with_scene_and_field(tmp_path: Path) -> None
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.splitlines()
-    assert lines[0] == f"{path}: 5 error(s)"
-    assert sorted(lines[1:]) == sorted([
-        "  - scene 'a', field 'count': Input should be greater than or equal to 1 (got 0)",
-        "  - scene 'a', field 'within': bad duration '30 minutes': use '<int><unit>' with unit "
-        "ms, s, m, h or d, or an integer of milliseconds",
-        "  - scene 'a', field 'bogus': unknown field",
-        "  - scene 'b', field 'kind': unknown kind 'sometimes' (use repeat, absence or arrival)",
-        "  - top level, field 'colour': unknown field",
-    ])
+    assert lines[0] == f"{path}: 5 error(s), 2 warning(s)"
+    assert lines[1:6] == [  # in line order, each with its file and line
+        f"  - {path}:1: top level, field 'colour': unknown field",
+        f"  - {path}:3: scene 'a', field 'count': Input should be greater than or equal to 1 "
+        "(got 0)",
+        f"  - {path}:3: scene 'a', field 'within': bad duration '30 minutes': use "
+        "'<int><unit>' with unit ms, s, m, h or d, or an integer of milliseconds",
+        f"  - {path}:3: scene 'a', field 'bogus': unknown field",
+        f"  - {path}:4: scene 'b', field 'kind': unknown kind 'sometimes' (use repeat, "
+        "absence or arrival)",
+    ]
+    assert lines[6] == f"{path}: 2 warning(s)"
+    assert all("no content of its own" in line for line in lines[7:]), lines
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,9 @@ def test_bad_edit_is_rejected_and_old_config_stays(tmp_path: Path) -> None:
     assert reloader.poll() is False
     assert reloader.config is before
     assert reloader.status.rejected == 1
-    assert any("promo_arrival" in p and "cooldown" in p for p in reloader.status.last_error)
+    # file, line, scene and field (the text starts with a blank line: line 6)
+    assert any(p.startswith(f"{path}:6: scene 'promo_arrival', field 'cooldown': ")
+               for p in reloader.status.last_error), reloader.status.last_error
     assert reloader.poll() is False  # reported once, not on every poll
     assert seen == []
 

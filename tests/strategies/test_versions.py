@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.loader import load_config_text
+from config.loader import DEFAULT_CONFIG_PATH, load_config_text
 from config.strategy_models import resolve_include
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry
@@ -104,7 +104,8 @@ strategies:
 
 
 def test_included_files_load_through_the_app_config() -> None:
-    config = load_config_text("scenes: {}\nstrategies: {include: [reactivation]}\n")
+    scenes = DEFAULT_CONFIG_PATH.read_text()  # the entry scenes must exist
+    config = load_config_text(scenes + "strategies: {include: [reactivation]}\n")
     assert sorted(config.strategies.all_journeys()) == ["reactivation", "winback"]
     with pytest.raises(ConfigError) as info:
         Registry(config.strategies.all_journeys(), scenes=frozenset({"cart_abandonment"}))

@@ -1,0 +1,281 @@
+"""Cross-references between config sections, checked on the raw mapping.
+
+What the section models cannot see alone: a strategy's entry scene, branch
+targets, enrolments, content refs and channels, tags that nothing sets,
+control-group names, content for scenes that do not exist and scenes with no
+content of their own. Each finding has its document path (for the line) and a
+close name when one exists. Works on raw data so that a schema error in one
+section hides nothing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING, Any
+
+from config.channel_models import CHANNEL_TYPES
+from config.content_models import default_content
+from config.strategy_models import EXIT, NEXT, resolve_include, step_label
+from config.yaml_load import Path, line_map, safe_load_unique
+from triggers.classify import BEHAVIOUR_TAGS
+
+if TYPE_CHECKING:
+    from config.check import Doc, Problem
+
+PREFERS = "prefers_"  # the tag a user's most-opened channel sets (strategies/tags.py)
+
+
+def _map(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _names(value: Any, path: Path) -> Iterator[tuple[Any, Path]]:
+    """``x``, ``[x, y]`` or ``{in: [x, y]}``: each name with its path."""
+    if isinstance(value, dict) and "in" in value:
+        value, path = value["in"], (*path, "in")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield item, (*path, i)
+    elif value is not None:
+        yield value, path
+
+
+class _Strategy:
+    """One strategy's raw body and the document it was written in."""
+
+    def __init__(self, name: str, body: Any, doc: Doc, path: Path) -> None:
+        self.name, self.body, self.doc, self.path = name, _map(body), doc, path
+
+    def steps(self) -> Iterator[tuple[int, dict[Any, Any], Path]]:
+        steps = self.body.get("steps")
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict):
+                yield i + 1, step, (*self.path, "steps", i)
+
+    def where(self, number: int | None = None, step: Any = None) -> str:
+        text = f"strategy {self.name!r}"
+        if number is not None:
+            step_id = _map(step).get("id")
+            text += ", " + step_label(number, step_id if isinstance(step_id, str) else None)
+        return text
+
+
+def _strategies(raw: dict[Any, Any], doc: Doc) -> list[_Strategy]:
+    """Inline journeys and those of included files (each with its own lines)."""
+    section = _map(raw.get("strategies"))
+    found: dict[str, _Strategy] = {}
+    includes = section.get("include")
+    for ref in includes if isinstance(includes, list) else []:
+        if not isinstance(ref, str):
+            continue
+        path = resolve_include(ref)
+        try:
+            text = FilePath(path).read_text(encoding="utf-8")
+            body = _map(safe_load_unique(text))
+        except Exception:  # noqa: S112 - the schema pass reports an unreadable include
+            continue
+        from config.check import Doc
+
+        sub = Doc(str(path), line_map(text))
+        for name, strategy in body.items():
+            found[str(name)] = _Strategy(str(name), strategy, sub, (name,))
+    for name, strategy in _map(section.get("journeys")).items():
+        found[str(name)] = _Strategy(str(name), strategy, doc,
+                                     ("strategies", "journeys", name))
+    return list(found.values())
+
+
+def cross_references(raw: dict[Any, Any], doc: Doc) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) of the references between sections."""
+    return _Checker(raw, doc).run()
+
+
+class _Checker:
+    def __init__(self, raw: dict[Any, Any], doc: Doc) -> None:
+        self.raw, self.doc = raw, doc
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.scenes = [str(s) for s in _map(raw.get("scenes"))]
+        self.strategies = _strategies(raw, doc)
+        defined = [str(c) for c in _map(raw.get("channels"))]
+        self.channels_defined = bool(defined)
+        content = raw.get("content")
+        self.own_content = _map(content)
+        if "content" in raw:
+            self.content_scenes = {str(s) for s in _map(self.own_content.get("scenes"))}
+            self.content_refs = {str(r) for r in _map(self.own_content.get("journeys"))}
+        else:
+            shipped = default_content()
+            self.content_scenes = set(shipped.scenes)
+            self.content_refs = set(shipped.journeys)
+        # Without a channels section every name a content variant uses is a channel
+        # (dry runs); with one, only the channels it defines.
+        self.channel_names = defined or sorted({*CHANNEL_TYPES, *self._content_channels()})
+        self.tags_set = self._tags_set()
+
+    def run(self) -> tuple[list[Problem], list[Problem]]:
+        for strategy in self.strategies:
+            self._strategy(strategy)
+        self._content()
+        self._control()
+        self._channel_caps()
+        return self.errors, self.warnings
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _report(self, doc: Doc, text: str, path: Path, name: Any, known: list[str],
+                warning: bool = False) -> None:
+        from config.check import close_name
+
+        problem = doc.problem(text, path, close_name(name, known),
+                              "warning" if warning else "error")
+        (self.warnings if warning else self.errors).append(problem)
+
+    def _content_channels(self) -> set[str]:
+        found: set[str] = set()
+        for body in _map(self.own_content.get("scenes")).values():
+            for variant in _list(_map(body).get("variants")):
+                found.update(c for c in _list(_map(variant).get("channels")) if isinstance(c, str))
+        return found
+
+    def _tags_set(self) -> set[str]:
+        tags = set(BEHAVIOUR_TAGS)
+        for strategy in self.strategies:
+            for _, step, _ in strategy.steps():
+                tag_step = _map(step.get("tag"))
+                tags.update(t for t in _list(tag_step.get("add")) if isinstance(t, str))
+        return tags
+
+    def _tag(self, doc: Doc, where: str, field: str, tag: Any, path: Path) -> None:
+        if not isinstance(tag, str) or tag in self.tags_set:
+            return
+        if tag.startswith(PREFERS) and (not self.channels_defined
+                                        or tag[len(PREFERS):] in self.channel_names):
+            return
+        self._report(doc, f"{where}, field {field!r}: nothing sets tag {tag!r} (not a "
+                     "behaviour tag, and no strategy's tag step adds it)", path, tag,
+                     sorted(self.tags_set), warning=True)
+
+    def _channel(self, doc: Doc, where: str, field: str, name: Any, path: Path,
+                 warning: bool = False) -> None:
+        """A channel a send needs is an error when missing; a content variant's or
+        cap's list may name channels not set up here, but not unknown types.
+        Without a channels section (dry runs, or channels built by the caller)
+        a name that is no channel type is only a warning."""
+        if not isinstance(name, str) or name in self.channel_names or \
+                (warning and name in CHANNEL_TYPES):
+            return
+        warning = warning or not self.channels_defined
+        known = "the channels section" if self.channels_defined else "channel types"
+        self._report(doc, f"{where}, field {field!r}: no channel named {name!r} (in {known}: "
+                     f"{', '.join(self.channel_names)})", path, name, self.channel_names,
+                     warning)
+
+    # -- sections --------------------------------------------------------------
+
+    def _strategy(self, s: _Strategy) -> None:
+        names = [x.name for x in self.strategies]
+        entry = _map(s.body.get("entry"))
+        for scene, path in _names(entry.get("scene"), (*s.path, "entry", "scene")):
+            if scene not in self.scenes:
+                self._report(s.doc, f"{s.where()}, field 'entry.scene': no scene named "
+                             f"{scene!r}", path, scene, self.scenes)
+        for group in ("all", "any", "none"):
+            for tag, path in _names(_map(entry.get("tags")).get(group),
+                                    (*s.path, "entry", "tags", group)):
+                self._tag(s.doc, s.where(), f"entry.tags.{group}", tag, path)
+        ids = [str(step["id"]) for _, step, _ in s.steps() if "id" in step]
+        targets = [*ids, EXIT, NEXT]
+        for number, step, path in s.steps():
+            where = s.where(number, step)
+            send = _map(step.get("send"))
+            for channel, cpath in [*_names(send.get("channel"), (*path, "send", "channel")),
+                                   *_names(send.get("channels"), (*path, "send", "channels"))]:
+                self._channel(s.doc, where, "send.channel", channel, cpath)
+            ref = send.get("content")
+            if isinstance(ref, str) and ref not in self.content_refs:
+                self._report(s.doc, f"{where}, field 'send.content': no content "
+                             f"{ref!r} in content.journeys (the generic message would go "
+                             "out)", (*path, "send", "content"), ref, sorted(self.content_refs))
+            enrol = step.get("enrol")
+            if isinstance(enrol, str) and enrol not in names:
+                self._report(s.doc, f"{where}, field 'enrol': no strategy named {enrol!r}",
+                             (*path, "enrol"), enrol, names)
+            self._branch(s, where, _map(step.get("branch")), (*path, "branch"), targets)
+
+    def _branch(self, s: _Strategy, where: str, branch: dict[Any, Any], path: Path,
+                targets: list[str]) -> None:
+        for ci, case in enumerate(_list(branch.get("when"))):
+            case = _map(case)
+            cpath = (*path, "when", ci)
+            goto = case.get("goto")
+            if isinstance(goto, str) and goto not in targets:
+                self._report(s.doc, f"{where}, field 'branch.when.{ci}.goto': no step with id "
+                             f"{goto!r}", (*cpath, "goto"), goto, targets)
+            self._channel(s.doc, where, f"branch.when.{ci}.channel", case.get("channel"),
+                          (*cpath, "channel"))
+            self._tag(s.doc, where, f"branch.when.{ci}.tag", case.get("tag"), (*cpath, "tag"))
+        other = branch.get("else")
+        if isinstance(other, str) and other not in targets:
+            self._report(s.doc, f"{where}, field 'branch.else': no step with id {other!r}",
+                         (*path, "else"), other, targets)
+
+    def _content(self) -> None:
+        doc = self.doc
+        for scene in self.scenes:
+            if scene not in self.content_scenes:
+                doc_path: Path = ("scenes", scene)
+                self.warnings.append(doc.problem(
+                    f"scene {scene!r}: no content of its own in content.scenes (its "
+                    "triggers get the generic message)", doc_path, severity="warning"))
+        scenes = _map(self.own_content.get("scenes"))
+        for name, body in scenes.items():
+            path: Path = ("content", "scenes", name)
+            if name not in self.scenes:
+                self._report(doc, f"content.scenes {name!r}: no scene named {name!r} (this "
+                             "content is never used)", path, name, self.scenes, warning=True)
+            self._variants(f"content.scenes {name!r}", body, path)
+        for ref, body in _map(self.own_content.get("journeys")).items():
+            self._variants(f"content.journeys {ref!r}", body, ("content", "journeys", ref))
+
+    def _variants(self, where: str, body: Any, path: Path) -> None:
+        for i, variant in enumerate(_list(_map(body).get("variants"))):
+            variant = _map(variant)
+            vpath = (*path, "variants", i)
+            label = f"{where}, variant {variant.get('name', i + 1)!r}"
+            for j, channel in enumerate(_list(variant.get("channels"))):
+                self._channel(self.doc, label, "channels", channel, (*vpath, "channels", j),
+                              warning=True)
+            when = _map(variant.get("when"))
+            for group in ("tags_any", "tags_all"):
+                for j, tag in enumerate(_list(when.get(group))):
+                    self._tag(self.doc, label, f"when.{group}", tag, (*vpath, "when", group, j))
+
+    def _control(self) -> None:
+        per = _map(_map(_map(self.raw.get("strategies")).get("control")).get("per"))
+        known = [*self.scenes, *(s.name for s in self.strategies)]
+        for name in per:
+            if name not in known:
+                self._report(self.doc, f"section 'strategies', field 'control.per': no scene or "
+                             f"strategy named {name!r}", ("strategies", "control", "per", name),
+                             name, known)
+
+    def _channel_caps(self) -> None:
+        caps = _map(_map(self.raw.get("delivery")).get("channel_caps"))
+        for name in caps:
+            self._channel(self.doc, "section 'delivery'", "channel_caps", name,
+                          ("delivery", "channel_caps", name), warning=True)
+        handoff = _map(_map(_map(self.raw.get("strategies")).get("scoring")).get("handoff"))
+        path: Path = ("strategies", "scoring", "handoff")
+        self._channel(self.doc, "section 'strategies'", "scoring.handoff.channel",
+                      handoff.get("channel"), (*path, "channel"))
+        ref = handoff.get("content", "lead_handoff" if handoff else None)
+        if isinstance(ref, str) and ref not in self.content_refs:
+            self._report(self.doc, f"section 'strategies', field 'scoring.handoff.content': no "
+                         f"content {ref!r} in content.journeys (the generic message is used)",
+                         (*path, "content"), ref, sorted(self.content_refs), warning=True)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

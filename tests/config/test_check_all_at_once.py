@@ -1,0 +1,136 @@
+"""check-config finds every mistake of a file in one run, each with its line
+and, for a misspelled name, the name it most likely meant."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.loader import check_text, load_config_text
+from triggers.errors import ConfigError
+
+TEN_MISTAKES = """\
+scenes:
+  viewed:
+    kind: repaet
+    when: {type: view}
+    count: 3
+    within: 30 minutes
+    cooldwn: 1h
+  abandoned:
+    kind: absence
+    start: {type: cart}
+    after: 30m
+channels:
+  push_main: {type: log}
+content:
+  scenes:
+    abandonned:
+      variants:
+        - name: v1
+          subject: Hi
+          text: Hello ${usr}
+strategies:
+  journeys:
+    nudge:
+      entry:
+        scene: abandon
+        tags: {all: [vip_club]}
+      steps:
+        - id: first
+          send: {channel: push_mian, content: nudge_1}
+        - branch:
+            within: 2d
+            when: [{event: opened, goto: frist}]
+"""
+
+# (line, severity, fragment of the message, the close name offered or None)
+EXPECTED = [
+    (3, "error", "field 'kind': unknown kind 'repaet'", "repeat"),
+    (6, "error", "scene 'viewed', field 'within': bad duration '30 minutes'", None),
+    (7, "error", "scene 'viewed', field 'cooldwn': unknown field", "cooldown"),
+    (16, "warning", "content.scenes 'abandonned': no scene named 'abandonned'", "abandoned"),
+    (18, "error", "unknown placeholder(s) ${usr}", None),
+    (25, "error", "strategy 'nudge', field 'entry.scene': no scene named 'abandon'", "abandoned"),
+    (26, "warning", "field 'entry.tags.all': nothing sets tag 'vip_club'", None),
+    (29, "error", "step 1 ('first'), field 'send.channel': no channel named 'push_mian'",
+     "push_main"),
+    (29, "error", "step 1 ('first'), field 'send.content': no content 'nudge_1'", None),
+    (32, "error", "step 2, field 'branch.when.0.goto': no step with id 'frist'", "first"),
+]
+
+
+def test_ten_mistakes_are_all_found_with_lines_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "ten.yaml"
+    path.write_text(TEN_MISTAKES)
+    done = subprocess.run(
+        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path), "--json"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] is False
+    found = [*result["errors"], *result["warnings"]]
+    for line, severity, fragment, hint in EXPECTED:
+        matches = [p for p in found if fragment in p["message"]]
+        assert len(matches) == 1, (fragment, found)
+        problem = matches[0]
+        assert (problem["line"], problem["severity"], problem["hint"]) == (line, severity, hint)
+        assert problem["file"] == str(path)
+    # nothing reported twice, and nothing but the mistakes and the missing content
+    messages = [p["message"] for p in found]
+    assert len(messages) == len(set(messages))
+    extra = [m for m in messages if not any(f in m for _, _, f, _ in EXPECTED)]
+    assert sorted(extra) == [
+        "scene 'abandoned': no content of its own in content.scenes (its triggers get the "
+        "generic message)",
+        "scene 'viewed': no content of its own in content.scenes (its triggers get the "
+        "generic message)",
+    ]
+
+
+def test_the_human_output_says_did_you_mean_and_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "ten.yaml"
+    path.write_text(TEN_MISTAKES)
+    done = subprocess.run(
+        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert f"  - {path}:7: scene 'viewed', field 'cooldwn': unknown field (did you mean " \
+           "'cooldown'?)" in done.stderr.splitlines()
+    assert f"{path}: 8 error(s), 4 warning(s)" in done.stderr
+
+
+def test_loading_raises_every_error_with_file_and_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(TEN_MISTAKES, source="ten.yaml")
+    assert len(info.value.problems) == 8
+    assert "ten.yaml:25: strategy 'nudge', field 'entry.scene': no scene named 'abandon' " \
+           "(did you mean 'abandoned'?)" in info.value.problems
+
+
+def test_a_good_config_has_a_summary_with_filters_and_strategies(tmp_path: Path) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(
+        "scenes:\n"
+        "  cart_abandonment:\n"
+        "    kind: absence\n    start: {type: cart}\n    after: 30m\n"
+        "    user: {segment: loyal, tags: {none: [weekend]}}\n"
+        "strategies:\n"
+        "  journeys:\n"
+        "    nudge:\n"
+        "      entry: {scene: cart_abandonment}\n"
+        "      steps: [{wait: 1d}, {tag: {add: [nudged]}}]\n")
+    report = check_text(path.read_text(), str(path))
+    assert report.errors == []
+    done = subprocess.run(
+        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "OK, 1 scene(s), 1 strategy(ies)" in done.stdout
+    assert "only users: tags none of weekend; segment in loyal" in done.stdout
+    assert "strategy nudge" in done.stdout and "on scene cart_abandonment: wait > tag" \
+        in done.stdout
