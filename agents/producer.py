@@ -213,9 +213,11 @@ async def produce_records(
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = DEFAULT_PARTITIONS
+    bootstrap: str, names: Iterable[str], partitions: int = DEFAULT_PARTITIONS,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Create the topics that do not exist yet; returns each topic's partition count."""
+    """Create the topics that do not exist yet (with ``configs[name]`` as their
+    topic config, e.g. ``retention.ms``); returns each topic's partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     wanted = list(dict.fromkeys(names))
@@ -223,7 +225,8 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(n, partitions, 1) for n in wanted if n not in existing]
+        missing = [NewTopic(n, partitions, 1, topic_configs=(configs or {}).get(n, {}))
+                   for n in wanted if n not in existing]
         if missing:
             # Errors come back in the response (TOPIC_ALREADY_EXISTS when a worker
             # created one meanwhile); the describe below is the check that counts.

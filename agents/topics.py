@@ -15,9 +15,10 @@ DEAD_LETTERS = "scenetrigger-deadletter"
 TICKS = "scenetrigger-ticks"
 JOURNEY_ACTIONS = "scenetrigger-journey-actions"  # journeys -> deliver
 JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
+DECISIONS = "scenetrigger-decisions"  # deliver -> explain, console (channels/decisions.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
-           "feedback": JOURNEYS_FEEDBACK}
+           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
@@ -30,7 +31,7 @@ DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 def topic_name(prefix: str | None, suffix: str) -> str:
     """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
-    journey-actions, feedback) when no prefix is given."""
+    journey-actions, feedback, decisions) when no prefix is given."""
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
+from channels.decisions import DecisionLog
 from channels.feedback import FeedbackSink, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
@@ -97,7 +98,8 @@ def file_catalog(path: str | None) -> Catalog | None:
 class SyncDelivery:
     def __init__(self, config: AppConfig, mode: Mode, states: StateLookup,
                  catalog_file: str | None = None, redis_url: str | None = None,
-                 dead_letter_stream: str = DEFAULT_STREAM) -> None:
+                 dead_letter_stream: str = DEFAULT_STREAM,
+                 decisions: DecisionLog | None = None) -> None:
         self._runner = asyncio.Runner()
         self._stream = dead_letter_stream
         self.dead_letter: DeadLetterStore | None = None  # live mode only
@@ -107,6 +109,7 @@ class SyncDelivery:
         try:
             self.pipeline: DeliveryPipeline = self._runner.run(
                 self._build(config, mode, catalog_file, redis_url))
+            self.pipeline.decisions = decisions
         except BaseException:
             self.close()
             raise

@@ -23,7 +23,8 @@ import orjson
 from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
 from channels.content import ContentChoice, ContentSelector
-from channels.control import in_control
+from channels.control import bucket, in_control, share_for
+from channels.decisions import DecisionLog, DecisionRecord
 from channels.feedback import (
     FeedbackApp,
     FeedbackSink,
@@ -75,6 +76,18 @@ class Outcome:
     tags: tuple[str, ...] = ()
     message: Message | None = None
     due_ms: int | None = None
+    figures: str = ""  # the deciding rule's numbers (channels.policy.Decision.figures)
+
+    def record(self, now_ms: int) -> DecisionRecord:
+        """This outcome as the decision log's record."""
+        rule = self.reason if self.status in ("deferred", "suppressed") else None
+        figures = self.figures
+        if self.status == "failed" and self.reason:
+            figures = self.reason  # the channel's error
+        return DecisionRecord(now_ms, self.user_id, self.trigger_id, self.scene, self.status,
+                              rule, figures, self.channel, self.variant,
+                              self.message.message_id if self.message is not None else None,
+                              self.due_ms)
 
     def fields(self) -> dict[str, Any]:
         """Extra output fields (after the four contract fields of a trigger line)."""
@@ -83,6 +96,8 @@ class Outcome:
                                "style": self.style}
         if self.reason is not None:
             out["reason"] = self.reason
+        if self.figures:
+            out["figures"] = self.figures
         if self.due_ms is not None:
             out["due_ms"] = self.due_ms
         if self.reason == CONTROL:
@@ -140,13 +155,14 @@ class DeliveryPipeline:
         self.tracking_base = tracking_base if tracking_secret else None
         self.tracking_secret = tracking_secret
         self.counts: Counter[str] = Counter()  # delivered / deferred / failed / suppressed
+        self.decisions: DecisionLog | None = None  # every outcome is written here when set
 
     async def deliver(self, trigger: Trigger, state: UserState | None, now_ms: int) -> Outcome:
         choice = await self.selector.select(trigger, state, now_ms)
         if in_control(self.control, trigger.scene, trigger.user_id):
             # Holdout: no message, no dedupe claim, no cap. Same hash as the
             # strategies and `report`, so the report's uplift lines up.
-            return self._hold_out(trigger, choice)
+            return self._hold_out(trigger, choice, now_ms)
         req = self._request(trigger, choice, state)
         return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
 
@@ -159,7 +175,8 @@ class DeliveryPipeline:
         req = journey_request(send, state.profile.tz if state is not None else None)
         choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
         if send.channel not in self.channels:
-            return self._act_suppressed(req, choice, NO_CHANNEL)
+            return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
+                                        f"the step's channel {send.channel} is not configured")
         return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
 
     async def hand_off(self, handoff: HandoffAction, state: UserState | None,
@@ -170,9 +187,11 @@ class DeliveryPipeline:
         req = DeliveryRequest(handoff.message_id, handoff.user_id, HANDOFF, None, handoff.ts,
                               (handoff.channel,))
         if not await self.policy.claim(handoff.message_id, now_ms):
-            return self._act_suppressed(req, choice, DUPLICATE)
+            return self._act_suppressed(req, choice, DUPLICATE, now_ms,
+                                        f"handoff {handoff.message_id} already sent")
         if handoff.channel not in self.channels:
-            return self._act_suppressed(req, choice, NO_CHANNEL)
+            return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
+                                        f"the handoff channel {handoff.channel} is not configured")
         data = {"kind": "handoff", "score": handoff.score, "content_ref": handoff.content_ref}
         return await self._act(req, choice, Decision("send", handoff.channel), now_ms, data)
 
@@ -193,21 +212,32 @@ class DeliveryPipeline:
             outcomes.append(await self._act(req, choice, decision, now_ms))
         return outcomes
 
-    def _hold_out(self, trigger: Trigger, choice: ContentChoice) -> Outcome:
+    def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int) -> Outcome:
         req = DeliveryRequest(trigger.trigger_id, trigger.user_id, trigger.scene, trigger.key,
                               trigger.ts, ())
-        return self._act_suppressed(req, choice, CONTROL)
+        share = share_for(self.control, trigger.scene)
+        place = bucket(self.control.salt, trigger.scene, trigger.user_id)
+        figures = (f"user's bucket {place:.3f} < share {share:g} held out of "
+                   f"{trigger.scene}")
+        return self._act_suppressed(req, choice, CONTROL, now_ms, figures)
+
+    def _done(self, outcome: Outcome, now_ms: int) -> Outcome:
+        """Every outcome leaves through here: the decision log sees each one."""
+        if self.decisions is not None:
+            self.decisions.write(outcome.record(now_ms))
+        return outcome
 
     def _act_suppressed(self, req: DeliveryRequest, choice: ContentChoice,
-                        reason: str) -> Outcome:
+                        reason: str, now_ms: int, figures: str) -> Outcome:
         """A suppression decided here rather than by the policy, counted alike."""
         self.counts["suppressed"] += 1
         self.policy.suppressed[reason] += 1
         if self.policy.metrics is not None:
             self.policy.metrics.suppressed.labels(reason=reason).inc()
         seg = choice.segmentation
-        return Outcome(req.trigger_id, req.user_id, req.scene, "suppressed", reason, None,
-                       choice.variant, seg.style, seg.segment, seg.tags)
+        return self._done(Outcome(req.trigger_id, req.user_id, req.scene, "suppressed", reason,
+                                  None, choice.variant, seg.style, seg.segment, seg.tags,
+                                  figures=figures), now_ms)
 
     def _request(self, trigger: Trigger, choice: ContentChoice,
                  state: UserState | None) -> DeliveryRequest:
@@ -223,12 +253,14 @@ class DeliveryPipeline:
         channel = decision.channel
         if decision.action == "defer":
             self.counts["deferred"] += 1
-            return Outcome(*base, "deferred", decision.reason, None, choice.variant, seg.style,
-                           seg.segment, seg.tags, due_ms=decision.due_ms)
+            return self._done(Outcome(*base, "deferred", decision.reason, None, choice.variant,
+                                      seg.style, seg.segment, seg.tags, due_ms=decision.due_ms,
+                                      figures=decision.figures), now_ms)
         if decision.action != "send" or channel is None:
             self.counts["suppressed"] += 1
-            return Outcome(*base, "suppressed", decision.reason, None, choice.variant,
-                           seg.style, seg.segment, seg.tags)
+            return self._done(Outcome(*base, "suppressed", decision.reason, None,
+                                      choice.variant, seg.style, seg.segment, seg.tags,
+                                      figures=decision.figures), now_ms)
         send = journey_send(req)
         if send is not None:
             message = self.render_send(send, choice, now_ms)
@@ -250,8 +282,9 @@ class DeliveryPipeline:
             await self.policy.record_sent(req.user_id, now_ms)
         if self.feedback is not None:
             await self.feedback.emit(meta.event(kind, message.message_id, now_ms, result.error))
-        return Outcome(*base, kind, None if result.ok else result.error, channel,
-                       choice.variant, seg.style, seg.segment, seg.tags, message)
+        return self._done(Outcome(*base, kind, None if result.ok else result.error, channel,
+                                  choice.variant, seg.style, seg.segment, seg.tags, message,
+                                  figures=decision.figures), now_ms)
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
                now_ms: int) -> Message:

@@ -39,6 +39,7 @@ import orjson
 
 from channels.per_registry import PerRegistry
 from config.delivery_models import DeliveryModel
+from triggers.durations import format_duration_ms
 
 STALE = "stale"
 DUPLICATE = "duplicate"
@@ -81,6 +82,9 @@ class Decision:
     channel: str | None = None
     reason: str | None = None
     due_ms: int | None = None
+    # The numbers the deciding rule looked at, e.g. "3 of 3 sent today" (the
+    # decision log and `explain` show them; nothing re-derives them).
+    figures: str = ""
 
 
 class PolicyStore(Protocol):
@@ -133,8 +137,9 @@ class DeliveryPolicy:
     async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False) -> Decision:
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
-            return self._suppress(STALE)
-        local = local_time(now_ms, self.zone(req.tz))
+            return self._suppress(STALE, _age_figures(now_ms - req.trigger_ts, model.max_age))
+        zone = self.zone(req.tz)
+        local = local_time(now_ms, zone)
         try:
             due = None if local is None else self.quiet_until(local)
             buckets = None if local is None else _buckets(local)
@@ -142,11 +147,12 @@ class DeliveryPolicy:
             buckets = None
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
-            return self._suppress(BAD_TIME)
+            return self._suppress(BAD_TIME, f"{now_ms} has no date in {zone.key}")
         if not released and not await self.claim(req.trigger_id, now_ms):
-            return self._suppress(DUPLICATE)
+            return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
+                                             f"{format_duration_ms(model.dedupe_ttl)}")
         try:
-            return await self._decide_claimed(req, now_ms, due, buckets)
+            return await self._decide_claimed(req, now_ms, due, buckets, zone)
         except BaseException:
             # Redis failed (or we were cancelled) after the claim: without this
             # the caller's retry would read its own claim as a duplicate and
@@ -166,25 +172,31 @@ class DeliveryPolicy:
         return f"{self._prefix}dd:{message_id}"
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
-                              buckets: tuple[str, str]) -> Decision:
+                              buckets: tuple[str, str], zone: ZoneInfo) -> Decision:
         model = self.model
         if due is not None:
+            wake = datetime.fromtimestamp(due / 1000, UTC).astimezone(zone)
+            until = f"until {wake:%H:%M} {zone.key}"
             if due - req.trigger_ts > model.max_age:
-                return self._suppress(STALE)
+                return self._suppress(STALE, f"{until} would make it "
+                                             f"{_age_figures(due - req.trigger_ts, model.max_age)}")
             await self.store.defer(self._deferred_key, req.trigger_id, req.encode(), due)
             self.deferred += 1
             if self.metrics is not None:
                 self.metrics.deferred.inc()
-            return Decision("defer", reason=QUIET_HOURS, due_ms=due)
+            return Decision("defer", reason=QUIET_HOURS, due_ms=due, figures=until)
         ignored, last_sent = await self.store.engagement(f"{self._prefix}eng:{req.user_id}")
         if (ignored >= model.backoff.ignored and last_sent is not None
                 and now_ms - last_sent < model.backoff.pause):
-            return self._suppress(BACKOFF)
+            return self._suppress(BACKOFF, f"{ignored} sent without an open or click, the "
+                                           f"last {format_duration_ms(now_ms - last_sent)} ago "
+                                           f"(pause {format_duration_ms(model.backoff.pause)})")
         if not req.channels:
-            return self._suppress(NO_CHANNEL)
+            return self._suppress(NO_CHANNEL, "none of the content's channels is configured")
         day, week = buckets
         overall = self._counters(req.user_id, "all", model.caps.per_day, model.caps.per_week,
                                  day, week)
+        over: list[str] = []
         for channel in req.channels:
             caps = model.channel_caps.get(channel)
             own = self._counters(req.user_id, f"ch:{channel}", caps.per_day if caps else None,
@@ -192,10 +204,14 @@ class DeliveryPolicy:
             full = await self.store.reserve([c for c, _ in overall] + [c for c, _ in own],
                                             now_ms)
             if full < 0:
-                return Decision("send", channel=channel)
+                passed = f"{', '.join(over)}; sent by {channel}" if over else ""
+                return Decision("send", channel=channel, figures=passed)
             if full < len(overall):
-                return self._suppress(overall[full][1])
-        return self._suppress(CHANNEL_CAP)
+                (_key, limit, _ttl), reason = overall[full]
+                return self._suppress(reason, _cap_figures(reason, limit, zone))
+            (_key, limit, _ttl), reason = own[full - len(overall)]
+            over.append(f"{channel} {_cap_figures(reason, limit, zone)}")
+        return self._suppress(CHANNEL_CAP, "; ".join(over))
 
     def quiet_until(self, local: datetime) -> int | None:
         """When the quiet period containing ``local`` ends (epoch ms), or None."""
@@ -235,11 +251,22 @@ class DeliveryPolicy:
             out.append(((f"{base}:w:{week}", per_week, 8 * _DAY_MS), CAP_WEEK))
         return out
 
-    def _suppress(self, reason: str) -> Decision:
+    def _suppress(self, reason: str, figures: str) -> Decision:
         self.suppressed[reason] += 1
         if self.metrics is not None:
             self.metrics.suppressed.labels(reason=reason).inc()
-        return Decision("suppress", reason=reason)
+        return Decision("suppress", reason=reason, figures=figures)
+
+
+def _age_figures(age_ms: int, max_age_ms: int) -> str:
+    return (f"{format_duration_ms(max(0, age_ms) // 1000 * 1000)} old, "
+            f"max_age {format_duration_ms(max_age_ms)}")
+
+
+def _cap_figures(reason: str, limit: int, zone: ZoneInfo) -> str:
+    # A cap refuses only when full, so the count it saw is its limit.
+    period = "today" if reason == CAP_DAY else "this week"
+    return f"{limit} of {limit} sent {period} ({zone.key})"
 
 
 def local_time(now_ms: int, zone: ZoneInfo) -> datetime | None:

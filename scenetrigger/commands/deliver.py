@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--journeys-feedback", action="store_true",
                         help="also publish delivered/failed feedback to the journeys' "
                              "feedback topic (PREFIX.feedback, read by `scenetrigger journeys`)")
+    parser.add_argument("--decisions-retention", type=duration, default=7 * 86_400_000,
+                        help="how long the decisions topic (PREFIX.decisions: every outcome "
+                             "with its deciding rule, read by `explain`) keeps records when "
+                             "this command creates it (default 7d)")
     parser.add_argument("--profiles", type=positive, default=100_000,
                         help="latest profiles kept for releases and journey sends "
                              "(default 100000 users)")
@@ -55,6 +59,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
+    from channels.decisions_kafka import Flushes, KafkaDecisionLog
     from channels.delivery_runtime import build_live_pipeline, file_catalog
     from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
@@ -65,6 +70,7 @@ async def _main(args: argparse.Namespace) -> int:
     topics = DeliveryTopics(topic_name(args.topic_prefix, "triggers"),
                             topic_name(args.topic_prefix, "journey-actions"))
     out_topics = feedback_topics(args.topic_prefix, args.journeys_feedback)
+    decisions_topic = topic_name(args.topic_prefix, "decisions")
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
     redis_url = redis_url_or_env(args.redis_url)
@@ -78,19 +84,23 @@ async def _main(args: argparse.Namespace) -> int:
                                    feedback=feedback)
         closers.append(live.registry)
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
-            await ensure_topics(bootstrap, [topics.triggers, topics.actions, *out_topics])
+            await ensure_topics(
+                bootstrap, [topics.triggers, topics.actions, *out_topics, decisions_topic],
+                configs={decisions_topic: {"retention.ms": str(args.decisions_retention)}})
         except Exception as exc:
             raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         feedback.producer = producer
+        decisions = live.pipeline.decisions = KafkaDecisionLog(producer, decisions_topic)
         consumer = AIOKafkaConsumer(topics.triggers, topics.actions, bootstrap_servers=bootstrap,
                                     group_id=args.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
         delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
                                     release_interval_ms=args.release_interval,
-                                    profiles=args.profiles, feedback=feedback)
+                                    profiles=args.profiles,
+                                    feedback=Flushes(feedback, decisions))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from typing import IO, Any
 
 import orjson
 
+from channels.decisions import DEFAULT_MAX_BYTES, FileDecisionLog
 from config.loader import load_config
 from scenetrigger.cli_support import open_input, pick_format, progress_bar
 from scenetrigger.replay import (
@@ -19,6 +20,7 @@ from scenetrigger.replay import (
     replay,
 )
 from scenetrigger.sources import FORMATS, read_events
+from triggers.errors import SceneTriggerError
 from triggers.events import Trigger
 
 
@@ -39,10 +41,16 @@ def register(sub: Any) -> None:
     parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
                         "rees46 CSV) read into memory instead of Redis")
     parser.add_argument("--redis-url", help="with --deliver live: Redis for policy, catalog, dead letters and the inbox channels")
+    parser.add_argument("--decisions", help="with --deliver: write the decision log (one JSON "
+                        "line per outcome with its deciding rule and figures) to this file")
+    parser.add_argument("--decisions-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help="rotate the decision log to FILE.1 past this size (default 64 MiB)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.decisions and not args.deliver:
+        raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)
     # Trigger lines carry no profile fields: only delivery (content, quiet
     # hours) and scenes' user filters read the profiles (see new_engine).
@@ -86,11 +94,16 @@ def _delivery(args: argparse.Namespace, config: Any, engine: Any) -> Iterator[An
         return
     from channels.delivery_runtime import SyncDelivery
 
-    delivery = SyncDelivery(config, args.deliver, engine.store.get, args.catalog, args.redis_url)
+    decisions = (FileDecisionLog(args.decisions, args.decisions_max_bytes)
+                 if args.decisions else None)
+    delivery = SyncDelivery(config, args.deliver, engine.store.get, args.catalog, args.redis_url,
+                            decisions=decisions)
     try:
         yield delivery
     finally:
         delivery.close()
+        if decisions is not None:
+            decisions.close()
 
 
 def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], None]:

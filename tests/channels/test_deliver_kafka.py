@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from agents.producer import ensure_topics
 from channels.catalog import MemoryCatalog, read_products
 from channels.content import ContentSelector
+from channels.decisions import DecisionRecord
 from channels.delivery_records import decode_trigger, state_with
 from channels.inbox import InboxStore
 from config.loader import load_config
@@ -332,3 +333,16 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
                                                                           "push_1")
         assert len(await inbox_messages(redis_url, f"{run}:inbox",
                                         [searcher, browser, promo])) == 2
+        # the decision log: one record per outcome, keyed by user, with the rule
+        decisions = [DecisionRecord.decode(r.value) for r in
+                     await read_topic(kafka_bootstrap, f"{prefix}.decisions")]
+        trigger_ids = sorted(t.trigger.trigger_id for t in triggers)
+        assert sorted(d.trigger_id for d in decisions
+                      if d.outcome == "delivered" and not d.scene.startswith("journey:")) == \
+            trigger_ids
+        assert sorted(d.trigger_id for d in decisions if d.rule == "duplicate") == sorted(
+            [*trigger_ids, f"{run}-jm"])
+        assert all(d.figures.endswith("already decided within 7d") for d in decisions
+                   if d.rule == "duplicate")
+        assert [d.outcome for d in decisions if d.trigger_id == f"{run}-jm"].count(
+            "delivered") == 1
