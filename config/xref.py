@@ -15,7 +15,7 @@ from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
 from config.channel_models import CHANNEL_TYPES
-from config.content_models import default_content
+from config.content_models import shipped_names
 from config.strategy_models import EXIT, NEXT, resolve_include, step_label
 from config.yaml_load import Path, line_map, safe_load_unique
 from triggers.classify import BEHAVIOUR_TAGS
@@ -102,13 +102,11 @@ class _Checker:
         self.channels_defined = bool(defined)
         content = raw.get("content")
         self.own_content = _map(content)
-        if "content" in raw:
-            self.content_scenes = {str(s) for s in _map(self.own_content.get("scenes"))}
-            self.content_refs = {str(r) for r in _map(self.own_content.get("journeys"))}
-        else:
-            shipped = default_content()
-            self.content_scenes = set(shipped.scenes)
-            self.content_refs = set(shipped.journeys)
+        self.content_scenes = {str(s) for s in _map(self.own_content.get("scenes"))}
+        self.content_refs = {str(r) for r in _map(self.own_content.get("journeys"))}
+        if self.own_content.get("inherit", True) is True:  # layered on the shipped content
+            self.content_scenes.update(shipped_names("scenes"))
+            self.content_refs.update(shipped_names("journeys"))
         # Without a channels section every name a content variant uses is a channel
         # (dry runs); with one, only the channels it defines.
         self.channel_names = defined or sorted({*CHANNEL_TYPES, *self._content_channels()})
@@ -158,19 +156,17 @@ class _Checker:
                      sorted(self.tags_set), warning=True)
 
     def _channel(self, doc: Doc, where: str, field: str, name: Any, path: Path,
-                 warning: bool = False) -> None:
-        """A channel a send needs is an error when missing; a content variant's or
-        cap's list may name channels not set up here, but not unknown types.
-        Without a channels section (dry runs, or channels built by the caller)
-        a name that is no channel type is only a warning."""
+                 listed: bool = False) -> None:
+        """A warning, not an error: a deployment may leave a channel out on
+        purpose (its sends are suppressed as ``no_channel``). A content
+        variant's or cap's list may name any channel type not set up here."""
         if not isinstance(name, str) or name in self.channel_names or \
-                (warning and name in CHANNEL_TYPES):
+                (listed and name in CHANNEL_TYPES):
             return
-        warning = warning or not self.channels_defined
         known = "the channels section" if self.channels_defined else "channel types"
         self._report(doc, f"{where}, field {field!r}: no channel named {name!r} (in {known}: "
                      f"{', '.join(self.channel_names)})", path, name, self.channel_names,
-                     warning)
+                     warning=True)
 
     # -- sections --------------------------------------------------------------
 
@@ -227,8 +223,9 @@ class _Checker:
             if scene not in self.content_scenes:
                 doc_path: Path = ("scenes", scene)
                 self.warnings.append(doc.problem(
-                    f"scene {scene!r}: no content of its own in content.scenes (its "
-                    "triggers get the generic message)", doc_path, severity="warning"))
+                    f"scene {scene!r}: no content in content.scenes, shipped or "
+                    "this config's (its triggers get the generic message)", doc_path,
+                    severity="warning"))
         scenes = _map(self.own_content.get("scenes"))
         for name, body in scenes.items():
             path: Path = ("content", "scenes", name)
@@ -246,7 +243,7 @@ class _Checker:
             label = f"{where}, variant {variant.get('name', i + 1)!r}"
             for j, channel in enumerate(_list(variant.get("channels"))):
                 self._channel(self.doc, label, "channels", channel, (*vpath, "channels", j),
-                              warning=True)
+                              listed=True)
             when = _map(variant.get("when"))
             for group in ("tags_any", "tags_all"):
                 for j, tag in enumerate(_list(when.get(group))):
@@ -265,7 +262,7 @@ class _Checker:
         caps = _map(_map(self.raw.get("delivery")).get("channel_caps"))
         for name in caps:
             self._channel(self.doc, "section 'delivery'", "channel_caps", name,
-                          ("delivery", "channel_caps", name), warning=True)
+                          ("delivery", "channel_caps", name), listed=True)
         handoff = _map(_map(_map(self.raw.get("strategies")).get("scoring")).get("handoff"))
         path: Path = ("strategies", "scoring", "handoff")
         self._channel(self.doc, "section 'strategies'", "scoring.handoff.channel",
