@@ -162,6 +162,9 @@ class ContentModel(_Strict):
     # like a scene's variants. A journey message has no product key, so its
     # templates may not name products.
     journeys: dict[str, SceneContentModel] = Field(default_factory=dict)
+    # Read by AppConfig: layer this section on the shipped content (see
+    # layered_on_shipped); false: this section is all the content there is.
+    inherit: bool = True
 
     @model_validator(mode="after")
     def _journey_templates(self) -> ContentModel:
@@ -177,15 +180,52 @@ class ContentModel(_Strict):
 
 
 @functools.cache
-def _shipped_content() -> ContentModel:
-    """The shipped example content (config/content.yaml), read when a config
-    does not bring its own ``content:`` section."""
+def _shipped_raw() -> dict[str, Any]:
     try:
         raw: Any = yaml.safe_load(SHIPPED_CONTENT_PATH.read_text(encoding="utf-8"))
     except OSError:
-        return ContentModel()
-    return ContentModel.model_validate((raw or {}).get("content", {}))
+        return {}
+    content = (raw or {}).get("content", {})
+    return content if isinstance(content, dict) else {}
+
+
+@functools.cache
+def _shipped_content() -> ContentModel:
+    """The shipped example content (config/content.yaml), used as it is when
+    a config brings no ``content:`` section."""
+    return ContentModel.model_validate(_shipped_raw())
 
 
 def default_content() -> ContentModel:
     return _shipped_content()
+
+
+_LAYERED = ("scenes", "journeys")  # by name: a config's entry replaces the shipped one
+_MERGED = ("styles", "segments", "habits")  # by key: a config's thresholds override
+
+
+def layered_on_shipped(raw: Any) -> Any:
+    """A config's raw ``content:`` on top of the shipped content: scenes and
+    journey refs it names replace the shipped ones of that name, the others
+    stay; thresholds it gives override, key by key. ``inherit: false`` opts
+    out (the section is then all the content). Anything not a mapping is left
+    to the model to reject."""
+    if not isinstance(raw, dict) or raw.get("inherit", True) is not True:
+        return raw
+    shipped = _shipped_raw()
+    merged: dict[str, Any] = {**shipped, **raw}
+    for key in _LAYERED:
+        own, base = raw.get(key, {}), shipped.get(key, {})
+        if isinstance(own, dict) and isinstance(base, dict):
+            merged[key] = {**base, **own}
+    for key in _MERGED:
+        own, base = raw.get(key, {}), shipped.get(key, {})
+        if isinstance(own, dict) and isinstance(base, dict):
+            merged[key] = {**base, **own}
+    return merged
+
+
+def shipped_names(key: str) -> list[str]:
+    """Names of the shipped content's ``scenes`` or ``journeys``."""
+    section = _shipped_raw().get(key, {})
+    return [str(n) for n in section] if isinstance(section, dict) else []

@@ -3,10 +3,12 @@ anywhere are errors."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.channel_models import ChannelModel
-from config.content_models import ContentModel, default_content
+from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
@@ -27,6 +29,13 @@ class AppConfig(BaseModel):
     delivery: DeliveryModel = Field(default_factory=DeliveryModel)
     channels: dict[str, ChannelModel] = Field(default_factory=dict)
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _layer_content(cls, value: Any) -> Any:
+        """A config's ``content:`` extends the shipped content scene by scene
+        (``inherit: false`` opts out)."""
+        return layered_on_shipped(value)
 
     def scene_list(self) -> list[Scene]:
         """Scenes in config (file) order: that is the order triggers come out.

@@ -166,7 +166,7 @@ def test_check_config_errors_exit_1_with_scene_and_field(tmp_path: Path) -> None
         "absence or arrival)",
     ]
     assert lines[6] == f"{path}: 2 warning(s)"
-    assert all("no content of its own" in line for line in lines[7:]), lines
+    assert all("no content in content.scenes" in line for line in lines[7:]), lines
 
 
 @pytest.mark.parametrize(
