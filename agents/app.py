@@ -41,10 +41,9 @@ from agents.settings import WorkerSettings
 from agents.timers import due_ticks
 from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
 from config.models import AppConfig
-from triggers.engine import Engine
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import Trigger, decode_event_line
-from triggers.profile import Profile
+from triggers.events import Trigger
+from triggers.wire import encode_trigger
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +74,6 @@ def _ack_now(stream: Any, event: Any) -> None:
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def trigger_record(trig: Trigger, fired_at_ms: int,
-                   profile: Profile | None = None) -> dict[str, Any]:
-    """The triggers-topic record: replay's four fields plus id and fire time,
-    and the user's profile at fire time (``Profile.to_wire()``, the state
-    encoding's own) so a delivery process can pick content without the
-    engine's state."""
-    record: dict[str, Any] = {"scene": trig.scene, "user_id": trig.user_id, "key": trig.key,
-                              "ts": trig.ts, "trigger_id": trig.trigger_id,
-                              "fired_at_ms": fired_at_ms}
-    if profile is not None:
-        record["profile"] = profile.to_wire()
-    return record
 
 
 def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int) -> bytes:
@@ -141,8 +126,6 @@ class SceneWorker:
         self.on_trigger = on_trigger
         self.hosts: dict[int, PartitionHost] = {}
         self._now_ms = now_ms
-        self._max_line = settings.config.engine.max_line_bytes
-        self._ids = settings.config.id_limits()
         self._outputs_declared = False
         self._stream: Any = None
         # Label lookups cost ~1 us per event: bind the per-event children once.
@@ -230,10 +213,9 @@ class SceneWorker:
         store = PartitionStore(_PartitionTable(table, partition, memory),
                                lambda: faust_partition_items(table, partition),
                                self.settings.cache_users)
-        # Profiles on: every trigger record carries the user's profile for delivery.
-        engine = Engine(self.config.scene_list(), store, self.config.engine.limits(),
-                        track_profile=True)
-        host = PartitionHost(partition, engine, store, self.settings.clock == "event")
+        config = self.config
+        host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
+                                   config.engine.input_rules(), self.settings.clock)
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -286,9 +268,9 @@ class SceneWorker:
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""
         self.config = config
-        self._ids = config.id_limits()
         for host in self.hosts.values():
-            host.reconfigure(config.scene_list(), config.engine.limits())
+            host.reconfigure(config.scene_list(), config.engine.limits(),
+                             config.engine.input_rules())
 
     # -- the agent ------------------------------------------------------------
 
@@ -328,7 +310,7 @@ class SceneWorker:
 
     def _take_event(self, host: PartitionHost, message: Any, now: int) -> None:
         try:
-            event = decode_event_line(message.value or b"", self._max_line, self._ids)
+            event = host.decode(message.value or b"")
         except EventRejected as exc:
             self._dead_letter(message, exc.reason, exc.detail, now)
             return
@@ -361,14 +343,14 @@ class SceneWorker:
         for trig in fired:
             # The state the engine just wrote (staged, in the store's cache).
             state = states.get(trig.user_id)
-            record = trigger_record(trig, now_ms, state.profile if state is not None else None)
-            future = send(key=trig.user_id.encode(), value=orjson.dumps(record))
+            value = encode_trigger(trig, now_ms, state.profile if state is not None else None)
+            future = send(key=trig.user_id.encode(), value=value)
             pending.futures.append(future)
             counter = self._fired.get(trig.scene)
             if counter is None:
                 counter = self._fired[trig.scene] = metrics.triggers.labels(trig.scene)
             counter.inc()
-            if trig.scene in host.absence_scenes:
+            if host.is_timer(trig.scene):
                 if not host.event_clock:
                     metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
             elif event_time_s:

@@ -32,8 +32,9 @@ from typing import Any, Protocol
 from triggers.engine import Engine
 from triggers.errors import StateDecodeError
 from triggers.events import Event, Trigger
+from triggers.host import ClockPolicy, EngineHost, InputRules
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
-from triggers.scenes import AbsenceScene, Limits, Scene
+from triggers.scenes import Limits, Scene
 from triggers.state import UserState
 
 log = logging.getLogger("agents.engine_host")
@@ -276,25 +277,47 @@ class Pending:
 
 
 class PartitionHost:
-    """An engine, its store and its clock for one events partition."""
+    """One events partition's adapter over :class:`triggers.host.EngineHost`:
+    the host decodes (input rules of the config), runs the engine under the
+    worker's clock policy and counts; this adds the Kafka side: the offset
+    guard against redelivered events, the staged store, the batch of work
+    not yet durable and the scene shapes kept beside the states."""
 
-    def __init__(self, partition: int, engine: Engine, store: PartitionStore,
-                 event_clock: bool) -> None:
+    def __init__(self, partition: int, host: EngineHost, store: PartitionStore) -> None:
+        if host.engine.store is not store:
+            raise ValueError("the host's engine must keep its state in this partition's store")
         self.partition = partition
-        self.engine = engine
+        self.host = host
         self.store = store
-        self.event_clock = event_clock
         self.last_offset = NO_OFFSET  # newest events offset processed here
         self.tick_sent_ms: int | None = None  # a tick is on its way (sweep)
-        self.absence_scenes = _absence_names(engine)
         self.pending = Pending()
         self.revoked = False  # set when the partition left us: never write again
         self.reshaped = 0  # users whose recovered state the config's shapes changed
+
+    @classmethod
+    def build(cls, partition: int, store: PartitionStore, scenes: Sequence[Scene],
+              limits: Limits, rules: InputRules, clock: ClockPolicy) -> PartitionHost:
+        """The partition's host; profiles on: every trigger record carries the
+        user's profile for delivery."""
+        host = EngineHost(scenes, limits, rules, store=store, track_profile=True, clock=clock)
+        return cls(partition, host, store)
+
+    @property
+    def engine(self) -> Engine:
+        return self.host.engine
+
+    @property
+    def event_clock(self) -> bool:
+        return self.host.event_clock
 
     @property
     def idle(self) -> bool:
         """Nothing staged and nothing waiting for acks."""
         return not self.pending and not self.store.dirty
+
+    def is_timer(self, scene: str) -> bool:
+        return self.host.is_timer(scene)
 
     def rebuild(self) -> int:
         """Rebuild the timer heap (and the event clock) from the stored states;
@@ -343,6 +366,10 @@ class PartitionHost:
         self.store.stage_meta(key, encoded)
         return armed
 
+    def decode(self, value: bytes) -> Event:
+        """An events-topic message value as an event, or :class:`EventRejected`."""
+        return self.host.decode(value)
+
     def on_event(self, event: Event, offset: int, now_ms: int) -> list[Trigger] | None:
         """Apply one event; None when the user's state already holds it
         (redelivered after a restart)."""
@@ -350,39 +377,26 @@ class PartitionHost:
         store = self.store
         if offset <= store.applied_offset(event.user_id):
             return None
-        if self.event_clock:
-            fired = self.engine.handle(event)
-        else:
-            fired = self.engine.advance(now_ms)
-            fired += self.engine.handle(event)
+        fired = self.host.take(event, now_ms)
         store.mark_applied(event.user_id, offset)
         return fired
 
     def on_tick(self, now_ms: int) -> list[Trigger]:
         self.tick_sent_ms = None
-        engine = self.engine
-        return engine.advance(engine.clock if self.event_clock else now_ms)
+        return self.host.tick(now_ms)
 
     def due(self, now_ms: int) -> int | None:
         """The deadline of a timer due now (by this host's clock), else None."""
-        deadline = self.engine.next_deadline()
-        if deadline is None:
-            return None
-        clock = self.engine.clock if self.event_clock else now_ms
-        return deadline if deadline < clock else None
+        return self.host.due(now_ms)
 
-    def reconfigure(self, scenes: Sequence[Scene], limits: Limits) -> None:
+    def reconfigure(self, scenes: Sequence[Scene], limits: Limits,
+                    rules: InputRules | None = None) -> None:
         """Hot reload: new scenes, user state and timers kept by scene name
         unless a scene's new shape invalidates them; the new shapes are
         written after the reshaped states."""
-        self.engine.reconfigure(scenes, limits)
-        self.absence_scenes = _absence_names(self.engine)
+        self.host.reconfigure(scenes, limits, rules)
         self.store.stage_meta(shapes_key(self.partition),
                               encode_shapes(shapes(self.engine.scenes)))
-
-
-def _absence_names(engine: Engine) -> frozenset[str]:
-    return frozenset(s.name for s in engine.scenes if isinstance(s, AbsenceScene))
 
 
 def faust_partition_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:

@@ -17,6 +17,7 @@ from pydantic import (
 from config.content_models import Segment, Style
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.durations import parse_duration_ms
+from triggers.host import InputRules
 from triggers.predicates import Predicate, parse_predicate
 from triggers.scenes import AbsenceScene, ArrivalScene, Limits, RepeatScene, Scene
 from triggers.userfilter import ClassifyRules, UserFilter
@@ -181,6 +182,10 @@ class EngineModel(_Strict):
 
     def limits(self) -> Limits:
         return Limits(self.late_events, self.max_window_entries, self.max_keys_per_scene)
+
+    def input_rules(self) -> InputRules:
+        """How the engine host reads raw input (line size, identifier length)."""
+        return InputRules(self.max_line_bytes, self.max_id_chars)
 
 
 def build_scenes(models: dict[str, Any], rules: ClassifyRules) -> list[Scene]:

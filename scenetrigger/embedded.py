@@ -1,10 +1,12 @@
 """The embedded runtime: the scene engine in one asyncio task, no Kafka, no Redis.
 
-A source of event dicts (the persona clickstream, or any time-ordered
-iterable) is fed to :class:`triggers.Engine` as the simulated clock reaches
-each event's ``ts``; after every tick the engine's clock is advanced to the
-simulated now, so an absence timer fires with no new traffic from its user
-(SEMANTICS.md, "In a live worker the clock is the wall clock").
+An adapter over :class:`triggers.host.EngineHost` (event clock): a source
+of event dicts (the persona clickstream, or any time-ordered iterable) is
+decoded by the host (the config's identifier limits included) and fed to its
+engine as the simulated clock reaches each event's ``ts``; after every tick
+the clock is advanced to the simulated now, so an absence timer fires with
+no new traffic from its user (SEMANTICS.md, "In a live worker the clock is
+the wall clock").
 
 Each trigger is turned into content previews (what would be sent) and pushed
 to subscribers: the console printer, the web page's state, metrics.
@@ -25,9 +27,9 @@ from prometheus_client import Counter as PromCounter
 
 from triggers.engine import Engine
 from triggers.errors import EventRejected
-from triggers.events import Trigger, event_from_mapping
+from triggers.events import Trigger
+from triggers.host import EngineHost
 from triggers.profile import Profile
-from triggers.scenes import AbsenceScene
 from triggers.state import UserState
 
 log = logging.getLogger("scenetrigger.embedded")
@@ -173,15 +175,16 @@ class RuntimeStats:
 
 
 class EmbeddedRuntime:
-    """Feeds ``events`` to ``engine`` on an accelerated simulated clock.
+    """Feeds ``events`` to ``host`` on an accelerated simulated clock.
 
     ``speed`` simulated seconds pass per real second; the simulated clock
     starts at ``start_ms``. Events must come in non-decreasing ``ts``.
+    An engine alone is hosted with the default input rules.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        host: EngineHost | Engine,
         events: Iterable[Mapping[str, Any]],
         *,
         start_ms: int,
@@ -195,22 +198,23 @@ class EmbeddedRuntime:
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
-        self.engine = engine
+        self.host = host if isinstance(host, EngineHost) else EngineHost.around(host)
+        self.engine = engine = self.host.engine
         self.speed = speed
         self.start_ms = start_ms
         self.content = content
         self.clock: Clock = clock if clock is not None else RealClock()
         self.tick_seconds = tick_seconds
         self.metrics = DemoMetrics([s.name for s in engine.scenes], registry)
-        self.stats = RuntimeStats(started_ms=start_ms, sim_ms=start_ms)
-        for scene in engine.scenes:
-            self.stats.triggers[scene.name] = 0
+        # The host counts events, rejects and triggers; the stats show them.
+        self.stats = RuntimeStats(started_ms=start_ms, sim_ms=start_ms,
+                                  rejected=self.host.counts.rejected,
+                                  triggers=self.host.counts.triggers)
         self.recent: deque[TriggerRecord] = deque(maxlen=recent)
         self._events: Iterator[Mapping[str, Any]] = iter(events)
         self._next: Mapping[str, Any] | None = None
         self._exhausted = False
         self._persona_of = persona_of or (lambda _uid: None)
-        self._timer_scenes = {s.name for s in engine.scenes if isinstance(s, AbsenceScene)}
         self._subscribers: list[Subscriber] = []
         self._tickers: list[Ticker] = []
         self._panels: dict[str, Callable[[], Any]] = {}
@@ -265,6 +269,7 @@ class EmbeddedRuntime:
     async def step(self, now_ms: int) -> list[TriggerRecord]:
         """Take every event due by ``now_ms``, then move the engine's clock there."""
         fired: list[TriggerRecord] = []
+        host = self.host
         handled = 0
         while True:
             raw = self._peek()
@@ -272,20 +277,19 @@ class EmbeddedRuntime:
                 break
             self._next = None
             try:
-                event = event_from_mapping(raw)
+                event = host.decode_mapping(raw)
             except EventRejected as exc:
-                self.stats.rejected[exc.reason] += 1
                 self.metrics.events.labels(result="rejected").inc()
                 log.warning("event rejected", extra={"reason": exc.reason, "detail": exc.detail})
                 continue
-            self.stats.events += 1
             self.metrics.events.labels(result="accepted").inc()
-            for trig in self.engine.handle(event):
+            for trig in host.take(event):
                 fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
+            self.stats.events = host.counts.taken
             handled += 1
             if handled % _BATCH == 0:
                 await asyncio.sleep(0)  # let the web server answer in long bursts
-        for trig in self.engine.advance(now_ms):
+        for trig in host.advance(now_ms):
             fired.append(await self._emit(trig, now_ms, now_ms))
         if self.content is not None:
             try:
@@ -321,7 +325,7 @@ class EmbeddedRuntime:
         return self._next
 
     async def _emit(self, trig: Trigger, fired_ms: int, at_ms: int) -> TriggerRecord:
-        via = "timer" if trig.scene in self._timer_scenes else "event"
+        via = "timer" if self.host.is_timer(trig.scene) else "event"
         persona = self.persona(trig.user_id)
         content: tuple[ContentPreview, ...] = ()
         if self.content is not None:
@@ -330,7 +334,6 @@ class EmbeddedRuntime:
                 content = await self.content.preview(trig, context)
             except Exception:  # a content bug must not stop the demo
                 log.exception("content preview failed", extra={"scene": trig.scene})
-        self.stats.triggers[trig.scene] += 1
         self.metrics.triggers.labels(scene=trig.scene).inc()
         return await self._publish(TriggerRecord(trig, persona, fired_ms, via, content))
 

@@ -1,7 +1,10 @@
 """Replay: run a config's scenes over a recorded clickstream, in input order.
 
-The clock moves only with the input; at the end, timers whose deadline is at
-or after the clock are reported as pending (``advance_to`` may move it on).
+An adapter over :class:`triggers.host.EngineHost` (event clock): records
+from the file readers (read with the host's input rules) in, triggers to a
+sink, a summary of the host's counts out. The clock moves only with the
+input; at the end, timers whose deadline is at or after the clock are
+reported as pending (``advance_to`` may move it on).
 """
 
 from __future__ import annotations
@@ -20,13 +23,12 @@ from typing import IO, Any
 import orjson
 
 from config.models import AppConfig
-from scenetrigger.sources import Format, Record, read_events
+from scenetrigger.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
 from triggers.events import Trigger
+from triggers.host import EngineHost, TriggerSink, triggers_of
 from triggers.scenes import Scene
-
-TriggerSink = Callable[[Trigger], None]
 
 
 @dataclass
@@ -72,14 +74,25 @@ class ReplaySummary:
         return "\n".join(lines)
 
 
-def new_engine(config: AppConfig, profiles: bool = True) -> Engine:
-    """The config's engine. ``profiles``: whether the host reads the per-user
-    profile aggregates (content selection, delivery, trigger records); a host
-    that only reports triggers passes False and saves their upkeep on every
-    event. Scenes with a ``user`` filter read them, so they keep them on."""
+def new_host(config: AppConfig, profiles: bool = True) -> EngineHost:
+    """The config's engine host (event clock, the config's input rules).
+    ``profiles``: whether the runtime reads the per-user profile aggregates
+    (content selection, delivery, trigger records); one that only reports
+    triggers passes False and saves their upkeep on every event. Scenes with
+    a ``user`` filter read them, so they keep them on."""
     scenes = config.scene_list()
-    return Engine(scenes, limits=config.engine.limits(),
-                  track_profile=profiles or filters_users(scenes))
+    return EngineHost(scenes, config.engine.limits(), config.engine.input_rules(),
+                      track_profile=profiles or filters_users(scenes))
+
+
+def new_engine(config: AppConfig, profiles: bool = True) -> Engine:
+    """The engine of :func:`new_host` (for tests and benchmarks that drive it)."""
+    return new_host(config, profiles).engine
+
+
+def _host(target: EngineHost | Engine) -> EngineHost:
+    """Records reach replay decoded: an engine alone needs no input rules."""
+    return target if isinstance(target, EngineHost) else EngineHost.around(target)
 
 
 def filters_users(scenes: Iterable[Scene]) -> bool:
@@ -89,50 +102,44 @@ def filters_users(scenes: Iterable[Scene]) -> bool:
 
 def replay(
     records: Iterable[Record],
-    engine: Engine,
+    target: EngineHost | Engine,
     on_trigger: TriggerSink,
     on_reject: Callable[[int, EventRejected], None] | None = None,
     advance_to: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Feed every record to the engine; triggers go to ``on_trigger`` in firing order."""
-    summary = ReplaySummary()
-    for scene in engine.scenes:
-        summary.triggers[scene.name] = 0
+    """Feed every record to the host; triggers go to ``on_trigger`` in firing order."""
+    host = _host(target)
+    engine = host.engine
+    counts = host.counts
+    before = dict(counts.triggers)
+    taken_before, rejected_before = counts.taken, counts.rejected.copy()
     started = time.perf_counter()
-    handle = engine.handle
-    counts = summary.triggers
-    read = 0
     # Engine state is long-lived and free of reference cycles: freezing it
     # now and then keeps the cyclic GC from re-scanning every user's state
     # (that scan cost as much as the engine itself). Skipped if someone else
     # uses gc.freeze; everything is unfrozen at the end.
     freeze = gc.isenabled() and gc.get_freeze_count() == 0
+
+    def every_1024(read: int) -> None:
+        if freeze:  # cheap (list splices): often enough that no scan grows big
+            gc.freeze()
+        if on_progress is not None and not read & 0x3FFF:
+            on_progress(read)
+
     try:
-        for number, item in records:
-            read += 1
-            if type(item) is EventRejected:
-                summary.rejected[item.reason] += 1
-                if on_reject is not None:
-                    on_reject(number, item)
-                continue
-            for trig in handle(item):  # type: ignore[arg-type]
-                counts[trig.scene] += 1
-                on_trigger(trig)
-            if not read & 0x3FF:
-                if freeze:  # cheap (list splices): often enough that no scan grows big
-                    gc.freeze()
-                if on_progress is not None and not read & 0x3FFF:
-                    on_progress(read)
+        read = host.feed(records, on_trigger, on_reject,
+                         every_1024 if freeze or on_progress is not None else None)
     finally:
         if freeze:
             gc.unfreeze()
-    final = engine.advance(engine.clock if advance_to is None else advance_to)
-    for trig in final:
-        counts[trig.scene] += 1
+    for trig in host.advance(engine.clock if advance_to is None else advance_to):
         on_trigger(trig)
+    summary = ReplaySummary()
+    summary.triggers = triggers_of(counts.triggers, before)
+    summary.rejected = counts.rejected - rejected_before
     summary.events_read = read
-    summary.events_taken = read - sum(summary.rejected.values())
+    summary.events_taken = counts.taken - taken_before
     summary.pending = engine.pending_timers()
     summary.users = len(engine.store)
     summary.clock = engine.clock if summary.events_taken else None
@@ -183,16 +190,18 @@ class ShardResult:
 
 
 def replay_shard(
-    records: Iterable[Record], engine: Engine, shard: int, shards: int,
+    records: Iterable[Record], target: EngineHost | Engine, shard: int, shards: int,
     advance_to: int | None = None,
 ) -> ShardResult:
     """One shard's part of a sharded replay: the users with
     ``crc32(user_id) % shards == shard``, every line moving the clock."""
+    host = _host(target)
+    engine = host.engine
     index = {scene.name: i for i, scene in enumerate(engine.scenes)}
-    absence = frozenset(s.name for s in engine.scenes if s.kind == "absence")
+    timer_scenes = host.timer_scenes
     armed_at: dict[tuple[str, str], int] = {}  # (scene, user) -> record of the latest arming
     out: list[Tagged] = []
-    rejected: Counter[str] = Counter()
+    rejected_before = host.counts.rejected.copy()
     seq = engine.arm_count
     read = 0
 
@@ -208,14 +217,14 @@ def replay_shard(
             if freeze and not read & 0x3FF:
                 gc.freeze()
             if type(item) is EventRejected:
-                rejected[item.reason] += 1
+                host.reject(item)
                 continue
             event: Any = item
             if zlib.crc32(event.user_id.encode()) % shards != shard:
-                tag_timers(read, engine.advance(event.ts))
+                tag_timers(read, host.advance(event.ts))
                 continue
-            fired = engine.handle(event)
-            timers = [t for t in fired if t.scene in absence]  # timers come first
+            fired = host.take(event)
+            timers = [t for t in fired if t.scene in timer_scenes]  # timers come first
             tag_timers(read, timers)
             out.extend(((read, 1, index[t.scene]), t.scene, t.user_id, t.key, t.ts)
                        for t in fired[len(timers):])
@@ -229,9 +238,10 @@ def replay_shard(
     finally:
         if freeze:
             gc.unfreeze()
-    tag_timers(_END, engine.advance(engine.clock if advance_to is None else advance_to))
+    tag_timers(_END, host.advance(engine.clock if advance_to is None else advance_to))
     pending = [((p.deadline, armed_at[(p.scene, p.user_id)], index[p.scene]), p.scene,
                 p.user_id, p.deadline) for p in engine.pending_timers()]
+    rejected = host.counts.rejected - rejected_before
     taken = read > sum(rejected.values())
     return ShardResult(out, pending, read, dict(rejected), len(engine.store),
                        engine.clock if taken else None)
@@ -247,11 +257,10 @@ def _run_shard(path: str, fmt: Format, shard: int, shards: int,
                advance_to: int | None) -> ShardResult:
     config = _shard_config
     assert config is not None, "a shard runs in a process forked by replay_sharded"
+    # Shards report triggers only: profiles only for scenes' user filters.
+    host = new_host(config, profiles=False)
     with open(path, "rb", buffering=1 << 20) as fh:
-        records = read_events(fh, fmt, config.engine.max_line_bytes, config.id_limits())
-        # Shards report triggers only: profiles only for scenes' user filters.
-        return replay_shard(records, new_engine(config, profiles=False), shard, shards,
-                            advance_to)
+        return replay_shard(read_for(host, fh, fmt), host, shard, shards, advance_to)
 
 
 def replay_sharded(

@@ -28,10 +28,11 @@ from triggers.events import (
     event_from_mapping,
     json_rejection,
 )
+from triggers.host import EngineHost
+from triggers.host import Record as Record  # the readers yield these
 
 Format = Literal["jsonl", "rees46", "otto"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "rees46", "otto")
-Record = tuple[int, Event | EventRejected]
 
 REES46_HEADER = (
     "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
@@ -64,6 +65,11 @@ def read_events(
     if fmt == "rees46":
         return read_rees46(stream, max_line_bytes, ids)
     return read_otto(stream, max_line_bytes, ids)
+
+
+def read_for(host: EngineHost, stream: Iterable[bytes], fmt: Format) -> Iterator[Record]:
+    """``read_events`` with the host's input rules (line size, identifier limits)."""
+    return read_events(stream, fmt, host.rules.max_line_bytes, host.ids)
 
 
 def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,

@@ -25,7 +25,8 @@ import orjson
 from strategies.actions import HandoffAction, SendAction, action_to_dict
 from strategies.service import JourneyService
 from triggers.errors import EventRejected
-from triggers.events import Trigger, decode_event_line
+from triggers.events import decode_event_line
+from triggers.wire import MalformedRecord, decode_trigger
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,6 @@ class KafkaSender:
         await self._producer.send_and_wait(self._topic, key=action.user_id.encode(),
                                            value=orjson.dumps(action_to_dict(action)))
         self.sent += 1
-
-
-def trigger_from_value(value: bytes) -> Trigger:
-    record = orjson.loads(value)
-    key = record.get("key")
-    return Trigger(str(record["scene"]), str(record["user_id"]),
-                   None if key is None else str(key), int(record["ts"]))
 
 
 class JourneyBridge:
@@ -89,10 +83,10 @@ class JourneyBridge:
         self.taken += 1
         try:
             if record.topic == self.topics.triggers:
-                await self.service.on_trigger(trigger_from_value(record.value))
+                await self.service.on_trigger(decode_trigger(record.value).trigger)
             else:
                 await self.service.on_feedback(decode_event_line(record.value or b""))
-        except (EventRejected, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        except (EventRejected, MalformedRecord, KeyError, TypeError, ValueError) as exc:
             log.warning("bridge skipped a record", extra={"topic": record.topic,
                                                           "offset": record.offset,
                                                           "error": str(exc)})

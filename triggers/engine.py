@@ -87,6 +87,8 @@ class Engine:
                 self._rules.append(ArrivalRule(scene, self.limits))
             else:
                 self._rules.append(_AbsenceRule(scene))
+        # Scenes that fire from the clock (their triggers are timers).
+        self.timer_scenes = frozenset(s.name for s in self.scenes if isinstance(s, AbsenceScene))
         # Absence scenes with a `user` filter, checked when their timer is due.
         self._absence_users: dict[str, UserFilter] = {
             s.name: s.user for s in self.scenes if isinstance(s, AbsenceScene) and s.user
@@ -264,6 +266,7 @@ class Engine:
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules = fresh._rules
         self._absence_users = fresh._absence_users
+        self.timer_scenes = fresh.timer_scenes
         self._by_type = fresh._by_type
         # A scene changed shape: one pass over every user (reloads are rare).
         reset_store(self.store, plan)

@@ -28,7 +28,7 @@ from scenetrigger.demo_content import CONTENT_SOURCES, demo_journeys, pick_conte
 from scenetrigger.demo_live import DEMO_LIVE_CONFIG, LiveDelivery, RedisUnavailable, start_live
 from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
-from scenetrigger.replay import new_engine
+from scenetrigger.replay import new_host
 from strategies.actions import (
     Action,
     EnrolAction,
@@ -121,7 +121,7 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
     content = live.content if live is not None else pick_content(config, args.content, registry)
     runtime = EmbeddedRuntime(  # profiles on: content previews read them
-        new_engine(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
+        new_host(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
         persona_of=stream.persona_of, content=content, registry=registry,
     )
     if live is not None:

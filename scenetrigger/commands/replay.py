@@ -16,10 +16,10 @@ from scenetrigger.cli_support import open_input, pick_format, progress_bar
 from scenetrigger.replay import (
     jsonl_reject_writer,
     jsonl_trigger_writer,
-    new_engine,
+    new_host,
     replay,
 )
-from scenetrigger.sources import FORMATS, read_events
+from scenetrigger.sources import FORMATS, read_for
 from triggers.errors import SceneTriggerError
 from triggers.events import Trigger
 
@@ -53,17 +53,17 @@ def run(args: argparse.Namespace) -> int:
         raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)
     # Trigger lines carry no profile fields: only delivery (content, quiet
-    # hours) and scenes' user filters read the profiles (see new_engine).
-    engine = new_engine(config, profiles=args.deliver is not None)
-    max_line = config.engine.max_line_bytes
+    # hours) and scenes' user filters read the profiles (see new_host).
+    host = new_host(config, profiles=args.deliver is not None)
     with open_input(args.events) as (stream, size), _open_out(args.out) as out, \
-            _open_optional(args.rejects) as rejects, _delivery(args, config, engine) as delivery:
+            _open_optional(args.rejects) as rejects, \
+            _delivery(args, config, host.engine) as delivery:
         fmt, lines = pick_format(args.format, stream, args.events)
         progress = progress_bar(size, args.no_progress, "replay")
         try:
             summary = replay(
-                read_events(lines, fmt, max_line, config.id_limits()),
-                engine,
+                read_for(host, lines, fmt),
+                host,
                 jsonl_trigger_writer(out) if delivery is None else _delivering_writer(out,
                                                                                       delivery),
                 jsonl_reject_writer(rejects) if rejects is not None else None,

@@ -18,7 +18,6 @@ from agents.app import (
     SceneWorker,
     create_app,
     dead_letter_record,
-    trigger_record,
 )
 from agents.engine_host import (
     NO_OFFSET,
@@ -34,12 +33,11 @@ from agents.timers import Tick, decode_tick, due_ticks
 from config.loader import load_config_text
 from config.models import AppConfig
 from scenetrigger.commands.worker import faust_broker_url
-from strategies.bridge import trigger_from_value
-from triggers.engine import Engine
 from triggers.errors import StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.profile import Profile
 from triggers.state import UserState
+from triggers.wire import decode_trigger, trigger_record
 
 CONFIG = """
 scenes:
@@ -72,8 +70,8 @@ def make_host(table: dict[bytes, bytes], event_clock: bool = True,
               cache: int = 50_000) -> PartitionHost:
     cfg = config()
     store = PartitionStore(table, lambda: list(table.items()), cache)
-    engine = Engine(cfg.scene_list(), store, cfg.engine.limits())
-    host = PartitionHost(0, engine, store, event_clock)
+    host = PartitionHost.build(0, store, cfg.scene_list(), cfg.engine.limits(),
+                               cfg.engine.input_rules(), "event" if event_clock else "wall")
     host.rebuild()
     return host
 
@@ -275,7 +273,7 @@ def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) 
     # the contract fields and id stay as they were; journeys still read the record
     assert {k: record[k] for k in ("scene", "user_id", "key", "ts", "trigger_id",
                                    "fired_at_ms")} == trigger_record(fired[0], 4000)
-    assert trigger_from_value(value) == fired[0]
+    assert decode_trigger(value).trigger == fired[0]
     profile = Profile.from_wire(record["profile"])
     assert (profile.views, profile.searches, profile.last_query, profile.last_product,
             profile.tz, profile.last_ts) == (2, 1, "red shoes", "p", "Europe/Paris", 3000)
@@ -413,11 +411,11 @@ def test_worker_builds_engines_per_partition_and_reconfigures_them(tmp_path: Pat
     host0, host1 = worker.host(0), worker.host(1)
     assert worker.host(0) is host0
     assert host0 is not host1 and host0.engine is not host1.engine
-    assert host0.absence_scenes == {"abandon"}
+    assert host0.host.timer_scenes == {"abandon"}
     assert host0.event_clock is False
     worker.reconfigure(load_config_text(CONFIG.replace("abandon:", "gone_away:")))
-    assert host0.absence_scenes == host1.absence_scenes == {"gone_away"}
-    assert worker.host(2).absence_scenes == {"gone_away"}  # new engines use the new config
+    assert host0.host.timer_scenes == host1.host.timer_scenes == {"gone_away"}
+    assert worker.host(2).host.timer_scenes == {"gone_away"}  # new engines use the new config
 
 
 def test_topic_names_with_and_without_a_prefix() -> None:

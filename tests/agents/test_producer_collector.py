@@ -18,12 +18,12 @@ from scenetrigger.cli import build_parser
 from scenetrigger.commands.produce import produce_file
 from scenetrigger.sources import read_rees46
 from tests.agents.kafka_read import read_topic, unique_topic
+from tests.paths import REES46_SAMPLE
 from triggers.events import Event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-# shared/ sits beside the repo (here and in CI's fresh clone).
-REES46 = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46-2019-10-01-sample.csv"
+REES46 = REES46_SAMPLE  # tests.paths: ../shared beside the repo, or $SCENETRIGGER_SHARED
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -18,7 +18,6 @@ from agents.engine_host import (
 )
 from config.loader import load_config_text
 from tests.agents.test_app_unit import CONFIG, ev, settings
-from triggers.engine import Engine
 from triggers.reshape import (
     Reset,
     decode_shapes,
@@ -50,8 +49,8 @@ def host_on(table: dict[bytes, bytes], text: str = CONFIG, partition: int = 0,
     """A host built from ``table`` as after recovery, under config ``text``."""
     cfg = load_config_text(text)
     store = PartitionStore(table, lambda: list(table.items()))
-    engine = Engine(cfg.scene_list(), store, cfg.engine.limits())
-    host = PartitionHost(partition, engine, store, event_clock)
+    host = PartitionHost.build(partition, store, cfg.scene_list(), cfg.engine.limits(),
+                               cfg.engine.input_rules(), "event" if event_clock else "wall")
     host.rebuild()
     return host
 

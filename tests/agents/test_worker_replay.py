@@ -23,9 +23,9 @@ from tests.agents.worker_support import (
     unique,
     wait_for,
 )
+from tests.paths import REES46_SAMPLE
 
-# shared/ sits beside the repo (here and in CI's fresh clone).
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "rees46-2019-10-01-sample.csv"
+SAMPLE = REES46_SAMPLE  # tests.paths: ../shared beside the repo, or $SCENETRIGGER_SHARED
 
 # The shipped repeat scene, an arrival scene that fires on rees46 (it has no
 # /promo pages) and the shipped absence scene (not compared: 4 clocks).

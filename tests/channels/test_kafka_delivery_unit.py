@@ -13,7 +13,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from agents.app import trigger_record
 from channels.catalog import MemoryCatalog
 from channels.content import ContentSelector
 from channels.delivery_records import (
@@ -33,6 +32,7 @@ from tests.channels.content_factories import HOUR, PHONE, T0, catalog, user_stat
 from triggers.events import Trigger
 from triggers.profile import Profile
 from triggers.state import UserState
+from triggers.wire import trigger_record
 
 TOPICS = DeliveryTopics("p.triggers", "p.journey-actions")
 NOW = T0 + 60_000

@@ -153,3 +153,16 @@ def test_worker_rejects_long_ids_by_its_current_config(
     accepted = worker.metrics.registry.get_sample_value(
         "scenetrigger_events_total", {"result": "accepted", "reason": ""})
     assert accepted == 1
+
+
+async def test_demo_rejects_long_ids_by_the_config() -> None:
+    from scenetrigger.embedded import EmbeddedRuntime
+    from scenetrigger.replay import new_host
+
+    events = [{"user_id": user, "ts": 1000 + n, "type": "page", "page": page}
+              for n, (user, page) in enumerate([("a", "/promo/1"), ("b" * 21, "/promo/1"),
+                                                ("c", "/promo/" + "x" * 20), ("d", "/promo/2")])]
+    runtime = EmbeddedRuntime(new_host(config()), events, start_ms=0, speed=1.0)
+    fired = await runtime.step(10_000)
+    assert [r.trigger.user_id for r in fired] == ["a", "d"]
+    assert runtime.stats.rejected == {REASON_TOO_LONG: 2} and runtime.stats.events == 2

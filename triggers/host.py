@@ -1,0 +1,233 @@
+"""The one engine host: raw input and a clock in, triggers and rejects out.
+
+Every runtime (replay, sharded replay, the demo, the Faust worker's
+partitions) feeds its engine through an :class:`EngineHost`, so the input
+rules are applied in one place: the line-size limit, event decoding, the
+identifier limits of the config (``user_id`` and every scene's ``per`` field),
+the clock policy and the counts of events taken, rejected (by reason) and
+triggers fired (per scene, in config order). What a runtime adds around it
+(files and progress, Kafka offsets and acks, a simulated clock and a web page)
+stays in its adapter. Like the engine, nothing here does I/O.
+
+Clock policies (SEMANTICS.md, "Time"):
+
+* ``event``: the clock is the largest event ``ts`` seen; ``tick`` fires what
+  that clock made due. Replay, sharded replay, the demo (which then moves the
+  clock to its simulated now with :meth:`EngineHost.advance`) and
+  ``worker --clock event``.
+* ``wall``: before each event the clock moves to the caller's ``now_ms``
+  (the worker's default).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from triggers.engine import Engine
+from triggers.errors import EventRejected
+from triggers.events import (
+    DEFAULT_MAX_ID_CHARS,
+    DEFAULT_MAX_LINE_BYTES,
+    Event,
+    IdLimits,
+    Trigger,
+    decode_event_line,
+    event_from_mapping,
+)
+from triggers.scenes import Limits, Scene
+from triggers.state import StateStore
+
+ClockPolicy = Literal["event", "wall"]
+CLOCK_POLICIES: tuple[ClockPolicy, ...] = ("event", "wall")
+# A decoded record as the file readers yield it: (line number, event or why not).
+Record = tuple[int, "Event | EventRejected"]
+TriggerSink = Callable[[Trigger], None]
+RejectSink = Callable[[int, EventRejected], None]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRules:
+    """How raw input is read (the ``engine:`` config section's input part)."""
+
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_id_chars: int = DEFAULT_MAX_ID_CHARS
+
+
+@dataclass
+class HostCounts:
+    """What a host took: events, rejects by reason, triggers per scene
+    (every configured scene listed, in config order, from zero)."""
+
+    taken: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    triggers: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class EngineHost:
+    """One engine behind the config's input rules and a clock policy.
+
+    ``store``/``track_profile`` go to the :class:`~triggers.engine.Engine`
+    (see there). Use :meth:`around` to host an engine built elsewhere.
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[Scene],
+        limits: Limits | None = None,
+        rules: InputRules | None = None,
+        *,
+        store: StateStore | None = None,
+        track_profile: bool = True,
+        clock: ClockPolicy = "event",
+    ) -> None:
+        self._init(Engine(scenes, store, limits, track_profile), rules or InputRules(), clock)
+
+    @classmethod
+    def around(cls, engine: Engine, rules: InputRules | None = None,
+               clock: ClockPolicy = "event") -> EngineHost:
+        """A host for an existing engine (default input rules unless given)."""
+        host = cls.__new__(cls)
+        host._init(engine, rules or InputRules(), clock)
+        return host
+
+    def _init(self, engine: Engine, rules: InputRules, clock: ClockPolicy) -> None:
+        if clock not in CLOCK_POLICIES:
+            raise ValueError(f"clock must be one of {', '.join(CLOCK_POLICIES)}, not {clock!r}")
+        self.engine = engine
+        self.rules = rules
+        self.event_clock = clock == "event"
+        self.counts = HostCounts()
+        self._configured()
+
+    def _configured(self) -> None:
+        engine = self.engine
+        self.ids = IdLimits.of(self.rules.max_id_chars, engine.scenes)
+        self.timer_scenes = engine.timer_scenes
+        for scene in engine.scenes:
+            self.counts.triggers.setdefault(scene.name, 0)
+
+    @property
+    def scenes(self) -> tuple[Scene, ...]:
+        return self.engine.scenes
+
+    @property
+    def clock(self) -> int:
+        return self.engine.clock
+
+    # -- decoding -------------------------------------------------------------
+
+    def decode(self, line: bytes) -> Event:
+        """One JSON line (without its newline) as an event, or
+        :class:`EventRejected` (counted) with a stable reason."""
+        try:
+            return decode_event_line(line, self.rules.max_line_bytes, self.ids)
+        except EventRejected as exc:
+            self.counts.rejected[exc.reason] += 1
+            raise
+
+    def decode_mapping(self, obj: Any) -> Event:
+        """A decoded JSON value (a dict from an in-process source) as an event."""
+        try:
+            return event_from_mapping(obj, self.ids)
+        except EventRejected as exc:
+            self.counts.rejected[exc.reason] += 1
+            raise
+
+    def reject(self, exc: EventRejected) -> None:
+        """Count a rejection made by a reader of another format."""
+        self.counts.rejected[exc.reason] += 1
+
+    # -- the engine -----------------------------------------------------------
+
+    def take(self, event: Event, now_ms: int | None = None) -> list[Trigger]:
+        """Apply one event. Under the wall clock the clock first moves to
+        ``now_ms``, firing what that made due (those triggers come first)."""
+        engine = self.engine
+        if self.event_clock or now_ms is None:
+            fired = engine.handle(event)
+        else:
+            fired = engine.advance(now_ms)
+            fired += engine.handle(event)
+        counts = self.counts
+        counts.taken += 1
+        if fired:
+            scenes = counts.triggers
+            for trig in fired:
+                scenes[trig.scene] += 1
+        return fired
+
+    def advance(self, now_ms: int) -> list[Trigger]:
+        """Move the clock to ``now_ms`` (never back); the timers that made due."""
+        fired = self.engine.advance(now_ms)
+        if fired:
+            scenes = self.counts.triggers
+            for trig in fired:
+                scenes[trig.scene] += 1
+        return fired
+
+    def tick(self, now_ms: int) -> list[Trigger]:
+        """A clock tick: fire what is due by the host's clock (the event
+        clock ignores ``now_ms``)."""
+        return self.advance(self.engine.clock if self.event_clock else now_ms)
+
+    def due(self, now_ms: int) -> int | None:
+        """The deadline of a timer due by the host's clock now, else None."""
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return None
+        clock = self.engine.clock if self.event_clock else now_ms
+        return deadline if deadline < clock else None
+
+    def is_timer(self, scene: str) -> bool:
+        """Whether the scene fires from the clock (its triggers are timers)."""
+        return scene in self.timer_scenes
+
+    def feed(self, records: Iterable[Record], on_trigger: TriggerSink,
+             on_reject: RejectSink | None = None,
+             every_1024: Callable[[int], None] | None = None) -> int:
+        """Take decoded records in order (replay's loop); triggers go to
+        ``on_trigger`` in firing order. ``every_1024(read)`` runs after every
+        1024th record. Returns how many records were read."""
+        handle = self.engine.handle
+        counts = self.counts
+        scenes = counts.triggers
+        rejected = counts.rejected
+        read = taken = 0
+        try:
+            for number, item in records:
+                read += 1
+                if type(item) is EventRejected:
+                    rejected[item.reason] += 1
+                    if on_reject is not None:
+                        on_reject(number, item)
+                else:
+                    taken += 1
+                    for trig in handle(item):  # type: ignore[arg-type]
+                        scenes[trig.scene] += 1
+                        on_trigger(trig)
+                if every_1024 is not None and not read & 0x3FF:
+                    every_1024(read)
+        finally:
+            counts.taken += taken
+        return read
+
+    def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None,
+                    rules: InputRules | None = None) -> None:
+        """Hot reload (:meth:`Engine.reconfigure`); the identifier limits
+        follow the new scenes' ``per`` fields."""
+        self.engine.reconfigure(scenes, limits)
+        if rules is not None:
+            self.rules = rules
+        self._configured()
+
+
+def triggers_of(counts: Mapping[str, int], before: Mapping[str, int]) -> Counter[str]:
+    """Per scene, what was fired since ``before`` (a copy of ``counts`` then)."""
+    return Counter({name: n - before.get(name, 0) for name, n in counts.items()})
