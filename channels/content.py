@@ -83,10 +83,13 @@ class ContentChoice:
     html_template: Template | None
     currency: str = ""
 
-    def render(self, link: LinkRewriter | None = None) -> RenderedContent:
-        """Fill the templates; ``link`` rewrites product URLs (click tracking)."""
+    def render(self, link: LinkRewriter | None = None,
+               user: Mapping[str, str] | None = None) -> RenderedContent:
+        """Fill the templates; ``link`` rewrites product URLs (click tracking);
+        ``user`` holds the ``${user.<name>}`` values of the directory record
+        (absent ones render empty, like every other value)."""
         rewrite = link or (lambda url: url)
-        values = dict(self.values)
+        values = {**(user or {}), **self.values}
         products = [(p, rewrite(_safe_url(p.url)) if p.url else "") for p in self.products]
         if products:
             values["product_url"] = products[0][1]

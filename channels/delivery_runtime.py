@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
+from channels.consent import Audience, RedisConsentStore
 from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.decisions import DecisionLog
+from channels.directory import RedisDirectory
 from channels.feedback import FeedbackSink, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup, build_pipeline
 from channels.policy import RedisPolicyStore
@@ -65,6 +67,12 @@ def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegist
         raise SceneTriggerError(f"{who} needs a 'channels:' section in the config")
     registry = build_registry(models, env=inbox_env(models, redis_url))
     prefix = config.delivery.redis_prefix
+    tracking = config.delivery.tracking
+    mail = [n for n, m in models.items() if getattr(m, "type", None) == "email"]
+    if mail and not (tracking.base_url and os.environ.get(tracking.secret_env)):
+        raise SceneTriggerError(
+            f"channel {mail[0]!r}: marketing email needs its unsubscribe link: set "
+            f"delivery.tracking.base_url and ${tracking.secret_env}")
     dead_letter = DeadLetterStore(client, dead_letter_stream)
     sender = ChannelSender(registry, dead_letter=dead_letter, metrics_registry=metrics)
     pipeline = build_pipeline(
@@ -72,8 +80,17 @@ def build_live_pipeline(config: AppConfig, client: Any, metrics: CollectorRegist
         channels=registry.names(),
         catalog=catalog if catalog is not None else RedisCatalog(client, f"{prefix}cat:"),
         store=RedisPolicyStore(client), index=RedisMessageIndex(client, prefix),
-        feedback=feedback, metrics_registry=metrics)
+        feedback=feedback, metrics_registry=metrics, audience=build_audience(config, client))
     return LivePipeline(pipeline, registry, dead_letter)
+
+
+def build_audience(config: AppConfig, client: Any) -> Audience:
+    """Directory, consent and do-not-contact in Redis under ``delivery.redis_prefix``."""
+    prefix = config.delivery.redis_prefix
+    model = config.delivery.audience
+    kinds = {name: str(getattr(m, "type", name)) for name, m in config.channels.items()}
+    return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix), kinds,
+                    model.consent, model.transactional_scenes)
 
 
 def inbox_env(models: Mapping[str, Any], redis_url: str | None) -> dict[str, str]:

@@ -49,6 +49,11 @@ def build_email(message: Message, sender: str, recipient: str) -> EmailMessage:
     mail["Date"] = formatdate(localtime=False)
     mail["Message-ID"] = make_msgid(domain=_domain(sender))
     mail["X-Scenetrigger-Message-Id"] = message.message_id
+    unsubscribe = message.data.get("unsubscribe_url")
+    if isinstance(unsubscribe, str) and unsubscribe.startswith(("https://", "http://")):
+        # RFC 2369 + RFC 8058: mail clients offer a one-click unsubscribe (a POST).
+        mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.set_content(message.text)
     if message.html is not None:
         mail.add_alternative(message.html, subtype="html")

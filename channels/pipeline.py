@@ -12,6 +12,7 @@ to the feedback sink. ``now_ms`` is always a parameter.
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
@@ -22,9 +23,11 @@ import orjson
 
 from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
+from channels.consent import Audience, unsubscribe_url
 from channels.content import ContentChoice, ContentSelector
 from channels.control import bucket, in_control, share_for
 from channels.decisions import DecisionLog, DecisionRecord
+from channels.directory import Contact
 from channels.feedback import (
     FeedbackApp,
     FeedbackSink,
@@ -262,16 +265,17 @@ class DeliveryPipeline:
                                       choice.variant, seg.style, seg.segment, seg.tags,
                                       figures=decision.figures), now_ms)
         send = journey_send(req)
+        contact = decision.contact
         if send is not None:
-            message = self.render_send(send, choice, now_ms)
+            message = self.render_send(send, choice, now_ms, contact)
             meta = MessageMeta(req.user_id, "", channel, send.strategy, send.step)
         elif req.scene == HANDOFF:
             message = self._message(req.trigger_id, req.trigger_id, req.user_id, "", channel,
-                                    choice, now_ms, extra or {})
+                                    choice, now_ms, extra or {}, None)
             meta = MessageMeta(req.user_id, "", channel)
         else:
             trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
-            message = self.render(trigger, choice, channel, now_ms)
+            message = self.render(trigger, choice, channel, now_ms, contact)
             meta = MessageMeta(req.user_id, req.scene, channel)
         target = self.dry_run_channel if self.mode == "dry-run" else channel
         result = await self.sender.send(message, target)
@@ -287,32 +291,46 @@ class DeliveryPipeline:
                                   figures=decision.figures), now_ms)
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
-               now_ms: int) -> Message:
+               now_ms: int, contact: Contact | None = None) -> Message:
         data = {"key": trigger.key, "trigger_ts": trigger.ts,
                 "product_ids": [p.product_id for p in choice.products]}
         return self._message(message_id_for(trigger.trigger_id, channel), trigger.trigger_id,
-                             trigger.user_id, trigger.scene, channel, choice, now_ms, data)
+                             trigger.user_id, trigger.scene, channel, choice, now_ms, data,
+                             contact)
 
-    def render_send(self, send: SendAction, choice: ContentChoice, now_ms: int) -> Message:
+    def render_send(self, send: SendAction, choice: ContentChoice, now_ms: int,
+                    contact: Contact | None = None) -> Message:
         """A journey message: the action's id, no scene, its strategy and step in ``data``."""
         data = {"strategy": send.strategy, "step": send.step, "content_ref": send.content_ref}
         return self._message(send.message_id, send.trigger_id or send.message_id, send.user_id,
-                             "", send.channel, choice, now_ms, data)
+                             "", send.channel, choice, now_ms, data, contact)
 
     def _message(self, message_id: str, trigger_id: str, user_id: str, scene: str,
                  channel: str, choice: ContentChoice, now_ms: int,
-                 extra: dict[str, Any]) -> Message:
+                 extra: dict[str, Any], contact: Contact | None) -> Message:
         base, secret = self.tracking_base, self.tracking_secret
         link = (lambda url: tracked_link(base, secret, message_id, url)) if base else None
-        content = choice.render(link)
-        body = content.html
-        if body is not None and base:
-            body += open_pixel_html(base, message_id)
+        content = choice.render(link, contact.template_values() if contact else None)
+        text, body = content.text, content.html
         seg = choice.segmentation
         data = {"variant": choice.variant, "style": seg.style, "segment": seg.segment,
                 "tags": list(seg.tags), **extra}
+        audience = self.policy.audience
+        if contact is not None:
+            data.update(contact_data(contact))
+        if (audience is not None and base and audience.kind(channel) == "email"
+                and audience.purpose(scene) == "marketing"):
+            # Every marketing email carries the signed link (and, in the email
+            # channel, the RFC 8058 List-Unsubscribe headers built from it).
+            url = unsubscribe_url(base, secret, user_id, "email")
+            data["unsubscribe_url"] = url
+            text += f"\n\nUnsubscribe: {url}"
+            if body is not None:
+                body += f'<p><a href="{html.escape(url)}">Unsubscribe</a></p>'
+        if body is not None and base:
+            body += open_pixel_html(base, message_id)
         return Message(message_id, trigger_id, user_id, scene, channel, content.subject,
-                       content.text, body, data, now_ms)
+                       text, body, data, now_ms)
 
     def feedback_app(self, sink: FeedbackSink, callback_token: str | None,
                      allow_hosts: Collection[str] = ()) -> FeedbackApp:
@@ -335,6 +353,20 @@ class DeliveryPipeline:
         lines += [f"    {reason:<12}{n:>12,}"
                   for reason, n in sorted(self.policy.suppressed.items())]
         return "\n".join(lines)
+
+
+def contact_data(contact: Contact) -> dict[str, Any]:
+    """The directory's contact points in ``message.data``, where the channels
+    read them: ``email``, ``phone``, ``openid``, ``device_token`` (newest) and
+    its ``platform``, and every token in ``device_tokens``."""
+    out: dict[str, Any] = {k: v for k in ("email", "phone", "openid", "locale")
+                           if (v := getattr(contact, k)) is not None}
+    if contact.push:
+        out["device_token"] = contact.push[-1].token
+        out["platform"] = contact.push[-1].platform
+        out["device_tokens"] = [{"platform": t.platform, "token": t.token}
+                                for t in contact.push]
+    return out
 
 
 class RecordingSender:
@@ -363,14 +395,15 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                    channels: Iterable[str] | None = None, catalog: Catalog | None = None,
                    store: PolicyStore | None = None, index: MessageIndex | None = None,
                    feedback: FeedbackSink | None = None, metrics_registry: Any = None,
-                   env: dict[str, str] | None = None) -> DeliveryPipeline:
+                   env: dict[str, str] | None = None,
+                   audience: Audience | None = None) -> DeliveryPipeline:
     """A pipeline from config. Without ``channels`` every channel the content
     names counts as available (right for dry runs)."""
     delivery = config.delivery
     environ = os.environ if env is None else env
     metrics = PolicyMetrics.on(metrics_registry) if metrics_registry is not None else None
     policy = DeliveryPolicy(delivery, store if store is not None else MemoryPolicyStore(),
-                            metrics)
+                            metrics, audience)
     selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
                                delivery.default_timezone)
     secret = environ.get(delivery.tracking.secret_env, "").encode()

@@ -3,6 +3,9 @@ channel), defer (quiet hours) or suppress (with a reason).
 
 Order of checks, each with its reason code:
 
+0. with an audience (:class:`channels.consent.Audience`: directory, consent,
+   do-not-contact), the user's directory time zone replaces the request's
+   for quiet hours and caps;
 1. ``stale``: the trigger is older than ``max_age`` (also when a quiet-hours
    deferral would release it past that age); ``bad_time``: ``now_ms`` (event
    time in a replay) has no calendar date in the user's zone (beyond the
@@ -11,11 +14,15 @@ Order of checks, each with its reason code:
    a retried or replayed trigger is delivered at most once (a decision that
    fails after the claim, e.g. Redis going away, gives the claim back so the
    caller's retry is not mistaken for a duplicate);
-3. quiet hours in the user's zone: deferred to the end of the quiet period,
+3. the audience: channels the user cannot or may not be reached on are
+   dropped from the request; with none left, ``no_address``,
+   ``do_not_contact``, ``unsubscribed`` or ``no_consent`` (the user's own
+   opt-out outranks the others). Checked again when a deferral is released;
+4. quiet hours in the user's zone: deferred to the end of the quiet period,
    kept in a sorted set and released by :meth:`DeliveryPolicy.release_due`;
-4. ``backoff``: the user ignored the last N deliveries (no open/click) and
+5. ``backoff``: the user ignored the last N deliveries (no open/click) and
    had one within ``pause``;
-5. caps, per calendar day / ISO week in the user's zone: ``cap_day`` /
+6. caps, per calendar day / ISO week in the user's zone: ``cap_day`` /
    ``cap_week`` overall; a channel over its own cap passes to the next
    preferred channel, and ``channel_cap`` when none is left.
 
@@ -37,6 +44,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from channels.consent import REACH_REASONS, Audience, Reach
+from channels.directory import Contact
 from channels.per_registry import PerRegistry
 from config.delivery_models import DeliveryModel
 from triggers.durations import format_duration_ms
@@ -50,8 +59,8 @@ CHANNEL_CAP = "channel_cap"
 NO_CHANNEL = "no_channel"
 BAD_TIME = "bad_time"
 QUIET_HOURS = "quiet_hours"
-SUPPRESS_REASONS = (STALE, BAD_TIME, DUPLICATE, BACKOFF, CAP_DAY, CAP_WEEK, CHANNEL_CAP,
-                    NO_CHANNEL)
+SUPPRESS_REASONS = (STALE, BAD_TIME, DUPLICATE, *REACH_REASONS, BACKOFF, CAP_DAY, CAP_WEEK,
+                    CHANNEL_CAP, NO_CHANNEL)
 _DAY_MS = 86_400_000
 _ENGAGEMENT_TTL_MS = 90 * _DAY_MS
 
@@ -85,6 +94,7 @@ class Decision:
     # The numbers the deciding rule looked at, e.g. "3 of 3 sent today" (the
     # decision log and `explain` show them; nothing re-derives them).
     figures: str = ""
+    contact: Contact | None = None  # the directory record (addresses, locale, attributes)
 
 
 class PolicyStore(Protocol):
@@ -116,9 +126,10 @@ class PolicyStore(Protocol):
 
 class DeliveryPolicy:
     def __init__(self, model: DeliveryModel, store: PolicyStore,
-                 metrics: Any | None = None) -> None:
+                 metrics: Any | None = None, audience: Audience | None = None) -> None:
         self.model = model
         self.store = store
+        self.audience = audience
         self.metrics = metrics  # channels.pipeline.DeliveryMetrics or None
         self.suppressed: Counter[str] = Counter()
         self.deferred = 0
@@ -138,7 +149,10 @@ class DeliveryPolicy:
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
             return self._suppress(STALE, _age_figures(now_ms - req.trigger_ts, model.max_age))
-        zone = self.zone(req.tz)
+        reach = None
+        if self.audience is not None:
+            reach = await self.audience.reach(req.user_id, req.scene, req.channels)
+        zone = self.zone((reach and reach.timezone) or req.tz)
         local = local_time(now_ms, zone)
         try:
             due = None if local is None else self.quiet_until(local)
@@ -152,7 +166,7 @@ class DeliveryPolicy:
             return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
                                              f"{format_duration_ms(model.dedupe_ttl)}")
         try:
-            return await self._decide_claimed(req, now_ms, due, buckets, zone)
+            return await self._decide_claimed(req, now_ms, due, buckets, zone, reach)
         except BaseException:
             # Redis failed (or we were cancelled) after the claim: without this
             # the caller's retry would read its own claim as a duplicate and
@@ -172,8 +186,14 @@ class DeliveryPolicy:
         return f"{self._prefix}dd:{message_id}"
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
-                              buckets: tuple[str, str], zone: ZoneInfo) -> Decision:
+                              buckets: tuple[str, str], zone: ZoneInfo,
+                              reach: Reach | None) -> Decision:
         model = self.model
+        channels = req.channels
+        if reach is not None:
+            if channels and not reach.allowed:
+                return self._suppress(reach.reason or NO_CHANNEL, reach.figures)
+            channels = reach.allowed
         if due is not None:
             wake = datetime.fromtimestamp(due / 1000, UTC).astimezone(zone)
             until = f"until {wake:%H:%M} {zone.key}"
@@ -191,13 +211,14 @@ class DeliveryPolicy:
             return self._suppress(BACKOFF, f"{ignored} sent without an open or click, the "
                                            f"last {format_duration_ms(now_ms - last_sent)} ago "
                                            f"(pause {format_duration_ms(model.backoff.pause)})")
-        if not req.channels:
+        if not channels:
             return self._suppress(NO_CHANNEL, "none of the content's channels is configured")
         day, week = buckets
         overall = self._counters(req.user_id, "all", model.caps.per_day, model.caps.per_week,
                                  day, week)
         over: list[str] = []
-        for channel in req.channels:
+        contact = reach.contact if reach is not None else None
+        for channel in channels:
             caps = model.channel_caps.get(channel)
             own = self._counters(req.user_id, f"ch:{channel}", caps.per_day if caps else None,
                                  caps.per_week if caps else None, day, week) if caps else []
@@ -205,7 +226,7 @@ class DeliveryPolicy:
                                             now_ms)
             if full < 0:
                 passed = f"{', '.join(over)}; sent by {channel}" if over else ""
-                return Decision("send", channel=channel, figures=passed)
+                return Decision("send", channel=channel, figures=passed, contact=contact)
             if full < len(overall):
                 (_key, limit, _ttl), reason = overall[full]
                 return self._suppress(reason, _cap_figures(reason, limit, zone))

@@ -9,6 +9,7 @@ Templates are checked at load time: only ``${name}`` placeholders from
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -28,6 +29,7 @@ TEMPLATE_NAMES = PRODUCT_NAMES | frozenset({
     "user_id", "scene", "key", "style", "segment", "category", "query", "currency",
 })
 
+_USER_NAME = re.compile(r"^user\.[A-Za-z_][A-Za-z0-9_]*$")
 SHIPPED_CONTENT_PATH = Path(__file__).with_name("content.yaml")
 
 Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
@@ -50,11 +52,12 @@ def _check_template(text: str | None, allow_products: bool) -> str | None:
     except TemplateError as exc:
         raise ValueError(str(exc)) from None
     allowed = TEMPLATE_NAMES if allow_products else TEMPLATE_NAMES - PRODUCT_NAMES
-    unknown = sorted(names - allowed)
+    # ${user.<attribute>}: the user directory's record (one literal key, never code).
+    unknown = sorted(n for n in names - allowed if not _USER_NAME.match(n))
     if unknown:
         raise ValueError(
             f"unknown placeholder(s) {', '.join('${' + n + '}' for n in unknown)}; "
-            f"allowed: {', '.join(sorted(allowed))}"
+            f"allowed: {', '.join(sorted(allowed))} and user.<attribute>"
         )
     return text
 

@@ -4,7 +4,7 @@ dedupe, back-off and click/open tracking (see docs/content.md)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -74,6 +74,25 @@ class TrackingModel(_Strict):
     callback_token_env: str = "SCENETRIGGER_CALLBACK_TOKEN"  # noqa: S105 - a variable name
 
 
+ConsentDefault = Literal["opt_in", "opt_out"]
+
+
+# SMS marketing needs an opt-in with most carriers; the others start allowed.
+_CONSENT: dict[str, ConsentDefault] = {"email": "opt_out", "sms": "opt_in", "wechat": "opt_out",
+                                       "push": "opt_out", "inbox": "opt_out", "webhook": "opt_out"}
+
+
+class AudienceModel(_Strict):
+    """Consent defaults per channel type for marketing messages (``opt_out``:
+    allowed until the user withdraws; ``opt_in``: only after the user agreed)
+    and the scenes whose messages are transactional (need no marketing
+    consent, carry no unsubscribe link). See docs/audiences.md."""
+
+    consent: dict[str, ConsentDefault] = Field(default_factory=lambda: dict(_CONSENT))
+    transactional_scenes: list[str] = Field(default_factory=list)
+    default_locale: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
 class DeliveryModel(_Strict):
     default_timezone: str = "UTC"
     caps: CapModel = Field(default_factory=lambda: CapModel(per_day=3, per_week=10))
@@ -84,6 +103,7 @@ class DeliveryModel(_Strict):
     backoff: BackoffModel = Field(default_factory=BackoffModel)
     tracking: TrackingModel = Field(default_factory=TrackingModel)
     redis_prefix: str = Field(default="st:", max_length=64)
+    audience: AudienceModel = Field(default_factory=AudienceModel)
 
     @field_validator("default_timezone")
     @classmethod

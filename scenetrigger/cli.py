@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "journeys": "scenetrigger.commands.journeys",
     "deliver": "scenetrigger.commands.deliver",
     "export": "scenetrigger.commands.export",
+    "users": "scenetrigger.commands.users",
 }
 
 

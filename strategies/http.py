@@ -49,7 +49,8 @@ def build_app(store: TagStore, scoring: ScoringModel, token: str | None = None,
     return app
 
 
-def _authorised(request: web.Request) -> None:
+def authorise_admin(request: web.Request) -> None:
+    """Bearer admin token (constant-time); every request refused when none is set."""
     expected = request.app[TOKEN_KEY]
     if not expected:
         raise web.HTTPForbidden(text=f"admin routes are off: set {TOKEN_ENV}")
@@ -61,14 +62,14 @@ def _authorised(request: web.Request) -> None:
 
 
 async def _tags(request: web.Request) -> web.Response:
-    _authorised(request)
+    authorise_admin(request)
     user_id = request.match_info["user_id"]
     tags = await request.app[STORE_KEY].tags(user_id)
     return web.json_response({"user_id": user_id, "tags": sorted(tags)})
 
 
 async def _score(request: web.Request) -> web.Response:
-    _authorised(request)
+    authorise_admin(request)
     user_id = request.match_info["user_id"]
     pinned = request.query.get("now_ms")
     try:

@@ -12,6 +12,11 @@ Routes (all on one port, loopback by default):
   ``hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET, user_id))``, minted by the
   shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
 * ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
+* ``GET/PUT/PATCH/DELETE /users/{user_id}``: the user directory (admin token;
+  :mod:`scenetrigger.user_admin`; DELETE erases the user);
+* ``GET/POST /unsubscribe/{channel}``, ``POST /inbound/sms/{provider}``,
+  ``GET/POST /inbound/wechat``: consent (:mod:`channels.consent_http`;
+  ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
@@ -43,17 +48,23 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from channels.consent import RedisConsentStore
+from channels.consent_http import ConsentRoutes
+from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
 from channels.policy import DeliveryPolicy, RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
+from scenetrigger.erasure import Eraser
+from scenetrigger.user_admin import UserAdmin
 from strategies.http import TOKEN_ENV, add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
+WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
 
 
 def register(sub: Any) -> None:
@@ -136,6 +147,7 @@ class ServeParts:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     tags_prefix: str = "scenetrigger:"
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.erasure over Redis
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -170,6 +182,14 @@ def build_app(parts: ServeParts) -> web.Application:
                                                         env.get(INBOX_SECRET_ENV, ""))))
     add_routes(app, RedisTagStore(parts.redis, parts.tags_prefix), config.strategies.scoring,
                env.get(TOKEN_ENV, ""))
+    prefix = config.delivery.redis_prefix
+    directory = RedisDirectory(parts.redis, prefix)
+    consent = RedisConsentStore(parts.redis, prefix)
+    ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(), sink,
+                  env.get(tracking.callback_token_env) or None,
+                  env.get(WECHAT_TOKEN_ENV) or None).add_routes(app)
+    eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
+    UserAdmin(directory, consent, eraser).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))

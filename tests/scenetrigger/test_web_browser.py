@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,14 +18,14 @@ from scenetrigger.demo_content import BuiltinContent
 from scenetrigger.embedded import EmbeddedRuntime
 from scenetrigger.replay import new_engine
 from scenetrigger.web import serve
+from tests.browser import browser
 from tests.scenetrigger.demo_process import DemoProcess, start_demo
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCENES = {"repeat_view_no_purchase", "cart_abandonment", "promo_arrival"}
 SCREENSHOT_ENV = "SCENETRIGGER_SCREENSHOT"  # keep the screenshot here (default: a tmp dir)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+__all__ = ["browser"]  # the fixture, used by the tests below
 
 
 @pytest.fixture
@@ -38,34 +36,6 @@ def demo() -> Iterator[DemoProcess]:
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(
-            f"{CHROMIUM} or {CHROMEDRIVER} missing: run scripts/run-tests.sh (installs them) "
-            "or apt-get install -y chromium chromium-driver"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,900",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), log_output=os.devnull),
-                              options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 # The page re-renders every second: read what it shows in one go (no stale elements).

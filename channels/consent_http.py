@@ -1,0 +1,181 @@
+"""Consent over HTTP: the unsubscribe page, RFC 8058 one-click, inbound SMS
+replies and WeChat follow/unfollow events.
+
+* ``GET /unsubscribe/{channel}?u=USER&s=SIG``: a page with one button (a GET
+  never unsubscribes: mail scanners follow links);
+  ``POST`` to the same URL unsubscribes: the page's form, or a mail client's
+  one-click POST (body ``List-Unsubscribe=One-Click``, RFC 8058), which gets
+  a short plain-text answer. ``SIG`` is :func:`channels.consent.unsubscribe_signature`.
+* ``POST /inbound/sms/{provider}``: an inbound SMS (JSON or form; ``from`` /
+  ``mobile`` / ``phone`` and ``text`` / ``content``), with the callback token
+  (``Authorization: Bearer``, as for delivery reports). A reply of ``TD``,
+  ``T``, ``退订``, ``STOP`` or ``UNSUBSCRIBE`` opts the number out of
+  marketing SMS: the user it belongs to, or, when no user has it, the
+  hashed number goes on the do-not-contact list.
+* ``POST /inbound/wechat``: the WeChat Official Account's event push
+  (``signature`` = SHA1 of the sorted token, timestamp and nonce, as WeChat
+  signs it); an ``unsubscribe`` event opts that openid's user out of WeChat.
+
+Every change is a :class:`channels.feedback.FeedbackEvent` of type
+``unsubscribed`` on the feedback sink, so it enters the event stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+import orjson
+from aiohttp import web
+
+from channels.consent import ConsentRecord, ConsentStore, unsubscribe_signature
+from channels.directory import Directory, address_hash
+from channels.feedback import FeedbackEvent, FeedbackSink
+
+log = logging.getLogger("scenetrigger.consent")
+OPT_OUT_WORDS = frozenset({"td", "t", "退订", "stop", "unsubscribe"})
+UNSUBSCRIBED = "unsubscribed"  # the event type of a withdrawn consent
+_MAX_BODY = 64 * 1024
+_XML_FIELD = r"<{0}>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</{0}>"
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def is_opt_out(text: str) -> bool:
+    """A reply that means "stop": the whole message is one of the words."""
+    return text.strip().strip(".!。！").lower() in OPT_OUT_WORDS
+
+
+class ConsentRoutes:
+    def __init__(self, directory: Directory, consent: ConsentStore, secret: bytes,
+                 sink: FeedbackSink, callback_token: str | None,
+                 wechat_token: str | None = None, clock: Callable[[], int] = _wall_ms) -> None:
+        self.directory = directory
+        self.consent = consent
+        self._secret = secret
+        self._sink = sink
+        self._token = callback_token
+        self._wechat_token = wechat_token
+        self._clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/unsubscribe/{channel}", self.page)
+        app.router.add_post("/unsubscribe/{channel}", self.unsubscribe)
+        app.router.add_post("/inbound/sms/{provider}", self.inbound_sms)
+        app.router.add_post("/inbound/wechat", self.wechat_event)
+        app.router.add_get("/inbound/wechat", self.wechat_check)
+
+    async def withdraw(self, user_id: str, channel_type: str, source: str) -> None:
+        """Opt ``user_id`` out of marketing on ``channel_type`` and say so in the stream."""
+        now = self._clock()
+        await self.consent.set(user_id, channel_type, "marketing",
+                               ConsentRecord(False, now, source))
+        await self._sink.emit(FeedbackEvent(UNSUBSCRIBED, user_id, now, "", channel_type, "",
+                                            "marketing", source=source))
+
+    def _signed(self, request: web.Request) -> tuple[str, str]:
+        channel = request.match_info["channel"]
+        user_id = request.query.get("u", "")
+        sig = request.query.get("s", "")
+        expected = unsubscribe_signature(self._secret, user_id, channel)
+        if not (self._secret and user_id and hmac.compare_digest(sig.encode(),
+                                                                 expected.encode())):
+            raise web.HTTPBadRequest(text="this unsubscribe link is not valid\n")
+        return user_id, channel
+
+    async def page(self, request: web.Request) -> web.Response:
+        self._signed(request)
+        action = html.escape(request.path_qs, quote=True)
+        return _html("Unsubscribe",
+                     "<p>Stop marketing messages on this channel?</p>"
+                     f'<form method="post" action="{action}">'
+                     '<button type="submit" id="unsubscribe">Unsubscribe</button></form>')
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        user_id, channel = self._signed(request)
+        body = (await request.read())[:_MAX_BODY].decode(errors="replace")
+        one_click = parse_qs(body).get("List-Unsubscribe") == ["One-Click"]
+        await self.withdraw(user_id, channel, "one_click" if one_click else "unsubscribe_link")
+        if one_click:
+            return web.Response(text="unsubscribed\n")
+        return _html("Unsubscribed", '<p id="done">You are unsubscribed. '
+                                     "You will get no more marketing messages here.</p>")
+
+    def _check_token(self, request: web.Request) -> None:
+        auth = request.headers.get("Authorization", "")
+        given = (auth[len("Bearer "):] if auth.startswith("Bearer ")
+                 else request.headers.get("X-Callback-Token", ""))
+        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+            raise web.HTTPUnauthorized(text="bad token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def inbound_sms(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        raw = (await request.read())[:_MAX_BODY]
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body must be an object"}, status=400)
+        phone = next((str(body[k]) for k in ("from", "mobile", "phone") if body.get(k)), "")
+        text = next((str(body[k]) for k in ("text", "content", "message") if body.get(k)), "")
+        if not phone:
+            return web.json_response({"error": "no sender number (from)"}, status=400)
+        if not is_opt_out(text):
+            return web.json_response({"opted_out": False})
+        user_id = await self.directory.find("phone", phone)
+        if user_id is None:  # nobody we know: keep the number off every future list
+            await self.consent.do_not_contact([address_hash("phone", phone)], self._clock(),
+                                              "sms_reply")
+        else:
+            await self.withdraw(user_id, "sms", "sms_reply")
+        return web.json_response({"opted_out": True, "known_user": user_id is not None})
+
+    def _wechat_signed(self, request: web.Request) -> None:
+        q = request.query
+        parts = sorted([self._wechat_token or "", q.get("timestamp", ""), q.get("nonce", "")])
+        expected = hashlib.sha1("".join(parts).encode(), usedforsecurity=False).hexdigest()
+        if not self._wechat_token or not hmac.compare_digest(
+                q.get("signature", "").encode(), expected.encode()):
+            raise web.HTTPUnauthorized(text="bad signature")
+
+    async def wechat_check(self, request: web.Request) -> web.Response:
+        """WeChat's server check: echo ``echostr`` when the signature holds."""
+        self._wechat_signed(request)
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def wechat_event(self, request: web.Request) -> web.Response:
+        self._wechat_signed(request)
+        body = (await request.read())[:_MAX_BODY].decode(errors="replace")
+        openid, kind, event = (_xml_field(body, f) for f in ("FromUserName", "MsgType", "Event"))
+        if openid and kind == "event" and event.lower() == "unsubscribe":
+            user_id = await self.directory.find("openid", openid)
+            if user_id is not None:
+                await self.withdraw(user_id, "wechat", "wechat_event")
+        return web.Response(text="success")  # WeChat retries anything else
+
+
+def _xml_field(body: str, name: str) -> str:
+    # WeChat's flat event XML; a regex keeps any XML parser (and its
+    # entity-expansion risks) away from untrusted input.
+    match = re.search(_XML_FIELD.format(re.escape(name)), body, re.S)
+    if match is None:
+        return ""
+    return (match.group(1) if match.group(1) is not None else match.group(2)).strip()
+
+
+def _html(title: str, inner: str) -> web.Response:
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title></head><body>{inner}</body></html>")
+    return web.Response(text=page, content_type="text/html",
+                        headers={"Cache-Control": "no-store",
+                                 "Content-Security-Policy": "default-src 'none'; "
+                                 "form-action 'self'"})

@@ -1,0 +1,288 @@
+"""The user directory: who a user is to the channels (contact points,
+locale, time zone, free attributes).
+
+One :class:`Contact` per user, kept behind :class:`Directory`: Redis in
+production (:class:`RedisDirectory`, one JSON string per user under
+``{prefix}user:{user_id}`` plus a reverse index ``{prefix}addr:{kind}:{hash}``
+of phone numbers, openids and emails, so an inbound "TD" reply or a WeChat
+unsubscribe event finds its user), a dict in unit tests
+(:class:`MemoryDirectory`).
+
+Channels take their address from here: ``email`` from ``email``, ``sms``
+from ``phone``, ``wechat`` from ``openid``, ``push`` from the device tokens
+(:data:`ADDRESS_FIELD`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from triggers.errors import SceneTriggerError
+
+# Which contact point a channel type sends to; types not listed need none.
+ADDRESS_FIELD = {"email": "email", "sms": "phone", "wechat": "openid", "push": "push"}
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{4,30}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_ATTRS = 64
+MAX_TOKENS = 10
+_MAX_VALUE = 512
+CONTACT_FIELDS = ("email", "phone", "openid", "push", "locale", "timezone", "attributes")
+
+
+class ContactError(SceneTriggerError):
+    """A directory record that cannot be stored (the message says which field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushToken:
+    platform: str  # ios | android | web | ...
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    user_id: str
+    email: str | None = None
+    phone: str | None = None
+    openid: str | None = None
+    push: tuple[PushToken, ...] = ()
+    locale: str | None = None
+    timezone: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def address(self, channel_type: str) -> str | None:
+        """The address ``channel_type`` sends to (newest push token), or None."""
+        kind = ADDRESS_FIELD.get(channel_type)
+        if kind is None:
+            return None
+        if kind == "push":
+            return self.push[-1].token if self.push else None
+        value: str | None = getattr(self, kind)
+        return value
+
+    def addresses(self) -> list[tuple[str, str]]:
+        """Every (kind, value) contact point, for the reverse index and do-not-contact."""
+        out = [(k, v) for k in ("email", "phone", "openid")
+               if (v := getattr(self, k)) is not None]
+        return out + [("push", t.token) for t in self.push]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "email": self.email, "phone": self.phone,
+                "openid": self.openid,
+                "push": [{"platform": t.platform, "token": t.token} for t in self.push],
+                "locale": self.locale, "timezone": self.timezone,
+                "attributes": dict(self.attributes)}
+
+    def template_values(self) -> dict[str, str]:
+        """``${user.<name>}`` values: the contact fields and the free attributes."""
+        out = {f"user.{k}": v for k, v in self.attributes.items()}
+        for name in ("email", "phone", "openid", "locale", "timezone"):
+            value = getattr(self, name)
+            if value is not None:
+                out[f"user.{name}"] = value
+        out["user.id"] = self.user_id
+        return out
+
+    def merged(self, patch: Mapping[str, Any]) -> Contact:
+        """This record with ``patch``'s fields replaced (``null`` clears one);
+        ``attributes`` merge key by key (a ``null`` value removes the key)."""
+        data = self.to_dict()
+        for key, value in patch.items():
+            if key == "attributes" and isinstance(value, Mapping):
+                attrs = dict(data["attributes"])
+                for name, item in value.items():
+                    if item is None:
+                        attrs.pop(name, None)
+                    else:
+                        attrs[name] = item
+                data["attributes"] = attrs
+            else:
+                data[key] = value
+        return contact_from(self.user_id, data)
+
+
+def address_hash(kind: str, value: str) -> str:
+    """The hashed form of a contact point (reverse index, do-not-contact list)."""
+    normal = normal_address(kind, value)
+    return hashlib.sha256(f"{kind}\n{normal}".encode()).hexdigest()
+
+
+def normal_address(kind: str, value: str) -> str:
+    if kind == "email":
+        return value.strip().lower()
+    if kind == "phone":
+        return re.sub(r"[ ()-]", "", value.strip())
+    return value.strip()
+
+
+def contact_from(user_id: str, data: Mapping[str, Any]) -> Contact:
+    """Validate one record (a JSON object or CSV row); raises :class:`ContactError`."""
+    unknown = sorted(set(data) - {"user_id", *CONTACT_FIELDS})
+    if unknown:
+        raise ContactError(f"unknown field(s): {', '.join(unknown)}")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 256:
+        raise ContactError("user_id: must be a non-empty string of at most 256 characters")
+    email = _text(data, "email")
+    if email is not None:
+        try:
+            Address(addr_spec=email)
+        except (ValueError, IndexError):
+            raise ContactError(f"email: not an address: {email!r}") from None
+        if "@" not in email:
+            raise ContactError(f"email: not an address: {email!r}")
+    phone = _text(data, "phone")
+    if phone is not None and not _PHONE.match(phone):
+        raise ContactError(f"phone: not a phone number: {phone!r}")
+    locale = _text(data, "locale")
+    if locale is not None and not _LOCALE.match(locale):
+        raise ContactError(f"locale: not a language tag: {locale!r} (e.g. zh-CN, en)")
+    tz = _text(data, "timezone")
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ContactError(f"timezone: unknown time zone {tz!r}") from None
+    return Contact(user_id, email, phone, _text(data, "openid"), _tokens(data.get("push")),
+                   locale.replace("_", "-") if locale else None, tz,
+                   _attributes(data.get("attributes")))
+
+
+def _text(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_VALUE or "\n" in value or "\r" in value:
+        raise ContactError(f"{name}: must be one line of text (at most {_MAX_VALUE} characters)")
+    return value.strip()
+
+
+def _tokens(value: Any) -> tuple[PushToken, ...]:
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_TOKENS:
+        raise ContactError(f"push: must be a list of at most {MAX_TOKENS} "
+                           "{platform, token} objects")
+    out: dict[str, PushToken] = {}
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise ContactError("push: each entry must be {platform, token}")
+        platform, token = _text(item, "platform"), _text(item, "token")
+        if platform is None or token is None:
+            raise ContactError("push: each entry needs a platform and a token")
+        out.pop(token, None)
+        out[token] = PushToken(platform, token)  # a token seen again is the newest
+    return tuple(out.values())
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping) or len(value) > MAX_ATTRS:
+        raise ContactError(f"attributes: must be an object of at most {MAX_ATTRS} entries")
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ATTR.match(name):
+            raise ContactError(f"attributes: bad name {name!r} (letters, digits, '_')")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ContactError(f"attributes.{name}: must be text or a number")
+        text = str(item)
+        if len(text) > _MAX_VALUE:
+            raise ContactError(f"attributes.{name}: longer than {_MAX_VALUE} characters")
+        out[name] = text
+    return out
+
+
+def encode(contact: Contact) -> bytes:
+    return orjson.dumps(contact.to_dict())
+
+
+def decode(raw: str | bytes) -> Contact:
+    data = orjson.loads(raw)
+    return contact_from(data.pop("user_id"), data)
+
+
+class Directory(Protocol):
+    async def get(self, user_id: str) -> Contact | None: ...
+
+    async def put(self, contact: Contact) -> None:
+        """Store ``contact`` whole (an upsert), keeping the reverse index right."""
+        ...
+
+    async def delete(self, user_id: str) -> bool: ...
+
+    async def find(self, kind: str, value: str) -> str | None:
+        """The user whose ``kind`` contact point is ``value`` (hash lookup)."""
+        ...
+
+
+class MemoryDirectory:
+    def __init__(self) -> None:
+        self.users: dict[str, Contact] = {}
+
+    async def get(self, user_id: str) -> Contact | None:
+        return self.users.get(user_id)
+
+    async def put(self, contact: Contact) -> None:
+        self.users[contact.user_id] = contact
+
+    async def delete(self, user_id: str) -> bool:
+        return self.users.pop(user_id, None) is not None
+
+    async def find(self, kind: str, value: str) -> str | None:
+        wanted = address_hash(kind, value)
+        for contact in self.users.values():
+            if any(address_hash(k, v) == wanted for k, v in contact.addresses() if k == kind):
+                return contact.user_id
+        return None
+
+
+class RedisDirectory:
+    """``redis.asyncio.Redis`` (either decode setting)."""
+
+    def __init__(self, redis: Any, prefix: str = "st:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    def key(self, user_id: str) -> str:
+        return f"{self._prefix}user:{user_id}"
+
+    def addr_key(self, kind: str, value: str) -> str:
+        return f"{self._prefix}addr:{kind}:{address_hash(kind, value)}"
+
+    async def get(self, user_id: str) -> Contact | None:
+        raw = await self._redis.get(self.key(user_id))
+        return decode(raw) if raw is not None else None
+
+    async def put(self, contact: Contact) -> None:
+        old = await self.get(contact.user_id)
+        pipe = self._redis.pipeline(transaction=True)
+        for kind, value in (old.addresses() if old is not None else []):
+            if (kind, value) not in contact.addresses():
+                pipe.delete(self.addr_key(kind, value))
+        pipe.set(self.key(contact.user_id), encode(contact))
+        for kind, value in contact.addresses():
+            pipe.set(self.addr_key(kind, value), contact.user_id)
+        await pipe.execute()
+
+    async def delete(self, user_id: str) -> bool:
+        old = await self.get(user_id)
+        if old is None:
+            return False
+        keys = [self.key(user_id)] + [self.addr_key(k, v) for k, v in old.addresses()]
+        await self._redis.delete(*keys)
+        return True
+
+    async def find(self, kind: str, value: str) -> str | None:
+        raw = await self._redis.get(self.addr_key(kind, value))
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,275 @@
+"""``scenetrigger users import|get|set``: the user directory in Redis.
+
+``import FILE`` reads CSV (header row) or JSON lines and upserts each row:
+the fields a row gives replace the stored ones, the others stay. CSV columns:
+``user_id``, ``email``, ``phone``, ``openid``, ``locale``, ``timezone``,
+``push`` (``platform:token`` pairs separated by ``;``), ``attr.<name>`` (free
+attributes) and ``consent.<channel>`` (``yes``/``no``: marketing consent on
+that channel type, source ``import``; ``cli`` for ``set``). A JSON line has the same fields, with
+``push`` a list of ``{platform, token}``, ``attributes`` an object and
+``consent`` an object of booleans. Bad rows are reported with their line and
+reason (``--rejects FILE`` writes them as JSON lines) and never stop the import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from channels.consent import ConsentRecord, RedisConsentStore
+from channels.directory import Contact, ContactError, RedisDirectory, contact_from
+from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from scenetrigger.cli_support import open_input, progress_bar
+from triggers.errors import SceneTriggerError
+
+_BATCH = 200
+_YES = {"yes", "true", "1", "y", "granted"}
+_NO = {"no", "false", "0", "n", "withdrawn"}
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("users", help="the user directory: import, get, set")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis-url", default=None, help="Redis URL (default: "
+                        f"$SCENETRIGGER_REDIS_URL or {DEFAULT_REDIS_URL})")
+    common.add_argument("--prefix", default="st:", help="Redis prefix (delivery.redis_prefix)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    imp = actions.add_parser("import", parents=[common],
+                             help="upsert users from CSV or JSON lines")
+    imp.add_argument("file", help="CSV (with a header) or JSONL file; - for stdin")
+    imp.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto")
+    imp.add_argument("--rejects", help="write rejected rows (line, reason) as JSON lines here")
+    imp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    imp.set_defaults(run=run_import)
+    get = actions.add_parser("get", parents=[common], help="show one user's record and consent")
+    get.add_argument("user", help="user id")
+    get.set_defaults(run=run_get)
+    put = actions.add_parser("set", parents=[common],
+                             help="change fields of one user (creates the user)")
+    put.add_argument("user", help="user id")
+    put.add_argument("fields", nargs="*", metavar="FIELD=VALUE",
+                     help="email=, phone=, openid=, locale=, timezone=, attr.NAME=, "
+                          "push=platform:token;..., consent.CHANNEL=yes|no (empty value clears)")
+    put.set_defaults(run=run_set)
+
+
+@dataclass(slots=True)
+class Row:
+    line: int
+    user_id: str
+    fields: dict[str, Any]
+    consent: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Rejected:
+    line: int
+    reason: str
+
+
+def parse_cells(cells: dict[str, str]) -> tuple[dict[str, Any], dict[str, bool]]:
+    """CSV cells (or ``set``'s FIELD=VALUE) as directory fields and consent flags."""
+    fields: dict[str, Any] = {}
+    consent: dict[str, bool] = {}
+    attrs: dict[str, Any] = {}
+    for name, raw in cells.items():
+        value = (raw or "").strip()
+        if name.startswith("attr."):
+            attrs[name[5:]] = value or None
+        elif name.startswith("consent."):
+            if value.lower() in _YES | _NO:
+                consent[name[8:]] = value.lower() in _YES
+            elif value:
+                raise ContactError(f"{name}: say yes or no, not {value!r}")
+        elif name == "push":
+            fields["push"] = _push_cell(value)
+        else:
+            fields[name] = value or None
+    if attrs:
+        fields["attributes"] = attrs
+    return fields, consent
+
+
+def _push_cell(value: str) -> list[dict[str, str]]:
+    out = []
+    for pair in filter(None, (p.strip() for p in value.split(";"))):
+        platform, sep, token = pair.partition(":")
+        if not sep or not platform or not token:
+            raise ContactError(f"push: {pair!r} is not platform:token")
+        out.append({"platform": platform.strip(), "token": token.strip()})
+    return out
+
+
+def read_rows(lines: Iterator[bytes], fmt: str) -> Iterator[Row | Rejected]:
+    if fmt == "jsonl":
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                item = orjson.loads(raw)
+                if not isinstance(item, dict):
+                    raise ContactError("not a JSON object")
+                user_id = item.pop("user_id", None)
+                consent = item.pop("consent", None) or {}
+                if not isinstance(consent, dict) or not all(
+                        isinstance(v, bool) for v in consent.values()):
+                    raise ContactError("consent: must be an object of true/false")
+                if not isinstance(user_id, str) or not user_id:
+                    raise ContactError("user_id: missing")
+                yield Row(number, user_id, item, consent)
+            except (orjson.JSONDecodeError, ContactError) as exc:
+                yield Rejected(number, str(exc))
+        return
+    text = (line.decode("utf-8-sig" if n == 0 else "utf-8", errors="replace")
+            for n, line in enumerate(lines))
+    reader = csv.DictReader(text)
+    for cells in reader:
+        number = reader.line_num
+        try:
+            user_id = (cells.pop("user_id", None) or "").strip()
+            if not user_id:
+                raise ContactError("user_id: missing")
+            if None in cells:
+                raise ContactError("more cells than header columns")
+            fields, consent = parse_cells(cells)
+            yield Row(number, user_id, fields, consent)
+        except ContactError as exc:
+            yield Rejected(number, str(exc))
+
+
+async def upsert(directory: RedisDirectory, consent: RedisConsentStore, row: Row,
+                 now_ms: int, source: str = "import") -> Contact:
+    old = await directory.get(row.user_id)
+    contact = (old.merged(row.fields) if old is not None
+               else contact_from(row.user_id, row.fields))
+    await directory.put(contact)
+    for channel, granted in row.consent.items():
+        await consent.set(row.user_id, channel, "marketing",
+                          ConsentRecord(granted, now_ms, source))
+    return contact
+
+
+def run_import(args: argparse.Namespace) -> int:
+    counts, rejects = asyncio.run(_import(args))
+    if args.rejects:
+        with open(args.rejects, "wb") as out:
+            for rej in rejects:
+                out.write(orjson.dumps({"line": rej.line, "reason": rej.reason}) + b"\n")
+    if args.json:
+        print(orjson.dumps({**counts, "rejects": [{"line": r.line, "reason": r.reason}
+                                                  for r in rejects[:100]]}).decode())
+    else:
+        print(f"users: {counts['imported']:,} upserted, {counts['rejected']:,} rejected",
+              file=sys.stderr)
+        for rej in rejects[:20]:
+            print(f"  line {rej.line}: {rej.reason}", file=sys.stderr)
+        if len(rejects) > 20:
+            print(f"  ... and {len(rejects) - 20:,} more (--rejects FILE lists all)",
+                  file=sys.stderr)
+    return 0 if not rejects else 2
+
+
+async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Rejected]]:
+    client, directory, consent = _stores(args)
+    counts = {"imported": 0, "rejected": 0}
+    rejects: list[Rejected] = []
+    try:
+        with open_input(args.file) as (stream, size):
+            fmt = args.format
+            if fmt == "auto":
+                fmt = "jsonl" if args.file.endswith((".jsonl", ".json", ".ndjson")) else "csv"
+            bar = progress_bar(size, args.no_progress, "users")
+            batch: list[Row] = []
+            now_ms = time.time_ns() // 1_000_000
+            for item in read_rows(stream, fmt):
+                if isinstance(item, Rejected):
+                    rejects.append(item)
+                    continue
+                batch.append(item)
+                if len(batch) >= _BATCH:
+                    await _flush(directory, consent, batch, rejects, counts, now_ms)
+                    if bar is not None:
+                        bar.update_to(stream.tell())
+            await _flush(directory, consent, batch, rejects, counts, now_ms)
+            if bar is not None:
+                bar.close()
+    finally:
+        await client.aclose()
+    counts["rejected"] = len(rejects)
+    return counts, rejects
+
+
+async def _flush(directory: RedisDirectory, consent: RedisConsentStore, batch: list[Row],
+                 rejects: list[Rejected], counts: dict[str, int], now_ms: int) -> None:
+    results = await asyncio.gather(*(upsert(directory, consent, r, now_ms) for r in batch),
+                                   return_exceptions=True)
+    for row, result in zip(batch, results, strict=True):
+        if isinstance(result, ContactError):
+            rejects.append(Rejected(row.line, str(result)))
+        elif isinstance(result, BaseException):
+            raise SceneTriggerError(f"cannot write to Redis: {result}") from result
+        else:
+            counts["imported"] += 1
+    batch.clear()
+
+
+def _stores(args: argparse.Namespace) -> tuple[Any, RedisDirectory, RedisConsentStore]:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    return client, RedisDirectory(client, args.prefix), RedisConsentStore(client, args.prefix)
+
+
+def run_get(args: argparse.Namespace) -> int:
+    async def main() -> dict[str, Any] | None:
+        client, directory, consent = _stores(args)
+        try:
+            contact = await directory.get(args.user)
+            if contact is None:
+                return None
+            held = await consent.all(args.user)
+            return {**contact.to_dict(), "consent": {k: v.to_dict() for k, v in held.items()}}
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(main())
+    if found is None:
+        raise SceneTriggerError(f"no user {args.user!r} in the directory")
+    print(orjson.dumps(found, option=0 if args.json else orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def run_set(args: argparse.Namespace) -> int:
+    cells = {}
+    for item in args.fields:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SceneTriggerError(f"{item!r}: write FIELD=VALUE")
+        cells[name] = value
+    try:
+        fields, flags = parse_cells(cells)
+    except ContactError as exc:
+        raise SceneTriggerError(str(exc)) from None
+
+    async def main() -> Contact:
+        client, directory, consent = _stores(args)
+        try:
+            return await upsert(directory, consent, Row(0, args.user, fields, flags),
+                                time.time_ns() // 1_000_000, "cli")
+        except ContactError as exc:
+            raise SceneTriggerError(str(exc)) from None
+        finally:
+            await client.aclose()
+
+    contact = asyncio.run(main())
+    print(orjson.dumps(contact.to_dict(), option=0 if args.json else orjson.OPT_INDENT_2).decode())
+    return 0

@@ -1,0 +1,99 @@
+"""Admin HTTP API of the user directory (mounted by ``scenetrigger serve``).
+
+``GET /users/{id}`` (the record and its consent), ``PUT`` (replace the
+record), ``PATCH`` (merge fields; ``null`` clears one), ``DELETE`` (erase
+everything held about the user: :mod:`scenetrigger.erasure`). All need
+``Authorization: Bearer $SCENETRIGGER_ADMIN_TOKEN`` (compared in constant
+time); with no token configured every request is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from channels.consent import ConsentStore
+from channels.directory import Contact, ContactError, Directory, contact_from
+from strategies.http import authorise_admin
+
+Eraser = Callable[[str], Awaitable[dict[str, Any]]]
+_MAX_BODY = 256 * 1024
+
+
+class UserAdmin:
+    def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser) -> None:
+        self.directory = directory
+        self.consent = consent
+        self.erase = erase
+
+    def add_routes(self, app: web.Application) -> None:
+        """Needs the admin token under strategies.http's key (``add_routes`` there sets it)."""
+        app.router.add_get("/users/{user_id}", self.get)
+        app.router.add_put("/users/{user_id}", self.put)
+        app.router.add_patch("/users/{user_id}", self.patch)
+        app.router.add_delete("/users/{user_id}", self.delete)
+
+    async def _view(self, contact: Contact) -> web.Response:
+        consent = await self.consent.all(contact.user_id)
+        return web.json_response({**contact.to_dict(),
+                                  "consent": {k: v.to_dict() for k, v in consent.items()}})
+
+    async def get(self, request: web.Request) -> web.Response:
+        authorise_admin(request)
+        contact = await self.directory.get(request.match_info["user_id"])
+        if contact is None:
+            raise web.HTTPNotFound(text="no such user in the directory\n")
+        return await self._view(contact)
+
+    async def put(self, request: web.Request) -> web.Response:
+        authorise_admin(request)
+        user_id = request.match_info["user_id"]
+        contact = _valid(lambda body: contact_from(user_id, _without_id(body, user_id)),
+                         await _body(request))
+        await self.directory.put(contact)
+        return await self._view(contact)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        authorise_admin(request)
+        user_id = request.match_info["user_id"]
+        old = await self.directory.get(user_id) or Contact(user_id)
+        contact = _valid(lambda body: old.merged(_without_id(body, user_id)),
+                         await _body(request))
+        await self.directory.put(contact)
+        return await self._view(contact)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        authorise_admin(request)
+        return web.json_response(await self.erase(request.match_info["user_id"]))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=_MAX_BODY, actual_size=len(raw))
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise web.HTTPBadRequest(text="body is not JSON\n") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object\n")
+    return body
+
+
+def _without_id(body: dict[str, Any], user_id: str) -> dict[str, Any]:
+    given = body.pop("user_id", user_id)
+    if given != user_id:
+        raise ContactError(f"user_id: {given!r} does not match the URL's {user_id!r}")
+    return body
+
+
+def _valid(build: Callable[[dict[str, Any]], Contact], body: dict[str, Any]) -> Contact:
+    try:
+        return build(body)
+    except ContactError as exc:
+        raise web.HTTPUnprocessableEntity(
+            text=orjson.dumps({"error": str(exc)}).decode(),
+            content_type="application/json") from None

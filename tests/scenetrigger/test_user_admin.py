@@ -1,0 +1,91 @@
+"""The admin user API of `serve` and `scenetrigger users get|set`, on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from channels.feedback import ListSink
+from config.loader import load_config_text
+from scenetrigger.cli import main
+from scenetrigger.commands.serve import ServeParts, build_app
+from strategies.http import TOKEN_ENV
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+ADMIN = "admin-token-for-tests"
+
+
+def _config(prefix: str) -> str:
+    return f"""
+scenes:
+  promo_arrival: {{kind: arrival, when: {{page: {{prefix: /promo}}}}, per: page}}
+delivery: {{redis_prefix: "{prefix}"}}
+"""
+
+
+async def test_users_api_needs_the_token_and_validates(redis_url: str) -> None:
+    prefix = f"ua{uuid.uuid4().hex[:8]}:"
+    cfg = load_config_text(_config(prefix))
+    redis = Redis.from_url(redis_url)
+    try:
+        closed = build_app(ServeParts(cfg, redis, ListSink(), env={}))
+        async with TestClient(TestServer(closed)) as client:
+            resp = await client.get("/users/ann", headers={"Authorization": "Bearer x"})
+            assert resp.status == 403  # no token configured: every request refused
+        app = build_app(ServeParts(cfg, redis, ListSink(), env={TOKEN_ENV: ADMIN}))
+        auth = {"Authorization": f"Bearer {ADMIN}"}
+        async with TestClient(TestServer(app)) as client:
+            assert (await client.get("/users/ann")).status == 401
+            wrong = await client.get("/users/ann", headers={"Authorization": "Bearer nope"})
+            assert wrong.status == 401
+            assert (await client.get("/users/ann", headers=auth)).status == 404
+            put = await client.put("/users/ann", headers=auth, json={
+                "email": "ann@example.com", "locale": "zh-CN",
+                "push": [{"platform": "ios", "token": "tok-1"}],
+                "attributes": {"first_name": "Ann"}})
+            assert put.status == 200, await put.text()
+            patch = await client.patch("/users/ann", headers=auth, json={
+                "phone": "+8613800000000", "attributes": {"tier": "gold"}})
+            body = await patch.json()
+            assert body["email"] == "ann@example.com" and body["phone"] == "+8613800000000"
+            assert body["attributes"] == {"first_name": "Ann", "tier": "gold"}
+            bad = await client.patch("/users/ann", headers=auth, json={"timezone": "Mars/Base"})
+            assert bad.status == 422 and "timezone" in (await bad.json())["error"]
+            got = await (await client.get("/users/ann", headers=auth)).json()
+            assert got["push"] == [{"platform": "ios", "token": "tok-1"}]
+            gone = await client.delete("/users/ann", headers=auth)
+            receipt = await gone.json()
+            assert receipt["removed"]["directory"] == 1 and "ann" not in orjson.dumps(
+                receipt).decode()
+            assert (await client.get("/users/ann", headers=auth)).status == 404
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def test_users_set_and_get_commands(redis_url: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = f"uc{uuid.uuid4().hex[:8]}:"
+    args = ["--redis-url", redis_url, "--prefix", prefix, "--json"]
+    code = await asyncio.to_thread(main, ["users", "set", "bob", "email=bob@example.com",
+                                          "attr.city=杭州", "consent.sms=yes", *args])
+    assert code == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["users", "get", "bob", *args]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["email"] == "bob@example.com" and shown["attributes"] == {"city": "杭州"}
+    assert shown["consent"]["sms:marketing"]["granted"] is True
+    assert shown["consent"]["sms:marketing"]["source"] == "cli"
+    assert await asyncio.to_thread(main, ["users", "set", "bob", "email=nope", *args]) == 1
+    assert await asyncio.to_thread(main, ["users", "get", "nobody", *args]) == 1
+    redis = Redis.from_url(redis_url)
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+    await redis.delete(*keys)
+    await redis.aclose()
