@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "deliver": "scenetrigger.commands.deliver",
     "export": "scenetrigger.commands.export",
     "users": "scenetrigger.commands.users",
+    "diff": "scenetrigger.commands.diff",
 }
 
 

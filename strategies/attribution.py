@@ -81,13 +81,18 @@ def uplift(x_t: int, n_t: int, x_c: int, n_c: int) -> Uplift:
     return Uplift(rt, rc, x_t / n_t - x_c / n_c, low, high, wlow, whigh)
 
 
+Split = tuple[tuple[str, str], ...]
+
+
 @dataclass
 class Funnel:
-    """Counters of one (kind, name, variant) row."""
+    """Counters of one (kind, name, variant) row; ``split`` (``report --by``)
+    names the segment/style this row counts, e.g. ``(("segment", "loyal"),)``."""
 
     kind: str
     name: str
     variant: str
+    split: tuple[tuple[str, str], ...] = ()
     triggered: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
     units: list[int] = field(default_factory=lambda: [0, 0])  # [treated, control]
@@ -102,7 +107,7 @@ class Funnel:
     def to_dict(self) -> dict[str, Any]:
         up = self.uplift()
         return {
-            "kind": self.kind, "name": self.name, "variant": self.variant,
+            "kind": self.kind, "name": self.name, "variant": self.variant, **dict(self.split),
             "triggered": self.triggered, "suppressed": dict(self.suppressed),
             "treated": self.units[0], "control": self.units[1], "sent": self.sent,
             **{k: self.feedback.get(k, 0) for k in FEEDBACK},
@@ -129,36 +134,39 @@ class Attributor:
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self.funnels: dict[tuple[str, str, str], Funnel] = {}
+        self.funnels: dict[tuple[str, str, str, Split], Funnel] = {}
         self._open: dict[str, list[_Unit]] = defaultdict(list)  # user -> units in window
         self._by_message: dict[str, _Unit] = {}
         self._latest: dict[tuple[str, str, str], _Unit] = {}  # (user, kind, name) -> unit
         self._seen_feedback: set[tuple[str, str]] = set()
 
-    def funnel(self, kind: str, name: str, variant: str) -> Funnel:
-        key = (kind, name, variant)
+    def funnel(self, kind: str, name: str, variant: str, split: Split = ()) -> Funnel:
+        key = (kind, name, variant, split)
         row = self.funnels.get(key)
         if row is None:
-            row = self.funnels[key] = Funnel(kind, name, variant)
+            row = self.funnels[key] = Funnel(kind, name, variant, split)
         return row
 
-    def triggered(self, kind: str, name: str, variant: str, n: int = 1) -> None:
-        self.funnel(kind, name, variant).triggered += n
+    def triggered(self, kind: str, name: str, variant: str, n: int = 1,
+                  split: Split = ()) -> None:
+        self.funnel(kind, name, variant, split).triggered += n
 
-    def suppressed(self, kind: str, name: str, variant: str, reason: str) -> None:
-        self.funnel(kind, name, variant).suppressed[reason] += 1
+    def suppressed(self, kind: str, name: str, variant: str, reason: str,
+                   split: Split = ()) -> None:
+        self.funnel(kind, name, variant, split).suppressed[reason] += 1
 
     def unit(self, kind: str, name: str, variant: str, user_id: str, ts: int,
-             control: bool) -> None:
-        row = self.funnel(kind, name, variant)
+             control: bool, split: Split = ()) -> None:
+        row = self.funnel(kind, name, variant, split)
         group = 1 if control else 0
         row.units[group] += 1
         unit = _Unit(row, group, ts)
         self._open[user_id].append(unit)
         self._latest[(user_id, kind, name)] = unit
 
-    def sent(self, kind: str, name: str, variant: str, user_id: str, message_id: str) -> None:
-        row = self.funnel(kind, name, variant)
+    def sent(self, kind: str, name: str, variant: str, user_id: str, message_id: str,
+             split: Split = ()) -> None:
+        row = self.funnel(kind, name, variant, split)
         row.sent += 1
         unit = self._latest.get((user_id, kind, name))
         if unit is not None:
@@ -202,4 +210,4 @@ class Attributor:
             unit.funnel.revenue[unit.group] += price
 
     def rows(self) -> list[Funnel]:
-        return sorted(self.funnels.values(), key=lambda f: (f.kind, f.name, f.variant))
+        return sorted(self.funnels.values(), key=lambda f: (f.kind, f.name, f.variant, f.split))

@@ -26,7 +26,7 @@ from typing import Any
 from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
-from strategies.attribution import FEEDBACK, Attributor, Funnel, in_control
+from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry
 from triggers.events import Event, Trigger
@@ -34,11 +34,24 @@ from triggers.events import Event, Trigger
 NO_VARIANT = "-"
 
 
+SPLITS = ("segment", "style")  # what a ``replay --deliver`` line says about the user
+
+
 @dataclass(frozen=True, slots=True)
 class ReportOptions:
     window_ms: int
     control: ControlModel
     journeys: Mapping[str, StrategyModel]
+    # Scene rows split by these fields of the replay lines (``report --by``).
+    by: tuple[str, ...] = ()
+    # The config's scenes: each has a row, with zeros if it never fired.
+    scenes: tuple[str, ...] = ()
+
+
+def split_of(record: Mapping[str, Any], by: Iterable[str]) -> Split:
+    """The ``(field, value)`` pairs of a replay line a row is split by
+    (``-`` when the line does not say: a replay without ``--deliver``)."""
+    return tuple((name, str(record.get(name) or NO_VARIANT)) for name in by)
 
 
 def trigger_from_record(record: Mapping[str, Any]) -> Trigger:
@@ -88,21 +101,33 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         record: Mapping[str, Any] = item
         trig = trigger_from_record(record)
         variant = str(record.get("variant") or NO_VARIANT)
-        attributor.triggered("scene", trig.scene, variant)
+        split = split_of(record, options.by)
+        attributor.triggered("scene", trig.scene, variant, split=split)
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
-        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control)
+        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split)
         if control:
-            attributor.suppressed("scene", trig.scene, variant, "control")
+            attributor.suppressed("scene", trig.scene, variant, "control", split)
         else:
-            _delivery_outcome(attributor, trig, variant, record)
+            _delivery_outcome(attributor, trig, variant, record, split)
         for action in journeys.on_trigger(trig):
             _record(attributor, action)
+    _zero_rows(attributor, options)
     return attributor.rows()
 
 
+def _zero_rows(attributor: Attributor, options: ReportOptions) -> None:
+    """A scene or strategy that never fired still has its row, with zeros."""
+    seen = {(row.kind, row.name) for row in attributor.funnels.values()}
+    for kind, names in (("scene", options.scenes), ("strategy", tuple(options.journeys))):
+        for name in names:
+            if (kind, name) not in seen:
+                attributor.funnel(kind, name, NO_VARIANT, split_of({}, options.by)
+                                  if kind == "scene" else ())
+
+
 def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
-                      record: Mapping[str, Any]) -> None:
+                      record: Mapping[str, Any], split: Split = ()) -> None:
     """``replay --deliver`` appends ``delivery`` (delivered, deferred,
     suppressed, failed), ``reason`` and ``channel``: count them."""
     status = record.get("delivery")
@@ -111,7 +136,7 @@ def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
     channel = record.get("channel")
     message_id = message_id_for(trig.trigger_id, channel) if isinstance(channel, str) else None
     if status in ("delivered", "failed") and message_id is not None:
-        attributor.sent("scene", trig.scene, variant, trig.user_id, message_id)
+        attributor.sent("scene", trig.scene, variant, trig.user_id, message_id, split)
     if status == "delivered":
         # Keyed by the message id, so a `delivered` feedback event for the
         # same message in the events file does not count it twice.
@@ -120,11 +145,12 @@ def _delivery_outcome(attributor: Attributor, trig: Trigger, variant: str,
     elif status == "suppressed":
         reason = record.get("reason")
         attributor.suppressed("scene", trig.scene, variant,
-                              reason if isinstance(reason, str) and reason else "suppressed")
+                              reason if isinstance(reason, str) and reason else "suppressed",
+                              split)
     else:  # deferred (e.g. quiet hours, still waiting at the end) or failed
         reason = record.get("reason")
         label = f"{status}:{reason}" if isinstance(reason, str) and reason else status
-        attributor.suppressed("scene", trig.scene, variant, label)
+        attributor.suppressed("scene", trig.scene, variant, label, split)
 
 
 def price_of(value: Any) -> float:
@@ -173,7 +199,9 @@ def _pct(value: float | None) -> str:
 
 
 def render_table(rows: list[Funnel]) -> str:
-    head = (f"{'kind':<8} {'name':<26} {'variant':<7} {'trig':>6} {'supp':>5} {'treat':>6} "
+    by = next(([name for name, _ in row.split] for row in rows if row.split), [])
+    head = (f"{'kind':<8} {'name':<26} {'variant':<7}"
+            f"{''.join(f' {name[:16]:<16}' for name in by)} {'trig':>6} {'supp':>5} {'treat':>6} "
             f"{'ctrl':>5} {'sent':>5} {'deliv':>5} {'open':>5} {'click':>5} {'share':>5} "
             f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8}  ci95")
     lines = [head, "-" * len(head)]
@@ -181,8 +209,10 @@ def render_table(rows: list[Funnel]) -> str:
         d = row.to_dict()
         up = row.uplift()
         ci = "n/a" if up.low is None else f"[{_pct(up.low)}, {_pct(up.high)}]"
+        split = dict(row.split)
+        cells = "".join(f" {split.get(name, '')[:16]:<16}" for name in by)
         lines.append(
-            f"{row.kind:<8} {row.name[:26]:<26} {row.variant[:7]:<7} {row.triggered:>6} "
+            f"{row.kind:<8} {row.name[:26]:<26} {row.variant[:7]:<7}{cells} {row.triggered:>6} "
             f"{sum(row.suppressed.values()):>5} {row.units[0]:>6} {row.units[1]:>5} "
             f"{row.sent:>5} {d['delivered']:>5} {d['opened']:>5} {d['clicked']:>5} "
             f"{d['shared']:>5} {d['converted']:>5} {d['revenue']:>10.2f} "

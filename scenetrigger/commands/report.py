@@ -20,7 +20,13 @@ from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.cli_support import open_input, pick_format
 from scenetrigger.sources import FORMATS, read_events
-from strategies.reporting import ReportOptions, build_report, mark_disagreements, render_table
+from strategies.reporting import (
+    SPLITS,
+    ReportOptions,
+    build_report,
+    mark_disagreements,
+    render_table,
+)
 from triggers.durations import parse_duration_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
@@ -38,6 +44,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--window", help="attribution window (default: the config's, 24h)")
     parser.add_argument("--control-share", type=float,
                         help="control share for every scene and strategy (default: config's)")
+    parser.add_argument("--by", type=_splits, default=(),
+                        help="split scene rows by segment and/or style (comma-separated; "
+                             "needs a replay --deliver output, whose lines say them)")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             window = parse_duration_ms(args.window)
         except ValueError as exc:
             raise SceneTriggerError(f"--window: {exc}") from None
-    options = ReportOptions(window, control, journeys)
+    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes))
     triggers = list(_read_triggers(args.triggers))
     differ, marked = mark_disagreements(triggers, control)
     if differ:
@@ -89,6 +98,15 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json_out, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _splits(text: str) -> tuple[str, ...]:
+    """An argparse type: ``segment,style`` -> ``("segment", "style")``."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SPLITS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"use {' and/or '.join(SPLITS)}, comma-separated")
+    return names
 
 
 def _events(records: Iterator[tuple[int, Event | EventRejected]]) -> Iterator[Event]:
