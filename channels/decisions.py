@@ -74,7 +74,7 @@ class DecisionLog(Protocol):
 class MemoryDecisionLog:
     """The newest ``max_records`` records (embedded mode, tests, the console)."""
 
-    def __init__(self, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+    def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         self.records: deque[DecisionRecord] = deque(maxlen=max_records)
 
     def write(self, record: DecisionRecord) -> None:

@@ -28,8 +28,10 @@ from channels.policy import RedisPolicyStore
 from channels.registry import REDIS_URL_ENV, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
+from triggers.classify import Segmentation
 from triggers.errors import SceneTriggerError
 from triggers.events import Trigger
+from triggers.state import UserState
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -163,6 +165,16 @@ class SyncDelivery:
     async def _deliver(self, trigger: Trigger) -> Outcome:
         self.released += await self.pipeline.release_due(trigger.ts, self._states)
         return await self.pipeline.deliver(trigger, self._states(trigger.user_id), trigger.ts)
+
+    def release(self, now_ms: int) -> None:
+        """Release what is due at ``now_ms`` (another user's trigger moved the clock)."""
+        async def run() -> None:
+            self.released += await self.pipeline.release_due(now_ms, self._states)
+        self._runner.run(run())
+
+    def segment(self, state: UserState | None, now_ms: int) -> Segmentation:
+        """The user's style, segment and tags as content selection sees them."""
+        return self.pipeline.selector.segment(state, now_ms)
 
     def finish(self, now_ms: int | None) -> int:
         """Release what is due at the final clock; returns how many stay deferred."""

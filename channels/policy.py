@@ -166,7 +166,8 @@ class DeliveryPolicy:
             return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
                                              f"{format_duration_ms(model.dedupe_ttl)}")
         try:
-            return await self._decide_claimed(req, now_ms, due, buckets, zone, reach)
+            assert local is not None  # buckets come from it
+            return await self._decide_claimed(req, now_ms, due, buckets, zone, reach, local)
         except BaseException:
             # Redis failed (or we were cancelled) after the claim: without this
             # the caller's retry would read its own claim as a duplicate and
@@ -187,7 +188,7 @@ class DeliveryPolicy:
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str], zone: ZoneInfo,
-                              reach: Reach | None) -> Decision:
+                              reach: Reach | None, local: datetime) -> Decision:
         model = self.model
         channels = req.channels
         if reach is not None:
@@ -225,7 +226,8 @@ class DeliveryPolicy:
             full = await self.store.reserve([c for c, _ in overall] + [c for c, _ in own],
                                             now_ms)
             if full < 0:
-                passed = f"{', '.join(over)}; sent by {channel}" if over else ""
+                passed = f"{', '.join(over)}; sent by {channel}" if over else (
+                    f"local {local:%H:%M} {zone.key}, under {_caps_text(model)}")
                 return Decision("send", channel=channel, figures=passed, contact=contact)
             if full < len(overall):
                 (_key, limit, _ttl), reason = overall[full]
@@ -282,6 +284,13 @@ class DeliveryPolicy:
 def _age_figures(age_ms: int, max_age_ms: int) -> str:
     return (f"{format_duration_ms(max(0, age_ms) // 1000 * 1000)} old, "
             f"max_age {format_duration_ms(max_age_ms)}")
+
+
+def _caps_text(model: DeliveryModel) -> str:
+    caps = [f"{name} {limit}" for name, limit in (("cap_day", model.caps.per_day),
+                                                  ("cap_week", model.caps.per_week))
+            if limit is not None]
+    return " and ".join(caps) if caps else "no caps"
 
 
 def _cap_figures(reason: str, limit: int, zone: ZoneInfo) -> str:

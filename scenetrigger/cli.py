@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "export": "scenetrigger.commands.export",
     "users": "scenetrigger.commands.users",
     "diff": "scenetrigger.commands.diff",
+    "explain": "scenetrigger.commands.explain",
 }
 
 

@@ -41,6 +41,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
                         "rees46 CSV) read into memory instead of Redis")
     parser.add_argument("--redis-url", help="with --deliver live: Redis for policy, catalog, dead letters and the inbox channels")
+    parser.add_argument("--explain", metavar="USER",
+                        help="print USER's timeline (events, triggers, refusals, delivery "
+                             "decisions with their rules) instead of the trigger lines")
+    parser.add_argument("--json", action="store_true", help="with --explain: as JSON")
     parser.add_argument("--decisions", help="with --deliver: write the decision log (one JSON "
                         "line per outcome with its deciding rule and figures) to this file")
     parser.add_argument("--decisions-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
@@ -49,6 +53,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.explain is not None:
+        from scenetrigger.commands.explain import print_timeline, replay_timeline
+
+        timeline = replay_timeline(args.events, args.format, load_config(args.config),
+                                   args.explain, args.catalog)
+        print_timeline(timeline, args.json)
+        return 0
     if args.decisions and not args.deliver:
         raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)

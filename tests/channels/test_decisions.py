@@ -57,7 +57,9 @@ async def test_cap_quiet_hours_control_and_dedupe_each_name_rule_and_figures() -
     await pipeline.deliver(first, None, NOON_SHANGHAI + 5 * 60_000)  # the same trigger again
 
     texts = [(r.user_id, r.outcome, r.text()) for r in log.records]
-    assert texts[:4] == [(capped, "delivered", "delivered")] * 3 + [
+    assert texts[:4] == [
+        (capped, "delivered", f"delivered: local 12:0{i} Asia/Shanghai, under cap_day 3 and "
+                              "cap_week 10") for i in range(3)] + [
         (capped, "suppressed", "cap_day: 3 of 3 sent today (Asia/Shanghai)")]
     assert texts[4] == (night, "deferred", "quiet_hours: until 08:00 Asia/Shanghai")
     assert texts[5][:2] == (held, "suppressed")

@@ -1,0 +1,188 @@
+"""One user's timeline: their events, each trigger and why it fired, the
+scenes that refused or did not fire and what was missing, each delivery
+decision with its deciding rule and figures (the decision log's records),
+the scene windows now, and the user's tags.
+
+:func:`explain_replay` builds it from a recorded stream exactly as
+``replay --deliver dry-run`` would decide (the whole stream moves the clock
+and the delivery releases; only the user's own triggers are delivered);
+:func:`explain_records` from a live deployment's topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.decisions import DecisionRecord, MemoryDecisionLog
+from config.models import AppConfig
+from triggers.classify import Segmentation
+from triggers.durations import format_duration_ms
+from triggers.errors import EventRejected
+from triggers.events import Event, Trigger
+from triggers.explain import SceneExplanation, clock, explain_scene, hm
+from triggers.scenes import RepeatScene, Scene
+from triggers.state import UserState
+
+FEEDBACK_TYPES = frozenset({"delivered", "failed", "opened", "clicked", "converted",
+                            "bounced", "unsubscribed"})
+
+
+@dataclass
+class Timeline:
+    user_id: str
+    events: list[Event] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    scenes: list[SceneExplanation] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    windows: list[str] = field(default_factory=list)
+    segmentation: Segmentation | None = None
+    clock_ms: int | None = None
+
+    def decisions_for(self, trigger_id: str) -> list[DecisionRecord]:
+        return [d for d in self.decisions if d.trigger_id == trigger_id]
+
+    def to_dict(self) -> dict[str, Any]:
+        why = {f.trigger.trigger_id: f.why for s in self.scenes for f in s.fired}
+        seg = self.segmentation
+        return {
+            "user_id": self.user_id,
+            "clock": self.clock_ms,
+            "events": [{**dict(e.fields), "user_id": e.user_id, "ts": e.ts, "type": e.type}
+                       for e in self.events],
+            "triggers": [{**t.to_dict(), "trigger_id": t.trigger_id, "why": why.get(t.trigger_id),
+                          "decisions": [d.to_dict() | {"text": d.text()}
+                                        for d in self.decisions_for(t.trigger_id)]}
+                         for t in self.triggers],
+            "scenes": [{"scene": s.scene, "kind": s.kind, "fired": len(s.fired),
+                        "refused": [{"ts": r.ts, "key": r.key, "why": r.why} for r in s.refused],
+                        "missing": s.missing} for s in self.scenes],
+            "decisions": [d.to_dict() | {"text": d.text()} for d in self.decisions],
+            "windows": self.windows,
+            "tags": None if seg is None else {"style": seg.style, "segment": seg.segment,
+                                              "tags": list(seg.tags)},
+        }
+
+    def render(self) -> str:
+        rows: list[tuple[int, int, str]] = []  # ts, order within a ts, text
+        why = {f.trigger.trigger_id: f.why for s in self.scenes for f in s.fired}
+        for e in self.events:
+            kind = "feedback" if e.type in FEEDBACK_TYPES else "event"
+            rows.append((e.ts, 0, f"{kind:<8} {e.type}{_event_detail(e)}"))
+        for s in self.scenes:
+            rows += [(r.ts, 1, f"refused  {s.scene}{'' if r.key is None else f' ({r.key})'}: "
+                               f"{r.why}") for r in s.refused]
+        for t in self.triggers:
+            key = "" if t.key is None else f" ({t.key})"
+            rows.append((t.ts, 2, f"trigger  {t.scene}{key}: {why.get(t.trigger_id, '')}"))
+        for d in self.decisions:
+            via = "" if d.channel is None else f" via {d.channel}"
+            variant = "" if d.variant is None else f", variant {d.variant}"
+            said = d.figures if d.rule is None else d.text()
+            rows.append((d.ts, 3, f"decision {d.scene}: {d.outcome}{via}{variant}"
+                                  f"{' - ' + said if said else ''}"))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        out = [f"user {self.user_id}: {len(self.events)} events, {len(self.triggers)} triggers, "
+               f"{len(self.decisions)} decisions"
+               + ("" if self.clock_ms is None else f" (clock {clock(self.clock_ms)})")]
+        out += [f"  {clock(ts)}  {text}" for ts, _, text in rows]
+        quiet = [line for s in self.scenes if s.missing is not None
+                 for line in s.lines(self.user_id)[len(s.fired) + len(s.refused):]]
+        if quiet:
+            out.append("scenes that did not fire:")
+            out += [f"  {line}" for line in quiet]
+        if self.windows:
+            out.append("scene windows now:")
+            out += [f"  {line}" for line in self.windows]
+        if self.segmentation is not None:
+            seg = self.segmentation
+            out.append(f"tags: style {seg.style}, segment {seg.segment}"
+                       + (f", {', '.join(seg.tags)}" if seg.tags else ""))
+        return "\n".join(out)
+
+
+def _event_detail(event: Event) -> str:
+    shown = [f"{k}={event.fields[k]}" for k in ("product_id", "category", "price", "page",
+                                                   "query", "channel", "message_id", "scene")
+             if event.fields.get(k) not in (None, "")]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int | None
+                ) -> list[str]:
+    """What the engine holds for the user per scene (read from its state)."""
+    if state is None:
+        return []
+    out: list[str] = []
+    for scene in scenes:
+        if isinstance(scene, RepeatScene):
+            for key, win in state.repeat.get(scene.name, {}).items():
+                live = [t for t in win.when if clock_ms is None or t > clock_ms - scene.within_ms]
+                if not live and win.last_fire is None and not win.unless:
+                    continue  # nothing left that could count
+                label = scene.name + ("" if scene.per is None else f"[{key}]")
+                text = (f"{label}: {len(live)} of {scene.count} within "
+                        f"{format_duration_ms(scene.within_ms)} still in the window")
+                if win.unless:
+                    text += f", {len(win.unless)} blocking since {hm(win.unless[0])}"
+                if win.last_fire is not None:
+                    text += f", last fired {clock(win.last_fire)}"
+                out.append(text)
+        elif scene.kind == "absence" and scene.name in state.absence:
+            deadline, _seq = state.absence[scene.name]
+            out.append(f"{scene.name}: timer armed, due {clock(deadline)}")
+        elif scene.kind == "arrival":
+            for key, fired in state.arrival.get(scene.name, {}).items():
+                out.append(f"{scene.name}{'' if key == '' else f'[{key}]'}: last fired "
+                           f"{clock(fired)}")
+    return out
+
+
+def explain_replay(records: Iterable[tuple[int, Event | EventRejected]], config: AppConfig,
+                   users: Collection[str], catalog_file: str | None = None
+                   ) -> dict[str, Timeline]:
+    """The timelines of ``users`` on one replay of ``records`` with ``config``
+    (delivery dry-run, decided as ``replay --deliver dry-run`` decides)."""
+    from channels.delivery_runtime import SyncDelivery
+    from scenetrigger.replay import new_engine
+
+    engine = new_engine(config, profiles=True)
+    log = MemoryDecisionLog(max_records=None)
+    timelines = {user: Timeline(user) for user in users}
+    delivery = SyncDelivery(config, "dry-run", engine.store.get, catalog_file, decisions=log)
+    try:
+        def take(fired: list[Trigger]) -> None:
+            for trig in fired:
+                timeline = timelines.get(trig.user_id)
+                if timeline is not None:
+                    timeline.triggers.append(trig)
+                    delivery.deliver(trig)
+                else:  # releases happen at every trigger, as in replay --deliver
+                    delivery.release(trig.ts)
+
+        for _number, item in records:
+            if type(item) is EventRejected:
+                continue
+            assert isinstance(item, Event)
+            take(engine.handle(item))
+            timeline = timelines.get(item.user_id)
+            if timeline is not None:
+                timeline.events.append(item)
+        take(engine.advance(engine.clock))
+        final = engine.clock if len(engine.store) else None
+        delivery.finish(final)
+        for user, timeline in timelines.items():
+            timeline.clock_ms = final
+            timeline.segmentation = delivery.segment(engine.store.get(user), final or 0)
+    finally:
+        delivery.close()
+    decided: dict[str, list[DecisionRecord]] = {}
+    for record in log.records:
+        decided.setdefault(record.user_id, []).append(record)
+    for user, timeline in timelines.items():
+        timeline.decisions = decided.get(user, [])
+        timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, final)
+                           for s in engine.scenes]
+        timeline.windows = windows_now(engine.store.get(user), engine.scenes, final)
+    return timelines

@@ -1,0 +1,103 @@
+"""triggers.explain: what a scene needed and what was missing, from one
+user's events and the engine's triggers (the engine itself runs them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.loader import load_config_text
+from triggers.engine import Engine
+from triggers.events import Event
+from triggers.explain import explain_scene
+from triggers.scenes import Scene
+
+T10 = 1_569_924_000_000  # 2019-10-01 10:00:00 UTC
+MIN = 60_000
+
+
+def _scenes(text: str) -> list[Scene]:
+    return load_config_text(text).scene_list()
+
+
+def _ev(ts: int, etype: str, **fields: Any) -> Event:
+    return Event("u", ts, etype, {"user_id": "u", "ts": ts, "type": etype, **fields})
+
+
+def _run(scenes: list[Scene], events: list[Event], clock_to: int | None = None) -> Any:
+    engine = Engine(scenes)
+    fired = [t for e in events for t in engine.handle(e)]
+    fired += engine.advance(clock_to if clock_to is not None else engine.clock)
+    return [explain_scene(s, events, fired, engine.clock) for s in scenes], fired
+
+
+REPEAT = """
+scenes:
+  repeat_view_no_purchase: {kind: repeat, when: {type: view}, per: product_id, count: 3,
+                            within: 30m, unless: {type: purchase}, cooldown: 24h}
+"""
+
+
+def test_a_repeat_scene_that_did_not_fire_says_what_was_missing() -> None:
+    events = [_ev(T10 - 5 * MIN, "view", product_id="1002544"),
+              _ev(T10 + 2 * MIN, "purchase", product_id="1002544"),
+              _ev(T10 + 4 * MIN, "view", product_id="1002544"),
+              _ev(T10 + 6 * MIN, "view", product_id="7")]
+    (scene,), fired = _run(_scenes(REPEAT), events)
+    assert fired == []
+    assert scene.lines("u") == [
+        "repeat_view_no_purchase for u: 2 of 3 views of product_id 1002544 within 30m; "
+        "a purchase at 10:02 blocks it"]
+
+
+def test_a_fired_repeat_names_its_figures_and_a_cooldown_refusal() -> None:
+    events = [_ev(T10 + i * MIN, "view", product_id="p") for i in range(4)]
+    (scene,), fired = _run(_scenes(REPEAT), events)
+    assert [t.ts for t in fired] == [T10 + 2 * MIN]
+    assert scene.fired[0].why == "3 of 3 views of product_id p within 30m, no purchase"
+    assert [(r.ts, r.why) for r in scene.refused] == [
+        (T10 + 3 * MIN, "3 of 3 views of product_id p within 30m; cooldown 1d since the "
+                        "fire at 10:02")]
+    assert scene.missing is None
+
+
+def test_a_user_filter_refusal_is_named() -> None:
+    scenes = _scenes(REPEAT.replace("cooldown: 24h}", "cooldown: 24h,\n"
+                                    "                            user: {tags: {all: [segment:champion]}}}"))
+    events = [_ev(T10 + i * MIN, "view", product_id="p") for i in range(3)]
+    (scene,), fired = _run(scenes, events)
+    assert fired == []
+    assert scene.refused[0].why.endswith("the scene's user filter refused this user")
+    assert scene.missing == ("3 of 3 views of product_id p within 30m; the scene's user "
+                             "filter refused this user")
+
+
+ABSENCE = """
+scenes:
+  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+"""
+
+
+def test_absence_cancelled_pending_and_fired() -> None:
+    scenes = _scenes(ABSENCE)
+    cancelled = [_ev(T10, "cart"), _ev(T10 + 12 * MIN, "purchase")]
+    (scene,), _ = _run(scenes, cancelled)
+    assert scene.missing == "the cart at 10:00 was cancelled by a purchase at 10:12"
+    (scene,), _ = _run(scenes, [_ev(T10, "cart"), _ev(T10 + 20 * MIN, "view")])
+    assert scene.missing == ("timer armed by the cart at 10:00 is pending until 10:30 "
+                             "(clock 10:20)")
+    (scene,), fired = _run(scenes, [_ev(T10, "cart"), _ev(T10 + 40 * MIN, "view")])
+    assert [t.ts for t in fired] == [T10 + 30 * MIN]
+    assert scene.fired[0].why == "cart at 10:00, no purchase within 30m"
+
+
+def test_arrival_without_a_match_and_in_cooldown() -> None:
+    scenes = _scenes("""
+scenes:
+  promo_arrival: {kind: arrival, when: {page: {prefix: /promo}}, per: page, cooldown: 1h}
+""")
+    (scene,), _ = _run(scenes, [_ev(T10, "page", page="/home")])
+    assert scene.missing == "no events (page^=/promo)"
+    (scene,), fired = _run(scenes, [_ev(T10, "page", page="/promo/a"),
+                                    _ev(T10 + MIN, "page", page="/promo/a")])
+    assert len(fired) == 1
+    assert [r.why for r in scene.refused] == ["cooldown 1h since the fire at 10:00"]

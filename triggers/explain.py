@@ -1,0 +1,257 @@
+"""Why a scene fired for a user, or what was missing: read off the user's own
+taken events and the triggers the engine fired, with the scene's numbers.
+
+Pure like the engine: the user's events (in input order), the scene, the
+triggers the engine fired for this user and the final clock in; sentences and
+figures out. It restates SEMANTICS.md for one user (windows, ``unless``,
+cooldowns, absence timers) and names what decided; where the engine fired
+nothing although the window qualified, the scene's ``user:`` filter refused
+(the only other reason), or, without a filter, the engine's state limits
+dropped entries (``engine:``, docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
+from triggers.predicates import Predicate, as_compared_string
+from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    trigger: Trigger
+    why: str  # the scene's rule and its figures
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    ts: int
+    key: str | None
+    why: str  # e.g. the user filter refused, a cooldown, unless
+
+
+@dataclass(frozen=True, slots=True)
+class SceneExplanation:
+    scene: str
+    kind: str
+    fired: tuple[Fired, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+    missing: str | None = None  # for a scene that did not fire: what was missing
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def lines(self, user_id: str) -> list[str]:
+        out = [f"{self.scene} fired at {clock(f.trigger.ts)}: {f.why}" for f in self.fired]
+        out += [f"{self.scene} refused at {clock(r.ts)}"
+                f"{'' if r.key is None else f' ({r.key})'}: {r.why}" for r in self.refused]
+        if self.missing is not None:
+            out.append(f"{self.scene} for {user_id}: {self.missing}")
+        return out
+
+
+def clock(ts_ms: int) -> str:
+    """Event time as the operator reads it (UTC, the events' zone)."""
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts_ms}ms"
+
+
+def hm(ts_ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%H:%M")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts_ms}ms"
+
+
+def describe(predicate: Predicate | None) -> str:
+    """``type=view``, ``page^=/promo``, ``type in {cart,view}``; empty: any event."""
+    if predicate is None or predicate.matches_all:
+        return "any event"
+    parts = []
+    for name, cond in predicate.conditions:
+        if cond.equals is not None:
+            parts.append(f"{name}={cond.equals}")
+        if cond.one_of is not None:
+            parts.append(f"{name} in {{{','.join(sorted(cond.one_of))}}}")
+        if cond.prefix is not None:
+            parts.append(f"{name}^={cond.prefix}")
+    return " and ".join(parts)
+
+
+def noun(predicate: Predicate | None, plural: bool = True) -> str:
+    """``views`` for ``{type: view}``, else the predicate in brackets."""
+    if predicate is not None and len(predicate.conditions) == 1:
+        name, cond = predicate.conditions[0]
+        if name == "type" and cond.equals is not None and not cond.one_of and not cond.prefix:
+            return cond.equals + ("s" if plural else "")
+    return f"events ({describe(predicate)})" if plural else f"event ({describe(predicate)})"
+
+
+def explain_scene(scene: Scene, events: Sequence[Event], fired: Iterable[Trigger],
+                  clock_ms: int | None) -> SceneExplanation:
+    """``events``: the user's taken events in input order; ``fired``: the
+    engine's triggers of this scene for the user; ``clock_ms``: the final clock."""
+    mine = [t for t in fired if t.scene == scene.name]
+    if isinstance(scene, RepeatScene):
+        return _repeat(scene, events, mine)
+    if isinstance(scene, ArrivalScene):
+        return _arrival(scene, events, mine)
+    assert isinstance(scene, AbsenceScene)
+    return _absence(scene, events, mine, clock_ms)
+
+
+def _per_value(scene: RepeatScene | ArrivalScene, event: Event) -> tuple[bool, str | None]:
+    if scene.per is None:
+        return True, None
+    value = as_compared_string(event.fields.get(scene.per))
+    return value is not None, value
+
+
+def _for_key(scene: RepeatScene | ArrivalScene, key: str | None) -> str:
+    return "" if scene.per is None else f" of {scene.per} {key}"
+
+
+def _cooling(scene: RepeatScene | ArrivalScene, fires: list[Trigger], key: str | None,
+             ts: int) -> Trigger | None:
+    if scene.cooldown_ms is None:
+        return None
+    hot = [f for f in fires if f.key == key and f.ts <= ts and ts - f.ts < scene.cooldown_ms]
+    return hot[-1] if hot else None
+
+
+def _not_fired_reason(scene: RepeatScene | ArrivalScene) -> str:
+    if scene.user is not None:
+        return "the scene's user filter refused this user"
+    return "the window's entries were pruned (engine limits)"
+
+
+def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
+            ) -> SceneExplanation:
+    when, unless = scene.when.compile(), scene.unless.compile() if scene.unless else None
+    within = format_duration_ms(scene.within_ms)
+    what = noun(scene.when)
+    fired_at = {(t.key, t.ts) for t in fires}
+    whys: dict[tuple[str | None, int], str] = {}
+    refused: list[Refusal] = []
+    best: tuple[int, int, str | None, list[Event]] | None = None  # n, ts, key, blockers
+    for i, event in enumerate(events):
+        has, key = _per_value(scene, event)
+        if not has or not when(event.fields):
+            continue
+        window = [e for e in events[: i + 1]
+                  if event.ts - scene.within_ms < e.ts <= event.ts
+                  and (scene.per is None or _per_value(scene, e)[1] == key)]
+        n = sum(1 for e in window if when(e.fields))
+        blockers = [e for e in window if unless is not None and unless(e.fields)]
+        figures = f"{min(n, scene.count)} of {scene.count} {what}{_for_key(scene, key)} " \
+                  f"within {within}"
+        if (key, event.ts) in fired_at:
+            whys.setdefault((key, event.ts), figures + (
+                f", no {noun(scene.unless, False)}" if scene.unless else ""))
+            continue
+        if n >= scene.count and not blockers:
+            hot = _cooling(scene, fires, key, event.ts)
+            why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
+                   f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
+            refused.append(Refusal(event.ts, key, f"{figures}; {why}"))
+        rank = (min(n, scene.count), event.ts)
+        if best is None or rank >= best[:2]:
+            best = (*rank, key, blockers)
+    fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{scene.count} {what} within {within}"))
+                  for t in fires)
+    missing = None
+    if not fires:
+        if best is None:
+            missing = f"no {what}" + ("" if scene.per is None else f" with {scene.per}")
+        else:
+            n, _ts, key, blockers = best
+            missing = f"{n} of {scene.count} {what}{_for_key(scene, key)} within {within}"
+            if blockers:
+                missing += f"; a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
+            elif n >= scene.count and refused:
+                missing += f"; {refused[-1].why.rpartition('; ')[2]}"
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
+
+
+def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
+             ) -> SceneExplanation:
+    when = scene.when.compile()
+    fired_at = {(t.key, t.ts) for t in fires}
+    refused: list[Refusal] = []
+    matched = 0
+    for event in events:
+        has, key = _per_value(scene, event)
+        if not has or not when(event.fields):
+            continue
+        matched += 1
+        if (key, event.ts) in fired_at:
+            continue
+        hot = _cooling(scene, fires, key, event.ts)
+        why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
+               f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
+        refused.append(Refusal(event.ts, key, why))
+    cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
+            if scene.cooldown_ms else "")
+    fired = tuple(Fired(t, f"{noun(scene.when, False)}{_for_key(scene, t.key)}{cool}")
+                  for t in fires)
+    missing = None
+    if not fires:
+        missing = (f"no {noun(scene.when)}" if not matched else
+                   f"{matched} {noun(scene.when)}, none fired: {refused[-1].why}")
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
+
+
+def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
+             clock_ms: int | None) -> SceneExplanation:
+    start, cancel = scene.start.compile(), scene.cancel.compile() if scene.cancel else None
+    after = format_duration_ms(scene.after_ms)
+    deadlines = {t.ts for t in fires}
+    whys: dict[int, str] = {}
+    refused: list[Refusal] = []
+    armed: Event | None = None
+    story: str | None = None
+
+    def settle(until_ts: int | None) -> None:
+        """The armed timer's end, seen from the next event (or the end)."""
+        nonlocal armed, story
+        if armed is None:
+            return
+        deadline = armed.ts + scene.after_ms
+        if deadline in deadlines:
+            whys[deadline] = (f"{noun(scene.start, False)} at {hm(armed.ts)}, no "
+                              f"{noun(scene.cancel, False)} within {after}")
+            armed = None
+        elif until_ts is None and (clock_ms is None or deadline >= clock_ms):
+            story = (f"timer armed by the {noun(scene.start, False)} at {hm(armed.ts)} is "
+                     f"pending until {hm(deadline)}" +
+                     ("" if clock_ms is None else f" (clock {hm(clock_ms)})"))
+        elif until_ts is None or deadline < until_ts:
+            why = ("the scene's user filter refused this user" if scene.user is not None
+                   else "the timer was consumed")
+            refused.append(Refusal(deadline, None, why))
+            story = f"timer of the {noun(scene.start, False)} at {hm(armed.ts)}: {why}"
+            armed = None
+
+    for event in events:
+        settle(event.ts)
+        if cancel is not None and cancel(event.fields):
+            if armed is not None:
+                story = (f"the {noun(scene.start, False)} at {hm(armed.ts)} was cancelled by "
+                         f"a {noun(scene.cancel, False)} at {hm(event.ts)}")
+            armed = None
+        elif start(event.fields):
+            if armed is not None:
+                story = f"re-armed by the {noun(scene.start, False)} at {hm(event.ts)}"
+            armed = event
+    settle(None)
+    fired = tuple(Fired(t, whys.get(t.ts, f"no {noun(scene.cancel, False)} within {after}"))
+                  for t in fires)
+    missing = None
+    if not fires:
+        missing = story or f"no {noun(scene.start)}"
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
