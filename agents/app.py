@@ -111,6 +111,9 @@ class _PartitionTable:
         if self._memory:
             remember_partition(self._table, key, self._partition)
 
+    def __delitem__(self, key: bytes) -> None:
+        del self._table[key]
+
 
 class SceneWorker:
     """Everything one worker process holds; ``app`` is the Faust app."""

@@ -19,6 +19,11 @@ under (:func:`triggers.reshape.encode_shapes`). A host built from recovered
 state under other shapes drops what a hot reload would have dropped, so a
 worker restarted with a changed config does not read old-shape state as new.
 Scans of users skip reserved keys.
+
+An event of type :data:`ERASE` (``scenetrigger erase``) is not given to the
+engine: the user's state is forgotten and, at the next settle, its key is
+deleted from the table (a tombstone in the changelog), so a restarted
+worker recovers nothing of the user.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ _ENVELOPE_VERSION = 1
 NO_OFFSET = -1
 
 Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
+ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
 RESERVED = b"\xff"  # first byte of the reserved keys: UTF-8 (user ids) never has it
 
 
@@ -63,6 +69,8 @@ class TableLike(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def __delitem__(self, key: bytes) -> None: ...
 
 
 def pack_state(offset: int, state: bytes) -> bytes:
@@ -100,6 +108,7 @@ class PartitionStore:
         # per event (offset guard, then the engine), each a table read.
         self._absent: set[str] = set()
         self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
         self._meta_staged: dict[bytes, bytes] = {}
         self.users = 0
@@ -116,6 +125,7 @@ class PartitionStore:
         if entry is None:
             entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
             self._absent.discard(user_id)
+            self._forgotten.discard(user_id)
         else:
             entry.state = state
         self._dirty[user_id] = None
@@ -129,7 +139,7 @@ class PartitionStore:
             if is_reserved(key):
                 continue
             user_id = key.decode()
-            if user_id not in seen:
+            if user_id not in seen and user_id not in self._forgotten:
                 yield user_id, UserState.decode(unpack_state(data)[1])
 
     def __len__(self) -> int:
@@ -146,9 +156,21 @@ class PartitionStore:
         if entry is not None:
             entry.offset = offset
 
+    def forget(self, user_id: str) -> None:
+        """Erase the user: gone from the cache now, from the table at the next flush."""
+        entry = self._entry(user_id)
+        self._cache.pop(user_id, None)
+        self._dirty.pop(user_id, None)
+        self._absent.add(user_id)
+        if entry is not None:
+            self._forgotten.add(user_id)
+            if entry.size:
+                self.users -= 1
+                self.bytes -= entry.size
+
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty)
+        return bool(self._dirty) or bool(self._forgotten)
 
     def stage_meta(self, key: bytes, value: bytes) -> None:
         """A reserved key's value, written by the next flush after the states."""
@@ -170,6 +192,11 @@ class PartitionStore:
             entry.size = len(data)
             written += 1
         self._dirty.clear()
+        for user_id in self._forgotten:
+            key = user_id.encode()
+            if table.get(key) is not None:
+                del table[key]  # a Faust table writes a tombstone to its changelog
+        self._forgotten.clear()
         # Last: shapes written before the states they describe could make a
         # crash in between read old-shape states as new.
         for key, value in self._meta_staged.items():
@@ -377,6 +404,9 @@ class PartitionHost:
         store = self.store
         if offset <= store.applied_offset(event.user_id):
             return None
+        if event.type == ERASE:
+            store.forget(event.user_id)
+            return []
         fired = self.host.take(event, now_ms)
         store.mark_applied(event.user_id, offset)
         return fired

@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "users": "scenetrigger.commands.users",
     "diff": "scenetrigger.commands.diff",
     "explain": "scenetrigger.commands.explain",
+    "erase": "scenetrigger.commands.erase",
+    "export-user": "scenetrigger.commands.export_user",
 }
 
 

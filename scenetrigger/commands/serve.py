@@ -48,6 +48,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from agents.engine_host import ERASE
 from channels.consent import RedisConsentStore
 from channels.consent_http import ConsentRoutes
 from channels.directory import RedisDirectory
@@ -251,7 +252,19 @@ async def _main(args: argparse.Namespace) -> int:
             stack.push_async_callback(producer.stop)
             events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
             sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None)
-        parts = ServeParts(config, client, sink, tags_prefix=args.tags_prefix)
+            erase_topic = events
+
+            async def forget_in_worker(user_id: str, now_ms: int) -> None:
+                record = {"user_id": user_id, "ts": now_ms, "type": ERASE}
+                await producer.send_and_wait(erase_topic, orjson.dumps(record),
+                                             key=user_id.encode())
+
+            forget: Any = forget_in_worker
+        else:
+            forget = None
+        parts = ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
+                           eraser=Eraser(client, config, args.tags_prefix,
+                                         forget_in_worker=forget).erase)
         runner = web.AppRunner(build_app(parts), access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
