@@ -97,9 +97,7 @@ async def keys_of(url: str, run: str, user: str) -> set[str]:
         found = set()
         async for key in client.scan_iter(match=f"er{run}*"):
             kind = await client.type(key)
-            if user in key:
-                found.add(key)
-            elif kind == "string" and user in (await client.get(key) or ""):
+            if user in key or (kind == "string" and user in (await client.get(key) or "")):
                 found.add(key)
         return found
     finally:
@@ -109,7 +107,7 @@ async def keys_of(url: str, run: str, user: str) -> set[str]:
 async def leftovers(url: str, run: str, user: str) -> dict[str, Any]:
     client = Redis.from_url(url, decode_responses=True)
     try:
-        entries = await client.xrange(f"er{run}:dl")
+        entries = await client.xrange(f"er{run}:dl") or []
         return {
             "journey": await client.hexists(f"er{run}t:journeys", user),
             "deferred": [p for p in (await client.hvals(f"er{run}:deferred:payload"))
