@@ -3,11 +3,18 @@
 Each entry holds the message (JSON), the channel name, the last error, the
 attempts, whether a retry may help, the HTTP/SMTP status and the time.
 ``scenetrigger redrive`` reads it back, re-sends, and deletes what succeeds.
+
+A record that never became a message (undecodable, or its delivery raised
+something that is not an infrastructure fault) is kept too, as a *record*
+entry (:meth:`DeadLetterStore.add_record`: where it came from, the reason and
+the raw bytes, capped); redrive lists and skips those. The stream must live in
+a Redis that persists (AOF: docs/guarantees.md), or a restart erases it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +25,7 @@ from channels.base import DeliveryResult, Message
 from channels.wire import MessageDecodeError, message_from_json, message_to_json
 
 DEFAULT_STREAM = "scenetrigger:deadletter"
+RECORD_RAW_LIMIT = 64 * 1024  # bytes of a dead record kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,8 @@ class DeadLetter:
     failed_ms: int
     redrives: int = 0
     raw: bytes = b""
+    kind: str = "message"  # or "record": a record that never became a message
+    source: str = ""  # a record's origin (topic/partition/offset)
 
 
 @dataclass(slots=True)
@@ -52,6 +62,29 @@ class DeadLetterStore:
             "status": "" if result.status is None else result.status,
             "failed_ms": self.clock_ms(),
             "redrives": redrives,
+        }
+        entry_id = await self.redis.xadd(self.stream, fields,  # type: ignore[arg-type]
+                                         maxlen=self.max_entries, approximate=True)
+        return _text(entry_id)
+
+    async def add_record(self, source: str, raw: bytes | None, reason: str,
+                         detail: str) -> str:
+        """Keep a record that could not be delivered (not a message: nothing
+        to re-send as it is); ``reason`` is a stable code, ``detail`` says why."""
+        fields: dict[str, str | bytes | int] = {
+            "kind": "record",
+            "channel": "",
+            "source": source[:500],
+            # Text (a Redis client decoding responses must read it back): UTF-8
+            # as it is, anything else as base64.
+            **_raw_text((raw or b"")[:RECORD_RAW_LIMIT]),
+            "error": f"{reason}: {detail}"[:2_000],
+            "reason": reason,
+            "attempts": 0,
+            "retryable": 0,
+            "status": "",
+            "failed_ms": self.clock_ms(),
+            "redrives": 0,
         }
         entry_id = await self.redis.xadd(self.stream, fields,  # type: ignore[arg-type]
                                          maxlen=self.max_entries, approximate=True)
@@ -145,7 +178,8 @@ async def redrive(store: DeadLetterStore, send: Send, known: Callable[[str], boo
         if letter.message is None or not known(letter.channel):
             report.skipped += 1
             if on_entry is not None:
-                reason = "undecodable" if letter.message is None else "unknown channel"
+                reason = ("a record, not a message" if letter.kind == "record" else
+                          "undecodable" if letter.message is None else "unknown channel")
                 on_entry(letter, f"skipped: {reason}")
             continue
         if dry_run:
@@ -166,8 +200,12 @@ def _decode(entry_id: str, raw: dict[bytes | str, bytes | str]) -> DeadLetter:
     fields = {_text(k): v for k, v in raw.items()}
     body = fields.get("message", b"")
     body_bytes = body.encode() if isinstance(body, str) else body
+    if _text(fields.get("encoding", b"")) == "base64":
+        body_bytes = base64.b64decode(body_bytes)
+    kind = _text(fields.get("kind", b"message")) or "message"
     try:
-        message: Message | None = message_from_json(body_bytes)
+        message: Message | None = (None if kind == "record"
+                                   else message_from_json(body_bytes))
     except MessageDecodeError:
         message = None
     status = _text(fields.get("status", b""))
@@ -182,7 +220,16 @@ def _decode(entry_id: str, raw: dict[bytes | str, bytes | str]) -> DeadLetter:
         failed_ms=_int(fields.get("failed_ms")),
         redrives=_int(fields.get("redrives")),
         raw=body_bytes,
+        kind=kind,
+        source=_text(fields.get("source", b"")),
     )
+
+
+def _raw_text(raw: bytes) -> dict[str, str]:
+    try:
+        return {"message": raw.decode("utf-8"), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"message": base64.b64encode(raw).decode(), "encoding": "base64"}
 
 
 def _int(value: bytes | str | None) -> int:

@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from triggers.errors import SceneTriggerError
+from triggers.zones import is_zone_name
 
 # Which contact point a channel type sends to; types not listed need none.
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "wechat": "openid", "push": "push"}
@@ -146,11 +146,8 @@ def contact_from(user_id: str, data: Mapping[str, Any]) -> Contact:
     if locale is not None and not _LOCALE.match(locale):
         raise ContactError(f"locale: not a language tag: {locale!r} (e.g. zh-CN, en)")
     tz = _text(data, "timezone")
-    if tz is not None:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ContactError(f"timezone: unknown time zone {tz!r}") from None
+    if tz is not None and not is_zone_name(tz):  # "America" is a directory, not a zone
+        raise ContactError(f"timezone: unknown time zone {tz!r}")
     return Contact(user_id, email, phone, _text(data, "openid"), _tokens(data.get("push")),
                    locale.replace("_", "-") if locale else None, tz,
                    _attributes(data.get("attributes")))

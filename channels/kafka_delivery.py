@@ -17,9 +17,14 @@ Offsets are committed only once every record of the batch is handled and
 the feedback events it caused (``delivered`` / ``failed``, published by a
 :class:`channels.feedback_kafka.AckedFeedbackSink`) are acknowledged by
 Kafka (at-least-once; the Redis dedupe claim makes a redelivered record
-deliver at most once). A record that cannot be decoded is logged, counted by reason and
-skipped; a Redis or network error retries the record until it goes through
-or the consumer stops. The latest profile of each user seen is kept in a
+deliver at most once). A record that cannot be decoded, or whose delivery
+raises anything but an infrastructure fault (:data:`TRANSIENT`), is one bad
+record: it is dead-lettered with its reason (:class:`RecordDeadLetters`),
+logged and counted, and the batch moves on. A Redis or network error
+retries the record with back-off; after ``max_attempts`` the record is
+dead-lettered instead (if even that fails, the infrastructure is down and
+the record is retried until it goes through or the consumer stops: it is
+never skipped unrecorded). The latest profile of each user seen is kept in a
 bounded LRU: quiet-hours deferrals released by the ticker and journey sends
 pick their content from it.
 """
@@ -29,11 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -54,9 +60,21 @@ from triggers.state import UserState
 log = logging.getLogger("scenetrigger.deliver")
 
 # Worth retrying the same record: the infrastructure, not the record, failed.
-TRANSIENT: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# Not every OSError: a time zone "America" made ZoneInfo raise
+# IsADirectoryError, and retrying that record forever stopped all delivery.
+TRANSIENT: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
+                                          ConnectionError, TimeoutError, socket.gaierror)
 MALFORMED = "malformed"
 ERROR = "error"
+RETRIES_EXHAUSTED = "retries_exhausted"
+DEAD_LETTERED = "dead_lettered"
+
+
+class RecordDeadLetters(Protocol):
+    """Where an undeliverable record is kept (:class:`channels.deadletter.DeadLetterStore`)."""
+
+    async def add_record(self, source: str, raw: bytes | None, reason: str,
+                         detail: str) -> str: ...
 
 
 def wall_ms() -> int:
@@ -98,6 +116,7 @@ class ProfileCache:
 class ConsumerMetrics:
     records: Counter  # kind (trigger, send, handoff, action), result (status, malformed, error)
     malformed: Counter  # reason
+    dead_letters: Counter  # reason (a malformed reason, error, retries_exhausted)
     released: Counter  # result
     commit_failures: Counter
     profiles: Gauge
@@ -108,6 +127,9 @@ class ConsumerMetrics:
             Counter("scenetrigger_deliver_records", "Records handled by scenetrigger deliver, "
                     "by kind and result", ["kind", "result"], registry=registry),
             Counter("scenetrigger_deliver_malformed", "Records skipped as unusable, by reason",
+                    ["reason"], registry=registry),
+            Counter("scenetrigger_deliver_dead_letters",
+                    "Records kept in the dead-letter instead of delivered, by reason",
                     ["reason"], registry=registry),
             Counter("scenetrigger_deliver_released", "Quiet-hours deferrals released, by result",
                     ["result"], registry=registry),
@@ -132,8 +154,11 @@ class DeliveryConsumer:
                  registry: CollectorRegistry, release_interval_ms: int = 1_000,
                  profiles: int = 100_000, now_ms: Callable[[], int] = wall_ms,
                  poll_ms: int = 500, max_records: int = 500,
-                 retry_backoff_s: float = 0.5, feedback: FeedbackFlush | None = None) -> None:
+                 retry_backoff_s: float = 0.5, feedback: FeedbackFlush | None = None,
+                 dead_letter: RecordDeadLetters | None = None, max_attempts: int = 8) -> None:
         self.pipeline = pipeline
+        self.dead_letter = dead_letter  # None (tests): a bad record is logged and counted only
+        self.max_attempts = max(1, max_attempts)
         self.feedback = feedback  # the pipeline's feedback sink, flushed before commits
         self.consumer = consumer
         self.topics = topics
@@ -180,8 +205,9 @@ class DeliveryConsumer:
             await self._commit(done)
 
     async def handle(self, record: Any) -> Outcome | None:
-        """Deliver one record (None: skipped); raises only for transient
-        infrastructure errors (:data:`TRANSIENT`)."""
+        """Deliver one record (None: dead-lettered); raises only for transient
+        infrastructure errors (:data:`TRANSIENT`), including a failed
+        dead-letter write (the record is then retried, never skipped)."""
         kind = "trigger" if record.topic == self.topics.triggers else "action"
         try:
             kind, outcome = await self._deliver(record, kind)
@@ -190,12 +216,14 @@ class DeliveryConsumer:
                 **_where(record), "reason": exc.reason, "detail": exc.detail})
             self.metrics.malformed.labels(exc.reason).inc()
             self.metrics.records.labels(kind, MALFORMED).inc()
+            await self._bury(record, exc.reason, exc.detail)
             return None
         except TRANSIENT:
             raise
-        except Exception:  # a bug must not stop delivery for everyone else
+        except Exception as exc:  # one bad record must not stop delivery for everyone else
             log.exception("delivery of a record failed", extra=_where(record))
             self.metrics.records.labels(kind, ERROR).inc()
+            await self._bury(record, ERROR, f"{type(exc).__name__}: {exc}")
             return None
         self.metrics.records.labels(kind, outcome.status).inc()
         log.info("delivery", extra={**_where(record), "kind": kind, "user_id": outcome.user_id,
@@ -226,10 +254,32 @@ class DeliveryConsumer:
             self.metrics.released.labels(outcome.status).inc()
         return outcomes
 
+    async def _bury(self, record: Any, reason: str, detail: str) -> None:
+        """Keep a record that will not be delivered, with its reason."""
+        if self.dead_letter is not None:
+            where = _where(record)
+            source = f"{where['topic']}/{where['partition']}/{where['offset']}"
+            await self.dead_letter.add_record(source, record.value, reason, detail[:1_000])
+        self.metrics.dead_letters.labels(reason).inc()
+
     async def _handle_retrying(self, record: Any) -> bool:
-        """Handle ``record``, retrying transient errors; False when stopped first."""
+        """Handle ``record``, retrying transient errors; after ``max_attempts``
+        of them the record is dead-lettered (retried on while even that
+        fails). False when stopped first."""
+        tries = 0
+
         async def attempt() -> None:
-            await self.handle(record)
+            nonlocal tries
+            tries += 1
+            try:
+                await self.handle(record)
+            except TRANSIENT as exc:
+                if tries < self.max_attempts:
+                    raise
+                log.warning("delivery gave up on a record", extra={
+                    **_where(record), "attempts": tries, "error": repr(exc)})
+                await self._bury(record, RETRIES_EXHAUSTED,
+                                 f"{tries} attempts, last: {type(exc).__name__}: {exc}")
             self.handled += 1
 
         return await self._until_done(attempt, TRANSIENT, "delivery will retry the record",

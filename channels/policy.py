@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -49,6 +49,7 @@ from channels.directory import Contact
 from channels.per_registry import PerRegistry
 from config.delivery_models import DeliveryModel
 from triggers.durations import format_duration_ms
+from triggers.zones import zone_or_none
 
 STALE = "stale"
 DUPLICATE = "duplicate"
@@ -140,10 +141,8 @@ class DeliveryPolicy:
             quiet.enabled and quiet.start != quiet.end) else None
 
     def zone(self, tz: str | None) -> ZoneInfo:
-        try:
-            return ZoneInfo(tz or self.model.default_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            return ZoneInfo(self.model.default_timezone)
+        """The user's zone; the default for anything that is not a known zone."""
+        return zone_or_none(tz) or ZoneInfo(self.model.default_timezone)
 
     async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False) -> Decision:
         model = self.model

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from triggers.durations import parse_duration_ms
+from triggers.zones import zone_or_none
 
 Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -21,11 +21,9 @@ class _Strict(BaseModel):
 
 
 def valid_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if zone_or_none(name) is None:  # "America" is a directory of zones, not one
         raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
-                         "'Asia/Shanghai')") from None
+                         "'Asia/Shanghai')")
     return name
 
 

@@ -34,9 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from triggers.profile import Profile
+from triggers.zones import zone_or_none
 
 SEARCH_DRIVEN = "search_driven"
 CATEGORY_BROWSER = "category_browser"
@@ -140,9 +140,8 @@ def utc_offset_hours(tz_name: str | None, now_ms: int) -> int:
     time without a calendar date; the delivery policy suppresses those)."""
     if not tz_name:
         return 0
-    try:
-        zone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    zone = zone_or_none(tz_name)
+    if zone is None:
         return 0
     try:
         offset = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(zone).utcoffset()

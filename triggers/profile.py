@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from triggers.events import Event
+from triggers.zones import is_zone_name
 
 PROMO_PAGE_PREFIX = "/promo"
 _DAY_MS = 86_400_000
@@ -85,7 +86,7 @@ class Profile:
         if category and isinstance(category, str):
             self.last_category = category[:200]
         tz = get("tz")
-        if tz is not None and isinstance(tz, str) and 0 < len(tz) <= 64:
+        if tz is not None and is_zone_name(tz):  # "America" is a directory, not a zone
             self.tz = tz
         source = get("source")
         if etype == "view":
@@ -158,7 +159,7 @@ class Profile:
         if len(extra) >= 1:
             profile.last_category = extra[0]
         if len(extra) >= 2:
-            profile.tz = extra[1]
+            profile.tz = extra[1] if is_zone_name(extra[1]) else None
         return profile
 
 

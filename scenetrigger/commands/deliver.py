@@ -98,6 +98,7 @@ async def _main(args: argparse.Namespace) -> int:
                                     auto_offset_reset="earliest")
         await consumer.start()
         delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
+                                    dead_letter=live.dead_letter,
                                     release_interval_ms=args.release_interval,
                                     profiles=args.profiles,
                                     feedback=Flushes(feedback, decisions))
