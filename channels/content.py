@@ -53,6 +53,18 @@ class RenderedContent:
 
 
 @dataclass(frozen=True, slots=True)
+class VariantPreview:
+    """One variant prepared for a user: ``matches`` its ``when`` holds (or it
+    is the fallback), ``chosen`` it is the one that would be sent,
+    ``no_products`` it names products the catalog has none of for this user."""
+
+    choice: ContentChoice
+    matches: bool
+    chosen: bool
+    no_products: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class _Compiled:
     name: str
     when: VariantWhen
@@ -172,6 +184,31 @@ class ContentSelector:
         trigger = Trigger(ref, user_id, None, now_ms)
         picked = next(iter(self.candidates(variants, trigger, seg)), fallback)
         return self._choice(trigger, state, seg, picked, [])
+
+    async def every_variant(self, trigger: Trigger, state: UserState | None, seg: Segmentation,
+                            journey: bool = False) -> list[VariantPreview]:
+        """Every variant of a scene's (or, with ``journey``, a content ref's)
+        content and its fallback, each prepared for this user as if chosen,
+        in the order :meth:`candidates` would try them, then those whose
+        ``when`` does not hold. Marks the one :meth:`select` would send."""
+        table = self._refs if journey else self._scenes
+        variants, fallback = table.get(trigger.scene, self._generic)
+        tried = self.candidates(variants, trigger, seg)
+        others = [v for v in variants if v not in tried]
+        out: list[VariantPreview] = []
+        chosen = False
+        for variant in [*tried, *others, fallback]:
+            products: list[Product] = []
+            if variant.needs_products and not journey:
+                products = await self._products(variant, trigger, state, seg.style)
+            usable = (variant in tried or variant is fallback) and (
+                bool(products) or not variant.needs_products)
+            picked = usable and not chosen
+            chosen = chosen or picked
+            out.append(VariantPreview(self._choice(trigger, state, seg, variant, products),
+                                      variant in tried or variant is fallback, picked,
+                                      variant.needs_products and not products))
+        return out
 
     def candidates(self, variants: Sequence[_Compiled], trigger: Trigger,
                    seg: Segmentation) -> list[_Compiled]:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "explain": "scenetrigger.commands.explain",
     "erase": "scenetrigger.commands.erase",
     "export-user": "scenetrigger.commands.export_user",
+    "preview": "scenetrigger.commands.preview",
 }
 
 
