@@ -1,0 +1,102 @@
+"""``scenetrigger explain USER --broker`` on a running worker and deliver
+(real Kafka and Redis): the timeline shows the user's events, both triggers,
+the cap that suppressed the second one with its figures, the delivered
+feedback, and the scene state read from the worker's table changelog."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.agents.worker_support import send_raw, start_worker, unique, wait_for
+from tests.deploy.test_alerts_live import _popen
+from tests.services import REPO, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def _config(run: str) -> str:
+    return f"""
+scenes:
+  arrive: {{kind: arrival, when: {{type: cart}}, per: product_id, cooldown: 1h}}
+channels:
+  log: {{type: log}}
+content:
+  scenes:
+    arrive: {{fallback: {{channels: [log], subject: "Your cart", text: "Still there."}}}}
+delivery:
+  default_timezone: UTC
+  caps: {{per_day: 1}}
+  quiet_hours: {{enabled: false}}
+  redis_prefix: "{run}:"
+"""
+
+
+def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
+                                         tmp_path: Path) -> None:
+    prefix = unique("t-explain")
+    config = tmp_path / "config.yaml"
+    config.write_text(_config(prefix))
+    worker = start_worker(tmp_path, "w", kafka_bootstrap, prefix, prefix,
+                          ["--clock", "event", "--store", "memory"], config)
+    port = free_port()
+    deliver = _popen(tmp_path, "deliver", [
+        "deliver", "--config", str(config), "--broker", kafka_bootstrap, "--topic-prefix",
+        prefix, "--group", f"{prefix}-deliver", "--redis-url", redis_url,
+        "--metrics-port", str(port)], port)
+    procs = [worker, deliver]
+    user = f"{prefix}-shopper"
+    now = int(time.time() * 1000)
+    carts = [{"user_id": user, "ts": now + i, "type": "cart", "product_id": p}
+             for i, p in enumerate(("p1", "p2"))]
+    try:
+        wait_for("4 partitions assigned",
+                 lambda: worker.metric("scenetrigger_partitions") == 4, 150, procs)
+        send_raw(kafka_bootstrap, f"{prefix}.events",
+                 [(user.encode(), orjson.dumps(c)) for c in carts])
+
+        def handled() -> float:
+            return sum(deliver.metric("scenetrigger_deliver_records_total", kind="trigger",
+                                      result=r) for r in ("delivered", "suppressed"))
+
+        wait_for("both triggers decided", lambda: handled() == 2, 90, procs)
+
+        def explain() -> dict[str, object]:
+            done = subprocess.run(
+                [sys.executable, "-m", "scenetrigger.cli", "explain", user, "--broker",
+                 kafka_bootstrap, "--topic-prefix", prefix, "--app-id", prefix, "--config",
+                 str(config), "--json"], cwd=REPO, capture_output=True, timeout=120,
+                check=False)
+            assert done.returncode == 0, done.stderr
+            data: dict[str, object] = orjson.loads(done.stdout)
+            return data
+
+        got: dict[str, object] = {}
+
+        def complete() -> bool:
+            got.update(explain())  # the state and feedback land a moment later
+            return bool(got["windows"]) and len(got["events"]) == 3  # type: ignore[arg-type]
+
+        wait_for("state and feedback in the timeline", complete, 60, procs)
+    finally:
+        for proc in procs:
+            proc.stop()
+    triggers = got["triggers"]
+    assert isinstance(triggers, list)
+    assert [(t["scene"], t["key"]) for t in triggers] == [("arrive", "p1"), ("arrive", "p2")]
+    texts = [[d["text"] for d in t["decisions"]] for t in triggers]
+    assert texts[0] == ["delivered: local " + texts[0][0].split("local ")[1]]
+    assert texts[0][0].endswith("UTC, under cap_day 1")
+    assert texts[1] == ["cap_day: 1 of 1 sent today (UTC)"]
+    events = got["events"]
+    assert isinstance(events, list)
+    assert [e["type"] for e in events] == ["cart", "cart", "delivered"]
+    windows = got["windows"]
+    assert isinstance(windows, list)
+    assert [w.split(": ")[0] for w in windows] == ["arrive[p1]", "arrive[p2]"]
+    assert all(": last fired 20" in w for w in windows)  # the worker's state, read back
