@@ -33,6 +33,7 @@ from agents.engine_host import (
     PartitionHost,
     PartitionStore,
     faust_partition_items,
+    position,
     remember_partition,
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
@@ -42,7 +43,7 @@ from agents.timers import due_ticks
 from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
 from config.models import AppConfig
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import Trigger
+from triggers.events import Event, Trigger
 from triggers.wire import encode_trigger
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,21 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int) -> bytes:
+def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int,
+                       index: int | None = None) -> bytes:
     """The shared dead-letter record (``agents.topics``), where = topic:partition:offset;
-    input that is not UTF-8 is also kept whole-byte as base64 (``raw_b64``)."""
+    input that is not UTF-8 is also kept whole-byte as base64 (``raw_b64``). An
+    event of a batch record (``index`` given) keeps only its own JSON as ``raw``
+    and its place in the record as ``index``."""
     value: bytes = message.value or b""
     where = f"{message.topic}:{message.partition}:{message.offset}"
+    if index is not None:
+        value = batch_item(value, index)
     record = dead_letter_value(reason, detail, "worker", value, where=where, now_ms=now_ms)
+    if index is not None:
+        obj = orjson.loads(record)
+        obj["index"] = index
+        return orjson.dumps(obj)
     try:
         value.decode("utf-8")
     except UnicodeDecodeError:
@@ -89,6 +99,14 @@ def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int) -> b
         obj["raw_b64"] = base64.b64encode(value[:DEAD_LETTER_RAW_LIMIT]).decode("ascii")
         record = orjson.dumps(obj)
     return record
+
+
+def batch_item(value: bytes, index: int) -> bytes:
+    """The JSON of one event of a batch record (the dead-letter path only)."""
+    try:
+        return orjson.dumps(orjson.loads(value)[index])
+    except (orjson.JSONDecodeError, IndexError, TypeError):
+        return value  # the record itself did not parse: keep it whole
 
 
 class _PartitionTable:
@@ -293,12 +311,12 @@ class SceneWorker:
             pending = host.pending
             try:
                 if message.topic == events_topic:
-                    self._take_event(host, message, now)
+                    taken = self._take_record(host, message, now)
                     host.last_offset = message.offset
-                    pending.add(event, now)
+                    pending.add(event, now, taken)
                     # Settle in batches: a user written by several events of a
                     # batch costs one table write (and one changelog message).
-                    size = len(pending)
+                    size = pending.events
                     if size >= MAX_PENDING or (
                         (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
                         and pending.acked()
@@ -311,24 +329,38 @@ class SceneWorker:
             except SEND_ERRORS as exc:
                 self._trigger_send_failed(host, exc)
 
-    def _take_event(self, host: PartitionHost, message: Any, now: int) -> None:
-        try:
-            event = host.decode(message.value or b"")
-        except EventRejected as exc:
-            self._dead_letter(message, exc.reason, exc.detail, now)
-            return
-        try:
-            fired = host.on_event(event, message.offset, now)
-        except SceneTriggerError as exc:  # unreadable stored state: park the event
-            log.exception("state error", extra={"user_id": event.user_id})
-            self._dead_letter(message, REASON_STATE_ERROR, str(exc), now)
-            return
-        if fired is None:
-            self._duplicate.inc()
-            return
-        self._accepted.inc()
-        if fired:
-            self._emit(host, fired, now, message.timestamp)
+    def _take_record(self, host: PartitionHost, message: Any, now: int) -> int:
+        """Apply the events of one record (one event, or a batch: a JSON array)
+        in order; a bad one is dead-lettered alone, with its index. Returns how
+        many events the record held."""
+        items = host.decode_record(message.value or b"")
+        batch = len(items) > 1 or (message.value or b"")[:1] == b"["
+        base = position(message.offset, 0)
+        accepted = duplicates = 0
+        for index, item in enumerate(items):
+            if type(item) is not Event:
+                assert isinstance(item, EventRejected)
+                self._dead_letter(message, item.reason, item.detail, now,
+                                  index if batch else None)
+                continue
+            try:
+                fired = host.on_event(item, base | index, now)
+            except SceneTriggerError as exc:  # unreadable stored state: park the event
+                log.exception("state error", extra={"user_id": item.user_id})
+                self._dead_letter(message, REASON_STATE_ERROR, str(exc), now,
+                                  index if batch else None)
+                continue
+            if fired is None:
+                duplicates += 1
+                continue
+            accepted += 1
+            if fired:
+                self._emit(host, fired, now, message.timestamp)
+        if accepted:
+            self._accepted.inc(accepted)
+        if duplicates:
+            self._duplicate.inc(duplicates)
+        return len(items)
 
     def _take_tick(self, host: PartitionHost, now: int) -> None:
         fired = host.on_tick(now)
@@ -446,10 +478,11 @@ class SceneWorker:
             except Exception:  # a hook must never stop the stream
                 log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
 
-    def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int) -> None:
+    def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int,
+                     index: int | None = None) -> None:
         # Sent before the offset commits (Faust flushes the producer first).
         self.metrics.events.labels(RESULT_REJECTED, reason).inc()
-        record = dead_letter_record(reason, detail, message, now_ms)
+        record = dead_letter_record(reason, detail, message, now_ms, index)
         self.dead_letter_topic.send_soon(key=message.key, value=record)
 
     async def _declare_outputs(self) -> None:

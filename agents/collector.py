@@ -1,7 +1,8 @@
 """HTTP collector: ``POST /events`` (a JSON array or NDJSON) -> the events topic.
 
 Each event is validated like every other input (``triggers.events``); valid
-ones go to the events topic keyed by ``user_id``, rejects to the dead-letter
+ones go to the events topic, many per record on the partition of their
+``user_id`` key (:class:`KafkaPublisher`), rejects to the dead-letter
 topic with their reason. The answer is 202 with the counts when anything was
 accepted, 400 with the reasons when nothing was. ``/metrics`` and ``/healthz``
 are served by the same app. Kafka is behind :class:`Publisher`.
@@ -10,9 +11,10 @@ are served by the same app. Kafka is behind :class:`Publisher`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agents.batching import BatchLimits, RecordBatcher
 from agents.producer import ProduceTopics, event_key, event_value
 from agents.topics import dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
@@ -60,24 +63,53 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    """Publishes with one aiokafka producer, waiting for this request's acks only."""
+    """Publishes with one aiokafka producer, waiting for this request's acks
+    only. Keyed messages (events) are batched: many per record on the
+    partition their key hashes to, shared with concurrent requests within
+    ``batching`` (:mod:`agents.batching`); the rest are sent alone."""
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, producer: Any, batching: BatchLimits | None = None) -> None:
         self._producer = producer
+        self._batching = batching or BatchLimits()
+        self._batchers: dict[str, RecordBatcher] = {}
+        self._creating = asyncio.Lock()
 
     async def start(self) -> None:
         await self._producer.start()
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):  # the requests waiting got the error already
+            for batcher in self._batchers.values():
+                await batcher.flush()
         await self._producer.stop()
 
     async def publish(self, messages: Sequence[Message]) -> None:
         try:
-            futures = [await self._producer.send(topic, value=value, key=key)
-                       for topic, key, value in messages]
-            await asyncio.gather(*futures)
+            futures: dict[int, asyncio.Future[Any]] = {}
+            for topic, key, value in messages:
+                if key is None:
+                    future = await self._producer.send(topic, value=value)
+                else:
+                    batcher = self._batchers.get(topic) or await self._batcher(topic)
+                    future = await batcher.add(key, value)
+                futures[id(future)] = future  # a batch's future once
+            await asyncio.gather(*futures.values())
         except Exception as exc:  # aiokafka raises KafkaError and OSError subclasses
             raise PublishError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _batcher(self, topic: str) -> RecordBatcher:
+        async with self._creating:  # one batcher per topic, even for concurrent first requests
+            found = self._batchers.get(topic)
+            if found is not None:
+                return found
+            partitions = await self._producer.partitions_for(topic)
+        producer = self._producer
+
+        def send(partition: int, key: bytes | None, value: bytes) -> Awaitable[Any]:
+            return producer.send(topic, value=value, key=key, partition=partition)  # type: ignore[no-any-return]
+
+        batcher = self._batchers[topic] = RecordBatcher(send, len(partitions), self._batching)
+        return batcher
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,13 @@ its trigger is. Each stored value carries the offset of the user's last
 applied event, so an event redelivered after a crash (at-least-once) is not
 applied twice.
 
-Stored value: ``0x01 | int64 offset (big-endian) | UserState.encode()``. A
-bare ``UserState.encode()`` value (no envelope) is read as offset -1.
+Stored value: ``0x02 | int64 position (big-endian) | UserState.encode()``,
+where an event's position is ``offset << 16 | index`` (:func:`position`):
+its record's offset and its index in that record (a record may carry many
+events, :mod:`agents.batching`), so a redone record applies none of the
+events already applied. Values written before records carried batches
+(``0x01 | int64 offset``) read as the whole record at that offset applied;
+a bare ``UserState.encode()`` value (no envelope) is read as position -1.
 
 Besides the users, each partition keeps one reserved key,
 :func:`shapes_key` (``0xFF "scenes:" partition``: never valid UTF-8, so never
@@ -35,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from triggers.engine import Engine
-from triggers.errors import StateDecodeError
+from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.host import ClockPolicy, EngineHost, InputRules
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
@@ -45,8 +50,16 @@ from triggers.state import UserState
 log = logging.getLogger("agents.engine_host")
 
 _ENVELOPE = struct.Struct(">Bq")
-_ENVELOPE_VERSION = 1
+_ENVELOPE_VERSION = 2
+_ENVELOPE_OFFSET_ONLY = 1  # before batched records: the offset of the last applied record
 NO_OFFSET = -1
+INDEX_BITS = 16  # triggers.events.MAX_EVENTS_PER_RECORD == 1 << INDEX_BITS
+_LAST_INDEX = (1 << INDEX_BITS) - 1
+
+
+def position(offset: int, index: int) -> int:
+    """An event's place in its partition: record offset, then index in the record."""
+    return offset << INDEX_BITS | index
 
 Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
 ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
@@ -73,18 +86,20 @@ class TableLike(Protocol):
     def __delitem__(self, key: bytes) -> None: ...
 
 
-def pack_state(offset: int, state: bytes) -> bytes:
-    return _ENVELOPE.pack(_ENVELOPE_VERSION, offset) + state
+def pack_state(applied: int, state: bytes) -> bytes:
+    return _ENVELOPE.pack(_ENVELOPE_VERSION, applied) + state
 
 
 def unpack_state(data: bytes) -> tuple[int, bytes]:
-    """``(offset of the last applied event, UserState bytes)``."""
+    """``(position of the last applied event, UserState bytes)``."""
     if data[:1] == b"[":  # a bare UserState.encode() value
         return NO_OFFSET, data
-    if len(data) < _ENVELOPE.size or data[0] != _ENVELOPE_VERSION:
+    if len(data) < _ENVELOPE.size or data[0] not in (_ENVELOPE_VERSION, _ENVELOPE_OFFSET_ONLY):
         raise StateDecodeError(f"unknown state envelope (first byte {data[:1]!r})")
-    _, offset = _ENVELOPE.unpack_from(data)
-    return offset, data[_ENVELOPE.size:]
+    version, applied = _ENVELOPE.unpack_from(data)
+    if version == _ENVELOPE_OFFSET_ONLY and applied >= 0:
+        applied = position(applied, _LAST_INDEX)
+    return applied, data[_ENVELOPE.size:]
 
 
 class _Entry:
@@ -262,22 +277,24 @@ class Pending:
     ahead of the triggers it implies; meanwhile it keeps taking messages.
     """
 
-    __slots__ = ("failed", "futures", "messages", "since_ms", "triggers")
+    __slots__ = ("events", "failed", "futures", "messages", "since_ms", "triggers")
 
     def __init__(self) -> None:
         self.messages: list[Any] = []
         self.futures: deque[Any] = deque()
         self.triggers: list[Trigger] = []
         self.since_ms: int | None = None
+        self.events = 0  # events the messages held (a record may carry many)
         # A send Kafka refused: the batch must never settle (its states and
         # acks would record a trigger nobody received); it is redone from
         # the committed offset by the next worker to own the partition.
         self.failed: BaseException | None = None
 
-    def add(self, message: Any, now_ms: int) -> None:
+    def add(self, message: Any, now_ms: int, events: int = 1) -> None:
         if self.since_ms is None:
             self.since_ms = now_ms
         self.messages.append(message)
+        self.events += events
 
     def acked(self) -> bool:
         """True when every send is acknowledged; raises a send's error, and
@@ -297,6 +314,7 @@ class Pending:
         self.messages, self.triggers = [], []
         self.futures.clear()
         self.since_ms = None
+        self.events = 0
         return messages, triggers
 
     def __len__(self) -> int:
@@ -393,22 +411,22 @@ class PartitionHost:
         self.store.stage_meta(key, encoded)
         return armed
 
-    def decode(self, value: bytes) -> Event:
-        """An events-topic message value as an event, or :class:`EventRejected`."""
-        return self.host.decode(value)
+    def decode_record(self, value: bytes) -> list[Event | EventRejected]:
+        """An events-topic record's events (one, or a batch), each decoded or
+        rejected alone (:meth:`EngineHost.decode_record`)."""
+        return self.host.decode_record(value)
 
-    def on_event(self, event: Event, offset: int, now_ms: int) -> list[Trigger] | None:
-        """Apply one event; None when the user's state already holds it
-        (redelivered after a restart)."""
-        self.last_offset = offset
+    def on_event(self, event: Event, at: int, now_ms: int) -> list[Trigger] | None:
+        """Apply the event at position ``at`` (:func:`position`); None when the
+        user's state already holds it (redelivered after a restart)."""
         store = self.store
-        if offset <= store.applied_offset(event.user_id):
+        if at <= store.applied_offset(event.user_id):
             return None
         if event.type == ERASE:
             store.forget(event.user_id)
             return []
         fired = self.host.take(event, now_ms)
-        store.mark_applied(event.user_id, offset)
+        store.mark_applied(event.user_id, at)
         return fired
 
     def on_tick(self, now_ms: int) -> list[Trigger]:

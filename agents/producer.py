@@ -1,4 +1,5 @@
-"""Write events to Kafka: keyed by ``user_id``, value = the event's fields as
+"""Write events to Kafka, many per record on the partition their ``user_id``
+key hashes to (:mod:`agents.batching`); an event's value is its fields as
 orjson bytes; rejects go to the dead-letter topic with their reason.
 
 Used by ``scenetrigger produce`` (files) and by the HTTP collector. The Kafka
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from agents.batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
@@ -28,8 +30,10 @@ class ProduceError(SceneTriggerError):
 
 
 class Sink(Protocol):
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one message; may wait while the send buffer is full."""
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   partition: int | None = None) -> Any:
+        """Queue one message; may wait while the send buffer is full. Returns
+        the send's future, or None when the sink tracks its sends itself."""
 
     async def flush(self) -> None:
         """Wait until every queued message is stored; raise the first failure."""
@@ -60,14 +64,16 @@ class KafkaSink:
         self._error: BaseException | None = None
         self.partitions: Counter[tuple[str, int]] = Counter()
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   partition: int | None = None) -> Any:
         if self._error is not None:
             raise ProduceError(f"send to {topic} failed: {self._error}") from self._error
-        future = await self._producer.send(topic, value=value, key=key)
+        future = await self._producer.send(topic, value=value, key=key, partition=partition)
         self._pending.add(future)
         future.add_done_callback(self._done)
         if len(self._pending) >= self._max_in_flight:
             await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+        return future
 
     def _done(self, future: asyncio.Future[Any]) -> None:
         self._pending.discard(future)
@@ -179,6 +185,9 @@ async def produce_records(
     records: Iterable[Record],
     sink: Sink,
     *,
+    partitions: int = DEFAULT_PARTITIONS,
+    batching: BatchLimits | None = None,
+    counts: Counter[int] | None = None,
     topics: ProduceTopics | None = None,
     source: str = "produce",
     raw_of: Callable[[], bytes] | None = None,
@@ -189,9 +198,16 @@ async def produce_records(
     """Send valid events and dead-letter rejects; returns ``(sent, rejected, reasons)``.
 
     ``raw_of`` gives the input of the record just read (see :class:`LastLine`);
-    a rejected record's ``where`` is ``source:line``.
+    a rejected record's ``where`` is ``source:line``. Events are batched per
+    partition of the events topic (``partitions`` of them) within ``batching``;
+    ``counts`` receives the events stored per partition.
     """
     names = topics or ProduceTopics()
+
+    def send_record(partition: int, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return sink.send(names.events, key, value, partition)
+
+    batcher = RecordBatcher(send_record, partitions, batching)
     sent = rejected = 0
     reasons: Counter[str] = Counter()
     for count, (number, item) in enumerate(records, 1):
@@ -204,11 +220,14 @@ async def produce_records(
         else:
             if limiter is not None:
                 await limiter.wait()
-            await sink.send(names.events, event_key(item), event_value(item))
+            await batcher.add(event_key(item), event_value(item))
             sent += 1
         if on_progress is not None and count % progress_every == 0:
             on_progress(count)
+    await batcher.flush()
     await sink.flush()
+    if counts is not None:
+        counts.update(batcher.events)
     return sent, rejected, reasons
 
 

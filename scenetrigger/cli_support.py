@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
+from agents.batching import BatchLimits
 from scenetrigger.sources import Format, detect_format
 from triggers.durations import parse_duration_ms
 from triggers.errors import SceneTriggerError
@@ -74,3 +75,21 @@ def open_input(path: str) -> Iterator[tuple[Any, int | None]]:
         raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
     with fh:
         yield fh, os.fstat(fh.fileno()).st_size
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """How events are grouped into Kafka records (``agents.batching``)."""
+    defaults = BatchLimits()
+    parser.add_argument("--batch-events", type=positive, default=defaults.max_events,
+                        help="most events in one Kafka record (default "
+                             f"{defaults.max_events}; 1: one event per record, keyed by user_id)")
+    parser.add_argument("--batch-bytes", type=positive, default=defaults.max_bytes,
+                        help=f"most event bytes in one record (default {defaults.max_bytes})")
+    parser.add_argument("--linger", type=duration, default=defaults.linger_ms,
+                        help="longest a record waits for more events "
+                             f"(default {defaults.linger_ms}ms)")
+
+
+def batch_limits(args: argparse.Namespace) -> BatchLimits:
+    return BatchLimits(max_events=args.batch_events, max_bytes=args.batch_bytes,
+                       linger_ms=args.linger)

@@ -162,6 +162,43 @@ def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     return event_from_mapping(obj, ids)
 
 
+# Events one Kafka record may carry (the worker's per-user offset guard keeps
+# an event's index in its record in 16 bits).
+MAX_EVENTS_PER_RECORD = 1 << 16
+
+
+def decode_event_record(value: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                        ids: IdLimits = DEFAULT_ID_LIMITS) -> list[Event | EventRejected]:
+    """The events of one Kafka record, in order, each decoded or rejected alone.
+
+    A record is one event (a JSON object: what any producer keyed by
+    ``user_id`` writes) or a batch (a JSON array of event objects: what the
+    collector and ``scenetrigger produce`` write). An array that does not
+    parse is one rejection; events past ``MAX_EVENTS_PER_RECORD`` are
+    rejected as ``too_large``.
+    """
+    if value[:1] != b"[":
+        try:
+            return [decode_event_line(value, max_line_bytes, ids)]
+        except EventRejected as exc:
+            return [exc]
+    try:
+        items = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return [json_rejection(value, exc)]
+    out: list[Event | EventRejected] = []
+    for index, item in enumerate(items):
+        if index >= MAX_EVENTS_PER_RECORD:
+            out.append(EventRejected(
+                REASON_TOO_LARGE, f"a record holds at most {MAX_EVENTS_PER_RECORD} events"))
+            continue
+        try:
+            out.append(event_from_mapping(item, ids))
+        except EventRejected as exc:
+            out.append(exc)
+    return out
+
+
 def json_rejection(line: bytes, exc: orjson.JSONDecodeError) -> EventRejected:
     """Why a line failed to parse: bad UTF-8 or bad JSON."""
     try:

@@ -35,6 +35,7 @@ from triggers.events import (
     IdLimits,
     Trigger,
     decode_event_line,
+    decode_event_record,
     event_from_mapping,
 )
 from triggers.scenes import Limits, Scene
@@ -131,6 +132,16 @@ class EngineHost:
         except EventRejected as exc:
             self.counts.rejected[exc.reason] += 1
             raise
+
+    def decode_record(self, value: bytes) -> list[Event | EventRejected]:
+        """One Kafka record's events (one event, or a batch: a JSON array),
+        each decoded or rejected (counted) alone, in order
+        (:func:`triggers.events.decode_event_record`)."""
+        items = decode_event_record(value, self.rules.max_line_bytes, self.ids)
+        for item in items:
+            if type(item) is not Event:
+                self.counts.rejected[item.reason] += 1  # type: ignore[union-attr]
+        return items
 
     def decode_mapping(self, obj: Any) -> Event:
         """A decoded JSON value (a dict from an in-process source) as an event."""

@@ -1,5 +1,6 @@
-"""``scenetrigger export TOPIC``: a topic's record values as JSON lines, e.g.
-a worker's triggers for ``scenetrigger report``:
+"""``scenetrigger export TOPIC``: a topic's record values as JSON lines (one
+line per event of a batched events record), e.g. a worker's triggers for
+``scenetrigger report``:
 
     scenetrigger export shop.triggers --out triggers.jsonl --sort-by-ts
     scenetrigger export shop.events --out events.jsonl --sort-by-ts
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from agents.batching import record_values
 from agents.export import topic_records
 from agents.topics import bootstrap_servers
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             written = asyncio.run(_export(args, out))
     else:
         written = asyncio.run(_export(args, sys.stdout.buffer))
-    print(f"export: {written:,} records from {args.topic}", file=sys.stderr)
+    print(f"export: {written:,} values from {args.topic}", file=sys.stderr)
     return 0
 
 
@@ -73,12 +75,12 @@ async def _export(args: argparse.Namespace, out: BinaryIO) -> int:
     try:
         async for record in topic_records(bootstrap_servers(args.broker), args.topic,
                                           args.timeout, on_total):
-            value: bytes = (record.value or b"").replace(b"\n", b" ")
-            if args.sort_by_ts:
-                held.append(value)
-            else:
-                out.write(value + b"\n")
-                written += 1
+            for value in record_values((record.value or b"").replace(b"\n", b" ")):
+                if args.sort_by_ts:
+                    held.append(value)
+                else:
+                    out.write(value + b"\n")
+                    written += 1
             if bar is not None:
                 bar.update(1)
     finally:

@@ -1,8 +1,10 @@
 """``scenetrigger produce FILE``: send a recorded clickstream to the events topic.
 
 Any replay format (JSONL, rees46 CSV, OTTO JSONL; detected like ``replay``).
-Valid events go to the events topic keyed by ``user_id``; rejects go to the
-dead-letter topic with their reason and line number.
+Valid events go to the events topic, many per record on the partition their
+``user_id`` key hashes to (``--batch-events 1``: one event per record, keyed by
+``user_id``); rejects go to the dead-letter topic with their reason and line
+number.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -27,7 +30,14 @@ from agents.producer import (
     produce_records,
 )
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
-from scenetrigger.cli_support import open_input, pick_format, positive, progress_bar
+from scenetrigger.cli_support import (
+    add_batch_arguments,
+    batch_limits,
+    open_input,
+    pick_format,
+    positive,
+    progress_bar,
+)
 from scenetrigger.sources import FORMATS, read_events
 from triggers.errors import SceneTriggerError
 from triggers.events import DEFAULT_MAX_LINE_BYTES
@@ -47,6 +57,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--rate", type=_positive_float,
                         help="at most this many events per second (default: as fast as possible)")
     parser.add_argument("--max-line-bytes", type=positive, default=DEFAULT_MAX_LINE_BYTES)
+    add_batch_arguments(parser)
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.set_defaults(run=run)
@@ -73,13 +84,16 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
     if topics.events == topics.dead_letters:
         raise SceneTriggerError("the events and dead-letter topics must differ")
+    batching = batch_limits(args)
     try:
-        await ensure_topics(bootstrap, [topics.events, topics.dead_letters], args.partitions)
+        found = await ensure_topics(bootstrap, [topics.events, topics.dead_letters],
+                                    args.partitions)
     except OSError as exc:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     producer = new_kafka_producer(bootstrap)
     await producer.start()
     sink = KafkaSink(producer)
+    stored: Counter[int] = Counter()
     started = time.monotonic()
     try:
         with open_input(args.events) as (stream, size):
@@ -91,6 +105,9 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
                 sent, rejected, reasons = await produce_records(
                     read_events(remembered, fmt, args.max_line_bytes),
                     sink,
+                    partitions=found[topics.events],
+                    batching=batching,
+                    counts=stored,
                     topics=topics,
                     source=source,
                     raw_of=lambda: remembered.last,
@@ -106,7 +123,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
         sent=sent,
         rejected=rejected,
         reasons=dict(reasons),
-        partitions=sink.counts(topics.events),
+        partitions=dict(sorted(stored.items())),
         elapsed_ms=int((time.monotonic() - started) * 1000),
         topic=topics.events,
         dead_letter_topic=topics.dead_letters,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from agents.batching import partition_for
 from agents.producer import LastLine, ProduceTopics, RateLimiter, produce_records
 from scenetrigger.sources import read_jsonl
 
@@ -12,9 +13,12 @@ class ListSink:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.flushed = 0
+        self.partitions: list[int | None] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   partition: int | None = None) -> None:
         self.sent.append((topic, key, value))
+        self.partitions.append(partition)
 
     async def flush(self) -> None:
         self.flushed += 1
@@ -75,9 +79,12 @@ async def test_records_go_to_events_and_rejects_to_dead_letters_in_order() -> No
         read_jsonl(lines), sink, topics=topics, source="produce:x", raw_of=lambda: lines.last,
         on_progress=progress.append, progress_every=2)
     assert (sent, rejected, dict(reasons)) == (2, 1, {"invalid_json": 1})
-    assert [(t, k) for t, k, _ in sink.sent] == [("ev", b"u1"), ("dl", None), ("ev", b"5")]
+    # Rejects go at once; events wait for their records (one per partition
+    # here, each of one event: a plain record keyed by user_id).
+    assert [(t, k) for t, k, _ in sink.sent] == [("dl", None), ("ev", b"u1"), ("ev", b"5")]
+    assert sink.partitions[1:] == [partition_for(b"u1", 4), partition_for(b"5", 4)]
     assert orjson.loads(sink.sent[2][2]) == {"user_id": 5, "ts": 2, "type": "cart"}
-    dead = orjson.loads(sink.sent[1][2])
+    dead = orjson.loads(sink.sent[0][2])
     assert (dead["reason"], dead["where"], dead["raw"], dead["source"]) == (
         "invalid_json", 2, "oops", "produce:x")
     assert sink.flushed == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.batching import encode_batch
 from tests.agents.worker_support import read_topic, send_raw, start_worker, unique, wait_for
 
 CONFIG = """
@@ -20,13 +21,16 @@ scenes:
 
 BAD: list[tuple[bytes, str]] = [
     (b"{not json", "invalid_json"),
-    (b"[1, 2, 3]", "not_object"),
+    (b"17", "not_object"),
     (b'{"user_id": "u", "type": "view"}', "missing_field"),
     (b'{"user_id": true, "ts": 1, "type": "view"}', "wrong_type"),
     (b'{"user_id": "u", "ts": 1.5, "type": "view"}', "wrong_type"),
     (b"\xff\xfe{}", "invalid_utf8"),
     (b"", "invalid_json"),
 ]
+
+
+BAD_IN_BATCH = b'{"user_id":"first","type":"cart"}'
 
 
 def _cart(user: str, ts: int) -> tuple[bytes, bytes]:
@@ -48,10 +52,14 @@ def test_malformed_messages_go_to_dead_letters(kafka_bootstrap: str, tmp_path: P
         messages = [_cart("first", 1000)]
         messages += [(b"first", raw) for raw, _ in BAD]
         messages.append(_cart("first", 2000))
+        # A batch record with a bad event inside: only that one is dead-lettered.
+        messages.append((b"first", encode_batch([_cart("first", 3000)[1], BAD_IN_BATCH,
+                                                 _cart("first", 4000)[1]])))
         send_raw(kafka_bootstrap, f"{prefix}.events", messages)
         wait_for("every message taken",
-                 lambda: worker.metric("scenetrigger_events_total", result="accepted") == 2
-                 and worker.metric("scenetrigger_events_total", result="rejected") == len(BAD),
+                 lambda: worker.metric("scenetrigger_events_total", result="accepted") == 4
+                 and worker.metric("scenetrigger_events_total",
+                                   result="rejected") == len(BAD) + 1,
                  60, [worker])
         dead = read_topic(kafka_bootstrap, f"{prefix}.dead-letters")
         triggers = read_topic(kafka_bootstrap, f"{prefix}.triggers")
@@ -59,7 +67,13 @@ def test_malformed_messages_go_to_dead_letters(kafka_bootstrap: str, tmp_path: P
                                             reason=reason) for _, reason in BAD}
     finally:
         worker.stop()
+    in_batch = dead.pop()
+    assert (in_batch["reason"], in_batch["index"], in_batch["raw"].encode()) == (
+        "missing_field", 1, BAD_IN_BATCH)
+    assert in_batch["where"] == dead[-1]["where"].rsplit(":", 1)[0] + ":" + str(
+        int(dead[-1]["where"].rsplit(":", 1)[1]) + 2)  # the record after the last good one
     assert [d["reason"] for d in dead] == [reason for _, reason in BAD]
+    assert all("index" not in d for d in dead)  # one-event records
     for record, (raw, _) in zip(dead, BAD, strict=True):
         assert record["detail"]
         assert record["source"] == "worker"
@@ -71,4 +85,5 @@ def test_malformed_messages_go_to_dead_letters(kafka_bootstrap: str, tmp_path: P
     assert per_reason["wrong_type"] == 2
     assert per_reason["invalid_json"] == 2
     # The good events around the bad ones were both taken.
-    assert [(t["user_id"], t["ts"]) for t in triggers] == [("first", 1000), ("first", 2000)]
+    assert [(t["user_id"], t["ts"]) for t in triggers] == [
+        ("first", 1000), ("first", 2000), ("first", 3000), ("first", 4000)]

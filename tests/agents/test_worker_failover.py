@@ -20,6 +20,7 @@ from tests.agents.worker_support import (
     all_committed,
     assert_same_triggers,
     committed_offsets,
+    produce_args,
     read_topic,
     replay_keys,
     start_worker,
@@ -35,9 +36,12 @@ WORKER_ARGS = ["--clock", "event", "--store", "rocksdb", "--session-timeout", "6
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("b_commits", [False, True], ids=["before-first-commit", "after-commits"])
+# kill -9 mid-batch: b dies while taking batched records (what produce writes).
+@pytest.mark.parametrize(("b_commits", "form"), [
+    (False, "batched"), (True, "batched"), (True, "one-event")],
+    ids=["before-first-commit", "after-commits", "after-commits-one-event-records"])
 def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path: Path,
-                                                  b_commits: bool) -> None:
+                                                  b_commits: bool, form: str) -> None:
     config = tmp_path / "scenes.yaml"
     config.write_text(CONFIG)
     expected = trigger_keys(
@@ -64,7 +68,7 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
             producer = subprocess.Popen(  # the real produce command, in the background
                 [sys.executable, "-m", "scenetrigger.cli", "produce", str(SAMPLE), "--broker",
                  kafka_bootstrap, "--topic", f"{prefix}.events", "--partitions", "4",
-                 "--rate", "1500", "--no-progress"],
+                 "--rate", "1500", "--no-progress", *produce_args(form)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         wait_for("b to take some events",
                  lambda: b.metric("scenetrigger_events_total", result="accepted") >= 600,

@@ -15,7 +15,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents.app import EXIT_TRIGGER_SEND_FAILED
-from tests.agents.worker_support import read_topic, send_raw, start_worker, unique, wait_for
+from tests.agents.worker_support import (
+    RECORD_FORMS,
+    read_topic,
+    send_events,
+    start_worker,
+    unique,
+    wait_for,
+)
 
 CONFIG = """
 scenes:
@@ -44,8 +51,9 @@ async def _admin(bootstrap: str, topic: str, max_bytes: int, create: bool) -> No
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("form", RECORD_FORMS)
 def test_a_refused_trigger_stops_the_worker_and_is_redone_after_a_restart(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+        kafka_bootstrap: str, tmp_path: Path, form: str) -> None:
     prefix = unique("t-refused")
     triggers = f"{prefix}.triggers"
     asyncio.run(_admin(kafka_bootstrap, triggers, 64, create=True))  # a trigger is ~200 B
@@ -58,8 +66,8 @@ def test_a_refused_trigger_stops_the_worker_and_is_redone_after_a_restart(
     try:
         wait_for("4 partitions", lambda: first.metric("scenetrigger_partitions") == 4, 120,
                  [first])
-        send_raw(kafka_bootstrap, f"{prefix}.events",
-                 [view("u", now, "p1"), view("u", now + 1000, "p1")])
+        send_events(kafka_bootstrap, f"{prefix}.events",
+                    [view("u", now, "p1"), view("u", now + 1000, "p1")], form)
         code = first.process.wait(timeout=90)
     finally:
         first.stop()

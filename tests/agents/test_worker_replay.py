@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.agents.worker_support import (
+    RECORD_FORMS,
     produce_file,
     read_topic,
     replay_keys,
@@ -56,7 +57,9 @@ EVENTS_IN_SAMPLE = 8721
 
 @pytest.mark.integration
 @pytest.mark.timeout(240)
-def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", RECORD_FORMS)
+def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path,
+                                            form: str) -> None:
     config = tmp_path / "scenes.yaml"
     config.write_text(CONFIG)
     expected = replay_keys(SAMPLE, config, tmp_path)
@@ -66,7 +69,7 @@ def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path
     assert {k[0] for k in expected_counts} == COMPARED
 
     prefix = unique("t-replay")
-    produce_file(kafka_bootstrap, SAMPLE, f"{prefix}.events")
+    produce_file(kafka_bootstrap, SAMPLE, f"{prefix}.events", form=form)
     worker = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix,
                           ["--clock", "event", "--store", "rocksdb"], config)
     try:

@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from tests.agents.worker_support import (
+    RECORD_FORMS,
     all_committed,
     read_topic,
-    send_raw,
+    send_events,
     start_worker,
     unique,
     wait_for,
@@ -33,8 +34,9 @@ def view(user: str, ts: int, product: str, category: str) -> tuple[bytes, bytes]
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("form", RECORD_FORMS)
 def test_restart_with_a_changed_per_does_not_carry_the_count_over(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+        kafka_bootstrap: str, tmp_path: Path, form: str) -> None:
     prefix = unique("t-reshape")
     app_id = prefix
     events = f"{prefix}.events"
@@ -49,7 +51,7 @@ def test_restart_with_a_changed_per_does_not_carry_the_count_over(
         wait_for("4 partitions", lambda: first.metric("scenetrigger_partitions") == 4, 120,
                  [first])
         # product "x" in category "x": the old key and the new one are the same string
-        send_raw(kafka_bootstrap, events, [view("u", now, "x", "x")])
+        send_events(kafka_bootstrap, events, [view("u", now, "x", "x")], form)
         wait_for("the view committed", lambda: all_committed(kafka_bootstrap, app_id, events),
                  60, [first])
     finally:
@@ -60,9 +62,9 @@ def test_restart_with_a_changed_per_does_not_carry_the_count_over(
     try:
         wait_for("4 partitions", lambda: second.metric("scenetrigger_partitions") == 4, 120,
                  [second])
-        send_raw(kafka_bootstrap, events, [
+        send_events(kafka_bootstrap, events, [
             view("u", now + 10, "y", "x"),  # 2 views of category x only with the old one
-            view("w", now + 10, "p", "c"), view("w", now + 20, "q", "c")])  # fires: control
+            view("w", now + 10, "p", "c"), view("w", now + 20, "q", "c")], form)  # fires: control
         wait_for("three events taken", lambda: second.metric(
             "scenetrigger_events_total", result="accepted") == 3, 60, [second])
         # a trigger is sent in the same step as its event is counted

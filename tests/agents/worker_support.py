@@ -131,11 +131,23 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tails}")
 
 
+# The two forms of an events record every worker test runs with: what the
+# collector and `scenetrigger produce` write (many events per record), and one
+# event per record keyed by user_id (any other producer).
+RECORD_FORMS = ["batched", "one-event"]
+
+
+def produce_args(form: str) -> list[str]:
+    """`scenetrigger produce` flags writing records of this form."""
+    return [] if form == "batched" else ["--batch-events", "1"]
+
+
 def produce_file(bootstrap: str, path: Path, topic: str, rate: float | None = None,
-                 timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+                 timeout_s: float = 120, form: str = "batched",
+                 ) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "scenetrigger.cli", "produce", str(path), "--broker",
             bootstrap, "--topic", topic, "--dead-letter-topic", topic + "-produce-rejects",
-            "--partitions", "4", "--no-progress"]
+            "--partitions", "4", "--no-progress", *produce_args(form)]
     if rate is not None:
         args += ["--rate", str(rate)]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
@@ -175,15 +187,34 @@ def send_raw(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, 
     asyncio.run(_send_raw(bootstrap, topic, messages))
 
 
+def send_events(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]],
+                form: str, partitions: int = 4) -> None:
+    """Events keyed by user id, as one-event records (``send_raw``) or batched:
+    one record per partition holding that partition's events in order."""
+    if form == "one-event":
+        send_raw(bootstrap, topic, messages)
+        return
+    from agents.batching import encode_batch, partition_for
+
+    groups: dict[int, list[bytes]] = {}
+    for key, value in messages:
+        groups.setdefault(partition_for(key, partitions), []).append(value)
+    asyncio.run(_send_raw(bootstrap, topic, [(None, encode_batch(values))
+                                             for values in groups.values()],
+                          partitions=list(groups)))
+
+
 async def _send_raw(bootstrap: str, topic: str,
-                    messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+                    messages: Sequence[tuple[bytes | None, bytes]],
+                    partitions: Sequence[int] | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        for key, value in messages:
-            await producer.send_and_wait(topic, value=value, key=key)
+        for n, (key, value) in enumerate(messages):
+            partition = None if partitions is None else partitions[n]
+            await producer.send_and_wait(topic, value=value, key=key, partition=partition)
     finally:
         await producer.stop()
 

@@ -142,13 +142,13 @@ def test_worker_rejects_long_ids_by_its_current_config(
     worker = SceneWorker(settings(tmp_path, store="memory", config=config()))
     dead: list[str] = []
     monkeypatch.setattr(worker, "_dead_letter",
-                        lambda _m, reason, _d, _now: dead.append(reason))
+                        lambda _m, reason, _d, _now, _i=None: dead.append(reason))
     host = worker.host(0)
-    worker._take_event(host, FakeMessage(line(user_id="b" * 21)), 0)
-    worker._take_event(host, FakeMessage(line(user_id="c", page="/promo/" + "x" * 20)), 0)
+    worker._take_record(host, FakeMessage(line(user_id="b" * 21)), 0)
+    worker._take_record(host, FakeMessage(line(user_id="c", page="/promo/" + "x" * 20)), 0)
     assert dead == [REASON_TOO_LONG, REASON_TOO_LONG]
     worker.reconfigure(config(CONFIG.replace("20", "40")))
-    worker._take_event(host, FakeMessage(line(user_id="b" * 21)), 0)
+    worker._take_record(host, FakeMessage(line(user_id="b" * 21)), 0)
     assert dead == [REASON_TOO_LONG, REASON_TOO_LONG]  # taken under the new limit
     accepted = worker.metrics.registry.get_sample_value(
         "scenetrigger_events_total", {"result": "accepted", "reason": ""})
