@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: install demo demo-live test unit lint bench bench-compiled clean kafka-up kafka-down redis-up redis-down
+.PHONY: install demo demo-live test unit lint bench bench-compiled bench-worker clean kafka-up kafka-down redis-up redis-down
 
 install: $(STAMP)
 
@@ -41,6 +41,18 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/replay.py
+
+# The worker bench (bench/worker.py). Its Quix Streams peer runs from a venv of
+# its own (bench/requirements-quix.txt): Quix pins other versions of packages
+# the project uses, and it is a dependency of this bench only.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed-stamp: bench/requirements-quix.txt
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q -r bench/requirements-quix.txt
+	touch $@
+
+bench-worker: install $(QUIX_VENV)/.installed-stamp
+	$(BIN)/python bench/worker.py --quix-python $(QUIX_VENV)/bin/python $(BENCH_ARGS)
 
 # Opt-in: the engine compiled by mypyc (needs gcc) in build/compiled/, tested
 # there, then the bench with its replay-null-compiled row. Not part of test/demo.

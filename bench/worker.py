@@ -1,20 +1,25 @@
 """Worker throughput and latency on a real Kafka.
 
-1. **Drain**: a 4-partition topic pre-filled with N synthetic events (default
-   500k) is read, in the same run, by
+1. **Drain**: the same N generated events (default 500k) are written twice,
+   as one-event records keyed by ``user_id`` (any producer) and as the
+   batched records the collector and ``scenetrigger produce`` write, and read
+   in the same run, each round, by
    - ``raw``: a plain aiokafka consumer that only reads and orjson-decodes;
    - ``faust floor``: an empty Faust agent doing the same (Faust's own cost);
+   - ``quix``: a Quix Streams app doing the repeat and arrival scenes with its
+     RocksDB state and changelog, default settings (``bench/quix_peer.py``,
+     in its own venv: ``--quix-python``);
    - ``worker``: one ``scenetrigger worker`` process (``--clock event``,
-     RocksDB table, changelog, trigger sends) draining the topic from the
-     start (a fresh app id each round).
+     RocksDB table, changelog, trigger sends) on the one-event records, then
+     on the batched records (a fresh app id each time).
    The rate counts from the first event taken to the last (connect, group
-   join and table recovery excluded on both sides).
-2. **Latency** (``bench/worker_latency.py``): a fresh worker (wall clock)
-   per offered load (default 5,000/s and 1,000/s for 20 s each).
+   join and table recovery excluded for all).
+2. **Latency** (``bench/worker_latency.py``): events offered at a fixed rate
+   through ``scenetrigger collector`` (HTTP) to a fresh wall-clock worker.
 
 Uses $SCENETRIGGER_KAFKA (host:port) or starts a broker with scripts/kafka.sh.
 
-    .venv/bin/python bench/worker.py --events 500000 --rounds 2
+    make bench-worker BENCH_ARGS="--events 500000 --rounds 3"
 """
 
 from __future__ import annotations
@@ -60,11 +65,20 @@ scenes:
 """
 
 
+RUNNERS = ("raw", "floor", "quix", "worker_one", "worker_batched")
+LABELS = {
+    "raw": "raw aiokafka consumer + orjson",
+    "floor": "empty Faust agent (read + orjson, no table)",
+    "quix": "Quix Streams 3.28 peer (repeat + arrival, RocksDB state + changelog, defaults)",
+    "worker_one": "`scenetrigger worker` on one-event records",
+    "worker_batched": "`scenetrigger worker` on batched records (what produce writes)",
+}
+
+
 @dataclass
 class Rates:
-    raw: list[float] = field(default_factory=list)
-    floor: list[float] = field(default_factory=list)
-    worker: list[float] = field(default_factory=list)
+    rates: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in RUNNERS})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in RUNNERS})
 
 
 def synthetic_events(n: int, start_ms: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
@@ -114,6 +128,29 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
     return time.perf_counter() - started
 
 
+async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
+    """The same events as the collector and `scenetrigger produce` write them."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.batching import RecordBatcher
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        async def send(partition: int, key: bytes | None, value: bytes) -> Any:
+            return await producer.send(topic, value=value, key=key, partition=partition)
+
+        batcher = RecordBatcher(send, PARTITIONS)
+        for key, value in events:
+            await batcher.add(key, value)
+        await batcher.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
 async def raw_drain(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     """(events/s, CPU seconds) of a plain consumer that reads and orjson-decodes
     every value."""
@@ -157,9 +194,9 @@ def metric(port: int, name: str) -> float:
 
 
 def start_worker(tmp: Path, bootstrap: str, prefix: str, app_id: str, clock: str, port: int,
-                 log: Path) -> subprocess.Popen[bytes]:
-    config = tmp / "scenes.yaml"
-    config.write_text(CONFIG)
+                 log: Path, scenes: str = CONFIG) -> subprocess.Popen[bytes]:
+    config = tmp / f"scenes-{app_id}.yaml"
+    config.write_text(scenes)
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "scenetrigger.cli", "worker", "--broker", bootstrap,
@@ -185,6 +222,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def quix_drain(python: str, bootstrap: str, topic: str, n: int, tmp: Path) -> tuple[float, float]:
+    """(events/s, CPU seconds) of the Quix Streams peer (its own process and venv)."""
+    state = tmp / f"quix-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run([python, str(REPO / "bench" / "quix_peer.py"), bootstrap, topic,
+                           str(n), f"{topic}-quix-triggers", str(state)],
+                          capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("rate ")]
+    if not lines:
+        raise RuntimeError(f"Quix peer failed:\n{done.stderr[-3000:]}")
+    fields_ = lines[-1].split()
+    return float(fields_[1]), float(fields_[3])
 
 
 def worker_drain(tmp: Path, bootstrap: str, events_topic_prefix: str, n: int,
@@ -237,7 +287,7 @@ def start_kafka(tmp: Path) -> tuple[str, dict[str, str] | None]:
     return done.stdout.strip().splitlines()[-1], env
 
 
-def faust_floor(bootstrap: str, topic: str, n: int) -> float:
+def faust_floor(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     """Events/s of an empty Faust agent (same reads and orjson decoding as the
     raw consumer): what Faust's per-message path alone allows."""
     done = subprocess.run([sys.executable, __file__, "--faust-floor", bootstrap, topic, str(n)],
@@ -245,7 +295,8 @@ def faust_floor(bootstrap: str, topic: str, n: int) -> float:
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("rate ")]
     if not lines:
         raise RuntimeError(f"empty Faust agent failed:\n{done.stderr[-3000:]}")
-    return float(lines[-1].split()[1])
+    fields_ = lines[-1].split()
+    return float(fields_[1]), float(fields_[3])
 
 
 def _run_faust_floor(bootstrap: str, topic: str, n: int) -> None:
@@ -266,7 +317,8 @@ def _run_faust_floor(bootstrap: str, topic: str, n: int) -> None:
                 orjson.loads(value)
                 state["n"] += 1
                 if state["n"] >= n:
-                    print(f"rate {n / (time.perf_counter() - state['t0']):.1f}", flush=True)
+                    print(f"rate {n / (time.perf_counter() - state['t0']):.1f} "
+                          f"cpu {time.process_time():.1f}", flush=True)
                     os._exit(0)
 
         app.agent(source, name="floor", concurrency=1)(read)
@@ -282,6 +334,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--quix-python", default=str(REPO / ".venv-quix" / "bin" / "python"),
+                        help="python of the venv with quixstreams (make bench-worker builds it)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated runners to leave out: " + ",".join(RUNNERS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rates", default="5000,1000",
                         help="offered loads, events/s, one fresh worker each (default 5000,1000)")
@@ -306,61 +362,84 @@ def main() -> int:
 
 def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    topic = f"{prefix}.events"
+    batched_prefix = f"{prefix}b"
+    topic, batched_topic = f"{prefix}.events", f"{batched_prefix}.events"
     events = synthetic_events(args.events, int(time.time() * 1000) - args.events)
-    asyncio.run(create_topics(bootstrap, [topic, f"{prefix}.ticks", f"{prefix}.triggers",
-                                          f"{prefix}.dead-letters"]))
+    names = [f"{p}.{t}" for p in (prefix, batched_prefix)
+             for t in ("events", "ticks", "triggers", "dead-letters")]
+    asyncio.run(create_topics(bootstrap, [*names, f"{topic}-quix-triggers"]))
     fill_s = asyncio.run(fill(bootstrap, topic, events))
-    print(f"filled {topic} with {len(events):,} events in {fill_s:.1f}s", file=sys.stderr)
-    rates = Rates()
-    cpu: list[float] = []
-    raw_cpu: list[float] = []
+    fill_b = asyncio.run(fill_batched(bootstrap, batched_topic, events))
+    print(f"filled {topic} with {len(events):,} one-event records in {fill_s:.1f}s, "
+          f"{batched_topic} with the same as batched records in {fill_b:.1f}s", file=sys.stderr)
+    skip = set(filter(None, args.skip.split(",")))
+    res = Rates()
+    n = len(events)
+    runs = {
+        "raw": lambda: asyncio.run(raw_drain(bootstrap, topic, n)),
+        "floor": lambda: faust_floor(bootstrap, topic, n),
+        "quix": lambda: quix_drain(args.quix_python, bootstrap, topic, n, tmp),
+        "worker_one": lambda: worker_drain(tmp, bootstrap, prefix, n, 900),
+        "worker_batched": lambda: worker_drain(tmp, bootstrap, batched_prefix, n, 900),
+    }
     for i in range(args.rounds):
-        raw_rate, raw_cpu_s = asyncio.run(raw_drain(bootstrap, topic, len(events)))
-        rates.raw.append(raw_rate)
-        raw_cpu.append(raw_cpu_s)
-        print(f"round {i + 1}: raw {rates.raw[-1]:,.0f}/s", file=sys.stderr)
-        rates.floor.append(faust_floor(bootstrap, topic, len(events)))
-        print(f"round {i + 1}: empty Faust agent {rates.floor[-1]:,.0f}/s", file=sys.stderr)
-        rate, cpu_s = worker_drain(tmp, bootstrap, prefix, len(events), 900)
-        rates.worker.append(rate)
-        cpu.append(cpu_s)
-        print(f"round {i + 1}: worker {rate:,.0f}/s", file=sys.stderr)
+        # Rotate the order each round: a neighbour's burst hits different runners.
+        order = [r for r in RUNNERS if r not in skip]
+        order = order[i % len(order):] + order[:i % len(order)]
+        for runner in order:
+            rate, cpu_s = runs[runner]()
+            res.rates[runner].append(rate)
+            res.cpu[runner].append(cpu_s)
+            print(f"round {i + 1}: {runner} {rate:,.0f}/s ({cpu_s:.1f} CPU-s)", file=sys.stderr)
     from worker_latency import offered_latency  # imports this module: import late
 
     latency = [offered_latency(tmp, bootstrap, int(r), args.seconds)
-               for r in args.rates.split(",")]
-    return {"events": len(events), "raw_per_s": rates.raw, "faust_floor_per_s": rates.floor,
-            "worker_per_s": rates.worker,
-            "worker_cpu_s": cpu, "raw_cpu_s": raw_cpu, "ratio": statistics.median(rates.worker)
-            / statistics.median(rates.raw), "latency": latency, "load": os.getloadavg()}
+               for r in args.rates.split(",") if r]
+    return {"events": n, "rates": res.rates, "cpu_s": res.cpu, "ratios": ratios(res.rates),
+            "latency": latency, "load": os.getloadavg()}
+
+
+def ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per round, the ratios the goals name (same round: the same neighbours' load)."""
+    pairs = {"batched/quix": ("worker_batched", "quix"), "one/floor": ("worker_one", "floor"),
+             "batched/one": ("worker_batched", "worker_one"), "quix/floor": ("quix", "floor")}
+    out = {}
+    for name, (a, b) in pairs.items():
+        if rates[a] and len(rates[a]) == len(rates[b]):
+            out[name] = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
-    def span(xs: list[float]) -> str:
-        return f"{statistics.median(xs):,.0f}/s (runs: {', '.join(f'{x:,.0f}' for x in xs)})"
+    def span(xs: list[float], fmt: str = ",.0f") -> str:
+        if not xs:
+            return "–"
+        return (f"{statistics.median(xs):{fmt}} "
+                f"({min(xs):{fmt}}–{max(xs):{fmt}})")
 
     lines = [
-        f"| drain of {r['events']:,} events (4 partitions) | events/s |",
-        "|---|---|",
-        f"| raw aiokafka consumer + orjson | {span(r['raw_per_s'])} |",
-        f"| empty Faust agent (read + orjson, no table) | {span(r['faust_floor_per_s'])} |",
-        f"| `scenetrigger worker` (1 process) | {span(r['worker_per_s'])} |",
-        f"| ratio worker / raw (medians) | {r['ratio']:.3f} |",
+        f"| drain of {r['events']:,} events (4 partitions) | events/s, median (range) "
+        "| CPU-s per run |",
+        "|---|---:|---:|",
+    ]
+    for runner in RUNNERS:
+        lines.append(f"| {LABELS[runner]} | {span(r['rates'][runner])} "
+                     f"| {span(r['cpu_s'][runner], '.1f')} |")
+    lines += ["", "| ratio, per round | median (range) |", "|---|---:|"]
+    for name, values in r["ratios"].items():
+        lines.append(f"| {name} | {span(values, '.2f')} |")
+    lines += [
         "",
-        "CPU seconds per run (worker: whole process incl. start-up and recovery): raw "
-        + ", ".join(f"{x:.1f}" for x in r["raw_cpu_s"]) + "; worker "
-        + ", ".join(f"{x:.1f}" for x in r["worker_cpu_s"]),
-        "",
-        "| offered load | events | arrival triggers | decide p50 / p99 (ms) "
-        "| end to end p50 / p99 (ms) | worker histogram p99 |",
-        "|---|---|---|---|---|---|",
+        "| offered through the collector | events | arrival triggers | decide p50 / p99 ms "
+        "| end to end p50 / p99 ms | absence timers | timer lag p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for lat in r["latency"]:
-        d, e = lat["decide_ms"], lat["e2e_ms"]
+        d, e, t = lat["decide_ms"], lat["e2e_ms"], lat["timer_lag_ms"]
         lines.append(
             f"| {lat['offered_per_s']:,.0f}/s | {lat['sent']:,} | {lat['triggers']:,} "
-            f"| {d['p50']} / {d['p99']} | {e['p50']} / {e['p99']} | {lat['worker_p99_bucket']} |")
+            f"| {d['p50']} / {d['p99']} | {e['p50']} / {e['p99']} | {lat['timers']:,} "
+            f"| {t['p50']} / {t['p99']} |")
     lines.append(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in r['load'])}")
     return "\n".join(lines)
 
