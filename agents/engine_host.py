@@ -122,6 +122,11 @@ class PartitionStore:
         # Users known to have no stored state: a new user is looked up twice
         # per event (offset guard, then the engine), each a table read.
         self._absent: set[str] = set()
+        # True while the cache holds every stored user of the partition (the
+        # recovery scan fitted and nothing was evicted since): a user not in
+        # the cache then has no state, and is not looked up in the table
+        # (a miss costs a RocksDB read through Faust's layers and a KeyError).
+        self._complete = False
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
@@ -223,6 +228,7 @@ class PartitionStore:
 
     def load(self) -> Iterator[tuple[str, UserState]]:
         """Scan the partition's stored states (after recovery), counting them."""
+        self._complete = False
         self._cache.clear()
         self._dirty.clear()
         self.meta.clear()
@@ -241,6 +247,7 @@ class PartitionStore:
             if len(self._cache) < self._limit:
                 self._cache[user_id] = _Entry(state, offset, len(data))
             yield user_id, state
+        self._complete = len(self._cache) == self.users
 
     # -- internals ------------------------------------------------------------
 
@@ -249,7 +256,7 @@ class PartitionStore:
         entry = cache.get(user_id)
         if entry is not None:
             return entry
-        if user_id in self._absent:
+        if self._complete or user_id in self._absent:
             return None
         data = self._table.get(user_id.encode())
         if data is None:
@@ -264,6 +271,7 @@ class PartitionStore:
         excess = len(cache) - self._limit
         if excess <= 0:
             return
+        self._complete = False
         for user_id in list(cache)[:excess]:
             del cache[user_id]
 

@@ -175,6 +175,37 @@ def test_cache_is_bounded_and_reads_through_the_table() -> None:
     assert dict(host.store.items()).keys() == {f"u{i}" for i in range(100)}
 
 
+class CountingTable(dict[bytes, bytes]):
+    """A dict table that counts reads."""
+
+    reads = 0
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_complete_recovery_scan_spares_the_table_reads_of_new_users() -> None:
+    table = CountingTable()
+    host = make_host(table, cache=16)
+    for i in range(10):
+        host.on_event(ev(f"u{i}", 1000 + i, "view", product_id="p"), i, 0)
+    host.store.flush()
+    restarted = make_host(table, cache=16)  # the scan fits in the cache: every user known
+    table.reads = 0
+    for i in range(10, 16):  # new users
+        restarted.on_event(ev(f"u{i}", 2000, "view", product_id="p"), 100 + i, 0)
+    assert restarted.on_event(ev("u0", 5000, "view", product_id="p"), 200, 0) == [
+        Trigger("rv", "u0", "p", 5000)]  # a stored user, from the scan
+    assert table.reads == 0
+    for i in range(16, 40):  # past the cache: evicted users must come from the table again
+        restarted.on_event(ev(f"u{i}", 2000, "view", product_id="p"), 100 + i, 0)
+        restarted.store.flush()
+    assert restarted.on_event(ev("u1", 5000, "view", product_id="p"), 300, 0) == [
+        Trigger("rv", "u1", "p", 5000)]
+    assert table.reads > 0
+
+
 def test_reconfigure_keeps_state() -> None:
     host = make_host({})
     host.on_event(ev("u1", 1000, "view", product_id="p"), 0, 0)
