@@ -18,8 +18,8 @@ import orjson
 from channels.decisions import DecisionRecord
 from config.models import AppConfig
 from scenetrigger.explain import Timeline, windows_now
-from triggers.errors import EventRejected, SceneTriggerError, StateDecodeError
-from triggers.events import Trigger, decode_event_line
+from triggers.errors import SceneTriggerError, StateDecodeError
+from triggers.events import Event, Trigger, decode_event_record
 from triggers.explain import explain_scene
 from triggers.state import UserState
 
@@ -31,11 +31,13 @@ def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, use
                                  now_ms if now_ms is not None else int(time.time() * 1000)))
 
 
-async def _keyed(bootstrap: str, topic: str, key: bytes, timeout_s: float) -> list[Any]:
+async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float) -> list[Any]:
+    """The topic's records with this key (every record when ``key`` is None)."""
     from agents.export import topic_records
 
     try:
-        return [r async for r in topic_records(bootstrap, topic, timeout_s) if r.key == key]
+        return [r async for r in topic_records(bootstrap, topic, timeout_s)
+                if key is None or r.key == key]
     except SceneTriggerError as exc:
         if "not found" in str(exc):
             return []  # e.g. no deliver has run yet: no decisions topic
@@ -53,12 +55,15 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
     key = user_id.encode()
     timeline = Timeline(user_id, clock_ms=now_ms)
     limits = config.id_limits()
-    for record in await _keyed(bootstrap, topic_name(prefix, "events"), key, timeout_s):
-        try:
-            event = decode_event_line(record.value or b"", config.engine.max_line_bytes, limits)
-        except EventRejected:
-            continue  # dead-lettered by the worker, never taken
-        timeline.events.append(event)
+    # Batched records (the collector's and produce's) have no key: read every
+    # record and keep the user's events, decoded as the worker decodes them.
+    for record in await _keyed(bootstrap, topic_name(prefix, "events"), None, timeout_s):
+        if record.key is not None and record.key != key:
+            continue
+        for item in decode_event_record(record.value or b"", config.engine.max_line_bytes,
+                                        limits):
+            if type(item) is Event and item.user_id == user_id:
+                timeline.events.append(item)  # a rejected one was never taken
     for record in await _keyed(bootstrap, topic_name(prefix, "triggers"), key, timeout_s):
         raw = orjson.loads(record.value)
         trig = Trigger(raw["scene"], raw["user_id"], raw.get("key"), raw["ts"])

@@ -13,7 +13,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.agents.worker_support import send_raw, start_worker, unique, wait_for
+from tests.agents.worker_support import (
+    RECORD_FORMS,
+    send_events,
+    start_worker,
+    unique,
+    wait_for,
+)
 from tests.deploy.test_alerts_live import _popen
 from tests.services import REPO, free_port
 
@@ -37,8 +43,9 @@ delivery:
 """
 
 
+@pytest.mark.parametrize("form", RECORD_FORMS)
 def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
-                                         tmp_path: Path) -> None:
+                                         tmp_path: Path, form: str) -> None:
     prefix = unique("t-explain")
     config = tmp_path / "config.yaml"
     config.write_text(_config(prefix))
@@ -57,8 +64,8 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     try:
         wait_for("4 partitions assigned",
                  lambda: worker.metric("scenetrigger_partitions") == 4, 150, procs)
-        send_raw(kafka_bootstrap, f"{prefix}.events",
-                 [(user.encode(), orjson.dumps(c)) for c in carts])
+        send_events(kafka_bootstrap, f"{prefix}.events",
+                    [(user.encode(), orjson.dumps(c)) for c in carts], form)
 
         def handled() -> float:
             return sum(deliver.metric("scenetrigger_deliver_records_total", kind="trigger",
