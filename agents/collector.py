@@ -6,6 +6,17 @@ ones go to the events topic, many per record on the partition of their
 topic with their reason. The answer is 202 with the counts when anything was
 accepted, 400 with the reasons when nothing was. ``/metrics`` and ``/healthz``
 are served by the same app. Kafka is behind :class:`Publisher`.
+
+Limits (issue 11, docs/guarantees.md): the body is split into events in
+bounded memory and stops at the event limit (:mod:`agents.intake`); each
+event is checked against the producer's record size before anything is
+sent; the body must arrive within ``read_timeout_s``; at most
+``max_concurrent`` requests are read at once (each may hold a body of
+``max_body_bytes``). When Kafka stores only part of a request the answer
+(503) lists exactly which items were stored and which were not; a retry with
+the same ``Idempotency-Key`` header and body sends only those not stored
+(the keys of the last ``idempotency_keys`` requests are remembered, in this
+process only).
 """
 
 from __future__ import annotations
@@ -29,17 +40,21 @@ from prometheus_client import (
 )
 
 from agents.batching import BatchLimits, RecordBatcher
-from agents.producer import ProduceTopics, event_key, event_value
+from agents.intake import (
+    RAW_LIMIT,
+    Attempt,
+    IdempotencyConflict,
+    IdempotencyLedger,
+    Rejection,
+    TooManyEvents,
+    parse_items,
+)
+from agents.producer import MAX_RECORD_BYTES, ProduceTopics, checked_event_value, event_key
 from agents.topics import dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import (
     DEFAULT_MAX_LINE_BYTES,
-    REASON_INVALID_JSON,
     REASON_TOO_LARGE,
-    Event,
-    decode_event_line,
-    event_from_mapping,
-    json_rejection,
 )
 
 Message = tuple[str, bytes | None, bytes]  # topic, key, value
@@ -50,7 +65,12 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 
 
 class PublishError(SceneTriggerError):
-    """Kafka did not store a request's messages."""
+    """Kafka did not store all of a request's messages; ``stored`` holds the
+    positions (in the list given to ``publish``) of those it did store."""
+
+    def __init__(self, detail: str, stored: frozenset[int] = frozenset()) -> None:
+        super().__init__(detail)
+        self.stored = stored
 
 
 class Publisher(Protocol):
@@ -84,18 +104,28 @@ class KafkaPublisher:
         await self._producer.stop()
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        try:
-            futures: dict[int, asyncio.Future[Any]] = {}
-            for topic, key, value in messages:
+        # One future per message (a batch's future is shared by its events):
+        # what Kafka stored is told apart from what it did not.
+        futures: list[asyncio.Future[Any]] = []
+        first: BaseException | None = None
+        for topic, key, value in messages:
+            try:
                 if key is None:
-                    future = await self._producer.send(topic, value=value)
+                    futures.append(await self._producer.send(topic, value=value))
                 else:
                     batcher = self._batchers.get(topic) or await self._batcher(topic)
-                    future = await batcher.add(key, value)
-                futures[id(future)] = future  # a batch's future once
-            await asyncio.gather(*futures.values())
-        except Exception as exc:  # aiokafka raises KafkaError and OSError subclasses
-            raise PublishError(f"{type(exc).__name__}: {exc}") from exc
+                    futures.append(await batcher.add(key, value))
+            except Exception as exc:  # aiokafka raises KafkaError and OSError subclasses
+                first = exc
+                break
+        unique = {id(f): f for f in futures}
+        results = dict(zip(unique, await asyncio.gather(*unique.values(),
+                                                        return_exceptions=True), strict=True))
+        stored = frozenset(i for i, f in enumerate(futures)
+                           if not isinstance(results[id(f)], BaseException))
+        failed = next((r for r in results.values() if isinstance(r, BaseException)), first)
+        if failed is not None or len(stored) < len(messages):
+            raise PublishError(f"{type(failed).__name__}: {failed}", stored)
 
     async def _batcher(self, topic: str) -> RecordBatcher:
         async with self._creating:  # one batcher per topic, even for concurrent first requests
@@ -119,8 +149,13 @@ class CollectorSettings:
     max_events: int = 10_000
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_errors_listed: int = 100
-    # When set, POST /events needs "Authorization: Bearer <token>".
+    # When set, POST /events needs "Authorization: Bearer <token>"; the
+    # command refuses to start without one unless --no-auth is given.
     token: str | None = None
+    max_record_bytes: int = MAX_RECORD_BYTES
+    read_timeout_s: float = 30.0
+    max_concurrent: int = 32
+    idempotency_keys: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,54 +181,6 @@ class CollectorMetrics:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    index: int
-    reason: str
-    detail: str
-    raw: bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "reason": self.reason, "detail": self.detail}
-
-
-def parse_body(
-    body: bytes, ndjson: bool, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> list[Event | Rejection]:
-    """Split a body into events and rejections, in order. A body whose first
-    non-blank byte is ``[`` is a JSON array unless the content type says NDJSON;
-    anything else is NDJSON (one event object per line; blank lines skipped)."""
-    if not ndjson and body.lstrip()[:1] == b"[":
-        return _parse_array(body)
-    out: list[Event | Rejection] = []
-    for index, raw in enumerate(body.split(b"\n")):
-        line = raw.rstrip(b"\r")
-        if not line.strip():
-            continue
-        try:
-            out.append(decode_event_line(line, max_line_bytes))
-        except EventRejected as exc:
-            out.append(Rejection(index, exc.reason, exc.detail, line))
-    return out
-
-
-def _parse_array(body: bytes) -> list[Event | Rejection]:
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        rejected = json_rejection(body, exc)
-        return [Rejection(0, rejected.reason, rejected.detail, body)]
-    if not isinstance(items, list):  # "[" that parsed as something else cannot happen
-        return [Rejection(0, REASON_INVALID_JSON, "expected a JSON array", body)]
-    out: list[Event | Rejection] = []
-    for index, item in enumerate(items):
-        try:
-            out.append(event_from_mapping(item))
-        except EventRejected as exc:
-            out.append(Rejection(index, exc.reason, exc.detail, orjson.dumps(item)))
-    return out
-
-
 def create_collector_app(
     publisher: Publisher,
     settings: CollectorSettings | None = None,
@@ -205,6 +192,8 @@ def create_collector_app(
     # One byte over the limit so our own 413 (with a JSON body) answers first.
     app = web.Application(client_max_size=conf.max_body_bytes + 1)
     state = {"ready": False}
+    busy = [0]  # requests being read and handled now
+    ledger = IdempotencyLedger(conf.idempotency_keys)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await publisher.start()
@@ -229,43 +218,99 @@ def create_collector_app(
 
     async def _handle(request: web.Request) -> web.Response:
         if conf.token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {conf.token}".encode()):
+            # surrogateescape: a non-UTF-8 byte in the header is a wrong token, not a 500
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, f"Bearer {conf.token}".encode()):
                 return answer(401, {"error": "unauthorized"})
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _good_key(key):
+            return answer(400, {"error": "bad_idempotency_key", "detail": "at most "
+                                f"{IdempotencyLedger.MAX_KEY_CHARS} printable ASCII characters"})
         if request.content_length is not None and request.content_length > conf.max_body_bytes:
             return _too_large(request.content_length)
+        if busy[0] >= conf.max_concurrent:  # each may hold max_body_bytes: bound the sum
+            meter.requests.labels("503").inc()
+            return web.Response(status=503, headers={"Retry-After": "1"},
+                                body=orjson.dumps({"error": "busy"}),
+                                content_type="application/json")
+        busy[0] += 1
         try:
-            body = await request.read()
+            return await _take(request, key)
+        finally:
+            busy[0] -= 1
+
+    async def _take(request: web.Request, key: str | None) -> web.Response:
+        try:
+            body = await asyncio.wait_for(request.read(), conf.read_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return _too_large(None)
+        except TimeoutError:
+            return answer(408, {"error": "timeout", "detail": "the body did not arrive within "
+                                f"{conf.read_timeout_s:g} s"})
         if len(body) > conf.max_body_bytes:
             return _too_large(len(body))
         if not body.strip():
             return answer(400, {"accepted": 0, "rejected": 0, "errors": [
                 {"index": 0, "reason": REASON_EMPTY, "detail": "the body has no events"}]})
         ndjson = request.content_type in NDJSON_TYPES
-        items = parse_body(body, ndjson, conf.max_line_bytes)
-        if len(items) > conf.max_events:
-            return answer(413, {"error": REASON_TOO_LARGE,
-                                "detail": f"{len(items)} events, the limit is {conf.max_events}"})
-        messages: list[Message] = []
-        rejections: list[Rejection] = []
-        for item in items:
-            if isinstance(item, Rejection):
-                rejections.append(item)
-                messages.append((conf.topics.dead_letters, None, dead_letter_value(
-                    item.reason, item.detail, "collector", item.raw, where=item.index)))
-            else:
-                messages.append((conf.topics.events, event_key(item), event_value(item)))
         try:
-            await publisher.publish(messages)
+            items = parse_items(body, ndjson, conf.max_line_bytes, conf.max_events)
+        except TooManyEvents:
+            return answer(413, {"error": REASON_TOO_LARGE, "detail": f"more than "
+                                f"{conf.max_events} events, the limit is {conf.max_events}"})
+        digest = IdempotencyLedger.digest(body)
+        try:
+            prior = ledger.get(key, digest) if key is not None else None
+        except IdempotencyConflict:
+            return answer(422, {"error": "idempotency_key_reused",
+                                "detail": "this Idempotency-Key came with another body"})
+        if prior is not None and prior.answer is not None:
+            return answer(prior.answer[0], {**prior.answer[1], "replayed": True})
+        messages: list[Message] = []
+        indices: list[int] = []  # each message's item index, as the client counts it
+        reasons: list[str | None] = []  # None: an event; else why it was rejected
+        rejections: list[Rejection] = []
+        for index, item in items:
+            if not isinstance(item, Rejection):
+                try:
+                    messages.append((conf.topics.events, event_key(item),
+                                     checked_event_value(item, conf.max_record_bytes)))
+                    indices.append(index)
+                    reasons.append(None)
+                    continue
+                except EventRejected as exc:  # refused alone, before anything is sent
+                    item = Rejection(index, exc.reason, exc.detail,
+                                     orjson.dumps(item.fields)[:RAW_LIMIT])
+            rejections.append(item)
+            messages.append((conf.topics.dead_letters, None, dead_letter_value(
+                item.reason, item.detail, "collector", item.raw, where=item.index)))
+            indices.append(index)
+            reasons.append(item.reason)
+        done = prior.stored if prior is not None else frozenset()
+        todo = [pos for pos in range(len(messages)) if pos not in done]
+        try:
+            await publisher.publish([messages[pos] for pos in todo])
+            now = frozenset(todo)
+            failure = None
         except PublishError as exc:
-            return answer(503, {"error": "kafka_unavailable", "detail": str(exc)})
-        accepted = len(items) - len(rejections)
-        if accepted:
-            meter.events.labels("accepted", "").inc(accepted)
-        for rej in rejections:
-            meter.events.labels("rejected", rej.reason).inc()
+            now = frozenset(todo[i] for i in exc.stored if i < len(todo))
+            failure = str(exc)
+        stored = done | now
+        for pos in now:
+            reason = reasons[pos]
+            meter.events.labels("accepted" if reason is None else "rejected", reason or "").inc()
+        if failure is not None:
+            if key is not None:
+                ledger.put(key, Attempt(digest, stored, None))
+            return answer(503, {
+                "error": "kafka_unavailable", "detail": failure,
+                "stored": len(stored),
+                "not_stored": [indices[p] for p in range(len(messages)) if p not in stored],
+                "retry": "send the same body with the same Idempotency-Key: only what was "
+                         "not stored is sent again" if key is not None else
+                         "send again only the items listed in not_stored (or use an "
+                         "Idempotency-Key header)"})
+        accepted = len(messages) - len(rejections)
         payload: dict[str, Any] = {
             "accepted": accepted,
             "rejected": len(rejections),
@@ -273,7 +318,10 @@ def create_collector_app(
         }
         if len(rejections) > conf.max_errors_listed:
             payload["errors_truncated"] = True
-        return answer(202 if accepted else 400, payload)
+        status = 202 if accepted else 400
+        if key is not None:
+            ledger.put(key, Attempt(digest, stored, (status, payload)))
+        return answer(status, payload)
 
     def _too_large(size: int | None) -> web.Response:
         got = "" if size is None else f"{size} bytes, "
@@ -294,3 +342,8 @@ def create_collector_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     return app
+
+
+def _good_key(key: str) -> bool:
+    return 0 < len(key) <= IdempotencyLedger.MAX_KEY_CHARS and key.isascii() and key.isprintable()
+

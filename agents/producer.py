@@ -20,7 +20,7 @@ import orjson
 from agents.batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import Event
+from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
 
 Record = tuple[int, Event | EventRejected]
 
@@ -51,6 +51,27 @@ def event_key(event: Event) -> bytes:
 
 def event_value(event: Event) -> bytes:
     return orjson.dumps(event.fields)
+
+
+# aiokafka's default max_request_size is 1 MiB: leave room for the record's
+# key, headers and batch framing.
+MAX_RECORD_BYTES = 1_000_000
+
+
+def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """The event as a Kafka value, or :class:`EventRejected` when it cannot
+    be one: nested deeper than orjson writes, or over the producer's size
+    limit (so it is refused on its own before anything is sent, instead of
+    failing mid-way through a request or a file)."""
+    try:
+        value = orjson.dumps(event.fields)
+    except orjson.JSONEncodeError as exc:
+        raise EventRejected(REASON_TOO_DEEP, f"cannot be written as JSON: {exc}") from None
+    size = len(value) + len(event.user_id.encode())
+    if size > max_record_bytes:
+        raise EventRejected(REASON_TOO_LARGE, f"the event is {size} bytes as a Kafka record, "
+                            f"the producer's limit is {max_record_bytes}")
+    return value
 
 
 class KafkaSink:
@@ -211,16 +232,22 @@ async def produce_records(
     sent = rejected = 0
     reasons: Counter[str] = Counter()
     for count, (number, item) in enumerate(records, 1):
+        value = None
+        if not isinstance(item, EventRejected):
+            try:
+                value = checked_event_value(item)
+            except EventRejected as exc:
+                item = exc
         if isinstance(item, EventRejected):
             raw = raw_of().rstrip(b"\r\n") if raw_of is not None else None
-            value = dead_letter_value(item.reason, item.detail, source, raw, where=number)
-            await sink.send(names.dead_letters, None, value)
+            dead = dead_letter_value(item.reason, item.detail, source, raw, where=number)
+            await sink.send(names.dead_letters, None, dead)
             rejected += 1
             reasons[item.reason] += 1
-        else:
+        elif value is not None:
             if limiter is not None:
                 await limiter.wait()
-            await batcher.add(event_key(item), event_value(item))
+            await batcher.add(event_key(item), value)
             sent += 1
         if on_progress is not None and count % progress_every == 0:
             on_progress(count)

@@ -25,6 +25,10 @@ REASON_NOT_OBJECT = "not_object"
 REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
 REASON_TOO_LONG = "too_long"
+REASON_TOO_DEEP = "too_deep"
+# orjson reads JSON nested 1024 levels deep but writes only 254: an event
+# (the object itself is a level) nested deeper could not be produced again.
+MAX_DEPTH = 254
 REASONS = (
     REASON_TOO_LARGE,
     REASON_INVALID_UTF8,
@@ -33,6 +37,7 @@ REASONS = (
     REASON_MISSING_FIELD,
     REASON_WRONG_TYPE,
     REASON_TOO_LONG,
+    REASON_TOO_DEEP,
 )
 
 
@@ -159,6 +164,10 @@ def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise json_rejection(line, exc) from None
+    # Cheap first: a line with few brackets cannot nest deep (counting is C speed).
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and too_deep(obj):
+        raise EventRejected(REASON_TOO_DEEP,
+                            f"nested more than {MAX_DEPTH} levels deep (the most orjson writes)")
     return event_from_mapping(obj, ids)
 
 
@@ -197,6 +206,20 @@ def decode_event_record(value: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYT
         except EventRejected as exc:
             out.append(exc)
     return out
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if ``value`` nests lists and objects more than ``limit`` levels
+    (``value`` itself is level 1); no recursion, so any depth is safe."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if type(item) is dict else item if type(item) is list else ()
+        stack.extend((child, depth + 1) for child in children
+                     if type(child) is dict or type(child) is list)
+    return False
 
 
 def json_rejection(line: bytes, exc: orjson.JSONDecodeError) -> EventRejected:

@@ -32,12 +32,26 @@ def register(sub: Any) -> None:
                         help="largest accepted request body (default 8 MiB)")
     parser.add_argument("--max-events", type=int, default=10_000,
                         help="most events in one request (default 10000)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help=f"accept posts without a token (without it the collector refuses "
+                             f"to start unless ${TOKEN_ENV} is set)")
+    parser.add_argument("--read-timeout", type=float, default=30.0,
+                        help="seconds a request body may take to arrive (default 30)")
+    parser.add_argument("--max-concurrent", type=int, default=32,
+                        help="requests read at once; more are answered 503 busy (default 32)")
     parser.set_defaults(run=run)
 
 
 def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
-    if args.max_body_bytes < 1 or args.max_events < 1:
-        raise SceneTriggerError("--max-body-bytes and --max-events must be >= 1")
+    if args.max_body_bytes < 1 or args.max_events < 1 or args.max_concurrent < 1:
+        raise SceneTriggerError("--max-body-bytes, --max-events and --max-concurrent "
+                                "must be >= 1")
+    if not args.read_timeout > 0:
+        raise SceneTriggerError("--read-timeout must be > 0")
+    token = os.environ.get(TOKEN_ENV) or None
+    if token is None and not args.no_auth:
+        raise SceneTriggerError(f"no token: set ${TOKEN_ENV} (clients send 'Authorization: "
+                                "Bearer <token>'), or pass --no-auth to accept anonymous posts")
     topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
     if topics.events == topics.dead_letters:
         raise SceneTriggerError("the events and dead-letter topics must differ")
@@ -45,7 +59,9 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
         topics=topics,
         max_body_bytes=args.max_body_bytes,
         max_events=args.max_events,
-        token=os.environ.get(TOKEN_ENV) or None,
+        token=token,
+        read_timeout_s=args.read_timeout,
+        max_concurrent=args.max_concurrent,
     )
 
 
@@ -62,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         # The producer must be built on the loop that serves the app.
         return create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings)
 
+    auth = "token required" if settings.token else "NO AUTH (--no-auth): anyone may post"
     print(f"collector on http://{args.host}:{args.port}/events -> {settings.topics.events} "
-          f"at {bootstrap}", flush=True)
-    web.run_app(make_app(), host=args.host, port=args.port, print=None)
+          f"at {bootstrap}, {auth}", flush=True)
+    # keepalive_timeout: an idle connection is closed; the body has read_timeout.
+    web.run_app(make_app(), host=args.host, port=args.port, print=None,
+                keepalive_timeout=15)
     return 0

@@ -13,10 +13,9 @@ from agents.collector import (
     CollectorSettings,
     Message,
     PublishError,
-    Rejection,
     create_collector_app,
-    parse_body,
 )
+from agents.intake import Rejection, parse_body
 from agents.producer import ProduceTopics
 from triggers.events import Event
 

@@ -161,7 +161,8 @@ def test_prometheus_sees_every_series_and_fires_the_dead_letter_alert(
     collector_port = free_port()
     collector = _popen(tmp_path, "collector", [
         "collector", "--broker", kafka_bootstrap, "--port", str(collector_port),
-        "--topic", f"{prefix}.events", "--dead-letter-topic", f"{prefix}.collector-rejects"],
+        "--topic", f"{prefix}.events", "--dead-letter-topic", f"{prefix}.collector-rejects",
+        "--no-auth"],
         collector_port)
     deliver_port = free_port()
     deliver = _popen(tmp_path, "deliver", [
