@@ -1,6 +1,8 @@
 """DeliveryPipeline: trigger + user state -> content -> policy -> channel.
 Journey sends (a strategy's content ref) and lead handoffs take the same
-road (:meth:`DeliveryPipeline.deliver_send`, :meth:`DeliveryPipeline.hand_off`).
+road as typed orders (:mod:`channels.orders`; :meth:`DeliveryPipeline.deliver_send`,
+:meth:`DeliveryPipeline.hand_off`). Build one with
+:func:`channels.assembly.open_delivery` (it also owns what must be closed).
 
 Modes: ``dry-run`` renders and applies the policy (in memory unless given a
 store) and hands every message to a log channel; ``live`` sends through the
@@ -14,12 +16,10 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-
-import orjson
 
 from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
@@ -49,13 +49,14 @@ from channels.policy import (
     PolicyStore,
 )
 from config.models import AppConfig
-from config.strategy_models import ControlModel
+from config.strategy_models import ControlModel, StrategyModel
 from triggers.events import Trigger
 from triggers.state import UserState
 
 Mode = Literal["dry-run", "live"]
 CONTROL = "control"  # suppression reason of a scene's control (holdout) user
 StateLookup = Callable[[str], UserState | None]
+JOURNEY_LABEL = "journey:"  # the decision log's scene label of a journey order
 
 
 class Sender(Protocol):
@@ -79,7 +80,16 @@ class Outcome:
     tags: tuple[str, ...] = ()
     message: Message | None = None
     due_ms: int | None = None
+    order: SendAction | HandoffAction | None = None  # None: a scene trigger's
     figures: str = ""  # the deciding rule's numbers (channels.policy.Decision.figures)
+
+    def label(self) -> str:
+        """The scene, or what the order is for: ``journey:<strategy>``, ``journey:handoff``."""
+        if isinstance(self.order, SendAction):
+            return JOURNEY_LABEL + self.order.strategy
+        if isinstance(self.order, HandoffAction):
+            return JOURNEY_LABEL + "handoff"
+        return self.scene
 
     def record(self, now_ms: int) -> DecisionRecord:
         """This outcome as the decision log's record."""
@@ -87,7 +97,7 @@ class Outcome:
         figures = self.figures
         if self.status == "failed" and self.reason:
             figures = self.reason  # the channel's error
-        return DecisionRecord(now_ms, self.user_id, self.trigger_id, self.scene, self.status,
+        return DecisionRecord(now_ms, self.user_id, self.trigger_id, self.label(), self.status,
                               rule, figures, self.channel, self.variant,
                               self.message.message_id if self.message is not None else None,
                               self.due_ms)
@@ -116,28 +126,10 @@ def message_id_for(trigger_id: str, channel: str, step: int = 0) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
-# Scene of a journey send's delivery request (``journey:<strategy>``; its key
-# holds step, content ref and trigger id) and of a lead handoff (no key): a
-# deferred journey send is released as one. Scene names starting with
-# "journey:" are therefore reserved.
-JOURNEY = "journey:"
-HANDOFF = JOURNEY + "handoff"
-
-
 def journey_request(send: SendAction, tz: str | None) -> DeliveryRequest:
     """The policy's view of a journey send: dedupe by its message id."""
-    key = orjson.dumps([send.step, send.content_ref, send.trigger_id]).decode()
-    return DeliveryRequest(send.message_id, send.user_id, JOURNEY + send.strategy, key,
-                           send.ts, (send.channel,), tz)
-
-
-def journey_send(req: DeliveryRequest) -> SendAction | None:
-    """The journey send a request stands for (None: a scene trigger's)."""
-    if not req.scene.startswith(JOURNEY) or req.key is None or not req.channels:
-        return None
-    step, ref, trigger_id = orjson.loads(req.key)
-    return SendAction(req.user_id, req.channels[0], ref, req.scene[len(JOURNEY):], step,
-                      req.trigger_id, req.trigger_ts, trigger_id=trigger_id)
+    return DeliveryRequest(send.message_id, send.user_id, "", None, send.ts, (send.channel,),
+                           tz, send)
 
 
 class DeliveryPipeline:
@@ -187,8 +179,8 @@ class DeliveryPipeline:
         """A lead handoff to its channel (a CRM webhook), once per message id.
         Not a message to the user: no quiet hours, caps or back-off."""
         choice = self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms)
-        req = DeliveryRequest(handoff.message_id, handoff.user_id, HANDOFF, None, handoff.ts,
-                              (handoff.channel,))
+        req = DeliveryRequest(handoff.message_id, handoff.user_id, "", None, handoff.ts,
+                              (handoff.channel,), order=handoff)
         if not await self.policy.claim(handoff.message_id, now_ms):
             return self._act_suppressed(req, choice, DUPLICATE, now_ms,
                                         f"handoff {handoff.message_id} already sent")
@@ -204,13 +196,13 @@ class DeliveryPipeline:
         outcomes = []
         for req in await self.policy.release_due(now_ms):
             state = states(req.user_id)
-            send = journey_send(req)
-            if send is None:
+            send = req.order
+            if isinstance(send, SendAction):
+                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+            else:
                 trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
                 choice = await self.selector.select(trigger, state, now_ms)
                 req = self._request(trigger, choice, state)
-            else:
-                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
             decision = await self.policy.decide(req, now_ms, released=True)
             outcomes.append(await self._act(req, choice, decision, now_ms))
         return outcomes
@@ -240,7 +232,7 @@ class DeliveryPipeline:
         seg = choice.segmentation
         return self._done(Outcome(req.trigger_id, req.user_id, req.scene, "suppressed", reason,
                                   None, choice.variant, seg.style, seg.segment, seg.tags,
-                                  figures=figures), now_ms)
+                                  figures=figures, order=req.order), now_ms)
 
     def _request(self, trigger: Trigger, choice: ContentChoice,
                  state: UserState | None) -> DeliveryRequest:
@@ -254,22 +246,22 @@ class DeliveryPipeline:
         seg = choice.segmentation
         base = (req.trigger_id, req.user_id, req.scene)
         channel = decision.channel
+        order = req.order
         if decision.action == "defer":
             self.counts["deferred"] += 1
             return self._done(Outcome(*base, "deferred", decision.reason, None, choice.variant,
                                       seg.style, seg.segment, seg.tags, due_ms=decision.due_ms,
-                                      figures=decision.figures), now_ms)
+                                      figures=decision.figures, order=order), now_ms)
         if decision.action != "send" or channel is None:
             self.counts["suppressed"] += 1
             return self._done(Outcome(*base, "suppressed", decision.reason, None,
                                       choice.variant, seg.style, seg.segment, seg.tags,
-                                      figures=decision.figures), now_ms)
-        send = journey_send(req)
+                                      figures=decision.figures, order=order), now_ms)
         contact = decision.contact
-        if send is not None:
-            message = self.render_send(send, choice, now_ms, contact)
-            meta = MessageMeta(req.user_id, "", channel, send.strategy, send.step)
-        elif req.scene == HANDOFF:
+        if isinstance(order, SendAction):
+            message = self.render_send(order, choice, now_ms, contact)
+            meta = MessageMeta(req.user_id, "", channel, order.strategy, order.step)
+        elif isinstance(order, HandoffAction):
             message = self._message(req.trigger_id, req.trigger_id, req.user_id, "", channel,
                                     choice, now_ms, extra or {}, None)
             meta = MessageMeta(req.user_id, "", channel)
@@ -282,13 +274,13 @@ class DeliveryPipeline:
         await self.index.remember(message.message_id, meta)
         kind: Literal["delivered", "failed"] = "delivered" if result.ok else "failed"
         self.counts[kind] += 1
-        if result.ok and req.scene != HANDOFF:  # a handoff goes to sales, not the user
+        if result.ok and not isinstance(order, HandoffAction):  # a handoff goes to sales
             await self.policy.record_sent(req.user_id, now_ms)
         if self.feedback is not None:
             await self.feedback.emit(meta.event(kind, message.message_id, now_ms, result.error))
         return self._done(Outcome(*base, kind, None if result.ok else result.error, channel,
                                   choice.variant, seg.style, seg.segment, seg.tags, message,
-                                  figures=decision.figures), now_ms)
+                                  figures=decision.figures, order=order), now_ms)
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
                now_ms: int, contact: Contact | None = None) -> Message:
@@ -369,11 +361,12 @@ def contact_data(contact: Contact) -> dict[str, Any]:
     return out
 
 
-class RecordingSender:
-    """A sender for dry runs without a channel registry: keeps messages."""
+class DryRunSender:
+    """The sender of every dry run (replay, the demo, tests): nothing leaves
+    the process; the last ``keep`` messages are kept (all of them by default)."""
 
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
+    def __init__(self, keep: int | None = None) -> None:
+        self.messages: deque[Message] = deque(maxlen=keep)
 
     async def send(self, message: Message, channel: str | None = None, *,
                    dead_letter: bool = True) -> DeliveryResult:
@@ -381,13 +374,20 @@ class RecordingSender:
         return DeliveryResult(True, channel or message.channel, message.message_id)
 
 
-def content_channels(config: AppConfig) -> list[str]:
-    """Every channel named by a content variant or fallback, in first-seen order."""
+def content_channels(config: AppConfig, journeys: Iterable[StrategyModel] = ()) -> list[str]:
+    """Every channel named by a content variant or fallback (scenes, then
+    journey content refs), then by a send step of ``journeys`` (default: the
+    config's strategies), in first-seen order: the channels of a dry run."""
     names: dict[str, None] = {"inbox": None}
-    for scene in config.content.scenes.values():
+    content = config.content
+    for scene in [*content.scenes.values(), *content.journeys.values()]:
         for variant in scene.variants:
             names.update(dict.fromkeys(variant.channels))
         names.update(dict.fromkeys(scene.fallback.channels))
+    for strategy in [*config.strategies.all_journeys().values(), *journeys]:
+        for step in strategy.steps:
+            if step.send is not None:
+                names.update(dict.fromkeys(step.send.channel_list()))
     return list(names)
 
 
@@ -395,7 +395,7 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                    channels: Iterable[str] | None = None, catalog: Catalog | None = None,
                    store: PolicyStore | None = None, index: MessageIndex | None = None,
                    feedback: FeedbackSink | None = None, metrics_registry: Any = None,
-                   env: dict[str, str] | None = None,
+                   env: Mapping[str, str] | None = None,
                    audience: Audience | None = None) -> DeliveryPipeline:
     """A pipeline from config. Without ``channels`` every channel the content
     names counts as available (right for dry runs)."""

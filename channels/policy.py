@@ -46,6 +46,7 @@ import orjson
 
 from channels.consent import REACH_REASONS, Audience, Reach
 from channels.directory import Contact
+from channels.orders import HandoffAction, SendAction
 from channels.per_registry import PerRegistry
 from config.delivery_models import DeliveryModel
 from triggers.durations import format_duration_ms
@@ -68,6 +69,10 @@ _ENGAGEMENT_TTL_MS = 90 * _DAY_MS
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRequest:
+    """What the policy decides on. A scene trigger's (``order`` None: its
+    scene and key), or a typed order (:mod:`channels.orders`): a journey send,
+    deduped by its message id (``trigger_id``), or a lead handoff."""
+
     trigger_id: str
     user_id: str
     scene: str
@@ -75,15 +80,35 @@ class DeliveryRequest:
     trigger_ts: int
     channels: tuple[str, ...]
     tz: str | None = None
+    order: SendAction | HandoffAction | None = None
 
     def encode(self) -> str:
-        return orjson.dumps([self.trigger_id, self.user_id, self.scene, self.key,
-                             self.trigger_ts, list(self.channels), self.tz]).decode()
+        """A deferred request as stored (only scene triggers and journey sends defer)."""
+        row: list[Any] = [self.trigger_id, self.user_id, self.scene, self.key, self.trigger_ts,
+                          list(self.channels), self.tz]
+        if isinstance(self.order, SendAction):
+            send = self.order
+            row.append([send.strategy, send.step, send.content_ref, send.trigger_id,
+                        send.version])
+        return orjson.dumps(row).decode()
 
     @classmethod
     def decode(cls, data: str | bytes) -> DeliveryRequest:
-        tid, user, scene, key, ts, channels, tz = orjson.loads(data)
-        return cls(tid, user, scene, key, ts, tuple(channels), tz)
+        tid, user, scene, key, ts, channels, tz, *rest = orjson.loads(data)
+        if not rest and scene.startswith(_OLD_JOURNEY) and key is not None and channels:
+            # Stored by a version that packed a journey send into scene and key.
+            step, ref, origin = orjson.loads(key)
+            rest = [[scene[len(_OLD_JOURNEY):], step, ref, origin, 1]]
+            scene, key = "", None
+        order = None
+        if rest:
+            strategy, step, ref, origin, version = rest[0]
+            order = SendAction(user, channels[0], ref, strategy, step, tid, ts, version,
+                               trigger_id=origin)
+        return cls(tid, user, scene, key, ts, tuple(channels), tz, order)
+
+
+_OLD_JOURNEY = "journey:"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """What the demo says would be sent for a trigger (dry run, nothing is sent).
 
 :class:`PipelineContent` (the default) runs the real content and delivery
-pipeline (``channels.pipeline``) in dry-run mode over the demo catalog, so
+pipeline (:func:`channels.assembly.open_delivery`) in dry-run mode over the demo catalog, so
 the console shows the variant chosen for the user's browsing style and value
 segment (千人千面), and what caps and quiet hours decide.
 :class:`BuiltinContent` is a small stand-in without the pipeline: one line
@@ -10,12 +10,13 @@ per scene, worded for the user's persona.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from channels.base import DeliveryResult, Message
+from channels.assembly import Delivery, open_delivery
 from channels.catalog import MemoryCatalog
 from channels.catalog import Product as CatalogProduct
-from channels.pipeline import DeliveryPipeline, Outcome, build_pipeline
+from channels.pipeline import Outcome
 from config.models import AppConfig
 from config.strategy_models import (
     StrategiesModel,
@@ -87,14 +88,6 @@ class BuiltinContent:
         return None
 
 
-class _DryRunSender:
-    """The pipeline's sender in the demo: nothing leaves the process."""
-
-    async def send(self, message: Message, channel: str | None = None, *,
-                   dead_letter: bool = True) -> DeliveryResult:
-        return DeliveryResult(True, channel or message.channel, message.message_id)
-
-
 def demo_catalog() -> list[CatalogProduct]:
     """The persona catalog as the content pipeline's products."""
     return [
@@ -113,16 +106,20 @@ class PipelineContent:
 
     name = "pipeline"
 
-    def __init__(self, pipeline: DeliveryPipeline) -> None:
-        self.pipeline = pipeline
-        self.label = "-dry-run" if pipeline.mode == "dry-run" else ""
+    def __init__(self, delivery: Delivery, owns: bool = True) -> None:
+        self.delivery = delivery
+        self._owns = owns  # close the delivery in close() (the live demo closes its own)
+        self.pipeline = delivery.pipeline
+        self.label = "-dry-run" if self.pipeline.mode == "dry-run" else ""
         self._held: dict[str, Trigger] = {}  # deferred trigger id -> trigger
+        # Released journey sends go to their strategy's subscriber, not the trigger list.
+        self.on_order_release: Callable[[Outcome], None] | None = None
 
     @classmethod
-    def from_config(cls, config: AppConfig, registry: Any = None) -> PipelineContent:
-        return cls(build_pipeline(config, "dry-run", _DryRunSender(),
-                                  catalog=MemoryCatalog(demo_catalog()),
-                                  metrics_registry=registry, env={}))
+    def from_config(cls, config: AppConfig, registry: Any = None,
+                    journeys: Iterable[StrategyModel] = ()) -> PipelineContent:
+        return cls(open_delivery(without_tracking(config), "dry-run", metrics=registry,
+                                 catalog=MemoryCatalog(demo_catalog()), journeys=journeys))
 
     async def preview(self, trigger: Trigger, context: TriggerContext) -> tuple[
             ContentPreview, ...]:
@@ -135,6 +132,10 @@ class PipelineContent:
             tuple[Trigger, ContentPreview]]:
         released = []
         for outcome in await self.pipeline.release_due(now_ms, states):
+            if outcome.order is not None:
+                if self.on_order_release is not None:
+                    self.on_order_release(outcome)
+                continue
             trigger = self._held.pop(outcome.trigger_id, None) or Trigger(
                 outcome.scene, outcome.user_id, None, now_ms)
             state = states(outcome.user_id)
@@ -158,17 +159,27 @@ class PipelineContent:
                               outcome.segment, outcome.due_ms)
 
     async def close(self) -> None:
-        return None
+        if self._owns:
+            await self.delivery.aclose()
+
+
+def without_tracking(config: AppConfig) -> AppConfig:
+    """The config with click and open tracking off: no ``serve`` runs in the demo."""
+    delivery = config.delivery
+    tracking = delivery.tracking.model_copy(update={"base_url": None})
+    return config.model_copy(update={"delivery": delivery.model_copy(
+        update={"tracking": tracking})})
 
 
 CONTENT_SOURCES = ("pipeline", "builtin")
 
 
-def pick_content(config: AppConfig, source: str = "pipeline",
-                 registry: Any = None) -> ContentSource:
-    """The delivery pipeline in dry run (default), or the built-in one-liners."""
+def pick_content(config: AppConfig, source: str = "pipeline", registry: Any = None,
+                 journeys: Iterable[StrategyModel] = ()) -> ContentSource:
+    """The delivery pipeline in dry run (default), or the built-in one-liners.
+    ``journeys``: the strategies whose send channels the dry run offers too."""
     if source == "pipeline":
-        return PipelineContent.from_config(config, registry)
+        return PipelineContent.from_config(config, registry, journeys)
     if source == "builtin":
         return BuiltinContent()
     raise ValueError(f"unknown content source {source!r}")

@@ -31,17 +31,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from channels.assembly import open_delivery
 from channels.catalog import MemoryCatalog
-from channels.deadletter import DeadLetterStore
-from channels.feedback import RedisMessageIndex
 from channels.inbox import InboxChannel, InboxStore
-from channels.pipeline import build_pipeline
-from channels.policy import RedisPolicyStore
-from channels.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV, ChannelSender, build_registry
+from channels.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from config.channel_models import ChannelModel, WebhookModel
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
-from scenetrigger.demo_content import PipelineContent, demo_catalog
+from scenetrigger.demo_content import PipelineContent, demo_catalog, without_tracking
 from scenetrigger.embedded import EmbeddedRuntime, TriggerRecord
 from scenetrigger.webhook_sink import ServedSink, WebhookSink, serve_sink
 from triggers.errors import SceneTriggerError
@@ -105,17 +102,14 @@ class LiveDelivery:
         self.served = served
         self.generated_secrets = generated_secrets
         self.run_prefix = run_prefix
-        self.channels = build_registry(models, env=env, redis=client)
-        sender = ChannelSender(self.channels, dead_letter=DeadLetterStore(client),
-                               metrics_registry=prom)
-        delivery = config.delivery.model_copy(update={"redis_prefix": run_prefix})
-        pipeline = build_pipeline(
-            config.model_copy(update={"delivery": delivery}), "live", sender,
-            channels=self.channels.names(), catalog=MemoryCatalog(demo_catalog()),
-            store=RedisPolicyStore(client),
-            index=RedisMessageIndex(client, config.delivery.redis_prefix),
-            metrics_registry=prom, env={})  # no click tracking: no `serve` runs here
-        self.content = PipelineContent(pipeline)
+        delivery = open_delivery(without_tracking(config), "live", metrics=prom,
+                                 catalog=MemoryCatalog(demo_catalog()), env=env,
+                                 redis_url=redis_url, redis=client, channels=models,
+                                 policy_prefix=run_prefix, who="--deliver live")
+        assert delivery.registry is not None  # live
+        self.channels = delivery.registry
+        self.delivery = delivery
+        self.content = PipelineContent(delivery, owns=False)  # closed here, after the read-back
         self.inboxes: dict[str, InboxStore] = {
             name: channel.store for name, channel in self.channels.channels.items()
             if isinstance(channel, InboxChannel)}
@@ -216,7 +210,7 @@ class LiveDelivery:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.channels.close()
+        await self.delivery.aclose()
         if self.served is not None:
             await self.served.runner.cleanup()
         await self.client.aclose()

@@ -129,7 +129,8 @@ class ContentSource(Protocol):
 
 
 Subscriber = Callable[[TriggerRecord], Awaitable[None] | None]
-Ticker = Callable[[int], None]  # called with the simulated now at the end of every tick
+# Called with the simulated now at the end of every tick (awaited if it returns an awaitable).
+Ticker = Callable[[int], Awaitable[None] | None]
 StateLookup = Callable[[str], UserState | None]
 
 
@@ -303,7 +304,9 @@ class EmbeddedRuntime:
                 fired.append(await self._publish(record))
         for ticker in self._tickers:
             try:
-                ticker(now_ms)
+                result = ticker(now_ms)
+                if result is not None:
+                    await result
             except Exception:  # a strategy bug must not stop the demo
                 log.exception("ticker failed")
         self.stats.sim_ms = max(self.stats.sim_ms, now_ms)

@@ -4,7 +4,13 @@ clock and reports their actions. Wire it with
 ``runtime.subscribe(JourneySubscriber(config, printer))`` and
 ``runtime.add_ticker(subscriber.tick)`` so deadlines fire with no new trigger.
 
-The demo sends nothing, so nobody opens anything: :class:`SimulatedOpens`
+With a ``delivery`` (the demo's pipeline, dry run or live) every send step
+is a typed order through the delivery policy, like a scene trigger's
+message: dedupe by its message id, quiet hours, back-off and caps; only a
+delivered one is shown as sent, the others as held (``on_held``), and a
+quiet-hours deferral comes back when released (:meth:`JourneySubscriber.released`).
+
+The demo's shoppers are simulated, so nobody opens anything: :class:`SimulatedOpens`
 stands in for the shoppers, opening a share of the journey messages per
 channel after a short delay (deterministic per seed and message id), so
 both branches of the reactivation strategy show; the opens are feedback
@@ -23,11 +29,12 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from channels.catalog import MemoryCatalog
 from channels.content import ContentSelector
 from channels.feedback import FeedbackEvent
+from channels.pipeline import Outcome
 from config.models import AppConfig
 from config.strategy_models import StrategyModel
 from strategies.actions import (
@@ -50,6 +57,14 @@ ActionSink = Callable[[Action], None]
 _EXIT_LABELS = {"exit": "exit step", "end": "end of steps"}
 FeedbackSink = Callable[[Event], None]
 StateLookup = Callable[[str], UserState | None]
+HeldSink = Callable[[SendAction, Outcome], None]
+
+
+class SendDelivery(Protocol):
+    """What the subscriber needs of :class:`channels.pipeline.DeliveryPipeline`."""
+
+    async def deliver_send(self, send: SendAction, state: UserState | None,
+                           now_ms: int) -> Outcome: ...
 DEFAULT_OPEN_SHARE: Mapping[str, float] = {"push": 0.2, "sms": 0.15, "wechat": 0.45,
                                            "email": 0.3}
 
@@ -103,7 +118,8 @@ class JourneySubscriber:
                  metrics: StrategyMetrics | None = None, *,
                  journeys: Mapping[str, StrategyModel] | None = None,
                  opens: SimulatedOpens | None = None, on_feedback: FeedbackSink | None = None,
-                 states: StateLookup | None = None, recent: int = 50) -> None:
+                 states: StateLookup | None = None, recent: int = 50,
+                 delivery: SendDelivery | None = None, on_held: HeldSink | None = None) -> None:
         section = config.strategies
         models = journeys if journeys is not None else section.all_journeys()
         self.engine = JourneyEngine(
@@ -117,19 +133,22 @@ class JourneySubscriber:
         self.metrics = metrics
         self.opens = opens
         self.on_feedback = on_feedback
+        self.delivery = delivery
+        self.on_held = on_held
         self.actions = 0
         self.counts: Counter[str] = Counter()  # enrolled, sent, opened, tag:+x, exit:reason
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self._pending: list[tuple[int, int, Event]] = []  # simulated opens, by time
         self._seq = 0
 
-    def __call__(self, record: Any) -> None:
+    async def __call__(self, record: Any) -> None:
         """``record`` is a ``scenetrigger.embedded.TriggerRecord``."""
-        self.tick(record.fired_ms)
+        await self.tick(record.fired_ms)
         if record.via != "release":  # a released message is not a new trigger
-            self._emit(self.engine.on_trigger(record.trigger, UserContext()))
+            await self._emit(self.engine.on_trigger(record.trigger, UserContext()),
+                             record.fired_ms)
 
-    def tick(self, now_ms: int) -> None:
+    async def tick(self, now_ms: int) -> None:
         """Deliver the simulated opens due by ``now_ms`` and fire due deadlines."""
         while True:
             if self._pending and self._pending[0][0] <= now_ms:
@@ -139,9 +158,9 @@ class JourneySubscriber:
                             **event.fields})
                 if self.on_feedback is not None:
                     self.on_feedback(event)
-                self._emit(self.engine.on_event(event))
+                await self._emit(self.engine.on_event(event), now_ms)
                 continue
-            self._emit(self.engine.advance(now_ms))
+            await self._emit(self.engine.advance(now_ms), now_ms)
             if not self._pending or self._pending[0][0] > now_ms:
                 return
 
@@ -150,17 +169,54 @@ class JourneySubscriber:
         return {"counts": dict(sorted(self.counts.items())), "recent": list(self.recent),
                 "pending_opens": len(self._pending)}
 
-    def _emit(self, actions: list[Action]) -> None:
+    def released(self, outcome: Outcome) -> None:
+        """A send the policy deferred (quiet hours) and released later."""
+        send = outcome.order
+        if not isinstance(send, SendAction):
+            return
+        if outcome.status == "delivered":
+            self._sent(send, outcome)
+        else:  # released into a cap or the back-off
+            self._held(send, outcome)
+
+    async def _emit(self, actions: list[Action], now_ms: int) -> None:
         if self.metrics is not None:
             self.metrics.observe(actions)
         for action in actions:
             self.actions += 1
-            self._count(action)
-            if isinstance(action, SendAction):
-                action = self.render(action)
-                if self.opens is not None:
-                    self._schedule_open(action)
-            self.sink(action)
+            if not isinstance(action, SendAction):
+                self._count(action)
+                self.sink(action)
+            elif self.delivery is None:
+                self._sent(action, None)
+            else:
+                state = self.states(action.user_id) if self.states is not None else None
+                outcome = await self.delivery.deliver_send(action, state, now_ms)
+                if outcome.status == "delivered":
+                    self._sent(action, outcome)
+                else:
+                    self._held(action, outcome)
+
+    def _sent(self, send: SendAction, outcome: Outcome | None) -> None:
+        if outcome is not None and outcome.message is not None:
+            # As delivered: the pipeline chose the variant and rendered it.
+            send = dataclasses.replace(send, variant=outcome.variant,
+                                       subject=outcome.message.subject,
+                                       text=outcome.message.text)
+        else:
+            send = self.render(send)
+        self._count(send)
+        if self.opens is not None:
+            self._schedule_open(send)
+        self.sink(send)
+
+    def _held(self, send: SendAction, outcome: Outcome) -> None:
+        reason = f"{outcome.status}: {outcome.reason}" if outcome.reason else outcome.status
+        self.counts[f"held ({reason})"] += 1
+        send = self.render(send)
+        self._note({**action_to_dict(send), "status": outcome.status, "reason": outcome.reason})
+        if self.on_held is not None:
+            self.on_held(send, outcome)
 
     def render(self, send: SendAction) -> SendAction:
         """The send with its content ref rendered for this user."""

@@ -55,15 +55,13 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import CollectorRegistry, start_http_server
-    from redis.asyncio import Redis
 
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
+    from channels.assembly import file_catalog, open_delivery
     from channels.decisions_kafka import Flushes, KafkaDecisionLog
-    from channels.delivery_runtime import build_live_pipeline, file_catalog
     from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
-    from channels.registry import redis_url_or_env
     from config.loader import load_config
 
     config = load_config(args.config)
@@ -73,16 +71,12 @@ async def _main(args: argparse.Namespace) -> int:
     decisions_topic = topic_name(args.topic_prefix, "decisions")
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
-    redis_url = redis_url_or_env(args.redis_url)
-    client = Redis.from_url(redis_url, decode_responses=True)
-    closers: list[Any] = [client]
+    feedback = AckedFeedbackSink(None, out_topics, registry=registry)
+    live = open_delivery(config, "live", metrics=registry, catalog=file_catalog(args.catalog),
+                         feedback=feedback, redis_url=args.redis_url,
+                         who="scenetrigger deliver")
     consumer = producer = None
     try:
-        feedback = AckedFeedbackSink(None, out_topics, registry=registry)
-        live = build_live_pipeline(config, client, registry, file_catalog(args.catalog),
-                                   who="scenetrigger deliver", redis_url=redis_url,
-                                   feedback=feedback)
-        closers.append(live.registry)
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
             await ensure_topics(
                 bootstrap, [topics.triggers, topics.actions, *out_topics, decisions_topic],
@@ -123,6 +117,4 @@ async def _main(args: argparse.Namespace) -> int:
             await consumer.stop()
         if producer is not None:  # sends what is still buffered
             await producer.stop()
-        for item in reversed(closers):
-            closer = getattr(item, "aclose", None) or item.close
-            await closer()
+        await live.aclose()

@@ -23,8 +23,15 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 
+from channels.pipeline import Outcome
 from config.loader import load_config
-from scenetrigger.demo_content import CONTENT_SOURCES, demo_journeys, pick_content
+from config.strategy_models import StrategyModel
+from scenetrigger.demo_content import (
+    CONTENT_SOURCES,
+    PipelineContent,
+    demo_journeys,
+    pick_content,
+)
 from scenetrigger.demo_live import DEMO_LIVE_CONFIG, LiveDelivery, RedisUnavailable, start_live
 from scenetrigger.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.personas import PERSONA_LABELS, PERSONAS, Clickstream
@@ -119,16 +126,19 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     out = sys.stdout
     start_ms = args.start_ms if args.start_ms is not None else default_start_ms()
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
-    content = live.content if live is not None else pick_content(config, args.content, registry)
+    models = demo_journeys(config, args.strategies, args.journey_scale)
+    content = (live.content if live is not None
+               else pick_content(config, args.content, registry, models.values()))
     runtime = EmbeddedRuntime(  # profiles on: content previews read them
         new_host(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
         persona_of=stream.persona_of, content=content, registry=registry,
     )
     if live is not None:
         live.attach(runtime)
-    printer = ConsolePrinter(out, runtime.stop, runtime.persona)
+    printer = ConsolePrinter(out, runtime.stop, runtime.persona,
+                             "" if live is not None else "-dry-run")
     runtime.subscribe(printer)
-    journeys = _wire_journeys(runtime, config, args, printer, registry)
+    journeys = _wire_journeys(runtime, config, args, printer, registry, models)
     served = None
     if not args.no_web:
         from scenetrigger.web import serve
@@ -158,16 +168,25 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
 
 
 def _wire_journeys(runtime: EmbeddedRuntime, config: Any, args: argparse.Namespace,
-                   printer: ConsolePrinter, registry: CollectorRegistry) -> JourneySubscriber | None:
-    """The strategies on the runtime's clock, with simulated opens (the demo
-    sends nothing, so the shoppers' opens are made up: see SimulatedOpens)."""
-    models = demo_journeys(config, args.strategies, args.journey_scale)
+                   printer: ConsolePrinter, registry: CollectorRegistry,
+                   models: dict[str, StrategyModel] | None = None) -> JourneySubscriber | None:
+    """The strategies on the runtime's clock, with simulated opens (the
+    shoppers are simulated, so their opens are made up: see SimulatedOpens).
+    With the pipeline content, every send step goes through the same delivery
+    policy as the scenes' messages (caps, quiet hours, dedupe)."""
+    if models is None:
+        models = demo_journeys(config, args.strategies, args.journey_scale)
     if not models:
         return None
+    content = runtime.content
+    pipeline = content.pipeline if isinstance(content, PipelineContent) else None
     subscriber = JourneySubscriber(config, printer.action, StrategyMetrics.create(registry),
                                    journeys=models, opens=SimulatedOpens(args.seed),
                                    on_feedback=printer.feedback,
-                                   states=runtime.engine.store.get)
+                                   states=runtime.engine.store.get,
+                                   delivery=pipeline, on_held=printer.held)
+    if isinstance(content, PipelineContent):
+        content.on_order_release = subscriber.released
     runtime.subscribe(subscriber)
     runtime.add_ticker(subscriber.tick)
     runtime.add_panel("journeys", subscriber.snapshot)
@@ -188,19 +207,26 @@ class ConsolePrinter:
     quietly instead of failing on a broken pipe."""
 
     def __init__(self, out: TextIO, on_closed: Callable[[], None] | None = None,
-                 persona_of: Callable[[str], str] | None = None) -> None:
+                 persona_of: Callable[[str], str] | None = None,
+                 channel_label: str = "-dry-run") -> None:
         self.out = out
         self.on_closed = on_closed
         self.persona_of = persona_of or (lambda _user: "unknown")
+        self.channel_label = channel_label  # after a journey send's channel
         self.closed = False
 
     def __call__(self, record: TriggerRecord) -> None:
         self._write(format_record(record))
 
     def action(self, action: Action) -> None:
-        line = format_action(action, self.persona_of(action.user_id))
+        line = format_action(action, self.persona_of(action.user_id), self.channel_label)
         if line is not None:
             self._write(line)
+
+    def held(self, send: SendAction, outcome: Outcome) -> None:
+        """A journey send the delivery policy held back (deferred or suppressed)."""
+        line = format_action(send, self.persona_of(send.user_id), self.channel_label) or ""
+        self._write(f"{line}  ({_held(outcome.status, outcome.reason, outcome.due_ms)})")
 
     def feedback(self, event: Event) -> None:
         self._write(format_feedback(event, self.persona_of(event.user_id)))
@@ -239,14 +265,19 @@ def format_record(record: TriggerRecord) -> str:
         line += f" → [{preview.channel}] {preview.subject}" + (f" | {text}" if text else "")
         tags = [t for t in (preview.variant, _segment(preview.style, preview.segment)) if t]
         if preview.status != "send":
-            held = preview.status + (f": {preview.reason}" if preview.reason else "")
-            if preview.due_ms is not None:
-                due = datetime.fromtimestamp(preview.due_ms / 1000, UTC).strftime("%H:%M")
-                held += f" until {due} UTC"
+            held = _held(preview.status, preview.reason, preview.due_ms)
             tags.insert(0, held.upper() if preview.status == "failed" else held)
         if tags:
             line += f"  ({'; '.join(tags)})"
     return line.rstrip()
+
+
+def _held(status: str, reason: str | None, due_ms: int | None) -> str:
+    """``deferred: quiet_hours until 08:00 UTC``, ``suppressed: cap_day``."""
+    held = status + (f": {reason}" if reason else "")
+    if due_ms is not None:
+        held += f" until {datetime.fromtimestamp(due_ms / 1000, UTC).strftime('%H:%M')} UTC"
+    return held
 
 
 def _journey_prefix(ts: int, strategy: str, user: str, persona: str, step: str) -> str:
@@ -255,7 +286,7 @@ def _journey_prefix(ts: int, strategy: str, user: str, persona: str, step: str) 
     return f"{when}  {'» ' + strategy:<24} {user:<5} {label:<21} {step or '-':<18} "
 
 
-def format_action(action: Action, persona: str) -> str | None:
+def format_action(action: Action, persona: str, channel_label: str = "-dry-run") -> str | None:
     """One line per journey action (suppressed entries are only counted)."""
     if isinstance(action, EnrolAction):
         text = f"enrolled (via {action.via})"
@@ -264,7 +295,8 @@ def format_action(action: Action, persona: str) -> str | None:
         return _journey_prefix(action.ts, action.strategy, action.user_id, persona, "-") + text
     if isinstance(action, SendAction):
         return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
-                + f"→ [{action.channel}-dry-run] {action.content_ref}" + _rendered(action))
+                + f"→ [{action.channel}{channel_label}] {action.content_ref}"
+                + _rendered(action))
     if isinstance(action, TagAction):
         sign = "+" if action.add else "-"
         return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)

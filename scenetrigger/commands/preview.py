@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from channels.assembly import file_catalog
 from channels.catalog import MemoryCatalog, Product
 from channels.content import ContentSelector, VariantPreview
-from channels.delivery_runtime import file_catalog
 from config.check import close_name
 from config.loader import load_config
 from config.models import AppConfig

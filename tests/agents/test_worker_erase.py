@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from channels.assembly import open_delivery
 from channels.base import DeliveryResult, Message
 from channels.consent import ConsentRecord, RedisConsentStore
 from channels.deadletter import DeadLetterStore
-from channels.delivery_runtime import build_live_pipeline
 from channels.directory import RedisDirectory, address_hash, contact_from
 from config.loader import load_config
 from strategies.scoring import LeadScore
@@ -72,13 +72,13 @@ async def fill_redis(url: str, cfg_path: Path, run: str, user: str) -> None:
             "email": f"{user}@example.com", "phone": "+8613800000009"}))
         await RedisConsentStore(client, prefix).set(user, "sms", "marketing",
                                                     ConsentRecord(True, NOON, "import"))
-        live = build_live_pipeline(cfg, client, CollectorRegistry(),
-                                   dead_letter_stream=f"er{run}:dl", redis_url=url)
+        live = open_delivery(cfg, "live", metrics=CollectorRegistry(), redis=client,
+                             dead_letter_stream=f"er{run}:dl", redis_url=url)
         sent = await live.pipeline.deliver(Trigger("rv", user, "p1", NOON), None, NOON)
         assert sent.status == "delivered", sent
         deferred = await live.pipeline.deliver(Trigger("rv", user, "p2", NIGHT), None, NIGHT)
         assert deferred.status == "deferred", deferred
-        await live.registry.close()
+        await live.aclose()
         tags = RedisTagStore(client, f"er{run}t:")
         await tags.add(user, ["vip"])
         await tags.put_score(user, LeadScore(12.0, NOON))

@@ -26,7 +26,7 @@ from channels.directory import (
     encode,
 )
 from channels.email import build_email
-from channels.pipeline import DeliveryPipeline, RecordingSender, build_pipeline
+from channels.pipeline import DeliveryPipeline, DryRunSender, build_pipeline
 from config.loader import load_config_text
 from config.models import AppConfig
 from triggers.errors import ConfigError
@@ -70,7 +70,7 @@ def pipeline(directory: MemoryDirectory, consent: MemoryConsentStore,
     kinds = {name: m.type for name, m in cfg.channels.items()}
     audience = Audience(directory, consent, kinds, cfg.delivery.audience.consent,
                         cfg.delivery.audience.transactional_scenes)
-    return build_pipeline(cfg, "live", RecordingSender(), channels=list(cfg.channels),
+    return build_pipeline(cfg, "live", DryRunSender(), channels=list(cfg.channels),
                           env={"SCENETRIGGER_TRACKING_SECRET": "s3cret"}, audience=audience)
 
 

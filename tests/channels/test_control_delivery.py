@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
-from channels.pipeline import RecordingSender, build_pipeline
+from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config_text
 from tests.paths import REES46_SAMPLE
 from triggers.events import Trigger
@@ -113,7 +113,7 @@ scenes:
 delivery: {{quiet_hours: {{enabled: false}}}}
 strategies: {{control: {{share: 0.5, salt: {SALT}}}}}
 """)
-    sender = RecordingSender()
+    sender = DryRunSender()
     pipeline = build_pipeline(config, "dry-run", sender, env={})
     users = [f"u{i}" for i in range(200)]
     outcomes = [await pipeline.deliver(Trigger("promo_arrival", u, "/promo/x", 1_000), None,

@@ -13,7 +13,7 @@ from channels.decisions import (
     MemoryDecisionLog,
     read_decision_file,
 )
-from channels.pipeline import RecordingSender, build_pipeline
+from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config_text
 from triggers.events import Trigger
 
@@ -41,7 +41,7 @@ def _treated(prefix: str) -> str:
 
 async def test_cap_quiet_hours_control_and_dedupe_each_name_rule_and_figures() -> None:
     config = load_config_text(CONFIG)
-    pipeline = build_pipeline(config, "dry-run", RecordingSender(), env={})
+    pipeline = build_pipeline(config, "dry-run", DryRunSender(), env={})
     log = pipeline.decisions = MemoryDecisionLog()
     capped = _treated("cap")
     for i in range(4):

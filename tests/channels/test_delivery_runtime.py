@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.delivery_runtime import inbox_env
+from channels.assembly import inbox_env
 from config.channel_models import InboxModel, LogModel
 
 

@@ -22,7 +22,7 @@ from channels.feedback import (
     MessageMeta,
     RedisMessageIndex,
 )
-from channels.pipeline import RecordingSender, build_pipeline
+from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config
 from config.strategy_models import FEEDBACK_EVENTS
 from scenetrigger.commands.serve import KafkaFeedbackSink
@@ -104,7 +104,7 @@ async def test_an_open_from_the_pixel_resolves_a_journey_branch(
 
 async def test_the_pipeline_reports_delivered_in_the_same_vocabulary() -> None:
     sink = ListSink()
-    pipeline = build_pipeline(load_config(None), "dry-run", RecordingSender(), feedback=sink)
+    pipeline = build_pipeline(load_config(None), "dry-run", DryRunSender(), feedback=sink)
     noon = T0 + 10 * 3_600_000  # 12:00 UTC: outside the default quiet hours
     outcome = await pipeline.deliver(Trigger("promo_arrival", "u3", None, noon), None, noon)
     assert outcome.status == "delivered"
@@ -113,7 +113,7 @@ async def test_the_pipeline_reports_delivered_in_the_same_vocabulary() -> None:
     assert record["scene"] == "promo_arrival"
 
 
-def test_simulated_opens_look_like_the_routes_opens() -> None:
+async def test_simulated_opens_look_like_the_routes_opens() -> None:
     """The demo's made-up opens have the shape of a pixel's open."""
     config = load_config(None)
     opened: list[Any] = []
@@ -124,8 +124,8 @@ def test_simulated_opens_look_like_the_routes_opens() -> None:
                             on_feedback=opened.append)
     send = SendAction("u5", "push", "reactivation_push_1", "reactivation", "push_1",
                       "j|x", T0)
-    sub._emit([send])
-    sub.tick(T0 + 10)
+    await sub._emit([send], T0)
+    await sub.tick(T0 + 10)
     (event,) = opened
     assert event.type == "opened" and event.fields["type"] == "opened"
     assert event.fields.keys() >= REQUIRED

@@ -23,7 +23,7 @@ from channels.delivery_records import (
     decode_trigger,
 )
 from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics, ProfileCache
-from channels.pipeline import DeliveryPipeline, RecordingSender, build_pipeline
+from channels.pipeline import DeliveryPipeline, DryRunSender, build_pipeline
 from channels.policy import MemoryPolicyStore
 from config.loader import load_config_text
 from config.models import AppConfig
@@ -82,7 +82,7 @@ class FakeConsumer:
 class Harness:
     def __init__(self, cfg: AppConfig | None = None, now: int = NOW,
                  store: Any = None) -> None:
-        self.sender = RecordingSender()
+        self.sender = DryRunSender()
         self.registry = CollectorRegistry()
         self.config = cfg or config()
         self.pipeline: DeliveryPipeline = build_pipeline(
@@ -226,7 +226,7 @@ async def test_a_send_on_an_unconfigured_channel_is_suppressed() -> None:
     outcome = await h.delivery.handle(h.record("p.journey-actions", value))
     assert outcome is not None and (outcome.status, outcome.reason) == ("suppressed",
                                                                        "no_channel")
-    assert h.sender.messages == []
+    assert list(h.sender.messages) == []
 
 
 async def test_a_handoff_goes_to_its_channel_once() -> None:

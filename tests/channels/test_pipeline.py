@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from channels.feedback import ListSink, MemoryMessageIndex
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
-from channels.pipeline import RecordingSender, build_pipeline, message_id_for
+from channels.pipeline import DryRunSender, build_pipeline, message_id_for
 from channels.policy import RedisPolicyStore
 from channels.registry import ChannelRegistry, ChannelSender
 from config.loader import load_config
@@ -64,7 +64,7 @@ async def test_same_trigger_different_message_per_persona() -> None:
 
 
 async def test_quiet_hours_defer_and_the_sweep_releases() -> None:
-    sender = RecordingSender()
+    sender = DryRunSender()
     pipeline = build_pipeline(demo_config(), "dry-run", sender, catalog=catalog())
     night = T0 - 4 * 3_600_000  # 06:00 in Shanghai
     state = user_state("u1", "search_driven", now=night)
@@ -79,7 +79,7 @@ async def test_quiet_hours_defer_and_the_sweep_releases() -> None:
 
 async def test_feedback_and_tracking_links() -> None:
     config = demo_config()
-    sink, index, sender = ListSink(), MemoryMessageIndex(), RecordingSender()
+    sink, index, sender = ListSink(), MemoryMessageIndex(), DryRunSender()
     pipeline = build_pipeline(
         config,
         "live",

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from channels.delivery_runtime import build_live_pipeline
+from channels.assembly import open_delivery
 from channels.feedback import ListSink
 from config.loader import load_config_text
 from config.models import AppConfig
@@ -117,7 +117,8 @@ async def test_import_email_unsubscribe_in_browser_one_click_and_sms_td(
     try:
         async with running_receiver(Receiver()) as provider:
             cfg = config(run, smtp.port, provider.url, f"http://127.0.0.1:{port}")
-            live = build_live_pipeline(cfg, client, CollectorRegistry())
+            live = open_delivery(cfg, "live", metrics=CollectorRegistry(), redis=client,
+                                 redis_url=redis_url)
             pipe = live.pipeline
             events = ListSink()
             env = {"SCENETRIGGER_TRACKING_SECRET": SECRET,
@@ -169,7 +170,7 @@ async def test_import_email_unsubscribe_in_browser_one_click_and_sms_td(
             assert changes == [("unsubscribed", "ann", "email", "unsubscribe_link"),
                                ("unsubscribed", "cat", "email", "one_click"),
                                ("unsubscribed", "bob", "sms", "sms_reply")]
-            await live.registry.close()
+            await live.aclose()
     finally:
         smtp.stop()
         keys = [k async for k in client.scan_iter(match=f"{prefix}*")]

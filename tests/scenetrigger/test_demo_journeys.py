@@ -19,13 +19,13 @@ import pytest
 from config.loader import load_config
 from config.strategy_models import load_strategy_file, resolve_include
 from scenetrigger.commands.demo import DEFAULT_JOURNEY_SCALE, ConsolePrinter, _wire_journeys
-from scenetrigger.demo_content import BuiltinContent, demo_journeys
+from scenetrigger.demo_content import BuiltinContent, demo_journeys, pick_content
 from scenetrigger.embedded import EmbeddedRuntime
 from scenetrigger.personas import Clickstream
 from scenetrigger.replay import new_engine
 from strategies.actions import SendAction
 from strategies.embedded import SimulatedOpens, scaled
-from tests.scenetrigger.demo_process import http_get, start_demo
+from tests.scenetrigger.demo_process import REPO, http_get, start_demo
 from tests.scenetrigger.test_web_browser import browser  # noqa: F401 - the Chromium fixture
 from triggers.errors import ConfigError
 
@@ -62,6 +62,53 @@ async def run_demo(seed: int) -> tuple[list[str], EmbeddedRuntime]:
     await runtime.run(REAL_SECONDS)
     await runtime.close()
     return out.getvalue().splitlines(), runtime
+
+
+def roomy_caps_config(tmp_path: Path) -> Path:
+    """The shipped scenes with caps that fit the demo's compressed journeys.
+
+    Journey sends obey the delivery policy like scene messages; the shipped
+    caps are 3 messages a day, and at the demo's journey scale a whole
+    reactivation run (2 pushes, then SMS and WeChat) takes one simulated hour,
+    so with them the last call is capped and ``prefers_wechat`` never shows."""
+    scenes = (REPO / "config" / "scenes.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "roomy-caps.yaml"
+    path.write_text(scenes + "\ndelivery:\n  caps: {per_day: 20, per_week: 100}\n",
+                    encoding="utf-8")
+    return path
+
+
+async def run_pipeline_demo(config_path: Path | None, seconds: float) -> dict[str, int]:
+    """The demo with the pipeline content on a fake clock: the journey counts."""
+    config = load_config(config_path)
+    stream = Clickstream(200, 7, START, rate=15 / SPEED)
+    models = demo_journeys(config, "auto", DEFAULT_JOURNEY_SCALE)
+    runtime = EmbeddedRuntime(new_engine(config, profiles=True), stream, start_ms=START,
+                              speed=SPEED, persona_of=stream.persona_of, clock=FakeClock(),
+                              content=pick_content(config, "pipeline", None, models.values()))
+    printer = ConsolePrinter(io.StringIO(), runtime.stop, runtime.persona)
+    runtime.subscribe(printer)
+    args = argparse.Namespace(strategies="auto", journey_scale=DEFAULT_JOURNEY_SCALE, seed=7)
+    journeys = _wire_journeys(runtime, config, args, printer, runtime.metrics.registry, models)
+    assert journeys is not None
+    await runtime.run(seconds)
+    await runtime.close()
+    return dict(journeys.counts)
+
+
+async def test_journey_sends_obey_the_caps_and_quiet_hours_of_the_pipeline() -> None:
+    counts = await run_pipeline_demo(None, 40.0)
+    assert counts["sent"] > 0
+    assert counts["held (suppressed: cap_day)"] > 0  # 3 a day, scene messages included
+    assert counts["held (deferred: quiet_hours)"] > 0
+    assert "tag +prefers_wechat" not in counts  # the capped last call is never opened
+
+
+async def test_with_room_in_the_caps_both_branches_show_through_the_pipeline(
+        tmp_path: Path) -> None:
+    counts = await run_pipeline_demo(roomy_caps_config(tmp_path), 40.0)
+    assert counts.get("held (suppressed: cap_day)", 0) == 0
+    assert counts["tag +prefers_wechat"] > 0 and counts["tag +churned"] > 0
 
 
 def journey_lines(lines: list[str]) -> dict[str, list[str]]:
@@ -163,8 +210,9 @@ def test_simulated_opens_follow_the_share_per_channel() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(90)
-def test_make_demo_shows_journeys_on_console_and_page() -> None:
-    demo = start_demo("--duration", "25", "--speed", "600", "--seed", "7")
+def test_make_demo_shows_journeys_on_console_and_page(tmp_path: Path) -> None:
+    demo = start_demo("--duration", "25", "--speed", "600", "--seed", "7",
+                      "--config", str(roomy_caps_config(tmp_path)))
     try:
         url = demo.wait_ready()
         demo.wait_line("tag +prefers_wechat", timeout=40)
@@ -200,8 +248,9 @@ return {
 
 @pytest.mark.integration
 @pytest.mark.timeout(180)
-def test_live_page_shows_the_journeys(browser: Any) -> None:  # noqa: F811 - the fixture
-    demo = start_demo("--duration", "90", "--speed", "600", "--seed", "7")
+def test_live_page_shows_the_journeys(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    demo = start_demo("--duration", "90", "--speed", "600", "--seed", "7",
+                      "--config", str(roomy_caps_config(tmp_path)))
     try:
         url = demo.wait_ready()
         browser.get(url)

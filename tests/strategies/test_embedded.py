@@ -30,7 +30,7 @@ async def test_reactivation_runs_in_the_embedded_runtime() -> None:
     runtime.subscribe(journeys)
     await runtime.step(T0 + 10)
     await runtime.step(T0 + 31 * 60_000)  # the cart abandonment timer: already inside
-    journeys.tick(T0 + 2 * DAY + 3)  # enrolled at T0 + 2 (the third view)
+    await journeys.tick(T0 + 2 * DAY + 3)  # enrolled at T0 + 2 (the third view)
     sends = [(a.channel, a.content_ref) for a in got if isinstance(a, SendAction)]
     assert sends == [("push", "reactivation_push_1"), ("push", "reactivation_push_2")]
     assert [a.reason for a in got if isinstance(a, SuppressedAction)] == ["in_progress"]
