@@ -12,35 +12,41 @@ whenever the partition is assigned here.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import logging
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-import orjson
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.streams import _current_event
 
-from agents.drain import settle_while_waiting_empty
 from agents.engine_host import (
     PartitionHost,
     PartitionStore,
-    faust_partition_items,
     position,
-    remember_partition,
+)
+from agents.faust_compat import (
+    PartitionTable,
+    ack_now,
+    allow_producer_buffer,
+    check_versions,
+    current_event,
+    hold_flow_until_seek,
+    partition_items,
+    seek_uncommitted_to_beginning,
+    settle_while_waiting_empty,
+)
+from agents.faust_compat import (
+    rebalancing as is_rebalancing,
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
-from agents.rebalance import hold_flow_until_seek, seek_uncommitted_to_beginning
 from agents.settings import WorkerSettings
 from agents.timers import due_ticks
-from agents.topics import DEAD_LETTER_RAW_LIMIT, dead_letter_value
+from agents.topics import dead_letter_record
 from config.models import AppConfig
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
@@ -64,73 +70,8 @@ MAX_PENDING = 5_000
 PRODUCER_BUFFER_MESSAGES = 2 * MAX_PENDING
 
 
-def _ack_now(stream: Any, event: Any) -> None:
-    """``Stream.ack`` without a coroutine (it never awaits), for the sweep."""
-    message = event.message
-    last = event.ack()
-    stream._on_stream_event_out(message.tp, message.offset, stream, event)
-    if last:
-        stream._on_message_out(message.tp, message.offset, message)
-
-
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int,
-                       index: int | None = None) -> bytes:
-    """The shared dead-letter record (``agents.topics``), where = topic:partition:offset;
-    input that is not UTF-8 is also kept whole-byte as base64 (``raw_b64``). An
-    event of a batch record (``index`` given) keeps only its own JSON as ``raw``
-    and its place in the record as ``index``."""
-    value: bytes = message.value or b""
-    where = f"{message.topic}:{message.partition}:{message.offset}"
-    if index is not None:
-        value = batch_item(value, index)
-    record = dead_letter_value(reason, detail, "worker", value, where=where, now_ms=now_ms)
-    if index is not None:
-        obj = orjson.loads(record)
-        obj["index"] = index
-        return orjson.dumps(obj)
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        obj = orjson.loads(record)
-        obj["raw_b64"] = base64.b64encode(value[:DEAD_LETTER_RAW_LIMIT]).decode("ascii")
-        record = orjson.dumps(obj)
-    return record
-
-
-def batch_item(value: bytes, index: int) -> bytes:
-    """The JSON of one event of a batch record (the dead-letter path only)."""
-    try:
-        return orjson.dumps(orjson.loads(value)[index])
-    except (orjson.JSONDecodeError, IndexError, TypeError):
-        return value  # the record itself did not parse: keep it whole
-
-
-class _PartitionTable:
-    """The table as one partition's store sees it (memory stores also learn
-    the key's partition, as Faust's own recovery records it)."""
-
-    __slots__ = ("_memory", "_partition", "_table")
-
-    def __init__(self, table: Any, partition: int, memory: bool) -> None:
-        self._table = table
-        self._partition = partition
-        self._memory = memory
-
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._table.get(key)
-        return value
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._table[key] = value
-        if self._memory:
-            remember_partition(self._table, key, self._partition)
-
-    def __delitem__(self, key: bytes) -> None:
-        del self._table[key]
 
 
 class SceneWorker:
@@ -153,6 +94,7 @@ class SceneWorker:
         self._accepted = self.metrics.events.labels(RESULT_ACCEPTED, "")
         self._duplicate = self.metrics.events.labels(RESULT_DUPLICATE, "")
         self._fired: dict[str, Any] = {}  # scene -> its triggers_total child
+        check_versions()
         self.app = self._new_app()
         self._wire()
 
@@ -181,7 +123,7 @@ class SceneWorker:
             table_standby_replicas=s.standby_replicas,
             consumer_auto_offset_reset="earliest",
             # A rebalance or a stop waits until every taken message is acked;
-            # batches are settled meanwhile (agents.drain), so it never waits long.
+            # batches are settled meanwhile (agents.faust_compat), so it never waits long.
             stream_wait_empty=True,
             web_enabled=s.web_port is not None,
             web_port=s.web_port or 6066,
@@ -231,8 +173,8 @@ class SceneWorker:
     def _new_host(self, partition: int) -> PartitionHost:
         memory = self.settings.store == "memory"
         table = self.table
-        store = PartitionStore(_PartitionTable(table, partition, memory),
-                               lambda: faust_partition_items(table, partition),
+        store = PartitionStore(PartitionTable(table, partition, memory),
+                               lambda: partition_items(table, partition),
                                self.settings.cache_users)
         config = self.config
         host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
@@ -257,10 +199,10 @@ class SceneWorker:
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
         """Drop engines of partitions that left us (before any recovery)."""
         # Before recovery ends with Faust's seek to committed offsets: a
-        # partition nobody committed must start at its beginning (agents.rebalance).
+        # partition nobody committed must start at its beginning (agents.faust_compat).
         seek_uncommitted_to_beginning(self.app.consumer, self.source.topics)
         # Faust waits for every taken message to be acked at a rebalance and
-        # at a stop (when the sweep no longer runs): settle meanwhile (agents.drain).
+        # at a stop (when the sweep no longer runs): settle meanwhile (agents.faust_compat).
         settle_while_waiting_empty(self.app.consumer, self._settle_acked)
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
         for partition in [p for p in self.hosts if p not in mine]:
@@ -276,7 +218,7 @@ class SceneWorker:
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions.
         Faust resumes and seeks the stream partitions next; nothing is taken
-        until that seek is done (agents.rebalance)."""
+        until that seek is done (agents.faust_compat)."""
         hold_flow_until_seek(self.app.consumer)
         events = self.settings.topics.events
         mine = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == events}
@@ -425,7 +367,7 @@ class SceneWorker:
         stream = self._stream
         if stream is None:
             return
-        rebalancing = bool(getattr(self.app, "rebalancing", False))
+        rebalancing = is_rebalancing(self.app)
         for host in list(self.hosts.values()):
             pending = host.pending
             since = pending.since_ms
@@ -439,14 +381,11 @@ class SceneWorker:
                 continue
             if now_ms - since < after_ms and not rebalancing:
                 continue
-            token = _current_event.set(weakref.ref(pending.messages[-1]))
-            try:
+            with current_event(pending.messages[-1]):
                 host.store.flush()
-            finally:
-                _current_event.reset(token)
             messages, triggers = pending.take()
             for event in messages:
-                _ack_now(stream, event)
+                ack_now(stream, event)
             if triggers and self.on_trigger is not None:
                 self.app.loop.create_task(self._run_hook(triggers))
 
@@ -492,7 +431,7 @@ class SceneWorker:
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each
         # time (once per settle): let a whole batch wait instead.
-        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        allow_producer_buffer(self.app, PRODUCER_BUFFER_MESSAGES)
         self._outputs_declared = True
 
     # -- timers ---------------------------------------------------------------

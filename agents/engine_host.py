@@ -453,29 +453,3 @@ class PartitionHost:
         self.host.reconfigure(scenes, limits, rules)
         self.store.stage_meta(shapes_key(self.partition),
                               encode_shapes(shapes(self.engine.scenes)))
-
-
-def faust_partition_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
-    """The stored ``(key, value)`` pairs of one table partition.
-
-    Faust has no public per-partition iteration: RocksDB keeps one database per
-    partition (``_db_for_partition``); the memory store remembers each key's
-    partition in ``_key_partition`` (see :func:`remember_partition`).
-    """
-    store = table.data
-    if hasattr(store, "_db_for_partition"):
-        db = store._db_for_partition(partition)
-        yield from store._visible_items(db)
-        return
-    owners = getattr(store, "_key_partition", {})
-    for key, value in list(store.data.items()):
-        if owners.get(key) == partition and value is not None:
-            yield key, value
-
-
-def remember_partition(table: Any, key: bytes, partition: int) -> None:
-    """Memory store only: record a live write's partition, as Faust does for
-    recovered keys, so per-partition scans and revocation see it too."""
-    owners = getattr(table.data, "_key_partition", None)
-    if owners is not None:
-        owners[key] = partition

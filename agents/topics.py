@@ -3,6 +3,7 @@ producer and the HTTP collector. Constants and pure functions only."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from typing import Any
@@ -81,3 +82,35 @@ def dead_letter_value(
         record["raw_bytes"] = len(data)
         record["raw"] = data[:DEAD_LETTER_RAW_LIMIT].decode("utf-8", "replace")
     return orjson.dumps(record)
+
+
+def dead_letter_record(reason: str, detail: str, message: Any, now_ms: int,
+                       index: int | None = None) -> bytes:
+    """The shared dead-letter record (``agents.topics``), where = topic:partition:offset;
+    input that is not UTF-8 is also kept whole-byte as base64 (``raw_b64``). An
+    event of a batch record (``index`` given) keeps only its own JSON as ``raw``
+    and its place in the record as ``index``."""
+    value: bytes = message.value or b""
+    where = f"{message.topic}:{message.partition}:{message.offset}"
+    if index is not None:
+        value = batch_item(value, index)
+    record = dead_letter_value(reason, detail, "worker", value, where=where, now_ms=now_ms)
+    if index is not None:
+        obj = orjson.loads(record)
+        obj["index"] = index
+        return orjson.dumps(obj)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        obj = orjson.loads(record)
+        obj["raw_b64"] = base64.b64encode(value[:DEAD_LETTER_RAW_LIMIT]).decode("ascii")
+        record = orjson.dumps(obj)
+    return record
+
+
+def batch_item(value: bytes, index: int) -> bytes:
+    """The JSON of one event of a batch record (the dead-letter path only)."""
+    try:
+        return orjson.dumps(orjson.loads(value)[index])
+    except (orjson.JSONDecodeError, IndexError, TypeError):
+        return value  # the record itself did not parse: keep it whole

@@ -17,7 +17,6 @@ from agents.app import (
     EXIT_TRIGGER_SEND_FAILED,
     SceneWorker,
     create_app,
-    dead_letter_record,
 )
 from agents.engine_host import (
     NO_OFFSET,
@@ -30,6 +29,7 @@ from agents.engine_host import (
 from agents.metrics import WorkerMetrics
 from agents.settings import TopicNames, WorkerSettings, WorkerSettingsError
 from agents.timers import Tick, decode_tick, due_ticks
+from agents.topics import dead_letter_record
 from config.loader import load_config_text
 from config.models import AppConfig
 from scenetrigger.commands.worker import faust_broker_url
@@ -459,3 +459,12 @@ def test_topic_names_with_and_without_a_prefix() -> None:
                                           "feedback")] == [
         "scenetrigger-events", "scenetrigger-triggers", "scenetrigger-journey-actions",
         "scenetrigger-feedback"]
+
+
+def test_check_versions_names_what_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import faust_compat
+
+    assert faust_compat.check_versions() == {}  # the versions it was checked against
+    monkeypatch.setitem(faust_compat.CHECKED_AGAINST, "faust-streaming", "0.0.1")
+    differ = faust_compat.check_versions()
+    assert list(differ) == ["faust-streaming"] and differ["faust-streaming"] != "0.0.1"

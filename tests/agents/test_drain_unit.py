@@ -1,4 +1,4 @@
-"""agents.drain against a fake of Faust's ``Consumer.wait_empty``: the wait
+"""agents.faust_compat.settle_while_waiting_empty against a fake of Faust's ``Consumer.wait_empty``: the wait
 ends only when something acks the taken messages, as at a worker's stop."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from agents.drain import settle_while_waiting_empty
+from agents.faust_compat import settle_while_waiting_empty
 
 
 class FakeConsumer:

@@ -1,4 +1,4 @@
-"""agents.rebalance against a fake of the Faust consumer methods it uses."""
+"""agents.faust_compat's rebalance fixes against a fake of the Faust consumer methods it uses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from agents.rebalance import hold_flow_until_seek, seek_uncommitted_to_beginning
+from agents.faust_compat import hold_flow_until_seek, seek_uncommitted_to_beginning
 
 
 class TP(NamedTuple):

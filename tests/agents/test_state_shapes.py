@@ -220,7 +220,7 @@ def test_shape_resets_equal_the_hot_reload_rule_through_the_bytes() -> None:
 
 def test_worker_builds_a_reshaped_host_from_the_recovered_memory_store(
         tmp_path: Path) -> None:
-    """The worker's own path: faust_partition_items over Faust's memory
+    """The worker's own path: faust_compat.partition_items over Faust's memory
     store, filled as recovery fills it (data + each key's partition)."""
     written: dict[bytes, bytes] = {}
     one_view_each(host_on(written, partition=1))

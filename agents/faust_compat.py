@@ -1,0 +1,254 @@
+"""Every use of Faust's (and aiokafka's) private API, in one place.
+
+Checked against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka
+0.14.0 (``CHECKED_AGAINST``); :func:`check_versions` logs a warning
+when the installed versions differ, since each helper below leans on
+internals that a release may change. Recheck all of them when upgrading:
+
+* :func:`ack_now`: ``Stream.ack`` without its coroutine (the sweep acks
+  settled messages from a timer): ``Stream._on_stream_event_out`` and
+  ``Stream._on_message_out``.
+* :func:`current_event`: make a message the current event of the running
+  task (``faust.streams._current_event``), so table writes from the sweep go
+  to that message's changelog partition (``Table.partition_for_key``).
+* :func:`rebalancing` and :func:`allow_producer_buffer`: ``App.rebalancing``
+  and ``Producer.buffer.max_messages``.
+* :func:`partition_items`, :func:`remember_partition` and
+  :class:`PartitionTable`: per-partition iteration of a table's store
+  (RocksDB ``_db_for_partition`` and ``_visible_items``; the memory store's
+  ``_key_partition``).
+* :func:`settle_while_waiting_empty`: wraps ``Consumer.wait_empty``.
+* :func:`seek_uncommitted_to_beginning` and :func:`hold_flow_until_seek`:
+  wrap ``Consumer.seek_to_committed``; ``Consumer.stop_flow``.
+
+Settling while Faust waits (``settle_while_waiting_empty``):
+
+With ``stream_wait_empty`` Faust waits (``Consumer.wait_empty``) until every
+message taken is acked, at a rebalance and when the worker stops
+(``App.on_stop`` -> ``_stop_consumer``). The agent defers its acks
+(``agents.app``): a partition's last batch is acked by the agent when more
+of its messages come, or by the sweep once the batch is quiet. Neither
+happens at a stop: the flow is stopped before the wait, so no message comes,
+and the sweep is an app timer, which ends as soon as the app is stopping.
+Faust then waited for the batches forever (SIGKILL after a minute).
+
+:func:`settle_while_waiting_empty` wraps ``consumer.wait_empty`` so that,
+for as long as Faust waits, every partition whose triggers are acknowledged
+is settled (states written, messages acked) every ``interval_s``; Faust's
+wait then ends, and its final commit includes those offsets.
+
+Two rebalance holes the worker closes:
+
+1. Lost partitions with no committed offset. Faust hands aiokafka its *live*
+   set of active partitions for a fetch (``Consumer._get_active_partitions``)
+   and empties that set while it pauses partitions during a rebalance;
+   aiokafka's ``Fetcher.fetched_records`` reads an empty set as "every
+   partition". So a fetch in flight across a rebalance can return the
+   records of newly assigned (still paused) stream partitions; Faust drops
+   them (flow stopped or partition not active) and aiokafka's position has
+   moved past them. Faust then "seeks stream partitions to committed
+   offsets", but aiokafka's ``seek_to_committed`` only seeks partitions
+   whose committed offset is > 0: a partition nobody committed yet (its owner
+   died within its first commit interval) stays at the end and its events
+   are never taken. :func:`seek_uncommitted_to_beginning` makes that seek
+   also put such partitions at their beginning (``auto_offset_reset``
+   earliest, what a fresh position would have been).
+
+2. A commit that crawls after a takeover. Faust's recovery resumes the
+   stream partitions with the flow already running and only then seeks them
+   to their committed offsets, which takes a round trip per partition.
+   Messages taken meanwhile move Faust's read offset ahead; the seek puts it
+   back, the next message seen looks like a jump and Faust records a "gap"
+   over offsets that are also acked. The duplicates break Faust's run of
+   consecutive acked offsets, so each commit advances by one offset. Stopping
+   the flow when the table has recovered (:func:`hold_flow_until_seek`, just
+   before Faust resumes and seeks) means no message is taken until the seek
+   is done; Faust resumes the flow itself right after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from importlib import metadata
+from typing import Any
+
+from faust.streams import _current_event
+
+log = logging.getLogger(__name__)
+
+CHECKED_AGAINST = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1",
+                   "aiokafka": "0.14.0"}
+
+
+def check_versions() -> dict[str, str]:
+    """The installed versions that differ from ``CHECKED_AGAINST`` (logged)."""
+    differ = {}
+    for name, checked in CHECKED_AGAINST.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "missing"
+        if installed != checked:
+            differ[name] = installed
+    if differ:
+        log.warning("Faust internals were checked against other versions: recheck "
+                    "agents/faust_compat.py", extra={"checked": CHECKED_AGAINST,
+                                                     "installed": differ})
+    return differ
+
+
+# -- streams and tables ---------------------------------------------------------
+
+def ack_now(stream: Any, event: Any) -> None:
+    """``Stream.ack`` without a coroutine (it never awaits), for the sweep."""
+    message = event.message
+    last = event.ack()
+    stream._on_stream_event_out(message.tp, message.offset, stream, event)
+    if last:
+        stream._on_message_out(message.tp, message.offset, message)
+
+
+@contextlib.contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    """Within the block, ``event`` is the running task's current event: table
+    writes (``Table.partition_for_key``) go to its partition's changelog."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def rebalancing(app: Any) -> bool:
+    return bool(getattr(app, "rebalancing", False))
+
+
+def allow_producer_buffer(app: Any, messages: int) -> None:
+    """Let ``messages`` wait in Faust's producer buffer before it stops the
+    stream (default 100, then one ``wait_for`` and a warning per message)."""
+    app.producer.buffer.max_messages = messages
+
+
+def partition_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """The stored ``(key, value)`` pairs of one table partition.
+
+    Faust has no public per-partition iteration: RocksDB keeps one database per
+    partition (``_db_for_partition``); the memory store remembers each key's
+    partition in ``_key_partition`` (see :func:`remember_partition`).
+    """
+    store = table.data
+    if hasattr(store, "_db_for_partition"):
+        db = store._db_for_partition(partition)
+        yield from store._visible_items(db)
+        return
+    owners = getattr(store, "_key_partition", {})
+    for key, value in list(store.data.items()):
+        if owners.get(key) == partition and value is not None:
+            yield key, value
+
+
+def remember_partition(table: Any, key: bytes, partition: int) -> None:
+    """Memory store only: record a live write's partition, as Faust does for
+    recovered keys, so per-partition scans and revocation see it too."""
+    owners = getattr(table.data, "_key_partition", None)
+    if owners is not None:
+        owners[key] = partition
+
+
+class PartitionTable:
+    """The table as one partition's store sees it (memory stores also learn
+    the key's partition, as Faust's own recovery records it)."""
+
+    __slots__ = ("_memory", "_partition", "_table")
+
+    def __init__(self, table: Any, partition: int, memory: bool) -> None:
+        self._table = table
+        self._partition = partition
+        self._memory = memory
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._table.get(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+        if self._memory:
+            remember_partition(self._table, key, self._partition)
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._table[key]
+
+
+# -- waiting for the streams: settle meanwhile ------------------------------------
+
+_INSTALLED = "_scenetrigger_settle_while_waiting"
+SETTLE_INTERVAL_S = 0.02
+
+
+def settle_while_waiting_empty(consumer: Any, settle: Callable[[], None],
+                               interval_s: float = SETTLE_INTERVAL_S) -> None:
+    """Wrap ``consumer.wait_empty`` to call ``settle()`` every ``interval_s``
+    while it runs (``settle`` must not await: it runs beside the agent).
+    Idempotent."""
+    if getattr(consumer, _INSTALLED, False):
+        return
+    original: Callable[[], Awaitable[None]] = consumer.wait_empty
+
+    async def settle_loop() -> None:
+        while True:
+            try:
+                settle()
+            except Exception:  # a failed trigger send: keep settling the rest
+                log.exception("settle while waiting for the streams failed")
+            await asyncio.sleep(interval_s)
+
+    async def wait_empty() -> None:
+        settler = asyncio.ensure_future(settle_loop())
+        try:
+            await original()
+        finally:
+            settler.cancel()
+
+    consumer.wait_empty = wait_empty
+    setattr(consumer, _INSTALLED, True)
+
+
+# -- rebalances -------------------------------------------------------------------
+
+_INSTALLED = "_scenetrigger_seek_uncommitted"
+
+
+def seek_uncommitted_to_beginning(consumer: Any, topics: Collection[str]) -> None:
+    """Wrap ``consumer.seek_to_committed`` (Faust's ``perform_seek`` calls it
+    on every rebalance) so partitions of ``topics`` with no committed offset
+    (or offset 0, which aiokafka does not seek either) are sought to their
+    earliest offset. Idempotent."""
+    if getattr(consumer, _INSTALLED, False):
+        return
+    original: Callable[[], Awaitable[Mapping[Any, int | None]]] = consumer.seek_to_committed
+    wanted = frozenset(topics)
+
+    async def seek_to_committed() -> Mapping[Any, int | None]:
+        committed = await original()
+        fresh = [tp for tp, offset in committed.items() if tp.topic in wanted and not offset]
+        if fresh:
+            earliest: Mapping[Any, int] = await consumer.earliest_offsets(*fresh)
+            # In the consumer's thread, like Faust's own seeks.
+            await consumer.seek_wait({tp: earliest.get(tp) or 0 for tp in fresh})
+            log.info("uncommitted partitions sought to their beginning", extra={
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in fresh)})
+        return committed
+
+    consumer.seek_to_committed = seek_to_committed
+    setattr(consumer, _INSTALLED, True)
+
+
+def hold_flow_until_seek(consumer: Any) -> None:
+    """From ``table.on_recover``: stop taking messages until Faust has sought
+    the stream partitions (``Recovery.on_recovery_completed`` resumes the
+    flow after its ``perform_seek``)."""
+    consumer.stop_flow()
