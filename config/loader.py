@@ -11,6 +11,7 @@ from config.models import AppConfig
 from config.strategy_models import error_message
 from config.yaml_load import line_map, safe_load_unique
 from triggers.errors import ConfigError
+from triggers.kinds import kind_names, spelled_out
 
 if TYPE_CHECKING:
     from config.check import Report
@@ -19,7 +20,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
 _SECTION_LABELS = {"scenes": "scene", "channels": "channel"}
 # Discriminated unions put the tag in the error path; it is dropped from messages.
-_UNION_TAGS = ("repeat", "absence", "arrival",
+_UNION_TAGS = (*kind_names(),
                "webhook", "inbox", "email", "sms", "wechat", "push", "log")
 
 
@@ -100,7 +101,7 @@ def _message(err: Any) -> str:
         return f"unknown type {err['ctx'].get('tag')!r} (use {tags})"
     if kind == "union_tag_invalid":
         return (f"unknown kind {err.get('ctx', {}).get('tag')!r} "
-                "(use repeat, absence or arrival)")
+                f"(use {spelled_out()})")
     if kind == "union_tag_not_found":
-        return "missing 'kind' (use repeat, absence or arrival)"
+        return f"missing 'kind' (use {spelled_out()})"
     return error_message(err)

@@ -18,8 +18,16 @@ from config.content_models import Segment, Style
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.durations import parse_duration_ms
 from triggers.host import InputRules
+from triggers.kinds import kind_names
 from triggers.predicates import Predicate, parse_predicate
-from triggers.scenes import AbsenceScene, ArrivalScene, Limits, RepeatScene, Scene
+from triggers.scenes import (
+    AbsenceScene,
+    ArrivalScene,
+    Limits,
+    RepeatScene,
+    Scene,
+    SequenceScene,
+)
 from triggers.userfilter import ClassifyRules, UserFilter
 
 
@@ -167,7 +175,38 @@ class ArrivalModel(_Strict):
         return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
 
 
-SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel, Field(discriminator="kind")]
+class SequenceModel(_Strict):
+    """``first``, then ``then`` within ``within``, no ``unless`` in between
+    (docs/semantics-notes.md, "The sequence kind")."""
+
+    kind: Literal["sequence"]
+    first: PredicateField
+    then: PredicateField
+    within: Duration = Field(gt=0)
+    per: str | None = Field(default=None, min_length=1)
+    unless: PredicateField | None = None
+    cooldown: Duration | None = None
+    user: UserModel | None = None
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> SequenceScene:
+        return SequenceScene(name, self.first, self.then, self.within, self.per, self.unless,
+                             self.cooldown, _filter(self.user, rules))
+
+
+# One config model per kind of the registry (triggers.kinds), keyed by `kind`.
+SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel)
+SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel,
+                       Field(discriminator="kind")]
+
+
+def _models_cover_the_registry() -> None:
+    models = tuple(m.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+                   for m in SCENE_MODELS)
+    if models != kind_names():
+        raise RuntimeError(f"scene config models {models} != the kinds {kind_names()}")
+
+
+_models_cover_the_registry()  # a kind without its model (or the reverse) fails at import
 
 
 class EngineModel(_Strict):

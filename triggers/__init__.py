@@ -7,7 +7,14 @@ so the same engine runs inside Faust, inside replay and inside property tests.
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import ConfigError, EventRejected, SceneTriggerError, StateDecodeError
 from triggers.events import Event, Trigger
-from triggers.scenes import AbsenceScene, ArrivalScene, Limits, RepeatScene, Scene
+from triggers.scenes import (
+    AbsenceScene,
+    ArrivalScene,
+    Limits,
+    RepeatScene,
+    Scene,
+    SequenceScene,
+)
 
 __all__ = [
     "AbsenceScene",
@@ -21,6 +28,7 @@ __all__ = [
     "RepeatScene",
     "Scene",
     "SceneTriggerError",
+    "SequenceScene",
     "StateDecodeError",
     "Trigger",
 ]

@@ -14,26 +14,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from triggers.events import Event, Trigger
+from triggers.kinds import kind_of
+from triggers.kinds.base import Limits, Rule, Scene
 from triggers.predicates import Matcher, Predicate
 from triggers.reshape import reset_store, resets
-from triggers.scenes import (
-    AbsenceScene,
-    ArrivalRule,
-    ArrivalScene,
-    Limits,
-    RepeatRule,
-    RepeatScene,
-    Scene,
-)
 from triggers.state import MemoryStore, StateStore, UserState
 from triggers.userfilter import UserFilter
 
 _NEG_INF = -(1 << 63)
 _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
-# Per event type: (rule, first predicate's result, second's, gate), None = test
-# the event; a gate is a test that must pass first (see Engine._rules_for).
-_Step = tuple["RepeatRule | ArrivalRule | _AbsenceRule", bool | None, bool | None,
-              "Matcher | None"]
+# Per event type: (rule, first predicate's result, second's, gate, timer), None
+# = test the event; a gate is a test that must pass first (see Engine._rules_for).
+_Step = tuple[Rule, bool | None, bool | None, "Matcher | None", bool]
 _Plan = tuple[_Step, ...]
 
 
@@ -42,16 +34,6 @@ class PendingTimer:
     scene: str
     user_id: str
     deadline: int
-
-
-class _AbsenceRule:
-    __slots__ = ("after", "cancel", "name", "start")
-
-    def __init__(self, scene: AbsenceScene) -> None:
-        self.name = scene.name
-        self.start: Matcher = scene.start.compile()
-        self.cancel: Matcher | None = scene.cancel.compile() if scene.cancel else None
-        self.after = scene.after_ms
 
 
 class Engine:
@@ -77,22 +59,17 @@ class Engine:
         self.track_profile = track_profile
         self._seq = 0
         self._timers: list[tuple[int, int, str, str]] = []  # (deadline, seq, scene, user)
-        # Event rules in config order; absence rules are kept in the same list
-        # so that state transitions happen in config order too.
-        self._rules: list[RepeatRule | ArrivalRule | _AbsenceRule] = []
-        for scene in self.scenes:
-            if isinstance(scene, RepeatScene):
-                self._rules.append(RepeatRule(scene, self.limits))
-            elif isinstance(scene, ArrivalScene):
-                self._rules.append(ArrivalRule(scene, self.limits))
-            else:
-                self._rules.append(_AbsenceRule(scene))
+        # Rules in config order, timer rules in the same list, so that state
+        # transitions happen in config order too.
+        kinds = [kind_of(scene) for scene in self.scenes]
+        self._rules: list[Rule] = [k.rule(s, self.limits) for k, s in zip(kinds, self.scenes,
+                                                                          strict=True)]
+        self._predicates = [k.predicates(s) for k, s in zip(kinds, self.scenes, strict=True)]
         # Scenes that fire from the clock (their triggers are timers).
-        self.timer_scenes = frozenset(s.name for s in self.scenes if isinstance(s, AbsenceScene))
-        # Absence scenes with a `user` filter, checked when their timer is due.
-        self._absence_users: dict[str, UserFilter] = {
-            s.name: s.user for s in self.scenes if isinstance(s, AbsenceScene) and s.user
-        }
+        self.timer_scenes = frozenset(r.name for r in self._rules if r.timer)
+        # Timer scenes with a `user` filter, checked when their timer is due.
+        self._timer_users: dict[str, UserFilter] = {
+            r.name: r.user for r in self._rules if r.timer and r.user is not None}
         if not track_profile and any(s.user is not None for s in self.scenes):
             raise ValueError("scenes with a `user` filter need track_profile=True")
         # The rules an event type can touch, in config order (see _rules_for).
@@ -132,23 +109,21 @@ class Engine:
             rules = self._by_type[etype]  # only strings are cached
         except (KeyError, TypeError):  # TypeError: an unhashable (bad) type value
             rules = self._rules_for(etype)
-        for rule, first, second, gate in rules:
+        for rule, first, second, gate, timer in rules:
             if gate is not None and not gate(fields):
                 continue  # the one predicate left to test fails: the rule does nothing
-            if type(rule) is _AbsenceRule:
-                if second is None:
-                    second = rule.cancel is not None and rule.cancel(fields)
-                if second:
-                    state.absence.pop(rule.name, None)
-                elif rule.start(fields) if first is None else first:
-                    self._seq = seq = self._seq + 1
-                    deadline = ts + rule.after
-                    state.absence[rule.name] = (deadline, seq)
-                    heapq.heappush(timers, (deadline, seq, rule.name, user_id))
+            got = rule.apply(state, fields, ts, first, second)
+            if got is False:
                 continue
-            key = rule.apply(state, fields, ts, first, second)  # type: ignore[union-attr]
-            if key is not False:
-                fired.append(Trigger(rule.name, user_id, key, ts))
+            if timer:  # a deadline to (re)arm, or None: disarm
+                if type(got) is int:
+                    self._seq = seq = self._seq + 1
+                    state.absence[rule.name] = (got, seq)
+                    heapq.heappush(timers, (got, seq, rule.name, user_id))
+                else:
+                    state.absence.pop(rule.name, None)
+                continue
+            fired.append(Trigger(rule.name, user_id, got, ts))  # type: ignore[arg-type]
         if states is None:
             self.store.put(user_id, state)
         return fired
@@ -162,19 +137,20 @@ class Engine:
         tested, that test, done before the rule is called (the rule then
         gets True for it). Cached per type string (bounded)."""
         if type(etype) is not str:
-            return tuple((rule, None, None, None) for rule in self._rules)
+            return tuple((rule, None, None, None, rule.timer) for rule in self._rules)
         plan: list[_Step] = []
-        for rule, scene in zip(self._rules, self.scenes, strict=True):
-            first, second = _predicates(scene)
-            if not any(p is not None and _type_may_hold(p, etype) for p in (first, second)):
+        for rule, predicates in zip(self._rules, self._predicates, strict=True):
+            if not any(p is not None and _type_may_hold(p, etype) for p in predicates):
                 continue
+            first, second = predicates[0], predicates[1] if len(predicates) > 1 else None
             known = (_known(first, etype), _known(second, etype))
-            if known == (None, False) and first is not None:
-                plan.append((rule, True, False, first.compile()))
-            elif known == (False, None) and second is not None:
-                plan.append((rule, False, True, second.compile()))
+            gated = len(predicates) <= 2  # a third predicate may still hold
+            if gated and known == (None, False) and first is not None:
+                plan.append((rule, True, False, first.compile(), rule.timer))
+            elif gated and known == (False, None) and second is not None:
+                plan.append((rule, False, True, second.compile(), rule.timer))
             else:
-                plan.append((rule, known[0], known[1], None))
+                plan.append((rule, known[0], known[1], None, rule.timer))
         rules = tuple(plan)
         if len(self._by_type) < _MAX_TYPES_CACHED:
             self._by_type[etype] = rules
@@ -200,7 +176,7 @@ class Engine:
         timers = self._timers
         clock = self.clock
         store = self.store
-        users = self._absence_users
+        users = self._timer_users
         while timers and timers[0][0] < clock:
             deadline, seq, scene, user_id = heapq.heappop(timers)
             state = store.get(user_id)
@@ -239,7 +215,7 @@ class Engine:
         rebalance); returns how many timers are armed."""
         timers = []
         # A timer kept in state for a scene a reload removed stays dropped.
-        names = {s.name for s in self.scenes if isinstance(s, AbsenceScene)}
+        names = self.timer_scenes
         source = self.store.items() if users is None else users
         for user_id, state in source:
             for scene, (deadline, seq) in state.absence.items():
@@ -265,13 +241,14 @@ class Engine:
         plan = resets(self.scenes, fresh.scenes)
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules = fresh._rules
-        self._absence_users = fresh._absence_users
+        self._predicates = fresh._predicates
+        self._timer_users = fresh._timer_users
         self.timer_scenes = fresh.timer_scenes
         self._by_type = fresh._by_type
         # A scene changed shape: one pass over every user (reloads are rare).
         reset_store(self.store, plan)
-        names = {s.name for s in scenes if isinstance(s, AbsenceScene)
-                 and not (s.name in plan and (plan[s.name].timer or plan[s.name].everything))}
+        names = {name for name in self.timer_scenes
+                 if not (name in plan and (plan[name].timer or plan[name].everything))}
         kept = [t for t in self._timers if t[2] in names]
         if len(kept) != len(self._timers):
             heapq.heapify(kept)
@@ -283,18 +260,8 @@ class Engine:
         if state is None:
             return
         for rule in self._rules:
-            if isinstance(rule, (RepeatRule, ArrivalRule)):
-                rule.prune(state)
+            rule.prune(state)
         self.store.put(user_id, state)
-
-
-def _predicates(scene: Scene) -> tuple[Predicate | None, Predicate | None]:
-    """A rule's two predicates, in the order its apply takes their results."""
-    if isinstance(scene, RepeatScene):
-        return scene.when, scene.unless
-    if isinstance(scene, AbsenceScene):
-        return scene.start, scene.cancel
-    return scene.when, None
 
 
 def _known(predicate: Predicate | None, etype: str) -> bool | None:

@@ -6,18 +6,21 @@ The rule (docs/architecture.md, "Config"): state is kept as long as the facts
 it records still mean the same thing under the new scene.
 
 * scene removed, or its ``kind`` changed: everything under its name goes;
-* ``per`` changed (``repeat``, ``arrival``): everything goes (windows and
-  cooldowns are keyed by the old field's values);
-* ``repeat`` ``when`` changed: the ``when`` timestamps go (they matched the
-  old predicate); ``unless`` changed: the ``unless`` timestamps go; the
-  newest fire per key stays (the scene did fire then: cooldowns hold);
+* ``per`` changed (``repeat``, ``arrival``, ``sequence``): everything goes
+  (windows and cooldowns are keyed by the old field's values);
+* ``repeat`` ``when`` (``sequence`` ``first``) changed: those timestamps go
+  (they matched the old predicate); ``unless`` changed: the ``unless``
+  timestamps go; the newest fire per key stays (the scene did fire then:
+  cooldowns hold);
 * ``absence`` ``start`` changed: armed timers go (the old start armed them);
 * anything else (``count``, ``within``, ``cooldown``, ``after``, ``cancel``,
-  ``arrival``'s ``when``, the ``user`` filter) keeps the state: those are read
-  when deciding, and the state holds facts that are still true.
+  ``arrival``'s ``when``, ``sequence``'s ``then``, the ``user`` filter) keeps
+  the state: those are read when deciding, and the state holds facts that
+  are still true.
 
 What the rule compares is a scene's :class:`Shape` (kind, ``per``, the
-predicates whose matches the state records). Shapes encode to bytes
+predicates whose matches the state records), which each kind defines
+(:mod:`triggers.kinds`); the comparison here is the same for every kind. Shapes encode to bytes
 (:func:`encode_shapes`), so a host that persists state can store the shapes
 it was written under and, started again with another config, drop what a
 hot reload would have dropped (the Faust worker: agents/engine_host.py).
@@ -32,13 +35,13 @@ from typing import Any
 import orjson
 
 from triggers.errors import StateDecodeError
-from triggers.predicates import Predicate
-from triggers.scenes import ArrivalScene, RepeatScene, Scene
+from triggers.kinds import kind_of
+from triggers.kinds.base import Canon, Scene, Shape
 from triggers.state import StateStore, UserState
 
-# A predicate as compared: (field, equals, sorted one_of, prefix) sorted by
-# field, so the order its fields were written in does not matter.
-Canon = tuple[tuple[str, str | None, tuple[str, ...] | None, str | None], ...]
+__all__ = ["Canon", "Reset", "Shape", "apply_resets", "decode_shapes", "encode_shapes",
+           "reset_store", "resets", "shape_of", "shape_resets", "shapes"]
+
 _SHAPES_VERSION = 1
 
 
@@ -47,38 +50,14 @@ class Reset:
     """What to drop of one scene's state in every user."""
 
     everything: bool = False
-    when: bool = False  # repeat: when timestamps
-    unless: bool = False  # repeat: unless timestamps
-    timer: bool = False  # absence: the armed timer
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What a scene's stored state means: its kind, the field its windows
-    are keyed by and the predicates whose matches it records (only those of
-    its kind are set)."""
-
-    kind: str
-    per: str | None = None  # repeat, arrival
-    when: Canon | None = None  # repeat
-    unless: Canon | None = None  # repeat
-    start: Canon | None = None  # absence
-
-
-def _canon(predicate: Predicate | None) -> Canon | None:
-    if predicate is None:
-        return None
-    return tuple(sorted(
-        (name, c.equals, tuple(sorted(c.one_of)) if c.one_of is not None else None, c.prefix)
-        for name, c in predicate.conditions))
+    when: bool = False  # windows slot: the `when` timestamps
+    unless: bool = False  # windows slot: the `unless` timestamps
+    timer: bool = False  # timer slot: the armed timer
 
 
 def shape_of(scene: Scene) -> Shape:
-    if isinstance(scene, RepeatScene):
-        return Shape(scene.kind, scene.per, _canon(scene.when), _canon(scene.unless))
-    if isinstance(scene, ArrivalScene):
-        return Shape(scene.kind, scene.per)
-    return Shape(scene.kind, start=_canon(scene.start))
+    """The scene's :class:`Shape`, as its kind defines it."""
+    return kind_of(scene).shape(scene)
 
 
 def shapes(scenes: Iterable[Scene]) -> dict[str, Shape]:

@@ -16,8 +16,8 @@ from config.loader import check_text
 from config.models import AppConfig
 from config.scene_models import UserModel
 from config.strategy_models import StrategyModel
-from triggers.durations import format_duration_ms
-from triggers.scenes import AbsenceScene, RepeatScene, Scene
+from triggers.kinds import kind_of
+from triggers.scenes import Scene
 
 
 def register(sub: Any) -> None:
@@ -69,7 +69,7 @@ def as_json(path: str, report: Report) -> dict[str, Any]:
         "errors": [p.as_json() for p in report.errors],
         "warnings": [p.as_json() for p in report.warnings],
         "scenes": [] if config is None else [
-            {"name": s.name, "kind": type(s).__name__.removesuffix("Scene").lower(),
+            {"name": s.name, "kind": s.kind,
              "summary": describe(s), "user": describe_user(config.scenes[s.name].user)}
             for s in config.scene_list()],
         "strategies": [] if config is None else [
@@ -94,24 +94,7 @@ def summary(path: str, config: AppConfig) -> str:
 
 
 def describe(scene: Scene) -> str:
-    if isinstance(scene, RepeatScene):
-        text = f"repeat  {scene.count}x within {format_duration_ms(scene.within_ms)}"
-        if scene.per:
-            text += f" per {scene.per}"
-        if scene.unless:
-            text += " unless ..."
-    elif isinstance(scene, AbsenceScene):
-        text = f"absence after {format_duration_ms(scene.after_ms)}"
-        if scene.cancel:
-            text += " unless cancelled"
-    else:
-        text = "arrival"
-        if scene.per:
-            text += f" per {scene.per}"
-    cooldown = getattr(scene, "cooldown_ms", None)
-    if cooldown is not None:
-        text += f", cooldown {format_duration_ms(cooldown)}"
-    return text
+    return kind_of(scene).describe(scene)
 
 
 def describe_user(user: UserModel | None) -> str:

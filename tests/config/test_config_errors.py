@@ -94,7 +94,7 @@ def test_a_duplicate_key_is_an_error_not_a_silent_override() -> None:
     # a YAML merge key's values may still be overridden
     merged = load_config_text("scenes:\n  a: &a {kind: arrival, when: {}, cooldown: 1s}\n"
                               "  b:\n    <<: *a\n    cooldown: 2s\n")
-    assert [s.cooldown_ms for s in merged.scene_list()] == [1_000, 2_000]  # type: ignore[union-attr]
+    assert [s.cooldown_ms for s in merged.scene_list()] == [1_000, 2_000]  # type: ignore[attr-defined]
 
 
 def test_json_is_accepted_and_durations_take_every_unit() -> None:
@@ -163,7 +163,7 @@ def test_check_config_errors_exit_1_with_scene_and_field(tmp_path: Path) -> None
         "'<int><unit>' with unit ms, s, m, h or d, or an integer of milliseconds",
         f"  - {path}:3: scene 'a', field 'bogus': unknown field",
         f"  - {path}:4: scene 'b', field 'kind': unknown kind 'sometimes' (use repeat, "
-        "absence or arrival)",
+        "absence, arrival or sequence)",
     ]
     assert lines[6] == f"{path}: 2 warning(s)"
     assert all("no content in content.scenes" in line for line in lines[7:]), lines

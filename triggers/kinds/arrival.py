@@ -1,0 +1,117 @@
+"""``arrival``: fire on every matching event, at most once per ``cooldown``
+(SEMANTICS.md, "Kinds")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from triggers.durations import format_duration_ms
+from triggers.kinds.base import Limits, Shape, Slot, key_of
+from triggers.predicates import Fields, Predicate
+from triggers.state import UserState
+from triggers.userfilter import UserFilter
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalScene:
+    name: str
+    when: Predicate
+    per: str | None = None
+    cooldown_ms: int | None = None
+    user: UserFilter | None = None
+    kind: str = field(default="arrival", init=False)
+
+
+class ArrivalRule:
+    """`arrival`: fire on every matching event unless fired for (user, key)
+    within `cooldown` or the user fails the scene's `user` filter."""
+
+    __slots__ = ("_cooldown", "_late", "_max_keys", "_per", "_when", "name", "timer", "user")
+
+    def __init__(self, scene: ArrivalScene, limits: Limits) -> None:
+        self.name = scene.name
+        self.timer = False
+        self._when = scene.when.compile()
+        self._per = scene.per
+        self._cooldown = scene.cooldown_ms
+        self.user = scene.user
+        self._late = limits.late_ms
+        self._max_keys = limits.max_keys
+
+    def apply(
+        self, state: UserState, fields: Fields, ts: int, when_holds: bool | None = None,
+        _unused: bool | None = None,
+    ) -> str | Literal[False] | None:
+        if not (self._when(fields) if when_holds is None else when_holds):
+            return False
+        key = key_of(self._per, fields)
+        if key is None:
+            return False
+        user = self.user
+        if self._cooldown is None:
+            if user is not None and not user.admits(state.profile, ts):
+                return False
+            return None if self._per is None else key  # no cooldown: nothing to remember
+        fired = state.arrival.get(self.name)
+        last = None if fired is None else fired.get(key)
+        if last is not None and ts - last < self._cooldown:
+            return False
+        if user is not None and not user.admits(state.profile, ts):
+            return False  # filtered out: no fire recorded, so no cooldown starts
+        if fired is None:
+            fired = state.arrival[self.name] = {}
+        if last is None or ts > last:
+            if last is None and len(fired) >= self._max_keys:
+                self._evict(fired, state.max_ts)
+            fired[key] = ts
+        return None if self._per is None else key
+
+    def _evict(self, fired: dict[str, int], max_ts: int | None) -> None:
+        """Drop expired keys, then the least recent down to 7/8 of the cap."""
+        self._prune_keys(fired, max_ts)
+        if len(fired) >= self._max_keys:
+            keep = self._max_keys - max(1, self._max_keys // 8)
+            for stale in sorted(fired, key=fired.__getitem__)[: len(fired) - keep]:
+                del fired[stale]
+
+    def _prune_keys(self, fired: dict[str, int], max_ts: int | None) -> None:
+        if max_ts is None or self._cooldown is None:
+            return
+        horizon = max_ts - self._cooldown - self._late
+        for key in [k for k, f in fired.items() if f <= horizon]:
+            del fired[key]
+
+    def prune(self, state: UserState) -> None:
+        fired = state.arrival.get(self.name)
+        if fired is None:
+            return
+        self._prune_keys(fired, state.max_ts)
+        if not fired:
+            del state.arrival[self.name]
+
+
+class ArrivalKind:
+    name = "arrival"
+    timer = False
+    slot: Slot = "fires"
+
+    def rule(self, scene: ArrivalScene, limits: Limits) -> ArrivalRule:
+        return ArrivalRule(scene, limits)
+
+    def predicates(self, scene: ArrivalScene) -> tuple[Predicate | None, ...]:
+        return scene.when, None
+
+    def shape(self, scene: ArrivalScene) -> Shape:
+        return Shape(scene.kind, scene.per)  # a changed `when` keeps the cooldowns
+
+    def describe(self, scene: ArrivalScene) -> str:
+        text = "arrival"
+        if scene.per:
+            text += f" per {scene.per}"
+        if scene.cooldown_ms is not None:
+            text += f", cooldown {format_duration_ms(scene.cooldown_ms)}"
+        return text
+
+
+KIND = ArrivalKind()
