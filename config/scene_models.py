@@ -199,9 +199,15 @@ SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel
                        Field(discriminator="kind")]
 
 
+def model_kind(model: type[BaseModel]) -> str:
+    """The ``kind`` literal a scene model is for."""
+    literal: Any = model.model_fields["kind"].annotation
+    name: str = literal.__args__[0]
+    return name
+
+
 def _models_cover_the_registry() -> None:
-    models = tuple(m.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
-                   for m in SCENE_MODELS)
+    models = tuple(model_kind(m) for m in SCENE_MODELS)
     if models != kind_names():
         raise RuntimeError(f"scene config models {models} != the kinds {kind_names()}")
 

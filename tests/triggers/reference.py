@@ -117,7 +117,8 @@ class Reference:
             if kind == "absence":
                 self._absence(name, spec, user, event)
             else:
-                rule = self._repeat if kind == "repeat" else self._arrival
+                rule = {"repeat": self._repeat, "arrival": self._arrival,
+                        "sequence": self._sequence}[kind]
                 fires, key = rule(name, spec, user, event)
                 if fires:
                     out.append((name, user, key, ts))
@@ -186,6 +187,33 @@ class Reference:
             return False, None
         unless = spec.get("unless")
         if unless is not None and any(matches(unless, t.fields) for t in window):
+            return False, None
+        if self._cooling(name, spec, user, key, ts) or not admits(spec, self.history[user], ts):
+            return False, None
+        self.fires.setdefault((name, user, key), []).append(ts)
+        return True, key
+
+    def _sequence(self, name: str, spec: Mapping[str, Any], user: str,
+                  event: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """docs/semantics-notes.md, "The sequence kind": some `first` event a
+        of the window with a.ts < e.ts and no `unless` event of the window
+        with a.ts <= ts (e itself included)."""
+        if not matches(spec["then"], event):
+            return False, None
+        has_key, key = self._key(spec, event)
+        if not has_key:
+            return False, None
+        ts = event["ts"]
+        low = ts - duration_ms(spec["within"])
+        per = spec.get("per")
+        window = [
+            t for t in self.history[user]
+            if low < t.ts <= ts and (per is None or text(t.fields.get(per)) == key)
+        ]
+        unless = spec.get("unless")
+        blocked = [t.ts for t in window if unless is not None and matches(unless, t.fields)]
+        if not any(t.ts < ts and matches(spec["first"], t.fields)
+                   and not any(t.ts <= c for c in blocked) for t in window):
             return False, None
         if self._cooling(name, spec, user, key, ts) or not admits(spec, self.history[user], ts):
             return False, None

@@ -56,11 +56,17 @@ maybe = st.none().__or__  # a strategy or None
 
 @st.composite
 def scene_specs(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["repeat", "absence", "arrival"]))
+    kind = draw(st.sampled_from(["repeat", "absence", "arrival", "sequence"]))
     spec: dict[str, Any] = {"kind": kind}
     if kind == "repeat":
         spec["when"] = draw(predicates)
         spec["count"] = draw(st.integers(1, 4))
+        spec["within"] = draw(st.integers(1, 60))
+        optional = {"per": st.sampled_from(PER_FIELDS), "unless": predicates,
+                    "cooldown": durations}
+    elif kind == "sequence":
+        spec["first"] = draw(predicates)
+        spec["then"] = draw(predicates)
         spec["within"] = draw(st.integers(1, 60))
         optional = {"per": st.sampled_from(PER_FIELDS), "unless": predicates,
                     "cooldown": durations}

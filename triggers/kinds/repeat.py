@@ -18,7 +18,7 @@ from triggers.kinds.base import (
     insert_capped,
 )
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
-from triggers.state import UserState
+from triggers.state import KeyWindow, UserState
 from triggers.userfilter import UserFilter
 
 
@@ -79,9 +79,27 @@ class RepeatRule(WindowRule):
                 if text is None:
                     return False  # no `per` field: this scene ignores the event
                 key = text
-        win = self._window(state, key)
-        when = win.when
-        unless = win.unless
+        # The window fetch of WindowRule._window, inlined: this is the hot path.
+        keys = state.repeat.get(self.name)
+        if keys is None:
+            keys = state.repeat[self.name] = {}
+        win = keys.get(key)
+        if win is None:  # a new window: nothing in it to prune
+            if len(keys) >= self._max_keys:
+                self._evict(keys, state)
+            win = keys[key] = KeyWindow()
+            when = win.when
+            unless = win.unless
+        else:
+            when = win.when
+            unless = win.unless
+            max_ts = state.max_ts
+            if max_ts is not None:  # prune only when something is old enough to go
+                horizon = max_ts - self._keep
+                last = win.last_fire
+                if ((when and when[0] <= horizon) or (unless and unless[0] <= horizon)
+                        or (last is not None and last <= max_ts - self._keep_fire)):
+                    self._prune(win, max_ts)
         if is_unless:
             insert_capped(unless, ts, self._cap)
         if not is_when:

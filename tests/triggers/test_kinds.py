@@ -1,0 +1,100 @@
+"""The kind registry: the engine, hot reload and check-config ask a scene's
+kind, so a kind registered here runs with no change anywhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+from config.scene_models import SCENE_MODELS, model_kind
+from scenetrigger.commands.check_config import describe
+from triggers.engine import Engine
+from triggers.events import Event, Trigger
+from triggers.kinds import KINDS, kind_names, kind_of, spelled_out
+from triggers.kinds.base import Limits, Shape, Slot
+from triggers.predicates import Fields, Predicate, parse_predicate
+from triggers.reshape import resets
+from triggers.state import UserState
+from triggers.userfilter import UserFilter
+
+
+def test_every_kind_has_its_config_model_in_registry_order() -> None:
+    assert kind_names() == ("repeat", "absence", "arrival", "sequence")
+    assert tuple(model_kind(m) for m in SCENE_MODELS) == kind_names()
+    assert spelled_out() == "repeat, absence, arrival or sequence"
+    assert [name for name, kind in KINDS.items() if kind.timer] == ["absence"]
+
+
+@dataclass(frozen=True, slots=True)
+class EveryOtherScene:
+    """A toy kind: fires on every second matching event of a user."""
+
+    name: str
+    when: Predicate
+    user: UserFilter | None = None
+    kind: str = field(default="every_other", init=False)
+
+
+class EveryOtherRule:
+    __slots__ = ("_when", "name", "timer", "user")
+
+    def __init__(self, scene: EveryOtherScene) -> None:
+        self.name, self.timer, self.user = scene.name, False, scene.user
+        self._when = scene.when.compile()
+
+    def apply(self, state: UserState, fields: Fields, ts: int, first: bool | None,
+              second: bool | None) -> str | Literal[False] | None:
+        if not (self._when(fields) if first is None else first):
+            return False
+        seen = state.arrival.setdefault(self.name, {})
+        seen[""] = seen.get("", 0) + 1
+        return None if seen[""] % 2 == 0 else False
+
+    def prune(self, state: UserState) -> None:
+        """Nothing expires."""
+
+
+class EveryOtherKind:
+    name = "every_other"
+    timer = False
+    slot: Slot = "fires"
+
+    def rule(self, scene: EveryOtherScene, limits: Limits) -> EveryOtherRule:
+        return EveryOtherRule(scene)
+
+    def predicates(self, scene: EveryOtherScene) -> tuple[Predicate | None, ...]:
+        return (scene.when,)
+
+    def shape(self, scene: EveryOtherScene) -> Shape:
+        return Shape(scene.kind)
+
+    def describe(self, scene: EveryOtherScene) -> str:
+        return "every other matching event"
+
+
+@pytest.fixture
+def every_other() -> Any:
+    KINDS["every_other"] = EveryOtherKind()
+    yield
+    del KINDS["every_other"]
+
+
+def test_a_registered_kind_runs_in_the_engine_reload_and_check_config(every_other: Any) -> None:
+    scene = EveryOtherScene("eo", parse_predicate({"type": "view"}))
+    engine = Engine([scene])
+    views = [Event("u", ts, "view", {"user_id": "u", "ts": ts, "type": "view"})
+             for ts in (1, 2, 3, 4)]
+    page = Event("u", 5, "page", {"user_id": "u", "ts": 5, "type": "page"})
+    assert [engine.handle(e) for e in [*views, page]] == [
+        [], [Trigger("eo", "u", None, 2)], [], [Trigger("eo", "u", None, 4)], []]
+    assert kind_of(scene).name == "every_other" and describe(scene) == \
+        "every other matching event"
+    assert resets([scene], []) and not resets([scene], [scene])
+
+
+def test_an_unregistered_kind_is_refused_by_name() -> None:
+    scene = EveryOtherScene("eo", parse_predicate({}))
+    with pytest.raises(ValueError, match="scene 'eo' has an unknown kind 'every_other'"):
+        Engine([scene])
