@@ -6,7 +6,12 @@ segment always picks the same variant. Variants whose ``when`` holds are
 grouped by specificity (how many conditions they state); the most specific
 group is tried first, one variant in it picked by a weighted hash of
 ``user_id|scene|segment``, then the rest of the group in config order, then
-less specific groups. A variant that needs products the catalog cannot
+less specific groups. The user's locale (the directory's, else the
+``locale`` of their events, else ``content.default_locale``) comes first:
+the variants whose ``when.locale`` names it are tried in that order, then
+the variants of the default language (naming no locale, or naming it),
+so a missing product falls back to the default language before the
+generic fallback. A variant that needs products the catalog cannot
 supply is passed over; the scene's generic fallback is last and never fails.
 
 Templates use :mod:`config.safe_template` (``${name}`` only; names checked
@@ -128,8 +133,20 @@ def _compile_variant(model: VariantModel) -> _Compiled:
                      templates[2] if model.html else None, bool(names & PRODUCT_NAMES))
 
 
-def _compile_fallback(model: FallbackModel) -> _Compiled:
-    return _Compiled(model.name, VariantWhen(), "none", 0, tuple(model.channels), 1,
+@dataclass(frozen=True, slots=True)
+class _Fallbacks:
+    """A scene's generic message, and its translations by locale."""
+
+    default: _Compiled
+    by_locale: tuple[tuple[str, _Compiled], ...] = ()
+
+    def pick(self, locale: str) -> _Compiled:
+        return next((c for lang, c in self.by_locale if _speaks((lang,), locale)),
+                    self.default)
+
+
+def _compile_fallback(model: FallbackModel, name: str | None = None) -> _Compiled:
+    return _Compiled(name or model.name, VariantWhen(), "none", 0, tuple(model.channels), 1,
                      compile_template(model.subject), compile_template(model.text),
                      compile_template(model.html) if model.html else None, False, True)
 
@@ -142,15 +159,20 @@ class ContentSelector:
         self._content = content
         self._catalog = catalog
         self._default_tz = default_tz
-        self._scenes: dict[str, tuple[list[_Compiled], _Compiled]] = {}
+        self._scenes: dict[str, tuple[list[_Compiled], _Fallbacks]] = {}
         for scene, model in content.scenes.items():
             self._scenes[scene] = self._compile_scene(model)
         self._refs = {ref: self._compile_scene(model) for ref, model in content.journeys.items()}
         self._generic = self._compile_scene(SceneContentModel())
 
     @staticmethod
-    def _compile_scene(model: SceneContentModel) -> tuple[list[_Compiled], _Compiled]:
-        return [_compile_variant(v) for v in model.variants], _compile_fallback(model.fallback)
+    def _compile_scene(model: SceneContentModel) -> tuple[list[_Compiled], _Fallbacks]:
+        # Exact tags (zh-TW) before bare languages (zh): the longer tag is tried first.
+        by_locale = tuple((lang, _compile_fallback(f, f"{f.name}_{lang}"))
+                          for lang, f in sorted(model.fallbacks.items(),
+                                                key=lambda item: -len(item[0])))
+        return ([_compile_variant(v) for v in model.variants],
+                _Fallbacks(_compile_fallback(model.fallback), by_locale))
 
     def segment(self, state: UserState | None, now_ms: int) -> Segmentation:
         c = self._content
@@ -158,42 +180,49 @@ class ContentSelector:
                         c.habits, now_ms, self._default_tz)
 
     async def select(self, trigger: Trigger, state: UserState | None,
-                     now_ms: int) -> ContentChoice:
+                     now_ms: int, locale: str | None = None) -> ContentChoice:
+        """``locale``: the directory's; else the language of the user's events."""
         seg = self.segment(state, now_ms)
-        variants, fallback = self._scenes.get(trigger.scene, self._generic)
-        for variant in self.candidates(variants, trigger, seg):
+        variants, fallbacks = self._scenes.get(trigger.scene, self._generic)
+        language = self._locale(locale, state)
+        for variant in self.candidates(variants, trigger, seg, language):
             products: list[Product] = []
             if variant.needs_products:
                 products = await self._products(variant, trigger, state, seg.style)
                 if not products:
                     continue  # missing product: try the next variant, then the fallback
             return self._choice(trigger, state, seg, variant, products)
-        return self._choice(trigger, state, seg, fallback, [])
+        return self._choice(trigger, state, seg, fallbacks.pick(language), [])
 
     def has_ref(self, ref: str) -> bool:
         """Whether ``content.journeys`` has content for a strategy's content ref."""
         return ref in self._refs
 
     def choose_ref(self, ref: str, user_id: str, state: UserState | None,
-                   now_ms: int) -> ContentChoice:
+                   now_ms: int, locale: str | None = None) -> ContentChoice:
         """Content for a journey send step, chosen like a scene's (style,
         segment, tags; same hash). Synchronous: journey content names no
         products, so no catalog lookup. An unknown ref gets the generic message."""
         seg = self.segment(state, now_ms)
-        variants, fallback = self._refs.get(ref, self._generic)
+        variants, fallbacks = self._refs.get(ref, self._generic)
         trigger = Trigger(ref, user_id, None, now_ms)
-        picked = next(iter(self.candidates(variants, trigger, seg)), fallback)
+        language = self._locale(locale, state)
+        picked = next(iter(self.candidates(variants, trigger, seg, language)),
+                      fallbacks.pick(language))
         return self._choice(trigger, state, seg, picked, [])
 
     async def every_variant(self, trigger: Trigger, state: UserState | None, seg: Segmentation,
-                            journey: bool = False) -> list[VariantPreview]:
+                            journey: bool = False,
+                            locale: str | None = None) -> list[VariantPreview]:
         """Every variant of a scene's (or, with ``journey``, a content ref's)
         content and its fallback, each prepared for this user as if chosen,
         in the order :meth:`candidates` would try them, then those whose
         ``when`` does not hold. Marks the one :meth:`select` would send."""
         table = self._refs if journey else self._scenes
-        variants, fallback = table.get(trigger.scene, self._generic)
-        tried = self.candidates(variants, trigger, seg)
+        variants, fallbacks = table.get(trigger.scene, self._generic)
+        language = self._locale(locale, state)
+        fallback = fallbacks.pick(language)
+        tried = self.candidates(variants, trigger, seg, language)
         others = [v for v in variants if v not in tried]
         out: list[VariantPreview] = []
         chosen = False
@@ -210,9 +239,23 @@ class ContentSelector:
                                       variant.needs_products and not products))
         return out
 
+    def _locale(self, locale: str | None, state: UserState | None) -> str:
+        found = locale or (state.profile.locale if state is not None else None)
+        return found or self._content.default_locale
+
     def candidates(self, variants: Sequence[_Compiled], trigger: Trigger,
-                   seg: Segmentation) -> list[_Compiled]:
-        """Matching variants in the order they are tried (see the module doc)."""
+                   seg: Segmentation, locale: str | None = None) -> list[_Compiled]:
+        """Matching variants in the order they are tried (see the module doc):
+        those of the user's language first, then the default language's."""
+        default = self._content.default_locale
+        mine = [v for v in variants if v.when.locale and _speaks(v.when.locale, locale or default)]
+        fallback = [v for v in variants
+                    if not v.when.locale or _speaks(v.when.locale, default)]
+        ordered = self._tiers(mine, trigger, seg)
+        return ordered + [v for v in self._tiers(fallback, trigger, seg) if v not in ordered]
+
+    def _tiers(self, variants: Sequence[_Compiled], trigger: Trigger,
+               seg: Segmentation) -> list[_Compiled]:
         matching = [v for v in variants if _matches(v.when, seg)]
         ordered: list[_Compiled] = []
         for spec in sorted({v.when.specificity() for v in matching}, reverse=True):
@@ -269,6 +312,13 @@ class ContentSelector:
         return ContentChoice(trigger.scene, variant.name, variant.is_fallback, variant.channels,
                              seg, tuple(products), values, variant.subject, variant.text,
                              variant.html, currency)
+
+
+def _speaks(languages: Sequence[str], locale: str) -> bool:
+    """``zh`` covers ``zh-CN`` and ``zh_TW``; ``zh-CN`` only itself."""
+    tag = locale.lower().replace("_", "-")
+    return any(tag == lang.lower().replace("_", "-")
+               or tag.startswith(lang.lower().replace("_", "-") + "-") for lang in languages)
 
 
 def _matches(when: VariantWhen, seg: Segmentation) -> bool:

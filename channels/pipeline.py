@@ -153,7 +153,8 @@ class DeliveryPipeline:
         self.decisions: DecisionLog | None = None  # every outcome is written here when set
 
     async def deliver(self, trigger: Trigger, state: UserState | None, now_ms: int) -> Outcome:
-        choice = await self.selector.select(trigger, state, now_ms)
+        choice = await self.selector.select(trigger, state, now_ms,
+                                            await self._locale(trigger.user_id))
         if in_control(self.control, trigger.scene, trigger.user_id):
             # Holdout: no message, no dedupe claim, no cap. Same hash as the
             # strategies and `report`, so the report's uplift lines up.
@@ -168,7 +169,8 @@ class DeliveryPipeline:
         back-off, caps) and the channel the step names. Control users never
         get here: the journey engine holds them out."""
         req = journey_request(send, state.profile.tz if state is not None else None)
-        choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+        choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms,
+                                          await self._locale(send.user_id))
         if send.channel not in self.channels:
             return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
                                         f"the step's channel {send.channel} is not configured")
@@ -198,14 +200,25 @@ class DeliveryPipeline:
             state = states(req.user_id)
             send = req.order
             if isinstance(send, SendAction):
-                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+                choice = self.selector.choose_ref(send.content_ref, send.user_id, state,
+                                                  now_ms, await self._locale(send.user_id))
             else:
                 trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
-                choice = await self.selector.select(trigger, state, now_ms)
+                choice = await self.selector.select(trigger, state, now_ms,
+                                                    await self._locale(req.user_id))
                 req = self._request(trigger, choice, state)
             decision = await self.policy.decide(req, now_ms, released=True)
             outcomes.append(await self._act(req, choice, decision, now_ms))
         return outcomes
+
+    async def _locale(self, user_id: str) -> str | None:
+        """The directory's locale for content selection (the policy reads the
+        record again for addresses: one more Redis GET, kept apart on purpose)."""
+        audience = self.policy.audience
+        if audience is None:
+            return None
+        contact = await audience.directory.get(user_id)
+        return contact.locale if contact is not None else None
 
     def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int) -> Outcome:
         req = DeliveryRequest(trigger.trigger_id, trigger.user_id, trigger.scene, trigger.key,

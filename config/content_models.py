@@ -29,6 +29,7 @@ TEMPLATE_NAMES = PRODUCT_NAMES | frozenset({
     "user_id", "scene", "key", "style", "segment", "category", "query", "currency",
 })
 
+_LOCALE_TAG = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$"
 _USER_NAME = re.compile(r"^user\.[A-Za-z_][A-Za-z0-9_]*$")
 SHIPPED_CONTENT_PATH = Path(__file__).with_name("content.yaml")
 
@@ -97,6 +98,10 @@ class VariantWhen(_Strict):
     segment: list[Segment] | None = None
     tags_any: list[str] | None = None
     tags_all: list[str] | None = None
+    # Languages (``zh``, ``zh-TW``): the user's locale picks the variants that
+    # name it before the others are looked at (not a specificity: see
+    # channels/content.py). Variants naming no locale are the default language's.
+    locale: list[Annotated[str, Field(pattern=_LOCALE_TAG)]] | None = None
 
     def specificity(self) -> int:
         return sum(x is not None for x in (self.style, self.segment, self.tags_any,
@@ -141,6 +146,10 @@ class FallbackModel(_Strict):
 class SceneContentModel(_Strict):
     variants: list[VariantModel] = Field(default_factory=list)
     fallback: FallbackModel = Field(default_factory=FallbackModel)
+    # The generic message in other languages, by locale (``zh``): a user of
+    # that locale gets it instead of ``fallback``.
+    fallbacks: dict[Annotated[str, Field(pattern=_LOCALE_TAG)], FallbackModel] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SceneContentModel:
@@ -156,6 +165,9 @@ class ContentModel(_Strict):
     no entry gets the built-in generic fallback."""
 
     currency: str = Field(default="¥", max_length=8)
+    # The language of variants that name no locale: a user whose locale no
+    # variant names gets those (docs/audiences.md, "Locale").
+    default_locale: str = Field(default="en", pattern=_LOCALE_TAG)
     new_and_category_count: int = Field(default=3, ge=1, le=20, strict=True)
     styles: StyleRules = Field(default_factory=StyleRules)
     segments: SegmentRules = Field(default_factory=SegmentRules)

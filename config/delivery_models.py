@@ -88,7 +88,6 @@ class AudienceModel(_Strict):
 
     consent: dict[str, ConsentDefault] = Field(default_factory=lambda: dict(_CONSENT))
     transactional_scenes: list[str] = Field(default_factory=list)
-    default_locale: str = Field(default="en", pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 
 
 class DeliveryModel(_Strict):

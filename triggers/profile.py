@@ -36,6 +36,7 @@ class Profile:
         "last_purchase_ts",
         "last_query",
         "last_ts",
+        "locale",
         "promo_views",
         "purchases",
         "searches",
@@ -63,6 +64,7 @@ class Profile:
         # Appended after wire v1's first 14 fields (older wire lists lack them).
         self.last_category: str | None = None
         self.tz: str | None = None  # IANA zone name from an event's `tz` field
+        self.locale: str | None = None  # language tag from an event's `locale` field
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -88,6 +90,9 @@ class Profile:
         tz = get("tz")
         if tz is not None and is_zone_name(tz):  # "America" is a directory, not a zone
             self.tz = tz
+        locale = get("locale")
+        if locale is not None and isinstance(locale, str) and 0 < len(locale) <= 35:
+            self.locale = locale
         source = get("source")
         if etype == "view":
             self.views += 1
@@ -132,6 +137,7 @@ class Profile:
             self.weekend,
             self.last_category,
             self.tz,
+            self.locale,
         ]
 
     @classmethod
@@ -160,6 +166,8 @@ class Profile:
             profile.last_category = extra[0]
         if len(extra) >= 2:
             profile.tz = extra[1] if is_zone_name(extra[1]) else None
+        if len(extra) >= 3:
+            profile.locale = extra[2]
         return profile
 
 

@@ -28,12 +28,12 @@ INVALID_JSON = "invalid_json"
 BAD_FIELD = "bad_field"
 BAD_PROFILE = "bad_profile"
 
-# Profile wire positions by type (see Profile.to_wire); 14 and 15 came later.
+# Profile wire positions by type (see Profile.to_wire); 14 to 16 came later.
 _COUNTS = (0, 1, 2, 3, 4, 5, 12, 13)
 _TIMES = (6, 7, 8)
-_TEXTS = (9, 10, 14, 15)
+_TEXTS = (9, 10, 14, 15, 16)
 _HOURS = 11
-_WIRE_MIN, _WIRE_MAX = 14, 16
+_WIRE_MIN, _WIRE_MAX = 14, 17
 
 
 class MalformedRecord(SceneTriggerError):
@@ -85,7 +85,7 @@ def decode_trigger(value: bytes | None) -> TriggerRecord:
 def profile_from_wire(wire: Any) -> Profile:
     """``Profile.from_wire`` after checking every field's type."""
     if not isinstance(wire, list) or not _WIRE_MIN <= len(wire) <= _WIRE_MAX:
-        raise MalformedRecord(BAD_PROFILE, "profile is not a list of 14 to 16 fields")
+        raise MalformedRecord(BAD_PROFILE, f"profile is not a list of {_WIRE_MIN} to {_WIRE_MAX} fields")
     n = len(wire)
     problems = [i for i in _COUNTS if not _count(wire[i])]
     problems += [i for i in _TIMES if wire[i] is not None and type(wire[i]) is not int]

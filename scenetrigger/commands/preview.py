@@ -52,7 +52,8 @@ def register(sub: Any) -> None:
                         help="value segment (overrides the profile's)")
     parser.add_argument("--tag", action="append", default=[],
                         help="a habit tag the user holds, e.g. tod:evening (repeatable)")
-    parser.add_argument("--locale", help="the user's locale for ${user.locale}")
+    parser.add_argument("--locale", help="the user's locale: picks `when: {locale: [...]}` "
+                                         "variants and fills ${user.locale}")
     parser.add_argument("--key", help="the trigger's key, e.g. a product id (default: the "
                         "profile's last product)")
     parser.add_argument("--catalog", help="product catalog file (default: one sample product)")
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     seg = Segmentation(args.style or seg.style, args.segment or seg.segment,
                        tuple(dict.fromkeys([*seg.tags, *args.tag])))
     trigger = Trigger(args.name, args.user, None if args.journey else key, now_ms)
-    previews = asyncio.run(selector.every_variant(trigger, state, seg, args.journey))
+    previews = asyncio.run(selector.every_variant(trigger, state, seg, args.journey,
+                                                  args.locale))
     user = {"user.id": args.user, **({"user.locale": args.locale} if args.locale else {})}
     rendered = [_as_dict(p, user) for p in previews]
     if args.json:

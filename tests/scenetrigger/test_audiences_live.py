@@ -178,3 +178,48 @@ async def test_import_email_unsubscribe_in_browser_one_click_and_sms_td(
             await client.delete(*keys)
         await client.aclose()
         await serve_redis.aclose()
+
+
+async def test_chinese_content_reaches_zh_users_and_english_the_others(
+        redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from channels.inbox import InboxStore
+    from tests.channels.content_factories import PHONE, catalog
+
+    run = uuid.uuid4().hex[:8]
+    prefix = f"al{run}:"
+    users = tmp_path / "users.jsonl"
+    users.write_text("\n".join(orjson.dumps(row).decode() for row in [
+        {"user_id": "li", "locale": "zh-CN"}, {"user_id": "wang", "locale": "zh_TW"},
+        {"user_id": "ann", "locale": "en-GB"}, {"user_id": "bob"}]) + "\n", encoding="utf-8")
+    assert await asyncio.to_thread(main, ["users", "import", str(users), "--redis-url",
+                                          redis_url, "--prefix", prefix]) == 0
+    cfg = load_config_text(f"""
+scenes:
+  cart_abandonment: {{kind: absence, start: {{type: add_to_cart}}, cancel: {{type: purchase}},
+                      after: 30m}}
+delivery: {{redis_prefix: "{prefix}", quiet_hours: {{enabled: false}}}}
+channels:
+  inbox: {{type: inbox, key_prefix: "{prefix}inbox"}}
+""")
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        live = build_live_pipeline(cfg, client, CollectorRegistry(), catalog=catalog(),
+                                   redis_url=redis_url)
+        for user in ("li", "wang", "ann", "bob"):
+            out = await live.pipeline.deliver(Trigger("cart_abandonment", user, PHONE, T0),
+                                              None, T0)
+            assert out.status == "delivered" and out.channel == "inbox", out
+        await live.registry.close()
+        inbox = InboxStore(Redis.from_url(redis_url), f"{prefix}inbox")
+        subjects = {u: (await inbox.list(u))[0].message["subject"]
+                    for u in ("li", "wang", "ann", "bob")}
+        await inbox.redis.aclose()
+        assert subjects == {"li": "Galaxy A50还在您的购物车里",
+                            "wang": "Galaxy A50还在您的购物车里",
+                            "ann": "You left Galaxy A50 in your cart",
+                            "bob": "You left Galaxy A50 in your cart"}
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
