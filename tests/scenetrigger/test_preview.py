@@ -35,8 +35,9 @@ def test_synthetic_profile_renders_every_variant_in_full() -> None:
                      "loyal", "--locale", "zh-CN")
     content = default_content().scenes["repeat_view_no_purchase"]
     names = [v["variant"] for v in result["variants"]]
+    # zh-CN: the shipped scene's Chinese fallback (docs/audiences.md, "Locale")
     assert sorted(names) == sorted([*(v.name for v in content.variants),
-                                    content.fallback.name])
+                                    f"{content.fallback.name}_zh"])
     assert sum(v["chosen"] for v in result["variants"]) == 1
     for variant in result["variants"]:
         model = next((m for m in content.variants if m.name == variant["variant"]), None)
