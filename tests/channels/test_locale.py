@@ -91,14 +91,14 @@ async def test_shipped_content_has_chinese_for_every_scene_and_journey_ref() -> 
 
 async def test_the_directory_locale_reaches_the_pipeline() -> None:
     from channels.consent import Audience, MemoryConsentStore
-    from channels.pipeline import RecordingSender, build_pipeline
+    from channels.pipeline import DryRunSender, build_pipeline
 
     cfg = load_config_text(CONTENT)
     directory = MemoryDirectory()
     await directory.put(contact_from("li", {"locale": "zh-CN"}))
     await directory.put(contact_from("ann", {"locale": "en"}))
     audience = Audience(directory, MemoryConsentStore(), {}, {})
-    pipe = build_pipeline(cfg, "dry-run", RecordingSender(), catalog=catalog(),
+    pipe = build_pipeline(cfg, "dry-run", DryRunSender(), catalog=catalog(),
                           audience=audience)
     li = await pipe.deliver(Trigger("promo_arrival", "li", "/promo/1", T0), None, T0)
     ann = await pipe.deliver(Trigger("promo_arrival", "ann", "/promo/1", T0), None, T0)

@@ -203,13 +203,13 @@ channels:
 """)
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
-        live = build_live_pipeline(cfg, client, CollectorRegistry(), catalog=catalog(),
-                                   redis_url=redis_url)
+        live = open_delivery(cfg, "live", metrics=CollectorRegistry(), catalog=catalog(),
+                             redis=client, redis_url=redis_url)
         for user in ("li", "wang", "ann", "bob"):
             out = await live.pipeline.deliver(Trigger("cart_abandonment", user, PHONE, T0),
                                               None, T0)
             assert out.status == "delivered" and out.channel == "inbox", out
-        await live.registry.close()
+        await live.aclose()
         inbox = InboxStore(Redis.from_url(redis_url), f"{prefix}inbox")
         subjects = {u: (await inbox.list(u))[0].message["subject"]
                     for u in ("li", "wang", "ann", "bob")}
