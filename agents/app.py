@@ -153,10 +153,14 @@ class SceneWorker:
         app.timer(interval=s.sweep_interval_ms / 1000, name="scenetrigger-sweep")(self._sweep)
         app.timer(interval=s.gauge_interval_ms / 1000, name="scenetrigger-gauges")(
             self._refresh_gauges)
-        if s.reload_interval_ms and s.config_path is not None:
-            from config.reload import ConfigReloader
+        from config.reload import ConfigReloader, ReloadMetrics
 
-            self._reloader = ConfigReloader(s.config_path, self.config)
+        # Always: /metrics says which config digest is in force.
+        self._reloader = ConfigReloader(
+            s.config_path, self.config, store=s.config_store() if s.config_store else None,
+            metrics=ReloadMetrics.on(self.metrics.registry, self.metrics.config_reload_failures),
+            digest=s.config_digest)
+        if s.reload_interval_ms and (s.config_path is not None or s.config_store is not None):
             self._reloader.subscribe(self.reconfigure)
             app.timer(interval=s.reload_interval_ms / 1000, name="scenetrigger-reload")(
                 self._poll_config)
@@ -470,10 +474,11 @@ class SceneWorker:
             self.metrics.consumer_lag.remove(str(partition))
 
     async def _poll_config(self) -> None:
-        rejected = self._reloader.status.rejected
-        self._reloader.poll()
-        if self._reloader.status.rejected > rejected:
-            self.metrics.config_reload_failures.inc()
+        """Follow the config source; a refusal is counted by the reloader."""
+        if self._reloader.store is not None:
+            await self._reloader.follow()
+        else:
+            self._reloader.poll()
 
 
 def create_app(settings: WorkerSettings, *, metrics: WorkerMetrics | None = None,

@@ -6,9 +6,10 @@ directly. Durations are integer milliseconds, as everywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from config.models import AppConfig
 from triggers.errors import SceneTriggerError
@@ -86,9 +87,13 @@ class WorkerSettings:
     cache_users: int = 50_000
     # How often the consumer-lag / state gauges are refreshed.
     gauge_interval_ms: int = 5_000
-    # Poll the config file for changes (0: off); needs ``config_path``.
+    # Follow the config source (0: off): the versioned store when
+    # ``config_store`` is given (a factory: the store is opened on the
+    # worker's own loop), else the ``config_path`` file.
     reload_interval_ms: int = 0
     config_path: Path | None = None
+    config_store: Callable[[], Any] | None = None
+    config_digest: str = ""  # of the config text in force at the start
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,8 +109,8 @@ class WorkerSettings:
             problems.append(f"store must be rocksdb or memory, not {self.store!r}")
         if self.clock not in ("wall", "event"):
             problems.append(f"clock must be wall or event, not {self.clock!r}")
-        if self.reload_interval_ms and self.config_path is None:
-            problems.append("config reload needs a config file")
+        if self.reload_interval_ms and self.config_path is None and self.config_store is None:
+            problems.append("config reload needs a config file or a config store")
         names = (self.topics.events, self.topics.triggers, self.topics.dead_letters,
                  self.topics.ticks)
         if len(set(names)) != len(names):

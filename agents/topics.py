@@ -17,9 +17,10 @@ TICKS = "scenetrigger-ticks"
 JOURNEY_ACTIONS = "scenetrigger-journey-actions"  # journeys -> deliver
 JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
 DECISIONS = "scenetrigger-decisions"  # deliver -> explain, console (channels/decisions.py)
+CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
-           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS}
+           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.

@@ -1,20 +1,28 @@
-"""Hot reload: poll a config file and swap in a new config only when it validates.
+"""Hot reload: follow a config file or the versioned config store and swap in
+a new config only when it validates.
 
-A bad edit is reported (every problem, scene and field named) and the running
-config stays in force. Runtimes call :meth:`ConfigReloader.poll` from their own
-loop (embedded runtime, worker timer), so there is no thread and no global.
+A bad file or version is reported (every problem, with file, line, scene and
+field) and the running config stays in force. Runtimes call
+:meth:`ConfigReloader.poll` (a file) or :meth:`ConfigReloader.follow` (the
+store of :mod:`config.versions`) from their own loop (embedded runtime, worker
+timer, the services' reload task), so there is no thread and no global. With
+metrics, ``scenetrigger_config_version_info{digest}`` is 1 for the digest in
+force and ``scenetrigger_config_reload_failures_total`` counts refusals.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from config.loader import load_config
+from config.loader import load_config, load_config_text
 from config.models import AppConfig
+from config.versions import VersionStore, current, digest_of
 from triggers.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,21 +38,72 @@ class ReloadStatus:
     digest: str = ""
     last_error: list[str] = field(default_factory=list)
     rejected: int = 0
+    stored_version: int | None = None  # the store's number of the version in force
+
+
+_ON: weakref.WeakKeyDictionary[Any, ReloadMetrics] = weakref.WeakKeyDictionary()
+
+
+class ReloadMetrics:
+    """The two series every process exposes about its config. One set per
+    Prometheus registry (:meth:`on`): registering twice fails."""
+
+    @classmethod
+    def on(cls, registry: Any, failures: Any = None) -> ReloadMetrics:
+        found = _ON.get(registry)
+        if found is None:
+            found = _ON[registry] = cls(registry, failures)
+        return found
+
+    def __init__(self, registry: Any, failures: Any = None) -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.version_info = Gauge("scenetrigger_config_version_info",
+                                  "1 for the digest of the config in force", ["digest"],
+                                  registry=registry)
+        # A process that already has the counter (the worker's) passes it in.
+        self.failures = failures if failures is not None else Counter(
+            "scenetrigger_config_reload_failures",
+            "Config reloads rejected (the running config stayed)", registry=registry)
+        self._digest: str | None = None
+
+    def in_force(self, digest: str) -> None:
+        if self._digest is not None and self._digest != digest:
+            self.version_info.remove(self._digest)
+        self.version_info.labels(digest).set(1)
+        self._digest = digest
 
 
 class ConfigReloader:
-    """Holds the running config and replaces it when the file changes and validates."""
+    """Holds the running config and replaces it when its source changes and
+    the new text validates. The source is a file (``path``) or a version
+    store (``store``); both may be given: the file is the start when the
+    store has no version yet."""
 
-    def __init__(self, path: str | Path, config: AppConfig | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None, config: AppConfig | None = None, *,
+                 store: VersionStore | None = None, metrics: ReloadMetrics | None = None,
+                 digest: str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.store = store
         self.config = config if config is not None else load_config(self.path)
-        self.status = ReloadStatus(digest=self._digest())
+        self.metrics = metrics
+        self.status = ReloadStatus(digest=digest if digest is not None else self._digest())
         self._listeners: list[Listener] = []
+        if metrics is not None:
+            metrics.in_force(self.status.digest)
+
+    def attach(self, metrics: ReloadMetrics) -> None:
+        """Report on ``metrics`` from now on (a process whose registry is made
+        after its config)."""
+        self.metrics = metrics
+        metrics.in_force(self.status.digest)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def _digest(self) -> str:
+        if self.path is None:
+            return ""
         try:
             return hashlib.sha256(self.path.read_bytes()).hexdigest()
         except OSError:
@@ -53,25 +112,61 @@ class ConfigReloader:
     def poll(self) -> bool:
         """Reload if the file's content changed; True when a new config took effect."""
         digest = self._digest()
-        if not digest or digest == self.status.digest:
+        if self.path is None or not digest or digest == self.status.digest:
             return False
-        self.status.digest = digest  # a bad file is reported once, not on every poll
         try:
-            new = load_config(self.path)
-        except ConfigError as exc:
-            self.status.last_error = exc.problems
-            self.status.rejected += 1
-            log.error(
-                "config rejected; the running config stays",
-                extra={"path": str(self.path), "problems": exc.problems},
-            )
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.status.digest = digest
+            return self._refuse([f"cannot read {self.path}: {exc}"], str(self.path))
+        return self.offer(text, str(self.path), digest)
+
+    async def follow(self) -> bool:
+        """Take the store's current version if it is new; True when it took effect."""
+        if self.store is None:
             return False
-        self.config = new
+        try:
+            latest = current(await self.store.versions())
+        except Exception:  # the store is down: keep running what we have
+            log.warning("config store unreachable; the running config stays", exc_info=True)
+            return False
+        if latest is None or latest.digest == self.status.digest:
+            return False
+        taken = self.offer(latest.text, f"config v{latest.version}", latest.digest)
+        if taken:
+            self.status.stored_version = latest.version
+        return taken
+
+    def offer(self, text: str, source: str, digest: str | None = None) -> bool:
+        """Validate ``text`` and put it in force; a bad one is refused (once)."""
+        digest = digest or digest_of(text)
+        if digest == self.status.digest:
+            return False
+        self.status.digest = digest  # a bad one is reported once, not on every poll
+        try:
+            new = load_config_text(text, source=source)
+        except ConfigError as exc:
+            return self._refuse(exc.problems, source)
+        previous, self.config = self.config, new
+        try:  # a process may refuse what it cannot build (a channel's missing secret)
+            for listener in self._listeners:
+                listener(new)
+        except ConfigError as exc:
+            self.config = previous
+            return self._refuse(exc.problems, source)
         self.status.version += 1
         self.status.last_error = []
-        log.warning(
-            "config reloaded", extra={"path": str(self.path), "version": self.status.version}
-        )
-        for listener in self._listeners:
-            listener(new)
+        if self.metrics is not None:
+            self.metrics.in_force(digest)
+        log.warning("config reloaded", extra={"source": source, "version": self.status.version,
+                                              "digest": digest})
         return True
+
+    def _refuse(self, problems: list[str], source: str) -> bool:
+        self.status.last_error = problems
+        self.status.rejected += 1
+        if self.metrics is not None:
+            self.metrics.failures.inc()
+        log.error("config rejected; the running config stays",
+                  extra={"source": source, "problems": problems})
+        return False

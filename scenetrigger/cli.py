@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "erase": "scenetrigger.commands.erase",
     "export-user": "scenetrigger.commands.export_user",
     "preview": "scenetrigger.commands.preview",
+    "config": "scenetrigger.commands.config_cmd",
 }
 
 

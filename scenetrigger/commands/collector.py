@@ -9,9 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.collector import CollectorSettings, KafkaPublisher, create_collector_app
+from agents.collector import (
+    CollectorMetrics,
+    CollectorSettings,
+    KafkaPublisher,
+    create_collector_app,
+)
 from agents.producer import ProduceTopics, ensure_topics, new_kafka_producer
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
+from scenetrigger import config_follow
 from triggers.errors import SceneTriggerError
 
 TOKEN_ENV = "SCENETRIGGER_COLLECTOR_TOKEN"  # noqa: S105 - the name of an env var
@@ -39,6 +45,9 @@ def register(sub: Any) -> None:
                         help="seconds a request body may take to arrive (default 30)")
     parser.add_argument("--max-concurrent", type=int, default=32,
                         help="requests read at once; more are answered 503 busy (default 32)")
+    parser.add_argument("--config", help="config file when the store has no version yet "
+                        "(validated and reported; the collector's limits are its flags)")
+    config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -75,8 +84,25 @@ def run(args: argparse.Namespace) -> int:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
 
     async def make_app() -> web.Application:
-        # The producer must be built on the loop that serves the app.
-        return create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings)
+        # The producer (and the config store's client) must be built on the
+        # loop that serves the app.
+        from config.reload import ReloadMetrics
+
+        metrics = CollectorMetrics.create()
+        reloader = await config_follow.initial_reloader(
+            args.config, config_follow.open_store(args.config_store, args.broker, None),
+            ReloadMetrics.on(metrics.registry))
+        app = create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings,
+                                   metrics)
+
+        async def follow(_app: web.Application) -> Any:
+            # The collector applies nothing of a new version (its limits are
+            # flags); it validates it and reports the digest like every process.
+            async with config_follow.following(reloader, config_follow.interval_ms(args)):
+                yield
+
+        app.cleanup_ctx.append(follow)
+        return app
 
     auth = "token required" if settings.token else "NO AUTH (--no-auth): anyone may post"
     print(f"collector on http://{args.host}:{args.port}/events -> {settings.topics.events} "

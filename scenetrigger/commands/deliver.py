@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from scenetrigger import config_follow
 from scenetrigger.cli_support import duration, positive
 from triggers.errors import SceneTriggerError
 
@@ -45,6 +46,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--profiles", type=positive, default=100_000,
                         help="latest profiles kept for releases and journey sends "
                              "(default 100000 users)")
+    config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import CollectorRegistry, start_http_server
+    from redis.asyncio import Redis
 
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
@@ -62,9 +65,13 @@ async def _main(args: argparse.Namespace) -> int:
     from channels.decisions_kafka import Flushes, KafkaDecisionLog
     from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
-    from config.loader import load_config
+    from channels.registry import redis_url_or_env
+    from config.reload import ReloadMetrics
 
-    config = load_config(args.config)
+    reloader = await config_follow.initial_reloader(
+        args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
+        None)
+    config = reloader.config
     topics = DeliveryTopics(topic_name(args.topic_prefix, "triggers"),
                             topic_name(args.topic_prefix, "journey-actions"))
     out_topics = feedback_topics(args.topic_prefix, args.journeys_feedback)
@@ -72,9 +79,18 @@ async def _main(args: argparse.Namespace) -> int:
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
     feedback = AckedFeedbackSink(None, out_topics, registry=registry)
-    live = open_delivery(config, "live", metrics=registry, catalog=file_catalog(args.catalog),
-                         feedback=feedback, redis_url=args.redis_url,
-                         who="scenetrigger deliver")
+    catalog = file_catalog(args.catalog)
+    # One Redis client for the process: a new config's pipeline shares it (the
+    # consumer's dead letters stay on it), each pipeline owns its channels.
+    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+
+    def open_for(new_config: Any) -> Any:
+        return open_delivery(new_config, "live", metrics=registry, catalog=catalog,
+                             feedback=feedback, redis_url=args.redis_url, redis=client,
+                             who="scenetrigger deliver")
+
+    live = open_for(config)
+    retired: list[Any] = []
     consumer = producer = None
     try:
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
@@ -96,6 +112,20 @@ async def _main(args: argparse.Namespace) -> int:
                                     release_interval_ms=args.release_interval,
                                     profiles=args.profiles,
                                     feedback=Flushes(feedback, decisions))
+        reloader.attach(ReloadMetrics.on(registry))
+
+        def swap_pipeline(new_config: Any) -> None:
+            """A new config: a new pipeline (content, policy, channels) for the
+            next records; the old channels close once in-flight sends are done."""
+            nonlocal live
+            fresh = open_for(new_config)  # a refusal (missing secret) leaves all as it is
+            fresh.pipeline.decisions = decisions
+            delivery.pipeline = fresh.pipeline
+            retired.append(live)
+            _close_later(live)
+            live = fresh
+
+        reloader.subscribe(config_follow.refusing(swap_pipeline))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()
@@ -106,7 +136,8 @@ async def _main(args: argparse.Namespace) -> int:
               f"channels "
               f"{', '.join(sorted(live.pipeline.channels))}", file=sys.stderr, flush=True)
         try:
-            await delivery.run()
+            async with config_follow.following(reloader, config_follow.interval_ms(args)):
+                await delivery.run()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -117,4 +148,21 @@ async def _main(args: argparse.Namespace) -> int:
             await consumer.stop()
         if producer is not None:  # sends what is still buffered
             await producer.stop()
+        for old in retired:  # closing twice is harmless: the stack is empty then
+            await old.aclose()
         await live.aclose()
+        await client.aclose()
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_later(old: Any, after_s: float = 30.0) -> None:
+    """Close a replaced pipeline's channels once sends in flight on it are done."""
+    async def later() -> None:
+        await asyncio.sleep(after_s)
+        await old.aclose()
+
+    task = asyncio.get_running_loop().create_task(later())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)

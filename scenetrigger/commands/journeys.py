@@ -8,6 +8,8 @@ import argparse
 import asyncio
 from typing import Any
 
+from scenetrigger import config_follow
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("journeys", help="run the strategies on the worker's triggers topic")
@@ -25,6 +27,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--admin-port", type=int,
                         help="serve GET /users/{id}/tags and /score on 127.0.0.1:PORT "
                              "(token: $SCENETRIGGER_ADMIN_TOKEN)")
+    config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -41,13 +44,16 @@ async def _main(args: argparse.Namespace) -> None:
 
     from agents.topics import bootstrap_servers, topic_name
     from channels.registry import redis_url_or_env
-    from config.loader import load_config
+    from config.reload import ReloadMetrics
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
 
-    config = load_config(args.config)
+    reloader = await config_follow.initial_reloader(
+        args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
+        None)
+    config = reloader.config
     prefix = args.topic_prefix
     topics = BridgeTopics(
         triggers=topic_name(prefix, "triggers"),
@@ -72,11 +78,15 @@ async def _main(args: argparse.Namespace) -> None:
             runner = web.AppRunner(build_app(tags, config.strategies.scoring))
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", args.admin_port).start()
+        reloader.attach(ReloadMetrics.on(service.metrics.registry))
+        # new strategies take effect at once; the admin routes keep their start config
+        reloader.subscribe(config_follow.refusing(service.reconfigure))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host,
                               registry=service.metrics.registry)
         await service.start()
-        await JourneyBridge(service, consumer, topics, args.tick_interval).run()
+        async with config_follow.following(reloader, config_follow.interval_ms(args)):
+            await JourneyBridge(service, consumer, topics, args.tick_interval).run()
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -39,7 +39,9 @@ import hashlib
 import hmac
 import os
 import signal
+import socket
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -58,6 +60,7 @@ from channels.policy import DeliveryPolicy, RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
+from scenetrigger import config_follow
 from scenetrigger.erasure import Eraser
 from scenetrigger.user_admin import UserAdmin
 from strategies.http import TOKEN_ENV, add_routes
@@ -84,6 +87,7 @@ def register(sub: Any) -> None:
                              "(PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
                         help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+    config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -159,16 +163,26 @@ def inbox_model(config: AppConfig) -> InboxModel:
     return InboxModel(type="inbox")
 
 
+_COUNTERS: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _feedback_counters(reg: CollectorRegistry) -> tuple[Any, Any]:
+    """One pair per registry: a config reload builds the app again on it."""
+    found = _COUNTERS.get(reg)
+    if found is None:
+        found = _COUNTERS[reg] = (
+            Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
+                    registry=reg),
+            Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
+                    registry=reg))
+    return found
+
+
 def build_app(parts: ServeParts) -> web.Application:
     config, env = parts.config, parts.env
     tracking = config.delivery.tracking
     reg = parts.registry
-    sink = CountingSink(
-        parts.sink,
-        Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
-                registry=reg),
-        Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
-                registry=reg))
+    sink = CountingSink(parts.sink, *_feedback_counters(reg))
     policy = DeliveryPolicy(config.delivery, RedisPolicyStore(parts.redis))
     feedback = FeedbackApp(sink, RedisMessageIndex(parts.redis, config.delivery.redis_prefix),
                            env.get(tracking.secret_env, "").encode(),
@@ -233,9 +247,13 @@ def inbox_authorizer(admin_token: str, user_secret: str) -> Authorizer:
 async def _main(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
-    from config.loader import load_config
+    from config.reload import ReloadMetrics
 
-    config = load_config(args.config)
+    reloader = await config_follow.initial_reloader(
+        args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
+        None)
+    registry = CollectorRegistry()
+    reloader.attach(ReloadMetrics.on(registry))
     url = redis_url_or_env(args.redis_url)
     client = aioredis.Redis.from_url(url)
     async with contextlib.AsyncExitStack() as stack:
@@ -262,23 +280,61 @@ async def _main(args: argparse.Namespace) -> int:
             forget: Any = forget_in_worker
         else:
             forget = None
-        parts = ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
-                           eraser=Eraser(client, config, args.tags_prefix,
-                                         forget_in_worker=forget).erase)
-        runner = web.AppRunner(build_app(parts), access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        try:
-            await web.TCPSite(runner, args.host, args.port).start()
+
+        def app_for(config: AppConfig) -> web.Application:
+            return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
+                                        registry=registry,
+                                        eraser=Eraser(client, config, args.tags_prefix,
+                                                      forget_in_worker=forget).erase))
+
+        try:  # one listening socket for the life of the process: a reload swaps the app
+            listener = socket.create_server((args.host, args.port))
         except OSError as exc:
             raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
                                     f"{exc.strerror or exc}") from None
-        host, port = runner.addresses[0][:2]
+        stack.callback(listener.close)
+        sites = _Sites(listener)
+        stack.push_async_callback(sites.close)
+        await sites.serve(app_for(reloader.config))
+        reloader.subscribe(config_follow.refusing(
+            lambda config: sites.replace(app_for(config))))
+        host, port = listener.getsockname()[:2]
         print(f"scenetrigger serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr,
               flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        async with config_follow.following(reloader, config_follow.interval_ms(args)):
+            await stop.wait()
     return 0
+
+
+class _Sites:
+    """The app on the listening socket. A new config's app starts on the same
+    socket (its own descriptor of it) before the old one stops, so no request
+    is refused while it changes."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, app: web.Application) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, self._listener.dup()).start()
+        old, self._runner = self._runner, runner
+        if old is not None:
+            await old.cleanup()
+
+    def replace(self, app: web.Application) -> None:
+        task = asyncio.get_running_loop().create_task(self.serve(app))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await task
+        if self._runner is not None:
+            await self._runner.cleanup()

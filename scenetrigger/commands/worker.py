@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
+from scenetrigger import config_follow
 from scenetrigger.cli_support import duration
 from triggers.errors import SceneTriggerError
 
@@ -51,8 +52,10 @@ def register(sub: Any) -> None:
                         help="offset commit interval (default 2800ms)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
-    parser.add_argument("--reload-interval", type=duration, default=0,
-                        help="poll --config for changes this often, e.g. 5s (default: off)")
+    parser.add_argument("--reload-interval", type=duration, default=None,
+                        help="check --config-store (or --config) this often, e.g. 5s "
+                             "(default 5s with --config-store, else off)")
+    config_follow.add_arguments(parser, interval=False)
     parser.set_defaults(run=run)
 
 
@@ -83,9 +86,19 @@ def faust_broker_url(broker: str | None) -> str:
 
 def build_settings(args: argparse.Namespace) -> Any:
     from agents.settings import TopicNames, WorkerSettings, default_topics
-    from config.loader import load_config
 
-    config = load_config(args.config)
+    def store() -> Any:
+        return config_follow.open_store(args.config_store, args.broker, args.topic_prefix)
+
+    async def start() -> Any:  # the start config, read on a loop of its own
+        reloader = await config_follow.initial_reloader(args.config, store(), None)
+        close = getattr(reloader.store, "close", None)
+        if close is not None:
+            await close()
+        return reloader
+
+    first = asyncio.run(start())
+    config = first.config
     return WorkerSettings(
         config=config,
         app_id=args.app_id,
@@ -102,8 +115,10 @@ def build_settings(args: argparse.Namespace) -> Any:
         session_timeout_ms=args.session_timeout,
         commit_interval_ms=args.commit_interval,
         standby_replicas=args.standby_replicas,
-        reload_interval_ms=args.reload_interval,
+        reload_interval_ms=config_follow.interval_ms(args),
         config_path=Path(args.config) if args.config else None,
+        config_store=store if args.config_store else None,
+        config_digest=first.status.digest,
     )
 
 

@@ -1,0 +1,70 @@
+"""The versioned config's Kafka store: one compacted topic (``PREFIX.config``,
+one partition), one record per version keyed ``v<number>``, so compaction
+keeps every version. Readers keep their position and read only what is new."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agents.producer import ensure_topics
+from config.versions import ConfigVersion
+
+COMPACTED = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+
+
+class KafkaVersionStore:
+    """:class:`config.versions.VersionStore` on a compacted Kafka topic."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._seen: dict[int, ConfigVersion] = {}
+        self._lock = asyncio.Lock()
+
+    async def _start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        await ensure_topics(self.bootstrap, [self.topic], 1, configs={self.topic: COMPACTED})
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        self._tp = TopicPartition(self.topic, 0)
+        consumer.assign([self._tp])
+        await consumer.seek_to_beginning(self._tp)
+        self._consumer = consumer
+
+    async def versions(self) -> list[ConfigVersion]:
+        async with self._lock:
+            if self._consumer is None:
+                await self._start()
+            consumer, tp = self._consumer, self._tp
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1_000)
+                for record in batch.get(tp, []):
+                    try:
+                        version = ConfigVersion.from_json(record.value)
+                    except (ValueError, KeyError, TypeError):
+                        continue  # not a version record
+                    self._seen[version.version] = version  # a later record of a key wins
+        return [self._seen[n] for n in sorted(self._seen)]
+
+    async def append(self, version: ConfigVersion) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        if self._producer is None:
+            await ensure_topics(self.bootstrap, [self.topic], 1,
+                                configs={self.topic: COMPACTED})
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await self._producer.start()
+        await self._producer.send_and_wait(self.topic, version.to_json(),
+                                           key=f"v{version.version:08d}".encode(), partition=0)
+
+    async def close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                await client.stop()
+        self._consumer = self._producer = None

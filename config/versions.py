@@ -1,0 +1,179 @@
+"""Versioned config: every accepted config is a numbered version with its
+digest, author, time, message and the diff from the version before, kept in a
+store every process reads (a compacted Kafka topic, or a directory in the
+embedded mode). The current version is the newest; a rollback stores an old
+version's text again as a new version, so the log only grows.
+
+A push validates first (:func:`config.loader.check_text`, the one check):
+a config with errors is refused, naming file, line, scene and field, and
+nothing is stored. Authors come from the admin token (:func:`author_of`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from config.loader import check_text
+from triggers.errors import ConfigError, SceneTriggerError
+
+ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
+# name=token pairs (comma-separated): who may change config, by name
+ADMIN_TOKENS_ENV = "SCENETRIGGER_ADMIN_TOKENS"
+# the caller's own token (the CLI presents it)
+TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
+MAX_TEXT = 4 << 20  # a config larger than this is not a config
+
+
+def digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ConfigVersion:
+    version: int
+    digest: str
+    author: str
+    time_ms: int
+    message: str
+    text: str
+    diff: str
+    rollback_of: int | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ConfigVersion:
+        raw = orjson.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("a config version is a JSON object")
+        return cls(int(raw["version"]), str(raw["digest"]), str(raw["author"]),
+                   int(raw["time_ms"]), str(raw["message"]), str(raw["text"]),
+                   str(raw["diff"]), raw.get("rollback_of"))
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the text and diff (``config log``)."""
+        return {"version": self.version, "digest": self.digest, "author": self.author,
+                "time_ms": self.time_ms, "message": self.message,
+                "rollback_of": self.rollback_of}
+
+
+class VersionStore(Protocol):
+    """Where versions live. ``versions`` returns them in version order."""
+
+    async def versions(self) -> list[ConfigVersion]: ...
+
+    async def append(self, version: ConfigVersion) -> None: ...
+
+
+class DirectoryStore:
+    """One JSON file per version (``v00000001.json``) in a directory: the
+    embedded mode's store. A version file is created exclusively, so two
+    pushes cannot both take the same number."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    async def versions(self) -> list[ConfigVersion]:
+        if not self.path.is_dir():
+            return []
+        found = []
+        for file in sorted(self.path.glob("v*.json")):
+            try:
+                found.append(ConfigVersion.from_json(file.read_bytes()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a torn or foreign file is not a version
+        return sorted(found, key=lambda v: v.version)
+
+    async def append(self, version: ConfigVersion) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / f"v{version.version:08d}.json"
+        tmp = self.path / f".{target.name}.{os.getpid()}.tmp"
+        tmp.write_bytes(version.to_json())
+        try:
+            os.link(tmp, target)  # fails if that number is taken
+        except FileExistsError:
+            raise SceneTriggerError(f"version {version.version} was pushed meanwhile: "
+                                    "push again") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def author_of(token: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The name of the admin token ``token`` (constant-time compares).
+    ``SCENETRIGGER_ADMIN_TOKENS`` holds ``name=token`` pairs; a lone
+    ``SCENETRIGGER_ADMIN_TOKEN`` is the name ``admin``. Refuses when no token
+    is configured or ``token`` matches none."""
+    environ = os.environ if env is None else env
+    named: list[tuple[str, str]] = []
+    for pair in environ.get(ADMIN_TOKENS_ENV, "").split(","):
+        name, _, secret = pair.strip().partition("=")
+        if name and secret:
+            named.append((name.strip(), secret.strip()))
+    single = environ.get(ADMIN_TOKEN_ENV, "")
+    if single:
+        named.append(("admin", single))
+    if not named:
+        raise SceneTriggerError(f"no admin token is configured ({ADMIN_TOKENS_ENV} or "
+                                f"{ADMIN_TOKEN_ENV}): config changes are refused")
+    if not token:
+        raise SceneTriggerError(f"give your admin token in {TOKEN_ENV}")
+    found = None
+    for name, secret in named:  # every entry compared: the time says nothing
+        if hmac.compare_digest(token.encode(), secret.encode()) and found is None:
+            found = name
+    if found is None:
+        raise SceneTriggerError("the admin token is not valid")
+    return found
+
+
+def _diff(old: str, new: str, old_label: str, new_label: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True), old_label, new_label))
+
+
+def current(versions: Sequence[ConfigVersion]) -> ConfigVersion | None:
+    return versions[-1] if versions else None
+
+
+async def push(store: VersionStore, text: str, message: str, author: str,
+               source: str = "<config>", rollback_of: int | None = None,
+               now_ms: int | None = None) -> ConfigVersion:
+    """Validate ``text`` and store it as the next version. Raises
+    :class:`ConfigError` (every problem, with ``source`` and line) and stores
+    nothing when it does not validate."""
+    if len(text) > MAX_TEXT:
+        raise ConfigError([f"{source}: larger than {MAX_TEXT} characters"])
+    check_text(text, source).raise_errors()
+    versions = await store.versions()
+    last = current(versions)
+    number = last.version + 1 if last else 1
+    diff = _diff(last.text if last else "", text,
+                 f"v{last.version}" if last else "(none)", f"v{number}")
+    version = ConfigVersion(number, digest_of(text), author,
+                            int(time.time() * 1000) if now_ms is None else now_ms,
+                            message, text, diff, rollback_of)
+    await store.append(version)
+    return version
+
+
+async def rollback(store: VersionStore, number: int, message: str,
+                   author: str) -> ConfigVersion:
+    """Make version ``number``'s text current again, as a new version."""
+    versions = await store.versions()
+    old = next((v for v in versions if v.version == number), None)
+    if old is None:
+        raise SceneTriggerError(f"no config version {number} (have "
+                                f"{', '.join(str(v.version) for v in versions) or 'none'})")
+    return await push(store, old.text, message or f"rollback to v{number}", author,
+                      source=f"config v{number}", rollback_of=number)
