@@ -40,6 +40,8 @@ def register(sub: Any) -> None:
     verbs.add_parser("log", help="list the versions, newest first")
     s = verbs.add_parser("show", help="print one version (text and diff)")
     s.add_argument("version", help="a version number, or 'current'")
+    s.add_argument("--text", action="store_true",
+                   help="print only the config text (to save it as a file)")
     r = verbs.add_parser("rollback", help="make an old version current again (as a new one)")
     r.add_argument("version", type=int)
     r.add_argument("--message", "-m", default="", help="why (default: 'rollback to vN')")
@@ -49,10 +51,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     store = open_store(args.store, args.broker, args.topic_prefix)
     assert store is not None
-    args.text = None
+    args.file_text = None
     if args.verb == "push":
         try:
-            args.text = Path(args.file).read_text(encoding="utf-8")
+            args.file_text = Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SceneTriggerError(f"cannot read {args.file}: {exc}") from None
     return asyncio.run(_run(args, store))
@@ -71,7 +73,7 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
     if args.verb == "push":
         author = author_of(os.environ.get(TOKEN_ENV))
         try:
-            version = await push(store, args.text, args.message, author, source=args.file)
+            version = await push(store, args.file_text, args.message, author, source=args.file)
         except ConfigError as exc:
             print(f"{args.file}: refused, nothing stored: {len(exc.problems)} error(s)",
                   file=sys.stderr)
@@ -101,6 +103,9 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
         raise SceneTriggerError(f"no config version {args.version}")
     if args.json:
         _json({**wanted.summary(), "text": wanted.text, "diff": wanted.diff})
+        return 0
+    if args.text:
+        sys.stdout.write(wanted.text)
         return 0
     print(f"# v{wanted.version} {wanted.digest} by {wanted.author} at "
           f"{_when(wanted.time_ms)}: {wanted.message}")

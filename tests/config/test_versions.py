@@ -123,5 +123,6 @@ def test_config_cli_push_log_show_rollback(tmp_path: Path) -> None:
     assert "alice" in log[0] and "rollback to v1" in log[0]
     shown = cli("show", "current").stdout
     assert shown.startswith("# v2 ") and "promo_arrival" in shown
+    assert cli("show", "1", "--text").stdout == GOOD
     env["SCENETRIGGER_TOKEN"] = "wrong"
     assert "not valid" in cli("push", str(good), "-m", "x").stderr
