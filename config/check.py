@@ -105,8 +105,10 @@ def check(raw: Any, doc: Doc | None = None) -> Report:
     try:
         config = AppConfig.model_validate(raw)
     except ValidationError as exc:
-        errors += [schema_problem(err, doc) for err in exc.errors() if not _xref_rechecks(err)]
-        errors += _guessed_kind_errors(raw.get("scenes"), doc)
+        included, by_file = _include_errors(raw.get("strategies"))
+        errors += [schema_problem(err, doc) for err in exc.errors()
+                   if not _xref_rechecks(err) and not (by_file and _about_includes(err))]
+        errors += _guessed_kind_errors(raw.get("scenes"), doc) + included
     found, warnings = cross_references(raw, doc)
     errors += found
     return Report(config if not errors else None, _in_order(errors), _in_order(warnings))
@@ -148,6 +150,44 @@ def _xref_rechecks(err: Any) -> bool:
         return False
     text = str(err.get("ctx", {}).get("error", err.get("msg", "")))
     return "no step with id" in text or "no strategy named" in text
+
+
+def _include_errors(section: Any) -> tuple[list[Problem], bool]:
+    """Schema errors of included strategies files, each with that file's line
+    (the section's own error names the file but no line). Returns the
+    problems and whether any file had some."""
+    from pathlib import Path as FilePath
+
+    from config.strategy_models import StrategyModel, format_strategy_error, resolve_include
+    from config.yaml_load import line_map, safe_load_unique
+
+    out: list[Problem] = []
+    refs = section.get("include") if isinstance(section, dict) else None
+    for ref in refs if isinstance(refs, list) else []:
+        if not isinstance(ref, str):
+            continue
+        path = resolve_include(ref)
+        try:
+            text = FilePath(path).read_text(encoding="utf-8")
+            body = safe_load_unique(text)
+        except Exception:  # noqa: S112 - unreadable or not YAML: the section's error says so
+            continue
+        if not isinstance(body, dict):
+            continue
+        sub = Doc(str(path), line_map(text))
+        for name, strategy in body.items():
+            try:
+                StrategyModel.model_validate(strategy)
+            except ValidationError as exc:
+                out += [sub.problem(format_strategy_error(str(name), err, strategy),
+                                    (name, *err["loc"]))
+                        for err in exc.errors() if not _xref_rechecks(err)]
+    return out, bool(out)
+
+
+def _about_includes(err: Any) -> bool:
+    """The strategies section's one error for a bad included file."""
+    return tuple(err["loc"]) == ("strategies",) and err["type"] == "value_error"
 
 
 def _guessed_kind_errors(scenes: Any, doc: Doc) -> list[Problem]:

@@ -134,3 +134,17 @@ def test_a_good_config_has_a_summary_with_filters_and_strategies(tmp_path: Path)
     assert "only users: tags none of weekend; segment in loyal" in done.stdout
     assert "strategy nudge" in done.stdout and "on scene cart_abandonment: wait > tag" \
         in done.stdout
+
+
+def test_an_included_strategies_file_has_its_own_lines(tmp_path: Path) -> None:
+    included = tmp_path / "journeys.yaml"
+    included.write_text("nudge:\n  entry: {scene: promo_arrival}\n  steps:\n"
+                        "    - wait: 1 day\n    - {send: {channel: push, content: reactivation_push_1, colour: 1}}\n")
+    from config.loader import DEFAULT_CONFIG_PATH
+
+    text = DEFAULT_CONFIG_PATH.read_text() + f"strategies: {{include: [{included}]}}\n"
+    report = check_text(text, "main.yaml")
+    assert [(p.file, p.line, p.text.split(":")[0]) for p in report.errors] == [
+        (str(included), 4, "strategy 'nudge', step 1, field 'wait'"),
+        (str(included), 5, "strategy 'nudge', step 2, field 'send.colour'"),
+    ]
