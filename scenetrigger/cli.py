@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "users": "scenetrigger.commands.users",
     "diff": "scenetrigger.commands.diff",
     "explain": "scenetrigger.commands.explain",
+    "console": "scenetrigger.commands.console",
     "erase": "scenetrigger.commands.erase",
     "export-user": "scenetrigger.commands.export_user",
     "preview": "scenetrigger.commands.preview",

@@ -139,6 +139,33 @@ def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int 
     return out
 
 
+def assemble_timeline(user_id: str, events: Sequence[Event], triggers: Iterable[Trigger],
+                      decisions: Iterable[DecisionRecord], state: UserState | None,
+                      config: AppConfig, now_ms: int) -> Timeline:
+    """A timeline from records already gathered (a live deployment's topics,
+    the console's memory): scene explanations, windows and tags added here."""
+    from channels.catalog import MemoryCatalog
+    from channels.content import ContentSelector
+
+    timeline = Timeline(user_id, list(events), clock_ms=now_ms)
+    for trig in triggers:
+        if trig not in timeline.triggers:  # a redone batch may send one again
+            timeline.triggers.append(trig)
+    seen: set[bytes] = set()
+    for record in decisions:
+        wire = record.encode()
+        if wire not in seen:
+            seen.add(wire)
+            timeline.decisions.append(record)
+    scenes = config.scene_list()
+    timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, now_ms)
+                       for s in scenes]
+    timeline.windows = windows_now(state, scenes, now_ms)
+    selector = ContentSelector(config.content, MemoryCatalog(), config.delivery.default_timezone)
+    timeline.segmentation = selector.segment(state, now_ms)
+    return timeline
+
+
 def explain_replay(records: Iterable[tuple[int, Event | EventRejected]], config: AppConfig,
                    users: Collection[str], catalog_file: str | None = None
                    ) -> dict[str, Timeline]:

@@ -13,15 +13,13 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
-
 from channels.decisions import DecisionRecord
 from config.models import AppConfig
-from scenetrigger.explain import Timeline, windows_now
+from scenetrigger.explain import Timeline, assemble_timeline
 from triggers.errors import SceneTriggerError, StateDecodeError
-from triggers.events import Event, Trigger, decode_event_record
-from triggers.explain import explain_scene
+from triggers.events import Event, decode_event_record
 from triggers.state import UserState
+from triggers.wire import decode_trigger
 
 
 def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, user_id: str,
@@ -48,32 +46,24 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
                     timeout_s: float, app_id: str, now_ms: int) -> Timeline:
     from agents.engine_host import unpack_state
     from agents.topics import bootstrap_servers, topic_name
-    from channels.catalog import MemoryCatalog
-    from channels.content import ContentSelector
 
     bootstrap = bootstrap_servers(broker)
     key = user_id.encode()
-    timeline = Timeline(user_id, clock_ms=now_ms)
     limits = config.id_limits()
     # Batched records (the collector's and produce's) have no key: read every
     # record and keep the user's events, decoded as the worker decodes them.
+    events = []
     for record in await _keyed(bootstrap, topic_name(prefix, "events"), None, timeout_s):
         if record.key is not None and record.key != key:
             continue
         for item in decode_event_record(record.value or b"", config.engine.max_line_bytes,
                                         limits):
             if type(item) is Event and item.user_id == user_id:
-                timeline.events.append(item)  # a rejected one was never taken
-    for record in await _keyed(bootstrap, topic_name(prefix, "triggers"), key, timeout_s):
-        raw = orjson.loads(record.value)
-        trig = Trigger(raw["scene"], raw["user_id"], raw.get("key"), raw["ts"])
-        if trig not in timeline.triggers:  # a redone batch may send one again
-            timeline.triggers.append(trig)
-    seen: set[bytes] = set()
-    for record in await _keyed(bootstrap, topic_name(prefix, "decisions"), key, timeout_s):
-        if record.value not in seen:
-            seen.add(record.value)
-            timeline.decisions.append(DecisionRecord.decode(record.value))
+                events.append(item)  # a rejected one was never taken
+    triggers = [decode_trigger(record.value).trigger for record in
+                await _keyed(bootstrap, topic_name(prefix, "triggers"), key, timeout_s)]
+    decisions = [DecisionRecord.decode(record.value) for record in
+                 await _keyed(bootstrap, topic_name(prefix, "decisions"), key, timeout_s)]
     state: UserState | None = None
     table = f"{app_id}-user-state-changelog"  # Faust's changelog of the worker's table
     for record in await _keyed(bootstrap, table, key, timeout_s):
@@ -82,10 +72,4 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
                 unpack_state(record.value)[1])
         except StateDecodeError:
             continue
-    scenes = config.scene_list()
-    timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, now_ms)
-                       for s in scenes]
-    timeline.windows = windows_now(state, scenes, now_ms)
-    selector = ContentSelector(config.content, MemoryCatalog(), config.delivery.default_timezone)
-    timeline.segmentation = selector.segment(state, now_ms)
-    return timeline
+    return assemble_timeline(user_id, events, triggers, decisions, state, config, now_ms)

@@ -32,8 +32,10 @@ def load_page() -> bytes:
     return resources.files("scenetrigger").joinpath("web/index.html").read_bytes()
 
 
-def content_security_policy(page: bytes) -> str:
-    """Allow exactly the page's own inline script and style (by hash), nothing else."""
+def content_security_policy(page: bytes, own_files: bool = False) -> str:
+    """Allow exactly the page's own inline script and style (by hash), and with
+    ``own_files`` scripts and styles the same server serves; nothing else."""
+    own = "'self' " if own_files else ""
 
     def hashes(pattern: re.Pattern[bytes]) -> str:
         return " ".join(
@@ -42,7 +44,8 @@ def content_security_policy(page: bytes) -> str:
         )
 
     return (
-        f"default-src 'none'; script-src {hashes(_SCRIPT)}; style-src {hashes(_STYLE)}; "
+        f"default-src 'none'; script-src {own}{hashes(_SCRIPT)}; "
+        f"style-src {own}{hashes(_STYLE)}; "
         "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )

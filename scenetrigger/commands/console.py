@@ -1,0 +1,118 @@
+"""``scenetrigger console``: the operator console (see :mod:`scenetrigger.console`).
+
+Embedded mode (``--events FILE``): the file is replayed at ``--rate`` events
+per second through the engine and the delivery pipeline (dry-run), and the
+page follows it. Kafka mode (``--broker``): the deployment's events,
+triggers and decisions topics are read and followed; a user lookup reads the
+topics and the workers' state changelog (as ``explain --broker``). Admin
+actions need ``$SCENETRIGGER_CONSOLE_TOKEN`` (refused when it is not set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+from scenetrigger.cli_support import positive
+from triggers.errors import SceneTriggerError
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("console", help="operator console: rates, funnels, decisions, "
+                                            "user lookup; admin actions behind a token")
+    parser.add_argument("--events", help="embedded mode: replay this recorded stream")
+    parser.add_argument("--format", choices=("auto", "jsonl", "rees46", "otto"), default="auto")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="embedded mode: events per second (default 200)")
+    parser.add_argument("--broker", help="Kafka mode: the deployment's bootstrap "
+                                         "(default $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", help="Kafka mode: PREFIX.events/.triggers/.decisions")
+    parser.add_argument("--app-id", default="scenetrigger",
+                        help="Kafka mode: the workers' --app-id (user lookups read its state)")
+    parser.add_argument("--config", help="the running config (default: the shipped scenes)")
+    parser.add_argument("--catalog", help="embedded mode: product catalog file for content")
+    parser.add_argument("--sample", help="recorded events the what-if replays (default: "
+                                         "--events)")
+    parser.add_argument("--redis-url", help="Kafka mode: Redis for erasure and the delivery "
+                                            "dead-letter count")
+    parser.add_argument("--records", type=positive, default=100_000,
+                        help="events, triggers and decisions kept in memory (default 100000)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8095, help="listen port (default 8095)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.events) == bool(args.broker):
+        raise SceneTriggerError("console: give --events FILE (embedded) or --broker (Kafka)")
+    if args.rate <= 0:
+        raise SceneTriggerError("console: --rate must be > 0")
+    return asyncio.run(_main(args))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from config.loader import load_config
+    from scenetrigger.console import TOKEN_ENV, Console, create_app
+    from scenetrigger.console_sources import run_embedded, run_kafka
+    from scenetrigger.console_state import ConsoleState, Limits
+    from scenetrigger.http_site import start_site
+
+    config = load_config(args.config)
+    state = ConsoleState(config, Limits(records=args.records))
+    console = Console(state, config, args.config, os.environ.get(TOKEN_ENV) or None,
+                      sample=args.sample or args.events)
+    closers: list[Any] = []
+    if args.events:
+        source = run_embedded(state, config, args.events, args.format, args.rate, args.catalog)
+    else:
+        from agents.topics import bootstrap_servers
+        from scenetrigger.explain_live import live_timeline
+
+        bootstrap = bootstrap_servers(args.broker)
+        source = run_kafka(state, config, bootstrap, args.topic_prefix, args.redis_url)
+
+        async def lookup(user_id: str) -> Any:
+            return await asyncio.to_thread(live_timeline, bootstrap, args.topic_prefix, config,
+                                           user_id, 60, args.app_id)
+
+        console.lookup = lookup
+        if args.redis_url:
+            from redis.asyncio import Redis
+
+            from scenetrigger.erasure import Eraser
+
+            client = Redis.from_url(args.redis_url, decode_responses=True)
+            closers.append(client)
+            console.eraser = Eraser(client, config).erase
+    runner, url = await start_site(create_app(console), args.host, args.port)
+    print(f"scenetrigger console on {url}/ ({state.source or 'starting'}); admin actions "
+          f"{'on' if console.token else 'off: set ' + TOKEN_ENV}", file=sys.stderr, flush=True)
+    task = asyncio.create_task(source)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and task.exception() is not None:
+            raise SceneTriggerError(f"console source failed: {task.exception()!r}")
+        if task.done():
+            print(f"console: input finished ({state.totals['events']:,} events); serving "
+                  "until stopped", file=sys.stderr, flush=True)
+            await waiter
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await runner.cleanup()
+        for item in closers:
+            await item.aclose()
+    print(f"console stopped: {state.totals['events']:,} events, "
+          f"{len(state.decisions.records):,} decisions kept", file=sys.stderr)
+    return 0

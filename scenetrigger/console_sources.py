@@ -1,0 +1,151 @@
+"""Where the console's records come from (each an asyncio task feeding a
+:class:`scenetrigger.console_state.ConsoleState`):
+
+- :func:`run_embedded`: the embedded mode, a recorded stream replayed at a
+  pace (events per second) through the engine and the delivery pipeline
+  (dry-run), whose decision log is the console state;
+- :func:`run_kafka`: a live deployment, its events, triggers and decisions
+  topics read from their beginning and then followed (no consumer group: the
+  console disturbs no one), and the dead-letter topic's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.decisions import DecisionRecord
+from config.models import AppConfig
+from scenetrigger.console_state import ConsoleState
+from triggers.errors import EventRejected, SceneTriggerError
+from triggers.events import Event
+
+log = logging.getLogger("scenetrigger.console")
+
+
+async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: str = "auto",
+                       rate: float = 200.0, catalog_file: str | None = None) -> None:
+    from channels.delivery_runtime import file_catalog
+    from channels.pipeline import RecordingSender, build_pipeline
+    from scenetrigger.cli_support import open_input, pick_format
+    from scenetrigger.replay import new_engine
+    from scenetrigger.sources import read_events
+
+    engine = new_engine(config, profiles=True)
+    sender = RecordingSender()
+    pipeline = build_pipeline(config, "dry-run", sender, catalog=file_catalog(catalog_file))
+    pipeline.decisions = state
+    state.states = engine.store.get
+    state.source = f"replay of {path} at {rate:g} events/s"
+    started = time.monotonic()
+
+    async def deliver(fired: list[Any]) -> None:
+        for trig in fired:
+            state.trigger(trig)
+            await pipeline.release_due(trig.ts, engine.store.get)
+            await pipeline.deliver(trig, engine.store.get(trig.user_id), trig.ts)
+        sender.messages.clear()  # dry-run: the decisions are what is kept
+
+    with open_input(path) as (stream, _size):
+        chosen, lines = pick_format(fmt, stream, path)
+        taken = 0
+        for _number, item in read_events(lines, chosen, config.engine.max_line_bytes,
+                                         config.id_limits()):
+            if type(item) is EventRejected:
+                state.rejected(item.reason)
+                continue
+            assert isinstance(item, Event)
+            fired = engine.handle(item)
+            state.event(item)
+            await deliver(fired)
+            taken += 1
+            ahead = taken / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            elif not taken % 256:
+                await asyncio.sleep(0)  # let the page be served
+    await deliver(engine.advance(engine.clock))
+    state.done = True
+
+
+async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
+                    prefix: str | None, redis_url: str | None = None,
+                    poll_s: float = 1.0) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from agents.topics import topic_name
+    from triggers.events import decode_event_record
+    from triggers.wire import decode_trigger
+
+    events, triggers, decisions = (topic_name(prefix, n) for n in
+                                   ("events", "triggers", "decisions"))
+    dead = f"{prefix}.dead-letters" if prefix else "scenetrigger-deadletter"
+    state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    dead_letters = None
+    if redis_url:
+        from redis.asyncio import Redis
+
+        from channels.deadletter import DeadLetterStore
+
+        dead_letters = DeadLetterStore(Redis.from_url(redis_url, decode_responses=True))
+    try:
+        assigned: set[Any] = set()
+        limits = config.id_limits()
+        while True:
+            wanted = set()
+            for topic in (events, triggers, decisions, dead):
+                for p in consumer.partitions_for_topic(topic) or ():
+                    wanted.add(TopicPartition(topic, p))
+            if wanted - assigned:
+                assigned = wanted
+                consumer.assign(sorted(assigned, key=lambda tp: (tp.topic, tp.partition)))
+                news = [tp for tp in assigned if tp.topic != dead]
+                if news:
+                    await consumer.seek_to_beginning(*news)
+            if not assigned:
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(poll_s)
+                continue
+            batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
+            for tp, records in batch.items():
+                for record in records:
+                    _take(state, tp.topic, record.value, (events, triggers, decisions),
+                          config, limits, decode_event_record, decode_trigger)
+            dead_parts = [tp for tp in assigned if tp.topic == dead]
+            if dead_parts:
+                ends = await consumer.end_offsets(dead_parts)
+                starts = await consumer.beginning_offsets(dead_parts)
+                state.dead_letters["dead-letter topic"] = sum(
+                    ends[tp] - starts[tp] for tp in dead_parts)
+            if dead_letters is not None:
+                try:
+                    state.delivery_dead_letters = await dead_letters.count()
+                except Exception:  # Redis away: keep the last count
+                    log.debug("dead-letter count failed", exc_info=True)
+            if not batch:
+                await consumer._client.force_metadata_update()
+    finally:
+        await consumer.stop()
+        if dead_letters is not None:
+            await dead_letters.redis.aclose()
+
+
+def _take(state: ConsoleState, topic: str, value: bytes | None, names: tuple[str, str, str],
+          config: AppConfig, limits: Any, decode_event: Any, decode_trigger: Any) -> None:
+    events, triggers, decisions = names
+    try:
+        if topic == events:  # one event or a batch of them per record
+            for item in decode_event(value or b"", config.engine.max_line_bytes, limits):
+                if type(item) is Event:
+                    state.event(item)
+        elif topic == triggers:
+            state.trigger(decode_trigger(value).trigger)
+        elif topic == decisions:
+            state.write(DecisionRecord.decode(value or b""))
+    except (SceneTriggerError, ValueError, KeyError, TypeError):
+        return  # the worker dead-letters bad events; other bad records are skipped

@@ -1,0 +1,87 @@
+"""The console's app with its state fed by hand: read-only views, and admin
+actions refused without a token, refused with a wrong one, done with it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from channels.decisions import DecisionRecord
+from config.loader import load_config_text
+from scenetrigger.console import Console, create_app
+from scenetrigger.console_state import ConsoleState, Limits
+from triggers.events import Event, Trigger
+
+CONFIG = load_config_text("""
+scenes:
+  arrive: {kind: arrival, when: {type: cart}}
+""")
+T0 = 1_700_000_000_000
+
+
+def _state() -> ConsoleState:
+    state = ConsoleState(CONFIG, Limits(buckets=2, recent=2, records=100))
+    for i, user in enumerate(("a", "b", "c")):
+        ts = T0 + i * 60_000
+        state.event(Event(user, ts, "cart", {"user_id": user, "ts": ts, "type": "cart"}))
+        trig = Trigger("arrive", user, None, ts)
+        state.trigger(trig)
+        rule = "control" if user == "b" else None
+        state.write(DecisionRecord(ts, user, trig.trigger_id, "arrive",
+                                   "suppressed" if rule else "delivered", rule,
+                                   "bucket" if rule else "local 10:00 UTC"))
+    return state
+
+
+def test_state_counts_per_minute_bounded_and_joins_decisions_to_lines() -> None:
+    state = _state()
+    rates = state.rates()
+    minute = T0 - T0 % 60_000
+    assert rates["t"] == [(minute + 60_000) // 1000, (minute + 120_000) // 1000]  # 2 kept
+    assert rates["series"]["trigger:arrive"] == [1, 1]
+    assert [d["user_id"] for d in state.recent_decisions()] == ["c", "b"]
+    held = next(line for line in state.lines.values() if line["user_id"] == "b")
+    assert held["group"] == "control" and held["delivery"] == "suppressed"
+    rows = {row["name"]: row for row in state.funnels()}
+    assert (rows["arrive"]["treated"], rows["arrive"]["control"]) == (2, 1)
+    assert state.timeline("a").decisions[0].figures == "local 10:00 UTC"
+    assert state.erase("a") == 3
+    assert state.timeline("a").triggers == []
+
+
+async def _client(token: str | None) -> TestClient[web.Request, web.Application]:
+    app = create_app(Console(_state(), CONFIG, None, token))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+async def test_views_are_open_and_admin_needs_the_token() -> None:
+    client = await _client(None)
+    try:
+        assert (await client.get("/api/summary")).status == 200
+        page = await client.get("/")
+        assert "script-src 'self' 'sha256-" in page.headers["Content-Security-Policy"]
+        assert (await client.get("/vendor/uplot/uPlot.iife.min.js")).status == 200
+        assert (await client.get("/vendor/uplot/../console.html")).status == 404
+        got = await client.post("/api/admin/validate", data="scenes: {}")
+        assert got.status == 403 and "SCENETRIGGER_CONSOLE_TOKEN" in await got.text()
+    finally:
+        await client.close()
+    client = await _client("s3cret")
+    try:
+        for header in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
+            got = await client.post("/api/admin/erase/a", headers=header)
+            assert got.status == 401
+        ok = await client.post("/api/admin/validate", data="scenes:\n  x: {kind: nope}\n",
+                               headers={"Authorization": "Bearer s3cret"})
+        body = await ok.json()
+        assert ok.status == 200 and not body["ok"] and "scene 'x'" in body["errors"][0]
+        erased = await client.post("/api/admin/erase/a",
+                                   headers={"Authorization": "Bearer s3cret"})
+        assert (await erased.json())["removed"] == {"console_records": 3}
+        whatif = await client.post("/api/admin/whatif", data="scenes: {}",
+                                   headers={"Authorization": "Bearer s3cret"})
+        assert whatif.status == 409  # no recorded sample given
+    finally:
+        await client.close()
