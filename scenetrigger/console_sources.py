@@ -27,27 +27,34 @@ log = logging.getLogger("scenetrigger.console")
 
 async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: str = "auto",
                        rate: float = 200.0, catalog_file: str | None = None) -> None:
-    from channels.delivery_runtime import file_catalog
-    from channels.pipeline import RecordingSender, build_pipeline
-    from scenetrigger.cli_support import open_input, pick_format
+    from channels.assembly import file_catalog, open_delivery
     from scenetrigger.replay import new_engine
-    from scenetrigger.sources import read_events
 
     engine = new_engine(config, profiles=True)
-    sender = RecordingSender()
-    pipeline = build_pipeline(config, "dry-run", sender, catalog=file_catalog(catalog_file))
+    delivery = open_delivery(config, "dry-run", catalog=file_catalog(catalog_file),
+                             journeys=config.strategies.all_journeys().values())
+    pipeline = delivery.pipeline
     pipeline.decisions = state
     state.states = engine.store.get
     state.source = f"replay of {path} at {rate:g} events/s"
-    started = time.monotonic()
 
     async def deliver(fired: list[Any]) -> None:
         for trig in fired:
             state.trigger(trig)
             await pipeline.release_due(trig.ts, engine.store.get)
             await pipeline.deliver(trig, engine.store.get(trig.user_id), trig.ts)
-        sender.messages.clear()  # dry-run: the decisions are what is kept
 
+    async with delivery:
+        await _replay(state, config, path, fmt, rate, engine, deliver)
+    state.done = True
+
+
+async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, rate: float,
+                  engine: Any, deliver: Any) -> None:
+    from scenetrigger.cli_support import open_input, pick_format
+    from scenetrigger.sources import read_events
+
+    started = time.monotonic()
     with open_input(path) as (stream, _size):
         chosen, lines = pick_format(fmt, stream, path)
         taken = 0
@@ -67,7 +74,6 @@ async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: s
             elif not taken % 256:
                 await asyncio.sleep(0)  # let the page be served
     await deliver(engine.advance(engine.clock))
-    state.done = True
 
 
 async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,

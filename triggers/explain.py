@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from triggers.durations import format_duration_ms
 from triggers.events import Event, Trigger
 from triggers.predicates import Predicate, as_compared_string
-from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene
+from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene, SequenceScene
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +101,47 @@ def explain_scene(scene: Scene, events: Sequence[Event], fired: Iterable[Trigger
         return _repeat(scene, events, mine)
     if isinstance(scene, ArrivalScene):
         return _arrival(scene, events, mine)
-    assert isinstance(scene, AbsenceScene)
-    return _absence(scene, events, mine, clock_ms)
+    if isinstance(scene, AbsenceScene):
+        return _absence(scene, events, mine, clock_ms)
+    if isinstance(scene, SequenceScene):
+        return _sequence(scene, events, mine)
+    plain = tuple(Fired(t, f"{scene.kind} fired") for t in mine)  # a kind explain cannot read
+    return SceneExplanation(scene.name, scene.kind, plain, (), None if mine else
+                            f"did not fire (no explanation for kind {scene.kind!r} yet)")
 
 
-def _per_value(scene: RepeatScene | ArrivalScene, event: Event) -> tuple[bool, str | None]:
+def _sequence(scene: SequenceScene, events: Sequence[Event], fires: list[Trigger]
+              ) -> SceneExplanation:
+    first, then = scene.first.compile(), scene.then.compile()
+    unless = scene.unless.compile() if scene.unless else None
+    within = format_duration_ms(scene.within_ms)
+    one, two = noun(scene.first, False), noun(scene.then, False)
+    whys = {}
+    story = f"no {noun(scene.first)}"
+    for i, event in enumerate(events):
+        has, key = _per_value(scene, event)
+        if not has:
+            continue
+        same = [e for e in events[:i] if scene.per is None or _per_value(scene, e)[1] == key]
+        if then(event.fields):
+            starts = [e for e in same if first(e.fields)
+                      and event.ts - scene.within_ms < e.ts <= event.ts]
+            if starts:
+                blockers = [e for e in same if unless is not None and unless(e.fields)
+                            and starts[-1].ts <= e.ts <= event.ts]
+                whys[(key, event.ts)] = f"{one} at {hm(starts[-1].ts)}, then {two} within {within}"
+                story = (f"a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
+                         if blockers else f"{one} at {hm(starts[-1].ts)} then {two} at "
+                                          f"{hm(event.ts)}: {_not_fired_reason(scene)}")
+        elif first(event.fields):
+            story = f"a {one} at {hm(event.ts)}, no {two} within {within} after it"
+    fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{one} then {two} within {within}"))
+                  for t in fires)
+    return SceneExplanation(scene.name, scene.kind, fired, (), None if fires else story)
+
+
+def _per_value(scene: RepeatScene | ArrivalScene | SequenceScene,
+               event: Event) -> tuple[bool, str | None]:
     if scene.per is None:
         return True, None
     value = as_compared_string(event.fields.get(scene.per))
@@ -124,7 +160,7 @@ def _cooling(scene: RepeatScene | ArrivalScene, fires: list[Trigger], key: str |
     return hot[-1] if hot else None
 
 
-def _not_fired_reason(scene: RepeatScene | ArrivalScene) -> str:
+def _not_fired_reason(scene: RepeatScene | ArrivalScene | SequenceScene) -> str:
     if scene.user is not None:
         return "the scene's user filter refused this user"
     return "the window's entries were pruned (engine limits)"

@@ -59,14 +59,16 @@ def console(tmp_path: Path) -> Iterator[str]:
         assert code == 0, log.read_text()
 
 
-def _until(what: str, check: Callable[[], Any], timeout_s: float = 60) -> Any:
+def _until(what: str, check: Callable[[], Any], timeout_s: float = 60,
+           shown: Callable[[], Any] | None = None) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = check()
         if got:
             return got
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" +
+                         (f"; the page shows {shown()!r}" if shown is not None else ""))
 
 
 def _chart_total(browser: Any) -> int:
@@ -107,8 +109,11 @@ def test_console_shows_rates_lookup_and_admin(console: str, browser: Any) -> Non
 
     browser.find_element("id", "user-id").send_keys(EARLY_USER)
     browser.find_element("id", "lookup").click()
+    def shown() -> str:
+        return str(browser.find_element("id", "timeline").text)
+
     timeline = _until("the timeline", lambda: "trigger  repeat_view_no_purchase" in (
-        text := browser.find_element("id", "timeline").text) and text)
+        text := shown()) and text, shown=shown)
     assert f"user {EARLY_USER}:" in timeline
     assert "decision repeat_view_no_purchase: delivered via inbox" in timeline
     assert "local 08:01 Asia/Shanghai, under cap_day 2 and cap_week 10" in timeline

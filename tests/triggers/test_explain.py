@@ -101,3 +101,14 @@ scenes:
                                     _ev(T10 + MIN, "page", page="/promo/a")])
     assert len(fired) == 1
     assert [r.why for r in scene.refused] == ["cooldown 1h since the fire at 10:00"]
+
+
+def test_sequence_fired_and_missing() -> None:
+    scenes = _scenes("""
+scenes:
+  view_then_cart: {kind: sequence, first: {type: view}, then: {type: cart}, within: 10m}
+""")
+    (scene,), fired = _run(scenes, [_ev(T10, "view"), _ev(T10 + 2 * MIN, "cart")])
+    assert len(fired) == 1 and scene.fired[0].why == "view at 10:00, then cart within 10m"
+    (scene,), fired = _run(scenes, [_ev(T10, "view"), _ev(T10 + 20 * MIN, "cart")])
+    assert fired == [] and scene.missing == "a view at 10:00, no cart within 10m after it"
