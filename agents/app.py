@@ -142,6 +142,7 @@ class SceneWorker:
         self.source = self._topic(s.topics.events, s.topics.ticks)
         self.ticks_topic = self._topic(s.topics.ticks)
         self.triggers_topic = self._topic(s.topics.triggers)
+        self.events_out = self._topic(s.topics.events)  # identity merges, re-addressed events
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
@@ -302,11 +303,22 @@ class SceneWorker:
             accepted += 1
             if fired:
                 self._emit(host, fired, now, message.timestamp)
+            if host.outbox:
+                self._forward(host)
         if accepted:
             self._accepted.inc(accepted)
         if duplicates:
             self._duplicate.inc(duplicates)
         return len(items)
+
+    def _forward(self, host: PartitionHost) -> None:
+        """Send the host's identity records to the events topic, keyed by the
+        known user; acked before the batch settles, like triggers."""
+        send = self.events_out.send_soon
+        futures = host.pending.futures
+        for key, value in host.outbox:
+            futures.append(send(key=key.encode(), value=value))
+        host.outbox.clear()
 
     def _take_tick(self, host: PartitionHost, now: int) -> None:
         fired = host.on_tick(now)

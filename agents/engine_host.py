@@ -29,6 +29,15 @@ An event of type :data:`ERASE` (``scenetrigger erase``) is not given to the
 engine: the user's state is forgotten and, at the next settle, its key is
 deleted from the table (a tombstone in the changelog), so a restarted
 worker recovers nothing of the user.
+
+Identity (docs/audiences.md): an :data:`IDENTIFY` event of anonymous id A
+with ``known_id`` K stores the alias A -> K under the reserved key
+:func:`alias_key` (A's partition), forgets A's state and puts two things in
+:attr:`PartitionHost.outbox` for the agent to send to the events topic keyed
+by K: a :data:`MERGE` event carrying A's state, which K's partition folds
+into K's (:func:`triggers.merge.merge_states`), and afterwards every later
+event of A, re-addressed to K. So K's partition sees A's history first, then
+A's new events, in order.
 """
 
 from __future__ import annotations
@@ -39,10 +48,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+import orjson
+
 from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.host import ClockPolicy, EngineHost, InputRules
+from triggers.merge import merge_states
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
 from triggers.state import UserState
@@ -63,13 +75,21 @@ def position(offset: int, index: int) -> int:
 
 Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
 ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
-RESERVED = b"\xff"  # first byte of the reserved keys: UTF-8 (user ids) never has it
+IDENTIFY = "identify"  # anonymous user_id is known_id from now on
+MERGE = "merge"  # an identified anonymous id's state, for the known id's partition
+RESERVED = b"\xff"
+ALIAS = RESERVED + b"alias:"  # first byte of the reserved keys: UTF-8 (user ids) never has it
 
 
 def shapes_key(partition: int) -> bytes:
     """The partition's scene-shapes key (one per partition: the table's key
     space is shared by all partitions)."""
     return RESERVED + b"scenes:%d" % partition
+
+
+def alias_key(anonymous_id: str) -> bytes:
+    """Where an identified anonymous id's known user is kept (its own partition)."""
+    return ALIAS + anonymous_id.encode()
 
 
 def is_reserved(key: bytes) -> bool:
@@ -129,6 +149,8 @@ class PartitionStore:
         self._complete = False
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
+        self.aliases: dict[str, str] = {}  # identified anonymous id -> known user id
+        self._meta_deleted: set[bytes] = set()
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
         self._meta_staged: dict[bytes, bytes] = {}
         self.users = 0
@@ -176,8 +198,18 @@ class PartitionStore:
         if entry is not None:
             entry.offset = offset
 
+    def alias(self, anonymous_id: str, known_id: str) -> None:
+        """From now on ``anonymous_id`` is ``known_id`` (written at the next flush)."""
+        self.aliases[anonymous_id] = known_id
+        self._meta_deleted.discard(alias_key(anonymous_id))
+        self.stage_meta(alias_key(anonymous_id), known_id.encode())
+
     def forget(self, user_id: str) -> None:
-        """Erase the user: gone from the cache now, from the table at the next flush."""
+        """Erase the user: gone from the cache now, from the table at the next flush
+        (its state, and its alias if it was an identified anonymous id)."""
+        if self.aliases.pop(user_id, None) is not None:
+            self._meta_staged.pop(alias_key(user_id), None)
+            self._meta_deleted.add(alias_key(user_id))
         entry = self._entry(user_id)
         self._cache.pop(user_id, None)
         self._dirty.pop(user_id, None)
@@ -190,7 +222,7 @@ class PartitionStore:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty) or bool(self._forgotten)
+        return bool(self._dirty or self._forgotten or self._meta_deleted)
 
     def stage_meta(self, key: bytes, value: bytes) -> None:
         """A reserved key's value, written by the next flush after the states."""
@@ -217,6 +249,11 @@ class PartitionStore:
             if table.get(key) is not None:
                 del table[key]  # a Faust table writes a tombstone to its changelog
         self._forgotten.clear()
+        for key in self._meta_deleted:
+            if table.get(key) is not None:
+                del table[key]
+            self.meta.pop(key, None)
+        self._meta_deleted.clear()
         # Last: shapes written before the states they describe could make a
         # crash in between read old-shape states as new.
         for key, value in self._meta_staged.items():
@@ -248,6 +285,8 @@ class PartitionStore:
                 self._cache[user_id] = _Entry(state, offset, len(data))
             yield user_id, state
         self._complete = len(self._cache) == self.users
+        self.aliases = {key[len(ALIAS):].decode(): value.decode()
+                        for key, value in self.meta.items() if key.startswith(ALIAS)}
 
     # -- internals ------------------------------------------------------------
 
@@ -347,6 +386,9 @@ class PartitionHost:
         self.pending = Pending()
         self.revoked = False  # set when the partition left us: never write again
         self.reshaped = 0  # users whose recovered state the config's shapes changed
+        # (key user id, events-topic value) the agent sends on: identity merges
+        # and the re-addressed events of identified anonymous ids.
+        self.outbox: list[tuple[str, bytes]] = []
 
     @classmethod
     def build(cls, partition: int, store: PartitionStore, scenes: Sequence[Scene],
@@ -433,9 +475,49 @@ class PartitionHost:
         if event.type == ERASE:
             store.forget(event.user_id)
             return []
+        aliases = store.aliases
+        if aliases:
+            known = aliases.get(event.user_id)
+            if known is not None:  # an identified anonymous id: the event is the known user's
+                self.outbox.append((known, orjson.dumps(
+                    {**event.fields, "user_id": known, "anonymous_id": event.user_id})))
+                return []
+        if event.type == IDENTIFY:
+            return self._identify(event)
+        if event.type == MERGE:
+            return self._merge(event, at)
         fired = self.host.take(event, now_ms)
         store.mark_applied(event.user_id, at)
         return fired
+
+    def _identify(self, event: Event) -> list[Trigger]:
+        anonymous, known = event.user_id, event.fields.get("known_id")
+        if not isinstance(known, str) or not known or known == anonymous or len(known) > 256:
+            log.warning("identify without a usable known_id ignored",
+                        extra={"user_id": anonymous})
+            return []
+        state = self.store.get(anonymous)
+        if state is not None:
+            self.outbox.append((known, orjson.dumps({
+                "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
+                "state": orjson.loads(state.encode())})))
+        self.store.forget(anonymous)
+        self.store.alias(anonymous, known)
+        return []
+
+    def _merge(self, event: Event, at: int) -> list[Trigger]:
+        """Fold an identified anonymous id's state into this (known) user's."""
+        try:
+            anonymous = UserState.decode(orjson.dumps(event.fields.get("state")))
+        except StateDecodeError:
+            log.warning("merge event with an unreadable state ignored",
+                        extra={"user_id": event.user_id})
+            return []
+        store = self.store
+        limit = self.engine.limits.max_window_entries
+        store.put(event.user_id, merge_states(store.get(event.user_id), anonymous, limit))
+        store.mark_applied(event.user_id, at)
+        return []
 
     def on_tick(self, now_ms: int) -> list[Trigger]:
         self.tick_sent_ms = None

@@ -1,0 +1,82 @@
+"""Identity and erasure in one partition's host (a dict as the table):
+identify forgets the anonymous state, keeps the alias across a restart and
+sends the merge; the known partition folds it in; erase removes both."""
+
+from __future__ import annotations
+
+import orjson
+
+from agents.engine_host import (
+    IDENTIFY,
+    PartitionHost,
+    PartitionStore,
+    alias_key,
+)
+from config.loader import load_config_text
+from tests.agents.test_app_unit import ev
+from triggers.events import Event
+from triggers.merge import merge_states
+from triggers.state import UserState
+
+CONFIG = """
+scenes:
+  rv: {kind: repeat, when: {type: view}, per: product_id, count: 3, within: 1h}
+"""
+
+
+def host_on(table: dict[bytes, bytes]) -> PartitionHost:
+    cfg = load_config_text(CONFIG)
+    store = PartitionStore(table, lambda: list(table.items()))
+    host = PartitionHost.build(0, store, cfg.scene_list(), cfg.engine.limits(),
+                               cfg.engine.input_rules(), "event")
+    host.rebuild()
+    return host
+
+
+def as_event(value: bytes) -> Event:
+    fields = orjson.loads(value)
+    return Event(fields["user_id"], fields["ts"], fields["type"], fields)
+
+
+def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> None:
+    anon_table: dict[bytes, bytes] = {}
+    anon_side = host_on(anon_table)
+    for n in range(2):
+        assert anon_side.on_event(ev("a", 1000 + n, "view", product_id="p"), 10 + n, 0) == []
+    anon_side.on_event(ev("a", 1002, IDENTIFY, known_id="k"), 12, 0)
+    anon_side.store.flush()
+    assert b"a" not in anon_table and anon_table[alias_key("a")] == b"k"
+    (key, merge), = anon_side.outbox
+    anon_side.outbox.clear()
+    # A restarted anonymous partition still re-addresses the id's events.
+    restarted = host_on(anon_table)
+    assert restarted.on_event(ev("a", 1003, "view", product_id="p"), 13, 0) == []
+    (key2, forwarded), = restarted.outbox
+    assert key == key2 == "k" and orjson.loads(forwarded)["anonymous_id"] == "a"
+
+    known_side = host_on({})
+    assert known_side.on_event(ev("k", 900, "view", product_id="q"), 1, 0) == []
+    assert known_side.on_event(as_event(merge), 2, 0) == []
+    fired = known_side.on_event(as_event(forwarded), 3, 0)
+    assert [(t.scene, t.user_id, t.key) for t in fired or []] == [("rv", "k", "p")]
+    profile = known_side.store.get("k")
+    assert profile is not None and profile.profile.views == 4
+
+    # Erasing the anonymous id drops its alias too.
+    restarted.on_event(ev("a", 1004, "erase"), 14, 0)
+    restarted.store.flush()
+    assert alias_key("a") not in anon_table
+
+
+def test_merge_keeps_the_newer_fire_and_the_newest_entries() -> None:
+    known, anon = UserState(), UserState()
+    for state, ts, product in ((known, 100, "k-product"), (anon, 200, "a-product")):
+        state.profile.update(Event("x", ts, "view", {"product_id": product, "tz": "Asia/Shanghai"}))
+        state.max_ts = ts
+    known.arrival = {"promo": {"/promo": 50}}
+    anon.arrival = {"promo": {"/promo": 150, "/sale": 10}}
+    merged = merge_states(known, anon, max_entries=2)
+    assert merged.arrival == {"promo": {"/promo": 150, "/sale": 10}}
+    assert merged.profile.views == 2 and merged.profile.last_product == "a-product"
+    assert (merged.profile.first_ts, merged.profile.last_ts, merged.max_ts) == (100, 200, 200)
+    assert known.profile.views == 1  # inputs untouched
