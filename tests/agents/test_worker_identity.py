@@ -19,7 +19,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiosmtpd.controller import Controller
 
 from tests.agents.worker_support import (
-    REPO,
     WorkerProcess,
     all_committed,
     read_topic,
@@ -29,7 +28,7 @@ from tests.agents.worker_support import (
     wait_for,
 )
 from tests.channels.receivers import SmtpSink
-from tests.services import free_port
+from tests.services import REPO, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 PARTITIONS = 4
