@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
+from agents.engine_host import ERASE, MERGE
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
@@ -58,11 +59,20 @@ def event_value(event: Event) -> bytes:
 MAX_RECORD_BYTES = 1_000_000
 
 
+# Event types only the product itself writes (`scenetrigger erase`, the
+# worker's identity merge): from a client they would erase or forge state.
+REASON_RESERVED_TYPE = "reserved_type"
+RESERVED_TYPES = frozenset({ERASE, MERGE})
+
+
 def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:
     """The event as a Kafka value, or :class:`EventRejected` when it cannot
     be one: nested deeper than orjson writes, or over the producer's size
     limit (so it is refused on its own before anything is sent, instead of
-    failing mid-way through a request or a file)."""
+    failing mid-way through a request or a file), or of a reserved type."""
+    if event.type in RESERVED_TYPES:
+        raise EventRejected(REASON_RESERVED_TYPE, f"type {event.type!r} is written only by "
+                            "scenetrigger itself (erase, identity merge)")
     try:
         value = orjson.dumps(event.fields)
     except orjson.JSONEncodeError as exc:

@@ -80,3 +80,16 @@ def test_merge_keeps_the_newer_fire_and_the_newest_entries() -> None:
     assert merged.profile.views == 2 and merged.profile.last_product == "a-product"
     assert (merged.profile.first_ts, merged.profile.last_ts, merged.max_ts) == (100, 200, 200)
     assert known.profile.views == 1  # inputs untouched
+
+
+def test_clients_cannot_send_erase_or_merge_events() -> None:
+    import pytest
+
+    from agents.producer import REASON_RESERVED_TYPE, checked_event_value
+    from triggers.errors import EventRejected
+
+    for kind in ("erase", "merge"):
+        with pytest.raises(EventRejected) as refused:
+            checked_event_value(ev("victim", 1, kind))
+        assert refused.value.reason == REASON_RESERVED_TYPE
+    assert checked_event_value(ev("a", 1, IDENTIFY, known_id="k"))
