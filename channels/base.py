@@ -6,9 +6,19 @@ Every channel (webhook, Redis inbox, email, provider adapters) implements
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Faults of the infrastructure, not of the message: worth trying the same
+# message again. Not every OSError: a time zone "America" made ZoneInfo raise
+# IsADirectoryError, and retrying that message forever stopped all delivery.
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, socket.gaierror)
 
 
 @dataclass(frozen=True, slots=True)

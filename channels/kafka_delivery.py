@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,9 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from channels.base import INFRASTRUCTURE_ERRORS
 from channels.delivery_records import (
     MalformedRecord,
     decode_action,
@@ -60,10 +58,7 @@ from triggers.state import UserState
 log = logging.getLogger("scenetrigger.deliver")
 
 # Worth retrying the same record: the infrastructure, not the record, failed.
-# Not every OSError: a time zone "America" made ZoneInfo raise
-# IsADirectoryError, and retrying that record forever stopped all delivery.
-TRANSIENT: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
-                                          ConnectionError, TimeoutError, socket.gaierror)
+TRANSIENT = INFRASTRUCTURE_ERRORS
 MALFORMED = "malformed"
 ERROR = "error"
 RETRIES_EXHAUSTED = "retries_exhausted"

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from channels.base import DeliveryResult, Message
+from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog
 from channels.consent import Audience, unsubscribe_url
 from channels.content import ContentChoice, ContentSelector
@@ -54,6 +55,10 @@ from triggers.events import Trigger
 from triggers.state import UserState
 
 Mode = Literal["dry-run", "live"]
+ERROR = "error"  # dead-letter reason: delivering the request raised
+LEASE_EXHAUSTED = "lease_exhausted"  # dead-letter reason: handed out lease_attempts times
+
+log = logging.getLogger("scenetrigger.deliver")
 CONTROL = "control"  # suppression reason of a scene's control (holdout) user
 StateLookup = Callable[[str], UserState | None]
 JOURNEY_LABEL = "journey:"  # the decision log's scene label of a journey order
@@ -196,9 +201,25 @@ class DeliveryPipeline:
         """Deferred messages now due: content is chosen again from the user's
         current state, the policy re-checks age, back-off and caps."""
         outcomes = []
-        for req in await self.policy.release_due(now_ms):
-            state = states(req.user_id)
-            send = req.order
+        for released in await self.policy.release_due(now_ms):
+            req = released.request
+            if released.exhausted:  # handed out again and again, never finished
+                await self._bury_request(req, LEASE_EXHAUSTED, f"handed out "
+                                         f"{released.attempts} times without finishing")
+                continue
+            try:
+                outcome = await self._release(req, now_ms, states)
+            except INFRASTRUCTURE_ERRORS:
+                continue  # still pending: handed out again when its new lease expires
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def _release(self, req: DeliveryRequest, now_ms: int,
+                       states: StateLookup) -> Outcome | None:
+        state = states(req.user_id)
+        send = req.order
+        try:
             if isinstance(send, SendAction):
                 choice = self.selector.choose_ref(send.content_ref, send.user_id, state,
                                                   now_ms, await self._locale(send.user_id))
@@ -208,8 +229,23 @@ class DeliveryPipeline:
                                                     await self._locale(req.user_id))
                 req = self._request(trigger, choice, state)
             decision = await self.policy.decide(req, now_ms, released=True)
-            outcomes.append(await self._act(req, choice, decision, now_ms))
-        return outcomes
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:  # this request only: dead-letter it, release the rest
+            log.exception("releasing a delivery failed", extra={"trigger_id": req.trigger_id})
+            await self._bury_request(req, ERROR, f"{type(exc).__name__}: {exc}")
+            return None
+        return await self._act(req, choice, decision, now_ms)
+
+    async def _bury_request(self, req: DeliveryRequest, reason: str, detail: str) -> None:
+        """A leased request that will not be delivered: into the dead-letter
+        (when the sender has one) with its reason, and no longer pending."""
+        store = getattr(self.sender, "dead_letter", None)  # ChannelSender's, in live mode
+        if store is not None:
+            await store.add_record(f"request/{req.trigger_id}", req.encode().encode(), reason,
+                                   detail[:1_000])
+        self.counts["dead_lettered"] += 1
+        await self.policy.done(req.trigger_id)
 
     async def _locale(self, user_id: str) -> str | None:
         """The directory's locale for content selection (the policy reads the
@@ -256,6 +292,31 @@ class DeliveryPipeline:
 
     async def _act(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
                    now_ms: int, extra: dict[str, Any] | None = None) -> Outcome:
+        """Carry out ``decision``; a leased one is no longer pending after it
+        (deferred: pending until it is due). An infrastructure fault keeps
+        the lease (handed out again when it expires: at-least-once); any
+        other exception is this request's alone: it is dead-lettered and
+        the outcome is ``failed`` with the error as its reason."""
+        try:
+            outcome = await self._carry_out(req, choice, decision, now_ms, extra)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            log.exception("delivering a request failed", extra={"trigger_id": req.trigger_id})
+            error = f"{type(exc).__name__}: {exc}"
+            await self._bury_request(req, ERROR, error)
+            self.counts["failed"] += 1
+            seg = choice.segmentation
+            return self._done(Outcome(req.trigger_id, req.user_id, req.scene, "failed",
+                                      f"{ERROR}: {error}"[:500], decision.channel,
+                                      choice.variant, seg.style, seg.segment, seg.tags,
+                                      figures=decision.figures), now_ms)
+        if decision.leased:
+            await self.policy.done(req.trigger_id)
+        return outcome
+
+    async def _carry_out(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
+                         now_ms: int, extra: dict[str, Any] | None) -> Outcome:
         seg = choice.segmentation
         base = (req.trigger_id, req.user_id, req.scene)
         channel = decision.channel

@@ -11,9 +11,15 @@ Order of checks, each with its reason code:
    time in a replay) has no calendar date in the user's zone (beyond the
    years 1-9999), so quiet hours and caps cannot be applied;
 2. ``duplicate``: the trigger id was claimed before (``SET NX`` with TTL), so
-   a retried or replayed trigger is delivered at most once (a decision that
-   fails after the claim, e.g. Redis going away, gives the claim back so the
-   caller's retry is not mistaken for a duplicate);
+   a retried or replayed trigger is decided once (a decision that fails
+   after the claim, e.g. Redis going away, gives the claim back so the
+   caller's retry is not mistaken for a duplicate). The claim is a *lease*:
+   with it the request is put in the pending set (the sorted set deferrals
+   use) due at ``now + lease``; the pipeline removes it once the delivery is
+   done (sent, failed and dead-lettered, or suppressed). A process that dies
+   in between leaves it there, and :meth:`DeliveryPolicy.release_due` hands
+   it out again when the lease expires (at-least-once), at most
+   ``lease_attempts`` times (then :attr:`Released.exhausted`);
 3. the audience: channels the user cannot or may not be reached on are
    dropped from the request; with none left, ``no_address``,
    ``do_not_contact``, ``unsubscribed`` or ``no_consent`` (the user's own
@@ -37,7 +43,7 @@ import contextlib
 import heapq
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -121,6 +127,17 @@ class Decision:
     # decision log and `explain` show them; nothing re-derives them).
     figures: str = ""
     contact: Contact | None = None  # the directory record (addresses, locale, attributes)
+    leased: bool = False  # a send under a lease: DeliveryPolicy.done() ends it once carried out
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A pending request handed out again: a deferral now due, or a lease
+    that expired (its holder died). ``attempts`` counts the hand-outs."""
+
+    request: DeliveryRequest
+    attempts: int
+    exhausted: bool  # more hand-outs than lease_attempts: dead-letter it, do not send
 
 
 class PolicyStore(Protocol):
@@ -143,9 +160,25 @@ class PolicyStore(Protocol):
 
     async def note_engaged(self, key: str) -> None: ...
 
-    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool: ...
+    async def claim_leased(self, key: str, ttl_ms: int, now_ms: int, zset: str, item_id: str,
+                           payload: str, until_ms: int) -> bool:
+        """:meth:`claim`, and when it succeeds (atomically) ``item_id`` with
+        ``payload`` pending in ``zset`` until ``until_ms``."""
+        ...
 
-    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]: ...
+    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
+        """``item_id`` pending in ``zset`` until ``due_ms`` (replacing its lease)."""
+        ...
+
+    async def take_due(self, zset: str, now_ms: int, limit: int,
+                       lease_ms: int) -> list[tuple[str, int]]:
+        """Pending items due by ``now_ms`` with their hand-out count; each
+        stays pending, leased again until ``now_ms + lease_ms``."""
+        ...
+
+    async def done(self, zset: str, item_id: str) -> None:
+        """``item_id`` is no longer pending."""
+        ...
 
     async def deferred_count(self, zset: str) -> int: ...
 
@@ -186,20 +219,34 @@ class DeliveryPolicy:
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
             return self._suppress(BAD_TIME, f"{now_ms} has no date in {zone.key}")
-        if not released and not await self.claim(req.trigger_id, now_ms):
+        if not released and not await self.store.claim_leased(
+                self._claim_key(req.trigger_id), model.dedupe_ttl, now_ms, self._deferred_key,
+                req.trigger_id, req.encode(), now_ms + model.lease):
             return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
                                              f"{format_duration_ms(model.dedupe_ttl)}")
         try:
             assert local is not None  # buckets come from it
-            return await self._decide_claimed(req, now_ms, due, buckets, zone, reach, local)
+            decision = await self._decide_claimed(req, now_ms, due, buckets, zone, reach, local)
         except BaseException:
             # Redis failed (or we were cancelled) after the claim: without this
             # the caller's retry would read its own claim as a duplicate and
-            # the message would be lost.
+            # the message would be lost (if the unclaim fails too, the lease
+            # hands the request out again).
             if not released:
                 with contextlib.suppress(Exception):
                     await self.store.unclaim(self._claim_key(req.trigger_id))
+                    await self.store.done(self._deferred_key, req.trigger_id)
             raise
+        if decision.action == "suppress":  # nothing to deliver: not pending any more
+            await self.store.done(self._deferred_key, req.trigger_id)
+            return decision
+        # defer: pending until due (the deferral replaced the lease); send: the
+        # pipeline ends the lease once the message is sent or dead-lettered.
+        return replace(decision, leased=decision.action == "send")
+
+    async def done(self, trigger_id: str) -> None:
+        """A leased request is delivered, dead-lettered or suppressed: no longer pending."""
+        await self.store.done(self._deferred_key, trigger_id)
 
     async def claim(self, message_id: str, now_ms: int) -> bool:
         """Dedupe: True only the first time ``message_id`` (a trigger id or a
@@ -273,10 +320,13 @@ class DeliveryPolicy:
         wake = datetime(day.year, day.month, day.day, end // 60, end % 60, tzinfo=local.tzinfo)
         return int(wake.timestamp() * 1000)
 
-    async def release_due(self, now_ms: int, limit: int = 1000) -> list[DeliveryRequest]:
-        """Deferred requests now due (removed from the set: one sweeper gets each)."""
-        rows = await self.store.pop_due(self._deferred_key, now_ms, limit)
-        return [DeliveryRequest.decode(row) for row in rows]
+    async def release_due(self, now_ms: int, limit: int = 1000) -> list[Released]:
+        """Pending requests now due: deferrals whose quiet hours ended and
+        leases that expired. Each is leased again (one sweeper gets it;
+        if that one dies too, it comes back after the lease)."""
+        rows = await self.store.take_due(self._deferred_key, now_ms, limit, self.model.lease)
+        return [Released(DeliveryRequest.decode(row), tries, tries > self.model.lease_attempts)
+                for row, tries in rows]
 
     async def deferred_count(self) -> int:
         return await self.store.deferred_count(self._deferred_key)
@@ -347,6 +397,7 @@ class MemoryPolicyStore:
         self._engagement: dict[str, tuple[int, int | None]] = {}
         self._deferred: dict[str, dict[str, tuple[int, str]]] = {}
         self._due: dict[str, list[tuple[int, str]]] = {}  # zset -> heap of (due, id)
+        self._tries: dict[str, dict[str, int]] = {}  # zset -> id -> hand-outs
 
     async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
         expiry = self._claims.get(key)
@@ -381,24 +432,42 @@ class MemoryPolicyStore:
         _, last = self._engagement.get(key, (0, None))
         self._engagement[key] = (0, last)
 
-    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
-        items = self._deferred.setdefault(zset, {})
-        if item_id in items:
+    async def claim_leased(self, key: str, ttl_ms: int, now_ms: int, zset: str, item_id: str,
+                           payload: str, until_ms: int) -> bool:
+        if not await self.claim(key, ttl_ms, now_ms):
             return False
-        items[item_id] = (due_ms, payload)
-        heapq.heappush(self._due.setdefault(zset, []), (due_ms, item_id))
+        await self.defer(zset, item_id, payload, until_ms)
         return True
 
-    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]:
+    async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
+        items = self._deferred.setdefault(zset, {})
+        new = item_id not in items
+        items[item_id] = (due_ms, payload)
+        heapq.heappush(self._due.setdefault(zset, []), (due_ms, item_id))
+        return new
+
+    async def take_due(self, zset: str, now_ms: int, limit: int,
+                       lease_ms: int) -> list[tuple[str, int]]:
         items = self._deferred.get(zset, {})
         heap = self._due.get(zset, [])
-        out: list[str] = []
+        tries = self._tries.setdefault(zset, {})
+        out: list[tuple[str, int]] = []
+        taken: list[str] = []
         while heap and heap[0][0] <= now_ms and len(out) < limit:
-            _due, item_id = heapq.heappop(heap)
-            found = items.pop(item_id, None)
-            if found is not None:
-                out.append(found[1])
+            due, item_id = heapq.heappop(heap)
+            found = items.get(item_id)
+            if found is None or found[0] != due:
+                continue  # done, or re-leased / deferred since: a stale heap entry
+            tries[item_id] = tries.get(item_id, 0) + 1
+            out.append((found[1], tries[item_id]))
+            taken.append(item_id)
+        for item_id in taken:
+            await self.defer(zset, item_id, items[item_id][1], now_ms + lease_ms)
         return out
+
+    async def done(self, zset: str, item_id: str) -> None:
+        self._deferred.get(zset, {}).pop(item_id, None)
+        self._tries.get(zset, {}).pop(item_id, None)
 
     async def deferred_count(self, zset: str) -> int:
         return len(self._deferred.get(zset, {}))
@@ -416,16 +485,30 @@ end
 return 0
 """
 
-_POP_DUE = """
+# Due items stay pending, leased again until ARGV[3]; returns payload, tries pairs.
+_TAKE_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
   local p = redis.call('HGET', KEYS[2], id)
-  redis.call('HDEL', KEYS[2], id)
-  if p then table.insert(out, p) end
+  if p then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(out, p)
+    table.insert(out, redis.call('HINCRBY', KEYS[3], id, 1))
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
 end
 return out
+"""
+
+# The dedupe claim and its lease in one step: a crash cannot leave a claim
+# without the pending entry that gets it delivered.
+_CLAIM_LEASED = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+return 1
 """
 
 
@@ -437,7 +520,8 @@ class RedisPolicyStore:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
         self._reserve = redis.register_script(_RESERVE)
-        self._pop_due = redis.register_script(_POP_DUE)
+        self._take_due = redis.register_script(_TAKE_DUE)
+        self._claim_leased = redis.register_script(_CLAIM_LEASED)
 
     async def claim(self, key: str, ttl_ms: int, now_ms: int) -> bool:
         return bool(await self._redis.set(key, str(now_ms), nx=True, px=max(1, ttl_ms)))
@@ -468,16 +552,33 @@ class RedisPolicyStore:
     async def note_engaged(self, key: str) -> None:
         await self._redis.hset(key, "ignored", "0")
 
+    async def claim_leased(self, key: str, ttl_ms: int, now_ms: int, zset: str, item_id: str,
+                           payload: str, until_ms: int) -> bool:
+        got = await self._claim_leased(
+            keys=[key, zset, f"{zset}:payload"],
+            args=[str(now_ms), max(1, ttl_ms), until_ms, item_id, payload])
+        return bool(int(got))
+
     async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.zadd(zset, {item_id: due_ms}, nx=True)
-        pipe.hsetnx(f"{zset}:payload", item_id, payload)
+        pipe.zadd(zset, {item_id: due_ms})
+        pipe.hset(f"{zset}:payload", item_id, payload)
         added, _ = await pipe.execute()
         return bool(added)
 
-    async def pop_due(self, zset: str, now_ms: int, limit: int) -> list[str]:
-        rows = await self._pop_due(keys=[zset, f"{zset}:payload"], args=[now_ms, limit])
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in rows]
+    async def take_due(self, zset: str, now_ms: int, limit: int,
+                       lease_ms: int) -> list[tuple[str, int]]:
+        rows = await self._take_due(keys=[zset, f"{zset}:payload", f"{zset}:tries"],
+                                    args=[now_ms, limit, now_ms + lease_ms])
+        flat = [r.decode() if isinstance(r, bytes) else r for r in rows]
+        return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def done(self, zset: str, item_id: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(zset, item_id)
+        pipe.hdel(f"{zset}:payload", item_id)
+        pipe.hdel(f"{zset}:tries", item_id)
+        await pipe.execute()
 
     async def deferred_count(self, zset: str) -> int:
         return int(await self._redis.zcard(zset))

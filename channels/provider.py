@@ -57,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "body": {
             "touser": "${data.openid}",
             "template_id": "${data.template_id}",
+            "client_msg_id": "${message_id}",  # WeChat drops a repeated id
             "url": "${data.url}",
             "data": {
                 "first": {"value": "${subject}"},
@@ -228,7 +229,8 @@ class ProviderChannel:
             body, content_type = self.shape.render_body(values)
         except TemplateError as exc:  # e.g. no phone number for this user
             return DeliveryResult(False, self.name, message.message_id, 1, str(exc), False)
-        headers = dict(self.shape.headers)
+        # The same on every retry and redelivery: the provider may drop a repeat.
+        headers = {"Idempotency-Key": message.message_id, **self.shape.headers}
         if content_type is not None:
             headers["Content-Type"] = content_type
         session = self._client()

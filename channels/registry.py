@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from channels.base import Channel, DeliveryResult, Message
+from channels.base import INFRASTRUCTURE_ERRORS, Channel, DeliveryResult, Message
 from channels.deadletter import DeadLetterStore
 from channels.email import EmailChannel, SmtpSettings
 from channels.inbox import InboxChannel, InboxStore
@@ -268,13 +268,15 @@ class ChannelSender:
         assert self.dead_letter is not None
         try:
             await self.dead_letter.add(message, name, result)
-        except Exception:  # the dead-letter itself failing must not stop the stream
+        except Exception as exc:
             # Counted: such a delivery is in neither the channel nor the redrive stream.
             self._metrics.dead_letter_failures.labels(name).inc()
             log.exception("dead-letter write failed",
                           extra={"channel": name, "message_id": message.message_id,
                                  "trigger_id": message.trigger_id, "user_id": message.user_id,
                                  "error": result.error})
+            if isinstance(exc, INFRASTRUCTURE_ERRORS):
+                raise  # Redis is away: the delivery's lease stays, it is tried again
             return
         self._metrics.dead_letters.labels(name).inc()
 

@@ -151,8 +151,12 @@ class WebhookChannel:
 
     async def _post(self, body: bytes, first: Message, count: int) -> DeliveryResult:
         session = self._client()
-        extra = {"X-Scenetrigger-Message-Id": first.message_id} if count == 1 \
-            else {"X-Scenetrigger-Batch": str(count)}
+        # Idempotency-Key: the same on every retry and redelivery of this
+        # message (or batch), so a receiver can drop a repeat (at-least-once).
+        extra = ({"X-Scenetrigger-Message-Id": first.message_id,
+                  "Idempotency-Key": first.message_id} if count == 1 else
+                 {"X-Scenetrigger-Batch": str(count),
+                  "Idempotency-Key": hashlib.blake2b(body, digest_size=16).hexdigest()})
 
         async def attempt() -> Attempt:
             stamp = self.clock_ms()  # fresh per attempt: receivers check recency

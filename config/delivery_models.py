@@ -97,6 +97,11 @@ class DeliveryModel(_Strict):
     quiet_hours: QuietHoursModel = Field(default_factory=QuietHoursModel)
     max_age: Duration = 12 * 3_600_000
     dedupe_ttl: Duration = 7 * _DAY_MS
+    # A claimed delivery is pending for this long: a process that dies with
+    # it in hand leaves it to be retried after the lease (docs/guarantees.md).
+    # Longer than a send with all its retries takes.
+    lease: Duration = Field(default=120_000, ge=1_000)
+    lease_attempts: int = Field(default=5, ge=1, le=100)
     backoff: BackoffModel = Field(default_factory=BackoffModel)
     tracking: TrackingModel = Field(default_factory=TrackingModel)
     redis_prefix: str = Field(default="st:", max_length=64)

@@ -48,6 +48,7 @@ class PoisonSender:
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
         self.messages: list[Message] = []
+        self.dead_letter: Buried | None = None
 
     async def send(self, message: Message, channel: str | None = None, *,
                    dead_letter: bool = True) -> DeliveryResult:
@@ -109,20 +110,25 @@ async def test_an_exception_on_one_record_dead_letters_it_and_the_rest_flow(
         exc: Exception) -> None:
     h = Harness()
     sender = PoisonSender(exc)
+    buried = sender.dead_letter = Buried()  # as ChannelSender's dead-letter store
     h.pipeline.sender = sender
-    buried = Buried()
-    h.delivery.dead_letter = buried
+    h.delivery.dead_letter = Buried()
     users = ["a1", "bad", "a2"]
     records = [h.record("p.triggers", trigger_value(u, user_state(u, "search_driven")))
                for u in users]
     other = h.record("p.triggers", trigger_value("b1", user_state("b1", "search_driven")), 1)
     await h.delivery.handle_batch({("p.triggers", 0): records, ("p.triggers", 1): [other]})
     assert sorted(m.user_id for m in sender.messages) == ["a1", "a2", "b1"]
-    assert [(r[0], r[2]) for r in buried.records] == [("p.triggers/0/1", "error")]
+    # the request is dead-lettered by the pipeline (once: not again as a record)
+    assert [(r[0].split("|")[1], r[2]) for r in buried.records] == [("bad", "error")]
+    assert buried.records[0][0].startswith("request/")
     assert type(exc).__name__ in buried.records[0][3]
-    assert orjson.loads(buried.records[0][1] or b"")["user_id"] == "bad"
+    assert DeliveryRequest.decode(buried.records[0][1] or b"").user_id == "bad"
+    assert h.delivery.dead_letter.records == []
     assert h.consumer.commits == [{("p.triggers", 0): 3, ("p.triggers", 1): 1}]
-    assert h.metric("scenetrigger_deliver_dead_letters_total", reason="error") == 1
+    assert h.metric("scenetrigger_deliver_records_total", kind="trigger",
+                    result="failed") == 1
+    assert await h.pipeline.policy.deferred_count() == 0  # no lease left pending
 
 
 async def test_a_malformed_record_is_dead_lettered_with_its_reason() -> None:

@@ -56,10 +56,15 @@ async def simulate_week(store: PolicyStore, prefix: str = "st:") -> tuple[list[i
     sent: list[int] = []
     for hour in range(7 * 24):
         now = MONDAY + hour * HOUR + 17 * 60_000
-        for req in await policy.release_due(now):
-            if (await policy.decide(req, now, released=True)).action == "send":
+        for released in await policy.release_due(now):
+            again = await policy.decide(released.request, now, released=True)
+            if again.action == "send":
                 sent.append(now)
+            if again.leased:  # sent: the pipeline ends the lease
+                await policy.done(released.request.trigger_id)
         decision = await policy.decide(request(f"t{hour}", now), now)
+        if decision.leased:
+            await policy.done(f"t{hour}")
         if decision.action == "send":
             sent.append(now)
         elif decision.action == "defer":

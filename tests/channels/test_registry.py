@@ -203,15 +203,24 @@ async def test_sender_dead_letters_final_failures() -> None:
     assert len(dead.added) == 2
 
 
-async def test_a_raising_channel_or_dead_letter_does_not_stop_the_sender() -> None:
+async def test_a_raising_channel_does_not_stop_the_sender_and_a_lost_dead_letter_raises(
+) -> None:
     fake = FakeChannel("fake", [RuntimeError("bug"), failed(True), failed(True), failed(True)])
     metrics = CollectorRegistry()
-    sender = sender_for(fake, FakeDeadLetters(fail=True), metrics)
+    letters = FakeDeadLetters()
+    sender = sender_for(fake, letters, metrics)
     result = await sender.send(message(), "fake")
     assert not result.ok and result.error == "channel raised RuntimeError: bug"
+    assert len(letters.added) == 1
+    letters.fail = True
     assert metrics.get_sample_value("scenetrigger_deliveries_total",
                                     {"channel": "fake", "result": "error"}) == 1
-    assert not (await sender.send(message(2), "fake")).ok  # dead-letter down: logged only
+    # The dead-letter Redis is down: raised (an infrastructure fault), so the
+    # delivery's lease stays and it is tried again; it used to be logged only (lost).
+    with pytest.raises(ConnectionError):
+        await sender.send(message(2), "fake")
+    assert metrics.get_sample_value("scenetrigger_dead_letter_write_failures_total",
+                                    {"channel": "fake"}) == 1
     with pytest.raises(UnknownChannelError):
         await sender.send(message(), "nope")
 
