@@ -39,7 +39,7 @@ async def test_a_claim_left_by_a_dead_process_is_delivered_after_its_lease() -> 
     again = await h.delivery.handle(h.record("p.triggers", trigger_value(
         "s1", user_state("s1", "search_driven"))))
     assert again is not None and again.reason == "duplicate"
-    assert h.sender.messages == []
+    assert list(h.sender.messages) == []
     assert await h.delivery.release(NOW + lease - 1) == []  # still leased
     (outcome,) = await h.delivery.release(NOW + lease + 1)
     assert outcome.status == "delivered" and [m.user_id for m in h.sender.messages] == ["s1"]
@@ -61,7 +61,7 @@ async def test_a_lease_that_never_finishes_is_dead_lettered_after_its_attempts()
     assert await h.pipeline.release_due(now + lease + 1, lambda _u: None) == []
     assert [(r[0], r[2]) for r in buried.records] == [(f"request/{trigger_id}",
                                                        "lease_exhausted")]
-    assert h.sender.messages == [] and await h.pipeline.policy.deferred_count() == 0
+    assert list(h.sender.messages) == [] and await h.pipeline.policy.deferred_count() == 0
 
 
 async def test_a_delivery_that_goes_through_leaves_nothing_pending() -> None:
