@@ -62,6 +62,14 @@ class KafkaVersionStore:
             await self._producer.start()
         await self._producer.send_and_wait(self.topic, version.to_json(),
                                            key=f"v{version.version:08d}".encode(), partition=0)
+        # Two pushes at once compute the same number; under one key the later
+        # record wins (and compaction drops the other): tell the loser.
+        stored = {v.version: v for v in await self.versions()}.get(version.version)
+        if stored != version:
+            from triggers.errors import SceneTriggerError
+
+            raise SceneTriggerError(f"version {version.version} was pushed meanwhile by "
+                                    f"{stored.author if stored else 'someone'}: push again")
 
     async def close(self) -> None:
         for client in (self._consumer, self._producer):
