@@ -154,8 +154,8 @@ def build_audience(config: AppConfig, client: Any,
     """Directory, consent and do-not-contact in Redis under ``delivery.redis_prefix``."""
     prefix = config.delivery.redis_prefix
     model = config.delivery.audience
-    channels = config.channels if models is None else models
-    kinds = {name: str(getattr(m, "type", name)) for name, m in channels.items()}
+    kinds = (config.channel_types() if models is None
+             else {name: model.type for name, model in models.items()})
     return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix), kinds,
                     model.consent, model.transactional_scenes)
 

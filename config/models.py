@@ -46,6 +46,11 @@ class AppConfig(BaseModel):
                               self.delivery.default_timezone)
         return build_scenes(dict(self.scenes), rules)
 
+    def channel_types(self) -> dict[str, str]:
+        """Each configured channel's type (``email``, ``sms``, ...) by name:
+        consent and contact points are per type (docs/audiences.md)."""
+        return {name: model.type for name, model in self.channels.items()}
+
     def id_limits(self) -> IdLimits:
         """``engine.max_id_chars`` for user_id and every scene's ``per`` field."""
         return IdLimits.of(self.engine.max_id_chars, self.scene_list())

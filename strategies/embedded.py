@@ -124,7 +124,7 @@ class JourneySubscriber:
         models = journeys if journeys is not None else section.all_journeys()
         self.engine = JourneyEngine(
             Registry(models, scenes=frozenset(s.name for s in config.scene_list())),
-            control=section.control)
+            control=section.control, channel_types=config.channel_types())
         self.sink = sink
         # Journey content has no products, so the catalog is never asked.
         self.content = ContentSelector(config.content, MemoryCatalog(),

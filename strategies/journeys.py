@@ -11,7 +11,7 @@ carry the deadline as ``ts``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from channels.control import in_control
 from config.strategy_models import ControlModel
@@ -41,6 +41,9 @@ PREFERS = "prefers_"
 MAX_DEPTH = 8  # enrol chains within one instant
 MAX_STEPS = 64  # instant steps taken per run per call (config has no loops without a wait)
 MAX_CHANNELS = 16
+# A consent change (channels.consent_http): the user withdrew from a channel type.
+UNSUBSCRIBED = "unsubscribed"
+OPTED_OUT = "unsubscribed:"  # tag prefix: the channel types the user withdrew from
 # Branch event -> event types that satisfy it. Feedback types are the one
 # vocabulary of channels.feedback (KINDS), as every sender emits them.
 _EVENT_TYPES = {
@@ -57,8 +60,11 @@ class JourneyEngine:
     """Runs every strategy of a :class:`Registry` for many users."""
 
     def __init__(self, registry: Registry, store: JourneyStore | None = None,
-                 control: ControlModel | None = None) -> None:
+                 control: ControlModel | None = None,
+                 channel_types: Mapping[str, str] | None = None) -> None:
         self.registry = registry
+        # channel name -> type (config ``channels:``): a consent change names the type.
+        self.channel_types = dict(channel_types or {})
         self.store: JourneyStore = store if store is not None else MemoryJourneyStore()
         self.control = control or ControlModel()
         self.clock = _NEG_INF
@@ -112,6 +118,8 @@ class JourneyEngine:
         if event.type == "opened" and isinstance(channel, str) and (
                 channel in user.opens or len(user.opens) < MAX_CHANNELS):
             user.opens[channel] = user.opens.get(channel, 0) + 1
+        if event.type == UNSUBSCRIBED and isinstance(channel, str):
+            self._opted_out(event.user_id, user, channel, event.ts, out)
         for name, run in list(user.runs.items()):
             strategy = self._strategy_of(name, run)
             if strategy is None or run.due_ms is None or run.step >= len(strategy.steps):
@@ -297,6 +305,22 @@ class JourneyEngine:
                                 out, depth + 1)
             self._goto(run, strategy, _next(step, strategy))
         return self._leave(user_id, user, name, run, "step_limit", ts, out)
+
+    def _opted_out(self, user_id: str, user: JourneyUser, channel: str, ts: int,
+                   out: list[Action]) -> None:
+        """Remember the withdrawal (a tag); exit every run whose send steps
+        use only channels the user has withdrawn from."""
+        tag = OPTED_OUT + channel
+        if len(user.tags) < MAX_TAGS or tag in user.tags:
+            user.tags.add(tag)
+        gone = {t[len(OPTED_OUT):] for t in user.tags if t.startswith(OPTED_OUT)}
+        for name, run in list(user.runs.items()):
+            strategy = self._strategy_of(name, run)
+            if strategy is None:
+                continue
+            used = {c for step in strategy.steps if step.kind == "send" for c in step.channels}
+            if used and all(c in gone or self.channel_types.get(c) in gone for c in used):
+                self._leave(user_id, user, name, run, "opted_out", ts, out)
 
     def _leave(self, user_id: str, user: JourneyUser, name: str, run: Run, reason: str, ts: int,
                out: list[Action]) -> None:

@@ -94,7 +94,7 @@ class JourneyService:
                                  scenes=frozenset(s.name for s in config.scene_list()))
         self.state = RedisJourneyMap(client, f"{prefix}journeys")
         self.engine = JourneyEngine(self.registry, BytesJourneyStore(self.state),
-                                    section.control)
+                                    section.control, config.channel_types())
         self.scorer = LeadScorer(section.scoring)
         self.tags = tags
         self.send = send

@@ -122,3 +122,23 @@ def test_service_reconfigure_versions_and_rejects() -> None:
         service.reconfigure(load_config_text(bad))
     current = service.registry.current("s")
     assert current is not None and current.version == 2
+
+
+def test_a_user_who_opted_out_of_every_channel_of_a_journey_leaves_it() -> None:
+    from strategies.actions import ExitAction
+    from tests.strategies.helpers import feedback
+
+    used = {c for m in shipped().values() for s in m.steps
+            if s.send is not None for c in s.send.channel_list()}
+    eng = engine(channel_types={"app": "push"})
+    eng.on_trigger(trigger("u", T0))
+    assert eng.store.get("u") is not None and eng.store.get("u").runs  # type: ignore[union-attr]
+    names = sorted(used)
+    for channel in names[:-1]:  # one channel left: the journey can still reach the user
+        assert not [a for a in eng.on_event(feedback("u", T0 + 1, "unsubscribed",
+                                                     channel=channel))
+                    if isinstance(a, ExitAction)]
+    left = [a for a in eng.on_event(feedback("u", T0 + 2, "unsubscribed", channel=names[-1]))
+            if isinstance(a, ExitAction)]
+    assert left and {a.reason for a in left} == {"opted_out"}
+    assert not eng.store.get("u").runs  # type: ignore[union-attr]
