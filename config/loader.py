@@ -80,7 +80,8 @@ def format_error(err: Any) -> str:
         if rest and rest[0] in _UNION_TAGS:
             rest = rest[1:]
         if not rest and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            rest = ["kind"]  # a bad or missing kind is the scene's `kind` field
+            # a bad or missing tag is the scene's `kind` (a channel's `type`) field
+            rest = [str(err.get("ctx", {}).get("discriminator", "kind")).strip("'")]
         where = f"{_SECTION_LABELS[section]} {name!r}"
         if rest:
             return f"{where}, field {'.'.join(rest)!r}: {message}"

@@ -148,3 +148,29 @@ def test_an_included_strategies_file_has_its_own_lines(tmp_path: Path) -> None:
         (str(included), 4, "strategy 'nudge', step 1, field 'wait'"),
         (str(included), 5, "strategy 'nudge', step 2, field 'send.colour'"),
     ]
+
+
+def test_close_names_reach_channels_delivery_steps_and_variants() -> None:
+    text = """\
+scenes:
+  a: {kind: arrival, when: {type: cart}, user: {segmnt: loyal}}
+channels:
+  hook: {type: webhook, url: "http://x", secert_env: X}
+  mail: {type: emial}
+delivery:
+  caps: {per_dya: 3}
+strategies:
+  journeys:
+    s:
+      entry: {scene: a}
+      steps:
+        - sned: {channel: hook, content: x}
+"""
+    found = {(p.line, p.text.split(": ")[0], p.hint) for p in check_text(text, "h.yaml").errors}
+    assert {
+        (2, "scene 'a', field 'user.segmnt'", "segment"),
+        (4, "channel 'hook', field 'secert_env'", "secret_env"),
+        (5, "channel 'mail', field 'type'", "email"),
+        (7, "section 'delivery', field 'caps.per_dya'", "per_day"),
+        (13, "strategy 's', step 1, field 'sned'", "send"),
+    } <= found, found
