@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -36,6 +37,7 @@ NO_CONSENT = "no_consent"
 DO_NOT_CONTACT = "do_not_contact"
 REACH_REASONS = (NO_ADDRESS, DO_NOT_CONTACT, UNSUBSCRIBED, NO_CONSENT)
 _PRECEDENCE = (UNSUBSCRIBED, DO_NOT_CONTACT, NO_CONSENT, NO_ADDRESS)
+_PREFETCH_S = 1.0
 Purpose = Literal["marketing", "transactional"]
 PURPOSES: tuple[Purpose, ...] = ("marketing", "transactional")
 
@@ -164,6 +166,17 @@ class Audience:
         self.kinds = dict(kinds)
         self.defaults = dict(defaults)
         self.transactional = frozenset(transactional)
+        # Records read for content selection just before the policy's reach():
+        # taken once there, so a message costs one directory read, not two.
+        self._prefetched: dict[str, tuple[float, Contact | None]] = {}
+
+    async def contact(self, user_id: str) -> Contact | None:
+        """The user's record, kept for the :meth:`reach` that follows."""
+        if len(self._prefetched) > 4096:  # reads whose decision never came (errors)
+            self._prefetched.clear()
+        found = await self.directory.get(user_id)
+        self._prefetched[user_id] = (time.monotonic(), found)
+        return found
 
     def kind(self, channel: str) -> str:
         return self.kinds.get(channel, channel)
@@ -177,7 +190,9 @@ class Audience:
         return self.defaults.get(channel_type, "opt_out") == "opt_out"
 
     async def reach(self, user_id: str, scene: str, channels: Sequence[str]) -> Reach:
-        contact = await self.directory.get(user_id)
+        read_at, contact = self._prefetched.pop(user_id, (0.0, None))
+        if time.monotonic() - read_at > _PREFETCH_S:  # none, or not read for this decision
+            contact = await self.directory.get(user_id)
         if not channels:
             return Reach(contact, (), None)
         purpose = self.purpose(scene)

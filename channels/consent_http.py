@@ -17,7 +17,8 @@ replies and WeChat follow/unfollow events.
   signs it); an ``unsubscribe`` event opts that openid's user out of WeChat.
 
 Every change is a :class:`channels.feedback.FeedbackEvent` of type
-``unsubscribed`` on the feedback sink, so it enters the event stream.
+``unsubscribed`` (or ``subscribed``, from the admin API) on the feedback
+sink, so it enters the event stream.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from channels.feedback import FeedbackEvent, FeedbackSink
 log = logging.getLogger("scenetrigger.consent")
 OPT_OUT_WORDS = frozenset({"td", "t", "退订", "stop", "unsubscribe"})
 UNSUBSCRIBED = "unsubscribed"  # the event type of a withdrawn consent
+SUBSCRIBED = "subscribed"  # ... and of a granted one
 _MAX_BODY = 64 * 1024
 _XML_FIELD = r"<{0}>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</{0}>"
 
@@ -75,11 +77,19 @@ class ConsentRoutes:
 
     async def withdraw(self, user_id: str, channel_type: str, source: str) -> None:
         """Opt ``user_id`` out of marketing on ``channel_type`` and say so in the stream."""
+        await self.record(user_id, channel_type, "marketing", False, source)
+
+    async def record(self, user_id: str, channel_type: str, purpose: str, granted: bool,
+                     source: str) -> ConsentRecord:
+        """Store a consent change and put it in the stream (``unsubscribed`` /
+        ``subscribed``, with the channel type, purpose and source)."""
         now = self._clock()
-        await self.consent.set(user_id, channel_type, "marketing",
-                               ConsentRecord(False, now, source))
-        await self._sink.emit(FeedbackEvent(UNSUBSCRIBED, user_id, now, "", channel_type, "",
-                                            "marketing", source=source))
+        change = ConsentRecord(granted, now, source)
+        await self.consent.set(user_id, channel_type, purpose, change)
+        kind = SUBSCRIBED if granted else UNSUBSCRIBED
+        await self._sink.emit(FeedbackEvent(kind, user_id, now, "", channel_type, "",
+                                            purpose, source=source))
+        return change
 
     def _signed(self, request: web.Request) -> tuple[str, str]:
         channel = request.match_info["channel"]

@@ -248,12 +248,12 @@ class DeliveryPipeline:
         await self.policy.done(req.trigger_id)
 
     async def _locale(self, user_id: str) -> str | None:
-        """The directory's locale for content selection (the policy reads the
-        record again for addresses: one more Redis GET, kept apart on purpose)."""
+        """The directory's locale for content selection (the policy's reach()
+        then uses the same record for addresses and time zone)."""
         audience = self.policy.audience
         if audience is None:
             return None
-        contact = await audience.directory.get(user_id)
+        contact = await audience.contact(user_id)
         return contact.locale if contact is not None else None
 
     def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int) -> Outcome:

@@ -2,32 +2,40 @@
 
 ``GET /users/{id}`` (the record and its consent), ``PUT`` (replace the
 record), ``PATCH`` (merge fields; ``null`` clears one), ``DELETE`` (erase
-everything held about the user: :mod:`scenetrigger.erasure`). All need
+everything held about the user: :mod:`scenetrigger.erasure`);
+``PUT /users/{id}/consent/{channel type}`` with ``{"granted": true|false,
+"purpose": "marketing"|"transactional", "source": "..."}`` records a consent
+change (and puts it in the event stream). All need
 ``Authorization: Bearer $SCENETRIGGER_ADMIN_TOKEN`` (compared in constant
 time); with no token configured every request is refused.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from channels.consent import ConsentStore
+from channels.consent import PURPOSES, ConsentRecord, ConsentStore
 from channels.directory import Contact, ContactError, Directory, contact_from
 from strategies.http import authorise_admin
 
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
+RecordConsent = Callable[[str, str, str, bool, str], Awaitable[ConsentRecord]]
+_CHANNEL_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_BODY = 256 * 1024
 
 
 class UserAdmin:
-    def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser) -> None:
+    def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser,
+                 record: RecordConsent) -> None:
         self.directory = directory
         self.consent = consent
         self.erase = erase
+        self.record = record
 
     def add_routes(self, app: web.Application) -> None:
         """Needs the admin token under strategies.http's key (``add_routes`` there sets it)."""
@@ -35,6 +43,7 @@ class UserAdmin:
         app.router.add_put("/users/{user_id}", self.put)
         app.router.add_patch("/users/{user_id}", self.patch)
         app.router.add_delete("/users/{user_id}", self.delete)
+        app.router.add_put("/users/{user_id}/consent/{channel}", self.put_consent)
 
     async def _view(self, contact: Contact) -> web.Response:
         consent = await self.consent.all(contact.user_id)
@@ -64,6 +73,21 @@ class UserAdmin:
                          await _body(request))
         await self.directory.put(contact)
         return await self._view(contact)
+
+    async def put_consent(self, request: web.Request) -> web.Response:
+        authorise_admin(request)
+        user_id, channel = request.match_info["user_id"], request.match_info["channel"]
+        body = await _body(request)
+        granted, purpose = body.get("granted"), body.get("purpose", "marketing")
+        source = body.get("source", "api")
+        if not _CHANNEL_TYPE.match(channel) or type(granted) is not bool \
+                or purpose not in PURPOSES or not isinstance(source, str) or len(source) > 64:
+            raise web.HTTPUnprocessableEntity(
+                text='{"error": "want {granted: bool, purpose: marketing|transactional, '
+                     'source: text}"}', content_type="application/json")
+        change = await self.record(user_id, channel, purpose, granted, source)
+        return web.json_response({"user_id": user_id, "channel": channel, "purpose": purpose,
+                                  **change.to_dict()})
 
     async def delete(self, request: web.Request) -> web.Response:
         authorise_admin(request)

@@ -43,6 +43,7 @@ MAX_STEPS = 64  # instant steps taken per run per call (config has no loops with
 MAX_CHANNELS = 16
 # A consent change (channels.consent_http): the user withdrew from a channel type.
 UNSUBSCRIBED = "unsubscribed"
+SUBSCRIBED = "subscribed"
 OPTED_OUT = "unsubscribed:"  # tag prefix: the channel types the user withdrew from
 # Branch event -> event types that satisfy it. Feedback types are the one
 # vocabulary of channels.feedback (KINDS), as every sender emits them.
@@ -118,8 +119,11 @@ class JourneyEngine:
         if event.type == "opened" and isinstance(channel, str) and (
                 channel in user.opens or len(user.opens) < MAX_CHANNELS):
             user.opens[channel] = user.opens.get(channel, 0) + 1
-        if event.type == UNSUBSCRIBED and isinstance(channel, str):
-            self._opted_out(event.user_id, user, channel, event.ts, out)
+        if isinstance(channel, str) and fields.get("detail", "marketing") == "marketing":
+            if event.type == UNSUBSCRIBED:
+                self._opted_out(event.user_id, user, channel, event.ts, out)
+            elif event.type == SUBSCRIBED:
+                user.tags.discard(OPTED_OUT + channel)
         for name, run in list(user.runs.items()):
             strategy = self._strategy_of(name, run)
             if strategy is None or run.due_ms is None or run.step >= len(strategy.steps):

@@ -200,11 +200,12 @@ def build_app(parts: ServeParts) -> web.Application:
     prefix = config.delivery.redis_prefix
     directory = RedisDirectory(parts.redis, prefix)
     consent = RedisConsentStore(parts.redis, prefix)
-    ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(), sink,
-                  env.get(tracking.callback_token_env) or None,
-                  env.get(WECHAT_TOKEN_ENV) or None).add_routes(app)
+    consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
+                                   sink, env.get(tracking.callback_token_env) or None,
+                                   env.get(WECHAT_TOKEN_ENV) or None)
+    consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
-    UserAdmin(directory, consent, eraser).add_routes(app)
+    UserAdmin(directory, consent, eraser, consent_routes.record).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))

@@ -37,7 +37,8 @@ async def test_users_api_needs_the_token_and_validates(redis_url: str) -> None:
         async with TestClient(TestServer(closed)) as client:
             resp = await client.get("/users/ann", headers={"Authorization": "Bearer x"})
             assert resp.status == 403  # no token configured: every request refused
-        app = build_app(ServeParts(cfg, redis, ListSink(), env={TOKEN_ENV: ADMIN}))
+        events = ListSink()
+        app = build_app(ServeParts(cfg, redis, events, env={TOKEN_ENV: ADMIN}))
         auth = {"Authorization": f"Bearer {ADMIN}"}
         async with TestClient(TestServer(app)) as client:
             assert (await client.get("/users/ann")).status == 401
@@ -56,8 +57,18 @@ async def test_users_api_needs_the_token_and_validates(redis_url: str) -> None:
             assert body["attributes"] == {"first_name": "Ann", "tier": "gold"}
             bad = await client.patch("/users/ann", headers=auth, json={"timezone": "Mars/Base"})
             assert bad.status == 422 and "timezone" in (await bad.json())["error"]
+            granted = await client.put("/users/ann/consent/sms", headers=auth,
+                                       json={"granted": True, "source": "signup_form"})
+            assert granted.status == 200, await granted.text()
+            bad_consent = await client.put("/users/ann/consent/sms", headers=auth,
+                                           json={"granted": "yes"})
+            assert bad_consent.status == 422
             got = await (await client.get("/users/ann", headers=auth)).json()
             assert got["push"] == [{"platform": "ios", "token": "tok-1"}]
+            assert got["consent"]["sms:marketing"]["granted"] is True
+            assert got["consent"]["sms:marketing"]["source"] == "signup_form"
+            assert [(e.kind, e.channel, e.source) for e in events.events] == [
+                ("subscribed", "sms", "signup_form")]
             gone = await client.delete("/users/ann", headers=auth)
             receipt = await gone.json()
             assert receipt["removed"]["directory"] == 1 and "ann" not in orjson.dumps(
