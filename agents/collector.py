@@ -40,6 +40,7 @@ from prometheus_client import (
 )
 
 from agents.batching import BatchLimits, RecordBatcher
+from agents.errors import AgentError
 from agents.intake import (
     RAW_LIMIT,
     Attempt,
@@ -51,7 +52,7 @@ from agents.intake import (
 )
 from agents.producer import MAX_RECORD_BYTES, ProduceTopics, checked_event_value, event_key
 from agents.topics import dead_letter_value
-from triggers.errors import EventRejected, SceneTriggerError
+from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_MAX_LINE_BYTES,
     REASON_TOO_LARGE,
@@ -64,7 +65,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
                 "application/x-jsonlines", "text/plain")
 
 
-class PublishError(SceneTriggerError):
+class PublishError(AgentError):
     """Kafka did not store all of a request's messages; ``stored`` holds the
     positions (in the list given to ``publish``) of those it did store."""
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agents.errors import AgentError
 from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_ID_LIMITS,
@@ -48,7 +49,7 @@ class Rejection:
         return {"index": self.index, "reason": self.reason, "detail": self.detail}
 
 
-class TooManyEvents(Exception):
+class TooManyEvents(AgentError):
     """The body holds more than the event limit (the scan stopped there)."""
 
     def __init__(self, limit: int) -> None:
@@ -143,7 +144,7 @@ class Attempt:
     answer: tuple[int, dict[str, Any]] | None  # the final answer, once all were stored
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(AgentError):
     """The key was used before with a different body."""
 
 

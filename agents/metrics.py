@@ -20,6 +20,14 @@ RESULT_REJECTED = "rejected"
 RESULT_DUPLICATE = "duplicate"  # redelivered after a restart, already in the user's state
 
 
+def events_counter(registry: CollectorRegistry) -> Counter:
+    """``scenetrigger_events{result, reason}``: events taken (``accepted``,
+    reason ""), ``rejected`` by reason, ``duplicate``. The worker and the
+    demo's embedded runtime count with this one definition."""
+    return Counter("scenetrigger_events", "Events taken, by result (and reason of a reject)",
+                   ["result", "reason"], registry=registry)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerMetrics:
     registry: CollectorRegistry
@@ -39,10 +47,7 @@ class WorkerMetrics:
         reg = registry if registry is not None else CollectorRegistry()
         return cls(
             registry=reg,
-            events=Counter(
-                "scenetrigger_events", "Events taken from the events topic, by result",
-                ["result", "reason"], registry=reg,
-            ),
+            events=events_counter(reg),
             triggers=Counter(
                 "scenetrigger_triggers", "Triggers emitted, by scene", ["scene"], registry=reg
             ),

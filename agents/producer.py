@@ -19,6 +19,7 @@ import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
 from agents.engine_host import ERASE, MERGE
+from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
@@ -26,7 +27,7 @@ from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
 Record = tuple[int, Event | EventRejected]
 
 
-class ProduceError(SceneTriggerError):
+class ProduceError(AgentError):
     """Kafka refused or failed to store what we sent."""
 
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agents.errors import AgentError
 from config.models import AppConfig
-from triggers.errors import SceneTriggerError
 
 ClockMode = Literal["wall", "event"]
 StoreKind = Literal["rocksdb", "memory"]
 
 
-class WorkerSettingsError(SceneTriggerError):
+class WorkerSettingsError(AgentError):
     """Worker settings that cannot work together."""
 
 

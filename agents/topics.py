@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from typing import Any
 
 import orjson
+
+from config.clock import wall_ms
 
 EVENTS = "scenetrigger-events"
 TRIGGERS = "scenetrigger-triggers"
@@ -74,7 +75,7 @@ def dead_letter_value(
         "reason": reason,
         "detail": detail,
         "source": source,
-        "rejected_at_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+        "rejected_at_ms": wall_ms() if now_ms is None else now_ms,
     }
     if where is not None:
         record["where"] = where

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from triggers.errors import SceneTriggerError
+from channels.errors import ChannelError
 
 REES46_HEADER = ["event_time", "event_type", "product_id", "category_id", "category_code",
                  "brand", "price", "user_id", "user_session"]
@@ -34,7 +34,7 @@ DEFAULT_PREFIX = "st:cat:"
 _BATCH = 500
 
 
-class CatalogError(SceneTriggerError):
+class CatalogError(ChannelError):
     """A catalog file that cannot be read."""
 
 

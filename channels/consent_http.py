@@ -28,7 +28,6 @@ import hmac
 import html
 import logging
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -38,6 +37,7 @@ from aiohttp import web
 from channels.consent import ConsentRecord, ConsentStore, unsubscribe_signature
 from channels.directory import Directory, address_hash
 from channels.feedback import FeedbackEvent, FeedbackSink
+from config.clock import wall_ms
 
 log = logging.getLogger("scenetrigger.consent")
 OPT_OUT_WORDS = frozenset({"td", "t", "退订", "stop", "unsubscribe"})
@@ -45,10 +45,6 @@ UNSUBSCRIBED = "unsubscribed"  # the event type of a withdrawn consent
 SUBSCRIBED = "subscribed"  # ... and of a granted one
 _MAX_BODY = 64 * 1024
 _XML_FIELD = r"<{0}>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</{0}>"
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def is_opt_out(text: str) -> bool:
@@ -59,7 +55,7 @@ def is_opt_out(text: str) -> bool:
 class ConsentRoutes:
     def __init__(self, directory: Directory, consent: ConsentStore, secret: bytes,
                  sink: FeedbackSink, callback_token: str | None,
-                 wechat_token: str | None = None, clock: Callable[[], int] = _wall_ms) -> None:
+                 wechat_token: str | None = None, clock: Callable[[], int] = wall_ms) -> None:
         self.directory = directory
         self.consent = consent
         self._secret = secret

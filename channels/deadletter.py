@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 
 from channels.base import DeliveryResult, Message
 from channels.wire import MessageDecodeError, message_from_json, message_to_json
+from config.clock import wall_ms
 
 DEFAULT_STREAM = "scenetrigger:deadletter"
 RECORD_RAW_LIMIT = 64 * 1024  # bytes of a dead record kept
@@ -49,7 +49,7 @@ class DeadLetterStore:
     redis: aioredis.Redis
     stream: str = DEFAULT_STREAM
     max_entries: int = 1_000_000
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    clock_ms: Callable[[], int] = field(default=wall_ms)
 
     async def add(self, message: Message, channel: str, result: DeliveryResult,
                   redrives: int = 0) -> str:

@@ -14,9 +14,10 @@ import asyncio
 from typing import Any
 
 from channels.decisions import DecisionRecord
+from channels.errors import ChannelError
 
 
-class DecisionsNotAcked(Exception):
+class DecisionsNotAcked(ChannelError):
     """Some decision records were not acknowledged; the next flush sends them again."""
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from triggers.errors import SceneTriggerError
+from channels.errors import ChannelError
 from triggers.zones import is_zone_name
 
 # Which contact point a channel type sends to; types not listed need none.
@@ -38,7 +38,7 @@ _MAX_VALUE = 512
 CONTACT_FIELDS = ("email", "phone", "openid", "push", "locale", "timezone", "attributes")
 
 
-class ContactError(SceneTriggerError):
+class ContactError(ChannelError):
     """A directory record that cannot be stored (the message says which field)."""
 
 

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from channels.base import DeliveryResult, Message
+from channels.errors import ChannelError
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 
 
@@ -34,7 +35,7 @@ class SmtpSettings:
     ca_file: str | None = None  # a private CA; None: the system's trust store
 
 
-class _Permanent(Exception):
+class _Permanent(ChannelError):
     """A message that can never be sent as built (bad address, header)."""
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +38,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 from aiohttp import web
 
+from config.clock import wall_ms
 from triggers.events import Event
 
 log = logging.getLogger("scenetrigger.feedback")
@@ -202,16 +202,12 @@ Clock = Callable[[], int]
 Engaged = Callable[[str], Awaitable[None]]
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class FeedbackApp:
     """The feedback routes; mount with :meth:`add_routes` on any aiohttp app."""
 
     def __init__(self, sink: FeedbackSink, index: MessageIndex, secret: bytes,
                  callback_token: str | None, allow_hosts: list[str] | tuple[str, ...] = (),
-                 on_engaged: Engaged | None = None, clock: Clock = _wall_ms) -> None:
+                 on_engaged: Engaged | None = None, clock: Clock = wall_ms) -> None:
         self._sink = sink
         self._index = index
         self._secret = secret

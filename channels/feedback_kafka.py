@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
+from channels.errors import ChannelError
 from channels.feedback import FeedbackEvent
 
 log = logging.getLogger("scenetrigger.feedback")
@@ -33,7 +34,7 @@ class FeedbackFlush(Protocol):
     async def flush(self) -> None: ...
 
 
-class FeedbackNotAcked(Exception):
+class FeedbackNotAcked(ChannelError):
     """Some feedback sends failed; they are kept and the next flush sends them again."""
 
 

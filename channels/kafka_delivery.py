@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from channels.delivery_records import (
 from channels.feedback_kafka import FeedbackFlush
 from channels.orders import SendAction
 from channels.pipeline import DeliveryPipeline, Outcome
+from config.clock import wall_ms
 from triggers.profile import Profile
 from triggers.state import UserState
 
@@ -70,10 +70,6 @@ class RecordDeadLetters(Protocol):
 
     async def add_record(self, source: str, raw: bytes | None, reason: str,
                          detail: str) -> str: ...
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from channels.base import INFRASTRUCTURE_ERRORS, Channel, DeliveryResult, Message
 from channels.deadletter import DeadLetterStore
 from channels.email import EmailChannel, SmtpSettings
+from channels.errors import ChannelError
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
 from channels.per_registry import PerRegistry
@@ -38,7 +39,7 @@ from config.channel_models import (
     ProviderModel,
     WebhookModel,
 )
-from triggers.errors import ConfigError, SceneTriggerError
+from triggers.errors import ConfigError
 
 log = logging.getLogger("scenetrigger.channels")
 
@@ -51,7 +52,7 @@ def redis_url_or_env(url: str | None) -> str:
     return url or os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
 
 
-class UnknownChannelError(SceneTriggerError):
+class UnknownChannelError(ChannelError):
     """A message names a channel that is not configured."""
 
 
@@ -102,7 +103,7 @@ def build_registry(models: Mapping[str, ChannelModel], *, env: Mapping[str, str]
     return registry
 
 
-class _MissingEnv(Exception):
+class _MissingEnv(ChannelError):
     def __init__(self, field_name: str, var: str, why: str = "not set") -> None:
         super().__init__(var)
         self.field = field_name

@@ -28,6 +28,7 @@ from channels.base import DeliveryResult, Message
 from channels.batching import Batcher
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.wire import message_to_json
+from config.clock import wall_ms
 
 SIGNATURE_HEADER = "X-Scenetrigger-Signature"
 TIMESTAMP_HEADER = "X-Scenetrigger-Timestamp"
@@ -45,7 +46,7 @@ def verify_signature(secret: bytes, timestamp: str | None, signature: str | None
                                                       and timestamp.isdigit()):
         return False
     stamp = int(timestamp)
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else wall_ms()
     if abs(now - stamp) > tolerance_ms:
         return False
     # bytes: a non-ASCII header must compare unequal, not raise TypeError
@@ -121,7 +122,7 @@ class WebhookChannel:
     batch_linger_ms: int = 5
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    clock_ms: Callable[[], int] = field(default=wall_ms)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _batcher: Batcher[Message, DeliveryResult] | None = field(default=None, init=False,
                                                                repr=False)

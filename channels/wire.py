@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 
 from channels.base import Message
-from triggers.errors import SceneTriggerError
+from channels.errors import ChannelError
 
 _REQUIRED = ("message_id", "trigger_id", "user_id", "scene", "channel", "subject", "text")
 
 
-class MessageDecodeError(SceneTriggerError):
+class MessageDecodeError(ChannelError):
     """Stored bytes that are not a message this version can read."""
 
 

@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import hmac
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from config.clock import wall_ms
 from config.loader import check_text
 from triggers.errors import ConfigError, SceneTriggerError
 
@@ -161,7 +161,7 @@ async def push(store: VersionStore, text: str, message: str, author: str,
     diff = _diff(last.text if last else "", text,
                  f"v{last.version}" if last else "(none)", f"v{number}")
     version = ConfigVersion(number, digest_of(text), author,
-                            int(time.time() * 1000) if now_ms is None else now_ms,
+                            wall_ms() if now_ms is None else now_ms,
                             message, text, diff, rollback_of)
     await store.append(version)
     return version

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
+from agents.metrics import RESULT_ACCEPTED, RESULT_REJECTED, events_counter
 from triggers.engine import Engine
 from triggers.errors import EventRejected
 from triggers.events import Trigger
@@ -140,8 +141,7 @@ class DemoMetrics:
     def __init__(self, scenes: Iterable[str], registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
-        self.events = PromCounter("scenetrigger_events", "Events taken or rejected",
-                                  ["result"], registry=reg)
+        self.events = events_counter(reg)
         self.triggers = PromCounter("scenetrigger_triggers", "Triggers fired per scene",
                                     ["scene"], registry=reg)
         self.messages = PromCounter("scenetrigger_demo_messages",
@@ -153,8 +153,7 @@ class DemoMetrics:
                              registry=reg)
         self.sim_time = Gauge("scenetrigger_demo_sim_time_seconds",
                               "Simulated clock (Unix seconds)", registry=reg)
-        for result in ("accepted", "rejected"):
-            self.events.labels(result=result)
+        self.events.labels(RESULT_ACCEPTED, "")
         for scene in scenes:
             self.triggers.labels(scene=scene)
 
@@ -280,10 +279,10 @@ class EmbeddedRuntime:
             try:
                 event = host.decode_mapping(raw)
             except EventRejected as exc:
-                self.metrics.events.labels(result="rejected").inc()
+                self.metrics.events.labels(RESULT_REJECTED, exc.reason).inc()
                 log.warning("event rejected", extra={"reason": exc.reason, "detail": exc.detail})
                 continue
-            self.metrics.events.labels(result="accepted").inc()
+            self.metrics.events.labels(RESULT_ACCEPTED, "").inc()
             for trig in host.take(event):
                 fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
             self.stats.events = host.counts.taken

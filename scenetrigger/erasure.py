@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ from channels.deadletter import DEFAULT_STREAM
 from channels.directory import RedisDirectory, address_hash
 from channels.policy import DeliveryRequest
 from config.channel_models import InboxModel
+from config.clock import wall_ms
 from config.models import AppConfig
 from strategies.store import DEFAULT_PREFIX
 
@@ -189,7 +189,7 @@ class Eraser:
 
     async def erase(self, user_id: str, now_ms: int | None = None) -> dict[str, Any]:
         """Remove everything; returns (and stores) the receipt."""
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        now = wall_ms() if now_ms is None else now_ms
         contact = await self.directory.get(user_id)
         found = await self.find(user_id)
         if contact is not None:

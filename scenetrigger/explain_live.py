@@ -10,10 +10,10 @@ deployment whose topics' retention keeps them small; it is not an index.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from channels.decisions import DecisionRecord
+from config.clock import wall_ms
 from config.models import AppConfig
 from scenetrigger.explain import Timeline, assemble_timeline
 from triggers.errors import SceneTriggerError, StateDecodeError
@@ -26,7 +26,7 @@ def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, use
                   timeout_s: float = 60, app_id: str = "scenetrigger",
                   now_ms: int | None = None) -> Timeline:
     return asyncio.run(_timeline(broker, prefix, config, user_id, timeout_s, app_id,
-                                 now_ms if now_ms is not None else int(time.time() * 1000)))
+                                 now_ms if now_ms is not None else wall_ms()))
 
 
 async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float) -> list[Any]:

@@ -10,7 +10,6 @@ are taken whole.
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from config.clock import wall_ms
 from scenetrigger.http_site import start_site
 
 log = logging.getLogger("scenetrigger.webhook_sink")
@@ -67,7 +67,7 @@ class WebhookSink:
                    for m in batch):
             self.rejected += 1
             return web.json_response({"error": "not a message"}, status=400)
-        now = int(time.time() * 1000)
+        now = wall_ms()
         for message in batch:
             self._take(message, now)
         return web.json_response({"ok": True, "messages": len(batch)})

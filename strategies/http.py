@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 from collections.abc import Callable
 
 from aiohttp import web
 
+from config.clock import wall_ms
 from config.strategy_models import ScoringModel
 from strategies.scoring import decayed
 from strategies.store import TagStore
@@ -27,12 +27,8 @@ TOKEN_KEY: web.AppKey[str] = web.AppKey("strategies_admin_token", str)
 CLOCK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("strategies_clock")
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def add_routes(app: web.Application, store: TagStore, scoring: ScoringModel,
-               token: str | None = None, clock: Callable[[], int] = wall_clock_ms) -> None:
+               token: str | None = None, clock: Callable[[], int] = wall_ms) -> None:
     """Mount the routes on an existing app (``scenetrigger serve`` or a test)."""
     app[STORE_KEY] = store
     app[SCORING_KEY] = scoring
@@ -43,7 +39,7 @@ def add_routes(app: web.Application, store: TagStore, scoring: ScoringModel,
 
 
 def build_app(store: TagStore, scoring: ScoringModel, token: str | None = None,
-              clock: Callable[[], int] = wall_clock_ms) -> web.Application:
+              clock: Callable[[], int] = wall_ms) -> web.Application:
     app = web.Application()
     add_routes(app, store, scoring, token, clock)
     return app

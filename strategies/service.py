@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from config.clock import wall_ms
 from config.models import AppConfig
 from strategies.actions import (
     Action,
@@ -40,10 +40,6 @@ from triggers.events import Event, Trigger
 log = logging.getLogger(__name__)
 
 Sender = Callable[[SendAction | HandoffAction], Awaitable[None]]
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class RedisJourneyMap:

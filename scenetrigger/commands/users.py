@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import csv
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ import orjson
 from channels.consent import ConsentRecord, RedisConsentStore
 from channels.directory import Contact, ContactError, RedisDirectory, contact_from
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from config.clock import wall_ms
 from scenetrigger.cli_support import open_input, progress_bar
 from triggers.errors import SceneTriggerError
 
@@ -189,7 +189,7 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
                 fmt = "jsonl" if args.file.endswith((".jsonl", ".json", ".ndjson")) else "csv"
             bar = progress_bar(size, args.no_progress, "users")
             batch: list[Row] = []
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = wall_ms()
             for item in read_rows(stream, fmt):
                 if isinstance(item, Rejected):
                     rejects.append(item)
@@ -264,7 +264,7 @@ def run_set(args: argparse.Namespace) -> int:
         client, directory, consent = _stores(args)
         try:
             return await upsert(directory, consent, Row(0, args.user, fields, flags),
-                                time.time_ns() // 1_000_000, "cli")
+                                wall_ms(), "cli")
         except ContactError as exc:
             raise SceneTriggerError(str(exc)) from None
         finally:

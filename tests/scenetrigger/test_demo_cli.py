@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def _accepted(metrics: str) -> float:
-    match = re.search(r'^scenetrigger_events_total\{result="accepted"\} (\S+)$', metrics, re.M)
+    match = re.search(r'^scenetrigger_events_total\{reason="",result="accepted"\} (\S+)$', metrics, re.M)
     assert match, metrics
     return float(match.group(1))
 

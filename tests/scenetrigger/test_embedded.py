@@ -147,8 +147,9 @@ async def test_rejected_events_are_counted_and_do_not_stop_the_stream() -> None:
     assert runtime.stats.events == 1
     assert runtime.stats.rejected == Counter({"wrong_type": 1, "missing_field": 1})
     text = generate_latest(runtime.metrics.registry).decode()
-    assert 'scenetrigger_events_total{result="rejected"} 2.0' in text
-    assert 'scenetrigger_events_total{result="accepted"} 1.0' in text
+    assert 'scenetrigger_events_total{reason="wrong_type",result="rejected"} 1.0' in text
+    assert 'scenetrigger_events_total{reason="missing_field",result="rejected"} 1.0' in text
+    assert 'scenetrigger_events_total{reason="",result="accepted"} 1.0' in text
 
 
 async def test_metrics_count_triggers_per_scene_in_a_registry_of_its_own() -> None:
