@@ -128,7 +128,7 @@ async def _vendor(request: web.Request) -> web.Response:
 
 
 async def _funnels(request: web.Request) -> web.Response:
-    rows = await asyncio.to_thread(request.app[CONSOLE_KEY].state.funnels)
+    rows = await asyncio.to_thread(request.app[CONSOLE_KEY].state.funnels())
     return await _json(rows)
 
 
@@ -146,7 +146,7 @@ async def _user(request: web.Request) -> web.Response:
     if console.lookup is not None:
         timeline = await console.lookup(user_id)
     else:
-        timeline = await asyncio.to_thread(console.state.timeline, user_id)
+        timeline = await asyncio.to_thread(console.state.timeline(user_id))
     return await _json({"timeline": timeline.to_dict(), "text": timeline.render()})
 
 

@@ -124,23 +124,35 @@ class ConsoleState:
     def recent_decisions(self) -> list[dict[str, Any]]:
         return [r.to_dict() | {"text": r.text()} for r in reversed(self.recent)]
 
-    def funnels(self) -> list[dict[str, Any]]:
-        """Funnel rows with uplift and its CI (``scenetrigger report``'s, on what is kept)."""
+    def funnels(self) -> Callable[[], list[dict[str, Any]]]:
+        """Funnel rows with uplift and its CI (``scenetrigger report``'s, on what is
+        kept). Returns the work to do: the records are copied here, on the loop
+        that feeds them, so the returned function may run in a thread."""
         from strategies.reporting import ReportOptions, build_report
 
         section = self.config.strategies
         options = ReportOptions(section.attribution.window, section.control,
                                 dict(section.all_journeys()), (), tuple(self.config.scenes))
-        lines = sorted(self.lines.values(), key=lambda line: int(line["ts"]))
-        events = sorted(self.events, key=lambda e: e.ts)
-        return [row.to_dict() for row in build_report(lines, events, options)]
+        lines = [dict(line) for line in self.lines.values()]
+        events = list(self.events)
 
-    def timeline(self, user_id: str) -> Any:
+        def rows() -> list[dict[str, Any]]:
+            lines.sort(key=lambda line: int(line["ts"]))
+            events.sort(key=lambda e: e.ts)
+            return [row.to_dict() for row in build_report(lines, events, options)]
+
+        return rows
+
+    def timeline(self, user_id: str) -> Callable[[], Any]:
+        """The user's explain timeline, as :meth:`funnels`: copied now, built later."""
         from scenetrigger.explain import assemble_timeline
 
         events = [e for e in self.events if e.user_id == user_id]
         triggers = [Trigger(line["scene"], line["user_id"], line["key"], line["ts"])
                     for line in self.lines.values() if line["user_id"] == user_id]
+        decisions = self.decisions.for_user(user_id)
         state = self.states(user_id) if self.states is not None else None
-        return assemble_timeline(user_id, events, triggers, self.decisions.for_user(user_id),
-                                 state, self.config, self.clock_ms or 0)
+        state = None if state is None else UserState.decode(state.encode())  # a copy
+        config, clock = self.config, self.clock_ms or 0
+        return lambda: assemble_timeline(user_id, events, triggers, decisions, state, config,
+                                         clock)

@@ -42,11 +42,11 @@ def test_state_counts_per_minute_bounded_and_joins_decisions_to_lines() -> None:
     assert [d["user_id"] for d in state.recent_decisions()] == ["c", "b"]
     held = next(line for line in state.lines.values() if line["user_id"] == "b")
     assert held["group"] == "control" and held["delivery"] == "suppressed"
-    rows = {row["name"]: row for row in state.funnels()}
+    rows = {row["name"]: row for row in state.funnels()()}
     assert (rows["arrive"]["treated"], rows["arrive"]["control"]) == (2, 1)
-    assert state.timeline("a").decisions[0].figures == "local 10:00 UTC"
+    assert state.timeline("a")().decisions[0].figures == "local 10:00 UTC"
     assert state.erase("a") == 3
-    assert state.timeline("a").triggers == []
+    assert state.timeline("a")().triggers == []
 
 
 async def _client(token: str | None) -> TestClient[web.Request, web.Application]:
