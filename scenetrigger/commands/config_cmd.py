@@ -28,24 +28,35 @@ from triggers.errors import ConfigError, SceneTriggerError
 def register(sub: Any) -> None:
     parser = sub.add_parser("config", help="versioned config: push, log, show, rollback",
                             description="Store, list, show and roll back config versions.")
-    parser.add_argument("--store", default=KAFKA,
-                        help="'kafka' (the PREFIX.config topic, default) or a directory")
-    parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
-    parser.add_argument("--topic-prefix", help="PREFIX.config (default: the shared name)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    _common(parser, KAFKA, None, False)
+    # The same options after the verb too (`config push FILE --store DIR`).
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = verbs.add_parser("push", help="validate FILE and store it as the current version")
+    p = verbs.add_parser("push", parents=[common],
+                         help="validate FILE and store it as the current version")
     p.add_argument("file")
     p.add_argument("--message", "-m", required=True, help="why (kept with the version)")
-    verbs.add_parser("log", help="list the versions, newest first")
-    s = verbs.add_parser("show", help="print one version (text and diff)")
+    verbs.add_parser("log", parents=[common], help="list the versions, newest first")
+    s = verbs.add_parser("show", parents=[common], help="print one version (text and diff)")
     s.add_argument("version", help="a version number, or 'current'")
     s.add_argument("--text", action="store_true",
                    help="print only the config text (to save it as a file)")
-    r = verbs.add_parser("rollback", help="make an old version current again (as a new one)")
+    r = verbs.add_parser("rollback", parents=[common],
+                         help="make an old version current again (as a new one)")
     r.add_argument("version", type=int)
     r.add_argument("--message", "-m", default="", help="why (default: 'rollback to vN')")
     parser.set_defaults(run=run)
+
+
+def _common(parser: argparse.ArgumentParser, store: Any, none: Any, false: Any) -> None:
+    parser.add_argument("--store", default=store,
+                        help="'kafka' (the PREFIX.config topic, default) or a directory")
+    parser.add_argument("--broker", default=none,
+                        help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", default=none,
+                        help="PREFIX.config (default: the shared name)")
+    parser.add_argument("--json", action="store_true", default=false, help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:

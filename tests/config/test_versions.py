@@ -6,6 +6,7 @@ when a version does not validate."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,10 @@ def test_config_cli_push_log_show_rollback(tmp_path: Path) -> None:
     assert f"{bad}:" in refused.stderr and "field 'cooldwn'" in refused.stderr
     assert cli("rollback", "1").returncode == 0
     log = cli("log").stdout.splitlines()
+    listed = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "config", "log",
+                             "--store", store, "--json"], capture_output=True, text=True,
+                            timeout=60, check=True, env=env)  # options after the verb too
+    assert [v["version"] for v in json.loads(listed.stdout)] == [2, 1]
     assert [line.split()[0] for line in log] == ["v2", "v1"]
     assert "alice" in log[0] and "rollback to v1" in log[0]
     shown = cli("show", "current").stdout
