@@ -2,7 +2,10 @@
 
 Routes (aiohttp):
 
-* ``GET /t/o/{message_id}.gif``: open pixel (a 1x1 GIF; ``opened``);
+* ``GET /t/o/{message_id}.gif?s=SIG``: open pixel (a 1x1 GIF; ``opened``),
+  signed like the click link; one open counts once per message (an unsigned
+  or repeated GET still gets the GIF but records nothing: 200 forged GETs used
+  to make 200 ``opened`` events, inflating lead scores and resetting back-off);
 * ``GET /t/c/{message_id}?u=URL&s=SIG``: click redirect (``clicked``).
   It redirects only to a URL signed by us for this message (HMAC-SHA256 with
   the tracking secret) or whose host is on the allow-list: never an open
@@ -149,10 +152,15 @@ class MessageIndex(Protocol):
 
     async def lookup(self, message_id: str) -> MessageMeta | None: ...
 
+    async def first(self, kind: str, message_id: str) -> bool:
+        """True only the first time ``kind`` is marked for ``message_id``."""
+        ...
+
 
 class MemoryMessageIndex:
     def __init__(self, max_items: int = 100_000) -> None:
         self._items: dict[str, MessageMeta] = {}
+        self._marks: dict[tuple[str, str], None] = {}
         self._max = max_items
 
     async def remember(self, message_id: str, meta: MessageMeta) -> None:
@@ -162,6 +170,15 @@ class MemoryMessageIndex:
 
     async def lookup(self, message_id: str) -> MessageMeta | None:
         return self._items.get(message_id)
+
+    async def first(self, kind: str, message_id: str) -> bool:
+        marks = self._marks
+        if (kind, message_id) in marks:
+            return False
+        if len(marks) >= self._max:
+            marks.pop(next(iter(marks)))
+        marks[(kind, message_id)] = None
+        return True
 
 
 class RedisMessageIndex:
@@ -183,6 +200,10 @@ class RedisMessageIndex:
         strategy, step = [*journey, None, None][:2]
         return MessageMeta(user_id, scene, channel, strategy, step)
 
+    async def first(self, kind: str, message_id: str) -> bool:
+        key = f"{self._prefix}once:{kind}:{message_id}"
+        return bool(await self._redis.set(key, "1", nx=True, px=self._ttl))
+
 
 def sign_click(secret: bytes, message_id: str, url: str) -> str:
     return hmac.new(secret, f"{message_id}\n{url}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -193,11 +214,20 @@ def tracked_link(base_url: str, secret: bytes, message_id: str, url: str) -> str
     return f"{base_url.rstrip('/')}/t/c/{quote(message_id)}?u={quote(url, safe='')}&s={sig}"
 
 
-def open_pixel_html(base_url: str, message_id: str) -> str:
-    src = f"{base_url.rstrip('/')}/t/o/{quote(message_id)}.gif"
+def sign_open(secret: bytes, message_id: str) -> str:
+    return hmac.new(secret, f"open\n{message_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def open_pixel_path(secret: bytes, message_id: str) -> str:
+    return f"/t/o/{quote(message_id)}.gif?s={sign_open(secret, message_id)}"
+
+
+def open_pixel_html(base_url: str, secret: bytes, message_id: str) -> str:
+    src = base_url.rstrip("/") + open_pixel_path(secret, message_id)
     return f'<img src="{src}" width="1" height="1" alt="">'
 
 
+_MAX_CALLBACK_AGE_MS = 30 * 86_400_000
 Clock = Callable[[], int]
 Engaged = Callable[[str], Awaitable[None]]
 
@@ -227,7 +257,16 @@ class FeedbackApp:
         return app
 
     async def open_pixel(self, request: web.Request) -> web.Response:
-        await self._record("opened", request.match_info["message_id"])
+        message_id = request.match_info["message_id"]
+        sig = request.query.get("s", "").encode("utf-8", "surrogateescape")
+        signed = bool(self._secret) and hmac.compare_digest(
+            sig, sign_open(self._secret, message_id).encode())
+        if not signed:
+            log.info("unsigned open ignored", extra={"message_id": message_id[:80]})
+        elif await self._index.lookup(message_id) is not None and await self._index.first(
+                "opened", message_id):  # mail clients fetch the pixel on every view
+            await self._record("opened", message_id)
+        # The GIF either way: a mail client showing the message is not at fault.
         return web.Response(body=PIXEL, content_type="image/gif",
                             headers={"Cache-Control": "no-store, max-age=0"})
 
@@ -246,7 +285,9 @@ class FeedbackApp:
         auth = request.headers.get("Authorization", "")
         given = (auth[len("Bearer "):] if auth.startswith("Bearer ")
                  else request.headers.get("X-Callback-Token", ""))
-        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+        # surrogateescape: a non-UTF-8 byte in the header is a wrong token, not a 500
+        if not self._token or not hmac.compare_digest(
+                given.encode("utf-8", "surrogateescape"), self._token.encode()):
             return web.json_response({"error": "bad token"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         try:
@@ -262,10 +303,13 @@ class FeedbackApp:
             if kind is None:
                 continue
             ts = item.get("ts")
+            now = self._clock()
+            # A provider's own time, if sane: within a month before now and a
+            # minute after (an unbounded ts overflowed downstream arithmetic).
+            sane = type(ts) is int and now - _MAX_CALLBACK_AGE_MS <= ts <= now + 60_000
             detail = item.get("error") or item.get("detail")
-            if await self._record(kind, item["message_id"],
-                                  ts if type(ts) is int else None,
-                                  str(detail) if detail is not None else None):
+            if await self._record(kind, item["message_id"][:200], ts if sane else None,
+                                  str(detail)[:500] if detail is not None else None):
                 accepted += 1
         return web.json_response({"accepted": accepted,
                                   "provider": request.match_info["provider"][:64]})
@@ -275,13 +319,18 @@ class FeedbackApp:
         # may not be where they go: such URLs are refused outright.
         if any(c == "\\" or ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
             return False
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # e.g. "http://[::1": a 400, not a 500
+            return False
+        if parts.scheme not in ("http", "https") or not host:
             return False
         expected = sign_click(self._secret, message_id, url).encode()
-        if sig and hmac.compare_digest(sig.encode(), expected):  # bytes: any input compares
+        given = sig.encode("utf-8", "surrogateescape")
+        if sig and hmac.compare_digest(given, expected):  # bytes: any input compares
             return bool(self._secret)
-        return parts.hostname.lower() in self._allow
+        return host.lower() in self._allow
 
     async def _record(self, kind: str, message_id: str, ts: int | None = None,
                       detail: str | None = None) -> bool:

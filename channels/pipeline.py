@@ -394,7 +394,7 @@ class DeliveryPipeline:
             if body is not None:
                 body += f'<p><a href="{html.escape(url)}">Unsubscribe</a></p>'
         if body is not None and base:
-            body += open_pixel_html(base, message_id)
+            body += open_pixel_html(base, secret, message_id)
         return Message(message_id, trigger_id, user_id, scene, channel, content.subject,
                        text, body, data, now_ms)
 

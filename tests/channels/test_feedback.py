@@ -22,6 +22,7 @@ from channels.feedback import (
     MessageMeta,
     QueueSink,
     RedisMessageIndex,
+    open_pixel_path,
     tracked_link,
 )
 
@@ -57,12 +58,18 @@ async def setup() -> AsyncIterator[tuple[Client, ListSink, Engaged]]:
 async def test_open_pixel_emits_opened_and_resets_backoff(
         setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, engaged = setup
-    resp = await client.get(f"/t/o/{MID}.gif")
+    resp = await client.get(open_pixel_path(SECRET, MID))
     assert resp.status == 200 and resp.content_type == "image/gif"
     assert await resp.read() == PIXEL
     assert sink.events == [FeedbackEvent("opened", "u1", 1_000, MID, "email",
                                          "cart_abandonment")]
     assert engaged.users == ["u1"]
+    for _ in range(200):  # mail clients fetch again on every view; forgers fetch at will
+        again = await client.get(open_pixel_path(SECRET, MID))
+        assert again.status == 200 and await again.read() == PIXEL
+    for forged in (f"/t/o/{MID}.gif", f"/t/o/{MID}.gif?s=0123", open_pixel_path(b"x", MID)):
+        assert (await client.get(forged)).status == 200
+    assert len(sink.events) == 1 and engaged.users == ["u1"]  # one open, once
     event = sink.events[0].to_event()
     assert event.type == "opened" and event.fields["source"] == "feedback"
 
@@ -183,3 +190,25 @@ async def test_redis_message_index(redis_url: str) -> None:
         assert await index.lookup("nope") is None
     finally:
         await client.aclose()
+
+
+async def test_tracking_abuse_gets_4xx_not_500(
+        setup: tuple[Client, ListSink, Engaged]) -> None:
+    """Issue 11: a click URL urlsplit rejects, a non-UTF-8 token byte and an
+    unbounded callback ts were 500s (or overflowed downstream)."""
+    client, sink, _ = setup
+    bad = "http://[::1"
+    resp = await client.get(f"/t/c/{MID}?u={quote(bad, safe='')}&s=00")
+    assert resp.status == 400
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /callbacks/sms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+                 b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    await writer.drain()
+    assert (await reader.readline()).split()[1] == b"401"
+    writer.close()
+    for ts in (1 << 62, -(1 << 62), 10**30):
+        resp = await client.post("/callbacks/sms", json={"message_id": MID, "status": "read",
+                                                         "ts": ts},
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        assert resp.status == 200
+    assert [e.ts for e in sink.events] == [1_000, 1_000, 1_000]  # the clock, not the ts

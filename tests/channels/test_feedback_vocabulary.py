@@ -21,6 +21,7 @@ from channels.feedback import (
     MemoryMessageIndex,
     MessageMeta,
     RedisMessageIndex,
+    open_pixel_path,
 )
 from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config
@@ -61,7 +62,7 @@ def test_branch_events_are_feedback_kinds() -> None:
 async def test_routes_and_callbacks_emit_the_plain_kinds(
         routes: tuple[Client, ListSink, MemoryMessageIndex]) -> None:
     client, sink, _ = routes
-    await client.get(f"/t/o/{SCENE_MID}.gif")
+    await client.get(open_pixel_path(b"secret", SCENE_MID))
     await client.get(f"/t/c/{SCENE_MID}?u=https%3A%2F%2Fshop.example.com%2Fp", allow_redirects=False)
     statuses = ["DELIVRD", "failed", "read", "share", "shared", "purchase"]
     resp = await client.post("/callbacks/sms", headers={"X-Callback-Token": TOKEN},
@@ -87,7 +88,7 @@ async def test_an_open_from_the_pixel_resolves_a_journey_branch(
     (push,) = sends(journeys.on_trigger(trigger("u9", T0)))
     await index.remember(push.message_id, MessageMeta("u9", "", push.channel, push.strategy,
                                                       push.step))
-    await client.get(f"/t/o/{push.message_id}.gif")
+    await client.get(open_pixel_path(b"secret", push.message_id))
     (event,) = sink.events
     record = event.to_dict()
     assert (record["type"], record["strategy"], record["step"]) == (

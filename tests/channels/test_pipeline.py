@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from channels.feedback import ListSink, MemoryMessageIndex
+from channels.feedback import ListSink, MemoryMessageIndex, open_pixel_path
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
 from channels.pipeline import DryRunSender, build_pipeline, message_id_for
@@ -106,7 +106,7 @@ async def test_feedback_and_tracking_links() -> None:
     assert (await pipeline.policy.store.engagement(key))[0] == 1
     app = pipeline.feedback_app(sink, "tok")
     async with TestClient(TestServer(app.application(), host="127.0.0.1")) as client:
-        resp = await client.get(f"/t/o/{message.message_id}.gif")
+        resp = await client.get(open_pixel_path(pipeline.tracking_secret, message.message_id))
         assert resp.status == 200
     assert [e.kind for e in sink.events] == ["delivered", "opened"]
     assert (await pipeline.policy.store.engagement(key))[0] == 0

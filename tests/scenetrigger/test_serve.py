@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from channels.base import Message
-from channels.feedback import MessageMeta, RedisMessageIndex
+from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path
 from channels.inbox import InboxStore
 from config.loader import load_config_text
 from scenetrigger.commands.serve import (
@@ -35,6 +35,7 @@ from tests.channels.receivers import serve_app
 CLI = Path(sys.executable).with_name("scenetrigger")
 ADMIN = "admin-token-for-tests"
 USER_SECRET = "inbox-secret-for-tests"
+TRACKING = "tracking-secret-for-tests"
 CALLBACK = "callback-token-for-tests"
 
 
@@ -64,7 +65,8 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
     await producer.start()
     events_topic, journeys_topic = unique_topic("serve-events"), unique_topic("serve-fb")
     env = {TOKEN_ENV: ADMIN, INBOX_SECRET_ENV: USER_SECRET,
-           config.delivery.tracking.callback_token_env: CALLBACK}
+           config.delivery.tracking.callback_token_env: CALLBACK,
+           config.delivery.tracking.secret_env: TRACKING}
     parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic),
                        env=env, tags_prefix=f"sv{run}:")
     mid = f"m-{run}"
@@ -75,7 +77,7 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
     await client.sadd(f"sv{run}:tags:u42", "prefers_wechat")
     try:
         async with serve_app(build_app(parts)) as base, aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/t/o/{mid}.gif") as resp:
+            async with http.get(base + open_pixel_path(TRACKING.encode(), mid)) as resp:
                 assert resp.status == 200 and resp.content_type == "image/gif"
             async with http.get(f"{base}/t/o/unknown.gif") as resp:
                 assert resp.status == 200  # still a pixel, but no event
@@ -153,14 +155,15 @@ async def test_serve_command_prints_feedback_as_jsonl(redis_url: str, tmp_path: 
     proc = await asyncio.create_subprocess_exec(
         str(CLI), "serve", "--port", "0", "--config", str(cfg), "--redis-url", redis_url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, INBOX_SECRET_ENV)})
+        env={**{k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, INBOX_SECRET_ENV)},
+             "SCENETRIGGER_TRACKING_SECRET": TRACKING})
     try:
         assert proc.stderr is not None and proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
         assert "scenetrigger serve: http://" in banner, banner
         base = banner.split()[2].rstrip("/")
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/t/o/{mid}.gif") as resp:
+            async with http.get(base + open_pixel_path(TRACKING.encode(), mid)) as resp:
                 assert resp.status == 200
             async with http.get(f"{base}/inbox/u9") as resp:
                 assert resp.status == 401  # no token configured: closed
