@@ -6,21 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from config.base import Duration, StrictModel
 from config.safe_template import TemplateError, compile_template
-from config.scene_models import Duration
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=128)]
 _SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "cookie"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class RetryModel(_Strict):
+class RetryModel(StrictModel):
     """Attempts and backoff (see :class:`channels.retry.RetryPolicy`)."""
 
     max_attempts: int = Field(default=3, ge=1, le=20, strict=True)
@@ -46,7 +43,7 @@ def _static_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-class WebhookModel(_Strict):
+class WebhookModel(StrictModel):
     """POST the message as JSON, signed with HMAC-SHA256 (see docs/channels.md)."""
 
     type: Literal["webhook"]
@@ -72,7 +69,7 @@ class WebhookModel(_Strict):
         return _static_headers(value)
 
 
-class InboxModel(_Strict):
+class InboxModel(StrictModel):
     """A capped Redis stream per user, read and acknowledged over HTTP."""
 
     type: Literal["inbox"]
@@ -86,7 +83,7 @@ class InboxModel(_Strict):
     batch_linger: Duration = Field(default=2, ge=0, le=10_000)
 
 
-class EmailModel(_Strict):
+class EmailModel(StrictModel):
     """SMTP with a plain-text part and, when the message has HTML, an HTML part."""
 
     type: Literal["email"]
@@ -110,7 +107,7 @@ class EmailModel(_Strict):
         return value
 
 
-class SuccessJsonModel(_Strict):
+class SuccessJsonModel(StrictModel):
     """A 2xx answer counts only if the JSON body's ``field`` (dotted path of
     object keys) equals ``equals``; values in ``retry_on`` mean "try again"."""
 
@@ -119,7 +116,7 @@ class SuccessJsonModel(_Strict):
     retry_on: list[str | int] = Field(default_factory=list)
 
 
-class ProviderModel(_Strict):
+class ProviderModel(StrictModel):
     """A provider's HTTP API (SMS, WeChat template message, app push). Fields
     left out come from the preset named by ``type`` (channels/provider.py)."""
 
@@ -155,7 +152,7 @@ class ProviderModel(_Strict):
         return value
 
 
-class LogModel(_Strict):
+class LogModel(StrictModel):
     """Dry run: record messages in memory (and append JSON lines to ``path``)."""
 
     type: Literal["log"]

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from config.base import Duration, StrictModel
 from config.safe_template import TemplateError, compile_template
 from triggers.classify import SEGMENTS, STYLES
-from triggers.durations import parse_duration_ms
 
 # Placeholders a content template may use; PRODUCT_NAMES need a catalog hit.
 PRODUCT_NAMES = frozenset({
@@ -33,16 +33,12 @@ _LOCALE_TAG = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$"
 _USER_NAME = re.compile(r"^user\.[A-Za-z_][A-Za-z0-9_]*$")
 SHIPPED_CONTENT_PATH = Path(__file__).with_name("content.yaml")
 
-Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
 Style = Literal["search_driven", "category_browser", "promo_driven", "undetermined"]
 Segment = Literal["champion", "loyal", "promising", "new_or_lapsed"]
 # The config words must be exactly what triggers.classify computes.
 assert get_args(Style) == STYLES and get_args(Segment) == SEGMENTS
 ProductSource = Literal["auto", "none", "trigger", "category", "hot"]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_template(text: str | None, allow_products: bool) -> str | None:
@@ -63,7 +59,7 @@ def _check_template(text: str | None, allow_products: bool) -> str | None:
     return text
 
 
-class StyleRules(_Strict):
+class StyleRules(StrictModel):
     """Browsing style from profile counters (see docs/content.md)."""
 
     min_activity: int = Field(default=3, ge=1, strict=True)
@@ -72,7 +68,7 @@ class StyleRules(_Strict):
     promo_share: float = Field(default=0.3, gt=0, le=1)
 
 
-class SegmentRules(_Strict):
+class SegmentRules(StrictModel):
     """RFM-style value segment: purchase amount (currency units) x frequency,
     with recency deciding lapse."""
 
@@ -83,7 +79,7 @@ class SegmentRules(_Strict):
     lapse_after: Duration = 90 * 86_400_000
 
 
-class HabitRules(_Strict):
+class HabitRules(StrictModel):
     """Time-of-day and weekday/weekend tags (need this many events first)."""
 
     min_events: int = Field(default=5, ge=1, strict=True)
@@ -91,7 +87,7 @@ class HabitRules(_Strict):
     weekend_share: float = Field(default=0.5, gt=0, le=1)
 
 
-class VariantWhen(_Strict):
+class VariantWhen(StrictModel):
     """All given conditions must hold; an absent one matches everyone."""
 
     style: list[Style] | None = None
@@ -108,7 +104,7 @@ class VariantWhen(_Strict):
                                            self.tags_all))
 
 
-class VariantModel(_Strict):
+class VariantModel(StrictModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     when: VariantWhen = Field(default_factory=VariantWhen)
     products: ProductSource = "auto"
@@ -126,7 +122,7 @@ class VariantModel(_Strict):
         return self
 
 
-class FallbackModel(_Strict):
+class FallbackModel(StrictModel):
     """The generic message: used when no variant matches or a product is missing.
     It cannot reference products (there may be none)."""
 
@@ -143,7 +139,7 @@ class FallbackModel(_Strict):
         return self
 
 
-class SceneContentModel(_Strict):
+class SceneContentModel(StrictModel):
     variants: list[VariantModel] = Field(default_factory=list)
     fallback: FallbackModel = Field(default_factory=FallbackModel)
     # The generic message in other languages, by locale (``zh``): a user of
@@ -160,7 +156,7 @@ class SceneContentModel(_Strict):
         return self
 
 
-class ContentModel(_Strict):
+class ContentModel(StrictModel):
     """Segmentation rules and, per scene, the content variants. A scene with
     no entry gets the built-in generic fallback."""
 

@@ -4,20 +4,16 @@ dedupe, back-off and click/open tracking (see docs/content.md)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from triggers.durations import parse_duration_ms
+from config.base import Duration, StrictModel
 from triggers.zones import zone_or_none
 
-Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _DAY_MS = 86_400_000
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def valid_timezone(name: str) -> str:
@@ -27,7 +23,7 @@ def valid_timezone(name: str) -> str:
     return name
 
 
-class CapModel(_Strict):
+class CapModel(StrictModel):
     """Most messages per calendar day / ISO week in the user's time zone
     (``null``: no cap)."""
 
@@ -35,7 +31,7 @@ class CapModel(_Strict):
     per_week: int | None = Field(default=None, ge=0, strict=True)
 
 
-class QuietHoursModel(_Strict):
+class QuietHoursModel(StrictModel):
     """Local ``start``-``end`` (may wrap midnight); messages are deferred to ``end``."""
 
     enabled: bool = True
@@ -54,7 +50,7 @@ class QuietHoursModel(_Strict):
         return int(hours) * 60 + int(minutes)
 
 
-class BackoffModel(_Strict):
+class BackoffModel(StrictModel):
     """After ``ignored`` deliveries in a row with no open or click, send at most
     one message per ``pause`` until the user engages again."""
 
@@ -62,7 +58,7 @@ class BackoffModel(_Strict):
     pause: Duration = 7 * _DAY_MS
 
 
-class TrackingModel(_Strict):
+class TrackingModel(StrictModel):
     """Open pixel and click redirect. ``base_url`` unset: links are not rewritten.
     The signing secret comes from the environment variable named here."""
 
@@ -80,7 +76,7 @@ _CONSENT: dict[str, ConsentDefault] = {"email": "opt_out", "sms": "opt_in", "wec
                                        "push": "opt_out", "inbox": "opt_out", "webhook": "opt_out"}
 
 
-class AudienceModel(_Strict):
+class AudienceModel(StrictModel):
     """Consent defaults per channel type for marketing messages (``opt_out``:
     allowed until the user withdraws; ``opt_in``: only after the user agreed)
     and the scenes whose messages are transactional (need no marketing
@@ -90,7 +86,7 @@ class AudienceModel(_Strict):
     transactional_scenes: list[str] = Field(default_factory=list)
 
 
-class DeliveryModel(_Strict):
+class DeliveryModel(StrictModel):
     default_timezone: str = "UTC"
     caps: CapModel = Field(default_factory=lambda: CapModel(per_day=3, per_week=10))
     channel_caps: dict[str, CapModel] = Field(default_factory=dict)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from config.base import StrictModel
 from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
@@ -17,11 +18,9 @@ from triggers.scenes import Scene
 from triggers.userfilter import ClassifyRules
 
 
-class AppConfig(BaseModel):
+class AppConfig(StrictModel):
     """Everything an operator configures. ``scenes`` is the contract of
     SEMANTICS.md; the other sections steer delivery and strategies."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     scenes: dict[str, SceneModel]
     engine: EngineModel = Field(default_factory=EngineModel)

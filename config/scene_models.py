@@ -8,15 +8,14 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     model_validator,
 )
 
+from config.base import Duration, StrictModel
 from config.content_models import Segment, Style
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
-from triggers.durations import parse_duration_ms
 from triggers.host import InputRules
 from triggers.kinds import kind_names
 from triggers.predicates import Predicate, parse_predicate
@@ -31,26 +30,18 @@ from triggers.scenes import (
 from triggers.userfilter import ClassifyRules, UserFilter
 
 
-def _duration(value: Any) -> int:
-    return parse_duration_ms(value)
-
-
 def _predicate(value: Any) -> Predicate:
     if isinstance(value, Predicate):
         return value
     return parse_predicate(value)
 
 
-Duration = Annotated[int, BeforeValidator(_duration)]
 PredicateField = Annotated[
     Predicate,
     BeforeValidator(_predicate),
     PlainSerializer(lambda p: {n: repr(c) for n, c in p.conditions}),
 ]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 _TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"]) + [
@@ -78,7 +69,7 @@ BehaviourTag = Annotated[str, AfterValidator(_behaviour_tag)]
 TagList = Annotated[list[BehaviourTag], Field(min_length=1)]
 
 
-class TagsModel(_Strict):
+class TagsModel(StrictModel):
     """``all`` must all hold, at least one of ``any``, none of ``none``."""
 
     all: TagList | None = None
@@ -100,15 +91,15 @@ class TagsModel(_Strict):
         return self
 
 
-class SegmentChoice(_Strict):
+class SegmentChoice(StrictModel):
     in_: list[Segment] = Field(alias="in", min_length=1)
 
 
-class StyleChoice(_Strict):
+class StyleChoice(StrictModel):
     in_: list[Style] = Field(alias="in", min_length=1)
 
 
-class UserModel(_Strict):
+class UserModel(StrictModel):
     """A scene's user filter (docs/semantics-notes.md, "User filters")."""
 
     tags: TagsModel | None = None
@@ -138,7 +129,7 @@ def _filter(user: UserModel | None, rules: ClassifyRules) -> UserFilter | None:
 
 
 
-class RepeatModel(_Strict):
+class RepeatModel(StrictModel):
     kind: Literal["repeat"]
     when: PredicateField
     count: int = Field(ge=1, strict=True)
@@ -153,7 +144,7 @@ class RepeatModel(_Strict):
                            self.cooldown, _filter(self.user, rules))
 
 
-class AbsenceModel(_Strict):
+class AbsenceModel(StrictModel):
     kind: Literal["absence"]
     start: PredicateField
     after: Duration
@@ -164,7 +155,7 @@ class AbsenceModel(_Strict):
         return AbsenceScene(name, self.start, self.after, self.cancel, _filter(self.user, rules))
 
 
-class ArrivalModel(_Strict):
+class ArrivalModel(StrictModel):
     kind: Literal["arrival"]
     when: PredicateField
     per: str | None = Field(default=None, min_length=1)
@@ -175,7 +166,7 @@ class ArrivalModel(_Strict):
         return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
 
 
-class SequenceModel(_Strict):
+class SequenceModel(StrictModel):
     """``first``, then ``then`` within ``within``, no ``unless`` in between
     (docs/semantics-notes.md, "The sequence kind")."""
 
@@ -215,7 +206,7 @@ def _models_cover_the_registry() -> None:
 _models_cover_the_registry()  # a kind without its model (or the reverse) fails at import
 
 
-class EngineModel(_Strict):
+class EngineModel(StrictModel):
     """Engine bounds (see :class:`triggers.scenes.Limits`)."""
 
     late_events: Duration = 300_000

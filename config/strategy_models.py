@@ -14,25 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
+from config.base import Duration, StrictModel
 from config.yaml_load import safe_load_unique
-from triggers.durations import parse_duration_ms
 
 SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
 FEEDBACK_EVENTS = ("opened", "clicked", "shared", "delivered", "converted", "purchased")
 EXIT = "exit"
 NEXT = "next"
 
-Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class SendModel(_Strict):
+class SendModel(StrictModel):
     """One message. ``channels`` sends on several at once (SMS and WeChat);
     a user's preferred channel (tag ``prefers_<channel>``) goes first."""
 
@@ -51,7 +47,7 @@ class SendModel(_Strict):
         return (self.channel,) if self.channel is not None else tuple(self.channels or ())
 
 
-class CaseModel(_Strict):
+class CaseModel(StrictModel):
     """A branch case: this event (optionally via this channel) -> ``goto``;
     or ``tag``: the user holds this tag when the branch starts -> ``goto`` at once."""
 
@@ -69,17 +65,17 @@ class CaseModel(_Strict):
         return self
 
 
-class BranchModel(_Strict):
+class BranchModel(StrictModel):
     """Wait up to ``within`` for the first matching case; ``else`` on timeout."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with StrictModel's
 
     within: Duration = Field(gt=0)
     when: list[CaseModel] = Field(min_length=1, max_length=16)  # not `on`: YAML reads it as true
     otherwise: Name = Field(default=NEXT, alias="else")
 
 
-class TagStepModel(_Strict):
+class TagStepModel(StrictModel):
     add: list[Name] = Field(default_factory=list, max_length=16)
     remove: list[Name] = Field(default_factory=list, max_length=16)
 
@@ -90,7 +86,7 @@ class TagStepModel(_Strict):
         return self
 
 
-class StepModel(_Strict):
+class StepModel(StrictModel):
     id: Name | None = None
     send: SendModel | None = None
     wait: Duration | None = None
@@ -120,7 +116,7 @@ class StepModel(_Strict):
 STEP_KINDS = ("send", "wait", "branch", "tag", "score", "enrol", "exit")
 
 
-class TagConditionModel(_Strict):
+class TagConditionModel(StrictModel):
     all: list[Name] = Field(default_factory=list)
     any: list[Name] = Field(default_factory=list)
     none: list[Name] = Field(default_factory=list)
@@ -138,7 +134,7 @@ def _names(value: Any) -> Any:
 NameSet = Annotated[list[Name], BeforeValidator(_names)]
 
 
-class EntryModel(_Strict):
+class EntryModel(StrictModel):
     """Who enters: on a scene's trigger and/or when tags and segment hold."""
 
     scene: NameSet | None = None
@@ -152,7 +148,7 @@ class EntryModel(_Strict):
         return self
 
 
-class StrategyModel(_Strict):
+class StrategyModel(StrictModel):
     entry: EntryModel
     steps: list[StepModel] = Field(min_length=1, max_length=64)
     reenter_after: Duration | None = None
@@ -187,12 +183,12 @@ def step_label(number: int, step_id: str | None) -> str:
     return f"step {number} ({step_id!r})" if step_id else f"step {number}"
 
 
-class HandoffModel(_Strict):
+class HandoffModel(StrictModel):
     channel: Name
     content: Name = "lead_handoff"
 
 
-class ScoringModel(_Strict):
+class ScoringModel(StrictModel):
     """Lead scoring: points per event type, exponential decay, sales handoff."""
 
     points: dict[Name, float] = Field(default_factory=dict)
@@ -207,7 +203,7 @@ class ScoringModel(_Strict):
         return self
 
 
-class ControlModel(_Strict):
+class ControlModel(StrictModel):
     """Holdout: ``share`` of users (by a hash of name and user) get no message."""
 
     share: float = Field(default=0.0, ge=0.0, le=0.9)
@@ -215,18 +211,18 @@ class ControlModel(_Strict):
     salt: str = Field(default="scenetrigger", max_length=200)
 
 
-class AttributionModel(_Strict):
+class AttributionModel(StrictModel):
     window: Duration = Field(default=86_400_000, gt=0)
 
 
-class TagRulesModel(_Strict):
+class TagRulesModel(StrictModel):
     """Thresholds of the behaviour tags that are not content's (habits, style
     and segment thresholds live in ``content``; see strategies/tags.py)."""
 
     min_opens: int = Field(default=2, ge=1, strict=True)  # for prefers_<channel>
 
 
-class StrategiesModel(_Strict):
+class StrategiesModel(StrictModel):
     """The ``strategies`` section of AppConfig."""
 
     include: list[str] = Field(default_factory=list)

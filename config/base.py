@@ -1,0 +1,20 @@
+"""What every config section's models share: one strict base model and one
+duration type (docs/config.md: unknown keys are errors everywhere; a duration
+is ``"<int><unit>"`` or an integer of milliseconds)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from triggers.durations import parse_duration_ms
+
+Duration = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors and a loaded config never changes. Arbitrary
+    types are allowed for the engine's own values (a scene's predicates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
