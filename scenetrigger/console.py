@@ -7,19 +7,23 @@ Read-only (``GET``): ``/`` the page, ``/api/summary``, ``/api/rates``
 report`` computes it), ``/api/users/{id}`` (the explain timeline),
 ``/api/config`` (the running config's file, digest and scenes).
 
-Admin (``POST``, ``Authorization: Bearer $SCENETRIGGER_CONSOLE_TOKEN``,
-compared in constant time; with no token set every admin request is
-refused): ``/api/admin/validate`` (a config's text: every error with line,
-scene and field), ``/api/admin/whatif`` (that config against the running one
-on the recorded sample, as ``scenetrigger diff``), ``/api/admin/erase/{id}``.
-Pushing and rolling back config versions are not here yet.
+With a config version store (``config.versions``): ``/api/config`` lists the
+versions, ``/api/config/versions/{n}`` shows one with its diff.
+
+Admin (``POST``, ``Authorization: Bearer TOKEN``, one of the admin tokens
+``scenetrigger config`` takes, ``$SCENETRIGGER_ADMIN_TOKEN(S)``, compared in
+constant time; with none configured every admin request is refused):
+``/api/admin/validate`` (a config's text: every error with line, scene and
+field), ``/api/admin/whatif`` (that config against the running one on the
+recorded sample, as ``scenetrigger diff``), ``/api/admin/push?message=M``
+and ``/api/admin/rollback/{n}`` (``config.versions``' push and rollback, the
+token's name as the author), ``/api/admin/erase/{id}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,10 +34,11 @@ import orjson
 from aiohttp import web
 
 from config.models import AppConfig
+from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, VersionStore, author_of
 from scenetrigger.console_state import ConsoleState
 from scenetrigger.web import content_security_policy
+from triggers.errors import ConfigError, SceneTriggerError
 
-TOKEN_ENV = "SCENETRIGGER_CONSOLE_TOKEN"  # noqa: S105 - a variable name
 MAX_CONFIG_BYTES = 1024 * 1024
 _VENDOR = {"uPlot.iife.min.js": "application/javascript", "uPlot.min.css": "text/css",
            "LICENSE": "text/plain"}
@@ -48,10 +53,11 @@ class Console:
     state: ConsoleState
     config: AppConfig
     config_path: str | None
-    token: str | None
+    env: dict[str, str]  # where the admin tokens are read (os.environ in the command)
     sample: str | None = None  # the recorded events what-if replays
     lookup: Lookup | None = None  # default: the state's own records
     eraser: Eraser | None = None  # Redis erasure (scenetrigger.erasure) when configured
+    versions: VersionStore | None = None  # config versions (push, rollback, log)
     config_digest: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -77,10 +83,13 @@ def create_app(console: Console) -> web.Application:
     app.router.add_get("/api/decisions", _decisions)
     app.router.add_get("/api/funnels", _funnels)
     app.router.add_get("/api/config", _config)
+    app.router.add_get("/api/config/versions/{number}", _version)
     app.router.add_get("/api/users/{user_id}", _user)
     app.router.add_post("/api/admin/validate", _validate)
     app.router.add_post("/api/admin/whatif", _whatif)
     app.router.add_post("/api/admin/erase/{user_id}", _erase)
+    app.router.add_post("/api/admin/push", _push)
+    app.router.add_post("/api/admin/rollback/{number}", _rollback)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/favicon.ico", _no_icon)
     return app
@@ -134,10 +143,24 @@ async def _funnels(request: web.Request) -> web.Response:
 
 async def _config(request: web.Request) -> web.Response:
     console = request.app[CONSOLE_KEY]
+    versions = None if console.versions is None else [
+        v.summary() for v in reversed(await console.versions.versions())]
     return await _json({"path": console.config_path or "(the shipped scenes)",
                         "sha256": console.config_digest, "scenes": list(console.config.scenes),
                         "channels": list(console.config.channels),
-                        "versions": None})  # config versions: not kept yet
+                        "versions": versions,
+                        "current": versions[0]["version"] if versions else None})
+
+
+async def _version(request: web.Request) -> web.Response:
+    store = request.app[CONSOLE_KEY].versions
+    if store is None:
+        raise web.HTTPNotFound(text="no config version store (start with --config-store)")
+    wanted = request.match_info["number"]
+    for version in await store.versions():
+        if str(version.version) == wanted:
+            return await _json(version.summary() | {"text": version.text, "diff": version.diff})
+    raise web.HTTPNotFound(text=f"no config version {wanted}")
 
 
 async def _user(request: web.Request) -> web.Response:
@@ -150,16 +173,20 @@ async def _user(request: web.Request) -> web.Response:
     return await _json({"timeline": timeline.to_dict(), "text": timeline.render()})
 
 
-def authorise(request: web.Request) -> None:
-    """Bearer token, compared in constant time; every request refused when none is set."""
-    expected = request.app[CONSOLE_KEY].token
-    if not expected:
-        raise web.HTTPForbidden(text=f"admin actions are off: set {TOKEN_ENV}")
+def authorise(request: web.Request) -> str:
+    """The admin token's name (``config.versions.author_of``: constant-time,
+    every token compared); 403 when no admin token is configured, else 401."""
+    env = request.app[CONSOLE_KEY].env
+    if not (env.get(ADMIN_TOKEN_ENV) or env.get(ADMIN_TOKENS_ENV)):
+        raise web.HTTPForbidden(text=f"admin actions are off: set {ADMIN_TOKEN_ENV} or "
+                                     f"{ADMIN_TOKENS_ENV}")
     given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(
-            given[len("Bearer "):].encode(), expected.encode()):
-        raise web.HTTPUnauthorized(text="a valid console token is required",
-                                   headers={"WWW-Authenticate": "Bearer"})
+    token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+    try:
+        return author_of(token, env)
+    except SceneTriggerError:
+        raise web.HTTPUnauthorized(text="a valid admin token is required",
+                                   headers={"WWW-Authenticate": "Bearer"}) from None
 
 
 async def _text(request: web.Request) -> str:
@@ -207,6 +234,46 @@ def _compare(base: AppConfig, candidate: AppConfig, sample: str) -> dict[str, An
                                                       config.id_limits())))
     result = compare(base, candidate, sides[0], sides[1], 3)
     return {"result": result, "text": render(result)}
+
+
+def _store(request: web.Request) -> VersionStore:
+    store = request.app[CONSOLE_KEY].versions
+    if store is None:
+        raise web.HTTPConflict(text="no config version store: start the console with "
+                                    "--config-store")
+    return store
+
+
+async def _push(request: web.Request) -> web.Response:
+    from config.versions import push
+
+    author = authorise(request)
+    store = _store(request)
+    message = request.query.get("message", "").strip() or "pushed from the console"
+    try:
+        version = await push(store, await _text(request), message, author, "<console>")
+    except ConfigError as exc:
+        return await _json({"ok": False, "errors": exc.problems}, 422)
+    except SceneTriggerError as exc:
+        return await _json({"ok": False, "errors": [str(exc)]}, 409)
+    return await _json({"ok": True, "pushed": version.summary(), "diff": version.diff})
+
+
+async def _rollback(request: web.Request) -> web.Response:
+    from config.versions import rollback
+
+    author = authorise(request)
+    store = _store(request)
+    try:
+        number = int(request.match_info["number"])
+        version = await rollback(store, number, request.query.get("message", ""), author)
+    except ValueError:
+        raise web.HTTPBadRequest(text="a version number") from None
+    except ConfigError as exc:
+        return await _json({"ok": False, "errors": exc.problems}, 422)
+    except SceneTriggerError as exc:
+        return await _json({"ok": False, "errors": [str(exc)]}, 409)
+    return await _json({"ok": True, "pushed": version.summary(), "diff": version.diff})
 
 
 async def _erase(request: web.Request) -> web.Response:

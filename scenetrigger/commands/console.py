@@ -5,7 +5,9 @@ per second through the engine and the delivery pipeline (dry-run), and the
 page follows it. Kafka mode (``--broker``): the deployment's events,
 triggers and decisions topics are read and followed; a user lookup reads the
 topics and the workers' state changelog (as ``explain --broker``). Admin
-actions need ``$SCENETRIGGER_CONSOLE_TOKEN`` (refused when it is not set).
+actions need an admin token (``$SCENETRIGGER_ADMIN_TOKEN`` or
+``$SCENETRIGGER_ADMIN_TOKENS``, as ``scenetrigger config``; refused when none
+is set). ``--config-store`` is where config versions are pushed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def register(sub: Any) -> None:
                                          "--events)")
     parser.add_argument("--redis-url", help="Kafka mode: Redis for erasure and the delivery "
                                             "dead-letter count")
+    parser.add_argument("--config-store",
+                        help="config versions to list, push and roll back: 'kafka' (the "
+                             "PREFIX.config topic) or a directory (default: none)")
     parser.add_argument("--records", type=positive, default=100_000,
                         help="events, triggers and decisions kept in memory (default 100000)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
@@ -57,16 +62,21 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from config.loader import load_config
-    from scenetrigger.console import TOKEN_ENV, Console, create_app
+    from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV
+    from scenetrigger.config_follow import open_store
+    from scenetrigger.console import Console, create_app
     from scenetrigger.console_sources import run_embedded, run_kafka
     from scenetrigger.console_state import ConsoleState, Limits
     from scenetrigger.http_site import start_site
 
     config = load_config(args.config)
     state = ConsoleState(config, Limits(records=args.records))
-    console = Console(state, config, args.config, os.environ.get(TOKEN_ENV) or None,
-                      sample=args.sample or args.events)
+    console = Console(state, config, args.config, dict(os.environ),
+                      sample=args.sample or args.events,
+                      versions=open_store(args.config_store, args.broker, args.topic_prefix))
     closers: list[Any] = []
+    if console.versions is not None and hasattr(console.versions, "close"):
+        closers.append(console.versions)
     if args.events:
         source = run_embedded(state, config, args.events, args.format, args.rate, args.catalog)
     else:
@@ -90,8 +100,9 @@ async def _main(args: argparse.Namespace) -> int:
             closers.append(client)
             console.eraser = Eraser(client, config).erase
     runner, url = await start_site(create_app(console), args.host, args.port)
+    admin = bool(console.env.get(ADMIN_TOKEN_ENV) or console.env.get(ADMIN_TOKENS_ENV))
     print(f"scenetrigger console on {url}/ ({state.source or 'starting'}); admin actions "
-          f"{'on' if console.token else 'off: set ' + TOKEN_ENV}", file=sys.stderr, flush=True)
+          f"{'on' if admin else 'off: set ' + ADMIN_TOKEN_ENV}", file=sys.stderr, flush=True)
     task = asyncio.create_task(source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,7 +123,7 @@ async def _main(args: argparse.Namespace) -> int:
             await task
         await runner.cleanup()
         for item in closers:
-            await item.aclose()
+            await (item.aclose() if hasattr(item, "aclose") else item.close())
     print(f"console stopped: {state.totals['events']:,} events, "
           f"{len(state.decisions.records):,} decisions kept", file=sys.stderr)
     return 0

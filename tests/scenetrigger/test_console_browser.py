@@ -38,9 +38,10 @@ def console(tmp_path: Path) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scenetrigger.cli", "console", "--events", str(REES46_SAMPLE),
-             "--rate", "150", "--config", str(config), "--port", str(port)],
+             "--rate", "150", "--config", str(config), "--port", str(port),
+             "--config-store", str(tmp_path / "versions")],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SCENETRIGGER_CONSOLE_TOKEN": TOKEN})
+            env={**os.environ, "SCENETRIGGER_ADMIN_TOKEN": TOKEN})
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
@@ -119,7 +120,7 @@ def test_console_shows_rates_lookup_and_admin(console: str, browser: Any) -> Non
     assert "local 08:01 Asia/Shanghai, under cap_day 2 and cap_week 10" in timeline
 
     text, status = _admin(browser, "validate", BAD, "wrong")
-    assert status == "401" and "valid console token" in text
+    assert status == "401" and "valid admin token" in text
     text, status = _admin(browser, "validate", BAD, TOKEN)
     assert status == "200" and text.startswith("invalid:")
     assert "scene 'broken', field 'within'" in text and "5x" in text
@@ -128,9 +129,33 @@ def test_console_shows_rates_lookup_and_admin(console: str, browser: Any) -> Non
     text, status = _admin(browser, "whatif", CONFIG.replace("per_day: 2", "per_day: 1"), TOKEN)
     assert status == "200" and "repeat_view_no_purchase" in text
 
+    def current() -> str:
+        return str(browser.execute_script(
+            "return document.getElementById('config').dataset.current || ''"))
+
+    _until("the config shown", lambda: "current version" in browser.find_element(
+        "id", "config").text)
+    assert current() == ""  # no version pushed yet
+    text, status = _admin(browser, "push", BAD, TOKEN)
+    assert status == "422" and "scene 'broken', field 'within'" in text
+    browser.find_element("id", "push-message").send_keys("caps from the console")
+    text, status = _admin(browser, "push", CONFIG, TOKEN)
+    assert status == "200" and text.startswith("pushed version 1")
+    _until("version 1 shown", lambda: current() == "1")
+    text, status = _admin(browser, "push", CONFIG.replace("per_day: 2", "per_day: 1"), TOKEN)
+    assert text.startswith("pushed version 2") and "+  caps: {per_day: 1" in text
+    browser.find_element("id", "rollback-version").send_keys("1")
+    text, status = _admin(browser, "rollback", None, TOKEN)
+    assert status == "200" and text.startswith("pushed version 3")
+    _until("version 3 shown", lambda: current() == "3")
+    rows = [r.text for r in browser.find_elements("css selector", "#versions tbody tr")]
+    assert rows[0].startswith("3 (rollback of 1)") and "admin" in rows[0]
+    assert "caps from the console" in rows[-1]
+
     browser.find_element("id", "erase-user").send_keys(EARLY_USER)
     text, status = _admin(browser, "erase", None, TOKEN)
     assert status == "200" and text.startswith("erased: ") and "console_records" in text
     errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"
-              and "status of 401" not in e.get("message", "")]  # the wrong token's, above
+              and "status of 401" not in e.get("message", "")  # the wrong token, above
+              and "status of 422" not in e.get("message", "")]  # the bad push, above
     assert errors == [], errors  # no CSP violation, no script error, nothing missing

@@ -3,11 +3,14 @@ actions refused without a token, refused with a wrong one, done with it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from channels.decisions import DecisionRecord
 from config.loader import load_config_text
+from config.versions import DirectoryStore
 from scenetrigger.console import Console, create_app
 from scenetrigger.console_state import ConsoleState, Limits
 from triggers.events import Event, Trigger
@@ -49,8 +52,10 @@ def test_state_counts_per_minute_bounded_and_joins_decisions_to_lines() -> None:
     assert state.timeline("a")().triggers == []
 
 
-async def _client(token: str | None) -> TestClient[web.Request, web.Application]:
-    app = create_app(Console(_state(), CONFIG, None, token))
+async def _client(token: str | None, versions: DirectoryStore | None = None
+                  ) -> TestClient[web.Request, web.Application]:
+    env = {} if token is None else {"SCENETRIGGER_ADMIN_TOKENS": f"ops={token}"}
+    app = create_app(Console(_state(), CONFIG, None, env, versions=versions))
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -65,7 +70,8 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         assert (await client.get("/vendor/uplot/uPlot.iife.min.js")).status == 200
         assert (await client.get("/vendor/uplot/../console.html")).status == 404
         got = await client.post("/api/admin/validate", data="scenes: {}")
-        assert got.status == 403 and "SCENETRIGGER_CONSOLE_TOKEN" in await got.text()
+        assert got.status == 403 and "SCENETRIGGER_ADMIN_TOKEN" in await got.text()
+        assert (await client.post("/api/admin/push", data="scenes: {}")).status == 403
     finally:
         await client.close()
     client = await _client("s3cret")
@@ -83,5 +89,35 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         whatif = await client.post("/api/admin/whatif", data="scenes: {}",
                                    headers={"Authorization": "Bearer s3cret"})
         assert whatif.status == 409  # no recorded sample given
+        nostore = await client.post("/api/admin/push", data="scenes: {}",
+                                    headers={"Authorization": "Bearer s3cret"})
+        assert nostore.status == 409
+    finally:
+        await client.close()
+
+
+async def test_push_and_rollback_through_the_version_store(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "versions")
+    client = await _client("s3cret", store)
+    admin = {"Authorization": "Bearer s3cret"}
+    good = "scenes:\n  arrive: {kind: arrival, when: {type: cart}}\n"
+    try:
+        bad = await client.post("/api/admin/push?message=oops", headers=admin,
+                                data="scenes:\n  arrive: {kind: arrival, when: 3}\n")
+        assert bad.status == 422 and "scene 'arrive'" in (await bad.json())["errors"][0]
+        assert (await client.post("/api/admin/push?message=x", data=good)).status == 401
+        for message in ("first", "second"):
+            text = good if message == "first" else good.replace("cart", "view")
+            pushed = await client.post(f"/api/admin/push?message={message}", headers=admin,
+                                       data=text)
+            assert pushed.status == 200, await pushed.text()
+        back = await client.post("/api/admin/rollback/1", headers=admin)
+        assert (await back.json())["pushed"]["rollback_of"] == 1
+        listed = await (await client.get("/api/config")).json()
+        assert listed["current"] == 3
+        assert [(v["version"], v["author"], v["message"]) for v in listed["versions"]] == [
+            (3, "ops", "rollback to v1"), (2, "ops", "second"), (1, "ops", "first")]
+        shown = await (await client.get("/api/config/versions/2")).json()
+        assert "-  arrive: {kind: arrival, when: {type: cart}}" in shown["diff"]
     finally:
         await client.close()
