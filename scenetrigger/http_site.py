@@ -1,6 +1,10 @@
-"""Start an aiohttp app on a host and port (0: a free one) and say where."""
+"""Start an aiohttp app on a host and port (0: a free one) and say where;
+or keep one listening socket whose app a new one replaces (a config reload)."""
 
 from __future__ import annotations
+
+import asyncio
+import socket
 
 from aiohttp import web
 
@@ -19,3 +23,45 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     bound_host, bound_port = runner.addresses[0][:2]
     shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
     return runner, f"http://{shown}:{bound_port}"
+
+
+class SwappableSite:
+    """An app on one listening socket. A new app (a new config's) starts on
+    the same socket, through its own descriptor of it, before the old one
+    stops, so no connection is refused while it changes."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def listen(cls, host: str, port: int) -> SwappableSite:
+        """Bind ``host:port`` (0: a free port); raises OSError when it cannot."""
+        return cls(socket.create_server((host, port)))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
+
+    async def serve(self, app: web.Application) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, self._listener.dup()).start()
+        old, self._runner = self._runner, runner
+        if old is not None:
+            await old.cleanup()
+
+    def replace(self, app: web.Application) -> None:
+        """Serve ``app`` instead, from now on (from a synchronous listener)."""
+        task = asyncio.get_running_loop().create_task(self.serve(app))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._listener.close()

@@ -38,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
-    from aiohttp import web
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import start_http_server
 
     from agents.topics import bootstrap_servers, topic_name
     from channels.registry import redis_url_or_env
     from config.reload import ReloadMetrics
+    from scenetrigger.http_site import SwappableSite
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
@@ -69,18 +69,18 @@ async def _main(args: argparse.Namespace) -> None:
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()
-    runner = None
+    site = None
     try:
         tags = RedisTagStore(client, args.redis_prefix)
         service = JourneyService(config, client, tags, KafkaSender(producer, topics.actions),
                                  prefix=args.redis_prefix)
-        if args.admin_port:
-            runner = web.AppRunner(build_app(tags, config.strategies.scoring))
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", args.admin_port).start()
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
-        # new strategies take effect at once; the admin routes keep their start config
-        reloader.subscribe(config_follow.refusing(service.reconfigure))
+        reloader.subscribe(config_follow.refusing(service.reconfigure))  # may refuse: first
+        if args.admin_port:
+            admin = site = SwappableSite.listen("127.0.0.1", args.admin_port)
+            await admin.serve(build_app(tags, config.strategies.scoring))
+            # a new config's scoring for the admin routes, on the same socket
+            reloader.subscribe(lambda new: admin.replace(build_app(tags, new.strategies.scoring)))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host,
                               registry=service.metrics.registry)
@@ -88,8 +88,8 @@ async def _main(args: argparse.Namespace) -> None:
         async with config_follow.following(reloader, config_follow.interval_ms(args)):
             await JourneyBridge(service, consumer, topics, args.tick_interval).run()
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        if site is not None:
+            await site.close()
         await consumer.stop()
         await producer.stop()
         await client.aclose()

@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import os
 import signal
-import socket
 import sys
 import weakref
 from collections.abc import Callable
@@ -62,6 +61,7 @@ from config.channel_models import InboxModel
 from config.models import AppConfig
 from scenetrigger import config_follow
 from scenetrigger.erasure import Eraser
+from scenetrigger.http_site import SwappableSite
 from scenetrigger.user_admin import UserAdmin
 from strategies.http import TOKEN_ENV, add_routes
 from strategies.store import RedisTagStore
@@ -289,17 +289,15 @@ async def _main(args: argparse.Namespace) -> int:
                                                       forget_in_worker=forget).erase))
 
         try:  # one listening socket for the life of the process: a reload swaps the app
-            listener = socket.create_server((args.host, args.port))
+            site = SwappableSite.listen(args.host, args.port)
         except OSError as exc:
             raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
                                     f"{exc.strerror or exc}") from None
-        stack.callback(listener.close)
-        sites = _Sites(listener)
-        stack.push_async_callback(sites.close)
-        await sites.serve(app_for(reloader.config))
+        stack.push_async_callback(site.close)
+        await site.serve(app_for(reloader.config))
         reloader.subscribe(config_follow.refusing(
-            lambda config: sites.replace(app_for(config))))
-        host, port = listener.getsockname()[:2]
+            lambda config: site.replace(app_for(config))))
+        host, port = site.address
         print(f"scenetrigger serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr,
               flush=True)
         stop = asyncio.Event()
@@ -309,33 +307,3 @@ async def _main(args: argparse.Namespace) -> int:
         async with config_follow.following(reloader, config_follow.interval_ms(args)):
             await stop.wait()
     return 0
-
-
-class _Sites:
-    """The app on the listening socket. A new config's app starts on the same
-    socket (its own descriptor of it) before the old one stops, so no request
-    is refused while it changes."""
-
-    def __init__(self, listener: socket.socket) -> None:
-        self._listener = listener
-        self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(self, app: web.Application) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, self._listener.dup()).start()
-        old, self._runner = self._runner, runner
-        if old is not None:
-            await old.cleanup()
-
-    def replace(self, app: web.Application) -> None:
-        task = asyncio.get_running_loop().create_task(self.serve(app))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            await task
-        if self._runner is not None:
-            await self._runner.cleanup()
