@@ -54,6 +54,11 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     log_path: Path
 
+    def kill(self) -> None:
+        """kill -9: no shutdown save."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -72,8 +77,11 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def start_redis(run_dir: Path) -> RedisServer:
-    """Start redis-server (no persistence) on a free loopback port in ``run_dir``."""
+def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None) -> RedisServer:
+    """Start redis-server on a free loopback port (or ``port``) in ``run_dir``:
+    no persistence, or with ``aof`` the append-only file fsynced on every
+    write (what docs/guarantees.md requires); restarting with the same
+    ``run_dir`` and ``port`` reads it back."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceStartError(
@@ -81,10 +89,12 @@ def start_redis(run_dir: Path) -> RedisServer:
             "or apt-get install -y redis-server"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = run_dir / "redis.log"
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if aof else [
+        "--appendonly", "no"]
     args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(run_dir),
-            "--save", "", "--appendonly", "no", "--logfile", str(log_path)]
+            "--save", "", *persistence, "--logfile", str(log_path)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
     while time.monotonic() < deadline:
