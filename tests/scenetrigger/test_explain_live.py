@@ -1,14 +1,18 @@
 """``scenetrigger explain USER --broker`` on a running worker and deliver
 (real Kafka and Redis): the timeline shows the user's events, both triggers,
 the cap that suppressed the second one with its figures, the delivered
-feedback, and the scene state read from the worker's table changelog."""
+feedback, and the scene state read from the worker's table changelog. The
+console in Kafka mode shows the same counts, decisions and lookup."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -41,6 +45,11 @@ delivery:
   quiet_hours: {{enabled: false}}
   redis_prefix: "{run}:"
 """
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 @pytest.mark.parametrize("form", RECORD_FORMS)
@@ -90,6 +99,26 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
             return bool(got["windows"]) and len(got["events"]) == 3  # type: ignore[arg-type]
 
         wait_for("state and feedback in the timeline", complete, 60, procs)
+
+        # The console in Kafka mode follows the same topics.
+        console_port = free_port()
+        console = _popen(tmp_path, "console", [
+            "console", "--broker", kafka_bootstrap, "--topic-prefix", prefix, "--app-id",
+            prefix, "--config", str(config), "--port", str(console_port)], console_port)
+        procs.append(console)
+        base = f"http://127.0.0.1:{console_port}"
+        summary: dict[str, Any] = {}
+
+        def console_caught_up() -> bool:
+            try:
+                summary.update(_get(f"{base}/api/summary"))
+            except OSError:
+                return False
+            return bool(summary["scenes"].get("arrive", {}).get("suppressed"))
+
+        wait_for("the console to read the topics", console_caught_up, 60, procs)
+        decided = _get(f"{base}/api/decisions")
+        looked_up = _get(f"{base}/api/users/{user}")
     finally:
         for proc in procs:
             proc.stop()
@@ -103,6 +132,11 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     events = got["events"]
     assert isinstance(events, list)
     assert [e["type"] for e in events] == ["cart", "cart", "delivered"]
+    assert summary["scenes"]["arrive"] == {"trigger": 2, "delivered": 1, "suppressed": 1}
+    assert summary["events"] == 3  # two carts and the delivered feedback
+    assert decided[0]["text"] == "cap_day: 1 of 1 sent today (UTC)"  # the newest first
+    assert "cap_day: 1 of 1 sent today (UTC)" in looked_up["text"]
+    assert looked_up["timeline"]["windows"] == got["windows"]
     windows = got["windows"]
     assert isinstance(windows, list)
     assert [w.split(": ")[0] for w in windows] == ["arrive[p1]", "arrive[p2]"]
