@@ -185,7 +185,8 @@ class PartitionTable:
 
 # -- waiting for the streams: settle meanwhile ------------------------------------
 
-_INSTALLED = "_scenetrigger_settle_while_waiting"
+# Markers of the wrappers installed on a consumer (each wrapper once).
+_SETTLE_INSTALLED = "_scenetrigger_settle_while_waiting"
 SETTLE_INTERVAL_S = 0.02
 
 
@@ -194,7 +195,7 @@ def settle_while_waiting_empty(consumer: Any, settle: Callable[[], None],
     """Wrap ``consumer.wait_empty`` to call ``settle()`` every ``interval_s``
     while it runs (``settle`` must not await: it runs beside the agent).
     Idempotent."""
-    if getattr(consumer, _INSTALLED, False):
+    if getattr(consumer, _SETTLE_INSTALLED, False):
         return
     original: Callable[[], Awaitable[None]] = consumer.wait_empty
 
@@ -214,12 +215,12 @@ def settle_while_waiting_empty(consumer: Any, settle: Callable[[], None],
             settler.cancel()
 
     consumer.wait_empty = wait_empty
-    setattr(consumer, _INSTALLED, True)
+    setattr(consumer, _SETTLE_INSTALLED, True)
 
 
 # -- rebalances -------------------------------------------------------------------
 
-_INSTALLED = "_scenetrigger_seek_uncommitted"
+_SEEK_INSTALLED = "_scenetrigger_seek_uncommitted"
 
 
 def seek_uncommitted_to_beginning(consumer: Any, topics: Collection[str]) -> None:
@@ -227,7 +228,7 @@ def seek_uncommitted_to_beginning(consumer: Any, topics: Collection[str]) -> Non
     on every rebalance) so partitions of ``topics`` with no committed offset
     (or offset 0, which aiokafka does not seek either) are sought to their
     earliest offset. Idempotent."""
-    if getattr(consumer, _INSTALLED, False):
+    if getattr(consumer, _SEEK_INSTALLED, False):
         return
     original: Callable[[], Awaitable[Mapping[Any, int | None]]] = consumer.seek_to_committed
     wanted = frozenset(topics)
@@ -244,7 +245,7 @@ def seek_uncommitted_to_beginning(consumer: Any, topics: Collection[str]) -> Non
         return committed
 
     consumer.seek_to_committed = seek_to_committed
-    setattr(consumer, _INSTALLED, True)
+    setattr(consumer, _SEEK_INSTALLED, True)
 
 
 def hold_flow_until_seek(consumer: Any) -> None:

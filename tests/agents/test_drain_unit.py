@@ -68,3 +68,22 @@ def test_a_failing_settle_is_logged_and_retried(caplog: pytest.LogCaptureFixture
     asyncio.run(run())
     assert consumer.unacked == 0
     assert "settle while waiting for the streams failed" in caplog.text
+
+
+def test_both_wrappers_install_on_one_consumer() -> None:
+    """Each wrapper keeps its own installed-marker: the worker installs the
+    rebalance seek first, and the settle wrapper must still go on."""
+    from agents.faust_compat import seek_uncommitted_to_beginning
+
+    class Consumer:
+        async def wait_empty(self) -> None: ...
+
+        async def seek_to_committed(self) -> dict[object, int]:
+            return {}
+
+    consumer = Consumer()
+    original_wait, original_seek = consumer.wait_empty, consumer.seek_to_committed
+    seek_uncommitted_to_beginning(consumer, ["t"])
+    settle_while_waiting_empty(consumer, lambda: None)
+    assert consumer.wait_empty != original_wait
+    assert consumer.seek_to_committed != original_seek
