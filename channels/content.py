@@ -46,6 +46,7 @@ from config.content_models import (
 from config.safe_template import Template, compile_template
 from triggers.events import Trigger
 from triggers.state import UserState
+from triggers.tagcondition import TagCondition
 
 LinkRewriter = Callable[[str], str]
 
@@ -326,10 +327,7 @@ def _matches(when: VariantWhen, seg: Segmentation) -> bool:
         return False
     if when.segment is not None and seg.segment not in when.segment:
         return False
-    tags = set(seg.tags)
-    if when.tags_any is not None and not tags.intersection(when.tags_any):
-        return False
-    return when.tags_all is None or tags.issuperset(when.tags_all)
+    return TagCondition.of(when.tags_all, when.tags_any).holds(frozenset(seg.tags))
 
 
 def _weighted_pick(tier: Sequence[_Compiled], seed: str) -> _Compiled:

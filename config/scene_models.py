@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.base import Duration, StrictModel
+from config.base import Duration, StrictModel, TagConditionModel
 from config.content_models import Segment, Style
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.host import InputRules
@@ -69,7 +69,7 @@ BehaviourTag = Annotated[str, AfterValidator(_behaviour_tag)]
 TagList = Annotated[list[BehaviourTag], Field(min_length=1)]
 
 
-class TagsModel(StrictModel):
+class TagsModel(TagConditionModel):
     """``all`` must all hold, at least one of ``any``, none of ``none``."""
 
     all: TagList | None = None
@@ -113,12 +113,12 @@ class UserModel(StrictModel):
         return self
 
     def to_filter(self, rules: ClassifyRules) -> UserFilter:
-        tags = self.tags or TagsModel.model_construct()
+        tags = (self.tags or TagsModel.model_construct()).condition()
         return UserFilter(
             rules,
-            frozenset(tags.all or ()),
-            frozenset(tags.any or ()),
-            frozenset(tags.none or ()),
+            tags.all,
+            tags.any or frozenset(),
+            tags.none,
             frozenset(self.segment.in_) if self.segment else None,
             frozenset(self.style.in_) if self.style else None,
         )

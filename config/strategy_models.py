@@ -17,6 +17,7 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from config.base import Duration, StrictModel
+from config.base import TagConditionModel as BaseTagCondition
 from config.yaml_load import safe_load_unique
 
 SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
@@ -116,7 +117,7 @@ class StepModel(StrictModel):
 STEP_KINDS = ("send", "wait", "branch", "tag", "score", "enrol", "exit")
 
 
-class TagConditionModel(StrictModel):
+class TagConditionModel(BaseTagCondition):
     all: list[Name] = Field(default_factory=list)
     any: list[Name] = Field(default_factory=list)
     none: list[Name] = Field(default_factory=list)

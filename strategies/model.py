@@ -22,6 +22,7 @@ from config.strategy_models import (
     step_label,
 )
 from triggers.errors import ConfigError
+from triggers.tagcondition import TagCondition
 
 END = -1  # jump target meaning "leave the strategy"
 
@@ -54,15 +55,11 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class Entry:
     scenes: frozenset[str] | None
-    tags_all: frozenset[str]
-    tags_any: frozenset[str]
-    tags_none: frozenset[str]
+    tags: TagCondition
     segments: frozenset[str] | None
 
     def holds(self, tags: frozenset[str], segment: str | None) -> bool:
-        if self.tags_all - tags or self.tags_none & tags:
-            return False
-        if self.tags_any and not self.tags_any & tags:
+        if not self.tags.holds(tags):
             return False
         return self.segments is None or segment in self.segments
 
@@ -122,9 +119,7 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
     tags = e.tags
     entry = Entry(
         scenes=frozenset(e.scene) if e.scene is not None else None,
-        tags_all=frozenset(tags.all if tags else ()),
-        tags_any=frozenset(tags.any if tags else ()),
-        tags_none=frozenset(tags.none if tags else ()),
+        tags=tags.condition() if tags else TagCondition(),
         segments=frozenset(e.segment) if e.segment is not None else None,
     )
     return Strategy(name, version, digest_of(model), entry, tuple(steps), model.reenter_after,

@@ -27,6 +27,7 @@ from triggers.classify import (
     value_segment,
 )
 from triggers.profile import Profile
+from triggers.tagcondition import TagCondition
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class UserFilter:
     styles: frozenset[str] | None = None
     # Which parts of the classification the conditions look at.
     _needs: tuple[bool, bool, bool] = field(init=False, repr=False, compare=False)
+    _condition: TagCondition = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         named = self.tags_all | self.tags_any | self.tags_none
@@ -61,6 +63,8 @@ class UserFilter:
         segment = self.segments is not None or bool(named & TAG_GROUPS["segment"])
         habits = bool(named & (TAG_GROUPS["tod"] | TAG_GROUPS["week"]))
         object.__setattr__(self, "_needs", (style, segment, habits))
+        object.__setattr__(self, "_condition",
+                           TagCondition(self.tags_all, self.tags_any or None, self.tags_none))
 
     def tags(self, profile: Profile, now_ms: int) -> frozenset[str]:
         """The behaviour tags this filter looks at (a subset of the full set:
@@ -79,11 +83,7 @@ class UserFilter:
     def admits(self, profile: Profile, now_ms: int) -> bool:
         """Whether the user passes at ``now_ms`` (the trigger's ts)."""
         tags = self.tags(profile, now_ms)
-        if not self.tags_all <= tags:
-            return False
-        if self.tags_any and not self.tags_any & tags:
-            return False
-        if self.tags_none & tags:
+        if not self._condition.holds(tags):
             return False
         if self.segments is not None and not any(
                 SEGMENT_TAG + s in tags for s in self.segments):
