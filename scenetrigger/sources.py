@@ -17,6 +17,7 @@ from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_ID_LIMITS,
     DEFAULT_MAX_LINE_BYTES,
+    MIN_DEEP_BYTES,
     REASON_INVALID_UTF8,
     REASON_MISSING_FIELD,
     REASON_NOT_OBJECT,
@@ -24,6 +25,7 @@ from triggers.events import (
     REASON_WRONG_TYPE,
     Event,
     IdLimits,
+    check_depth,
     decode_event_line,
     event_from_mapping,
     json_rejection,
@@ -83,6 +85,7 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
     decode_error = orjson.JSONDecodeError
     new_event = tuple.__new__  # Event(...) without its Python-level __new__
     ts_min, ts_max = _TS_MIN, _TS_MAX
+    min_deep = MIN_DEEP_BYTES
     number = 0
     for raw in stream:
         number += 1
@@ -92,6 +95,12 @@ def read_jsonl(stream: Iterable[bytes], max_line_bytes: int = DEFAULT_MAX_LINE_B
             except decode_error:
                 pass
             else:
+                if len(raw) >= min_deep:  # rare: a long line may nest too deep
+                    try:
+                        check_depth(raw, obj)
+                    except EventRejected as exc:
+                        yield number, exc
+                        continue
                 if type(obj) is dict:
                     try:  # subscripts: cheaper than .get calls; a missing key is rare
                         user, ts, etype = obj["user_id"], obj["ts"], obj["type"]

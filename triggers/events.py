@@ -164,11 +164,22 @@ def decode_event_line(line: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise json_rejection(line, exc) from None
-    # Cheap first: a line with few brackets cannot nest deep (counting is C speed).
-    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and too_deep(obj):
-        raise EventRejected(REASON_TOO_DEEP,
-                            f"nested more than {MAX_DEPTH} levels deep (the most orjson writes)")
+    check_depth(line, obj)
     return event_from_mapping(obj, ids)
+
+
+# A value nested MAX_DEPTH + 1 deep needs that many opening and closing brackets.
+MIN_DEEP_BYTES = 2 * (MAX_DEPTH + 1)
+TOO_DEEP_DETAIL = f"nested more than {MAX_DEPTH} levels deep (the most orjson writes)"
+
+
+def check_depth(raw: bytes, obj: Any) -> None:
+    """Raise ``too_deep`` if ``obj`` (decoded from ``raw``) nests deeper than
+    :data:`MAX_DEPTH`. Cheap for every ordinary line: a short one cannot, and
+    one with few brackets cannot (counting them is C speed)."""
+    if (len(raw) >= MIN_DEEP_BYTES and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+            and too_deep(obj)):
+        raise EventRejected(REASON_TOO_DEEP, TOO_DEEP_DETAIL)
 
 
 # Events one Kafka record may carry (the worker's per-user offset guard keeps
@@ -196,12 +207,15 @@ def decode_event_record(value: bytes, max_line_bytes: int = DEFAULT_MAX_LINE_BYT
     except orjson.JSONDecodeError as exc:
         return [json_rejection(value, exc)]
     out: list[Event | EventRejected] = []
+    deep = len(value) >= MIN_DEEP_BYTES and value.count(b"[") + value.count(b"{") > MAX_DEPTH
     for index, item in enumerate(items):
         if index >= MAX_EVENTS_PER_RECORD:
             out.append(EventRejected(
                 REASON_TOO_LARGE, f"a record holds at most {MAX_EVENTS_PER_RECORD} events"))
             continue
         try:
+            if deep and too_deep(item):  # an event of a batch: one level below the record
+                raise EventRejected(REASON_TOO_DEEP, TOO_DEEP_DETAIL)
             out.append(event_from_mapping(item, ids))
         except EventRejected as exc:
             out.append(exc)

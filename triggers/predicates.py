@@ -31,7 +31,10 @@ def as_compared_string(value: Any) -> str | None:
         return str(value)
     if kind is float:
         return repr(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # deeper than JSON is written: compares as missing
+        return None
 
 
 @dataclass(frozen=True, slots=True)
