@@ -35,7 +35,7 @@ from channels.directory import RedisDirectory
 from channels.errors import ChannelError
 from channels.feedback import FeedbackSink, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, DryRunSender, Mode, build_pipeline, content_channels
-from channels.policy import RedisPolicyStore
+from channels.policy_store import RedisPolicyStore
 from channels.registry import (
     REDIS_URL_ENV,
     ChannelRegistry,

@@ -45,10 +45,9 @@ from channels.policy import (
     Decision,
     DeliveryPolicy,
     DeliveryRequest,
-    MemoryPolicyStore,
     PolicyMetrics,
-    PolicyStore,
 )
+from channels.policy_store import MemoryPolicyStore, PolicyStore
 from config.models import AppConfig
 from config.strategy_models import ControlModel, StrategyModel
 from triggers.events import Trigger

@@ -55,7 +55,8 @@ from channels.consent_http import ConsentRoutes
 from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
-from channels.policy import DeliveryPolicy, RedisPolicyStore
+from channels.policy import DeliveryPolicy
+from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig

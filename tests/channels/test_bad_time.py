@@ -13,7 +13,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from channels.policy import BAD_TIME, DeliveryPolicy, MemoryPolicyStore, PolicyMetrics
+from channels.policy import BAD_TIME, DeliveryPolicy, PolicyMetrics
+from channels.policy_store import MemoryPolicyStore
 from channels.segments import habit_tags, utc_offset_hours
 from config.content_models import HabitRules
 from config.delivery_models import DeliveryModel, QuietHoursModel

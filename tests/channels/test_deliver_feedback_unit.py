@@ -18,7 +18,7 @@ from channels.base import DeliveryResult, Message
 from channels.feedback_kafka import AckedFeedbackSink, FeedbackNotAcked
 from channels.kafka_delivery import DeliveryConsumer
 from channels.pipeline import build_pipeline, message_id_for
-from channels.policy import MemoryPolicyStore
+from channels.policy_store import MemoryPolicyStore
 from config.loader import load_config, load_config_text
 from strategies.actions import SendAction, action_to_dict
 from tests.channels.content_factories import user_state

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from channels.policy import MemoryPolicyStore, RedisPolicyStore
+from channels.policy_store import MemoryPolicyStore, RedisPolicyStore
 from tests.channels.content_factories import PHONE, T0, user_state
 from tests.channels.test_kafka_delivery_unit import NOW, Harness, trigger_value
 from tests.channels.test_poison_records import Buried

@@ -24,7 +24,7 @@ from channels.delivery_records import (
 )
 from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics, ProfileCache
 from channels.pipeline import DeliveryPipeline, DryRunSender, build_pipeline
-from channels.policy import MemoryPolicyStore
+from channels.policy_store import MemoryPolicyStore
 from config.loader import load_config_text
 from config.models import AppConfig
 from strategies.actions import HandoffAction, SendAction, action_to_dict

@@ -20,7 +20,7 @@ from channels.feedback import ListSink, MemoryMessageIndex, open_pixel_path
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
 from channels.pipeline import DryRunSender, build_pipeline, message_id_for
-from channels.policy import RedisPolicyStore
+from channels.policy_store import RedisPolicyStore
 from channels.registry import ChannelRegistry, ChannelSender
 from config.loader import load_config
 from config.models import AppConfig

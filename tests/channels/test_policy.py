@@ -14,14 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from channels.policy import (
-    DeliveryPolicy,
-    DeliveryRequest,
-    MemoryPolicyStore,
-    PolicyMetrics,
-    PolicyStore,
-    RedisPolicyStore,
-)
+from channels.policy import DeliveryPolicy, DeliveryRequest, PolicyMetrics
+from channels.policy_store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
 from config.delivery_models import BackoffModel, CapModel, DeliveryModel, QuietHoursModel
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
