@@ -191,21 +191,18 @@ class Audience:
 
     async def reach(self, user_id: str, scene: str, channels: Sequence[str]) -> Reach:
         read_at, contact = self._prefetched.pop(user_id, (0.0, None))
-        if time.monotonic() - read_at > _PREFETCH_S:  # none, or not read for this decision
-            contact = await self.directory.get(user_id)
+        fresh = time.monotonic() - read_at <= _PREFETCH_S  # read for this very decision
         if not channels:
-            return Reach(contact, (), None)
+            return Reach(contact if fresh else await self.directory.get(user_id), (), None)
         purpose = self.purpose(scene)
+        # One after the other on purpose: concurrent reads would hold two pool
+        # connections per decision (the pool's limit is hit under load).
+        if not fresh:
+            contact = await self.directory.get(user_id)
         consents = await self.consent.all(user_id)
-        addresses: list[str | None] = []
-        for channel in channels:
-            kind = self.kind(channel)
-            needs = kind in ADDRESS_FIELD
-            addresses.append(contact.address(kind) if needs and contact is not None
-                             else (None if needs else ""))
-        hashes = [address_hash(ADDRESS_FIELD[self.kind(c)], a)
-                  for c, a in zip(channels, addresses, strict=True) if a]
-        blocked = dict(zip(hashes, await self.consent.blocked(hashes), strict=True))
+        addresses = self._addresses(contact, channels)
+        flags = await self.consent.blocked(self._hashes(channels, addresses))
+        blocked = dict(zip(self._hashes(channels, addresses), flags, strict=True))
         allowed: list[str] = []
         refused: list[tuple[str, str]] = []
         for channel, address in zip(channels, addresses, strict=True):
@@ -218,6 +215,22 @@ class Audience:
         reasons = {why for _, why in refused}
         reason = next((r for r in _PRECEDENCE if r in reasons), None)
         return Reach(contact, tuple(allowed), reason, tuple(refused))
+
+    def _addresses(self, contact: Contact | None,
+                   channels: Sequence[str]) -> list[str | None]:
+        """Per channel: its address, None when it needs one the user lacks, "" when none."""
+        out: list[str | None] = []
+        for channel in channels:
+            kind = self.kind(channel)
+            if kind not in ADDRESS_FIELD:
+                out.append("")
+            else:
+                out.append(contact.address(kind) if contact is not None else None)
+        return out
+
+    def _hashes(self, channels: Sequence[str], addresses: Sequence[str | None]) -> list[str]:
+        return [address_hash(ADDRESS_FIELD[self.kind(c)], a)
+                for c, a in zip(channels, addresses, strict=True) if a]
 
     def _refusal(self, kind: str, address: str | None, purpose: Purpose,
                  consents: Mapping[str, ConsentRecord], blocked: Mapping[str, bool]) -> str | None:

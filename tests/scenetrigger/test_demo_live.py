@@ -35,7 +35,8 @@ SINK_URL = re.compile(r"webhook → (http://\S+/hook) \(demo sink")
 def _without_channels(content: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = orjson.loads(orjson.dumps(content))
     for scene in out["scenes"].values():
-        for variant in [*scene["variants"], scene["fallback"]]:
+        for variant in [*scene["variants"], scene["fallback"],
+                        *scene.get("fallbacks", {}).values()]:
             variant.pop("channels", None)
     return out
 
@@ -46,7 +47,8 @@ def test_demo_config_is_the_shipped_content_and_scenes_but_for_channel_order() -
     scenes = yaml.safe_load((REPO / "config" / "scenes.yaml").read_text(encoding="utf-8"))
     assert demo["scenes"] == scenes["scenes"]
     assert _without_channels(demo["content"]) == _without_channels(shipped["content"])
-    firsts = {name: {v["channels"][0] for v in [*scene["variants"], scene["fallback"]]}
+    firsts = {name: {v["channels"][0] for v in [*scene["variants"], scene["fallback"],
+                                                *scene.get("fallbacks", {}).values()]}
               for name, scene in demo["content"]["scenes"].items()}
     assert firsts == {"repeat_view_no_purchase": {"inbox"}, "cart_abandonment": {"webhook"},
                       "promo_arrival": {"webhook"}}
