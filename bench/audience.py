@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 
 from channels.consent import Audience, ConsentRecord, RedisConsentStore
 from channels.directory import RedisDirectory, contact_from
-from channels.policy import DeliveryPolicy, DeliveryRequest, RedisPolicyStore
+from channels.policy import DeliveryPolicy, DeliveryRequest
+from channels.policy_store import RedisPolicyStore
 from config.delivery_models import CapModel, DeliveryModel, QuietHoursModel
 
 MODES = ("policy", "policy+audience")
