@@ -4,7 +4,7 @@ environment variables that hold them (``*_env`` fields)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -160,11 +160,15 @@ class LogModel(StrictModel):
     max_records: int = Field(default=10_000, ge=1, le=10_000_000, strict=True)
 
 
+_CHANNEL_MODELS = (WebhookModel, InboxModel, EmailModel, ProviderModel, LogModel)
 ChannelModel = Annotated[
     WebhookModel | InboxModel | EmailModel | ProviderModel | LogModel,
     Field(discriminator="type"),
 ]
-CHANNEL_TYPES = ("webhook", "inbox", "email", "sms", "wechat", "push", "log")
+# Every channel ``type`` a config may name, read from the models' ``type`` literals.
+CHANNEL_TYPES: tuple[str, ...] = tuple(
+    name for model in _CHANNEL_MODELS
+    for name in get_args(model.model_fields["type"].annotation))
 
 
 def _check_template(text: str) -> None:

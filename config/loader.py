@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from config.channel_models import CHANNEL_TYPES
 from config.models import AppConfig
 from config.strategy_models import error_message
 from config.yaml_load import line_map, safe_load_unique
@@ -20,8 +21,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
 _SECTION_LABELS = {"scenes": "scene", "channels": "channel"}
 # Discriminated unions put the tag in the error path; it is dropped from messages.
-_UNION_TAGS = (*kind_names(),
-               "webhook", "inbox", "email", "sms", "wechat", "push", "log")
+_UNION_TAGS = (*kind_names(), *CHANNEL_TYPES)
 
 
 def load_config(path: str | Path | None = None) -> AppConfig:
