@@ -25,15 +25,21 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     return runner, f"http://{shown}:{bound_port}"
 
 
+_GRACE_S = 0.5
+
+
 class SwappableSite:
-    """An app on one listening socket. A new app (a new config's) starts on
-    the same socket, through its own descriptor of it, before the old one
-    stops, so no connection is refused while it changes."""
+    """An app on one listening socket that stays open for the process's
+    life. A new app (a new config's) replaces the old one on it: the old stops
+    accepting, the new accepts (connections arriving between wait in the
+    socket's backlog), the old finishes its requests in flight. No connection
+    is refused while it changes."""
 
     def __init__(self, listener: socket.socket) -> None:
         self._listener = listener
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one change at a time, in order
 
     @classmethod
     def listen(cls, host: str, port: int) -> SwappableSite:
@@ -46,12 +52,23 @@ class SwappableSite:
         return str(host), int(port)
 
     async def serve(self, app: web.Application) -> None:
+        async with self._lock:
+            await self._serve(app)
+
+    async def _serve(self, app: web.Application) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.SockSite(runner, self._listener.dup()).start()
         old, self._runner = self._runner, runner
+        if old is not None:  # stop accepting: new connections wait in the socket's backlog
+            for site in list(old.sites):
+                await site.stop()
+        await web.SockSite(runner, self._listener.dup()).start()
         if old is not None:
-            await old.cleanup()
+            # Connections the old server accepted just before it stopped have
+            # not sent their request yet: cleanup would close them as idle
+            # (a grace, not a guarantee, on a machine too busy to read them).
+            await asyncio.sleep(_GRACE_S)
+            await old.cleanup()  # requests in flight finish on the old app
 
     def replace(self, app: web.Application) -> None:
         """Serve ``app`` instead, from now on (from a synchronous listener)."""
