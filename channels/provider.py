@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -103,6 +103,9 @@ class RequestShape:
     body_format: str
     success_status: frozenset[int] | None
     success_json: SuccessJsonModel | None
+    # Push: one request per device token in ``data.device_tokens`` (the user
+    # directory's tokens), each with its own ``data.device_token``/``platform``.
+    fan_out: bool = False
 
     def render_body(self, values: Mapping[str, str]) -> tuple[bytes | None, str | None]:
         if self.body is None:
@@ -179,6 +182,7 @@ def build_shape(model: ProviderModel, env: Mapping[str, str]) -> RequestShape:
         body_format=model.body_format or preset["body_format"],
         success_status=frozenset(statuses) if statuses else None,
         success_json=success_json,
+        fan_out=model.type == "push",
     )
 
 
@@ -223,6 +227,26 @@ class ProviderChannel:
         return self._session
 
     async def send(self, message: Message) -> DeliveryResult:
+        tokens = message.data.get("device_tokens") if self.shape.fan_out else None
+        if not isinstance(tokens, list) or len(tokens) < 2:
+            return await self._send_one(message, message.message_id)
+        # Every device of the user: delivered when one got it (a stale token of an
+        # uninstalled app fails for good and must not fail the others).
+        results = [await self._send_one(
+            replace(message, data={**message.data, "device_token": str(t.get("token", "")),
+                                   "platform": str(t.get("platform", ""))}),
+            f"{message.message_id}:{n}") for n, t in enumerate(tokens) if isinstance(t, dict)]
+        ok = [r for r in results if r.ok]
+        failed = [r for r in results if not r.ok]
+        if ok and not failed:
+            return ok[0]
+        errors = "; ".join(f"token {n}: {r.error}" for n, r in enumerate(results) if not r.ok)
+        first = (ok or failed)[0]
+        return DeliveryResult(bool(ok), self.name, message.message_id,
+                              max(r.attempts for r in results), errors or None,
+                              not ok and any(r.retryable for r in failed), first.status)
+
+    async def _send_one(self, message: Message, idempotency_key: str) -> DeliveryResult:
         values = message_values(message)
         try:
             url = self.shape.url.render(values, _form_escape)
@@ -230,7 +254,7 @@ class ProviderChannel:
         except TemplateError as exc:  # e.g. no phone number for this user
             return DeliveryResult(False, self.name, message.message_id, 1, str(exc), False)
         # The same on every retry and redelivery: the provider may drop a repeat.
-        headers = {"Idempotency-Key": message.message_id, **self.shape.headers}
+        headers = {"Idempotency-Key": idempotency_key, **self.shape.headers}
         if content_type is not None:
             headers["Content-Type"] = content_type
         session = self._client()

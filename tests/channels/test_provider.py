@@ -140,3 +140,21 @@ def test_presets_validate_and_values_are_flat_strings() -> None:
     assert values["data.a.b"] == "1" and values["data.a.c"] == "[1,2]"
     assert values["data.ok"] == "true" and "data.n" not in values
     assert all(isinstance(v, str) for v in values.values())
+
+
+async def test_push_goes_to_every_device_token_of_the_user() -> None:
+    tokens = [{"platform": "ios", "token": "t-ios"}, {"platform": "android", "token": "t-old"},
+              {"platform": "web", "token": "t-web"}]
+    async with running_receiver(Receiver(script=[200, 400, 200])) as rx:
+        push = provider({"type": "push"}, rx)
+        msg = message(data={"device_token": "t-web", "platform": "web", "device_tokens": tokens})
+        result = await push.send(msg)
+        single = await push.send(message(data={"device_token": "t-only"}))
+        await push.close()
+    sent = [orjson.loads(r.body)["to"] for r in rx.requests]
+    assert sent == ["t-ios", "t-old", "t-web", "t-only"]
+    keys = [r.headers["Idempotency-Key"] for r in rx.requests]
+    assert keys == ["m-1:0", "m-1:1", "m-1:2", "m-1"]  # one per device; a single one as before
+    # A stale token fails for good; the user got it on the others.
+    assert result.ok and result.error is not None and "token 1" in result.error
+    assert single.ok and single.error is None
