@@ -17,7 +17,8 @@ DEAD_LETTERS = "scenetrigger-deadletter"
 TICKS = "scenetrigger-ticks"
 JOURNEY_ACTIONS = "scenetrigger-journey-actions"  # journeys -> deliver
 JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
-DECISIONS = "scenetrigger-decisions"  # deliver -> explain, console (channels/decisions.py)
+DECISIONS = "scenetrigger-decisions"  # deliver, journeys -> explain, console (channels/decisions.py)
+DECISIONS_RETENTION_MS = 7 * 86_400_000  # when deliver or journeys creates the decisions topic
 CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from channels.decisions import DecisionLog
 from config.clock import wall_ms
 from config.models import AppConfig
 from strategies.actions import (
@@ -28,6 +29,7 @@ from strategies.actions import (
     TagAction,
     UserContext,
 )
+from strategies.decisions import journey_record
 from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
@@ -84,7 +86,8 @@ class RedisJourneyMap:
 class JourneyService:
     def __init__(self, config: AppConfig, client: Any, tags: TagStore, send: Sender,
                  prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms,
-                 metrics: StrategyMetrics | None = None) -> None:
+                 metrics: StrategyMetrics | None = None,
+                 decisions: DecisionLog | None = None) -> None:
         section = config.strategies
         self.registry = Registry(section.all_journeys(),
                                  scenes=frozenset(s.name for s in config.scene_list()))
@@ -98,6 +101,7 @@ class JourneyService:
         self._lock = asyncio.Lock()  # one engine step at a time (hook, feedback, ticker)
         self.actions = 0
         self.metrics = metrics if metrics is not None else StrategyMetrics.create()
+        self.decisions = decisions  # each step as a decision-log record when set
 
     def reconfigure(self, config: AppConfig) -> dict[str, int]:
         """Hot reload: install the new strategies (changed ones get a new
@@ -160,6 +164,7 @@ class JourneyService:
         self.metrics.observe(actions)
         for action in actions:
             self.actions += 1
+            self._log(action)
             if isinstance(action, SendAction | HandoffAction):
                 await self.send(action)
             elif isinstance(action, TagAction):
@@ -172,6 +177,14 @@ class JourneyService:
                 handoffs = self.scorer.adjust(action.user_id, action.delta, action.ts)
                 self.metrics.observe(list(handoffs))
                 for handoff in handoffs:
+                    self._log(handoff)
                     await self.send(handoff)
                 await self._save_score(action.user_id)
         await self.state.flush()
+        flush = getattr(self.decisions, "flush", None)
+        if flush is not None:  # the Kafka log: acknowledged with the step
+            await flush()
+
+    def _log(self, action: Action) -> None:
+        if self.decisions is not None:
+            self.decisions.write(journey_record(action))

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from agents.topics import DECISIONS_RETENTION_MS
 from scenetrigger import config_follow
 from scenetrigger.cli_support import duration, positive
 from triggers.errors import SceneTriggerError
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--journeys-feedback", action="store_true",
                         help="also publish delivered/failed feedback to the journeys' "
                              "feedback topic (PREFIX.feedback, read by `scenetrigger journeys`)")
-    parser.add_argument("--decisions-retention", type=duration, default=7 * 86_400_000,
+    parser.add_argument("--decisions-retention", type=duration, default=DECISIONS_RETENTION_MS,
                         help="how long the decisions topic (PREFIX.decisions: every outcome "
                              "with its deciding rule, read by `explain`) keeps records when "
                              "this command creates it (default 7d)")

@@ -41,7 +41,9 @@ async def _main(args: argparse.Namespace) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import start_http_server
 
-    from agents.topics import bootstrap_servers, topic_name
+    from agents.producer import ensure_topics
+    from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
+    from channels.decisions_kafka import KafkaDecisionLog
     from channels.registry import redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.http_site import SwappableSite
@@ -67,13 +69,17 @@ async def _main(args: argparse.Namespace) -> None:
     consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
                                 bootstrap_servers=bootstrap, group_id=args.group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
+    decisions = topic_name(prefix, "decisions")
+    await ensure_topics(bootstrap, [decisions],
+                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}})
     await producer.start()
     await consumer.start()
     site = None
     try:
         tags = RedisTagStore(client, args.redis_prefix)
         service = JourneyService(config, client, tags, KafkaSender(producer, topics.actions),
-                                 prefix=args.redis_prefix)
+                                 prefix=args.redis_prefix,
+                                 decisions=KafkaDecisionLog(producer, decisions))
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
         reloader.subscribe(config_follow.refusing(service.reconfigure))  # may refuse: first
         if args.admin_port:

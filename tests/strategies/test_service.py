@@ -97,3 +97,29 @@ async def test_a_restart_in_the_middle_of_a_wait_keeps_the_position(
     clock.now = T0 + 30 * DAY
     await third.tick()
     assert len(sent) == before
+
+
+@pytest.mark.integration
+async def test_each_journey_step_is_a_decision_record(client: aioredis.Redis) -> None:
+    from channels.decisions import MemoryDecisionLog
+
+    clock = Clock()
+    sent: list[SendAction | HandoffAction] = []
+    log = MemoryDecisionLog()
+    svc = service(client, clock, sent)
+    svc.decisions = log
+    await svc.start()
+    await svc.on_trigger(trigger("u1", T0))
+    await svc.on_trigger(trigger("u1", T0 + HOUR))  # already inside: not enrolled again
+    push = sent[0]
+    assert isinstance(push, SendAction)
+    await svc.on_feedback(Event("u1", T0 + 2 * HOUR, "clicked", {
+        "type": "clicked", "channel": "push", "message_id": push.message_id}))
+    texts = [(r.scene, r.outcome, r.text()) for r in log.records]
+    assert texts[:3] == [
+        ("journey:reactivation", "enrolled", "enrolled: via repeat_view_no_purchase, version 1"),
+        ("journey:reactivation", "step",
+         "step: push_1: reactivation_push_1 on push"),
+        ("journey:reactivation", "suppressed", "in_progress: entry via repeat_view_no_purchase")]
+    assert log.records[1].message_id == push.message_id
+    assert all(r.user_id == "u1" for r in log.records)
