@@ -118,6 +118,7 @@ class _Checker:
         self._content()
         self._control()
         self._channel_caps()
+        self._audience()
         return self.errors, self.warnings
 
     # -- helpers ---------------------------------------------------------------
@@ -257,6 +258,21 @@ class _Checker:
                 self._report(self.doc, f"section 'strategies', field 'control.per': no scene or "
                              f"strategy named {name!r}", ("strategies", "control", "per", name),
                              name, known)
+
+    def _audience(self) -> None:
+        audience = _map(_map(self.raw.get("delivery")).get("audience"))
+        for i, name in enumerate(_list(audience.get("transactional_scenes"))):
+            if isinstance(name, str) and name not in self.scenes:
+                self._report(self.doc, f"section 'delivery', field 'audience."
+                             f"transactional_scenes': no scene named {name!r}",
+                             ("delivery", "audience", "transactional_scenes", i), name,
+                             self.scenes, warning=True)
+        for kind in _map(audience.get("consent")):
+            if kind not in CHANNEL_TYPES:
+                self._report(self.doc, f"section 'delivery', field 'audience.consent': "
+                             f"{kind!r} is not a channel type (consent is per type: "
+                             f"{', '.join(CHANNEL_TYPES)})", ("delivery", "audience", "consent",
+                                                              kind), kind, list(CHANNEL_TYPES))
 
     def _channel_caps(self) -> None:
         caps = _map(_map(self.raw.get("delivery")).get("channel_caps"))

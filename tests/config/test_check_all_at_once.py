@@ -174,3 +174,16 @@ strategies:
         (7, "section 'delivery', field 'caps.per_dya'", "per_day"),
         (13, "strategy 's', step 1, field 'sned'", "send"),
     } <= found, found
+
+
+def test_audience_names_a_channel_type_and_real_scenes() -> None:
+    text = """\
+scenes:
+  promo_arrival: {kind: arrival, when: {page: {prefix: /promo}}, per: page}
+delivery:
+  audience: {consent: {emial: opt_in}, transactional_scenes: [promo_arival]}
+"""
+    report = check_text(text, "a.yaml")
+    assert [(p.line, p.hint) for p in report.errors] == [(4, "email")]
+    assert [(p.line, p.hint) for p in report.warnings] == [(4, "promo_arrival")]
+    assert "not a channel type" in report.errors[0].text
