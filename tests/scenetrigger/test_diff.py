@@ -101,3 +101,23 @@ def test_report_by_segment_and_style_keeps_silent_scenes(tmp_path: Path) -> None
            if r["triggered"]}
     assert got == dict(split)
     assert len({r["segment"] for r in rows}) > 1  # really split
+
+
+def test_diff_reads_stored_versions(tmp_path: Path) -> None:
+    """``diff current CANDIDATE`` with --config-store: the same as the files."""
+    import asyncio
+
+    from config.versions import DirectoryStore, push
+
+    store = tmp_path / "versions"
+    asyncio.run(push(DirectoryStore(store), DEFAULT_CONFIG_PATH.read_text(), "start", "ops"))
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(TUNED)
+    by_file = orjson.loads(cli("diff", DEFAULT_CONFIG_PATH, tuned, REES46_SAMPLE, "--json",
+                               "--no-progress").stdout)
+    by_version = orjson.loads(cli("diff", "current", tuned, REES46_SAMPLE, "--json",
+                                  "--no-progress", "--config-store", store).stdout)
+    assert by_version["scenes"] == by_file["scenes"]
+    done = subprocess.run([str(CLI), "diff", "v9", tuned, REES46_SAMPLE, "--config-store",
+                           str(store)], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 1 and b"no config version v9" in done.stderr
