@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
                         help="requests read at once; more are answered 503 busy (default 32)")
     parser.add_argument("--config", help="config file when the store has no version yet "
                         "(validated and reported; the collector's limits are its flags)")
+    parser.add_argument("--topic-prefix", help="with --config-store kafka: read PREFIX.config "
+                        "(default: the shared name)")
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = CollectorMetrics.create()
         reloader = await config_follow.initial_reloader(
-            args.config, config_follow.open_store(args.config_store, args.broker, None),
+            args.config, config_follow.open_store(args.config_store, args.broker,
+                                                  args.topic_prefix),
             ReloadMetrics.on(metrics.registry))
         app = create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings,
                                    metrics)

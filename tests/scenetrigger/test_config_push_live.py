@@ -1,5 +1,5 @@
 """One config for every process: a push reaches a running worker, journeys,
-deliver and serve (real Kafka and Redis) without a restart; a bad push is
+deliver, serve and collector (real Kafka and Redis) without a restart; a bad push is
 refused naming scene and field, a version they cannot validate is refused by
 each and the old one kept; a rollback brings the old digest back everywhere."""
 
@@ -90,7 +90,12 @@ def test_push_reaches_every_process_and_rollback_restores(
         deliver_port)
     serve = _popen(tmp_path, "serve", ["serve", *common, "--port", str(serve_port)],
                    serve_port)
-    procs = [worker, journeys, deliver, serve]
+    collector_port = free_port()
+    collector = _popen(tmp_path, "collector", [
+        "collector", "--broker", kafka_bootstrap, "--topic-prefix", prefix, "--port",
+        str(collector_port), "--topic", f"{prefix}.events", "--dead-letter-topic",
+        f"{prefix}.collector-rejects", "--no-auth", *follow], collector_port)
+    procs = [worker, journeys, deliver, serve, collector]
 
     def everywhere(digest: str) -> bool:
         return all(p.metric("scenetrigger_config_version_info", digest=digest) == 1
@@ -101,7 +106,7 @@ def test_push_reaches_every_process_and_rollback_restores(
 
     try:
         wait_for("every process on v1", lambda: everywhere(digest_of(v1_text)), 150, procs)
-        assert failures() == [0, 0, 0, 0]
+        assert failures() == [0, 0, 0, 0, 0]
 
         pushed = config_cli("push", files["v2"], "-m", "shorter cooldown")
         assert pushed.returncode == 0, pushed.stderr
@@ -126,7 +131,7 @@ def test_push_reaches_every_process_and_rollback_restores(
                 await store.close()
 
         asyncio.run(write_raw())
-        wait_for("every process refusing v3", lambda: failures() == [1, 1, 1, 1], 60, procs)
+        wait_for("every process refusing v3", lambda: failures() == [1, 1, 1, 1, 1], 60, procs)
         assert everywhere(digest_of(v2_text))
 
         back = config_cli("rollback", "1", "-m", "back to the start")
