@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import html
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.catalog import Catalog, Product
 from channels.segments import (
@@ -83,6 +83,7 @@ class _Compiled:
     html: Template | None
     needs_products: bool
     is_fallback: bool = False
+    tags: TagCondition = field(default_factory=TagCondition)  # when's tags, built once
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,8 @@ def _compile_variant(model: VariantModel) -> _Compiled:
     names = frozenset().union(*(t.names for t in templates))
     return _Compiled(model.name, model.when, model.products, model.max_products,
                      tuple(model.channels), model.weight, templates[0], templates[1],
-                     templates[2] if model.html else None, bool(names & PRODUCT_NAMES))
+                     templates[2] if model.html else None, bool(names & PRODUCT_NAMES),
+                     tags=TagCondition.of(model.when.tags_all, model.when.tags_any))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +259,8 @@ class ContentSelector:
 
     def _tiers(self, variants: Sequence[_Compiled], trigger: Trigger,
                seg: Segmentation) -> list[_Compiled]:
-        matching = [v for v in variants if _matches(v.when, seg)]
+        tags = frozenset(seg.tags)
+        matching = [v for v in variants if _matches(v, seg, tags)]
         ordered: list[_Compiled] = []
         for spec in sorted({v.when.specificity() for v in matching}, reverse=True):
             tier = [v for v in matching if v.when.specificity() == spec]
@@ -322,12 +325,13 @@ def _speaks(languages: Sequence[str], locale: str) -> bool:
                or tag.startswith(lang.lower().replace("_", "-") + "-") for lang in languages)
 
 
-def _matches(when: VariantWhen, seg: Segmentation) -> bool:
+def _matches(variant: _Compiled, seg: Segmentation, tags: frozenset[str]) -> bool:
+    when = variant.when
     if when.style is not None and seg.style not in when.style:
         return False
     if when.segment is not None and seg.segment not in when.segment:
         return False
-    return TagCondition.of(when.tags_all, when.tags_any).holds(frozenset(seg.tags))
+    return variant.tags.holds(tags)
 
 
 def _weighted_pick(tier: Sequence[_Compiled], seed: str) -> _Compiled:
