@@ -47,6 +47,7 @@ from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, W
 from agents.settings import WorkerSettings
 from agents.timers import due_ticks
 from agents.topics import dead_letter_record
+from config.clock import wall_ms
 from config.models import AppConfig
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
@@ -68,10 +69,6 @@ SEND_ERRORS = (KafkaError, ProducerSendError)
 MAX_PENDING = 5_000
 # Changelog messages Faust's producer buffer holds before it pauses the stream.
 PRODUCER_BUFFER_MESSAGES = 2 * MAX_PENDING
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class SceneWorker:
