@@ -51,6 +51,19 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
+async def persistence_warning(client: Any) -> str | None:
+    """Why this Redis may lose dead letters, leases and deferrals on a restart
+    (None: it keeps an append-only file, or it will not say)."""
+    try:
+        info = await client.info("persistence")
+    except Exception:  # e.g. INFO disabled on a managed Redis: nothing to say
+        return None
+    if str(info.get("aof_enabled", "1")) == "1":
+        return None
+    return ("Redis has no append-only file (appendonly no): a restart erases the "
+            "dead-letter stream, dedupe leases and deferred messages (docs/guarantees.md)")
+
+
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args))
 
@@ -136,6 +149,9 @@ async def _main(args: argparse.Namespace) -> int:
               f"{topics.triggers} + {topics.actions}, feedback to {' + '.join(out_topics)}, "
               f"channels "
               f"{', '.join(sorted(live.pipeline.channels))}", file=sys.stderr, flush=True)
+        warning = await persistence_warning(client)
+        if warning:
+            print(f"scenetrigger deliver: WARNING {warning}", file=sys.stderr, flush=True)
         try:
             async with config_follow.following(reloader, config_follow.interval_ms(args)):
                 await delivery.run()

@@ -56,3 +56,18 @@ async def test_dead_letters_survive_a_kill_9_of_redis_with_aof(tmp_path: Path) -
 async def test_without_persistence_a_restart_erases_them(tmp_path: Path) -> None:
     before, after = await _bury_and_restart(tmp_path / "volatile", aof=False)
     assert (before, after) == (LETTERS, 0)  # the failure the AOF requirement prevents
+
+
+async def test_deliver_warns_about_a_redis_without_persistence(tmp_path: Path) -> None:
+    from scenetrigger.commands.deliver import persistence_warning
+
+    for aof, warned in ((False, True), (True, False)):
+        server = start_redis(tmp_path / f"r{aof}", aof=aof)
+        client = aioredis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            warning = await persistence_warning(client)
+        finally:
+            await client.aclose()
+            server.stop()
+        assert (warning is not None) == warned
+        assert warning is None or "append-only" in warning
