@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from typing import Any, Protocol
@@ -260,14 +260,25 @@ class RedisDirectory:
         return decode(raw) if raw is not None else None
 
     async def put(self, contact: Contact) -> None:
-        old = await self.get(contact.user_id)
+        await self.put_many([contact], [await self.get(contact.user_id)])
+
+    async def get_many(self, user_ids: Sequence[str]) -> list[Contact | None]:
+        """Many records in one round trip (an import's batch)."""
+        if not user_ids:
+            return []
+        raws = await self._redis.mget([self.key(u) for u in user_ids])
+        return [decode(raw) if raw is not None else None for raw in raws]
+
+    async def put_many(self, contacts: Sequence[Contact], olds: Sequence[Contact | None]) -> None:
+        """Store ``contacts`` (upserts), given what each replaces: one round trip."""
         pipe = self._redis.pipeline(transaction=True)
-        for kind, value in (old.addresses() if old is not None else []):
-            if (kind, value) not in contact.addresses():
-                pipe.delete(self.addr_key(kind, value))
-        pipe.set(self.key(contact.user_id), encode(contact))
-        for kind, value in contact.addresses():
-            pipe.set(self.addr_key(kind, value), contact.user_id)
+        for contact, old in zip(contacts, olds, strict=True):
+            for kind, value in (old.addresses() if old is not None else []):
+                if (kind, value) not in contact.addresses():
+                    pipe.delete(self.addr_key(kind, value))
+            pipe.set(self.key(contact.user_id), encode(contact))
+            for kind, value in contact.addresses():
+                pipe.set(self.addr_key(kind, value), contact.user_id)
         await pipe.execute()
 
     async def delete(self, user_id: str) -> bool:

@@ -12,7 +12,6 @@ the table key (a tombstone in the changelog). Prints the receipt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -57,7 +56,9 @@ def eraser_for(args: argparse.Namespace, client: Any, forget: Any = None) -> Any
 
 
 def run(args: argparse.Namespace) -> int:
-    receipt = asyncio.run(_main(args))
+    from scenetrigger.commands.users import run_async
+
+    receipt = run_async(_main(args), args.redis_url)
     if args.decisions:
         from channels.decisions import FileDecisionLog
 

@@ -6,7 +6,6 @@ hold until their retention is listed in docs/audiences.md."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -24,7 +23,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = asyncio.run(_main(args))
+    from scenetrigger.commands.users import run_async
+
+    data = run_async(_main(args), args.redis_url)
     text = orjson.dumps(data, option=0 if args.json else orjson.OPT_INDENT_2)
     if args.out:
         with open(args.out, "wb") as out:

@@ -17,9 +17,9 @@ import argparse
 import asyncio
 import csv
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -30,7 +30,8 @@ from config.clock import wall_ms
 from scenetrigger.cli_support import open_input, progress_bar
 from triggers.errors import SceneTriggerError
 
-_BATCH = 200
+_BATCH = 500
+T = TypeVar("T")
 _YES = {"yes", "true", "1", "y", "granted"}
 _NO = {"no", "false", "0", "n", "withdrawn"}
 
@@ -158,8 +159,18 @@ async def upsert(directory: RedisDirectory, consent: RedisConsentStore, row: Row
     return contact
 
 
+def run_async(main: Coroutine[Any, Any, T], url: str | None) -> T:
+    """Run a command's coroutine; a Redis that cannot be reached is a clear error."""
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(main)
+    except (RedisError, OSError) as exc:
+        raise SceneTriggerError(f"Redis at {redis_url_or_env(url)}: {exc}") from None
+
+
 def run_import(args: argparse.Namespace) -> int:
-    counts, rejects = asyncio.run(_import(args))
+    counts, rejects = run_async(_import(args), args.redis_url)
     if args.rejects:
         with open(args.rejects, "wb") as out:
             for rej in rejects:
@@ -210,15 +221,30 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
 
 async def _flush(directory: RedisDirectory, consent: RedisConsentStore, batch: list[Row],
                  rejects: list[Rejected], counts: dict[str, int], now_ms: int) -> None:
-    results = await asyncio.gather(*(upsert(directory, consent, r, now_ms) for r in batch),
-                                   return_exceptions=True)
-    for row, result in zip(batch, results, strict=True):
-        if isinstance(result, ContactError):
-            rejects.append(Rejected(row.line, str(result)))
-        elif isinstance(result, BaseException):
-            raise SceneTriggerError(f"cannot write to Redis: {result}") from result
-        else:
-            counts["imported"] += 1
+    """One batch in three round trips: read the stored records, write the
+    merged ones, write the consent flags. A row seen twice in a batch: the last wins."""
+    from redis.exceptions import RedisError
+
+    rows = list({row.user_id: row for row in batch}.values())
+    try:
+        olds = await directory.get_many([row.user_id for row in rows])
+        good: list[tuple[Row, Contact, Contact | None]] = []
+        for row, old in zip(rows, olds, strict=True):
+            try:
+                contact = (old.merged(row.fields) if old is not None
+                           else contact_from(row.user_id, row.fields))
+            except ContactError as exc:
+                rejects.append(Rejected(row.line, str(exc)))
+                continue
+            good.append((row, contact, old))
+        await directory.put_many([c for _, c, _ in good], [o for _, _, o in good])
+        for row, _contact, _old in good:
+            for channel, granted in row.consent.items():
+                await consent.set(row.user_id, channel, "marketing",
+                                  ConsentRecord(granted, now_ms, "import"))
+    except (RedisError, OSError) as exc:
+        raise SceneTriggerError(f"cannot write to Redis: {exc}") from None
+    counts["imported"] += len(batch) - (len(rows) - len(good))
     batch.clear()
 
 
@@ -241,7 +267,7 @@ def run_get(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    found = asyncio.run(main())
+    found = run_async(main(), args.redis_url)
     if found is None:
         raise SceneTriggerError(f"no user {args.user!r} in the directory")
     print(orjson.dumps(found, option=0 if args.json else orjson.OPT_INDENT_2).decode())
@@ -270,6 +296,6 @@ def run_set(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    contact = asyncio.run(main())
+    contact = run_async(main(), args.redis_url)
     print(orjson.dumps(contact.to_dict(), option=0 if args.json else orjson.OPT_INDENT_2).decode())
     return 0

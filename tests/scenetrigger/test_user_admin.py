@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -100,3 +101,27 @@ async def test_users_set_and_get_commands(redis_url: str,
     keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
     await redis.delete(*keys)
     await redis.aclose()
+
+
+async def test_an_import_of_thousands_upserts_in_batches(redis_url: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = f"ub{uuid.uuid4().hex[:8]}:"
+    rows = ["user_id,email,attr.n"] + [f"b{n},b{n}@example.com,{n}" for n in range(1_200)]
+    rows += ["b7,b7-new@example.com,again", "b8,broken,"]  # a later row wins; a bad one is reported
+    users = tmp_path / "bulk.csv"
+    users.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = ["--redis-url", redis_url, "--prefix", prefix, "--json"]
+    code = await asyncio.to_thread(main, ["users", "import", str(users), *args])
+    report = orjson.loads(capsys.readouterr().out)
+    assert code == 2 and report["rejected"] == 1 and report["rejects"][0]["line"] == 1_203
+    redis = Redis.from_url(redis_url)
+    try:
+        assert len([k async for k in redis.scan_iter(match=f"{prefix}user:*")]) == 1_200
+        b7 = orjson.loads(await redis.get(f"{prefix}user:b7"))
+        assert b7["email"] == "b7-new@example.com" and b7["attributes"] == {"n": "again"}
+        old_address = [k async for k in redis.scan_iter(match=f"{prefix}addr:email:*")]
+        assert len(old_address) == 1_200  # b7's old address left the reverse index
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        await redis.delete(*keys)
+        await redis.aclose()
