@@ -217,7 +217,15 @@ async def _whatif(request: web.Request) -> web.Response:
     if console.sample is None:
         return await _json({"ok": False, "errors": ["no recorded sample: start the console "
                                                     "with --sample FILE"]}, 409)
-    result = await asyncio.to_thread(_compare, console.config, report.config, console.sample)
+    base = console.config
+    if console.versions is not None:  # the store's current version is what runs
+        from config.loader import load_config_text
+        from config.versions import current
+
+        latest = current(await console.versions.versions())
+        if latest is not None:
+            base = load_config_text(latest.text, source=f"config v{latest.version}")
+    result = await asyncio.to_thread(_compare, base, report.config, console.sample)
     return await _json({"ok": True, **result})
 
 

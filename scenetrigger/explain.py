@@ -39,6 +39,8 @@ class Timeline:
     windows: list[str] = field(default_factory=list)
     segmentation: Segmentation | None = None
     clock_ms: int | None = None
+    strategy_tags: list[str] | None = None  # the strategies' tags (Redis), when read
+    score: float | None = None  # the lead score now, decayed (Redis), when read
 
     def decisions_for(self, trigger_id: str) -> list[DecisionRecord]:
         return [d for d in self.decisions if d.trigger_id == trigger_id]
@@ -62,6 +64,8 @@ class Timeline:
             "windows": self.windows,
             "tags": None if seg is None else {"style": seg.style, "segment": seg.segment,
                                               "tags": list(seg.tags)},
+            "strategy_tags": self.strategy_tags,
+            "score": self.score,
         }
 
     def render(self) -> str:
@@ -99,6 +103,10 @@ class Timeline:
             seg = self.segmentation
             out.append(f"tags: style {seg.style}, segment {seg.segment}"
                        + (f", {', '.join(seg.tags)}" if seg.tags else ""))
+        if self.strategy_tags is not None:
+            out.append(f"strategy tags: {', '.join(self.strategy_tags) or 'none'}")
+        if self.score is not None:
+            out.append(f"lead score: {self.score:.1f}")
         return "\n".join(out)
 
 

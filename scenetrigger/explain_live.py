@@ -24,9 +24,33 @@ from triggers.wire import decode_trigger
 
 def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, user_id: str,
                   timeout_s: float = 60, app_id: str = "scenetrigger",
-                  now_ms: int | None = None) -> Timeline:
-    return asyncio.run(_timeline(broker, prefix, config, user_id, timeout_s, app_id,
-                                 now_ms if now_ms is not None else wall_ms()))
+                  now_ms: int | None = None, redis_url: str | None = None,
+                  tags_prefix: str = "scenetrigger:") -> Timeline:
+    """With ``redis_url``, also the strategies' tags and the lead score
+    (``tags_prefix``: as ``journeys --redis-prefix``)."""
+    now = now_ms if now_ms is not None else wall_ms()
+    timeline = asyncio.run(_timeline(broker, prefix, config, user_id, timeout_s, app_id, now))
+    if redis_url:
+        asyncio.run(_strategy_view(timeline, config, redis_url, tags_prefix, now))
+    return timeline
+
+
+async def _strategy_view(timeline: Timeline, config: AppConfig, redis_url: str,
+                         tags_prefix: str, now_ms: int) -> None:
+    from redis.asyncio import Redis
+
+    from strategies.scoring import decayed
+    from strategies.store import RedisTagStore
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = RedisTagStore(client, tags_prefix)
+        timeline.strategy_tags = sorted(await store.tags(timeline.user_id))
+        score = await store.score(timeline.user_id)
+        timeline.score = (0.0 if score is None else
+                          decayed(score, now_ms, config.strategies.scoring.half_life))
+    finally:
+        await client.aclose()
 
 
 async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float) -> list[Any]:

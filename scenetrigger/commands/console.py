@@ -88,7 +88,7 @@ async def _main(args: argparse.Namespace) -> int:
 
         async def lookup(user_id: str) -> Any:
             return await asyncio.to_thread(live_timeline, bootstrap, args.topic_prefix, config,
-                                           user_id, 60, args.app_id)
+                                           user_id, 60, args.app_id, None, args.redis_url)
 
         console.lookup = lookup
         if args.redis_url:

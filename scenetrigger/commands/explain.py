@@ -34,6 +34,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--app-id", default="scenetrigger",
                         help="with --broker: the workers' --app-id (their state table's "
                              "changelog is APP_ID-user-state-changelog)")
+    parser.add_argument("--redis-url", help="with --broker: also the strategies' tags and "
+                                            "the lead score from this Redis")
+    parser.add_argument("--tags-prefix", default="scenetrigger:",
+                        help="with --redis-url: the strategies' Redis prefix (as journeys "
+                             "--redis-prefix; default scenetrigger:)")
     parser.add_argument("--timeout", type=float, default=60,
                         help="with --broker: seconds to read each topic to its end")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
@@ -52,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from scenetrigger.explain_live import live_timeline
 
         timeline = live_timeline(args.broker, args.topic_prefix, config, args.user,
-                                 args.timeout, args.app_id)
+                                 args.timeout, args.app_id, redis_url=args.redis_url,
+                                 tags_prefix=args.tags_prefix)
     else:
         raise SceneTriggerError("explain: give --events FILE (a replay) or --broker (live)")
     print_timeline(timeline, args.json)

@@ -6,6 +6,7 @@ console in Kafka mode shows the same counts, decisions and lookup."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -47,6 +48,21 @@ delivery:
 """
 
 
+async def _strategy_state(redis_url: str, tags_prefix: str, user: str, now: int) -> None:
+    from redis.asyncio import Redis
+
+    from strategies.scoring import LeadScore
+    from strategies.store import RedisTagStore
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = RedisTagStore(client, tags_prefix)
+        await store.add(user, ["vip"])
+        await store.put_score(user, LeadScore(40.0, now, True))
+    finally:
+        await client.aclose()
+
+
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=30) as resp:
         return json.loads(resp.read())
@@ -70,6 +86,7 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     now = int(time.time() * 1000)
     carts = [{"user_id": user, "ts": now + i, "type": "cart", "product_id": p}
              for i, p in enumerate(("p1", "p2"))]
+    asyncio.run(_strategy_state(redis_url, f"{prefix}:", user, now))
     try:
         wait_for("4 partitions assigned",
                  lambda: worker.metric("scenetrigger_partitions") == 4, 150, procs)
@@ -86,7 +103,8 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
             done = subprocess.run(
                 [sys.executable, "-m", "scenetrigger.cli", "explain", user, "--broker",
                  kafka_bootstrap, "--topic-prefix", prefix, "--app-id", prefix, "--config",
-                 str(config), "--json"], cwd=REPO, capture_output=True, timeout=120,
+                 str(config), "--redis-url", redis_url, "--tags-prefix", f"{prefix}:",
+                 "--json"], cwd=REPO, capture_output=True, timeout=120,
                 check=False)
             assert done.returncode == 0, done.stderr
             data: dict[str, object] = orjson.loads(done.stdout)
@@ -137,6 +155,8 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     assert decided[0]["text"] == "cap_day: 1 of 1 sent today (UTC)"  # the newest first
     assert "cap_day: 1 of 1 sent today (UTC)" in looked_up["text"]
     assert looked_up["timeline"]["windows"] == got["windows"]
+    assert got["strategy_tags"] == ["vip"]  # the strategies' view, from Redis
+    assert got["score"] == pytest.approx(40.0, abs=0.1)
     windows = got["windows"]
     assert isinstance(windows, list)
     assert [w.split(": ")[0] for w in windows] == ["arrive[p1]", "arrive[p2]"]
