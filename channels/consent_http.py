@@ -28,7 +28,7 @@ import hmac
 import html
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qs
 
 import orjson
@@ -50,6 +50,34 @@ _XML_FIELD = r"<{0}>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))\s*</{0}>"
 def is_opt_out(text: str) -> bool:
     """A reply that means "stop": the whole message is one of the words."""
     return text.strip().strip(".!。！").lower() in OPT_OUT_WORDS
+
+
+class StreamedConsent:
+    """A consent store whose every change is also an event on ``sink``
+    (``unsubscribed`` / ``subscribed``, with channel type, purpose, source)."""
+
+    def __init__(self, inner: ConsentStore, sink: FeedbackSink) -> None:
+        self.inner = inner
+        self.sink = sink
+
+    async def all(self, user_id: str) -> dict[str, ConsentRecord]:
+        return await self.inner.all(user_id)
+
+    async def set(self, user_id: str, channel_type: str, purpose: str,
+                  record: ConsentRecord) -> None:
+        await self.inner.set(user_id, channel_type, purpose, record)
+        kind = SUBSCRIBED if record.granted else UNSUBSCRIBED
+        await self.sink.emit(FeedbackEvent(kind, user_id, record.ts, "", channel_type, "",
+                                           purpose, source=record.source))
+
+    async def forget(self, user_id: str) -> bool:
+        return await self.inner.forget(user_id)
+
+    async def do_not_contact(self, hashes: Iterable[str], ts: int, source: str) -> None:
+        await self.inner.do_not_contact(hashes, ts, source)
+
+    async def blocked(self, hashes: Sequence[str]) -> list[bool]:
+        return await self.inner.blocked(hashes)
 
 
 class ConsentRoutes:
@@ -79,12 +107,9 @@ class ConsentRoutes:
                      source: str) -> ConsentRecord:
         """Store a consent change and put it in the stream (``unsubscribed`` /
         ``subscribed``, with the channel type, purpose and source)."""
-        now = self._clock()
-        change = ConsentRecord(granted, now, source)
-        await self.consent.set(user_id, channel_type, purpose, change)
-        kind = SUBSCRIBED if granted else UNSUBSCRIBED
-        await self._sink.emit(FeedbackEvent(kind, user_id, now, "", channel_type, "",
-                                            purpose, source=source))
+        change = ConsentRecord(granted, self._clock(), source)
+        await StreamedConsent(self.consent, self._sink).set(user_id, channel_type, purpose,
+                                                            change)
         return change
 
     def _signed(self, request: web.Request) -> tuple[str, str]:

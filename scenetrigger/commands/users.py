@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 
-from channels.consent import ConsentRecord, RedisConsentStore
+from channels.consent import ConsentRecord, ConsentStore, RedisConsentStore
 from channels.directory import Contact, ContactError, RedisDirectory, contact_from
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.clock import wall_ms
@@ -44,6 +45,9 @@ def register(sub: Any) -> None:
                         f"$SCENETRIGGER_REDIS_URL or {DEFAULT_REDIS_URL})")
     common.add_argument("--prefix", default="st:", help="Redis prefix (delivery.redis_prefix)")
     common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--broker", help="Kafka bootstrap: consent changes also go to the "
+                                         "events topic (subscribed / unsubscribed events)")
+    common.add_argument("--topic-prefix", help="PREFIX.events (as the worker's --topic-prefix)")
     imp = actions.add_parser("import", parents=[common],
                              help="upsert users from CSV or JSON lines")
     imp.add_argument("file", help="CSV (with a header) or JSONL file; - for stdin")
@@ -147,7 +151,7 @@ def read_rows(lines: Iterator[bytes], fmt: str) -> Iterator[Row | Rejected]:
             yield Rejected(number, str(exc))
 
 
-async def upsert(directory: RedisDirectory, consent: RedisConsentStore, row: Row,
+async def upsert(directory: RedisDirectory, consent: ConsentStore, row: Row,
                  now_ms: int, source: str = "import") -> Contact:
     old = await directory.get(row.user_id)
     contact = (old.merged(row.fields) if old is not None
@@ -190,10 +194,9 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Rejected]]:
-    client, directory, consent = _stores(args)
     counts = {"imported": 0, "rejected": 0}
     rejects: list[Rejected] = []
-    try:
+    async with _stores(args) as (directory, consent):
         with open_input(args.file) as (stream, size):
             fmt = args.format
             if fmt == "auto":
@@ -213,13 +216,11 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
             await _flush(directory, consent, batch, rejects, counts, now_ms)
             if bar is not None:
                 bar.close()
-    finally:
-        await client.aclose()
     counts["rejected"] = len(rejects)
     return counts, rejects
 
 
-async def _flush(directory: RedisDirectory, consent: RedisConsentStore, batch: list[Row],
+async def _flush(directory: RedisDirectory, consent: ConsentStore, batch: list[Row],
                  rejects: list[Rejected], counts: dict[str, int], now_ms: int) -> None:
     """One batch in three round trips: read the stored records, write the
     merged ones, write the consent flags. A row seen twice in a batch: the last wins."""
@@ -248,24 +249,41 @@ async def _flush(directory: RedisDirectory, consent: RedisConsentStore, batch: l
     batch.clear()
 
 
-def _stores(args: argparse.Namespace) -> tuple[Any, RedisDirectory, RedisConsentStore]:
+@contextlib.asynccontextmanager
+async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirectory,
+                                                                   ConsentStore]]:
+    """The directory and consent in Redis; with ``--broker`` every consent
+    change is also an event on the events topic. Closed on the way out."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
-    return client, RedisDirectory(client, args.prefix), RedisConsentStore(client, args.prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+        consent: ConsentStore = RedisConsentStore(client, args.prefix)
+        if args.broker:
+            from aiokafka import AIOKafkaProducer
+
+            from agents.topics import bootstrap_servers, topic_name
+            from channels.consent_http import StreamedConsent
+            from channels.feedback import KafkaSink
+
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
+                                        acks="all")
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            consent = StreamedConsent(consent, KafkaSink(producer, topic_name(
+                args.topic_prefix, "events")))
+        yield RedisDirectory(client, args.prefix), consent
 
 
 def run_get(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any] | None:
-        client, directory, consent = _stores(args)
-        try:
+        async with _stores(args) as (directory, consent):
             contact = await directory.get(args.user)
             if contact is None:
                 return None
             held = await consent.all(args.user)
             return {**contact.to_dict(), "consent": {k: v.to_dict() for k, v in held.items()}}
-        finally:
-            await client.aclose()
 
     found = run_async(main(), args.redis_url)
     if found is None:
@@ -287,14 +305,12 @@ def run_set(args: argparse.Namespace) -> int:
         raise SceneTriggerError(str(exc)) from None
 
     async def main() -> Contact:
-        client, directory, consent = _stores(args)
-        try:
-            return await upsert(directory, consent, Row(0, args.user, fields, flags),
-                                wall_ms(), "cli")
-        except ContactError as exc:
-            raise SceneTriggerError(str(exc)) from None
-        finally:
-            await client.aclose()
+        async with _stores(args) as (directory, consent):
+            try:
+                return await upsert(directory, consent, Row(0, args.user, fields, flags),
+                                    wall_ms(), "cli")
+            except ContactError as exc:
+                raise SceneTriggerError(str(exc)) from None
 
     contact = run_async(main(), args.redis_url)
     print(orjson.dumps(contact.to_dict(), option=0 if args.json else orjson.OPT_INDENT_2).decode())

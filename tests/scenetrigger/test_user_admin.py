@@ -125,3 +125,34 @@ async def test_an_import_of_thousands_upserts_in_batches(redis_url: str, tmp_pat
         keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
         await redis.delete(*keys)
         await redis.aclose()
+
+
+async def test_consent_set_by_the_cli_is_an_event_in_the_stream(
+        redis_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from tests.agents.kafka_read import read_topic
+
+    prefix = f"uk{uuid.uuid4().hex[:8]}:"
+    topics = f"t-users-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()  # the topic exists before the CLI writes to it
+    await producer.send_and_wait(f"{topics}.events", b'{"marker": 1}', key=b"m")
+    await producer.stop()
+    users = tmp_path / "u.jsonl"
+    users.write_text('{"user_id": "li", "phone": "+8613800000001", "consent": {"sms": true}}\n',
+                     encoding="utf-8")
+    args = ["--redis-url", redis_url, "--prefix", prefix, "--broker", kafka_bootstrap,
+            "--topic-prefix", topics]
+    assert await asyncio.to_thread(main, ["users", "import", str(users), *args]) == 0
+    assert await asyncio.to_thread(main, ["users", "set", "li", "consent.sms=no", *args]) == 0
+    records = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap,
+                                                               f"{topics}.events")]
+    changes = [(r["type"], r["user_id"], r["channel"], r["detail"], r["source"])
+               for r in records if "type" in r]
+    assert changes == [("subscribed", "li", "sms", "marketing", "import"),
+                       ("unsubscribed", "li", "sms", "marketing", "cli")]
+    redis = Redis.from_url(redis_url)
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+    await redis.delete(*keys)
+    await redis.aclose()
