@@ -174,6 +174,8 @@ class JourneySubscriber:
         send = outcome.order
         if not isinstance(send, SendAction):
             return
+        if outcome.message is not None:  # sent now: shown, and opened, from now on
+            send = dataclasses.replace(send, ts=outcome.message.created_ms)
         if outcome.status == "delivered":
             self._sent(send, outcome)
         else:  # released into a cap or the back-off

@@ -16,15 +16,16 @@ from typing import Any
 import orjson
 import pytest
 
+from channels.pipeline import Outcome
 from config.loader import load_config
 from config.strategy_models import load_strategy_file, resolve_include
 from scenetrigger.commands.demo import DEFAULT_JOURNEY_SCALE, ConsolePrinter, _wire_journeys
-from scenetrigger.demo_content import BuiltinContent, demo_journeys, pick_content
+from scenetrigger.demo_content import BuiltinContent, PipelineContent, demo_journeys, pick_content
 from scenetrigger.embedded import EmbeddedRuntime
 from scenetrigger.personas import Clickstream
 from scenetrigger.replay import new_engine
 from strategies.actions import SendAction
-from strategies.embedded import SimulatedOpens, scaled
+from strategies.embedded import JourneySubscriber, SimulatedOpens, scaled
 from tests.scenetrigger.demo_process import REPO, http_get, start_demo
 from tests.scenetrigger.test_web_browser import browser  # noqa: F401 - the Chromium fixture
 from triggers.errors import ConfigError
@@ -273,3 +274,24 @@ def test_live_page_shows_the_journeys(browser: Any, tmp_path: Path) -> None:  # 
         assert any(t.startswith(("→ [", "enrolled", "tag ", "exit", "opened on")) for t in texts)
     finally:
         demo.stop()
+
+
+async def test_a_journey_send_held_by_quiet_hours_is_sent_when_released() -> None:
+    config = load_config()
+    printer_lines: list[Any] = []
+    sub = JourneySubscriber(config, printer_lines.append,
+                            journeys=demo_journeys(config, "auto", 1.0))
+    send = SendAction("u1", "push", "reactivation_push_1", "reactivation", "push_1", "m1",
+                      START)
+    content = pick_content(config)
+    assert isinstance(content, PipelineContent)
+    released_at = START + 6 * 3_600_000
+    message = content.pipeline.render_send(
+        send, content.pipeline.selector.choose_ref(send.content_ref, "u1", None, released_at),
+        released_at)
+    sub.released(Outcome("m1", "u1", "", "delivered", None, "push", "v", "s", "g",
+                         message=message, order=send))
+    (shown,) = printer_lines
+    assert shown.ts == released_at and shown.subject == message.subject
+    assert sub.counts["sent"] == 1
+    await content.close()
