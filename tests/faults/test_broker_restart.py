@@ -3,13 +3,16 @@
 keep being offered while it is down (the producer retries), and after the
 restart every trigger is delivered, 0 lost. A process that exits because
 Kafka refused it (the worker's exit 75) is started again, as the compose
-file's `restart: unless-stopped` would."""
+file's `restart: unless-stopped` would. `journeys` runs beside them: each
+trigger enrols its user in a one-step journey whose send `deliver` sends
+too, so a lost trigger or a lost action shows."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from agents.producer import ensure_topics
 from tests.agents.worker_support import WorkerProcess, start_worker, unique
 from tests.channels.receivers import serve_app
 from tests.channels.test_deliver_kafka import PRODUCTS, start_deliver
-from tests.services import KAFKA_SCRIPT, start_kafka, start_redis
+from tests.services import KAFKA_SCRIPT, REPO, free_port, start_kafka, start_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 USERS = 120
@@ -47,11 +50,12 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
     port = broker.bootstrap.rpartition(":")[2]
     redis = start_redis(tmp_path / "redis", aof=True)
     run = unique("brk")
-    got: set[str] = set()
+    got: set[str] = set()  # users whose scene message arrived
+    journeyed: set[str] = set()  # users whose journey message arrived
 
     async def hook(request: Any) -> web.Response:
         body = orjson.loads(await request.read())
-        got.add(body["user_id"])
+        (got if body.get("scene") == SCENE else journeyed).add(body["user_id"])
         return web.Response(text="ok")
 
     app = web.Application()
@@ -65,7 +69,14 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
                 "channels": {"webhook": {"type": "webhook", "url": base + "/hook",
                                          "secret_env": "DELIVER_TEST_SECRET"}},
                 "content": {"scenes": {SCENE: {"fallback": {
-                    "channels": ["webhook"], "subject": "Sale", "text": "On now."}}}},
+                    "channels": ["webhook"], "subject": "Sale", "text": "On now."}}},
+                    "journeys": {"follow_1": {"fallback": {
+                        "channels": ["webhook"], "subject": "Still on", "text": "Look."}}}},
+                "strategies": {"journeys": {"follow": {
+                    "entry": {"scene": SCENE},
+                    "steps": [{"id": "s1", "send": {"channel": "webhook",
+                                                    "content": "follow_1"}}]}},
+                    "control": {"share": 0}},
                 "delivery": {"default_timezone": "UTC", "quiet_hours": {"enabled": False},
                              "caps": {"per_day": None, "per_week": None},
                              "redis_prefix": f"{run}:"}}))
@@ -86,7 +97,22 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
                 procs.append(proc)
                 return proc
 
-            live = {"worker": worker(0), "deliver": deliver(0)}
+            def journeys(n: int) -> WorkerProcess:
+                log_path = tmp_path / f"journeys-{n}.log"
+                with open(log_path, "wb") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "scenetrigger.cli", "journeys", "--config",
+                         str(config), "--broker", broker.bootstrap, "--topic-prefix", run,
+                         "--redis-url", redis.url, "--redis-prefix", f"{run}j:",
+                         "--metrics-port", str(free_port()), "--tick-interval", "0.2"],
+                        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                proc = WorkerProcess(f"j{n}", process, 0, log_path)
+                procs.append(proc)
+                return proc
+
+            starters = {"worker": worker, "deliver": deliver, "journeys": journeys}
+            live = {name: start(0) for name, start in starters.items()}
             producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
                                         request_timeout_ms=120_000,
                                         retry_backoff_ms=500)
@@ -112,11 +138,11 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
                 await producer.stop()
             restarts = 0
             deadline = time.monotonic() + 180
-            while len(got) < USERS and time.monotonic() < deadline:
+            while (len(got) < USERS or len(journeyed) < USERS) and time.monotonic() < deadline:
                 for name, proc in list(live.items()):
                     if not proc.alive():  # exit 75 (Kafka refused it): the supervisor's job
                         restarts += 1
-                        live[name] = (worker if name == "worker" else deliver)(restarts)
+                        live[name] = starters[name](restarts)
                 await asyncio.sleep(0.5)
     finally:
         for proc in procs:
@@ -124,10 +150,13 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
                 await asyncio.to_thread(proc.stop)
         redis.stop()
         broker.stop()
-    lost = {f"u{i}" for i in range(USERS)} - got
-    print(f"broker stop/start: sent {USERS} trigger-making events, delivered "
-          f"{len(got)}, lost {len(lost)}, process restarts {restarts}")
+    users = {f"u{i}" for i in range(USERS)}
+    lost, lost_journeys = users - got, users - journeyed
+    print(f"broker stop/start: sent {USERS} trigger-making events, scene messages "
+          f"delivered {len(got)}, journey messages {len(journeyed)}, lost "
+          f"{len(lost)} + {len(lost_journeys)}, process restarts {restarts}")
     assert lost == set(), sorted(lost)[:10]
+    assert lost_journeys == set(), sorted(lost_journeys)[:10]
 
 
 async def _until(check: Any, timeout_s: float, live: dict[str, WorkerProcess]) -> None:
