@@ -89,6 +89,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--redis-url",
                         help="live: Redis of the inbox and the policy (default: "
                              "$SCENETRIGGER_REDIS_URL, else redis://127.0.0.1:6379/0)")
+    parser.add_argument("--decisions", metavar="FILE",
+                        help="write the decision log (each delivery outcome with its deciding "
+                             "rule and figures, JSON lines) to FILE (rotates at 64 MiB)")
     parser.add_argument("--webhook-port", type=int, default=8081,
                         help="live: port of the demo's webhook sink, POST /hook (default "
                              "8081; 0 = any free); local webhook channels are sent there")
@@ -135,6 +138,13 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     )
     if live is not None:
         live.attach(runtime)
+    decisions = None
+    if args.decisions:
+        if not isinstance(content, PipelineContent):
+            raise SceneTriggerError("--decisions needs --content pipeline")
+        from channels.decisions import FileDecisionLog
+
+        decisions = content.pipeline.decisions = FileDecisionLog(args.decisions)
     printer = ConsolePrinter(out, runtime.stop, runtime.persona,
                              "" if live is not None else "-dry-run")
     runtime.subscribe(printer)
@@ -161,6 +171,8 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
         await runtime.close()
         if served is not None:
             await served.runner.cleanup()
+        if decisions is not None:
+            decisions.close()
     if not printer.closed:
         with contextlib.suppress(BrokenPipeError):
             _print_summary(out, stats, runtime, journeys, live)

@@ -125,3 +125,27 @@ def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
         if proc.stderr is not None:
             proc.stderr.close()
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_demo_writes_its_decision_log(tmp_path: Any) -> None:
+    from channels.decisions import read_decision_file
+
+    path = tmp_path / "decisions.jsonl"
+    demo = start_demo("--no-web", "--duration", "6", "--speed", "1200", "--decisions", str(path))
+    assert demo.wait(90) == 0, demo.output()
+    records = read_decision_file(path)
+    assert records, demo.output()
+    outcomes = {r.outcome for r in records}
+    assert "delivered" in outcomes
+    for record in records:
+        assert record.figures, record  # every outcome says the numbers behind it
+        if record.outcome in ("suppressed", "deferred"):
+            assert record.rule is not None, record
+    # The summary's counts are the log's: scene messages, and journey sends.
+    scene = [r for r in records if not r.scene.startswith("journey:")]
+    journey = [r for r in records if r.scene.startswith("journey:")]
+    out = demo.output()
+    sent = sum(1 for r in scene if r.outcome == "delivered")
+    assert re.search(rf"^  messages +{sent} +would be sent now", out, re.M), out
+    journey_sent = sum(1 for r in journey if r.outcome == "delivered")
+    assert re.search(rf"^    sent +{journey_sent}$", out, re.M), out
