@@ -187,14 +187,19 @@ class DeliveryPipeline:
         choice = self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms)
         req = DeliveryRequest(handoff.message_id, handoff.user_id, "", None, handoff.ts,
                               (handoff.channel,), order=handoff)
-        if not await self.policy.claim(handoff.message_id, now_ms):
-            return self._act_suppressed(req, choice, DUPLICATE, now_ms,
-                                        f"handoff {handoff.message_id} already sent")
         if handoff.channel not in self.channels:
             return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
                                         f"the handoff channel {handoff.channel} is not configured")
+        if not await self.policy.claim_leased(req, now_ms):  # a lease, as every send
+            return self._act_suppressed(req, choice, DUPLICATE, now_ms,
+                                        f"handoff {handoff.message_id} already sent")
+        return await self._hand_over(req, handoff, choice, now_ms)
+
+    async def _hand_over(self, req: DeliveryRequest, handoff: HandoffAction,
+                         choice: ContentChoice, now_ms: int) -> Outcome:
         data = {"kind": "handoff", "score": handoff.score, "content_ref": handoff.content_ref}
-        return await self._act(req, choice, Decision("send", handoff.channel), now_ms, data)
+        return await self._act(req, choice, Decision("send", handoff.channel, leased=True),
+                               now_ms, data)
 
     async def release_due(self, now_ms: int, states: StateLookup) -> list[Outcome]:
         """Deferred messages now due: content is chosen again from the user's
@@ -219,7 +224,9 @@ class DeliveryPipeline:
         state = states(req.user_id)
         send = req.order
         try:
-            if isinstance(send, SendAction):
+            if isinstance(send, HandoffAction):  # its holder died: hand it over again
+                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
+            elif isinstance(send, SendAction):
                 choice = self.selector.choose_ref(send.content_ref, send.user_id, state,
                                                   now_ms, await self._locale(send.user_id))
             else:
@@ -227,13 +234,16 @@ class DeliveryPipeline:
                 choice = await self.selector.select(trigger, state, now_ms,
                                                     await self._locale(req.user_id))
                 req = self._request(trigger, choice, state)
-            decision = await self.policy.decide(req, now_ms, released=True)
+            if not isinstance(send, HandoffAction):
+                decision = await self.policy.decide(req, now_ms, released=True)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:  # this request only: dead-letter it, release the rest
             log.exception("releasing a delivery failed", extra={"trigger_id": req.trigger_id})
             await self._bury_request(req, ERROR, f"{type(exc).__name__}: {exc}")
             return None
+        if isinstance(send, HandoffAction):
+            return await self._hand_over(req, send, choice, now_ms)
         return await self._act(req, choice, decision, now_ms)
 
     async def _bury_request(self, req: DeliveryRequest, reason: str, detail: str) -> None:

@@ -87,13 +87,16 @@ class DeliveryRequest:
     order: SendAction | HandoffAction | None = None
 
     def encode(self) -> str:
-        """A deferred request as stored (only scene triggers and journey sends defer)."""
+        """A pending request as stored (a deferral or a lease)."""
         row: list[Any] = [self.trigger_id, self.user_id, self.scene, self.key, self.trigger_ts,
                           list(self.channels), self.tz]
         if isinstance(self.order, SendAction):
             send = self.order
             row.append([send.strategy, send.step, send.content_ref, send.trigger_id,
                         send.version])
+        elif isinstance(self.order, HandoffAction):
+            hand = self.order
+            row.append(["handoff", hand.score, hand.channel, hand.content_ref])
         return orjson.dumps(row).decode()
 
     @classmethod
@@ -104,8 +107,11 @@ class DeliveryRequest:
             step, ref, origin = orjson.loads(key)
             rest = [[scene[len(_OLD_JOURNEY):], step, ref, origin, 1]]
             scene, key = "", None
-        order = None
-        if rest:
+        order: SendAction | HandoffAction | None = None
+        if rest and rest[0][0] == "handoff" and len(rest[0]) == 4:
+            _, score, channel, ref = rest[0]
+            order = HandoffAction(user, score, channel, ref, tid, ts)
+        elif rest:
             strategy, step, ref, origin, version = rest[0]
             order = SendAction(user, channels[0], ref, strategy, step, tid, ts, version,
                                trigger_id=origin)
@@ -174,9 +180,7 @@ class DeliveryPolicy:
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
             return self._suppress(BAD_TIME, f"{now_ms} has no date in {zone.key}")
-        if not released and not await self.store.claim_leased(
-                self._claim_key(req.trigger_id), model.dedupe_ttl, now_ms, self._deferred_key,
-                req.trigger_id, req.encode(), now_ms + model.lease):
+        if not released and not await self.claim_leased(req, now_ms):
             return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
                                              f"{format_duration_ms(model.dedupe_ttl)}")
         try:
@@ -202,6 +206,13 @@ class DeliveryPolicy:
     async def done(self, trigger_id: str) -> None:
         """A leased request is delivered, dead-lettered or suppressed: no longer pending."""
         await self.store.done(self._deferred_key, trigger_id)
+
+    async def claim_leased(self, req: DeliveryRequest, now_ms: int) -> bool:
+        """Dedupe ``req`` by its id and, when first, keep it pending until
+        ``now + lease`` (in one step: a crash cannot leave a claim without it)."""
+        return await self.store.claim_leased(
+            self._claim_key(req.trigger_id), self.model.dedupe_ttl, now_ms, self._deferred_key,
+            req.trigger_id, req.encode(), now_ms + self.model.lease)
 
     async def claim(self, message_id: str, now_ms: int) -> bool:
         """Dedupe: True only the first time ``message_id`` (a trigger id or a

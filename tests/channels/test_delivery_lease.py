@@ -94,3 +94,23 @@ async def test_redis_leases_are_atomic_and_handed_out_again(redis_url: str) -> N
         assert await memory.take_due(zset, 6_000, 10, 1_000) == [("pa", 2)]
     finally:
         await client.aclose()
+
+
+async def test_a_handoff_claimed_by_a_dead_process_is_handed_over_after_its_lease() -> None:
+    from channels.orders import HandoffAction
+    from channels.policy import DeliveryRequest
+
+    h = Harness()
+    handoff = HandoffAction("lead7", 55.5, "crm", "lead_handoff", "hm-1", NOW - 10)
+    req = DeliveryRequest(handoff.message_id, handoff.user_id, "", None, handoff.ts,
+                          (handoff.channel,), order=handoff)
+    assert DeliveryRequest.decode(req.encode()) == req
+    assert await h.pipeline.policy.claim_leased(req, NOW)  # then kill -9
+    again = await h.pipeline.hand_off(handoff, None, NOW + 1)
+    assert again.reason == "duplicate" and list(h.sender.messages) == []
+    (outcome,) = await h.delivery.release(NOW + h.config.delivery.lease + 1)
+    assert outcome.status == "delivered"
+    [message] = h.sender.messages
+    assert (message.message_id, message.channel, message.data["kind"]) == ("hm-1", "crm",
+                                                                           "handoff")
+    assert await h.pipeline.policy.deferred_count() == 0
