@@ -25,6 +25,7 @@ from triggers.explain import SceneExplanation, clock, explain_scene, hm
 from triggers.scenes import RepeatScene, Scene
 from triggers.state import UserState
 
+MAX_EVENTS_SHOWN = 500  # the text shows the newest; --json has every event
 FEEDBACK_TYPES = frozenset({"delivered", "failed", "opened", "clicked", "converted",
                             "bounced", "unsubscribed"})
 
@@ -71,7 +72,8 @@ class Timeline:
     def render(self) -> str:
         rows: list[tuple[int, int, str]] = []  # ts, order within a ts, text
         why = {f.trigger.trigger_id: f.why for s in self.scenes for f in s.fired}
-        for e in self.events:
+        hidden = max(0, len(self.events) - MAX_EVENTS_SHOWN)
+        for e in self.events[hidden:]:
             kind = "feedback" if e.type in FEEDBACK_TYPES else "event"
             rows.append((e.ts, 0, f"{kind:<8} {e.type}{_event_detail(e)}"))
         for s in self.scenes:
@@ -90,7 +92,13 @@ class Timeline:
         out = [f"user {self.user_id}: {len(self.events)} events, {len(self.triggers)} triggers, "
                f"{len(self.decisions)} decisions"
                + ("" if self.clock_ms is None else f" (clock {clock(self.clock_ms)})")]
+        if hidden:
+            out.append(f"  ({hidden:,} earlier events not shown; --json has them all)")
         out += [f"  {clock(ts)}  {text}" for ts, _, text in rows]
+        for s in self.scenes:
+            unlisted = s.extra.get("refusals_not_listed")
+            if unlisted:
+                out.append(f"  ({unlisted:,} more refusals of {s.scene} not listed)")
         quiet = [line for s in self.scenes if s.missing is not None
                  for line in s.lines(self.user_id)[len(s.fired) + len(s.refused):]]
         if quiet:

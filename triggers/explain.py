@@ -12,6 +12,7 @@ dropped entries (``engine:``, docs/architecture.md).
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from triggers.durations import format_duration_ms
 from triggers.events import Event, Trigger
 from triggers.predicates import Predicate, as_compared_string
 from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene, SequenceScene
+
+MAX_REFUSALS = 50  # listed per scene; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,30 +177,44 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
     fired_at = {(t.key, t.ts) for t in fires}
     whys: dict[tuple[str | None, int], str] = {}
     refused: list[Refusal] = []
-    best: tuple[int, int, str | None, list[Event]] | None = None  # n, ts, key, blockers
-    for i, event in enumerate(events):
+    more = 0
+    best: tuple[int, int, str | None, int | None] | None = None  # n, ts, key, last blocker
+    # Per key, the sorted times of the `when` and `unless` events taken so far:
+    # a window is two bisects (a bot's 10k views of one product stay cheap).
+    seen: dict[str | None, tuple[list[int], list[int]]] = {}
+    for event in events:
         has, key = _per_value(scene, event)
-        if not has or not when(event.fields):
+        if not has:
             continue
-        window = [e for e in events[: i + 1]
-                  if event.ts - scene.within_ms < e.ts <= event.ts
-                  and (scene.per is None or _per_value(scene, e)[1] == key)]
-        n = sum(1 for e in window if when(e.fields))
-        blockers = [e for e in window if unless is not None and unless(e.fields)]
+        is_when = when(event.fields)
+        whens, unlesses = seen.setdefault(key, ([], []))
+        if is_when:
+            insort(whens, event.ts)
+        if unless is not None and unless(event.fields):
+            insort(unlesses, event.ts)
+        if not is_when:
+            continue
+        low = event.ts - scene.within_ms
+        n = bisect_right(whens, event.ts) - bisect_right(whens, low)
+        inside = bisect_right(unlesses, event.ts)
+        blocker = unlesses[inside - 1] if inside and unlesses[inside - 1] > low else None
         figures = f"{min(n, scene.count)} of {scene.count} {what}{_for_key(scene, key)} " \
                   f"within {within}"
         if (key, event.ts) in fired_at:
             whys.setdefault((key, event.ts), figures + (
                 f", no {noun(scene.unless, False)}" if scene.unless else ""))
             continue
-        if n >= scene.count and not blockers:
+        if n >= scene.count and blocker is None:
             hot = _cooling(scene, fires, key, event.ts)
             why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
                    f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
-            refused.append(Refusal(event.ts, key, f"{figures}; {why}"))
+            if len(refused) < MAX_REFUSALS:
+                refused.append(Refusal(event.ts, key, f"{figures}; {why}"))
+            else:
+                more += 1
         rank = (min(n, scene.count), event.ts)
         if best is None or rank >= best[:2]:
-            best = (*rank, key, blockers)
+            best = (*rank, key, blocker)
     fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{scene.count} {what} within {within}"))
                   for t in fires)
     missing = None
@@ -205,13 +222,14 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
         if best is None:
             missing = f"no {what}" + ("" if scene.per is None else f" with {scene.per}")
         else:
-            n, _ts, key, blockers = best
+            n, _ts, key, last_blocker = best
             missing = f"{n} of {scene.count} {what}{_for_key(scene, key)} within {within}"
-            if blockers:
-                missing += f"; a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
+            if last_blocker is not None:
+                missing += f"; a {noun(scene.unless, False)} at {hm(last_blocker)} blocks it"
             elif n >= scene.count and refused:
                 missing += f"; {refused[-1].why.rpartition('; ')[2]}"
-    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing,
+                            {"refusals_not_listed": more} if more else {})
 
 
 def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
@@ -230,7 +248,8 @@ def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
         hot = _cooling(scene, fires, key, event.ts)
         why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
                f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
-        refused.append(Refusal(event.ts, key, why))
+        if len(refused) < MAX_REFUSALS:
+            refused.append(Refusal(event.ts, key, why))
     cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
             if scene.cooldown_ms else "")
     fired = tuple(Fired(t, f"{noun(scene.when, False)}{_for_key(scene, t.key)}{cool}")

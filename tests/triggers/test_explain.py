@@ -112,3 +112,11 @@ scenes:
     assert len(fired) == 1 and scene.fired[0].why == "view at 10:00, then cart within 10m"
     (scene,), fired = _run(scenes, [_ev(T10, "view"), _ev(T10 + 20 * MIN, "cart")])
     assert fired == [] and scene.missing == "a view at 10:00, no cart within 10m after it"
+
+
+def test_a_bot_lists_a_bounded_number_of_refusals() -> None:
+    events = [_ev(T10 + i * 100, "view", product_id="p") for i in range(2_000)]
+    (scene,), fired = _run(_scenes(REPEAT), events)
+    assert len(fired) == 1  # the 24h cooldown holds the rest
+    assert len(scene.refused) == 50
+    assert scene.extra == {"refusals_not_listed": 2_000 - 3 - 50}
