@@ -160,7 +160,8 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
         held = asyncio.run(keys_of(redis_url, run, user))
         kinds = {"directory", "address_index", "consent", "engagement", "tags", "score",
                  "caps", "dedupe", "message_index", f"inbox er{run}:inbox"}
-        exported = cli("export-user", user, *common, "--json")
+        exported = cli("export-user", user, *common, "--json", "--broker", kafka_bootstrap,
+                       "--app-id", prefix)
         assert exported.returncode == 0, exported.stderr
         data = orjson.loads(exported.stdout)
         assert set(data["keys"]) == kinds
@@ -170,6 +171,9 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
         assert data["journeys"]["field"] == user and len(data["deferred"]) == 1
         assert len(data["dead_letters"]) == 1
         assert data["keys"]["directory"][f"er{run}:user:{user}"].startswith("{")
+        # ... and what the worker holds: the one view before the export
+        assert data["engine_state"]["profile"]["views"] == 1
+        assert data["engine_state"]["repeat"]["rv"]["x"]["when"] == [now]
 
         erased = cli("erase", user, *common, "--broker", kafka_bootstrap,
                      "--topic-prefix", prefix, "--json")
@@ -191,6 +195,10 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
     mine = [value for key, value in records if key == user.encode()]
     assert mine and mine[-1] is None  # the tombstone: the last word on the user's key
     assert any(key == other.encode() and value for key, value in records)
+    after = cli("export-user", user, *common, "--json", "--broker", kafka_bootstrap,
+                "--app-id", prefix)
+    assert after.returncode == 0, after.stderr
+    assert orjson.loads(after.stdout) == {"user_id": user, "keys": {}, "engine_state": None}
 
     second = start_worker(tmp_path, "b", kafka_bootstrap, prefix, prefix, flags, cfg)
     try:
