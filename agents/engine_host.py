@@ -475,6 +475,8 @@ class PartitionHost:
         if event.type == ERASE:
             store.forget(event.user_id)
             return []
+        if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
+            return self._identify(event)
         aliases = store.aliases
         if aliases:
             known = aliases.get(event.user_id)
@@ -482,8 +484,6 @@ class PartitionHost:
                 self.outbox.append((known, orjson.dumps(
                     {**event.fields, "user_id": known, "anonymous_id": event.user_id})))
                 return []
-        if event.type == IDENTIFY:
-            return self._identify(event)
         if event.type == MERGE:
             return self._merge(event, at)
         fired = self.host.take(event, now_ms)

@@ -62,8 +62,15 @@ def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> 
     profile = known_side.store.get("k")
     assert profile is not None and profile.profile.views == 4
 
+    # Another login on the same device: the id now stands for the new user (nothing
+    # of the first user moves: the anonymous id's history went to "k" already).
+    restarted.outbox.clear()
+    restarted.on_event(ev("a", 1003, IDENTIFY, known_id="k2"), 14, 0)
+    restarted.on_event(ev("a", 1004, "view", product_id="p"), 15, 0)
+    assert [key for key, _ in restarted.outbox] == ["k2"]
+    restarted.outbox.clear()
     # Erasing the anonymous id drops its alias too.
-    restarted.on_event(ev("a", 1004, "erase"), 14, 0)
+    restarted.on_event(ev("a", 1005, "erase"), 16, 0)
     restarted.store.flush()
     assert alias_key("a") not in anon_table
 
