@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from channels.feedback import FeedbackEvent
+
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -65,6 +67,15 @@ class DecisionRecord:
             raise ValueError("a decision record is a JSON object")
         known = {k: raw[k] for k in cls.__slots__ if k in raw}
         return cls(**known)
+
+
+def feedback_record(event: FeedbackEvent) -> DecisionRecord:
+    """An open, click, provider receipt or unsubscribe as a record, under the
+    message's id (the delivered record carries the same ``message_id``)."""
+    scene = event.scene or (f"journey:{event.strategy}" if event.strategy else "")
+    figures = f"message {event.message_id}" + (f": {event.detail}" if event.detail else "")
+    return DecisionRecord(event.ts, event.user_id, event.message_id, scene, event.kind, None,
+                          figures, event.channel or None, message_id=event.message_id)
 
 
 class DecisionLog(Protocol):

@@ -52,6 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from agents.engine_host import ERASE
 from channels.consent import RedisConsentStore
 from channels.consent_http import ConsentRoutes
+from channels.decisions import feedback_record
 from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
@@ -116,14 +117,19 @@ class KafkaFeedbackSink:
     """The events topic (for scenes), and optionally the journeys' feedback
     topic: the same record on both (one vocabulary, ``type`` = the kind)."""
 
-    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None) -> None:
+    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None,
+                 decisions_topic: str | None = None) -> None:
         self._producer = producer
         self._topics = [t for t in (events_topic, journeys_topic) if t is not None]
+        self._decisions = decisions_topic  # the decision log's feedback records
 
     async def emit(self, event: FeedbackEvent) -> None:
         key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
         for topic in self._topics:
             await self._producer.send_and_wait(topic, value, key=key)
+        if self._decisions is not None:
+            await self._producer.send_and_wait(self._decisions,
+                                               feedback_record(event).encode(), key=key)
 
 
 @dataclass
@@ -264,14 +270,15 @@ async def _main(args: argparse.Namespace) -> int:
         if args.broker:
             from aiokafka import AIOKafkaProducer
 
-            from agents.topics import bootstrap_servers, feedback_topics
+            from agents.topics import bootstrap_servers, feedback_topics, topic_name
 
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
                                         acks="all")
             await producer.start()
             stack.push_async_callback(producer.stop)
             events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
-            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None)
+            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
+                                     topic_name(args.topic_prefix, "decisions"))
             erase_topic = events
 
             async def forget_in_worker(user_id: str, now_ms: int) -> None:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from channels.base import Message
+from channels.decisions import DecisionRecord
 from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path
 from channels.inbox import InboxStore
 from config.loader import load_config_text
@@ -67,7 +68,9 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
     env = {TOKEN_ENV: ADMIN, INBOX_SECRET_ENV: USER_SECRET,
            config.delivery.tracking.callback_token_env: CALLBACK,
            config.delivery.tracking.secret_env: TRACKING}
-    parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic),
+    decisions_topic = unique_topic("serve-decisions")
+    parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic,
+                                                         decisions_topic),
                        env=env, tags_prefix=f"sv{run}:")
     mid = f"m-{run}"
     await RedisMessageIndex(client, f"sv{run}:").remember(
@@ -137,6 +140,11 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
         records = await read_topic(kafka_bootstrap, journeys_topic)
         assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [
             (b"u42", "opened"), (b"u42", "delivered")]
+        decided = [DecisionRecord.decode(r.value)
+                   for r in await read_topic(kafka_bootstrap, decisions_topic)]
+        assert [(d.outcome, d.user_id, d.scene, d.channel, d.message_id) for d in decided] == [
+            ("opened", "u42", "cart_abandonment", "wechat", mid),
+            ("delivered", "u42", "cart_abandonment", "wechat", mid)]
     finally:
         await producer.stop()
         await client.aclose()
