@@ -62,6 +62,7 @@ from triggers.state import UserState
 log = logging.getLogger("agents.engine_host")
 
 _ENVELOPE = struct.Struct(">Bq")
+_MAX_MERGED = 64  # anonymous ids remembered per known user (devices, sessions)
 _ENVELOPE_VERSION = 2
 _ENVELOPE_OFFSET_ONLY = 1  # before batched records: the offset of the last applied record
 NO_OFFSET = -1
@@ -78,7 +79,8 @@ ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md
 IDENTIFY = "identify"  # anonymous user_id is known_id from now on
 MERGE = "merge"  # an identified anonymous id's state, for the known id's partition
 RESERVED = b"\xff"
-ALIAS = RESERVED + b"alias:"  # first byte of the reserved keys: UTF-8 (user ids) never has it
+ALIAS = RESERVED + b"alias:"
+MERGED = RESERVED + b"merged:"  # known id -> the anonymous ids merged into it (for erasure)  # first byte of the reserved keys: UTF-8 (user ids) never has it
 
 
 def shapes_key(partition: int) -> bytes:
@@ -90,6 +92,10 @@ def shapes_key(partition: int) -> bytes:
 def alias_key(anonymous_id: str) -> bytes:
     """Where an identified anonymous id's known user is kept (its own partition)."""
     return ALIAS + anonymous_id.encode()
+
+
+def merged_key(known_id: str) -> bytes:
+    return MERGED + known_id.encode()
 
 
 def is_reserved(key: bytes) -> bool:
@@ -150,6 +156,7 @@ class PartitionStore:
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
         self.aliases: dict[str, str] = {}  # identified anonymous id -> known user id
+        self.merged: dict[str, list[str]] = {}  # known user id -> anonymous ids merged in
         self._meta_deleted: set[bytes] = set()
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
         self._meta_staged: dict[bytes, bytes] = {}
@@ -204,12 +211,23 @@ class PartitionStore:
         self._meta_deleted.discard(alias_key(anonymous_id))
         self.stage_meta(alias_key(anonymous_id), known_id.encode())
 
-    def forget(self, user_id: str) -> None:
+    def note_merged(self, known_id: str, anonymous_id: str) -> None:
+        ids = self.merged.get(known_id, [])
+        if anonymous_id not in ids:
+            self.merged[known_id] = ids = [*ids, anonymous_id][-_MAX_MERGED:]
+            self._meta_deleted.discard(merged_key(known_id))
+            self.stage_meta(merged_key(known_id), orjson.dumps(ids))
+
+    def forget(self, user_id: str) -> list[str]:
         """Erase the user: gone from the cache now, from the table at the next flush
-        (its state, and its alias if it was an identified anonymous id)."""
-        if self.aliases.pop(user_id, None) is not None:
-            self._meta_staged.pop(alias_key(user_id), None)
-            self._meta_deleted.add(alias_key(user_id))
+        (its state, its alias if it was an identified anonymous id, its list of
+        merged anonymous ids). Returns those ids: they are the user's too."""
+        merged = self.merged.pop(user_id, None)
+        for key, found in ((alias_key(user_id), self.aliases.pop(user_id, None)),
+                           (merged_key(user_id), merged)):
+            if found is not None:
+                self._meta_staged.pop(key, None)
+                self._meta_deleted.add(key)
         entry = self._entry(user_id)
         self._cache.pop(user_id, None)
         self._dirty.pop(user_id, None)
@@ -219,6 +237,7 @@ class PartitionStore:
             if entry.size:
                 self.users -= 1
                 self.bytes -= entry.size
+        return merged or []
 
     @property
     def dirty(self) -> bool:
@@ -287,6 +306,8 @@ class PartitionStore:
         self._complete = len(self._cache) == self.users
         self.aliases = {key[len(ALIAS):].decode(): value.decode()
                         for key, value in self.meta.items() if key.startswith(ALIAS)}
+        self.merged = {key[len(MERGED):].decode(): list(orjson.loads(value))
+                       for key, value in self.meta.items() if key.startswith(MERGED)}
 
     # -- internals ------------------------------------------------------------
 
@@ -473,7 +494,11 @@ class PartitionHost:
         if at <= store.applied_offset(event.user_id):
             return None
         if event.type == ERASE:
-            store.forget(event.user_id)
+            # The anonymous ids merged into the user were the user too: erase them
+            # on their own partitions (their alias and anything left there).
+            for anonymous in store.forget(event.user_id):
+                self.outbox.append((anonymous, orjson.dumps(
+                    {"user_id": anonymous, "ts": event.ts, "type": ERASE})))
             return []
         if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
             return self._identify(event)
@@ -517,6 +542,9 @@ class PartitionHost:
         limit = self.engine.limits.max_window_entries
         store.put(event.user_id, merge_states(store.get(event.user_id), anonymous, limit))
         store.mark_applied(event.user_id, at)
+        source = event.fields.get("anonymous_id")
+        if isinstance(source, str) and source:
+            store.note_merged(event.user_id, source)
         return []
 
     def on_tick(self, now_ms: int) -> list[Trigger]:

@@ -61,6 +61,12 @@ def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> 
     assert [(t.scene, t.user_id, t.key) for t in fired or []] == [("rv", "k", "p")]
     profile = known_side.store.get("k")
     assert profile is not None and profile.profile.views == 4
+    # Erasing the known user erases the anonymous ids merged into it, where they live.
+    known_side.on_event(ev("k", 2000, "erase"), 4, 0)
+    (erase_key, erase), = known_side.outbox
+    assert erase_key == "a" and orjson.loads(erase) == {"user_id": "a", "ts": 2000,
+                                                         "type": "erase"}
+    known_side.outbox.clear()
 
     # Another login on the same device: the id now stands for the new user (nothing
     # of the first user moves: the anonymous id's history went to "k" already).
