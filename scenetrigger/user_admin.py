@@ -13,6 +13,7 @@ time); with no token configured every request is refused.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from channels.directory import Contact, ContactError, Directory, contact_from
 from strategies.http import authorise_admin
 
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
+Publish = Callable[[dict[str, Any]], Awaitable[None]]
 RecordConsent = Callable[[str, str, str, bool, str], Awaitable[ConsentRecord]]
 _CHANNEL_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_BODY = 256 * 1024
@@ -31,11 +33,12 @@ _MAX_BODY = 256 * 1024
 
 class UserAdmin:
     def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser,
-                 record: RecordConsent) -> None:
+                 record: RecordConsent, publish: Publish | None = None) -> None:
         self.directory = directory
         self.consent = consent
         self.erase = erase
         self.record = record
+        self.publish = publish
 
     def add_routes(self, app: web.Application) -> None:
         """Needs the admin token under strategies.http's key (``add_routes`` there sets it)."""
@@ -44,6 +47,7 @@ class UserAdmin:
         app.router.add_patch("/users/{user_id}", self.patch)
         app.router.add_delete("/users/{user_id}", self.delete)
         app.router.add_put("/users/{user_id}/consent/{channel}", self.put_consent)
+        app.router.add_post("/identify", self.identify)
 
     async def _view(self, contact: Contact) -> web.Response:
         consent = await self.consent.all(contact.user_id)
@@ -88,6 +92,24 @@ class UserAdmin:
         change = await self.record(user_id, channel, purpose, granted, source)
         return web.json_response({"user_id": user_id, "channel": channel, "purpose": purpose,
                                   **change.to_dict()})
+
+    async def identify(self, request: web.Request) -> web.Response:
+        """The shop's backend on login: ``{anonymous_id, user_id[, ts]}`` becomes the
+        ``identify`` event, keyed by the anonymous id (docs/audiences.md, "Identity")."""
+        authorise_admin(request)
+        if self.publish is None:
+            raise web.HTTPServiceUnavailable(text="identify needs serve --broker\n")
+        body = await _body(request)
+        anonymous, known, ts = body.get("anonymous_id"), body.get("user_id"), body.get("ts")
+        if not (isinstance(anonymous, str) and isinstance(known, str) and anonymous and known
+                and anonymous != known and max(len(anonymous), len(known)) <= 256):
+            raise web.HTTPUnprocessableEntity(
+                text='{"error": "want {anonymous_id, user_id}: two different ids"}',
+                content_type="application/json")
+        now = ts if type(ts) is int else time.time_ns() // 1_000_000
+        event = {"user_id": anonymous, "ts": now, "type": "identify", "known_id": known}
+        await self.publish(event)
+        return web.json_response({"accepted": True, **event}, status=202)
 
     async def delete(self, request: web.Request) -> web.Response:
         authorise_admin(request)

@@ -13,7 +13,8 @@ Routes (all on one port, loopback by default):
   shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
 * ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
 * ``GET/PUT/PATCH/DELETE /users/{user_id}``: the user directory (admin token;
-  :mod:`scenetrigger.user_admin`; DELETE erases the user);
+  :mod:`scenetrigger.user_admin`; DELETE erases the user); ``POST /identify``
+  (admin token, needs ``--broker``): an anonymous id is a known user now;
 * ``GET/POST /unsubscribe/{channel}``, ``POST /inbound/sms/{provider}``,
   ``GET/POST /inbound/wechat``: consent (:mod:`channels.consent_http`;
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
@@ -160,6 +161,7 @@ class ServeParts:
     tags_prefix: str = "scenetrigger:"
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.erasure over Redis
+    publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -212,7 +214,8 @@ def build_app(parts: ServeParts) -> web.Application:
                                    env.get(WECHAT_TOKEN_ENV) or None)
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
-    UserAdmin(directory, consent, eraser, consent_routes.record).add_routes(app)
+    UserAdmin(directory, consent, eraser, consent_routes.record,
+              parts.publish).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))
@@ -279,22 +282,27 @@ async def _main(args: argparse.Namespace) -> int:
             events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
             sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
                                      topic_name(args.topic_prefix, "decisions"))
-            erase_topic = events
+            events_topic = events
+
+            async def publish(record: dict[str, Any]) -> None:
+                """An event of ours on the events topic, keyed by its user."""
+                await producer.send_and_wait(events_topic, orjson.dumps(record),
+                                             key=str(record["user_id"]).encode())
 
             async def forget_in_worker(user_id: str, now_ms: int) -> None:
-                record = {"user_id": user_id, "ts": now_ms, "type": ERASE}
-                await producer.send_and_wait(erase_topic, orjson.dumps(record),
-                                             key=user_id.encode())
+                await publish({"user_id": user_id, "ts": now_ms, "type": ERASE})
 
             forget: Any = forget_in_worker
+            to_events: Any = publish
         else:
-            forget = None
+            forget = to_events = None
 
         def app_for(config: AppConfig) -> web.Application:
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
-                                                      forget_in_worker=forget).erase))
+                                                      forget_in_worker=forget).erase,
+                                        publish=to_events))
 
         try:  # one listening socket for the life of the process: a reload swaps the app
             site = SwappableSite.listen(args.host, args.port)

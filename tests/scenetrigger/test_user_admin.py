@@ -156,3 +156,32 @@ async def test_consent_set_by_the_cli_is_an_event_in_the_stream(
     keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
     await redis.delete(*keys)
     await redis.aclose()
+
+
+async def test_identify_api_publishes_the_identify_event(redis_url: str) -> None:
+    cfg = load_config_text(_config(f"ui{uuid.uuid4().hex[:8]}:"))
+    redis = Redis.from_url(redis_url)
+    published: list[dict[str, object]] = []
+
+    async def publish(event: dict[str, object]) -> None:
+        published.append(event)
+
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        without = build_app(ServeParts(cfg, redis, ListSink(), env={TOKEN_ENV: ADMIN}))
+        async with TestClient(TestServer(without)) as client:
+            resp = await client.post("/identify", headers=auth,
+                                     json={"anonymous_id": "d1", "user_id": "u1"})
+            assert resp.status == 503  # no broker: nowhere to send it
+        app = build_app(ServeParts(cfg, redis, ListSink(), env={TOKEN_ENV: ADMIN},
+                                   publish=publish))
+        async with TestClient(TestServer(app)) as client:
+            body = {"anonymous_id": "d1", "user_id": "u1", "ts": 5}
+            assert (await client.post("/identify", json=body)).status == 401
+            assert (await client.post("/identify", headers=auth,
+                                      json={"anonymous_id": "u1", "user_id": "u1"})).status == 422
+            ok = await client.post("/identify", headers=auth, json=body)
+            assert ok.status == 202
+    finally:
+        await redis.aclose()
+    assert published == [{"user_id": "d1", "ts": 5, "type": "identify", "known_id": "u1"}]
