@@ -7,7 +7,8 @@ Where a user's data lives (each key builder in the code base, by module):
 ``channels.consent``       ``{p}consent:{id}``
 ``channels.policy``        ``{p}eng:{id}``, ``{p}cap:{id}:*``, dedupe claims
                            ``{p}dd:*|{id}|*`` (trigger and journey ids embed the
-                           user), deferred requests in ``{p}deferred`` (+ ``:payload``)
+                           user), deferred and leased requests in ``{p}deferred``
+                           (+ ``:payload``, ``:tries``)
 ``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user)
 ``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*``
 ``strategies.store``       ``{t}tags:{id}``, ``{t}score:{id}``
@@ -206,6 +207,7 @@ class Eraser:
         if found.deferred:
             pipe.zrem(f"{self.prefix}deferred", *found.deferred)
             pipe.hdel(f"{self.prefix}deferred:payload", *found.deferred)
+            pipe.hdel(f"{self.prefix}deferred:tries", *found.deferred)
             removed["deferred"] = len(found.deferred)
         if found.dead_letters:
             pipe.xdel(self.dead_letter_stream, *found.dead_letters)
