@@ -38,6 +38,7 @@ from channels.consent import ConsentRecord, ConsentStore, unsubscribe_signature
 from channels.directory import Directory, address_hash
 from channels.feedback import FeedbackEvent, FeedbackSink
 from config.clock import wall_ms
+from config.tokens import callback_token, token_matches
 
 log = logging.getLogger("scenetrigger.consent")
 OPT_OUT_WORDS = frozenset({"td", "t", "退订", "stop", "unsubscribe"})
@@ -141,10 +142,7 @@ class ConsentRoutes:
                                      "You will get no more marketing messages here.</p>")
 
     def _check_token(self, request: web.Request) -> None:
-        auth = request.headers.get("Authorization", "")
-        given = (auth[len("Bearer "):] if auth.startswith("Bearer ")
-                 else request.headers.get("X-Callback-Token", ""))
-        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+        if not token_matches(callback_token(request.headers), self._token):
             raise web.HTTPUnauthorized(text="bad token", headers={"WWW-Authenticate": "Bearer"})
 
     async def inbound_sms(self, request: web.Request) -> web.Response:

@@ -42,6 +42,7 @@ import orjson
 from aiohttp import web
 
 from config.clock import wall_ms
+from config.tokens import callback_token, token_matches
 from triggers.events import Event
 
 log = logging.getLogger("scenetrigger.feedback")
@@ -282,12 +283,7 @@ class FeedbackApp:
         if "token" in request.query:  # even a right one: it is already in some log
             return web.json_response({"error": _URL_REFUSED}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
-        auth = request.headers.get("Authorization", "")
-        given = (auth[len("Bearer "):] if auth.startswith("Bearer ")
-                 else request.headers.get("X-Callback-Token", ""))
-        # surrogateescape: a non-UTF-8 byte in the header is a wrong token, not a 500
-        if not self._token or not hmac.compare_digest(
-                given.encode("utf-8", "surrogateescape"), self._token.encode()):
+        if not token_matches(callback_token(request.headers), self._token):
             return web.json_response({"error": "bad token"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import hmac
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import orjson
 
 from config.clock import wall_ms
 from config.loader import check_text
+from config.tokens import token_matches
 from triggers.errors import ConfigError, SceneTriggerError
 
 ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
@@ -130,7 +130,7 @@ def author_of(token: str | None, env: Mapping[str, str] | None = None) -> str:
         raise SceneTriggerError(f"give your admin token in {TOKEN_ENV}")
     found = None
     for name, secret in named:  # every entry compared: the time says nothing
-        if hmac.compare_digest(token.encode(), secret.encode()) and found is None:
+        if token_matches(token, secret) and found is None:
             found = name
     if found is None:
         raise SceneTriggerError("the admin token is not valid")

@@ -9,7 +9,6 @@ pin the time, for replays and tests).
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Callable
 
@@ -17,10 +16,12 @@ from aiohttp import web
 
 from config.clock import wall_ms
 from config.strategy_models import ScoringModel
+from config.tokens import bearer, token_matches
+from config.versions import ADMIN_TOKEN_ENV
 from strategies.scoring import decayed
 from strategies.store import TagStore
 
-TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a secret
+TOKEN_ENV = ADMIN_TOKEN_ENV  # one name for the admin token, config changes and routes alike
 STORE_KEY: web.AppKey[TagStore] = web.AppKey("strategies_tag_store", TagStore)
 SCORING_KEY: web.AppKey[ScoringModel] = web.AppKey("strategies_scoring", ScoringModel)
 TOKEN_KEY: web.AppKey[str] = web.AppKey("strategies_admin_token", str)
@@ -50,9 +51,7 @@ def authorise_admin(request: web.Request) -> None:
     expected = request.app[TOKEN_KEY]
     if not expected:
         raise web.HTTPForbidden(text=f"admin routes are off: set {TOKEN_ENV}")
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(
-            given[len("Bearer "):].encode(), expected.encode()):
+    if not token_matches(bearer(request.headers.get("Authorization", "")), expected):
         raise web.HTTPUnauthorized(text="a valid admin token is required",
                                    headers={"WWW-Authenticate": "Bearer"})
 

@@ -3,6 +3,7 @@ served by a real aiohttp server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,5 +97,18 @@ async def test_routes_are_off_without_a_configured_token() -> None:
     try:
         resp = await client.get("/users/1/tags", headers={"Authorization": "Bearer "})
         assert resp.status == 403
+    finally:
+        await client.close()
+
+
+async def test_a_non_utf8_token_is_a_wrong_token_not_a_server_error() -> None:
+    client = await _client(MemoryTagStore(), "s3cret")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"GET /users/1/tags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).split()[1] == b"401"
+        writer.close()
     finally:
         await client.close()
