@@ -9,7 +9,8 @@ Where a user's data lives (each key builder in the code base, by module):
                            ``{p}dd:*|{id}|*`` (trigger and journey ids embed the
                            user), deferred and leased requests in ``{p}deferred``
                            (+ ``:payload``, ``:tries``)
-``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user)
+``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user),
+                           once-markers ``{p}once:{kind}:{message_id}`` of its messages
 ``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*``
 ``strategies.store``       ``{t}tags:{id}``, ``{t}score:{id}``
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
@@ -41,6 +42,7 @@ import orjson
 from channels.consent import RedisConsentStore
 from channels.deadletter import DEFAULT_STREAM
 from channels.directory import RedisDirectory, address_hash
+from channels.feedback import KINDS
 from channels.policy import DeliveryRequest
 from config.channel_models import InboxModel
 from config.clock import wall_ms
@@ -116,6 +118,17 @@ class Eraser:
         messages = await self._messages_of(user_id)
         if messages:
             found.keys["message_index"] = messages
+        # "Counted once" markers of the user's messages' opens and clicks.
+        msg_prefix = f"{p}msg:"
+        markers = [f"{p}once:{kind}:{key[len(msg_prefix):]}" for key in messages
+                   for kind in KINDS]
+        marked = set(await self._scan(f"{_glob(p)}once:*|{u}|*"))
+        for start in range(0, len(markers), 500):
+            chunk = markers[start:start + 500]
+            marked.update(k for k, n in zip(chunk, await self._exist_each(chunk), strict=True)
+                          if n)
+        if marked:
+            found.keys["feedback_markers"] = sorted(marked)
         if await self.redis.hexists(f"{t}journeys", user_id):
             found.journey_field = user_id
         payloads = await self.redis.hgetall(f"{p}deferred:payload")
@@ -123,6 +136,12 @@ class Eraser:
                                 if DeliveryRequest.decode(raw).user_id == user_id)
         found.dead_letters = await self._dead_letters_of(user_id)
         return found
+
+    async def _exist_each(self, keys: list[str]) -> list[int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return [int(n) for n in await pipe.execute()]
 
     async def _messages_of(self, user_id: str) -> list[str]:
         keys = await self._scan(f"{_glob(self.prefix)}msg:*")

@@ -27,6 +27,7 @@ from channels.base import DeliveryResult, Message
 from channels.consent import ConsentRecord, RedisConsentStore
 from channels.deadletter import DeadLetterStore
 from channels.directory import RedisDirectory, address_hash, contact_from
+from channels.feedback import RedisMessageIndex
 from config.loader import load_config
 from strategies.scoring import LeadScore
 from strategies.store import RedisTagStore
@@ -76,6 +77,8 @@ async def fill_redis(url: str, cfg_path: Path, run: str, user: str) -> None:
                              dead_letter_stream=f"er{run}:dl", redis_url=url)
         sent = await live.pipeline.deliver(Trigger("rv", user, "p1", NOON), None, NOON)
         assert sent.status == "delivered", sent
+        assert sent.message is not None  # its open, counted once (the feedback marker)
+        assert await RedisMessageIndex(client, prefix).first("opened", sent.message.message_id)
         deferred = await live.pipeline.deliver(Trigger("rv", user, "p2", NIGHT), None, NIGHT)
         assert deferred.status == "deferred", deferred
         await live.aclose()
@@ -100,6 +103,14 @@ async def keys_of(url: str, run: str, user: str) -> set[str]:
             if user in key or (kind == "string" and user in (await client.get(key) or "")):
                 found.add(key)
         return found
+    finally:
+        await client.aclose()
+
+
+async def exists(url: str, keys: list[str]) -> int:
+    client = Redis.from_url(url)
+    try:
+        return int(await client.exists(*keys))
     finally:
         await client.aclose()
 
@@ -159,15 +170,20 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
         asyncio.run(fill_redis(redis_url, cfg, run, user))
         held = asyncio.run(keys_of(redis_url, run, user))
         kinds = {"directory", "address_index", "consent", "engagement", "tags", "score",
-                 "caps", "dedupe", "message_index", f"inbox er{run}:inbox"}
+                 "caps", "dedupe", "message_index", "feedback_markers",
+                 f"inbox er{run}:inbox"}
         exported = cli("export-user", user, *common, "--json", "--broker", kafka_bootstrap,
                        "--app-id", prefix)
         assert exported.returncode == 0, exported.stderr
         data = orjson.loads(exported.stdout)
         assert set(data["keys"]) == kinds
         listed = {k for keys in data["keys"].values() for k in keys}
-        # export lists every key of the user a SCAN finds (and nothing else)
-        assert listed == held and len(held) >= 12, (sorted(listed ^ held), sorted(held))
+        # export lists every key of the user a SCAN finds, and the open marker of the
+        # user's message (named by a message id only: found through the message index)
+        markers = set(data["keys"]["feedback_markers"])
+        assert len(markers) == 1 and next(iter(markers)).startswith(f"er{run}:once:opened:")
+        assert listed - markers == held and len(held) >= 12, (sorted(listed ^ held),
+                                                              sorted(held))
         assert data["journeys"]["field"] == user and len(data["deferred"]) == 1
         assert len(data["dead_letters"]) == 1
         assert data["keys"]["directory"][f"er{run}:user:{user}"].startswith("{")
@@ -183,6 +199,7 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
         assert receipt["removed"]["journey_state"] == 1 and receipt["removed"]["deferred"] == 1
         assert receipt["removed"]["dead_letters"] == 1 and receipt["do_not_contact"] == 2
         assert asyncio.run(keys_of(redis_url, run, user)) == set()
+        assert asyncio.run(exists(redis_url, sorted(markers))) == 0
         left = asyncio.run(leftovers(redis_url, run, user))
         assert left["journey"] is False and left["deferred"] == [] and left["dead_letters"] == []
         assert len(left["receipts"]) == 1 and left["dnc"] == 1
