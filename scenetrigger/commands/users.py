@@ -201,7 +201,8 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
             fmt = args.format
             if fmt == "auto":
                 fmt = "jsonl" if args.file.endswith((".jsonl", ".json", ".ndjson")) else "csv"
-            bar = progress_bar(size, args.no_progress, "users")
+            # A pipe has no size and no position: no bar for it.
+            bar = progress_bar(size, args.no_progress or size is None, "users")
             batch: list[Row] = []
             now_ms = wall_ms()
             for item in read_rows(stream, fmt):
