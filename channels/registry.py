@@ -47,9 +47,20 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "SCENETRIGGER_REDIS_URL"
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def redis_url_or_env(url: str | None) -> str:
-    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default."""
-    return url or os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
+    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default.
+
+    Checked here so that a mistyped URL is one clear line, not redis-py's
+    traceback from deep inside the first connection."""
+    source = "--redis-url" if url else REDIS_URL_ENV
+    chosen = url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    if not chosen.startswith(REDIS_SCHEMES):
+        raise ChannelError(f"{source} {chosen!r} is not a Redis URL: use redis://HOST:PORT/DB "
+                           "(or rediss:// for TLS, unix:///path.sock)")
+    return chosen
 
 
 class UnknownChannelError(ChannelError):

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from channels.base import DeliveryResult, Message
 from channels.deadletter import DeadLetterStore
 from channels.email import EmailChannel
+from channels.errors import ChannelError
 from channels.inbox import InboxChannel
 from channels.logchannel import LogChannel
 from channels.provider import ProviderChannel
@@ -23,6 +24,7 @@ from channels.registry import (
     DeliveryMetrics,
     UnknownChannelError,
     build_registry,
+    redis_url_or_env,
 )
 from channels.retry import RetryPolicy
 from channels.webhook import WebhookChannel
@@ -254,3 +256,17 @@ async def test_registry_close_goes_on_after_an_error() -> None:
     first, second = Broken("a", []), FakeChannel("b", [])
     await ChannelRegistry({"a": first, "b": second}).close()
     assert second.closed
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "127.0.0.1", "http://127.0.0.1:6379/0"])
+def test_a_redis_url_without_a_redis_scheme_is_a_clear_error(url: str) -> None:
+    with pytest.raises(ChannelError, match="redis://HOST:PORT/DB"):
+        redis_url_or_env(url)
+
+
+def test_the_redis_url_from_the_environment_is_checked_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENETRIGGER_REDIS_URL", "notaurl")
+    with pytest.raises(ChannelError, match="SCENETRIGGER_REDIS_URL"):
+        redis_url_or_env(None)
+    assert redis_url_or_env("rediss://h:1/0") == "rediss://h:1/0"
