@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -152,16 +152,15 @@ def _xref_rechecks(err: Any) -> bool:
     return "no step with id" in text or "no strategy named" in text
 
 
-def _include_errors(section: Any) -> tuple[list[Problem], bool]:
-    """Schema errors of included strategies files, each with that file's line
-    (the section's own error names the file but no line). Returns the
-    problems and whether any file had some."""
+def included_files(section: Any) -> Iterator[tuple[Doc, dict[Any, Any]]]:
+    """Each file a strategies section includes that reads as a mapping, with
+    its own :class:`Doc` (so a problem names that file and its line). The
+    others are passed over: the section's schema error names them."""
     from pathlib import Path as FilePath
 
-    from config.strategy_models import StrategyModel, format_strategy_error, resolve_include
+    from config.strategy_models import resolve_include
     from config.yaml_load import line_map, safe_load_unique
 
-    out: list[Problem] = []
     refs = section.get("include") if isinstance(section, dict) else None
     for ref in refs if isinstance(refs, list) else []:
         if not isinstance(ref, str):
@@ -172,9 +171,18 @@ def _include_errors(section: Any) -> tuple[list[Problem], bool]:
             body = safe_load_unique(text)
         except Exception:  # noqa: S112 - unreadable or not YAML: the section's error says so
             continue
-        if not isinstance(body, dict):
-            continue
-        sub = Doc(str(path), line_map(text))
+        if isinstance(body, dict):
+            yield Doc(str(path), line_map(text)), body
+
+
+def _include_errors(section: Any) -> tuple[list[Problem], bool]:
+    """Schema errors of included strategies files, each with that file's line
+    (the section's own error names the file but no line). Returns the
+    problems and whether any file had some."""
+    from config.strategy_models import StrategyModel, format_strategy_error
+
+    out: list[Problem] = []
+    for sub, body in included_files(section):
         for name, strategy in body.items():
             try:
                 StrategyModel.model_validate(strategy)

@@ -11,13 +11,12 @@ section hides nothing here.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Any
 
 from config.channel_models import CHANNEL_TYPES
 from config.content_models import shipped_names
-from config.strategy_models import EXIT, NEXT, resolve_include, step_label
-from config.yaml_load import Path, line_map, safe_load_unique
+from config.strategy_models import EXIT, NEXT, step_label
+from config.yaml_load import Path
 from triggers.classify import BEHAVIOUR_TAGS
 
 if TYPE_CHECKING:
@@ -65,19 +64,9 @@ def _strategies(raw: dict[Any, Any], doc: Doc) -> list[_Strategy]:
     """Inline journeys and those of included files (each with its own lines)."""
     section = _map(raw.get("strategies"))
     found: dict[str, _Strategy] = {}
-    includes = section.get("include")
-    for ref in includes if isinstance(includes, list) else []:
-        if not isinstance(ref, str):
-            continue
-        path = resolve_include(ref)
-        try:
-            text = FilePath(path).read_text(encoding="utf-8")
-            body = _map(safe_load_unique(text))
-        except Exception:  # noqa: S112 - the schema pass reports an unreadable include
-            continue
-        from config.check import Doc
+    from config.check import included_files
 
-        sub = Doc(str(path), line_map(text))
+    for sub, body in included_files(section):
         for name, strategy in body.items():
             found[str(name)] = _Strategy(str(name), strategy, sub, (name,))
     for name, strategy in _map(section.get("journeys")).items():

@@ -150,6 +150,18 @@ def test_an_included_strategies_file_has_its_own_lines(tmp_path: Path) -> None:
     ]
 
 
+
+def test_a_cross_reference_in_an_included_file_has_that_files_line(tmp_path: Path) -> None:
+    included = tmp_path / "journeys.yaml"
+    included.write_text("nudge:\n  entry: {scene: promo_arrivl}\n  steps:\n"
+                        "    - {send: {channel: push, content: reactivation_push_1}}\n")
+    from config.loader import DEFAULT_CONFIG_PATH
+
+    text = DEFAULT_CONFIG_PATH.read_text() + f"strategies: {{include: [{included}]}}\n"
+    report = check_text(text, "main.yaml")
+    assert [(p.file, p.line, p.hint) for p in report.errors] == [
+        (str(included), 2, "promo_arrival")]
+
 def test_close_names_reach_channels_delivery_steps_and_variants() -> None:
     text = """\
 scenes:
