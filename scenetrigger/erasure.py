@@ -47,7 +47,8 @@ from channels.policy import DeliveryRequest
 from config.channel_models import InboxModel
 from config.clock import wall_ms
 from config.models import AppConfig
-from strategies.store import DEFAULT_PREFIX
+from strategies.service import journeys_key
+from strategies.store import DEFAULT_PREFIX, RedisTagStore
 
 ERASE = "erase"  # the event type that makes the worker delete the user's table key
 ForgetInWorker = Callable[[str, int], Awaitable[None]]
@@ -88,19 +89,21 @@ class Eraser:
         self.dead_letter_stream = dead_letter_stream
         self.directory = RedisDirectory(redis, self.prefix)
         self.consent = RedisConsentStore(redis, self.prefix)
+        self.tags = RedisTagStore(redis, tags_prefix)
+        self.journeys_key = journeys_key(tags_prefix)
         self.forget_in_worker = forget_in_worker
 
     async def _scan(self, pattern: str) -> list[str]:
         return [_text(k) async for k in self.redis.scan_iter(match=pattern, count=1000)]
 
     async def find(self, user_id: str) -> Found:
-        p, t, u = self.prefix, self.tags_prefix, _glob(user_id)
+        p, u = self.prefix, _glob(user_id)
         found = Found()
         contact = await self.directory.get(user_id)
         direct = {"directory": [self.directory.key(user_id)],
                   "consent": [self.consent.key(user_id)],
                   "engagement": [f"{p}eng:{user_id}"],
-                  "tags": [f"{t}tags:{user_id}"], "score": [f"{t}score:{user_id}"]}
+                  "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}
         for kind, keys in direct.items():
             present = [k for k in keys if await self.redis.exists(k)]
             if present:
@@ -129,7 +132,7 @@ class Eraser:
                           if n)
         if marked:
             found.keys["feedback_markers"] = sorted(marked)
-        if await self.redis.hexists(f"{t}journeys", user_id):
+        if await self.redis.hexists(self.journeys_key, user_id):
             found.journey_field = user_id
         payloads = await self.redis.hgetall(f"{p}deferred:payload")
         found.deferred = sorted(_text(item) for item, raw in payloads.items()
@@ -177,8 +180,8 @@ class Eraser:
         for kind, keys in found.keys.items():
             out["keys"][kind] = {key: await self._dump(key) for key in keys}
         if found.journey_field is not None:
-            raw = await self.redis.hget(f"{self.tags_prefix}journeys", user_id)
-            out["journeys"] = {"key": f"{self.tags_prefix}journeys", "field": user_id,
+            raw = await self.redis.hget(self.journeys_key, user_id)
+            out["journeys"] = {"key": self.journeys_key, "field": user_id,
                                "value": _text(raw)}
         if found.deferred:
             raw = await self.redis.hmget(f"{self.prefix}deferred:payload", found.deferred)
@@ -221,7 +224,7 @@ class Eraser:
         if keys:
             pipe.delete(*keys)
         if found.journey_field is not None:
-            pipe.hdel(f"{self.tags_prefix}journeys", user_id)
+            pipe.hdel(self.journeys_key, user_id)
             removed["journey_state"] = 1
         if found.deferred:
             pipe.zrem(f"{self.prefix}deferred", *found.deferred)

@@ -83,6 +83,11 @@ class RedisJourneyMap:
         await self._redis.hset(self._key, mapping=mapping)
 
 
+def journeys_key(prefix: str) -> str:
+    """The hash of every user's journey state (a field per user id)."""
+    return f"{prefix}journeys"
+
+
 class JourneyService:
     def __init__(self, config: AppConfig, client: Any, tags: TagStore, send: Sender,
                  prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms,
@@ -91,7 +96,7 @@ class JourneyService:
         section = config.strategies
         self.registry = Registry(section.all_journeys(),
                                  scenes=frozenset(s.name for s in config.scene_list()))
-        self.state = RedisJourneyMap(client, f"{prefix}journeys")
+        self.state = RedisJourneyMap(client, journeys_key(prefix))
         self.engine = JourneyEngine(self.registry, BytesJourneyStore(self.state),
                                     section.control, config.channel_types())
         self.scorer = LeadScorer(section.scoring)

@@ -63,25 +63,25 @@ class RedisTagStore:
         self._redis = client
         self._prefix = prefix
 
-    def _tags_key(self, user_id: str) -> str:
+    def tags_key(self, user_id: str) -> str:
         return f"{self._prefix}tags:{user_id}"
 
-    def _score_key(self, user_id: str) -> str:
+    def score_key(self, user_id: str) -> str:
         return f"{self._prefix}score:{user_id}"
 
     async def tags(self, user_id: str) -> frozenset[str]:
-        members = await self._redis.smembers(self._tags_key(user_id))
+        members = await self._redis.smembers(self.tags_key(user_id))
         return frozenset(_text(m) for m in members)
 
     async def add(self, user_id: str, tags: Iterable[str]) -> None:
         items = list(tags)
         if items:
-            await self._redis.sadd(self._tags_key(user_id), *items)
+            await self._redis.sadd(self.tags_key(user_id), *items)
 
     async def remove(self, user_id: str, tags: Iterable[str]) -> None:
         items = list(tags)
         if items:
-            await self._redis.srem(self._tags_key(user_id), *items)
+            await self._redis.srem(self.tags_key(user_id), *items)
 
     async def set_derived(self, user_id: str, derived: Iterable[str]) -> None:
         add, remove = replace_derived(await self.tags(user_id), derived)
@@ -89,20 +89,20 @@ class RedisTagStore:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
             if remove:
-                pipe.srem(self._tags_key(user_id), *remove)
+                pipe.srem(self.tags_key(user_id), *remove)
             if add:
-                pipe.sadd(self._tags_key(user_id), *add)
+                pipe.sadd(self.tags_key(user_id), *add)
             await pipe.execute()
 
     async def score(self, user_id: str) -> LeadScore | None:
-        raw = await self._redis.hgetall(self._score_key(user_id))
+        raw = await self._redis.hgetall(self.score_key(user_id))
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         return LeadScore(float(fields["value"]), int(fields["at_ms"]), fields["armed"] == "1")
 
     async def put_score(self, user_id: str, score: LeadScore) -> None:
-        await self._redis.hset(self._score_key(user_id), mapping={
+        await self._redis.hset(self.score_key(user_id), mapping={
             "value": repr(score.value), "at_ms": str(score.at_ms),
             "armed": "1" if score.armed else "0"})
 
