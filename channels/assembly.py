@@ -3,7 +3,7 @@
 :func:`open_delivery` builds content -> policy -> channel sender for a mode:
 
 * ``dry-run``: the policy in memory, every message handed to one
-  :class:`~channels.pipeline.DryRunSender` (nothing leaves the process); the
+  :class:`DryRunSender` (nothing leaves the process); the
   channels the content and strategies name count as available;
 * ``live``: the config's ``channels:`` (secrets from ``env``), the policy,
   message index and dead letters in Redis, and the catalog in Redis unless
@@ -20,6 +20,7 @@ opened here, in reverse order.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -28,14 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from channels.base import DeliveryResult, Message
 from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.consent import Audience, RedisConsentStore
+from channels.content import ContentSelector
 from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.directory import RedisDirectory
 from channels.errors import ChannelError
-from channels.feedback import FeedbackSink, RedisMessageIndex
-from channels.pipeline import DeliveryPipeline, DryRunSender, Mode, build_pipeline, content_channels
-from channels.policy_store import RedisPolicyStore
+from channels.feedback import FeedbackSink, MessageIndex, RedisMessageIndex
+from channels.pipeline import DeliveryPipeline, Mode, Sender
+from channels.policy import DeliveryPolicy, PolicyMetrics
+from channels.policy_store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
 from channels.registry import (
     REDIS_URL_ENV,
     ChannelRegistry,
@@ -49,6 +53,59 @@ from config.strategy_models import StrategyModel
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+class DryRunSender:
+    """The sender of every dry run (replay, the demo, tests): nothing leaves
+    the process; the last ``keep`` messages are kept (all of them by default)."""
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.messages: deque[Message] = deque(maxlen=keep)
+
+    async def send(self, message: Message, channel: str | None = None, *,
+                   dead_letter: bool = True) -> DeliveryResult:
+        self.messages.append(message)
+        return DeliveryResult(True, channel or message.channel, message.message_id)
+
+
+def content_channels(config: AppConfig, journeys: Iterable[StrategyModel] = ()) -> list[str]:
+    """Every channel named by a content variant or fallback (scenes, then
+    journey content refs), then by a send step of ``journeys`` (default: the
+    config's strategies), in first-seen order: the channels of a dry run."""
+    names: dict[str, None] = {"inbox": None}
+    content = config.content
+    for scene in [*content.scenes.values(), *content.journeys.values()]:
+        for variant in scene.variants:
+            names.update(dict.fromkeys(variant.channels))
+        names.update(dict.fromkeys(scene.fallback.channels))
+    for strategy in [*config.strategies.all_journeys().values(), *journeys]:
+        for step in strategy.steps:
+            if step.send is not None:
+                names.update(dict.fromkeys(step.send.channel_list()))
+    return list(names)
+
+
+def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
+                   channels: Iterable[str] | None = None, catalog: Catalog | None = None,
+                   store: PolicyStore | None = None, index: MessageIndex | None = None,
+                   feedback: FeedbackSink | None = None, metrics_registry: Any = None,
+                   env: Mapping[str, str] | None = None,
+                   audience: Audience | None = None) -> DeliveryPipeline:
+    """A pipeline from config. Without ``channels`` every channel the content
+    names counts as available (right for dry runs)."""
+    delivery = config.delivery
+    environ = os.environ if env is None else env
+    metrics = PolicyMetrics.on(metrics_registry) if metrics_registry is not None else None
+    policy = DeliveryPolicy(delivery, store if store is not None else MemoryPolicyStore(),
+                            metrics, audience)
+    selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
+                               delivery.default_timezone)
+    secret = environ.get(delivery.tracking.secret_env, "").encode()
+    return DeliveryPipeline(selector, policy, sender,
+                            list(channels) if channels is not None else content_channels(config),
+                            mode, index=index, feedback=feedback,
+                            tracking_base=delivery.tracking.base_url, tracking_secret=secret,
+                            control=config.strategies.control)
+
 
 # Messages a dry run keeps for inspection (the demo and tests read them).
 DRY_RUN_KEEP = 1_000

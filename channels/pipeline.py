@@ -16,15 +16,13 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
-from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
-from channels.catalog import Catalog, MemoryCatalog
-from channels.consent import Audience, unsubscribe_url
+from channels.consent import unsubscribe_url
 from channels.content import ContentChoice, ContentSelector
 from channels.control import bucket, in_control, share_for
 from channels.decisions import DecisionLog, DecisionRecord
@@ -45,11 +43,8 @@ from channels.policy import (
     Decision,
     DeliveryPolicy,
     DeliveryRequest,
-    PolicyMetrics,
 )
-from channels.policy_store import MemoryPolicyStore, PolicyStore
-from config.models import AppConfig
-from config.strategy_models import ControlModel, StrategyModel
+from config.strategy_models import ControlModel
 from triggers.events import Trigger
 from triggers.state import UserState
 
@@ -442,56 +437,3 @@ def contact_data(contact: Contact) -> dict[str, Any]:
         out["device_tokens"] = [{"platform": t.platform, "token": t.token}
                                 for t in contact.push]
     return out
-
-
-class DryRunSender:
-    """The sender of every dry run (replay, the demo, tests): nothing leaves
-    the process; the last ``keep`` messages are kept (all of them by default)."""
-
-    def __init__(self, keep: int | None = None) -> None:
-        self.messages: deque[Message] = deque(maxlen=keep)
-
-    async def send(self, message: Message, channel: str | None = None, *,
-                   dead_letter: bool = True) -> DeliveryResult:
-        self.messages.append(message)
-        return DeliveryResult(True, channel or message.channel, message.message_id)
-
-
-def content_channels(config: AppConfig, journeys: Iterable[StrategyModel] = ()) -> list[str]:
-    """Every channel named by a content variant or fallback (scenes, then
-    journey content refs), then by a send step of ``journeys`` (default: the
-    config's strategies), in first-seen order: the channels of a dry run."""
-    names: dict[str, None] = {"inbox": None}
-    content = config.content
-    for scene in [*content.scenes.values(), *content.journeys.values()]:
-        for variant in scene.variants:
-            names.update(dict.fromkeys(variant.channels))
-        names.update(dict.fromkeys(scene.fallback.channels))
-    for strategy in [*config.strategies.all_journeys().values(), *journeys]:
-        for step in strategy.steps:
-            if step.send is not None:
-                names.update(dict.fromkeys(step.send.channel_list()))
-    return list(names)
-
-
-def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
-                   channels: Iterable[str] | None = None, catalog: Catalog | None = None,
-                   store: PolicyStore | None = None, index: MessageIndex | None = None,
-                   feedback: FeedbackSink | None = None, metrics_registry: Any = None,
-                   env: Mapping[str, str] | None = None,
-                   audience: Audience | None = None) -> DeliveryPipeline:
-    """A pipeline from config. Without ``channels`` every channel the content
-    names counts as available (right for dry runs)."""
-    delivery = config.delivery
-    environ = os.environ if env is None else env
-    metrics = PolicyMetrics.on(metrics_registry) if metrics_registry is not None else None
-    policy = DeliveryPolicy(delivery, store if store is not None else MemoryPolicyStore(),
-                            metrics, audience)
-    selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
-                               delivery.default_timezone)
-    secret = environ.get(delivery.tracking.secret_env, "").encode()
-    return DeliveryPipeline(selector, policy, sender,
-                            list(channels) if channels is not None else content_channels(config),
-                            mode, index=index, feedback=feedback,
-                            tracking_base=delivery.tracking.base_url, tracking_secret=secret,
-                            control=config.strategies.control)

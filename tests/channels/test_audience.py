@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from channels.assembly import DryRunSender, build_pipeline
 from channels.consent import (
     Audience,
     ConsentRecord,
@@ -26,7 +27,7 @@ from channels.directory import (
     encode,
 )
 from channels.email import build_email
-from channels.pipeline import DeliveryPipeline, DryRunSender, build_pipeline
+from channels.pipeline import DeliveryPipeline
 from config.loader import load_config_text
 from config.models import AppConfig
 from triggers.errors import ConfigError

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
-from channels.pipeline import DryRunSender, build_pipeline
+from channels.assembly import DryRunSender, build_pipeline
 from config.loader import load_config_text
 from tests.paths import REES46_SAMPLE
 from triggers.events import Trigger

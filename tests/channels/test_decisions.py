@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from channels.assembly import DryRunSender, build_pipeline
 from channels.control import in_control
 from channels.decisions import (
     DecisionRecord,
@@ -13,7 +14,6 @@ from channels.decisions import (
     MemoryDecisionLog,
     read_decision_file,
 )
-from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config_text
 from triggers.events import Trigger
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from channels.assembly import DryRunSender, build_pipeline
 from channels.feedback import (
     KINDS,
     FeedbackApp,
@@ -23,7 +24,6 @@ from channels.feedback import (
     RedisMessageIndex,
     open_pixel_path,
 )
-from channels.pipeline import DryRunSender, build_pipeline
 from config.loader import load_config
 from config.strategy_models import FEEDBACK_EVENTS
 from scenetrigger.commands.serve import KafkaFeedbackSink

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from channels.assembly import DryRunSender, build_pipeline
 from channels.catalog import MemoryCatalog
 from channels.content import ContentSelector
 from channels.delivery_records import (
@@ -23,7 +24,7 @@ from channels.delivery_records import (
     decode_trigger,
 )
 from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics, ProfileCache
-from channels.pipeline import DeliveryPipeline, DryRunSender, build_pipeline
+from channels.pipeline import DeliveryPipeline
 from channels.policy_store import MemoryPolicyStore
 from config.loader import load_config_text
 from config.models import AppConfig

@@ -90,8 +90,8 @@ async def test_shipped_content_has_chinese_for_every_scene_and_journey_ref() -> 
 
 
 async def test_the_directory_locale_reaches_the_pipeline() -> None:
+    from channels.assembly import DryRunSender, build_pipeline
     from channels.consent import Audience, MemoryConsentStore
-    from channels.pipeline import DryRunSender, build_pipeline
 
     cfg = load_config_text(CONTENT)
     directory = MemoryDirectory()

@@ -16,10 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from channels.assembly import DryRunSender, build_pipeline
 from channels.feedback import ListSink, MemoryMessageIndex, open_pixel_path
 from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
-from channels.pipeline import DryRunSender, build_pipeline, message_id_for
+from channels.pipeline import message_id_for
 from channels.policy_store import RedisPolicyStore
 from channels.registry import ChannelRegistry, ChannelSender
 from config.loader import load_config
