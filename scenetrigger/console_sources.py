@@ -19,6 +19,7 @@ from typing import Any
 from channels.decisions import DecisionRecord
 from config.models import AppConfig
 from scenetrigger.console_state import ConsoleState
+from scenetrigger.embedded import TriggerRecord
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
 
@@ -37,16 +38,34 @@ async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: s
     pipeline.decisions = state
     state.states = engine.store.get
     state.source = f"replay of {path} at {rate:g} events/s"
+    journeys = _journeys(state, config, pipeline, engine)
 
-    async def deliver(fired: list[Any]) -> None:
+    async def deliver(fired: list[Any], now_ms: int) -> None:
+        if journeys is not None:  # due journey steps (waits) before this moment's triggers
+            await journeys.tick(now_ms)
         for trig in fired:
             state.trigger(trig)
             await pipeline.release_due(trig.ts, engine.store.get)
             await pipeline.deliver(trig, engine.store.get(trig.user_id), trig.ts)
+            if journeys is not None:  # the strategies on the replay's clock
+                await journeys(TriggerRecord(trig, "", trig.ts, "event"))
 
     async with delivery:
         await _replay(state, config, path, fmt, rate, engine, deliver)
     state.done = True
+
+
+def _journeys(state: ConsoleState, config: AppConfig, pipeline: Any, engine: Any) -> Any:
+    """The config's strategies, their send steps through the same pipeline; every
+    step a decision record (as ``scenetrigger journeys`` writes them). No
+    simulated opens: the console replays recorded behaviour only."""
+    if not config.strategies.all_journeys():
+        return None
+    from strategies.decisions import journey_record
+    from strategies.embedded import JourneySubscriber
+
+    return JourneySubscriber(config, lambda action: state.write(journey_record(action)),
+                             states=engine.store.get, delivery=pipeline)
 
 
 async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, rate: float,
@@ -66,14 +85,14 @@ async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, r
             assert isinstance(item, Event)
             fired = engine.handle(item)
             state.event(item)
-            await deliver(fired)
+            await deliver(fired, item.ts)
             taken += 1
             ahead = taken / rate - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
             elif not taken % 256:
                 await asyncio.sleep(0)  # let the page be served
-    await deliver(engine.advance(engine.clock))
+    await deliver(engine.advance(engine.clock), engine.clock)
 
 
 async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,

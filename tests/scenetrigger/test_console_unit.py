@@ -121,3 +121,30 @@ async def test_push_and_rollback_through_the_version_store(tmp_path: Path) -> No
         assert "-  arrive: {kind: arrival, when: {type: cart}}" in shown["diff"]
     finally:
         await client.close()
+
+
+async def test_the_embedded_console_runs_the_strategies_on_the_replay(tmp_path: Path) -> None:
+    from scenetrigger.console_sources import run_embedded
+    from tests.paths import REES46_SAMPLE
+
+    config = load_config_text("""
+scenes:
+  repeat_view_no_purchase: {kind: repeat, when: {type: view}, per: product_id, count: 3,
+                            within: 30m, unless: {type: purchase}, cooldown: 24h}
+  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+delivery: {quiet_hours: {enabled: false}}
+strategies: {include: [reactivation]}
+""")
+    state = ConsoleState(config)
+    await run_embedded(state, config, str(REES46_SAMPLE), rate=1e9)
+    assert state.done
+    totals = state.totals
+    assert totals["trigger:repeat_view_no_purchase"] == 424
+    assert totals["enrolled:journey:reactivation"] > 0
+    assert totals["step:journey:reactivation"] == totals["enrolled:journey:reactivation"]
+    # each send step was decided by the policy too (a second record under its message id)
+    steps = [r for r in state.decisions.records if r.outcome == "step"]
+    decided = {r.trigger_id for r in state.decisions.records
+               if r.scene == "journey:reactivation" and r.outcome in ("delivered", "suppressed",
+                                                                       "deferred")}
+    assert {s.message_id for s in steps} <= decided
