@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import pytest
 
+from config.loader import validate_config
 from config.scene_models import SCENE_MODELS, model_kind
 from scenetrigger.commands.check_config import describe
 from triggers.engine import Engine
@@ -98,3 +99,19 @@ def test_an_unregistered_kind_is_refused_by_name() -> None:
     scene = EveryOtherScene("eo", parse_predicate({}))
     with pytest.raises(ValueError, match="scene 'eo' has an unknown kind 'every_other'"):
         Engine([scene])
+
+
+def test_check_config_describes_each_kind_with_its_qualifiers() -> None:
+    scenes = validate_config({"scenes": {
+        "r": {"kind": "repeat", "when": {"type": "view"}, "count": 3, "within": "1h",
+              "per": "product_id", "unless": {"type": "cart"}, "cooldown": "1d"},
+        "r0": {"kind": "repeat", "when": {"type": "view"}, "count": 2, "within": "30m"},
+        "a": {"kind": "arrival", "when": {"type": "view"}, "per": "page", "cooldown": "1h"},
+        "a0": {"kind": "arrival", "when": {"type": "view"}},
+    }}).scene_list()
+    assert {s.name: describe(s) for s in scenes} == {
+        "r": "repeat  3x within 1h per product_id unless ..., cooldown 1d",
+        "r0": "repeat  2x within 30m",
+        "a": "arrival per page, cooldown 1h",
+        "a0": "arrival",
+    }

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from triggers.durations import format_duration_ms
-from triggers.kinds.base import Limits, Shape, Slot, key_of
+from triggers.kinds.base import Limits, Shape, Slot, key_of, qualifiers
 from triggers.predicates import Fields, Predicate
 from triggers.state import UserState
 from triggers.userfilter import UserFilter
@@ -106,12 +105,7 @@ class ArrivalKind:
         return Shape(scene.kind, scene.per)  # a changed `when` keeps the cooldowns
 
     def describe(self, scene: ArrivalScene) -> str:
-        text = "arrival"
-        if scene.per:
-            text += f" per {scene.per}"
-        if scene.cooldown_ms is not None:
-            text += f", cooldown {format_duration_ms(scene.cooldown_ms)}"
-        return text
+        return "arrival" + qualifiers(scene.per, None, scene.cooldown_ms)
 
 
 KIND = ArrivalKind()

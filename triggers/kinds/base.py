@@ -26,6 +26,7 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
+from triggers.durations import format_duration_ms
 from triggers.predicates import Fields, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
 from triggers.userfilter import UserFilter
@@ -128,6 +129,17 @@ class SceneKind(Protocol, Generic[S]):
 
     def describe(self, scene: S) -> str:
         """One line for ``check-config``."""
+
+
+def qualifiers(per: str | None, unless: Predicate | None, cooldown_ms: int | None) -> str:
+    """What ``describe`` adds after a kind's own words: `` per F``,
+    `` unless ...`` and ``, cooldown D``, each when configured."""
+    text = f" per {per}" if per else ""
+    if unless:
+        text += " unless ..."
+    if cooldown_ms is not None:
+        text += f", cooldown {format_duration_ms(cooldown_ms)}"
+    return text
 
 
 def key_of(per: str | None, fields: Fields) -> str | None:

@@ -16,6 +16,7 @@ from triggers.kinds.base import (
     WindowRule,
     canon,
     insert_capped,
+    qualifiers,
 )
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
@@ -146,14 +147,8 @@ class RepeatKind:
         return Shape(scene.kind, scene.per, canon(scene.when), canon(scene.unless))
 
     def describe(self, scene: RepeatScene) -> str:
-        text = f"repeat  {scene.count}x within {format_duration_ms(scene.within_ms)}"
-        if scene.per:
-            text += f" per {scene.per}"
-        if scene.unless:
-            text += " unless ..."
-        if scene.cooldown_ms is not None:
-            text += f", cooldown {format_duration_ms(scene.cooldown_ms)}"
-        return text
+        return (f"repeat  {scene.count}x within {format_duration_ms(scene.within_ms)}"
+                + qualifiers(scene.per, scene.unless, scene.cooldown_ms))
 
 
 KIND = RepeatKind()

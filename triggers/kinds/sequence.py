@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from triggers.durations import format_duration_ms
-from triggers.kinds.base import Limits, Shape, Slot, WindowRule, canon, insert_capped, key_of
+from triggers.kinds.base import (
+    Limits,
+    Shape,
+    Slot,
+    WindowRule,
+    canon,
+    insert_capped,
+    key_of,
+    qualifiers,
+)
 from triggers.predicates import Fields, Matcher, Predicate
 from triggers.state import UserState
 from triggers.userfilter import UserFilter
@@ -110,14 +119,8 @@ class SequenceKind:
         return Shape(scene.kind, scene.per, canon(scene.first), canon(scene.unless))
 
     def describe(self, scene: SequenceScene) -> str:
-        text = f"sequence first ... then ... within {format_duration_ms(scene.within_ms)}"
-        if scene.per:
-            text += f" per {scene.per}"
-        if scene.unless:
-            text += " unless ..."
-        if scene.cooldown_ms is not None:
-            text += f", cooldown {format_duration_ms(scene.cooldown_ms)}"
-        return text
+        return (f"sequence first ... then ... within {format_duration_ms(scene.within_ms)}"
+                + qualifiers(scene.per, scene.unless, scene.cooldown_ms))
 
 
 KIND = SequenceKind()
