@@ -213,8 +213,8 @@ class JourneySubscriber:
         self.sink(send)
 
     def _held(self, send: SendAction, outcome: Outcome) -> None:
-        reason = f"{outcome.status}: {outcome.reason}" if outcome.reason else outcome.status
-        self.counts[f"held ({reason})"] += 1
+        # The reason says which (quiet_hours: deferred; cap_day, backoff...: suppressed).
+        self.counts[f"held: {outcome.reason or outcome.status}"] += 1
         send = self.render(send)
         self._note({**action_to_dict(send), "status": outcome.status, "reason": outcome.reason})
         if self.on_held is not None:

@@ -100,15 +100,15 @@ async def run_pipeline_demo(config_path: Path | None, seconds: float) -> dict[st
 async def test_journey_sends_obey_the_caps_and_quiet_hours_of_the_pipeline() -> None:
     counts = await run_pipeline_demo(None, 40.0)
     assert counts["sent"] > 0
-    assert counts["held (suppressed: cap_day)"] > 0  # 3 a day, scene messages included
-    assert counts["held (deferred: quiet_hours)"] > 0
+    assert counts["held: cap_day"] > 0  # 3 a day, scene messages included
+    assert counts["held: quiet_hours"] > 0
     assert "tag +prefers_wechat" not in counts  # the capped last call is never opened
 
 
 async def test_with_room_in_the_caps_both_branches_show_through_the_pipeline(
         tmp_path: Path) -> None:
     counts = await run_pipeline_demo(roomy_caps_config(tmp_path), 40.0)
-    assert counts.get("held (suppressed: cap_day)", 0) == 0
+    assert counts.get("held: cap_day", 0) == 0
     assert counts["tag +prefers_wechat"] > 0 and counts["tag +churned"] > 0
 
 
