@@ -94,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
     if args.summary_json:
         with open(args.summary_json, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if summary.events_read and not summary.events_taken:
+        # A wrong file or format: say so, not a summary of zeros and success.
+        reasons = ", ".join(f"{n:,} {r}" for r, n in summary.rejected.most_common())
+        print(f"scenetrigger: every line of {args.events} was rejected as {fmt} ({reasons}): "
+              "is it the right file and --format (jsonl, rees46, otto)? --rejects FILE "
+              "gives each line's reason", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,8 +27,8 @@ CLI = Path(sys.executable).with_name("scenetrigger")
 SCENES = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["scenes"]
 
 
-def run_cli(*args: str | Path, stdin: bytes | None = None,
-            tmp: Path) -> tuple[list[RefTrigger], dict[str, Any], subprocess.CompletedProcess[bytes]]:
+def run_cli(*args: str | Path, stdin: bytes | None = None, tmp: Path,
+            returncode: int = 0) -> tuple[list[RefTrigger], dict[str, Any], subprocess.CompletedProcess[bytes]]:
     """Run ``scenetrigger replay``; return its triggers, its summary and the process."""
     out, summary = tmp / "triggers.jsonl", tmp / "summary.json"
     done = subprocess.run(
@@ -36,7 +36,7 @@ def run_cli(*args: str | Path, stdin: bytes | None = None,
          "--no-progress"],
         input=stdin, capture_output=True, timeout=120, check=False,
     )
-    assert done.returncode == 0, done.stderr.decode()
+    assert done.returncode == returncode, done.stderr.decode()
     triggers = []
     for line in out.read_bytes().splitlines():
         item = orjson.loads(line)
@@ -132,8 +132,8 @@ def test_format_auto_by_content_and_explicit_override(tmp_path: Path) -> None:
     renamed.write_bytes(REES46.read_bytes())
     triggers, _, _ = run_cli(renamed, tmp=tmp_path)
     assert len(triggers) == 425
-    # an OTTO file read as native JSONL: every line lacks user_id
-    _, summary, _ = run_cli(OTTO, "--format", "jsonl", tmp=tmp_path)
+    # an OTTO file read as native JSONL: every line lacks user_id (exit 2: nothing taken)
+    _, summary, _ = run_cli(OTTO, "--format", "jsonl", tmp=tmp_path, returncode=2)
     assert summary["rejected"] == {"missing_field": 20}
     assert summary["triggers"] == {"repeat_view_no_purchase": 0, "cart_abandonment": 0,
                                    "promo_arrival": 0}
@@ -171,3 +171,17 @@ def test_missing_input_file_is_a_clean_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert b"cannot read" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_a_file_of_which_every_line_is_rejected_fails_with_a_hint(tmp_path: Path) -> None:
+    users = tmp_path / "users.csv"  # a CSV, but not a clickstream
+    users.write_text("user_id,email\nann,ann@example.com\n")
+    done = subprocess.run([str(CLI), "replay", str(users), "--no-progress"],
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "every line of" in err and "rejected as rees46 (2 wrong_type)" in err
+    assert "Traceback" not in err
+    good = subprocess.run([str(CLI), "replay", str(OTTO), "--no-progress"],
+                          capture_output=True, timeout=60, check=False)
+    assert good.returncode == 0 and b"every line" not in good.stderr
