@@ -65,10 +65,6 @@ REASON_STATE_ERROR = "state_error"
 EXIT_TRIGGER_SEND_FAILED = 75
 # What a refused send raises: aiokafka's errors, or Faust's wrapper of them.
 SEND_ERRORS = (KafkaError, ProducerSendError)
-# Messages of one partition taken before the agent waits for trigger acks.
-MAX_PENDING = 5_000
-# Changelog messages Faust's producer buffer holds before it pauses the stream.
-PRODUCER_BUFFER_MESSAGES = 2 * MAX_PENDING
 
 
 class SceneWorker:
@@ -245,6 +241,7 @@ class SceneWorker:
         events_topic = self.settings.topics.events
         settle_batch = self.settings.settle_batch
         settle_ms = self.settings.settle_ms
+        max_pending = self.settings.max_pending
         noack = self._stream = stream.noack()
         async for event in noack.events():
             if not self._outputs_declared:
@@ -261,7 +258,7 @@ class SceneWorker:
                     # Settle in batches: a user written by several events of a
                     # batch costs one table write (and one changelog message).
                     size = pending.events
-                    if size >= MAX_PENDING or (
+                    if size >= max_pending or (
                         (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
                         and pending.acked()
                     ):
@@ -444,7 +441,7 @@ class SceneWorker:
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each
         # time (once per settle): let a whole batch wait instead.
-        allow_producer_buffer(self.app, PRODUCER_BUFFER_MESSAGES)
+        allow_producer_buffer(self.app, 2 * self.settings.max_pending)
         self._outputs_declared = True
 
     # -- timers ---------------------------------------------------------------

@@ -468,3 +468,12 @@ def test_check_versions_names_what_differs(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(faust_compat.CHECKED_AGAINST, "faust-streaming", "0.0.1")
     differ = faust_compat.check_versions()
     assert list(differ) == ["faust-streaming"] and differ["faust-streaming"] != "0.0.1"
+
+
+def test_settle_bounds_are_checked() -> None:
+    cfg = config()
+    for bad in ({"settle_batch": 0}, {"settle_batch": 200_001, "max_pending": 200_000},
+                {"max_pending": 0}, {"settle_ms": 0}):
+        with pytest.raises(WorkerSettingsError):
+            WorkerSettings(config=cfg, **bad)  # type: ignore[arg-type]
+    assert WorkerSettings(config=cfg, settle_batch=50_000).settle_batch == 50_000
