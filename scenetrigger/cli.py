@@ -72,7 +72,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = unreachable_service(exc)
+        if message is None:
+            raise
+        print(f"scenetrigger: {message}", file=sys.stderr)
+        return 1
     return code
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """One line for a Kafka or Redis that cannot be reached, wherever a
+    command first touches it; None for anything else (a bug: its traceback
+    stays). Checked through sys.modules: a command that never loaded the
+    client library cannot have raised its error, and ``--help`` stays fast."""
+    kafka_errors = sys.modules.get("aiokafka.errors")
+    if kafka_errors is not None and isinstance(exc, kafka_errors.KafkaConnectionError):
+        return (f"cannot reach Kafka ({exc}): is the broker running and is --broker "
+                "(or $SCENETRIGGER_KAFKA) its HOST:PORT?")
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(exc, redis_errors.ConnectionError):
+        return (f"cannot reach Redis ({exc}): is it running and is --redis-url "
+                "(or $SCENETRIGGER_REDIS_URL) its redis://HOST:PORT/DB?")
+    return None
 
 
 if __name__ == "__main__":
