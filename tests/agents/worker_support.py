@@ -101,16 +101,22 @@ def start_worker(tmp: Path, name: str, bootstrap: str, app_id: str, prefix: str,
     port = free_port()
     state = tmp / f"state-{name}"
     log_path = tmp / f"worker-{name}.log"
-    args = [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", "worker",
-            "--broker", bootstrap, "--app-id", app_id, "--topic-prefix", prefix,
-            "--partitions", "4", "--state-dir", str(state), "--metrics-port", str(port),
-            *extra]
+    args = ["worker", "--broker", bootstrap, "--app-id", app_id, "--topic-prefix", prefix,
+            "--partitions", "4", "--state-dir", str(state), "--metrics-port", str(port), *extra]
     if config is not None:
         args += ["--config", str(config)]
+    return start_cli(log_path, name, args, port)
+
+
+def start_cli(log_path: Path, name: str, args: Sequence[str], port: int,
+              env: dict[str, str] | None = None) -> WorkerProcess:
+    """``scenetrigger --log-level INFO ARGS`` as a subprocess logging to
+    ``log_path`` (``port``: the one it serves its metrics or API on)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", *args],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     return WorkerProcess(name, process, port, log_path)
 
 

@@ -9,10 +9,8 @@ Prometheus scrapes and evaluates each second."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -27,13 +25,14 @@ import yaml
 from tests.agents.worker_support import (
     WorkerProcess,
     send_raw,
+    start_cli,
     start_worker,
     unique,
     wait_for,
 )
 from tests.deploy.test_alerts import ALERTS, rules
 from tests.deploy.test_deploy_files import DEPLOY, METRIC
-from tests.services import REPO, free_port
+from tests.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -61,13 +60,7 @@ delivery:
 
 
 def _popen(tmp: Path, name: str, args: list[str], port: int) -> WorkerProcess:
-    log_path = tmp / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", *args],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return WorkerProcess(name, process, port, log_path)
+    return start_cli(tmp / f"{name}.log", name, args, port)
 
 
 class Prometheus:

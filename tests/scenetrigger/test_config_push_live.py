@@ -15,7 +15,7 @@ import pytest
 
 from agents.config_store import KafkaVersionStore
 from config.versions import ConfigVersion, digest_of
-from tests.agents.worker_support import WorkerProcess, start_worker, unique, wait_for
+from tests.agents.worker_support import WorkerProcess, start_cli, start_worker, unique, wait_for
 from tests.services import REPO, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -49,13 +49,7 @@ strategies:
 
 
 def _popen(tmp: Path, name: str, args: list[str], port: int) -> WorkerProcess:
-    log_path = tmp / f"{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", *args],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return WorkerProcess(name, process, port, log_path)
+    return start_cli(tmp / f"{name}.log", name, args, port)
 
 
 def test_push_reaches_every_process_and_rollback_restores(
