@@ -24,6 +24,7 @@ from scenetrigger.replay import ReplaySummary, new_engine, replay
 from scenetrigger.sources import Record
 from triggers.classify import SEGMENTS, STYLES
 from triggers.events import Trigger
+from triggers.explain import clock
 
 TriggerId = tuple[str, str, str | None, int]  # scene, user_id, key, ts
 MEASURES = ("messages", "deferred", "suppressed", "failed")
@@ -153,27 +154,30 @@ def _example(t: TriggerId) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    """The comparison as tables a person reads."""
-    lines = [f"{'scene':<28} {'base':>7} {'cand':>7} {'added':>7} {'removed':>7} "
+    """The comparison as tables a person reads. Names are never cut (two
+    variants may share their first 36 characters), the columns widen."""
+    width = max([28, *map(len, result["scenes"])])
+    lines = [f"{'scene':<{width}} {'base':>7} {'cand':>7} {'added':>7} {'removed':>7} "
              f"{'users+':>7} {'users-':>7}"]
     lines.append("-" * len(lines[0]))
     for name, row in result["scenes"].items():
-        lines.append(f"{name[:28]:<28} {row['base']:>7} {row['candidate']:>7} "
+        lines.append(f"{name:<{width}} {row['base']:>7} {row['candidate']:>7} "
                      f"{row['added']:>7} {row['removed']:>7} {row['users_gained']:>7} "
                      f"{row['users_lost']:>7}")
         ex = row["examples"]
         for label, key in (("added", "added"), ("removed", "removed")):
             if ex[key]:
-                shown = ", ".join(f"{e['user_id']}@{e['ts']}" for e in ex[key])
+                shown = ", ".join(f"{e['user_id']} at {clock(e['ts'])}" for e in ex[key])
                 lines.append(f"    e.g. {label}: {shown}")
     for split in SPLITS:
         lines.append("")
-        head = f"{split:<36} " + " ".join(f"{m:>11}" for m in MEASURES)
+        width = max([36, *map(len, result[split])])
+        head = f"{split:<{width}} " + " ".join(f"{m:>11}" for m in MEASURES)
         lines.append(head + "   (base/candidate)")
         lines.append("-" * len(head))
         for value, sides in result[split].items():
             cells = " ".join(f"{str(sides['base'][m]) + '/' + str(sides['candidate'][m]):>11}"
                              for m in MEASURES)
             marker = "" if sides["base"] == sides["candidate"] else "  *"
-            lines.append(f"{value[:36]:<36} {cells}{marker}")
+            lines.append(f"{value:<{width}} {cells}{marker}")
     return "\n".join(lines)

@@ -86,7 +86,10 @@ def test_diff_prints_a_table_without_json(tmp_path: Path) -> None:
     assert out.splitlines()[0].split() == ["scene", "base", "cand", "added", "removed",
                                            "users+", "users-"]
     assert any(line.startswith("promo_arrival ") for line in out.splitlines())
-    assert "e.g. added:" in out
+    assert "e.g. added:" in out and " at 2019-10-01 " in out  # when, as a person reads it
+    # variant names are whole, not cut at the column's width
+    assert any(line.startswith("repeat_view_no_purchase/zh_category_new ")
+               for line in out.splitlines())
 
 
 def test_report_by_segment_and_style_keeps_silent_scenes(tmp_path: Path) -> None:
