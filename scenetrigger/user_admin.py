@@ -13,7 +13,6 @@ time); with no token configured every request is refused.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from channels.consent import PURPOSES, ConsentRecord, ConsentStore
 from channels.directory import Contact, ContactError, Directory, contact_from
+from config.clock import wall_ms
 from strategies.http import authorise_admin
 
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
@@ -106,7 +106,7 @@ class UserAdmin:
             raise web.HTTPUnprocessableEntity(
                 text='{"error": "want {anonymous_id, user_id}: two different ids"}',
                 content_type="application/json")
-        now = ts if type(ts) is int else time.time_ns() // 1_000_000
+        now = ts if type(ts) is int else wall_ms()
         event = {"user_id": anonymous, "ts": now, "type": "identify", "known_id": known}
         await self.publish(event)
         return web.json_response({"accepted": True, **event}, status=202)
