@@ -34,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from config.models import AppConfig
+from config.tokens import bearer
 from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, VersionStore, author_of
 from scenetrigger.console_state import ConsoleState
 from scenetrigger.web import content_security_policy
@@ -180,10 +181,8 @@ def authorise(request: web.Request) -> str:
     if not (env.get(ADMIN_TOKEN_ENV) or env.get(ADMIN_TOKENS_ENV)):
         raise web.HTTPForbidden(text=f"admin actions are off: set {ADMIN_TOKEN_ENV} or "
                                      f"{ADMIN_TOKENS_ENV}")
-    given = request.headers.get("Authorization", "")
-    token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
     try:
-        return author_of(token, env)
+        return author_of(bearer(request.headers.get("Authorization", "")), env)
     except SceneTriggerError:
         raise web.HTTPUnauthorized(text="a valid admin token is required",
                                    headers={"WWW-Authenticate": "Bearer"}) from None

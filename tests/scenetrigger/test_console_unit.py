@@ -3,6 +3,7 @@ actions refused without a token, refused with a wrong one, done with it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -148,3 +149,17 @@ strategies: {include: [reactivation]}
                if r.scene == "journey:reactivation" and r.outcome in ("delivered", "suppressed",
                                                                        "deferred")}
     assert {s.message_id for s in steps} <= decided
+
+
+async def test_a_non_utf8_admin_token_is_refused_not_a_server_error() -> None:
+    client = await _client("s3cret")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"POST /api/admin/erase/a HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer \xff\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).split()[1] == b"401"
+        writer.close()
+    finally:
+        await client.close()
