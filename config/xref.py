@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from config.check import Doc, Problem
 
 PREFERS = "prefers_"  # the tag a user's most-opened channel sets (strategies/tags.py)
+# Event types SEMANTICS.md names and those the product itself puts on the
+# stream. Only for hints: any type is allowed, but one a letter away from
+# these (`purchse`) never matches, and an `unless` that never matches spams.
+COMMON_EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase", "page", "favorite",
+                      "search", "identify", "subscribed", "unsubscribed", "opened", "clicked",
+                      "delivered", "failed", "converted")
+PREDICATE_FIELDS = ("when", "unless", "start", "cancel", "first", "then")
 
 
 def _map(value: Any) -> dict[Any, Any]:
@@ -105,6 +112,7 @@ class _Checker:
         for strategy in self.strategies:
             self._strategy(strategy)
         self._content()
+        self._event_types()
         self._control()
         self._channel_caps()
         self._audience()
@@ -239,6 +247,19 @@ class _Checker:
                 for j, tag in enumerate(_list(when.get(group))):
                     self._tag(self.doc, label, f"when.{group}", tag, (*vpath, "when", group, j))
 
+    def _event_types(self) -> None:
+        from config.check import close_name
+
+        for scene, body in _map(self.raw.get("scenes")).items():
+            for field in PREDICATE_FIELDS:
+                for etype, path in _types(_map(body).get(field), ("scenes", scene, field)):
+                    if etype not in COMMON_EVENT_TYPES and close_name(etype,
+                                                                      COMMON_EVENT_TYPES):
+                        self._report(self.doc, f"scene {scene!r}, field '{field}.type': "
+                                     f"{etype!r} is not an event type the stream is known to carry "
+                                     "(a misspelt type never matches)", path, etype,
+                                     list(COMMON_EVENT_TYPES), warning=True)
+
     def _control(self) -> None:
         per = _map(_map(_map(self.raw.get("strategies")).get("control")).get("per"))
         known = [*self.scenes, *(s.name for s in self.strategies)]
@@ -277,6 +298,24 @@ class _Checker:
             self._report(self.doc, f"section 'strategies', field 'scoring.handoff.content': no "
                          f"content {ref!r} in content.journeys (the generic message is used)",
                          (*path, "content"), ref, sorted(self.content_refs), warning=True)
+
+
+def _types(predicate: Any, path: Path) -> Iterator[tuple[str, Path]]:
+    """The event types a predicate names (``type: x`` or ``type: {in: [...]}``),
+    also inside nested conditions, each with its document path."""
+    if isinstance(predicate, list):
+        for i, item in enumerate(predicate):
+            yield from _types(item, (*path, i))
+    elif isinstance(predicate, dict):
+        for key, value in predicate.items():
+            if key != "type":
+                yield from _types(value, (*path, key))
+            elif isinstance(value, str):
+                yield value, (*path, key)
+            else:
+                for i, item in enumerate(_list(_map(value).get("in"))):
+                    if isinstance(item, str):
+                        yield item, (*path, key, "in", i)
 
 
 def _list(value: Any) -> list[Any]:

@@ -199,3 +199,22 @@ delivery:
     assert [(p.line, p.hint) for p in report.errors] == [(4, "email")]
     assert [(p.line, p.hint) for p in report.warnings] == [(4, "promo_arrival")]
     assert "not a channel type" in report.errors[0].text
+
+
+def test_a_misspelt_event_type_is_a_warning_with_its_line() -> None:
+    text = """\
+scenes:
+  viewed:
+    kind: repeat
+    when: {type: {in: [veiw, search]}}
+    count: 2
+    within: 10m
+    unless: {type: purchse}
+  abandoned: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+  wished: {kind: arrival, when: {type: wishlist}}
+"""
+    report = check_text(text, "t.yaml")
+    assert report.errors == []
+    typos = [(p.line, p.hint) for p in report.warnings if "event type" in p.text]
+    assert typos == [(4, "view"), (7, "purchase")]  # a custom type far from all is fine
+    assert any("field 'unless.type'" in p.text for p in report.warnings)
