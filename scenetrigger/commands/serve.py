@@ -62,6 +62,7 @@ from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
+from config.tokens import bearer, token_matches
 from scenetrigger import config_follow
 from scenetrigger.erasure import Eraser
 from scenetrigger.http_site import SwappableSite
@@ -242,12 +243,10 @@ def inbox_authorizer(admin_token: str, user_secret: str) -> Authorizer:
     With neither configured every request is refused (closed by default)."""
 
     async def authorize(request: web.Request, user_id: str) -> bool:
-        header = request.headers.get("Authorization", "")
-        given = header[len("Bearer "):].encode() if header.startswith("Bearer ") else b""
-        if given and admin_token and hmac.compare_digest(given, admin_token.encode()):
+        given = bearer(request.headers.get("Authorization", ""))
+        if token_matches(given, admin_token):
             return True
-        if given and user_secret and hmac.compare_digest(
-                given, inbox_token(user_secret, user_id).encode()):
+        if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
             return True
         raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
                                    headers={"WWW-Authenticate": "Bearer"})

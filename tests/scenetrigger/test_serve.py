@@ -10,6 +10,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -102,6 +103,9 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
                         f"Bearer {inbox_token('other-secret', 'u42')}", ADMIN):
                 async with http.get(inbox, headers={"Authorization": bad}) as resp:
                     assert resp.status == 401, bad
+            assert await _raw_status(base, b"GET /inbox/u42 HTTP/1.1\r\nHost: x\r\n"
+                                     b"Authorization: Bearer \xff\r\n"
+                                     b"Connection: close\r\n\r\n") == 401
             own = {"Authorization": f"Bearer {inbox_token(USER_SECRET, 'u42')}"}
             async with http.get(inbox, headers=own) as resp:
                 assert resp.status == 200
@@ -186,3 +190,15 @@ async def test_serve_command_prints_feedback_as_jsonl(redis_url: str, tmp_path: 
             proc.kill()
             await proc.wait()
         await client.aclose()
+
+
+async def _raw_status(base: str, request: bytes) -> int:
+    """The status of a request sent as raw bytes (aiohttp's client would
+    refuse a header that is not UTF-8)."""
+    url = urlsplit(base)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(request)
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    return status
