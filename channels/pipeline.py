@@ -302,7 +302,7 @@ class DeliveryPipeline:
         other exception is this request's alone: it is dead-lettered and
         the outcome is ``failed`` with the error as its reason."""
         try:
-            outcome = await self._carry_out(req, choice, decision, now_ms, extra)
+            outcome, ended = await self._carry_out(req, choice, decision, now_ms, extra)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -315,12 +315,13 @@ class DeliveryPipeline:
                                       f"{ERROR}: {error}"[:500], decision.channel,
                                       choice.variant, seg.style, seg.segment, seg.tags,
                                       figures=decision.figures), now_ms)
-        if decision.leased:
+        if decision.leased and not ended:
             await self.policy.done(req.trigger_id)
         return outcome
 
     async def _carry_out(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
-                         now_ms: int, extra: dict[str, Any] | None) -> Outcome:
+                         now_ms: int, extra: dict[str, Any] | None) -> tuple[Outcome, bool]:
+        """The outcome, and whether the lease already ended with it."""
         seg = choice.segmentation
         base = (req.trigger_id, req.user_id, req.scene)
         channel = decision.channel
@@ -329,12 +330,12 @@ class DeliveryPipeline:
             self.counts["deferred"] += 1
             return self._done(Outcome(*base, "deferred", decision.reason, None, choice.variant,
                                       seg.style, seg.segment, seg.tags, due_ms=decision.due_ms,
-                                      figures=decision.figures, order=order), now_ms)
+                                      figures=decision.figures, order=order), now_ms), False
         if decision.action != "send" or channel is None:
             self.counts["suppressed"] += 1
             return self._done(Outcome(*base, "suppressed", decision.reason, None,
                                       choice.variant, seg.style, seg.segment, seg.tags,
-                                      figures=decision.figures, order=order), now_ms)
+                                      figures=decision.figures, order=order), now_ms), False
         contact = decision.contact
         if isinstance(order, SendAction):
             message = self.render_send(order, choice, now_ms, contact)
@@ -352,13 +353,16 @@ class DeliveryPipeline:
         await self.index.remember(message.message_id, meta)
         kind: Literal["delivered", "failed"] = "delivered" if result.ok else "failed"
         self.counts[kind] += 1
+        ended = False
         if result.ok and not isinstance(order, HandoffAction):  # a handoff goes to sales
-            await self.policy.record_sent(req.user_id, now_ms)
+            await self.policy.record_sent(req.user_id, now_ms,
+                                          req.trigger_id if decision.leased else None)
+            ended = decision.leased
         if self.feedback is not None:
             await self.feedback.emit(meta.event(kind, message.message_id, now_ms, result.error))
         return self._done(Outcome(*base, kind, None if result.ok else result.error, channel,
                                   choice.variant, seg.style, seg.segment, seg.tags, message,
-                                  figures=decision.figures, order=order), now_ms)
+                                  figures=decision.figures, order=order), now_ms), ended
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
                now_ms: int, contact: Contact | None = None) -> Message:

@@ -297,8 +297,11 @@ class DeliveryPolicy:
     async def deferred_count(self) -> int:
         return await self.store.deferred_count(self._deferred_key)
 
-    async def record_sent(self, user_id: str, now_ms: int) -> None:
-        await self.store.note_sent(f"{self._prefix}eng:{user_id}", now_ms)
+    async def record_sent(self, user_id: str, now_ms: int, lease: str | None = None) -> None:
+        """A message reached the user; ``lease``: the request whose lease
+        ends with it (in the same Redis round trip)."""
+        await self.store.note_sent(f"{self._prefix}eng:{user_id}", now_ms,
+                                   None if lease is None else (self._deferred_key, lease))
 
     async def record_engaged(self, user_id: str) -> None:
         """An open or click: the back-off count starts again."""

@@ -31,7 +31,11 @@ class PolicyStore(Protocol):
 
     async def engagement(self, key: str) -> tuple[int, int | None]: ...
 
-    async def note_sent(self, key: str, now_ms: int) -> None: ...
+    async def note_sent(self, key: str, now_ms: int,
+                        done: tuple[str, str] | None = None) -> None:
+        """A message went out; with ``done`` (zset, item id) its lease ends in
+        the same step (one round trip for the two)."""
+        ...
 
     async def note_engaged(self, key: str) -> None: ...
 
@@ -95,9 +99,12 @@ class MemoryPolicyStore:
     async def engagement(self, key: str) -> tuple[int, int | None]:
         return self._engagement.get(key, (0, None))
 
-    async def note_sent(self, key: str, now_ms: int) -> None:
+    async def note_sent(self, key: str, now_ms: int,
+                        done: tuple[str, str] | None = None) -> None:
         ignored, _ = self._engagement.get(key, (0, None))
         self._engagement[key] = (ignored + 1, now_ms)
+        if done is not None:
+            await self.done(*done)
 
     async def note_engaged(self, key: str) -> None:
         _, last = self._engagement.get(key, (0, None))
@@ -213,11 +220,14 @@ class RedisPolicyStore:
         ignored, last = await self._redis.hmget(key, ["ignored", "last"])
         return int(ignored or 0), int(last) if last is not None else None
 
-    async def note_sent(self, key: str, now_ms: int) -> None:
+    async def note_sent(self, key: str, now_ms: int,
+                        done: tuple[str, str] | None = None) -> None:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hincrby(key, "ignored", 1)
         pipe.hset(key, "last", str(now_ms))
         pipe.pexpire(key, _ENGAGEMENT_TTL_MS)
+        if done is not None:
+            _end_lease(pipe, *done)
         await pipe.execute()
 
     async def note_engaged(self, key: str) -> None:
@@ -246,10 +256,14 @@ class RedisPolicyStore:
 
     async def done(self, zset: str, item_id: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.zrem(zset, item_id)
-        pipe.hdel(f"{zset}:payload", item_id)
-        pipe.hdel(f"{zset}:tries", item_id)
+        _end_lease(pipe, zset, item_id)
         await pipe.execute()
 
     async def deferred_count(self, zset: str) -> int:
         return int(await self._redis.zcard(zset))
+
+
+def _end_lease(pipe: Any, zset: str, item_id: str) -> None:
+    pipe.zrem(zset, item_id)
+    pipe.hdel(f"{zset}:payload", item_id)
+    pipe.hdel(f"{zset}:tries", item_id)
