@@ -127,6 +127,13 @@ def schema_problem(err: Any, doc: Doc, prefix: Path = ()) -> Problem:
     hint = None
     if err["type"] == "extra_forbidden" and loc:
         hint = close_name(loc[-1], allowed_keys(loc[:-1]) or ())
+        value = err.get("input")
+        if len(loc) == 2 and loc[0] == "strategies" and isinstance(value, dict) and \
+                ("steps" in value or "entry" in value):
+            # A strategy written straight under `strategies:`: say where it goes.
+            return doc.problem(f"{format_error(err)} (a strategy goes under "
+                               f"strategies.journeys: journeys: {{{loc[1]}: ...}}, or in a "
+                               "file strategies.include names)", path)
     elif err["type"] == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag")
         hint = close_name(tag, _union_tags(loc))

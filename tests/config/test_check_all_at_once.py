@@ -218,3 +218,19 @@ scenes:
     typos = [(p.line, p.hint) for p in report.warnings if "event type" in p.text]
     assert typos == [(4, "view"), (7, "purchase")]  # a custom type far from all is fine
     assert any("field 'unless.type'" in p.text for p in report.warnings)
+
+
+def test_a_strategy_straight_under_strategies_says_where_it_goes() -> None:
+    text = """\
+scenes:
+  promo_arrival: {kind: arrival, when: {page: {prefix: /promo}}, per: page}
+strategies:
+  nudge:
+    entry: {scene: promo_arrival}
+    steps: [{id: s1, send: {channel: push, content: reactivation_push_1}}]
+  inclde: [reactivation]
+"""
+    errors = check_text(text, "s.yaml").errors
+    assert [(p.line, p.hint) for p in errors] == [(4, None), (7, "include")]
+    assert "goes under strategies.journeys" in errors[0].text and "journeys: {nudge: ...}" in \
+        errors[0].text
