@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
 from config.tokens import bearer
 from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, VersionStore, author_of
@@ -62,8 +63,8 @@ class Console:
     config_digest: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        if self.config_path:
-            self.config_digest = hashlib.sha256(Path(self.config_path).read_bytes()).hexdigest()
+        path = Path(self.config_path) if self.config_path else DEFAULT_CONFIG_PATH
+        self.config_digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 CONSOLE_KEY = web.AppKey("console", Console)

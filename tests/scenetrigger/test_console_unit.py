@@ -4,13 +4,14 @@ actions refused without a token, refused with a wrong one, done with it."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from channels.decisions import DecisionRecord
-from config.loader import load_config_text
+from config.loader import DEFAULT_CONFIG_PATH, load_config_text
 from config.versions import DirectoryStore
 from scenetrigger.console import Console, create_app
 from scenetrigger.console_state import ConsoleState, Limits
@@ -66,6 +67,9 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
     client = await _client(None)
     try:
         assert (await client.get("/api/summary")).status == 200
+        shown = await (await client.get("/api/config")).json()  # no --config: the shipped file
+        assert shown["path"] == "(the shipped scenes)"
+        assert shown["sha256"] == hashlib.sha256(DEFAULT_CONFIG_PATH.read_bytes()).hexdigest()
         page = await client.get("/")
         assert "script-src 'self' 'sha256-" in page.headers["Content-Security-Policy"]
         assert (await client.get("/vendor/uplot/uPlot.iife.min.js")).status == 200
