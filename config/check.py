@@ -20,8 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from config.loader import _UNION_TAGS as UNION_TAGS
-from config.loader import format_error
+from config.loader import UNION_TAGS, format_error
 from config.models import AppConfig
 from config.yaml_load import Path, line_of
 from triggers.errors import ConfigError

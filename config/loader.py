@@ -21,7 +21,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
 _SECTION_LABELS = {"scenes": "scene", "channels": "channel"}
 # Discriminated unions put the tag in the error path; it is dropped from messages.
-_UNION_TAGS = (*kind_names(), *CHANNEL_TYPES)
+UNION_TAGS = (*kind_names(), *CHANNEL_TYPES)
 
 
 def load_config(path: str | Path | None = None) -> AppConfig:
@@ -77,7 +77,7 @@ def format_error(err: Any) -> str:
         name = loc[1]
         rest = loc[2:]
         # A discriminated union puts the kind in the path: drop it.
-        if rest and rest[0] in _UNION_TAGS:
+        if rest and rest[0] in UNION_TAGS:
             rest = rest[1:]
         if not rest and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             # a bad or missing tag is the scene's `kind` (a channel's `type`) field
