@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,3 +97,51 @@ async def test_collector_answers_503_when_kafka_fails(payload: bytes) -> None:
         assert (await resp.json())["error"] == "kafka_unavailable"
     finally:
         await client.close()
+
+
+class FakeProducer:
+    """aiokafka's producer surface the KafkaPublisher uses; every send stored."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   partition: int | None = None) -> Any:
+        self.records.append((topic, key, value, partition))
+        future: Any = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_kafka_publisher_batches_events_by_partition_by_default() -> None:
+    from agents.batching import partition_for
+    from agents.collector import KafkaPublisher
+    from triggers.events import decode_event_record
+
+    producer = FakeProducer()
+    publisher = KafkaPublisher(producer)
+    events = [("ev", f"u{n % 3}".encode(), orjson.dumps({"user_id": f"u{n % 3}", "ts": n,
+                                                          "type": "view"})) for n in range(30)]
+    await asyncio.gather(publisher.publish(events[:15]), publisher.publish(events[15:]),
+                         publisher.publish([("dl", None, b'{"reason": "x"}')]))
+    event_records = [r for r in producer.records if r[0] == "ev"]
+    assert len(event_records) <= 3  # one record per partition, shared by both requests
+    seen = []
+    for _, key, value, partition in event_records:
+        assert key is None  # a batch
+        for item in decode_event_record(value):
+            assert isinstance(item, Event)
+            assert partition == partition_for(item.user_id.encode(), 4)
+            seen.append((item.user_id, item.ts))
+    assert sorted(seen) == sorted((f"u{n % 3}", n) for n in range(30))
+    for user in ("u0", "u1", "u2"):  # each user's events in order
+        times = [ts for u, ts in seen if u == user]
+        assert times == sorted(times)
+    assert [r[0] for r in producer.records].count("dl") == 1
