@@ -154,7 +154,7 @@ class DeliveryPolicy:
         self.suppressed: Counter[str] = Counter()
         self.deferred = 0
         self._prefix = model.redis_prefix
-        self._deferred_key = f"{self._prefix}deferred"
+        self._deferred_key = deferred_key(self._prefix)
         quiet = model.quiet_hours
         self._quiet = (quiet.minutes(quiet.start), quiet.minutes(quiet.end)) if (
             quiet.enabled and quiet.start != quiet.end) else None
@@ -221,7 +221,7 @@ class DeliveryPolicy:
                                       now_ms)
 
     def _claim_key(self, message_id: str) -> str:
-        return f"{self._prefix}dd:{message_id}"
+        return claim_key(self._prefix, message_id)
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str], zone: ZoneInfo,
@@ -243,7 +243,7 @@ class DeliveryPolicy:
             if self.metrics is not None:
                 self.metrics.deferred.inc()
             return Decision("defer", reason=QUIET_HOURS, due_ms=due, figures=until)
-        ignored, last_sent = await self.store.engagement(f"{self._prefix}eng:{req.user_id}")
+        ignored, last_sent = await self.store.engagement(engagement_key(self._prefix, req.user_id))
         if (ignored >= model.backoff.ignored and last_sent is not None
                 and now_ms - last_sent < model.backoff.pause):
             return self._suppress(BACKOFF, f"{ignored} sent without an open or click, the "
@@ -300,17 +300,17 @@ class DeliveryPolicy:
     async def record_sent(self, user_id: str, now_ms: int, lease: str | None = None) -> None:
         """A message reached the user; ``lease``: the request whose lease
         ends with it (in the same Redis round trip)."""
-        await self.store.note_sent(f"{self._prefix}eng:{user_id}", now_ms,
+        await self.store.note_sent(engagement_key(self._prefix, user_id), now_ms,
                                    None if lease is None else (self._deferred_key, lease))
 
     async def record_engaged(self, user_id: str) -> None:
         """An open or click: the back-off count starts again."""
-        await self.store.note_engaged(f"{self._prefix}eng:{user_id}")
+        await self.store.note_engaged(engagement_key(self._prefix, user_id))
 
     def _counters(self, user_id: str, scope: str, per_day: int | None, per_week: int | None,
                   day: str, week: str) -> list[tuple[tuple[str, int, int], str]]:
         out = []
-        base = f"{self._prefix}cap:{user_id}:{scope}"
+        base = caps_key(self._prefix, user_id, scope)
         if per_day is not None:
             out.append(((f"{base}:d:{day}", per_day, 2 * _DAY_MS), CAP_DAY))
         if per_week is not None:
@@ -322,6 +322,28 @@ class DeliveryPolicy:
         if self.metrics is not None:
             self.metrics.suppressed.labels(reason=reason).inc()
         return Decision("suppress", reason=reason, figures=figures)
+
+
+
+# The keys under ``delivery.redis_prefix`` (erasure finds a user's by them).
+def deferred_key(prefix: str) -> str:
+    """The sorted set of deferred and leased requests (policy_store's payload_key/tries_key)."""
+    return f"{prefix}deferred"
+
+
+def claim_key(prefix: str, message_id: str) -> str:
+    """The dedupe claim of one trigger or journey message id (it embeds the user id)."""
+    return f"{prefix}dd:{message_id}"
+
+
+def engagement_key(prefix: str, user_id: str) -> str:
+    """A user's sent-without-engagement count and last send (back-off)."""
+    return f"{prefix}eng:{user_id}"
+
+
+def caps_key(prefix: str, user_id: str, scope: str) -> str:
+    """The base of a user's frequency-cap counters in ``scope`` (``:d:DAY``, ``:w:WEEK``)."""
+    return f"{prefix}cap:{user_id}:{scope}"
 
 
 def _age_figures(age_ms: int, max_age_ms: int) -> str:

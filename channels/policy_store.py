@@ -227,7 +227,7 @@ class RedisPolicyStore:
         pipe.hset(key, "last", str(now_ms))
         pipe.pexpire(key, _ENGAGEMENT_TTL_MS)
         if done is not None:
-            _end_lease(pipe, *done)
+            end_leases(pipe, *done)
         await pipe.execute()
 
     async def note_engaged(self, key: str) -> None:
@@ -236,34 +236,46 @@ class RedisPolicyStore:
     async def claim_leased(self, key: str, ttl_ms: int, now_ms: int, zset: str, item_id: str,
                            payload: str, until_ms: int) -> bool:
         got = await self._claim_leased(
-            keys=[key, zset, f"{zset}:payload"],
+            keys=[key, zset, payload_key(zset)],
             args=[str(now_ms), max(1, ttl_ms), until_ms, item_id, payload])
         return bool(int(got))
 
     async def defer(self, zset: str, item_id: str, payload: str, due_ms: int) -> bool:
         pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(zset, {item_id: due_ms})
-        pipe.hset(f"{zset}:payload", item_id, payload)
+        pipe.hset(payload_key(zset), item_id, payload)
         added, _ = await pipe.execute()
         return bool(added)
 
     async def take_due(self, zset: str, now_ms: int, limit: int,
                        lease_ms: int) -> list[tuple[str, int]]:
-        rows = await self._take_due(keys=[zset, f"{zset}:payload", f"{zset}:tries"],
+        rows = await self._take_due(keys=[zset, payload_key(zset), tries_key(zset)],
                                     args=[now_ms, limit, now_ms + lease_ms])
         flat = [r.decode() if isinstance(r, bytes) else r for r in rows]
         return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def done(self, zset: str, item_id: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        _end_lease(pipe, zset, item_id)
+        end_leases(pipe, zset, item_id)
         await pipe.execute()
 
     async def deferred_count(self, zset: str) -> int:
         return int(await self._redis.zcard(zset))
 
 
-def _end_lease(pipe: Any, zset: str, item_id: str) -> None:
-    pipe.zrem(zset, item_id)
-    pipe.hdel(f"{zset}:payload", item_id)
-    pipe.hdel(f"{zset}:tries", item_id)
+def payload_key(zset: str) -> str:
+    """The hash of a deferred set's request payloads, by item id."""
+    return f"{zset}:payload"
+
+
+def tries_key(zset: str) -> str:
+    """The hash of how often each item of a deferred set was handed out."""
+    return f"{zset}:tries"
+
+
+def end_leases(pipe: Any, zset: str, *item_ids: str) -> None:
+    """Queue on ``pipe`` the removal of items from a deferred set, with their
+    payloads and hand-out counts."""
+    pipe.zrem(zset, *item_ids)
+    pipe.hdel(payload_key(zset), *item_ids)
+    pipe.hdel(tries_key(zset), *item_ids)

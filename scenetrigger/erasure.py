@@ -43,7 +43,8 @@ from channels.consent import RedisConsentStore
 from channels.deadletter import DEFAULT_STREAM
 from channels.directory import RedisDirectory, address_hash
 from channels.feedback import KINDS
-from channels.policy import DeliveryRequest
+from channels.policy import DeliveryRequest, caps_key, claim_key, deferred_key, engagement_key
+from channels.policy_store import end_leases, payload_key
 from config.channel_models import InboxModel
 from config.clock import wall_ms
 from config.models import AppConfig
@@ -102,7 +103,7 @@ class Eraser:
         contact = await self.directory.get(user_id)
         direct = {"directory": [self.directory.key(user_id)],
                   "consent": [self.consent.key(user_id)],
-                  "engagement": [f"{p}eng:{user_id}"],
+                  "engagement": [engagement_key(p, user_id)],
                   "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}
         for kind, keys in direct.items():
             present = [k for k in keys if await self.redis.exists(k)]
@@ -111,7 +112,7 @@ class Eraser:
         if contact is not None:
             found.keys["address_index"] = [self.directory.addr_key(k, v)
                                            for k, v in contact.addresses()]
-        patterns = {"caps": f"{p}cap:{u}:*", "dedupe": f"{p}dd:*|{u}|*"}
+        patterns = {"caps": caps_key(p, u, "*"), "dedupe": claim_key(p, f"*|{u}|*")}
         for prefix in self.inbox_prefixes:
             patterns[f"inbox {prefix}"] = f"{_glob(prefix)}:{{{u}}}*"
         for kind, pattern in patterns.items():
@@ -134,7 +135,7 @@ class Eraser:
             found.keys["feedback_markers"] = sorted(marked)
         if await self.redis.hexists(self.journeys_key, user_id):
             found.journey_field = user_id
-        payloads = await self.redis.hgetall(f"{p}deferred:payload")
+        payloads = await self.redis.hgetall(payload_key(deferred_key(p)))
         found.deferred = sorted(_text(item) for item, raw in payloads.items()
                                 if DeliveryRequest.decode(raw).user_id == user_id)
         found.dead_letters = await self._dead_letters_of(user_id)
@@ -184,7 +185,7 @@ class Eraser:
             out["journeys"] = {"key": self.journeys_key, "field": user_id,
                                "value": _text(raw)}
         if found.deferred:
-            raw = await self.redis.hmget(f"{self.prefix}deferred:payload", found.deferred)
+            raw = await self.redis.hmget(payload_key(deferred_key(self.prefix)), found.deferred)
             out["deferred"] = [orjson.loads(r) for r in raw if r is not None]
         if found.dead_letters:
             out["dead_letters"] = [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}}
@@ -227,9 +228,7 @@ class Eraser:
             pipe.hdel(self.journeys_key, user_id)
             removed["journey_state"] = 1
         if found.deferred:
-            pipe.zrem(f"{self.prefix}deferred", *found.deferred)
-            pipe.hdel(f"{self.prefix}deferred:payload", *found.deferred)
-            pipe.hdel(f"{self.prefix}deferred:tries", *found.deferred)
+            end_leases(pipe, deferred_key(self.prefix), *found.deferred)
             removed["deferred"] = len(found.deferred)
         if found.dead_letters:
             pipe.xdel(self.dead_letter_stream, *found.dead_letters)
