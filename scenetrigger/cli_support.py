@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from agents.batching import BatchLimits
+from agents.producer import ProduceTopics
+from agents.topics import DEAD_LETTERS, EVENTS
 from scenetrigger.sources import Format, detect_format
 from triggers.durations import parse_duration_ms
 from triggers.errors import SceneTriggerError
@@ -93,3 +95,27 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 def batch_limits(args: argparse.Namespace) -> BatchLimits:
     return BatchLimits(max_events=args.batch_events, max_bytes=args.batch_bytes,
                        linger_ms=args.linger)
+
+
+def add_topic_arguments(parser: argparse.ArgumentParser, rejected: str) -> None:
+    """The topics a command writes events to: named alone, or by the
+    ``--topic-prefix`` the worker is given (PREFIX.events, PREFIX.dead-letters)."""
+    parser.add_argument("--topic-prefix",
+                        help="write to PREFIX.events and PREFIX.dead-letters, the topics "
+                             "`worker --topic-prefix PREFIX` reads (and, with --config-store "
+                             "kafka, follow PREFIX.config)")
+    parser.add_argument("--topic", help=f"events topic (default PREFIX.events, else {EVENTS})")
+    parser.add_argument("--dead-letter-topic",
+                        help=f"topic for {rejected} (default PREFIX.dead-letters, else "
+                             f"{DEAD_LETTERS})")
+
+
+def produce_topics(args: argparse.Namespace) -> ProduceTopics:
+    prefix = args.topic_prefix
+    topics = ProduceTopics(
+        events=args.topic or (f"{prefix}.events" if prefix else EVENTS),
+        dead_letters=args.dead_letter_topic or (f"{prefix}.dead-letters" if prefix
+                                                else DEAD_LETTERS))
+    if topics.events == topics.dead_letters:
+        raise SceneTriggerError("the events and dead-letter topics must differ")
+    return topics

@@ -15,9 +15,10 @@ from agents.collector import (
     KafkaPublisher,
     create_collector_app,
 )
-from agents.producer import ProduceTopics, ensure_topics, new_kafka_producer
-from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
+from agents.producer import ensure_topics, new_kafka_producer
+from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger import config_follow
+from scenetrigger.cli_support import add_topic_arguments, produce_topics
 from triggers.errors import SceneTriggerError
 
 TOKEN_ENV = "SCENETRIGGER_COLLECTOR_TOKEN"  # noqa: S105 - the name of an env var
@@ -29,9 +30,7 @@ def register(sub: Any) -> None:
                                          "else 127.0.0.1:9092)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8088, help="listen port (default 8088)")
-    parser.add_argument("--topic", default=EVENTS, help=f"events topic (default {EVENTS})")
-    parser.add_argument("--dead-letter-topic", default=DEAD_LETTERS,
-                        help=f"topic for rejected events (default {DEAD_LETTERS})")
+    add_topic_arguments(parser, "rejected events")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                         help="partitions of topics this command creates (default 4)")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
@@ -47,8 +46,6 @@ def register(sub: Any) -> None:
                         help="requests read at once; more are answered 503 busy (default 32)")
     parser.add_argument("--config", help="config file when the store has no version yet "
                         "(validated and reported; the collector's limits are its flags)")
-    parser.add_argument("--topic-prefix", help="with --config-store kafka: read PREFIX.config "
-                        "(default: the shared name)")
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -63,9 +60,7 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
     if token is None and not args.no_auth:
         raise SceneTriggerError(f"no token: set ${TOKEN_ENV} (clients send 'Authorization: "
                                 "Bearer <token>'), or pass --no-auth to accept anonymous posts")
-    topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
-    if topics.events == topics.dead_letters:
-        raise SceneTriggerError("the events and dead-letter topics must differ")
+    topics = produce_topics(args)
     return CollectorSettings(
         topics=topics,
         max_body_bytes=args.max_body_bytes,

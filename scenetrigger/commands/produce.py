@@ -23,19 +23,20 @@ from agents.producer import (
     KafkaSink,
     LastLine,
     ProduceSummary,
-    ProduceTopics,
     RateLimiter,
     ensure_topics,
     new_kafka_producer,
     produce_records,
 )
-from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, bootstrap_servers
+from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger.cli_support import (
     add_batch_arguments,
+    add_topic_arguments,
     batch_limits,
     open_input,
     pick_format,
     positive,
+    produce_topics,
     progress_bar,
 )
 from scenetrigger.sources import FORMATS, read_events
@@ -49,9 +50,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--format", choices=FORMATS, default="auto")
     parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA, "
                                          "else 127.0.0.1:9092)")
-    parser.add_argument("--topic", default=EVENTS, help=f"events topic (default {EVENTS})")
-    parser.add_argument("--dead-letter-topic", default=DEAD_LETTERS,
-                        help=f"topic for rejected lines (default {DEAD_LETTERS})")
+    add_topic_arguments(parser, "rejected lines")
     parser.add_argument("--partitions", type=positive, default=DEFAULT_PARTITIONS,
                         help="partitions of topics this command creates (default 4)")
     parser.add_argument("--rate", type=_positive_float,
@@ -81,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     bootstrap = bootstrap_servers(args.broker)
-    topics = ProduceTopics(events=args.topic, dead_letters=args.dead_letter_topic)
-    if topics.events == topics.dead_letters:
-        raise SceneTriggerError("the events and dead-letter topics must differ")
+    topics = produce_topics(args)
     batching = batch_limits(args)
     try:
         found = await ensure_topics(bootstrap, [topics.events, topics.dead_letters],

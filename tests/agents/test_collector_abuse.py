@@ -203,3 +203,25 @@ def test_the_command_refuses_to_start_without_a_token_unless_no_auth(
     assert settings_from_args(open_args).token is None
     monkeypatch.setenv(TOKEN_ENV, "t0ken")
     assert settings_from_args(args).token == "t0ken"
+
+
+@pytest.mark.parametrize("command", ["collector", "produce"])
+def test_topic_prefix_names_the_topics_the_worker_of_that_prefix_reads(command: str) -> None:
+    from agents.settings import TopicNames
+    from agents.topics import DEAD_LETTERS, EVENTS
+    from scenetrigger.cli import build_parser
+    from scenetrigger.cli_support import produce_topics
+    from triggers.errors import SceneTriggerError
+
+    def topics(*extra: str) -> tuple[str, str]:
+        positional = ["x.jsonl"] if command == "produce" else []
+        args = build_parser([command]).parse_args([command, *positional, *extra])
+        got = produce_topics(args)
+        return got.events, got.dead_letters
+
+    worker = TopicNames.with_prefix("shop")
+    assert topics("--topic-prefix", "shop") == (worker.events, worker.dead_letters)
+    assert topics() == (EVENTS, DEAD_LETTERS)  # the shared names
+    assert topics("--topic-prefix", "shop", "--topic", "raw") == ("raw", worker.dead_letters)
+    with pytest.raises(SceneTriggerError, match="must differ"):
+        topics("--topic", "t", "--dead-letter-topic", "t")
