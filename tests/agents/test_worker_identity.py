@@ -6,7 +6,6 @@ counts for the known user, the repeat scene fires under the known id, and
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -23,12 +22,13 @@ from tests.agents.worker_support import (
     all_committed,
     read_topic,
     send_raw,
+    start_cli,
     start_worker,
     unique,
     wait_for,
 )
 from tests.channels.receivers import SmtpSink
-from tests.services import REPO, free_port
+from tests.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 PARTITIONS = 4
@@ -71,16 +71,10 @@ def start_deliver(tmp: Path, bootstrap: str, prefix: str, config: Path,
                   redis_url: str) -> WorkerProcess:
     port = free_port()
     log_path = tmp / "deliver.log"
-    args = [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", "deliver",
-            "--config", str(config), "--broker", bootstrap, "--topic-prefix", prefix,
-            "--group", f"{prefix}-deliver", "--redis-url", redis_url,
-            "--metrics-port", str(port)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "SCENETRIGGER_TRACKING_SECRET": "identity-test-secret"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env=env)
-    return WorkerProcess("deliver", process, port, log_path)
+    args = ["deliver", "--config", str(config), "--broker", bootstrap, "--topic-prefix", prefix,
+            "--group", f"{prefix}-deliver", "--redis-url", redis_url, "--metrics-port", str(port)]
+    return start_cli(log_path, "deliver", args, port,
+                     {"SCENETRIGGER_TRACKING_SECRET": "identity-test-secret"})
 
 
 def test_identify_merges_across_partitions_and_fires_for_the_known_user(

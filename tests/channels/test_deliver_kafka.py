@@ -16,9 +16,6 @@ delivered once.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,11 +39,12 @@ from tests.agents.kafka_read import read_topic
 from tests.agents.worker_support import (
     WorkerProcess,
     committed_offsets,
+    start_cli,
     start_worker,
     unique,
 )
 from tests.channels.receivers import Receiver, running_receiver
-from tests.services import REPO, free_port
+from tests.services import free_port
 
 SCENE = "repeat_view_no_purchase"
 PROMO = "promo_arrival"
@@ -130,16 +128,11 @@ def start_deliver(tmp: Path, name: str, bootstrap: str, prefix: str, group: str,
                   extra: Sequence[str] = ()) -> WorkerProcess:
     port = free_port()
     log_path = tmp / f"deliver-{name}.log"
-    args = [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", "deliver",
-            "--config", str(config), "--broker", bootstrap, "--topic-prefix", prefix,
+    args = ["deliver", "--config", str(config), "--broker", bootstrap, "--topic-prefix", prefix,
             "--group", group, "--redis-url", redis_url, "--catalog", str(catalog),
             "--metrics-port", str(port), "--release-interval", "200ms", *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DELIVER_TEST_SECRET": "test-secret",
-           "DELIVER_TEST_REDIS": redis_url}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env=env)
-    return WorkerProcess(name, process, port, log_path)
+    return start_cli(log_path, name, args, port,
+                     {"DELIVER_TEST_SECRET": "test-secret", "DELIVER_TEST_REDIS": redis_url})
 
 
 async def until(what: str, check: Callable[[], bool], timeout_s: float,
