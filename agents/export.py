@@ -11,6 +11,11 @@ from typing import Any
 
 from triggers.errors import SceneTriggerError
 
+# A topic the broker still does not list after this long is missing: a
+# misspelt name, or an optional topic (decisions before any deliver ran) must
+# not cost the whole read timeout (export's is 5 minutes).
+MISSING_TOPIC_WAIT_S = 5.0
+
 
 async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
                         on_total: Callable[[int], None] | None = None) -> AsyncIterator[Any]:
@@ -25,9 +30,10 @@ async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
+        missing_deadline = time.monotonic() + min(timeout_s, MISSING_TOPIC_WAIT_S)
         partitions = consumer.partitions_for_topic(topic)
         while not partitions:
-            if time.monotonic() > deadline:
+            if time.monotonic() > missing_deadline:
                 raise SceneTriggerError(f"topic {topic} not found (no partitions)")
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
