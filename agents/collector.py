@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from agents.intake import (
 )
 from agents.producer import MAX_RECORD_BYTES, ProduceTopics, checked_event_value, event_key
 from agents.topics import dead_letter_value
+from config.tokens import bearer, token_matches
 from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_MAX_LINE_BYTES,
@@ -218,11 +218,9 @@ def create_collector_app(
             meter.request_seconds.observe(time.perf_counter() - started)
 
     async def _handle(request: web.Request) -> web.Response:
-        if conf.token is not None:
-            # surrogateescape: a non-UTF-8 byte in the header is a wrong token, not a 500
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, f"Bearer {conf.token}".encode()):
-                return answer(401, {"error": "unauthorized"})
+        if conf.token is not None and not token_matches(
+                bearer(request.headers.get("Authorization", "")), conf.token):
+            return answer(401, {"error": "unauthorized"})
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _good_key(key):
             return answer(400, {"error": "bad_idempotency_key", "detail": "at most "
