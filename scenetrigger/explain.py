@@ -94,6 +94,9 @@ class Timeline:
                + ("" if self.clock_ms is None else f" (clock {clock(self.clock_ms)})")]
         if hidden:
             out.append(f"  ({hidden:,} earlier events not shown; --json has them all)")
+        if not self.events and not self.triggers and not self.decisions:
+            # Most often a mistyped id: say so before the scenes' "no views" lines.
+            out.append(f"  nothing is recorded for user {self.user_id!r}: is the id right?")
         out += [f"  {clock(ts)}  {text}" for ts, _, text in rows]
         for s in self.scenes:
             unlisted = s.extra.get("refusals_not_listed")

@@ -153,3 +153,18 @@ def test_explain_needs_a_source() -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "--events FILE" in done.stderr
+
+
+def test_an_unknown_user_is_told_nothing_is_recorded() -> None:
+    config = load_config_text(CONFIG)
+    with REES46_SAMPLE.open("rb") as fh:
+        timelines = explain_replay(read_events(fh, "rees46"), config, {"51384O435"})
+    text = timelines["51384O435"].render()  # a letter O for a zero
+    assert "nothing is recorded for user '51384O435': is the id right?" in text
+    some = next(iter(_known(config).values())).render()
+    assert "nothing is recorded" not in some
+
+
+def _known(config: Any) -> dict[str, Timeline]:
+    with REES46_SAMPLE.open("rb") as fh:
+        return explain_replay(read_events(fh, "rees46"), config, {"513840435"})
