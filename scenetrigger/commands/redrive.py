@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import sys
 from typing import Any
 
@@ -30,6 +32,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--concurrency", type=positive, default=16,
                         help="deliveries in flight (default 16)")
     parser.add_argument("--quiet", action="store_true", help="only the summary")
+    parser.add_argument("--json", action="store_true",
+                        help="the summary as JSON on stdout (the listed entries go to stderr)")
     parser.set_defaults(run=run)
 
 
@@ -57,7 +61,8 @@ async def _redrive(args: argparse.Namespace, models: dict[str, Any], url: str) -
         if not args.quiet:
             user = letter.message.user_id if letter.message is not None else "?"
             print(f"{letter.entry_id}  {letter.channel:<16} user={user}  "
-                  f"last error: {letter.error}  -> {verdict}")
+                  f"last error: {letter.error}  -> {verdict}",
+                  file=sys.stderr if args.json else sys.stdout)
 
     try:
         report = await redrive(store, send, registry.__contains__, channel=args.channel,
@@ -67,4 +72,6 @@ async def _redrive(args: argparse.Namespace, models: dict[str, Any], url: str) -
         await registry.close()
         await client.aclose()
     print(report.render(args.dry_run), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, **dataclasses.asdict(report)}))
     return 1 if report.failed else 0

@@ -4,6 +4,7 @@ webhook receiver (integration)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,6 +134,11 @@ async def test_redrive_resends_after_the_endpoint_recovers(
         assert await redrive("--dry-run") == 0
         assert rx.requests == [] and await dead_letters.count() == 4
         assert "would be re-sent" in capsys.readouterr().err
+        assert await redrive("--dry-run", "--json") == 0
+        listed = capsys.readouterr()
+        assert json.loads(listed.out) == {"dry_run": True, "matched": 4, "sent_ok": 0,
+                                          "failed": 0, "skipped": 1, "failures": []}
+        assert listed.err.count("user=") == 4  # the entries, off stdout
 
         assert await redrive("--channel", "crm", "--limit", "1") == 0
         assert len(rx.requests) == 1 and rx.requests[0].signature_ok
