@@ -128,8 +128,10 @@ def read_rows(lines: Iterator[bytes], fmt: str) -> Iterator[Row | Rejected]:
                 if not isinstance(consent, dict) or not all(
                         isinstance(v, bool) for v in consent.values()):
                     raise ContactError("consent: must be an object of true/false")
-                if not isinstance(user_id, str) or not user_id:
+                if user_id is None or user_id == "":
                     raise ContactError("user_id: missing")
+                if not isinstance(user_id, str):
+                    raise ContactError(f"user_id: must be a string, not {type(user_id).__name__}")
                 yield Row(number, user_id, item, consent)
             except (orjson.JSONDecodeError, ContactError) as exc:
                 yield Rejected(number, str(exc))
@@ -137,6 +139,10 @@ def read_rows(lines: Iterator[bytes], fmt: str) -> Iterator[Row | Rejected]:
     text = (line.decode("utf-8-sig" if n == 0 else "utf-8", errors="replace")
             for n, line in enumerate(lines))
     reader = csv.DictReader(text)
+    if reader.fieldnames is not None and "user_id" not in reader.fieldnames:
+        # Not a rejected row each: the file is not a user list (or not CSV at all).
+        raise SceneTriggerError("users import: the CSV header has no user_id column (it has: "
+                                f"{', '.join(reader.fieldnames)[:200]})")
     for cells in reader:
         number = reader.line_num
         try:

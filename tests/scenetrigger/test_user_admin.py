@@ -185,3 +185,17 @@ async def test_identify_api_publishes_the_identify_event(redis_url: str) -> None
     finally:
         await redis.aclose()
     assert published == [{"user_id": "d1", "ts": 5, "type": "identify", "known_id": "u1"}]
+
+
+def test_import_rows_say_what_is_wrong_with_the_file_or_the_id() -> None:
+    from scenetrigger.commands.users import Rejected, read_rows
+    from triggers.errors import SceneTriggerError
+
+    with pytest.raises(SceneTriggerError, match="no user_id column \\(it has: foo, bar\\)"):
+        list(read_rows(iter([b"foo,bar\n", b"1,2\n"]), "csv"))
+    with pytest.raises(SceneTriggerError, match="no user_id column"):
+        list(read_rows(iter([b"\xff\xfe\x00\x01\n"]), "csv"))  # not text at all
+    assert list(read_rows(iter([]), "csv")) == []  # an empty file: nothing to do
+    got = list(read_rows(iter([b'{"user_id": 5}\n', b'{"email": "a@b.co"}\n']), "jsonl"))
+    assert [(r.line, r.reason) for r in got if isinstance(r, Rejected)] == [
+        (1, "user_id: must be a string, not int"), (2, "user_id: missing")]
