@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
             raise SceneTriggerError(f"--window: {exc}") from None
     options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes))
     triggers = list(_read_triggers(args.triggers))
+    if args.by and triggers and not any(line.get(name) for line in triggers
+                                        for name in args.by):
+        print(f"report: warning: no line of {args.triggers} carries a "
+              f"{' or '.join(args.by)} (only `replay --deliver dry-run|live` lines do): "
+              "every row shows '-'", file=sys.stderr)
     differ, marked = mark_disagreements(triggers, control)
     if differ:
         source = (f"--control-share {args.control_share}" if args.control_share is not None

@@ -104,6 +104,13 @@ def test_report_by_segment_and_style_keeps_silent_scenes(tmp_path: Path) -> None
            if r["triggered"]}
     assert got == dict(split)
     assert len({r["segment"] for r in rows}) > 1  # really split
+    assert b"warning" not in cli("report", tmp_path / "scenes.jsonl", REES46_SAMPLE, "--by",
+                                 "segment").stderr
+    # lines of a replay without --deliver carry no segment or style: the report says so
+    plain = tmp_path / "plain.jsonl"
+    cli("replay", REES46_SAMPLE, "--out", plain, "--no-progress")
+    warned = cli("report", plain, REES46_SAMPLE, "--by", "segment,style").stderr.decode()
+    assert "carries a segment or style (only `replay --deliver" in warned
 
 
 def test_diff_reads_stored_versions(tmp_path: Path) -> None:
