@@ -1,14 +1,22 @@
 """Secret tokens: the one constant-time check every HTTP route and command
 uses for a bearer or callback token (admin routes, the console's admin
-actions, ``scenetrigger config``, provider callbacks, inbound opt-outs).
-Closed by default: with no token configured nothing matches."""
+actions, ``scenetrigger config``, provider callbacks, inbound opt-outs), and
+the one admin-token model (:class:`AdminTokens`). Closed by default: with no
+token configured nothing matches."""
 
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 BEARER = "Bearer "
+ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
+# name=token pairs (comma-separated): each admin by name (a config version's author)
+ADMIN_TOKENS_ENV = "SCENETRIGGER_ADMIN_TOKENS"
+SINGLE_ADMIN = "admin"  # the name of the lone $SCENETRIGGER_ADMIN_TOKEN
+ADMIN_TOKENS_HINT = f"set {ADMIN_TOKEN_ENV} or {ADMIN_TOKENS_ENV} (name=token,...)"
 
 
 def bearer(header: str) -> str:
@@ -30,3 +38,43 @@ def token_matches(given: str, expected: str | None) -> bool:
     if not expected:
         return False
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+@dataclass(frozen=True)
+class AdminTokens:
+    """Who may use an admin route or command: ``$SCENETRIGGER_ADMIN_TOKENS``
+    (``name=token`` pairs, comma-separated) and ``$SCENETRIGGER_ADMIN_TOKEN``
+    (the name ``admin``), both at once if both are set. Empty: everything is
+    refused."""
+
+    named: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AdminTokens:
+        environ = os.environ if env is None else env
+        named: list[tuple[str, str]] = []
+        for pair in environ.get(ADMIN_TOKENS_ENV, "").split(","):
+            name, _, secret = pair.strip().partition("=")
+            if name.strip() and secret.strip():
+                named.append((name.strip(), secret.strip()))
+        single = environ.get(ADMIN_TOKEN_ENV, "")
+        if single:
+            named.append((SINGLE_ADMIN, single))
+        return cls(tuple(named))
+
+    @classmethod
+    def single(cls, token: str) -> AdminTokens:
+        """One unnamed token (``admin``); none when ``token`` is empty."""
+        return cls(((SINGLE_ADMIN, token),) if token else ())
+
+    def __bool__(self) -> bool:
+        return bool(self.named)
+
+    def name_of(self, given: str) -> str | None:
+        """The name of the token ``given`` is, or None. Every token is
+        compared, so the time says nothing about which (or whether) one matched."""
+        found = None
+        for name, secret in self.named:
+            if token_matches(given, secret) and found is None:
+                found = name
+        return found

@@ -23,12 +23,9 @@ import orjson
 
 from config.clock import wall_ms
 from config.loader import check_text
-from config.tokens import token_matches
+from config.tokens import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, AdminTokens
 from triggers.errors import ConfigError, SceneTriggerError
 
-ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
-# name=token pairs (comma-separated): who may change config, by name
-ADMIN_TOKENS_ENV = "SCENETRIGGER_ADMIN_TOKENS"
 # the caller's own token (the CLI presents it)
 TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
 MAX_TEXT = 4 << 20  # a config larger than this is not a config
@@ -110,28 +107,16 @@ class DirectoryStore:
 
 
 def author_of(token: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The name of the admin token ``token`` (constant-time compares).
-    ``SCENETRIGGER_ADMIN_TOKENS`` holds ``name=token`` pairs; a lone
-    ``SCENETRIGGER_ADMIN_TOKEN`` is the name ``admin``. Refuses when no token
-    is configured or ``token`` matches none."""
-    environ = os.environ if env is None else env
-    named: list[tuple[str, str]] = []
-    for pair in environ.get(ADMIN_TOKENS_ENV, "").split(","):
-        name, _, secret = pair.strip().partition("=")
-        if name and secret:
-            named.append((name.strip(), secret.strip()))
-    single = environ.get(ADMIN_TOKEN_ENV, "")
-    if single:
-        named.append(("admin", single))
-    if not named:
+    """The name of the admin token ``token`` (:class:`config.tokens.AdminTokens`:
+    constant-time, every token compared). Refuses when no token is configured
+    or ``token`` matches none."""
+    tokens = AdminTokens.from_env(env)
+    if not tokens:
         raise SceneTriggerError(f"no admin token is configured ({ADMIN_TOKENS_ENV} or "
                                 f"{ADMIN_TOKEN_ENV}): config changes are refused")
     if not token:
         raise SceneTriggerError(f"give your admin token in {TOKEN_ENV}")
-    found = None
-    for name, secret in named:  # every entry compared: the time says nothing
-        if token_matches(token, secret) and found is None:
-            found = name
+    found = tokens.name_of(token)
     if found is None:
         raise SceneTriggerError("the admin token is not valid")
     return found

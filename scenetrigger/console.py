@@ -35,10 +35,11 @@ from aiohttp import web
 
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
-from config.tokens import bearer
-from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, VersionStore, author_of
+from config.tokens import AdminTokens
+from config.versions import VersionStore
 from scenetrigger.console_state import ConsoleState
 from scenetrigger.web import content_security_policy
+from strategies.http import require_admin
 from triggers.errors import ConfigError, SceneTriggerError
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -176,17 +177,9 @@ async def _user(request: web.Request) -> web.Response:
 
 
 def authorise(request: web.Request) -> str:
-    """The admin token's name (``config.versions.author_of``: constant-time,
+    """The admin token's name (``config.tokens.AdminTokens``: constant-time,
     every token compared); 403 when no admin token is configured, else 401."""
-    env = request.app[CONSOLE_KEY].env
-    if not (env.get(ADMIN_TOKEN_ENV) or env.get(ADMIN_TOKENS_ENV)):
-        raise web.HTTPForbidden(text=f"admin actions are off: set {ADMIN_TOKEN_ENV} or "
-                                     f"{ADMIN_TOKENS_ENV}")
-    try:
-        return author_of(bearer(request.headers.get("Authorization", "")), env)
-    except SceneTriggerError:
-        raise web.HTTPUnauthorized(text="a valid admin token is required",
-                                   headers={"WWW-Authenticate": "Bearer"}) from None
+    return require_admin(AdminTokens.from_env(request.app[CONSOLE_KEY].env), request)
 
 
 async def _text(request: web.Request) -> str:

@@ -6,8 +6,9 @@ everything held about the user: :mod:`scenetrigger.erasure`);
 ``PUT /users/{id}/consent/{channel type}`` with ``{"granted": true|false,
 "purpose": "marketing"|"transactional", "source": "..."}`` records a consent
 change (and puts it in the event stream). All need
-``Authorization: Bearer $SCENETRIGGER_ADMIN_TOKEN`` (compared in constant
-time); with no token configured every request is refused.
+``Authorization: Bearer TOKEN``, an admin token (``$SCENETRIGGER_ADMIN_TOKEN``
+or a named one of ``$SCENETRIGGER_ADMIN_TOKENS``: :class:`config.tokens.AdminTokens`,
+compared in constant time); with no token configured every request is refused.
 """
 
 from __future__ import annotations

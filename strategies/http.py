@@ -1,59 +1,66 @@
 """Read-only admin routes: a user's tags and lead score.
 
 ``GET /users/{user_id}/tags`` and ``GET /users/{user_id}/score`` need
-``Authorization: Bearer <token>`` where the token comes from the environment
-(``SCENETRIGGER_ADMIN_TOKEN``); without a configured token they refuse
+``Authorization: Bearer <token>``, one of the admin tokens from the environment
+(``SCENETRIGGER_ADMIN_TOKEN`` or the named ``SCENETRIGGER_ADMIN_TOKENS``,
+:class:`config.tokens.AdminTokens`); without a configured token they refuse
 every request. The score is decayed to the request time (``?now_ms=`` may
 pin the time, for replays and tests).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from aiohttp import web
 
 from config.clock import wall_ms
 from config.strategy_models import ScoringModel
-from config.tokens import bearer, token_matches
-from config.versions import ADMIN_TOKEN_ENV
+from config.tokens import ADMIN_TOKENS_HINT, AdminTokens, bearer
 from strategies.scoring import decayed
 from strategies.store import TagStore
 
-TOKEN_ENV = ADMIN_TOKEN_ENV  # one name for the admin token, config changes and routes alike
 STORE_KEY: web.AppKey[TagStore] = web.AppKey("strategies_tag_store", TagStore)
 SCORING_KEY: web.AppKey[ScoringModel] = web.AppKey("strategies_scoring", ScoringModel)
-TOKEN_KEY: web.AppKey[str] = web.AppKey("strategies_admin_token", str)
+TOKEN_KEY: web.AppKey[AdminTokens] = web.AppKey("strategies_admin_tokens", AdminTokens)
 CLOCK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("strategies_clock")
 
 
 def add_routes(app: web.Application, store: TagStore, scoring: ScoringModel,
-               token: str | None = None, clock: Callable[[], int] = wall_ms) -> None:
-    """Mount the routes on an existing app (``scenetrigger serve`` or a test)."""
+               tokens: AdminTokens | None = None, clock: Callable[[], int] = wall_ms) -> None:
+    """Mount the routes on an existing app (``scenetrigger serve`` or a test);
+    ``tokens`` defaults to the environment's."""
     app[STORE_KEY] = store
     app[SCORING_KEY] = scoring
-    app[TOKEN_KEY] = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    app[TOKEN_KEY] = tokens if tokens is not None else AdminTokens.from_env()
     app[CLOCK_KEY] = clock
     app.router.add_get("/users/{user_id}/tags", _tags)
     app.router.add_get("/users/{user_id}/score", _score)
 
 
-def build_app(store: TagStore, scoring: ScoringModel, token: str | None = None,
+def build_app(store: TagStore, scoring: ScoringModel, tokens: AdminTokens | None = None,
               clock: Callable[[], int] = wall_ms) -> web.Application:
     app = web.Application()
-    add_routes(app, store, scoring, token, clock)
+    add_routes(app, store, scoring, tokens, clock)
     return app
 
 
-def authorise_admin(request: web.Request) -> None:
-    """Bearer admin token (constant-time); every request refused when none is set."""
-    expected = request.app[TOKEN_KEY]
-    if not expected:
-        raise web.HTTPForbidden(text=f"admin routes are off: set {TOKEN_ENV}")
-    if not token_matches(bearer(request.headers.get("Authorization", "")), expected):
+def authorise_admin(request: web.Request) -> str:
+    """The name of the request's admin token (the tokens :func:`add_routes` set)."""
+    return require_admin(request.app[TOKEN_KEY], request)
+
+
+def require_admin(tokens: AdminTokens, request: web.Request) -> str:
+    """The name of the request's bearer admin token (constant-time); every
+    request refused when none is set (403), a wrong or missing token 401.
+    The one admin check of every HTTP route (serve, journeys, console)."""
+    if not tokens:
+        raise web.HTTPForbidden(text=f"admin routes are off: {ADMIN_TOKENS_HINT}")
+    name = tokens.name_of(bearer(request.headers.get("Authorization", "")))
+    if name is None:
         raise web.HTTPUnauthorized(text="a valid admin token is required",
                                    headers={"WWW-Authenticate": "Bearer"})
+    return name
 
 
 async def _tags(request: web.Request) -> web.Response:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from config.loader import load_config
-    from config.versions import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV
+    from config.tokens import ADMIN_TOKENS_HINT, AdminTokens
     from scenetrigger.config_follow import open_store
     from scenetrigger.console import Console, create_app
     from scenetrigger.console_sources import run_embedded, run_kafka
@@ -100,9 +100,9 @@ async def _main(args: argparse.Namespace) -> int:
             closers.append(client)
             console.eraser = Eraser(client, config).erase
     runner, url = await start_site(create_app(console), args.host, args.port)
-    admin = bool(console.env.get(ADMIN_TOKEN_ENV) or console.env.get(ADMIN_TOKENS_ENV))
+    admin = bool(AdminTokens.from_env(console.env))
     print(f"scenetrigger console on {url}/ ({state.source or 'starting'}); admin actions "
-          f"{'on' if admin else 'off: set ' + ADMIN_TOKEN_ENV}", file=sys.stderr, flush=True)
+          f"{'on' if admin else 'off: ' + ADMIN_TOKENS_HINT}", file=sys.stderr, flush=True)
     task = asyncio.create_task(source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

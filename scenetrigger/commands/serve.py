@@ -7,8 +7,9 @@ Routes (all on one port, loopback by default):
   ``Authorization: Bearer $SCENETRIGGER_CALLBACK_TOKEN``, never in the URL)
   — see :mod:`channels.feedback`;
 * inbox: ``GET /inbox/{user_id}``, ``POST /inbox/{user_id}/ack`` — need
-  ``Authorization: Bearer <token>``: the admin token
-  (``$SCENETRIGGER_ADMIN_TOKEN``) or the user's own token,
+  ``Authorization: Bearer <token>``: an admin token
+  (``$SCENETRIGGER_ADMIN_TOKEN`` or a named one of ``$SCENETRIGGER_ADMIN_TOKENS``,
+  :class:`config.tokens.AdminTokens`, as every admin route) or the user's own token,
   ``hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET, user_id))``, minted by the
   shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
 * ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
@@ -62,12 +63,12 @@ from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
-from config.tokens import bearer, token_matches
+from config.tokens import AdminTokens, bearer, token_matches
 from scenetrigger import config_follow
 from scenetrigger.erasure import Eraser
 from scenetrigger.http_site import SwappableSite
 from scenetrigger.user_admin import UserAdmin
-from strategies.http import TOKEN_ENV, add_routes
+from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
 
@@ -203,10 +204,10 @@ def build_app(parts: ServeParts) -> web.Application:
     model = inbox_model(config)
     store = InboxStore(parts.redis, model.key_prefix, model.max_messages, model.retention,
                        model.dedupe_ttl)
-    app.add_routes(inbox_routes(store, inbox_authorizer(env.get(TOKEN_ENV, ""),
-                                                        env.get(INBOX_SECRET_ENV, ""))))
+    admins = AdminTokens.from_env(env)
+    app.add_routes(inbox_routes(store, inbox_authorizer(admins, env.get(INBOX_SECRET_ENV, ""))))
     add_routes(app, RedisTagStore(parts.redis, parts.tags_prefix), config.strategies.scoring,
-               env.get(TOKEN_ENV, ""))
+               admins)
     prefix = config.delivery.redis_prefix
     directory = RedisDirectory(parts.redis, prefix)
     consent = RedisConsentStore(parts.redis, prefix)
@@ -238,13 +239,13 @@ def build_app(parts: ServeParts) -> web.Application:
 Authorizer = Callable[[web.Request, str], Any]
 
 
-def inbox_authorizer(admin_token: str, user_secret: str) -> Authorizer:
+def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
     """Bearer admin token, or the user's own :func:`inbox_token`; else 401.
     With neither configured every request is refused (closed by default)."""
 
     async def authorize(request: web.Request, user_id: str) -> bool:
         given = bearer(request.headers.get("Authorization", ""))
-        if token_matches(given, admin_token):
+        if admins.name_of(given) is not None:
             return True
         if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
             return True

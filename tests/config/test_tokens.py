@@ -3,7 +3,7 @@ configured token, and any header bytes are a wrong token, never an error."""
 
 from __future__ import annotations
 
-from config.tokens import bearer, callback_token, token_matches
+from config.tokens import AdminTokens, bearer, callback_token, token_matches
 
 
 def test_a_token_matches_only_itself() -> None:
@@ -32,3 +32,21 @@ def test_bearer_and_callback_token_read_the_right_header() -> None:
     assert callback_token({"X-Callback-Token": "xyz"}) == "xyz"
     assert callback_token({"Authorization": "Basic abc", "X-Callback-Token": "xyz"}) == "xyz"
     assert callback_token({}) == ""
+
+
+def test_admin_tokens_take_both_variables() -> None:
+    tokens = AdminTokens.from_env({"SCENETRIGGER_ADMIN_TOKENS": "alice=tok-a, bob = tok-b,broken",
+                                   "SCENETRIGGER_ADMIN_TOKEN": "tok-single"})
+    assert tokens.name_of("tok-a") == "alice"
+    assert tokens.name_of("tok-b") == "bob"
+    assert tokens.name_of("tok-single") == "admin"
+    assert tokens.name_of("alice") is None and tokens.name_of("") is None
+    assert AdminTokens.from_env({"SCENETRIGGER_ADMIN_TOKEN": "t"}).name_of("t") == "admin"
+
+
+def test_no_admin_token_configured_refuses_all() -> None:
+    for env in ({}, {"SCENETRIGGER_ADMIN_TOKEN": ""}, {"SCENETRIGGER_ADMIN_TOKENS": "alice=, =x"}):
+        tokens = AdminTokens.from_env(env)
+        assert not tokens
+        assert tokens.name_of("") is None and tokens.name_of("x") is None
+    assert not AdminTokens.single("")

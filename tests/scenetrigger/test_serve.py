@@ -23,6 +23,7 @@ from channels.decisions import DecisionRecord
 from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path
 from channels.inbox import InboxStore
 from config.loader import load_config_text
+from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
 from scenetrigger.commands.serve import (
     INBOX_SECRET_ENV,
     KafkaFeedbackSink,
@@ -30,7 +31,6 @@ from scenetrigger.commands.serve import (
     build_app,
     inbox_token,
 )
-from strategies.http import TOKEN_ENV
 from tests.agents.kafka_read import read_topic, unique_topic
 from tests.channels.receivers import serve_app
 

@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 
 from channels.feedback import ListSink
 from config.loader import load_config_text
+from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
+from config.tokens import ADMIN_TOKENS_ENV
 from scenetrigger.cli import main
 from scenetrigger.commands.serve import ServeParts, build_app
-from strategies.http import TOKEN_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 ADMIN = "admin-token-for-tests"
@@ -75,6 +76,41 @@ async def test_users_api_needs_the_token_and_validates(redis_url: str) -> None:
             assert receipt["removed"]["directory"] == 1 and "ann" not in orjson.dumps(
                 receipt).decode()
             assert (await client.get("/users/ann", headers=auth)).status == 404
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def test_named_admin_tokens_open_every_serve_admin_route(redis_url: str) -> None:
+    """The named tokens `scenetrigger config` and the console take
+    ($SCENETRIGGER_ADMIN_TOKENS) open serve's admin routes too; with no
+    admin variable at all every route is refused."""
+    prefix = f"un{uuid.uuid4().hex[:8]}:"
+    cfg = load_config_text(_config(prefix))
+    redis = Redis.from_url(redis_url)
+    routes = ["/users/ann", "/users/ann/tags", "/users/ann/score", "/inbox/ann"]
+    try:
+        env = {ADMIN_TOKENS_ENV: "alice=tok-alice, bob=tok-bob"}
+        async with TestClient(TestServer(build_app(ServeParts(cfg, redis, ListSink(),
+                                                              env=env)))) as client:
+            for route in routes:
+                for token in ("tok-alice", "tok-bob"):
+                    got = await client.get(route, headers={"Authorization": f"Bearer {token}"})
+                    assert got.status in (200, 404), (route, token, got.status)
+                wrong = await client.get(route, headers={"Authorization": "Bearer tok-carol"})
+                assert wrong.status == 401, route
+                named = await client.get(route, headers={"Authorization": "Bearer alice"})
+                assert named.status == 401, route  # a name is not a token
+        async with TestClient(TestServer(build_app(ServeParts(cfg, redis, ListSink(),
+                                                              env={})))) as client:
+            for route in routes[:3]:
+                got = await client.get(route, headers={"Authorization": "Bearer tok-alice"})
+                assert got.status == 403, route
+                assert ADMIN_TOKENS_ENV in await got.text()
+            inbox = await client.get("/inbox/ann", headers={"Authorization": "Bearer tok-alice"})
+            assert inbox.status == 401
     finally:
         keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
         if keys:

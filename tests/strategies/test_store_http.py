@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from config.strategy_models import ScoringModel
+from config.tokens import AdminTokens
 from strategies.http import build_app
 from strategies.scoring import LeadScore
 from strategies.store import MemoryTagStore, RedisTagStore, TagStore
@@ -53,7 +54,7 @@ async def test_redis_store(redis_store: RedisTagStore) -> None:
 
 async def _client(store: TagStore, token: str) -> TestClient:  # type: ignore[type-arg]
     client: TestClient = TestClient(  # type: ignore[type-arg]
-        TestServer(build_app(store, SCORING, token=token, clock=lambda: T0 + DAY),
+        TestServer(build_app(store, SCORING, AdminTokens.single(token), clock=lambda: T0 + DAY),
                    host="127.0.0.1"))
     await client.start_server()
     return client
