@@ -7,6 +7,7 @@ content variant the messages and suppressions of each side. Zero rows are kept."
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import re
 import sys
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
         description="Replay EVENTS under BASE and CANDIDATE (delivery dry-run) and compare "
                     "triggers per scene and messages per segment, style and variant.")
     parser.add_argument("base", help="the config running now (a file, or with "
-                        "--config-store a version: vN or current)")
+                        "--config-store a version: vN, N or current)")
     parser.add_argument("candidate", help="the config you consider (a file or a version)")
     parser.add_argument("events", help="events file (JSONL, rees46 CSV, OTTO JSONL)")
     parser.add_argument("--format", choices=FORMATS, default="auto")
@@ -38,7 +39,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--config-store", metavar="STORE",
-                        help="read vN / current from the versioned config: 'kafka' or a "
+                        help="read vN (or N) / current from the versioned config: 'kafka' or a "
                              "directory (see `config push`)")
     parser.add_argument("--broker", help="with --config-store kafka: Kafka bootstrap")
     parser.add_argument("--topic-prefix", help="with --config-store kafka: PREFIX.config")
@@ -64,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(spec: str, args: argparse.Namespace) -> AppConfig:
-    """A config file, or with --config-store a stored version (vN, current)."""
-    if args.config_store and re.fullmatch(r"v\d+|current", spec):
+    """A config file, or with --config-store a stored version (vN or N, as
+    ``config show`` takes it, or current); a file of that name wins."""
+    if args.config_store and re.fullmatch(r"v?\d+|current", spec) and \
+            not os.path.exists(spec):
         return load_config_text(_stored_text(spec, args), source=f"config {spec}")
     return load_config(spec)
 
@@ -87,7 +90,7 @@ def _stored_text(spec: str, args: argparse.Namespace) -> str:
 
     versions = asyncio.run(read())
     found = current(versions) if spec == "current" else next(
-        (v for v in versions if f"v{v.version}" == spec), None)
+        (v for v in versions if str(v.version) == spec.removeprefix("v")), None)
     if found is None:
         raise SceneTriggerError(f"no config version {spec} in {args.config_store}")
     return str(found.text)

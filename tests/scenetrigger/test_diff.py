@@ -128,6 +128,9 @@ def test_diff_reads_stored_versions(tmp_path: Path) -> None:
     by_version = orjson.loads(cli("diff", "current", tuned, REES46_SAMPLE, "--json",
                                   "--no-progress", "--config-store", store).stdout)
     assert by_version["scenes"] == by_file["scenes"]
+    by_number = orjson.loads(cli("diff", "1", tuned, REES46_SAMPLE, "--json", "--no-progress",
+                                 "--config-store", store).stdout)  # as `config show 1`
+    assert by_number["scenes"] == by_file["scenes"]
     done = subprocess.run([str(CLI), "diff", "v9", tuned, REES46_SAMPLE, "--config-store",
                            str(store)], capture_output=True, timeout=60, check=False)
     assert done.returncode == 1 and b"no config version v9" in done.stderr
