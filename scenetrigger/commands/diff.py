@@ -7,8 +7,8 @@ content variant the messages and suppressions of each side. Zero rows are kept."
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import re
 import sys
 from typing import Any
