@@ -1,11 +1,13 @@
 """The operator console (aiohttp): read-only views of a deployment or an
 embedded replay, and admin actions behind a bearer token.
 
-Read-only (``GET``): ``/`` the page, ``/api/summary``, ``/api/rates``
-(per-minute triggers and decisions by scene and strategy), ``/api/decisions``
-(the newest), ``/api/funnels`` (uplift with its 95% CI, as ``scenetrigger
-report`` computes it), ``/api/users/{id}`` (the explain timeline),
-``/api/config`` (the running config's file, digest and scenes).
+Read-only (``GET``), aggregates open on the (loopback by default) bind: ``/``
+the page, ``/api/summary``, ``/api/rates`` (per-minute triggers and decisions
+by scene and strategy), ``/api/funnels`` (uplift with its 95% CI, as
+``scenetrigger report`` computes it), ``/api/config`` (the running config's
+file, digest and scenes). Per-user data needs an admin token (below), as
+serve's ``/users/{id}`` does: ``/api/users/{id}`` (the explain timeline) and
+``/api/decisions`` (the newest decisions, each naming its user).
 
 With a config version store (``config.versions``): ``/api/config`` lists the
 versions, ``/api/config/versions/{n}`` shows one with its diff.
@@ -111,6 +113,7 @@ async def _rates(request: web.Request) -> web.Response:
 
 
 async def _decisions(request: web.Request) -> web.Response:
+    authorise(request)  # each decision names its user: personal data
     return await _json(request.app[CONSOLE_KEY].state.recent_decisions())
 
 
@@ -167,6 +170,7 @@ async def _version(request: web.Request) -> web.Response:
 
 
 async def _user(request: web.Request) -> web.Response:
+    authorise(request)  # a user's timeline is personal data
     console = request.app[CONSOLE_KEY]
     user_id = request.match_info["user_id"]
     if console.lookup is not None:

@@ -1,6 +1,8 @@
 """The operator console in a real headless Chromium, served by a running
 ``scenetrigger console`` replaying the rees46 sample: the rates move while
-it runs, a user lookup shows the explain timeline, admin actions are refused
+it runs, the per-user views (recent decisions, user lookup) are refused
+without the admin token and a user lookup with it shows the explain
+timeline, admin actions are refused
 without the token, a bad config shows its error with scene and field, a good
 one validates and its what-if runs, and an erase answers with its receipt."""
 
@@ -10,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,14 +108,36 @@ def test_console_shows_rates_lookup_and_admin(console: str, browser: Any) -> Non
     assert browser.find_elements("css selector", "#trigger-chart canvas")  # uPlot drew it
     rows = browser.find_elements("css selector", "#scene-totals tbody tr")
     assert any(r.text.startswith("repeat_view_no_purchase") for r in rows)
-    _until("recent decisions", lambda: browser.find_elements(
-        "css selector", "#decisions tbody tr"))
-
-    browser.find_element("id", "user-id").send_keys(EARLY_USER)
-    browser.find_element("id", "lookup").click()
     def shown() -> str:
         return str(browser.find_element("id", "timeline").text)
 
+    def note() -> str:
+        return str(browser.find_element("id", "decisions-note").text)
+
+    # per-user data: nothing without the admin token, 401 with a wrong one
+    _until("decisions withheld", lambda: "admin token" in note(), shown=note)
+    assert not browser.find_elements("css selector", "#decisions tbody tr")
+    browser.find_element("id", "user-id").send_keys(EARLY_USER)
+    browser.find_element("id", "lookup").click()
+    _until("the lookup refused", lambda: "enter an admin token" in shown(), shown=shown)
+    browser.find_element("id", "token").send_keys("wrong")
+    _until("decisions refused", lambda: note().startswith("401"), shown=note)
+    browser.find_element("id", "lookup").click()
+    _until("the lookup refused", lambda: shown().startswith("error: 401"), shown=shown)
+    assert "a valid admin token is required" in shown()
+    assert "trigger" not in shown()
+    for path in (f"api/users/{EARLY_USER}", "api/decisions"):  # the routes, not only the page
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(console + path, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 401, path
+
+    browser.find_element("id", "token").clear()
+    browser.find_element("id", "token").send_keys(TOKEN)
+    _until("recent decisions", lambda: browser.find_elements(
+        "css selector", "#decisions tbody tr"), shown=note)
+    assert note() == ""
+    browser.find_element("id", "lookup").click()
     timeline = _until("the timeline", lambda: "trigger  repeat_view_no_purchase" in (
         text := shown()) and text, shown=shown)
     assert f"user {EARLY_USER}:" in timeline

@@ -74,8 +74,13 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         assert "script-src 'self' 'sha256-" in page.headers["Content-Security-Policy"]
         assert (await client.get("/vendor/uplot/uPlot.iife.min.js")).status == 200
         assert (await client.get("/vendor/uplot/../console.html")).status == 404
+        assert (await client.get("/api/rates")).status == 200
+        assert (await client.get("/api/funnels")).status == 200
         got = await client.post("/api/admin/validate", data="scenes: {}")
         assert got.status == 403 and "SCENETRIGGER_ADMIN_TOKEN" in await got.text()
+        for personal in ("/api/users/a", "/api/decisions"):  # per-user data: closed too
+            got = await client.get(personal, headers={"Authorization": "Bearer x"})
+            assert got.status == 403, personal
         assert (await client.post("/api/admin/push", data="scenes: {}")).status == 403
     finally:
         await client.close()
@@ -84,6 +89,13 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         for header in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
             got = await client.post("/api/admin/erase/a", headers=header)
             assert got.status == 401
+            for personal in ("/api/users/a", "/api/decisions"):
+                assert (await client.get(personal, headers=header)).status == 401, personal
+        auth = {"Authorization": "Bearer s3cret"}
+        timeline = await (await client.get("/api/users/a", headers=auth)).json()
+        assert "user a:" in timeline["text"]
+        decided = await (await client.get("/api/decisions", headers=auth)).json()
+        assert [d["user_id"] for d in decided] == ["c", "b"]
         ok = await client.post("/api/admin/validate", data="scenes:\n  x: {kind: nope}\n",
                                headers={"Authorization": "Bearer s3cret"})
         body = await ok.json()

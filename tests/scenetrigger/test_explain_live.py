@@ -21,6 +21,7 @@ import pytest
 from tests.agents.worker_support import (
     RECORD_FORMS,
     send_events,
+    start_cli,
     start_worker,
     unique,
     wait_for,
@@ -63,8 +64,13 @@ async def _strategy_state(redis_url: str, tags_prefix: str, user: str, now: int)
         await client.aclose()
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as resp:
+CONSOLE_TOKEN = "explain-live-token"
+
+
+def _get(url: str, token: str | None = None) -> Any:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                timeout=30) as resp:
         return json.loads(resp.read())
 
 
@@ -120,9 +126,10 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
 
         # The console in Kafka mode follows the same topics.
         console_port = free_port()
-        console = _popen(tmp_path, "console", [
+        console = start_cli(tmp_path / "console.log", "console", [
             "console", "--broker", kafka_bootstrap, "--topic-prefix", prefix, "--app-id",
-            prefix, "--config", str(config), "--port", str(console_port)], console_port)
+            prefix, "--config", str(config), "--port", str(console_port)], console_port,
+            env={"SCENETRIGGER_ADMIN_TOKENS": f"ops={CONSOLE_TOKEN}"})
         procs.append(console)
         base = f"http://127.0.0.1:{console_port}"
         summary: dict[str, Any] = {}
@@ -135,8 +142,8 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
             return bool(summary["scenes"].get("arrive", {}).get("suppressed"))
 
         wait_for("the console to read the topics", console_caught_up, 60, procs)
-        decided = _get(f"{base}/api/decisions")
-        looked_up = _get(f"{base}/api/users/{user}")
+        decided = _get(f"{base}/api/decisions", CONSOLE_TOKEN)
+        looked_up = _get(f"{base}/api/users/{user}", CONSOLE_TOKEN)
     finally:
         for proc in procs:
             proc.stop()
