@@ -6,7 +6,7 @@ so the same engine runs inside Faust, inside replay and inside property tests.
 
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import ConfigError, EventRejected, SceneTriggerError, StateDecodeError
-from triggers.events import Event, Trigger
+from triggers.events import Event, Refusal, Trigger
 from triggers.scenes import (
     AbsenceScene,
     ArrivalScene,
@@ -25,6 +25,7 @@ __all__ = [
     "EventRejected",
     "Limits",
     "PendingTimer",
+    "Refusal",
     "RepeatScene",
     "Scene",
     "SceneTriggerError",

@@ -13,15 +13,17 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from triggers.events import Event, Trigger
+from triggers.events import Event, Refusal, Trigger
 from triggers.kinds import kind_of
 from triggers.kinds.base import Limits, Rule, Scene
 from triggers.predicates import Matcher, Predicate
 from triggers.reshape import reset_store, resets
 from triggers.state import MemoryStore, StateStore, UserState
-from triggers.userfilter import UserFilter
+from triggers.userfilter import Refused, UserFilter
 
 _NEG_INF = -(1 << 63)
+# Refusals kept until a host takes them (a host that never asks holds no more).
+MAX_PENDING_REFUSALS = 4096
 _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
 # Per event type: (rule, first predicate's result, second's, gate, timer), None
 # = test the event; a gate is a test that must pass first (see Engine._rules_for).
@@ -58,6 +60,10 @@ class Engine:
         self.clock: int = _NEG_INF
         self.track_profile = track_profile
         self._seq = 0
+        # User-filter refusals since the last take_refusals() (rare: only
+        # where a scene would have fired), and how many the bound dropped.
+        self._refusals: list[Refusal] = []
+        self.refusals_dropped = 0
         self._timers: list[tuple[int, int, str, str]] = []  # (deadline, seq, scene, user)
         # Rules in config order, timer rules in the same list, so that state
         # transitions happen in config order too.
@@ -123,6 +129,9 @@ class Engine:
                 else:
                     state.absence.pop(rule.name, None)
                 continue
+            if type(got) is Refused:  # checked only where the scene would fire
+                self._refuse(rule.name, rule.user, user_id, got.key, ts, got.had)
+                continue
             fired.append(Trigger(rule.name, user_id, got, ts))  # type: ignore[arg-type]
         if states is None:
             self.store.put(user_id, state)
@@ -187,9 +196,33 @@ class Engine:
             # A filtered-out user's timer is consumed all the same: the episode
             # (start, then `after` of silence) is over either way.
             user = users.get(scene) if users else None
-            if user is None or user.admits(state.profile, deadline):
+            had = None if user is None else user.refuses(state.profile, deadline)
+            if had is None:
                 fired.append(Trigger(scene, user_id, None, deadline))
+            else:
+                self._refuse(scene, user, user_id, None, deadline, had)
         return fired
+
+    # -- refusals -------------------------------------------------------------
+
+    def _refuse(self, scene: str, user: UserFilter | None, user_id: str, key: str | None,
+                ts: int, had: frozenset[str]) -> None:
+        if user is None:
+            return
+        if len(self._refusals) >= MAX_PENDING_REFUSALS:
+            self.refusals_dropped += 1
+            return
+        self._refusals.append(Refusal(scene, user_id, key, ts, user.describe(), tuple(sorted(had))))
+
+    def take_refusals(self) -> list[Refusal]:
+        """The user-filter refusals since the last call, in the order they
+        happened (a scene that would have fired, for a user its filter
+        refused: the filter and what the profile had)."""
+        refusals = self._refusals
+        if not refusals:
+            return []
+        self._refusals = []
+        return refusals
 
     def next_deadline(self) -> int | None:
         """The earliest live deadline (for a sweeper deciding when to wake)."""

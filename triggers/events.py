@@ -111,6 +111,23 @@ class Trigger:
         return {"scene": self.scene, "user_id": self.user_id, "key": self.key, "ts": self.ts}
 
 
+class Refusal(NamedTuple):  # a tuple: cheap to build where the engine refuses
+    """A scene that would have fired but its ``user:`` filter refused: the
+    filter as configured (``tags_all {a}; segments {vip}``) and the tags the
+    user's profile had then, of those the filter looks at."""
+
+    scene: str
+    user_id: str
+    key: str | None
+    ts: int
+    filter: str
+    had: tuple[str, ...]
+
+    def text(self) -> str:
+        had = ", ".join(self.had) or "none"
+        return f"user filter {self.filter}; the profile had {had}"
+
+
 def decode_user_id(value: Any) -> str:
     """A user id is a string, or an integer read as its decimal string."""
     if value is None:

@@ -33,6 +33,7 @@ from triggers.events import (
     DEFAULT_MAX_LINE_BYTES,
     Event,
     IdLimits,
+    Refusal,
     Trigger,
     decode_event_line,
     decode_event_record,
@@ -173,6 +174,11 @@ class EngineHost:
             for trig in fired:
                 scenes[trig.scene] += 1
         return fired
+
+    def take_refusals(self) -> list[Refusal]:
+        """The engine's user-filter refusals since the last call
+        (:meth:`Engine.take_refusals`)."""
+        return self.engine.take_refusals()
 
     def advance(self, now_ms: int) -> list[Trigger]:
         """Move the clock to ``now_ms`` (never back); the timers that made due."""

@@ -56,6 +56,7 @@ class UserFilter:
     # Which parts of the classification the conditions look at.
     _needs: tuple[bool, bool, bool] = field(init=False, repr=False, compare=False)
     _condition: TagCondition = field(init=False, repr=False, compare=False)
+    _described: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         named = self.tags_all | self.tags_any | self.tags_none
@@ -65,6 +66,7 @@ class UserFilter:
         object.__setattr__(self, "_needs", (style, segment, habits))
         object.__setattr__(self, "_condition",
                            TagCondition(self.tags_all, self.tags_any or None, self.tags_none))
+        object.__setattr__(self, "_described", self._describe())
 
     def tags(self, profile: Profile, now_ms: int) -> frozenset[str]:
         """The behaviour tags this filter looks at (a subset of the full set:
@@ -80,12 +82,40 @@ class UserFilter:
             tags.update(habit_tags(profile, rules.habits, now_ms, rules.default_tz))
         return frozenset(tags)
 
+    def describe(self) -> str:
+        """The conditions as configured: ``tags_all {a,b}; segments {vip}``."""
+        return self._described
+
+    def _describe(self) -> str:
+        parts = [(name, sorted(values)) for name, values in (
+            ("tags_all", self.tags_all), ("tags_any", self.tags_any),
+            ("tags_none", self.tags_none), ("segments", self.segments or ()),
+            ("styles", self.styles or ())) if values]
+        return "; ".join(f"{name} {{{','.join(values)}}}" for name, values in parts)
+
     def admits(self, profile: Profile, now_ms: int) -> bool:
         """Whether the user passes at ``now_ms`` (the trigger's ts)."""
+        return self.refuses(profile, now_ms) is None
+
+    def refuses(self, profile: Profile, now_ms: int) -> frozenset[str] | None:
+        """None when the user passes at ``now_ms``; else the tags the profile
+        had (of those the filter looks at), classified once for both."""
         tags = self.tags(profile, now_ms)
         if not self._condition.holds(tags):
-            return False
+            return tags
         if self.segments is not None and not any(
                 SEGMENT_TAG + s in tags for s in self.segments):
-            return False
-        return self.styles is None or any(STYLE_TAG + s in tags for s in self.styles)
+            return tags
+        if self.styles is None or any(STYLE_TAG + s in tags for s in self.styles):
+            return None
+        return tags
+
+class Refused:
+    """What a rule returns when its scene would fire but the user filter
+    refuses (the engine turns it into a :class:`triggers.events.Refusal`)."""
+
+    __slots__ = ("had", "key")
+
+    def __init__(self, key: str | None, had: frozenset[str]) -> None:
+        self.key = key
+        self.had = had

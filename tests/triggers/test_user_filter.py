@@ -222,3 +222,42 @@ def test_filters_need_profiles() -> None:
     with pytest.raises(ValueError, match="track_profile"):
         Engine(scenes, track_profile=False)
     Engine(validate_config({"scenes": {"c": CART}}).scene_list(), track_profile=False)
+
+
+# -- refusals the engine reports --------------------------------------------------
+
+
+def test_engine_reports_each_refusal_with_the_filter_and_what_the_profile_had() -> None:
+    # Three views qualify while the user has not bought (new_or_lapsed): one
+    # refusal; after two purchases the next view fires, and nothing more is refused.
+    eng = engine({"r": {**REPEAT, "user": LOYAL}})
+    fired = flat(feed(eng, [view(T0), view(T0 + MIN), view(T0 + 2 * MIN)]))
+    assert fired == []
+    refusals = eng.take_refusals()
+    assert [(r.scene, r.user_id, r.key, r.ts) for r in refusals] == [("r", "u", "p1", T0 + 2 * MIN)]
+    assert refusals[0].filter == "segments {champion,loyal}"
+    assert refusals[0].had == ("segment:new_or_lapsed",)
+    assert refusals[0].text() == ("user filter segments {champion,loyal}; "
+                                  "the profile had segment:new_or_lapsed")
+    assert eng.take_refusals() == []  # taken once
+    fired = flat(feed(eng, [buy(T0 + 3 * MIN), buy(T0 + 4 * MIN), view(T0 + 5 * MIN)]))
+    assert fired == [("r", "u", "p1", T0 + 5 * MIN)]
+    assert eng.take_refusals() == []
+
+
+def test_engine_reports_arrival_and_absence_refusals() -> None:
+    eng = engine({"p": {**PROMO, "user": LOYAL}, "c": {**CART, "user": LOYAL}})
+    feed(eng, [ev("u", T0, "view", page="/promo/a"), ev("u", T0 + MIN, "cart")])
+    assert [(r.scene, r.key, r.ts) for r in eng.take_refusals()] == [("p", "/promo/a", T0)]
+    assert eng.advance(T0 + 40 * MIN) == []
+    (timer,) = eng.take_refusals()
+    assert (timer.scene, timer.user_id, timer.key, timer.ts) == ("c", "u", None, T0 + 31 * MIN)
+    assert timer.had == ("segment:new_or_lapsed",)
+
+
+def test_refusals_an_unasked_engine_holds_are_bounded() -> None:
+    import triggers.engine as engine_module
+    eng = engine({"p": {"kind": "arrival", "when": {"type": "view"}, "user": LOYAL}})
+    feed(eng, [view(T0 + i, user=f"u{i}") for i in range(engine_module.MAX_PENDING_REFUSALS + 5)])
+    assert len(eng.take_refusals()) == engine_module.MAX_PENDING_REFUSALS
+    assert eng.refusals_dropped == 5

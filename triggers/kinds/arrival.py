@@ -9,7 +9,7 @@ from typing import Literal
 from triggers.kinds.base import Limits, Shape, Slot, key_of, qualifiers
 from triggers.predicates import Fields, Predicate
 from triggers.state import UserState
-from triggers.userfilter import UserFilter
+from triggers.userfilter import Refused, UserFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class ArrivalRule:
     def apply(
         self, state: UserState, fields: Fields, ts: int, when_holds: bool | None = None,
         _unused: bool | None = None,
-    ) -> str | Literal[False] | None:
+    ) -> str | Refused | Literal[False] | None:
         if not (self._when(fields) if when_holds is None else when_holds):
             return False
         key = key_of(self._per, fields)
@@ -49,15 +49,19 @@ class ArrivalRule:
             return False
         user = self.user
         if self._cooldown is None:
-            if user is not None and not user.admits(state.profile, ts):
-                return False
+            if user is not None:
+                had = user.refuses(state.profile, ts)
+                if had is not None:
+                    return Refused(None if self._per is None else key, had)
             return None if self._per is None else key  # no cooldown: nothing to remember
         fired = state.arrival.get(self.name)
         last = None if fired is None else fired.get(key)
         if last is not None and ts - last < self._cooldown:
             return False
-        if user is not None and not user.admits(state.profile, ts):
-            return False  # filtered out: no fire recorded, so no cooldown starts
+        if user is not None:
+            had = user.refuses(state.profile, ts)
+            if had is not None:  # filtered out: no fire recorded, so no cooldown starts
+                return Refused(None if self._per is None else key, had)
         if fired is None:
             fired = state.arrival[self.name] = {}
         if last is None or ts > last:

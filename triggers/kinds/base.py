@@ -29,7 +29,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 from triggers.durations import format_duration_ms
 from triggers.predicates import Fields, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
-from triggers.userfilter import UserFilter
+from triggers.userfilter import Refused, UserFilter
 
 NO_KEY = ""  # window key when a scene has no `per` (per values only occur with `per`)
 Slot = Literal["windows", "fires", "timer"]
@@ -94,7 +94,8 @@ class Rule(Protocol):
     knows them from the event type (None: test the event).
 
     An event rule returns the trigger's key (None without ``per``) or False
-    when nothing fires. A timer rule (``timer``) returns the deadline to
+    when nothing fires, :class:`~triggers.userfilter.Refused` when the
+    scene's user filter refused the fire. A timer rule (``timer``) returns the deadline to
     (re)arm, None to disarm, or False; the engine keeps the timer."""
 
     name: str
@@ -102,7 +103,7 @@ class Rule(Protocol):
     user: UserFilter | None
 
     def apply(self, state: UserState, fields: Fields, ts: int, first: bool | None,
-              second: bool | None) -> str | int | Literal[False] | None: ...
+              second: bool | None) -> str | int | Refused | Literal[False] | None: ...
 
     def prune(self, state: UserState) -> None:
         """Drop expired entries (never a fact a result still needs)."""

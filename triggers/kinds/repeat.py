@@ -20,7 +20,7 @@ from triggers.kinds.base import (
 )
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
-from triggers.userfilter import UserFilter
+from triggers.userfilter import Refused, UserFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class RepeatRule(WindowRule):
     def apply(
         self, state: UserState, fields: Fields, ts: int, when_holds: bool | None = None,
         unless_holds: bool | None = None,
-    ) -> str | Literal[False] | None:
+    ) -> str | Refused | Literal[False] | None:
         """Update the state for an event (its fields and ts); return the
         trigger's key (None without `per`) or False when nothing fires.
         ``*_holds`` are the predicates' results when the caller already knows
@@ -125,8 +125,10 @@ class RepeatRule(WindowRule):
         last = win.last_fire
         if self._cooldown is not None and last is not None and ts - last < self._cooldown:
             return False
-        if self.user is not None and not self.user.admits(state.profile, ts):
-            return False  # filtered out: as if it had not qualified (no cooldown)
+        if self.user is not None:
+            had = self.user.refuses(state.profile, ts)
+            if had is not None:  # filtered out: as if it had not qualified (no cooldown)
+                return Refused(None if self._per is None else key, had)
         if last is None or ts > last:
             win.last_fire = ts
         return None if self._per is None else key  # "" is a real per value

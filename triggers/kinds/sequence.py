@@ -28,7 +28,7 @@ from triggers.kinds.base import (
 )
 from triggers.predicates import Fields, Matcher, Predicate
 from triggers.state import UserState
-from triggers.userfilter import UserFilter
+from triggers.userfilter import Refused, UserFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class SequenceRule(WindowRule):
         self._per = scene.per
 
     def apply(self, state: UserState, fields: Fields, ts: int, first_holds: bool | None,
-              unless_holds: bool | None) -> str | Literal[False] | None:
+              unless_holds: bool | None) -> str | Refused | Literal[False] | None:
         is_first = self._first(fields) if first_holds is None else first_holds
         if unless_holds is None:
             is_unless = self._unless is not None and self._unless(fields)
@@ -96,8 +96,10 @@ class SequenceRule(WindowRule):
         last = win.last_fire
         if self._cooldown is not None and last is not None and ts - last < self._cooldown:
             return False
-        if self.user is not None and not self.user.admits(state.profile, ts):
-            return False  # filtered out: as if it had not qualified (no cooldown)
+        if self.user is not None:
+            had = self.user.refuses(state.profile, ts)
+            if had is not None:  # filtered out: as if it had not qualified (no cooldown)
+                return Refused(None if self._per is None else key, had)
         if last is None or ts > last:
             win.last_fire = ts
         return None if self._per is None else key
