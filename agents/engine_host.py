@@ -53,8 +53,7 @@ import orjson
 from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
-from triggers.host import ClockPolicy, EngineHost, InputRules
-from triggers.merge import merge_states
+from triggers.host import IDENTIFY, MERGE, ClockPolicy, EngineHost, InputRules
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
 from triggers.state import UserState
@@ -76,8 +75,6 @@ def position(offset: int, index: int) -> int:
 
 Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
 ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
-IDENTIFY = "identify"  # anonymous user_id is known_id from now on
-MERGE = "merge"  # an identified anonymous id's state, for the known id's partition
 RESERVED = b"\xff"
 ALIAS = RESERVED + b"alias:"
 MERGED = RESERVED + b"merged:"  # known id -> the anonymous ids merged into it (for erasure)  # first byte of the reserved keys: UTF-8 (user ids) never has it
@@ -239,6 +236,9 @@ class PartitionStore:
                 self.bytes -= entry.size
         return merged or []
 
+    def delete(self, user_id: str) -> None:
+        self.forget(user_id)
+
     @property
     def dirty(self) -> bool:
         return bool(self._dirty or self._forgotten or self._meta_deleted)
@@ -304,8 +304,9 @@ class PartitionStore:
                 self._cache[user_id] = _Entry(state, offset, len(data))
             yield user_id, state
         self._complete = len(self._cache) == self.users
-        self.aliases = {key[len(ALIAS):].decode(): value.decode()
-                        for key, value in self.meta.items() if key.startswith(ALIAS)}
+        self.aliases.clear()  # in place: the partition's EngineHost holds this dict
+        self.aliases.update({key[len(ALIAS):].decode(): value.decode()
+                             for key, value in self.meta.items() if key.startswith(ALIAS)})
         self.merged = {key[len(MERGED):].decode(): list(orjson.loads(value))
                        for key, value in self.meta.items() if key.startswith(MERGED)}
 
@@ -410,6 +411,7 @@ class PartitionHost:
         # (key user id, events-topic value) the agent sends on: identity merges
         # and the re-addressed events of identified anonymous ids.
         self.outbox: list[tuple[str, bytes]] = []
+        host.aliases = store.aliases  # the host applies them, the store persists them
 
     @classmethod
     def build(cls, partition: int, store: PartitionStore, scenes: Sequence[Scene],
@@ -502,12 +504,10 @@ class PartitionHost:
             return []
         if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
             return self._identify(event)
-        aliases = store.aliases
-        if aliases:
-            known = aliases.get(event.user_id)
-            if known is not None:  # an identified anonymous id: the event is the known user's
-                self.outbox.append((known, orjson.dumps(
-                    {**event.fields, "user_id": known, "anonymous_id": event.user_id})))
+        if store.aliases:
+            resolved = self.host.resolve(event)
+            if resolved is not event:  # an identified anonymous id: to the known user's partition
+                self.outbox.append((resolved.user_id, orjson.dumps(resolved.fields)))
                 return []
         if event.type == MERGE:
             return self._merge(event, at)
@@ -516,22 +516,24 @@ class PartitionHost:
         return fired
 
     def _identify(self, event: Event) -> list[Trigger]:
-        anonymous, known = event.user_id, event.fields.get("known_id")
-        if not isinstance(known, str) or not known or known == anonymous or len(known) > 256:
+        """The anonymous half (:meth:`EngineHost.detach`) here; A's state goes to
+        K's partition as a :data:`MERGE` event for the known half."""
+        anonymous, known = event.user_id, self.host.known_id(event)
+        if known is None:
             log.warning("identify without a usable known_id ignored",
                         extra={"user_id": anonymous})
             return []
-        state = self.store.get(anonymous)
+        state = self.host.detach(anonymous, known)
         if state is not None:
             self.outbox.append((known, orjson.dumps({
                 "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
                 "state": orjson.loads(state.encode())})))
-        self.store.forget(anonymous)
-        self.store.alias(anonymous, known)
+        self.store.alias(anonymous, known)  # persisted at the next flush
         return []
 
     def _merge(self, event: Event, at: int) -> list[Trigger]:
-        """Fold an identified anonymous id's state into this (known) user's."""
+        """Fold an identified anonymous id's state into this (known) user's
+        (:meth:`EngineHost.absorb`: the armed timers come along)."""
         try:
             anonymous = UserState.decode(orjson.dumps(event.fields.get("state")))
         except StateDecodeError:
@@ -539,8 +541,7 @@ class PartitionHost:
                         extra={"user_id": event.user_id})
             return []
         store = self.store
-        limit = self.engine.limits.max_window_entries
-        store.put(event.user_id, merge_states(store.get(event.user_id), anonymous, limit))
+        self.host.absorb(event.user_id, anonymous)
         store.mark_applied(event.user_id, at)
         source = event.fields.get("anonymous_id")
         if isinstance(source, str) and source:

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
-from agents.engine_host import ERASE, MERGE
+from agents.engine_host import ERASE
 from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
+from triggers.host import MERGE
 
 Record = tuple[int, Event | EventRejected]
 

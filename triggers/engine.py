@@ -243,6 +243,14 @@ class Engine:
                 pending.append(PendingTimer(scene, user_id, deadline))
         return pending
 
+    def arm(self, user_id: str, state: UserState, scene: str, deadline: int) -> None:
+        """Arm ``scene``'s timer of ``user_id`` at ``deadline`` in ``state``
+        (which the caller then puts): a timer carried over by an identity merge."""
+        self._seq = seq = self._seq + 1
+        state.absence[scene] = (deadline, seq)
+        if scene in self.timer_scenes:
+            heapq.heappush(self._timers, (deadline, seq, scene, user_id))
+
     def rebuild_timers(self, users: Iterable[tuple[str, UserState]] | None = None) -> int:
         """Rebuild the timer heap from stored state (after a restart or a
         rebalance); returns how many timers are armed."""

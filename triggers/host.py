@@ -17,6 +17,16 @@ Clock policies (SEMANTICS.md, "Time"):
   ``worker --clock event``.
 * ``wall``: before each event the clock moves to the caller's ``now_ms``
   (the worker's default).
+
+Identity (docs/audiences.md, "Identity"; docs/semantics-notes.md): an
+:data:`IDENTIFY` event ``{"user_id": A, "known_id": K}`` says anonymous id A
+is known user K from now on. The host owns the rule, in two halves that a
+runtime holding both ids runs together (:meth:`EngineHost.identify`) and the
+worker runs on the two ids' partitions (:meth:`EngineHost.detach` on A's,
+:meth:`EngineHost.absorb` on K's): A's state is taken out and folded into
+K's (:func:`triggers.merge.merge_states`, armed timers re-armed for K), and
+every later event of A is applied as K's (:meth:`EngineHost.resolve`).
+The identify event itself is not given to the engine (no profile count).
 """
 
 from __future__ import annotations
@@ -39,9 +49,12 @@ from triggers.events import (
     decode_event_record,
     event_from_mapping,
 )
+from triggers.merge import merge_states
 from triggers.scenes import Limits, Scene
-from triggers.state import StateStore
+from triggers.state import StateStore, UserState
 
+IDENTIFY = "identify"  # anonymous user_id is known_id from now on
+MERGE = "merge"  # the worker's hand-over of an identified anonymous id's state
 ClockPolicy = Literal["event", "wall"]
 CLOCK_POLICIES: tuple[ClockPolicy, ...] = ("event", "wall")
 # A decoded record as the file readers yield it: (line number, event or why not).
@@ -106,6 +119,9 @@ class EngineHost:
         self.rules = rules
         self.event_clock = clock == "event"
         self.counts = HostCounts()
+        # Identified anonymous id -> known user id. The worker points this at
+        # its partition store's dict, which persists it.
+        self.aliases: dict[str, str] = {}
         self._configured()
 
     def _configured(self) -> None:
@@ -156,11 +172,77 @@ class EngineHost:
         """Count a rejection made by a reader of another format."""
         self.counts.rejected[exc.reason] += 1
 
+    # -- identity -------------------------------------------------------------
+
+    def known_id(self, event: Event) -> str | None:
+        """An identify event's known user id, None when it has no usable one
+        (missing, not a string, empty, the anonymous id itself, too long)."""
+        known = event.fields.get("known_id")
+        if (not isinstance(known, str) or not known or known == event.user_id
+                or len(known) > self.rules.max_id_chars):
+            return None
+        return known
+
+    def resolve(self, event: Event) -> Event:
+        """The event as it is applied: an identified anonymous id's event is
+        the known user's (``user_id`` replaced, ``anonymous_id`` added)."""
+        known = self.aliases.get(event.user_id) if self.aliases else None
+        if known is None:
+            return event
+        fields = {**event.fields, "user_id": known, "anonymous_id": event.user_id}
+        return event._replace(user_id=known, fields=fields)
+
+    def detach(self, anonymous_id: str, known_id: str) -> UserState | None:
+        """Identify, the anonymous half: from now on ``anonymous_id`` is
+        ``known_id``; its state (None if it has none) is taken out of the store
+        for :meth:`absorb`. A second identify re-points the alias (a shared
+        device's next login); the id has no state left then."""
+        store = self.engine.store
+        state = store.get(anonymous_id)
+        if state is not None:
+            store.delete(anonymous_id)  # its heap entries go stale, never fire
+        self.aliases[anonymous_id] = known_id
+        return state
+
+    def absorb(self, known_id: str, anonymous: UserState) -> None:
+        """Identify, the known half: fold an anonymous id's state into
+        ``known_id``'s (:func:`triggers.merge.merge_states`); a timer the
+        anonymous id armed that the merge keeps is re-armed for ``known_id``."""
+        engine = self.engine
+        store = engine.store
+        known = store.get(known_id)
+        merged = merge_states(known, anonymous, engine.limits.max_window_entries)
+        own = known.absence if known is not None else {}
+        for scene, (deadline, seq) in list(merged.absence.items()):
+            if own.get(scene) != (deadline, seq):
+                engine.arm(known_id, merged, scene, deadline)
+        store.put(known_id, merged)
+
+    def identify(self, event: Event, now_ms: int | None = None) -> list[Trigger]:
+        """An identify event where one host holds both ids (replay, demo):
+        the clock moves to the event first (timers then due fire under the
+        id that armed them), then :meth:`detach` and :meth:`absorb`."""
+        fired = self.advance(event.ts if self.event_clock or now_ms is None else now_ms)
+        self.counts.taken += 1
+        known = self.known_id(event)
+        if known is not None:
+            known = self.aliases.get(known, known)  # K may itself be an identified id
+            state = self.detach(event.user_id, known)
+            if state is not None:
+                self.absorb(known, state)
+        return fired
+
     # -- the engine -----------------------------------------------------------
 
     def take(self, event: Event, now_ms: int | None = None) -> list[Trigger]:
-        """Apply one event. Under the wall clock the clock first moves to
-        ``now_ms``, firing what that made due (those triggers come first)."""
+        """Apply one event (an identify is :meth:`identify`; an identified
+        anonymous id's event is the known user's). Under the wall clock the
+        clock first moves to ``now_ms``, firing what that made due (those
+        triggers come first)."""
+        if event.fields.get("type") == IDENTIFY:
+            return self.identify(event, now_ms)
+        if self.aliases:
+            event = self.resolve(event)
         engine = self.engine
         if self.event_clock or now_ms is None:
             fired = engine.handle(event)
@@ -224,6 +306,9 @@ class EngineHost:
                     rejected[item.reason] += 1
                     if on_reject is not None:
                         on_reject(number, item)
+                elif self.aliases or item[3].get("type") == IDENTIFY:  # type: ignore[index]
+                    for trig in self.take(item):  # type: ignore[arg-type]
+                        on_trigger(trig)  # take() counted it
                 else:
                     taken += 1
                     for trig in handle(item):  # type: ignore[arg-type]

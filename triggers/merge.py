@@ -1,8 +1,10 @@
 """Identity: an anonymous id's state merged into a known user's (pure).
 
 Used when an ``identify`` event says anonymous id A is known user K: the
-worker owning A's partition sends A's state to K's partition, where
-:func:`merge_states` folds it into K's (docs/audiences.md, "Identity").
+host that holds K folds A's state into K's with :func:`merge_states`
+(:meth:`triggers.host.EngineHost.absorb`; the worker first sends A's state
+from A's partition to K's). docs/audiences.md, "Identity", and
+docs/semantics-notes.md state the rule.
 
 * profile aggregates add up (counts, amount, hour and weekday histograms);
   first seen is the earlier, last seen / last purchase the later; the last
@@ -11,8 +13,12 @@ worker owning A's partition sends A's state to K's partition, where
 * repeat windows are the union of both ids' timestamps per scene and key
   (newest ``max_entries`` kept), the newer fire time; arrival fire times
   the newer per key, so cooldowns hold across the merge;
-* absence timers stay K's: a timer A armed is not carried over (its heap
-  entry lives on A's partition).
+* absence timers are carried over: per scene the timer with the later
+  deadline is kept (K's on a tie), as if A's arming had been K's latest
+  one; the host re-arms the kept timer on K's engine
+  (:meth:`triggers.host.EngineHost.absorb`). A cancel K saw before the merge
+  does not cancel a timer A armed, nor the reverse: each cancelled only its
+  own id's timer.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ def merge_states(known: UserState | None, anonymous: UserState,
     out = UserState()
     out.max_ts = _newest(base.max_ts, anonymous.max_ts)
     out.absence = dict(base.absence)
+    for scene, timer in anonymous.absence.items():
+        held = out.absence.get(scene)
+        if held is None or timer[0] > held[0]:
+            out.absence[scene] = timer
     for scene in base.repeat.keys() | anonymous.repeat.keys():
         mine, theirs = base.repeat.get(scene, {}), anonymous.repeat.get(scene, {})
         out.repeat[scene] = {key: _window(mine.get(key), theirs.get(key), max_entries)

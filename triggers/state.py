@@ -106,6 +106,9 @@ class StateStore(Protocol):
 
     def put(self, user_id: str, state: UserState) -> None: ...
 
+    def delete(self, user_id: str) -> None:
+        """Forget the user (an identified anonymous id, an erased user)."""
+
     def items(self) -> Iterator[tuple[str, UserState]]: ...
 
     def __len__(self) -> int: ...
@@ -122,6 +125,9 @@ class MemoryStore:
 
     def put(self, user_id: str, state: UserState) -> None:
         self._states[user_id] = state
+
+    def delete(self, user_id: str) -> None:
+        self._states.pop(user_id, None)
 
     def items(self) -> Iterator[tuple[str, UserState]]:
         return iter(list(self._states.items()))
@@ -143,6 +149,9 @@ class BytesStore:
 
     def put(self, user_id: str, state: UserState) -> None:
         self._mapping[user_id] = state.encode()
+
+    def delete(self, user_id: str) -> None:
+        self._mapping.pop(user_id, None)
 
     def items(self) -> Iterator[tuple[str, UserState]]:
         for user_id, data in list(self._mapping.items()):

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import orjson
 
-from agents.engine_host import (
-    IDENTIFY,
-    PartitionHost,
-    PartitionStore,
-    alias_key,
-)
+from agents.engine_host import PartitionHost, PartitionStore, alias_key
 from config.loader import load_config_text
 from tests.agents.test_app_unit import ev
 from triggers.events import Event
+from triggers.host import IDENTIFY
 from triggers.merge import merge_states
 from triggers.state import UserState
 
