@@ -17,6 +17,7 @@ from triggers.state import UserState
 CONFIG = """
 scenes:
   rv: {kind: repeat, when: {type: view}, per: product_id, count: 3, within: 1h}
+  abandon: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
 """
 
 
@@ -75,6 +76,28 @@ def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> 
     restarted.on_event(ev("a", 1005, "erase"), 16, 0)
     restarted.store.flush()
     assert alias_key("a") not in anon_table
+
+
+def test_a_timer_armed_anonymously_moves_to_the_known_users_partition() -> None:
+    """The worker's two halves are the host's (detach, absorb): the cart timer
+    the anonymous id armed is re-armed on the known user's partition, survives
+    its restart there, and fires for the known user."""
+    anon_table: dict[bytes, bytes] = {}
+    anon_side = host_on(anon_table)
+    anon_side.on_event(ev("a", 1000, "cart"), 10, 0)
+    anon_side.on_event(ev("a", 2000, IDENTIFY, known_id="k"), 11, 0)
+    anon_side.store.flush()
+    (_, merge), = anon_side.outbox
+    known_table: dict[bytes, bytes] = {}
+    known_side = host_on(known_table)
+    assert known_side.on_event(as_event(merge), 1, 0) == []
+    known_side.store.flush()
+    restarted = host_on(known_table)  # the timer is in the stored state, not only the heap
+    later = ev("k2", 1000 + 31 * 60_000, "view", product_id="x")
+    got = (restarted.on_event(later, 2, 0) or []) + restarted.on_tick(0)
+    assert [(t.scene, t.user_id) for t in got] == [("abandon", "k")]
+    got = (anon_side.on_event(later._replace(user_id="z"), 12, 0) or []) + anon_side.on_tick(0)
+    assert got == []  # nothing fires for the anonymous id
 
 
 def test_merge_keeps_the_newer_fire_and_the_newest_entries() -> None:
