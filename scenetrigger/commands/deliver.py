@@ -54,10 +54,12 @@ def register(sub: Any) -> None:
 async def persistence_warning(client: Any) -> str | None:
     """Why this Redis may lose dead letters, leases and deferrals on a restart
     (None: it keeps an append-only file, or it will not say)."""
+    from redis.exceptions import ResponseError
+
     try:
         info = await client.info("persistence")
-    except Exception:  # e.g. INFO disabled on a managed Redis: nothing to say
-        return None
+    except ResponseError:  # e.g. INFO disabled on a managed Redis: nothing to say
+        return None  # (a Redis that cannot be reached is raised: deliver cannot work)
     if str(info.get("aof_enabled", "1")) == "1":
         return None
     return ("Redis has no append-only file (appendonly no): a restart erases the "
