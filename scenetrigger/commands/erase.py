@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         print(orjson.dumps(receipt).decode())
     else:
         print(orjson.dumps(receipt, option=orjson.OPT_INDENT_2).decode())
-        print(f"erased: {sum(receipt['removed'].values()):,} items", file=sys.stderr)
+        engine = receipt.get("engine_state")
+        print(f"erased: {sum(receipt['removed'].values()):,} items"
+              + (f"; engine state: {engine}" if engine else ""), file=sys.stderr)
     return 0
 
 

@@ -235,3 +235,13 @@ def test_import_rows_say_what_is_wrong_with_the_file_or_the_id() -> None:
     got = list(read_rows(iter([b'{"user_id": 5}\n', b'{"email": "a@b.co"}\n']), "jsonl"))
     assert [(r.line, r.reason) for r in got if isinstance(r, Rejected)] == [
         (1, "user_id: must be a string, not int"), (2, "user_id: missing")]
+
+
+def test_erase_says_what_became_of_the_engine_state(redis_url: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "erase.yaml"  # the receipt goes under a prefix of this test's own
+    config.write_text(f"scenes: {{}}\ndelivery: {{redis_prefix: 'ue{uuid.uuid4().hex[:8]}:'}}\n")
+    assert main(["erase", "nobody", "--redis-url", redis_url, "--config", str(config),
+                 "--tags-prefix", f"uet{uuid.uuid4().hex[:8]}:"]) == 0
+    err = capsys.readouterr().err
+    assert "erased: 0 items; engine state: not asked (no broker)" in err
