@@ -80,6 +80,11 @@ ALIAS = RESERVED + b"alias:"
 MERGED = RESERVED + b"merged:"  # known id -> the anonymous ids merged into it (for erasure)  # first byte of the reserved keys: UTF-8 (user ids) never has it
 
 
+# On a record forwarded by an identified anonymous id's partition (a merge, a
+# re-addressed event): its position there, so a resend is not applied twice.
+ORIGIN = "anonymous_position"
+
+
 def shapes_key(partition: int) -> bytes:
     """The partition's scene-shapes key (one per partition: the table's key
     space is shared by all partitions)."""
@@ -153,7 +158,10 @@ class PartitionStore:
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
         self.aliases: dict[str, str] = {}  # identified anonymous id -> known user id
-        self.merged: dict[str, list[str]] = {}  # known user id -> anonymous ids merged in
+        # Known user id -> the anonymous ids merged in (for erasure), each with
+        # the newest position of its own partition applied here (the guard
+        # against a forward sent again after a crash there).
+        self.merged: dict[str, dict[str, int]] = {}
         self._meta_deleted: set[bytes] = set()
         self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
         self._meta_staged: dict[bytes, bytes] = {}
@@ -208,12 +216,20 @@ class PartitionStore:
         self._meta_deleted.discard(alias_key(anonymous_id))
         self.stage_meta(alias_key(anonymous_id), known_id.encode())
 
-    def note_merged(self, known_id: str, anonymous_id: str) -> None:
-        ids = self.merged.get(known_id, [])
-        if anonymous_id not in ids:
-            self.merged[known_id] = ids = [*ids, anonymous_id][-_MAX_MERGED:]
-            self._meta_deleted.discard(merged_key(known_id))
-            self.stage_meta(merged_key(known_id), orjson.dumps(ids))
+    def origin_applied(self, known_id: str, anonymous_id: str) -> int:
+        """The newest position of ``anonymous_id``'s partition applied to ``known_id``."""
+        ids = self.merged.get(known_id)
+        return NO_OFFSET if ids is None else ids.get(anonymous_id, NO_OFFSET)
+
+    def note_merged(self, known_id: str, anonymous_id: str, origin: int = NO_OFFSET) -> None:
+        """``anonymous_id`` is merged into ``known_id``, up to its position ``origin``."""
+        ids = self.merged.setdefault(known_id, {})
+        origin = max(origin, ids.pop(anonymous_id, NO_OFFSET))
+        ids[anonymous_id] = origin  # last: the most recently active id
+        while len(ids) > _MAX_MERGED:
+            del ids[next(iter(ids))]
+        self._meta_deleted.discard(merged_key(known_id))
+        self.stage_meta(merged_key(known_id), orjson.dumps(ids))
 
     def forget(self, user_id: str) -> list[str]:
         """Erase the user: gone from the cache now, from the table at the next flush
@@ -234,7 +250,7 @@ class PartitionStore:
             if entry.size:
                 self.users -= 1
                 self.bytes -= entry.size
-        return merged or []
+        return list(merged or ())
 
     def delete(self, user_id: str) -> None:
         self.forget(user_id)
@@ -307,7 +323,7 @@ class PartitionStore:
         self.aliases.clear()  # in place: the partition's EngineHost holds this dict
         self.aliases.update({key[len(ALIAS):].decode(): value.decode()
                              for key, value in self.meta.items() if key.startswith(ALIAS)})
-        self.merged = {key[len(MERGED):].decode(): list(orjson.loads(value))
+        self.merged = {key[len(MERGED):].decode(): _origins(orjson.loads(value))
                        for key, value in self.meta.items() if key.startswith(MERGED)}
 
     # -- internals ------------------------------------------------------------
@@ -335,6 +351,14 @@ class PartitionStore:
         self._complete = False
         for user_id in list(cache)[:excess]:
             del cache[user_id]
+
+
+def _origins(stored: Any) -> dict[str, int]:
+    """A stored merged-ids value: ``{id: origin position}``, or a list of ids
+    (written before the positions were kept: no position known)."""
+    if isinstance(stored, list):
+        return dict.fromkeys(stored, NO_OFFSET)
+    return {str(k): int(v) for k, v in stored.items()}
 
 
 class Pending:
@@ -503,19 +527,29 @@ class PartitionHost:
                     {"user_id": anonymous, "ts": event.ts, "type": ERASE})))
             return []
         if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
-            return self._identify(event)
+            return self._identify(event, at)
         if store.aliases:
             resolved = self.host.resolve(event)
             if resolved is not event:  # an identified anonymous id: to the known user's partition
-                self.outbox.append((resolved.user_id, orjson.dumps(resolved.fields)))
+                self.outbox.append((resolved.user_id, orjson.dumps(
+                    {**resolved.fields, ORIGIN: at})))
                 return []
+        fields = event.fields
+        origin, source = fields.get(ORIGIN), fields.get("anonymous_id")
+        forwarded = type(origin) is int and type(source) is str
+        if forwarded and origin <= store.origin_applied(event.user_id, source):  # type: ignore[operator,arg-type]
+            return None  # sent again by the anonymous id's partition after a crash there
         if event.type == MERGE:
-            return self._merge(event, at)
-        fired = self.host.take(event, now_ms)
-        store.mark_applied(event.user_id, at)
+            fired = self._merge(event, at)
+        else:
+            fired = self.host.take(event, now_ms)
+            store.mark_applied(event.user_id, at)
+        if forwarded or (event.type == MERGE and type(source) is str and source):
+            store.note_merged(event.user_id, source,  # type: ignore[arg-type]
+                              origin if forwarded else NO_OFFSET)  # type: ignore[arg-type]
         return fired
 
-    def _identify(self, event: Event) -> list[Trigger]:
+    def _identify(self, event: Event, at: int) -> list[Trigger]:
         """The anonymous half (:meth:`EngineHost.detach`) here; A's state goes to
         K's partition as a :data:`MERGE` event for the known half."""
         anonymous, known = event.user_id, self.host.known_id(event)
@@ -527,7 +561,7 @@ class PartitionHost:
         if state is not None:
             self.outbox.append((known, orjson.dumps({
                 "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
-                "state": orjson.loads(state.encode())})))
+                ORIGIN: at, "state": orjson.loads(state.encode())})))
         self.store.alias(anonymous, known)  # persisted at the next flush
         return []
 
@@ -543,9 +577,6 @@ class PartitionHost:
         store = self.store
         self.host.absorb(event.user_id, anonymous)
         store.mark_applied(event.user_id, at)
-        source = event.fields.get("anonymous_id")
-        if isinstance(source, str) and source:
-            store.note_merged(event.user_id, source)
         return []
 
     def on_tick(self, now_ms: int) -> list[Trigger]:

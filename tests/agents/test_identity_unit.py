@@ -100,6 +100,42 @@ def test_a_timer_armed_anonymously_moves_to_the_known_users_partition() -> None:
     assert got == []  # nothing fires for the anonymous id
 
 
+def test_a_crash_on_the_anonymous_side_does_not_count_it_twice() -> None:
+    """The merge and the re-addressed events were sent and applied on the known
+    user's partition, then the anonymous partition died before settling: its
+    restart sends them again, and the known side applies none of them again."""
+    anon_table: dict[bytes, bytes] = {}
+    anon_side = host_on(anon_table)
+    anon_side.on_event(ev("a", 1000, "view", product_id="p"), 10, 0)
+    anon_side.store.flush()  # settled
+    unsettled = [(ev("a", 1001, IDENTIFY, known_id="k"), 11),
+                 (ev("a", 1002, "view", product_id="p"), 12)]
+    for event, at in unsettled:
+        anon_side.on_event(event, at, 0)
+    sent = [as_event(value) for _, value in anon_side.outbox]
+    known_table: dict[bytes, bytes] = {}
+    known_side = host_on(known_table)
+    for n, event in enumerate(sent, 1):
+        assert known_side.on_event(event, n, 0) == []
+    restarted = host_on(anon_table)  # the crash: batch 11..12 never settled
+    for event, at in unsettled:
+        restarted.on_event(event, at, 0)
+    resent = [as_event(value) for _, value in restarted.outbox]
+    assert [e.type for e in resent] == ["merge", "view"]
+    for n, event in enumerate(resent, 10):
+        assert known_side.on_event(event, n, 0) is None  # a duplicate
+    state = known_side.store.get("k")
+    assert state is not None and state.profile.views == 2
+    # The guard survives a restart of the known side; what comes next counts:
+    # the third view fires (it would have fired on the resent one if counted twice).
+    known_side.store.flush()
+    known_again = host_on(known_table)
+    assert known_again.on_event(resent[-1], 30, 0) is None
+    nxt = as_event(orjson.dumps({**sent[-1].fields, "ts": 1003, "anonymous_position": 13}))
+    fired = known_again.on_event(nxt, 31, 0) or []
+    assert [(t.scene, t.user_id) for t in fired] == [("rv", "k")]
+
+
 def test_merge_keeps_the_newer_fire_and_the_newest_entries() -> None:
     known, anon = UserState(), UserState()
     for state, ts, product in ((known, 100, "k-product"), (anon, 200, "a-product")):
