@@ -49,7 +49,14 @@ def check_text(text: str, source: str = "<config>") -> Report:
     try:
         raw = safe_load_unique(text)  # safe: a config never constructs objects; no duplicate keys
     except yaml.YAMLError as exc:
-        return Report(None, [Problem(f"{source}: not valid YAML: {exc}")], [])
+        mark = getattr(exc, "problem_mark", None)
+        if mark is None:
+            return Report(None, [Problem(f"{source}: not valid YAML: {exc}")], [])
+        # The file's line and PyYAML's own words, not its "<unicode string>" excerpt.
+        said = ": ".join(str(x) for x in (getattr(exc, "context", None),
+                                         getattr(exc, "problem", None)) if x)
+        return Report(None, [Problem(f"not valid YAML: {said} (column {mark.column + 1})",
+                                     line=mark.line + 1, file=source)], [])
     return check(raw, Doc(source, line_map(text)))
 
 

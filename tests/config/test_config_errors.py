@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from config.loader import DEFAULT_CONFIG_PATH, load_config, load_config_text, validate_config
+from config.loader import (
+    DEFAULT_CONFIG_PATH,
+    check_text,
+    load_config,
+    load_config_text,
+    validate_config,
+)
 from triggers import ConfigError, RepeatScene
 
 GOOD: dict[str, Any] = {"kind": "repeat", "when": {"type": "view"}, "count": 3, "within": "30m"}
@@ -185,3 +191,11 @@ def test_check_config_missing_file_exits_1(tmp_path: Path) -> None:
     done = check_config(tmp_path / "nope.yaml")
     assert done.returncode == 1
     assert "cannot read" in done.stderr
+
+
+def test_broken_yaml_names_the_files_line_not_pyyamls_stream() -> None:
+    report = check_text("scenes:\n  a: {kind: repeat\n  b: 1\n", "tuned.yaml")
+    [problem] = report.errors
+    assert (problem.file, problem.line) == ("tuned.yaml", 3)
+    assert str(problem).startswith("tuned.yaml:3: not valid YAML: while parsing a flow mapping")
+    assert "<unicode string>" not in str(problem)
