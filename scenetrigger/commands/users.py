@@ -311,14 +311,16 @@ def run_set(args: argparse.Namespace) -> int:
     except ContactError as exc:
         raise SceneTriggerError(str(exc)) from None
 
-    async def main() -> Contact:
+    async def main() -> dict[str, Any]:
         async with _stores(args) as (directory, consent):
             try:
-                return await upsert(directory, consent, Row(0, args.user, fields, flags),
-                                    wall_ms(), "cli")
+                contact = await upsert(directory, consent, Row(0, args.user, fields, flags),
+                                       wall_ms(), "cli")
             except ContactError as exc:
                 raise SceneTriggerError(str(exc)) from None
+            held = await consent.all(args.user)  # shown as `users get` shows the record
+            return {**contact.to_dict(), "consent": {k: v.to_dict() for k, v in held.items()}}
 
-    contact = run_async(main(), args.redis_url)
-    print(orjson.dumps(contact.to_dict(), option=0 if args.json else orjson.OPT_INDENT_2).decode())
+    record = run_async(main(), args.redis_url)
+    print(orjson.dumps(record, option=0 if args.json else orjson.OPT_INDENT_2).decode())
     return 0

@@ -125,9 +125,10 @@ async def test_users_set_and_get_commands(redis_url: str,
     code = await asyncio.to_thread(main, ["users", "set", "bob", "email=bob@example.com",
                                           "attr.city=杭州", "consent.sms=yes", *args])
     assert code == 0
-    capsys.readouterr()
+    set_shows = orjson.loads(capsys.readouterr().out)
     assert await asyncio.to_thread(main, ["users", "get", "bob", *args]) == 0
     shown = orjson.loads(capsys.readouterr().out)
+    assert set_shows == shown  # set prints the record as get does, consent included
     assert shown["email"] == "bob@example.com" and shown["attributes"] == {"city": "杭州"}
     assert shown["consent"]["sms:marketing"]["granted"] is True
     assert shown["consent"]["sms:marketing"]["source"] == "cli"
