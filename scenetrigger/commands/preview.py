@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
           f"{seg.segment}, tags {', '.join(seg.tags) or '-'}, locale {args.locale or '-'}, "
           f"key {trigger.key or '-'}")
     if args.catalog is None:
-        print("(products: a sample product stands in; --catalog FILE for real ones)")
+        print("(products: a sample product stands in; --catalog FILE for real ones. Without a "
+              "catalog, replay and deliver\n skip a variant that needs products: the next one, "
+              "or the generic message, goes out)")
     for item in rendered:
         print(_render(item))
     return 0

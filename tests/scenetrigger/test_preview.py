@@ -84,3 +84,5 @@ def test_journey_content_and_unknown_names() -> None:
     assert b"did you mean 'repeat_view_no_purchase'?" in done.stderr
     human = cli("preview", "cart_abandonment", "--segment", "champion").stdout.decode()
     assert "CHOSEN" in human and "subject:" in human and "html:" in human
+    # without --catalog the sample product is shown, and what that means elsewhere
+    assert "Without a catalog, replay and deliver\n skip a variant that needs products" in human
