@@ -17,7 +17,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -137,6 +137,7 @@ class SceneWorker:
         self.triggers_topic = self._topic(s.topics.triggers)
         self.events_out = self._topic(s.topics.events)  # identity merges, re-addressed events
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
+        self.decisions_topic = self._topic(s.topics.decisions)
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes)
@@ -299,6 +300,8 @@ class SceneWorker:
                 self._emit(host, fired, now, message.timestamp)
             if host.outbox:
                 self._forward(host)
+        if host.refused:
+            self._decide(host, ())
         if accepted:
             self._accepted.inc(accepted)
         if duplicates:
@@ -318,6 +321,8 @@ class SceneWorker:
         fired = host.on_tick(now)
         if fired:
             self._emit(host, fired, now, None)
+        elif host.refused:
+            self._decide(host, ())
 
     def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
               event_time_s: float | None) -> None:
@@ -342,8 +347,17 @@ class SceneWorker:
                     metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
             elif event_time_s:
                 future.add_done_callback(functools.partial(self._observe_latency, event_time_s))
+        self._decide(host, fired)
         if self.on_trigger is not None:
             pending.triggers += fired
+
+    def _decide(self, host: PartitionHost, fired: Sequence[Trigger]) -> None:
+        """The decision log's records of the fires and of the user-filter
+        refusals ride with the triggers: acked before the batch settles."""
+        send = self.decisions_topic.send_soon
+        futures = host.pending.futures
+        for record in host.decision_records(fired):
+            futures.append(send(key=record.user_id.encode(), value=record.encode()))
 
     def _observe_latency(self, event_time_s: float, _future: Any) -> None:
         self.metrics.event_to_trigger.observe(max(0.0, time.time() - event_time_s))
@@ -437,6 +451,7 @@ class SceneWorker:
     async def _declare_outputs(self) -> None:
         await self.triggers_topic.maybe_declare()
         await self.dead_letter_topic.maybe_declare()
+        await self.decisions_topic.maybe_declare()
         # A settle writes up to a batch of states (changelog messages) at once.
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each

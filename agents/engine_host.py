@@ -50,9 +50,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from channels.decisions import DecisionRecord, refusal_record, trigger_record
 from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
+from triggers.explain import fired_why
 from triggers.host import IDENTIFY, MERGE, ClockPolicy, EngineHost, InputRules
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
@@ -436,6 +438,7 @@ class PartitionHost:
         # and the re-addressed events of identified anonymous ids.
         self.outbox: list[tuple[str, bytes]] = []
         host.aliases = store.aliases  # the host applies them, the store persists them
+        self._scenes: dict[str, Scene] | None = None  # by name, for decision records
 
     @classmethod
     def build(cls, partition: int, store: PartitionStore, scenes: Sequence[Scene],
@@ -579,6 +582,27 @@ class PartitionHost:
         store.mark_applied(event.user_id, at)
         return []
 
+    @property
+    def refused(self) -> bool:
+        """The engine holds user-filter refusals not yet taken."""
+        return self.host.engine.has_refusals
+
+    def decision_records(self, fired: Sequence[Trigger]) -> list[DecisionRecord]:
+        """The decision log's records of ``fired`` (each with its scene's rule
+        and figures, as explain prints them, read off the state the engine
+        just wrote) and of the user-filter refusals since the last call."""
+        scenes = self._scenes
+        if scenes is None:
+            scenes = self._scenes = {scene.name: scene for scene in self.engine.scenes}
+        out = []
+        for trig in fired:
+            scene = scenes.get(trig.scene)
+            if scene is not None:
+                why = fired_why(scene, trig, self.store.get(trig.user_id))
+                out.append(trigger_record(trig, scene.kind, why))
+        out += [refusal_record(r) for r in self.host.take_refusals()]
+        return out
+
     def on_tick(self, now_ms: int) -> list[Trigger]:
         self.tick_sent_ms = None
         return self.host.tick(now_ms)
@@ -593,5 +617,6 @@ class PartitionHost:
         unless a scene's new shape invalidates them; the new shapes are
         written after the reshaped states."""
         self.host.reconfigure(scenes, limits, rules)
+        self._scenes = None
         self.store.stage_meta(shapes_key(self.partition),
                               encode_shapes(shapes(self.engine.scenes)))

@@ -32,6 +32,9 @@ class TopicNames:
     triggers: str
     dead_letters: str
     ticks: str
+    # The decision log the worker writes its fires and filter refusals to
+    # (deliver, journeys and serve write theirs to the same topic).
+    decisions: str = "scenetrigger-decisions"  # agents.topics.DECISIONS
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -40,6 +43,7 @@ class TopicNames:
             triggers=f"{prefix}.triggers",
             dead_letters=f"{prefix}.dead-letters",
             ticks=f"{prefix}.ticks",
+            decisions=f"{prefix}.decisions",
         )
 
 
@@ -51,6 +55,7 @@ def default_topics() -> TopicNames:
         triggers=topics.TRIGGERS,
         dead_letters=topics.DEAD_LETTERS,
         ticks=topics.TICKS,
+        decisions=topics.DECISIONS,
     )
 
 
@@ -122,7 +127,7 @@ class WorkerSettings:
         if self.reload_interval_ms and self.config_path is None and self.config_store is None:
             problems.append("config reload needs a config file or a config store")
         names = (self.topics.events, self.topics.triggers, self.topics.dead_letters,
-                 self.topics.ticks)
+                 self.topics.ticks, self.topics.decisions)
         if len(set(names)) != len(names):
             problems.append("topic names must differ")
         if problems:

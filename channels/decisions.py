@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from channels.feedback import FeedbackEvent
+from triggers.events import Refusal, Trigger
 
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -76,6 +77,25 @@ def feedback_record(event: FeedbackEvent) -> DecisionRecord:
     figures = f"message {event.message_id}" + (f": {event.detail}" if event.detail else "")
     return DecisionRecord(event.ts, event.user_id, event.message_id, scene, event.kind, None,
                           figures, event.channel or None, message_id=event.message_id)
+
+
+OUTCOME_TRIGGERED = "triggered"  # the worker: a scene fired (rule: the scene's kind)
+OUTCOME_REFUSED = "refused"  # the worker: the scene's user filter refused the fire
+RULE_USER_FILTER = "user_filter"
+
+
+def trigger_record(trigger: Trigger, kind: str, why: str) -> DecisionRecord:
+    """A scene's fire as the worker decided it: the kind's rule and the
+    figures explain prints (:func:`triggers.explain.fired_why`)."""
+    return DecisionRecord(trigger.ts, trigger.user_id, trigger.trigger_id, trigger.scene,
+                          OUTCOME_TRIGGERED, kind, why)
+
+
+def refusal_record(refusal: Refusal) -> DecisionRecord:
+    """A fire the scene's user filter refused, under the id the trigger would have had."""
+    would = Trigger(refusal.scene, refusal.user_id, refusal.key, refusal.ts)
+    return DecisionRecord(refusal.ts, refusal.user_id, would.trigger_id, refusal.scene,
+                          OUTCOME_REFUSED, RULE_USER_FILTER, refusal.text())
 
 
 class DecisionLog(Protocol):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.decisions import DecisionRecord, MemoryDecisionLog
+from channels.decisions import OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
 from config.models import AppConfig
 from triggers.events import Event, Trigger
 from triggers.state import UserState
@@ -75,9 +75,11 @@ class ConsoleState:
             self.lines.popitem(last=False)
 
     def write(self, record: DecisionRecord) -> None:
-        self._count(record.ts, f"{record.outcome}:{record.scene}")
         self.recent.append(record)
         self.decisions.write(record)
+        if record.outcome == OUTCOME_TRIGGERED:
+            return  # the worker's own record of a fire: counted from the triggers topic
+        self._count(record.ts, f"{record.outcome}:{record.scene}")
         line = self.lines.get(record.trigger_id)
         if line is not None:  # the funnel's replay line: trigger + its decision
             line.update({"delivery": record.outcome, "variant": record.variant,

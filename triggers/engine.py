@@ -214,6 +214,10 @@ class Engine:
             return
         self._refusals.append(Refusal(scene, user_id, key, ts, user.describe(), tuple(sorted(had))))
 
+    @property
+    def has_refusals(self) -> bool:
+        return bool(self._refusals)
+
     def take_refusals(self) -> list[Refusal]:
         """The user-filter refusals since the last call, in the order they
         happened (a scene that would have fired, for a user its filter

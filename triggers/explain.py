@@ -12,7 +12,7 @@ dropped entries (``engine:``, docs/architecture.md).
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from triggers.durations import format_duration_ms
 from triggers.events import Event, Trigger
 from triggers.predicates import Predicate, as_compared_string
 from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene, SequenceScene
+from triggers.state import UserState
 
 MAX_REFUSALS = 50  # listed per scene; the rest are counted
 
@@ -93,6 +94,35 @@ def noun(predicate: Predicate | None, plural: bool = True) -> str:
         if name == "type" and cond.equals is not None and not cond.one_of and not cond.prefix:
             return cond.equals + ("s" if plural else "")
     return f"events ({describe(predicate)})" if plural else f"event ({describe(predicate)})"
+
+
+def fired_why(scene: Scene, trigger: Trigger, state: UserState | None = None) -> str:
+    """The scene's rule and figures behind one of its triggers, as explain
+    prints them: ``3 of 3 views of product_id 1002544 within 30m, no
+    purchase``. A fire fixes the figures of repeat, arrival and absence; a
+    sequence's start is read from the user's state just after the fire
+    (the worker has it), else it is left out."""
+    key = trigger.key
+    if isinstance(scene, RepeatScene):
+        return (f"{scene.count} of {scene.count} {noun(scene.when)}{_for_key(scene, key)} "
+                f"within {format_duration_ms(scene.within_ms)}"
+                + (f", no {noun(scene.unless, False)}" if scene.unless else ""))
+    if isinstance(scene, ArrivalScene):
+        cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
+                if scene.cooldown_ms else "")
+        return f"{noun(scene.when, False)}{_for_key(scene, key)}{cool}"
+    if isinstance(scene, AbsenceScene):
+        return (f"{noun(scene.start, False)} at {hm(trigger.ts - scene.after_ms)}, no "
+                f"{noun(scene.cancel, False)} within {format_duration_ms(scene.after_ms)}")
+    if isinstance(scene, SequenceScene):
+        one, two = noun(scene.first, False), noun(scene.then, False)
+        within = format_duration_ms(scene.within_ms)
+        win = None if state is None else state.repeat.get(scene.name, {}).get(key or "")
+        idx = -1 if win is None else bisect_left(win.when, trigger.ts) - 1
+        if win is None or idx < 0:
+            return f"{one} then {two} within {within}"
+        return f"{one} at {hm(win.when[idx])}, then {two} within {within}"
+    return f"{scene.kind} fired"
 
 
 def explain_scene(scene: Scene, events: Sequence[Event], fired: Iterable[Trigger],
@@ -175,7 +205,6 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
     within = format_duration_ms(scene.within_ms)
     what = noun(scene.when)
     fired_at = {(t.key, t.ts) for t in fires}
-    whys: dict[tuple[str | None, int], str] = {}
     refused: list[Refusal] = []
     more = 0
     best: tuple[int, int, str | None, int | None] | None = None  # n, ts, key, last blocker
@@ -201,8 +230,6 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
         figures = f"{min(n, scene.count)} of {scene.count} {what}{_for_key(scene, key)} " \
                   f"within {within}"
         if (key, event.ts) in fired_at:
-            whys.setdefault((key, event.ts), figures + (
-                f", no {noun(scene.unless, False)}" if scene.unless else ""))
             continue
         if n >= scene.count and blocker is None:
             hot = _cooling(scene, fires, key, event.ts)
@@ -215,8 +242,7 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
         rank = (min(n, scene.count), event.ts)
         if best is None or rank >= best[:2]:
             best = (*rank, key, blocker)
-    fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{scene.count} {what} within {within}"))
-                  for t in fires)
+    fired = tuple(Fired(t, fired_why(scene, t)) for t in fires)
     missing = None
     if not fires:
         if best is None:
@@ -250,10 +276,7 @@ def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
                f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
         if len(refused) < MAX_REFUSALS:
             refused.append(Refusal(event.ts, key, why))
-    cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
-            if scene.cooldown_ms else "")
-    fired = tuple(Fired(t, f"{noun(scene.when, False)}{_for_key(scene, t.key)}{cool}")
-                  for t in fires)
+    fired = tuple(Fired(t, fired_why(scene, t)) for t in fires)
     missing = None
     if not fires:
         missing = (f"no {noun(scene.when)}" if not matched else
@@ -264,9 +287,7 @@ def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
 def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
              clock_ms: int | None) -> SceneExplanation:
     start, cancel = scene.start.compile(), scene.cancel.compile() if scene.cancel else None
-    after = format_duration_ms(scene.after_ms)
     deadlines = {t.ts for t in fires}
-    whys: dict[int, str] = {}
     refused: list[Refusal] = []
     armed: Event | None = None
     story: str | None = None
@@ -278,8 +299,6 @@ def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
             return
         deadline = armed.ts + scene.after_ms
         if deadline in deadlines:
-            whys[deadline] = (f"{noun(scene.start, False)} at {hm(armed.ts)}, no "
-                              f"{noun(scene.cancel, False)} within {after}")
             armed = None
         elif until_ts is None and (clock_ms is None or deadline >= clock_ms):
             story = (f"timer armed by the {noun(scene.start, False)} at {hm(armed.ts)} is "
@@ -304,8 +323,7 @@ def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
                 story = f"re-armed by the {noun(scene.start, False)} at {hm(event.ts)}"
             armed = event
     settle(None)
-    fired = tuple(Fired(t, whys.get(t.ts, f"no {noun(scene.cancel, False)} within {after}"))
-                  for t in fires)
+    fired = tuple(Fired(t, fired_why(scene, t)) for t in fires)
     missing = None
     if not fires:
         missing = story or f"no {noun(scene.start)}"

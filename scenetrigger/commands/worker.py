@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
+from agents.topics import DECISIONS_RETENTION_MS, DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger import config_follow
 from scenetrigger.cli_support import duration
 from triggers.errors import SceneTriggerError
@@ -38,6 +38,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--clock", choices=("wall", "event"), default="wall",
                         help="wall: absence timers fire on the wall clock (live); event: "
                              "each partition's clock is its largest event ts (tests, backfills)")
+    parser.add_argument("--decisions-retention", type=duration, default=DECISIONS_RETENTION_MS,
+                        help="how long the decisions topic (PREFIX.decisions: each trigger "
+                             "with its scene rule and each user-filter refusal, read by "
+                             "`explain`) keeps records when this command creates it "
+                             "(default 7d)")
     parser.add_argument("--sweep-interval", type=duration, default=500,
                         help="how often due timers are swept, e.g. 500ms (default 500ms)")
     parser.add_argument("--metrics-port", type=int,
@@ -136,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = bootstrap_servers(args.broker)
     try:
         found = asyncio.run(ensure_topics(
-            bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters], settings.partitions))
+            bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters, t.decisions],
+            settings.partitions,
+            configs={t.decisions: {"retention.ms": str(args.decisions_retention)}}))
     except SceneTriggerError:
         raise
     except Exception as exc:

@@ -36,6 +36,8 @@ def _config(run: str) -> str:
     return f"""
 scenes:
   arrive: {{kind: arrival, when: {{type: cart}}, per: product_id, cooldown: 1h}}
+  picky: {{kind: arrival, when: {{type: cart}}, per: product_id,
+          user: {{segment: {{in: [champion]}}}}}}
 channels:
   log: {{type: log}}
 content:
@@ -139,7 +141,8 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
                 summary.update(_get(f"{base}/api/summary"))
             except OSError:
                 return False
-            return bool(summary["scenes"].get("arrive", {}).get("suppressed"))
+            return (bool(summary["scenes"].get("arrive", {}).get("suppressed"))
+                    and summary["scenes"].get("picky", {}).get("refused") == 2)
 
         wait_for("the console to read the topics", console_caught_up, 60, procs)
         decided = _get(f"{base}/api/decisions", CONSOLE_TOKEN)
@@ -151,15 +154,31 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     assert isinstance(triggers, list)
     assert [(t["scene"], t["key"]) for t in triggers] == [("arrive", "p1"), ("arrive", "p2")]
     texts = [[d["text"] for d in t["decisions"]] for t in triggers]
-    assert texts[0] == ["delivered: local " + texts[0][0].split("local ")[1]]
-    assert texts[0][0].endswith("UTC, under cap_day 1")
-    assert texts[1] == ["cap_day: 1 of 1 sent today (UTC)"]
+    # The worker's record of each fire (its scene rule and figures, as explain
+    # prints them), then deliver's decision.
+    assert [t["why"] for t in triggers] == [f"cart of product_id {p}, first within cooldown 1h"
+                                            for p in ("p1", "p2")]
+    assert texts[0][0] == "arrival: cart of product_id p1, first within cooldown 1h"
+    assert texts[0][1] == "delivered: local " + texts[0][1].split("local ")[1]
+    assert texts[0][1].endswith("UTC, under cap_day 1")
+    assert texts[1] == ["arrival: cart of product_id p2, first within cooldown 1h",
+                        "cap_day: 1 of 1 sent today (UTC)"]
+    # The worker's user-filter refusals: the filter and what the profile had.
+    decisions = got["decisions"]
+    assert isinstance(decisions, list)
+    refused = [(d["scene"], d["outcome"], d["text"]) for d in decisions
+               if d["outcome"] == "refused"]
+    assert refused == [("picky", "refused", "user_filter: user filter segments {champion}; "
+                                            "the profile had segment:new_or_lapsed")] * 2
     events = got["events"]
     assert isinstance(events, list)
     assert [e["type"] for e in events] == ["cart", "cart", "delivered"]
     assert summary["scenes"]["arrive"] == {"trigger": 2, "delivered": 1, "suppressed": 1}
+    assert summary["scenes"]["picky"] == {"refused": 2}
     assert summary["events"] == 3  # two carts and the delivered feedback
-    assert decided[0]["text"] == "cap_day: 1 of 1 sent today (UTC)"  # the newest first
+    deliveries = [d for d in decided if d["outcome"] not in ("triggered", "refused")]
+    assert deliveries[0]["text"] == "cap_day: 1 of 1 sent today (UTC)"  # the newest first
+    assert sum(d["outcome"] == "refused" for d in decided) == 2
     assert "cap_day: 1 of 1 sent today (UTC)" in looked_up["text"]
     assert looked_up["timeline"]["windows"] == got["windows"]
     assert got["strategy_tags"] == ["vip"]  # the strategies' view, from Redis

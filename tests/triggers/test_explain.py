@@ -13,6 +13,7 @@ from triggers.scenes import Scene
 
 T10 = 1_569_924_000_000  # 2019-10-01 10:00:00 UTC
 MIN = 60_000
+HOUR = 60 * MIN
 
 
 def _scenes(text: str) -> list[Scene]:
@@ -120,3 +121,32 @@ def test_a_bot_lists_a_bounded_number_of_refusals() -> None:
     assert len(fired) == 1  # the 24h cooldown holds the rest
     assert len(scene.refused) == 50
     assert scene.extra == {"refusals_not_listed": 2_000 - 3 - 50}
+
+
+def test_fired_why_read_off_the_state_equals_what_explain_prints_from_events() -> None:
+    # What the worker writes to the decision log (it has the state, not the
+    # user's events) is the line explain prints for the same trigger.
+    from triggers.explain import fired_why
+
+    scenes = _scenes("""
+scenes:
+  view_then_cart: {kind: sequence, first: {type: view}, then: {type: cart}, within: 10m}
+  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+""" + REPEAT.replace("scenes:\n", ""))
+    events = [_ev(T10, "view", product_id="p"), _ev(T10 + MIN, "view", product_id="p"),
+              _ev(T10 + 3 * MIN, "view", product_id="p"),
+              _ev(T10 + 4 * MIN, "cart", product_id="p")]
+    engine = Engine(scenes)
+    whys = {}
+    for event in events:
+        for trig in engine.handle(event):
+            whys[trig.scene] = fired_why(next(s for s in scenes if s.name == trig.scene), trig,
+                                         engine.store.get("u"))
+    for trig in engine.advance(T10 + HOUR):
+        whys[trig.scene] = fired_why(next(s for s in scenes if s.name == trig.scene), trig)
+    assert whys == {
+        "view_then_cart": "view at 10:03, then cart within 10m",
+        "repeat_view_no_purchase": "3 of 3 views of product_id p within 30m, no purchase",
+        "cart_abandonment": "cart at 10:04, no purchase within 30m"}
+    explained, _ = _run(scenes, events, T10 + HOUR)
+    assert {s.scene: s.fired[0].why for s in explained} == whys
