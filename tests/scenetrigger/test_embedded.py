@@ -107,6 +107,20 @@ async def test_absence_fires_with_no_further_traffic_at_all() -> None:
     assert await runtime.step(deadline + 10 * MIN) == []  # fired once
 
 
+async def test_an_identified_anonymous_cart_fires_for_the_known_user() -> None:
+    """The demo's runtime merges ids through its engine host: a cart armed
+    anonymously, then a login, then silence: the known user is reminded."""
+    events = [
+        {"user_id": "device-1", "ts": START + 1000, "type": "cart", "product_id": "1000100"},
+        {"user_id": "device-1", "ts": START + 2000, "type": "identify", "known_id": "ann"},
+    ]
+    runtime = EmbeddedRuntime(engine(), events, start_ms=START, speed=60, clock=FakeClock())
+    deadline = START + 1000 + 30 * MIN
+    fired = await runtime.step(deadline + 1)
+    assert [r.trigger for r in fired] == [Trigger("cart_abandonment", "ann", None, deadline)]
+    assert runtime.stats.events == 2
+
+
 async def test_purchase_before_the_deadline_cancels() -> None:
     events = [
         {"user_id": "bob", "ts": START, "type": "cart", "product_id": "1"},
