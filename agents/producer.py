@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
-from agents.engine_host import ERASE
+from agents.engine_host import ERASE, ORIGIN
 from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
@@ -65,16 +65,25 @@ MAX_RECORD_BYTES = 1_000_000
 # worker's identity merge): from a client they would erase or forge state.
 REASON_RESERVED_TYPE = "reserved_type"
 RESERVED_TYPES = frozenset({ERASE, MERGE})
+# The position a forwarded event had on the anonymous id's partition: from a
+# client it would make the known user's partition skip that id's real forwards.
+REASON_RESERVED_FIELD = "reserved_field"
+RESERVED_FIELDS = (ORIGIN,)
 
 
 def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:
     """The event as a Kafka value, or :class:`EventRejected` when it cannot
     be one: nested deeper than orjson writes, or over the producer's size
     limit (so it is refused on its own before anything is sent, instead of
-    failing mid-way through a request or a file), or of a reserved type."""
+    failing mid-way through a request or a file), or of a reserved type or
+    with a reserved field."""
     if event.type in RESERVED_TYPES:
         raise EventRejected(REASON_RESERVED_TYPE, f"type {event.type!r} is written only by "
                             "scenetrigger itself (erase, identity merge)")
+    for field in RESERVED_FIELDS:
+        if field in event.fields:
+            raise EventRejected(REASON_RESERVED_FIELD, f"field {field!r} is written only by "
+                                "scenetrigger itself (identity merge)")
     try:
         value = orjson.dumps(event.fields)
     except orjson.JSONEncodeError as exc:

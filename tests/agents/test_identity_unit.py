@@ -161,3 +161,16 @@ def test_clients_cannot_send_erase_or_merge_events() -> None:
             checked_event_value(ev("victim", 1, kind))
         assert refused.value.reason == REASON_RESERVED_TYPE
     assert checked_event_value(ev("a", 1, IDENTIFY, known_id="k"))
+
+
+def test_clients_cannot_send_a_forwarded_position() -> None:
+    import pytest
+
+    from agents.engine_host import ORIGIN
+    from agents.producer import REASON_RESERVED_FIELD, checked_event_value
+    from triggers.errors import EventRejected
+
+    with pytest.raises(EventRejected) as refused:
+        checked_event_value(ev("k", 1, "view", anonymous_id="a", **{ORIGIN: 1 << 40}))
+    assert refused.value.reason == REASON_RESERVED_FIELD
+    assert checked_event_value(ev("k", 1, "view", anonymous_id="a"))  # an attribute, harmless
