@@ -21,7 +21,7 @@ from config.models import AppConfig
 from scenetrigger.console_state import ConsoleState
 from scenetrigger.embedded import TriggerRecord
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import Event
+from triggers.events import Event, Trigger
 
 log = logging.getLogger("scenetrigger.console")
 
@@ -112,12 +112,14 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                                 auto_offset_reset="earliest")
     await consumer.start()
     dead_letters = None
+    receipts = None
     if redis_url:
         from redis.asyncio import Redis
 
         from channels.deadletter import DeadLetterStore
 
         dead_letters = DeadLetterStore(Redis.from_url(redis_url, decode_responses=True))
+        receipts = ErasureCheck(dead_letters.redis, config.delivery.redis_prefix)
     try:
         assigned: set[Any] = set()
         limits = config.id_limits()
@@ -137,10 +139,13 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                 await asyncio.sleep(poll_s)
                 continue
             batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
-            for tp, records in batch.items():
-                for record in records:
-                    _take(state, tp.topic, record.value, (events, triggers, decisions),
-                          config, limits, decode_event_record, decode_trigger)
+            taken = [item for tp, records in batch.items() for record in records
+                     for item in _decode(tp.topic, record.value, (events, triggers, decisions),
+                                         config, limits, decode_event_record, decode_trigger)]
+            if receipts is not None:  # before the records: an erased user's are dropped
+                await receipts.check(state, {item.user_id for item in taken})
+            for item in taken:
+                _take(state, item)
             dead_parts = [tp for tp in assigned if tp.topic == dead]
             if dead_parts:
                 ends = await consumer.end_offsets(dead_parts)
@@ -160,17 +165,58 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
             await dead_letters.redis.aclose()
 
 
-def _take(state: ConsoleState, topic: str, value: bytes | None, names: tuple[str, str, str],
-          config: AppConfig, limits: Any, decode_event: Any, decode_trigger: Any) -> None:
+class ErasureCheck:
+    """Which users the records read belong to were erased (their receipts,
+    read once per user: :func:`scenetrigger.erasure.erased_at`), so the
+    console drops their records up to the erasure."""
+
+    MAX_CHECKED = 100_000  # users whose receipt was read; past it, read again
+
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.checked: set[str] = set()
+
+    async def check(self, state: ConsoleState, users: set[str]) -> None:
+        from scenetrigger.erasure import erased_at
+
+        new = users - self.checked
+        if not new:
+            return
+        if len(self.checked) + len(new) > self.MAX_CHECKED:
+            self.checked.clear()
+        try:
+            state.erased.update(await erased_at(self.redis, self.prefix, new))
+        except Exception:  # Redis away: check these users again with the next batch
+            log.warning("erasure receipts unreadable", exc_info=True)
+            return
+        self.checked |= new
+
+
+Taken = Event | Trigger | DecisionRecord
+
+
+def _decode(topic: str, value: bytes | None, names: tuple[str, str, str], config: AppConfig,
+            limits: Any, decode_event: Any, decode_trigger: Any) -> list[Taken]:
     events, triggers, decisions = names
     try:
         if topic == events:  # one event or a batch of them per record
-            for item in decode_event(value or b"", config.engine.max_line_bytes, limits):
-                if type(item) is Event:
-                    state.event(item)
-        elif topic == triggers:
-            state.trigger(decode_trigger(value).trigger)
-        elif topic == decisions:
-            state.write(DecisionRecord.decode(value or b""))
+            return [item for item in decode_event(value or b"", config.engine.max_line_bytes,
+                                                  limits) if type(item) is Event]
+        if topic == triggers:
+            return [decode_trigger(value).trigger]
+        if topic == decisions:
+            return [DecisionRecord.decode(value or b"")]
     except (SceneTriggerError, ValueError, KeyError, TypeError):
-        return  # the worker dead-letters bad events; other bad records are skipped
+        pass  # the worker dead-letters bad events; other bad records are skipped
+    return []
+
+
+def _take(state: ConsoleState, item: Taken) -> None:
+    if type(item) is Event:
+        state.event(item)
+    elif type(item) is Trigger:
+        state.trigger(item)
+    else:
+        assert isinstance(item, DecisionRecord)
+        state.write(item)

@@ -45,6 +45,9 @@ class ConsoleState:
         self.clock_ms: int | None = None
         self.source = ""
         self.done = False  # the source reached its end (embedded replay)
+        # Erased users (their receipts' time): their records up to then are
+        # dropped as they are read (Kafka keeps them until retention ends).
+        self.erased: dict[str, int] = {}
 
     # -- feeding ----------------------------------------------------------------
 
@@ -59,7 +62,13 @@ class ConsoleState:
         bucket[name] += 1
         self.totals[name] += 1
 
+    def _was_erased(self, user_id: str, ts: int) -> bool:
+        erased = self.erased
+        return bool(erased) and ts <= erased.get(user_id, -1)
+
     def event(self, event: Event) -> None:
+        if self._was_erased(event.user_id, event.ts):
+            return
         self.events.append(event)
         self.totals["events"] += 1
         if self.clock_ms is None or event.ts > self.clock_ms:
@@ -69,12 +78,16 @@ class ConsoleState:
         self.dead_letters[reason] += 1
 
     def trigger(self, trig: Trigger) -> None:
+        if self._was_erased(trig.user_id, trig.ts):
+            return
         self._count(trig.ts, f"trigger:{trig.scene}")
         self.lines[trig.trigger_id] = trig.to_dict()
         while len(self.lines) > self.limits.records:
             self.lines.popitem(last=False)
 
     def write(self, record: DecisionRecord) -> None:
+        if self._was_erased(record.user_id, record.ts):
+            return
         self.recent.append(record)
         self.decisions.write(record)
         if record.outcome == OUTCOME_TRIGGERED:

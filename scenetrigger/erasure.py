@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,9 +242,30 @@ class Eraser:
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
                    "engine_state": worker}
-        await self.redis.set(f"{self.prefix}erasure:{subject_hash(user_id)}",
-                             orjson.dumps(receipt))
+        await self.redis.set(receipt_key(self.prefix, user_id), orjson.dumps(receipt))
         return receipt
+
+
+def receipt_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}erasure:{subject_hash(user_id)}"
+
+
+async def erased_at(redis: Any, prefix: str, user_ids: Collection[str]) -> dict[str, int]:
+    """Of these users, the erased ones and when (their receipts' time), in one
+    read. Kafka topics cannot drop one user's records: their readers (explain
+    --broker, the console) drop the records of an erased user up to then."""
+    users = list(user_ids)
+    if not users:
+        return {}
+    found: dict[str, int] = {}
+    for user, raw in zip(users, await redis.mget([receipt_key(prefix, u) for u in users]),
+                         strict=True):
+        if raw is not None:
+            try:
+                found[user] = int(orjson.loads(raw)["erased_at_ms"])
+            except (ValueError, KeyError, TypeError):
+                found[user] = 1 << 62  # an unreadable receipt: erased all the same
+    return found
 
 
 def subject_hash(user_id: str) -> str:

@@ -42,6 +42,7 @@ class Timeline:
     clock_ms: int | None = None
     strategy_tags: list[str] | None = None  # the strategies' tags (Redis), when read
     score: float | None = None  # the lead score now, decayed (Redis), when read
+    erased_ms: int | None = None  # the user's erasure (its receipt): nothing before is shown
 
     def decisions_for(self, trigger_id: str) -> list[DecisionRecord]:
         return [d for d in self.decisions if d.trigger_id == trigger_id]
@@ -67,6 +68,7 @@ class Timeline:
                                               "tags": list(seg.tags)},
             "strategy_tags": self.strategy_tags,
             "score": self.score,
+            **({} if self.erased_ms is None else {"erased_at": self.erased_ms}),
         }
 
     def render(self) -> str:
@@ -92,9 +94,13 @@ class Timeline:
         out = [f"user {self.user_id}: {len(self.events)} events, {len(self.triggers)} triggers, "
                f"{len(self.decisions)} decisions"
                + ("" if self.clock_ms is None else f" (clock {clock(self.clock_ms)})")]
+        if self.erased_ms is not None:
+            out.append(f"  erased at {clock(self.erased_ms)}: the records before it are not "
+                       "shown (Kafka keeps them until the topics' retention ends)")
         if hidden:
             out.append(f"  ({hidden:,} earlier events not shown; --json has them all)")
-        if not self.events and not self.triggers and not self.decisions:
+        if not self.events and not self.triggers and not self.decisions and (
+                self.erased_ms is None):
             # Most often a mistyped id: say so before the scenes' "no views" lines.
             out.append(f"  nothing is recorded for user {self.user_id!r}: is the id right?")
         out += [f"  {clock(ts)}  {text}" for ts, _, text in rows]

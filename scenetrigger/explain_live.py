@@ -27,9 +27,13 @@ def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, use
                   now_ms: int | None = None, redis_url: str | None = None,
                   tags_prefix: str = "scenetrigger:") -> Timeline:
     """With ``redis_url``, also the strategies' tags and the lead score
-    (``tags_prefix``: as ``journeys --redis-prefix``)."""
+    (``tags_prefix``: as ``journeys --redis-prefix``), and the erasure
+    receipt: an erased user's records up to the erasure are not shown (the
+    topics keep them until their retention ends)."""
     now = now_ms if now_ms is not None else wall_ms()
-    timeline = asyncio.run(_timeline(broker, prefix, config, user_id, timeout_s, app_id, now))
+    erased = asyncio.run(_erased_at(config, redis_url, user_id)) if redis_url else None
+    timeline = asyncio.run(_timeline(broker, prefix, config, user_id, timeout_s, app_id, now,
+                                     erased))
     if redis_url:
         asyncio.run(_strategy_view(timeline, config, redis_url, tags_prefix, now))
     return timeline
@@ -53,6 +57,18 @@ async def _strategy_view(timeline: Timeline, config: AppConfig, redis_url: str,
         await client.aclose()
 
 
+async def _erased_at(config: AppConfig, redis_url: str, user_id: str) -> int | None:
+    from redis.asyncio import Redis
+
+    from scenetrigger.erasure import erased_at
+
+    client = Redis.from_url(redis_url)
+    try:
+        return (await erased_at(client, config.delivery.redis_prefix, [user_id])).get(user_id)
+    finally:
+        await client.aclose()
+
+
 async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float) -> list[Any]:
     """The topic's records with this key (every record when ``key`` is None)."""
     from agents.export import topic_records
@@ -67,7 +83,8 @@ async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float
 
 
 async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, user_id: str,
-                    timeout_s: float, app_id: str, now_ms: int) -> Timeline:
+                    timeout_s: float, app_id: str, now_ms: int,
+                    erased_ms: int | None = None) -> Timeline:
     from agents.engine_host import unpack_state
     from agents.topics import bootstrap_servers, topic_name
 
@@ -96,4 +113,10 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
                 unpack_state(record.value)[1])
         except StateDecodeError:
             continue
-    return assemble_timeline(user_id, events, triggers, decisions, state, config, now_ms)
+    if erased_ms is not None:
+        events = [e for e in events if e.ts > erased_ms]
+        triggers = [t for t in triggers if t.ts > erased_ms]
+        decisions = [d for d in decisions if d.ts > erased_ms]
+    timeline = assemble_timeline(user_id, events, triggers, decisions, state, config, now_ms)
+    timeline.erased_ms = erased_ms
+    return timeline

@@ -38,6 +38,7 @@ scenes:
   arrive: {{kind: arrival, when: {{type: cart}}, per: product_id, cooldown: 1h}}
   picky: {{kind: arrival, when: {{type: cart}}, per: product_id,
           user: {{segment: {{in: [champion]}}}}}}
+  other: {{kind: arrival, when: {{type: cart, other: 1}}}}
 channels:
   log: {{type: log}}
 content:
@@ -147,6 +148,38 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
         wait_for("the console to read the topics", console_caught_up, 60, procs)
         decided = _get(f"{base}/api/decisions", CONSOLE_TOKEN)
         looked_up = _get(f"{base}/api/users/{user}", CONSOLE_TOKEN)
+
+        # Erased: the topics keep the user's records until their retention
+        # ends; explain and the console (both with Redis) no longer show them.
+        erased = subprocess.run(
+            [sys.executable, "-m", "scenetrigger.cli", "erase", user, "--config", str(config),
+             "--redis-url", redis_url, "--tags-prefix", f"{prefix}:", "--json"], cwd=REPO,
+            capture_output=True, timeout=60, check=False)
+        assert erased.returncode == 0, erased.stderr
+        after = explain()
+        console_port = free_port()
+        console = start_cli(tmp_path / "console2.log", "console", [
+            "console", "--broker", kafka_bootstrap, "--topic-prefix", prefix, "--app-id",
+            prefix, "--config", str(config), "--port", str(console_port),
+            "--redis-url", redis_url], console_port,
+            env={"SCENETRIGGER_ADMIN_TOKENS": f"ops={CONSOLE_TOKEN}"})
+        procs.append(console)
+        base = f"http://127.0.0.1:{console_port}"
+        later: dict[str, Any] = {}
+
+        def console_read_all() -> bool:  # the other user's records show it read the topics
+            try:
+                later.update(_get(f"{base}/api/summary"))
+            except OSError:
+                return False
+            return later["scenes"].get("other", {}).get("trigger") == 1
+
+        send_events(kafka_bootstrap, f"{prefix}.events", [(b"bystander", orjson.dumps(
+            {"user_id": "bystander", "ts": now + 5, "type": "cart", "product_id": "p9",
+             "other": 1}))], form)
+        wait_for("the second console to read the topics", console_read_all, 60, procs)
+        erased_view = _get(f"{base}/api/users/{user}", CONSOLE_TOKEN)
+        erased_recent = _get(f"{base}/api/decisions", CONSOLE_TOKEN)
     finally:
         for proc in procs:
             proc.stop()
@@ -187,3 +220,10 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
     assert isinstance(windows, list)
     assert [w.split(": ")[0] for w in windows] == ["arrive[p1]", "arrive[p2]"]
     assert all(": last fired 20" in w for w in windows)  # the worker's state, read back
+    # after the erasure
+    assert after["events"] == [] and after["triggers"] == [] and after["decisions"] == []
+    assert isinstance(after["erased_at"], int) and after["erased_at"] >= now
+    assert erased_view["timeline"]["events"] == [] and erased_view["timeline"]["decisions"] == []
+    assert all(d["user_id"] != user for d in erased_recent) and erased_recent
+    # only the bystander's cart is counted: the erased user's two were dropped
+    assert later["scenes"]["arrive"]["trigger"] == 1 and later["scenes"]["picky"] == {"refused": 1}
