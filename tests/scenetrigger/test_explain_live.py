@@ -172,7 +172,7 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
                 later.update(_get(f"{base}/api/summary"))
             except OSError:
                 return False
-            return later["scenes"].get("other", {}).get("trigger") == 1
+            return bool(later["scenes"].get("other", {}).get("trigger") == 1)
 
         send_events(kafka_bootstrap, f"{prefix}.events", [(b"bystander", orjson.dumps(
             {"user_id": "bystander", "ts": now + 5, "type": "cart", "product_id": "p9",
