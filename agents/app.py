@@ -24,11 +24,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
-from agents.engine_host import (
-    PartitionHost,
-    PartitionStore,
-    position,
-)
+from agents.engine_host import PartitionHost
 from agents.faust_compat import (
     PartitionTable,
     ack_now,
@@ -44,7 +40,9 @@ from agents.faust_compat import (
     rebalancing as is_rebalancing,
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
+from agents.partition_store import PartitionStore
 from agents.settings import WorkerSettings
+from agents.stored_state import position
 from agents.timers import due_ticks
 from agents.topics import dead_letter_record
 from config.clock import wall_ms

@@ -1,29 +1,15 @@
 """One engine per events partition, with its state in the Faust table.
 
 A partition's engine owns the users whose events land on that partition, its
-timer heap and (with ``--clock event``) its clock. Its store reads through a
-bounded cache of decoded states and *stages* writes: the agent flushes them
-into the table after the triggers they caused are acknowledged by Kafka, so
-a state that says "fired" (cooldown, disarmed timer) is never durable before
-its trigger is. Each stored value carries the offset of the user's last
-applied event, so an event redelivered after a crash (at-least-once) is not
-applied twice.
-
-Stored value: ``0x02 | int64 position (big-endian) | UserState.encode()``,
-where an event's position is ``offset << 16 | index`` (:func:`position`):
-its record's offset and its index in that record (a record may carry many
-events, :mod:`agents.batching`), so a redone record applies none of the
-events already applied. Values written before records carried batches
-(``0x01 | int64 offset``) read as the whole record at that offset applied;
-a bare ``UserState.encode()`` value (no envelope) is read as position -1.
-
-Besides the users, each partition keeps one reserved key,
-:func:`shapes_key` (``0xFF "scenes:" partition``: never valid UTF-8, so never
-a user id's key), holding the shapes of the scenes its states were written
-under (:func:`triggers.reshape.encode_shapes`). A host built from recovered
-state under other shapes drops what a hot reload would have dropped, so a
-worker restarted with a changed config does not read old-shape state as new.
-Scans of users skip reserved keys.
+timer heap and (with ``--clock event``) its clock. Its store
+(:class:`agents.partition_store.PartitionStore`) reads through a bounded
+cache and stages writes the agent flushes once the triggers they caused are
+acknowledged; each stored value carries the position of the user's last
+applied event (:mod:`agents.stored_state`), so an event redelivered after a
+crash (at-least-once) is not applied twice. The partition's scene shapes are
+kept beside the states: a host built from recovered state under other
+shapes drops what a hot reload would have dropped, so a worker restarted
+with a changed config does not read old-shape state as new.
 
 An event of type :data:`ERASE` (``scenetrigger erase``) is not given to the
 engine: the user's state is forgotten and, at the next settle, its key is
@@ -32,7 +18,7 @@ worker recovers nothing of the user.
 
 Identity (docs/audiences.md): an :data:`IDENTIFY` event of anonymous id A
 with ``known_id`` K stores the alias A -> K under the reserved key
-:func:`alias_key` (A's partition), forgets A's state and puts two things in
+:func:`agents.stored_state.alias_key` (A's partition), forgets A's state and puts two things in
 :attr:`PartitionHost.outbox` for the agent to send to the events topic keyed
 by K: a :data:`MERGE` event carrying A's state, which K's partition folds
 into K's (:func:`triggers.merge.merge_states`), and afterwards every later
@@ -43,13 +29,14 @@ A's new events, in order.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 
+from agents.partition_store import PartitionStore
+from agents.stored_state import NO_OFFSET, shapes_key
 from channels.decisions import DecisionRecord, refusal_record, trigger_record
 from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
@@ -62,305 +49,10 @@ from triggers.state import UserState
 
 log = logging.getLogger("agents.engine_host")
 
-_ENVELOPE = struct.Struct(">Bq")
-_MAX_MERGED = 64  # anonymous ids remembered per known user (devices, sessions)
-_ENVELOPE_VERSION = 2
-_ENVELOPE_OFFSET_ONLY = 1  # before batched records: the offset of the last applied record
-NO_OFFSET = -1
-INDEX_BITS = 16  # triggers.events.MAX_EVENTS_PER_RECORD == 1 << INDEX_BITS
-_LAST_INDEX = (1 << INDEX_BITS) - 1
-
-
-def position(offset: int, index: int) -> int:
-    """An event's place in its partition: record offset, then index in the record."""
-    return offset << INDEX_BITS | index
-
-Scan = Callable[[], Iterable[tuple[bytes, bytes]]]
 ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
-RESERVED = b"\xff"
-ALIAS = RESERVED + b"alias:"
-MERGED = RESERVED + b"merged:"  # known id -> the anonymous ids merged into it (for erasure)  # first byte of the reserved keys: UTF-8 (user ids) never has it
-
-
 # On a record forwarded by an identified anonymous id's partition (a merge, a
 # re-addressed event): its position there, so a resend is not applied twice.
 ORIGIN = "anonymous_position"
-
-
-def shapes_key(partition: int) -> bytes:
-    """The partition's scene-shapes key (one per partition: the table's key
-    space is shared by all partitions)."""
-    return RESERVED + b"scenes:%d" % partition
-
-
-def alias_key(anonymous_id: str) -> bytes:
-    """Where an identified anonymous id's known user is kept (its own partition)."""
-    return ALIAS + anonymous_id.encode()
-
-
-def merged_key(known_id: str) -> bytes:
-    return MERGED + known_id.encode()
-
-
-def is_reserved(key: bytes) -> bool:
-    return key[:1] == RESERVED
-
-
-class TableLike(Protocol):
-    """The part of a Faust table the store uses (a dict in unit tests)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def __setitem__(self, key: bytes, value: bytes) -> None: ...
-
-    def __delitem__(self, key: bytes) -> None: ...
-
-
-def pack_state(applied: int, state: bytes) -> bytes:
-    return _ENVELOPE.pack(_ENVELOPE_VERSION, applied) + state
-
-
-def unpack_state(data: bytes) -> tuple[int, bytes]:
-    """``(position of the last applied event, UserState bytes)``."""
-    if data[:1] == b"[":  # a bare UserState.encode() value
-        return NO_OFFSET, data
-    if len(data) < _ENVELOPE.size or data[0] not in (_ENVELOPE_VERSION, _ENVELOPE_OFFSET_ONLY):
-        raise StateDecodeError(f"unknown state envelope (first byte {data[:1]!r})")
-    version, applied = _ENVELOPE.unpack_from(data)
-    if version == _ENVELOPE_OFFSET_ONLY and applied >= 0:
-        applied = position(applied, _LAST_INDEX)
-    return applied, data[_ENVELOPE.size:]
-
-
-class _Entry:
-    __slots__ = ("offset", "size", "state")
-
-    def __init__(self, state: UserState, offset: int, size: int) -> None:
-        self.state = state
-        self.offset = offset
-        self.size = size  # stored bytes, 0 while not yet in the table
-
-
-class PartitionStore:
-    """The engine's :class:`triggers.state.StateStore` for one partition."""
-
-    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000) -> None:
-        self._table = table
-        self._scan = scan
-        self._limit = max(cache_limit, 16)
-        self._cache: dict[str, _Entry] = {}
-        # Users known to have no stored state: a new user is looked up twice
-        # per event (offset guard, then the engine), each a table read.
-        self._absent: set[str] = set()
-        # True while the cache holds every stored user of the partition (the
-        # recovery scan fitted and nothing was evicted since): a user not in
-        # the cache then has no state, and is not looked up in the table
-        # (a miss costs a RocksDB read through Faust's layers and a KeyError).
-        self._complete = False
-        self._dirty: dict[str, None] = {}  # insertion-ordered set
-        self._forgotten: set[str] = set()  # erased users whose table key the flush deletes
-        self.aliases: dict[str, str] = {}  # identified anonymous id -> known user id
-        # Known user id -> the anonymous ids merged in (for erasure), each with
-        # the newest position of its own partition applied here (the guard
-        # against a forward sent again after a crash there).
-        self.merged: dict[str, dict[str, int]] = {}
-        self._meta_deleted: set[bytes] = set()
-        self.meta: dict[bytes, bytes] = {}  # reserved keys found by load()
-        self._meta_staged: dict[bytes, bytes] = {}
-        self.users = 0
-        self.bytes = 0
-
-    # -- StateStore -----------------------------------------------------------
-
-    def get(self, user_id: str) -> UserState | None:
-        entry = self._entry(user_id)
-        return None if entry is None else entry.state
-
-    def put(self, user_id: str, state: UserState) -> None:
-        entry = self._cache.get(user_id)
-        if entry is None:
-            entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
-            self._absent.discard(user_id)
-            self._forgotten.discard(user_id)
-        else:
-            entry.state = state
-        self._dirty[user_id] = None
-
-    def items(self) -> Iterator[tuple[str, UserState]]:
-        seen = set()
-        for user_id, entry in list(self._cache.items()):
-            seen.add(user_id)
-            yield user_id, entry.state
-        for key, data in self._scan():
-            if is_reserved(key):
-                continue
-            user_id = key.decode()
-            if user_id not in seen and user_id not in self._forgotten:
-                yield user_id, UserState.decode(unpack_state(data)[1])
-
-    def __len__(self) -> int:
-        return self.users
-
-    # -- offsets and writes ---------------------------------------------------
-
-    def applied_offset(self, user_id: str) -> int:
-        entry = self._entry(user_id)
-        return NO_OFFSET if entry is None else entry.offset
-
-    def mark_applied(self, user_id: str, offset: int) -> None:
-        entry = self._cache.get(user_id)
-        if entry is not None:
-            entry.offset = offset
-
-    def alias(self, anonymous_id: str, known_id: str) -> None:
-        """From now on ``anonymous_id`` is ``known_id`` (written at the next flush)."""
-        self.aliases[anonymous_id] = known_id
-        self._meta_deleted.discard(alias_key(anonymous_id))
-        self.stage_meta(alias_key(anonymous_id), known_id.encode())
-
-    def origin_applied(self, known_id: str, anonymous_id: str) -> int:
-        """The newest position of ``anonymous_id``'s partition applied to ``known_id``."""
-        ids = self.merged.get(known_id)
-        return NO_OFFSET if ids is None else ids.get(anonymous_id, NO_OFFSET)
-
-    def note_merged(self, known_id: str, anonymous_id: str, origin: int = NO_OFFSET) -> None:
-        """``anonymous_id`` is merged into ``known_id``, up to its position ``origin``."""
-        ids = self.merged.setdefault(known_id, {})
-        origin = max(origin, ids.pop(anonymous_id, NO_OFFSET))
-        ids[anonymous_id] = origin  # last: the most recently active id
-        while len(ids) > _MAX_MERGED:
-            del ids[next(iter(ids))]
-        self._meta_deleted.discard(merged_key(known_id))
-        self.stage_meta(merged_key(known_id), orjson.dumps(ids))
-
-    def forget(self, user_id: str) -> list[str]:
-        """Erase the user: gone from the cache now, from the table at the next flush
-        (its state, its alias if it was an identified anonymous id, its list of
-        merged anonymous ids). Returns those ids: they are the user's too."""
-        merged = self.merged.pop(user_id, None)
-        for key, found in ((alias_key(user_id), self.aliases.pop(user_id, None)),
-                           (merged_key(user_id), merged)):
-            if found is not None:
-                self._meta_staged.pop(key, None)
-                self._meta_deleted.add(key)
-        entry = self._entry(user_id)
-        self._cache.pop(user_id, None)
-        self._dirty.pop(user_id, None)
-        self._absent.add(user_id)
-        if entry is not None:
-            self._forgotten.add(user_id)
-            if entry.size:
-                self.users -= 1
-                self.bytes -= entry.size
-        return list(merged or ())
-
-    def delete(self, user_id: str) -> None:
-        self.forget(user_id)
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self._dirty or self._forgotten or self._meta_deleted)
-
-    def stage_meta(self, key: bytes, value: bytes) -> None:
-        """A reserved key's value, written by the next flush after the states."""
-        self._meta_staged[key] = value
-
-    def flush(self) -> int:
-        """Write every staged state, then the staged reserved keys, into the
-        table (must run inside the agent's stream iteration of an event of
-        this partition); returns how many states."""
-        table = self._table
-        written = 0
-        for user_id in self._dirty:
-            entry = self._cache[user_id]
-            data = pack_state(entry.offset, entry.state.encode())
-            table[user_id.encode()] = data
-            if entry.size == 0:
-                self.users += 1
-            self.bytes += len(data) - entry.size
-            entry.size = len(data)
-            written += 1
-        self._dirty.clear()
-        for user_id in self._forgotten:
-            key = user_id.encode()
-            if table.get(key) is not None:
-                del table[key]  # a Faust table writes a tombstone to its changelog
-        self._forgotten.clear()
-        for key in self._meta_deleted:
-            if table.get(key) is not None:
-                del table[key]
-            self.meta.pop(key, None)
-        self._meta_deleted.clear()
-        # Last: shapes written before the states they describe could make a
-        # crash in between read old-shape states as new.
-        for key, value in self._meta_staged.items():
-            table[key] = value
-            self.meta[key] = value
-        self._meta_staged.clear()
-        self._evict()
-        return written
-
-    def load(self) -> Iterator[tuple[str, UserState]]:
-        """Scan the partition's stored states (after recovery), counting them."""
-        self._complete = False
-        self._cache.clear()
-        self._dirty.clear()
-        self.meta.clear()
-        self._meta_staged.clear()
-        self.users = 0
-        self.bytes = 0
-        for key, data in self._scan():
-            if is_reserved(key):
-                self.meta[key] = data
-                continue
-            offset, raw = unpack_state(data)
-            state = UserState.decode(raw)
-            user_id = key.decode()
-            self.users += 1
-            self.bytes += len(data)
-            if len(self._cache) < self._limit:
-                self._cache[user_id] = _Entry(state, offset, len(data))
-            yield user_id, state
-        self._complete = len(self._cache) == self.users
-        self.aliases.clear()  # in place: the partition's EngineHost holds this dict
-        self.aliases.update({key[len(ALIAS):].decode(): value.decode()
-                             for key, value in self.meta.items() if key.startswith(ALIAS)})
-        self.merged = {key[len(MERGED):].decode(): _origins(orjson.loads(value))
-                       for key, value in self.meta.items() if key.startswith(MERGED)}
-
-    # -- internals ------------------------------------------------------------
-
-    def _entry(self, user_id: str) -> _Entry | None:
-        cache = self._cache
-        entry = cache.get(user_id)
-        if entry is not None:
-            return entry
-        if self._complete or user_id in self._absent:
-            return None
-        data = self._table.get(user_id.encode())
-        if data is None:
-            self._absent.add(user_id)
-            return None
-        offset, raw = unpack_state(data)
-        entry = cache[user_id] = _Entry(UserState.decode(raw), offset, len(data))
-        return entry
-
-    def _evict(self) -> None:
-        cache = self._cache
-        excess = len(cache) - self._limit
-        if excess <= 0:
-            return
-        self._complete = False
-        for user_id in list(cache)[:excess]:
-            del cache[user_id]
-
-
-def _origins(stored: Any) -> dict[str, int]:
-    """A stored merged-ids value: ``{id: origin position}``, or a list of ids
-    (written before the positions were kept: no position known)."""
-    if isinstance(stored, list):
-        return dict.fromkeys(stored, NO_OFFSET)
-    return {str(k): int(v) for k, v in stored.items()}
 
 
 class Pending:
@@ -517,7 +209,7 @@ class PartitionHost:
         return self.host.decode_record(value)
 
     def on_event(self, event: Event, at: int, now_ms: int) -> list[Trigger] | None:
-        """Apply the event at position ``at`` (:func:`position`); None when the
+        """Apply the event at position ``at`` (:func:`agents.stored_state.position`); None when the
         user's state already holds it (redelivered after a restart)."""
         store = self.store
         if at <= store.applied_offset(event.user_id):

@@ -85,7 +85,7 @@ async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float
 async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, user_id: str,
                     timeout_s: float, app_id: str, now_ms: int,
                     erased_ms: int | None = None) -> Timeline:
-    from agents.engine_host import unpack_state
+    from agents.stored_state import unpack_state
     from agents.topics import bootstrap_servers, topic_name
 
     bootstrap = bootstrap_servers(broker)

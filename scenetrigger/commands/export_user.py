@@ -59,8 +59,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 async def engine_state(broker: str, app_id: str, user_id: str) -> dict[str, Any] | None:
     """The user's newest state in the worker's changelog (None: none, or erased)."""
-    from agents.engine_host import unpack_state
     from agents.export import topic_records
+    from agents.stored_state import unpack_state
     from agents.topics import bootstrap_servers
     from triggers.state import UserState
 

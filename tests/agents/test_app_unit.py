@@ -18,16 +18,11 @@ from agents.app import (
     SceneWorker,
     create_app,
 )
-from agents.engine_host import (
-    NO_OFFSET,
-    PartitionHost,
-    PartitionStore,
-    is_reserved,
-    pack_state,
-    unpack_state,
-)
+from agents.engine_host import PartitionHost
 from agents.metrics import WorkerMetrics
+from agents.partition_store import PartitionStore
 from agents.settings import TopicNames, WorkerSettings, WorkerSettingsError
+from agents.stored_state import NO_OFFSET, is_reserved, pack_state, unpack_state
 from agents.timers import Tick, decode_tick, due_ticks
 from agents.topics import dead_letter_record
 from config.loader import load_config_text

@@ -13,7 +13,7 @@ import pytest
 
 from agents.app import SceneWorker
 from agents.batching import BatchLimits, RecordBatcher, encode_batch, partition_for
-from agents.engine_host import pack_state, position, unpack_state
+from agents.stored_state import pack_state, position, unpack_state
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import (
     MAX_EVENTS_PER_RECORD,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import orjson
 
-from agents.engine_host import PartitionHost, PartitionStore, alias_key
+from agents.engine_host import PartitionHost
+from agents.partition_store import PartitionStore
+from agents.stored_state import alias_key
 from config.loader import load_config_text
 from tests.agents.test_app_unit import ev
 from triggers.events import Event

@@ -9,13 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.app import SceneWorker
-from agents.engine_host import (
-    PartitionHost,
-    PartitionStore,
-    is_reserved,
-    shapes_key,
-    unpack_state,
-)
+from agents.engine_host import PartitionHost
+from agents.partition_store import PartitionStore
+from agents.stored_state import is_reserved, shapes_key, unpack_state
 from config.loader import load_config_text
 from tests.agents.test_app_unit import CONFIG, ev, settings
 from triggers.reshape import (
