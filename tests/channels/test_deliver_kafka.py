@@ -333,6 +333,11 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
         assert sorted(d.trigger_id for d in decisions
                       if d.outcome == "delivered" and not d.scene.startswith("journey:")) == \
             trigger_ids
+        # ... and the worker's record of each fire, with its scene's rule
+        assert sorted(d.trigger_id for d in decisions if d.outcome == "triggered") == \
+            trigger_ids
+        assert {d.rule for d in decisions if d.outcome == "triggered"} <= {"repeat", "arrival",
+                                                                          "absence"}
         assert sorted(d.trigger_id for d in decisions if d.rule == "duplicate") == sorted(
             [*trigger_ids, f"{run}-jm"])
         assert all(d.figures.endswith("already decided within 7d") for d in decisions
