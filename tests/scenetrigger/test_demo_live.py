@@ -42,11 +42,22 @@ def _without_channels(content: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_demo_config_is_the_shipped_content_and_scenes_but_for_channel_order() -> None:
+    from config.loader import load_config
+
     demo = yaml.safe_load(DEMO_YAML.read_text(encoding="utf-8"))
     shipped = yaml.safe_load((REPO / "config" / "content.yaml").read_text(encoding="utf-8"))
     scenes = yaml.safe_load((REPO / "config" / "scenes.yaml").read_text(encoding="utf-8"))
     assert demo["scenes"] == scenes["scenes"]
-    assert _without_channels(demo["content"]) == _without_channels(shipped["content"])
+    # It holds only what differs (layered on the shipped content): the scenes'
+    # content, whose channel order is its own; the rest is the shipped one.
+    assert list(demo["content"]) == ["scenes"]
+    assert _without_channels(demo["content"]) == _without_channels(
+        {"scenes": shipped["content"]["scenes"]})
+    # ... and the content in force is the shipped content but for that order.
+    layered = load_config(DEMO_YAML).content.model_dump()
+    plain = load_config(REPO / "config" / "scenes.yaml").content.model_dump()
+    assert _without_channels(layered) == _without_channels(plain)
+    assert layered["journeys"] == plain["journeys"] and layered["scenes"] != plain["scenes"]
     firsts = {name: {v["channels"][0] for v in [*scene["variants"], scene["fallback"],
                                                 *scene.get("fallbacks", {}).values()]}
               for name, scene in demo["content"]["scenes"].items()}
