@@ -182,6 +182,16 @@ class MemoryMessageIndex:
         return True
 
 
+def message_key(prefix: str, message_id: str) -> str:
+    """A sent message's index entry (its user, scene, channel, strategy, step)."""
+    return f"{prefix}msg:{message_id}"
+
+
+def once_key(prefix: str, kind: str, message_id: str) -> str:
+    """The marker that ``kind`` (opened, clicked) of a message was counted."""
+    return f"{prefix}once:{kind}:{message_id}"
+
+
 class RedisMessageIndex:
     def __init__(self, redis: Any, prefix: str = "st:", ttl_ms: int = 30 * 86_400_000) -> None:
         self._redis = redis
@@ -190,10 +200,10 @@ class RedisMessageIndex:
 
     async def remember(self, message_id: str, meta: MessageMeta) -> None:
         value = orjson.dumps([meta.user_id, meta.scene, meta.channel, meta.strategy, meta.step])
-        await self._redis.set(f"{self._prefix}msg:{message_id}", value, px=self._ttl)
+        await self._redis.set(message_key(self._prefix, message_id), value, px=self._ttl)
 
     async def lookup(self, message_id: str) -> MessageMeta | None:
-        raw = await self._redis.get(f"{self._prefix}msg:{message_id}")
+        raw = await self._redis.get(message_key(self._prefix, message_id))
         if raw is None:
             return None
         # Entries written before strategy/step were kept have three items.
@@ -202,7 +212,7 @@ class RedisMessageIndex:
         return MessageMeta(user_id, scene, channel, strategy, step)
 
     async def first(self, kind: str, message_id: str) -> bool:
-        key = f"{self._prefix}once:{kind}:{message_id}"
+        key = once_key(self._prefix, kind, message_id)
         return bool(await self._redis.set(key, "1", nx=True, px=self._ttl))
 
 

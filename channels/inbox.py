@@ -65,6 +65,12 @@ return acked
 """
 
 
+def inbox_key(prefix: str, user_id: str) -> str:
+    """A user's inbox stream; its ``:acked`` set and ``:m:{message_id}``
+    dedupe markers are this key and a suffix (one hash slot per user)."""
+    return f"{prefix}:{{{user_id}}}"
+
+
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     entry_id: str  # the stream id; its first part is the store time in ms
@@ -88,7 +94,7 @@ class InboxStore:
     _ack: Any = field(default=None, init=False, repr=False)
 
     def stream_key(self, user_id: str) -> str:
-        return f"{self.prefix}:{{{user_id}}}"
+        return inbox_key(self.prefix, user_id)
 
     async def add(self, message: Message) -> bool:
         """Store ``message``; False if its id was stored before (a duplicate)."""

@@ -9,9 +9,10 @@ Where a user's data lives (each key builder in the code base, by module):
                            ``{p}dd:*|{id}|*`` (trigger and journey ids embed the
                            user), deferred and leased requests in ``{p}deferred``
                            (+ ``:payload``, ``:tries``)
-``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user),
-                           once-markers ``{p}once:{kind}:{message_id}`` of its messages
-``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*``
+``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user;
+                           ``message_key``), once-markers ``{p}once:{kind}:{message_id}``
+                           of its messages (``once_key``)
+``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*`` (``inbox_key``)
 ``strategies.store``       ``{t}tags:{id}``, ``{t}score:{id}``
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
 ``channels.deadletter``    entries of the dead-letter stream whose message is the user's
@@ -42,7 +43,8 @@ import orjson
 from channels.consent import RedisConsentStore
 from channels.deadletter import DEFAULT_STREAM
 from channels.directory import RedisDirectory, address_hash
-from channels.feedback import KINDS
+from channels.feedback import KINDS, message_key, once_key
+from channels.inbox import inbox_key
 from channels.policy import DeliveryRequest, caps_key, claim_key, deferred_key, engagement_key
 from channels.policy_store import end_leases, payload_key
 from config.channel_models import InboxModel
@@ -114,7 +116,7 @@ class Eraser:
                                            for k, v in contact.addresses()]
         patterns = {"caps": caps_key(p, u, "*"), "dedupe": claim_key(p, f"*|{u}|*")}
         for prefix in self.inbox_prefixes:
-            patterns[f"inbox {prefix}"] = f"{_glob(prefix)}:{{{u}}}*"
+            patterns[f"inbox {prefix}"] = inbox_key(_glob(prefix), u) + "*"
         for kind, pattern in patterns.items():
             keys = await self._scan(pattern)
             if keys:
@@ -123,10 +125,10 @@ class Eraser:
         if messages:
             found.keys["message_index"] = messages
         # "Counted once" markers of the user's messages' opens and clicks.
-        msg_prefix = f"{p}msg:"
-        markers = [f"{p}once:{kind}:{key[len(msg_prefix):]}" for key in messages
+        msg_prefix = message_key(p, "")
+        markers = [once_key(p, kind, key[len(msg_prefix):]) for key in messages
                    for kind in KINDS]
-        marked = set(await self._scan(f"{_glob(p)}once:*|{u}|*"))
+        marked = set(await self._scan(once_key(_glob(p), "*", f"*|{u}|*")))
         for start in range(0, len(markers), 500):
             chunk = markers[start:start + 500]
             marked.update(k for k, n in zip(chunk, await self._exist_each(chunk), strict=True)
@@ -148,7 +150,7 @@ class Eraser:
         return [int(n) for n in await pipe.execute()]
 
     async def _messages_of(self, user_id: str) -> list[str]:
-        keys = await self._scan(f"{_glob(self.prefix)}msg:*")
+        keys = await self._scan(message_key(_glob(self.prefix), "*"))
         out = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
