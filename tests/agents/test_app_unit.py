@@ -285,8 +285,8 @@ class FakeTopic:
 
 def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) -> None:
     worker = SceneWorker(settings(tmp_path, store="memory"))
-    topic = FakeTopic()
-    worker.triggers_topic = topic
+    topic, decisions = FakeTopic(), FakeTopic()
+    worker.triggers_topic, worker.decisions_topic = topic, decisions
     host = make_host({})
     host.on_event(ev("u1", 1000, "search", query="red shoes"), 0, 0)
     host.on_event(ev("u1", 2000, "view", product_id="p", tz="Europe/Paris"), 1, 0)
@@ -304,6 +304,11 @@ def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) 
     assert (profile.views, profile.searches, profile.last_query, profile.last_product,
             profile.tz, profile.last_ts) == (2, 1, "red shoes", "p", "Europe/Paris", 3000)
     assert profile.to_wire() == host.store.get("u1").profile.to_wire()  # type: ignore[union-attr]
+    # the decision log's record of the fire rides with it, keyed by the user
+    [(key, value)] = decisions.sent
+    decided = orjson.loads(value)
+    assert key == b"u1" and decided["trigger_id"] == fired[0].trigger_id
+    assert (decided["outcome"], decided["rule"]) == ("triggered", "repeat")
 
 
 def test_dead_letter_record_keeps_reason_and_original() -> None:
