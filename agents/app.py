@@ -210,7 +210,7 @@ class SceneWorker:
         host = self.hosts.pop(partition, None)
         if host is not None:
             host.revoked = True  # the agent may hold it across an await
-        self._forget_lag(partition)
+        self.metrics.forget_lag(partition)
 
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions.
@@ -468,29 +468,7 @@ class SceneWorker:
             self.metrics.ticks.inc()
 
     async def _refresh_gauges(self) -> None:
-        metrics = self.metrics
-        hosts = list(self.hosts.values())
-        metrics.users_in_state.set(sum(h.store.users for h in hosts))
-        metrics.state_bytes.set(sum(h.store.bytes for h in hosts))
-        consumer = self.app.consumer
-        events = self.settings.topics.events
-        for tp in consumer.assignment():
-            if tp.topic != events:
-                continue
-            host = self.hosts.get(tp.partition)
-            try:
-                highwater = consumer.highwater(tp)
-                position = (host.last_offset + 1 if host is not None and host.last_offset >= 0
-                            else await consumer.position(tp))
-            except Exception:  # a gauge must never break the worker
-                log.debug("no lag for %s", tp, exc_info=True)
-                continue
-            if highwater is not None and position is not None:
-                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - position))
-
-    def _forget_lag(self, partition: int) -> None:
-        with contextlib.suppress(KeyError):
-            self.metrics.consumer_lag.remove(str(partition))
+        await self.metrics.refresh(self.hosts, self.app.consumer, self.settings.topics.events)
 
     async def _poll_config(self) -> None:
         """Follow the config source; a refusal is counted by the reloader."""

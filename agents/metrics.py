@@ -6,10 +6,18 @@ their own :class:`WorkerMetrics` on a fresh :class:`CollectorRegistry`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from agents.engine_host import PartitionHost
+
+log = logging.getLogger("agents.metrics")
 
 # Latencies in a live pipeline: 1 ms .. 1 min.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -86,6 +94,31 @@ class WorkerMetrics:
                 "Config reloads rejected (the running config stayed)", registry=reg,
             ),
         )
+
+    async def refresh(self, hosts: Mapping[int, PartitionHost], consumer: Any,
+                      events_topic: str) -> None:
+        """The state gauges and each assigned events partition's lag (the
+        worker's gauge timer)."""
+        self.users_in_state.set(sum(h.store.users for h in hosts.values()))
+        self.state_bytes.set(sum(h.store.bytes for h in hosts.values()))
+        for tp in consumer.assignment():
+            if tp.topic != events_topic:
+                continue
+            host = hosts.get(tp.partition)
+            try:
+                highwater = consumer.highwater(tp)
+                position = (host.last_offset + 1 if host is not None and host.last_offset >= 0
+                            else await consumer.position(tp))
+            except Exception:  # a gauge must never break the worker
+                log.debug("no lag for %s", tp, exc_info=True)
+                continue
+            if highwater is not None and position is not None:
+                self.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    def forget_lag(self, partition: int) -> None:
+        """A partition that left this worker has no lag here."""
+        with contextlib.suppress(KeyError):
+            self.consumer_lag.remove(str(partition))
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """One sample's current value (0 when absent): for tests and summaries."""
