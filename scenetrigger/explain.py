@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.decisions import DecisionRecord, MemoryDecisionLog
+from channels.decisions import OUTCOME_REFUSED, DecisionRecord, MemoryDecisionLog
 from config.models import AppConfig
 from triggers.classify import Segmentation
 from triggers.durations import format_duration_ms
@@ -183,7 +183,10 @@ def assemble_timeline(user_id: str, events: Sequence[Event], triggers: Iterable[
             seen.add(wire)
             timeline.decisions.append(record)
     scenes = config.scene_list()
-    timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, now_ms)
+    # The worker's refusal records: the filter and what the profile had.
+    said = {(d.scene, d.ts): d.figures for d in timeline.decisions
+            if d.outcome == OUTCOME_REFUSED}
+    timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, now_ms, said)
                        for s in scenes]
     timeline.windows = windows_now(state, scenes, now_ms)
     selector = ContentSelector(config.content, MemoryCatalog(), config.delivery.default_timezone)
@@ -213,15 +216,26 @@ def explain_replay(records: Iterable[tuple[int, Event | EventRejected]], config:
                 else:  # releases happen at every trigger, as in replay --deliver
                     delivery.release(trig.ts)
 
+        said: dict[str, dict[tuple[str, int], str]] = {}  # the engine's refusals, per user
+
+        def hear() -> None:
+            for refusal in engine.take_refusals():
+                if refusal.user_id in timelines:
+                    said.setdefault(refusal.user_id, {})[(refusal.scene, refusal.ts)] = \
+                        refusal.text()
+
         for _number, item in records:
             if type(item) is EventRejected:
                 continue
             assert isinstance(item, Event)
             take(engine.handle(item))
+            if engine.has_refusals:
+                hear()
             timeline = timelines.get(item.user_id)
             if timeline is not None:
                 timeline.events.append(item)
         take(engine.advance(engine.clock))
+        hear()
         final = engine.clock if len(engine.store) else None
         delivery.finish(final)
         for user, timeline in timelines.items():
@@ -234,7 +248,7 @@ def explain_replay(records: Iterable[tuple[int, Event | EventRejected]], config:
         decided.setdefault(record.user_id, []).append(record)
     for user, timeline in timelines.items():
         timeline.decisions = decided.get(user, [])
-        timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, final)
-                           for s in engine.scenes]
+        timeline.scenes = [explain_scene(s, timeline.events, timeline.triggers, final,
+                                         said.get(user, {})) for s in engine.scenes]
         timeline.windows = windows_now(engine.store.get(user), engine.scenes, final)
     return timelines

@@ -13,7 +13,7 @@ dropped entries (``engine:``, docs/architecture.md).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -125,26 +125,32 @@ def fired_why(scene: Scene, trigger: Trigger, state: UserState | None = None) ->
     return f"{scene.kind} fired"
 
 
+# Per scene, per time: the engine's own words for a user-filter refusal
+# (triggers.events.Refusal.text(), or the worker's decision record of it).
+Said = Mapping[tuple[str, int], str]
+_NOTHING_SAID: Said = {}
+
+
 def explain_scene(scene: Scene, events: Sequence[Event], fired: Iterable[Trigger],
-                  clock_ms: int | None) -> SceneExplanation:
+                  clock_ms: int | None, said: Said = _NOTHING_SAID) -> SceneExplanation:
     """``events``: the user's taken events in input order; ``fired``: the
     engine's triggers of this scene for the user; ``clock_ms``: the final clock."""
     mine = [t for t in fired if t.scene == scene.name]
     if isinstance(scene, RepeatScene):
-        return _repeat(scene, events, mine)
+        return _repeat(scene, events, mine, said)
     if isinstance(scene, ArrivalScene):
-        return _arrival(scene, events, mine)
+        return _arrival(scene, events, mine, said)
     if isinstance(scene, AbsenceScene):
-        return _absence(scene, events, mine, clock_ms)
+        return _absence(scene, events, mine, clock_ms, said)
     if isinstance(scene, SequenceScene):
-        return _sequence(scene, events, mine)
+        return _sequence(scene, events, mine, said)
     plain = tuple(Fired(t, f"{scene.kind} fired") for t in mine)  # a kind explain cannot read
     return SceneExplanation(scene.name, scene.kind, plain, (), None if mine else
                             f"did not fire (no explanation for kind {scene.kind!r} yet)")
 
 
-def _sequence(scene: SequenceScene, events: Sequence[Event], fires: list[Trigger]
-              ) -> SceneExplanation:
+def _sequence(scene: SequenceScene, events: Sequence[Event], fires: list[Trigger],
+              said: Said) -> SceneExplanation:
     first, then = scene.first.compile(), scene.then.compile()
     unless = scene.unless.compile() if scene.unless else None
     within = format_duration_ms(scene.within_ms)
@@ -165,7 +171,7 @@ def _sequence(scene: SequenceScene, events: Sequence[Event], fires: list[Trigger
                 whys[(key, event.ts)] = f"{one} at {hm(starts[-1].ts)}, then {two} within {within}"
                 story = (f"a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
                          if blockers else f"{one} at {hm(starts[-1].ts)} then {two} at "
-                                          f"{hm(event.ts)}: {_not_fired_reason(scene)}")
+                                          f"{hm(event.ts)}: {_not_fired_reason(scene, said, event.ts)}")
         elif first(event.fields):
             story = f"a {one} at {hm(event.ts)}, no {two} within {within} after it"
     fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{one} then {two} within {within}"))
@@ -193,13 +199,17 @@ def _cooling(scene: RepeatScene | ArrivalScene, fires: list[Trigger], key: str |
     return hot[-1] if hot else None
 
 
-def _not_fired_reason(scene: RepeatScene | ArrivalScene | SequenceScene) -> str:
+def _not_fired_reason(scene: RepeatScene | ArrivalScene | SequenceScene | AbsenceScene,
+                      said: Said, ts: int) -> str:
+    engine = said.get((scene.name, ts))
+    if engine is not None:
+        return engine
     if scene.user is not None:
         return "the scene's user filter refused this user"
     return "the window's entries were pruned (engine limits)"
 
 
-def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
+def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger], said: Said
             ) -> SceneExplanation:
     when, unless = scene.when.compile(), scene.unless.compile() if scene.unless else None
     within = format_duration_ms(scene.within_ms)
@@ -234,7 +244,8 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
         if n >= scene.count and blocker is None:
             hot = _cooling(scene, fires, key, event.ts)
             why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
-                   f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
+                   f"{hm(hot.ts)}" if hot is not None else
+                   _not_fired_reason(scene, said, event.ts))
             if len(refused) < MAX_REFUSALS:
                 refused.append(Refusal(event.ts, key, f"{figures}; {why}"))
             else:
@@ -258,7 +269,7 @@ def _repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger]
                             {"refusals_not_listed": more} if more else {})
 
 
-def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
+def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger], said: Said
              ) -> SceneExplanation:
     when = scene.when.compile()
     fired_at = {(t.key, t.ts) for t in fires}
@@ -273,7 +284,8 @@ def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
             continue
         hot = _cooling(scene, fires, key, event.ts)
         why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
-               f"{hm(hot.ts)}" if hot is not None else _not_fired_reason(scene))
+               f"{hm(hot.ts)}" if hot is not None else
+               _not_fired_reason(scene, said, event.ts))
         if len(refused) < MAX_REFUSALS:
             refused.append(Refusal(event.ts, key, why))
     fired = tuple(Fired(t, fired_why(scene, t)) for t in fires)
@@ -285,7 +297,7 @@ def _arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger]
 
 
 def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
-             clock_ms: int | None) -> SceneExplanation:
+             clock_ms: int | None, said: Said) -> SceneExplanation:
     start, cancel = scene.start.compile(), scene.cancel.compile() if scene.cancel else None
     deadlines = {t.ts for t in fires}
     refused: list[Refusal] = []
@@ -305,8 +317,9 @@ def _absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Trigger],
                      f"pending until {hm(deadline)}" +
                      ("" if clock_ms is None else f" (clock {hm(clock_ms)})"))
         elif until_ts is None or deadline < until_ts:
-            why = ("the scene's user filter refused this user" if scene.user is not None
-                   else "the timer was consumed")
+            why = said.get((scene.name, deadline)) or (
+                "the scene's user filter refused this user" if scene.user is not None
+                else "the timer was consumed")
             refused.append(Refusal(deadline, None, why))
             story = f"timer of the {noun(scene.start, False)} at {hm(armed.ts)}: {why}"
             armed = None

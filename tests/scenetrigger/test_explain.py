@@ -168,3 +168,24 @@ def test_an_unknown_user_is_told_nothing_is_recorded() -> None:
 def _known(config: Any) -> dict[str, Timeline]:
     with REES46_SAMPLE.open("rb") as fh:
         return explain_replay(read_events(fh, "rees46"), config, {"513840435"})
+
+
+def test_a_user_filter_refusal_is_told_in_the_engines_words() -> None:
+    # The engine reports the refusal (the filter and what the profile had):
+    # explain prints that, not a reason guessed from the events.
+    from triggers.events import Event
+
+    config = load_config_text("""
+scenes:
+  picky: {kind: arrival, when: {type: cart}, user: {segment: {in: [champion]}}}
+  waits: {kind: absence, start: {type: cart}, after: 30m, user: {segment: {in: [champion]}}}
+""")
+    carts = [(1, Event("u", 1_569_888_000_000, "cart",
+                       {"user_id": "u", "ts": 1_569_888_000_000, "type": "cart"})),
+             (2, Event("u", 1_569_898_000_000, "view",
+                       {"user_id": "u", "ts": 1_569_898_000_000, "type": "view"}))]
+    timeline = explain_replay(carts, config, {"u"})["u"]
+    whys = {s.scene: [r.why for r in s.refused] for s in timeline.scenes}
+    said = "user filter segments {champion}; the profile had segment:new_or_lapsed"
+    assert whys == {"picky": [said], "waits": [said]}
+    assert f"2019-10-01 00:00:00  refused  picky: {said}" in timeline.render()

@@ -203,6 +203,11 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
                if d["outcome"] == "refused"]
     assert refused == [("picky", "refused", "user_filter: user filter segments {champion}; "
                                             "the profile had segment:new_or_lapsed")] * 2
+    scenes = got["scenes"]
+    assert isinstance(scenes, list)
+    # explain tells the refusals in the worker's words
+    assert [r["why"] for s in scenes if s["scene"] == "picky" for r in s["refused"]] == [
+        "user filter segments {champion}; the profile had segment:new_or_lapsed"] * 2
     events = got["events"]
     assert isinstance(events, list)
     assert [e["type"] for e in events] == ["cart", "cart", "delivered"]
