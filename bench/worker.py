@@ -382,10 +382,10 @@ def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
         "worker_one": lambda: worker_drain(tmp, bootstrap, prefix, n, 900),
         "worker_batched": lambda: worker_drain(tmp, bootstrap, batched_prefix, n, 900),
     }
-    for i in range(args.rounds):
+    kept = [r for r in RUNNERS if r not in skip]
+    for i in range(args.rounds if kept else 0):  # --skip of every runner: latency only
         # Rotate the order each round: a neighbour's burst hits different runners.
-        order = [r for r in RUNNERS if r not in skip]
-        order = order[i % len(order):] + order[:i % len(order)]
+        order = kept[i % len(kept):] + kept[:i % len(kept)]
         for runner in order:
             rate, cpu_s = runs[runner]()
             res.rates[runner].append(rate)
