@@ -166,7 +166,8 @@ class DeliveryPolicy:
     async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False) -> Decision:
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
-            return self._suppress(STALE, _age_figures(now_ms - req.trigger_ts, model.max_age))
+            return await self._suppress_unclaimed(
+                req, released, STALE, _age_figures(now_ms - req.trigger_ts, model.max_age))
         reach = None
         if self.audience is not None:
             reach = await self.audience.reach(req.user_id, req.scene, req.channels)
@@ -179,7 +180,8 @@ class DeliveryPolicy:
             buckets = None
         if buckets is None:
             # Checked before the dedupe claim: a bad time takes no claim.
-            return self._suppress(BAD_TIME, f"{now_ms} has no date in {zone.key}")
+            return await self._suppress_unclaimed(req, released, BAD_TIME,
+                                                  f"{now_ms} has no date in {zone.key}")
         if not released and not await self.claim_leased(req, now_ms):
             return self._suppress(DUPLICATE, f"id {req.trigger_id} already decided within "
                                              f"{format_duration_ms(model.dedupe_ttl)}")
@@ -202,6 +204,15 @@ class DeliveryPolicy:
         # defer: pending until due (the deferral replaced the lease); send: the
         # pipeline ends the lease once the message is sent or dead-lettered.
         return replace(decision, leased=decision.action == "send")
+
+    async def _suppress_unclaimed(self, req: DeliveryRequest, released: bool, reason: str,
+                                  figures: str) -> Decision:
+        """Suppressed before the claim. A released request was pending (a
+        deferral now due or an expired lease): it is finished too, or it would
+        be handed out again after every lease and end as lease_exhausted."""
+        if released:
+            await self.store.done(self._deferred_key, req.trigger_id)
+        return self._suppress(reason, figures)
 
     async def done(self, trigger_id: str) -> None:
         """A leased request is delivered, dead-lettered or suppressed: no longer pending."""

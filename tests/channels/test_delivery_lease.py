@@ -114,3 +114,20 @@ async def test_a_handoff_claimed_by_a_dead_process_is_handed_over_after_its_leas
     assert (message.message_id, message.channel, message.data["kind"]) == ("hm-1", "crm",
                                                                            "handoff")
     assert await h.pipeline.policy.deferred_count() == 0
+
+
+async def test_a_released_request_suppressed_as_stale_is_not_handed_out_again() -> None:
+    """A lease (or deferral) released past ``max_age`` is suppressed as stale
+    once and is then finished: it used to stay pending, came back after every
+    lease, was counted stale again each time and ended as ``lease_exhausted``."""
+    h = Harness()
+    h.pipeline.sender.dead_letter = buried = Buried()  # type: ignore[attr-defined]
+    await _crash_after_claim(h, "s1")
+    lease, max_age = h.config.delivery.lease, h.config.delivery.max_age
+    late = T0 + max_age + 1
+    (outcome,) = await h.delivery.release(late)
+    assert (outcome.status, outcome.reason) == ("suppressed", "stale")
+    assert await h.pipeline.policy.deferred_count() == 0
+    for n in range(1, h.config.delivery.lease_attempts + 2):
+        assert await h.delivery.release(late + n * (lease + 1)) == []
+    assert buried.records == [] and h.pipeline.policy.suppressed["stale"] == 1
