@@ -16,6 +16,7 @@ import pytest
 
 from tests.agents.worker_support import (
     RECORD_FORMS,
+    all_committed,
     produce_file,
     read_topic,
     replay_keys,
@@ -77,6 +78,10 @@ def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path
                  lambda: worker.metric("scenetrigger_events_total", result="accepted")
                  >= EVENTS_IN_SAMPLE, 150, [worker])
         assert worker.metric("scenetrigger_events_total", result="rejected") == 0
+        # Taken is not yet sent: a settle's triggers go out (and are acked)
+        # before its offsets are committed, so the commit says all are out.
+        wait_for("all offsets committed", lambda: all_committed(
+            kafka_bootstrap, prefix, f"{prefix}.events"), 60, [worker])
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
     finally:
         worker.stop()
