@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from agents.batching import encode_batch
-from tests.agents.worker_support import read_topic, send_raw, start_worker, unique, wait_for
+from tests.agents.worker_support import (
+    all_committed,
+    read_topic,
+    send_raw,
+    start_worker,
+    unique,
+    wait_for,
+)
 
 CONFIG = """
 scenes:
@@ -61,6 +68,9 @@ def test_malformed_messages_go_to_dead_letters(kafka_bootstrap: str, tmp_path: P
                  and worker.metric("scenetrigger_events_total",
                                    result="rejected") == len(BAD) + 1,
                  60, [worker])
+        # counted is not yet sent: the commit follows a settle's sends
+        wait_for("all offsets committed", lambda: all_committed(
+            kafka_bootstrap, prefix, f"{prefix}.events"), 60, [worker])
         dead = read_topic(kafka_bootstrap, f"{prefix}.dead-letters")
         triggers = read_topic(kafka_bootstrap, f"{prefix}.triggers")
         per_reason = {reason: worker.metric("scenetrigger_events_total", result="rejected",
