@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import time
 
 import redis.asyncio as aioredis
+from deliver import free_port, wait_port  # bench/ is the script's directory
 
 from channels.consent import Audience, ConsentRecord, RedisConsentStore
 from channels.directory import RedisDirectory, contact_from
@@ -32,24 +32,6 @@ from config.delivery_models import CapModel, DeliveryModel, QuietHoursModel
 MODES = ("policy", "policy+audience")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{what} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
 USERS = 1_000
 NOON = 1_780_056_000_000
 
