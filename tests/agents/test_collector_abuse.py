@@ -181,8 +181,15 @@ async def test_too_many_concurrent_requests_are_told_to_come_back() -> None:
         _reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
         writer.write(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")
         await writer.drain()
-        await asyncio.sleep(0.2)
-        resp = await client.post("/events", data=orjson.dumps([EVENT]))
+        # Wait for the slow request to hold the one slot (a condition, not a fixed sleep):
+        # until it does, a post is served normally.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            resp = await client.post("/events", data=orjson.dumps([EVENT]))
+            if resp.status != 200 or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.01)
         assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         writer.close()
     finally:
