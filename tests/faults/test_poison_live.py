@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ async def test_poison_events_through_worker_and_deliver(kafka_bootstrap: str, re
             raw = orjson.dumps({k: v for k, v in event.items() if k != field})[:-1]
             values.append((user, raw + b',"' + field.encode() + b'":' + value + b"}"))
     values.sort(key=lambda kv: kv[0] in goods)  # the poison first: it must not block
+    page_users = {f"p{FIELDS.index('page')}-{p}" for p in range(len(POISON))}
     procs: list[WorkerProcess] = []
     try:
         async with serve_app(app) as base:
@@ -87,7 +89,17 @@ async def test_poison_events_through_worker_and_deliver(kafka_bootstrap: str, re
                 for proc in procs:
                     assert proc.alive(), proc.log_tail()
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(2)  # let the poison ones that fire settle too
+            # Every poisoned event ends somewhere: wait until each is rejected or, if it
+            # fired, decided by deliver (or the deadline; the accounting below then fails).
+            while time.monotonic() < deadline:
+                for proc in procs:
+                    assert proc.alive(), proc.log_tail()
+                fates = await _fates(kafka_bootstrap, run)
+                undecided = fates.fired - fates.decided.keys()
+                if set(poisoned) - set(fates.rejected) - fates.fired <= page_users \
+                        and not undecided:
+                    break
+                await asyncio.sleep(0.5)
             for proc in procs:
                 assert proc.alive(), proc.log_tail()
     finally:
@@ -95,9 +107,44 @@ async def test_poison_events_through_worker_and_deliver(kafka_bootstrap: str, re
             if proc.alive():
                 await asyncio.to_thread(proc.stop)
     assert set(goods) <= got, sorted(set(goods) - got)
-    dead = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap,
-                                                            f"{run}.dead-letters")]
-    assert all(d["reason"] for d in dead)
+    fates = await _fates(kafka_bootstrap, run)
+    assert all(reason for reason in fates.rejected.values()), fates.rejected
+    rejected, fired = set(fates.rejected), fates.fired & set(poisoned)
+    quiet = set(poisoned) - rejected - fired  # taken, fired nothing
+    assert not rejected & fired, sorted(rejected & fired)
+    assert quiet <= page_users, sorted(quiet - page_users)  # only a bad page misses /promo
+    for user in fired:
+        outcome, rule = fates.decided[user]
+        assert outcome in {"delivered", "suppressed", "failed"}, (user, outcome, rule)
+        assert (outcome == "delivered") == (user in got), (user, outcome)
+        assert outcome != "suppressed" or rule, (user, outcome)
+    delivered = {u for u in fired if fates.decided[u][0] == "delivered"}
+    suppressed = {u for u in fired if fates.decided[u][0] == "suppressed"}
+    failed = {u for u in fired if fates.decided[u][0] == "failed"}
+    assert len(rejected) + len(quiet) + len(delivered) + len(suppressed) + len(failed) \
+        == len(poisoned)
+    assert got - set(goods) == delivered
     print(f"poison live: {len(values)} events ({len(poisoned)} poisoned), all {len(goods)} "
-          f"good users delivered, {len(got) - len(goods)} poisoned users delivered too, "
-          f"{len(dead)} rejected by the worker with a reason")
+          f"good users delivered; poisoned: {len(rejected)} rejected by the worker with a "
+          f"reason, {len(quiet)} taken without firing, {len(delivered)} delivered, "
+          f"{len(suppressed)} suppressed, {len(failed)} failed (dead-lettered)")
+
+
+@dataclass
+class _Fates:
+    rejected: dict[str, str]  # user -> the worker's reason
+    fired: set[str]  # users with a trigger
+    decided: dict[str, tuple[str, str | None]]  # user -> deliver's (outcome, rule)
+
+
+async def _fates(bootstrap: str, run: str) -> _Fates:
+    rejected = {r.key.decode(): orjson.loads(r.value)["reason"]
+                for r in await read_topic(bootstrap, f"{run}.dead-letters", timeout_s=10)}
+    fired = {orjson.loads(r.value)["user_id"]
+             for r in await read_topic(bootstrap, f"{run}.triggers", timeout_s=10)}
+    decided: dict[str, tuple[str, str | None]] = {}
+    for record in await read_topic(bootstrap, f"{run}.decisions", timeout_s=10):
+        decision = orjson.loads(record.value)
+        if decision["outcome"] not in {"triggered", "refused"}:  # the worker's own records
+            decided[decision["user_id"]] = (decision["outcome"], decision.get("rule"))
+    return _Fates(rejected, fired, decided)
