@@ -43,7 +43,8 @@ delivery:
   audience: {transactional_scenes: [order_paid]}
   quiet_hours: {start: "22:00", end: "08:00"}
 channels:
-  mail: {type: email, host: smtp.example, sender: "Shop <news@shop.example>"}
+  mail: {type: email, host: smtp.example, sender: "Shop <news@shop.example>",
+         postal_address: "Shop Ltd, 1 Main St, Springfield"}
   sms: {type: sms, url: "https://sms.example/send"}
   app: {type: push, url: "https://push.example/send"}
 content:
