@@ -53,12 +53,12 @@ class _MailPolicy(EmailPolicy):
     def fold(self, name: str, value: str) -> str:
         if name.lower() in _VERBATIM:
             return f"{name}: {value}{self.linesep}"
-        return super().fold(name, value)
+        return str(super().fold(name, value))
 
     def fold_binary(self, name: str, value: str) -> bytes:
         if name.lower() in _VERBATIM:
             return f"{name}: {value}{self.linesep}".encode("ascii")
-        return super().fold_binary(name, value)
+        return bytes(super().fold_binary(name, value))
 
 
 MAIL_POLICY = _MailPolicy()  # email.policy.default is EmailPolicy()
