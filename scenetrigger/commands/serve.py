@@ -54,7 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from agents.engine_host import ERASE
 from channels.consent import RedisConsentStore
 from channels.consent_http import ConsentRoutes
-from channels.decisions import feedback_record
+from channels.decisions import erasure_record, feedback_record
 from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
@@ -289,8 +289,13 @@ async def _main(args: argparse.Namespace) -> int:
                 await producer.send_and_wait(events_topic, orjson.dumps(record),
                                              key=str(record["user_id"]).encode())
 
+            decisions_topic = topic_name(args.topic_prefix, "decisions")
+
             async def forget_in_worker(user_id: str, now_ms: int) -> None:
                 await publish({"user_id": user_id, "ts": now_ms, "type": ERASE})
+                await producer.send_and_wait(  # the decision log's record of it
+                    decisions_topic, erasure_record(user_id, now_ms, "serve").encode(),
+                    key=user_id.encode())
 
             forget: Any = forget_in_worker
             to_events: Any = publish
