@@ -213,7 +213,11 @@ def build_app(parts: ServeParts) -> web.Application:
     consent = RedisConsentStore(parts.redis, prefix)
     consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
                                    sink, env.get(tracking.callback_token_env) or None,
-                                   env.get(WECHAT_TOKEN_ENV) or None)
+                                   env.get(WECHAT_TOKEN_ENV) or None,
+                                   preferences=config.delivery.preferences,
+                                   channel_types=[t for t in config.channel_types().values()
+                                                  if t != "log"] or ["email"],
+                                   defaults=config.delivery.audience.consent)
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record,
