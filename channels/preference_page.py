@@ -34,7 +34,7 @@ main{{max-width:560px;margin:0 auto;padding:16px 20px}}
 table{{width:100%;border-collapse:collapse;background:#fff;margin:12px 0}}
 th,td{{text-align:left;padding:8px;border-bottom:1px solid #d0d7de;font-size:.95rem}}
 .on{{color:#1a7f37}}.off{{color:#cf222e}}.not_asked{{color:#57606a}}
-button{{display:block;width:100%;margin:8px 0;padding:12px;font-size:1rem;border-radius:6px;
+button{{display:block;width:100%;margin:8px 0;padding:12px;font:inherit;border-radius:6px;
 border:1px solid {color};background:#fff;color:{color};cursor:pointer}}
 button.primary{{background:{color};color:#fff}}
 #done{{background:#dafbe1;border:1px solid #1a7f37;padding:10px;border-radius:6px}}
@@ -48,13 +48,13 @@ def mask_address(channel_type: str, address: str | None) -> str:
         return ""
     if channel_type == "email" and "@" in address:
         local, _, domain = address.rpartition("@")
-        return f"{local[:1]}{'*' * max(3, len(local) - 1)}@{domain}"
+        return f"{local[:1]}***@{domain}"  # not even the length
     if channel_type == "sms":
         digits = address.replace(" ", "")
         head = "+" if digits.startswith("+") else ""
         body = digits.lstrip("+")
         keep = body[-4:]
-        return head + body[:2] + "*" * max(3, len(body) - 6) + keep
+        return head + body[:2] + "***" + keep
     return address[:2] + "***"
 
 
