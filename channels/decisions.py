@@ -221,6 +221,28 @@ def read_decisions(lines: Iterable[bytes]) -> Iterator[DecisionRecord]:
             yield DecisionRecord.decode(line)
 
 
+def tally(records: Iterable[DecisionRecord]) -> dict[str, Any]:
+    """What ``report --decisions`` prints: records per scene (``consent``,
+    ``journey:NAME``) and outcome (a rule after a colon: ``suppressed:cap_day``),
+    each consent change by channel type and source, and the versions read."""
+    scenes: dict[str, dict[str, int]] = {}
+    consent: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    total = 0
+    for record in records:
+        total += 1
+        outcome = record.outcome + (f":{record.rule}" if record.rule else "")
+        per = scenes.setdefault(record.scene or "-", {})
+        per[outcome] = per.get(outcome, 0) + 1
+        if record.scene == CONSENT and record.outcome != ERASED:
+            what = f"{record.outcome} {record.channel or '-'} via {record.source or '-'}"
+            consent[what] = consent.get(what, 0) + 1
+        versions[str(record.v)] = versions.get(str(record.v), 0) + 1
+    return {"records": total, "versions": dict(sorted(versions.items())),
+            "scenes": {s: dict(sorted(c.items())) for s, c in sorted(scenes.items())},
+            "consent": dict(sorted(consent.items()))}
+
+
 def read_decision_file(path: str | Path) -> list[DecisionRecord]:
     """Both generations of a :class:`FileDecisionLog`, oldest first."""
     path = Path(path)
