@@ -231,7 +231,7 @@ async def _run(bootstrap: str, redis_url: str, tmp_path: Path) -> None:
                     recent[:] = _get(f"{base}/api/decisions", ADMIN)
                 except OSError:
                     return False
-                return sum(d["outcome"] == "unsubscribed" for d in recent) >= 3
+                return sum(1 for d in recent if d["outcome"] == "unsubscribed") >= 3
 
             await _until("the console to read the decisions", console_read, 90, procs)
             looked_up = {u: _get(f"{base}/api/users/{u}", ADMIN) for u in (ann, cat, bob)}
