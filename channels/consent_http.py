@@ -1,11 +1,14 @@
 """Consent over HTTP: the unsubscribe page, RFC 8058 one-click, inbound SMS
 replies and WeChat follow/unfollow events.
 
-* ``GET /unsubscribe/{channel}?u=USER&s=SIG``: a page with one button (a GET
-  never unsubscribes: mail scanners follow links);
-  ``POST`` to the same URL unsubscribes: the page's form, or a mail client's
-  one-click POST (body ``List-Unsubscribe=One-Click``, RFC 8058), which gets
-  a short plain-text answer. ``SIG`` is :func:`channels.consent.unsubscribe_signature`.
+* ``GET /unsubscribe/{channel}?u=USER&s=SIG``: the preference centre
+  (:mod:`channels.preference_page`: the masked address, each channel and
+  purpose with its state; a GET never changes anything: mail scanners follow
+  links). ``POST`` to the same URL changes consent: a mail client's one-click
+  POST (body ``List-Unsubscribe=One-Click``, RFC 8058, a short plain-text
+  answer), or the page's form with ``action`` = ``unsubscribe`` (also the
+  default), ``resubscribe`` (the link's channel only) or ``all`` (marketing
+  on every channel type). ``SIG`` is :func:`channels.consent.unsubscribe_signature`.
 * ``POST /inbound/sms/{provider}``: an inbound SMS (JSON or form; ``from`` /
   ``mobile`` / ``phone`` and ``text`` / ``content``), with the callback token
   (``Authorization: Bearer``, as for delivery reports). A reply of ``TD``,
@@ -25,10 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs
 
 import orjson
@@ -37,7 +39,11 @@ from aiohttp import web
 from channels.consent import ConsentRecord, ConsentStore, unsubscribe_signature
 from channels.directory import Directory, address_hash
 from channels.feedback import FeedbackEvent, FeedbackSink
+from channels.preference_page import ACTIONS, ALL, RESUBSCRIBE, mask_address, pick_language
+from channels.preference_page import render as render_page
+from channels.preference_page import states as consent_states
 from config.clock import wall_ms
+from config.preference_models import PreferencesModel
 from config.tokens import callback_token, token_matches
 
 log = logging.getLogger("scenetrigger.consent")
@@ -84,8 +90,14 @@ class StreamedConsent:
 class ConsentRoutes:
     def __init__(self, directory: Directory, consent: ConsentStore, secret: bytes,
                  sink: FeedbackSink, callback_token: str | None,
-                 wechat_token: str | None = None, clock: Callable[[], int] = wall_ms) -> None:
+                 wechat_token: str | None = None, clock: Callable[[], int] = wall_ms,
+                 preferences: PreferencesModel | None = None,
+                 channel_types: Sequence[str] = ("email",),
+                 defaults: Mapping[str, str] | None = None) -> None:
         self.directory = directory
+        self.preferences = preferences or PreferencesModel()
+        self.channel_types = tuple(dict.fromkeys(channel_types))  # the page's rows, in order
+        self.defaults = dict(defaults or {})
         self.consent = consent
         self._secret = secret
         self._sink = sink
@@ -124,22 +136,43 @@ class ConsentRoutes:
         return user_id, channel
 
     async def page(self, request: web.Request) -> web.Response:
-        self._signed(request)
-        action = html.escape(request.path_qs, quote=True)
-        return _html("Unsubscribe",
-                     "<p>Stop marketing messages on this channel?</p>"
-                     f'<form method="post" action="{action}">'
-                     '<button type="submit" id="unsubscribe">Unsubscribe</button></form>')
+        user_id, channel = self._signed(request)
+        return await self._preferences(request, user_id, channel, None)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         user_id, channel = self._signed(request)
-        body = (await request.read())[:_MAX_BODY].decode(errors="replace")
-        one_click = parse_qs(body).get("List-Unsubscribe") == ["One-Click"]
-        await self.withdraw(user_id, channel, "one_click" if one_click else "unsubscribe_link")
-        if one_click:
+        form = parse_qs((await request.read())[:_MAX_BODY].decode(errors="replace"))
+        if form.get("List-Unsubscribe") == ["One-Click"]:
+            await self.withdraw(user_id, channel, "one_click")
             return web.Response(text="unsubscribed\n")
-        return _html("Unsubscribed", '<p id="done">You are unsubscribed. '
-                                     "You will get no more marketing messages here.</p>")
+        action = form.get("action", ["unsubscribe"])[0]
+        if action not in ACTIONS:
+            raise web.HTTPBadRequest(text=f"action must be one of {', '.join(ACTIONS)}\n")
+        if action == RESUBSCRIBE:  # only the channel whose link this is
+            await self.record(user_id, channel, "marketing", True, "preference_centre")
+        elif action == ALL:
+            for kind in dict.fromkeys((channel, *self.channel_types)):
+                await self.withdraw(user_id, kind, "preference_centre")
+        else:
+            await self.withdraw(user_id, channel, "unsubscribe_link")
+        return await self._preferences(request, user_id, channel, action)
+
+    async def _preferences(self, request: web.Request, user_id: str, channel: str,
+                           done: str | None) -> web.Response:
+        contact = await self.directory.get(user_id)
+        held = {k: r.granted for k, r in (await self.consent.all(user_id)).items()}
+        model = self.preferences
+        lang = pick_language(model, request.query.get("lang"),
+                             contact.locale if contact else None,
+                             request.headers.get("Accept-Language", ""))
+        address = mask_address(channel, contact.address(channel) if contact else None)
+        rows = consent_states(tuple(dict.fromkeys((channel, *self.channel_types))), held,
+                              self.defaults)
+        page = render_page(model, lang, channel, address, rows, request.path_qs, done)
+        return web.Response(text=page.body, content_type="text/html",
+                            headers={"Cache-Control": "no-store",
+                                     "Content-Security-Policy": page.csp,
+                                     "Content-Language": lang})
 
     def _check_token(self, request: web.Request) -> None:
         if not token_matches(callback_token(request.headers), self._token):
@@ -200,11 +233,3 @@ def _xml_field(body: str, name: str) -> str:
         return ""
     return (match.group(1) if match.group(1) is not None else match.group(2)).strip()
 
-
-def _html(title: str, inner: str) -> web.Response:
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title></head><body>{inner}</body></html>")
-    return web.Response(text=page, content_type="text/html",
-                        headers={"Cache-Control": "no-store",
-                                 "Content-Security-Policy": "default-src 'none'; "
-                                 "form-action 'self'"})

@@ -8,6 +8,15 @@ for every :class:`channels.pipeline.Outcome` it returns. Where the records
 go is a :class:`DecisionLog`: memory (bounded), a JSONL file (bounded by
 size, one rotated generation kept) or a Kafka topic (bounded by the topic's
 retention; ``agents``' side builds that one).
+
+Every process writes this one model and every reader (``explain``, the
+console, ``report``) reads every kind: sends, suppressions, journey steps,
+feedback, consent changes, erasures, the worker's fires and refusals. Its
+wire form carries ``v`` (:data:`VERSION`). Version rules: a new field is
+optional with a default; a reader ignores fields it does not know (a newer
+writer's records still read); a field's meaning never changes (a new one is
+added instead). Version 1 (no ``v``) had serve's consent records without
+``trigger_id`` and ``scene``: they read with those empty.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import orjson
 from channels.feedback import FeedbackEvent
 from triggers.events import Refusal, Trigger
 
+VERSION = 2
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -49,6 +59,9 @@ class DecisionRecord:
     variant: str | None = None
     message_id: str | None = None
     due_ms: int | None = None
+    source: str | None = None  # a consent change's: unsubscribe_link, one_click, sms_reply, ...
+    purpose: str | None = None  # a consent change's: marketing, transactional
+    v: int = VERSION
 
     def text(self) -> str:
         """``cap_day: 3 of 3 sent today`` (or the outcome when no rule decided)."""
@@ -70,20 +83,52 @@ class DecisionRecord:
 
     @classmethod
     def decode(cls, data: bytes | str) -> DecisionRecord:
+        """Any version's record (see the module's rules); ValueError when it is none."""
         raw = orjson.loads(data)
         if not isinstance(raw, dict):
             raise ValueError("a decision record is a JSON object")
         known = {k: raw[k] for k in cls.__slots__ if k in raw}
+        known.setdefault("v", 1)
+        known.setdefault("trigger_id", "")
+        known.setdefault("scene", "")
+        for name, kind in _TYPES.items():
+            if not isinstance(known.get(name), kind) or isinstance(known.get(name), bool):
+                raise ValueError(f"a decision record's {name!r} must be "
+                                 f"{'an integer' if kind is int else 'a string'}")
         return cls(**known)
+
+
+_TYPES: dict[str, type] = {"ts": int, "user_id": str, "trigger_id": str, "scene": str,
+                           "outcome": str, "v": int}
+CONSENT = "consent"  # the scene of a consent change's record (it belongs to no message)
+ERASED = "erased"  # the outcome of an erasure's record
+# How a consent change came, as explain says it (the stored source: docs/audiences.md).
+HOW = {"unsubscribe_link": "the link's page", "one_click": "a one-click POST (RFC 8058)",
+       "sms_reply": "an SMS reply (STOP/TD)", "wechat_event": "a WeChat unfollow",
+       "preference_centre": "the preference centre"}
 
 
 def feedback_record(event: FeedbackEvent) -> DecisionRecord:
     """An open, click, provider receipt or unsubscribe as a record, under the
-    message's id (the delivered record carries the same ``message_id``)."""
+    message's id (the delivered record carries the same ``message_id``). A
+    consent change (no message) is scene :data:`CONSENT` under its own id,
+    with its channel type, purpose and source."""
+    if not event.message_id:
+        channel = event.channel or "all"
+        return DecisionRecord(event.ts, event.user_id, f"consent:{channel}:{event.ts}", CONSENT,
+                              event.kind, None, HOW.get(event.source, event.source),
+                              event.channel or None, source=event.source,
+                              purpose=event.detail or None)
     scene = event.scene or (f"journey:{event.strategy}" if event.strategy else "")
     figures = f"message {event.message_id}" + (f": {event.detail}" if event.detail else "")
     return DecisionRecord(event.ts, event.user_id, event.message_id, scene, event.kind, None,
                           figures, event.channel or None, message_id=event.message_id)
+
+
+def erasure_record(user_id: str, ts: int, source: str) -> DecisionRecord:
+    """The user's erasure (its time; readers drop the user's records before it)."""
+    return DecisionRecord(ts, user_id, f"erase:{ts}", CONSENT, ERASED, None,
+                          "the user's data was erased", source=source)
 
 
 OUTCOME_TRIGGERED = "triggered"  # the worker: a scene fired (rule: the scene's kind)
@@ -174,6 +219,28 @@ def read_decisions(lines: Iterable[bytes]) -> Iterator[DecisionRecord]:
     for line in lines:
         if line.strip():
             yield DecisionRecord.decode(line)
+
+
+def tally(records: Iterable[DecisionRecord]) -> dict[str, Any]:
+    """What ``report --decisions`` prints: records per scene (``consent``,
+    ``journey:NAME``) and outcome (a rule after a colon: ``suppressed:cap_day``),
+    each consent change by channel type and source, and the versions read."""
+    scenes: dict[str, dict[str, int]] = {}
+    consent: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    total = 0
+    for record in records:
+        total += 1
+        outcome = record.outcome + (f":{record.rule}" if record.rule else "")
+        per = scenes.setdefault(record.scene or "-", {})
+        per[outcome] = per.get(outcome, 0) + 1
+        if record.scene == CONSENT and record.outcome != ERASED:
+            what = f"{record.outcome} {record.channel or '-'} via {record.source or '-'}"
+            consent[what] = consent.get(what, 0) + 1
+        versions[str(record.v)] = versions.get(str(record.v), 0) + 1
+    return {"records": total, "versions": dict(sorted(versions.items())),
+            "scenes": {s: dict(sorted(c.items())) for s, c in sorted(scenes.items())},
+            "consent": dict(sorted(consent.items()))}
 
 
 def read_decision_file(path: str | Path) -> list[DecisionRecord]:

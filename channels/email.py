@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import random
 import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate, make_msgid
 
 from channels.base import DeliveryResult, Message
@@ -39,8 +41,44 @@ class _Permanent(ChannelError):
     """A message that can never be sent as built (bad address, header)."""
 
 
-def build_email(message: Message, sender: str, recipient: str) -> EmailMessage:
-    mail = EmailMessage()
+MAX_LINE = 998  # RFC 5322 2.1.1: a line's hard limit, CRLF not counted
+# Mail clients read these as they are: an RFC 2047 encoded word (what the
+# library makes of a line over 78 characters) hides the link from them.
+_VERBATIM = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+
+
+class _MailPolicy(EmailPolicy):
+    """The library's default, but the list headers stay on one plain line."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in _VERBATIM:
+            return f"{name}: {value}{self.linesep}"
+        return str(super().fold(name, value))
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in _VERBATIM:
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return bytes(super().fold_binary(name, value))
+
+
+MAIL_POLICY = _MailPolicy()  # email.policy.default is EmailPolicy()
+
+
+def list_unsubscribe(url: str) -> str:
+    """The ``List-Unsubscribe`` value, checked to fit one unencoded line."""
+    value = f"<{url}>"
+    if not url.isascii() or any(c in url for c in "\r\n <>") or \
+            len("List-Unsubscribe: ") + len(value) > MAX_LINE:
+        raise _Permanent(f"unsubscribe link is not one ASCII line of at most {MAX_LINE} "
+                         "characters")
+    return value
+
+
+def build_email(message: Message, sender: str, recipient: str,
+                postal_address: str | None = None) -> EmailMessage:
+    """``postal_address``: the sender's, at the end of a marketing email
+    (one with an unsubscribe link), as CAN-SPAM and most laws ask."""
+    mail = EmailMessage(policy=MAIL_POLICY)
     try:
         mail["From"] = sender
         mail["To"] = recipient
@@ -51,13 +89,19 @@ def build_email(message: Message, sender: str, recipient: str) -> EmailMessage:
     mail["Message-ID"] = make_msgid(domain=_domain(sender))
     mail["X-Scenetrigger-Message-Id"] = message.message_id
     unsubscribe = message.data.get("unsubscribe_url")
+    text, body = message.text, message.html
     if isinstance(unsubscribe, str) and unsubscribe.startswith(("https://", "http://")):
         # RFC 2369 + RFC 8058: mail clients offer a one-click unsubscribe (a POST).
-        mail["List-Unsubscribe"] = f"<{unsubscribe}>"
+        mail["List-Unsubscribe"] = list_unsubscribe(unsubscribe)
         mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    mail.set_content(message.text)
-    if message.html is not None:
-        mail.add_alternative(message.html, subtype="html")
+        if postal_address:
+            text += f"\n\n{postal_address}"
+            if body is not None:
+                body += ('<p class="postal-address">'
+                         f'{html.escape(postal_address).replace(chr(10), "<br>")}</p>')
+    mail.set_content(text)
+    if body is not None:
+        mail.add_alternative(body, subtype="html")
     return mail
 
 
@@ -125,6 +169,7 @@ class EmailChannel:
     to_field: str = "email"
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     max_connections: int = 4
+    postal_address: str | None = None  # the sender's, in every marketing email
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)  # once: seeding is slow
     _gate: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
@@ -134,7 +179,7 @@ class EmailChannel:
     async def send(self, message: Message) -> DeliveryResult:
         try:
             recipient = _check_recipient(message.data.get(self.to_field))
-            mail = build_email(message, self.sender, recipient)
+            mail = build_email(message, self.sender, recipient, self.postal_address)
         except _Permanent as exc:
             return DeliveryResult(False, self.name, message.message_id, 1, str(exc), False)
         if self._gate is None:

@@ -162,7 +162,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
             timeout_ms=model.timeout, ca_file=model.ca_file,
         )
         return EmailChannel(name, settings, model.sender, model.to_field, RetryPolicy.of(model.retry),
-                            model.max_connections)
+                            model.max_connections, postal_address=model.postal_address)
     if isinstance(model, ProviderModel):
         for field_name, names in (("headers_env", model.headers_env),
                                   ("query_env", model.query_env)):

@@ -98,6 +98,9 @@ class EmailModel(StrictModel):
     timeout: Duration = Field(default=10_000, gt=0)
     retry: RetryModel = Field(default_factory=RetryModel)
     max_connections: int = Field(default=4, ge=1, le=64, strict=True)
+    # The sender's postal address, at the end of every marketing email (CAN-SPAM
+    # and others require one): no email channel without it.
+    postal_address: str = Field(min_length=5, max_length=300)
 
     @field_validator("sender")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from config.base import Duration, StrictModel
+from config.preference_models import PreferencesModel
 from triggers.zones import zone_or_none
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -102,6 +103,7 @@ class DeliveryModel(StrictModel):
     tracking: TrackingModel = Field(default_factory=TrackingModel)
     redis_prefix: str = Field(default="st:", max_length=64)
     audience: AudienceModel = Field(default_factory=AudienceModel)
+    preferences: PreferencesModel = Field(default_factory=PreferencesModel)
 
     @field_validator("default_timezone")
     @classmethod

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.decisions import OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
+from channels.decisions import ERASED, OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
 from config.models import AppConfig
 from triggers.events import Event, Trigger
 from triggers.state import UserState
@@ -86,7 +86,7 @@ class ConsoleState:
             self.lines.popitem(last=False)
 
     def write(self, record: DecisionRecord) -> None:
-        if self._was_erased(record.user_id, record.ts):
+        if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
             return
         self.recent.append(record)
         self.decisions.write(record)

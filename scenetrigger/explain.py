@@ -15,7 +15,15 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.decisions import OUTCOME_REFUSED, DecisionRecord, MemoryDecisionLog
+from channels.consent import UNSUBSCRIBED
+from channels.decisions import (
+    CONSENT,
+    ERASED,
+    HOW,
+    OUTCOME_REFUSED,
+    DecisionRecord,
+    MemoryDecisionLog,
+)
 from config.models import AppConfig
 from triggers.classify import Segmentation
 from triggers.durations import format_duration_ms
@@ -47,6 +55,27 @@ class Timeline:
     def decisions_for(self, trigger_id: str) -> list[DecisionRecord]:
         return [d for d in self.decisions if d.trigger_id == trigger_id]
 
+    def consent_changes(self) -> list[dict[str, Any]]:
+        """Each consent change (unsubscribed, subscribed) and erasure, with how
+        it came and how many later messages were refused because of it."""
+        changes = sorted((d for d in self.decisions if d.scene == CONSENT),
+                         key=lambda d: d.ts)
+        out = []
+        for change in changes:
+            item: dict[str, Any] = {"ts": change.ts, "outcome": change.outcome,
+                                    "channel": change.channel, "purpose": change.purpose,
+                                    "source": change.source,
+                                    "how": HOW.get(change.source or "", change.source)}
+            if change.outcome == UNSUBSCRIBED:
+                until = next((c.ts for c in changes if c.ts > change.ts
+                              and c.outcome != UNSUBSCRIBED and c.channel == change.channel),
+                             None)
+                item["refused_after"] = sum(
+                    1 for d in self.decisions if d.rule == UNSUBSCRIBED and d.ts >= change.ts
+                    and (until is None or d.ts < until))
+            out.append(item)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         why = {f.trigger.trigger_id: f.why for s in self.scenes for f in s.fired}
         seg = self.segmentation
@@ -68,6 +97,7 @@ class Timeline:
                                               "tags": list(seg.tags)},
             "strategy_tags": self.strategy_tags,
             "score": self.score,
+            "consent": self.consent_changes(),
             **({} if self.erased_ms is None else {"erased_at": self.erased_ms}),
         }
 
@@ -85,6 +115,9 @@ class Timeline:
             key = "" if t.key is None else f" ({t.key})"
             rows.append((t.ts, 2, f"trigger  {t.scene}{key}: {why.get(t.trigger_id, '')}"))
         for d in self.decisions:
+            if d.scene == CONSENT:
+                rows.append((d.ts, 3, f"consent  {_consent_text(d)}"))
+                continue
             via = "" if d.channel is None else f" via {d.channel}"
             variant = "" if d.variant is None else f", variant {d.variant}"
             said = d.figures if d.rule is None else d.text()
@@ -97,6 +130,13 @@ class Timeline:
         if self.erased_ms is not None:
             out.append(f"  erased at {clock(self.erased_ms)}: the records before it are not "
                        "shown (Kafka keeps them until the topics' retention ends)")
+        for change in self.consent_changes():
+            if change["outcome"] == UNSUBSCRIBED:
+                out.append(f"  unsubscribed from {change['channel'] or 'every channel'} "
+                           f"({change['purpose'] or 'marketing'}) at {clock(change['ts'])} "
+                           f"through {change['how'] or 'an unknown source'}; "
+                           f"{change['refused_after']} later message(s) refused for it "
+                           f"({UNSUBSCRIBED})")
         if hidden:
             out.append(f"  ({hidden:,} earlier events not shown; --json has them all)")
         if not self.events and not self.triggers and not self.decisions and (
@@ -125,6 +165,14 @@ class Timeline:
         if self.score is not None:
             out.append(f"lead score: {self.score:.1f}")
         return "\n".join(out)
+
+
+def _consent_text(record: DecisionRecord) -> str:
+    if record.outcome == ERASED:
+        return "erased: the user's data was erased"
+    what = f"{record.channel or 'every channel'} ({record.purpose or 'marketing'})"
+    how = HOW.get(record.source or "", record.source or "an unknown source")
+    return f"{record.outcome} {what} through {how}"
 
 
 def _event_detail(event: Event) -> str:

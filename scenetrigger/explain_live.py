@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from channels.decisions import DecisionRecord
+from channels.decisions import ERASED, DecisionRecord
 from config.clock import wall_ms
 from config.models import AppConfig
 from scenetrigger.explain import Timeline, assemble_timeline
@@ -116,7 +116,7 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
     if erased_ms is not None:
         events = [e for e in events if e.ts > erased_ms]
         triggers = [t for t in triggers if t.ts > erased_ms]
-        decisions = [d for d in decisions if d.ts > erased_ms]
+        decisions = [d for d in decisions if d.ts > erased_ms or d.outcome == ERASED]
     timeline = assemble_timeline(user_id, events, triggers, decisions, state, config, now_ms)
     timeline.erased_ms = erased_ms
     return timeline

@@ -18,6 +18,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 # Chromium + its driver for the demo page's browser test (selenium).
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || missing+=(chromium chromium-driver)
+# A CJK font: the preference centre's Chinese page is screenshotted for docs/img.
+[[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]] || missing+=(fonts-wqy-zenhei)
 if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" != 0 ]] && ! command -v sudo >/dev/null; then
         echo "run-tests.sh: missing ${missing[*]} and not root: install them with apt-get" >&2

@@ -90,6 +90,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
             from agents.engine_host import ERASE
             from agents.topics import bootstrap_servers, topic_name
+            from channels.decisions import erasure_record
 
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
                                         acks="all")
@@ -97,9 +98,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             topic = topic_name(args.topic_prefix, "events")
             started = producer
 
+            decisions = topic_name(args.topic_prefix, "decisions")
+
             async def forget_in_worker(user_id: str, now_ms: int) -> None:
                 event = {"user_id": user_id, "ts": now_ms, "type": ERASE}
                 await started.send_and_wait(topic, orjson.dumps(event), key=user_id.encode())
+                await started.send_and_wait(  # the decision log's record of it
+                    decisions, erasure_record(user_id, now_ms, "cli").encode(),
+                    key=user_id.encode())
 
             forget = forget_in_worker
         receipt: dict[str, Any] = await eraser_for(args, client, forget).erase(args.user)

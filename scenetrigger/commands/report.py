@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--by", type=_splits, default=(),
                         help="split scene rows by segment and/or style (comma-separated; "
                              "needs a replay --deliver output, whose lines say them)")
+    parser.add_argument("--decisions", action="append", default=[], metavar="FILE",
+                        help="also count a decision log (replay --decisions, or export "
+                             "PREFIX.decisions): every kind, per scene and outcome")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -95,14 +98,51 @@ def run(args: argparse.Namespace) -> int:
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
                                "mark_disagreements": differ},
               "control_per": dict(control.per), "rows": [row.to_dict() for row in rows]}
+    decisions = _decisions(args.decisions) if args.decisions else None
+    if decisions is not None:
+        report["decisions"] = decisions
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     print(render_table(rows))
+    if decisions is not None:
+        print(_render_decisions(decisions))
     if args.json_out:
         with open(args.json_out, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _decisions(paths: list[str]) -> dict[str, Any]:
+    """Every record of the files through the one model (any version)."""
+    from channels.decisions import DecisionRecord, tally
+
+    def records() -> Iterator[DecisionRecord]:
+        for path in paths:
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+            except OSError as exc:
+                raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+            with fh:
+                for number, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            yield DecisionRecord.decode(line)
+                        except ValueError as exc:
+                            raise SceneTriggerError(f"{path}:{number}: not a decision "
+                                                    f"record: {exc}") from None
+
+    return tally(records())
+
+
+def _render_decisions(counts: dict[str, Any]) -> str:
+    out = [f"decisions: {counts['records']} record(s)"]
+    out += [f"  {scene}: " + ", ".join(f"{k} {n}" for k, n in outcomes.items())
+            for scene, outcomes in counts["scenes"].items()]
+    if counts["consent"]:
+        out.append("consent changes: " + ", ".join(f"{k} {n}"
+                                                   for k, n in counts["consent"].items()))
+    return "\n".join(out)
 
 
 def _splits(text: str) -> tuple[str, ...]:

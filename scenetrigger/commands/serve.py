@@ -54,7 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from agents.engine_host import ERASE
 from channels.consent import RedisConsentStore
 from channels.consent_http import ConsentRoutes
-from channels.decisions import feedback_record
+from channels.decisions import erasure_record, feedback_record
 from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
@@ -213,7 +213,11 @@ def build_app(parts: ServeParts) -> web.Application:
     consent = RedisConsentStore(parts.redis, prefix)
     consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
                                    sink, env.get(tracking.callback_token_env) or None,
-                                   env.get(WECHAT_TOKEN_ENV) or None)
+                                   env.get(WECHAT_TOKEN_ENV) or None,
+                                   preferences=config.delivery.preferences,
+                                   channel_types=[t for t in config.channel_types().values()
+                                                  if t != "log"] or ["email"],
+                                   defaults=config.delivery.audience.consent)
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record,
@@ -289,8 +293,13 @@ async def _main(args: argparse.Namespace) -> int:
                 await producer.send_and_wait(events_topic, orjson.dumps(record),
                                              key=str(record["user_id"]).encode())
 
+            decisions_topic = topic_name(args.topic_prefix, "decisions")
+
             async def forget_in_worker(user_id: str, now_ms: int) -> None:
                 await publish({"user_id": user_id, "ts": now_ms, "type": ERASE})
+                await producer.send_and_wait(  # the decision log's record of it
+                    decisions_topic, erasure_record(user_id, now_ms, "serve").encode(),
+                    key=user_id.encode())
 
             forget: Any = forget_in_worker
             to_events: Any = publish

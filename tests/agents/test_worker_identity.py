@@ -50,7 +50,7 @@ delivery:
   tracking: {{base_url: "http://127.0.0.1:9/"}}
 channels:
   mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none,
-          sender: "Shop <news@shop.example>"}}
+          sender: "Shop <news@shop.example>", postal_address: "Shop Ltd, 1 Main St, Springfield"}}
 content:
   inherit: false
   scenes:

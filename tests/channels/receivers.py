@@ -105,6 +105,7 @@ class SmtpSink:
 
     rcpt_script: list[str] = field(default_factory=list)
     received: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # the DATA bytes as they arrived
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -116,6 +117,7 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.raw.append(bytes(envelope.original_content or envelope.content))
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))

@@ -11,6 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from channels.email import EmailChannel, SmtpSettings, build_email
+from channels.errors import ChannelError
 from channels.retry import RetryPolicy
 from tests.channels.receivers import SmtpSink, message
 from tests.services import free_port
@@ -116,3 +117,59 @@ def test_build_email_sets_the_headers() -> None:
     mail = build_email(message(), SENDER, "ann@example.com")
     assert mail["From"] == SENDER and mail["To"] == "ann@example.com"
     assert mail["Message-ID"].endswith("@shop.example>")
+
+
+# A real deployment's link: a long host and path, a long user id, the signature.
+LONG_LINK = ("https://email-preferences.marketing.example-shop-international.com/st/unsubscribe/"
+             "email?u=customer-00000000-0000-4000-8000-000000012345&s="
+             + "0123456789abcdef" * 2)
+POSTAL = "Shop Ltd, 1 Main St, Springfield"
+
+
+def _headers(raw: bytes) -> list[bytes]:
+    """The header section's physical lines (CRLF-separated, as on the wire)."""
+    head = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+    return head.replace(b"\r\n", b"\n").split(b"\n")
+
+
+@pytest.mark.integration
+async def test_list_unsubscribe_arrives_as_one_plain_line(smtp: Smtp) -> None:
+    assert len(LONG_LINK) > 120
+    mail = channel(smtp.port)
+    mail.postal_address = POSTAL
+    msg = message(subject="为您推荐 · Picked for you",
+                  data={"email": "ann@example.com", "unsubscribe_url": LONG_LINK})
+    assert (await mail.send(msg)).ok
+    lines = _headers(smtp.sink.raw[0])
+    at = [i for i, line in enumerate(lines) if line.lower().startswith(b"list-unsubscribe:")]
+    assert len(at) == 1, lines
+    assert lines[at[0]] == b"List-Unsubscribe: <" + LONG_LINK.encode() + b">"
+    follower = lines[at[0] + 1] if at[0] + 1 < len(lines) else b""
+    assert not follower[:1].isspace(), "folded onto a continuation line"
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines
+    assert b"=?" not in b"\n".join(line for line in lines if b"nsubscribe" in line)
+    # Marketing email (it has the link) ends with the sender's postal address.
+    parsed = smtp.sink.received[0][2]
+    text, body = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert text is not None and text.get_content().rstrip().endswith(POSTAL)
+    assert body is not None and f'<p class="postal-address">{POSTAL}</p>' in body.get_content()
+
+
+def test_a_transactional_email_has_no_list_headers_and_no_postal_footer() -> None:
+    mail = build_email(message(), SENDER, "ann@example.com", POSTAL)
+    assert mail["List-Unsubscribe"] is None and POSTAL not in mail.as_string()
+
+
+def test_a_link_that_cannot_be_one_line_fails_the_message_not_the_header() -> None:
+    # 998 characters per line (RFC 5322): the longest link that fits is sent as is,
+    # one more character fails the message permanently (never an encoded header).
+    room = 998 - len("List-Unsubscribe: <>")
+    fits = "https://x.example/u?s=" + "a" * (room - len("https://x.example/u?s="))
+    built = build_email(message(data={"email": "a@b.example", "unsubscribe_url": fits}),
+                        SENDER, "a@b.example")
+    line = [x for x in built.as_bytes().split(b"\n") if x.startswith(b"List-Unsubscribe:")]
+    assert line == [f"List-Unsubscribe: <{fits}>".encode()]
+    assert len(line[0]) == 998
+    with pytest.raises(ChannelError, match="998"):
+        build_email(message(data={"email": "a@b.example", "unsubscribe_url": fits + "a"}),
+                    SENDER, "a@b.example")

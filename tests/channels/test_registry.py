@@ -39,7 +39,8 @@ channels:
         retry: {max_attempts: 5, base_backoff: 50ms, max_backoff: 2s}}
   inbox: {type: inbox, max_messages: 50}
   mail: {type: email, host: smtp.example, sender: "Shop <news@shop.example>",
-         username_env: SMTP_USER, password_env: SMTP_PASSWORD}
+         username_env: SMTP_USER, password_env: SMTP_PASSWORD,
+         postal_address: "Shop Ltd, 1 Main St, Springfield"}
   sms: {type: sms, url: "https://sms.example/send", headers_env: {Authorization: SMS_TOKEN}}
   wechat: {type: wechat, url: "https://wx.example/send", query_env: {access_token: WX_TOKEN}}
   push: {type: push, url: "https://push.example/send"}
