@@ -273,7 +273,7 @@ class SceneWorker:
         """Apply the events of one record (one event, or a batch: a JSON array)
         in order; a bad one is dead-lettered alone, with its index. Returns how
         many events the record held."""
-        items = host.decode_record(message.value or b"")
+        items = host.decode_record(message.value or b"", now)  # now: the future_ts bound
         batch = len(items) > 1 or (message.value or b"")[:1] == b"["
         base = position(message.offset, 0)
         accepted = duplicates = 0

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from config.clock import wall_ms
 from config.models import AppConfig
 from scenetrigger.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
@@ -115,6 +116,8 @@ def replay(
     host = _host(target)
     engine = host.engine
     counts = host.counts
+    if host.max_future_ms is not None:  # engine.max_future_event_clock: the wall clock now
+        records = host.bounded(records, wall_ms())
     before = dict(counts.triggers)
     taken_before, rejected_before = counts.taken, counts.rejected.copy()
     started = time.perf_counter()
@@ -201,6 +204,8 @@ def replay_shard(
     host = _host(target)
     engine = host.engine
     index = {scene.name: i for i, scene in enumerate(engine.scenes)}
+    if host.max_future_ms is not None:  # see replay()
+        records = host.bounded(records, wall_ms())
     timer_scenes = host.timer_scenes
     armed_at: dict[tuple[str, str], int] = {}  # (scene, user) -> record of the latest arming
     out: list[Tagged] = []

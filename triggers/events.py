@@ -26,6 +26,7 @@ REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
 REASON_TOO_LONG = "too_long"
 REASON_TOO_DEEP = "too_deep"
+REASON_FUTURE_TS = "future_ts"  # ts too far ahead of the wall clock (triggers.host.check_future)
 # orjson reads JSON nested 1024 levels deep but writes only 254: an event
 # (the object itself is a level) nested deeper could not be produced again.
 MAX_DEPTH = 254
@@ -38,6 +39,7 @@ REASONS = (
     REASON_WRONG_TYPE,
     REASON_TOO_LONG,
     REASON_TOO_DEEP,
+    REASON_FUTURE_TS,
 )
 
 
