@@ -113,10 +113,16 @@ class Trigger:
         return {"scene": self.scene, "user_id": self.user_id, "key": self.key, "ts": self.ts}
 
 
+REFUSED_USER_FILTER = "user_filter"  # a Refusal's rule: the scene's `user:` filter
+REFUSED_BUDGET = "trigger_budget"  # engine.max_triggers_per_user (triggers.budget)
+
+
 class Refusal(NamedTuple):  # a tuple: cheap to build where the engine refuses
     """A scene that would have fired but its ``user:`` filter refused: the
     filter as configured (``tags_all {a}; segments {vip}``) and the tags the
-    user's profile had then, of those the filter looks at."""
+    user's profile had then, of those the filter looks at. Or (``rule``
+    :data:`REFUSED_BUDGET`) the user's trigger budget was spent: ``filter``
+    is the budget (``20 within 1h``)."""
 
     scene: str
     user_id: str
@@ -124,8 +130,11 @@ class Refusal(NamedTuple):  # a tuple: cheap to build where the engine refuses
     ts: int
     filter: str
     had: tuple[str, ...]
+    rule: str = REFUSED_USER_FILTER
 
     def text(self) -> str:
+        if self.rule == REFUSED_BUDGET:
+            return f"trigger budget spent: {self.filter} per user"
         had = ", ".join(self.had) or "none"
         return f"user filter {self.filter}; the profile had {had}"
 
