@@ -28,7 +28,7 @@ from config.models import AppConfig
 from scenetrigger.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
-from triggers.events import Event, Trigger
+from triggers.events import Event, Refusal, Trigger
 from triggers.host import IDENTIFY, EngineHost, TriggerSink, triggers_of
 from triggers.scenes import Scene
 
@@ -45,6 +45,7 @@ class ReplaySummary:
     users: int = 0
     seconds: float = 0.0
     clock: int | None = None
+    refused: Counter[str] = field(default_factory=Counter)  # by the trigger budget, per scene
 
     @property
     def events_per_second(self) -> float:
@@ -61,7 +62,7 @@ class ReplaySummary:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second),
             "clock": self.clock,
-        }
+        } | ({"refused_by_budget": dict(self.refused)} if self.refused else {})
 
     def render(self) -> str:
         lines = [
@@ -72,6 +73,10 @@ class ReplaySummary:
         lines += [f"  {reason:<14}{n:>12,}" for reason, n in sorted(self.rejected.items())]
         lines.append(f"triggers        {sum(self.triggers.values()):>12,}")
         lines += [f"  {scene:<30}{n:>8,}" for scene, n in self.triggers.items()]
+        if self.refused:
+            lines.append(f"over the budget {sum(self.refused.values()):>12,}  "
+                         "(engine.max_triggers_per_user: refused, not sent)")
+            lines += [f"  {scene:<30}{n:>8,}" for scene, n in self.refused.items()]
         lines.append(f"pending timers  {len(self.pending):>12,}")
         lines.append(f"users           {self.users:>12,}")
         lines.append(f"elapsed         {self.seconds:>11.2f}s  ({self.events_per_second:,.0f} events/s)")
@@ -111,11 +116,17 @@ def replay(
     on_reject: Callable[[int, EventRejected], None] | None = None,
     advance_to: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_refusal: Callable[[Refusal], None] | None = None,
 ) -> ReplaySummary:
-    """Feed every record to the host; triggers go to ``on_trigger`` in firing order."""
+    """Feed every record to the host; triggers go to ``on_trigger`` in firing
+    order; ``on_refusal`` gets the engine's refusals (user filters, the
+    trigger budget) in the order they happened, each before the next trigger."""
     host = _host(target)
     engine = host.engine
     counts = host.counts
+    refused_before = engine.budget_refused.copy()
+    if on_refusal is not None:
+        on_trigger = _refusals_first(host, on_trigger, on_refusal)
     if host.max_future_ms is not None:  # engine.max_future_event_clock: the wall clock now
         records = host.bounded(records, wall_ms())
     before = dict(counts.triggers)
@@ -130,18 +141,26 @@ def replay(
     def every_1024(read: int) -> None:
         if freeze:  # cheap (list splices): often enough that no scan grows big
             gc.freeze()
+        if on_refusal is not None:  # before the engine's bound on pending refusals
+            for refusal in host.take_refusals():
+                on_refusal(refusal)
         if on_progress is not None and not read & 0x3FFF:
             on_progress(read)
 
     try:
         read = host.feed(records, on_trigger, on_reject,
-                         every_1024 if freeze or on_progress is not None else None)
+                         every_1024 if freeze or on_progress is not None
+                         or on_refusal is not None else None)
     finally:
         if freeze:
             gc.unfreeze()
     for trig in host.advance(engine.clock if advance_to is None else advance_to):
         on_trigger(trig)
+    if on_refusal is not None:
+        for refusal in host.take_refusals():
+            on_refusal(refusal)
     summary = ReplaySummary()
+    summary.refused = engine.budget_refused - refused_before
     summary.triggers = triggers_of(counts.triggers, before)
     summary.rejected = counts.rejected - rejected_before
     summary.events_read = read
@@ -193,6 +212,17 @@ class ShardResult:
     rejected: dict[str, int]
     users: int
     clock: int | None
+
+
+def _refusals_first(host: EngineHost, on_trigger: TriggerSink,
+                    on_refusal: Callable[[Refusal], None]) -> TriggerSink:
+    def sink(trig: Trigger) -> None:
+        if host.engine.has_refusals:
+            for refusal in host.take_refusals():
+                on_refusal(refusal)
+        on_trigger(trig)
+
+    return sink
 
 
 def replay_shard(
