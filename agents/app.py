@@ -45,6 +45,7 @@ from agents.settings import WorkerSettings
 from agents.stored_state import position
 from agents.timers import due_ticks
 from agents.topics import dead_letter_record
+from channels.decisions import OUTCOME_REFUSED
 from config.clock import wall_ms
 from config.models import AppConfig
 from triggers.errors import EventRejected, SceneTriggerError
@@ -273,7 +274,7 @@ class SceneWorker:
         """Apply the events of one record (one event, or a batch: a JSON array)
         in order; a bad one is dead-lettered alone, with its index. Returns how
         many events the record held."""
-        items = host.decode_record(message.value or b"")
+        items = host.decode_record(message.value or b"", now)  # now: the future_ts bound
         batch = len(items) > 1 or (message.value or b"")[:1] == b"["
         base = position(message.offset, 0)
         accepted = duplicates = 0
@@ -356,6 +357,8 @@ class SceneWorker:
         futures = host.pending.futures
         for record in host.decision_records(fired):
             futures.append(send(key=record.user_id.encode(), value=record.encode()))
+            if record.outcome == OUTCOME_REFUSED:  # a user filter, the trigger budget
+                self.metrics.refused.labels(record.scene, record.rule).inc()
 
     def _observe_latency(self, event_time_s: float, _future: Any) -> None:
         self.metrics.event_to_trigger.observe(max(0.0, time.time() - event_time_s))

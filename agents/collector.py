@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,12 +51,14 @@ from agents.intake import (
 )
 from agents.producer import MAX_RECORD_BYTES, ProduceTopics, checked_event_value, event_key
 from agents.topics import dead_letter_value
+from config.clock import wall_ms
 from config.tokens import bearer, token_matches
 from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_MAX_LINE_BYTES,
     REASON_TOO_LARGE,
 )
+from triggers.host import DEFAULT_MAX_FUTURE_MS, check_future
 
 Message = tuple[str, bytes | None, bytes]  # topic, key, value
 
@@ -157,6 +159,8 @@ class CollectorSettings:
     read_timeout_s: float = 30.0
     max_concurrent: int = 32
     idempotency_keys: int = 10_000
+    max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS  # event time ahead of the clock
+    clock: Callable[[], int] = wall_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,9 +273,11 @@ def create_collector_app(
         indices: list[int] = []  # each message's item index, as the client counts it
         reasons: list[str | None] = []  # None: an event; else why it was rejected
         rejections: list[Rejection] = []
+        now_ms = conf.clock()
         for index, item in items:
             if not isinstance(item, Rejection):
                 try:
+                    check_future(item.ts, now_ms, conf.max_future_ms)  # year 9999: dead-lettered
                     messages.append((conf.topics.events, event_key(item),
                                      checked_event_value(item, conf.max_record_bytes)))
                     indices.append(index)

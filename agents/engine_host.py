@@ -203,10 +203,11 @@ class PartitionHost:
         self.store.stage_meta(key, encoded)
         return armed
 
-    def decode_record(self, value: bytes) -> list[Event | EventRejected]:
+    def decode_record(self, value: bytes, now_ms: int | None = None) -> list[Event | EventRejected]:
         """An events-topic record's events (one, or a batch), each decoded or
-        rejected alone (:meth:`EngineHost.decode_record`)."""
-        return self.host.decode_record(value)
+        rejected alone (:meth:`EngineHost.decode_record`; ``now_ms``, the
+        worker's wall clock: event time too far ahead of it is ``future_ts``)."""
+        return self.host.decode_record(value, now_ms)
 
     def on_event(self, event: Event, at: int, now_ms: int) -> list[Trigger] | None:
         """Apply the event at position ``at`` (:func:`agents.stored_state.position`); None when the

@@ -49,6 +49,7 @@ class WorkerMetrics:
     ticks: Counter
     partitions: Gauge
     config_reload_failures: Counter
+    refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WorkerMetrics:
@@ -58,6 +59,11 @@ class WorkerMetrics:
             events=events_counter(reg),
             triggers=Counter(
                 "scenetrigger_triggers", "Triggers emitted, by scene", ["scene"], registry=reg
+            ),
+            refused=Counter(
+                "scenetrigger_triggers_refused",
+                "Fires refused, by scene and rule (user_filter, trigger_budget)",
+                ["scene", "rule"], registry=reg,
             ),
             event_to_trigger=Histogram(
                 "scenetrigger_event_to_trigger_seconds",

@@ -21,9 +21,10 @@ from agents.batching import BatchLimits, RecordBatcher
 from agents.engine_host import ERASE, ORIGIN
 from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
+from config.clock import wall_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
-from triggers.host import MERGE
+from triggers.host import DEFAULT_MAX_FUTURE_MS, MERGE, check_future
 
 Record = tuple[int, Event | EventRejected]
 
@@ -236,13 +237,16 @@ async def produce_records(
     limiter: RateLimiter | None = None,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 1000,
+    max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS,
+    clock: Callable[[], int] = wall_ms,
 ) -> tuple[int, int, Counter[str]]:
     """Send valid events and dead-letter rejects; returns ``(sent, rejected, reasons)``.
 
     ``raw_of`` gives the input of the record just read (see :class:`LastLine`);
     a rejected record's ``where`` is ``source:line``. Events are batched per
     partition of the events topic (``partitions`` of them) within ``batching``;
-    ``counts`` receives the events stored per partition.
+    ``counts`` receives the events stored per partition. An event stamped
+    more than ``max_future_ms`` ahead of ``clock`` is rejected (``future_ts``).
     """
     names = topics or ProduceTopics()
 
@@ -256,6 +260,7 @@ async def produce_records(
         value = None
         if not isinstance(item, EventRejected):
             try:
+                check_future(item.ts, clock(), max_future_ms)
                 value = checked_event_value(item)
             except EventRejected as exc:
                 item = exc

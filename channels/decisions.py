@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import orjson
 
 from channels.feedback import FeedbackEvent
-from triggers.events import Refusal, Trigger
+from triggers.events import REFUSED_BUDGET, REFUSED_USER_FILTER, Refusal, Trigger
 
 VERSION = 2
 DEFAULT_MAX_RECORDS = 100_000
@@ -133,7 +133,8 @@ def erasure_record(user_id: str, ts: int, source: str) -> DecisionRecord:
 
 OUTCOME_TRIGGERED = "triggered"  # the worker: a scene fired (rule: the scene's kind)
 OUTCOME_REFUSED = "refused"  # the worker: the scene's user filter refused the fire
-RULE_USER_FILTER = "user_filter"
+RULE_USER_FILTER = REFUSED_USER_FILTER
+RULE_TRIGGER_BUDGET = REFUSED_BUDGET
 
 
 def trigger_record(trigger: Trigger, kind: str, why: str) -> DecisionRecord:
@@ -144,10 +145,11 @@ def trigger_record(trigger: Trigger, kind: str, why: str) -> DecisionRecord:
 
 
 def refusal_record(refusal: Refusal) -> DecisionRecord:
-    """A fire the scene's user filter refused, under the id the trigger would have had."""
+    """A fire the scene's user filter (or the user's trigger budget:
+    rule ``trigger_budget``) refused, under the id the trigger would have had."""
     would = Trigger(refusal.scene, refusal.user_id, refusal.key, refusal.ts)
     return DecisionRecord(refusal.ts, refusal.user_id, would.trigger_id, refusal.scene,
-                          OUTCOME_REFUSED, RULE_USER_FILTER, refusal.text())
+                          OUTCOME_REFUSED, refusal.rule, refusal.text())
 
 
 class DecisionLog(Protocol):

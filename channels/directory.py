@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from channels.errors import ChannelError
-from triggers.zones import is_zone_name
+from triggers.zones import ZONE_RULE, is_zone_name
 
 # Which contact point a channel type sends to; types not listed need none.
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "wechat": "openid", "push": "push"}
@@ -146,8 +146,8 @@ def contact_from(user_id: str, data: Mapping[str, Any]) -> Contact:
     if locale is not None and not _LOCALE.match(locale):
         raise ContactError(f"locale: not a language tag: {locale!r} (e.g. zh-CN, en)")
     tz = _text(data, "timezone")
-    if tz is not None and not is_zone_name(tz):  # "America" is a directory, not a zone
-        raise ContactError(f"timezone: unknown time zone {tz!r}")
+    if tz is not None and not is_zone_name(tz):  # "localtime" is the host's, not the user's
+        raise ContactError(f"timezone: unknown time zone {tz!r} (use {ZONE_RULE})")
     return Contact(user_id, email, phone, _text(data, "openid"), _tokens(data.get("push")),
                    locale.replace("_", "-") if locale else None, tz,
                    _attributes(data.get("attributes")))

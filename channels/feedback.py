@@ -9,7 +9,13 @@ Routes (aiohttp):
 * ``GET /t/c/{message_id}?u=URL&s=SIG``: click redirect (``clicked``).
   It redirects only to a URL signed by us for this message (HMAC-SHA256 with
   the tracking secret) or whose host is on the allow-list: never an open
-  redirect. Anything else is 400;
+  redirect. Anything else, or a target no redirect can carry (a port out of
+  range), is 400 and records nothing. A click counts once per message and
+  link, as an open counts once: a signed link once per link of the message;
+  an unsigned one (allow-listed host) once per message, whatever its URL
+  (it is not known to be a link of the message, so a varied path must not
+  count again). Repeats still redirect; 50 GETs used to make 50 ``clicked``
+  events, inflating lead scores and resetting back-off;
 * ``POST /callbacks/{provider}``: provider delivery reports, protected by a
   token in a header (``Authorization: Bearer <token>``, or
   ``X-Callback-Token``; compared in constant time). A ``?token=`` query
@@ -153,15 +159,16 @@ class MessageIndex(Protocol):
 
     async def lookup(self, message_id: str) -> MessageMeta | None: ...
 
-    async def first(self, kind: str, message_id: str) -> bool:
-        """True only the first time ``kind`` is marked for ``message_id``."""
+    async def first(self, kind: str, message_id: str, part: str = "") -> bool:
+        """True only the first time ``kind`` is marked for ``message_id``
+        (and ``part`` of it, e.g. one link of the message)."""
         ...
 
 
 class MemoryMessageIndex:
     def __init__(self, max_items: int = 100_000) -> None:
         self._items: dict[str, MessageMeta] = {}
-        self._marks: dict[tuple[str, str], None] = {}
+        self._marks: dict[tuple[str, str, str], None] = {}
         self._max = max_items
 
     async def remember(self, message_id: str, meta: MessageMeta) -> None:
@@ -172,13 +179,13 @@ class MemoryMessageIndex:
     async def lookup(self, message_id: str) -> MessageMeta | None:
         return self._items.get(message_id)
 
-    async def first(self, kind: str, message_id: str) -> bool:
+    async def first(self, kind: str, message_id: str, part: str = "") -> bool:
         marks = self._marks
-        if (kind, message_id) in marks:
+        if (kind, message_id, part) in marks:
             return False
         if len(marks) >= self._max:
             marks.pop(next(iter(marks)))
-        marks[(kind, message_id)] = None
+        marks[(kind, message_id, part)] = None
         return True
 
 
@@ -188,7 +195,8 @@ def message_key(prefix: str, message_id: str) -> str:
 
 
 def once_key(prefix: str, kind: str, message_id: str) -> str:
-    """The marker that ``kind`` (opened, clicked) of a message was counted."""
+    """The marker that ``kind`` (opened, clicked) of a message was counted
+    (a string; for clicks a set of the links counted)."""
     return f"{prefix}once:{kind}:{message_id}"
 
 
@@ -211,9 +219,16 @@ class RedisMessageIndex:
         strategy, step = [*journey, None, None][:2]
         return MessageMeta(user_id, scene, channel, strategy, step)
 
-    async def first(self, kind: str, message_id: str) -> bool:
+    async def first(self, kind: str, message_id: str, part: str = "") -> bool:
         key = once_key(self._prefix, kind, message_id)
-        return bool(await self._redis.set(key, "1", nx=True, px=self._ttl))
+        if not part:
+            return bool(await self._redis.set(key, "1", nx=True, px=self._ttl))
+        # One key per message (erasure finds it by the message): the parts in a set.
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.sadd(key, part)
+        pipe.pexpire(key, self._ttl)
+        added, _ = await pipe.execute()
+        return bool(added)
 
 
 def sign_click(secret: bytes, message_id: str, url: str) -> str:
@@ -284,10 +299,17 @@ class FeedbackApp:
     async def click(self, request: web.Request) -> web.Response:
         message_id = request.match_info["message_id"]
         url = request.query.get("u", "")
-        if not self._allowed(message_id, url, request.query.get("s", "")):
+        signed = self._allowed(message_id, url, request.query.get("s", ""))
+        if signed is None:
             return web.Response(status=400, text="link not allowed\n")
-        await self._record("clicked", message_id)
-        raise web.HTTPFound(url)
+        try:
+            redirect = web.HTTPFound(url)  # before recording: a bad port was a 500
+        except ValueError:
+            return web.Response(status=400, text="link not allowed\n")
+        if await self._index.lookup(message_id) is not None and await self._index.first(
+                "clicked", message_id, _link_part(url) if signed else "unsigned"):
+            await self._record("clicked", message_id)
+        raise redirect
 
     async def callback(self, request: web.Request) -> web.Response:
         if "token" in request.query:  # even a right one: it is already in some log
@@ -320,23 +342,26 @@ class FeedbackApp:
         return web.json_response({"accepted": accepted,
                                   "provider": request.match_info["provider"][:64]})
 
-    def _allowed(self, message_id: str, url: str, sig: str) -> bool:
+    def _allowed(self, message_id: str, url: str, sig: str) -> bool | None:
+        """True: signed by us for this message; False: unsigned to an
+        allow-listed host; None: not allowed."""
         # Browsers read "\\" as "/" and drop tabs/newlines, so urlsplit's host
         # may not be where they go: such URLs are refused outright.
         if any(c == "\\" or ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
-            return False
+            return None
         try:
             parts = urlsplit(url)
             host = parts.hostname
+            parts.port  # noqa: B018  # raises for a port out of range (":99999")
         except ValueError:  # e.g. "http://[::1": a 400, not a 500
-            return False
+            return None
         if parts.scheme not in ("http", "https") or not host:
-            return False
+            return None
         expected = sign_click(self._secret, message_id, url).encode()
         given = sig.encode("utf-8", "surrogateescape")
         if sig and hmac.compare_digest(given, expected):  # bytes: any input compares
-            return bool(self._secret)
-        return host.lower() in self._allow
+            return True if self._secret else None
+        return False if host.lower() in self._allow else None
 
     async def _record(self, kind: str, message_id: str, ts: int | None = None,
                       detail: str | None = None) -> bool:
@@ -349,6 +374,11 @@ class FeedbackApp:
         if kind in ENGAGED and self._on_engaged is not None:
             await self._on_engaged(meta.user_id)
         return True
+
+
+def _link_part(url: str) -> str:
+    """A counted link's mark: short, and not the URL (it may carry personal data)."""
+    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _kind(status: Any) -> str | None:

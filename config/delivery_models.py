@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from config.base import Duration, StrictModel
 from config.preference_models import PreferencesModel
-from triggers.zones import zone_or_none
+from triggers.zones import ZONE_RULE, zone_or_none
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _DAY_MS = 86_400_000
@@ -18,9 +18,8 @@ _DAY_MS = 86_400_000
 
 
 def valid_timezone(name: str) -> str:
-    if zone_or_none(name) is None:  # "America" is a directory of zones, not one
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
-                         "'Asia/Shanghai')")
+    if zone_or_none(name) is None:  # e.g. "localtime": the host's zone, not the user's
+        raise ValueError(f"unknown time zone {name!r} (use {ZONE_RULE})")
     return name
 
 

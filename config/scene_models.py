@@ -15,8 +15,9 @@ from pydantic import (
 
 from config.base import Duration, StrictModel, TagConditionModel
 from config.content_models import Segment, Style
+from triggers.budget import TriggerBudget
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
-from triggers.host import InputRules
+from triggers.host import DEFAULT_MAX_FUTURE_MS, InputRules
 from triggers.kinds import kind_names
 from triggers.predicates import Predicate, parse_predicate
 from triggers.scenes import (
@@ -206,6 +207,22 @@ def _models_cover_the_registry() -> None:
 _models_cover_the_registry()  # a kind without its model (or the reverse) fails at import
 
 
+class TriggerBudgetModel(StrictModel):
+    """At most ``count`` triggers per user within ``within`` (event time);
+    more are refused with a decision record (:mod:`triggers.budget`)."""
+
+    count: int = Field(ge=1, le=1_000_000, strict=True)
+    within: Duration = Field(ge=1)
+
+    def budget(self) -> TriggerBudget:
+        return TriggerBudget(self.count, self.within)
+
+
+# The shipped budget: the shared samples' busiest user gets 9 triggers within
+# an hour (OTTO; rees46: 4), a bot 100,000 in 30 minutes (issue 19).
+DEFAULT_TRIGGER_BUDGET = {"count": 20, "within": "1h"}
+
+
 class EngineModel(StrictModel):
     """Engine bounds (see :class:`triggers.scenes.Limits`)."""
 
@@ -215,13 +232,25 @@ class EngineModel(StrictModel):
     max_line_bytes: int = Field(default=1 << 20, ge=64, strict=True)
     # user_id and per values, in characters; >= 20 so any 64-bit integer id fits
     max_id_chars: int = Field(default=256, ge=20, le=1 << 20, strict=True)
+    # Event time ahead of the wall clock: dead-lettered as future_ts beyond it
+    # (wall clock policy; null: no bound). Under the event clock (replay,
+    # worker --clock event) only when max_future_event_clock is set.
+    max_future: Duration | None = DEFAULT_MAX_FUTURE_MS
+    max_future_event_clock: Duration | None = None
+    # null: no per-user limit on triggers
+    max_triggers_per_user: TriggerBudgetModel | None = TriggerBudgetModel.model_validate(
+        DEFAULT_TRIGGER_BUDGET)
 
     def limits(self) -> Limits:
-        return Limits(self.late_events, self.max_window_entries, self.max_keys_per_scene)
+        budget = self.max_triggers_per_user
+        return Limits(self.late_events, self.max_window_entries, self.max_keys_per_scene,
+                      None if budget is None else budget.budget())
 
     def input_rules(self) -> InputRules:
-        """How the engine host reads raw input (line size, identifier length)."""
-        return InputRules(self.max_line_bytes, self.max_id_chars)
+        """How the engine host reads raw input (line size, identifier length,
+        event time against the wall clock)."""
+        return InputRules(self.max_line_bytes, self.max_id_chars, self.max_future,
+                          self.max_future_event_clock)
 
 
 def build_scenes(models: dict[str, Any], rules: ClassifyRules) -> list[Scene]:

@@ -18,6 +18,7 @@ from agents.topics import DEAD_LETTERS, EVENTS
 from scenetrigger.sources import Format, detect_format
 from triggers.durations import parse_duration_ms
 from triggers.errors import SceneTriggerError
+from triggers.host import DEFAULT_MAX_FUTURE_MS
 
 
 def positive(text: str) -> int:
@@ -26,6 +27,19 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def add_max_future_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-future``: the bound of event time against the wall clock
+    (``triggers.host.check_future``; the worker's is ``engine.max_future``)."""
+    parser.add_argument("--max-future", type=_max_future, default=DEFAULT_MAX_FUTURE_MS,
+                        metavar="DURATION|off",
+                        help="dead-letter (future_ts) events stamped more than this ahead of "
+                             "the wall clock (default 1h; off: no bound)")
+
+
+def _max_future(text: str) -> int | None:
+    return None if text == "off" else duration(text)
 
 
 def duration(text: str) -> int:

@@ -23,11 +23,12 @@ from typing import IO, Any
 
 import orjson
 
+from config.clock import wall_ms
 from config.models import AppConfig
 from scenetrigger.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
-from triggers.events import Event, Trigger
+from triggers.events import Event, Refusal, Trigger
 from triggers.host import IDENTIFY, EngineHost, TriggerSink, triggers_of
 from triggers.scenes import Scene
 
@@ -44,6 +45,7 @@ class ReplaySummary:
     users: int = 0
     seconds: float = 0.0
     clock: int | None = None
+    refused: Counter[str] = field(default_factory=Counter)  # by the trigger budget, per scene
 
     @property
     def events_per_second(self) -> float:
@@ -60,7 +62,7 @@ class ReplaySummary:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second),
             "clock": self.clock,
-        }
+        } | ({"refused_by_budget": dict(self.refused)} if self.refused else {})
 
     def render(self) -> str:
         lines = [
@@ -71,6 +73,10 @@ class ReplaySummary:
         lines += [f"  {reason:<14}{n:>12,}" for reason, n in sorted(self.rejected.items())]
         lines.append(f"triggers        {sum(self.triggers.values()):>12,}")
         lines += [f"  {scene:<30}{n:>8,}" for scene, n in self.triggers.items()]
+        if self.refused:
+            lines.append(f"over the budget {sum(self.refused.values()):>12,}  "
+                         "(engine.max_triggers_per_user: refused, not sent)")
+            lines += [f"  {scene:<30}{n:>8,}" for scene, n in self.refused.items()]
         lines.append(f"pending timers  {len(self.pending):>12,}")
         lines.append(f"users           {self.users:>12,}")
         lines.append(f"elapsed         {self.seconds:>11.2f}s  ({self.events_per_second:,.0f} events/s)")
@@ -110,11 +116,19 @@ def replay(
     on_reject: Callable[[int, EventRejected], None] | None = None,
     advance_to: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_refusal: Callable[[Refusal], None] | None = None,
 ) -> ReplaySummary:
-    """Feed every record to the host; triggers go to ``on_trigger`` in firing order."""
+    """Feed every record to the host; triggers go to ``on_trigger`` in firing
+    order; ``on_refusal`` gets the engine's refusals (user filters, the
+    trigger budget) in the order they happened, each before the next trigger."""
     host = _host(target)
     engine = host.engine
     counts = host.counts
+    refused_before = engine.budget_refused.copy()
+    if on_refusal is not None:
+        on_trigger = _refusals_first(host, on_trigger, on_refusal)
+    if host.max_future_ms is not None:  # engine.max_future_event_clock: the wall clock now
+        records = host.bounded(records, wall_ms())
     before = dict(counts.triggers)
     taken_before, rejected_before = counts.taken, counts.rejected.copy()
     started = time.perf_counter()
@@ -127,18 +141,26 @@ def replay(
     def every_1024(read: int) -> None:
         if freeze:  # cheap (list splices): often enough that no scan grows big
             gc.freeze()
+        if on_refusal is not None:  # before the engine's bound on pending refusals
+            for refusal in host.take_refusals():
+                on_refusal(refusal)
         if on_progress is not None and not read & 0x3FFF:
             on_progress(read)
 
     try:
         read = host.feed(records, on_trigger, on_reject,
-                         every_1024 if freeze or on_progress is not None else None)
+                         every_1024 if freeze or on_progress is not None
+                         or on_refusal is not None else None)
     finally:
         if freeze:
             gc.unfreeze()
     for trig in host.advance(engine.clock if advance_to is None else advance_to):
         on_trigger(trig)
+    if on_refusal is not None:
+        for refusal in host.take_refusals():
+            on_refusal(refusal)
     summary = ReplaySummary()
+    summary.refused = engine.budget_refused - refused_before
     summary.triggers = triggers_of(counts.triggers, before)
     summary.rejected = counts.rejected - rejected_before
     summary.events_read = read
@@ -192,6 +214,17 @@ class ShardResult:
     clock: int | None
 
 
+def _refusals_first(host: EngineHost, on_trigger: TriggerSink,
+                    on_refusal: Callable[[Refusal], None]) -> TriggerSink:
+    def sink(trig: Trigger) -> None:
+        if host.engine.has_refusals:
+            for refusal in host.take_refusals():
+                on_refusal(refusal)
+        on_trigger(trig)
+
+    return sink
+
+
 def replay_shard(
     records: Iterable[Record], target: EngineHost | Engine, shard: int, shards: int,
     advance_to: int | None = None,
@@ -201,6 +234,8 @@ def replay_shard(
     host = _host(target)
     engine = host.engine
     index = {scene.name: i for i, scene in enumerate(engine.scenes)}
+    if host.max_future_ms is not None:  # see replay()
+        records = host.bounded(records, wall_ms())
     timer_scenes = host.timer_scenes
     armed_at: dict[tuple[str, str], int] = {}  # (scene, user) -> record of the latest arming
     out: list[Tagged] = []

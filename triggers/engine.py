@@ -10,10 +10,11 @@ user's state when popped, so re-arming or cancelling never searches the heap.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from triggers.events import Event, Refusal, Trigger
+from triggers.events import REFUSED_BUDGET, Event, Refusal, Trigger
 from triggers.kinds import kind_of
 from triggers.kinds.base import Limits, Rule, Scene
 from triggers.predicates import Matcher, Predicate
@@ -64,6 +65,8 @@ class Engine:
         # where a scene would have fired), and how many the bound dropped.
         self._refusals: list[Refusal] = []
         self.refusals_dropped = 0
+        # Triggers the per-user budget refused, per scene (triggers.budget).
+        self.budget_refused: Counter[str] = Counter()
         self._timers: list[tuple[int, int, str, str]] = []  # (deadline, seq, scene, user)
         # Rules in config order, timer rules in the same list, so that state
         # transitions happen in config order too.
@@ -132,6 +135,9 @@ class Engine:
             if type(got) is Refused:  # checked only where the scene would fire
                 self._refuse(rule.name, rule.user, user_id, got.key, ts, got.had)
                 continue
+            if self.limits.budget is not None and not self._within_budget(
+                    rule.name, user_id, state, got, ts):  # type: ignore[arg-type]
+                continue
             fired.append(Trigger(rule.name, user_id, got, ts))  # type: ignore[arg-type]
         if states is None:
             self.store.put(user_id, state)
@@ -192,15 +198,16 @@ class Engine:
             if state is None or state.absence.get(scene) != (deadline, seq):
                 continue  # cancelled or re-armed since: a stale heap entry
             del state.absence[scene]
-            store.put(user_id, state)
             # A filtered-out user's timer is consumed all the same: the episode
             # (start, then `after` of silence) is over either way.
             user = users.get(scene) if users else None
             had = None if user is None else user.refuses(state.profile, deadline)
-            if had is None:
-                fired.append(Trigger(scene, user_id, None, deadline))
-            else:
+            if had is not None:
                 self._refuse(scene, user, user_id, None, deadline, had)
+            elif self.limits.budget is None or self._within_budget(
+                    scene, user_id, state, None, deadline):
+                fired.append(Trigger(scene, user_id, None, deadline))
+            store.put(user_id, state)
         return fired
 
     # -- refusals -------------------------------------------------------------
@@ -213,6 +220,22 @@ class Engine:
             self.refusals_dropped += 1
             return
         self._refusals.append(Refusal(scene, user_id, key, ts, user.describe(), tuple(sorted(had))))
+
+    def _within_budget(self, scene: str, user_id: str, state: UserState, key: str | None,
+                       ts: int) -> bool:
+        """Whether the user's trigger budget takes this trigger (recorded in
+        the state if so); else a refusal is recorded, never dropped silently."""
+        budget = self.limits.budget
+        assert budget is not None
+        if budget.take(state.budget, ts):
+            return True
+        self.budget_refused[scene] += 1
+        if len(self._refusals) >= MAX_PENDING_REFUSALS:
+            self.refusals_dropped += 1
+        else:
+            self._refusals.append(Refusal(scene, user_id, key, ts, budget.describe(), (),
+                                          REFUSED_BUDGET))
+        return False
 
     @property
     def has_refusals(self) -> bool:

@@ -26,6 +26,7 @@ REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
 REASON_TOO_LONG = "too_long"
 REASON_TOO_DEEP = "too_deep"
+REASON_FUTURE_TS = "future_ts"  # ts too far ahead of the wall clock (triggers.host.check_future)
 # orjson reads JSON nested 1024 levels deep but writes only 254: an event
 # (the object itself is a level) nested deeper could not be produced again.
 MAX_DEPTH = 254
@@ -38,6 +39,7 @@ REASONS = (
     REASON_WRONG_TYPE,
     REASON_TOO_LONG,
     REASON_TOO_DEEP,
+    REASON_FUTURE_TS,
 )
 
 
@@ -111,10 +113,16 @@ class Trigger:
         return {"scene": self.scene, "user_id": self.user_id, "key": self.key, "ts": self.ts}
 
 
+REFUSED_USER_FILTER = "user_filter"  # a Refusal's rule: the scene's `user:` filter
+REFUSED_BUDGET = "trigger_budget"  # engine.max_triggers_per_user (triggers.budget)
+
+
 class Refusal(NamedTuple):  # a tuple: cheap to build where the engine refuses
     """A scene that would have fired but its ``user:`` filter refused: the
     filter as configured (``tags_all {a}; segments {vip}``) and the tags the
-    user's profile had then, of those the filter looks at."""
+    user's profile had then, of those the filter looks at. Or (``rule``
+    :data:`REFUSED_BUDGET`) the user's trigger budget was spent: ``filter``
+    is the budget (``20 within 1h``)."""
 
     scene: str
     user_id: str
@@ -122,8 +130,11 @@ class Refusal(NamedTuple):  # a tuple: cheap to build where the engine refuses
     ts: int
     filter: str
     had: tuple[str, ...]
+    rule: str = REFUSED_USER_FILTER
 
     def text(self) -> str:
+        if self.rule == REFUSED_BUDGET:
+            return f"trigger budget spent: {self.filter} per user"
         had = ", ".join(self.had) or "none"
         return f"user filter {self.filter}; the profile had {had}"
 

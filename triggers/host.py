@@ -18,6 +18,15 @@ Clock policies (SEMANTICS.md, "Time"):
 * ``wall``: before each event the clock moves to the caller's ``now_ms``
   (the worker's default).
 
+Event time is bounded against the wall clock (:func:`check_future`, the one
+rule the collector, ``produce`` and the worker apply, each passing its wall
+clock): under the wall clock an event more than ``engine.max_future``
+(default 1 h) ahead is rejected as ``future_ts`` (dead-lettered): a view
+stamped year 9999 fired, and its cooldown then held the scene until 9999.
+Under the event clock the bound is ``engine.max_future_event_clock``, off by
+default (replay and backfills read no wall clock, so their output does not
+depend on when they run).
+
 Identity (docs/audiences.md, "Identity"; docs/semantics-notes.md): an
 :data:`IDENTIFY` event ``{"user_id": A, "known_id": K}`` says anonymous id A
 is known user K from now on. The host owns the rule, in two halves that a
@@ -32,15 +41,17 @@ The identify event itself is not given to the engine (no profile count).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from triggers.durations import format_duration_ms
 from triggers.engine import Engine
 from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_MAX_ID_CHARS,
     DEFAULT_MAX_LINE_BYTES,
+    REASON_FUTURE_TS,
     Event,
     IdLimits,
     Refusal,
@@ -61,14 +72,30 @@ CLOCK_POLICIES: tuple[ClockPolicy, ...] = ("event", "wall")
 Record = tuple[int, "Event | EventRejected"]
 TriggerSink = Callable[[Trigger], None]
 RejectSink = Callable[[int, EventRejected], None]
+DEFAULT_MAX_FUTURE_MS = 3_600_000  # engine.max_future
+
+
+def check_future(ts: int, now_ms: int, max_future_ms: int | None) -> None:
+    """Raise ``future_ts`` for an event time more than ``max_future_ms``
+    ahead of the wall clock ``now_ms`` (None: no bound). The one rule of
+    event time against the wall clock: collector, ``produce`` and worker."""
+    if max_future_ms is not None and ts - now_ms > max_future_ms:
+        raise EventRejected(REASON_FUTURE_TS, f"ts {ts} is {format_duration_ms(ts - now_ms)} "
+                            f"ahead of the clock ({now_ms}); the limit is "
+                            f"{format_duration_ms(max_future_ms)} (engine.max_future)")
 
 
 @dataclass(frozen=True, slots=True)
 class InputRules:
-    """How raw input is read (the ``engine:`` config section's input part)."""
+    """How raw input is read (the ``engine:`` config section's input part).
+    ``max_future_ms`` bounds event time against the wall clock under the
+    wall clock policy, ``max_future_event_clock_ms`` under the event clock
+    (None: no bound; :func:`check_future`)."""
 
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_id_chars: int = DEFAULT_MAX_ID_CHARS
+    max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS
+    max_future_event_clock_ms: int | None = None
 
 
 @dataclass
@@ -150,15 +177,51 @@ class EngineHost:
             self.counts.rejected[exc.reason] += 1
             raise
 
-    def decode_record(self, value: bytes) -> list[Event | EventRejected]:
+    def decode_record(self, value: bytes,
+                      now_ms: int | None = None) -> list[Event | EventRejected]:
         """One Kafka record's events (one event, or a batch: a JSON array),
         each decoded or rejected (counted) alone, in order
-        (:func:`triggers.events.decode_event_record`)."""
+        (:func:`triggers.events.decode_event_record`); with the wall clock
+        ``now_ms``, an event too far ahead of it is rejected (:meth:`future`)."""
         items = decode_event_record(value, self.rules.max_line_bytes, self.ids)
-        for item in items:
+        bound = self.max_future_ms if now_ms is not None else None
+        for i, item in enumerate(items):
             if type(item) is not Event:
                 self.counts.rejected[item.reason] += 1  # type: ignore[union-attr]
+            elif bound is not None and item.ts - now_ms > bound:  # type: ignore[operator]
+                items[i] = self.future(item, now_ms) or item  # type: ignore[arg-type]
         return items
+
+    @property
+    def max_future_ms(self) -> int | None:
+        """How far event time may run ahead of the wall clock under this
+        host's clock policy (None: no bound)."""
+        rules = self.rules
+        return rules.max_future_event_clock_ms if self.event_clock else rules.max_future_ms
+
+    def future(self, event: Event, now_ms: int) -> EventRejected | None:
+        """The event's rejection (counted) when its time is too far ahead of
+        the wall clock ``now_ms`` (:func:`check_future`), else None."""
+        try:
+            check_future(event.ts, now_ms, self.max_future_ms)
+        except EventRejected as exc:
+            self.counts.rejected[exc.reason] += 1
+            return exc
+        return None
+
+    def bounded(self, records: Iterable[Record], now_ms: int) -> Iterator[Record]:
+        """Decoded records with the events too far ahead of the wall clock
+        ``now_ms`` rejected (replay's reader under ``max_future_event_clock``);
+        :meth:`feed` counts the rejections it takes."""
+        bound = self.max_future_ms
+        for number, item in records:
+            if bound is not None and type(item) is Event:
+                try:
+                    check_future(item.ts, now_ms, bound)
+                except EventRejected as exc:
+                    yield number, exc
+                    continue
+            yield number, item
 
     def decode_mapping(self, obj: Any) -> Event:
         """A decoded JSON value (a dict from an in-process source) as an event."""

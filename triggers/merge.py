@@ -23,6 +23,7 @@ docs/semantics-notes.md state the rule.
 
 from __future__ import annotations
 
+from triggers.budget import merge_given
 from triggers.profile import Profile
 from triggers.state import KeyWindow, UserState
 
@@ -50,6 +51,7 @@ def merge_states(known: UserState | None, anonymous: UserState,
             key: max(v for v in (mine_fires.get(key), their_fires.get(key)) if v is not None)
             for key in mine_fires.keys() | their_fires.keys()}
     out.profile = merge_profiles(base.profile, anonymous.profile)
+    out.budget = merge_given(base.budget, anonymous.budget, max_entries)  # triggers.budget
     return out
 
 

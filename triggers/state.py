@@ -4,8 +4,10 @@ In memory the state is a plain mutable object (fast for replay); stores that
 persist it (Faust tables) encode it on every put, so a changelog sees a new
 value assigned, never a mutation in place.
 
-Wire format v1 (orjson): ``[1, max_ts, repeat, absence, arrival, profile]``
-where timestamps inside windows are stored as ``max_ts - ts`` (small numbers).
+Wire format v2 (orjson): ``[2, max_ts, repeat, absence, arrival, profile,
+budget]`` where timestamps inside windows and the trigger budget's times
+(:mod:`triggers.budget`) are stored as ``max_ts - ts`` (small numbers).
+Version 1 (no ``budget``) is still read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import orjson
 from triggers.errors import StateDecodeError
 from triggers.profile import Profile
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_READABLE = (1, 2)
 
 
 class KeyWindow:
@@ -36,7 +39,7 @@ class KeyWindow:
 class UserState:
     """Everything the engine keeps for one user."""
 
-    __slots__ = ("absence", "arrival", "max_ts", "profile", "repeat")
+    __slots__ = ("absence", "arrival", "budget", "max_ts", "profile", "repeat")
 
     def __init__(self) -> None:
         self.max_ts: int | None = None
@@ -44,6 +47,8 @@ class UserState:
         self.absence: dict[str, tuple[int, int]] = {}  # scene -> (deadline, arm seq)
         self.arrival: dict[str, dict[str, int]] = {}  # scene -> key -> newest fire ts
         self.profile = Profile()
+        # The largest trigger times the budget counts (at most its count, sorted).
+        self.budget: list[int] = []
 
     def encode(self) -> bytes:
         base = self.max_ts or 0
@@ -61,7 +66,8 @@ class UserState:
         }
         absence = {scene: list(timer) for scene, timer in self.absence.items()}
         arrival = {scene: keys for scene, keys in self.arrival.items() if keys}
-        wire = [STATE_VERSION, self.max_ts, repeat, absence, arrival, self.profile.to_wire()]
+        wire = [STATE_VERSION, self.max_ts, repeat, absence, arrival, self.profile.to_wire(),
+                [base - t for t in self.budget]]
         return orjson.dumps(wire)
 
     @classmethod
@@ -71,7 +77,7 @@ class UserState:
             version = wire[0]
         except (orjson.JSONDecodeError, IndexError, TypeError, KeyError) as exc:
             raise StateDecodeError(f"unreadable user state: {exc}") from None
-        if version != STATE_VERSION:
+        if version not in _READABLE:
             raise StateDecodeError(f"user state version {version!r} is not supported")
         try:
             return cls._from_wire(wire)
@@ -80,7 +86,7 @@ class UserState:
 
     @classmethod
     def _from_wire(cls, wire: Any) -> UserState:
-        _, max_ts, repeat, absence, arrival, profile = wire
+        _, max_ts, repeat, absence, arrival, profile, *budget = wire
         state = cls()
         state.max_ts = max_ts
         base = max_ts or 0
@@ -96,6 +102,9 @@ class UserState:
         state.absence = {scene: (timer[0], timer[1]) for scene, timer in absence.items()}
         state.arrival = {scene: dict(keys) for scene, keys in arrival.items()}
         state.profile = Profile.from_wire(profile)
+        if budget:  # version 2
+            (given,) = budget
+            state.budget = [base - d for d in given]
         return state
 
 

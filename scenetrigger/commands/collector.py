@@ -18,7 +18,7 @@ from agents.collector import (
 from agents.producer import ensure_topics, new_kafka_producer
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger import config_follow
-from scenetrigger.cli_support import add_topic_arguments, produce_topics
+from scenetrigger.cli_support import add_max_future_argument, add_topic_arguments, produce_topics
 from triggers.errors import SceneTriggerError
 
 TOKEN_ENV = "SCENETRIGGER_COLLECTOR_TOKEN"  # noqa: S105 - the name of an env var
@@ -46,6 +46,7 @@ def register(sub: Any) -> None:
                         help="requests read at once; more are answered 503 busy (default 32)")
     parser.add_argument("--config", help="config file when the store has no version yet "
                         "(validated and reported; the collector's limits are its flags)")
+    add_max_future_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
         token=token,
         read_timeout_s=args.read_timeout,
         max_concurrent=args.max_concurrent,
+        max_future_ms=args.max_future,
     )
 
 

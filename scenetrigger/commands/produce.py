@@ -31,6 +31,7 @@ from agents.producer import (
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger.cli_support import (
     add_batch_arguments,
+    add_max_future_argument,
     add_topic_arguments,
     batch_limits,
     open_input,
@@ -57,6 +58,7 @@ def register(sub: Any) -> None:
                         help="at most this many events per second (default: as fast as possible)")
     parser.add_argument("--max-line-bytes", type=positive, default=DEFAULT_MAX_LINE_BYTES)
     add_batch_arguments(parser)
+    add_max_future_argument(parser)
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.set_defaults(run=run)
@@ -110,6 +112,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
                     raw_of=lambda: remembered.last,
                     limiter=RateLimiter(args.rate) if args.rate else None,
                     on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
+                    max_future_ms=args.max_future,
                 )
             finally:
                 if progress is not None:

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import orjson
 
-from channels.decisions import DEFAULT_MAX_BYTES, FileDecisionLog
+from channels.decisions import DEFAULT_MAX_BYTES, FileDecisionLog, refusal_record
 from config.loader import load_config
 from scenetrigger.cli_support import open_input, pick_format, progress_bar
 from scenetrigger.replay import (
@@ -21,7 +21,7 @@ from scenetrigger.replay import (
 )
 from scenetrigger.sources import FORMATS, read_for
 from triggers.errors import SceneTriggerError
-from triggers.events import Trigger
+from triggers.events import Refusal, Trigger
 
 
 def register(sub: Any) -> None:
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 jsonl_reject_writer(rejects) if rejects is not None else None,
                 advance_to=args.advance_to,
                 on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
+                on_refusal=_refusal_writer(delivery),
             )
         finally:
             if progress is not None:
@@ -122,6 +123,15 @@ def _delivery(args: argparse.Namespace, config: Any, engine: Any) -> Iterator[An
         delivery.close()
         if decisions is not None:
             decisions.close()
+
+
+def _refusal_writer(delivery: Any) -> Callable[[Refusal], None] | None:
+    """With ``--decisions``: the engine's refusals (user filters, the trigger
+    budget) as decision records, as the worker writes them."""
+    log = delivery.pipeline.decisions if delivery is not None else None
+    if log is None:
+        return None
+    return lambda refusal: log.write(refusal_record(refusal))
 
 
 def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -177,12 +177,13 @@ scenes:
 """
 
 
-def _worker(tmp_path: Path) -> tuple[SceneWorker, list[tuple[str, int | None, bytes]]]:
+def _worker(tmp_path: Path, clock: Literal["event", "wall"] = "event",
+            ) -> tuple[SceneWorker, list[tuple[str, int | None, bytes]]]:
     from agents.settings import WorkerSettings
     from config.loader import load_config_text
 
     worker = SceneWorker(WorkerSettings(config=load_config_text(CONFIG), store="memory",
-                                        state_dir=tmp_path, clock="event"))
+                                        state_dir=tmp_path, clock=clock))
     dead: list[tuple[str, int | None, bytes]] = []
 
     def dead_letter(message: Any, reason: str, _detail: str, _now: int,
@@ -208,6 +209,18 @@ def test_a_bad_event_of_a_batch_is_dead_lettered_alone_with_its_index(tmp_path: 
     assert [(reason, index) for reason, index, _ in dead] == [(REASON_MISSING_FIELD, 1)]
     assert len(worker.fired) == 1  # type: ignore[attr-defined]  # both good views applied
     assert host.store.applied_offset("a") == position(5, 2)
+
+
+def test_an_event_too_far_ahead_of_the_wall_clock_is_dead_lettered(tmp_path: Path) -> None:
+    """Issue 19: a view stamped year 9999 fired and held its cooldown till then."""
+    worker, dead = _worker(tmp_path, "wall")
+    host = worker.host(0)
+    now = 1_700_000_000_000
+    record = encode_batch([_view("a", 253_402_300_799_000), _view("a", now),
+                           _view("a", now + 3_600_001), _view("a", now + 60_000)])
+    assert worker._take_record(host, FakeMessage(record, 5), now) == 4
+    assert [(reason, index) for reason, index, _ in dead] == [("future_ts", 0), ("future_ts", 2)]
+    assert [t.ts for t in worker.fired] == [now + 60_000]  # type: ignore[attr-defined]
 
 
 def test_a_redone_record_applies_nothing_twice(tmp_path: Path) -> None:

@@ -145,3 +145,35 @@ async def test_kafka_publisher_batches_events_by_partition_by_default() -> None:
         times = [ts for u, ts in seen if u == user]
         assert times == sorted(times)
     assert [r[0] for r in producer.records].count("dl") == 1
+
+
+async def test_collector_dead_letters_an_event_too_far_ahead_of_its_clock() -> None:
+    """Issue 19: a view stamped year 9999 was taken (triggers.host.check_future)."""
+    now = 1_700_000_000_000
+    publisher = MemoryPublisher()
+    client = await _client(publisher, clock=lambda: now)
+    try:
+        body = orjson.dumps([{"user_id": "a", "ts": 253_402_300_799_000, "type": "view"},
+                             {"user_id": "a", "ts": now + 3_600_000, "type": "view"},
+                             {"user_id": "a", "ts": now + 3_600_001, "type": "view"}])
+        resp = await client.post("/events", data=body)
+        answer = await resp.json()
+        assert resp.status == 202 and answer["accepted"] == 1
+        assert [(e["index"], e["reason"]) for e in answer["errors"]] == [
+            (0, "future_ts"), (2, "future_ts")]
+        assert [t for t, _, _ in publisher.messages] == ["dl", "ev", "dl"]
+        dead = orjson.loads(publisher.messages[0][2])
+        assert (dead["reason"], dead["where"]) == ("future_ts", 0)
+        metrics = await (await client.get("/metrics")).text()
+        assert ('scenetrigger_collector_events_total{reason="future_ts",result="rejected"} 2.0'
+                in metrics)
+    finally:
+        await client.close()
+    off = MemoryPublisher()
+    client = await _client(off, clock=lambda: now, max_future_ms=None)
+    try:
+        resp = await client.post("/events", data=orjson.dumps(
+            {"user_id": "a", "ts": 253_402_300_799_000, "type": "view"}))
+        assert resp.status == 202 and [t for t, _, _ in off.messages] == ["ev"]
+    finally:
+        await client.close()

@@ -89,3 +89,21 @@ async def test_records_go_to_events_and_rejects_to_dead_letters_in_order() -> No
         "invalid_json", 2, "oops", "produce:x")
     assert sink.flushed == 1
     assert progress == [2]
+
+
+async def test_an_event_too_far_ahead_of_the_clock_is_dead_lettered() -> None:
+    """Issue 19: the rule the worker and the collector apply (``future_ts``)."""
+    now = 1_700_000_000_000
+    far = b'{"user_id": "u1", "ts": 253402300799000, "type": "view"}\n'
+    lines = LastLine([far, b'{"user_id": "u1", "ts": %d, "type": "view"}\n' % (now + 3_600_000)])
+    sink = ListSink()
+    topics = ProduceTopics(events="ev", dead_letters="dl")
+    sent, rejected, reasons = await produce_records(
+        read_jsonl(lines), sink, topics=topics, raw_of=lambda: lines.last, clock=lambda: now)
+    assert (sent, rejected, dict(reasons)) == (1, 1, {"future_ts": 1})
+    dead = orjson.loads(sink.sent[0][2])
+    assert (sink.sent[0][0], dead["reason"], dead["where"]) == ("dl", "future_ts", 1)
+    again = ListSink()
+    got = await produce_records(read_jsonl(LastLine([far])), again, topics=topics,
+                                clock=lambda: now, max_future_ms=None)  # --max-future off
+    assert got[:2] == (1, 0) and orjson.loads(again.sent[0][2])["ts"] == 253402300799000

@@ -24,6 +24,7 @@ scenes:
   arrive:
     kind: arrival
     when: {type: cart}
+engine: {max_future_event_clock: 1h}
 """
 
 BAD: list[tuple[bytes, str]] = [
@@ -34,6 +35,9 @@ BAD: list[tuple[bytes, str]] = [
     (b'{"user_id": "u", "ts": 1.5, "type": "view"}', "wrong_type"),
     (b"\xff\xfe{}", "invalid_utf8"),
     (b"", "invalid_json"),
+    # Issue 19: year 9999 fired, then held its cooldown till then (bounded against
+    # the wall clock; under --clock event as configured above).
+    (b'{"user_id": "first", "ts": 253402300799000, "type": "cart"}', "future_ts"),
 ]
 
 

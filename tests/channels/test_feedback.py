@@ -128,6 +128,38 @@ async def test_allow_listed_host_redirects_without_signature(
     assert resp.status == 302 and resp.headers["Location"] == target
 
 
+async def test_a_click_counts_once_per_message_and_link(
+        setup: tuple[Client, ListSink, Engaged]) -> None:
+    """Issue 19: 50 unsigned GETs to an allow-listed host made 50 clicks."""
+    client, sink, engaged = setup
+    for n in range(50):  # unsigned: once per message, however the URL varies
+        target = f"https://shop.example.com/p/{n % 7}"
+        resp = await client.get(f"/t/c/{MID}?u={quote(target, safe='')}", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == target
+    links = [tracked_link("http://x", SECRET, MID, f"https://evil.example.net/{n}").split(
+        "http://x", 1)[1] for n in range(2)]
+    for path in (*links, *links, *links):
+        assert (await client.get(path, allow_redirects=False)).status == 302
+    assert [e.kind for e in sink.events] == ["clicked"] * 3  # unsigned, link 0, link 1
+    assert engaged.users == ["u1"] * 3
+    other = tracked_link("http://x", SECRET, "unknown-message", "https://shop.example.com/")
+    assert (await client.get(other.split("http://x", 1)[1], allow_redirects=False)).status == 302
+    assert len(sink.events) == 3  # a message nobody sent counts nothing
+
+
+@pytest.mark.parametrize("target", ["https://shop.example.com:99999/",
+                                    "https://shop.example.com:-1/",
+                                    "https://shop.example.com:port/"])
+async def test_a_malformed_target_is_400_and_no_click(
+        setup: tuple[Client, ListSink, Engaged], target: str) -> None:
+    client, sink, engaged = setup
+    signed = tracked_link("http://x", SECRET, MID, target).split("http://x", 1)[1]
+    for path in (f"/t/c/{MID}?u={quote(target, safe='')}", signed):
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 400 and "Location" not in resp.headers
+    assert sink.events == [] and engaged.users == []
+
+
 async def test_provider_callback_needs_the_token(
         setup: tuple[Client, ListSink, Engaged]) -> None:
     client, sink, _ = setup
@@ -188,6 +220,10 @@ async def test_redis_message_index(redis_url: str) -> None:
         await index.remember("abc", MessageMeta("u1", "s", "inbox"))
         assert await index.lookup("abc") == MessageMeta("u1", "s", "inbox")
         assert await index.lookup("nope") is None
+        assert await index.first("opened", "abc") and not await index.first("opened", "abc")
+        assert await index.first("clicked", "abc", "link-1")
+        assert await index.first("clicked", "abc", "link-2")
+        assert not await index.first("clicked", "abc", "link-1")
     finally:
         await client.aclose()
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from channels.base import Message
 from channels.decisions import DecisionRecord
-from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path
+from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path, tracked_link
 from channels.inbox import InboxStore
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
@@ -45,7 +45,7 @@ def config_text(run: str) -> str:
     return f"""
 scenes:
   promo_arrival: {{kind: arrival, when: {{page: {{prefix: /promo}}}}, per: page}}
-delivery: {{redis_prefix: "sv{run}:"}}
+delivery: {{redis_prefix: "sv{run}:", tracking: {{allow_hosts: [shop.example.com]}}}}
 channels:
   inbox: {{type: inbox, key_prefix: "sv{run}:inbox"}}
 """
@@ -85,6 +85,25 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
                 assert resp.status == 200 and resp.content_type == "image/gif"
             async with http.get(f"{base}/t/o/unknown.gif") as resp:
                 assert resp.status == 200  # still a pixel, but no event
+
+            # Clicks count once per message and link (issue 19): 50 unsigned GETs
+            # to an allow-listed host were 50 clicks; a bad port recorded one, then 500.
+            shop = "https://shop.example.com/anything"
+            for n in range(50):  # the same link, then others: unsigned, once per message
+                target = shop if n < 25 else f"{shop}/{n}"
+                async with http.get(f"{base}/t/c/{mid}", params={"u": target},
+                                    allow_redirects=False) as resp:
+                    assert resp.status == 302 and resp.headers["Location"] == target
+            signed = [tracked_link(base, TRACKING.encode(), mid, f"https://elsewhere.example.net/{n}")
+                      for n in (1, 2)]
+            for link in (*signed, *signed, signed[0]):  # two links, clicked 2 and 3 times
+                async with http.get(link, allow_redirects=False) as resp:
+                    assert resp.status == 302
+            for bad in ("https://shop.example.com:99999/", "https://shop.example.com:-1/",
+                        "https://shop.example.com:x/"):
+                async with http.get(f"{base}/t/c/{mid}", params={"u": bad},
+                                    allow_redirects=False) as resp:
+                    assert resp.status == 400 and "Location" not in resp.headers
 
             # Provider callbacks: the token in a header, never in the URL.
             report = {"message_id": mid, "status": "DELIVRD"}
@@ -136,18 +155,21 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
             async with http.get(f"{base}/metrics") as resp:
                 metrics = await resp.text()
             assert 'scenetrigger_feedback_events_total{kind="opened"} 1.0' in metrics
+            assert 'scenetrigger_feedback_events_total{kind="clicked"} 3.0' in metrics
 
         events = [orjson.loads(r.value) for r in await read_topic(kafka_bootstrap, events_topic)]
         assert [(e["type"], e["user_id"], e["channel"], e["scene"], e["message_id"])
                 for e in events] == [("opened", "u42", "wechat", "cart_abandonment", mid),
+                                     *[("clicked", "u42", "wechat", "cart_abandonment", mid)] * 3,
                                      ("delivered", "u42", "wechat", "cart_abandonment", mid)]
         records = await read_topic(kafka_bootstrap, journeys_topic)
         assert [(r.key, orjson.loads(r.value)["type"]) for r in records] == [
-            (b"u42", "opened"), (b"u42", "delivered")]
+            (b"u42", "opened"), *[(b"u42", "clicked")] * 3, (b"u42", "delivered")]
         decided = [DecisionRecord.decode(r.value)
                    for r in await read_topic(kafka_bootstrap, decisions_topic)]
         assert [(d.outcome, d.user_id, d.scene, d.channel, d.message_id) for d in decided] == [
             ("opened", "u42", "cart_abandonment", "wechat", mid),
+            *[("clicked", "u42", "cart_abandonment", "wechat", mid)] * 3,
             ("delivered", "u42", "cart_abandonment", "wechat", mid)]
     finally:
         await producer.stop()

@@ -9,6 +9,12 @@ pending timer. Where SEMANTICS.md is silent it follows docs/semantics-notes.md
 Scene ``user`` filters are modelled for the value segment only (default
 thresholds, recomputed from the user's whole taken history): enough to check
 when a filter is applied and what a filtered-out fire leaves behind.
+
+The per-user trigger budget (``engine.max_triggers_per_user``,
+docs/semantics-notes.md) filters the triggers in firing order: one is
+given unless ``count`` triggers already given to the user are stamped after
+``ts - within``; the scenes' own fires (cooldowns, consumed timers) are as
+without a budget.
 """
 
 from __future__ import annotations
@@ -104,6 +110,23 @@ class Reference:
     timers: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     clock: int | None = None
     arms: int = 0
+    budget: tuple[int, int] | None = None  # (count, within ms)
+    given: dict[str, list[int]] = field(default_factory=dict)  # every trigger given, per user
+    refused: list[RefTrigger] = field(default_factory=list)  # by the budget
+
+    def _budget(self, triggers: list[RefTrigger]) -> list[RefTrigger]:
+        if self.budget is None:
+            return triggers
+        count, within = self.budget
+        out = []
+        for trig in triggers:
+            given = self.given.setdefault(trig[1], [])
+            if sum(1 for t in given if t > trig[3] - within) >= count:
+                self.refused.append(trig)
+            else:
+                given.append(trig[3])
+                out.append(trig)
+        return out
 
     def handle(self, event: Mapping[str, Any]) -> list[RefTrigger]:
         user = text(event["user_id"])
@@ -122,7 +145,7 @@ class Reference:
                 fires, key = rule(name, spec, user, event)
                 if fires:
                     out.append((name, user, key, ts))
-        return out
+        return self._budget(out)
 
     def finish(self, advance_to: int | None = None) -> tuple[list[RefTrigger], list[RefPending]]:
         """End of input: fire what the final clock makes due; the rest is pending."""
@@ -130,7 +153,7 @@ class Reference:
             self.clock = advance_to
         if self.clock is None:
             return [], []
-        fired = self._fire_due()
+        fired = self._budget(self._fire_due())
         pending = sorted(self.timers.items(), key=lambda item: item[1])
         return fired, [(scene, user, deadline) for (scene, user), (deadline, _) in pending]
 
@@ -237,9 +260,10 @@ def run_reference(
     scenes: Mapping[str, Mapping[str, Any]],
     events: Sequence[Mapping[str, Any]],
     advance_to: int | None = None,
+    budget: tuple[int, int] | None = None,
 ) -> tuple[list[RefTrigger], list[RefPending]]:
     """Every trigger in firing order, and the timers pending at the end."""
-    ref = Reference(scenes)
+    ref = Reference(scenes, budget=budget)
     out: list[RefTrigger] = []
     for event in events:
         out.extend(ref.handle(event))

@@ -6,7 +6,8 @@ event is never older than ``late_ms`` before the newest ``ts`` of the stream
 Inside that allowance the engine promises exact results; beyond it, it may
 have pruned the window the late event would need (docs/semantics-notes.md).
 Streams are also shorter than the per-user caps (``max_window_entries``,
-``max_keys``), which only bite on bot-sized traffic.
+``max_keys``), which only bite on bot-sized traffic. The per-user trigger
+budget (``engine.max_triggers_per_user``) is drawn small so that it bites.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from hypothesis import strategies as st
 from config.loader import validate_config
 from scenetrigger.replay import replay, replay_shard
 from scenetrigger.sources import Record
-from tests.triggers.reference import run_reference
+from tests.triggers.reference import Reference, run_reference
 from triggers import Engine, Limits, Trigger
+from triggers.budget import TriggerBudget
 from triggers.errors import EventRejected
-from triggers.events import event_from_mapping
+from triggers.events import REFUSED_BUDGET, event_from_mapping
 from triggers.state import BytesStore, MemoryStore, StateStore
 
 MISSING = object()
@@ -120,22 +122,32 @@ def streams(draw: st.DrawFn, late_ms: int) -> list[dict[str, Any]]:
     return events
 
 
+Budget = tuple[int, int] | None  # (count, within ms): engine.max_triggers_per_user
+Case = tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool, Budget]
+budgets = st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 40)))
+
+
+def limits(late_ms: int, budget: Budget) -> Limits:
+    return Limits(late_ms=late_ms, budget=None if budget is None else TriggerBudget(*budget))
+
+
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool]:
+def cases(draw: st.DrawFn) -> Case:
     scenes = draw(configs)
     late_ms = draw(st.sampled_from([0, 5, 30, 100, Limits().late_ms]))
     events = draw(streams(late_ms))
     advance = draw(st.one_of(st.none(), st.integers(0, 100)))
-    return scenes, late_ms, events, advance, draw(st.booleans())
+    return scenes, late_ms, events, advance, draw(st.booleans()), draw(budgets)
 
 
 def run_engine(
     scenes: dict[str, Any], late_ms: int, events: list[dict[str, Any]],
-    advance_by: int | None, encoded: bool,
+    advance_by: int | None, encoded: bool, budget: Budget = None,
+    refused: list[tuple[str, str, str | None, int]] | None = None,
 ) -> tuple[list[tuple[str, str, str | None, int]], list[tuple[str, str, int]], int | None]:
     config = validate_config({"scenes": scenes})
     store: StateStore = BytesStore({}) if encoded else MemoryStore()
-    engine = Engine(config.scene_list(), store=store, limits=Limits(late_ms=late_ms))
+    engine = Engine(config.scene_list(), store=store, limits=limits(late_ms, budget))
     records: list[Record] = [(n, event_from_mapping(dict(e))) for n, e in enumerate(events, 1)]
     fired: list[Trigger] = []
     advance_to = None
@@ -143,18 +155,21 @@ def run_engine(
         advance_to = max(e["ts"] for e in events) + advance_by
     summary = replay(records, engine, fired.append, advance_to=advance_to)
     out = [(t.scene, t.user_id, t.key, t.ts) for t in fired]
+    if refused is not None:
+        refused += [(r.scene, r.user_id, r.key, r.ts) for r in engine.take_refusals()
+                    if r.rule == REFUSED_BUDGET]
     return out, [(p.scene, p.user_id, p.deadline) for p in summary.pending], advance_to
 
 
 def run_shards(
     scenes: dict[str, Any], late_ms: int, events: list[dict[str, Any]], advance_to: int | None,
-    shards: int,
+    shards: int, budget: Budget = None,
 ) -> tuple[list[tuple[str, str, str | None, int]], list[tuple[str, str, int]]]:
     """What replay_sharded does, with the shards run one after the other in-process."""
     config = validate_config({"scenes": scenes})
     records: list[Record] = [(n, event_from_mapping(dict(e))) for n, e in enumerate(events, 1)]
     results = [
-        replay_shard(records, Engine(config.scene_list(), limits=Limits(late_ms=late_ms)),
+        replay_shard(records, Engine(config.scene_list(), limits=limits(late_ms, budget)),
                      k, shards, advance_to)
         for k in range(shards)
     ]
@@ -173,22 +188,54 @@ FILTERED_THEN_ADMITTED = (
      {"user_id": 3, "ts": 1_000_000, "type": "purchase"}],
     None,
     False,
+    None,
+)
+# A budget of 1 within 10 ms: a timer fired after the user's arrival is refused,
+# and the scene's cooldown started all the same (the second view is not refused:
+# it does not fire).
+BUDGET_SPENT = (
+    {"a": {"kind": "arrival", "when": {"type": "view"}, "cooldown": 50},
+     "b": {"kind": "absence", "start": {"type": "cart"}, "after": 1}},
+    0,
+    [{"user_id": "u1", "ts": 1_000_000, "type": "cart"},
+     {"user_id": "u1", "ts": 1_000_000, "type": "view"},
+     {"user_id": "u1", "ts": 1_000_005, "type": "view"},
+     {"user_id": "u2", "ts": 1_000_020, "type": "view"}],
+    None,
+    True,
+    (1, 10),
 )
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 @example(FILTERED_THEN_ADMITTED)
-def test_engine_equals_reference(
-    case: tuple[dict[str, Any], int, list[dict[str, Any]], int | None, bool],
-) -> None:
-    scenes, late_ms, events, advance_by, encoded = case
-    fired, pending, advance_to = run_engine(scenes, late_ms, events, advance_by, encoded)
-    expected_fired, expected_pending = run_reference(scenes, events, advance_to)
-    assert fired == expected_fired
+@example(BUDGET_SPENT)
+def test_engine_equals_reference(case: Case) -> None:
+    scenes, late_ms, events, advance_by, encoded, budget = case
+    refused: list[tuple[str, str, str | None, int]] = []
+    fired, pending, advance_to = run_engine(scenes, late_ms, events, advance_by, encoded,
+                                            budget, refused)
+    ref = Reference(scenes, budget=budget)
+    expected_fired = [t for event in events for t in ref.handle(event)]
+    expected_late, expected_pending = ref.finish(advance_to)
+    assert fired == expected_fired + expected_late
     assert pending == expected_pending
+    assert refused == ref.refused  # every refused trigger has its refusal, in order
     # sharded replay's merge puts every trigger back where one engine emits it
-    assert run_shards(scenes, late_ms, events, advance_to, 2) == (fired, pending)
+    assert run_shards(scenes, late_ms, events, advance_to, 2, budget) == (fired, pending)
+
+
+def test_the_budget_example_refuses_what_it_should() -> None:
+    """BUDGET_SPENT is not vacuous: the timer at 1_000_001 is refused."""
+    scenes, late_ms, events, _, encoded, budget = BUDGET_SPENT
+    refused: list[tuple[str, str, str | None, int]] = []
+    fired, _, _ = run_engine(scenes, late_ms, events, None, encoded, budget, refused)
+    assert fired == [("a", "u1", None, 1_000_000), ("a", "u2", None, 1_000_020)]
+    assert refused == [("b", "u1", None, 1_000_001)]
+    assert run_engine(scenes, late_ms, events, None, encoded)[0] == [
+        ("a", "u1", None, 1_000_000), ("b", "u1", None, 1_000_001),
+        ("a", "u2", None, 1_000_020)]
 
 
 def test_reference_is_not_trivially_agreeing() -> None:

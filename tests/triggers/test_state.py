@@ -157,3 +157,42 @@ def test_bad_prices_and_long_ids_neither_stop_the_stream_nor_break_the_encoding(
     assert state.profile.purchases == len(prices)
     assert state.profile.amount_cents == 1234  # only the one sane price counts
     assert state.profile.last_product == "p" * 200
+
+
+def test_the_shipped_budget_caps_a_bots_triggers_and_its_state() -> None:
+    """Issue 19: 100,000 distinct promo pages in 30 minutes fired 100,000 triggers."""
+    config = load_config()
+    limits = config.engine.limits()
+    assert limits.budget is not None and (limits.budget.count, limits.budget.within_ms) == (
+        20, 60 * MINUTE)
+    eng = Engine(config.scene_list(), limits=limits)
+    fired = []
+    for i in range(100_000):  # 30 minutes
+        fired += eng.handle(event_from_mapping(ev("bot", T0 + i * 18, "page",
+                                                  page=f"/promo/{i}")))
+    assert len(fired) == 20 and eng.budget_refused == {"promo_arrival": 99_980}
+    state = eng.store.get("bot")
+    assert state is not None and state.budget == [t.ts for t in fired]
+    assert len(state.encode()) < 32 * 1024
+
+
+def test_state_version_1_is_still_read_and_version_2_keeps_the_budget() -> None:
+    v1 = orjson.dumps([1, T0, {}, {}, {"promo_arrival": {"/promo": T0}}, UserState().profile
+                       .to_wire()])
+    old = UserState.decode(v1)
+    assert old.arrival == {"promo_arrival": {"/promo": T0}} and old.budget == []
+    old.budget = [T0 - 5, T0]
+    data = old.encode()
+    assert orjson.loads(data)[0] == 2 and orjson.loads(data)[-1] == [5, 0]  # offsets from max_ts
+    assert UserState.decode(data).budget == [T0 - 5, T0]
+    with pytest.raises(StateDecodeError, match="version 3"):
+        UserState.decode(orjson.dumps([3, *orjson.loads(data)[1:]]))
+
+
+def test_an_identity_merge_keeps_both_ids_given_triggers() -> None:
+    from triggers.merge import merge_states
+
+    known, anonymous = UserState(), UserState()
+    known.budget, anonymous.budget = [1, 5, 9], [3, 7]
+    assert merge_states(known, anonymous, max_entries=4).budget == [3, 5, 7, 9]
+    assert merge_states(None, anonymous).budget == [3, 7]

@@ -26,6 +26,7 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
+from triggers.budget import TriggerBudget
 from triggers.durations import format_duration_ms
 from triggers.predicates import Fields, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
@@ -46,11 +47,14 @@ class Limits:
     ``late_ms``: events up to this much older than the user's newest event are
     evaluated exactly; older ones still apply but may see a pruned window.
     ``max_window_entries`` / ``max_keys``: caps against bots (newest kept).
+    ``budget``: at most so many triggers per user (:mod:`triggers.budget`;
+    None: no limit).
     """
 
     late_ms: int = 300_000
     max_window_entries: int = 64
     max_keys: int = 256
+    budget: TriggerBudget | None = None
 
 
 class Scene(Protocol):
