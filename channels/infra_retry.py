@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import (
     AskError,
@@ -159,6 +160,36 @@ class Waiter:
         with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
             await asyncio.wait_for(self.stopping.wait(), seconds)
         return self.stopping.is_set()
+
+
+# Redis faults an HTTP request answers 503 to (not every ConnectionError: a
+# client that hangs up is not the infrastructure's fault).
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    *REDIS_REFUSALS, RedisConnectionError, RedisTimeoutError)
+RETRY_AFTER_S = 5
+
+
+def unavailable_middleware(metrics: InfraMetrics | None, component: str = "serve") -> Any:
+    """An aiohttp middleware: a request whose Redis refuses or is away gets
+    503 with ``Retry-After`` (nothing it asked for was done, so the client
+    retries it), counted like any wait; the server stays up."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except REDIS_UNAVAILABLE as exc:
+            if metrics is not None:
+                metrics.errors.labels(component, fault_kind(exc)).inc()
+            log.warning("request refused: Redis unavailable", extra={
+                "component": component, "path": request.path, "fault": fault_kind(exc),
+                "error": repr(exc)})
+            return web.json_response(
+                {"error": "storage unavailable, retry later", "fault": fault_kind(exc)},
+                status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return response
+
+    return middleware
 
 
 # What a Waiter waits out by default: every Redis refusal, and a Redis or
