@@ -31,13 +31,13 @@ raw bytes: the user's id and contact points (:mod:`scenetrigger.raw_match`).
 
 :meth:`Eraser.erase` removes all of it, puts the user's hashed contact
 points on the do-not-contact list (so a re-imported address is not
-messaged) and keeps a receipt ``{p}erasure:{sha256(id)}``: when, and how many
-of each kind were removed; never the data nor the id in clear.
+messaged) and keeps a receipt ``{p}erasure:{keyed hash of id}``: when, and
+how many of each kind were removed; never the data nor the id in clear. Both
+hashes are keyed (:mod:`config.hash_keys`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -55,6 +55,7 @@ from channels.policy import DeliveryRequest, caps_key, claim_key, deferred_key, 
 from channels.policy_store import end_leases, payload_key
 from config.channel_models import InboxModel
 from config.clock import wall_ms
+from config.hash_keys import HashKeys
 from config.models import AppConfig
 from scenetrigger.raw_match import RawMatcher
 from strategies.service import journeys_key
@@ -91,8 +92,10 @@ class Found:
 class Eraser:
     def __init__(self, redis: Any, config: AppConfig, tags_prefix: str = DEFAULT_PREFIX,
                  dead_letter_stream: str = DEFAULT_STREAM,
-                 forget_in_worker: ForgetInWorker | None = None) -> None:
+                 forget_in_worker: ForgetInWorker | None = None,
+                 keys: HashKeys | None = None) -> None:
         self.redis = redis
+        self.keys = keys if keys is not None else HashKeys.from_env()
         self.prefix = config.delivery.redis_prefix
         self.tags_prefix = tags_prefix
         self.inbox_prefixes = sorted({m.key_prefix for m in config.channels.values()
@@ -100,7 +103,7 @@ class Eraser:
                                      or {InboxModel(type="inbox").key_prefix})
         self.dead_letter_stream = dead_letter_stream
         self.directory = RedisDirectory(redis, self.prefix)
-        self.consent = RedisConsentStore(redis, self.prefix)
+        self.consent = RedisConsentStore(redis, self.prefix, self.keys)
         self.tags = RedisTagStore(redis, tags_prefix)
         self.journeys_key = journeys_key(tags_prefix)
         self.forget_in_worker = forget_in_worker
@@ -259,11 +262,13 @@ class Eraser:
         if self.forget_in_worker is not None:
             await self.forget_in_worker(user_id, now)
             worker = "erase event sent: the worker deletes the table key (changelog tombstone)"
-        receipt = {"erased_at_ms": now, "subject": subject_hash(user_id),
+        receipt = {"erased_at_ms": now, "subject": self.keys.subject(user_id),
+                   "key_id": self.keys.key_id,
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
                    "engine_state": worker}
-        await self.redis.set(receipt_key(self.prefix, user_id), orjson.dumps(receipt))
+        await self.redis.set(receipt_key(self.prefix, user_id, self.keys),
+                             orjson.dumps(receipt))
         return receipt
 
 
@@ -292,28 +297,33 @@ def _request_owner(raw: Any) -> str:
     return DeliveryRequest.decode(raw).user_id
 
 
-def receipt_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}erasure:{subject_hash(user_id)}"
+def receipt_key(prefix: str, user_id: str, keys: HashKeys | None = None) -> str:
+    return receipt_key_of(prefix, (keys or HashKeys.from_env()).subject(user_id))
 
 
-async def erased_at(redis: Any, prefix: str, user_ids: Collection[str]) -> dict[str, int]:
+def receipt_key_of(prefix: str, subject: str) -> str:
+    return f"{prefix}erasure:{subject}"
+
+
+async def erased_at(redis: Any, prefix: str, user_ids: Collection[str],
+                    keys: HashKeys | None = None) -> dict[str, int]:
     """Of these users, the erased ones and when (their receipts' time), in one
-    read. Kafka topics cannot drop one user's records: their readers (explain
+    read (each receipt under the current key, a previous one, or unkeyed).
+    Kafka topics cannot drop one user's records: their readers (explain
     --broker, the console) drop the records of an erased user up to then."""
     users = list(user_ids)
     if not users:
         return {}
+    hashes = keys or HashKeys.from_env()
+    forms = [hashes.subject_candidates(u) for u in users]
+    width = len(forms[0])
+    raws = await redis.mget([receipt_key_of(prefix, f) for group in forms for f in group])
     found: dict[str, int] = {}
-    for user, raw in zip(users, await redis.mget([receipt_key(prefix, u) for u in users]),
-                         strict=True):
+    for n, user in enumerate(users):
+        raw = next((r for r in raws[n * width:(n + 1) * width] if r is not None), None)
         if raw is not None:
             try:
                 found[user] = int(orjson.loads(raw)["erased_at_ms"])
             except (ValueError, KeyError, TypeError):
                 found[user] = 1 << 62  # an unreadable receipt: erased all the same
     return found
-
-
-def subject_hash(user_id: str) -> str:
-    """The receipt's name for the erased user: nobody can read the id back from it."""
-    return hashlib.sha256(f"erasure\n{user_id}".encode()).hexdigest()

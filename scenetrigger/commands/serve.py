@@ -265,7 +265,10 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
 async def _main(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
+    from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
+
+    startup_check("serve")  # do-not-contact entries (SMS opt-outs, erasure)
 
     reloader = await config_follow.initial_reloader(
         args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
