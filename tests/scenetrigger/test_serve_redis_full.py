@@ -1,7 +1,7 @@
 """`serve` with a Redis that refuses writes (issue 19): the request gets 503
 with Retry-After and nothing it asked for is stored; the server stays up and
 the same request succeeds once Redis takes writes again. Real redis-server
-held at maxmemory (noeviction)."""
+held at maxmemory (noeviction), and a real replica (READONLY)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,22 @@ async def test_a_full_redis_is_a_503_with_retry_after_and_nothing_stored(
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_a_read_only_replica_is_a_503_too(tmp_path: Path) -> None:
+    primary = start_redis(tmp_path / "primary")
+    replica = start_redis(tmp_path / "replica")
+    redis = Redis.from_url(replica.url)
+    parts = ServeParts(load_config_text(CONFIG), redis, ListSink(), env={ADMIN_TOKEN_ENV: ADMIN})
+    try:
+        await redis.replicaof("127.0.0.1", primary.port)
+        async with TestClient(TestServer(build_app(parts))) as client:
+            refused = await client.put("/users/ann", headers={"Authorization": f"Bearer {ADMIN}"},
+                                       json={"email": "ann@example.com"})
+            assert refused.status == 503, await refused.text()
+            assert (await refused.json())["fault"] == "readonly"
+            assert (await client.get("/healthz")).status == 200
+    finally:
+        await redis.aclose()
+        replica.stop()
+        primary.stop()
