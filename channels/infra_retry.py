@@ -55,6 +55,9 @@ _FAULTS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+FAULT_NAMES = (*dict.fromkeys(name for _, name in _FAULTS), "other")
+
+
 def fault_kind(exc: BaseException) -> str:
     """The metric's ``fault`` label: oom, readonly, loading, cluster, timeout,
     connection, or other."""
@@ -87,6 +90,13 @@ class InfraMetrics:
         _BY_REGISTRY[id(registry)] = (registry, metrics)
         return metrics
 
+    def prepare(self, component: str) -> None:
+        """Every series of ``component`` at 0 from the start: rate() and the
+        alerts see it before the first fault."""
+        self.waiting.labels(component)
+        for fault in FAULT_NAMES:
+            self.errors.labels(component, fault)
+
 
 _BY_REGISTRY: dict[int, tuple[CollectorRegistry, InfraMetrics]] = {}
 
@@ -106,6 +116,8 @@ class Waiter:
         self.max_s = max(max_s, base_s)
         self.stopping = stopping
         self.faults = 0
+        if metrics is not None:
+            metrics.prepare(component)
 
     def count(self, exc: BaseException) -> None:
         self.faults += 1
@@ -173,6 +185,9 @@ def unavailable_middleware(metrics: InfraMetrics | None, component: str = "serve
     """An aiohttp middleware: a request whose Redis refuses or is away gets
     503 with ``Retry-After`` (nothing it asked for was done, so the client
     retries it), counted like any wait; the server stays up."""
+
+    if metrics is not None:
+        metrics.prepare(component)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:

@@ -211,18 +211,19 @@ class DeliveryConsumer:
         try:
             kind, outcome = await self._deliver(record, kind)
         except MalformedRecord as exc:
+            # Counted and logged once it is buried: a refused dead-letter write retries it.
+            await self._bury(record, exc.reason, exc.detail)
             log.warning("delivery skipped a malformed record", extra={
                 **_where(record), "reason": exc.reason, "detail": exc.detail})
             self.metrics.malformed.labels(exc.reason).inc()
             self.metrics.records.labels(kind, MALFORMED).inc()
-            await self._bury(record, exc.reason, exc.detail)
             return None
         except TRANSIENT:
             raise
         except Exception as exc:  # one bad record must not stop delivery for everyone else
-            log.exception("delivery of a record failed", extra=_where(record))
-            self.metrics.records.labels(kind, ERROR).inc()
             await self._bury(record, ERROR, f"{type(exc).__name__}: {exc}")
+            log.error("delivery of a record failed", exc_info=exc, extra=_where(record))
+            self.metrics.records.labels(kind, ERROR).inc()
             return None
         self.metrics.records.labels(kind, outcome.status).inc()
         log.info("delivery", extra={**_where(record), "kind": kind, "user_id": outcome.user_id,

@@ -91,6 +91,7 @@ async def test_a_full_redis_under_a_dead_letter_waits_then_buries_it() -> None:
     assert h.consumer.commits == [{("p.triggers", 0): 2}]
     assert h.metric("scenetrigger_infra_errors_total", component="deliver", fault="oom") == 12
     assert h.metric("scenetrigger_infra_waiting", component="deliver") == 0
+    assert h.metric("scenetrigger_deliver_malformed_total", reason="invalid_json") == 1
 
 
 async def test_a_refused_write_is_delivered_as_without_the_fault_not_dead_lettered() -> None:
