@@ -6,12 +6,14 @@ damaged deferred payload or message-index entry) used to be skipped, and
 stayed after ``erase`` (issue 19). :class:`RawMatcher` matches such bytes on
 the user's id and contact points instead:
 
-* the id, case-sensitive, as it is and JSON-escaped;
+* the id, case-sensitive, as it is and JSON-escaped, between quotes, ``|``
+  (trigger ids), ``/``, white space or the ends of the value: ``u1`` does not
+  match ``u10`` nor ``u1@example.com``, and a short id such as ``1`` does not
+  match the number in ``{"v":1}``;
 * each contact point (email, phone, openid, push token), case-insensitive,
-  as stored and normalised (``channels.directory.normal_address``);
-
-each as a whole token: not inside a longer id (``u1`` does not match
-``u10`` nor ``u1@example.com``). Only values nothing can parse are matched so:
+  as stored and normalised (``channels.directory.normal_address``), as a
+  whole token (not inside a longer address).
+ Only values nothing can parse are matched so:
 they can never be redriven, so a wider match loses nothing a redrive needs.
 """
 
@@ -32,12 +34,16 @@ def _token(needle: bytes) -> bytes:
     return rb"(?<![" + _WORD + rb"])" + re.escape(needle) + rb"(?![" + _WORD + rb"])"
 
 
+def _delimited(needle: bytes) -> bytes:
+    return rb"(?:^|(?<=[\"|/\s]))" + re.escape(needle) + rb"(?=[\"|/\s]|$)"
+
+
 class RawMatcher:
     def __init__(self, user_id: str, addresses: Iterable[tuple[str, str]] = ()) -> None:
         ids = {user_id.encode(), orjson.dumps(user_id)[1:-1]}
         points = {v for kind, value in addresses
                   for v in (value.strip(), normal_address(kind, value)) if v}
-        self._id = re.compile(b"|".join(_token(n) for n in sorted(ids)))
+        self._id = re.compile(b"|".join(_delimited(n) for n in sorted(ids)))
         self._points = (re.compile(b"|".join(_token(p.encode()) for p in sorted(points)),
                                    re.IGNORECASE) if points else None)
 

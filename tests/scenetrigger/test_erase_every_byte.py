@@ -136,5 +136,8 @@ def test_raw_matching_takes_whole_ids_and_addresses_only() -> None:
     assert not match(b'"u1@example.com"')
     assert not match(b'"jo.ann@example.com"')
     assert not match(None)
+    short = RawMatcher("1")
+    assert not short(b'{"v":1,"scene":"rv","user_id":"u7"}')
+    assert short(b'{"v":1,"user_id":"1"')
     quoted = RawMatcher('say "hi"\u00e9')
     assert quoted(orjson.dumps({"user_id": 'say "hi"\u00e9'}))
