@@ -153,7 +153,10 @@ class RedisConsentStore:
         return out
 
     async def _move(self, moves: Sequence[tuple[str, str, Any]]) -> None:
-        pipe = self._redis.pipeline(transaction=True)
+        # No MULTI: the two names may sit in different cluster slots. Written
+        # before deleted, so a crash in between leaves both (the next read
+        # moves it again), never neither.
+        pipe = self._redis.pipeline(transaction=False)
         for current, old, value in moves:
             try:
                 ts, source = orjson.loads(value)[:2]

@@ -114,7 +114,7 @@ class HashKeyScan:
             receipt = _object(raw)
             receipt.update(subject=name, key_id=self.keys.key_id)
             value = orjson.dumps(receipt)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=False)  # two slots: written, then deleted
         pipe.set(f"{self.prefix}{kind}:{name}", value, nx=True)
         pipe.delete(key)
         await pipe.execute()
