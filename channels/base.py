@@ -14,11 +14,16 @@ from typing import Any, Protocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from channels.infra_retry import REDIS_REFUSALS
+
 # Faults of the infrastructure, not of the message: worth trying the same
 # message again. Not every OSError: a time zone "America" made ZoneInfo raise
 # IsADirectoryError, and retrying that message forever stopped all delivery.
+# A Redis refusing writes (out of memory, read-only, cluster) is one too: it
+# ended `deliver` when a dead letter could not be written (issue 19).
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, socket.gaierror)
+    RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, socket.gaierror,
+    *REDIS_REFUSALS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ reachable, or the reason none is (:data:`REACH_REASONS`).
 
 Redis keys (``delivery.redis_prefix``): ``{prefix}consent:{user_id}`` (HASH,
 field ``{channel_type}:{purpose}``) and ``{prefix}dnc:{hash}`` (the hashed
-contact points of erased or unknown opted-out people).
+contact points of erased or unknown opted-out people). ``hash`` is keyed
+(:mod:`config.hash_keys`: HMAC-SHA256 under ``$SCENETRIGGER_HASH_KEY`` of the
+``address_hash`` callers pass); the value is ``[ts, source, key id]``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from urllib.parse import quote
 import orjson
 
 from channels.directory import ADDRESS_FIELD, Contact, Directory, address_hash
+from config.hash_keys import HashKeys
 
 NO_ADDRESS = "no_address"
 UNSUBSCRIBED = "unsubscribed"
@@ -91,9 +94,12 @@ class MemoryConsentStore:
 
 
 class RedisConsentStore:
-    def __init__(self, redis: Any, prefix: str = "st:") -> None:
+    """``keys``: the hash keys (default: from the environment)."""
+
+    def __init__(self, redis: Any, prefix: str = "st:", keys: HashKeys | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
+        self.keys = keys if keys is not None else HashKeys.from_env()
 
     def key(self, user_id: str) -> str:
         return f"{self._prefix}consent:{user_id}"
@@ -121,14 +127,45 @@ class RedisConsentStore:
     async def do_not_contact(self, hashes: Iterable[str], ts: int, source: str) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for item in hashes:
-            pipe.set(self.dnc_key(item), orjson.dumps([ts, source]), nx=True)
+            pipe.set(self.dnc_key(self.keys.dnc(item)),
+                     orjson.dumps([ts, source, self.keys.key_id]), nx=True)
         await pipe.execute()
 
     async def blocked(self, hashes: Sequence[str]) -> list[bool]:
+        """One round trip over every form an entry may have (current key,
+        previous keys, unkeyed); one found in an old form moves under the
+        current key (rotation and migration on read)."""
         if not hashes:
             return []
-        found = await self._redis.mget([self.dnc_key(h) for h in hashes])
-        return [v is not None for v in found]
+        forms = [self.keys.dnc_candidates(h) for h in hashes]
+        found = await self._redis.mget([self.dnc_key(f) for group in forms for f in group])
+        out: list[bool] = []
+        moves: list[tuple[str, str, Any]] = []
+        width = len(forms[0])
+        for n, group in enumerate(forms):
+            values = found[n * width:(n + 1) * width]
+            hit = next((i for i, v in enumerate(values) if v is not None), None)
+            out.append(hit is not None)
+            if hit is not None and hit > 0:
+                moves.append((group[0], group[hit], values[hit]))
+        if moves:
+            await self._move(moves)
+        return out
+
+    async def _move(self, moves: Sequence[tuple[str, str, Any]]) -> None:
+        # No MULTI: the two names may sit in different cluster slots. Written
+        # before deleted, so a crash in between leaves both (the next read
+        # moves it again), never neither.
+        pipe = self._redis.pipeline(transaction=False)
+        for current, old, value in moves:
+            try:
+                ts, source = orjson.loads(value)[:2]
+            except (ValueError, TypeError):  # a damaged entry still blocks
+                ts, source = 0, "migrated"
+            pipe.set(self.dnc_key(current), orjson.dumps([ts, source, self.keys.key_id]),
+                     nx=True)
+            pipe.delete(self.dnc_key(old))
+        await pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)

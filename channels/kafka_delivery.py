@@ -21,10 +21,13 @@ deliver at most once). A record that cannot be decoded, or whose delivery
 raises anything but an infrastructure fault (:data:`TRANSIENT`), is one bad
 record: it is dead-lettered with its reason (:class:`RecordDeadLetters`),
 logged and counted, and the batch moves on. A Redis or network error
-retries the record with back-off; after ``max_attempts`` the record is
-dead-lettered instead (if even that fails, the infrastructure is down and
-the record is retried until it goes through or the consumer stops: it is
-never skipped unrecorded). The latest profile of each user seen is kept in a
+retries the record with back-off (:class:`channels.infra_retry.Waiter`);
+after ``max_attempts`` the record is dead-lettered instead (if even that
+fails, the infrastructure is down and the record is retried until it goes
+through or the consumer stops: it is never skipped unrecorded). A Redis that
+refuses writes (out of memory, read-only, cluster moving) is waited out
+without a limit and never dead-letters the record: it is the server's state,
+not the record's. The latest profile of each user seen is kept in a
 bounded LRU: quiet-hours deferrals released by the ticker and journey sends
 pick their content from it.
 """
@@ -35,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +52,7 @@ from channels.delivery_records import (
     state_with,
 )
 from channels.feedback_kafka import FeedbackFlush
+from channels.infra_retry import WAIT_ON, InfraMetrics, Waiter, is_refusal
 from channels.orders import SendAction
 from channels.pipeline import DeliveryPipeline, Outcome
 from config.clock import wall_ms
@@ -159,8 +163,12 @@ class DeliveryConsumer:
         self._now_ms = now_ms
         self._poll_ms = poll_ms
         self._max_records = max_records
-        self._retry_backoff_s = retry_backoff_s
         self._stopping = asyncio.Event()
+        infra = InfraMetrics.on(registry)
+        self.waiter = Waiter("deliver", infra, base_s=retry_backoff_s, stopping=self._stopping)
+        # Kafka not acknowledging feedback: the same wait, counted apart.
+        self.feedback_waiter = Waiter("deliver_feedback", infra, base_s=retry_backoff_s,
+                                      stopping=self._stopping)
         self.handled = 0
 
     def stop(self) -> None:
@@ -203,18 +211,19 @@ class DeliveryConsumer:
         try:
             kind, outcome = await self._deliver(record, kind)
         except MalformedRecord as exc:
+            # Counted and logged once it is buried: a refused dead-letter write retries it.
+            await self._bury(record, exc.reason, exc.detail)
             log.warning("delivery skipped a malformed record", extra={
                 **_where(record), "reason": exc.reason, "detail": exc.detail})
             self.metrics.malformed.labels(exc.reason).inc()
             self.metrics.records.labels(kind, MALFORMED).inc()
-            await self._bury(record, exc.reason, exc.detail)
             return None
         except TRANSIENT:
             raise
         except Exception as exc:  # one bad record must not stop delivery for everyone else
-            log.exception("delivery of a record failed", extra=_where(record))
-            self.metrics.records.labels(kind, ERROR).inc()
             await self._bury(record, ERROR, f"{type(exc).__name__}: {exc}")
+            log.error("delivery of a record failed", exc_info=exc, extra=_where(record))
+            self.metrics.records.labels(kind, ERROR).inc()
             return None
         self.metrics.records.labels(kind, outcome.status).inc()
         log.info("delivery", extra={**_where(record), "kind": kind, "user_id": outcome.user_id,
@@ -256,7 +265,8 @@ class DeliveryConsumer:
     async def _handle_retrying(self, record: Any) -> bool:
         """Handle ``record``, retrying transient errors; after ``max_attempts``
         of them the record is dead-lettered (retried on while even that
-        fails). False when stopped first."""
+        fails). A Redis refusal is waited out and counts no attempt. False
+        when stopped first."""
         tries = 0
 
         async def attempt() -> None:
@@ -265,6 +275,9 @@ class DeliveryConsumer:
             try:
                 await self.handle(record)
             except TRANSIENT as exc:
+                if is_refusal(exc):
+                    tries -= 1
+                    raise
                 if tries < self.max_attempts:
                     raise
                 log.warning("delivery gave up on a record", extra={
@@ -273,8 +286,8 @@ class DeliveryConsumer:
                                  f"{tries} attempts, last: {type(exc).__name__}: {exc}")
             self.handled += 1
 
-        return await self._until_done(attempt, TRANSIENT, "delivery will retry the record",
-                                      _where(record))
+        return await self.waiter.until_done(attempt, TRANSIENT, "delivery will retry the record",
+                                            _where(record))
 
     async def _flush_feedback(self) -> bool:
         """Wait until the feedback sent so far is acknowledged, retrying while
@@ -283,26 +296,8 @@ class DeliveryConsumer:
         if self.feedback is None:
             return True
         # Kafka down or refusing: the sends are kept and sent again.
-        return await self._until_done(self.feedback.flush, (Exception,),
-                                      "feedback not acknowledged, offsets wait", {})
-
-    async def _until_done(self, attempt: Callable[[], Awaitable[None]],
-                          retry_on: tuple[type[Exception], ...], warning: str,
-                          extra: dict[str, Any]) -> bool:
-        """Run ``attempt`` until it returns, backing off (doubling up to 10 s)
-        after each ``retry_on`` error; False when the consumer stops first."""
-        backoff = self._retry_backoff_s
-        while True:
-            try:
-                await attempt()
-                return True
-            except retry_on as exc:
-                log.warning(warning, extra={**extra, "error": repr(exc), "retry_in_s": backoff})
-            with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            if self._stopping.is_set():
-                return False
-            backoff = min(backoff * 2, 10.0)
+        return await self.feedback_waiter.until_done(self.feedback.flush, (Exception,),
+                                                     "feedback not acknowledged, offsets wait")
 
     async def _commit(self, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError
@@ -318,6 +313,9 @@ class DeliveryConsumer:
             await asyncio.sleep(self.release_interval_ms / 1000)
             try:
                 await self.release(self._now_ms())
+            except WAIT_ON as exc:  # Redis refusing or away: the next tick tries again
+                self.waiter.count(exc)
+                log.warning("releasing deferred deliveries waits", extra={"error": repr(exc)})
             except Exception:  # the next tick tries again
                 log.exception("releasing deferred deliveries failed")
             if self.feedback is not None:  # released sends' feedback: tied to no offset

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export-user": "scenetrigger.commands.export_user",
     "preview": "scenetrigger.commands.preview",
     "config": "scenetrigger.commands.config_cmd",
+    "hash-keys": "scenetrigger.commands.hash_keys",
 }
 
 

@@ -15,24 +15,29 @@ Where a user's data lives (each key builder in the code base, by module):
 ``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*`` (``inbox_key``)
 ``strategies.store``       ``{t}tags:{id}``, ``{t}score:{id}``
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
-``channels.deadletter``    entries of the dead-letter stream whose message is the user's
+``channels.deadletter``    entries of the dead-letter stream whose message is the user's,
+                           and those whose raw bytes name the user (below)
 Faust table (``agents``)   the engine state: removed by an ``erase`` event on the
                            events topic (the worker deletes the key: a tombstone
                            in the changelog)
 =========================  ===================================================
+
+A value that does not parse (a truncated record in the dead-letter, a damaged
+deferred payload, message-index entry or directory record) is matched on its
+raw bytes: the user's id and contact points (:mod:`scenetrigger.raw_match`).
 
 ``{p}`` is ``delivery.redis_prefix``, ``{t}`` the strategies' prefix
 (``scenetrigger:``), ``{inbox}`` the inbox channel's ``key_prefix``.
 
 :meth:`Eraser.erase` removes all of it, puts the user's hashed contact
 points on the do-not-contact list (so a re-imported address is not
-messaged) and keeps a receipt ``{p}erasure:{sha256(id)}``: when, and how many
-of each kind were removed; never the data nor the id in clear.
+messaged) and keeps a receipt ``{p}erasure:{keyed hash of id}``: when, and
+how many of each kind were removed; never the data nor the id in clear. Both
+hashes are keyed (:mod:`config.hash_keys`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -41,20 +46,25 @@ from typing import Any
 import orjson
 
 from channels.consent import RedisConsentStore
-from channels.deadletter import DEFAULT_STREAM
-from channels.directory import RedisDirectory, address_hash
+from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
+from channels.directory import Contact, RedisDirectory, address_hash
+from channels.errors import ChannelError
 from channels.feedback import KINDS, message_key, once_key
 from channels.inbox import inbox_key
 from channels.policy import DeliveryRequest, caps_key, claim_key, deferred_key, engagement_key
 from channels.policy_store import end_leases, payload_key
 from config.channel_models import InboxModel
 from config.clock import wall_ms
+from config.hash_keys import HashKeys
 from config.models import AppConfig
+from scenetrigger.raw_match import RawMatcher
 from strategies.service import journeys_key
 from strategies.store import DEFAULT_PREFIX, RedisTagStore
 
 ERASE = "erase"  # the event type that makes the worker delete the user's table key
 ForgetInWorker = Callable[[str, int], Awaitable[None]]
+# What a stored value that does not parse raises on the way to its model.
+_UNPARSED = (ValueError, KeyError, IndexError, TypeError, AttributeError, ChannelError)
 
 
 def _glob(text: str) -> str:
@@ -82,8 +92,10 @@ class Found:
 class Eraser:
     def __init__(self, redis: Any, config: AppConfig, tags_prefix: str = DEFAULT_PREFIX,
                  dead_letter_stream: str = DEFAULT_STREAM,
-                 forget_in_worker: ForgetInWorker | None = None) -> None:
+                 forget_in_worker: ForgetInWorker | None = None,
+                 keys: HashKeys | None = None) -> None:
         self.redis = redis
+        self.keys = keys if keys is not None else HashKeys.from_env()
         self.prefix = config.delivery.redis_prefix
         self.tags_prefix = tags_prefix
         self.inbox_prefixes = sorted({m.key_prefix for m in config.channels.values()
@@ -91,7 +103,7 @@ class Eraser:
                                      or {InboxModel(type="inbox").key_prefix})
         self.dead_letter_stream = dead_letter_stream
         self.directory = RedisDirectory(redis, self.prefix)
-        self.consent = RedisConsentStore(redis, self.prefix)
+        self.consent = RedisConsentStore(redis, self.prefix, self.keys)
         self.tags = RedisTagStore(redis, tags_prefix)
         self.journeys_key = journeys_key(tags_prefix)
         self.forget_in_worker = forget_in_worker
@@ -102,7 +114,8 @@ class Eraser:
     async def find(self, user_id: str) -> Found:
         p, u = self.prefix, _glob(user_id)
         found = Found()
-        contact = await self.directory.get(user_id)
+        contact = await self._contact(user_id)
+        matches = RawMatcher(user_id, contact.addresses() if contact is not None else ())
         direct = {"directory": [self.directory.key(user_id)],
                   "consent": [self.consent.key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
@@ -111,9 +124,13 @@ class Eraser:
             present = [k for k in keys if await self.redis.exists(k)]
             if present:
                 found.keys[kind] = present
-        if contact is not None:
-            found.keys["address_index"] = [self.directory.addr_key(k, v)
-                                           for k, v in contact.addresses()]
+        if contact is not None:  # an address shared with another user stays theirs
+            index = [self.directory.addr_key(k, v) for k, v in contact.addresses()]
+            owners = await self.redis.mget(index) if index else []
+            mine = [k for k, owner in zip(index, owners, strict=True)
+                    if owner is not None and _text(owner) == user_id]
+            if mine:
+                found.keys["address_index"] = mine
         patterns = {"caps": caps_key(p, u, "*"), "dedupe": claim_key(p, f"*|{u}|*")}
         for prefix in self.inbox_prefixes:
             patterns[f"inbox {prefix}"] = inbox_key(_glob(prefix), u) + "*"
@@ -121,7 +138,7 @@ class Eraser:
             keys = await self._scan(pattern)
             if keys:
                 found.keys[kind] = sorted(keys)
-        messages = await self._messages_of(user_id)
+        messages = await self._messages_of(user_id, matches)
         if messages:
             found.keys["message_index"] = messages
         # "Counted once" markers of the user's messages' opens and clicks.
@@ -139,9 +156,17 @@ class Eraser:
             found.journey_field = user_id
         payloads = await self.redis.hgetall(payload_key(deferred_key(p)))
         found.deferred = sorted(_text(item) for item, raw in payloads.items()
-                                if DeliveryRequest.decode(raw).user_id == user_id)
-        found.dead_letters = await self._dead_letters_of(user_id)
+                                if _owned(raw, user_id, matches, _request_owner))
+        found.dead_letters = await self._dead_letters_of(user_id, matches)
         return found
+
+    async def _contact(self, user_id: str) -> Contact | None:
+        """The directory record; None when absent or damaged (its key is
+        removed all the same: ``find`` checks it by name)."""
+        try:
+            return await self.directory.get(user_id)
+        except _UNPARSED:
+            return None
 
     async def _exist_each(self, keys: list[str]) -> list[int]:
         pipe = self.redis.pipeline(transaction=False)
@@ -149,32 +174,29 @@ class Eraser:
             pipe.exists(key)
         return [int(n) for n in await pipe.execute()]
 
-    async def _messages_of(self, user_id: str) -> list[str]:
+    async def _messages_of(self, user_id: str, matches: RawMatcher) -> list[str]:
         keys = await self._scan(message_key(_glob(self.prefix), "*"))
         out = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             for key, raw in zip(chunk, await self.redis.mget(chunk), strict=True):
-                if raw is not None and orjson.loads(raw)[0] == user_id:
+                if raw is not None and _owned(raw, user_id, matches, _index_owner):
                     out.append(key)
         return sorted(out)
 
-    async def _dead_letters_of(self, user_id: str) -> list[str]:
+    async def _dead_letters_of(self, user_id: str, matches: RawMatcher) -> list[str]:
+        """Entries whose message is the user's; with no message that parses
+        (a record, or a damaged message), those whose raw bytes, source or
+        error name the user."""
         out = []
-        start = "-"
-        while True:
-            chunk = await self.redis.xrange(self.dead_letter_stream, min=start, count=500)
-            for entry_id, fields in chunk:
-                raw = fields.get(b"message", fields.get("message"))
-                try:
-                    owner = orjson.loads(raw).get("user_id") if raw is not None else None
-                except orjson.JSONDecodeError:
-                    owner = None
-                if owner == user_id:
-                    out.append(_text(entry_id))
-            if len(chunk) < 500:
-                return out
-            start = "(" + _text(chunk[-1][0])
+        async for letter in DeadLetterStore(self.redis, self.dead_letter_stream).entries():
+            if letter.message is not None:
+                mine = letter.message.user_id == user_id
+            else:
+                mine = any(matches(x) for x in (letter.raw, letter.source, letter.error))
+            if mine:
+                out.append(letter.entry_id)
+        return out
 
     async def export(self, user_id: str) -> dict[str, Any]:
         """Everything held in Redis about ``user_id`` (an access request), by kind."""
@@ -188,7 +210,7 @@ class Eraser:
                                "value": _text(raw)}
         if found.deferred:
             raw = await self.redis.hmget(payload_key(deferred_key(self.prefix)), found.deferred)
-            out["deferred"] = [orjson.loads(r) for r in raw if r is not None]
+            out["deferred"] = [_json_or_raw(r) for r in raw if r is not None]
         if found.dead_letters:
             out["dead_letters"] = [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}}
                                    for entry in found.dead_letters
@@ -216,7 +238,7 @@ class Eraser:
     async def erase(self, user_id: str, now_ms: int | None = None) -> dict[str, Any]:
         """Remove everything; returns (and stores) the receipt."""
         now = wall_ms() if now_ms is None else now_ms
-        contact = await self.directory.get(user_id)
+        contact = await self._contact(user_id)
         found = await self.find(user_id)
         if contact is not None:
             await self.consent.do_not_contact(
@@ -240,36 +262,68 @@ class Eraser:
         if self.forget_in_worker is not None:
             await self.forget_in_worker(user_id, now)
             worker = "erase event sent: the worker deletes the table key (changelog tombstone)"
-        receipt = {"erased_at_ms": now, "subject": subject_hash(user_id),
+        receipt = {"erased_at_ms": now, "subject": self.keys.subject(user_id),
+                   "key_id": self.keys.key_id,
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
                    "engine_state": worker}
-        await self.redis.set(receipt_key(self.prefix, user_id), orjson.dumps(receipt))
+        await self.redis.set(receipt_key(self.prefix, user_id, self.keys),
+                             orjson.dumps(receipt))
         return receipt
 
 
-def receipt_key(prefix: str, user_id: str) -> str:
-    return f"{prefix}erasure:{subject_hash(user_id)}"
+def _owned(raw: Any, user_id: str, matches: RawMatcher, owner: Callable[[Any], str]) -> bool:
+    """The value is the user's: by its parsed owner, or by its raw bytes when
+    it does not parse."""
+    try:
+        return owner(raw) == user_id
+    except _UNPARSED:
+        return matches(raw)
 
 
-async def erased_at(redis: Any, prefix: str, user_ids: Collection[str]) -> dict[str, int]:
+def _json_or_raw(raw: Any) -> Any:
+    """A stored value as its JSON, or as ``{"raw": text}`` when it does not parse."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"raw": _text(raw)}
+
+
+def _index_owner(raw: Any) -> str:
+    return str(orjson.loads(raw)[0])
+
+
+def _request_owner(raw: Any) -> str:
+    return DeliveryRequest.decode(raw).user_id
+
+
+def receipt_key(prefix: str, user_id: str, keys: HashKeys | None = None) -> str:
+    return receipt_key_of(prefix, (keys or HashKeys.from_env()).subject(user_id))
+
+
+def receipt_key_of(prefix: str, subject: str) -> str:
+    return f"{prefix}erasure:{subject}"
+
+
+async def erased_at(redis: Any, prefix: str, user_ids: Collection[str],
+                    keys: HashKeys | None = None) -> dict[str, int]:
     """Of these users, the erased ones and when (their receipts' time), in one
-    read. Kafka topics cannot drop one user's records: their readers (explain
+    read (each receipt under the current key, a previous one, or unkeyed).
+    Kafka topics cannot drop one user's records: their readers (explain
     --broker, the console) drop the records of an erased user up to then."""
     users = list(user_ids)
     if not users:
         return {}
+    hashes = keys or HashKeys.from_env()
+    forms = [hashes.subject_candidates(u) for u in users]
+    width = len(forms[0])
+    raws = await redis.mget([receipt_key_of(prefix, f) for group in forms for f in group])
     found: dict[str, int] = {}
-    for user, raw in zip(users, await redis.mget([receipt_key(prefix, u) for u in users]),
-                         strict=True):
+    for n, user in enumerate(users):
+        raw = next((r for r in raws[n * width:(n + 1) * width] if r is not None), None)
         if raw is not None:
             try:
                 found[user] = int(orjson.loads(raw)["erased_at_ms"])
             except (ValueError, KeyError, TypeError):
                 found[user] = 1 << 62  # an unreadable receipt: erased all the same
     return found
-
-
-def subject_hash(user_id: str) -> str:
-    """The receipt's name for the erased user: nobody can read the id back from it."""
-    return hashlib.sha256(f"erasure\n{user_id}".encode()).hexdigest()

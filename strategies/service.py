@@ -9,6 +9,12 @@ trigger hook (``agents.app.TriggerHook``), so it can be passed to
 ``create_app(..., on_trigger=service.on_trigger)``; :mod:`strategies.bridge`
 instead feeds it from the triggers topic. The clock is the wall clock
 (``clock``), passed explicitly to the engine.
+
+Every Redis read and write goes through a :class:`channels.infra_retry.Waiter`:
+a Redis that refuses writes or cannot be reached is waited out with
+back-off (counted in ``scenetrigger_infra_errors_total{component="journeys"}``)
+inside the step, so the process stays up, the step is finished once Redis
+takes it, and the bridge commits no offset before that.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.decisions import DecisionLog
+from channels.infra_retry import InfraMetrics, Waiter
 from config.clock import wall_ms
 from config.models import AppConfig
 from strategies.actions import (
@@ -42,6 +49,7 @@ from triggers.events import Event, Trigger
 log = logging.getLogger(__name__)
 
 Sender = Callable[[SendAction | HandoffAction], Awaitable[None]]
+T = TypeVar("T")
 
 
 class RedisJourneyMap:
@@ -79,8 +87,8 @@ class RedisJourneyMap:
         if not self._dirty:
             return
         mapping = {user: self._data[user] for user in self._dirty}
-        self._dirty.clear()
         await self._redis.hset(self._key, mapping=mapping)
+        self._dirty.difference_update(mapping)  # after the write: a refused one is tried again
 
 
 def journeys_key(prefix: str) -> str:
@@ -107,6 +115,7 @@ class JourneyService:
         self.actions = 0
         self.metrics = metrics if metrics is not None else StrategyMetrics.create()
         self.decisions = decisions  # each step as a decision-log record when set
+        self.waiter = Waiter("journeys", InfraMetrics.on(self.metrics.registry))
 
     def reconfigure(self, config: AppConfig) -> dict[str, int]:
         """Hot reload: install the new strategies (changed ones get a new
@@ -123,12 +132,13 @@ class JourneyService:
 
     async def start(self) -> int:
         """Load positions from Redis and re-arm their deadlines."""
-        await self.state.load()
+        await self._redis("loading journey positions", self.state.load)
         return self.engine.rebuild_timers()
 
     async def on_trigger(self, trigger: Trigger, fired_at_ms: int = 0) -> None:
         async with self._lock:
-            ctx = UserContext(await self.tags.tags(trigger.user_id))
+            ctx = UserContext(await self._redis("reading tags",
+                                                lambda: self.tags.tags(trigger.user_id)))
             await self._apply(self.engine.on_trigger(trigger, ctx))
 
     async def on_feedback(self, event: Event) -> None:
@@ -153,15 +163,23 @@ class JourneyService:
                 log.exception("journey tick failed")
             await asyncio.sleep(interval_s)
 
+    async def _redis(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()``, waiting out a Redis that refuses or cannot be reached."""
+        return await self.waiter.run(op, f"journeys waits for Redis ({what})")
+
+    def _tag_change(self, action: TagAction) -> Callable[[], Awaitable[None]]:
+        change = self.tags.add if action.add else self.tags.remove
+        return lambda: change(action.user_id, [action.tag])
+
     async def _load_score(self, user_id: str) -> None:
-        stored = await self.tags.score(user_id)
+        stored = await self._redis("reading a score", lambda: self.tags.score(user_id))
         if stored is not None:
             self.scorer.store.put(user_id, stored)
 
     async def _save_score(self, user_id: str) -> None:
         score = self.scorer.store.get(user_id)
         if score is not None:
-            await self.tags.put_score(user_id, score)
+            await self._redis("writing a score", lambda: self.tags.put_score(user_id, score))
 
     async def _apply(self, actions: list[Action]) -> None:
         """Side effects, then the new positions (at-least-once: a crash in
@@ -173,10 +191,7 @@ class JourneyService:
             if isinstance(action, SendAction | HandoffAction):
                 await self.send(action)
             elif isinstance(action, TagAction):
-                if action.add:
-                    await self.tags.add(action.user_id, [action.tag])
-                else:
-                    await self.tags.remove(action.user_id, [action.tag])
+                await self._redis("writing tags", self._tag_change(action))
             elif isinstance(action, ScoreAction):
                 await self._load_score(action.user_id)
                 handoffs = self.scorer.adjust(action.user_id, action.delta, action.ts)
@@ -185,7 +200,7 @@ class JourneyService:
                     self._log(handoff)
                     await self.send(handoff)
                 await self._save_score(action.user_id)
-        await self.state.flush()
+        await self._redis("writing journey positions", self.state.flush)
         flush = getattr(self.decisions, "flush", None)
         if flush is not None:  # the Kafka log: acknowledged with the step
             await flush()

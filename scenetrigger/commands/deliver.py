@@ -82,8 +82,10 @@ async def _main(args: argparse.Namespace) -> int:
     from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
     from channels.registry import redis_url_or_env
+    from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
 
+    startup_check("deliver")  # it reads do-not-contact entries under the same key
     reloader = await config_follow.initial_reloader(
         args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
         None)

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     from redis.asyncio import Redis
 
+    from config.hash_keys import startup_check
+
+    startup_check("erase")  # refuses without a key when one is required
     client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
     producer = None
     try:

@@ -22,6 +22,11 @@ Routes (all on one port, loopback by default):
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
+A request whose Redis refuses the write (out of memory, read-only replica,
+cluster) or cannot be reached is answered 503 with ``Retry-After``, counted
+in ``scenetrigger_infra_errors_total{component="serve"}``; the server stays up
+(:func:`channels.infra_retry.unavailable_middleware`).
+
 Feedback events (``type`` ``opened``, ``clicked``, ...: the one feedback
 vocabulary, docs/content.md) go to the Kafka events topic (``--broker``; keyed
 by user, ``PREFIX.events`` with ``--topic-prefix``) so scenes can use them,
@@ -58,6 +63,7 @@ from channels.decisions import erasure_record, feedback_record
 from channels.directory import RedisDirectory
 from channels.feedback import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
 from channels.inbox import InboxStore, inbox_routes
+from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy import DeliveryPolicy
 from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
@@ -199,7 +205,8 @@ def build_app(parts: ServeParts) -> web.Application:
                            env.get(tracking.secret_env, "").encode(),
                            env.get(tracking.callback_token_env) or None,
                            tuple(tracking.allow_hosts), policy.record_engaged)
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20, middlewares=[
+        unavailable_middleware(InfraMetrics.on(reg), "serve")])  # Redis full or away: 503
     feedback.add_routes(app)
     model = inbox_model(config)
     store = InboxStore(parts.redis, model.key_prefix, model.max_messages, model.retention,
@@ -262,7 +269,10 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
 async def _main(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
+    from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
+
+    startup_check("serve")  # do-not-contact entries (SMS opt-outs, erasure)
 
     reloader = await config_follow.initial_reloader(
         args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),

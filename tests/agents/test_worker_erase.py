@@ -9,6 +9,8 @@ from zero while another user's state survives the restart."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import subprocess
 import sys
 import time
@@ -26,8 +28,9 @@ from channels.assembly import open_delivery
 from channels.base import DeliveryResult, Message
 from channels.consent import ConsentRecord, RedisConsentStore
 from channels.deadletter import DeadLetterStore
-from channels.directory import RedisDirectory, address_hash, contact_from
+from channels.directory import RedisDirectory, contact_from
 from channels.feedback import RedisMessageIndex
+from config.hash_keys import HASH_KEY_ENV
 from config.loader import load_config
 from strategies.scoring import LeadScore
 from strategies.store import RedisTagStore
@@ -48,6 +51,15 @@ SCENES = """
 scenes:
   rv: {kind: repeat, when: {type: view}, per: product_id, count: 2, within: 1h}
 """
+
+
+HASH_KEY = "erase-test-hash-key"
+
+
+def keyed_dnc(email: str) -> str:
+    """docs/security.md: HMAC-SHA256(K, "dnc\n" + hex(SHA256("email\n" + address)))."""
+    inner = hashlib.sha256(f"email\n{email}".encode()).hexdigest()
+    return hmac.new(HASH_KEY.encode(), f"dnc\n{inner}".encode(), hashlib.sha256).hexdigest()
 
 
 def config_text(run: str) -> str:
@@ -125,7 +137,7 @@ async def leftovers(url: str, run: str, user: str) -> dict[str, Any]:
                          if user in p],
             "dead_letters": [e for e in entries if user in str(e)],
             "receipts": [k async for k in client.scan_iter(match=f"er{run}:erasure:*")],
-            "dnc": await client.exists(f"er{run}:dnc:{address_hash('email', f'{user}@example.com')}"),
+            "dnc": await client.exists(f"er{run}:dnc:{keyed_dnc(f'{user}@example.com')}"),
         }
     finally:
         await client.aclose()
@@ -148,7 +160,8 @@ def view(user: str, ts: int, product: str) -> tuple[bytes, bytes]:
 
 
 def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
-                                      tmp_path: Path) -> None:
+                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HASH_KEY_ENV, HASH_KEY)  # the erase command's (a subprocess) key
     run = uuid.uuid4().hex[:8]
     user, other = f"erase-me-{run}", f"keep-me-{run}"
     cfg = tmp_path / "config.yaml"

@@ -21,7 +21,8 @@ RUNBOOK = REPO / "docs" / "runbook.md"
 REQUIRED = {  # the alerts the issue asks for, by what they watch
     "ScenetriggerConsumerLag", "ScenetriggerTimerLag", "ScenetriggerEventDeadLetters",
     "ScenetriggerDeliveryFailureRatio", "ScenetriggerConfigReloadRejected",
-    "ScenetriggerCollector5xx", "ScenetriggerNoEvents",
+    "ScenetriggerCollector5xx", "ScenetriggerNoEvents", "ScenetriggerRedisRefusing",
+    "ScenetriggerInfraWaiting",
 }
 
 
@@ -117,6 +118,41 @@ tests:
             exp_annotations:
               summary: "worker rejected a config reload; it runs the previous config"
               runbook: docs/runbook.md#config-reload-rejected
+  - interval: 1m
+    input_series:
+      - series: 'scenetrigger_infra_errors_total{{job="deliver",component="deliver",fault="oom"}}'
+        values: '0 0 0 0 3 9 15 15 15 15 15 15 15 15'
+      - series: 'scenetrigger_infra_errors_total{{job="deliver",component="deliver",fault="connection"}}'
+        values: '0+1x13'
+      - series: 'scenetrigger_infra_waiting{{job="deliver",component="deliver"}}'
+        values: '0 0 0 0 1 1 1 1 0 0 0 0 0 0'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ScenetriggerRedisRefusing
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: ScenetriggerRedisRefusing
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: deliver, component: deliver, fault: oom}}
+            exp_annotations:
+              summary: "deliver: Redis refuses writes (oom)"
+              runbook: docs/runbook.md#redis-refusing
+      - eval_time: 13m
+        alertname: ScenetriggerRedisRefusing
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: ScenetriggerInfraWaiting
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: ScenetriggerInfraWaiting
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: deliver, component: deliver}}
+            exp_annotations:
+              summary: "deliver has waited on the infrastructure for 2 minutes"
+              runbook: docs/runbook.md#infra-waiting
+      - eval_time: 9m
+        alertname: ScenetriggerInfraWaiting
+        exp_alerts: []
 """
 
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.collector import CollectorMetrics
 from agents.metrics import WorkerMetrics
+from channels.infra_retry import InfraMetrics
 from channels.policy import PolicyMetrics
 from channels.registry import DeliveryMetrics
 from scenetrigger.cli import build_parser
@@ -43,6 +44,7 @@ def _registered_metrics() -> set[str]:
     CollectorMetrics.create(registry)
     DeliveryMetrics.on(registry)
     PolicyMetrics.on(registry)
+    InfraMetrics.on(registry)
     return {metric.name for metric in registry.collect()}
 
 

@@ -3,7 +3,9 @@ service in the middle of a wait; tags and scores land in the tag store."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,6 +14,7 @@ from config.loader import load_config_text
 from strategies.actions import HandoffAction, SendAction
 from strategies.service import JourneyService
 from strategies.store import RedisTagStore
+from tests.services import start_redis
 from tests.strategies.helpers import DAY, HOUR, T0, trigger
 from triggers.events import Event
 
@@ -123,3 +126,40 @@ async def test_each_journey_step_is_a_decision_record(client: aioredis.Redis) ->
         ("journey:reactivation", "suppressed", "in_progress: entry via repeat_view_no_purchase")]
     assert log.records[1].message_id == push.message_id
     assert all(r.user_id == "u1" for r in log.records)
+
+
+@pytest.mark.integration
+async def test_a_full_redis_holds_the_step_until_it_takes_the_write(tmp_path: Path) -> None:
+    """Issue 19: a Redis out of memory used to end `journeys`; the step now
+    waits (counted), and its position is written once Redis takes writes."""
+    server = start_redis(tmp_path / "redis")
+    redis = aioredis.Redis.from_url(server.url)
+    try:
+        sent: list[SendAction | HandoffAction] = []
+        host = service(redis, Clock(), sent)
+        host.waiter.base_s = host.waiter.max_s = 0.05
+        await host.start()
+        refused = asyncio.Event()
+        count = host.waiter.count
+
+        def counted(exc: BaseException) -> None:
+            count(exc)
+            refused.set()
+
+        host.waiter.count = counted  # type: ignore[method-assign]
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", "1")  # every write refused: OOM
+        step = asyncio.create_task(host.on_trigger(trigger("u1", T0)))
+        await asyncio.wait_for(refused.wait(), 30)
+        assert not step.done()
+        assert await redis.hget("t6s:journeys", "u1") is None
+        await redis.config_set("maxmemory", "0")
+        await asyncio.wait_for(step, 30)
+        assert await redis.hget("t6s:journeys", "u1") is not None
+        assert [(s.user_id, s.channel) for s in sent] == [("u1", "push")]
+        assert (host.metrics.registry.get_sample_value(
+            "scenetrigger_infra_errors_total", {"component": "journeys", "fault": "oom"})
+            or 0) >= 1
+    finally:
+        await redis.aclose()
+        server.stop()
