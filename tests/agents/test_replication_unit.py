@@ -4,6 +4,8 @@ and every topic-creating command takes --replication-factor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agents.replication import (
@@ -56,7 +58,8 @@ def test_faust_topic_names() -> None:
     app = faust.App("t-names", broker="kafka://127.0.0.1:1", autodiscover=False)
     table = app.Table("user-state", default=None, partitions=4)
     assert changelog_topic("t-names", "user-state") == table.changelog_topic.get_topic_name()
-    assert leader_topic("t-names") == app._leader_assignor._leader_topic_name
+    assigner: Any = app._leader_assignor
+    assert leader_topic("t-names") == assigner._leader_topic_name
 
 
 def test_under_replicated_topics_are_named(caplog: pytest.LogCaptureFixture) -> None:
@@ -88,5 +91,6 @@ def test_the_workers_faust_producer_is_idempotent() -> None:
     idempotent_producers()
     idempotent_producers()  # twice: still one patch
     app = faust.App("t-idem", broker="kafka://127.0.0.1:1", autodiscover=False)
-    assert app.producer._settings_extra() == {"enable_idempotence": True}
-    assert app.producer.acks == -1  # Faust's default: all in-sync replicas
+    producer: Any = app.producer
+    assert producer._settings_extra() == {"enable_idempotence": True}
+    assert producer.acks == -1  # Faust's default: all in-sync replicas
