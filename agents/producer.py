@@ -292,6 +292,7 @@ async def ensure_topics(
 
     from agents.replication import (
         broker_ids,
+        existing_topics,
         open_client,
         replication_for,
         topic_configs,
@@ -304,12 +305,12 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         factor = replication_for(replication, len(broker_ids(client)))
-        await admin.start()
-        existing = set(await admin.list_topics())
+        existing = await existing_topics(client, wanted)
         missing = [NewTopic(n, partitions, factor,
                             topic_configs=topic_configs(factor, (configs or {}).get(n)))
                    for n in wanted if n not in existing]
         if missing:
+            await admin.start()
             response = await admin.create_topics(missing)
             # TOPIC_ALREADY_EXISTS (36): another process created it meanwhile.
             refused = [f"{err[0]}: {(err[2] if len(err) > 2 else '') or err[1]}"

@@ -105,15 +105,31 @@ async def describe_on(client: Any, node: int, names: list[str]) -> dict[str, lis
             if t["error_code"] == 0}
 
 
+async def existing_topics(client: Any, names: list[str]) -> set[str]:
+    """Which of ``names`` exist, asked of the first broker that answers (the
+    admin client asks a random one, which may be a dead node)."""
+    last: Exception | None = None
+    for node in broker_ids(client):
+        try:
+            return set(await describe_on(client, node, names))
+        except Exception as exc:
+            last = exc
+    raise ReplicationError(f"no broker answered a metadata request: {last!r}")
+
+
 def _ready(partitions: list[dict[str, Any]]) -> bool:
     return bool(partitions) and all(p["leader"] >= 0 for p in partitions)
 
 
 async def wait_visible(client: Any, names: Iterable[str], timeout_s: float = 30.0,
                        ) -> dict[str, list[dict[str, Any]]]:
-    """Until every broker shows every topic of ``names`` with all its
-    partitions led; returns the partitions as the last broker saw them."""
+    """Until every broker that answers shows every topic of ``names`` with
+    all its partitions led; returns the partitions as the last broker saw
+    them. A broker that does not answer (down, not yet fenced) is skipped: a
+    process started while a node is down must still start."""
     wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return {}
     deadline = asyncio.get_running_loop().time() + timeout_s
     missing: set[str] = set(wanted)
     while True:
@@ -122,18 +138,20 @@ async def wait_visible(client: Any, names: Iterable[str], timeout_s: float = 30.
         for node in broker_ids(client):
             try:
                 found = await describe_on(client, node, wanted)
-            except Exception as exc:  # a node going away: ask again
+            except Exception as exc:
                 log.debug("metadata of broker %s: %r", node, exc)
-                missing.add(f"(broker {node})")
                 continue
             missing |= {n for n in wanted if not _ready(found.get(n, []))}
             seen.update(found)
+        if not seen and not missing:
+            missing = {"(no broker answered)"}
         if not missing:
             return seen
         if asyncio.get_running_loop().time() > deadline:
             raise ReplicationError("topics not available on every broker: "
                                    + ", ".join(sorted(missing)))
         await asyncio.sleep(0.2)
+        await client.force_metadata_update()  # brokers fenced or back meanwhile
 
 
 def warn_under_replicated(described: Mapping[str, list[dict[str, Any]]],
