@@ -62,8 +62,10 @@ bench-compiled: install
 
 # Dev services on free loopback ports (tests start their own): the bootstrap
 # address / URL is printed and kept in the run dir (see docs/services.md).
+# NODES=3: a three-node KRaft cluster (each node a broker and a controller).
+NODES ?=
 kafka-up: install
-	scripts/kafka.sh start
+	scripts/kafka.sh start $(if $(NODES),--nodes $(NODES))
 
 kafka-down:
 	scripts/kafka.sh stop

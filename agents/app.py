@@ -32,6 +32,7 @@ from agents.faust_compat import (
     check_versions,
     current_event,
     hold_flow_until_seek,
+    idempotent_producers,
     partition_items,
     seek_uncommitted_to_beginning,
     settle_while_waiting_empty,
@@ -41,6 +42,7 @@ from agents.faust_compat import (
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
 from agents.partition_store import PartitionStore
+from agents.replication import topic_configs
 from agents.settings import WorkerSettings
 from agents.stored_state import position
 from agents.timers import due_ticks
@@ -87,6 +89,7 @@ class SceneWorker:
         self._duplicate = self.metrics.events.labels(RESULT_DUPLICATE, "")
         self._fired: dict[str, Any] = {}  # scene -> its triggers_total child
         check_versions()
+        idempotent_producers()
         self.app = self._new_app()
         self._wire()
 
@@ -113,6 +116,7 @@ class SceneWorker:
             producer_max_batch_size=s.producer_max_batch_bytes,
             producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),
             table_standby_replicas=s.standby_replicas,
+            topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest",
             # A rebalance or a stop waits until every taken message is acked;
             # batches are settled meanwhile (agents.faust_compat), so it never waits long.
@@ -139,7 +143,8 @@ class SceneWorker:
         self.decisions_topic = self._topic(s.topics.decisions)
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
-                               key_type=bytes, value_type=bytes)
+                               key_type=bytes, value_type=bytes,
+                               extra_topic_configs=topic_configs(s.replication_factor))
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)

@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agents.producer import ensure_topics
+from agents.producer import ensure_topics, new_kafka_producer
 from config.versions import ConfigVersion
 
-COMPACTED = {"cleanup.policy": "compact", "min.insync.replicas": "1"}
+# min.insync.replicas: the project's (agents.replication), as on every topic.
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 class KafkaVersionStore:
     """:class:`config.versions.VersionStore` on a compacted Kafka topic."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, replication: int | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.replication = replication  # None: min(3, brokers)
         self._consumer: Any = None
         self._producer: Any = None
         self._seen: dict[int, ConfigVersion] = {}
@@ -27,7 +29,8 @@ class KafkaVersionStore:
     async def _start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        await ensure_topics(self.bootstrap, [self.topic], 1, configs={self.topic: COMPACTED})
+        await ensure_topics(self.bootstrap, [self.topic], 1, configs={self.topic: COMPACTED},
+                            replication=self.replication)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await consumer.start()
@@ -53,12 +56,10 @@ class KafkaVersionStore:
         return [self._seen[n] for n in sorted(self._seen)]
 
     async def append(self, version: ConfigVersion) -> None:
-        from aiokafka import AIOKafkaProducer
-
         if self._producer is None:
             await ensure_topics(self.bootstrap, [self.topic], 1,
-                                configs={self.topic: COMPACTED})
-            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+                                configs={self.topic: COMPACTED}, replication=self.replication)
+            self._producer = new_kafka_producer(self.bootstrap)
             await self._producer.start()
         await self._producer.send_and_wait(self.topic, version.to_json(),
                                            key=f"v{version.version:08d}".encode(), partition=0)

@@ -13,6 +13,9 @@ internals that a release may change. Recheck all of them when upgrading:
   to that message's changelog partition (``Table.partition_for_key``).
 * :func:`rebalancing` and :func:`allow_producer_buffer`: ``App.rebalancing``
   and ``Producer.buffer.max_messages``.
+* :func:`idempotent_producers`: the aiokafka driver's
+  ``Producer._settings_extra`` (Faust turns idempotence on only inside
+  transactions).
 * :func:`partition_items`, :func:`remember_partition` and
   :class:`PartitionTable`: per-partition iteration of a table's store
   (RocksDB ``_db_for_partition`` and ``_visible_items``; the memory store's
@@ -125,6 +128,25 @@ def current_event(event: Any) -> Iterator[None]:
 
 def rebalancing(app: Any) -> bool:
     return bool(getattr(app, "rebalancing", False))
+
+
+def idempotent_producers() -> None:
+    """Every Faust producer of this process sends with aiokafka's
+    ``enable_idempotence`` (with Faust's ``acks=-1``, i.e. all): a send
+    retried after a lost acknowledgement, e.g. when a broker dies, is stored
+    once. The only Faust apps here are the worker's."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls = driver.Producer
+    if getattr(cls, "_scenetrigger_idempotent", False):
+        return
+    original = cls._settings_extra
+
+    def settings_extra(self: Any) -> Mapping[str, Any]:
+        return {"enable_idempotence": True, **original(self)}
+
+    setattr(cls, "_settings_extra", settings_extra)  # noqa: B010 - a method, patched
+    setattr(cls, "_scenetrigger_idempotent", True)  # noqa: B010
 
 
 def allow_producer_buffer(app: Any, messages: int) -> None:

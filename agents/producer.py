@@ -286,42 +286,58 @@ async def produce_records(
 
 async def ensure_topics(
     bootstrap: str, names: Iterable[str], partitions: int = DEFAULT_PARTITIONS,
-    configs: dict[str, dict[str, str]] | None = None,
+    configs: dict[str, dict[str, str]] | None = None, replication: int | None = None,
 ) -> dict[str, int]:
-    """Create the topics that do not exist yet (with ``configs[name]`` as their
-    topic config, e.g. ``retention.ms``); returns each topic's partition count."""
+    """Create the topics that do not exist yet, replicated as
+    :mod:`agents.replication` decides (``replication``: the factor, None:
+    min(3, brokers)), with ``configs[name]`` as their topic config (e.g.
+    ``retention.ms``); returns each topic's partition count once every broker
+    shows all its partitions led."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from agents.replication import (
+        broker_ids,
+        existing_topics,
+        open_client,
+        replication_for,
+        topic_configs,
+        wait_visible,
+        warn_under_replicated,
+    )
+
     wanted = list(dict.fromkeys(names))
+    client = await open_client(bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(n, partitions, 1, topic_configs=(configs or {}).get(n, {}))
+        factor = replication_for(replication, len(broker_ids(client)))
+        existing = await existing_topics(client, wanted)
+        missing = [NewTopic(n, partitions, factor,
+                            topic_configs=topic_configs(factor, (configs or {}).get(n)))
                    for n in wanted if n not in existing]
         if missing:
-            # Errors come back in the response (TOPIC_ALREADY_EXISTS when a worker
-            # created one meanwhile); the describe below is the check that counts.
-            await admin.create_topics(missing)
-        found: dict[str, int] = {}
-        for _ in range(50):  # a new topic's metadata can lag its creation briefly
-            described = await admin.describe_topics(wanted)
-            # Ready once every partition has a leader (else the first sends retry).
-            found = {t["topic"]: len(t["partitions"]) for t in described
-                     if t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])}
-            if len(found) == len(wanted):
-                return found
-            await asyncio.sleep(0.2)
-        absent = sorted(set(wanted) - set(found))
-        raise ProduceError(f"topics not available on {bootstrap}: {', '.join(absent)}")
+            await admin.start()
+            response = await admin.create_topics(missing)
+            # TOPIC_ALREADY_EXISTS (36): another process created it meanwhile.
+            refused = [f"{err[0]}: {(err[2] if len(err) > 2 else '') or err[1]}"
+                       for err in response.topic_errors if err[1] not in (0, 36)]
+            if refused:
+                raise ProduceError(f"Kafka refused to create topics: {'; '.join(refused)}")
+        described = await wait_visible(client, wanted)
+        warn_under_replicated({n: p for n, p in described.items() if n in existing}, factor)
+        return {n: len(described[n]) for n in wanted}
     finally:
         await admin.close()
+        await client.close()
 
 
 def new_kafka_producer(bootstrap: str, **options: Any) -> Any:
-    """An aiokafka producer tuned for throughput; acks=all so a flushed event is stored."""
+    """An aiokafka producer tuned for throughput; acks=all and idempotent
+    (:func:`agents.replication.producer_options`) so a flushed event is stored once."""
     from aiokafka import AIOKafkaProducer
 
-    settings: dict[str, Any] = {"acks": "all", "linger_ms": 5, "max_batch_size": 256 * 1024}
+    from agents.replication import producer_options
+
+    settings: dict[str, Any] = {**producer_options(), "linger_ms": 5,
+                                "max_batch_size": 256 * 1024}
     settings.update(options)
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **settings)

@@ -77,6 +77,9 @@ class WorkerSettings:
     session_timeout_ms: int = 60_000
     commit_interval_ms: int = 2_800
     standby_replicas: int = 1
+    # Of the topics Faust creates (changelog, leader topic) should it create
+    # any: `scenetrigger worker` creates them first (agents.replication).
+    replication_factor: int = 1
     # Producer batching window: each produce request is a syscall round, which
     # dominates at linger 0 (one request per changelog write or trigger).
     producer_linger_ms: int = 5
@@ -118,6 +121,8 @@ class WorkerSettings:
             problems.append("settle interval must be >= 1 ms")
         if self.sweep_interval_ms < 10:
             problems.append("sweep interval must be >= 10 ms")
+        if self.replication_factor < 1:
+            problems.append("replication factor must be >= 1")
         if self.session_timeout_ms < 6_000:
             problems.append("session timeout must be >= 6000 ms (the broker's minimum)")
         if self.store not in ("rocksdb", "memory"):

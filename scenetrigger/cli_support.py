@@ -111,6 +111,14 @@ def batch_limits(args: argparse.Namespace) -> BatchLimits:
                        linger_ms=args.linger)
 
 
+def add_replication_argument(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """``--replication-factor`` of the topics a command creates (agents.replication)."""
+    parser.add_argument("--replication-factor", type=positive, default=default,
+                        help="replicas of each topic this command creates (default: min(3, "
+                             "brokers in the cluster); min.insync.replicas is one less, "
+                             "at least 1)")
+
+
 def add_topic_arguments(parser: argparse.ArgumentParser, rejected: str) -> None:
     """The topics a command writes events to: named alone, or by the
     ``--topic-prefix`` the worker is given (PREFIX.events, PREFIX.dead-letters)."""

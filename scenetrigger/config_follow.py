@@ -38,15 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser, *, interval: bool = True) -> 
                                  "(default 5s with --config-store, else off)")
 
 
-def open_store(spec: str | None, broker: str | None = None,
-               topic_prefix: str | None = None) -> VersionStore | None:
+def open_store(spec: str | None, broker: str | None = None, topic_prefix: str | None = None,
+               replication: int | None = None) -> VersionStore | None:
     if not spec:
         return None
     if spec == KAFKA:
         from agents.config_store import KafkaVersionStore
         from agents.topics import bootstrap_servers, topic_name
 
-        return KafkaVersionStore(bootstrap_servers(broker), topic_name(topic_prefix, "config"))
+        return KafkaVersionStore(bootstrap_servers(broker), topic_name(topic_prefix, "config"),
+                                 replication)
     return DirectoryStore(spec)
 
 

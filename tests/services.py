@@ -111,19 +111,55 @@ def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None) ->
 
 @dataclass(frozen=True, slots=True)
 class KafkaBroker:
+    """One broker, or a cluster of ``nodes`` (scripts/kafka.sh --nodes: node k
+    in ``run_dir/node-k``); ``bootstrap`` lists every node."""
+
     bootstrap: str
     run_dir: Path | None  # None: an external broker we must not stop
+    nodes: int = 1
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "SCENETRIGGER_KAFKA_RUN_DIR": str(self.run_dir)}
 
     def stop(self) -> None:
         if self.run_dir is None:
             return
         subprocess.run(
             [str(KAFKA_SCRIPT), "stop"],
-            env={**os.environ, "SCENETRIGGER_KAFKA_RUN_DIR": str(self.run_dir)},
+            env=self._env(),
             capture_output=True,
             timeout=60,
             check=False,
         )
+
+    def node_address(self, node: int) -> str:
+        """``127.0.0.1:port`` of node ``node`` (1-based) of a cluster."""
+        assert self.run_dir is not None and self.nodes > 1
+        return f"127.0.0.1:{(self.run_dir / f'node-{node}' / 'port').read_text().strip()}"
+
+    def kill_node(self, node: int) -> None:
+        """kill -9 one node of a cluster and wait until its process is gone."""
+        assert self.run_dir is not None and self.nodes > 1
+        pid = int((self.run_dir / f"node-{node}" / "kafka.pid").read_text())
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise ServiceStartError(f"kafka node {node} (pid {pid}) outlived kill -9 by 30 s")
+
+    def start_missing(self) -> None:
+        """Start the cluster's stopped nodes again (same ports and data)."""
+        assert self.run_dir is not None
+        done = subprocess.run([str(KAFKA_SCRIPT), "start"], env=self._env(),
+                              capture_output=True, text=True, timeout=KAFKA_START_TIMEOUT_S,
+                              check=False)
+        if done.returncode != 0:
+            raise ServiceStartError(f"scripts/kafka.sh start failed (exit {done.returncode}):\n"
+                                    f"{done.stderr}{done.stdout}")
 
 
 def _kafka_reachable(bootstrap: str) -> bool:
@@ -135,15 +171,18 @@ def _kafka_reachable(bootstrap: str) -> bool:
         return False
 
 
-def start_kafka(run_dir: Path) -> KafkaBroker:
-    """Start a fresh broker with scripts/kafka.sh in ``run_dir`` (jars cached across runs)."""
+def start_kafka(run_dir: Path, nodes: int = 1) -> KafkaBroker:
+    """Start a fresh broker (or a KRaft cluster of ``nodes`` on loopback, each
+    node a broker and a controller) with scripts/kafka.sh in ``run_dir`` (jars
+    cached across runs)."""
     env = {**os.environ, "SCENETRIGGER_KAFKA_RUN_DIR": str(run_dir)}
     env.pop("SCENETRIGGER_KAFKA_PORT", None)
+    env.pop("SCENETRIGGER_KAFKA_NODES", None)
     # Readiness wait inside the script; a busy 2-core machine has needed 33 s.
     env.setdefault("SCENETRIGGER_KAFKA_TIMEOUT", "150")
     try:
         done = subprocess.run(
-            [str(KAFKA_SCRIPT), "start", "--fresh"],
+            [str(KAFKA_SCRIPT), "start", "--fresh", *(["--nodes", str(nodes)] if nodes > 1 else [])],
             env=env,
             capture_output=True,
             text=True,
@@ -151,7 +190,7 @@ def start_kafka(run_dir: Path) -> KafkaBroker:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        KafkaBroker("", run_dir).stop()
+        KafkaBroker("", run_dir, nodes).stop()
         raise ServiceStartError(
             f"scripts/kafka.sh start timed out after {KAFKA_START_TIMEOUT_S:.0f}s:\n"
             f"{_tail(run_dir / 'logs' / 'server.log')}"
@@ -161,7 +200,7 @@ def start_kafka(run_dir: Path) -> KafkaBroker:
         raise ServiceStartError(
             f"scripts/kafka.sh start failed (exit {done.returncode}):\n{done.stderr}{done.stdout}"
         )
-    return KafkaBroker(lines[-1].strip(), run_dir)
+    return KafkaBroker(lines[-1].strip(), run_dir, nodes)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,12 @@ from agents.collector import (
 from agents.producer import ensure_topics, new_kafka_producer
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger import config_follow
-from scenetrigger.cli_support import add_max_future_argument, add_topic_arguments, produce_topics
+from scenetrigger.cli_support import (
+    add_max_future_argument,
+    add_replication_argument,
+    add_topic_arguments,
+    produce_topics,
+)
 from triggers.errors import SceneTriggerError
 
 TOKEN_ENV = "SCENETRIGGER_COLLECTOR_TOKEN"  # noqa: S105 - the name of an env var
@@ -33,6 +38,7 @@ def register(sub: Any) -> None:
     add_topic_arguments(parser, "rejected events")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                         help="partitions of topics this command creates (default 4)")
+    add_replication_argument(parser)
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                         help="largest accepted request body (default 8 MiB)")
     parser.add_argument("--max-events", type=int, default=10_000,
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = bootstrap_servers(args.broker)
     try:
         asyncio.run(ensure_topics(bootstrap, [settings.topics.events,
-                                              settings.topics.dead_letters], args.partitions))
+                                              settings.topics.dead_letters], args.partitions,
+                                  replication=args.replication_factor))
     except OSError as exc:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
 

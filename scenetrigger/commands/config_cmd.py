@@ -21,6 +21,7 @@ import orjson
 
 from config.versions import TOKEN_ENV, ConfigVersion, VersionStore, author_of, current, push
 from config.versions import rollback as rollback_to
+from scenetrigger.cli_support import add_replication_argument
 from scenetrigger.config_follow import KAFKA, open_store
 from triggers.errors import ConfigError, SceneTriggerError
 
@@ -57,10 +58,11 @@ def _common(parser: argparse.ArgumentParser, store: Any, none: Any, false: Any) 
     parser.add_argument("--topic-prefix", default=none,
                         help="PREFIX.config (default: the shared name)")
     parser.add_argument("--json", action="store_true", default=false, help="print JSON")
+    add_replication_argument(parser, none)
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args.store, args.broker, args.topic_prefix)
+    store = open_store(args.store, args.broker, args.topic_prefix, args.replication_factor)
     assert store is not None
     args.file_text = None
     if args.verb == "push":

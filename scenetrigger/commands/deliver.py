@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.topics import DECISIONS_RETENTION_MS
 from scenetrigger import config_follow
-from scenetrigger.cli_support import duration, positive
+from scenetrigger.cli_support import add_replication_argument, duration, positive
 from triggers.errors import SceneTriggerError
 
 
@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--profiles", type=positive, default=100_000,
                         help="latest profiles kept for releases and journey sends "
                              "(default 100000 users)")
+    add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -71,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaConsumer
     from prometheus_client import CollectorRegistry, start_http_server
     from redis.asyncio import Redis
 
-    from agents.producer import ensure_topics
+    from agents.producer import ensure_topics, new_kafka_producer
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
     from channels.assembly import file_catalog, open_delivery
     from channels.decisions_kafka import Flushes, KafkaDecisionLog
@@ -114,10 +115,11 @@ async def _main(args: argparse.Namespace) -> int:
         try:  # subscribing to a topic not there yet would wait for a metadata refresh
             await ensure_topics(
                 bootstrap, [topics.triggers, topics.actions, *out_topics, decisions_topic],
-                configs={decisions_topic: {"retention.ms": str(args.decisions_retention)}})
+                configs={decisions_topic: {"retention.ms": str(args.decisions_retention)}},
+                replication=args.replication_factor)
         except Exception as exc:
             raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = new_kafka_producer(bootstrap)
         await producer.start()
         feedback.producer = producer
         decisions = live.pipeline.decisions = KafkaDecisionLog(producer, decisions_topic)

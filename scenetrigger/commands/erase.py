@@ -89,14 +89,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         forget = None
         if args.broker:
-            from aiokafka import AIOKafkaProducer
-
             from agents.engine_host import ERASE
+            from agents.producer import new_kafka_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.decisions import erasure_record
 
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
-                                        acks="all")
+            producer = new_kafka_producer(bootstrap_servers(args.broker))
             await producer.start()
             topic = topic_name(args.topic_prefix, "events")
             started = producer

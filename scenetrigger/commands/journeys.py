@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 from scenetrigger import config_follow
+from scenetrigger.cli_support import add_replication_argument
 
 
 def register(sub: Any) -> None:
@@ -27,6 +28,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--admin-port", type=int,
                         help="serve GET /users/{id}/tags and /score on 127.0.0.1:PORT "
                              "(token: $SCENETRIGGER_ADMIN_TOKEN or $SCENETRIGGER_ADMIN_TOKENS)")
+    add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -38,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaConsumer
     from prometheus_client import start_http_server
 
-    from agents.producer import ensure_topics
+    from agents.producer import ensure_topics, new_kafka_producer
     from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
     from channels.decisions_kafka import KafkaDecisionLog
     from channels.registry import redis_url_or_env
@@ -65,13 +67,17 @@ async def _main(args: argparse.Namespace) -> None:
     bootstrap = bootstrap_servers(args.broker)
     url = redis_url_or_env(args.redis_url)
     client = aioredis.Redis.from_url(url)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = new_kafka_producer(bootstrap)
     consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
                                 bootstrap_servers=bootstrap, group_id=args.group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
-    await ensure_topics(bootstrap, [decisions],
-                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}})
+    # Every topic it reads or writes: one not there yet would be auto-created
+    # with the broker's replication, or make the consumer wait for metadata.
+    await ensure_topics(bootstrap, [decisions, topics.triggers, topics.actions,
+                                    *([topics.feedback] if topics.feedback else [])],
+                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}},
+                        replication=args.replication_factor)
     await producer.start()
     await consumer.start()
     site = None

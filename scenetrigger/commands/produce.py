@@ -32,6 +32,7 @@ from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger.cli_support import (
     add_batch_arguments,
     add_max_future_argument,
+    add_replication_argument,
     add_topic_arguments,
     batch_limits,
     open_input,
@@ -54,6 +55,7 @@ def register(sub: Any) -> None:
     add_topic_arguments(parser, "rejected lines")
     parser.add_argument("--partitions", type=positive, default=DEFAULT_PARTITIONS,
                         help="partitions of topics this command creates (default 4)")
+    add_replication_argument(parser)
     parser.add_argument("--rate", type=_positive_float,
                         help="at most this many events per second (default: as fast as possible)")
     parser.add_argument("--max-line-bytes", type=positive, default=DEFAULT_MAX_LINE_BYTES)
@@ -86,7 +88,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     batching = batch_limits(args)
     try:
         found = await ensure_topics(bootstrap, [topics.events, topics.dead_letters],
-                                    args.partitions)
+                                    args.partitions, replication=args.replication_factor)
     except OSError as exc:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     producer = new_kafka_producer(bootstrap)

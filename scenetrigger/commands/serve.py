@@ -71,6 +71,7 @@ from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import AdminTokens, bearer, token_matches
 from scenetrigger import config_follow
+from scenetrigger.cli_support import add_replication_argument
 from scenetrigger.erasure import Eraser
 from scenetrigger.http_site import SwappableSite
 from scenetrigger.user_admin import UserAdmin
@@ -98,6 +99,7 @@ def register(sub: Any) -> None:
                              "(PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
                         help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+    add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -285,15 +287,16 @@ async def _main(args: argparse.Namespace) -> int:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)
         if args.broker:
-            from aiokafka import AIOKafkaProducer
-
+            from agents.producer import ensure_topics, new_kafka_producer
             from agents.topics import bootstrap_servers, feedback_topics, topic_name
 
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
-                                        acks="all")
+            events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
+            await ensure_topics(bootstrap_servers(args.broker),
+                                [events, *journeys, topic_name(args.topic_prefix, "decisions")],
+                                replication=args.replication_factor)
+            producer = new_kafka_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
-            events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
             sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
                                      topic_name(args.topic_prefix, "decisions"))
             events_topic = events

@@ -268,14 +268,12 @@ async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirector
         stack.push_async_callback(client.aclose)
         consent: ConsentStore = RedisConsentStore(client, args.prefix)
         if args.broker:
-            from aiokafka import AIOKafkaProducer
-
+            from agents.producer import new_kafka_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.consent_http import StreamedConsent
             from channels.feedback import KafkaSink
 
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(args.broker),
-                                        acks="all")
+            producer = new_kafka_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
             consent = StreamedConsent(consent, KafkaSink(producer, topic_name(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from agents.topics import DECISIONS_RETENTION_MS, DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger import config_follow
-from scenetrigger.cli_support import duration
+from scenetrigger.cli_support import add_replication_argument, duration
 from triggers.errors import SceneTriggerError
 
 
@@ -57,6 +58,7 @@ def register(sub: Any) -> None:
                         help="offset commit interval (default 2800ms)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
+    add_replication_argument(parser)
     parser.add_argument("--reload-interval", type=duration, default=None,
                         help="check --config-store (or --config) this often, e.g. 5s "
                              "(default 5s with --config-store, else off)")
@@ -132,18 +134,17 @@ def run(args: argparse.Namespace) -> int:
 
     from agents.app import SceneWorker
     from agents.metrics import serve_metrics
-    from agents.producer import ensure_topics
+    from agents.replication import ensure_worker_topics
 
     settings = build_settings(args)
     t = settings.topics
-    # Create the topics with the right partition count before Faust subscribes:
-    # a broker that auto-creates would use its own default.
+    # Create the topics (Faust's own too) with the right partition count and
+    # replication before Faust subscribes: a broker that auto-creates would
+    # use its own defaults.
     bootstrap = bootstrap_servers(args.broker)
     try:
-        found = asyncio.run(ensure_topics(
-            bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters, t.decisions],
-            settings.partitions,
-            configs={t.decisions: {"retention.ms": str(args.decisions_retention)}}))
+        replication, found = asyncio.run(ensure_worker_topics(
+            settings, bootstrap, args.decisions_retention, args.replication_factor))
     except SceneTriggerError:
         raise
     except Exception as exc:
@@ -153,12 +154,14 @@ def run(args: argparse.Namespace) -> int:
             raise SceneTriggerError(
                 f"topic {name} has {found.get(name)} partitions, the worker was started with "
                 f"--partitions {settings.partitions}: events and ticks must be co-partitioned")
+    settings = dataclasses.replace(settings, replication_factor=replication)
     scene_worker = SceneWorker(settings)
     if settings.metrics_port is not None:
         serve_metrics(scene_worker.metrics, settings.metrics_port, settings.metrics_host)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     print(f"scenetrigger worker: app {settings.app_id}, broker {bootstrap}, "
-          f"{settings.partitions} partitions, clock {settings.clock}, store {settings.store}",
+          f"{settings.partitions} partitions, replication {replication}, "
+          f"clock {settings.clock}, store {settings.store}",
           file=sys.stderr, flush=True)
     worker = faust.Worker(scene_worker.app, loglevel=args.log_level, quiet=True,
                           redirect_stdouts=False, workdir=str(Path.cwd()),
