@@ -287,7 +287,10 @@ async def ensure_topics(
     topic config, e.g. ``retention.ms``); returns each topic's partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from agents.kafka_probe import probe_kafka
+
     wanted = list(dict.fromkeys(names))
+    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -108,6 +108,9 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                                    ("events", "triggers", "decisions"))
     dead = f"{prefix}.dead-letters" if prefix else "scenetrigger-deadletter"
     state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}"
+    from agents.kafka_probe import probe_kafka
+
+    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
