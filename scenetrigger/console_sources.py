@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -125,6 +126,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
         receipts = ErasureCheck(dead_letters.redis, config.delivery.redis_prefix)
     try:
         assigned: set[Any] = set()
+        caught_up = False
         limits = config.id_limits()
         while True:
             wanted = set()
@@ -161,6 +163,10 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                 except Exception:  # Redis away: keep the last count
                     log.debug("dead-letter count failed", exc_info=True)
             if not batch:
+                if not caught_up:  # the topics' backlog read: the views are current
+                    caught_up = True
+                    print(f"console: caught up with the topics ({state.totals['events']:,} "
+                          "events read); following them live", file=sys.stderr, flush=True)
                 await consumer._client.force_metadata_update()
     finally:
         await consumer.stop()

@@ -103,7 +103,7 @@ async def _main(args: argparse.Namespace) -> int:
             console.eraser = Eraser(client, config).erase
     runner, url = await start_site(create_app(console), args.host, args.port)
     admin = bool(AdminTokens.from_env(console.env))
-    print(f"scenetrigger console on {url}/ ({state.source or 'starting'}); admin actions "
+    print(f"scenetrigger console ready on {url}/ ({state.source or 'starting'}); admin actions "
           f"{'on' if admin else 'off: ' + ADMIN_TOKENS_HINT}", file=sys.stderr, flush=True)
     task = asyncio.create_task(source)
     stop = asyncio.Event()
