@@ -166,8 +166,8 @@ def test_product_variants_without_a_catalog(tmp_path: Path) -> None:
                           "scenes.promo_arrival"}
     promo = found["scenes.promo_arrival"]
     assert promo["line"] == 15
-    assert "variant(s) promo_hot_list, zh_promo_hot_list show products and no catalog " \
-           "source is given" in promo["message"]
+    assert "promo_hot_list, zh_promo_search_target, zh_promo_category_picks, zh_promo_hot_list" \
+           " show products and no catalog source is given" in promo["message"]
     empty = tmp_path / "empty.csv"
     empty.write_text("product_id,name,price,category\n")
     code, result = check_config(path, "--strict", "--catalog", str(empty))
