@@ -79,10 +79,12 @@ def test_a_broker_port_of_another_service_fails_fast_as_a_closed_one(
             time.monotonic() - started
 
     wrong, took = failure(http_port)
-    closed, _ = failure(closed_port())
+    closed, took_closed = failure(closed_port())
     assert "cannot reach Kafka" in wrong
     assert wrong == closed  # the same words for both
-    assert took < 5 + 2, f"took {took:.1f} s"  # the probe's 3 s + the CLI's start-up
+    # Within 5 s of the closed port's failure (the probe's 3 s deadline): the
+    # CLI's own start-up, the same for both, is slow on a loaded machine.
+    assert took < took_closed + 5, f"took {took:.1f} s, a closed port {took_closed:.1f} s"
 
 
 @pytest.mark.integration

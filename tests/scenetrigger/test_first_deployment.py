@@ -47,7 +47,8 @@ def test_the_first_deployment_doc_runs_as_written(tmp_path: Path) -> None:
     assert "Hello Ann, Trail Running Shoe is" in out, said
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out, said
     # the unsubscribe withdrew the consent; the erasure removed her
-    assert "'granted': False" in out, said
+    assert "unsubscribed\n" in out and "'granted': False" in out, said
+    assert "'source': 'one_click'" in out, said
     assert "ann is gone" in out and "no user 'ann'" in done.stderr, said
     # check-config --strict passed: it printed the summary
     assert "shop.yaml: OK, 1 scene(s)" in out, said
