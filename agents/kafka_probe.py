@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-PROBE_TIMEOUT_S = 3.0
+PROBE_TIMEOUT_S = 2.0  # a broker answers in milliseconds; the CLI must fail in under 5 s
 API_VERSIONS = 18  # the request every Kafka client sends first; v0 has no body
 CORRELATION_ID = 0x5C_E7E7  # no newline byte: a line-reading server waits for one
 MAX_RESPONSE = 1 << 20  # an ApiVersions answer is a few hundred bytes; "HTTP" reads as ~1.2 GB

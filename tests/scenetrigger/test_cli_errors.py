@@ -82,7 +82,7 @@ def test_a_broker_port_of_another_service_fails_fast_as_a_closed_one(
     closed, took_closed = failure(closed_port())
     assert "cannot reach Kafka" in wrong
     assert wrong == closed  # the same words for both
-    # Within 5 s of the closed port's failure (the probe's 3 s deadline): the
+    # Within 5 s of the closed port's failure (the probe's 2 s deadline): the
     # CLI's own start-up, the same for both, is slow on a loaded machine.
     assert took < took_closed + 5, f"took {took:.1f} s, a closed port {took_closed:.1f} s"
 
