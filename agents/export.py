@@ -25,6 +25,9 @@ async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
     is not reached within ``timeout_s``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from agents.kafka_probe import probe_kafka
+
+    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()

@@ -136,6 +136,9 @@ def _compile_variant(model: VariantModel) -> _Compiled:
                      tags=TagCondition.of(model.when.tags_all, model.when.tags_any))
 
 
+HOT_LOOKAHEAD = 20  # deals read past the list's length, to find the visitor's category's
+
+
 @dataclass(frozen=True, slots=True)
 class _Fallbacks:
     """A scene's generic message, and its translations by locale."""
@@ -278,7 +281,11 @@ class ContentSelector:
         limit = variant.max_products
         profile = state.profile if state is not None else None
         if source == "hot":
-            return await self._catalog.hot(limit)
+            # The deals, those of the visitor's own category first: the same top
+            # list for every promo visitor showed everyone the same product.
+            hot = await self._catalog.hot(limit + HOT_LOOKAHEAD)
+            mine = profile.last_category if profile else None
+            return sorted(hot, key=lambda p: not (mine and p.category == mine))[:limit]
         ids = [i for i in (trigger.key, profile.last_product if profile else None) if i]
         found = await self._catalog.get_many(list(dict.fromkeys(ids)))
         exact = [found[i] for i in ids if i in found][:1]

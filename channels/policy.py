@@ -158,6 +158,7 @@ class DeliveryPolicy:
         quiet = model.quiet_hours
         self._quiet = (quiet.minutes(quiet.start), quiet.minutes(quiet.end)) if (
             quiet.enabled and quiet.start != quiet.end) else None
+        self.calendar = Calendar()  # an accelerated demo's; real time otherwise
 
     def zone(self, tz: str | None) -> ZoneInfo:
         """The user's zone; the default for anything that is not a known zone."""
@@ -172,9 +173,11 @@ class DeliveryPolicy:
         if self.audience is not None:
             reach = await self.audience.reach(req.user_id, req.scene, req.channels)
         zone = self.zone((reach and reach.timezone) or req.tz)
-        local = local_time(now_ms, zone)
+        calendar = self.calendar
+        local = local_time(calendar.to_calendar(now_ms), zone)
         try:
             due = None if local is None else self.quiet_until(local)
+            due = None if due is None else calendar.from_calendar(due)
             buckets = None if local is None else _buckets(local)
         except (ValueError, OverflowError):  # the wake-up day is past year 9999
             buckets = None
@@ -255,10 +258,10 @@ class DeliveryPolicy:
                 self.metrics.deferred.inc()
             return Decision("defer", reason=QUIET_HOURS, due_ms=due, figures=until)
         ignored, last_sent = await self.store.engagement(engagement_key(self._prefix, req.user_id))
-        if (ignored >= model.backoff.ignored and last_sent is not None
-                and now_ms - last_sent < model.backoff.pause):
+        since = None if last_sent is None else self.calendar.span(now_ms - last_sent)
+        if ignored >= model.backoff.ignored and since is not None and since < model.backoff.pause:
             return self._suppress(BACKOFF, f"{ignored} sent without an open or click, the "
-                                           f"last {format_duration_ms(now_ms - last_sent)} ago "
+                                           f"last {format_duration_ms(since)} ago "
                                            f"(pause {format_duration_ms(model.backoff.pause)})")
         if not channels:
             return self._suppress(NO_CHANNEL, "none of the content's channels is configured")
@@ -373,6 +376,28 @@ def _cap_figures(reason: str, limit: int, zone: ZoneInfo) -> str:
     # A cap refuses only when full, so the count it saw is its limit.
     period = "today" if reason == CAP_DAY else "this week"
     return f"{limit} of {limit} sent {period} ({zone.key})"
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """The clock the policy reads days, weeks and hours of the day from. Real
+    time by default; the demo, which divides journey waits by its journey
+    scale, runs this calendar as many times faster from its start, so a
+    compressed journey meets the caps, quiet hours and back-off pause it would
+    meet in real time (a cap's day is 15 simulated minutes at the demo's scale 96)."""
+
+    anchor_ms: int = 0
+    scale: float = 1.0
+
+    def to_calendar(self, ms: int) -> int:
+        return ms if self.scale == 1 else int(self.anchor_ms + (ms - self.anchor_ms) * self.scale)
+
+    def span(self, ms: int) -> int:
+        """A span of real time as the calendar counts it (the back-off pause)."""
+        return ms if self.scale == 1 else int(ms * self.scale)
+
+    def from_calendar(self, ms: int) -> int:
+        return ms if self.scale == 1 else int(self.anchor_ms + (ms - self.anchor_ms) / self.scale)
 
 
 def local_time(now_ms: int, zone: ZoneInfo) -> datetime | None:

@@ -110,6 +110,10 @@ def check(raw: Any, doc: Doc | None = None) -> Report:
         errors += _guessed_kind_errors(raw.get("scenes"), doc) + included
     found, warnings = cross_references(raw, doc)
     errors += found
+    if config is not None and not errors:
+        from config.reach import never_happens
+
+        warnings += never_happens(config, raw, doc)
     return Report(config if not errors else None, _in_order(errors), _in_order(warnings))
 
 

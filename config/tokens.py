@@ -7,16 +7,23 @@ token configured nothing matches."""
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 BEARER = "Bearer "
-ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
-# name=token pairs (comma-separated): each admin by name (a config version's author)
+# One variable per role. Server (who may): name=token pairs, comma-separated,
+# each admin by name (a config version's author). Client (who I am): the
+# caller's own token, for `scenetrigger config push|rollback`.
 ADMIN_TOKENS_ENV = "SCENETRIGGER_ADMIN_TOKENS"
+CLIENT_TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
+# Deprecated server variable: one token, named `admin`; still read, with a warning.
+ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
 SINGLE_ADMIN = "admin"  # the name of the lone $SCENETRIGGER_ADMIN_TOKEN
-ADMIN_TOKENS_HINT = f"set {ADMIN_TOKEN_ENV} or {ADMIN_TOKENS_ENV} (name=token,...)"
+ADMIN_TOKENS_HINT = f"set {ADMIN_TOKENS_ENV} (name=token,...)"
+
+_log = logging.getLogger(__name__)
 
 
 def bearer(header: str) -> str:
@@ -59,6 +66,8 @@ class AdminTokens:
                 named.append((name.strip(), secret.strip()))
         single = environ.get(ADMIN_TOKEN_ENV, "")
         if single:
+            _log.warning("%s is deprecated: set %s=%s=<token> instead (the same admin)",
+                         ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, SINGLE_ADMIN)
             named.append((SINGLE_ADMIN, single))
         return cls(tuple(named))
 

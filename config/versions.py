@@ -23,11 +23,11 @@ import orjson
 
 from config.clock import wall_ms
 from config.loader import check_text
-from config.tokens import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV, AdminTokens
+from config.tokens import ADMIN_TOKENS_ENV, CLIENT_TOKEN_ENV, AdminTokens
 from triggers.errors import ConfigError, SceneTriggerError
 
 # the caller's own token (the CLI presents it)
-TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
+TOKEN_ENV = CLIENT_TOKEN_ENV
 MAX_TEXT = 4 << 20  # a config larger than this is not a config
 
 
@@ -112,8 +112,8 @@ def author_of(token: str | None, env: Mapping[str, str] | None = None) -> str:
     or ``token`` matches none."""
     tokens = AdminTokens.from_env(env)
     if not tokens:
-        raise SceneTriggerError(f"no admin token is configured ({ADMIN_TOKENS_ENV} or "
-                                f"{ADMIN_TOKEN_ENV}): config changes are refused")
+        raise SceneTriggerError(f"no admin token is configured (set {ADMIN_TOKENS_ENV}, "
+                                "name=token,...): config changes are refused")
     if not token:
         raise SceneTriggerError(f"give your admin token in {TOKEN_ENV}")
     found = tokens.name_of(token)

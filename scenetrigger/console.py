@@ -281,6 +281,13 @@ async def _rollback(request: web.Request) -> web.Response:
     return await _json({"ok": True, "pushed": version.summary(), "diff": version.diff})
 
 
+ERASED_COUNTS = ("kept: the per-minute charts and totals are counts without personal data "
+                 "and stay as counted; the user's events, trigger lines and decisions (funnels, "
+                 "lookups, recent decisions) are gone; a console started later with "
+                 "--redis-url skips the user's records up to the erasure, so its counts of "
+                 "that past are lower by them")
+
+
 async def _erase(request: web.Request) -> web.Response:
     authorise(request)
     console = request.app[CONSOLE_KEY]
@@ -289,4 +296,5 @@ async def _erase(request: web.Request) -> web.Response:
     if console.eraser is not None:
         receipt = await console.eraser(user_id)
     receipt["removed"]["console_records"] = console.state.erase(user_id)
+    receipt["console_counts"] = ERASED_COUNTS  # docs/console.md: what erasure does to counts
     return await _json(receipt)

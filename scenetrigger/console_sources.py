@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -108,6 +109,9 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                                    ("events", "triggers", "decisions"))
     dead = f"{prefix}.dead-letters" if prefix else "scenetrigger-deadletter"
     state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}"
+    from agents.kafka_probe import probe_kafka
+
+    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -122,6 +126,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
         receipts = ErasureCheck(dead_letters.redis, config.delivery.redis_prefix)
     try:
         assigned: set[Any] = set()
+        caught_up = False
         limits = config.id_limits()
         while True:
             wanted = set()
@@ -158,6 +163,10 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                 except Exception:  # Redis away: keep the last count
                     log.debug("dead-letter count failed", exc_info=True)
             if not batch:
+                if not caught_up:  # the topics' backlog read: the views are current
+                    caught_up = True
+                    print(f"console: caught up with the topics ({state.totals['events']:,} "
+                          "events read); following them live", file=sys.stderr, flush=True)
                 await consumer._client.force_metadata_update()
     finally:
         await consumer.stop()

@@ -69,17 +69,44 @@ async def _erased_at(config: AppConfig, redis_url: str, user_id: str) -> int | N
         await client.aclose()
 
 
-async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float) -> list[Any]:
-    """The topic's records with this key (every record when ``key`` is None)."""
+async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float,
+                 required: bool = False) -> list[Any]:
+    """The topic's records with this key (every record when ``key`` is None).
+    A missing ``required`` topic is an error naming the prefixes there are."""
     from agents.export import topic_records
 
     try:
         return [r async for r in topic_records(bootstrap, topic, timeout_s)
                 if key is None or r.key == key]
     except SceneTriggerError as exc:
-        if "not found" in str(exc):
-            return []  # e.g. no deliver has run yet: no decisions topic
-        raise
+        if "not found" not in str(exc):
+            raise
+        if required:  # a mistyped --topic-prefix: not "nothing recorded for this user"
+            raise SceneTriggerError(f"no topic {topic} on {bootstrap}: no such topic or "
+                                    f"prefix (is --topic-prefix right? {await _prefixes(bootstrap)})"
+                                    ) from None
+        return []  # e.g. no deliver has run yet: no decisions topic
+
+
+async def _prefixes(bootstrap: str) -> str:
+    """The topic prefixes with an events topic on this cluster, in words."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from agents.topics import topic_name
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    found = sorted(t[:-len(".events")] for t in topics if t.endswith(".events"))
+    shared = [f"{topic_name(None, 'events')} (no prefix)"] if topic_name(None, "events") in \
+        topics else []
+    named = [*(repr(p) for p in found), *shared]
+    more = f" and {len(named) - 10} more" if len(named) > 10 else ""
+    return (f"events topics here: {', '.join(named[:10])}{more}" if named else
+            "no events topic here at all")
 
 
 async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, user_id: str,
@@ -94,7 +121,8 @@ async def _timeline(broker: str | None, prefix: str | None, config: AppConfig, u
     # Batched records (the collector's and produce's) have no key: read every
     # record and keep the user's events, decoded as the worker decodes them.
     events = []
-    for record in await _keyed(bootstrap, topic_name(prefix, "events"), None, timeout_s):
+    for record in await _keyed(bootstrap, topic_name(prefix, "events"), None, timeout_s,
+                               required=True):
         if record.key is not None and record.key != key:
             continue
         for item in decode_event_record(record.value or b"", config.engine.max_line_bytes,

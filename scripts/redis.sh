@@ -42,8 +42,9 @@ cmd_start() {
     ensure_installed
     mkdir -p "$RUN_DIR"
     PORT="${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')}"
-    # No persistence: dev and test data are throwaway.
-    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$RUN_DIR" --save "" --appendonly no \
+    # The append-only file (as docs/guarantees.md requires of deliver's Redis): the
+    # dead letters, dedupe leases and deferred messages survive a restart. In the run dir.
+    redis-server --bind 127.0.0.1 --port "$PORT" --dir "$RUN_DIR" --save "" --appendonly yes \
         --daemonize yes --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log"
     for _ in $(seq 1 50); do
         if redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; then

@@ -28,21 +28,65 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: ok, errors, warnings, scenes, strategies")
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    catalog = parser.add_mutually_exclusive_group()
+    catalog.add_argument("--catalog", help="the products file deliver reads (--catalog): "
+                                           "check that variants showing products get some")
+    catalog.add_argument("--redis-url", help="the Redis deliver reads its catalog from "
+                                             "(`scenetrigger catalog load`): the same check")
     parser.set_defaults(run=run)
 
 
-def check_file(path: str) -> Report:
+def check_file(path: str, catalog: str | None = None, redis_url: str | None = None) -> Report:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         return Report(None, [Problem(f"cannot read {path}: {exc.strerror or exc}")], [])
     except UnicodeDecodeError as exc:
         return Report(None, [Problem(f"{path} is not UTF-8 text: {exc}")], [])
-    return check_text(text, source=path)
+    report = check_text(text, source=path)
+    if report.config is not None:
+        from config.check import Doc
+        from config.reach import catalog_problems
+        from config.yaml_load import line_map, safe_load_unique
+
+        source, products = _catalog(report.config, catalog, redis_url)
+        found = catalog_problems(report.config, safe_load_unique(text), Doc(path,
+                                 line_map(text)), source, products)
+        report.warnings = sorted([*report.warnings, *found],
+                                 key=lambda p: (p.file or "", p.line or 0))
+    return report
+
+
+def _catalog(config: AppConfig, path: str | None, redis_url: str | None) -> tuple[str | None,
+                                                                                   int]:
+    """Where products come from (None: not given) and whether it holds any."""
+    if path is not None:
+        from channels.catalog import read_products
+
+        return path, len(read_products(path))
+    if redis_url is None:
+        return None, 0
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from scenetrigger.demo_live import redacted
+
+    async def count() -> int:
+        client = Redis.from_url(redis_url)
+        try:
+            match = f"{config.delivery.redis_prefix}cat:p:*"
+            async for _ in client.scan_iter(match=match, count=1000):
+                return 1
+            return 0
+        finally:
+            await client.aclose()
+
+    return f"at {redacted(redis_url)}", asyncio.run(count())
 
 
 def run(args: argparse.Namespace) -> int:
-    report = check_file(args.file)
+    report = check_file(args.file, args.catalog, args.redis_url)
     failed = bool(report.errors) or (args.strict and bool(report.warnings))
     if args.json:
         sys.stdout.write(orjson.dumps(as_json(args.file, report),

@@ -34,8 +34,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--broker", help="Kafka mode: the deployment's bootstrap "
                                          "(default $SCENETRIGGER_KAFKA)")
     parser.add_argument("--topic-prefix", help="Kafka mode: PREFIX.events/.triggers/.decisions")
-    parser.add_argument("--app-id", default="scenetrigger",
-                        help="Kafka mode: the workers' --app-id (user lookups read its state)")
+    parser.add_argument("--app-id",
+                        help="Kafka mode: the workers' --app-id (user lookups read its state; "
+                             "default: the --topic-prefix, else scenetrigger)")
     parser.add_argument("--config", help="the running config (default: the shipped scenes)")
     parser.add_argument("--catalog", help="embedded mode: product catalog file for content")
     parser.add_argument("--sample", help="recorded events the what-if replays (default: "
@@ -85,10 +86,11 @@ async def _main(args: argparse.Namespace) -> int:
 
         bootstrap = bootstrap_servers(args.broker)
         source = run_kafka(state, config, bootstrap, args.topic_prefix, args.redis_url)
+        app_id = args.app_id or args.topic_prefix or "scenetrigger"  # the worker's default
 
         async def lookup(user_id: str) -> Any:
             return await asyncio.to_thread(live_timeline, bootstrap, args.topic_prefix, config,
-                                           user_id, 60, args.app_id, None, args.redis_url)
+                                           user_id, 60, app_id, None, args.redis_url)
 
         console.lookup = lookup
         if args.redis_url:
@@ -101,7 +103,7 @@ async def _main(args: argparse.Namespace) -> int:
             console.eraser = Eraser(client, config).erase
     runner, url = await start_site(create_app(console), args.host, args.port)
     admin = bool(AdminTokens.from_env(console.env))
-    print(f"scenetrigger console on {url}/ ({state.source or 'starting'}); admin actions "
+    print(f"scenetrigger console ready on {url}/ ({state.source or 'starting'}); admin actions "
           f"{'on' if admin else 'off: ' + ADMIN_TOKENS_HINT}", file=sys.stderr, flush=True)
     task = asyncio.create_task(source)
     stop = asyncio.Event()

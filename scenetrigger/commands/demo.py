@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry
 
 from channels.pipeline import Outcome
+from channels.policy import Calendar
 from config.loader import load_config
 from config.strategy_models import StrategyModel
 from scenetrigger.demo_content import (
@@ -125,16 +126,22 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRegistry,
-                    live: LiveDelivery | None) -> int:
+                    live: LiveDelivery | None, clock: Any = None) -> int:
     out = sys.stdout
     start_ms = args.start_ms if args.start_ms is not None else default_start_ms()
     stream = Clickstream(args.users, args.seed, start_ms, rate=args.rate / args.speed)
     models = demo_journeys(config, args.strategies, args.journey_scale)
     content = (live.content if live is not None
                else pick_content(config, args.content, registry, models.values()))
+    if isinstance(content, PipelineContent):
+        # Journey waits are divided by the journey scale: the policy's days,
+        # weeks and nights are too, or the compressed journey runs into a
+        # day's caps and one night's quiet hours that real time spreads out.
+        content.pipeline.policy.calendar = Calendar(start_ms, args.journey_scale)
     runtime = EmbeddedRuntime(  # profiles on: content previews read them
         new_host(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
         persona_of=stream.persona_of, content=content, registry=registry,
+        **({} if clock is None else {"clock": clock}),
     )
     if live is not None:
         live.attach(runtime)

@@ -31,9 +31,10 @@ def register(sub: Any) -> None:
                                          "(Kafka bootstrap; default $SCENETRIGGER_KAFKA)")
     parser.add_argument("--topic-prefix", help="with --broker: PREFIX.events/.triggers/"
                                                ".decisions (default: the shared names)")
-    parser.add_argument("--app-id", default="scenetrigger",
+    parser.add_argument("--app-id",
                         help="with --broker: the workers' --app-id (their state table's "
-                             "changelog is APP_ID-user-state-changelog)")
+                             "changelog is APP_ID-user-state-changelog; default: the "
+                             "--topic-prefix, else scenetrigger, as the worker's)")
     parser.add_argument("--redis-url", help="with --broker: also the strategies' tags and "
                                             "the lead score from this Redis")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
@@ -56,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.broker:
         from scenetrigger.explain_live import live_timeline
 
+        app_id = args.app_id or args.topic_prefix or "scenetrigger"  # the worker's default
         timeline = live_timeline(args.broker, args.topic_prefix, config, args.user,
-                                 args.timeout, args.app_id, redis_url=args.redis_url,
+                                 args.timeout, app_id, redis_url=args.redis_url,
                                  tags_prefix=args.tags_prefix)
     else:
         raise SceneTriggerError("explain: give --events FILE (a replay) or --broker (live)")

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--tick-interval", type=float, default=0.5, help="seconds")
     parser.add_argument("--admin-port", type=int,
                         help="serve GET /users/{id}/tags and /score on 127.0.0.1:PORT "
-                             "(token: $SCENETRIGGER_ADMIN_TOKEN or $SCENETRIGGER_ADMIN_TOKENS)")
+                             "(token: $SCENETRIGGER_ADMIN_TOKENS)")
     add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)

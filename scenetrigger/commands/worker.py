@@ -25,9 +25,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--config", help="config file (default: the shipped scenes)")
     parser.add_argument("--broker", help="Kafka bootstrap host:port[,host:port] or kafka://... "
                                          "(default: $SCENETRIGGER_KAFKA, else 127.0.0.1:9092)")
-    parser.add_argument("--app-id", default="scenetrigger",
-                        help="Faust app id = consumer group; workers with the same id share "
-                             "partitions (default scenetrigger)")
+    parser.add_argument("--app-id",
+                        help="Faust app id = consumer group and changelog names; workers with "
+                             "the same id share partitions (default: the --topic-prefix, "
+                             "else scenetrigger)")
     parser.add_argument("--topic-prefix",
                         help="name topics PREFIX.events/.triggers/.dead-letters/.ticks "
                              "(default: the shared names in agents/topics.py)")
@@ -108,7 +109,8 @@ def build_settings(args: argparse.Namespace) -> Any:
     config = first.config
     return WorkerSettings(
         config=config,
-        app_id=args.app_id,
+        # Two prefixes on one cluster must not share a consumer group and changelog.
+        app_id=args.app_id or args.topic_prefix or "scenetrigger",
         broker=faust_broker_url(args.broker),
         topics=TopicNames.with_prefix(args.topic_prefix) if args.topic_prefix else default_topics(),
         partitions=args.partitions,

@@ -98,3 +98,22 @@ async def test_html_body_has_links_and_images_of_the_products(style: str) -> Non
     assert html is not None
     assert 'href="https://shop.example.com/p/1004659"' in html
     assert "Galaxy A50" in html and "¥199.99" in html
+
+
+async def test_a_promo_visitor_sees_products_matched_to_them() -> None:
+    """A promo page arrival (its key is the page, not a product): a searcher
+    sees their target product, a category browser their category, a
+    promo-driven visitor the hot deals (all of them once saw the same list)."""
+    sel = selector()
+    arrival = Trigger("promo_arrival", "u1", "/promo/618", T0)
+    got = {}
+    for style in ("search_driven", "category_browser", "promo_driven", "undetermined"):
+        choice = await sel.select(arrival, user_state("u1", style), T0)
+        got[style] = (choice.variant, [p.product_id for p in choice.products],
+                      choice.render().subject)
+    assert got["search_driven"] == ("promo_search_target", [PHONE],
+                                    "On sale today: Galaxy A50")
+    assert got["category_browser"] == ("promo_category_picks", [PHONE, "2001", "2002"],
+                                       "Sale picks in electronics.smartphone")
+    assert got["promo_driven"] == ("promo_hot_list", ["3001", "3002"], "Today's hottest deals")
+    assert got["undetermined"][0] == "promo_hot_list"  # too little known: the hot deals

@@ -3,7 +3,12 @@ configured token, and any header bytes are a wrong token, never an error."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from config.tokens import AdminTokens, bearer, callback_token, token_matches
+from triggers.errors import SceneTriggerError
 
 
 def test_a_token_matches_only_itself() -> None:
@@ -50,3 +55,31 @@ def test_no_admin_token_configured_refuses_all() -> None:
         assert not tokens
         assert tokens.name_of("") is None and tokens.name_of("x") is None
     assert not AdminTokens.single("")
+
+
+def test_one_server_variable_and_the_old_one_still_works_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from config.tokens import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV
+
+    with caplog.at_level(logging.WARNING, logger="config.tokens"):
+        named = AdminTokens.from_env({ADMIN_TOKENS_ENV: "alice=a1,bob=b2"})
+    assert named.name_of("b2") == "bob" and named.name_of("a1") == "alice"
+    assert not caplog.records  # the documented variable: no warning
+    with caplog.at_level(logging.WARNING, logger="config.tokens"):
+        old = AdminTokens.from_env({ADMIN_TOKEN_ENV: "s3cret"})
+    assert old.name_of("s3cret") == "admin"  # still works ...
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "deprecated" in said[0] and ADMIN_TOKENS_ENV in said[0]
+
+
+def test_the_client_variable_names_the_author_of_a_config_push() -> None:
+    from config.tokens import ADMIN_TOKENS_ENV, CLIENT_TOKEN_ENV
+    from config.versions import TOKEN_ENV, author_of
+
+    assert TOKEN_ENV == CLIENT_TOKEN_ENV == "SCENETRIGGER_TOKEN"
+    env = {ADMIN_TOKENS_ENV: "alice=a1"}
+    assert author_of("a1", env) == "alice"
+    with pytest.raises(SceneTriggerError, match="SCENETRIGGER_TOKEN"):
+        author_of(None, env)
+    with pytest.raises(SceneTriggerError, match=ADMIN_TOKENS_ENV):
+        author_of("a1", {})

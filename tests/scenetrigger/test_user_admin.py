@@ -127,7 +127,12 @@ async def test_users_set_and_get_commands(redis_url: str,
     assert code == 0
     set_shows = orjson.loads(capsys.readouterr().out)
     assert await asyncio.to_thread(main, ["users", "get", "bob", *args]) == 0
-    shown = orjson.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.endswith("}\n")  # a shell prompt after it starts on its own line
+    shown = orjson.loads(out)
+    assert await asyncio.to_thread(main, ["users", "get", "bob", *args[:-1]]) == 0
+    pretty = capsys.readouterr().out
+    assert pretty.endswith("}\n") and orjson.loads(pretty) == shown
     assert set_shows == shown  # set prints the record as get does, consent included
     assert shown["email"] == "bob@example.com" and shown["attributes"] == {"city": "杭州"}
     assert shown["consent"]["sms:marketing"]["granted"] is True
