@@ -45,6 +45,7 @@ channels:
     host: 127.0.0.1
     port: 8025
     sender: shop@example.com
+    postal_address: "Shop Ltd, 1 Main St, Springfield"
 """
 
 
@@ -81,7 +82,8 @@ def test_a_config_whose_channels_reach_every_message_passes_strict(tmp_path: Pat
     path = tmp_path / "good.yaml"
     path.write_text(SCENES + "channels:\n  inbox: {type: inbox}\n  webhook: {type: webhook, "
                     "url: 'http://127.0.0.1:1/h', secret_env: X}\n  email: {type: email, host: "
-                    "127.0.0.1, port: 25, sender: a@example.com}\n")
+                    "127.0.0.1, port: 25, sender: a@example.com, postal_address: 'Shop Ltd, "
+                    "1 Main St'}\n")
     catalog = tmp_path / "products.csv"
     catalog.write_text("product_id,name,price,category\np1,Bike,99,kids\n")
     code, result = check_config(path, "--strict", "--catalog", str(catalog))
@@ -149,7 +151,8 @@ channels:
   push: {type: log}
   sms: {type: log}
   wechat: {type: log}
-  email: {type: email, host: 127.0.0.1, port: 25, sender: a@example.com}
+  email: {type: email, host: 127.0.0.1, port: 25, sender: a@example.com,
+          postal_address: 'Shop Ltd, 1 Main St'}
 strategies: {include: [reactivation]}
 """
     report = check_text(text, "r.yaml")
