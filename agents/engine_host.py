@@ -23,7 +23,16 @@ with ``known_id`` K stores the alias A -> K under the reserved key
 by K: a :data:`MERGE` event carrying A's state, which K's partition folds
 into K's (:func:`triggers.merge.merge_states`), and afterwards every later
 event of A, re-addressed to K. So K's partition sees A's history first, then
-A's new events, in order.
+A's new events, in order. The rule of who may merge is the host's
+(:meth:`EngineHost.identity_target`, :func:`triggers.merge.identify_refusal`),
+checked here with this partition's aliases and known users; a refused
+statement raises :class:`EventRejected` (the agent dead-letters it with its
+reason). A forwarded record (a merge, a re-addressed event) is never
+forwarded again: one that lands on an id that is itself an alias here (a
+cycle or a chain the anonymous partition could not see) is refused too.
+An :data:`~triggers.merge.ADMIN_MERGE` (``scenetrigger users merge A B``)
+is an identify that may move a known user: A's merged ids go with the
+merge, and each gets an identify to B, so no alias points at A.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.explain import fired_why
-from triggers.host import IDENTIFY, MERGE, ClockPolicy, EngineHost, InputRules
+from triggers.host import IDENTIFY, IDENTITY_TYPES, MERGE, ClockPolicy, EngineHost, InputRules
+from triggers.merge import ADMIN_MERGE, REASON_CHAIN, REASON_CYCLE
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
 from triggers.state import UserState
@@ -130,6 +140,7 @@ class PartitionHost:
         # and the re-addressed events of identified anonymous ids.
         self.outbox: list[tuple[str, bytes]] = []
         host.aliases = store.aliases  # the host applies them, the store persists them
+        host.merged = store.merged  # the known users of this partition (never re-pointed)
         self._scenes: dict[str, Scene] | None = None  # by name, for decision records
 
     @classmethod
@@ -221,21 +232,27 @@ class PartitionHost:
                 self.outbox.append((anonymous, orjson.dumps(
                     {"user_id": anonymous, "ts": event.ts, "type": ERASE})))
             return []
-        if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
-            return self._identify(event, at)
-        if store.aliases:
-            resolved = self.host.resolve(event)
-            if resolved is not event:  # an identified anonymous id: to the known user's partition
-                self.outbox.append((resolved.user_id, orjson.dumps(
-                    {**resolved.fields, ORIGIN: at})))
-                return []
+        if event.type in IDENTITY_TYPES:  # before the alias: a shared device's next login
+            return self._identify(event, at, now_ms)
         fields = event.fields
         origin, source = fields.get(ORIGIN), fields.get("anonymous_id")
         forwarded = type(origin) is int and type(source) is str
+        if store.aliases:
+            alias = store.aliases.get(event.user_id)
+            if alias is not None:
+                if forwarded:  # never forwarded again: that is how merges loop
+                    raise EventRejected(
+                        REASON_CYCLE if alias == source else REASON_CHAIN,
+                        f"{event.user_id!r} stands for {alias!r} here: a record forwarded "
+                        f"from {source!r} is not forwarded again")
+                resolved = self.host.resolve(event)  # an identified anonymous id's own event
+                self.outbox.append((resolved.user_id, orjson.dumps(
+                    {**resolved.fields, ORIGIN: at})))
+                return []
         if forwarded and origin <= store.origin_applied(event.user_id, source):  # type: ignore[operator,arg-type]
             return None  # sent again by the anonymous id's partition after a crash there
         if event.type == MERGE:
-            fired = self._merge(event, at)
+            fired = self._merge(event, at, now_ms)
         else:
             fired = self.host.take(event, now_ms)
             store.mark_applied(event.user_id, at)
@@ -244,35 +261,46 @@ class PartitionHost:
                               origin if forwarded else NO_OFFSET)  # type: ignore[arg-type]
         return fired
 
-    def _identify(self, event: Event, at: int) -> list[Trigger]:
-        """The anonymous half (:meth:`EngineHost.detach`) here; A's state goes to
-        K's partition as a :data:`MERGE` event for the known half."""
-        anonymous, known = event.user_id, self.host.known_id(event)
-        if known is None:
-            log.warning("identify without a usable known_id ignored",
-                        extra={"user_id": anonymous})
-            return []
-        state = self.host.detach(anonymous, known)
-        if state is not None:
-            self.outbox.append((known, orjson.dumps({
-                "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
-                ORIGIN: at, "state": orjson.loads(state.encode())})))
-        self.store.alias(anonymous, known)  # persisted at the next flush
-        return []
+    def _clock(self, event: Event, now_ms: int) -> int:
+        return event.ts if self.event_clock else now_ms
 
-    def _merge(self, event: Event, at: int) -> list[Trigger]:
-        """Fold an identified anonymous id's state into this (known) user's
-        (:meth:`EngineHost.absorb`: the armed timers come along)."""
-        try:
-            anonymous = UserState.decode(orjson.dumps(event.fields.get("state")))
-        except StateDecodeError:
-            log.warning("merge event with an unreadable state ignored",
-                        extra={"user_id": event.user_id})
-            return []
+    def _identify(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
+        """The anonymous half (:meth:`EngineHost.detach`) here, once the host's
+        rule allows it (else :class:`EventRejected`); A's state (or none) goes
+        to K's partition as a :data:`MERGE` event for the known half, which
+        also makes K a known user there. The clock moves to the event first,
+        as :meth:`EngineHost.identify` does."""
+        anonymous = event.user_id
+        known = self.host.identity_target(event)
+        fired = self.host.advance(self._clock(event, now_ms))
+        state = self.host.detach(anonymous, known)
+        moved = self.store.take_merged(anonymous) if event.type == ADMIN_MERGE else []
+        self.outbox.append((known, orjson.dumps({
+            "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
+            ORIGIN: at,
+            "state": None if state is None else orjson.loads(state.encode())})))
+        self.store.alias(anonymous, known)  # persisted at the next flush
+        for other in moved:  # an admin merge: what stood for A stands for K (no chain)
+            self.outbox.append((other, orjson.dumps({
+                "user_id": other, "ts": event.ts, "type": IDENTIFY, "known_id": known})))
+        return fired
+
+    def _merge(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
+        """Fold an identified anonymous id's state (if it had one) into this
+        (known) user's (:meth:`EngineHost.absorb`: the armed timers come along)."""
+        fired = self.host.advance(self._clock(event, now_ms))
+        raw = event.fields.get("state")
         store = self.store
-        self.host.absorb(event.user_id, anonymous)
+        if raw is not None:
+            try:
+                anonymous = UserState.decode(orjson.dumps(raw))
+            except StateDecodeError:
+                log.warning("merge event with an unreadable state ignored",
+                            extra={"user_id": event.user_id})
+                return fired
+            self.host.absorb(event.user_id, anonymous)
         store.mark_applied(event.user_id, at)
-        return []
+        return fired
 
     @property
     def refused(self) -> bool:

@@ -141,6 +141,16 @@ class PartitionStore:
         self._meta_deleted.discard(merged_key(known_id))
         self.stage_meta(merged_key(known_id), orjson.dumps(ids))
 
+    def take_merged(self, known_id: str) -> list[str]:
+        """An admin merge moves ``known_id`` away: its list of merged ids goes
+        with it (removed here at the next flush); returns the ids."""
+        ids = self.merged.pop(known_id, None)
+        if ids is None:
+            return []
+        self._meta_staged.pop(merged_key(known_id), None)
+        self._meta_deleted.add(merged_key(known_id))
+        return list(ids)
+
     def forget(self, user_id: str) -> list[str]:
         """Erase the user: gone from the cache now, from the table at the next flush
         (its state, its alias if it was an identified anonymous id, its list of
@@ -233,8 +243,9 @@ class PartitionStore:
         self.aliases.clear()  # in place: the partition's EngineHost holds this dict
         self.aliases.update({key[len(ALIAS):].decode(): value.decode()
                              for key, value in self.meta.items() if key.startswith(ALIAS)})
-        self.merged = {key[len(MERGED):].decode(): _origins(orjson.loads(value))
-                       for key, value in self.meta.items() if key.startswith(MERGED)}
+        self.merged.clear()  # in place too: the host checks it for known users
+        self.merged.update({key[len(MERGED):].decode(): _origins(orjson.loads(value))
+                            for key, value in self.meta.items() if key.startswith(MERGED)})
 
     # -- internals ------------------------------------------------------------
 

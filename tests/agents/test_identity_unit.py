@@ -72,7 +72,10 @@ def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> 
     restarted.outbox.clear()
     restarted.on_event(ev("a", 1003, IDENTIFY, known_id="k2"), 14, 0)
     restarted.on_event(ev("a", 1004, "view", product_id="p"), 15, 0)
-    assert [key for key, _ in restarted.outbox] == ["k2"]
+    # The merge carries no state (the id has none left) but makes k2 a known user there.
+    assert [(key, orjson.loads(value)["type"]) for key, value in restarted.outbox] == [
+        ("k2", "merge"), ("k2", "view")]
+    assert orjson.loads(restarted.outbox[0][1])["state"] is None
     restarted.outbox.clear()
     # Erasing the anonymous id drops its alias too.
     restarted.on_event(ev("a", 1005, "erase"), 16, 0)
