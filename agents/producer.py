@@ -24,6 +24,7 @@ from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
 from triggers.host import MERGE
+from triggers.merge import ADMIN_MERGE
 
 Record = tuple[int, Event | EventRejected]
 
@@ -62,9 +63,10 @@ MAX_RECORD_BYTES = 1_000_000
 
 
 # Event types only the product itself writes (`scenetrigger erase`, the
-# worker's identity merge): from a client they would erase or forge state.
+# worker's identity merge, `scenetrigger users merge`): from a client they
+# would erase or forge state.
 REASON_RESERVED_TYPE = "reserved_type"
-RESERVED_TYPES = frozenset({ERASE, MERGE})
+RESERVED_TYPES = frozenset({ERASE, MERGE, ADMIN_MERGE})
 # The position a forwarded event had on the anonymous id's partition: from a
 # client it would make the known user's partition skip that id's real forwards.
 REASON_RESERVED_FIELD = "reserved_field"
@@ -236,13 +238,16 @@ async def produce_records(
     limiter: RateLimiter | None = None,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 1000,
+    admit: Callable[[Event], EventRejected | None] | None = None,
 ) -> tuple[int, int, Counter[str]]:
     """Send valid events and dead-letter rejects; returns ``(sent, rejected, reasons)``.
 
     ``raw_of`` gives the input of the record just read (see :class:`LastLine`);
     a rejected record's ``where`` is ``source:line``. Events are batched per
     partition of the events topic (``partitions`` of them) within ``batching``;
-    ``counts`` receives the events stored per partition.
+    ``counts`` receives the events stored per partition. ``admit`` may
+    refuse an event (dead-lettered with its reason: an unsigned identify,
+    :mod:`agents.identity_gate`).
     """
     names = topics or ProduceTopics()
 
@@ -257,6 +262,9 @@ async def produce_records(
         if not isinstance(item, EventRejected):
             try:
                 value = checked_event_value(item)
+                refused = admit(item) if admit is not None else None
+                if refused is not None:
+                    raise refused
             except EventRejected as exc:
                 item = exc
         if isinstance(item, EventRejected):
