@@ -51,7 +51,7 @@ from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.explain import fired_why
-from triggers.host import IDENTIFY, IDENTITY_TYPES, MERGE, ClockPolicy, EngineHost, InputRules
+from triggers.host import IDENTITY_TYPES, MERGE, ClockPolicy, EngineHost, InputRules
 from triggers.merge import ADMIN_MERGE, REASON_CHAIN, REASON_CYCLE
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
@@ -63,6 +63,12 @@ ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md
 # On a record forwarded by an identified anonymous id's partition (a merge, a
 # re-addressed event): its position there, so a resend is not applied twice.
 ORIGIN = "anonymous_position"
+# A forwarded record that landed on an id that is itself an alias goes back
+# to the partition it came from, which resolves the alias and forwards it
+# itself: at most MAX_RETURNS times (HOPS counts them), then dead-lettered.
+REPOINT = "repoint"
+HOPS = "identity_hops"
+MAX_RETURNS = 2
 
 
 class Pending:
@@ -226,25 +232,27 @@ class PartitionHost:
         if at <= store.applied_offset(event.user_id):
             return None
         if event.type == ERASE:
+            # The clock moves first, as for every record (replay's too): what
+            # was due before the erasure fires.
+            fired = self.host.advance(self._clock(event, now_ms))
             # The anonymous ids merged into the user were the user too: erase them
             # on their own partitions (their alias and anything left there).
             for anonymous in store.forget(event.user_id):
                 self.outbox.append((anonymous, orjson.dumps(
                     {"user_id": anonymous, "ts": event.ts, "type": ERASE})))
-            return []
+            return fired
         if event.type in IDENTITY_TYPES:  # before the alias: a shared device's next login
             return self._identify(event, at, now_ms)
+        if event.type == REPOINT:
+            return self._repoint(event, at)
         fields = event.fields
         origin, source = fields.get(ORIGIN), fields.get("anonymous_id")
         forwarded = type(origin) is int and type(source) is str
         if store.aliases:
             alias = store.aliases.get(event.user_id)
             if alias is not None:
-                if forwarded:  # never forwarded again: that is how merges loop
-                    raise EventRejected(
-                        REASON_CYCLE if alias == source else REASON_CHAIN,
-                        f"{event.user_id!r} stands for {alias!r} here: a record forwarded "
-                        f"from {source!r} is not forwarded again")
+                if forwarded:  # never forwarded onward: that is how merges looped
+                    return self._return(event, alias, source)  # type: ignore[arg-type]
                 resolved = self.host.resolve(event)  # an identified anonymous id's own event
                 self.outbox.append((resolved.user_id, orjson.dumps(
                     {**resolved.fields, ORIGIN: at})))
@@ -273,17 +281,72 @@ class PartitionHost:
         anonymous = event.user_id
         known = self.host.identity_target(event)
         fired = self.host.advance(self._clock(event, now_ms))
-        state = self.host.detach(anonymous, known)
+        # Before detach: the store's delete forgets the id's merged list too.
         moved = self.store.take_merged(anonymous) if event.type == ADMIN_MERGE else []
+        state = self.host.detach(anonymous, known)
         self.outbox.append((known, orjson.dumps({
             "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
             ORIGIN: at,
             "state": None if state is None else orjson.loads(state.encode())})))
         self.store.alias(anonymous, known)  # persisted at the next flush
-        for other in moved:  # an admin merge: what stood for A stands for K (no chain)
+        for other in moved:  # an admin merge: what still stands for A stands for K (no chain)
             self.outbox.append((other, orjson.dumps({
-                "user_id": other, "ts": event.ts, "type": IDENTIFY, "known_id": known})))
+                "user_id": other, "ts": event.ts, "type": REPOINT, "via": anonymous,
+                "known_id": known, HOPS: 0, "record": None})))
         return fired
+
+    def _return(self, event: Event, alias: str, source: str) -> list[Trigger]:
+        """A record ``source``'s partition forwarded here, to an id that stands
+        for ``alias`` (an identify the source's partition could not resolve:
+        the alias lives here). It goes back to ``source``'s partition with the
+        alias, never onward (``alias`` may be ``source`` itself: a cycle, which
+        the source's partition undoes); a record returned too often is
+        refused (:class:`EventRejected`)."""
+        fields = event.fields
+        hops = fields.get(HOPS, 0)
+        if type(hops) is not int or hops >= MAX_RETURNS:
+            raise EventRejected(REASON_CHAIN, f"{event.user_id!r} stands for {alias!r}: a record "
+                                f"from {source!r} returned {hops} times already")
+        record = {k: v for k, v in fields.items() if k not in (ORIGIN, HOPS)}
+        self.outbox.append((source, orjson.dumps({
+            "user_id": source, "ts": event.ts, "type": REPOINT, "via": event.user_id,
+            "known_id": alias, HOPS: hops + 1, "record": record})))
+        return []
+
+    def _repoint(self, event: Event, at: int) -> list[Trigger]:
+        """A record of this anonymous id came back (:meth:`_return`): the id it
+        stood for stands for ``known_id``. Re-point the alias (the host's
+        rule: resolved through the aliases; a cycle restores the id's state
+        and is refused), then forward the record to the resolved id."""
+        fields = event.fields
+        anonymous, via, target = event.user_id, fields.get("via"), fields.get("known_id")
+        record, hops = fields.get("record"), fields.get(HOPS)
+        store = self.store
+        current = store.aliases.get(anonymous)
+        if record is None:  # from an admin merge of ``via``: no record came back
+            if current == via and isinstance(target, str) and target != anonymous:
+                store.alias(anonymous, target)
+                self.outbox.append((target, orjson.dumps({
+                    "user_id": target, "ts": event.ts, "type": MERGE,
+                    "anonymous_id": anonymous, ORIGIN: at, "state": None})))
+            return []
+        if not (isinstance(record, dict) and isinstance(target, str) and type(hops) is int
+                and current is not None):
+            raise EventRejected(REASON_CHAIN, f"{anonymous!r} stands for no one now: a "
+                                "returned record cannot be forwarded")
+        if current == via:
+            if target == anonymous:  # the two ids stand for each other: undo this side
+                store.unalias(anonymous)
+                state = record.get("state") if record.get("type") == MERGE else None
+                if state is not None:
+                    self.host.absorb(anonymous, UserState.decode(orjson.dumps(state)))
+                raise EventRejected(REASON_CYCLE, f"{via!r} stands for {anonymous!r}: "
+                                    f"{anonymous!r} keeps its own state")
+            store.alias(anonymous, target)
+            current = target
+        self.outbox.append((current, orjson.dumps(
+            {**record, "user_id": current, ORIGIN: at, HOPS: hops})))
+        return []
 
     def _merge(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
         """Fold an identified anonymous id's state (if it had one) into this

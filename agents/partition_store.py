@@ -126,6 +126,12 @@ class PartitionStore:
         self._meta_deleted.discard(alias_key(anonymous_id))
         self.stage_meta(alias_key(anonymous_id), known_id.encode())
 
+    def unalias(self, anonymous_id: str) -> None:
+        """``anonymous_id`` stands for itself again (an identify undone: a cycle)."""
+        if self.aliases.pop(anonymous_id, None) is not None:
+            self._meta_staged.pop(alias_key(anonymous_id), None)
+            self._meta_deleted.add(alias_key(anonymous_id))
+
     def origin_applied(self, known_id: str, anonymous_id: str) -> int:
         """The newest position of ``anonymous_id``'s partition applied to ``known_id``."""
         ids = self.merged.get(known_id)

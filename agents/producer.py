@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
-from agents.engine_host import ERASE, ORIGIN
+from agents.engine_host import ERASE, HOPS, ORIGIN, REPOINT
 from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from triggers.errors import EventRejected, SceneTriggerError
@@ -66,11 +66,11 @@ MAX_RECORD_BYTES = 1_000_000
 # worker's identity merge, `scenetrigger users merge`): from a client they
 # would erase or forge state.
 REASON_RESERVED_TYPE = "reserved_type"
-RESERVED_TYPES = frozenset({ERASE, MERGE, ADMIN_MERGE})
+RESERVED_TYPES = frozenset({ERASE, MERGE, ADMIN_MERGE, REPOINT})
 # The position a forwarded event had on the anonymous id's partition: from a
 # client it would make the known user's partition skip that id's real forwards.
 REASON_RESERVED_FIELD = "reserved_field"
-RESERVED_FIELDS = (ORIGIN,)
+RESERVED_FIELDS = (ORIGIN, HOPS)
 
 
 def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:

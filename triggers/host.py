@@ -256,10 +256,10 @@ class EngineHost:
     def repoint(self, old_id: str, known_id: str) -> list[str]:
         """An admin merge of ``old_id`` into ``known_id``: the ids that stood for
         ``old_id`` stand for ``known_id`` (no chain is left); returns them."""
-        moved = list(self.merged.pop(old_id, ()))
+        moved = [anonymous for anonymous in self.merged.pop(old_id, ())
+                 if self.aliases.get(anonymous) == old_id]  # not re-pointed or erased since
         for anonymous in moved:
-            if self.aliases.get(anonymous) == old_id:
-                self.aliases[anonymous] = known_id
+            self.aliases[anonymous] = known_id
             self.note_merged(known_id, anonymous)
         return moved
 

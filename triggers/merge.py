@@ -47,17 +47,20 @@ REASON_CHAIN = "identity_chain"
 
 
 def identify_refusal(anonymous: str, known: str, aliases: Mapping[str, str],
-                     merged: Container[str], admin: bool = False) -> tuple[str, str] | None:
+                     merged: Mapping[str, Container[str]],
+                     admin: bool = False) -> tuple[str, str] | None:
     """Why ``anonymous`` may not become ``known`` (None: it may): ``(reason,
     detail)``. ``aliases`` maps identified ids to their known user, ``merged``
-    holds the known users (ids others were merged into). The known-user check
+    each known user (an id others were merged into) to those ids. The known-user check
     comes first: the worker can always make it on the anonymous id's own
     partition, while ``known``'s alias may live on another one."""
     if not admin and anonymous in merged:
         return REASON_KNOWN_USER, (f"{anonymous!r} is a known user (others were merged into "
                                    "it): only `scenetrigger users merge` moves a known user")
     target = aliases.get(known, known)
-    if target == anonymous:
+    # ``known`` was merged into ``anonymous``: it stands for it (the worker
+    # sees this on the anonymous id's partition even when the alias is elsewhere).
+    if target == anonymous or known in merged.get(anonymous, ()):
         return REASON_CYCLE, f"{known!r} already stands for {anonymous!r}: the merge would loop"
     return None
 
