@@ -244,7 +244,7 @@ class PartitionHost:
         if event.type in IDENTITY_TYPES:  # before the alias: a shared device's next login
             return self._identify(event, at, now_ms)
         if event.type == REPOINT:
-            return self._repoint(event, at)
+            return self._repoint(event, at, now_ms)
         fields = event.fields
         origin, source = fields.get(ORIGIN), fields.get("anonymous_id")
         forwarded = type(origin) is int and type(source) is str
@@ -313,7 +313,7 @@ class PartitionHost:
             "known_id": alias, HOPS: hops + 1, "record": record})))
         return []
 
-    def _repoint(self, event: Event, at: int) -> list[Trigger]:
+    def _repoint(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
         """A record of this anonymous id came back (:meth:`_return`): the id it
         stood for stands for ``known_id``. Re-point the alias (the host's
         rule: resolved through the aliases; a cycle restores the id's state
@@ -330,6 +330,14 @@ class PartitionHost:
                     "user_id": target, "ts": event.ts, "type": MERGE,
                     "anonymous_id": anonymous, ORIGIN: at, "state": None})))
             return []
+        if (current is None and isinstance(record, dict) and record.get("type") != MERGE
+                and record.get("anonymous_id") == anonymous):
+            # The id stands for itself again (a cycle undone meanwhile): its own event.
+            own = {k: v for k, v in record.items() if k != "anonymous_id"}
+            fired = self.host.take(Event(anonymous, event.ts, str(own.get("type")),
+                                         {**own, "user_id": anonymous}), now_ms)
+            store.mark_applied(anonymous, at)
+            return fired
         if not (isinstance(record, dict) and isinstance(target, str) and type(hops) is int
                 and current is not None):
             raise EventRejected(REASON_CHAIN, f"{anonymous!r} stands for no one now: a "
