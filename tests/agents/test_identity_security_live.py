@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
 import urllib.error
 import urllib.request
@@ -185,3 +186,61 @@ def test_the_loop_pair_ends_in_a_bounded_number_of_records(
     fired = read_topic(kafka_bootstrap, f"{prefix}.triggers")
     assert {r["user_id"] for r in fired} <= {a, b}  # the views counted for their own ids
     assert worker.process.returncode == 0, worker.log_tail()
+
+
+def test_users_merge_moves_a_known_user_and_is_decision_logged(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = uuid.uuid4().hex[:6]
+    old, new, device = f"old-{run}", f"new-{run}", f"dev-{run}"
+    prefix = unique("t-idmerge")
+    worker, collector = start(tmp_path, kafka_bootstrap, prefix)
+    port = collector.metrics_port
+    now = int(time.time() * 1000)
+    decisions_file = tmp_path / "decisions.jsonl"
+
+    def merge(token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scenetrigger.cli", "users", "merge", old, new, "--broker",
+             kafka_bootstrap, "--topic-prefix", prefix, "--decisions", str(decisions_file),
+             "--json"], check=False, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "SCENETRIGGER_ADMIN_TOKENS": "ops=op-secret",
+                 "SCENETRIGGER_TOKEN": token})
+
+    try:
+        assert post(port, [{"user_id": device, "ts": now, "type": "identify",
+                            "known_id": old}], BACKEND)[0] == 202
+        assert post(port, [{"user_id": old, "ts": now + 1, "type": "view",
+                            "product_id": "p"}], PUBLIC)[0] == 202
+        events = f"{prefix}.events"
+        # old is a known user once the device's merge has landed on its partition.
+        wait_for("the login merged", lambda: all_committed(kafka_bootstrap, prefix, events),
+                 60, [worker])
+        # An identify cannot move a known user, whoever sends it.
+        assert post(port, [{"user_id": old, "ts": now + 2, "type": "identify",
+                            "known_id": new}], BACKEND)[0] == 202
+        refused = merge("wrong")
+        assert refused.returncode != 0 and "not valid" in refused.stderr
+        done = merge("op-secret")
+        assert done.returncode == 0, done.stderr
+        result = orjson.loads(done.stdout)
+        assert (result["merged"], result["into"], result["by"]) == (old, new, "ops")
+        # The device still browsing under its id: its view and the old id's view add up for new.
+        assert post(port, [{"user_id": device, "ts": now + 3, "type": "view",
+                            "product_id": "p"}], PUBLIC)[0] == 202
+        wait_for("the merged user's trigger", lambda: worker.metric(
+            "scenetrigger_triggers_total", scene="rv") >= 1, 60, [worker])
+    finally:
+        collector.stop()
+        worker.stop()
+    fired = read_topic(kafka_bootstrap, f"{prefix}.triggers")
+    assert [(r["scene"], r["user_id"]) for r in fired] == [("rv", new)]
+    dead = read_topic(kafka_bootstrap, f"{prefix}.dead-letters")
+    assert [d["reason"] for d in dead] == ["identify_known_user"]
+    logged = [r for r in read_topic(kafka_bootstrap, f"{prefix}.decisions")
+              if r.get("rule") == "admin_merge"]
+    assert sorted(r["user_id"] for r in logged) == sorted([old, new])
+    assert all(r["outcome"] == "merged" and "by ops" in r["figures"] for r in logged)
+    assert len(decisions_file.read_text().splitlines()) == 2
