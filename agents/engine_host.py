@@ -28,11 +28,15 @@ A's new events, in order. The rule of who may merge is the host's
 checked here with this partition's aliases and known users; a refused
 statement raises :class:`EventRejected` (the agent dead-letters it with its
 reason). A forwarded record (a merge, a re-addressed event) is never
-forwarded again: one that lands on an id that is itself an alias here (a
-cycle or a chain the anonymous partition could not see) is refused too.
-An :data:`~triggers.merge.ADMIN_MERGE` (``scenetrigger users merge A B``)
-is an identify that may move a known user: A's merged ids go with the
-merge, and each gets an identify to B, so no alias points at A.
+forwarded onward by the partition it lands on: on an id that is itself an
+alias there (a chain or a cycle A's partition could not see), it goes back
+to A's partition as a :data:`REPOINT` (at most :data:`MAX_RETURNS` times),
+which re-points A to the resolved id and forwards it there itself, or, for
+a cycle, undoes its half (A stands for itself with its state back) and
+refuses the statement. The MERGE is sent even without state: it makes K a
+known user on K's partition. An :data:`~triggers.merge.ADMIN_MERGE`
+(``scenetrigger users merge A B``) is an identify that may move a known
+user: each id that stood for A gets a REPOINT to B, so no alias points at A.
 """
 
 from __future__ import annotations
