@@ -95,6 +95,10 @@ def test_the_collector_token_cannot_move_a_users_state_or_triggers(
         # The victim logs in on a device (the backend's statement), then browses.
         login = {"user_id": device, "ts": now, "type": "identify", "known_id": victim}
         assert post(port, [login], BACKEND)[0] == 202
+        events = f"{prefix}.events"
+        # The victim is a known user once the login's merge has landed on its partition.
+        wait_for("the login merged", lambda: all_committed(kafka_bootstrap, prefix, events),
+                 60, [worker])
         assert post(port, [{"user_id": victim, "ts": now + 1, "type": "cart"},
                            {"user_id": victim, "ts": now + 2, "type": "view",
                             "product_id": "p"}], PUBLIC)[0] == 202
@@ -120,7 +124,6 @@ def test_the_collector_token_cannot_move_a_users_state_or_triggers(
             assert answer.get("reason", (answer.get("errors") or [{}])[0].get("reason")) == reason
         assert collector.metric("scenetrigger_collector_identify_refused_total") == 3
         # Even a statement that did reach Kafka (a backend bug) cannot re-point a known user.
-        events = f"{prefix}.events"
         send_raw(kafka_bootstrap, events, [(victim.encode(), orjson.dumps(takeover))])
         # The victim's next view fires for the victim; an hour later the cart timer too.
         assert post(port, [{"user_id": victim, "ts": now + 4, "type": "view", "product_id": "p"},
