@@ -291,6 +291,11 @@ class SceneWorker:
                 continue
             try:
                 fired = host.on_event(item, base | index, now)
+            except EventRejected as exc:  # an identity statement refused (a cycle, a known user)
+                self._dead_letter(message, exc.reason, exc.detail, now, index if batch else None)
+                if host.outbox:
+                    self._forward(host)
+                continue
             except SceneTriggerError as exc:  # unreadable stored state: park the event
                 log.exception("state error", extra={"user_id": item.user_id})
                 self._dead_letter(message, REASON_STATE_ERROR, str(exc), now,

@@ -17,6 +17,15 @@ sent; the body must arrive within ``read_timeout_s``; at most
 the same ``Idempotency-Key`` header and body sends only those not stored
 (the keys of the last ``idempotency_keys`` requests are remembered, in this
 process only).
+
+Identity (docs/security.md, "Identity"): an ``identify`` event is the shop
+backend's statement, and the collector's token is public (every browser
+holds it). A request whose bearer token is the backend's
+(``identify_token``, ``$SCENETRIGGER_IDENTIFY_TOKEN``) may carry identify
+events; any other request may carry only identify events signed with that
+token (``identify_sig``, :func:`config.tokens.identify_signature`). A
+request with any other identify is refused whole with 403 (nothing is
+stored) and counted in ``scenetrigger_collector_identify_refused``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from prometheus_client import (
 
 from agents.batching import BatchLimits, RecordBatcher
 from agents.errors import AgentError
+from agents.identity_gate import identify_refused
 from agents.intake import (
     RAW_LIMIT,
     Attempt,
@@ -155,6 +165,9 @@ class CollectorSettings:
     # When set, POST /events needs "Authorization: Bearer <token>"; the
     # command refuses to start without one unless --no-auth is given.
     token: str | None = None
+    # The shop backend's token: its requests may carry identify events (and
+    # it signs the ones browsers relay). Never the same as ``token``.
+    identify_token: str | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
     read_timeout_s: float = 30.0
     max_concurrent: int = 32
@@ -169,6 +182,7 @@ class CollectorMetrics:
     events: Counter
     requests: Counter
     request_seconds: Histogram
+    identify_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> CollectorMetrics:
@@ -183,6 +197,10 @@ class CollectorMetrics:
             request_seconds=Histogram("scenetrigger_collector_request_seconds",
                                       "POST /events handling time, Kafka acks included",
                                       registry=reg),
+            identify_refused=Counter("scenetrigger_collector_identify_refused",
+                                     "identify events refused (no backend token, no valid "
+                                     "signature): their requests were answered 403",
+                                     registry=reg),
         )
 
 
@@ -222,8 +240,9 @@ def create_collector_app(
             meter.request_seconds.observe(time.perf_counter() - started)
 
     async def _handle(request: web.Request) -> web.Response:
-        if conf.token is not None and not token_matches(
-                bearer(request.headers.get("Authorization", "")), conf.token):
+        given = bearer(request.headers.get("Authorization", ""))
+        backend = token_matches(given, conf.identify_token)
+        if conf.token is not None and not backend and not token_matches(given, conf.token):
             return answer(401, {"error": "unauthorized"})
         key = request.headers.get("Idempotency-Key")
         if key is not None and not _good_key(key):
@@ -238,11 +257,11 @@ def create_collector_app(
                                 content_type="application/json")
         busy[0] += 1
         try:
-            return await _take(request, key)
+            return await _take(request, key, backend)
         finally:
             busy[0] -= 1
 
-    async def _take(request: web.Request, key: str | None) -> web.Response:
+    async def _take(request: web.Request, key: str | None, backend: bool) -> web.Response:
         try:
             body = await asyncio.wait_for(request.read(), conf.read_timeout_s)
         except web.HTTPRequestEntityTooLarge:
@@ -261,6 +280,13 @@ def create_collector_app(
         except TooManyEvents:
             return answer(413, {"error": REASON_TOO_LARGE, "detail": f"more than "
                                 f"{conf.max_events} events, the limit is {conf.max_events}"})
+        refused = [(index, why) for index, item in items if not isinstance(item, Rejection)
+                   and (why := identify_refused(item, conf.identify_token, backend)) is not None]
+        if refused:  # nothing of the request is stored: the client learns which items
+            meter.identify_refused.inc(len(refused))
+            return answer(403, {"error": "forbidden", "reason": refused[0][1].reason,
+                                "detail": refused[0][1].detail,
+                                "items": [index for index, _ in refused]})
         digest = IdempotencyLedger.digest(body)
         try:
             prior = ledger.get(key, digest) if key is not None else None

@@ -23,7 +23,20 @@ with ``known_id`` K stores the alias A -> K under the reserved key
 by K: a :data:`MERGE` event carrying A's state, which K's partition folds
 into K's (:func:`triggers.merge.merge_states`), and afterwards every later
 event of A, re-addressed to K. So K's partition sees A's history first, then
-A's new events, in order.
+A's new events, in order. The rule of who may merge is the host's
+(:meth:`EngineHost.identity_target`, :func:`triggers.merge.identify_refusal`),
+checked here with this partition's aliases and known users; a refused
+statement raises :class:`EventRejected` (the agent dead-letters it with its
+reason). A forwarded record (a merge, a re-addressed event) is never
+forwarded onward by the partition it lands on: on an id that is itself an
+alias there (a chain or a cycle A's partition could not see), it goes back
+to A's partition as a :data:`REPOINT` (at most :data:`MAX_RETURNS` times),
+which re-points A to the resolved id and forwards it there itself, or, for
+a cycle, undoes its half (A stands for itself with its state back) and
+refuses the statement. The MERGE is sent even without state: it makes K a
+known user on K's partition. An :data:`~triggers.merge.ADMIN_MERGE`
+(``scenetrigger users merge A B``) is an identify that may move a known
+user: each id that stood for A gets a REPOINT to B, so no alias points at A.
 """
 
 from __future__ import annotations
@@ -42,7 +55,8 @@ from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.explain import fired_why
-from triggers.host import IDENTIFY, MERGE, ClockPolicy, EngineHost, InputRules
+from triggers.host import IDENTITY_TYPES, MERGE, ClockPolicy, EngineHost, InputRules
+from triggers.merge import ADMIN_MERGE, REASON_CHAIN, REASON_CYCLE
 from triggers.reshape import decode_shapes, encode_shapes, reset_store, shape_resets, shapes
 from triggers.scenes import Limits, Scene
 from triggers.state import UserState
@@ -53,6 +67,12 @@ ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md
 # On a record forwarded by an identified anonymous id's partition (a merge, a
 # re-addressed event): its position there, so a resend is not applied twice.
 ORIGIN = "anonymous_position"
+# A forwarded record that landed on an id that is itself an alias goes back
+# to the partition it came from, which resolves the alias and forwards it
+# itself: at most MAX_RETURNS times (HOPS counts them), then dead-lettered.
+REPOINT = "repoint"
+HOPS = "identity_hops"
+MAX_RETURNS = 2
 
 
 class Pending:
@@ -130,6 +150,7 @@ class PartitionHost:
         # and the re-addressed events of identified anonymous ids.
         self.outbox: list[tuple[str, bytes]] = []
         host.aliases = store.aliases  # the host applies them, the store persists them
+        host.merged = store.merged  # the known users of this partition (never re-pointed)
         self._scenes: dict[str, Scene] | None = None  # by name, for decision records
 
     @classmethod
@@ -216,27 +237,35 @@ class PartitionHost:
         if at <= store.applied_offset(event.user_id):
             return None
         if event.type == ERASE:
+            # The clock moves first, as for every record (replay's too): what
+            # was due before the erasure fires.
+            fired = self.host.advance(self._clock(event, now_ms))
             # The anonymous ids merged into the user were the user too: erase them
             # on their own partitions (their alias and anything left there).
             for anonymous in store.forget(event.user_id):
                 self.outbox.append((anonymous, orjson.dumps(
                     {"user_id": anonymous, "ts": event.ts, "type": ERASE})))
-            return []
-        if event.type == IDENTIFY:  # before the alias: a shared device's next login re-aliases
-            return self._identify(event, at)
-        if store.aliases:
-            resolved = self.host.resolve(event)
-            if resolved is not event:  # an identified anonymous id: to the known user's partition
-                self.outbox.append((resolved.user_id, orjson.dumps(
-                    {**resolved.fields, ORIGIN: at})))
-                return []
+            return fired
+        if event.type in IDENTITY_TYPES:  # before the alias: a shared device's next login
+            return self._identify(event, at, now_ms)
+        if event.type == REPOINT:
+            return self._repoint(event, at, now_ms)
         fields = event.fields
         origin, source = fields.get(ORIGIN), fields.get("anonymous_id")
         forwarded = type(origin) is int and type(source) is str
+        if store.aliases:
+            alias = store.aliases.get(event.user_id)
+            if alias is not None:
+                if forwarded:  # never forwarded onward: that is how merges looped
+                    return self._return(event, alias, source)  # type: ignore[arg-type]
+                resolved = self.host.resolve(event)  # an identified anonymous id's own event
+                self.outbox.append((resolved.user_id, orjson.dumps(
+                    {**resolved.fields, ORIGIN: at})))
+                return []
         if forwarded and origin <= store.origin_applied(event.user_id, source):  # type: ignore[operator,arg-type]
             return None  # sent again by the anonymous id's partition after a crash there
         if event.type == MERGE:
-            fired = self._merge(event, at)
+            fired = self._merge(event, at, now_ms)
         else:
             fired = self.host.take(event, now_ms)
             store.mark_applied(event.user_id, at)
@@ -245,35 +274,109 @@ class PartitionHost:
                               origin if forwarded else NO_OFFSET)  # type: ignore[arg-type]
         return fired
 
-    def _identify(self, event: Event, at: int) -> list[Trigger]:
-        """The anonymous half (:meth:`EngineHost.detach`) here; A's state goes to
-        K's partition as a :data:`MERGE` event for the known half."""
-        anonymous, known = event.user_id, self.host.known_id(event)
-        if known is None:
-            log.warning("identify without a usable known_id ignored",
-                        extra={"user_id": anonymous})
-            return []
+    def _clock(self, event: Event, now_ms: int) -> int:
+        return event.ts if self.event_clock else now_ms
+
+    def _identify(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
+        """The anonymous half (:meth:`EngineHost.detach`) here, once the host's
+        rule allows it (else :class:`EventRejected`); A's state (or none) goes
+        to K's partition as a :data:`MERGE` event for the known half, which
+        also makes K a known user there. The clock moves to the event first,
+        as :meth:`EngineHost.identify` does."""
+        anonymous = event.user_id
+        known = self.host.identity_target(event)
+        fired = self.host.advance(self._clock(event, now_ms))
+        # Before detach: the store's delete forgets the id's merged list too.
+        moved = self.store.take_merged(anonymous) if event.type == ADMIN_MERGE else []
         state = self.host.detach(anonymous, known)
-        if state is not None:
-            self.outbox.append((known, orjson.dumps({
-                "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
-                ORIGIN: at, "state": orjson.loads(state.encode())})))
+        self.outbox.append((known, orjson.dumps({
+            "user_id": known, "ts": event.ts, "type": MERGE, "anonymous_id": anonymous,
+            ORIGIN: at,
+            "state": None if state is None else orjson.loads(state.encode())})))
         self.store.alias(anonymous, known)  # persisted at the next flush
+        for other in moved:  # an admin merge: what still stands for A stands for K (no chain)
+            self.outbox.append((other, orjson.dumps({
+                "user_id": other, "ts": event.ts, "type": REPOINT, "via": anonymous,
+                "known_id": known, HOPS: 0, "record": None})))
+        return fired
+
+    def _return(self, event: Event, alias: str, source: str) -> list[Trigger]:
+        """A record ``source``'s partition forwarded here, to an id that stands
+        for ``alias`` (an identify the source's partition could not resolve:
+        the alias lives here). It goes back to ``source``'s partition with the
+        alias, never onward (``alias`` may be ``source`` itself: a cycle, which
+        the source's partition undoes); a record returned too often is
+        refused (:class:`EventRejected`)."""
+        fields = event.fields
+        hops = fields.get(HOPS, 0)
+        if type(hops) is not int or hops >= MAX_RETURNS:
+            raise EventRejected(REASON_CHAIN, f"{event.user_id!r} stands for {alias!r}: a record "
+                                f"from {source!r} returned {hops} times already")
+        record = {k: v for k, v in fields.items() if k not in (ORIGIN, HOPS)}
+        self.outbox.append((source, orjson.dumps({
+            "user_id": source, "ts": event.ts, "type": REPOINT, "via": event.user_id,
+            "known_id": alias, HOPS: hops + 1, "record": record})))
         return []
 
-    def _merge(self, event: Event, at: int) -> list[Trigger]:
-        """Fold an identified anonymous id's state into this (known) user's
-        (:meth:`EngineHost.absorb`: the armed timers come along)."""
-        try:
-            anonymous = UserState.decode(orjson.dumps(event.fields.get("state")))
-        except StateDecodeError:
-            log.warning("merge event with an unreadable state ignored",
-                        extra={"user_id": event.user_id})
-            return []
+    def _repoint(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
+        """A record of this anonymous id came back (:meth:`_return`): the id it
+        stood for stands for ``known_id``. Re-point the alias (the host's
+        rule: resolved through the aliases; a cycle restores the id's state
+        and is refused), then forward the record to the resolved id."""
+        fields = event.fields
+        anonymous, via, target = event.user_id, fields.get("via"), fields.get("known_id")
+        record, hops = fields.get("record"), fields.get(HOPS)
         store = self.store
-        self.host.absorb(event.user_id, anonymous)
-        store.mark_applied(event.user_id, at)
+        current = store.aliases.get(anonymous)
+        if record is None:  # from an admin merge of ``via``: no record came back
+            if current == via and isinstance(target, str) and target != anonymous:
+                store.alias(anonymous, target)
+                self.outbox.append((target, orjson.dumps({
+                    "user_id": target, "ts": event.ts, "type": MERGE,
+                    "anonymous_id": anonymous, ORIGIN: at, "state": None})))
+            return []
+        if (current is None and isinstance(record, dict) and record.get("type") != MERGE
+                and record.get("anonymous_id") == anonymous):
+            # The id stands for itself again (a cycle undone meanwhile): its own event.
+            own = {k: v for k, v in record.items() if k != "anonymous_id"}
+            fired = self.host.take(Event(anonymous, event.ts, str(own.get("type")),
+                                         {**own, "user_id": anonymous}), now_ms)
+            store.mark_applied(anonymous, at)
+            return fired
+        if not (isinstance(record, dict) and isinstance(target, str) and type(hops) is int
+                and current is not None):
+            raise EventRejected(REASON_CHAIN, f"{anonymous!r} stands for no one now: a "
+                                "returned record cannot be forwarded")
+        if current == via:
+            if target == anonymous:  # the two ids stand for each other: undo this side
+                store.unalias(anonymous)
+                state = record.get("state") if record.get("type") == MERGE else None
+                if state is not None:
+                    self.host.absorb(anonymous, UserState.decode(orjson.dumps(state)))
+                raise EventRejected(REASON_CYCLE, f"{via!r} stands for {anonymous!r}: "
+                                    f"{anonymous!r} keeps its own state")
+            store.alias(anonymous, target)
+            current = target
+        self.outbox.append((current, orjson.dumps(
+            {**record, "user_id": current, ORIGIN: at, HOPS: hops})))
         return []
+
+    def _merge(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
+        """Fold an identified anonymous id's state (if it had one) into this
+        (known) user's (:meth:`EngineHost.absorb`: the armed timers come along)."""
+        fired = self.host.advance(self._clock(event, now_ms))
+        raw = event.fields.get("state")
+        store = self.store
+        if raw is not None:
+            try:
+                anonymous = UserState.decode(orjson.dumps(raw))
+            except StateDecodeError:
+                log.warning("merge event with an unreadable state ignored",
+                            extra={"user_id": event.user_id})
+                return fired
+            self.host.absorb(event.user_id, anonymous)
+        store.mark_applied(event.user_id, at)
+        return fired
 
     @property
     def refused(self) -> bool:

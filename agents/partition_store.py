@@ -126,6 +126,12 @@ class PartitionStore:
         self._meta_deleted.discard(alias_key(anonymous_id))
         self.stage_meta(alias_key(anonymous_id), known_id.encode())
 
+    def unalias(self, anonymous_id: str) -> None:
+        """``anonymous_id`` stands for itself again (an identify undone: a cycle)."""
+        if self.aliases.pop(anonymous_id, None) is not None:
+            self._meta_staged.pop(alias_key(anonymous_id), None)
+            self._meta_deleted.add(alias_key(anonymous_id))
+
     def origin_applied(self, known_id: str, anonymous_id: str) -> int:
         """The newest position of ``anonymous_id``'s partition applied to ``known_id``."""
         ids = self.merged.get(known_id)
@@ -140,6 +146,16 @@ class PartitionStore:
             del ids[next(iter(ids))]
         self._meta_deleted.discard(merged_key(known_id))
         self.stage_meta(merged_key(known_id), orjson.dumps(ids))
+
+    def take_merged(self, known_id: str) -> list[str]:
+        """An admin merge moves ``known_id`` away: its list of merged ids goes
+        with it (removed here at the next flush); returns the ids."""
+        ids = self.merged.pop(known_id, None)
+        if ids is None:
+            return []
+        self._meta_staged.pop(merged_key(known_id), None)
+        self._meta_deleted.add(merged_key(known_id))
+        return list(ids)
 
     def forget(self, user_id: str) -> list[str]:
         """Erase the user: gone from the cache now, from the table at the next flush
@@ -233,8 +249,9 @@ class PartitionStore:
         self.aliases.clear()  # in place: the partition's EngineHost holds this dict
         self.aliases.update({key[len(ALIAS):].decode(): value.decode()
                              for key, value in self.meta.items() if key.startswith(ALIAS)})
-        self.merged = {key[len(MERGED):].decode(): _origins(orjson.loads(value))
-                       for key, value in self.meta.items() if key.startswith(MERGED)}
+        self.merged.clear()  # in place too: the host checks it for known users
+        self.merged.update({key[len(MERGED):].decode(): _origins(orjson.loads(value))
+                            for key, value in self.meta.items() if key.startswith(MERGED)})
 
     # -- internals ------------------------------------------------------------
 

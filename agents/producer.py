@@ -18,13 +18,14 @@ from typing import Any, Protocol
 import orjson
 
 from agents.batching import BatchLimits, RecordBatcher
-from agents.engine_host import ERASE, ORIGIN
+from agents.engine_host import ERASE, HOPS, ORIGIN, REPOINT
 from agents.errors import AgentError
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from config.clock import wall_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
 from triggers.host import DEFAULT_MAX_FUTURE_MS, MERGE, check_future
+from triggers.merge import ADMIN_MERGE
 
 Record = tuple[int, Event | EventRejected]
 
@@ -63,13 +64,14 @@ MAX_RECORD_BYTES = 1_000_000
 
 
 # Event types only the product itself writes (`scenetrigger erase`, the
-# worker's identity merge): from a client they would erase or forge state.
+# worker's identity merge, `scenetrigger users merge`): from a client they
+# would erase or forge state.
 REASON_RESERVED_TYPE = "reserved_type"
-RESERVED_TYPES = frozenset({ERASE, MERGE})
+RESERVED_TYPES = frozenset({ERASE, MERGE, ADMIN_MERGE, REPOINT})
 # The position a forwarded event had on the anonymous id's partition: from a
 # client it would make the known user's partition skip that id's real forwards.
 REASON_RESERVED_FIELD = "reserved_field"
-RESERVED_FIELDS = (ORIGIN,)
+RESERVED_FIELDS = (ORIGIN, HOPS)
 
 
 def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:
@@ -239,6 +241,7 @@ async def produce_records(
     progress_every: int = 1000,
     max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS,
     clock: Callable[[], int] = wall_ms,
+    admit: Callable[[Event], EventRejected | None] | None = None,
 ) -> tuple[int, int, Counter[str]]:
     """Send valid events and dead-letter rejects; returns ``(sent, rejected, reasons)``.
 
@@ -247,6 +250,8 @@ async def produce_records(
     partition of the events topic (``partitions`` of them) within ``batching``;
     ``counts`` receives the events stored per partition. An event stamped
     more than ``max_future_ms`` ahead of ``clock`` is rejected (``future_ts``).
+    ``admit`` may refuse an event (dead-lettered with its reason: an unsigned
+    identify, :mod:`agents.identity_gate`).
     """
     names = topics or ProduceTopics()
 
@@ -262,6 +267,9 @@ async def produce_records(
             try:
                 check_future(item.ts, clock(), max_future_ms)
                 value = checked_event_value(item)
+                refused = admit(item) if admit is not None else None
+                if refused is not None:
+                    raise refused
             except EventRejected as exc:
                 item = exc
         if isinstance(item, EventRejected):

@@ -6,6 +6,7 @@ token configured nothing matches."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -22,6 +23,11 @@ CLIENT_TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
 ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
 SINGLE_ADMIN = "admin"  # the name of the lone $SCENETRIGGER_ADMIN_TOKEN
 ADMIN_TOKENS_HINT = f"set {ADMIN_TOKENS_ENV} (name=token,...)"
+# The shop backend's credential for identity statements (docs/security.md,
+# "Identity"): a bearer token, and the key of an identify event's signature.
+# Never the collector's token, which every browser holds.
+IDENTIFY_TOKEN_ENV = "SCENETRIGGER_IDENTIFY_TOKEN"  # noqa: S105 - a variable name
+IDENTIFY_SIG_FIELD = "identify_sig"
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +51,25 @@ def token_matches(given: str, expected: str | None) -> bool:
     if not expected:
         return False
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def identify_signature(secret: str, user_id: str, known_id: str, ts: int) -> str:
+    """The backend's signature of ``identify user_id -> known_id`` at ``ts``:
+    ``hex(HMAC-SHA256(secret, "identify\n" + user_id + "\n" + known_id + "\n" + str(ts)))``
+    (UTF-8), sent as the event's ``identify_sig`` field."""
+    message = f"identify\n{user_id}\n{known_id}\n{ts}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def identify_signed(fields: Mapping[str, object], secret: str | None) -> bool:
+    """An identify event's fields carry a valid :func:`identify_signature`
+    (constant-time); never without a secret."""
+    sig, user, known, ts = (fields.get(IDENTIFY_SIG_FIELD), fields.get("user_id"),
+                            fields.get("known_id"), fields.get("ts"))
+    if not (secret and isinstance(sig, str) and isinstance(user, str)
+            and isinstance(known, str) and type(ts) is int):
+        return False
+    return token_matches(sig, identify_signature(secret, user, known, ts))
 
 
 @dataclass(frozen=True)

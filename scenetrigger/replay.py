@@ -29,7 +29,8 @@ from scenetrigger.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
 from triggers.events import Event, Refusal, Trigger
-from triggers.host import IDENTIFY, EngineHost, TriggerSink, triggers_of
+from triggers.host import IDENTITY_TYPES, EngineHost, TriggerSink, triggers_of
+from triggers.merge import ADMIN_MERGE
 from triggers.scenes import Scene
 
 log = logging.getLogger("scenetrigger.replay")
@@ -258,7 +259,7 @@ def replay_shard(
                 host.reject(item)
                 continue
             event: Any = item
-            if event.fields.get("type") == IDENTIFY:
+            if event.fields.get("type") in IDENTITY_TYPES:
                 if _identify_in_shard(host, event, shard, shards):
                     tag_timers(read, host.advance(event.ts))
                     continue
@@ -298,14 +299,18 @@ def _identify_in_shard(host: EngineHost, event: Event, shard: int, shards: int) 
     shard holding both ids merges (False: the caller takes the event); when
     they fall in different shards the anonymous id's state before the
     identify is dropped, not merged (docs/semantics-notes.md, "Identity")."""
-    known = host.known_id(event)
-    if known is None:
+    try:  # every shard sees every statement: the same aliases and known users in each
+        known = host.identity_target(event)
+    except EventRejected:
         return True
-    known = host.aliases.get(known, known)
     mine = [zlib.crc32(uid.encode()) % shards == shard for uid in (event.user_id, known)]
     if all(mine):
         return False
-    if host.detach(event.user_id, known) is not None:
+    state = host.detach(event.user_id, known)
+    host.note_merged(known, event.user_id)
+    if event.type == ADMIN_MERGE:
+        host.repoint(event.user_id, known)
+    if state is not None:
         log.warning("identify across shards: the anonymous id's earlier state is not merged",
                     extra={"user_id": event.user_id, "shard": shard})
     return True

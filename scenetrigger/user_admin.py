@@ -9,6 +9,12 @@ change (and puts it in the event stream). All need
 ``Authorization: Bearer TOKEN``, an admin token (``$SCENETRIGGER_ADMIN_TOKEN``
 or a named one of ``$SCENETRIGGER_ADMIN_TOKENS``: :class:`config.tokens.AdminTokens`,
 compared in constant time); with no token configured every request is refused.
+
+``POST /users/identify`` (also ``POST /identify``) with ``{anonymous_id,
+user_id[, ts]}``: the shop's backend says an anonymous id is a known user
+(docs/security.md, "Identity"). It takes the backend's identify token
+(``$SCENETRIGGER_IDENTIFY_TOKEN``) or an admin token; anything else is
+refused with 403 and counted (``scenetrigger_identify_refused``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from aiohttp import web
 from channels.consent import PURPOSES, ConsentRecord, ConsentStore
 from channels.directory import Contact, ContactError, Directory, contact_from
 from config.clock import wall_ms
+from config.tokens import bearer, token_matches
 from strategies.http import authorise_admin
 
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
@@ -34,7 +41,10 @@ _MAX_BODY = 256 * 1024
 
 class UserAdmin:
     def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser,
-                 record: RecordConsent, publish: Publish | None = None) -> None:
+                 record: RecordConsent, publish: Publish | None = None,
+                 identify_token: str | None = None, refused: Any = None) -> None:
+        self.identify_token = identify_token
+        self.refused = refused  # a prometheus Counter of refused identify requests, or None
         self.directory = directory
         self.consent = consent
         self.erase = erase
@@ -43,6 +53,7 @@ class UserAdmin:
 
     def add_routes(self, app: web.Application) -> None:
         """Needs the admin token under strategies.http's key (``add_routes`` there sets it)."""
+        app.router.add_post("/users/identify", self.identify)
         app.router.add_get("/users/{user_id}", self.get)
         app.router.add_put("/users/{user_id}", self.put)
         app.router.add_patch("/users/{user_id}", self.patch)
@@ -97,7 +108,17 @@ class UserAdmin:
     async def identify(self, request: web.Request) -> web.Response:
         """The shop's backend on login: ``{anonymous_id, user_id[, ts]}`` becomes the
         ``identify`` event, keyed by the anonymous id (docs/audiences.md, "Identity")."""
-        authorise_admin(request)
+        if not token_matches(bearer(request.headers.get("Authorization", "")),
+                             self.identify_token):
+            try:
+                authorise_admin(request)
+            except (web.HTTPUnauthorized, web.HTTPForbidden):
+                if self.refused is not None:
+                    self.refused.inc()
+                raise web.HTTPForbidden(
+                    text='{"error": "forbidden", "reason": "identify_unauthorized", "detail": '
+                         '"identify needs the backend\'s identify token or an admin token"}',
+                    content_type="application/json") from None
         if self.publish is None:
             raise web.HTTPServiceUnavailable(text="identify needs serve --broker\n")
         body = await _body(request)

@@ -36,11 +36,16 @@ worker runs on the two ids' partitions (:meth:`EngineHost.detach` on A's,
 K's (:func:`triggers.merge.merge_states`, armed timers re-armed for K), and
 every later event of A is applied as K's (:meth:`EngineHost.resolve`).
 The identify event itself is not given to the engine (no profile count).
+Who may merge is :func:`triggers.merge.identify_refusal`: K is resolved
+through the aliases, a known user is never re-pointed by an identify (an
+:data:`~triggers.merge.ADMIN_MERGE` may), a cycle is refused; a refused
+statement is counted as a reject with its reason and kept for the caller
+(:meth:`EngineHost.take_identity_refusals`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,12 +65,13 @@ from triggers.events import (
     decode_event_record,
     event_from_mapping,
 )
-from triggers.merge import merge_states
+from triggers.merge import ADMIN_MERGE, REASON_NO_KNOWN_ID, identify_refusal, merge_states
 from triggers.scenes import Limits, Scene
 from triggers.state import StateStore, UserState
 
 IDENTIFY = "identify"  # anonymous user_id is known_id from now on
 MERGE = "merge"  # the worker's hand-over of an identified anonymous id's state
+IDENTITY_TYPES = frozenset({IDENTIFY, ADMIN_MERGE})
 ClockPolicy = Literal["event", "wall"]
 CLOCK_POLICIES: tuple[ClockPolicy, ...] = ("event", "wall")
 # A decoded record as the file readers yield it: (line number, event or why not).
@@ -149,6 +155,13 @@ class EngineHost:
         # Identified anonymous id -> known user id. The worker points this at
         # its partition store's dict, which persists it.
         self.aliases: dict[str, str] = {}
+        # Known user id -> the ids merged into it (each with a position the
+        # worker uses; -1 here). Its keys are the known users an identify may
+        # not re-point. The worker points this at its store's dict too.
+        self.merged: dict[str, dict[str, int]] = {}
+        # Refused identity statements not yet taken (bounded: a caller that
+        # never takes them keeps only the latest).
+        self._identity_refusals: deque[tuple[Event, EventRejected]] = deque(maxlen=1024)
         self._configured()
 
     def _configured(self) -> None:
@@ -281,19 +294,64 @@ class EngineHost:
                 engine.arm(known_id, merged, scene, deadline)
         store.put(known_id, merged)
 
-    def identify(self, event: Event, now_ms: int | None = None) -> list[Trigger]:
-        """An identify event where one host holds both ids (replay, demo):
-        the clock moves to the event first (timers then due fire under the
-        id that armed them), then :meth:`detach` and :meth:`absorb`."""
-        fired = self.advance(event.ts if self.event_clock or now_ms is None else now_ms)
-        self.counts.taken += 1
+    def identity_target(self, event: Event) -> str:
+        """The known user an identify (or admin merge) event points its id at,
+        resolved through the aliases; :class:`EventRejected` (counted) when the
+        statement is refused (:func:`triggers.merge.identify_refusal`)."""
         known = self.known_id(event)
-        if known is not None:
-            known = self.aliases.get(known, known)  # K may itself be an identified id
-            state = self.detach(event.user_id, known)
-            if state is not None:
-                self.absorb(known, state)
+        refusal: tuple[str, str] | None
+        if known is None:
+            refusal = (REASON_NO_KNOWN_ID, "known_id is missing, not a string, empty, the "
+                       "id itself or too long")
+        else:
+            refusal = identify_refusal(event.user_id, known, self.aliases, self.merged,
+                                       admin=event.type == ADMIN_MERGE)
+        if refusal is not None:
+            self.counts.rejected[refusal[0]] += 1
+            raise EventRejected(*refusal)
+        assert known is not None
+        return self.aliases.get(known, known)
+
+    def note_merged(self, known_id: str, anonymous_id: str) -> None:
+        """``anonymous_id`` is merged into ``known_id`` (a known user from now on)."""
+        self.merged.setdefault(known_id, {}).setdefault(anonymous_id, -1)
+
+    def repoint(self, old_id: str, known_id: str) -> list[str]:
+        """An admin merge of ``old_id`` into ``known_id``: the ids that stood for
+        ``old_id`` stand for ``known_id`` (no chain is left); returns them."""
+        moved = [anonymous for anonymous in self.merged.pop(old_id, ())
+                 if self.aliases.get(anonymous) == old_id]  # not re-pointed or erased since
+        for anonymous in moved:
+            self.aliases[anonymous] = known_id
+            self.note_merged(known_id, anonymous)
+        return moved
+
+    def identify(self, event: Event, now_ms: int | None = None) -> list[Trigger]:
+        """An identify (or admin merge) event where one host holds both ids
+        (replay, demo): the clock moves to the event first (timers then due
+        fire under the id that armed them), then :meth:`detach` and
+        :meth:`absorb`. A refused one changes nothing
+        (:meth:`take_identity_refusals`)."""
+        fired = self.advance(event.ts if self.event_clock or now_ms is None else now_ms)
+        try:
+            known = self.identity_target(event)
+        except EventRejected as exc:
+            self._identity_refusals.append((event, exc))
+            return fired
+        self.counts.taken += 1
+        state = self.detach(event.user_id, known)
+        if state is not None:
+            self.absorb(known, state)
+        self.note_merged(known, event.user_id)
+        if event.type == ADMIN_MERGE:
+            self.repoint(event.user_id, known)
         return fired
+
+    def take_identity_refusals(self) -> list[tuple[Event, EventRejected]]:
+        """The identity statements refused since the last call, with why."""
+        out = list(self._identity_refusals)
+        self._identity_refusals.clear()
+        return out
 
     # -- the engine -----------------------------------------------------------
 
@@ -302,7 +360,7 @@ class EngineHost:
         anonymous id's event is the known user's). Under the wall clock the
         clock first moves to ``now_ms``, firing what that made due (those
         triggers come first)."""
-        if event.fields.get("type") == IDENTIFY:
+        if event.fields.get("type") in IDENTITY_TYPES:
             return self.identify(event, now_ms)
         if self.aliases:
             event = self.resolve(event)
@@ -369,9 +427,13 @@ class EngineHost:
                     rejected[item.reason] += 1
                     if on_reject is not None:
                         on_reject(number, item)
-                elif self.aliases or item[3].get("type") == IDENTIFY:  # type: ignore[index]
+                elif self.aliases or item[3].get("type") in IDENTITY_TYPES:  # type: ignore[index,operator]
                     for trig in self.take(item):  # type: ignore[arg-type]
                         on_trigger(trig)  # take() counted it
+                    if self._identity_refusals:
+                        for _, refused in self.take_identity_refusals():
+                            if on_reject is not None:
+                                on_reject(number, refused)
                 else:
                     taken += 1
                     for trig in handle(item):  # type: ignore[arg-type]

@@ -19,13 +19,51 @@ docs/semantics-notes.md state the rule.
   (:meth:`triggers.host.EngineHost.absorb`). A cancel K saw before the merge
   does not cancel a timer A armed, nor the reverse: each cancelled only its
   own id's timer.
+
+Who may merge (docs/security.md, "Identity"; :func:`identify_refusal` is the
+rule every runtime applies): an ``identify`` names an anonymous id and a
+known user; ``known_id`` is resolved through the existing aliases (so an
+alias always points at an id that is not itself an alias: no chains), a
+known user (an id others were merged into) is never re-pointed by an
+``identify`` (only an admin merge, :data:`ADMIN_MERGE`, moves one), and a
+merge that would close a cycle is refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container, Mapping
+
 from triggers.budget import merge_given
 from triggers.profile import Profile
 from triggers.state import KeyWindow, UserState
+
+# Written only by `scenetrigger users merge` (an operator): known user A is
+# known user B from now on. Clients cannot send it (a reserved type).
+ADMIN_MERGE = "merge_users"
+# Why an identity statement was refused (dead-letter reasons, metric labels).
+REASON_NO_KNOWN_ID = "identify_no_known_id"
+REASON_KNOWN_USER = "identify_known_user"
+REASON_CYCLE = "identity_cycle"
+REASON_CHAIN = "identity_chain"
+
+
+def identify_refusal(anonymous: str, known: str, aliases: Mapping[str, str],
+                     merged: Mapping[str, Container[str]],
+                     admin: bool = False) -> tuple[str, str] | None:
+    """Why ``anonymous`` may not become ``known`` (None: it may): ``(reason,
+    detail)``. ``aliases`` maps identified ids to their known user, ``merged``
+    each known user (an id others were merged into) to those ids. The known-user check
+    comes first: the worker can always make it on the anonymous id's own
+    partition, while ``known``'s alias may live on another one."""
+    if not admin and anonymous in merged:
+        return REASON_KNOWN_USER, (f"{anonymous!r} is a known user (others were merged into "
+                                   "it): only `scenetrigger users merge` moves a known user")
+    target = aliases.get(known, known)
+    # ``known`` was merged into ``anonymous``: it stands for it (the worker
+    # sees this on the anonymous id's partition even when the alias is elsewhere).
+    if target == anonymous or known in merged.get(anonymous, ()):
+        return REASON_CYCLE, f"{known!r} already stands for {anonymous!r}: the merge would loop"
+    return None
 
 _MAX_AMOUNT_CENTS = (1 << 53) - 1
 

@@ -1,4 +1,9 @@
-"""``scenetrigger collector``: the HTTP collector (``POST /events``) in front of Kafka."""
+"""``scenetrigger collector``: the HTTP collector (``POST /events``) in front of Kafka.
+
+``$SCENETRIGGER_COLLECTOR_TOKEN`` is the public token browsers send;
+``$SCENETRIGGER_IDENTIFY_TOKEN`` the shop backend's, the only one whose
+requests may carry unsigned ``identify`` events (docs/security.md, "Identity").
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from agents.collector import (
 )
 from agents.producer import ensure_topics, new_kafka_producer
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
+from config.tokens import IDENTIFY_TOKEN_ENV
 from scenetrigger import config_follow
 from scenetrigger.cli_support import (
     add_max_future_argument,
@@ -64,6 +70,10 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
     if not args.read_timeout > 0:
         raise SceneTriggerError("--read-timeout must be > 0")
     token = os.environ.get(TOKEN_ENV) or None
+    identify_token = os.environ.get(IDENTIFY_TOKEN_ENV) or None
+    if identify_token is not None and identify_token == token:
+        raise SceneTriggerError(f"${IDENTIFY_TOKEN_ENV} must differ from ${TOKEN_ENV}: browsers "
+                                "hold the collector's token, identify needs the backend's")
     if token is None and not args.no_auth:
         raise SceneTriggerError(f"no token: set ${TOKEN_ENV} (clients send 'Authorization: "
                                 "Bearer <token>'), or pass --no-auth to accept anonymous posts")
@@ -73,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> CollectorSettings:
         max_body_bytes=args.max_body_bytes,
         max_events=args.max_events,
         token=token,
+        identify_token=identify_token,
         read_timeout_s=args.read_timeout,
         max_concurrent=args.max_concurrent,
         max_future_ms=args.max_future,

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from agents.identity_gate import identify_refused
 from agents.producer import (
     KafkaSink,
     LastLine,
@@ -29,6 +30,7 @@ from agents.producer import (
     produce_records,
 )
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
+from config.tokens import IDENTIFY_TOKEN_ENV
 from scenetrigger.cli_support import (
     add_batch_arguments,
     add_max_future_argument,
@@ -43,7 +45,7 @@ from scenetrigger.cli_support import (
 )
 from scenetrigger.sources import FORMATS, read_events
 from triggers.errors import SceneTriggerError
-from triggers.events import DEFAULT_MAX_LINE_BYTES
+from triggers.events import DEFAULT_MAX_LINE_BYTES, Event
 
 
 def register(sub: Any) -> None:
@@ -63,7 +65,28 @@ def register(sub: Any) -> None:
     add_max_future_argument(parser)
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--allow-identify", action="store_true",
+                        help=f"send the file's identify lines even unsigned: the operator vouches "
+                             f"they come from the shop's backend (needs ${IDENTIFY_TOKEN_ENV}). "
+                             "Without it only identify lines signed with that token (identify_sig) "
+                             "are sent; the others go to the dead-letter topic "
+                             "(identify_unauthorized)")
     parser.set_defaults(run=run)
+
+
+def identify_admission(allow: bool, env: dict[str, str] | None = None) -> Any:
+    """produce's identify rule (docs/security.md, "Identity"): signed lines
+    pass; unsigned ones only with ``--allow-identify``, which needs the
+    backend's token in the environment (the operator holds the credential)."""
+    secret = (os.environ if env is None else env).get(IDENTIFY_TOKEN_ENV) or None
+    if allow and secret is None:
+        raise SceneTriggerError(f"--allow-identify needs ${IDENTIFY_TOKEN_ENV} (the shop "
+                                "backend's identify credential)")
+
+    def admit(event: Event) -> Any:
+        return identify_refused(event, secret, trusted=allow)
+
+    return admit
 
 
 def _positive_float(text: str) -> float:
@@ -74,6 +97,7 @@ def _positive_float(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    identify_admission(args.allow_identify)  # refuse a bad flag before connecting
     summary = asyncio.run(produce_file(args))
     print(summary.render(), file=sys.stderr)
     if args.summary_json:
@@ -115,6 +139,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
                     limiter=RateLimiter(args.rate) if args.rate else None,
                     on_progress=(lambda _n: progress.update_to(stream.tell())) if progress else None,
                     max_future_ms=args.max_future,
+                    admit=identify_admission(args.allow_identify),
                 )
             finally:
                 if progress is not None:

@@ -14,8 +14,9 @@ Routes (all on one port, loopback by default):
   shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
 * ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
 * ``GET/PUT/PATCH/DELETE /users/{user_id}``: the user directory (admin token;
-  :mod:`scenetrigger.user_admin`; DELETE erases the user); ``POST /identify``
-  (admin token, needs ``--broker``): an anonymous id is a known user now;
+  :mod:`scenetrigger.user_admin`; DELETE erases the user); ``POST /users/identify``
+  (also ``/identify``; the backend's ``$SCENETRIGGER_IDENTIFY_TOKEN`` or an
+  admin token, else 403; needs ``--broker``): an anonymous id is a known user now;
 * ``GET/POST /unsubscribe/{channel}``, ``POST /inbound/sms/{provider}``,
   ``GET/POST /inbound/wechat``: consent (:mod:`channels.consent_http`;
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
@@ -69,7 +70,7 @@ from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
-from config.tokens import AdminTokens, bearer, token_matches
+from config.tokens import IDENTIFY_TOKEN_ENV, AdminTokens, bearer, token_matches
 from scenetrigger import config_follow
 from scenetrigger.cli_support import add_replication_argument
 from scenetrigger.erasure import Eraser
@@ -197,6 +198,18 @@ def _feedback_counters(reg: CollectorRegistry) -> tuple[Any, Any]:
     return found
 
 
+_REFUSED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _identify_refused(reg: CollectorRegistry) -> Any:
+    found = _REFUSED.get(reg)
+    if found is None:
+        found = _REFUSED[reg] = Counter(
+            "scenetrigger_identify_refused", "POST /users/identify refused (403): neither the "
+            "backend's identify token nor an admin token", registry=reg)
+    return found
+
+
 def build_app(parts: ServeParts) -> web.Application:
     config, env = parts.config, parts.env
     tracking = config.delivery.tracking
@@ -229,8 +242,8 @@ def build_app(parts: ServeParts) -> web.Application:
                                    defaults=config.delivery.audience.consent)
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
-    UserAdmin(directory, consent, eraser, consent_routes.record,
-              parts.publish).add_routes(app)
+    UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
+              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg)).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))

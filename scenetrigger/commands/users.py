@@ -1,4 +1,5 @@
-"""``scenetrigger users import|get|set``: the user directory in Redis.
+"""``scenetrigger users import|get|set``: the user directory in Redis
+(``users merge``: :mod:`scenetrigger.commands.users_merge`).
 
 ``import FILE`` reads CSV (header row) or JSON lines and upserts each row:
 the fields a row gives replace the stored ones, the others stay. CSV columns:
@@ -29,6 +30,7 @@ from channels.directory import Contact, ContactError, RedisDirectory, contact_fr
 from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from config.clock import wall_ms
 from scenetrigger.cli_support import open_input, progress_bar
+from scenetrigger.commands import users_merge
 from triggers.errors import SceneTriggerError
 
 _BATCH = 500
@@ -38,7 +40,7 @@ _NO = {"no", "false", "0", "n", "withdrawn"}
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("users", help="the user directory: import, get, set")
+    parser = sub.add_parser("users", help="the user directory: import, get, set; merge")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis-url", default=None, help="Redis URL (default: "
@@ -65,6 +67,7 @@ def register(sub: Any) -> None:
                      help="email=, phone=, openid=, locale=, timezone=, attr.NAME=, "
                           "push=platform:token;..., consent.CHANNEL=yes|no (empty value clears)")
     put.set_defaults(run=run_set)
+    users_merge.register(actions)
 
 
 @dataclass(slots=True)

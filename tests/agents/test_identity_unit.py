@@ -72,7 +72,10 @@ def test_identify_then_merge_then_forwarded_events_fire_for_the_known_user() -> 
     restarted.outbox.clear()
     restarted.on_event(ev("a", 1003, IDENTIFY, known_id="k2"), 14, 0)
     restarted.on_event(ev("a", 1004, "view", product_id="p"), 15, 0)
-    assert [key for key, _ in restarted.outbox] == ["k2"]
+    # The merge carries no state (the id has none left) but makes k2 a known user there.
+    assert [(key, orjson.loads(value)["type"]) for key, value in restarted.outbox] == [
+        ("k2", "merge"), ("k2", "view")]
+    assert orjson.loads(restarted.outbox[0][1])["state"] is None
     restarted.outbox.clear()
     # Erasing the anonymous id drops its alias too.
     restarted.on_event(ev("a", 1005, "erase"), 16, 0)
@@ -176,3 +179,47 @@ def test_clients_cannot_send_a_forwarded_position() -> None:
         checked_event_value(ev("k", 1, "view", anonymous_id="a", **{ORIGIN: 1 << 40}))
     assert refused.value.reason == REASON_RESERVED_FIELD
     assert checked_event_value(ev("k", 1, "view", anonymous_id="a"))  # an attribute, harmless
+
+
+def test_the_loop_pair_ends_in_a_bounded_number_of_records() -> None:
+    """The issue's loop: loopA -> loopB, then loopB -> loopA. Sent one after
+    the other, the second is refused (loopB is a known user by then). Sent
+    together (neither merge has landed when the other identify is taken),
+    each merge lands on an id that stands for its sender and goes back, each
+    side undoes its half (the id keeps its own state), and nothing is
+    forwarded again."""
+    from collections import Counter
+
+    from tests.agents.identity_cluster import Cluster
+    from triggers.merge import REASON_CYCLE, REASON_KNOWN_USER
+
+    one_after = Cluster(3)
+    one_after.send({"user_id": "loopA", "ts": 1, "type": "view", "product_id": "p"})
+    one_after.send({"user_id": "loopA", "ts": 2, "type": IDENTIFY, "known_id": "loopB"})
+    one_after.drain()
+    one_after.send({"user_id": "loopB", "ts": 3, "type": IDENTIFY, "known_id": "loopA"})
+    one_after.drain()
+    assert one_after.rejected == Counter({REASON_KNOWN_USER: 1})
+
+    together = Cluster(3)
+    assert together.partition("loopA") != together.partition("loopB")
+    together.send({"user_id": "loopA", "ts": 1, "type": "view", "product_id": "p"})
+    together.send({"user_id": "loopB", "ts": 1, "type": "view", "product_id": "q"})
+    together.send({"user_id": "loopA", "ts": 2, "type": IDENTIFY, "known_id": "loopB"})
+    together.send({"user_id": "loopB", "ts": 3, "type": IDENTIFY, "known_id": "loopA"})
+    for _ in range(4):  # both identifies taken before any merge lands
+        together.step(together.order[0])
+    steps = together.drain(limit=20)
+    assert steps <= 6, steps
+    assert together.rejected == Counter({REASON_CYCLE: 2})
+    assert [host.store.aliases for host in together.hosts] == [{}, {}, {}]
+    for user, product in (("loopA", "p"), ("loopB", "q")):
+        state = together.hosts[together.partition(user)].store.get(user)
+        assert state is not None and list(state.repeat["rv"]) == [product]
+    for n in range(50):  # later events of both ids: each costs at most one forward
+        together.send({"user_id": "loopA", "ts": 10 + n, "type": "view", "product_id": "p"})
+        together.send({"user_id": "loopB", "ts": 10 + n, "type": "view", "product_id": "q"})
+    before = together.forwarded
+    together.drain(limit=200)
+    assert together.forwarded - before == 0  # each id is itself again
+    assert {(t.scene, t.user_id) for t in together.triggers} == {("rv", "loopA"), ("rv", "loopB")}

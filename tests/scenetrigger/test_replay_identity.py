@@ -77,3 +77,27 @@ def test_sharded_replay_across_shards_only_routes_the_later_events(tmp_path: Pat
                              fired.append)
     assert fired == []  # one view for the known user: no repeat; the cart was not carried
     assert summary.users == 2
+
+
+def test_replay_and_sharded_replay_refuse_the_takeover_alike(tmp_path: Path) -> None:
+    """A known user re-pointed by an identify (issue 19): refused in replay and
+    in every shard, counted as a reject with its reason; the victim's cart
+    still fires for the victim."""
+    anon, victim = pair(2, same=False)
+    events = [
+        {"user_id": anon, "ts": T0, "type": "identify", "known_id": victim},
+        {"user_id": victim, "ts": T0 + MIN, "type": "cart", "product_id": "p"},
+        {"user_id": victim, "ts": T0 + 2 * MIN, "type": "identify", "known_id": "attacker"},
+        {"user_id": "someone", "ts": T0 + 50 * MIN, "type": "view", "product_id": "q"},
+    ]
+    path = tmp_path / "takeover.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    fired: list[Trigger] = []
+    with path.open("rb") as fh:
+        summary = replay(read_events(fh, "jsonl"), new_engine(load_config()), fired.append)
+    assert [(t.scene, t.user_id) for t in fired] == [("cart_abandonment", victim)]
+    assert dict(summary.rejected) == {"identify_known_user": 1}
+    for shards in (2, 3):
+        sharded: list[Trigger] = []
+        got = replay_sharded(str(path), "jsonl", load_config(), shards, sharded.append)
+        assert sharded == fired and dict(got.rejected) == {"identify_known_user": 1}

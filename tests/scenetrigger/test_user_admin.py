@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 from channels.feedback import ListSink
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
-from config.tokens import ADMIN_TOKENS_ENV
+from config.tokens import ADMIN_TOKENS_ENV, IDENTIFY_TOKEN_ENV
 from scenetrigger.cli import main
+from scenetrigger.commands.collector import TOKEN_ENV as COLLECTOR_TOKEN_ENV
 from scenetrigger.commands.serve import ServeParts, build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 ADMIN = "admin-token-for-tests"
+BACKEND = "backend-identify-token-for-tests"
 
 
 def _config(prefix: str) -> str:
@@ -215,18 +217,30 @@ async def test_identify_api_publishes_the_identify_event(redis_url: str) -> None
             resp = await client.post("/identify", headers=auth,
                                      json={"anonymous_id": "d1", "user_id": "u1"})
             assert resp.status == 503  # no broker: nowhere to send it
-        app = build_app(ServeParts(cfg, redis, ListSink(), env={TOKEN_ENV: ADMIN},
-                                   publish=publish))
+        app = build_app(ServeParts(cfg, redis, ListSink(), env={
+            TOKEN_ENV: ADMIN, IDENTIFY_TOKEN_ENV: BACKEND, COLLECTOR_TOKEN_ENV: "public"},
+            publish=publish))
         async with TestClient(TestServer(app)) as client:
             body = {"anonymous_id": "d1", "user_id": "u1", "ts": 5}
-            assert (await client.post("/identify", json=body)).status == 401
+            # No token, the collector's public token, a wrong one: 403, nothing sent.
+            for headers in ({}, {"Authorization": "Bearer public"},
+                            {"Authorization": f"Bearer {BACKEND}x"}):
+                refused = await client.post("/users/identify", headers=headers, json=body)
+                assert refused.status == 403
+                assert (await refused.json())["reason"] == "identify_unauthorized"
+            assert (await client.post("/identify", json=body)).status == 403
             assert (await client.post("/identify", headers=auth,
                                       json={"anonymous_id": "u1", "user_id": "u1"})).status == 422
             ok = await client.post("/identify", headers=auth, json=body)
             assert ok.status == 202
+            backend = await client.post("/users/identify", json=body,
+                                        headers={"Authorization": f"Bearer {BACKEND}"})
+            assert backend.status == 202
+            metrics = await (await client.get("/metrics")).text()
+            assert "scenetrigger_identify_refused_total 4.0" in metrics
     finally:
         await redis.aclose()
-    assert published == [{"user_id": "d1", "ts": 5, "type": "identify", "known_id": "u1"}]
+    assert published == [{"user_id": "d1", "ts": 5, "type": "identify", "known_id": "u1"}] * 2
 
 
 def test_import_rows_say_what_is_wrong_with_the_file_or_the_id() -> None:
