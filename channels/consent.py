@@ -30,6 +30,7 @@ from urllib.parse import quote
 import orjson
 
 from channels.directory import ADDRESS_FIELD, Contact, Directory, address_hash
+from channels.redis_client import get_many, user_tag
 
 NO_ADDRESS = "no_address"
 UNSUBSCRIBED = "unsubscribed"
@@ -96,7 +97,7 @@ class RedisConsentStore:
         self._prefix = prefix
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}consent:{user_id}"
+        return f"{self._prefix}consent:{user_tag(user_id)}"
 
     def dnc_key(self, hashed: str) -> str:
         return f"{self._prefix}dnc:{hashed}"
@@ -127,7 +128,7 @@ class RedisConsentStore:
     async def blocked(self, hashes: Sequence[str]) -> list[bool]:
         if not hashes:
             return []
-        found = await self._redis.mget([self.dnc_key(h) for h in hashes])
+        found = await get_many(self._redis, [self.dnc_key(h) for h in hashes])
         return [v is not None for v in found]
 
 

@@ -39,6 +39,7 @@ from tests.agents.worker_support import (
     unique,
     wait_for,
 )
+from tests.redis_keys import pending_key
 from triggers.events import Trigger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -121,7 +122,7 @@ async def leftovers(url: str, run: str, user: str) -> dict[str, Any]:
         entries = await client.xrange(f"er{run}:dl") or []
         return {
             "journey": await client.hexists(f"er{run}t:journeys", user),
-            "deferred": [p for p in (await client.hvals(f"er{run}:deferred:payload"))
+            "deferred": [p for p in (await client.hvals(f"{pending_key(f'er{run}:', user)}:payload"))
                          if user in p],
             "dead_letters": [e for e in entries if user in str(e)],
             "receipts": [k async for k in client.scan_iter(match=f"er{run}:erasure:*")],
