@@ -40,17 +40,18 @@ KILLS = 3
 
 
 class FlakySink:
-    """A webhook answering 503 to 60 % of requests (seeded), recording the
-    Idempotency-Key of every request it accepted."""
+    """A webhook answering 503 to ``refuse`` of requests (seeded; 60 %),
+    recording the Idempotency-Key of every request it accepted."""
 
-    def __init__(self, seed: int = 11) -> None:
+    def __init__(self, seed: int = 11, refuse: float = 0.6) -> None:
         self.rng = random.Random(seed)
+        self.refuse = refuse
         self.accepted: list[str] = []
         self.refused = 0
 
     async def handle(self, request: Any) -> web.Response:
         await request.read()
-        if self.rng.random() < 0.6:
+        if self.rng.random() < self.refuse:
             self.refused += 1
             return web.Response(status=503, text="no")
         self.accepted.append(request.headers["Idempotency-Key"])
