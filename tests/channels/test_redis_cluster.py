@@ -151,3 +151,43 @@ async def test_import_deliver_twice_and_erase_on_a_redis_cluster(
     assert naming == []
     kept = users[8]  # the others are untouched
     assert any(kept in key for contents in after.values() for key in contents)
+
+
+async def test_inbox_and_catalog_on_a_redis_cluster(redis_cluster: RedisCluster,
+                                                    tmp_path: Path) -> None:
+    """The inbox's batched add (a script per message: a cluster pipeline
+    cannot load scripts) and `catalog load` (keys of many slots)."""
+    from channels.base import Message
+    from channels.catalog import RedisCatalog
+    from channels.inbox import InboxStore
+    from channels.redis_client import redis_client
+
+    run = uuid.uuid4().hex[:8]
+    client = redis_client(redis_cluster.url)
+    text = redis_client(redis_cluster.url, decode_responses=True)
+    try:
+        store = InboxStore(client, f"rc{run}:inbox")
+        messages = [Message(f"m{i}", f"t{i}", f"u{i % 5}", "s", "inbox", "subject", "text",
+                            None, {}, T0) for i in range(20)]
+        assert await store.add_many(messages) == [True] * 20
+        assert await store.add_many(messages[:3]) == [False] * 3  # duplicates, by id
+        listed = await store.list("u1", unread_only=False)
+        assert sorted(item.message["message_id"] for item in listed) == [
+            "m1", "m11", "m16", "m6"]
+        assert await store.ack("u1", ["m6"]) == 1
+        assert len(await store.list("u1")) == 3
+
+        products = tmp_path / "products.jsonl"
+        products.write_bytes(b"".join(orjson.dumps(
+            {"product_id": f"p{i}", "name": f"P {i}", "category": f"c{i % 4}", "price": 10 + i})
+            + b"\n" for i in range(30)))
+        code, _, err = await cli("catalog", "load", str(products), "--redis-url",
+                                 redis_cluster.url, "--prefix", f"rc{run}:cat:")
+        assert code == 0, err.decode()
+        catalog = RedisCatalog(text, f"rc{run}:cat:")
+        found = await catalog.get_many([f"p{i}" for i in range(30)])
+        assert len(found) == 30 and found["p7"].category == "c3"
+        assert [p.product_id for p in await catalog.in_category("c1", 3)] != []
+    finally:
+        await client.aclose()
+        await text.aclose()
