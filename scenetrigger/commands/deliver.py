@@ -56,8 +56,11 @@ async def persistence_warning(client: Any) -> str | None:
     (None: it keeps an append-only file, or it will not say)."""
     from redis.exceptions import ResponseError
 
-    try:
-        info = await client.info("persistence")
+    from channels.redis_client import is_cluster
+
+    try:  # on a cluster: every master's answer, by node
+        info = await client.info("persistence",
+                                 **({"target_nodes": "primaries"} if is_cluster(client) else {}))
     except ResponseError:  # e.g. INFO disabled on a managed Redis: nothing to say
         return None  # (a Redis that cannot be reached is raised: deliver cannot work)
     # A cluster answers node by node: every master must keep its file.

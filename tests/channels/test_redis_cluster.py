@@ -191,3 +191,25 @@ async def test_inbox_and_catalog_on_a_redis_cluster(redis_cluster: RedisCluster,
     finally:
         await client.aclose()
         await text.aclose()
+
+
+async def test_deliver_warns_unless_every_master_keeps_an_append_only_file(
+        redis_cluster: RedisCluster) -> None:
+    from channels.redis_client import redis_client
+    from scenetrigger.commands.deliver import persistence_warning
+
+    masters = redis_cluster.masters()
+    nodes = [Redis(host="127.0.0.1", port=port) for port in masters]
+    client = redis_client(redis_cluster.url, decode_responses=True)
+    try:
+        for node in nodes[:-1]:
+            await node.config_set("appendonly", "yes")
+        warning = await persistence_warning(client)  # one master still without
+        assert warning is not None and "append-only" in warning
+        await nodes[-1].config_set("appendonly", "yes")
+        assert await persistence_warning(client) is None
+    finally:
+        for node in nodes:
+            await node.config_set("appendonly", "no")
+            await node.aclose()
+        await client.aclose()
