@@ -29,6 +29,7 @@ from channels.pipeline import message_id_for
 from tests.agents.worker_support import unique
 from tests.channels.receivers import serve_app
 from tests.channels.test_deliver_kafka import PRODUCTS, produce, start_deliver
+from tests.redis_keys import all_pending_keys
 from tests.services import start_redis
 from triggers.events import Trigger
 from triggers.wire import encode_trigger
@@ -126,7 +127,7 @@ async def test_kill_9_of_deliver_while_the_sink_fails_loses_nothing(
             received, buried = await settled()
             while time.monotonic() < deadline:
                 received, buried = await settled()
-                pending = await client.zcard(f"{run}:deferred")
+                pending = sum([await client.zcard(k) for k in all_pending_keys(f"{run}:")])
                 if received | buried >= expected and pending == 0:
                     break
                 assert last.alive(), last.log_tail()
