@@ -63,6 +63,8 @@ async def test_kill_9_of_a_cluster_master_while_deliver_runs_loses_nothing(
     procs: list[Any] = []
     client = redis_client(cluster.url, decode_responses=True)
     restarts = 0
+    errors: list[str] = []
+    pending = -1
     try:
         async with serve_app(app) as base:
             config = tmp_path / "deliver.yaml"
@@ -97,12 +99,11 @@ async def test_kill_9_of_a_cluster_master_while_deliver_runs_loses_nothing(
             by_message = {message_id_for(t.trigger_id, "webhook"): t.trigger_id
                           for t in triggers}
 
-            async def settled() -> tuple[set[str], set[str]]:
+            async def buried_now() -> set[str]:
                 letters = [x async for x in store.entries()]
                 buried = {x.message.trigger_id for x in letters if x.message is not None}
-                buried |= {x.source.removeprefix("request/") for x in letters
-                           if x.kind == "record" and x.source.startswith("request/")}
-                return {by_message[mid] for mid in sink.accepted}, buried
+                return buried | {x.source.removeprefix("request/") for x in letters
+                                 if x.kind == "record" and x.source.startswith("request/")}
 
             deadline = time.monotonic() + 150
             received: set[str] = set()
@@ -111,15 +112,21 @@ async def test_kill_9_of_a_cluster_master_while_deliver_runs_loses_nothing(
                 if not current.alive():  # it gave up on Redis: another takes its offsets
                     restarts += 1
                     current = deliver(restarts)
+                received = {by_message[mid] for mid in sink.accepted}
                 try:
-                    received, buried = await settled()
+                    buried = await buried_now()
                     pending = sum([await client.zcard(k) for k in all_pending_keys(f"{run}:")])
-                except Exception:  # the cluster is still moving the slots: ask again
+                except Exception as exc:  # the cluster is still moving the slots: ask again
+                    errors.append(f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(0.5)
                     continue
                 if received | buried >= expected and pending == 0:
                     break
                 await asyncio.sleep(0.5)
+            else:
+                raise AssertionError(f"not settled: {len(received)} received, {len(buried)} "
+                                     f"dead-lettered, pending {pending}; test client errors "
+                                     f"{errors[-3:]}\n{current.log_tail(40)}")
             await asyncio.to_thread(current.stop)
     finally:
         for proc in procs:
