@@ -72,7 +72,9 @@ def _cluster(url: str, decode_responses: bool, options: dict[str, Any]) -> Any:
         if db != "0":
             raise ChannelError(f"{url!r}: a Redis Cluster has database 0 only")
         url = base
-    options.pop("max_connections", None)  # per node in a cluster: its default
+    # Per node. redis-py's cluster client raises past its limit (100) rather
+    # than wait: room for a deliver's sends in flight and the bucket walk.
+    options.setdefault("max_connections", 512)
     return RedisCluster.from_url(url, decode_responses=decode_responses, **options)
 
 
