@@ -261,10 +261,16 @@ class RedisPolicyStore:
 
     async def take_due(self, zsets: Sequence[str], now_ms: int, limit: int,
                        lease_ms: int) -> list[tuple[str, int]]:
-        # The buckets at once (each a script in its own slot): one round trip's wait.
+        # Which buckets have anything due: one pipelined round trip (a cluster
+        # splits it by node); then the script on those only, at once (each
+        # bucket is its own slot). Mostly nothing is due: one round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        for zset in zsets:
+            pipe.zrangebyscore(zset, "-inf", now_ms, start=0, num=1)
+        due = [zset for zset, first in zip(zsets, await pipe.execute(), strict=True) if first]
         found = await asyncio.gather(*(
             self._take_due(keys=[zset, payload_key(zset), tries_key(zset)],
-                           args=[now_ms, limit, now_ms + lease_ms]) for zset in zsets))
+                           args=[now_ms, limit, now_ms + lease_ms]) for zset in due))
         flat = [r.decode() if isinstance(r, bytes) else r for rows in found for r in rows]
         return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
