@@ -70,8 +70,9 @@ kafka-up: install
 kafka-down:
 	scripts/kafka.sh stop
 
+# CLUSTER=1: a Redis Cluster of 3 masters and 3 replicas (docs/deploy.md).
 redis-up:
-	scripts/redis.sh start
+	scripts/redis.sh start $(if $(CLUSTER),--cluster)
 
 redis-down:
 	scripts/redis.sh stop

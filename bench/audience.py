@@ -19,14 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-import redis.asyncio as aioredis
 from deliver import free_port, wait_port  # bench/ is the script's directory
 
 from channels.consent import Audience, ConsentRecord, RedisConsentStore
 from channels.directory import RedisDirectory, contact_from
 from channels.policy import DeliveryPolicy, DeliveryRequest
 from channels.policy_store import RedisPolicyStore
+from channels.redis_client import redis_client
 from config.delivery_models import CapModel, DeliveryModel, QuietHoursModel
 
 MODES = ("policy", "policy+audience")
@@ -36,7 +37,7 @@ USERS = 1_000
 NOON = 1_780_056_000_000
 
 
-async def setup(client: aioredis.Redis) -> Audience:
+async def setup(client: Any) -> Audience:
     directory, consent = RedisDirectory(client, "b:"), RedisConsentStore(client, "b:")
     for n in range(USERS):
         await directory.put(contact_from(f"u{n}", {"email": f"u{n}@example.com",
@@ -63,7 +64,7 @@ async def run(policy: DeliveryPolicy, tag: str, count: int, concurrency: int) ->
 
 
 async def bench(url: str, count: int, rounds: int, concurrency: int) -> dict[str, list[float]]:
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    client = redis_client(url, decode_responses=True)
     audience = await setup(client)
     model = DeliveryModel(caps=CapModel(), quiet_hours=QuietHoursModel(enabled=False),
                           redis_prefix="b:")

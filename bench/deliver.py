@@ -36,12 +36,12 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from channels.base import Channel, Message
 from channels.inbox import InboxChannel, InboxStore
+from channels.redis_client import redis_client
 from channels.registry import ChannelRegistry, ChannelSender
 from channels.webhook import WebhookChannel
 from channels.wire import message_to_json
@@ -160,7 +160,7 @@ async def drive(mode: str, messages: list[Message], concurrency: int,
 async def bench(url: str, redis_url: str, count: int, rounds: int,
                 concurrency: int, batch: int) -> list[RunResult]:
     metrics = CollectorRegistry()
-    client = aioredis.Redis.from_url(redis_url, max_connections=concurrency * 2)
+    client = redis_client(redis_url, max_connections=concurrency * 2)
     store = InboxStore(client, prefix="bench:inbox", max_messages=100)
     hook = WebhookChannel("webhook", url, b"bench-secret", timeout_ms=10_000,
                           max_connections=concurrency)

@@ -45,6 +45,7 @@ from channels.registry import (
     ChannelRegistry,
     ChannelSender,
     build_registry,
+    redis_client,
     redis_url_or_env,
 )
 from config.channel_models import ChannelModel, InboxModel
@@ -185,9 +186,7 @@ def open_delivery(config: AppConfig, mode: Mode, *,
     closers = AsyncExitStack()  # closed last in, first out: the channels before Redis
     client: Any = redis
     if client is None:
-        from redis.asyncio import Redis as RedisClient
-
-        client = RedisClient.from_url(url, decode_responses=True)
+        client = redis_client(url, decode_responses=True)
         closers.push_async_callback(client.aclose)
     closers.push_async_callback(live_channels.close)
     prefix = config.delivery.redis_prefix

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import orjson
 
 from channels.directory import ADDRESS_FIELD, Contact, Directory, address_hash
+from channels.redis_client import get_many, user_tag
 from config.hash_keys import HashKeys
 
 NO_ADDRESS = "no_address"
@@ -102,7 +103,7 @@ class RedisConsentStore:
         self.keys = keys if keys is not None else HashKeys.from_env()
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}consent:{user_id}"
+        return f"{self._prefix}consent:{user_tag(user_id)}"
 
     def dnc_key(self, hashed: str) -> str:
         return f"{self._prefix}dnc:{hashed}"
@@ -138,7 +139,8 @@ class RedisConsentStore:
         if not hashes:
             return []
         forms = [self.keys.dnc_candidates(h) for h in hashes]
-        found = await self._redis.mget([self.dnc_key(f) for group in forms for f in group])
+        found = await get_many(self._redis,
+                               [self.dnc_key(f) for group in forms for f in group])
         out: list[bool] = []
         moves: list[tuple[str, str, Any]] = []
         width = len(forms[0])

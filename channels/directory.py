@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from channels.errors import ChannelError
+from channels.redis_client import get_many, user_tag
 from triggers.zones import ZONE_RULE, is_zone_name
 
 # Which contact point a channel type sends to; types not listed need none.
@@ -250,7 +251,7 @@ class RedisDirectory:
         self._prefix = prefix
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}user:{user_id}"
+        return f"{self._prefix}user:{user_tag(user_id)}"
 
     def addr_key(self, kind: str, value: str) -> str:
         return f"{self._prefix}addr:{kind}:{address_hash(kind, value)}"
@@ -266,12 +267,15 @@ class RedisDirectory:
         """Many records in one round trip (an import's batch)."""
         if not user_ids:
             return []
-        raws = await self._redis.mget([self.key(u) for u in user_ids])
+        raws = await get_many(self._redis, [self.key(u) for u in user_ids])
         return [decode(raw) if raw is not None else None for raw in raws]
 
     async def put_many(self, contacts: Sequence[Contact], olds: Sequence[Contact | None]) -> None:
-        """Store ``contacts`` (upserts), given what each replaces: one round trip."""
-        pipe = self._redis.pipeline(transaction=True)
+        """Store ``contacts`` (upserts), given what each replaces: one round
+        trip. Not a transaction: the address index is in other cluster
+        slots than the user's record (each write is whole; a re-import
+        repairs a batch cut short)."""
+        pipe = self._redis.pipeline(transaction=False)
         for contact, old in zip(contacts, olds, strict=True):
             for kind, value in (old.addresses() if old is not None else []):
                 if (kind, value) not in contact.addresses():

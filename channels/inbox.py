@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels.base import DeliveryResult, Message
 from channels.batching import Batcher
+from channels.redis_client import is_cluster
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.wire import message_to_dict
 
@@ -107,6 +108,10 @@ class InboxStore:
         """:meth:`add` for many messages in one pipelined round trip."""
         if self._add is None:
             self._add = self.redis.register_script(_ADD)
+        if is_cluster(self.redis):
+            # A cluster pipeline cannot load a script a node lacks (NOSCRIPT):
+            # one call per message, at once (each loads it where needed).
+            return list(await asyncio.gather(*(self.add(m) for m in messages)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for message in messages:
                 await self._add(**self._add_call(message), client=pipe)

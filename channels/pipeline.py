@@ -249,7 +249,7 @@ class DeliveryPipeline:
             await store.add_record(f"request/{req.trigger_id}", req.encode().encode(), reason,
                                    detail[:1_000])
         self.counts["dead_lettered"] += 1
-        await self.policy.done(req.trigger_id)
+        await self.policy.done(req.trigger_id, req.user_id)
 
     async def _locale(self, user_id: str) -> str | None:
         """The directory's locale for content selection (the policy's reach()
@@ -316,7 +316,7 @@ class DeliveryPipeline:
                                       choice.variant, seg.style, seg.segment, seg.tags,
                                       figures=decision.figures), now_ms)
         if decision.leased and not ended:
-            await self.policy.done(req.trigger_id)
+            await self.policy.done(req.trigger_id, req.user_id)
         return outcome
 
     async def _carry_out(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,

@@ -53,6 +53,7 @@ from channels.directory import Contact
 from channels.orders import HandoffAction, SendAction
 from channels.per_registry import PerRegistry
 from channels.policy_store import PolicyStore
+from channels.redis_client import LEASE_BUCKETS, bucket_tag, lease_bucket, user_tag
 from config.delivery_models import DeliveryModel
 from triggers.durations import format_duration_ms
 from triggers.zones import zone_or_none
@@ -154,7 +155,9 @@ class DeliveryPolicy:
         self.suppressed: Counter[str] = Counter()
         self.deferred = 0
         self._prefix = model.redis_prefix
-        self._deferred_key = deferred_key(self._prefix)
+        # Pending deliveries are spread over buckets by user hash (no key
+        # carries them all); the release loop walks every bucket.
+        self._deferred_keys = [deferred_key(self._prefix, b) for b in range(LEASE_BUCKETS)]
         quiet = model.quiet_hours
         self._quiet = (quiet.minutes(quiet.start), quiet.minutes(quiet.end)) if (
             quiet.enabled and quiet.start != quiet.end) else None
@@ -198,11 +201,11 @@ class DeliveryPolicy:
             # hands the request out again).
             if not released:
                 with contextlib.suppress(Exception):
-                    await self.store.unclaim(self._claim_key(req.trigger_id))
-                    await self.store.done(self._deferred_key, req.trigger_id)
+                    await self.store.unclaim(self._claim_key(req.trigger_id, req.user_id))
+                    await self.store.done(self._pending(req.user_id), req.trigger_id)
             raise
         if decision.action == "suppress":  # nothing to deliver: not pending any more
-            await self.store.done(self._deferred_key, req.trigger_id)
+            await self.store.done(self._pending(req.user_id), req.trigger_id)
             return decision
         # defer: pending until due (the deferral replaced the lease); send: the
         # pipeline ends the lease once the message is sent or dead-lettered.
@@ -214,28 +217,32 @@ class DeliveryPolicy:
         deferral now due or an expired lease): it is finished too, or it would
         be handed out again after every lease and end as lease_exhausted."""
         if released:
-            await self.store.done(self._deferred_key, req.trigger_id)
+            await self.store.done(self._pending(req.user_id), req.trigger_id)
         return self._suppress(reason, figures)
 
-    async def done(self, trigger_id: str) -> None:
+    def _pending(self, user_id: str) -> str:
+        """The user's bucket of pending (deferred and leased) requests."""
+        return self._deferred_keys[lease_bucket(user_id)]
+
+    async def done(self, trigger_id: str, user_id: str) -> None:
         """A leased request is delivered, dead-lettered or suppressed: no longer pending."""
-        await self.store.done(self._deferred_key, trigger_id)
+        await self.store.done(self._pending(user_id), trigger_id)
 
     async def claim_leased(self, req: DeliveryRequest, now_ms: int) -> bool:
         """Dedupe ``req`` by its id and, when first, keep it pending until
         ``now + lease`` (in one step: a crash cannot leave a claim without it)."""
         return await self.store.claim_leased(
-            self._claim_key(req.trigger_id), self.model.dedupe_ttl, now_ms, self._deferred_key,
-            req.trigger_id, req.encode(), now_ms + self.model.lease)
+            self._claim_key(req.trigger_id, req.user_id), self.model.dedupe_ttl, now_ms,
+            self._pending(req.user_id), req.trigger_id, req.encode(), now_ms + self.model.lease)
 
-    async def claim(self, message_id: str, now_ms: int) -> bool:
+    async def claim(self, message_id: str, user_id: str, now_ms: int) -> bool:
         """Dedupe: True only the first time ``message_id`` (a trigger id or a
         journey message id) is claimed within ``dedupe_ttl``."""
-        return await self.store.claim(self._claim_key(message_id), self.model.dedupe_ttl,
-                                      now_ms)
+        return await self.store.claim(self._claim_key(message_id, user_id),
+                                      self.model.dedupe_ttl, now_ms)
 
-    def _claim_key(self, message_id: str) -> str:
-        return claim_key(self._prefix, message_id)
+    def _claim_key(self, message_id: str, user_id: str) -> str:
+        return claim_key(self._prefix, message_id, user_id)
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str], zone: ZoneInfo,
@@ -252,7 +259,7 @@ class DeliveryPolicy:
             if due - req.trigger_ts > model.max_age:
                 return self._suppress(STALE, f"{until} would make it "
                                              f"{_age_figures(due - req.trigger_ts, model.max_age)}")
-            await self.store.defer(self._deferred_key, req.trigger_id, req.encode(), due)
+            await self.store.defer(self._pending(req.user_id), req.trigger_id, req.encode(), due)
             self.deferred += 1
             if self.metrics is not None:
                 self.metrics.deferred.inc()
@@ -304,18 +311,18 @@ class DeliveryPolicy:
         """Pending requests now due: deferrals whose quiet hours ended and
         leases that expired. Each is leased again (one sweeper gets it;
         if that one dies too, it comes back after the lease)."""
-        rows = await self.store.take_due(self._deferred_key, now_ms, limit, self.model.lease)
+        rows = await self.store.take_due(self._deferred_keys, now_ms, limit, self.model.lease)
         return [Released(DeliveryRequest.decode(row), tries, tries > self.model.lease_attempts)
                 for row, tries in rows]
 
     async def deferred_count(self) -> int:
-        return await self.store.deferred_count(self._deferred_key)
+        return await self.store.deferred_count(self._deferred_keys)
 
     async def record_sent(self, user_id: str, now_ms: int, lease: str | None = None) -> None:
         """A message reached the user; ``lease``: the request whose lease
         ends with it (in the same Redis round trip)."""
         await self.store.note_sent(engagement_key(self._prefix, user_id), now_ms,
-                                   None if lease is None else (self._deferred_key, lease))
+                                   None if lease is None else (self._pending(user_id), lease))
 
     async def record_engaged(self, user_id: str) -> None:
         """An open or click: the back-off count starts again."""
@@ -340,24 +347,29 @@ class DeliveryPolicy:
 
 
 # The keys under ``delivery.redis_prefix`` (erasure finds a user's by them).
-def deferred_key(prefix: str) -> str:
-    """The sorted set of deferred and leased requests (policy_store's payload_key/tries_key)."""
-    return f"{prefix}deferred"
+# A user's keys carry the ``{user}`` hash tag; a bucket's keys the bucket's
+# tag ``{dNN}`` (one Redis Cluster slot each: see channels.redis_client).
+def deferred_key(prefix: str, bucket: int) -> str:
+    """One bucket of the sorted set of deferred and leased requests
+    (policy_store's payload_key/tries_key live beside it)."""
+    return f"{prefix}deferred:{bucket_tag(bucket)}"
 
 
-def claim_key(prefix: str, message_id: str) -> str:
-    """The dedupe claim of one trigger or journey message id (it embeds the user id)."""
-    return f"{prefix}dd:{message_id}"
+def claim_key(prefix: str, message_id: str, user_id: str) -> str:
+    """The dedupe claim of one trigger or journey message id (it embeds the
+    user id). In the slot of the user's pending bucket: the claim and its
+    lease are one script."""
+    return f"{prefix}dd:{bucket_tag(lease_bucket(user_id))}:{message_id}"
 
 
 def engagement_key(prefix: str, user_id: str) -> str:
     """A user's sent-without-engagement count and last send (back-off)."""
-    return f"{prefix}eng:{user_id}"
+    return f"{prefix}eng:{user_tag(user_id)}"
 
 
 def caps_key(prefix: str, user_id: str, scope: str) -> str:
     """The base of a user's frequency-cap counters in ``scope`` (``:d:DAY``, ``:w:WEEK``)."""
-    return f"{prefix}cap:{user_id}:{scope}"
+    return f"{prefix}cap:{user_tag(user_id)}:{scope}"
 
 
 def _age_figures(age_ms: int, max_age_ms: int) -> str:

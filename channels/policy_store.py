@@ -7,6 +7,7 @@ decides; these only count and remember."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -49,17 +50,18 @@ class PolicyStore(Protocol):
         """``item_id`` pending in ``zset`` until ``due_ms`` (replacing its lease)."""
         ...
 
-    async def take_due(self, zset: str, now_ms: int, limit: int,
+    async def take_due(self, zsets: Sequence[str], now_ms: int, limit: int,
                        lease_ms: int) -> list[tuple[str, int]]:
-        """Pending items due by ``now_ms`` with their hand-out count; each
-        stays pending, leased again until ``now_ms + lease_ms``."""
+        """Pending items of the ``zsets`` (the buckets) due by ``now_ms`` with
+        their hand-out count, at most ``limit`` per bucket; each stays
+        pending, leased again until ``now_ms + lease_ms``."""
         ...
 
     async def done(self, zset: str, item_id: str) -> None:
         """``item_id`` is no longer pending."""
         ...
 
-    async def deferred_count(self, zset: str) -> int: ...
+    async def deferred_count(self, zsets: Sequence[str]) -> int: ...
 
 
 class MemoryPolicyStore:
@@ -124,31 +126,39 @@ class MemoryPolicyStore:
         heapq.heappush(self._due.setdefault(zset, []), (due_ms, item_id))
         return new
 
-    async def take_due(self, zset: str, now_ms: int, limit: int,
+    async def take_due(self, zsets: Sequence[str], now_ms: int, limit: int,
                        lease_ms: int) -> list[tuple[str, int]]:
-        items = self._deferred.get(zset, {})
-        heap = self._due.get(zset, [])
-        tries = self._tries.setdefault(zset, {})
+        # In due order over all buckets, ``limit`` in all (as one set would):
+        # a replay's released deliveries come out as they always did.
+        taken: list[tuple[str, str]] = []  # (zset, item id)
         out: list[tuple[str, int]] = []
-        taken: list[str] = []
-        while heap and heap[0][0] <= now_ms and len(out) < limit:
-            due, item_id = heapq.heappop(heap)
-            found = items.get(item_id)
-            if found is None or found[0] != due:
-                continue  # done, or re-leased / deferred since: a stale heap entry
+        while len(out) < limit:
+            best: tuple[tuple[int, str], str] | None = None  # ((due, item id), zset)
+            for zset in zsets:
+                heap = self._due.get(zset, [])
+                items = self._deferred.get(zset, {})
+                while heap and (heap[0][1] not in items or items[heap[0][1]][0] != heap[0][0]):
+                    heapq.heappop(heap)  # done, or re-leased / deferred since: stale
+                if heap and heap[0][0] <= now_ms and (best is None or heap[0] < best[0]):
+                    best = (heap[0], zset)
+            if best is None:
+                break
+            (_due, item_id), zset = best
+            heapq.heappop(self._due[zset])
+            tries = self._tries.setdefault(zset, {})
             tries[item_id] = tries.get(item_id, 0) + 1
-            out.append((found[1], tries[item_id]))
-            taken.append(item_id)
-        for item_id in taken:
-            await self.defer(zset, item_id, items[item_id][1], now_ms + lease_ms)
+            out.append((self._deferred[zset][item_id][1], tries[item_id]))
+            taken.append((zset, item_id))
+        for zset, item_id in taken:
+            await self.defer(zset, item_id, self._deferred[zset][item_id][1], now_ms + lease_ms)
         return out
 
     async def done(self, zset: str, item_id: str) -> None:
         self._deferred.get(zset, {}).pop(item_id, None)
         self._tries.get(zset, {}).pop(item_id, None)
 
-    async def deferred_count(self, zset: str) -> int:
-        return len(self._deferred.get(zset, {}))
+    async def deferred_count(self, zsets: Sequence[str]) -> int:
+        return sum(len(self._deferred.get(zset, {})) for zset in zsets)
 
 
 _RESERVE = """
@@ -222,7 +232,9 @@ class RedisPolicyStore:
 
     async def note_sent(self, key: str, now_ms: int,
                         done: tuple[str, str] | None = None) -> None:
-        pipe = self._redis.pipeline(transaction=True)
+        # Not a transaction: the user's key and the lease bucket are two
+        # cluster slots. One round trip on one Redis (a cluster: per node).
+        pipe = self._redis.pipeline(transaction=False)
         pipe.hincrby(key, "ignored", 1)
         pipe.hset(key, "last", str(now_ms))
         pipe.pexpire(key, _ENGAGEMENT_TTL_MS)
@@ -247,11 +259,19 @@ class RedisPolicyStore:
         added, _ = await pipe.execute()
         return bool(added)
 
-    async def take_due(self, zset: str, now_ms: int, limit: int,
+    async def take_due(self, zsets: Sequence[str], now_ms: int, limit: int,
                        lease_ms: int) -> list[tuple[str, int]]:
-        rows = await self._take_due(keys=[zset, payload_key(zset), tries_key(zset)],
-                                    args=[now_ms, limit, now_ms + lease_ms])
-        flat = [r.decode() if isinstance(r, bytes) else r for r in rows]
+        # Which buckets have anything due: one pipelined round trip (a cluster
+        # splits it by node); then the script on those only, at once (each
+        # bucket is its own slot). Mostly nothing is due: one round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        for zset in zsets:
+            pipe.zrangebyscore(zset, "-inf", now_ms, start=0, num=1)
+        due = [zset for zset, first in zip(zsets, await pipe.execute(), strict=True) if first]
+        found = await asyncio.gather(*(
+            self._take_due(keys=[zset, payload_key(zset), tries_key(zset)],
+                           args=[now_ms, limit, now_ms + lease_ms]) for zset in due))
+        flat = [r.decode() if isinstance(r, bytes) else r for rows in found for r in rows]
         return [(str(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def done(self, zset: str, item_id: str) -> None:
@@ -259,8 +279,11 @@ class RedisPolicyStore:
         end_leases(pipe, zset, item_id)
         await pipe.execute()
 
-    async def deferred_count(self, zset: str) -> int:
-        return int(await self._redis.zcard(zset))
+    async def deferred_count(self, zsets: Sequence[str]) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        for zset in zsets:
+            pipe.zcard(zset)
+        return sum(int(n) for n in await pipe.execute())
 
 
 def payload_key(zset: str) -> str:

@@ -29,6 +29,13 @@ from channels.inbox import InboxChannel, InboxStore
 from channels.logchannel import LogChannel
 from channels.per_registry import PerRegistry
 from channels.provider import ProviderChannel, build_shape
+
+# Re-exported: the commands import them from here.
+from channels.redis_client import DEFAULT_REDIS_URL as DEFAULT_REDIS_URL
+from channels.redis_client import REDIS_SCHEMES as REDIS_SCHEMES
+from channels.redis_client import REDIS_URL_ENV as REDIS_URL_ENV
+from channels.redis_client import redis_client as redis_client
+from channels.redis_client import redis_url_or_env as redis_url_or_env
 from channels.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.webhook import WebhookChannel
 from config.channel_models import (
@@ -42,25 +49,6 @@ from config.channel_models import (
 from triggers.errors import ConfigError
 
 log = logging.getLogger("scenetrigger.channels")
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_URL_ENV = "SCENETRIGGER_REDIS_URL"
-
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-def redis_url_or_env(url: str | None) -> str:
-    """``--redis-url``, else $SCENETRIGGER_REDIS_URL, else the local default.
-
-    Checked here so that a mistyped URL is one clear line, not redis-py's
-    traceback from deep inside the first connection."""
-    source = "--redis-url" if url else REDIS_URL_ENV
-    chosen = url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
-    if not chosen.startswith(REDIS_SCHEMES):
-        raise ChannelError(f"{source} {chosen!r} is not a Redis URL: use redis://HOST:PORT/DB "
-                           "(or rediss:// for TLS, unix:///path.sock)")
-    return chosen
 
 
 class UnknownChannelError(ChannelError):
@@ -149,7 +137,7 @@ def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
         client = redis
         if client is None:
             url = env.get(model.redis_url_env, DEFAULT_REDIS_URL)
-            client = aioredis.Redis.from_url(url)
+            client = redis_client(url)
         store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
                            model.dedupe_ttl)
         return InboxChannel(name, store, RetryPolicy.of(model.retry), owns_redis=redis is None,

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "console": "scenetrigger.commands.console",
     "erase": "scenetrigger.commands.erase",
     "export-user": "scenetrigger.commands.export_user",
+    "migrate": "scenetrigger.commands.migrate",
     "preview": "scenetrigger.commands.preview",
     "config": "scenetrigger.commands.config_cmd",
     "hash-keys": "scenetrigger.commands.hash_keys",

@@ -118,11 +118,10 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
     dead_letters = None
     receipts = None
     if redis_url:
-        from redis.asyncio import Redis
-
         from channels.deadletter import DeadLetterStore
+        from channels.redis_client import redis_client
 
-        dead_letters = DeadLetterStore(Redis.from_url(redis_url, decode_responses=True))
+        dead_letters = DeadLetterStore(redis_client(redis_url, decode_responses=True))
         receipts = ErasureCheck(dead_letters.redis, config.delivery.redis_prefix)
     try:
         assigned: set[Any] = set()

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from channels.assembly import open_delivery
 from channels.catalog import MemoryCatalog
 from channels.inbox import InboxChannel, InboxStore
-from channels.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV
+from channels.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV, redis_client
 from config.channel_models import ChannelModel, WebhookModel
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
@@ -75,8 +75,8 @@ def is_local_webhook(model: ChannelModel) -> bool:
 async def connect_redis(url: str) -> Redis:
     """A client that has answered PING, or :class:`RedisUnavailable`."""
     try:
-        client: Redis = Redis.from_url(url, decode_responses=True, socket_connect_timeout=3,
-                                       socket_timeout=10)
+        client: Redis = redis_client(url, decode_responses=True, socket_connect_timeout=3,
+                                     socket_timeout=10)
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {redacted(url)!r}: {exc}") from None
     try:

@@ -3,17 +3,17 @@
 Where a user's data lives (each key builder in the code base, by module):
 
 =========================  ===================================================
-``channels.directory``     ``{p}user:{id}`` and its reverse index ``{p}addr:*``
-``channels.consent``       ``{p}consent:{id}``
-``channels.policy``        ``{p}eng:{id}``, ``{p}cap:{id}:*``, dedupe claims
-                           ``{p}dd:*|{id}|*`` (trigger and journey ids embed the
-                           user), deferred and leased requests in ``{p}deferred``
-                           (+ ``:payload``, ``:tries``)
+``channels.directory``     ``{p}user:{{id}}`` and its reverse index ``{p}addr:*``
+``channels.consent``       ``{p}consent:{{id}}``
+``channels.policy``        ``{p}eng:{{id}}``, ``{p}cap:{{id}}:*``, dedupe claims
+                           ``{p}dd:{dNN}:*|{id}|*`` (trigger and journey ids embed
+                           the user), deferred and leased requests in the user's
+                           bucket ``{p}deferred:{dNN}`` (+ ``:payload``, ``:tries``)
 ``channels.feedback``      message index ``{p}msg:{message_id}`` (value names the user;
                            ``message_key``), once-markers ``{p}once:{kind}:{message_id}``
                            of its messages (``once_key``)
 ``channels.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*`` (``inbox_key``)
-``strategies.store``       ``{t}tags:{id}``, ``{t}score:{id}``
+``strategies.store``       ``{t}tags:{{id}}``, ``{t}score:{{id}}``
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
 ``channels.deadletter``    entries of the dead-letter stream whose message is the user's,
                            and those whose raw bytes name the user (below)
@@ -27,7 +27,9 @@ deferred payload, message-index entry or directory record) is matched on its
 raw bytes: the user's id and contact points (:mod:`scenetrigger.raw_match`).
 
 ``{p}`` is ``delivery.redis_prefix``, ``{t}`` the strategies' prefix
-(``scenetrigger:``), ``{inbox}`` the inbox channel's ``key_prefix``.
+(``scenetrigger:``), ``{inbox}`` the inbox channel's ``key_prefix``; ``{{id}}``
+is the user's id as a Redis Cluster hash tag, ``{dNN}`` the user's pending
+bucket (``channels.redis_client``). Scans visit every master of a cluster.
 
 :meth:`Eraser.erase` removes all of it, puts the user's hashed contact
 points on the do-not-contact list (so a re-imported address is not
@@ -53,6 +55,7 @@ from channels.feedback import KINDS, message_key, once_key
 from channels.inbox import inbox_key
 from channels.policy import DeliveryRequest, caps_key, claim_key, deferred_key, engagement_key
 from channels.policy_store import end_leases, payload_key
+from channels.redis_client import get_many, lease_bucket
 from config.channel_models import InboxModel
 from config.clock import wall_ms
 from config.hash_keys import HashKeys
@@ -126,12 +129,12 @@ class Eraser:
                 found.keys[kind] = present
         if contact is not None:  # an address shared with another user stays theirs
             index = [self.directory.addr_key(k, v) for k, v in contact.addresses()]
-            owners = await self.redis.mget(index) if index else []
+            owners = await get_many(self.redis, index) if index else []
             mine = [k for k, owner in zip(index, owners, strict=True)
                     if owner is not None and _text(owner) == user_id]
             if mine:
                 found.keys["address_index"] = mine
-        patterns = {"caps": caps_key(p, u, "*"), "dedupe": claim_key(p, f"*|{u}|*")}
+        patterns = {"caps": caps_key(p, u, "*"), "dedupe": claim_key(p, f"*|{u}|*", user_id)}
         for prefix in self.inbox_prefixes:
             patterns[f"inbox {prefix}"] = inbox_key(_glob(prefix), u) + "*"
         for kind, pattern in patterns.items():
@@ -154,7 +157,7 @@ class Eraser:
             found.keys["feedback_markers"] = sorted(marked)
         if await self.redis.hexists(self.journeys_key, user_id):
             found.journey_field = user_id
-        payloads = await self.redis.hgetall(payload_key(deferred_key(p)))
+        payloads = await self.redis.hgetall(payload_key(self._pending(user_id)))
         found.deferred = sorted(_text(item) for item, raw in payloads.items()
                                 if _owned(raw, user_id, matches, _request_owner))
         found.dead_letters = await self._dead_letters_of(user_id, matches)
@@ -168,6 +171,9 @@ class Eraser:
         except _UNPARSED:
             return None
 
+    def _pending(self, user_id: str) -> str:
+        return deferred_key(self.prefix, lease_bucket(user_id))
+
     async def _exist_each(self, keys: list[str]) -> list[int]:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
@@ -179,7 +185,7 @@ class Eraser:
         out = []
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            for key, raw in zip(chunk, await self.redis.mget(chunk), strict=True):
+            for key, raw in zip(chunk, await get_many(self.redis, chunk), strict=True):
                 if raw is not None and _owned(raw, user_id, matches, _index_owner):
                     out.append(key)
         return sorted(out)
@@ -209,7 +215,7 @@ class Eraser:
             out["journeys"] = {"key": self.journeys_key, "field": user_id,
                                "value": _text(raw)}
         if found.deferred:
-            raw = await self.redis.hmget(payload_key(deferred_key(self.prefix)), found.deferred)
+            raw = await self.redis.hmget(payload_key(self._pending(user_id)), found.deferred)
             out["deferred"] = [_json_or_raw(r) for r in raw if r is not None]
         if found.dead_letters:
             out["dead_letters"] = [{"id": _text(i), **{_text(k): _text(v) for k, v in f.items()}}
@@ -244,15 +250,16 @@ class Eraser:
             await self.consent.do_not_contact(
                 [address_hash(k, v) for k, v in contact.addresses()], now, "erasure")
         removed = {kind: len(keys) for kind, keys in found.keys.items()}
-        pipe = self.redis.pipeline(transaction=True)
-        keys = found.all_keys()
-        if keys:
-            pipe.delete(*keys)
+        # Key by key, not a transaction: on a Redis Cluster the keys are in
+        # many slots (the pipeline goes node by node). A repeated erase finishes.
+        pipe = self.redis.pipeline(transaction=False)
+        for key in found.all_keys():
+            pipe.delete(key)
         if found.journey_field is not None:
             pipe.hdel(self.journeys_key, user_id)
             removed["journey_state"] = 1
         if found.deferred:
-            end_leases(pipe, deferred_key(self.prefix), *found.deferred)
+            end_leases(pipe, self._pending(user_id), *found.deferred)
             removed["deferred"] = len(found.deferred)
         if found.dead_letters:
             pipe.xdel(self.dead_letter_stream, *found.dead_letters)
@@ -317,7 +324,7 @@ async def erased_at(redis: Any, prefix: str, user_ids: Collection[str],
     hashes = keys or HashKeys.from_env()
     forms = [hashes.subject_candidates(u) for u in users]
     width = len(forms[0])
-    raws = await redis.mget([receipt_key_of(prefix, f) for group in forms for f in group])
+    raws = await get_many(redis, [receipt_key_of(prefix, f) for group in forms for f in group])
     found: dict[str, int] = {}
     for n, user in enumerate(users):
         raw = next((r for r in raws[n * width:(n + 1) * width] if r is not None), None)

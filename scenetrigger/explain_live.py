@@ -41,12 +41,11 @@ def live_timeline(broker: str | None, prefix: str | None, config: AppConfig, use
 
 async def _strategy_view(timeline: Timeline, config: AppConfig, redis_url: str,
                          tags_prefix: str, now_ms: int) -> None:
-    from redis.asyncio import Redis
-
+    from channels.redis_client import redis_client
     from strategies.scoring import decayed
     from strategies.store import RedisTagStore
 
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, decode_responses=True)
     try:
         store = RedisTagStore(client, tags_prefix)
         timeline.strategy_tags = sorted(await store.tags(timeline.user_id))
@@ -58,11 +57,10 @@ async def _strategy_view(timeline: Timeline, config: AppConfig, redis_url: str,
 
 
 async def _erased_at(config: AppConfig, redis_url: str, user_id: str) -> int | None:
-    from redis.asyncio import Redis
-
+    from channels.redis_client import redis_client
     from scenetrigger.erasure import erased_at
 
-    client = Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     try:
         return (await erased_at(client, config.delivery.redis_prefix, [user_id])).get(user_id)
     finally:

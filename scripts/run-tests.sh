@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 # for scripts/kafka.sh (which fetches and caches the Kafka jars itself).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)  # the Redis Cluster tests
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 # openssl makes the SMTP TLS test's certificate; quiet hours read the system time zones.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from channels.redis_client import user_tag
 from strategies.scoring import LeadScore
 from strategies.tags import replace_derived
 
@@ -64,10 +65,10 @@ class RedisTagStore:
         self._prefix = prefix
 
     def tags_key(self, user_id: str) -> str:
-        return f"{self._prefix}tags:{user_id}"
+        return f"{self._prefix}tags:{user_tag(user_id)}"
 
     def score_key(self, user_id: str) -> str:
-        return f"{self._prefix}score:{user_id}"
+        return f"{self._prefix}score:{user_tag(user_id)}"
 
     async def tags(self, user_id: str) -> frozenset[str]:
         members = await self._redis.smembers(self.tags_key(user_id))

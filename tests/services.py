@@ -1,6 +1,8 @@
 """Real Redis and Kafka for integration tests (session-scoped pytest fixtures).
 
 - ``redis_url``: a private ``redis-server`` on a free loopback port, stopped at the end.
+- ``redis_cluster``: a Redis Cluster of 3 masters and 3 replicas on free loopback ports
+  (``redis-server --cluster-enabled yes`` x6 + ``redis-cli --cluster create``).
 - ``kafka_bootstrap``: the broker given by ``SCENETRIGGER_KAFKA`` (host:port) if set,
   else one started with ``scripts/kafka.sh`` in a temp run dir and stopped at the end.
 
@@ -77,7 +79,8 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None) -> RedisServer:
+def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None,
+                extra: tuple[str, ...] = ()) -> RedisServer:
     """Start redis-server on a free loopback port (or ``port``) in ``run_dir``:
     no persistence, or with ``aof`` the append-only file fsynced on every
     write (what docs/guarantees.md requires); restarting with the same
@@ -94,7 +97,7 @@ def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None) ->
     persistence = ["--appendonly", "yes", "--appendfsync", "always"] if aof else [
         "--appendonly", "no"]
     args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(run_dir),
-            "--save", "", *persistence, "--logfile", str(log_path)]
+            "--save", "", *persistence, "--logfile", str(log_path), *extra]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -107,6 +110,118 @@ def start_redis(run_dir: Path, *, aof: bool = False, port: int | None = None) ->
         process.kill()
         process.wait(timeout=10)
     raise ServiceStartError(f"redis-server did not start on port {port}:\n{_tail(log_path)}")
+
+
+CLUSTER_START_TIMEOUT_S = 60.0
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000, at most 65535) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _cli(port: int, *args: str, timeout: float = 30) -> str:
+    done = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise ServiceStartError(f"redis-cli -p {port} {' '.join(args)}: {done.stderr}{done.stdout}")
+    return done.stdout
+
+
+def _info(port: int, section: str) -> dict[str, str]:
+    try:
+        text = _cli(port, "INFO", section, timeout=5)
+    except (ServiceStartError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+@dataclass(slots=True)
+class RedisCluster:
+    """A Redis Cluster on loopback: ``nodes`` by port; ``url`` names the first
+    node (a plain ``redis://`` URL: the client finds out it is a cluster)."""
+
+    nodes: dict[int, RedisServer]
+    run_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{next(iter(self.nodes))}/0"
+
+    def masters(self) -> list[int]:
+        """The ports of the live nodes that are masters now."""
+        return [port for port, node in self.nodes.items() if node.process.poll() is None
+                and _info(port, "replication").get("role") == "master"]
+
+    def replica_of(self, master: int) -> int | None:
+        for port, node in self.nodes.items():
+            info = _info(port, "replication") if node.process.poll() is None else {}
+            if info.get("role") == "slave" and info.get("master_port") == str(master):
+                return port
+        return None
+
+    def wait_ok(self, timeout_s: float = CLUSTER_START_TIMEOUT_S, masters: int = 3,
+                replicas: int = 3) -> None:
+        """Until every live node says cluster_state:ok, ``masters`` nodes are
+        masters and ``replicas`` replicas have their master link up."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            live = [p for p, n in self.nodes.items() if n.process.poll() is None]
+            roles = [_info(p, "replication") for p in live]
+            up = sum(1 for r in roles if r.get("role") == "slave"
+                     and r.get("master_link_status") == "up")
+            if (all(_cli_ok(p) for p in live) and up == replicas
+                    and sum(1 for r in roles if r.get("role") == "master") == masters):
+                return
+            time.sleep(0.2)
+        raise ServiceStartError("the Redis Cluster did not reach cluster_state:ok:\n" + "\n".join(
+            _tail(n.log_path, 10) for n in self.nodes.values()))
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.process.poll() is None:
+                node.stop()
+
+
+def _cli_ok(port: int) -> bool:
+    try:
+        return "cluster_state:ok" in _cli(port, "CLUSTER", "INFO", timeout=5)
+    except (ServiceStartError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_redis_cluster(run_dir: Path, *, masters: int = 3, replicas: int = 1) -> RedisCluster:
+    """``masters`` masters with ``replicas`` replicas each, on free loopback
+    ports, each node in its own directory under ``run_dir``; returns once
+    the cluster is ok. A quick failover (node timeout 2 s) for the failure tests."""
+    if shutil.which("redis-cli") is None:
+        raise ServiceStartError("redis-cli not found: apt-get install -y redis-tools")
+    nodes: dict[int, RedisServer] = {}
+    cluster = RedisCluster(nodes, run_dir)
+    try:
+        for index in range(masters * (1 + replicas)):
+            port = _cluster_port()
+            node_dir = run_dir / f"node-{index}"
+            nodes[port] = start_redis(node_dir, port=port, extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "2000"))
+        _cli(next(iter(nodes)), "--cluster", "create",
+             *[f"127.0.0.1:{p}" for p in nodes], "--cluster-replicas", str(replicas),
+             "--cluster-yes", timeout=CLUSTER_START_TIMEOUT_S)
+        cluster.wait_ok(masters=masters, replicas=masters * replicas)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +329,19 @@ def redis_url() -> Iterator[str]:
             yield server.url
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with tempfile.TemporaryDirectory(prefix="scenetrigger-redis-cluster-") as tmp:
+        try:
+            cluster = start_redis_cluster(Path(tmp))
+        except ServiceStartError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,11 @@ def run_load(args: argparse.Namespace) -> int:
 
 
 async def _load(url: str, prefix: str, products: list[Any]) -> int:
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    client = Redis.from_url(url, decode_responses=True)
+    from channels.redis_client import redis_client
+
+    client = redis_client(url, decode_responses=True)
     try:
         return await RedisCatalog(client, prefix).load(products)
     except (RedisError, OSError) as exc:

@@ -94,11 +94,10 @@ async def _main(args: argparse.Namespace) -> int:
 
         console.lookup = lookup
         if args.redis_url:
-            from redis.asyncio import Redis
-
+            from channels.redis_client import redis_client
             from scenetrigger.erasure import Eraser
 
-            client = Redis.from_url(args.redis_url, decode_responses=True)
+            client = redis_client(args.redis_url, decode_responses=True)
             closers.append(client)
             console.eraser = Eraser(client, config).erase
     runner, url = await start_site(create_app(console), args.host, args.port)

@@ -57,11 +57,16 @@ async def persistence_warning(client: Any) -> str | None:
     (None: it keeps an append-only file, or it will not say)."""
     from redis.exceptions import ResponseError
 
-    try:
-        info = await client.info("persistence")
+    from channels.redis_client import is_cluster
+
+    try:  # on a cluster: every master's answer, by node
+        info = await client.info("persistence",
+                                 **({"target_nodes": "primaries"} if is_cluster(client) else {}))
     except ResponseError:  # e.g. INFO disabled on a managed Redis: nothing to say
         return None  # (a Redis that cannot be reached is raised: deliver cannot work)
-    if str(info.get("aof_enabled", "1")) == "1":
+    # A cluster answers node by node: every master must keep its file.
+    nodes = [v for v in info.values() if isinstance(v, dict)] or [info]
+    if all(str(node.get("aof_enabled", "1")) == "1" for node in nodes):
         return None
     return ("Redis has no append-only file (appendonly no): a restart erases the "
             "dead-letter stream, dedupe leases and deferred messages (docs/guarantees.md)")
@@ -74,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaConsumer
     from prometheus_client import CollectorRegistry, start_http_server
-    from redis.asyncio import Redis
 
     from agents.producer import ensure_topics, new_kafka_producer
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
@@ -82,6 +86,7 @@ async def _main(args: argparse.Namespace) -> int:
     from channels.decisions_kafka import Flushes, KafkaDecisionLog
     from channels.feedback_kafka import AckedFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
+    from channels.redis_client import redis_client
     from channels.registry import redis_url_or_env
     from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
@@ -101,7 +106,7 @@ async def _main(args: argparse.Namespace) -> int:
     catalog = file_catalog(args.catalog)
     # One Redis client for the process: a new config's pipeline shares it (the
     # consumer's dead letters stay on it), each pipeline owns its channels.
-    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
 
     def open_for(new_config: Any) -> Any:
         return open_delivery(new_config, "live", metrics=registry, catalog=catalog,

@@ -79,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from redis.asyncio import Redis
+    from channels.redis_client import redis_client
 
     from config.hash_keys import startup_check
 
     startup_check("erase")  # refuses without a key when one is required
-    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
     producer = None
     try:
         forget = None

@@ -43,11 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from redis.asyncio import Redis
-
+    from channels.redis_client import redis_client
     from channels.registry import redis_url_or_env
 
-    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
     try:
         data: dict[str, Any] = await eraser_for(args, client).export(args.user)
     finally:

@@ -39,14 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    import redis.asyncio as aioredis
     from aiokafka import AIOKafkaConsumer
     from prometheus_client import start_http_server
 
     from agents.producer import ensure_topics, new_kafka_producer
     from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
     from channels.decisions_kafka import KafkaDecisionLog
-    from channels.registry import redis_url_or_env
+    from channels.registry import redis_client, redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.http_site import SwappableSite
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
@@ -66,7 +65,7 @@ async def _main(args: argparse.Namespace) -> None:
     )
     bootstrap = bootstrap_servers(args.broker)
     url = redis_url_or_env(args.redis_url)
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url)
     producer = new_kafka_producer(bootstrap)
     consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
                                 bootstrap_servers=bootstrap, group_id=args.group,

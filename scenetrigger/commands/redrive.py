@@ -9,12 +9,17 @@ import json
 import sys
 from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from channels.base import DeliveryResult, Message
 from channels.deadletter import DEFAULT_STREAM, DeadLetter, DeadLetterStore, redrive
-from channels.registry import DEFAULT_REDIS_URL, ChannelSender, build_registry, redis_url_or_env
+from channels.registry import (
+    DEFAULT_REDIS_URL,
+    ChannelSender,
+    build_registry,
+    redis_client,
+    redis_url_or_env,
+)
 from config.loader import load_config
 from scenetrigger.cli_support import positive
 
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _redrive(args: argparse.Namespace, models: dict[str, Any], url: str) -> int:
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url)
     registry = build_registry(models, redis=client)
     # No dead-letter on the sender: redrive itself decides what happens to failures.
     sender = ChannelSender(registry, None, metrics_registry=CollectorRegistry())

@@ -67,7 +67,7 @@ from channels.inbox import InboxStore, inbox_routes
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy import DeliveryPolicy
 from channels.policy_store import RedisPolicyStore
-from channels.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.registry import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import IDENTIFY_TOKEN_ENV, AdminTokens, bearer, token_matches
@@ -282,8 +282,6 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
     from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
 
@@ -295,7 +293,7 @@ async def _main(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     reloader.attach(ReloadMetrics.on(registry))
     url = redis_url_or_env(args.redis_url)
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)

@@ -264,9 +264,9 @@ async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirector
                                                                    ConsentStore]]:
     """The directory and consent in Redis; with ``--broker`` every consent
     change is also an event on the events topic. Closed on the way out."""
-    from redis.asyncio import Redis
+    from channels.redis_client import redis_client
 
-    client = Redis.from_url(redis_url_or_env(args.redis_url), decode_responses=True)
+    client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
         consent: ConsentStore = RedisConsentStore(client, args.prefix)

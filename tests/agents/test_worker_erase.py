@@ -42,6 +42,7 @@ from tests.agents.worker_support import (
     unique,
     wait_for,
 )
+from tests.redis_keys import pending_key
 from triggers.events import Trigger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -133,7 +134,7 @@ async def leftovers(url: str, run: str, user: str) -> dict[str, Any]:
         entries = await client.xrange(f"er{run}:dl") or []
         return {
             "journey": await client.hexists(f"er{run}t:journeys", user),
-            "deferred": [p for p in (await client.hvals(f"er{run}:deferred:payload"))
+            "deferred": [p for p in (await client.hvals(f"{pending_key(f'er{run}:', user)}:payload"))
                          if user in p],
             "dead_letters": [e for e in entries if user in str(e)],
             "receipts": [k async for k in client.scan_iter(match=f"er{run}:erasure:*")],
@@ -199,7 +200,7 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
                                                               sorted(held))
         assert data["journeys"]["field"] == user and len(data["deferred"]) == 1
         assert len(data["dead_letters"]) == 1
-        assert data["keys"]["directory"][f"er{run}:user:{user}"].startswith("{")
+        assert data["keys"]["directory"][f"er{run}:user:{{{user}}}"].startswith("{")
         # ... and what the worker holds: the one view before the export
         assert data["engine_state"]["profile"]["views"] == 1
         assert data["engine_state"]["repeat"]["rv"]["x"]["when"] == [now]

@@ -15,6 +15,7 @@ from channels.policy_store import MemoryPolicyStore, RedisPolicyStore
 from tests.channels.content_factories import PHONE, T0, user_state
 from tests.channels.test_kafka_delivery_unit import NOW, Harness, trigger_value
 from tests.channels.test_poison_records import Buried
+from tests.redis_keys import all_pending_keys
 from triggers.events import Trigger
 
 SCENE = "repeat_view_no_purchase"
@@ -56,7 +57,7 @@ async def test_a_lease_that_never_finishes_is_dead_lettered_after_its_attempts()
     now = NOW
     for _ in range(tries):  # every hand-out dies too (e.g. the message kills the process)
         now += lease + 1
-        rows = await store.take_due("st:deferred", now, 10, lease)
+        rows = await store.take_due(all_pending_keys("st:"), now, 10, lease)
         assert len(rows) == 1
     assert await h.pipeline.release_due(now + lease + 1, lambda _u: None) == []
     assert [(r[0], r[2]) for r in buried.records] == [(f"request/{trigger_id}",
@@ -81,17 +82,17 @@ async def test_redis_leases_are_atomic_and_handed_out_again(redis_url: str) -> N
         assert await store.claim_leased(f"{zset}:dd:a", 60_000, 1_000, zset, "a", "pa", 5_000)
         assert not await store.claim_leased(f"{zset}:dd:a", 60_000, 1_000, zset, "a", "pa",
                                             5_000)
-        assert await store.take_due(zset, 4_999, 10, 1_000) == []
-        assert await store.take_due(zset, 5_000, 10, 1_000) == [("pa", 1)]
-        assert await store.take_due(zset, 5_500, 10, 1_000) == []  # leased again to 6000
-        assert await store.take_due(zset, 6_000, 10, 1_000) == [("pa", 2)]
+        assert await store.take_due([zset], 4_999, 10, 1_000) == []
+        assert await store.take_due([zset], 5_000, 10, 1_000) == [("pa", 1)]
+        assert await store.take_due([zset], 5_500, 10, 1_000) == []  # leased again to 6000
+        assert await store.take_due([zset], 6_000, 10, 1_000) == [("pa", 2)]
         await store.done(zset, "a")
-        assert await store.take_due(zset, 99_000, 10, 1_000) == []
-        assert await store.deferred_count(zset) == 0
+        assert await store.take_due([zset], 99_000, 10, 1_000) == []
+        assert await store.deferred_count([zset]) == 0
         memory = MemoryPolicyStore()
         assert await memory.claim_leased("k", 60_000, 1_000, zset, "a", "pa", 5_000)
-        assert await memory.take_due(zset, 5_000, 10, 1_000) == [("pa", 1)]
-        assert await memory.take_due(zset, 6_000, 10, 1_000) == [("pa", 2)]
+        assert await memory.take_due([zset], 5_000, 10, 1_000) == [("pa", 1)]
+        assert await memory.take_due([zset], 6_000, 10, 1_000) == [("pa", 2)]
     finally:
         await client.aclose()
 

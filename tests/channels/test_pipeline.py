@@ -103,7 +103,7 @@ async def test_feedback_and_tracking_links() -> None:
     meta = await index.lookup(message.message_id)
     assert meta is not None and meta.scene == "repeat_view_no_purchase"
     # an open through the feedback routes resets the user's back-off count
-    key = f"{config.delivery.redis_prefix}eng:u1"
+    key = f"{config.delivery.redis_prefix}eng:{{u1}}"  # the {user} hash tag
     assert (await pipeline.policy.store.engagement(key))[0] == 1
     app = pipeline.feedback_app(sink, "tok")
     async with TestClient(TestServer(app.application(), host="127.0.0.1")) as client:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from channels.policy import DeliveryPolicy, DeliveryRequest, PolicyMetrics
 from channels.policy_store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
 from config.delivery_models import BackoffModel, CapModel, DeliveryModel, QuietHoursModel
+from tests.redis_keys import bucket_tag
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOUR = 3_600_000
@@ -55,10 +56,10 @@ async def simulate_week(store: PolicyStore, prefix: str = "st:") -> tuple[list[i
             if again.action == "send":
                 sent.append(now)
             if again.leased:  # sent: the pipeline ends the lease
-                await policy.done(released.request.trigger_id)
+                await policy.done(released.request.trigger_id, released.request.user_id)
         decision = await policy.decide(request(f"t{hour}", now), now)
         if decision.leased:
-            await policy.done(f"t{hour}")
+            await policy.done(f"t{hour}", request(f"t{hour}", now).user_id)
         if decision.action == "send":
             sent.append(now)
         elif decision.action == "defer":
@@ -93,7 +94,10 @@ async def test_caps_and_quiet_hours_hold_over_a_simulated_week_in_redis(
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     sent, suppressed = await simulate_week(RedisPolicyStore(redis_client), prefix)
     check_week(sent, suppressed)
-    assert await redis_client.zcard(f"{prefix}deferred") == 2  # Sun 22:17, 23:17 wait
+    # Sun 22:17, 23:17 wait, in u1's bucket
+    assert await redis_client.zcard(f"{prefix}deferred:{bucket_tag('u1')}") == 2
+    for key in await redis_client.keys(f"{prefix}deferred:*"):  # no other bucket
+        assert str(key).startswith(f"{prefix}deferred:{bucket_tag('u1')}")
     ttl = await redis_client.pttl(next(iter(await redis_client.keys(f"{prefix}cap:*"))))
     assert 0 < ttl <= 8 * 24 * HOUR
 
@@ -115,8 +119,9 @@ async def test_duplicate_trigger_is_delivered_once() -> None:
 async def test_duplicate_trigger_is_delivered_once_in_redis(redis_client: Redis) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     await dedupe_case(RedisPolicyStore(redis_client), prefix)
-    assert await redis_client.exists(f"{prefix}dd:same") == 1
-    assert 0 < await redis_client.pttl(f"{prefix}dd:same") <= 7 * 24 * HOUR
+    claim = f"{prefix}dd:{bucket_tag('u1')}:same"  # beside u1's bucket: one slot
+    assert await redis_client.exists(claim) == 1
+    assert 0 < await redis_client.pttl(claim) <= 7 * 24 * HOUR
 
 
 async def test_stale_triggers_are_dropped_not_deferred() -> None:

@@ -29,6 +29,7 @@ from channels.pipeline import message_id_for
 from tests.agents.worker_support import unique
 from tests.channels.receivers import serve_app
 from tests.channels.test_deliver_kafka import PRODUCTS, produce, start_deliver
+from tests.redis_keys import all_pending_keys
 from tests.services import start_redis
 from triggers.events import Trigger
 from triggers.wire import encode_trigger
@@ -40,17 +41,18 @@ KILLS = 3
 
 
 class FlakySink:
-    """A webhook answering 503 to 60 % of requests (seeded), recording the
-    Idempotency-Key of every request it accepted."""
+    """A webhook answering 503 to ``refuse`` of requests (seeded; 60 %),
+    recording the Idempotency-Key of every request it accepted."""
 
-    def __init__(self, seed: int = 11) -> None:
+    def __init__(self, seed: int = 11, refuse: float = 0.6) -> None:
         self.rng = random.Random(seed)
+        self.refuse = refuse
         self.accepted: list[str] = []
         self.refused = 0
 
     async def handle(self, request: Any) -> web.Response:
         await request.read()
-        if self.rng.random() < 0.6:
+        if self.rng.random() < self.refuse:
             self.refused += 1
             return web.Response(status=503, text="no")
         self.accepted.append(request.headers["Idempotency-Key"])
@@ -125,7 +127,7 @@ async def test_kill_9_of_deliver_while_the_sink_fails_loses_nothing(
             received, buried = await settled()
             while time.monotonic() < deadline:
                 received, buried = await settled()
-                pending = await client.zcard(f"{run}:deferred")
+                pending = sum([await client.zcard(k) for k in all_pending_keys(f"{run}:")])
                 if received | buried >= expected and pending == 0:
                     break
                 assert last.alive(), last.log_tail()

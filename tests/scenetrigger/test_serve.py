@@ -78,7 +78,7 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
         mid, MessageMeta("u42", "cart_abandonment", "wechat"))
     store = InboxStore(client, f"sv{run}:inbox")
     assert await store.add(message("u42", mid))
-    await client.sadd(f"sv{run}:tags:u42", "prefers_wechat")
+    await client.sadd(f"sv{run}:tags:{{u42}}", "prefers_wechat")
     try:
         async with serve_app(build_app(parts)) as base, aiohttp.ClientSession() as http:
             async with http.get(base + open_pixel_path(TRACKING.encode(), mid)) as resp:

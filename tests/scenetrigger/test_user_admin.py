@@ -161,7 +161,7 @@ async def test_an_import_of_thousands_upserts_in_batches(redis_url: str, tmp_pat
     redis = Redis.from_url(redis_url)
     try:
         assert len([k async for k in redis.scan_iter(match=f"{prefix}user:*")]) == 1_200
-        b7 = orjson.loads(await redis.get(f"{prefix}user:b7") or b"null")
+        b7 = orjson.loads(await redis.get(f"{prefix}user:{{b7}}") or b"null")
         assert b7["email"] == "b7-new@example.com" and b7["attributes"] == {"n": "again"}
         old_address = [k async for k in redis.scan_iter(match=f"{prefix}addr:email:*")]
         assert len(old_address) == 1_200  # b7's old address left the reverse index
