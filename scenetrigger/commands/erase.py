@@ -80,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     from channels.redis_client import redis_client
-
     from config.hash_keys import startup_check
 
     startup_check("erase")  # refuses without a key when one is required

@@ -43,7 +43,7 @@ async def sends(p: DeliveryPolicy, times: list[int], first: int = 0) -> list[str
         decision = await p.decide(request(n, ts), ts)
         out.append(decision.action if decision.reason is None else decision.reason)
         if decision.leased:
-            await p.done(f"t{n}")
+            await p.done(f"t{n}", "u1")
     return out
 
 

@@ -40,7 +40,8 @@ delivery:
   caps: {{per_day: 100, per_week: 100}}
 channels:
   mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none,
-          sender: "Shop <news@shop.example>"}}
+          sender: "Shop <news@shop.example>",
+          postal_address: "Shop Ltd, 1 Main St, Springfield"}}
 content:
   scenes:
     promo_arrival:

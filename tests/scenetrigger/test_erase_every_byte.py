@@ -23,6 +23,9 @@ import pytest
 from redis.asyncio import Redis
 
 from channels.deadletter import DeadLetterStore
+from channels.policy import deferred_key
+from channels.policy_store import payload_key
+from channels.redis_client import lease_bucket
 from scenetrigger.cli import main
 from scenetrigger.raw_match import RawMatcher
 from tests.agents.test_worker_erase import config_text, fill_redis
@@ -81,9 +84,10 @@ async def plant_damaged(client: Redis, user: str, email: str, stream: str) -> No
     await client.xadd(stream, {"channel": "inbox", "message": whole[:-5], "error": "down",
                                "attempts": 1, "retryable": 1, "status": "", "failed_ms": 1,
                                "redrives": 0})
-    await client.hset(f"er{RUN}:deferred:payload", f"bad-{user}",
+    pending = deferred_key(f"er{RUN}:", lease_bucket(user))  # the user's bucket
+    await client.hset(payload_key(pending), f"bad-{user}",
                       b'["t|' + user.encode() + b'|x", "' + user.encode() + b'", trunc')
-    await client.zadd(f"er{RUN}:deferred", {f"bad-{user}": 1})
+    await client.zadd(pending, {f"bad-{user}": 1})
     await client.set(f"er{RUN}:msg:m-bad-{user}", b'["' + user.encode() + b'", "m')
 
 
