@@ -7,8 +7,12 @@ window`` converts every such unit (once each); its revenue (the price) goes to
 the latest such unit of each scene/strategy, so one purchase is never counted
 twice for the same scene. Uplift compares conversion rates of all units
 assigned to treatment (intention to treat: caps and quiet hours do not move a
-unit out of its group) against control, with a 95% interval (Newcombe's
-hybrid score method, with the Wald interval alongside).
+unit out of its group) against control. Units of one user are not
+independent (the user is what the hash assigns), so the per-unit uplift's
+interval is clustered by user (:mod:`strategies.intervals`), and a per-user
+uplift (a user converts if any of their units does) is given beside it with
+Newcombe's interval on users. The old per-unit Newcombe and Wald intervals,
+which treat units as independent, stay in the JSON for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.control import bucket, in_control, share_for
+from strategies.intervals import clustered_interval
 
 __all__ = [
     "Attributor",
@@ -100,12 +105,31 @@ class Funnel:
     revenue: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sent: int = 0
     feedback: Counter[str] = field(default_factory=Counter)
+    # Per arm: user -> [units, converted units] (the clusters of the interval).
+    users: tuple[dict[str, list[int]], dict[str, list[int]]] = field(
+        default_factory=lambda: ({}, {}))
 
     def uplift(self) -> Uplift:
+        """Per unit, units taken as independent (Newcombe, Wald)."""
         return uplift(self.converted[0], self.units[0], self.converted[1], self.units[1])
+
+    def users_converted(self, group: int) -> int:
+        return sum(1 for _n, x in self.users[group].values() if x)
+
+    def uplift_per_user(self) -> Uplift:
+        """Per user: a user converts if any of their units converted."""
+        return uplift(self.users_converted(0), len(self.users[0]),
+                      self.users_converted(1), len(self.users[1]))
+
+    def clustered_ci(self) -> tuple[float, float] | None:
+        """The per-unit uplift's 95 % interval, clustered by user."""
+        return clustered_interval(((n, x) for n, x in self.users[0].values()),
+                                  ((n, x) for n, x in self.users[1].values()))
 
     def to_dict(self) -> dict[str, Any]:
         up = self.uplift()
+        per_user = self.uplift_per_user()
+        clustered = self.clustered_ci()
         return {
             "kind": self.kind, "name": self.name, "variant": self.variant, **dict(self.split),
             "triggered": self.triggered, "suppressed": dict(self.suppressed),
@@ -118,6 +142,13 @@ class Funnel:
             "cr_treated": up.rate_treated, "cr_control": up.rate_control, "uplift": up.diff,
             "uplift_ci95": [up.low, up.high] if up.low is not None else None,
             "uplift_ci95_wald": [up.wald_low, up.wald_high] if up.wald_low is not None else None,
+            "uplift_ci95_clustered": list(clustered) if clustered is not None else None,
+            "users_treated": len(self.users[0]), "users_control": len(self.users[1]),
+            "users_converted_treated": self.users_converted(0),
+            "users_converted_control": self.users_converted(1),
+            "uplift_per_user": per_user.diff,
+            "uplift_per_user_ci95": ([per_user.low, per_user.high]
+                                     if per_user.low is not None else None),
         }
 
 
@@ -126,6 +157,7 @@ class _Unit:
     funnel: Funnel
     group: int  # 0 treated, 1 control
     ts: int
+    tally: list[int]  # the user's [units, converted] in this row and arm
     converted: bool = False
 
 
@@ -160,7 +192,9 @@ class Attributor:
         row = self.funnel(kind, name, variant, split)
         group = 1 if control else 0
         row.units[group] += 1
-        unit = _Unit(row, group, ts)
+        tally = row.users[group].setdefault(user_id, [0, 0])
+        tally[0] += 1
+        unit = _Unit(row, group, ts, tally)
         self._open[user_id].append(unit)
         self._latest[(user_id, kind, name)] = unit
 
@@ -205,6 +239,7 @@ class Attributor:
             if not unit.converted:
                 unit.converted = True
                 unit.funnel.converted[unit.group] += 1
+                unit.tally[1] += 1
             latest[id(unit.funnel)] = unit  # units are in time order: the last wins
         for unit in latest.values():
             unit.funnel.revenue[unit.group] += price

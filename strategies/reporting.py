@@ -27,6 +27,7 @@ from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
+from strategies.intervals import METHOD
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry
 from triggers.events import Event, Trigger
@@ -203,12 +204,14 @@ def render_table(rows: list[Funnel]) -> str:
     head = (f"{'kind':<8} {'name':<26} {'variant':<7}"
             f"{''.join(f' {name[:16]:<16}' for name in by)} {'trig':>6} {'supp':>5} {'treat':>6} "
             f"{'ctrl':>5} {'sent':>5} {'deliv':>5} {'open':>5} {'click':>5} {'share':>5} "
-            f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8}  ci95")
+            f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8} {'u_upl':>8}"
+            "  ci95 (by user)")
     lines = [head, "-" * len(head)]
     for row in rows:
         d = row.to_dict()
         up = row.uplift()
-        ci = "n/a" if up.low is None else f"[{_pct(up.low)}, {_pct(up.high)}]"
+        clustered = row.clustered_ci()
+        ci = "n/a" if clustered is None else f"[{_pct(clustered[0])}, {_pct(clustered[1])}]"
         split = dict(row.split)
         cells = "".join(f" {split.get(name, '')[:16]:<16}" for name in by)
         lines.append(
@@ -216,7 +219,9 @@ def render_table(rows: list[Funnel]) -> str:
             f"{sum(row.suppressed.values()):>5} {row.units[0]:>6} {row.units[1]:>5} "
             f"{row.sent:>5} {d['delivered']:>5} {d['opened']:>5} {d['clicked']:>5} "
             f"{d['shared']:>5} {d['converted']:>5} {d['revenue']:>10.2f} "
-            f"{_pct(up.rate_treated):>7} {_pct(up.rate_control):>7} {_pct(up.diff):>8}  {ci}")
+            f"{_pct(up.rate_treated):>7} {_pct(up.rate_control):>7} {_pct(up.diff):>8} "
+            f"{_pct(row.uplift_per_user().diff):>8}  {ci}")
         for reason, n in sorted(row.suppressed.items()):
             lines.append(f"{'':<8}   suppressed {reason}: {n}")
+    lines.append(f"uplift: per unit, u_upl: per user; intervals: {METHOD}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.cli_support import open_input, pick_format
 from scenetrigger.sources import FORMATS, read_events
+from strategies.intervals import METHOD
 from strategies.reporting import (
     SPLITS,
     ReportOptions,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes,
                                      config.id_limits()))
         rows = build_report(triggers, events, options)
-    report = {"window_ms": window, "control_share": control.share,
+    report = {"window_ms": window, "control_share": control.share, "intervals": METHOD,
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
                                "mark_disagreements": differ},
               "control_per": dict(control.per), "rows": [row.to_dict() for row in rows]}
