@@ -205,11 +205,14 @@ class ScoringModel(StrictModel):
 
 
 class ControlModel(StrictModel):
-    """Holdout: ``share`` of users (by a hash of name and user) get no message."""
+    """Holdout: ``share`` of users (by a hash of name and user) get no message.
+    ``global_share`` of all users (by a hash of the user alone) get no scene
+    message and enter no strategy: the global control group (docs/measurement.md)."""
 
     share: float = Field(default=0.0, ge=0.0, le=0.9)
     per: dict[Name, Annotated[float, Field(ge=0.0, le=0.9)]] = Field(default_factory=dict)
     salt: str = Field(default="scenetrigger", max_length=200)
+    global_share: float = Field(default=0.0, ge=0.0, le=0.5)
 
 
 class AttributionModel(StrictModel):

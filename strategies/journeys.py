@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 
-from channels.control import in_control
+from channels.control import GLOBAL_CONTROL, in_control, in_global_control
 from config.strategy_models import ControlModel
 from strategies.actions import (
     Action,
@@ -258,6 +258,9 @@ class JourneyEngine:
         if strategy.reenter_after_ms is not None and last_exit is not None \
                 and ts - last_exit < strategy.reenter_after_ms:
             out.append(SuppressedAction(user_id, name, "reenter_after", via, ts, strategy.version))
+            return
+        if in_global_control(self.control, user_id):
+            out.append(SuppressedAction(user_id, name, GLOBAL_CONTROL, via, ts, strategy.version))
             return
         control = in_control(self.control, name, user_id, strategy.control_share)
         run = Run(strategy.version, strategy.digest, ts, via, trigger_id, control)

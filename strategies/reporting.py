@@ -5,7 +5,10 @@ Scene control groups: a ``replay --deliver`` line carries the pipeline's
 decision (``"group": "control"`` on held-out users, no mark on the others; an
 explicit ``"group": "treated"`` is read too), and the report uses it as is.
 Only lines without a decision (a replay without ``--deliver``) are assigned
-by the hash of :mod:`channels.control`; :func:`mark_disagreements` tells
+by the hash of :mod:`channels.control`. A line marked ``"group": "global"``
+(or, unmarked, a user the hash puts in the global control group) is no unit
+of its scene: it counts in the "all marketing vs none" row
+(:mod:`strategies.holdout`); :func:`mark_disagreements` tells
 the caller when the hash under its control share would have said otherwise.
 
 Feedback events in the events stream (``type`` ``delivered``/``opened``/
@@ -23,10 +26,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channels.control import GLOBAL_CONTROL, in_global_control
 from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
+from strategies.holdout import GlobalHoldout, global_mark
 from strategies.intervals import METHOD
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry
@@ -73,14 +78,18 @@ def group_mark(record: Mapping[str, Any]) -> bool | None:
 
 def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
                        control: ControlModel) -> tuple[int, int]:
-    """(lines whose mark differs from the hash under ``control``, marked lines)."""
+    """(lines whose mark differs from the hash under ``control``, marked lines):
+    the global group's, else the scene's."""
     differ = marked = 0
     for record in trigger_records:
         mark = group_mark(record)
         if mark is None:
             continue
         marked += 1
-        if mark != in_control(control, str(record["scene"]), str(record["user_id"])):
+        user = str(record["user_id"])
+        held = global_mark(record)
+        if held != in_global_control(control, user) or (
+                not held and mark != in_control(control, str(record["scene"]), user)):
             differ += 1
     return differ, marked
 
@@ -89,13 +98,16 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
                  options: ReportOptions) -> list[Funnel]:
     attributor = Attributor(options.window_ms)
     journeys = JourneyEngine(Registry(options.journeys), control=options.control)
+    everything = GlobalHoldout(options.control)
     for kind, item in _merged(trigger_records, events):
         if kind == 0:
             event: Event = item
             for action in journeys.on_event(event):
                 _record(attributor, action)
             if event.type == "purchase":
-                attributor.purchase(event.user_id, event.ts, price_of(event.fields.get("price")))
+                price = price_of(event.fields.get("price"))
+                attributor.purchase(event.user_id, event.ts, price)
+                everything.purchase(event.user_id, price)
             elif event.type in FEEDBACK:
                 attributor.feedback(event.user_id, event.type, event.fields)
             continue
@@ -104,6 +116,14 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         variant = str(record.get("variant") or NO_VARIANT)
         split = split_of(record, options.by)
         attributor.triggered("scene", trig.scene, variant, split=split)
+        held = everything.held(record)
+        everything.triggered(trig.user_id, held)
+        if held:
+            # Not a unit of the scene: its holdout is drawn among the others.
+            attributor.suppressed("scene", trig.scene, variant, GLOBAL_CONTROL, split)
+            for action in journeys.on_trigger(trig):
+                _record(attributor, action)
+            continue
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
         attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split)
@@ -114,7 +134,7 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         for action in journeys.on_trigger(trig):
             _record(attributor, action)
     _zero_rows(attributor, options)
-    return attributor.rows()
+    return attributor.rows() + ([everything.row] if everything.wanted() else [])
 
 
 def _zero_rows(attributor: Attributor, options: ReportOptions) -> None:
