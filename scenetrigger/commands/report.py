@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 
 from config.loader import load_config
-from config.strategy_models import load_strategy_file, resolve_include
+from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.cli_support import open_input, pick_format
 from scenetrigger.sources import FORMATS, read_events
 from strategies.intervals import METHOD
+from strategies.kpis import Kpis, render_kpis
 from strategies.reporting import (
     SPLITS,
     ReportOptions,
@@ -51,6 +52,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--by", type=_splits, default=(),
                         help="split scene rows by segment and/or style (comma-separated; "
                              "needs a replay --deliver output, whose lines say them)")
+    parser.add_argument("--kpis", action="store_true",
+                        help="the shop's KPIs instead of the funnel: registration, add-to-cart, "
+                             "first-purchase and repurchase rates, weekly purchase retention; "
+                             "split by segment, style and the global control group")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -100,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         fmt, lines = pick_format(args.format, stream, args.events)
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes,
                                      config.id_limits()))
+        if args.kpis:
+            return _kpis(args, triggers, events, control)
         rows = build_report(triggers, events, options)
     report = {"window_ms": window, "control_share": control.share,
               "global_share": control.global_share, "intervals": METHOD,
@@ -113,6 +120,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         with open(args.json_out, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _kpis(args: argparse.Namespace, triggers: list[dict[str, Any]], events: Iterator[Event],
+          control: ControlModel) -> int:
+    kpis = Kpis()
+    for event in events:
+        kpis.on_event(event)
+    figures = kpis.result(triggers, control)
+    result = {"global_share": control.global_share, "kpis": figures}
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(render_kpis(figures))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return 0
 
 
