@@ -24,6 +24,7 @@ from typing import Any
 
 from channels.control import bucket, in_control, share_for
 from strategies.intervals import clustered_interval
+from strategies.model import Goal
 
 __all__ = [
     "Attributor",
@@ -105,6 +106,7 @@ class Funnel:
     revenue: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sent: int = 0
     feedback: Counter[str] = field(default_factory=Counter)
+    goal_exits: Counter[str] = field(default_factory=Counter)  # step id -> users who left
     # Per arm: user -> [units, converted units] (the clusters of the interval).
     users: tuple[dict[str, list[int]], dict[str, list[int]]] = field(
         default_factory=lambda: ({}, {}))
@@ -149,6 +151,7 @@ class Funnel:
             "uplift_per_user": per_user.diff,
             "uplift_per_user_ci95": ([per_user.low, per_user.high]
                                      if per_user.low is not None else None),
+            "goal_exits": dict(self.goal_exits),
         }
 
 
@@ -159,6 +162,13 @@ class _Unit:
     ts: int
     tally: list[int]  # the user's [units, converted] in this row and arm
     converted: bool = False
+    goal: Goal | None = None  # converts on its goal, not a purchase in the window
+
+    def convert(self) -> None:
+        if not self.converted:
+            self.converted = True
+            self.funnel.converted[self.group] += 1
+            self.tally[1] += 1
 
 
 class Attributor:
@@ -168,6 +178,7 @@ class Attributor:
         self.window_ms = window_ms
         self.funnels: dict[tuple[str, str, str, Split], Funnel] = {}
         self._open: dict[str, list[_Unit]] = defaultdict(list)  # user -> units in window
+        self._goals: dict[str, list[_Unit]] = defaultdict(list)  # user -> units with a goal
         self._by_message: dict[str, _Unit] = {}
         self._latest: dict[tuple[str, str, str], _Unit] = {}  # (user, kind, name) -> unit
         self._seen_feedback: set[tuple[str, str]] = set()
@@ -188,15 +199,33 @@ class Attributor:
         self.funnel(kind, name, variant, split).suppressed[reason] += 1
 
     def unit(self, kind: str, name: str, variant: str, user_id: str, ts: int,
-             control: bool, split: Split = ()) -> None:
+             control: bool, split: Split = (), goal: Goal | None = None) -> None:
         row = self.funnel(kind, name, variant, split)
         group = 1 if control else 0
         row.units[group] += 1
         tally = row.users[group].setdefault(user_id, [0, 0])
         tally[0] += 1
-        unit = _Unit(row, group, ts, tally)
-        self._open[user_id].append(unit)
+        unit = _Unit(row, group, ts, tally, goal=goal)
+        (self._open if goal is None else self._goals)[user_id].append(unit)
         self._latest[(user_id, kind, name)] = unit
+
+    def goal_event(self, user_id: str, ts: int, fields: Any, price: float) -> None:
+        """Units with a goal convert on it, within the goal's own window
+        (the attribution window follows the goal); a purchase that meets the
+        goal is its revenue."""
+        units = self._goals.get(user_id)
+        if not units:
+            return
+        live = [u for u in units if u.goal is not None and ts - u.ts <= u.goal.within_ms]
+        self._goals[user_id] = live
+        for unit in live:
+            if unit.goal is not None and unit.goal.met(fields, unit.ts, ts):
+                unit.convert()
+                unit.funnel.revenue[unit.group] += price if fields.get("type") == "purchase" \
+                    else 0.0
+
+    def goal_exit(self, kind: str, name: str, variant: str, step: str) -> None:
+        self.funnel(kind, name, variant).goal_exits[step] += 1
 
     def sent(self, kind: str, name: str, variant: str, user_id: str, message_id: str,
              split: Split = ()) -> None:
@@ -236,10 +265,7 @@ class Attributor:
         for unit in live:
             if not unit.ts < ts:
                 continue
-            if not unit.converted:
-                unit.converted = True
-                unit.funnel.converted[unit.group] += 1
-                unit.tally[1] += 1
+            unit.convert()
             latest[id(unit.funnel)] = unit  # units are in time order: the last wins
         for unit in latest.values():
             unit.funnel.revenue[unit.group] += price

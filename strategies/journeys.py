@@ -109,7 +109,8 @@ class JourneyEngine:
 
     def on_event(self, event: Event) -> list[Action]:
         """A feedback (opened/clicked/shared/delivered/converted) or
-        clickstream event: resolve branches waiting for it."""
+        clickstream event: exit runs whose goal it meets, resolve branches
+        waiting for it."""
         out = self._move_clock(event.ts)
         user = self.store.get(event.user_id)
         if user is None:
@@ -126,6 +127,10 @@ class JourneyEngine:
                 user.tags.discard(OPTED_OUT + channel)
         for name, run in list(user.runs.items()):
             strategy = self._strategy_of(name, run)
+            if strategy is not None and strategy.goal is not None \
+                    and strategy.goal.met(fields, run.entered_ms, event.ts):
+                self._leave(event.user_id, user, name, run, "goal", event.ts, out)
+                continue
             if strategy is None or run.due_ms is None or run.step >= len(strategy.steps):
                 continue
             step = strategy.steps[run.step]

@@ -29,7 +29,7 @@ from typing import Any
 from channels.control import GLOBAL_CONTROL, in_global_control
 from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
-from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
+from strategies.actions import Action, EnrolAction, ExitAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
 from strategies.holdout import GlobalHoldout, global_mark
 from strategies.intervals import METHOD
@@ -97,15 +97,21 @@ def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
 def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[Event],
                  options: ReportOptions) -> list[Funnel]:
     attributor = Attributor(options.window_ms)
-    journeys = JourneyEngine(Registry(options.journeys), control=options.control)
+    registry = Registry(options.journeys)
+    journeys = JourneyEngine(registry, control=options.control)
     everything = GlobalHoldout(options.control)
+
+    def _record(action: Action) -> None:
+        _record_action(attributor, registry, action)
+
     for kind, item in _merged(trigger_records, events):
         if kind == 0:
             event: Event = item
+            price = price_of(event.fields.get("price")) if event.type == "purchase" else 0.0
+            attributor.goal_event(event.user_id, event.ts, event.fields, price)
             for action in journeys.on_event(event):
-                _record(attributor, action)
+                _record(action)
             if event.type == "purchase":
-                price = price_of(event.fields.get("price"))
                 attributor.purchase(event.user_id, event.ts, price)
                 everything.purchase(event.user_id, price)
             elif event.type in FEEDBACK:
@@ -122,7 +128,7 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
             # Not a unit of the scene: its holdout is drawn among the others.
             attributor.suppressed("scene", trig.scene, variant, GLOBAL_CONTROL, split)
             for action in journeys.on_trigger(trig):
-                _record(attributor, action)
+                _record(action)
             continue
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
@@ -132,7 +138,7 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         else:
             _delivery_outcome(attributor, trig, variant, record, split)
         for action in journeys.on_trigger(trig):
-            _record(attributor, action)
+            _record(action)
     _zero_rows(attributor, options)
     return attributor.rows() + ([everything.row] if everything.wanted() else [])
 
@@ -185,18 +191,21 @@ def price_of(value: Any) -> float:
     return price if price > 0 and price == price and price != float("inf") else 0.0
 
 
-def _record(attributor: Attributor, action: Action) -> None:
+def _record_action(attributor: Attributor, registry: Registry, action: Action) -> None:
     if isinstance(action, EnrolAction):
         variant = f"v{action.version}"
         attributor.triggered("strategy", action.strategy, variant)
+        strategy = registry.get(action.strategy, action.version)
         attributor.unit("strategy", action.strategy, variant, action.user_id, action.ts,
-                        action.control)
+                        action.control, goal=strategy.goal if strategy is not None else None)
         if action.control:
             attributor.suppressed("strategy", action.strategy, variant, "control")
     elif isinstance(action, SuppressedAction):
         variant = f"v{action.version}"
         attributor.triggered("strategy", action.strategy, variant)
         attributor.suppressed("strategy", action.strategy, variant, action.reason)
+    elif isinstance(action, ExitAction) and action.reason == "goal":
+        attributor.goal_exit("strategy", action.strategy, f"v{action.version}", action.step)
     elif isinstance(action, SendAction):
         attributor.sent("strategy", action.strategy, f"v{action.version}", action.user_id,
                         action.message_id)
@@ -243,5 +252,7 @@ def render_table(rows: list[Funnel]) -> str:
             f"{_pct(row.uplift_per_user().diff):>8}  {ci}")
         for reason, n in sorted(row.suppressed.items()):
             lines.append(f"{'':<8}   suppressed {reason}: {n}")
+        for step, n in sorted(row.goal_exits.items()):
+            lines.append(f"{'':<8}   goal met at step {step}: {n}")
     lines.append(f"uplift: per unit, u_upl: per user; intervals: {METHOD}")
     return "\n".join(lines)
