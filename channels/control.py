@@ -1,6 +1,12 @@
 """Control groups: a deterministic hash of (strategy or scene, user) holds a
 configured share of users out. The same user is in the same group on every
-worker, every replay and every report, with no state to store."""
+worker, every replay and every report, with no state to store.
+
+The global control group is drawn first, by the user alone (the name
+``GLOBAL``, which no scene or strategy can carry): its users get no scene
+message and enter no strategy. Scene and strategy holdouts are drawn among the
+others by (name, user); different names hash independently, so a scene's and
+a strategy's holdouts are orthogonal (docs/measurement.md)."""
 
 from __future__ import annotations
 
@@ -27,3 +33,13 @@ def in_control(control: ControlModel, name: str, user_id: str,
                override: float | None = None) -> bool:
     share = share_for(control, name, override)
     return share > 0.0 and bucket(control.salt, name, user_id) < share
+
+
+GLOBAL = "*"  # the global control group's name in the hash (not a valid scene name)
+GLOBAL_CONTROL = "global_control"  # the suppression reason of its users
+
+
+def in_global_control(control: ControlModel, user_id: str) -> bool:
+    """``blake2b(salt \x1f * \x1f user) < global_share``: held out of everything."""
+    share = control.global_share
+    return share > 0.0 and bucket(control.salt, GLOBAL, user_id) < share

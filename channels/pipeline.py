@@ -24,7 +24,14 @@ from typing import Any, Literal, Protocol
 from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
 from channels.consent import unsubscribe_url
 from channels.content import ContentChoice, ContentSelector
-from channels.control import bucket, in_control, share_for
+from channels.control import (
+    GLOBAL,
+    GLOBAL_CONTROL,
+    bucket,
+    in_control,
+    in_global_control,
+    share_for,
+)
 from channels.decisions import DecisionLog, DecisionRecord
 from channels.directory import Contact
 from channels.feedback import (
@@ -114,6 +121,8 @@ class Outcome:
             out["due_ms"] = self.due_ms
         if self.reason == CONTROL:
             out["group"] = CONTROL  # held out: `report` counts it as a control unit
+        elif self.reason == GLOBAL_CONTROL:
+            out["group"] = "global"  # `report`: the "all marketing vs none" row
         if self.message is not None:
             out["subject"] = self.message.subject
         return out
@@ -154,6 +163,8 @@ class DeliveryPipeline:
     async def deliver(self, trigger: Trigger, state: UserState | None, now_ms: int) -> Outcome:
         choice = await self.selector.select(trigger, state, now_ms,
                                             await self._locale(trigger.user_id))
+        if in_global_control(self.control, trigger.user_id):
+            return self._hold_out(trigger, choice, now_ms, globally=True)
         if in_control(self.control, trigger.scene, trigger.user_id):
             # Holdout: no message, no dedupe claim, no cap. Same hash as the
             # strategies and `report`, so the report's uplift lines up.
@@ -260,14 +271,17 @@ class DeliveryPipeline:
         contact = await audience.contact(user_id)
         return contact.locale if contact is not None else None
 
-    def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int) -> Outcome:
+    def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int,
+                  globally: bool = False) -> Outcome:
         req = DeliveryRequest(trigger.trigger_id, trigger.user_id, trigger.scene, trigger.key,
                               trigger.ts, ())
-        share = share_for(self.control, trigger.scene)
-        place = bucket(self.control.salt, trigger.scene, trigger.user_id)
+        name = GLOBAL if globally else trigger.scene
+        share = self.control.global_share if globally else share_for(self.control, name)
+        place = bucket(self.control.salt, name, trigger.user_id)
         figures = (f"user's bucket {place:.3f} < share {share:g} held out of "
-                   f"{trigger.scene}")
-        return self._act_suppressed(req, choice, CONTROL, now_ms, figures)
+                   f"{'all marketing' if globally else trigger.scene}")
+        return self._act_suppressed(req, choice, GLOBAL_CONTROL if globally else CONTROL,
+                                    now_ms, figures)
 
     def _done(self, outcome: Outcome, now_ms: int) -> Outcome:
         """Every outcome leaves through here: the decision log sees each one."""

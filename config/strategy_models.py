@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from config.base import Duration, StrictModel
 from config.base import TagConditionModel as BaseTagCondition
+from config.scene_models import PredicateField
 from config.yaml_load import safe_load_unique
 
 SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
@@ -149,12 +150,27 @@ class EntryModel(StrictModel):
         return self
 
 
+def _goal_event(value: Any) -> Any:
+    """``event: purchase`` is short for the predicate ``{type: purchase}``."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+class GoalModel(StrictModel):
+    """What the strategy is for: an event matching ``event`` (an event type or
+    a predicate) within ``within`` of entering. A user who meets it leaves the
+    journey; the report counts it as the unit's conversion (docs/measurement.md)."""
+
+    event: Annotated[PredicateField, BeforeValidator(_goal_event)]
+    within: Duration = Field(gt=0)
+
+
 class StrategyModel(StrictModel):
     entry: EntryModel
     steps: list[StepModel] = Field(min_length=1, max_length=64)
     reenter_after: Duration | None = None
     control_share: float | None = Field(default=None, ge=0.0, le=0.9)
     description: str = ""
+    goal: GoalModel | None = None
 
     @model_validator(mode="after")
     def _targets(self) -> StrategyModel:
@@ -205,11 +221,14 @@ class ScoringModel(StrictModel):
 
 
 class ControlModel(StrictModel):
-    """Holdout: ``share`` of users (by a hash of name and user) get no message."""
+    """Holdout: ``share`` of users (by a hash of name and user) get no message.
+    ``global_share`` of all users (by a hash of the user alone) get no scene
+    message and enter no strategy: the global control group (docs/measurement.md)."""
 
     share: float = Field(default=0.0, ge=0.0, le=0.9)
     per: dict[Name, Annotated[float, Field(ge=0.0, le=0.9)]] = Field(default_factory=dict)
     salt: str = Field(default="scenetrigger", max_length=200)
+    global_share: float = Field(default=0.0, ge=0.0, le=0.5)
 
 
 class AttributionModel(StrictModel):

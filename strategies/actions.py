@@ -66,7 +66,7 @@ class ExitAction:
     user_id: str
     strategy: str
     version: int
-    reason: str  # exit step, end of steps, control, version_gone
+    reason: str  # exit step, end of steps, goal, control, version_gone
     step: str
     ts: int
     kind: str = field(default="exit", init=False)

@@ -7,8 +7,12 @@ window`` converts every such unit (once each); its revenue (the price) goes to
 the latest such unit of each scene/strategy, so one purchase is never counted
 twice for the same scene. Uplift compares conversion rates of all units
 assigned to treatment (intention to treat: caps and quiet hours do not move a
-unit out of its group) against control, with a 95% interval (Newcombe's
-hybrid score method, with the Wald interval alongside).
+unit out of its group) against control. Units of one user are not
+independent (the user is what the hash assigns), so the per-unit uplift's
+interval is clustered by user (:mod:`strategies.intervals`), and a per-user
+uplift (a user converts if any of their units does) is given beside it with
+Newcombe's interval on users. The old per-unit Newcombe and Wald intervals,
+which treat units as independent, stay in the JSON for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.control import bucket, in_control, share_for
+from strategies.intervals import clustered_interval
+from strategies.model import Goal
 
 __all__ = [
     "Attributor",
@@ -100,12 +106,32 @@ class Funnel:
     revenue: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sent: int = 0
     feedback: Counter[str] = field(default_factory=Counter)
+    goal_exits: Counter[str] = field(default_factory=Counter)  # step id -> users who left
+    # Per arm: user -> [units, converted units] (the clusters of the interval).
+    users: tuple[dict[str, list[int]], dict[str, list[int]]] = field(
+        default_factory=lambda: ({}, {}))
 
     def uplift(self) -> Uplift:
+        """Per unit, units taken as independent (Newcombe, Wald)."""
         return uplift(self.converted[0], self.units[0], self.converted[1], self.units[1])
+
+    def users_converted(self, group: int) -> int:
+        return sum(1 for _n, x in self.users[group].values() if x)
+
+    def uplift_per_user(self) -> Uplift:
+        """Per user: a user converts if any of their units converted."""
+        return uplift(self.users_converted(0), len(self.users[0]),
+                      self.users_converted(1), len(self.users[1]))
+
+    def clustered_ci(self) -> tuple[float, float] | None:
+        """The per-unit uplift's 95 % interval, clustered by user."""
+        return clustered_interval(((n, x) for n, x in self.users[0].values()),
+                                  ((n, x) for n, x in self.users[1].values()))
 
     def to_dict(self) -> dict[str, Any]:
         up = self.uplift()
+        per_user = self.uplift_per_user()
+        clustered = self.clustered_ci()
         return {
             "kind": self.kind, "name": self.name, "variant": self.variant, **dict(self.split),
             "triggered": self.triggered, "suppressed": dict(self.suppressed),
@@ -118,6 +144,14 @@ class Funnel:
             "cr_treated": up.rate_treated, "cr_control": up.rate_control, "uplift": up.diff,
             "uplift_ci95": [up.low, up.high] if up.low is not None else None,
             "uplift_ci95_wald": [up.wald_low, up.wald_high] if up.wald_low is not None else None,
+            "uplift_ci95_clustered": list(clustered) if clustered is not None else None,
+            "users_treated": len(self.users[0]), "users_control": len(self.users[1]),
+            "users_converted_treated": self.users_converted(0),
+            "users_converted_control": self.users_converted(1),
+            "uplift_per_user": per_user.diff,
+            "uplift_per_user_ci95": ([per_user.low, per_user.high]
+                                     if per_user.low is not None else None),
+            "goal_exits": dict(self.goal_exits),
         }
 
 
@@ -126,7 +160,15 @@ class _Unit:
     funnel: Funnel
     group: int  # 0 treated, 1 control
     ts: int
+    tally: list[int]  # the user's [units, converted] in this row and arm
     converted: bool = False
+    goal: Goal | None = None  # converts on its goal, not a purchase in the window
+
+    def convert(self) -> None:
+        if not self.converted:
+            self.converted = True
+            self.funnel.converted[self.group] += 1
+            self.tally[1] += 1
 
 
 class Attributor:
@@ -136,6 +178,7 @@ class Attributor:
         self.window_ms = window_ms
         self.funnels: dict[tuple[str, str, str, Split], Funnel] = {}
         self._open: dict[str, list[_Unit]] = defaultdict(list)  # user -> units in window
+        self._goals: dict[str, list[_Unit]] = defaultdict(list)  # user -> units with a goal
         self._by_message: dict[str, _Unit] = {}
         self._latest: dict[tuple[str, str, str], _Unit] = {}  # (user, kind, name) -> unit
         self._seen_feedback: set[tuple[str, str]] = set()
@@ -156,13 +199,33 @@ class Attributor:
         self.funnel(kind, name, variant, split).suppressed[reason] += 1
 
     def unit(self, kind: str, name: str, variant: str, user_id: str, ts: int,
-             control: bool, split: Split = ()) -> None:
+             control: bool, split: Split = (), goal: Goal | None = None) -> None:
         row = self.funnel(kind, name, variant, split)
         group = 1 if control else 0
         row.units[group] += 1
-        unit = _Unit(row, group, ts)
-        self._open[user_id].append(unit)
+        tally = row.users[group].setdefault(user_id, [0, 0])
+        tally[0] += 1
+        unit = _Unit(row, group, ts, tally, goal=goal)
+        (self._open if goal is None else self._goals)[user_id].append(unit)
         self._latest[(user_id, kind, name)] = unit
+
+    def goal_event(self, user_id: str, ts: int, fields: Any, price: float) -> None:
+        """Units with a goal convert on it, within the goal's own window
+        (the attribution window follows the goal); a purchase that meets the
+        goal is its revenue."""
+        units = self._goals.get(user_id)
+        if not units:
+            return
+        live = [u for u in units if u.goal is not None and ts - u.ts <= u.goal.within_ms]
+        self._goals[user_id] = live
+        for unit in live:
+            if unit.goal is not None and unit.goal.met(fields, unit.ts, ts):
+                unit.convert()
+                unit.funnel.revenue[unit.group] += price if fields.get("type") == "purchase" \
+                    else 0.0
+
+    def goal_exit(self, kind: str, name: str, variant: str, step: str) -> None:
+        self.funnel(kind, name, variant).goal_exits[step] += 1
 
     def sent(self, kind: str, name: str, variant: str, user_id: str, message_id: str,
              split: Split = ()) -> None:
@@ -202,9 +265,7 @@ class Attributor:
         for unit in live:
             if not unit.ts < ts:
                 continue
-            if not unit.converted:
-                unit.converted = True
-                unit.funnel.converted[unit.group] += 1
+            unit.convert()
             latest[id(unit.funnel)] = unit  # units are in time order: the last wins
         for unit in latest.values():
             unit.funnel.revenue[unit.group] += price

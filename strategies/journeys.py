@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 
-from channels.control import in_control
+from channels.control import GLOBAL_CONTROL, in_control, in_global_control
 from config.strategy_models import ControlModel
 from strategies.actions import (
     Action,
@@ -109,7 +109,8 @@ class JourneyEngine:
 
     def on_event(self, event: Event) -> list[Action]:
         """A feedback (opened/clicked/shared/delivered/converted) or
-        clickstream event: resolve branches waiting for it."""
+        clickstream event: exit runs whose goal it meets, resolve branches
+        waiting for it."""
         out = self._move_clock(event.ts)
         user = self.store.get(event.user_id)
         if user is None:
@@ -126,6 +127,10 @@ class JourneyEngine:
                 user.tags.discard(OPTED_OUT + channel)
         for name, run in list(user.runs.items()):
             strategy = self._strategy_of(name, run)
+            if strategy is not None and strategy.goal is not None \
+                    and strategy.goal.met(fields, run.entered_ms, event.ts):
+                self._leave(event.user_id, user, name, run, "goal", event.ts, out)
+                continue
             if strategy is None or run.due_ms is None or run.step >= len(strategy.steps):
                 continue
             step = strategy.steps[run.step]
@@ -258,6 +263,9 @@ class JourneyEngine:
         if strategy.reenter_after_ms is not None and last_exit is not None \
                 and ts - last_exit < strategy.reenter_after_ms:
             out.append(SuppressedAction(user_id, name, "reenter_after", via, ts, strategy.version))
+            return
+        if in_global_control(self.control, user_id):
+            out.append(SuppressedAction(user_id, name, GLOBAL_CONTROL, via, ts, strategy.version))
             return
         control = in_control(self.control, name, user_id, strategy.control_share)
         run = Run(strategy.version, strategy.digest, ts, via, trigger_id, control)

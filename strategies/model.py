@@ -22,6 +22,7 @@ from config.strategy_models import (
     step_label,
 )
 from triggers.errors import ConfigError
+from triggers.predicates import Matcher
 from triggers.tagcondition import TagCondition
 
 END = -1  # jump target meaning "leave the strategy"
@@ -65,6 +66,17 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Goal:
+    """A goal event (compiled predicate) within ``within_ms`` of entering."""
+
+    matches: Matcher
+    within_ms: int
+
+    def met(self, fields: Mapping[str, Any], entered_ms: int, ts: int) -> bool:
+        return entered_ms < ts <= entered_ms + self.within_ms and self.matches(fields)
+
+
+@dataclass(frozen=True, slots=True)
 class Strategy:
     name: str
     version: int
@@ -73,13 +85,18 @@ class Strategy:
     steps: tuple[Step, ...]
     reenter_after_ms: int | None
     control_share: float | None
+    goal: Goal | None = None
 
     def step_by_id(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
 
 
 def digest_of(model: StrategyModel) -> str:
-    return hashlib.sha256(model.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+    # Without a goal the dump leaves the key out: digests (versions) from
+    # before goals existed stay the same.
+    exclude = {"goal"} if model.goal is None else None
+    return hashlib.sha256(model.model_dump_json(by_alias=True, exclude=exclude)
+                          .encode()).hexdigest()[:16]
 
 
 def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
@@ -122,8 +139,9 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
         tags=tags.condition() if tags else TagCondition(),
         segments=frozenset(e.segment) if e.segment is not None else None,
     )
+    goal = None if model.goal is None else Goal(model.goal.event.compile(), model.goal.within)
     return Strategy(name, version, digest_of(model), entry, tuple(steps), model.reenter_after,
-                    model.control_share)
+                    model.control_share, goal)
 
 
 class Registry:

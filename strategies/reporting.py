@@ -5,7 +5,10 @@ Scene control groups: a ``replay --deliver`` line carries the pipeline's
 decision (``"group": "control"`` on held-out users, no mark on the others; an
 explicit ``"group": "treated"`` is read too), and the report uses it as is.
 Only lines without a decision (a replay without ``--deliver``) are assigned
-by the hash of :mod:`channels.control`; :func:`mark_disagreements` tells
+by the hash of :mod:`channels.control`. A line marked ``"group": "global"``
+(or, unmarked, a user the hash puts in the global control group) is no unit
+of its scene: it counts in the "all marketing vs none" row
+(:mod:`strategies.holdout`); :func:`mark_disagreements` tells
 the caller when the hash under its control share would have said otherwise.
 
 Feedback events in the events stream (``type`` ``delivered``/``opened``/
@@ -23,10 +26,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channels.control import GLOBAL_CONTROL, in_global_control
 from channels.pipeline import message_id_for
 from config.strategy_models import ControlModel, StrategyModel
-from strategies.actions import Action, EnrolAction, SendAction, SuppressedAction
+from strategies.actions import Action, EnrolAction, ExitAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
+from strategies.holdout import GlobalHoldout, global_mark
+from strategies.intervals import METHOD
 from strategies.journeys import JourneyEngine
 from strategies.model import Registry
 from triggers.events import Event, Trigger
@@ -72,14 +78,18 @@ def group_mark(record: Mapping[str, Any]) -> bool | None:
 
 def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
                        control: ControlModel) -> tuple[int, int]:
-    """(lines whose mark differs from the hash under ``control``, marked lines)."""
+    """(lines whose mark differs from the hash under ``control``, marked lines):
+    the global group's, else the scene's."""
     differ = marked = 0
     for record in trigger_records:
         mark = group_mark(record)
         if mark is None:
             continue
         marked += 1
-        if mark != in_control(control, str(record["scene"]), str(record["user_id"])):
+        user = str(record["user_id"])
+        held = global_mark(record)
+        if held != in_global_control(control, user) or (
+                not held and mark != in_control(control, str(record["scene"]), user)):
             differ += 1
     return differ, marked
 
@@ -87,14 +97,23 @@ def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
 def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[Event],
                  options: ReportOptions) -> list[Funnel]:
     attributor = Attributor(options.window_ms)
-    journeys = JourneyEngine(Registry(options.journeys), control=options.control)
+    registry = Registry(options.journeys)
+    journeys = JourneyEngine(registry, control=options.control)
+    everything = GlobalHoldout(options.control)
+
+    def _record(action: Action) -> None:
+        _record_action(attributor, registry, action)
+
     for kind, item in _merged(trigger_records, events):
         if kind == 0:
             event: Event = item
+            price = price_of(event.fields.get("price")) if event.type == "purchase" else 0.0
+            attributor.goal_event(event.user_id, event.ts, event.fields, price)
             for action in journeys.on_event(event):
-                _record(attributor, action)
+                _record(action)
             if event.type == "purchase":
-                attributor.purchase(event.user_id, event.ts, price_of(event.fields.get("price")))
+                attributor.purchase(event.user_id, event.ts, price)
+                everything.purchase(event.user_id, price)
             elif event.type in FEEDBACK:
                 attributor.feedback(event.user_id, event.type, event.fields)
             continue
@@ -103,6 +122,14 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         variant = str(record.get("variant") or NO_VARIANT)
         split = split_of(record, options.by)
         attributor.triggered("scene", trig.scene, variant, split=split)
+        held = everything.held(record)
+        everything.triggered(trig.user_id, held)
+        if held:
+            # Not a unit of the scene: its holdout is drawn among the others.
+            attributor.suppressed("scene", trig.scene, variant, GLOBAL_CONTROL, split)
+            for action in journeys.on_trigger(trig):
+                _record(action)
+            continue
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
         attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split)
@@ -111,9 +138,9 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
         else:
             _delivery_outcome(attributor, trig, variant, record, split)
         for action in journeys.on_trigger(trig):
-            _record(attributor, action)
+            _record(action)
     _zero_rows(attributor, options)
-    return attributor.rows()
+    return attributor.rows() + ([everything.row] if everything.wanted() else [])
 
 
 def _zero_rows(attributor: Attributor, options: ReportOptions) -> None:
@@ -164,18 +191,21 @@ def price_of(value: Any) -> float:
     return price if price > 0 and price == price and price != float("inf") else 0.0
 
 
-def _record(attributor: Attributor, action: Action) -> None:
+def _record_action(attributor: Attributor, registry: Registry, action: Action) -> None:
     if isinstance(action, EnrolAction):
         variant = f"v{action.version}"
         attributor.triggered("strategy", action.strategy, variant)
+        strategy = registry.get(action.strategy, action.version)
         attributor.unit("strategy", action.strategy, variant, action.user_id, action.ts,
-                        action.control)
+                        action.control, goal=strategy.goal if strategy is not None else None)
         if action.control:
             attributor.suppressed("strategy", action.strategy, variant, "control")
     elif isinstance(action, SuppressedAction):
         variant = f"v{action.version}"
         attributor.triggered("strategy", action.strategy, variant)
         attributor.suppressed("strategy", action.strategy, variant, action.reason)
+    elif isinstance(action, ExitAction) and action.reason == "goal":
+        attributor.goal_exit("strategy", action.strategy, f"v{action.version}", action.step)
     elif isinstance(action, SendAction):
         attributor.sent("strategy", action.strategy, f"v{action.version}", action.user_id,
                         action.message_id)
@@ -203,12 +233,14 @@ def render_table(rows: list[Funnel]) -> str:
     head = (f"{'kind':<8} {'name':<26} {'variant':<7}"
             f"{''.join(f' {name[:16]:<16}' for name in by)} {'trig':>6} {'supp':>5} {'treat':>6} "
             f"{'ctrl':>5} {'sent':>5} {'deliv':>5} {'open':>5} {'click':>5} {'share':>5} "
-            f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8}  ci95")
+            f"{'conv':>5} {'revenue':>10} {'cr_t':>7} {'cr_c':>7} {'uplift':>8} {'u_upl':>8}"
+            "  ci95 (by user)")
     lines = [head, "-" * len(head)]
     for row in rows:
         d = row.to_dict()
         up = row.uplift()
-        ci = "n/a" if up.low is None else f"[{_pct(up.low)}, {_pct(up.high)}]"
+        clustered = row.clustered_ci()
+        ci = "n/a" if clustered is None else f"[{_pct(clustered[0])}, {_pct(clustered[1])}]"
         split = dict(row.split)
         cells = "".join(f" {split.get(name, '')[:16]:<16}" for name in by)
         lines.append(
@@ -216,7 +248,11 @@ def render_table(rows: list[Funnel]) -> str:
             f"{sum(row.suppressed.values()):>5} {row.units[0]:>6} {row.units[1]:>5} "
             f"{row.sent:>5} {d['delivered']:>5} {d['opened']:>5} {d['clicked']:>5} "
             f"{d['shared']:>5} {d['converted']:>5} {d['revenue']:>10.2f} "
-            f"{_pct(up.rate_treated):>7} {_pct(up.rate_control):>7} {_pct(up.diff):>8}  {ci}")
+            f"{_pct(up.rate_treated):>7} {_pct(up.rate_control):>7} {_pct(up.diff):>8} "
+            f"{_pct(row.uplift_per_user().diff):>8}  {ci}")
         for reason, n in sorted(row.suppressed.items()):
             lines.append(f"{'':<8}   suppressed {reason}: {n}")
+        for step, n in sorted(row.goal_exits.items()):
+            lines.append(f"{'':<8}   goal met at step {step}: {n}")
+    lines.append(f"uplift: per unit, u_upl: per user; intervals: {METHOD}")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
 from scenetrigger.cli_support import open_input, pick_format
 from scenetrigger.sources import FORMATS, read_events
+from strategies.intervals import METHOD
+from strategies.kpis import Kpis, render_kpis
 from strategies.reporting import (
     SPLITS,
     ReportOptions,
@@ -44,12 +46,19 @@ def register(sub: Any) -> None:
     parser.add_argument("--window", help="attribution window (default: the config's, 24h)")
     parser.add_argument("--control-share", type=float,
                         help="control share for every scene and strategy (default: config's)")
+    parser.add_argument("--global-share", type=float,
+                        help="global control group share, held out of all marketing "
+                             "(default: the config's strategies.control.global_share)")
     parser.add_argument("--by", type=_splits, default=(),
                         help="split scene rows by segment and/or style (comma-separated; "
                              "needs a replay --deliver output, whose lines say them)")
     parser.add_argument("--decisions", action="append", default=[], metavar="FILE",
                         help="also count a decision log (replay --decisions, or export "
                              "PREFIX.decisions): every kind, per scene and outcome")
+    parser.add_argument("--kpis", action="store_true",
+                        help="the shop's KPIs instead of the funnel: registration, add-to-cart, "
+                             "first-purchase and repurchase rates, weekly purchase retention; "
+                             "split by segment, style and the global control group")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -68,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.control_share is not None:
         if not 0.0 <= args.control_share <= 0.9:
             raise SceneTriggerError("--control-share must be between 0 and 0.9")
-        control = ControlModel(share=args.control_share, per={}, salt=control.salt)
+        control = control.model_copy(update={"share": args.control_share, "per": {}})
+    if args.global_share is not None:
+        if not 0.0 <= args.global_share <= 0.5:
+            raise SceneTriggerError("--global-share must be between 0 and 0.5")
+        control = control.model_copy(update={"global_share": args.global_share})
     window = section.attribution.window
     if args.window is not None:
         try:
@@ -84,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
               "every row shows '-'", file=sys.stderr)
     differ, marked = mark_disagreements(triggers, control)
     if differ:
-        source = (f"--control-share {args.control_share}" if args.control_share is not None
-                  else "the config's control share")
+        source = " and ".join(f"--{name.replace('_', '-')} {value}" for name, value in
+                              (("control_share", args.control_share),
+                               ("global_share", args.global_share)) if value is not None
+                              ) or "the config's control shares"
         print(f"report: warning: {differ} of {marked} marked trigger lines are in another "
               f"control group under {source}; the replay's marks are used for them",
               file=sys.stderr)
@@ -93,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         fmt, lines = pick_format(args.format, stream, args.events)
         events = _events(read_events(lines, fmt, config.engine.max_line_bytes,
                                      config.id_limits()))
+        if args.kpis:
+            return _kpis(args, triggers, events, control)
         rows = build_report(triggers, events, options)
     report = {"window_ms": window, "control_share": control.share,
+              "global_share": control.global_share, "intervals": METHOD,
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
                                "mark_disagreements": differ},
               "control_per": dict(control.per), "rows": [row.to_dict() for row in rows]}
@@ -143,6 +161,23 @@ def _render_decisions(counts: dict[str, Any]) -> str:
         out.append("consent changes: " + ", ".join(f"{k} {n}"
                                                    for k, n in counts["consent"].items()))
     return "\n".join(out)
+
+
+def _kpis(args: argparse.Namespace, triggers: list[dict[str, Any]], events: Iterator[Event],
+          control: ControlModel) -> int:
+    kpis = Kpis()
+    for event in events:
+        kpis.on_event(event)
+    figures = kpis.result(triggers, control)
+    result = {"global_share": control.global_share, "kpis": figures}
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(render_kpis(figures))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
 
 
 def _splits(text: str) -> tuple[str, ...]:

@@ -94,6 +94,34 @@ def test_scene_rows_match_an_independent_count(report: tuple[dict[str, Any], Pat
             assert row["uplift"] == pytest.approx((len(converted) - x_c) / n_t - x_c / n_c)
             low, high = row["uplift_ci95"]
             assert low <= row["uplift"] <= high
+            _check_user_level(row, scene, mine, converted)
+
+
+def _check_user_level(row: dict[str, Any], scene: str, mine: list[dict[str, Any]],
+                      converted: list[dict[str, Any]]) -> None:
+    """Users, per-user uplift and the interval clustered by user, from the
+    documented formulas (docs/measurement.md) computed here."""
+    tally: dict[bool, dict[str, list[int]]] = {True: {}, False: {}}
+    for t in mine:
+        arm = tally[_control(scene, t["user_id"], 0.2)].setdefault(t["user_id"], [0, 0])
+        arm[0] += 1
+        arm[1] += t in converted
+    assert row["users_treated"] == len(tally[False])
+    assert row["users_control"] == len(tally[True])
+    conv_t = sum(1 for _, x in tally[False].values() if x)
+    conv_c = sum(1 for _, x in tally[True].values() if x)
+    assert row["users_converted_treated"] == conv_t
+    assert row["uplift_per_user"] == pytest.approx(conv_t / len(tally[False])
+                                                   - conv_c / len(tally[True]))
+
+    def rate_var(users: dict[str, list[int]]) -> tuple[float, float]:
+        k, total = len(users), sum(n for n, _ in users.values())
+        p = sum(x for _, x in users.values()) / total
+        return p, k / (k - 1) * sum((x - p * n) ** 2 for n, x in users.values()) / total**2
+
+    (pt, vt), (pc, vc) = rate_var(tally[False]), rate_var(tally[True])
+    half = 1.959963984540054 * (vt + vc) ** 0.5
+    assert row["uplift_ci95_clustered"] == pytest.approx([pt - pc - half, pt - pc + half])
 
 
 def test_strategy_rows_follow_the_journey(report: tuple[dict[str, Any], Path]) -> None:
