@@ -20,9 +20,11 @@ JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
 DECISIONS = "scenetrigger-decisions"  # deliver, journeys -> explain, console (channels/decisions.py)
 DECISIONS_RETENTION_MS = 7 * 86_400_000  # when deliver or journeys creates the decisions topic
 CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
+CATALOG = "scenetrigger-catalog"  # product records (compacted; agents/catalog_stream.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
-           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG}
+           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG,
+           "catalog": CATALOG}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
