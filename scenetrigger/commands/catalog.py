@@ -68,6 +68,11 @@ def run_stream(args: argparse.Namespace, path: str, diff: bool) -> int:
     topics = CatalogTopics.of(args.topic_prefix, args.catalog_topic, args.dead_letter_topic)
     try:
         with open(path, "rb") as fh:
+            if fh.read(4096).lstrip()[:1] not in (b"{", b""):
+                # A templates' CSV would be dead-lettered line by line: say so once.
+                raise SceneTriggerError(f"{path}: with --broker the file is JSONL catalog "
+                                        "records, one object a line (docs/catalog.md)")
+            fh.seek(0)
             summary = asyncio.run(publish_catalog(
                 bootstrap_servers(args.broker), decode_lines(fh, max_id), topics,
                 source="catalog:" + os.path.basename(path), diff=diff, max_id_chars=max_id,
