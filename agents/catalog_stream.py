@@ -20,7 +20,13 @@ from typing import Any
 from agents.config_store import COMPACTED
 from agents.producer import MAX_RECORD_BYTES, KafkaSink, Sink, ensure_topics, new_kafka_producer
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, dead_letter_value, topic_name
-from triggers.catalog import CatalogRecord, changed_records, decode_catalog_record
+from triggers.catalog import (
+    CatalogChange,
+    CatalogRecord,
+    catalog_changes,
+    changed_records,
+    decode_catalog_record,
+)
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import DEFAULT_MAX_ID_CHARS, REASON_TOO_LARGE
 
@@ -84,18 +90,23 @@ class CatalogSummary:
     topic: str = ""
     dead_letter_topic: str = ""
     sent_ids: list[str] = field(default_factory=list)
+    # Diff mode: what the sent records change (nothing acts on them yet).
+    changes: list[CatalogChange] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"read": self.read, "sent": self.sent, "unchanged": self.unchanged,
                 "rejected": self.rejected, "reasons": dict(sorted(self.reasons.items())),
                 "topic": self.topic, "dead_letter_topic": self.dead_letter_topic,
-                "sent_ids": self.sent_ids}
+                "sent_ids": self.sent_ids, "changes": [c.to_dict() for c in self.changes]}
 
     def render(self) -> str:
         lines = [f"sent {self.sent} of {self.read} products to {self.topic} "
                  f"({self.unchanged} unchanged)",
                  f"rejected {self.rejected} to {self.dead_letter_topic}"]
         lines += [f"  {reason}: {n}" for reason, n in sorted(self.reasons.items())]
+        if self.changes:
+            kinds = Counter(c.kind for c in self.changes)
+            lines.append("changes: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         return "\n".join(lines)
 
 
@@ -123,6 +134,8 @@ async def send_catalog(items: Iterable[Decoded], sink: Sink, topics: CatalogTopi
     for record in to_send:
         await sink.send(topics.catalog, record.product_id.encode(), record.to_json())
         summary.sent_ids.append(record.product_id)
+        if last is not None:
+            summary.changes.extend(catalog_changes(last.get(record.product_id), record))
     summary.sent = len(to_send)
     await sink.flush()
     return summary

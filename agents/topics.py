@@ -37,7 +37,7 @@ DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 def topic_name(prefix: str | None, suffix: str) -> str:
     """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
-    journey-actions, feedback, decisions) when no prefix is given."""
+    journey-actions, feedback, decisions, config, catalog) when no prefix is given."""
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 

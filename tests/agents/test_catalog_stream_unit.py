@@ -63,6 +63,13 @@ async def test_with_the_last_version_only_changes_are_sent() -> None:
     summary = await send_catalog(decode_lines(LINES, 20), sink, TOPICS, source="t", last=last)
     assert [k for t, k, _ in sink.sent if t == "cat"] == [b"d"]
     assert (summary.sent, summary.unchanged, summary.sent_ids) == (1, 1, ["d"])
+    assert summary.changes == []  # 399 -> 400 is a rise: no change event
+    cheaper = await send_catalog(decode_lines(LINES, 20), ListSink(), TOPICS, source="t",
+                                 last={"a": CatalogRecord("a", 100), "d": CatalogRecord("d", 500)})
+    assert [c.to_dict() for c in cheaper.changes] == [
+        {"kind": "price_drop", "product_id": "d", "category": "", "old_price_cents": 500,
+         "new_price_cents": 400, "drop_bp": 2000}]
+    assert cheaper.render().endswith("changes: price_drop 1")
 
 
 async def test_request_items_are_indexed() -> None:

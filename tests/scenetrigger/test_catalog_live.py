@@ -78,6 +78,8 @@ def test_catalog_load_twice_sends_only_the_changed_products(
     two = run_cli(capsys, "catalog", "load", str(write(tmp_path / "v2.jsonl", second)), *common)
     assert (two["sent"], two["sent_ids"], two["unchanged"]) == (3, ["a", "c", "d"], 1)
     assert two["reasons"] == {"negative_price": 1, "unknown_field": 1, "too_long": 1}
+    assert [(c["kind"], c["product_id"]) for c in two["changes"]] == [
+        ("back_in_stock", "a"), ("price_drop", "c"), ("new_arrival", "d")]
 
     records = asyncio.run(read_topic(kafka_bootstrap, f"{prefix}.catalog"))
     assert sorted(r.key.decode() for r in records) == ["a", "a", "b", "c", "c", "d"]
