@@ -20,9 +20,11 @@ JOURNEYS_FEEDBACK = "scenetrigger-feedback"  # serve / deliver -> journeys
 DECISIONS = "scenetrigger-decisions"  # deliver, journeys -> explain, console (channels/decisions.py)
 DECISIONS_RETENTION_MS = 7 * 86_400_000  # when deliver or journeys creates the decisions topic
 CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
+CATALOG = "scenetrigger-catalog"  # product records (compacted; agents/catalog_stream.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
-           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG}
+           "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG,
+           "catalog": CATALOG}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
@@ -35,7 +37,7 @@ DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 def topic_name(prefix: str | None, suffix: str) -> str:
     """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
-    journey-actions, feedback, decisions) when no prefix is given."""
+    journey-actions, feedback, decisions, config, catalog) when no prefix is given."""
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 

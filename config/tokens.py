@@ -21,6 +21,9 @@ ADMIN_TOKENS_ENV = "SCENETRIGGER_ADMIN_TOKENS"
 CLIENT_TOKEN_ENV = "SCENETRIGGER_TOKEN"  # noqa: S105 - a variable name
 # Deprecated server variable: one token, named `admin`; still read, with a warning.
 ADMIN_TOKEN_ENV = "SCENETRIGGER_ADMIN_TOKEN"  # noqa: S105 - a variable name
+# The catalog feed's own token (serve's POST /catalog): a shop's product
+# system gets this one, not an admin token.
+CATALOG_TOKEN_ENV = "SCENETRIGGER_CATALOG_TOKEN"  # noqa: S105 - a variable name
 SINGLE_ADMIN = "admin"  # the name of the lone $SCENETRIGGER_ADMIN_TOKEN
 ADMIN_TOKENS_HINT = f"set {ADMIN_TOKENS_ENV} (name=token,...)"
 # The shop backend's credential for identity statements (docs/security.md,

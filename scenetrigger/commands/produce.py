@@ -63,6 +63,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--max-line-bytes", type=positive, default=DEFAULT_MAX_LINE_BYTES)
     add_batch_arguments(parser)
     add_max_future_argument(parser)
+    parser.add_argument("--catalog", action="store_true",
+                        help="the file is JSONL catalog records: send them all (no diff) to the "
+                             "compacted catalog topic (--topic, default PREFIX.catalog, else "
+                             "scenetrigger-catalog; docs/catalog.md)")
     parser.add_argument("--summary-json", help="also write the summary as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--allow-identify", action="store_true",
@@ -97,6 +101,8 @@ def _positive_float(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.catalog:
+        return _run_catalog(args)
     identify_admission(args.allow_identify)  # refuse a bad flag before connecting
     summary = asyncio.run(produce_file(args))
     print(summary.render(), file=sys.stderr)
@@ -157,3 +163,26 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
     )
 
 
+
+
+def _run_catalog(args: argparse.Namespace) -> int:
+    """``produce --catalog``: the catalog stream's plain feed (every record)."""
+    from agents.catalog_stream import CatalogTopics, decode_lines, publish_catalog
+
+    if args.events == "-":
+        raise SceneTriggerError("produce --catalog reads a file, not stdin")
+    topics = CatalogTopics.of(args.topic_prefix, args.topic, args.dead_letter_topic)
+    try:
+        with open(args.events, "rb") as fh:
+            summary = asyncio.run(publish_catalog(
+                bootstrap_servers(args.broker), decode_lines(fh), topics,
+                source="produce:" + os.path.basename(args.events), diff=False,
+                partitions=args.partitions, replication=args.replication_factor))
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {args.events} or reach Kafka: "
+                                f"{exc.strerror or exc}") from None
+    print(summary.render(), file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json, "wb") as fh:
+            fh.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+    return 0

@@ -20,6 +20,8 @@ Routes (all on one port, loopback by default):
 * ``GET/POST /unsubscribe/{channel}``, ``POST /inbound/sms/{provider}``,
   ``GET/POST /inbound/wechat``: consent (:mod:`channels.consent_http`;
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
+* ``POST /catalog``: catalog records onto the catalog stream (its own token,
+  ``$SCENETRIGGER_CATALOG_TOKEN``; needs ``--broker``; :mod:`scenetrigger.catalog_http`);
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
@@ -70,8 +72,15 @@ from channels.policy_store import RedisPolicyStore
 from channels.registry import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
-from config.tokens import IDENTIFY_TOKEN_ENV, AdminTokens, bearer, token_matches
+from config.tokens import (
+    CATALOG_TOKEN_ENV,
+    IDENTIFY_TOKEN_ENV,
+    AdminTokens,
+    bearer,
+    token_matches,
+)
 from scenetrigger import config_follow
+from scenetrigger.catalog_http import add_catalog_route
 from scenetrigger.cli_support import add_replication_argument
 from scenetrigger.erasure import Eraser
 from scenetrigger.http_site import SwappableSite
@@ -173,6 +182,7 @@ class ServeParts:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.erasure over Redis
     publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
+    catalog: Any = None  # scenetrigger.catalog_http.Publish onto the catalog topic, or None
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -244,6 +254,8 @@ def build_app(parts: ServeParts) -> web.Application:
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
               env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg)).add_routes(app)
+    add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
+                      config.engine.max_id_chars, reg)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))
@@ -327,15 +339,17 @@ async def _main(args: argparse.Namespace) -> int:
 
             forget: Any = forget_in_worker
             to_events: Any = publish
+            catalog: Any = await catalog_publisher(bootstrap_servers(args.broker), producer,
+                                                    args.topic_prefix, args.replication_factor)
         else:
-            forget = to_events = None
+            forget = to_events = catalog = None
 
         def app_for(config: AppConfig) -> web.Application:
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
                                                       forget_in_worker=forget).erase,
-                                        publish=to_events))
+                                        publish=to_events, catalog=catalog))
 
         try:  # one listening socket for the life of the process: a reload swaps the app
             site = SwappableSite.listen(args.host, args.port)
@@ -356,3 +370,19 @@ async def _main(args: argparse.Namespace) -> int:
         async with config_follow.following(reloader, config_follow.interval_ms(args)):
             await stop.wait()
     return 0
+
+
+async def catalog_publisher(bootstrap: str, producer: Any, prefix: str | None,
+                             replication: int | None) -> Any:
+    """POST /catalog's sender: PREFIX.catalog (compacted) and PREFIX.dead-letters."""
+    from agents.catalog_stream import CatalogTopics, ensure_catalog_topics, send_catalog
+    from agents.producer import KafkaSink
+
+    topics = CatalogTopics.of(prefix)
+    await ensure_catalog_topics(bootstrap, topics, replication=replication)
+
+    async def publish(items: Any, on_reject: Any) -> Any:
+        return await send_catalog(items, KafkaSink(producer), topics,
+                                  source="serve:/catalog", on_reject=on_reject)
+
+    return publish
