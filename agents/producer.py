@@ -303,7 +303,6 @@ async def ensure_topics(
     shows all its partitions led."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from agents.kafka_probe import probe_kafka
     from agents.replication import (
         broker_ids,
         existing_topics,
@@ -315,8 +314,7 @@ async def ensure_topics(
     )
 
     wanted = list(dict.fromkeys(names))
-    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
-    client = await open_client(bootstrap)
+    client = await open_client(bootstrap)  # probes first: a wrong service fails in seconds
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         factor = replication_for(replication, len(broker_ids(client)))

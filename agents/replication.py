@@ -83,9 +83,13 @@ def leader_topic(app_id: str) -> str:
 
 
 async def open_client(bootstrap: str) -> Any:
-    """A started aiokafka client (the metadata of every broker)."""
+    """A started aiokafka client (the metadata of every broker), after a short
+    probe: a wrong service fails in seconds, not aiokafka's 40 s."""
     from aiokafka.client import AIOKafkaClient
 
+    from agents.kafka_probe import probe_kafka
+
+    await probe_kafka(bootstrap)
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
     return client

@@ -150,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     except SceneTriggerError:
         raise
     except Exception as exc:
+        from aiokafka.errors import KafkaConnectionError
+
+        if isinstance(exc, KafkaConnectionError):
+            raise  # the CLI's one line for an unreachable Kafka, as every command says it
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
     for name in (t.events, t.ticks):
         if found.get(name) != settings.partitions:

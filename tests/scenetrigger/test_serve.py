@@ -190,7 +190,8 @@ async def test_serve_command_prints_feedback_as_jsonl(redis_url: str, tmp_path: 
         str(CLI), "serve", "--port", "0", "--config", str(cfg), "--redis-url", redis_url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**{k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, INBOX_SECRET_ENV)},
-             "SCENETRIGGER_TRACKING_SECRET": TRACKING})
+             "SCENETRIGGER_TRACKING_SECRET": TRACKING,
+             "SCENETRIGGER_HASH_KEY": "test-hash-key"})  # as in production: no dev-key warning
     try:
         assert proc.stderr is not None and proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
