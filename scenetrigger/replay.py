@@ -29,6 +29,7 @@ from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
 from triggers.events import Event, Trigger
 from triggers.host import IDENTIFY, EngineHost, TriggerSink, triggers_of
+from triggers.kinds import kind_of
 from triggers.scenes import Scene
 
 log = logging.getLogger("scenetrigger.replay")
@@ -99,8 +100,8 @@ def _host(target: EngineHost | Engine) -> EngineHost:
 
 
 def filters_users(scenes: Iterable[Scene]) -> bool:
-    """Whether any scene has a ``user`` filter (which reads the profile)."""
-    return any(scene.user is not None for scene in scenes)
+    """Whether any scene reads the profile: a ``user`` filter, or its kind's rule."""
+    return any(scene.user is not None or kind_of(scene).reads_profile for scene in scenes)
 
 
 def replay(

@@ -89,4 +89,7 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
         setattr(out, name, getattr(later, name) or getattr(earlier, name))
     out.tz = known.tz or anonymous.tz
     out.locale = known.locale or anonymous.locale
+    # Intervals of two histories do not add up: the longer purchase history's cycle.
+    cycles = known if known.purchases >= anonymous.purchases else anonymous
+    out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
     return out
