@@ -45,9 +45,10 @@ PredicateField = Annotated[
 
 
 
-_TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"]) + [
+_TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"] | TAG_GROUPS["work"]) + [
     f"{prefix}<{'|'.join(sorted(t.split(':', 1)[1] for t in TAG_GROUPS[group]))}>"
-    for group, prefix in (("tod", "tod:"), ("style", "style:"), ("segment", "segment:"))
+    for group, prefix in (("tod", "tod:"), ("style", "style:"), ("segment", "segment:"),
+                          ("cycle", "cycle:"))
 ])
 
 

@@ -9,8 +9,13 @@ from the opens a user made:
   (habit rules of ``content.habits``),
 * ``style:<search_driven|category_browser|promo_driven|undetermined>``,
 * ``segment:<champion|loyal|promising|new_or_lapsed>``,
+* ``worktime``, ``cycle:<weekly|monthly|quarterly|long>`` (habits, docs/timing.md),
 * ``prefers_<channel>``: the channel with the most opens, with at least
-  ``strategies.tags.min_opens`` of them (ties: the name first in order).
+  ``strategies.tags.min_opens`` of them (ties: the name first in order),
+* ``churn_risk_high`` / ``churned``: the churn model's P(alive) below
+  ``strategies.tags.churn`` thresholds (triggers/churn.py). ``churned`` is
+  sticky: the model adds it, only a tag step removes it (winback does on a
+  purchase), so a strategy that set it keeps it.
 
 Behaviour tags are *derived*: they are recomputed and replaced as a set.
 Tags that strategies set (``churned``, ``prefers_wechat`` from a branch) are
@@ -23,7 +28,9 @@ from collections.abc import Iterable, Mapping
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
+from triggers.churn import p_alive
 from triggers.classify import (
+    CYCLE_TAG,
     SEGMENT_TAG,
     STYLE_TAG,
     TAG_GROUPS,
@@ -33,8 +40,10 @@ from triggers.classify import (
 )
 from triggers.profile import Profile
 
-DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG)
-DERIVED_NAMES = TAG_GROUPS["week"]
+CHURN_RISK_HIGH = "churn_risk_high"
+CHURNED = "churned"
+DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG, CYCLE_TAG)
+DERIVED_NAMES = TAG_GROUPS["week"] | TAG_GROUPS["work"] | {CHURN_RISK_HIGH}
 
 
 def is_derived(tag: str) -> bool:
@@ -63,7 +72,17 @@ def all_tags(profile: Profile | None, content: ContentModel, rules: TagRulesMode
     pref = preferred_channel_tag(opens or {}, rules.min_opens)
     if pref is not None:
         tags.add(pref)
+    tags.update(churn_tags(profile, rules, now_ms))
     return frozenset(tags)
+
+
+def churn_tags(profile: Profile | None, rules: TagRulesModel, now_ms: int) -> frozenset[str]:
+    """``churn_risk_high`` (and ``churned``) when P(alive) is below the thresholds."""
+    alive = None if profile is None else p_alive(profile, rules.churn.model(), now_ms)
+    if alive is None or alive >= rules.churn.risk_high_below:
+        return frozenset()
+    return frozenset({CHURN_RISK_HIGH, CHURNED} if alive < rules.churn.churned_below
+                     else {CHURN_RISK_HIGH})
 
 
 def replace_derived(current: Iterable[str], derived: Iterable[str]) -> tuple[set[str], set[str]]:

@@ -92,4 +92,5 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
     # Intervals of two histories do not add up: the longer purchase history's cycle.
     cycles = known if known.purchases >= anonymous.purchases else anonymous
     out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
+    out.first_purchase_ts = _oldest(known.first_purchase_ts, anonymous.first_purchase_ts)
     return out

@@ -39,6 +39,7 @@ class Profile:
         "category_views",
         "cats",
         "cycle",
+        "first_purchase_ts",
         "first_ts",
         "hours",
         "last_category",
@@ -78,6 +79,7 @@ class Profile:
         # Purchase cycle (triggers.cycle): overall and per category (capped).
         self.cycle: Stats | None = None
         self.cats: dict[str, CategoryStats] = {}
+        self.first_purchase_ts: int | None = None  # tenure, for the churn model
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -128,6 +130,8 @@ class Profile:
                 record_category(self.cats, category[:200], ts)
             if self.last_purchase_ts is None or ts > self.last_purchase_ts:
                 self.last_purchase_ts = ts
+            if self.first_purchase_ts is None or ts < self.first_purchase_ts:
+                self.first_purchase_ts = ts
         page = get("page")
         on_promo_page = isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX)
         if on_promo_page or source == "promo":
@@ -156,6 +160,7 @@ class Profile:
             self.locale,
             self.cycle,
             self.cats,
+            self.first_purchase_ts,
         ]
 
     @classmethod
@@ -189,6 +194,8 @@ class Profile:
         if len(extra) >= 5:
             profile.cycle = valid_stats(extra[3])
             profile.cats = valid_categories(extra[4])
+        if len(extra) >= 6 and type(extra[5]) is int:
+            profile.first_purchase_ts = extra[5]
         return profile
 
 
