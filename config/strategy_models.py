@@ -218,17 +218,19 @@ class AttributionModel(StrictModel):
 
 
 class ChurnRulesModel(StrictModel):
-    """The churn model (triggers/churn.py, BG/NBD in days) and its two tags:
-    ``churn_risk_high`` below ``risk_high_below`` P(alive), ``churned``
-    (sticky) below ``churned_below``. Defaults: the published CDNOW fit;
+    """The churn model (triggers/churn.py, BG/NBD in days) and its two tags,
+    read on P(active), the chance of a purchase within ``horizon_days``:
+    ``churn_risk_high`` below ``risk_high_below``, ``churned`` (sticky)
+    below ``churned_below``. Model defaults: the published CDNOW fit;
     ``bench/churn.py --fit FILE`` fits them on a shop's own history."""
 
     r: float = Field(default=0.243, gt=0)
     alpha: float = Field(default=30.898, gt=0)
     a: float = Field(default=0.793, gt=0)
     b: float = Field(default=2.426, gt=0)
-    risk_high_below: float = Field(default=0.5, gt=0, le=1)
-    churned_below: float = Field(default=0.2, gt=0, le=1)
+    horizon_days: float = Field(default=90.0, gt=0)
+    risk_high_below: float = Field(default=0.3, gt=0, le=1)
+    churned_below: float = Field(default=0.1, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> ChurnRulesModel:

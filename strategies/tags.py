@@ -12,8 +12,9 @@ from the opens a user made:
 * ``worktime``, ``cycle:<weekly|monthly|quarterly|long>`` (habits, docs/timing.md),
 * ``prefers_<channel>``: the channel with the most opens, with at least
   ``strategies.tags.min_opens`` of them (ties: the name first in order),
-* ``churn_risk_high`` / ``churned``: the churn model's P(alive) below
-  ``strategies.tags.churn`` thresholds (triggers/churn.py). ``churned`` is
+* ``churn_risk_high`` / ``churned``: the churn model's P(active) (a
+  purchase within ``horizon_days``) below ``strategies.tags.churn``
+  thresholds (triggers/churn.py). ``churned`` is
   sticky: the model adds it, only a tag step removes it (winback does on a
   purchase), so a strategy that set it keeps it.
 
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
-from triggers.churn import p_alive
+from triggers.churn import p_active
 from triggers.classify import (
     CYCLE_TAG,
     SEGMENT_TAG,
@@ -77,11 +78,13 @@ def all_tags(profile: Profile | None, content: ContentModel, rules: TagRulesMode
 
 
 def churn_tags(profile: Profile | None, rules: TagRulesModel, now_ms: int) -> frozenset[str]:
-    """``churn_risk_high`` (and ``churned``) when P(alive) is below the thresholds."""
-    alive = None if profile is None else p_alive(profile, rules.churn.model(), now_ms)
-    if alive is None or alive >= rules.churn.risk_high_below:
+    """``churn_risk_high`` (and ``churned``) when P(active) is below the thresholds."""
+    churn = rules.churn
+    active = None if profile is None else p_active(profile, churn.model(), now_ms,
+                                                   churn.horizon_days)
+    if active is None or active >= churn.risk_high_below:
         return frozenset()
-    return frozenset({CHURN_RISK_HIGH, CHURNED} if alive < rules.churn.churned_below
+    return frozenset({CHURN_RISK_HIGH, CHURNED} if active < churn.churned_below
                      else {CHURN_RISK_HIGH})
 
 

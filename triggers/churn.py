@@ -11,8 +11,15 @@ probability that the user is still active is
     P(alive) = 1 / (1 + [x > 0] * a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x))
 
 A user with no repeat occasion is 1 in this model (it cannot tell a one-off
-buyer who left from one who will come back); a user who never bought has no
-figure (None).
+buyer who left from one who will come back), so the tags read a second
+figure: the probability of buying again within ``horizon`` days,
+
+    P(active) = P(alive) * (1 - ((alpha + T) / (alpha + T + horizon)) ** (r + x))
+
+(a user still alive buys at a rate with posterior Gamma(r + x, alpha + T), and
+drops out only right after a purchase, so the first purchase of the horizon
+comes if alive and the Poisson clock ticks once). A user who never bought
+has no figure (None).
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ class BgNbd:
         odds = math.log(self.a) - math.log(self.b + x - 1) + log_ratio
         return 1.0 / (1.0 + math.exp(min(odds, 700.0)))
 
+    def p_active(self, x: int, t_x: float, T: float, horizon: float) -> float:  # noqa: N803
+        """The probability of a purchase within ``horizon`` days after ``T``."""
+        silent = math.exp((self.r + x) * (math.log(self.alpha + T)
+                                          - math.log(self.alpha + T + horizon)))
+        return self.p_alive(x, t_x, T) * (1.0 - silent)
+
     def log_likelihood(self, x: int, t_x: float, T: float) -> float:  # noqa: N803
         """One user's log-likelihood (the fit maximises the sum)."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
@@ -69,6 +82,11 @@ def rfm(profile: Profile, now_ms: int) -> tuple[int, float, float] | None:
 def p_alive(profile: Profile, model: BgNbd, now_ms: int) -> float | None:
     found = rfm(profile, now_ms)
     return None if found is None else model.p_alive(*found)
+
+
+def p_active(profile: Profile, model: BgNbd, now_ms: int, horizon_days: float) -> float | None:
+    found = rfm(profile, now_ms)
+    return None if found is None else model.p_active(*found, horizon_days)
 
 
 def next_purchase_ms(profile: Profile) -> int | None:

@@ -13,7 +13,7 @@ from config.strategy_models import ChurnRulesModel, TagRulesModel
 from strategies.actions import EnrolAction, UserContext
 from strategies.tags import all_tags, replace_derived
 from tests.strategies.helpers import engine
-from triggers.churn import BgNbd, next_purchase_ms, p_alive, rfm
+from triggers.churn import BgNbd, next_purchase_ms, p_active, p_alive, rfm
 from triggers.events import event_from_mapping
 from triggers.profile import Profile
 
@@ -67,6 +67,23 @@ def test_p_alive_is_the_published_formula() -> None:
     assert model.p_alive(2, 20.0, 30.0) > model.p_alive(2, 20.0, 300.0)
 
 
+def test_p_active_is_p_alive_times_a_purchase_within_the_horizon() -> None:
+    model = BgNbd()
+    x, t_x, big_t, horizon = 3, 21.0, 60.0, 90.0
+    silent = ((model.alpha + big_t) / (model.alpha + big_t + horizon)) ** (model.r + x)
+    assert model.p_active(x, t_x, big_t, horizon) == pytest.approx(
+        model.p_alive(x, t_x, big_t) * (1 - silent), rel=1e-12)
+    # a one-off buyer: alive by the model, less and less likely to buy again
+    assert model.p_active(0, 0.0, 30.0, horizon) > model.p_active(0, 0.0, 400.0, horizon)
+
+
+def test_one_off_buyer_goes_at_risk_then_churned() -> None:
+    p = profile((0, "purchase"))
+    assert "churn_risk_high" in tags_of(p, 30 * DAY)  # most one-off buyers never return
+    assert "churned" not in tags_of(p, 30 * DAY)
+    assert "churned" in tags_of(p, 400 * DAY)
+
+
 def test_likelihood_of_a_one_off_buyer_is_the_published_term() -> None:
     m = BgNbd(r=0.5, alpha=10.0, a=0.8, b=2.5)
     big_t = 40.0
@@ -88,7 +105,8 @@ def test_churn_tags_cross_the_thresholds_and_churned_is_sticky() -> None:
     assert not {"churn_risk_high", "churned"} & tags_of(p, 22 * DAY)
     rules = TagRulesModel()
     late = tags_of(p, 400 * DAY)
-    assert p_alive(p, rules.churn.model(), 400 * DAY) < rules.churn.churned_below  # type: ignore[operator]
+    active = p_active(p, rules.churn.model(), 400 * DAY, rules.churn.horizon_days)
+    assert active is not None and active < rules.churn.churned_below
     assert {"churn_risk_high", "churned"} <= late
     _add, remove = replace_derived(late, tags_of(p, 22 * DAY))
     assert "churn_risk_high" in remove and "churned" not in remove
