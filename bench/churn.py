@@ -12,7 +12,8 @@ the cut are the held-out tail the model never sees. Then, per file:
   occasions before the cut who bought again after it, the mean absolute
   error (hours) between the predicted next purchase (newest purchase + mean
   interval, ``triggers.churn.next_purchase_ms``) and their first purchase
-  after the cut;
+  after the cut, beside a baseline that gives every one of them the
+  population's median cycle;
 - **churn risk**: for users who bought before the cut, the AUC of P(active)
   at the cut (BG/NBD, ``triggers.churn``; the horizon = the held-out span)
   against "bought again after the cut" (equal to the AUC of churn risk =
@@ -46,6 +47,7 @@ if str(ROOT) not in sys.path:
 
 from scenetrigger.sources import detect_format, read_events  # noqa: E402
 from triggers.churn import DAY_MS, BgNbd, next_purchase_ms, rfm  # noqa: E402
+from triggers.cycle import as_cycle  # noqa: E402
 from triggers.events import Event  # noqa: E402
 from triggers.profile import Profile  # noqa: E402
 
@@ -166,11 +168,16 @@ def measure_events(name: str, events: list[Event], holdout: float,
     scores = [model.p_active(*r, horizon) for r in rows.values()]
     alive = [model.p_alive(*r) for r in rows.values()]
     labels = [u in next_buy for u in rows]
-    errors = []
+    errors, baseline = [], []
+    means = sorted(c.mean_ms for c in (as_cycle(p.cycle) for p in buyers.values()) if c)
+    median = means[len(means) // 2] if means else None
     for user, profile in buyers.items():
         predicted = next_purchase_ms(profile)
-        if predicted is not None and user in next_buy:
+        if predicted is not None and user in next_buy and median is not None:
             errors.append(abs(predicted - next_buy[user]) / HOUR_MS)
+            # the same users, everyone given the population's median cycle
+            last = profile.last_purchase_ts or 0
+            baseline.append(abs(last + median - next_buy[user]) / HOUR_MS)
     bought_again = sum(labels)
     return {
         "file": name,
@@ -186,6 +193,7 @@ def measure_events(name: str, events: list[Event], holdout: float,
         "auc_p_alive": auc(alive, labels),
         "next_purchase_users": len(errors),
         "next_purchase_mae_hours": sum(errors) / len(errors) if errors else None,
+        "baseline_mae_hours": sum(baseline) / len(baseline) if baseline else None,
         "model": {"r": model.r, "alpha": model.alpha, "a": model.a, "b": model.b,
                   "fitted": fitted and bool(rows)},
         "meaningful": min(bought_again, len(rows) - bought_again) >= MIN_MEANINGFUL
@@ -236,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r['buyers_before_cut']} buyers ({r['with_repeat_occasion']} with a repeat "
               f"occasion; {r['bought_again']} bought again, {r['did_not']} did not)")
         print(f"  next purchase MAE: {_fmt(r['next_purchase_mae_hours'])} h over "
-              f"{r['next_purchase_users']} users")
+              f"{r['next_purchase_users']} users (everyone on the median cycle: "
+              f"{_fmt(r['baseline_mae_hours'])} h)")
         m = r["model"]
         print(f"  model ({'fitted' if m['fitted'] else 'defaults'}): r={m['r']:.4g} "
               f"alpha={m['alpha']:.4g}d a={m['a']:.4g} b={m['b']:.4g}")

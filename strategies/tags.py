@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
-from triggers.churn import p_active
+from triggers.churn import CHURN_RISK_HIGH, CHURNED, p_active
 from triggers.classify import (
     CYCLE_TAG,
     SEGMENT_TAG,
@@ -41,8 +41,6 @@ from triggers.classify import (
 )
 from triggers.profile import Profile
 
-CHURN_RISK_HIGH = "churn_risk_high"
-CHURNED = "churned"
 DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG, CYCLE_TAG)
 DERIVED_NAMES = TAG_GROUPS["week"] | TAG_GROUPS["work"] | {CHURN_RISK_HIGH}
 

@@ -31,6 +31,9 @@ from triggers.cycle import as_cycle
 from triggers.profile import Profile
 
 DAY_MS = 86_400_000
+# The tags the model gives (strategies.tags): derived, and sticky.
+CHURN_RISK_HIGH = "churn_risk_high"
+CHURNED = "churned"
 
 
 @dataclass(frozen=True, slots=True)

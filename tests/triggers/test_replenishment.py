@@ -138,3 +138,11 @@ def test_rebuild_timers_after_a_restart_fires_the_same() -> None:
         fresh.store.put(user, UserState.decode(state.encode()))
     assert fresh.rebuild_timers() == 1
     assert feed(fresh, [ev("x", 40 * DAY)]) == [[("refill", "u", None, 32 * DAY)]]
+
+
+def test_a_scene_filter_on_a_cycle_tag_reads_the_cycle() -> None:
+    weekly = {"kind": "arrival", "when": {"type": "view"},
+              "user": {"tags": {"all": ["cycle:weekly"]}}}
+    fired = run({"w": weekly}, buys("u", 0, 7, 14) + buys("v", 0, 30, 60)
+                + [ev("u", 15 * DAY), ev("v", 61 * DAY)])
+    assert fired == [("w", "u", None, 15 * DAY)]
