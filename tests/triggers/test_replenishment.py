@@ -146,3 +146,35 @@ def test_a_scene_filter_on_a_cycle_tag_reads_the_cycle() -> None:
     fired = run({"w": weekly}, buys("u", 0, 7, 14) + buys("v", 0, 30, 60)
                 + [ev("u", 15 * DAY), ev("v", 61 * DAY)])
     assert fired == [("w", "u", None, 15 * DAY)]
+
+
+def test_malformed_stored_cycle_reads_as_none() -> None:
+    wire = Profile().to_wire()
+    wire[17], wire[18], wire[19] = [1, ["x"]], {"c": [1, 2], "d": [7, 1, ["x"]]}, "soon"
+    p = Profile.from_wire(wire)
+    # an unreadable entry goes; one with unreadable statistics keeps its last purchase
+    assert p.cycle is None and p.cats == {"d": [7, 0, []]} and p.first_purchase_ts is None
+
+
+def test_identity_merge_keeps_the_longer_purchase_history_cycle() -> None:
+    from triggers.events import event_from_mapping
+    from triggers.merge import merge_profiles
+    known, anonymous = Profile(), Profile()
+    for raw in buys("k", 5, 15, 25):
+        known.update(event_from_mapping(raw))
+    for raw in buys("a", 1, 3):
+        anonymous.update(event_from_mapping(raw))
+    merged = merge_profiles(known, anonymous)
+    assert merged.cycle == known.cycle and merged.first_purchase_ts == 1 * DAY
+
+
+def test_hot_reload_keeps_the_timer_unless_what_arms_it_changed() -> None:
+    from config.loader import validate_config
+    eng = engine({"refill": REFILL})
+    feed(eng, buys("u", 0, 10, 20))
+    eng.reconfigure(validate_config({"scenes": {"refill": {**REFILL, "margin": "5d"}}})
+                    .scene_list())
+    assert pending(eng) == [("refill", "u", 32 * DAY)]  # armed with the old margin
+    eng.reconfigure(validate_config({"scenes": {"refill": {**REFILL, "category": "tea"}}})
+                    .scene_list())
+    assert pending(eng) == []
