@@ -178,3 +178,13 @@ def test_hot_reload_keeps_the_timer_unless_what_arms_it_changed() -> None:
     eng.reconfigure(validate_config({"scenes": {"refill": {**REFILL, "category": "tea"}}})
                     .scene_list())
     assert pending(eng) == []
+
+
+def test_explain_names_the_overdue_purchase() -> None:
+    from config.loader import validate_config
+    from triggers.events import Trigger
+    from triggers.explain import fired_why
+    scene = validate_config({"scenes": {"c": {**REFILL, "category": "coffee"}}}).scene_list()[0]
+    text = fired_why(scene, Trigger("c", "u", None, 32 * DAY))
+    assert text == ("no purchase of coffee by 00:00: the expected next purchase "
+                    "(newest + mean interval) plus 2d")
