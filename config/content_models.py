@@ -80,11 +80,15 @@ class SegmentRules(StrictModel):
 
 
 class HabitRules(StrictModel):
-    """Time-of-day and weekday/weekend tags (need this many events first)."""
+    """Time-of-day, weekday/weekend, work-time and purchase-cycle tags
+    (docs/timing.md; the first three need ``min_events`` events)."""
 
     min_events: int = Field(default=5, ge=1, strict=True)
     day_part_share: float = Field(default=0.5, gt=0, le=1)
     weekend_share: float = Field(default=0.5, gt=0, le=1)
+    worktime_share: float = Field(default=0.6, gt=0, le=1)  # local 9-17 (docs/timing.md)
+    cycle_min_intervals: int = Field(default=2, ge=1, strict=True)
+    cycle_max_spread: float = Field(default=0.5, gt=0)
 
 
 class VariantWhen(StrictModel):

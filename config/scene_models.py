@@ -25,6 +25,7 @@ from triggers.scenes import (
     ArrivalScene,
     Limits,
     RepeatScene,
+    ReplenishmentScene,
     Scene,
     SequenceScene,
 )
@@ -45,9 +46,10 @@ PredicateField = Annotated[
 
 
 
-_TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"]) + [
+_TAG_WORDS = ", ".join(sorted(TAG_GROUPS["week"] | TAG_GROUPS["work"]) + [
     f"{prefix}<{'|'.join(sorted(t.split(':', 1)[1] for t in TAG_GROUPS[group]))}>"
-    for group, prefix in (("tod", "tod:"), ("style", "style:"), ("segment", "segment:"))
+    for group, prefix in (("tod", "tod:"), ("style", "style:"), ("segment", "segment:"),
+                          ("cycle", "cycle:"))
 ])
 
 
@@ -185,10 +187,26 @@ class SequenceModel(StrictModel):
                              self.cooldown, _filter(self.user, rules))
 
 
+class ReplenishmentModel(StrictModel):
+    """The expected next purchase (of ``category``) overdue by ``margin``
+    (docs/semantics-notes.md, "The replenishment kind")."""
+
+    kind: Literal["replenishment"]
+    margin: Duration
+    category: str | None = Field(default=None, min_length=1, max_length=200)
+    min_intervals: int = Field(default=2, ge=1, le=1000, strict=True)
+    max_spread: float | None = Field(default=None, gt=0)
+    user: UserModel | None = None
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> ReplenishmentScene:
+        return ReplenishmentScene(name, self.margin, self.category, self.min_intervals,
+                                  self.max_spread, _filter(self.user, rules))
+
+
 # One config model per kind of the registry (triggers.kinds), keyed by `kind`.
-SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel)
-SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel,
-                       Field(discriminator="kind")]
+SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel, ReplenishmentModel)
+SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel
+                       | ReplenishmentModel, Field(discriminator="kind")]
 
 
 def model_kind(model: type[BaseModel]) -> str:

@@ -20,6 +20,7 @@ from config.base import Duration, StrictModel
 from config.base import TagConditionModel as BaseTagCondition
 from config.scene_models import PredicateField
 from config.yaml_load import safe_load_unique
+from triggers.churn import BgNbd
 
 SHIPPED_STRATEGIES_DIR = Path(__file__).with_name("strategies")
 FEEDBACK_EVENTS = ("opened", "clicked", "shared", "delivered", "converted", "purchased")
@@ -235,11 +236,37 @@ class AttributionModel(StrictModel):
     window: Duration = Field(default=86_400_000, gt=0)
 
 
+class ChurnRulesModel(StrictModel):
+    """The churn model (triggers/churn.py, BG/NBD in days) and its two tags,
+    read on P(active), the chance of a purchase within ``horizon_days``:
+    ``churn_risk_high`` below ``risk_high_below``, ``churned`` (sticky)
+    below ``churned_below``. Model defaults: the published CDNOW fit;
+    ``bench/churn.py --fit FILE`` fits them on a shop's own history."""
+
+    r: float = Field(default=0.243, gt=0)
+    alpha: float = Field(default=30.898, gt=0)
+    a: float = Field(default=0.793, gt=0)
+    b: float = Field(default=2.426, gt=0)
+    horizon_days: float = Field(default=90.0, gt=0)
+    risk_high_below: float = Field(default=0.3, gt=0, le=1)
+    churned_below: float = Field(default=0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChurnRulesModel:
+        if self.churned_below > self.risk_high_below:
+            raise ValueError("churned_below must be at most risk_high_below")
+        return self
+
+    def model(self) -> BgNbd:
+        return BgNbd(self.r, self.alpha, self.a, self.b)
+
+
 class TagRulesModel(StrictModel):
     """Thresholds of the behaviour tags that are not content's (habits, style
     and segment thresholds live in ``content``; see strategies/tags.py)."""
 
     min_opens: int = Field(default=2, ge=1, strict=True)  # for prefers_<channel>
+    churn: ChurnRulesModel = Field(default_factory=lambda: ChurnRulesModel())
 
 
 class StrategiesModel(StrictModel):

@@ -17,6 +17,7 @@ from config.channel_models import CHANNEL_TYPES
 from config.content_models import shipped_names
 from config.strategy_models import EXIT, NEXT, step_label
 from config.yaml_load import Path
+from triggers.churn import CHURN_RISK_HIGH, CHURNED
 from triggers.classify import BEHAVIOUR_TAGS
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class _Checker:
         return found
 
     def _tags_set(self) -> set[str]:
-        tags = set(BEHAVIOUR_TAGS)
+        tags = set(BEHAVIOUR_TAGS) | {CHURN_RISK_HIGH, CHURNED}  # the churn model sets these
         for strategy in self.strategies:
             for _, step, _ in strategy.steps():
                 tag_step = _map(step.get("tag"))

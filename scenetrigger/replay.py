@@ -30,6 +30,7 @@ from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
 from triggers.events import Event, Refusal, Trigger
 from triggers.host import IDENTITY_TYPES, EngineHost, TriggerSink, triggers_of
+from triggers.kinds import kind_of
 from triggers.merge import ADMIN_MERGE
 from triggers.scenes import Scene
 
@@ -106,8 +107,8 @@ def _host(target: EngineHost | Engine) -> EngineHost:
 
 
 def filters_users(scenes: Iterable[Scene]) -> bool:
-    """Whether any scene has a ``user`` filter (which reads the profile)."""
-    return any(scene.user is not None for scene in scenes)
+    """Whether any scene reads the profile: a ``user`` filter, or its kind's rule."""
+    return any(scene.user is not None or kind_of(scene).reads_profile for scene in scenes)
 
 
 def replay(

@@ -9,8 +9,14 @@ from the opens a user made:
   (habit rules of ``content.habits``),
 * ``style:<search_driven|category_browser|promo_driven|undetermined>``,
 * ``segment:<champion|loyal|promising|new_or_lapsed>``,
+* ``worktime``, ``cycle:<weekly|monthly|quarterly|long>`` (habits, docs/timing.md),
 * ``prefers_<channel>``: the channel with the most opens, with at least
-  ``strategies.tags.min_opens`` of them (ties: the name first in order).
+  ``strategies.tags.min_opens`` of them (ties: the name first in order),
+* ``churn_risk_high`` / ``churned``: the churn model's P(active) (a
+  purchase within ``horizon_days``) below ``strategies.tags.churn``
+  thresholds (triggers/churn.py). ``churned`` is
+  sticky: the model adds it, only a tag step removes it (winback does on a
+  purchase), so a strategy that set it keeps it.
 
 Behaviour tags are *derived*: they are recomputed and replaced as a set.
 Tags that strategies set (``churned``, ``prefers_wechat`` from a branch) are
@@ -23,7 +29,9 @@ from collections.abc import Iterable, Mapping
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
+from triggers.churn import CHURN_RISK_HIGH, CHURNED, p_active
 from triggers.classify import (
+    CYCLE_TAG,
     SEGMENT_TAG,
     STYLE_TAG,
     TAG_GROUPS,
@@ -33,8 +41,8 @@ from triggers.classify import (
 )
 from triggers.profile import Profile
 
-DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG)
-DERIVED_NAMES = TAG_GROUPS["week"]
+DERIVED_PREFIXES = (TOD_TAG, STYLE_TAG, SEGMENT_TAG, CYCLE_TAG)
+DERIVED_NAMES = TAG_GROUPS["week"] | TAG_GROUPS["work"] | {CHURN_RISK_HIGH}
 
 
 def is_derived(tag: str) -> bool:
@@ -63,7 +71,19 @@ def all_tags(profile: Profile | None, content: ContentModel, rules: TagRulesMode
     pref = preferred_channel_tag(opens or {}, rules.min_opens)
     if pref is not None:
         tags.add(pref)
+    tags.update(churn_tags(profile, rules, now_ms))
     return frozenset(tags)
+
+
+def churn_tags(profile: Profile | None, rules: TagRulesModel, now_ms: int) -> frozenset[str]:
+    """``churn_risk_high`` (and ``churned``) when P(active) is below the thresholds."""
+    churn = rules.churn
+    active = None if profile is None else p_active(profile, churn.model(), now_ms,
+                                                   churn.horizon_days)
+    if active is None or active >= churn.risk_high_below:
+        return frozenset()
+    return frozenset({CHURN_RISK_HIGH, CHURNED} if active < churn.churned_below
+                     else {CHURN_RISK_HIGH})
 
 
 def replace_derived(current: Iterable[str], derived: Iterable[str]) -> tuple[set[str], set[str]]:

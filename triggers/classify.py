@@ -27,6 +27,13 @@ The rules (documented in docs/content.md):
   weekend share >= ``weekend_share``, else ``weekday`` (weekend days are 2 of
   7, so a weekday habit is the common case). Hours are shifted to the user's
   zone at its current UTC offset; weekday/weekend are counted in UTC.
+  ``worktime``: a ``weekday`` user with >= ``worktime_share`` of the activity
+  in local hours 9-17 (the profile keeps hours and weekdays apart, so this
+  reads "a weekday shopper who shops in office hours").
+* **Purchase cycle** (triggers.cycle): with at least ``cycle_min_intervals``
+  intervals between purchase occasions and a spread (sd / mean) at most
+  ``cycle_max_spread``: ``cycle:<weekly|monthly|quarterly|long>`` for a mean
+  interval up to 10, 45, 120 days, or longer.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from triggers.cycle import as_cycle
 from triggers.profile import Profile
 from triggers.zones import zone_or_none
 
@@ -51,16 +59,25 @@ NEW_OR_LAPSED = "new_or_lapsed"
 SEGMENTS = (CHAMPION, LOYAL, PROMISING, NEW_OR_LAPSED)
 
 DAY_PARTS = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
+WORK_HOURS = (9, 17)  # local hours [9, 17)
+WORKTIME = "worktime"
+_DAY_MS = 86_400_000
+# (tag, mean interval up to): the first that fits
+CYCLES = (("weekly", 10 * _DAY_MS), ("monthly", 45 * _DAY_MS), ("quarterly", 120 * _DAY_MS),
+          ("long", None))
 
 # Every tag behaviour_tag_set can produce, by group (at most one per group).
 STYLE_TAG = "style:"
 SEGMENT_TAG = "segment:"
 TOD_TAG = "tod:"
+CYCLE_TAG = "cycle:"
 TAG_GROUPS: dict[str, frozenset[str]] = {
     "style": frozenset(STYLE_TAG + s for s in STYLES),
     "segment": frozenset(SEGMENT_TAG + s for s in SEGMENTS),
     "tod": frozenset(TOD_TAG + part for part, _, _ in DAY_PARTS),
     "week": frozenset({"weekday", "weekend"}),
+    "work": frozenset({WORKTIME}),
+    "cycle": frozenset(CYCLE_TAG + name for name, _ in CYCLES),
 }
 BEHAVIOUR_TAGS = frozenset().union(*TAG_GROUPS.values())
 
@@ -96,6 +113,12 @@ class HabitThresholds(Protocol):
     def day_part_share(self) -> float: ...
     @property
     def weekend_share(self) -> float: ...
+    @property
+    def worktime_share(self) -> float: ...
+    @property
+    def cycle_min_intervals(self) -> int: ...
+    @property
+    def cycle_max_spread(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +176,9 @@ def utc_offset_hours(tz_name: str | None, now_ms: int) -> int:
 def habit_tags(profile: Profile, rules: HabitThresholds, now_ms: int,
                default_tz: str | None = None) -> tuple[str, ...]:
     total = profile.weekday + profile.weekend
+    cycle = cycle_tag(profile, rules)
     if total < rules.min_events:
-        return ()
+        return () if cycle is None else (cycle,)
     tags: list[str] = []
     shift = utc_offset_hours(profile.tz or default_tz, now_ms)
     local = [0] * 24
@@ -166,8 +190,27 @@ def habit_tags(profile: Profile, rules: HabitThresholds, now_ms: int,
             if sum(local[start:end]) / hours_total >= rules.day_part_share:
                 tags.append(TOD_TAG + part)
                 break
-    tags.append("weekend" if profile.weekend / total >= rules.weekend_share else "weekday")
+    weekend = profile.weekend / total >= rules.weekend_share
+    tags.append("weekend" if weekend else "weekday")
+    start, end = WORK_HOURS
+    if not weekend and hours_total and sum(local[start:end]) / hours_total >= rules.worktime_share:
+        tags.append(WORKTIME)
+    if cycle is not None:
+        tags.append(cycle)
     return tuple(tags)
+
+
+def cycle_tag(profile: Profile, rules: HabitThresholds) -> str | None:
+    """``cycle:<name>`` when the purchase cycle is sure enough (else None)."""
+    cycle = as_cycle(profile.cycle)
+    if cycle is None or cycle.intervals < rules.cycle_min_intervals:
+        return None
+    if not cycle.spread_at_most(rules.cycle_max_spread):
+        return None
+    for name, up_to in CYCLES:
+        if up_to is None or cycle.mean_ms <= up_to:
+            return CYCLE_TAG + name
+    return None  # unreachable: the last bucket has no bound
 
 
 def classify(profile: Profile | None, styles: StyleThresholds, segments: SegmentThresholds,

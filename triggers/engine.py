@@ -79,8 +79,10 @@ class Engine:
         # Timer scenes with a `user` filter, checked when their timer is due.
         self._timer_users: dict[str, UserFilter] = {
             r.name: r.user for r in self._rules if r.timer and r.user is not None}
-        if not track_profile and any(s.user is not None for s in self.scenes):
-            raise ValueError("scenes with a `user` filter need track_profile=True")
+        if not track_profile and (any(s.user is not None for s in self.scenes)
+                                  or any(k.reads_profile for k in kinds)):
+            raise ValueError("scenes with a `user` filter or a kind that reads the profile "
+                             "need track_profile=True")
         # The rules an event type can touch, in config order (see _rules_for).
         self._by_type: dict[object, _Plan] = {}  # keyed by type strings only
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).

@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from triggers.durations import format_duration_ms
 from triggers.events import Event, Trigger
 from triggers.predicates import Predicate, as_compared_string
-from triggers.scenes import AbsenceScene, ArrivalScene, RepeatScene, Scene, SequenceScene
+from triggers.scenes import (
+    AbsenceScene,
+    ArrivalScene,
+    RepeatScene,
+    ReplenishmentScene,
+    Scene,
+    SequenceScene,
+)
 from triggers.state import UserState
 
 MAX_REFUSALS = 50  # listed per scene; the rest are counted
@@ -122,6 +129,10 @@ def fired_why(scene: Scene, trigger: Trigger, state: UserState | None = None) ->
         if win is None or idx < 0:
             return f"{one} then {two} within {within}"
         return f"{one} at {hm(win.when[idx])}, then {two} within {within}"
+    if isinstance(scene, ReplenishmentScene):
+        of = f" of {scene.category}" if scene.category is not None else ""
+        return (f"no purchase{of} by {hm(trigger.ts)}: the expected next purchase "
+                f"(newest + mean interval) plus {format_duration_ms(scene.margin_ms)}")
     return f"{scene.kind} fired"
 
 

@@ -129,4 +129,8 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
         setattr(out, name, getattr(later, name) or getattr(earlier, name))
     out.tz = known.tz or anonymous.tz
     out.locale = known.locale or anonymous.locale
+    # Intervals of two histories do not add up: the longer purchase history's cycle.
+    cycles = known if known.purchases >= anonymous.purchases else anonymous
+    out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
+    out.first_purchase_ts = _oldest(known.first_purchase_ts, anonymous.first_purchase_ts)
     return out

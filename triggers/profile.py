@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from triggers.cycle import (
+    CategoryStats,
+    Stats,
+    record_category,
+    record_purchase,
+    valid_categories,
+    valid_stats,
+)
 from triggers.events import Event
 from triggers.zones import is_zone_name
 
@@ -29,6 +37,9 @@ class Profile:
     __slots__ = (
         "amount_cents",
         "category_views",
+        "cats",
+        "cycle",
+        "first_purchase_ts",
         "first_ts",
         "hours",
         "last_category",
@@ -65,6 +76,10 @@ class Profile:
         self.last_category: str | None = None
         self.tz: str | None = None  # IANA zone name from an event's `tz` field
         self.locale: str | None = None  # language tag from an event's `locale` field
+        # Purchase cycle (triggers.cycle): overall and per category (capped).
+        self.cycle: Stats | None = None
+        self.cats: dict[str, CategoryStats] = {}
+        self.first_purchase_ts: int | None = None  # tenure, for the churn model
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -110,8 +125,13 @@ class Profile:
             self.purchases += 1
             self.amount_cents = min(self.amount_cents + _price_cents(get("price")),
                                     _MAX_AMOUNT_CENTS)
+            self.cycle = record_purchase(self.cycle, self.last_purchase_ts, ts)
+            if category and isinstance(category, str):
+                record_category(self.cats, category[:200], ts)
             if self.last_purchase_ts is None or ts > self.last_purchase_ts:
                 self.last_purchase_ts = ts
+            if self.first_purchase_ts is None or ts < self.first_purchase_ts:
+                self.first_purchase_ts = ts
         page = get("page")
         on_promo_page = isinstance(page, str) and page.startswith(PROMO_PAGE_PREFIX)
         if on_promo_page or source == "promo":
@@ -138,6 +158,9 @@ class Profile:
             self.last_category,
             self.tz,
             self.locale,
+            self.cycle,
+            self.cats,
+            self.first_purchase_ts,
         ]
 
     @classmethod
@@ -168,6 +191,11 @@ class Profile:
             profile.tz = extra[1] if is_zone_name(extra[1]) else None
         if len(extra) >= 3:
             profile.locale = extra[2]
+        if len(extra) >= 5:
+            profile.cycle = valid_stats(extra[3])
+            profile.cats = valid_categories(extra[4])
+        if len(extra) >= 6 and type(extra[5]) is int:
+            profile.first_purchase_ts = extra[5]
         return profile
 
 

@@ -11,6 +11,7 @@ from triggers.kinds.absence import AbsenceRule, AbsenceScene
 from triggers.kinds.arrival import ArrivalRule, ArrivalScene
 from triggers.kinds.base import NO_KEY, Limits, Rule, Scene
 from triggers.kinds.repeat import RepeatRule, RepeatScene
+from triggers.kinds.replenishment import ReplenishmentRule, ReplenishmentScene
 from triggers.kinds.sequence import SequenceRule, SequenceScene
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "Limits",
     "RepeatRule",
     "RepeatScene",
+    "ReplenishmentRule",
+    "ReplenishmentScene",
     "Rule",
     "Scene",
     "SequenceRule",

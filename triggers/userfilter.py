@@ -62,7 +62,8 @@ class UserFilter:
         named = self.tags_all | self.tags_any | self.tags_none
         style = self.styles is not None or bool(named & TAG_GROUPS["style"])
         segment = self.segments is not None or bool(named & TAG_GROUPS["segment"])
-        habits = bool(named & (TAG_GROUPS["tod"] | TAG_GROUPS["week"]))
+        habits = bool(named & (TAG_GROUPS["tod"] | TAG_GROUPS["week"] | TAG_GROUPS["work"]
+                               | TAG_GROUPS["cycle"]))
         object.__setattr__(self, "_needs", (style, segment, habits))
         object.__setattr__(self, "_condition",
                            TagCondition(self.tags_all, self.tags_any or None, self.tags_none))

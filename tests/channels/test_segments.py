@@ -64,7 +64,8 @@ def test_habit_tags_use_the_users_zone() -> None:
     # 12:00-13:00 UTC on a Tuesday = 20:00-21:00 in Shanghai.
     for i in range(6):
         profile.update(_event("u", T0 + 10 * HOUR + i * 60_000, "view", product_id="1"))
-    assert habit_tags(profile, HabitRules(), T0, "UTC") == ("tod:afternoon", "weekday")
+    assert habit_tags(profile, HabitRules(), T0, "UTC") == ("tod:afternoon", "weekday",
+                                                            "worktime")
     assert habit_tags(profile, HabitRules(), T0, "Asia/Shanghai") == ("tod:evening", "weekday")
     profile.tz = "America/New_York"  # 08:00 there (EDT, UTC-4)
     assert habit_tags(profile, HabitRules(), T0, "Asia/Shanghai") == ("tod:morning", "weekday")

@@ -64,7 +64,8 @@ def test_every_behaviour_tag_is_accepted() -> None:
         config = validate_config({"scenes": {"s": {**ARRIVAL, "user": {"tags": {"any": [tag]}}}}})
         scene = config.scene_list()[0]
         assert scene.user is not None and scene.user.tags_any == {tag}
-    assert len(BEHAVIOUR_TAGS) == 14  # 4 day parts, weekday/weekend, 4 styles, 4 segments
+    # 4 day parts, weekday/weekend, worktime, 4 styles, 4 segments, 4 purchase cycles
+    assert len(BEHAVIOUR_TAGS) == 19
 
 
 def test_filter_takes_the_content_thresholds_and_default_zone() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 RefTrigger = tuple[str, str, str | None, int]  # scene, user_id, key, ts
@@ -139,6 +140,8 @@ class Reference:
             kind = spec["kind"]
             if kind == "absence":
                 self._absence(name, spec, user, event)
+            elif kind == "replenishment":
+                self._replenishment(name, spec, user, event)
             else:
                 rule = {"repeat": self._repeat, "arrival": self._arrival,
                         "sequence": self._sequence}[kind]
@@ -176,6 +179,25 @@ class Reference:
         elif matches(spec["start"], event):
             self.arms += 1
             self.timers[(name, user)] = (event["ts"] + duration_ms(spec["after"]), self.arms)
+
+    def _replenishment(self, name: str, spec: Mapping[str, Any], user: str,
+                       event: Mapping[str, Any]) -> None:
+        """docs/semantics-notes.md, "The replenishment kind": a purchase (of
+        the category) arms at last + mean + margin, or disarms when the
+        cycle is not sure enough; the deadline already armed is no change."""
+        scope: dict[str, Any] = {"type": "purchase"}
+        category = spec.get("category")
+        if category is not None:
+            scope["category"] = category
+        if not matches(scope, event):
+            return
+        deadline = refill_deadline(spec, self.history[user])
+        armed = self.timers.get((name, user))
+        if deadline is None:
+            self.timers.pop((name, user), None)
+        elif armed is None or armed[0] != deadline:
+            self.arms += 1
+            self.timers[(name, user)] = (deadline, self.arms)
 
     def _key(self, spec: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[bool, str | None]:
         """(has a key, the per value as a string); without `per` the key is None."""
@@ -254,6 +276,40 @@ class Reference:
             return False, None
         self.fires.setdefault((name, user, key), []).append(event["ts"])
         return True, key
+
+
+OCCASION_GAP_MS = 3_600_000
+KEPT_INTERVALS = 8
+
+
+def refill_deadline(spec: Mapping[str, Any], history: Sequence[_Taken]) -> int | None:
+    """From every purchase taken (of the category: a string field equal to
+    it), in taken order: the newest purchase and the intervals between
+    occasions (a purchase more than the gap after the newest before it)."""
+    category = spec.get("category")
+    last: int | None = None
+    intervals: list[int] = []
+    for t in history:
+        if t.fields.get("type") != "purchase":
+            continue
+        if category is not None and t.fields.get("category") != category:
+            continue
+        if last is None:
+            last = t.ts
+        elif t.ts > last + OCCASION_GAP_MS:
+            intervals.append(t.ts - last)
+            last = t.ts
+        elif t.ts > last:
+            last = t.ts
+    if last is None or not intervals or len(intervals) < spec.get("min_intervals", 2):
+        return None
+    recent = intervals[-KEPT_INTERVALS:]
+    mean = Fraction(sum(recent), len(recent))
+    if spec.get("max_spread") is not None:
+        variance = sum((x - mean) ** 2 for x in recent) / len(recent)
+        if variance > (Fraction(spec["max_spread"]) * mean) ** 2:
+            return None
+    return last + sum(recent) // len(recent) + duration_ms(spec["margin"])
 
 
 def run_reference(

@@ -58,7 +58,7 @@ maybe = st.none().__or__  # a strategy or None
 
 @st.composite
 def scene_specs(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["repeat", "absence", "arrival", "sequence"]))
+    kind = draw(st.sampled_from(["repeat", "absence", "arrival", "sequence", "replenishment"]))
     spec: dict[str, Any] = {"kind": kind}
     if kind == "repeat":
         spec["when"] = draw(predicates)
@@ -72,6 +72,11 @@ def scene_specs(draw: st.DrawFn) -> dict[str, Any]:
         spec["within"] = draw(st.integers(1, 60))
         optional = {"per": st.sampled_from(PER_FIELDS), "unless": predicates,
                     "cooldown": durations}
+    elif kind == "replenishment":
+        spec["margin"] = draw(durations)
+        optional = {"category": st.sampled_from(["a", "b"]),
+                    "min_intervals": st.integers(1, 3),
+                    "max_spread": st.sampled_from([0.25, 0.5, 1.0])}
     elif kind == "absence":
         spec["start"] = draw(predicates)
         spec["after"] = draw(durations)
@@ -95,7 +100,10 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "page": st.sampled_from([MISSING, None, "", "/promo", "/promo/x", "/home"]),
     "flag": st.sampled_from([MISSING, True, False, "true", 0]),
     "price": st.sampled_from([MISSING, 1.5, "1.5", 2]),
+    "category": st.sampled_from([MISSING, "a", "b"]),
 }
+# Jumps that make purchase occasions (replenishment): around the one-hour gap.
+JUMPS = st.sampled_from([3_599_999, 3_600_000, 3_600_001, 7_200_000, 7_200_002, 86_400_000])
 
 
 @st.composite
@@ -106,6 +114,8 @@ def streams(draw: st.DrawFn, late_ms: int) -> list[dict[str, Any]]:
     for _ in range(size):
         if draw(st.integers(0, 4)) == 0:
             ts = newest - draw(st.integers(0, late_ms))  # late, within the allowance
+        elif draw(st.integers(0, 5)) == 0:
+            ts = newest + draw(JUMPS)
         else:
             ts = newest + draw(st.integers(0, 12))  # ties are common on purpose
         newest = max(newest, ts)

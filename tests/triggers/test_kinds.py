@@ -22,10 +22,10 @@ from triggers.userfilter import UserFilter
 
 
 def test_every_kind_has_its_config_model_in_registry_order() -> None:
-    assert kind_names() == ("repeat", "absence", "arrival", "sequence")
+    assert kind_names() == ("repeat", "absence", "arrival", "sequence", "replenishment")
     assert tuple(model_kind(m) for m in SCENE_MODELS) == kind_names()
-    assert spelled_out() == "repeat, absence, arrival or sequence"
-    assert [name for name, kind in KINDS.items() if kind.timer] == ["absence"]
+    assert spelled_out() == "repeat, absence, arrival, sequence or replenishment"
+    assert [name for name, kind in KINDS.items() if kind.timer] == ["absence", "replenishment"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,7 @@ class EveryOtherKind:
     name = "every_other"
     timer = False
     slot: Slot = "fires"
+    reads_profile = False
 
     def rule(self, scene: EveryOtherScene, limits: Limits) -> EveryOtherRule:
         return EveryOtherRule(scene)

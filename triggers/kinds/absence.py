@@ -56,6 +56,7 @@ class AbsenceKind:
     name = "absence"
     timer = True
     slot: Slot = "timer"
+    reads_profile = False
 
     def rule(self, scene: AbsenceScene, limits: Limits) -> AbsenceRule:
         return AbsenceRule(scene, limits)

@@ -98,6 +98,7 @@ class ArrivalKind:
     name = "arrival"
     timer = False
     slot: Slot = "fires"
+    reads_profile = False
 
     def rule(self, scene: ArrivalScene, limits: Limits) -> ArrivalRule:
         return ArrivalRule(scene, limits)

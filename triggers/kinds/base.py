@@ -122,6 +122,8 @@ class SceneKind(Protocol, Generic[S]):
     name: str  # the config's `kind`
     timer: bool  # fires from the engine's clock (state in the `timer` slot)
     slot: Slot
+    # Its rule reads the user's Profile (the engine then needs track_profile).
+    reads_profile: bool
 
     def rule(self, scene: S, limits: Limits) -> Rule: ...
 

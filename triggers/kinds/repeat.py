@@ -138,6 +138,7 @@ class RepeatKind:
     name = "repeat"
     timer = False
     slot: Slot = "windows"
+    reads_profile = False
 
     def rule(self, scene: RepeatScene, limits: Limits) -> RepeatRule:
         return RepeatRule(scene, limits)

@@ -109,6 +109,7 @@ class SequenceKind:
     name = "sequence"
     timer = False
     slot: Slot = "windows"
+    reads_profile = False
 
     def rule(self, scene: SequenceScene, limits: Limits) -> SequenceRule:
         return SequenceRule(scene, limits)
