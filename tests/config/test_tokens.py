@@ -50,3 +50,18 @@ def test_no_admin_token_configured_refuses_all() -> None:
         assert not tokens
         assert tokens.name_of("") is None and tokens.name_of("x") is None
     assert not AdminTokens.single("")
+
+
+def test_an_empty_admin_token_set_refuses_all_and_cannot_be_changed() -> None:
+    import dataclasses
+
+    import pytest
+
+    from config.tokens import ADMIN_TOKENS_HINT
+
+    tokens = AdminTokens()
+    assert not tokens and tokens.name_of("") is None and tokens.name_of("admin") is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tokens.named = (("eve", "x"),)  # type: ignore[misc]
+    # The refusal tells the operator which variables to set.
+    assert ADMIN_TOKENS_HINT == "set SCENETRIGGER_ADMIN_TOKENS (name=token,...)"
