@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 
-.PHONY: install demo demo-live test unit lint bench bench-compiled bench-worker clean kafka-up kafka-down redis-up redis-down
+.PHONY: install demo demo-live test unit lint mutate bench bench-compiled bench-worker clean kafka-up kafka-down redis-up redis-down
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Mutation testing of the contract modules against their unit tests (scripts/mutate.py,
+# docs/testing.md). Not part of `make test`: it takes minutes per module.
+# MUTATE_ARGS="--module config/tokens.py" for one module.
+mutate: install
+	$(BIN)/pip install -q 'mutmut==2.5.1'
+	$(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
 
 bench: install
 	$(BIN)/python bench/replay.py

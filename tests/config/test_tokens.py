@@ -83,3 +83,16 @@ def test_the_client_variable_names_the_author_of_a_config_push() -> None:
         author_of(None, env)
     with pytest.raises(SceneTriggerError, match=ADMIN_TOKENS_ENV):
         author_of("a1", {})
+
+
+def test_an_empty_admin_token_set_refuses_all_and_cannot_be_changed() -> None:
+    import dataclasses
+
+    from config.tokens import ADMIN_TOKENS_HINT
+
+    tokens = AdminTokens()
+    assert not tokens and tokens.name_of("") is None and tokens.name_of("admin") is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tokens.named = (("eve", "x"),)  # type: ignore[misc]
+    # The refusal tells the operator which variables to set.
+    assert ADMIN_TOKENS_HINT == "set SCENETRIGGER_ADMIN_TOKENS (name=token,...)"

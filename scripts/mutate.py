@@ -1,0 +1,168 @@
+"""Mutation testing of the modules that hold a security or delivery contract
+(``make mutate``; docs/testing.md, "Mutation testing").
+
+For each contract module, mutmut plants one small bug at a time (a flipped
+comparison, a changed constant, a dropped argument) and runs that module's
+own unit tests; a mutant the tests do not fail "survived". A survivor is
+either a missing test or an equivalent mutant (a change no behaviour can
+tell apart): the equivalent ones are listed, each with its reason, in
+``tests/mutants_equivalent.json``. The score of a module is killed /
+(mutants - listed equivalents); the goal is in :data:`GOALS`.
+
+mutmut edits the module in place while it runs (and restores it): run this on
+a clean tree, never beside a running worker. Progress goes to stderr; the
+summary to stdout (``--json`` for a script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EQUIVALENTS = REPO / "tests" / "mutants_equivalent.json"
+
+# module -> (its tests, the goal). Signatures, consent, tokens and identity:
+# 95 %; the rest of the contracts: 90 %. Unit tests only, except where a
+# module's tests need nothing but loopback HTTP (LOOPBACK_OK).
+CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
+    "config/tokens.py": (("tests/config/test_tokens.py",), 0.95),
+    "channels/webhook.py": (("tests/channels/test_webhook.py",), 0.95),
+    "channels/consent.py": (("tests/channels/test_audience.py",
+                             "tests/channels/test_consent_http.py"), 0.95),
+    "triggers/merge.py": (("tests/triggers/test_host_identity.py",), 0.95),
+    "channels/control.py": (("tests/channels/test_control_delivery.py",), 0.90),
+    "channels/policy.py": (("tests/channels/test_policy.py",
+                            "tests/channels/test_delivery_lease.py"), 0.90),
+    "triggers/kinds/repeat.py": (("tests/triggers",), 0.90),
+    "triggers/kinds/absence.py": (("tests/triggers",), 0.90),
+    "triggers/kinds/arrival.py": (("tests/triggers",), 0.90),
+    "triggers/kinds/sequence.py": (("tests/triggers",), 0.90),
+    "scenetrigger/erasure.py": (("tests/scenetrigger/test_erasure_unit.py",), 0.90),
+}
+
+
+# Modules whose integration tests start only aiohttp servers on loopback (no
+# Kafka, no Redis): their runner takes them too (the channel's sending side).
+LOOPBACK_OK = {"channels/webhook.py"}
+
+
+@dataclass
+class Survivor:
+    line: int
+    before: str
+    after: str
+    equivalent: str | None = None  # the listed reason, when listed
+
+
+@dataclass
+class ModuleScore:
+    module: str
+    mutants: int
+    killed: int
+    goal: float
+    seconds: float
+    survivors: list[Survivor] = field(default_factory=list)
+
+    @property
+    def equivalent(self) -> int:
+        return sum(1 for s in self.survivors if s.equivalent is not None)
+
+    @property
+    def score(self) -> float:
+        real = self.mutants - self.equivalent
+        return 1.0 if real <= 0 else self.killed / real
+
+    @property
+    def met(self) -> bool:
+        return self.score >= self.goal
+
+
+def load_equivalents() -> dict[tuple[str, str, str], str]:
+    """(module, line before, line after) -> why the mutant is equivalent."""
+    if not EQUIVALENTS.exists():
+        return {}
+    entries = json.loads(EQUIVALENTS.read_text(encoding="utf-8"))
+    return {(e["module"], e["before"].strip(), e["after"].strip()): e["why"] for e in entries}
+
+
+def mutmut(python: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, "-m", "mutmut", *args], cwd=REPO, text=True,  # noqa: S603
+                          capture_output=True, check=False)
+
+
+def diff_lines(shown: str) -> tuple[str, str]:
+    """The removed and added line of ``mutmut show ID``'s unified diff."""
+    before = [ln[1:] for ln in shown.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    after = [ln[1:] for ln in shown.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return " | ".join(s.strip() for s in before), " | ".join(s.strip() for s in after)
+
+
+def run_module(python: str, module: str, tests: tuple[str, ...], goal: float,
+               equivalents: dict[tuple[str, str, str], str]) -> ModuleScore:
+    (REPO / ".mutmut-cache").unlink(missing_ok=True)
+    marker = "" if module in LOOPBACK_OK else "-m 'not integration' "
+    runner = f"{python} -m pytest -x -q -p no:cacheprovider {marker}{' '.join(tests)}"
+    started = time.monotonic()
+    run = mutmut(python, "run", "--paths-to-mutate", module, "--runner", runner, "--no-progress")
+    if run.returncode & 1:
+        raise SystemExit(f"mutate: mutmut failed on {module}:\n{run.stdout[-2000:]}"
+                         f"{run.stderr[-2000:]}")
+    report = ET.fromstring(mutmut(python, "junitxml").stdout)  # noqa: S314
+    suite = report.find("testsuite")
+    assert suite is not None
+    total = int(suite.get("tests", "0"))
+    survivors = []
+    for case in suite.findall("testcase"):
+        if case.find("failure") is None:
+            continue
+        number = re.sub(r"\D", "", case.get("name", ""))
+        before, after = diff_lines(mutmut(python, "show", number).stdout)
+        why = equivalents.get((module, before, after))
+        survivors.append(Survivor(int(case.get("line", "0")), before, after, why))
+    return ModuleScore(module, total, total - len(survivors), goal,
+                       round(time.monotonic() - started, 1), survivors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make mutate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", action="append", choices=sorted(CONTRACTS),
+                        help="only this contract module (repeatable; default: all)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter with the project and mutmut installed")
+    parser.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    args = parser.parse_args(argv)
+    equivalents = load_equivalents()
+    scores = []
+    for module in args.module or sorted(CONTRACTS):
+        tests, goal = CONTRACTS[module]
+        print(f"mutate: {module} against {' '.join(tests)} ...", file=sys.stderr, flush=True)
+        score = run_module(args.python, module, tests, goal, equivalents)
+        print(f"mutate: {module}: {score.killed}/{score.mutants} killed, "
+              f"{score.equivalent} listed equivalent, score {score.score:.1%} "
+              f"(goal {score.goal:.0%}) in {score.seconds:.0f} s", file=sys.stderr, flush=True)
+        scores.append(score)
+    (REPO / ".mutmut-cache").unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps([{**asdict(s), "score": round(s.score, 4), "met": s.met}
+                          for s in scores], indent=2))
+    else:
+        for s in scores:
+            print(f"{s.module:32} {s.killed:4}/{s.mutants:<4} equivalent {s.equivalent:3}  "
+                  f"score {s.score:6.1%}  goal {s.goal:.0%}  {'ok' if s.met else 'SHORT'}")
+            for v in s.survivors:
+                if v.equivalent is None:
+                    print(f"    survived line {v.line}: {v.before!r} -> {v.after!r}")
+    return 0 if all(s.met for s in scores) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
