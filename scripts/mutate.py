@@ -37,7 +37,9 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
     "channels/webhook.py": (("tests/channels/test_webhook.py",), 0.95),
     "channels/consent.py": (("tests/channels/test_audience.py",
                              "tests/channels/test_consent_http.py"), 0.95),
-    "triggers/merge.py": (("tests/triggers/test_host_identity.py",), 0.95),
+    "triggers/merge.py": (("tests/triggers/test_host_identity.py",
+                           "tests/triggers/test_identity_rules.py",
+                           "tests/agents/test_identity_unit.py"), 0.95),
     "channels/control.py": (("tests/channels/test_control_delivery.py",), 0.90),
     "channels/policy.py": (("tests/channels/test_policy.py",
                             "tests/channels/test_delivery_lease.py"), 0.90),
@@ -45,13 +47,15 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
     "triggers/kinds/absence.py": (("tests/triggers",), 0.90),
     "triggers/kinds/arrival.py": (("tests/triggers",), 0.90),
     "triggers/kinds/sequence.py": (("tests/triggers",), 0.90),
-    "scenetrigger/erasure.py": (("tests/scenetrigger/test_erasure_unit.py",), 0.90),
+    "scenetrigger/erasure.py": (("tests/scenetrigger/test_erase_every_byte.py",
+                                 "tests/config/test_hash_keys.py"), 0.90),
 }
 
 
-# Modules whose integration tests start only aiohttp servers on loopback (no
-# Kafka, no Redis): their runner takes them too (the channel's sending side).
-LOOPBACK_OK = {"channels/webhook.py"}
+# Modules whose tests that count need a service the fixtures start themselves
+# (aiohttp on loopback for the webhook's sending side, a redis-server for
+# erasure): their runner takes the integration tests too.
+LOOPBACK_OK = {"channels/webhook.py", "scenetrigger/erasure.py"}
 
 
 @dataclass

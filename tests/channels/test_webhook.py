@@ -250,3 +250,56 @@ async def test_close_flushes_a_waiting_batch() -> None:
         await channel.close()
         result = await pending
     assert result.ok and len(rx.requests) == 1
+
+
+# -- the contract's edges (each test kills mutants `make mutate` found alive) --------
+
+
+def test_the_recency_window_is_five_minutes_inclusive() -> None:
+    body = b"{}"
+    stamp = 1_700_000_000_000
+    sig = "sha256=" + hmac.new(SECRET, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert verify_signature(SECRET, str(stamp), sig, body, now_ms=stamp + 300_000)
+    assert verify_signature(SECRET, str(stamp), sig, body, now_ms=stamp - 300_000)
+    assert not verify_signature(SECRET, str(stamp), sig, body, now_ms=stamp + 300_001)
+    assert not verify_signature(SECRET, str(stamp), sig, body, now_ms=stamp - 300_001)
+
+
+def test_only_2xx_is_delivered_and_the_error_names_the_status() -> None:
+    assert classify_status(299, {}).ok
+    for status in (300, 301, 304, 199):
+        attempt = classify_status(status, {})
+        assert (attempt.ok, attempt.error, attempt.retryable) == (False, f"HTTP {status}", False)
+    assert classify_status(503, {}).error == "HTTP 503"
+
+
+def test_a_retry_after_date_in_the_past_waits_nothing() -> None:
+    assert retry_after_ms("Wed, 21 Oct 2015 07:28:10 GMT", now_s=1445412500.0) == 0
+
+
+async def test_an_invalid_url_fails_for_good_without_retrying() -> None:
+    channel = webhook("http://[::1", FakeSleep())
+    result = await channel.send(message())
+    await channel.close()
+    assert (result.ok, result.retryable, result.attempts) == (False, False, 1)
+    assert result.error is not None and result.error.startswith("invalid URL: ")
+
+
+@pytest.mark.integration
+async def test_idempotency_keys_and_custom_headers_reach_the_receiver() -> None:
+    async with running_receiver(Receiver(SECRET)) as rx:
+        single = webhook(rx.url, headers={"X-Shop": "s1"})
+        assert (await single.send(message())).ok
+        await single.close()
+        batched = webhook(rx.url, batch_max=2, batch_linger_ms=1_000, headers={"X-Shop": "s1"})
+        results = await asyncio.gather(batched.send(message(1)), batched.send(message(2)))
+        await batched.close()
+    assert all(r.ok for r in results)
+    one, two = rx.requests
+    assert one.headers["Idempotency-Key"] == "m-1" and one.headers["X-Shop"] == "s1"
+    assert two.headers["X-Scenetrigger-Batch"] == "2" and two.headers["X-Shop"] == "s1"
+    # A batch's key is the body's BLAKE2b-128 (docs/channels.md): the same batch
+    # re-sent has the same key.
+    assert two.headers["Idempotency-Key"] == hashlib.blake2b(two.body, digest_size=16).hexdigest()
+    assert [m["message_id"] for m in orjson.loads(two.body)["messages"]] == ["m-1", "m-2"]
+    assert all(r.signature_ok for r in rx.requests)
