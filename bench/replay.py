@@ -51,8 +51,8 @@ from scenetrigger.replay import (  # noqa: E402
     jsonl_trigger_writer,
     new_engine,
     replay,
-    replay_sharded,
 )
+from scenetrigger.replay_shards import replay_sharded  # noqa: E402
 from scenetrigger.sources import read_events  # noqa: E402
 from triggers.engine import Engine  # noqa: E402
 

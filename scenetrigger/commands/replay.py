@@ -20,8 +20,8 @@ from scenetrigger.replay import (
     jsonl_trigger_writer,
     new_host,
     replay,
-    replay_sharded,
 )
+from scenetrigger.replay_shards import replay_sharded
 from scenetrigger.sources import FORMATS, read_for
 from triggers.errors import SceneTriggerError
 from triggers.events import Refusal, Trigger

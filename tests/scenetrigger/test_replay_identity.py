@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 
 from config.loader import load_config
-from scenetrigger.replay import new_engine, replay, replay_sharded
+from scenetrigger.replay import new_engine, replay
+from scenetrigger.replay_shards import replay_sharded
 from scenetrigger.sources import read_events
 from triggers import Trigger
 

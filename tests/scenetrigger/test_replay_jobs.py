@@ -17,7 +17,7 @@ import pytest
 
 from config.loader import load_config
 from scenetrigger.personas import generate_events
-from scenetrigger.replay import replay_sharded
+from scenetrigger.replay_shards import replay_sharded
 from tests.paths import DATA
 from tests.scenetrigger.test_replay_sharded import assert_same
 
