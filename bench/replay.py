@@ -12,8 +12,10 @@ of shopper personas, then runs, interleaved and repeated:
 - ``replay-file``: the same, triggers written as JSONL to bench/out/;
 - ``replay-null-profiles``: as replay-null with the profile aggregates kept
   (what ``--deliver``, scene user filters and the worker need);
-- ``replay-null-N-shards``: ``replay_sharded`` in N processes (same output;
-  its CPU time includes the shard processes);
+- ``replay-jobs-N`` (``--jobs 1,2,4``): ``replay --jobs N``'s sharded replay
+  (``replay_sharded``) in N processes, N = 1 included (same output; its CPU
+  time includes the shard processes; its wall time against ``replay-null``,
+  which is ``replay --jobs 1``, is the speed-up);
 - ``replay-null-compiled`` (with ``--compiled build/compiled``): replay-null
   in a fresh interpreter on the opt-in mypyc build of the engine
   (``scripts/build-compiled.sh``, ``make bench-compiled``), timed inside it.
@@ -27,6 +29,7 @@ encoded state bytes per user).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -51,8 +54,8 @@ from scenetrigger.replay import (  # noqa: E402
     jsonl_trigger_writer,
     new_engine,
     replay,
-    replay_sharded,
 )
+from scenetrigger.replay_shards import replay_sharded  # noqa: E402
 from scenetrigger.sources import read_events  # noqa: E402
 from triggers.engine import Engine  # noqa: E402
 
@@ -172,10 +175,11 @@ def replay_probe(path: Path) -> dict[str, Any]:
             "engine": triggers.engine.__file__}
 
 
-def measure(path: Path, reps: int, shards: int, build: Path | None) -> dict[str, Any]:
+def measure(path: Path, reps: int, jobs: list[int], build: Path | None) -> dict[str, Any]:
     runs: dict[str, list[tuple[float, float]]] = {
-        "parse": [], "replay-null": [], "replay-file": [], "replay-null-profiles": [],
-        f"replay-null-{shards}-shards": []}
+        "parse": [], "replay-null": [], "replay-file": [], "replay-null-profiles": []}
+    runs |= {f"replay-jobs-{n}": [] for n in jobs}
+    seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     if build is not None:
         runs["replay-null-compiled"] = []
     counts: dict[str, int] = {}
@@ -187,8 +191,9 @@ def measure(path: Path, reps: int, shards: int, build: Path | None) -> dict[str,
         triggers.update(fired)
         return read
 
-    def run_sharded() -> int:
+    def run_sharded(shards: int) -> int:
         read, fired = sharded_run(path, shards)
+        assert not sharded or sharded == fired, (sharded, fired)
         sharded.update(fired)
         return read
 
@@ -200,26 +205,31 @@ def measure(path: Path, reps: int, shards: int, build: Path | None) -> dict[str,
         compiled.update(fired)
         return read, wall, cpu
 
-    jobs: dict[str, Callable[[], tuple[int, float, float]]] = {
+    jobs_run: dict[str, Callable[[], tuple[int, float, float]]] = {
         "parse": lambda: timed(lambda: parse_only(path)),
         "replay-null": lambda: timed(lambda: run_replay(False)),
         "replay-file": lambda: timed(lambda: run_replay(True)),
         "replay-null-profiles": lambda: timed(lambda: run_replay(False, profiles=True)),
-        f"replay-null-{shards}-shards": lambda: timed(run_sharded),
     }
+    for n in jobs:
+        jobs_run[f"replay-jobs-{n}"] = functools.partial(timed, functools.partial(run_sharded, n))
     if build is not None:
-        jobs["replay-null-compiled"] = run_compiled
+        jobs_run["replay-null-compiled"] = run_compiled
+        seconds["replay-null-compiled"] = []
+    loads = [os.getloadavg()[0]]
     for rep in range(reps):
-        for name, job in jobs.items():
+        for name, job in jobs_run.items():
             count, wall, cpu = job()
             counts[name] = count
             runs[name].append((count / wall, count / cpu))
+            seconds[name].append((wall, cpu))
+            loads.append(os.getloadavg()[0])
             print(f"rep {rep + 1}/{reps} {name:<22} {count / wall:>10,.0f} ev/s wall "
                   f"{count / cpu:>10,.0f} ev/s cpu", file=sys.stderr)
     assert len(set(counts.values())) == 1, counts
     assert sharded == triggers, (sharded, triggers)  # the same output, sharded or not
     assert build is None or compiled == triggers, (compiled, triggers)  # and compiled
-    result: dict[str, Any] = {"runs": {}, "triggers": triggers}
+    result: dict[str, Any] = {"runs": {}, "triggers": triggers, "load": loads}
     for name, values in runs.items():
         walls = [w for w, _ in values]
         cpus = [c for _, c in values]
@@ -228,6 +238,8 @@ def measure(path: Path, reps: int, shards: int, build: Path | None) -> dict[str,
             "wall_spread": (max(walls) - min(walls)) / statistics.median(walls),
             "cpu_spread": (max(cpus) - min(cpus)) / statistics.median(cpus),
             "wall": walls, "cpu": cpus,
+            "wall_seconds": statistics.median(w for w, _ in seconds[name]),
+            "cpu_seconds": statistics.median(c for _, c in seconds[name]),
         }
     return result
 
@@ -273,7 +285,8 @@ def memory(path: Path) -> dict[str, Any]:
 
 # -- report --------------------------------------------------------------------
 
-def render(info: dict[str, Any], timing: dict[str, Any], mem: dict[str, Any], reps: int) -> str:
+def render(info: dict[str, Any], timing: dict[str, Any], mem: dict[str, Any] | None,
+           reps: int) -> str:
     runs = timing["runs"]
     parse = runs["parse"]
     lines = [
@@ -281,8 +294,10 @@ def render(info: dict[str, Any], timing: dict[str, Any], mem: dict[str, Any], re
         "## Replay vs parse-only (`bench/replay.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
-        f"({os.cpu_count()} cores, shared with other jobs: load average "
-        f"{os.getloadavg()[0]:.1f}), Python {sys.version.split()[0]}.",
+        f"({os.cpu_count()} cores, shared with other jobs: 1-minute load average "
+        f"{min(timing['load']):.1f}–{max(timing['load']):.1f} during the runs), "
+        f"Python {sys.version.split()[0]}. Wall figures on a loaded machine are noisy; "
+        "CPU figures less so.",
         "",
         f"Input: {info['events']:,} synthetic persona events "
         f"({', '.join(f'{k} {v:,}' for k, v in sorted(info['types'].items()))}), "
@@ -290,20 +305,28 @@ def render(info: dict[str, Any], timing: dict[str, Any], mem: dict[str, Any], re
         f"{info['bytes'] / 1e6:.0f} MB JSONL. Shipped config (3 scenes). "
         f"{reps} repetitions, interleaved; median and spread ((max - min) / median).",
         "",
-        "| run | events/s (CPU) | spread | events/s (wall) | spread | ratio to parse (CPU / wall) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | events/s (CPU) | spread | events/s (wall) | spread | CPU s | wall s "
+        "| ratio to parse (CPU / wall) | wall vs `--jobs 1` |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    single = runs["replay-null"]
     for name, run in runs.items():
         lines.append(
             f"| {name} | {run['cpu_median']:,.0f} | {run['cpu_spread']:.0%} | "
             f"{run['wall_median']:,.0f} | {run['wall_spread']:.0%} | "
+            f"{run['cpu_seconds']:.2f} | {run['wall_seconds']:.2f} | "
             f"{run['cpu_median'] / parse['cpu_median']:.3f} / "
-            f"{run['wall_median'] / parse['wall_median']:.3f} |"
+            f"{run['wall_median'] / parse['wall_median']:.3f} | "
+            f"{run['wall_median'] / single['wall_median']:.2f}x |"
         )
-    rss, traced = mem["rss"], mem["tracemalloc"]
     lines += [
         "",
         f"Triggers: {', '.join(f'{k} {v:,}' for k, v in timing['triggers'].items())}.",
+    ]
+    if mem is None:
+        return "\n".join([*lines, END])
+    rss, traced = mem["rss"], mem["tracemalloc"]
+    lines += [
         "",
         f"Memory per tracked user ({rss['users']:,} users, state kept in memory at the end "
         f"of the input): {traced['bytes_per_user']:,.0f} B by tracemalloc, "
@@ -331,7 +354,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--shards", type=int, default=2, help="processes for the sharded run")
+    parser.add_argument("--jobs", default="1,2,4",
+                        help="the sharded runs' process counts (default 1,2,4)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the memory probes (two more replays)")
     parser.add_argument("--no-docs", action="store_true",
                         help="print only; do not update this script's section of docs/benchmarks.md")
     parser.add_argument("--compiled", type=Path, metavar="DIR",
@@ -350,8 +376,8 @@ def main() -> int:
     path = data_file(args.events, args.users, args.seed)
     info = describe(path)
     build = args.compiled.resolve() if args.compiled is not None else None
-    timing = measure(path, args.reps, args.shards, build)
-    mem = memory(path)
+    timing = measure(path, args.reps, [int(n) for n in args.jobs.split(",")], build)
+    mem = None if args.no_memory else memory(path)
     section = render(info, timing, mem, args.reps)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "replay.json").write_text(json.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -12,13 +13,15 @@ import orjson
 
 from channels.decisions import DEFAULT_MAX_BYTES, FileDecisionLog, refusal_record
 from config.loader import load_config
-from scenetrigger.cli_support import open_input, pick_format, progress_bar
+from scenetrigger.cli_support import open_input, pick_format, positive, progress_bar
 from scenetrigger.replay import (
+    ReplaySummary,
     jsonl_reject_writer,
     jsonl_trigger_writer,
     new_host,
     replay,
 )
+from scenetrigger.replay_shards import replay_sharded
 from scenetrigger.sources import FORMATS, read_for
 from triggers.errors import SceneTriggerError
 from triggers.events import Refusal, Trigger
@@ -36,6 +39,10 @@ def register(sub: Any) -> None:
         "--advance-to", type=int, help="at the end, move the clock to this ts (ms) first"
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--jobs", type=positive, default=os.cpu_count() or 1,
+                        help="processes, each replaying a share of the users (default: the "
+                             "cores; the output is the same). One process with stdin, "
+                             "--rejects, --deliver or --explain")
     parser.add_argument("--deliver", choices=("dry-run", "live"),
                         help="also push each trigger through content, policy and channels")
     parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.decisions and not args.deliver:
         raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)
+    if args.jobs > 1 and args.events != "-" and not (args.rejects or args.deliver):
+        return _run_sharded(args, config)
     # Trigger lines carry no profile fields: only delivery (content, quiet
     # hours) and scenes' user filters read the profiles (see new_host).
     host = new_host(config, profiles=args.deliver is not None)
@@ -86,6 +95,21 @@ def run(args: argparse.Namespace) -> int:
             if progress is not None:
                 progress.close()
         waiting = delivery.finish(summary.clock) if delivery is not None else 0
+    return _report(args, summary, fmt, delivery, waiting)
+
+
+def _run_sharded(args: argparse.Namespace, config: Any) -> int:
+    """``--jobs N``: the same trigger lines and summary from N processes."""
+    with open_input(args.events) as (stream, _size):
+        fmt, _lines = pick_format(args.format, stream, args.events)
+    with _open_out(args.out) as out:
+        summary = replay_sharded(args.events, fmt, config, args.jobs, jsonl_trigger_writer(out),
+                                 args.advance_to)
+    return _report(args, summary, fmt, None, 0)
+
+
+def _report(args: argparse.Namespace, summary: ReplaySummary, fmt: str, delivery: Any,
+            waiting: int) -> int:
     report = summary.to_dict()
     print(summary.render(), file=sys.stderr)
     if delivery is not None:

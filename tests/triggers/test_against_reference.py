@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.loader import validate_config
-from scenetrigger.replay import replay, replay_shard
+from scenetrigger.replay import replay
+from scenetrigger.replay_shards import replay_shard
 from scenetrigger.sources import Record
 from tests.triggers.reference import Reference, run_reference
 from triggers import Engine, Limits, Trigger
@@ -183,7 +184,7 @@ def run_shards(
                      k, shards, advance_to)
         for k in range(shards)
     ]
-    merged = heapq.merge(*(r.triggers for r in results), key=lambda t: t[0])
+    merged = heapq.merge(*(r.triggers for r in results))  # unique tags
     pending = sorted((p for r in results for p in r.pending), key=lambda p: p[0])
     return [t[1:] for t in merged], [p[1:] for p in pending]
 
