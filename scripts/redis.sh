@@ -6,7 +6,7 @@
 #
 # --cluster: a Redis Cluster of 3 masters and 3 replicas on free loopback
 # ports (6 x redis-server --cluster-enabled yes, redis-cli --cluster create),
-# ready when every node says cluster_state:ok; prints one node's redis:// URL,
+# ready when every node says cluster_state:ok and sees 3 replicas; prints one node's redis:// URL,
 # which every --redis-url accepts (the processes find out it is a cluster).
 #
 # Env: SCENETRIGGER_REDIS_RUN_DIR (default ${TMPDIR:-/tmp}/scenetrigger-redis-$UID),
@@ -82,6 +82,9 @@ cmd_start_cluster() {
         local ok=1
         for port in "${ports[@]}"; do
             redis-cli -p "$port" cluster info 2>/dev/null | grep -q "cluster_state:ok" || ok=0
+            # ... and every node sees the three replicas (a replica is a master
+            # in the others' views until its role change has spread)
+            [[ "$(redis-cli -p "$port" cluster nodes 2>/dev/null | grep -c slave)" == 3 ]] || ok=0
         done
         if [[ "$ok" == 1 ]]; then
             cat "$RUN_DIR/cluster/node-0/redis.pid" >"$RUN_DIR/redis.pid"
