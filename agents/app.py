@@ -1,12 +1,9 @@
-"""The Faust app factory: topics, the user-state table, one agent, the sweep.
+"""The worker: topics, the user-state table, one agent, the sweep.
 
-``create_app(settings)`` builds a fresh :class:`faust.App` (no module-level
-app, no autodiscovery). One agent (concurrency 1, at-least-once) reads the
-events topic and the ticks topic together, so every table write of a
-partition happens in one sequence, inside stream iteration of a message of
-that partition. Each events partition has its own engine
-(:class:`agents.engine_host.PartitionHost`), rebuilt from the recovered table
-whenever the partition is assigned here.
+One agent (concurrency 1, at-least-once) reads the events and ticks topics
+together, so every table write of a partition happens in one sequence, inside
+stream iteration of a message of that partition. Each events partition has
+its own engine (agents.partitions); batches settle through agents.checkpoint.
 """
 
 from __future__ import annotations
@@ -108,6 +105,7 @@ class SceneWorker:
                                key_type=bytes, value_type=bytes,
                                extra_topic_configs=topic_configs(s.replication_factor))
         self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config)
+        self.checkpoint.watch(self.table)
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -171,13 +169,15 @@ class SceneWorker:
         # Settle in batches: a user written by several events of a batch costs
         # one table write (and one changelog message).
         limits = SettleLimits(s.settle_batch, s.settle_ms, s.max_pending)
-        ready = self.checkpoint.ready
+        ready, unfenced = self.checkpoint.ready, self.checkpoint.unfenced
         noack = self._stream = stream.noack()
         async for event in noack.events():
             if not self._outputs_declared:
                 await self._declare_outputs()
             message = event.message
             host = self.host(message.partition)
+            if unfenced and host.partition in unfenced:  # settled by the sweep
+                await self.checkpoint.fence(host)
             now = self._now_ms()
             try:
                 if message.topic == events_topic:

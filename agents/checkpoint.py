@@ -7,6 +7,15 @@ trigger hook runs. Before that every send of the batch (triggers, decision
 records, forwarded events) must be acknowledged, so neither a state nor a
 committed offset gets ahead of the triggers it implies.
 
+A settle's changelog writes are acknowledged before the partition's next
+triggers are sent (:meth:`Checkpoint.fence`): the agent waits for them right
+after its own settles, and before taking a message of a partition the sweep
+settled. So a worker killed at any point leaves, per partition, at most its
+one unsettled batch undone; its successor redoes that batch from the
+committed offset (the offset guard skips every event a written state holds)
+and sends that batch's triggers again: at most one settle's worth of
+duplicate trigger records per partition (docs/guarantees.md).
+
 Two callers decide *when*, both through :meth:`Checkpoint.ready`, which only
 looks: the agent after each message (:data:`SettleLimits` from the worker's
 settings; at ``max_pending`` it waits for the acks) and the sweep, for
@@ -26,7 +35,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from agents.engine_host import PartitionHost
-from agents.faust_compat import ack_now, current_event
+from agents.faust_compat import ack_now, current_event, on_changelog_send
 from triggers.events import Trigger
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,13 @@ class Checkpoint:
         self._now_ms = now_ms
         self._fatal = fatal
         self._hooks: set[asyncio.Task[None]] = set()  # running hooks, referenced until done
+        self._written: list[Any] = []  # the changelog sends of the settle under way
+        # partition -> changelog sends of its last settle, not yet known acked
+        self.unfenced: dict[int, list[Any]] = {}
+
+    def watch(self, table: Any) -> None:
+        """Follow the table's changelog sends (the fence waits for them)."""
+        on_changelog_send(table, self._written.append)
 
     @staticmethod
     def ready(host: PartitionHost, now_ms: int, limits: SettleLimits) -> bool:
@@ -87,8 +103,16 @@ class Checkpoint:
         if pending.futures:
             await asyncio.wait(list(pending.futures))
         hook = self.settle(host)
+        await self.fence(host)
         if hook is not None:
             await hook
+
+    async def fence(self, host: PartitionHost) -> None:
+        """Wait until the changelog writes of the partition's last settle are
+        acknowledged (a failed one too: the batch is then redone, never lost)."""
+        writes = self.unfenced.pop(host.partition, None)
+        if writes and not all(write.done() for write in writes):
+            await asyncio.wait(writes)
 
     def settle(self, host: PartitionHost) -> asyncio.Task[None] | None:
         """Write the batch's staged states, ack its messages and start the
@@ -102,6 +126,9 @@ class Checkpoint:
         # the batch's own last message is made current for this call.
         with current_event(pending.messages[-1]):
             host.store.flush()
+        if self._written:
+            self.unfenced.setdefault(host.partition, []).extend(self._written)
+            self._written.clear()
         messages, triggers = pending.take()
         stream = self._stream()
         for event in messages:
