@@ -318,7 +318,7 @@ class SceneWorker:
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each
         # time (once per settle): let a whole batch wait instead.
-        allow_producer_buffer(self.app, 2 * self.settings.max_pending)
+        allow_producer_buffer(self.app, max(2 * self.settings.max_pending, 100))
         self._outputs_declared = True
 
     # -- timers ---------------------------------------------------------------

@@ -47,6 +47,9 @@ TriggerHook = Callable[[Trigger, int], Awaitable[None]]
 EXIT_TRIGGER_SEND_FAILED = 75
 # What a refused send raises: aiokafka's errors, or Faust's wrapper of them.
 SEND_ERRORS = (KafkaError, ProducerSendError)
+# The fence never holds a partition longer: past it (a producer stuck behind a
+# dead broker) more than one batch may be redone after a crash, none lost.
+FENCE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,11 @@ class Checkpoint:
         acknowledged (a failed one too: the batch is then redone, never lost)."""
         writes = self.unfenced.pop(host.partition, None)
         if writes and not all(write.done() for write in writes):
-            await asyncio.wait(writes)
+            _, late = await asyncio.wait(writes, timeout=FENCE_TIMEOUT_S)
+            if late:
+                log.warning("changelog writes not acknowledged: going on", extra={
+                    "partition": host.partition, "writes": len(late),
+                    "seconds": FENCE_TIMEOUT_S})
 
     def settle(self, host: PartitionHost) -> asyncio.Task[None] | None:
         """Write the batch's staged states, ack its messages and start the
