@@ -1,39 +1,34 @@
-"""The Faust app factory: topics, the user-state table, one agent, the sweep.
+"""The worker: topics, the user-state table, one agent, the sweep.
 
-``create_app(settings)`` builds a fresh :class:`faust.App` (no module-level
-app, no autodiscovery). One agent (concurrency 1, at-least-once) reads the
-events topic and the ticks topic together, so every table write of a
-partition happens in one sequence, inside stream iteration of a message of
-that partition. Each events partition has its own engine
-(:class:`agents.engine_host.PartitionHost`), rebuilt from the recovered table
-whenever the partition is assigned here.
+One agent (concurrency 1, at-least-once) reads the events and ticks topics
+together, so every table write of a partition happens in one sequence, inside
+stream iteration of a message of that partition. Each events partition has
+its own engine (agents.partitions); batches settle through agents.checkpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import faust
-from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
-
+from agents.checkpoint import (
+    EXIT_TRIGGER_SEND_FAILED,
+    SEND_ERRORS,
+    Checkpoint,
+    SettleLimits,
+    TriggerHook,
+)
 from agents.engine_host import PartitionHost
+from agents.faust_app import new_app
 from agents.faust_compat import (
-    PartitionTable,
-    ack_now,
     allow_producer_buffer,
     check_versions,
-    current_event,
     hold_flow_until_seek,
     idempotent_producers,
-    partition_items,
     seek_uncommitted_to_beginning,
     settle_while_waiting_empty,
 )
@@ -41,7 +36,7 @@ from agents.faust_compat import (
     rebalancing as is_rebalancing,
 )
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
-from agents.partition_store import PartitionStore
+from agents.partitions import Hosts
 from agents.replication import topic_configs
 from agents.settings import WorkerSettings
 from agents.stored_state import position
@@ -56,16 +51,10 @@ from triggers.wire import encode_trigger
 
 log = logging.getLogger(__name__)
 
-# Called once per trigger after Kafka acknowledged it: (trigger, fired_at_ms).
-# A delivery pipeline hooks in here; it runs inside the agent, so it should
-# hand work off (a queue) rather than deliver inline.
-TriggerHook = Callable[[Trigger, int], Awaitable[None]]
+__all__ = ["EXIT_TRIGGER_SEND_FAILED", "REASON_STATE_ERROR", "SceneWorker", "TriggerHook",
+           "create_app"]
 
 REASON_STATE_ERROR = "state_error"
-# EX_TEMPFAIL: the worker stopped because Kafka refused a trigger; restart it.
-EXIT_TRIGGER_SEND_FAILED = 75
-# What a refused send raises: aiokafka's errors, or Faust's wrapper of them.
-SEND_ERRORS = (KafkaError, ProducerSendError)
 
 
 class SceneWorker:
@@ -76,11 +65,9 @@ class SceneWorker:
                  now_ms: Callable[[], int] = wall_ms,
                  fatal: Callable[[int], None] = os._exit) -> None:
         self.settings = settings
-        self._fatal = fatal
         self.config: AppConfig = settings.config
         self.metrics = metrics if metrics is not None else WorkerMetrics.create()
         self.on_trigger = on_trigger
-        self.hosts: dict[int, PartitionHost] = {}
         self._now_ms = now_ms
         self._outputs_declared = False
         self._stream: Any = None
@@ -90,42 +77,14 @@ class SceneWorker:
         self._fired: dict[str, Any] = {}  # scene -> its triggers_total child
         check_versions()
         idempotent_producers()
-        self.app = self._new_app()
+        self.app = new_app(settings)
+        # A delivery pipeline hooks in through on_trigger; it runs inside the
+        # agent, so it should hand work off (a queue) rather than deliver inline.
+        self.checkpoint = Checkpoint(lambda: self._stream, lambda: self.app.loop, on_trigger,
+                                     now_ms, fatal)
         self._wire()
 
     # -- construction ---------------------------------------------------------
-
-    def _new_app(self) -> Any:
-        s = self.settings
-        session_s = s.session_timeout_ms / 1000
-        return faust.App(
-            s.app_id,
-            broker=s.broker,
-            store=s.store_url,
-            datadir=str(s.state_dir),
-            autodiscover=False,
-            key_serializer="raw",
-            value_serializer="raw",
-            topic_partitions=s.partitions,
-            processing_guarantee="at_least_once",
-            broker_session_timeout=session_s,
-            broker_heartbeat_interval=max(session_s / 6, 0.5),
-            broker_rebalance_timeout=session_s,
-            broker_commit_interval=s.commit_interval_ms / 1000,
-            producer_linger=s.producer_linger_ms / 1000,
-            producer_max_batch_size=s.producer_max_batch_bytes,
-            producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),
-            table_standby_replicas=s.standby_replicas,
-            topic_replication_factor=s.replication_factor,
-            consumer_auto_offset_reset="earliest",
-            # A rebalance or a stop waits until every taken message is acked;
-            # batches are settled meanwhile (agents.faust_compat), so it never waits long.
-            stream_wait_empty=True,
-            web_enabled=s.web_port is not None,
-            web_port=s.web_port or 6066,
-            web_bind="127.0.0.1",
-            web_host="127.0.0.1",
-        )
 
     def _topic(self, *names: str) -> Any:
         return self.app.topic(*names, partitions=self.settings.partitions, key_type=bytes,
@@ -145,6 +104,8 @@ class SceneWorker:
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
                                extra_topic_configs=topic_configs(s.replication_factor))
+        self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config)
+        self.checkpoint.watch(self.table)
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -168,36 +129,13 @@ class SceneWorker:
 
     def host(self, partition: int) -> PartitionHost:
         """The partition's engine, built (timers rebuilt from the table) on first use."""
-        host = self.hosts.get(partition)
-        if host is None:
-            host = self.hosts[partition] = self._new_host(partition)
-        return host
+        return self.hosts.host(partition)
 
-    def _new_host(self, partition: int) -> PartitionHost:
-        memory = self.settings.store == "memory"
-        table = self.table
-        store = PartitionStore(PartitionTable(table, partition, memory),
-                               lambda: partition_items(table, partition),
-                               self.settings.cache_users)
-        config = self.config
-        host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
-                                   config.engine.input_rules(), self.settings.clock)
-        started = time.perf_counter()
-        armed = host.rebuild()
-        log.info("partition ready", extra={
-            "partition": partition, "users": store.users, "timers": armed,
-            "clock": host.engine.clock, "seconds": round(time.perf_counter() - started, 3)})
-        return host
+    def _mine(self, tps: Any) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.settings.topics.events}
 
     async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
-        """A rebalance starts. An engine with unsettled work is dropped: its staged
-        states are never written and its unacked messages come again from the
-        committed offset to whoever owns the partition next (maybe us)."""
-        events = self.settings.topics.events
-        for partition in {tp.partition for tp in revoked if tp.topic == events}:
-            host = self.hosts.get(partition)
-            if host is not None and not host.idle:
-                self._drop(partition)
+        self.hosts.drop_unsettled(self._mine(revoked))
 
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
         """Drop engines of partitions that left us (before any recovery)."""
@@ -207,36 +145,19 @@ class SceneWorker:
         # Faust waits for every taken message to be acked at a rebalance and
         # at a stop (when the sweep no longer runs): settle meanwhile (agents.faust_compat).
         settle_while_waiting_empty(self.app.consumer, self._settle_acked)
-        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topics.events}
-        for partition in [p for p in self.hosts if p not in mine]:
-            self._drop(partition)
-        self.metrics.partitions.set(len(self.hosts))
-
-    def _drop(self, partition: int) -> None:
-        host = self.hosts.pop(partition, None)
-        if host is not None:
-            host.revoked = True  # the agent may hold it across an await
-        self.metrics.forget_lag(partition)
+        self.hosts.keep(self._mine(assigned))
 
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions.
         Faust resumes and seeks the stream partitions next; nothing is taken
         until that seek is done (agents.faust_compat)."""
         hold_flow_until_seek(self.app.consumer)
-        events = self.settings.topics.events
-        mine = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == events}
-        for partition in [p for p in self.hosts if p not in mine]:
-            self._drop(partition)
-        for partition in sorted(mine - self.hosts.keys()):
-            self.host(partition)
-        self.metrics.partitions.set(len(self.hosts))
+        self.hosts.keep(self._mine(self.app.consumer.assignment()), build=True)
 
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""
         self.config = config
-        for host in self.hosts.values():
-            host.reconfigure(config.scene_list(), config.engine.limits(),
-                             config.engine.input_rules())
+        self.hosts.reconfigure(config)
 
     # -- the agent ------------------------------------------------------------
 
@@ -244,36 +165,33 @@ class SceneWorker:
         # Acks are ours (see Pending): a message is acked only when the state
         # it changed is written, after the triggers it caused are acknowledged.
         events_topic = self.settings.topics.events
-        settle_batch = self.settings.settle_batch
-        settle_ms = self.settings.settle_ms
-        max_pending = self.settings.max_pending
+        s = self.settings
+        # Settle in batches: a user written by several events of a batch costs
+        # one table write (and one changelog message).
+        limits = SettleLimits(s.settle_batch, s.settle_ms, s.max_pending)
+        ready, unfenced = self.checkpoint.ready, self.checkpoint.unfenced
         noack = self._stream = stream.noack()
         async for event in noack.events():
             if not self._outputs_declared:
                 await self._declare_outputs()
             message = event.message
             host = self.host(message.partition)
+            if unfenced and host.partition in unfenced:  # settled by the sweep
+                await self.checkpoint.fence(host)
             now = self._now_ms()
-            pending = host.pending
             try:
                 if message.topic == events_topic:
                     taken = self._take_record(host, message, now)
                     host.last_offset = message.offset
-                    pending.add(event, now, taken)
-                    # Settle in batches: a user written by several events of a
-                    # batch costs one table write (and one changelog message).
-                    size = pending.events
-                    if size >= max_pending or (
-                        (size >= settle_batch or now - (pending.since_ms or now) >= settle_ms)
-                        and pending.acked()
-                    ):
-                        await self._settle(host, noack)
+                    host.pending.add(event, now, taken)
+                    if ready(host, now, limits):
+                        await self._settle(host)
                 else:
                     self._take_tick(host, now)
-                    pending.add(event, now)
-                    await self._settle(host, noack)
+                    host.pending.add(event, now)
+                    await self._settle(host)
             except SEND_ERRORS as exc:
-                self._trigger_send_failed(host, exc)
+                self.checkpoint.stop_on_refused_send(host, exc)
 
     def _take_record(self, host: PartitionHost, message: Any, now: int) -> int:
         """Apply the events of one record (one event, or a batch: a JSON array)
@@ -373,84 +291,22 @@ class SceneWorker:
     def _observe_latency(self, event_time_s: float, _future: Any) -> None:
         self.metrics.event_to_trigger.observe(max(0.0, time.time() - event_time_s))
 
-    async def _settle(self, host: PartitionHost, stream: Any) -> None:
-        """Wait for the partition's trigger acks, write its staged states, ack
-        its messages and run the trigger hook."""
-        pending = host.pending
-        if pending.futures:
-            await asyncio.wait(list(pending.futures))
-        pending.acked()  # raises a refused send, and keeps raising it (Pending.failed)
-        if host.revoked:  # the partition moved on while we waited: write nothing
-            return
-        host.store.flush()
-        messages, triggers = pending.take()
-        for event in messages:
-            await stream.ack(event)
-        if triggers and self.on_trigger is not None:
-            await self._run_hook(triggers)
+    async def _settle(self, host: PartitionHost, _stream: Any = None) -> None:
+        """The agent's settle: waits for the batch's acks (agents.checkpoint)."""
+        await self.checkpoint.settle_when_acked(host)
 
     def _settle_quiet(self, now_ms: int, after_ms: int) -> None:
         """From the sweep: settle partitions whose batch has waited ``after_ms``
-        (or any, during a rebalance) and whose triggers are all acked, so a
-        quiet partition commits and a rebalance never waits on us.
-
-        Table writes need the current event (Faust takes the changelog
-        partition from it): the batch's own last message of that partition is
-        made current for this task only. Nothing here awaits, so it cannot
-        interleave with the agent's own settling.
-        """
-        stream = self._stream
-        if stream is None:
+        (or any, during a rebalance) and whose sends are all acked, so a quiet
+        partition commits and a rebalance never waits on us. Never awaits."""
+        if self._stream is None:
             return
-        rebalancing = is_rebalancing(self.app)
-        for host in list(self.hosts.values()):
-            pending = host.pending
-            since = pending.since_ms
-            if since is None or host.revoked:
-                continue
-            try:
-                if not pending.acked():
-                    continue
-            except SEND_ERRORS as exc:
-                self._trigger_send_failed(host, exc)
-                continue
-            if now_ms - since < after_ms and not rebalancing:
-                continue
-            with current_event(pending.messages[-1]):
-                host.store.flush()
-            messages, triggers = pending.take()
-            for event in messages:
-                ack_now(stream, event)
-            if triggers and self.on_trigger is not None:
-                self.app.loop.create_task(self._run_hook(triggers))
-
-    def _trigger_send_failed(self, host: PartitionHost, exc: BaseException) -> None:
-        """Kafka refused a trigger (after the producer's own retries). Nothing
-        of the batch may become durable: its states would record a trigger
-        nobody received, and a commit would skip its events. Stop at once,
-        committing nothing more; a restarted worker (or the group's next
-        owner of the partition) redoes the batch from the committed offset.
-        Faust's own stop would wait forever for the batch's acks."""
-        log.critical("trigger send failed: stopping without committing; the batch is "
-                     "redone from the committed offset on restart",
-                     extra={"partition": host.partition, "error": repr(exc),
-                            "exit_code": EXIT_TRIGGER_SEND_FAILED})
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        self._fatal(EXIT_TRIGGER_SEND_FAILED)
+        limits = SettleLimits(None, 0 if is_rebalancing(self.app) else after_ms)
+        self.checkpoint.settle_ready(list(self.hosts.values()), now_ms, limits)
 
     def _settle_acked(self) -> None:
         """Settle every partition whose triggers are acked, quiet or not."""
         self._settle_quiet(self._now_ms(), 0)
-
-    async def _run_hook(self, triggers: list[Trigger]) -> None:
-        assert self.on_trigger is not None
-        for trig in triggers:
-            try:
-                await self.on_trigger(trig, self._now_ms())
-            except Exception:  # a hook must never stop the stream
-                log.exception("trigger hook failed", extra={"trigger_id": trig.trigger_id})
 
     def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int,
                      index: int | None = None) -> None:
@@ -467,7 +323,7 @@ class SceneWorker:
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each
         # time (once per settle): let a whole batch wait instead.
-        allow_producer_buffer(self.app, 2 * self.settings.max_pending)
+        allow_producer_buffer(self.app, max(2 * self.settings.max_pending, 100))
         self._outputs_declared = True
 
     # -- timers ---------------------------------------------------------------

@@ -20,6 +20,8 @@ internals that a release may change. Recheck all of them when upgrading:
   :class:`PartitionTable`: per-partition iteration of a table's store
   (RocksDB ``_db_for_partition`` and ``_visible_items``; the memory store's
   ``_key_partition``).
+* :func:`on_changelog_send`: wraps a table's ``send_changelog`` (called by
+  ``Table.on_key_set`` and ``on_key_del``) to see each write's future.
 * :func:`settle_while_waiting_empty`: wraps ``Consumer.wait_empty``.
 * :func:`seek_uncommitted_to_beginning` and :func:`hold_flow_until_seek`:
   wrap ``Consumer.seek_to_committed``; ``Consumer.stop_flow``.
@@ -203,6 +205,18 @@ class PartitionTable:
 
     def __delitem__(self, key: bytes) -> None:
         del self._table[key]
+
+
+def on_changelog_send(table: Any, sink: Callable[[Any], None]) -> None:
+    """Pass the future of every changelog write of ``table`` to ``sink``."""
+    original: Callable[..., Any] = table.send_changelog
+
+    def send_changelog(*args: Any, **kwargs: Any) -> Any:
+        future = original(*args, **kwargs)
+        sink(future)
+        return future
+
+    table.send_changelog = send_changelog
 
 
 # -- waiting for the streams: settle meanwhile ------------------------------------

@@ -57,6 +57,16 @@ def register(sub: Any) -> None:
                         help="how soon a dead worker's partitions move (default 60s, min 6s)")
     parser.add_argument("--commit-interval", type=duration, default=2_800,
                         help="offset commit interval (default 2800ms)")
+    parser.add_argument("--settle-interval", type=duration, default=200,
+                        help="a partition's batch of taken events is written (states, "
+                             "changelog, acks) once its triggers are acknowledged and it is "
+                             "this old (default 200ms); a worker killed -9 re-sends at most "
+                             "one batch's triggers per partition (docs/guarantees.md)")
+    parser.add_argument("--settle-events", type=_positive, default=20_000,
+                        help="... or once it holds this many events (default 20000)")
+    parser.add_argument("--max-pending", type=_positive, default=100_000,
+                        help="at this many events a batch waits for its trigger acks and "
+                             "settles: the most one batch holds (default 100000)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
     add_replication_argument(parser)
@@ -123,6 +133,9 @@ def build_settings(args: argparse.Namespace) -> Any:
         web_port=args.web_port,
         session_timeout_ms=args.session_timeout,
         commit_interval_ms=args.commit_interval,
+        settle_ms=args.settle_interval,
+        settle_batch=args.settle_events,
+        max_pending=args.max_pending,
         standby_replicas=args.standby_replicas,
         reload_interval_ms=config_follow.interval_ms(args),
         config_path=Path(args.config) if args.config else None,
