@@ -42,7 +42,7 @@ from agents.settings import WorkerSettings
 from agents.stored_state import position
 from agents.timers import due_ticks
 from agents.topics import dead_letter_record
-from channels.decisions import OUTCOME_REFUSED
+from channels.feedback.decisions import OUTCOME_REFUSED
 from config.clock import wall_ms
 from config.models import AppConfig
 from triggers.errors import EventRejected, SceneTriggerError

@@ -50,7 +50,7 @@ import orjson
 
 from agents.partition_store import PartitionStore
 from agents.stored_state import NO_OFFSET, shapes_key
-from channels.decisions import DecisionRecord, refusal_record, trigger_record
+from channels.feedback.decisions import DecisionRecord, refusal_record, trigger_record
 from triggers.engine import Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger

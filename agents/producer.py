@@ -178,7 +178,7 @@ class RateLimiter:
 
 class LastLine:
     """Wraps a line iterator and remembers the line read last: the readers of
-    :mod:`scenetrigger.sources` yield a record right after reading its line, so
+    :mod:`scenetrigger.runtime.sources` yield a record right after reading its line, so
     a reject's raw input is ``last`` at that moment."""
 
     def __init__(self, lines: Iterable[bytes]) -> None:

@@ -23,10 +23,10 @@ from typing import Any
 
 from deliver import free_port, wait_port  # bench/ is the script's directory
 
-from channels.consent import Audience, ConsentRecord, RedisConsentStore
-from channels.directory import RedisDirectory, contact_from
-from channels.policy import DeliveryPolicy, DeliveryRequest
-from channels.policy_store import RedisPolicyStore
+from channels.audience.consent import Audience, ConsentRecord, RedisConsentStore
+from channels.audience.directory import RedisDirectory, contact_from
+from channels.policy.decide import DeliveryPolicy, DeliveryRequest
+from channels.policy.store import RedisPolicyStore
 from channels.redis_client import redis_client
 from config.delivery_models import CapModel, DeliveryModel, QuietHoursModel
 

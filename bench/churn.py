@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from scenetrigger.sources import detect_format, read_events  # noqa: E402
+from scenetrigger.runtime.sources import detect_format, read_events  # noqa: E402
 from triggers.churn import DAY_MS, BgNbd, next_purchase_ms, rfm  # noqa: E402
 from triggers.cycle import as_cycle  # noqa: E402
 from triggers.events import Event  # noqa: E402

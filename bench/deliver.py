@@ -40,11 +40,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from channels.base import Channel, Message
-from channels.inbox import InboxChannel, InboxStore
 from channels.redis_client import redis_client
-from channels.registry import ChannelRegistry, ChannelSender
-from channels.webhook import WebhookChannel
-from channels.wire import message_to_json
+from channels.transports.inbox import InboxChannel, InboxStore
+from channels.transports.registry import ChannelRegistry, ChannelSender
+from channels.transports.webhook import WebhookChannel
+from channels.transports.wire import message_to_json
 
 MODES = ("bare", "webhook", "webhook-batch", "inbox", "inbox-batch")
 

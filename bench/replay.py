@@ -50,13 +50,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from config.loader import load_config  # noqa: E402
-from scenetrigger.replay import (  # noqa: E402
+from scenetrigger.runtime.replay import (  # noqa: E402
     jsonl_trigger_writer,
     new_engine,
     replay,
 )
-from scenetrigger.replay_shards import replay_sharded  # noqa: E402
-from scenetrigger.sources import read_events  # noqa: E402
+from scenetrigger.runtime.replay_shards import replay_sharded  # noqa: E402
+from scenetrigger.runtime.sources import read_events  # noqa: E402
 from triggers.engine import Engine  # noqa: E402
 
 DATA_DIR = ROOT / "bench" / "data"
@@ -70,7 +70,7 @@ def data_file(events: int, users: int, seed: int) -> Path:
     path = DATA_DIR / f"personas-{events}-{users}-{seed}.jsonl"
     if path.exists():
         return path
-    from scenetrigger.personas import generate_events, write_jsonl
+    from scenetrigger.demo.personas import generate_events, write_jsonl
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

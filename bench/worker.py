@@ -199,7 +199,7 @@ def start_worker(tmp: Path, bootstrap: str, prefix: str, app_id: str, clock: str
     config.write_text(scenes)
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "worker", "--broker", bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "worker", "--broker", bootstrap,
              "--app-id", app_id, "--topic-prefix", prefix, "--partitions", str(PARTITIONS),
              "--state-dir", str(tmp / f"state-{app_id}"), "--clock", clock,
              "--metrics-port", str(port), "--config", str(config)],

@@ -133,7 +133,7 @@ def _pcts(values: list[float]) -> dict[str, float]:
 def start_collector(bootstrap: str, prefix: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "collector", "--broker", bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker", bootstrap,
              "--port", str(port), "--topic", f"{prefix}.events",
              "--dead-letter-topic", f"{prefix}.dead-letters", "--partitions", str(PARTITIONS)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,

@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from channels.audience.consent import Audience, RedisConsentStore
+from channels.audience.directory import RedisDirectory
 from channels.base import DeliveryResult, Message
-from channels.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
-from channels.consent import Audience, RedisConsentStore
-from channels.content import ContentSelector
-from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
-from channels.directory import RedisDirectory
+from channels.content.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
+from channels.content.select import ContentSelector
 from channels.errors import ChannelError
-from channels.feedback import FeedbackSink, MessageIndex, RedisMessageIndex
+from channels.feedback.events import FeedbackSink, MessageIndex, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Sender
-from channels.policy import DeliveryPolicy, PolicyMetrics
-from channels.policy_store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
-from channels.registry import (
+from channels.policy.decide import DeliveryPolicy, PolicyMetrics
+from channels.policy.store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
+from channels.transports.deadletter import DEFAULT_STREAM, DeadLetterStore
+from channels.transports.registry import (
     REDIS_URL_ENV,
     ChannelRegistry,
     ChannelSender,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 
 from channels.assembly import Delivery, file_catalog, open_delivery
-from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
-from channels.decisions import DecisionLog
+from channels.feedback.decisions import DecisionLog
 from channels.pipeline import DeliveryPipeline, Mode, Outcome, StateLookup
+from channels.transports.deadletter import DEFAULT_STREAM, DeadLetterStore
 from config.models import AppConfig
 from triggers.classify import Segmentation
 from triggers.events import Trigger

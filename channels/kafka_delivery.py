@@ -15,7 +15,7 @@ triggers topic and the journeys' actions topic and hands each record to a
 Records of one partition are handled in order, partitions side by side.
 Offsets are committed only once every record of the batch is handled and
 the feedback events it caused (``delivered`` / ``failed``, published by a
-:class:`channels.feedback_kafka.AckedFeedbackSink`) are acknowledged by
+:class:`channels.feedback.kafka_sink.AckedFeedbackSink`) are acknowledged by
 Kafka (at-least-once; the Redis dedupe claim makes a redelivered record
 deliver at most once). A record that cannot be decoded, or whose delivery
 raises anything but an infrastructure fault (:data:`TRANSIENT`), is one bad
@@ -51,7 +51,7 @@ from channels.delivery_records import (
     decode_trigger,
     state_with,
 )
-from channels.feedback_kafka import FeedbackFlush
+from channels.feedback.kafka_sink import FeedbackFlush
 from channels.infra_retry import WAIT_ON, InfraMetrics, Waiter, is_refusal
 from channels.orders import SendAction
 from channels.pipeline import DeliveryPipeline, Outcome
@@ -70,7 +70,7 @@ DEAD_LETTERED = "dead_lettered"
 
 
 class RecordDeadLetters(Protocol):
-    """Where an undeliverable record is kept (:class:`channels.deadletter.DeadLetterStore`)."""
+    """Where an undeliverable record is kept (:class:`channels.transports.deadletter.DeadLetterStore`)."""
 
     async def add_record(self, source: str, raw: bytes | None, reason: str,
                          detail: str) -> str: ...

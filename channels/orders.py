@@ -27,7 +27,7 @@ class SendAction:
     ts: int
     version: int = 1
     trigger_id: str | None = None
-    # Filled by a host that renders the content (channels.content): the
+    # Filled by a host that renders the content (channels.content.select): the
     # engine itself only names ``content_ref``.
     variant: str | None = None
     subject: str | None = None

@@ -6,7 +6,7 @@ road as typed orders (:mod:`channels.orders`; :meth:`DeliveryPipeline.deliver_se
 
 Modes: ``dry-run`` renders and applies the policy (in memory unless given a
 store) and hands every message to a log channel; ``live`` sends through the
-configured channels (:class:`channels.registry.ChannelSender`). Both return
+configured channels (:class:`channels.transports.registry.ChannelSender`). Both return
 an :class:`Outcome` per trigger for display, and report delivered / failed
 to the feedback sink. ``now_ms`` is always a parameter.
 """
@@ -21,20 +21,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from channels.audience.consent import unsubscribe_url
+from channels.audience.directory import Contact
 from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
-from channels.consent import unsubscribe_url
-from channels.content import ContentChoice, ContentSelector
-from channels.control import (
-    GLOBAL,
-    GLOBAL_CONTROL,
-    bucket,
-    in_control,
-    in_global_control,
-    share_for,
-)
-from channels.decisions import DecisionLog, DecisionRecord
-from channels.directory import Contact
-from channels.feedback import (
+from channels.content.select import ContentChoice, ContentSelector
+from channels.feedback.decisions import DecisionLog, DecisionRecord
+from channels.feedback.events import (
     FeedbackApp,
     FeedbackSink,
     MemoryMessageIndex,
@@ -44,7 +36,15 @@ from channels.feedback import (
     tracked_link,
 )
 from channels.orders import HandoffAction, SendAction
-from channels.policy import (
+from channels.policy.control import (
+    GLOBAL,
+    GLOBAL_CONTROL,
+    bucket,
+    in_control,
+    in_global_control,
+    share_for,
+)
+from channels.policy.decide import (
     DUPLICATE,
     NO_CHANNEL,
     Decision,
@@ -66,7 +66,7 @@ JOURNEY_LABEL = "journey:"  # the decision log's scene label of a journey order
 
 
 class Sender(Protocol):
-    """What the pipeline needs of :class:`channels.registry.ChannelSender`."""
+    """What the pipeline needs of :class:`channels.transports.registry.ChannelSender`."""
 
     async def send(self, message: Message, channel: str | None = None, *,
                    dead_letter: bool = True) -> DeliveryResult: ...
@@ -87,7 +87,7 @@ class Outcome:
     message: Message | None = None
     due_ms: int | None = None
     order: SendAction | HandoffAction | None = None  # None: a scene trigger's
-    figures: str = ""  # the deciding rule's numbers (channels.policy.Decision.figures)
+    figures: str = ""  # the deciding rule's numbers (channels.policy.decide.Decision.figures)
 
     def label(self) -> str:
         """The scene, or what the order is for: ``journey:<strategy>``, ``journey:handoff``."""

@@ -18,7 +18,7 @@ _SECRET_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "cookie"
 
 
 class RetryModel(StrictModel):
-    """Attempts and backoff (see :class:`channels.retry.RetryPolicy`)."""
+    """Attempts and backoff (see :class:`channels.transports.retry.RetryPolicy`)."""
 
     max_attempts: int = Field(default=3, ge=1, le=20, strict=True)
     base_backoff: Duration = Field(default=100, ge=0)
@@ -121,7 +121,7 @@ class SuccessJsonModel(StrictModel):
 
 class ProviderModel(StrictModel):
     """A provider's HTTP API (SMS, WeChat template message, app push). Fields
-    left out come from the preset named by ``type`` (channels/provider.py)."""
+    left out come from the preset named by ``type`` (channels/transports/provider.py)."""
 
     type: Literal["sms", "wechat", "push"]
     url: str

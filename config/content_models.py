@@ -100,7 +100,7 @@ class VariantWhen(StrictModel):
     tags_all: list[str] | None = None
     # Languages (``zh``, ``zh-TW``): the user's locale picks the variants that
     # name it before the others are looked at (not a specificity: see
-    # channels/content.py). Variants naming no locale are the default language's.
+    # channels/content/select.py). Variants naming no locale are the default language's.
     locale: list[Annotated[str, Field(pattern=_LOCALE_TAG)]] | None = None
 
     def specificity(self) -> int:

@@ -46,7 +46,7 @@ class HashKeyMissing(SceneTriggerError):
 
 
 def legacy_dnc(kind_and_normal: str) -> str:
-    """The unkeyed digest (``channels.directory.address_hash``'s formula)."""
+    """The unkeyed digest (``channels.audience.directory.address_hash``'s formula)."""
     return hashlib.sha256(kind_and_normal.encode()).hexdigest()
 
 

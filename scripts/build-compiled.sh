@@ -6,7 +6,7 @@
 # and `make demo` never use it. Run the replay from it:
 #
 #   scripts/build-compiled.sh [--test]   # --test: the engine and replay tests against it
-#   cd build/compiled && ../../.venv/bin/python -m scenetrigger.cli replay EVENTS
+#   cd build/compiled && ../../.venv/bin/python -m scenetrigger.cli.main replay EVENTS
 #   .venv/bin/python bench/replay.py --compiled build/compiled
 set -euo pipefail
 cd "$(dirname "$0")/.."

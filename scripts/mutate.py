@@ -34,20 +34,20 @@ EQUIVALENTS = REPO / "tests" / "mutants_equivalent.json"
 # module's tests need nothing but loopback HTTP (LOOPBACK_OK).
 CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
     "config/tokens.py": (("tests/config/test_tokens.py",), 0.95),
-    "channels/webhook.py": (("tests/channels/test_webhook.py",), 0.95),
-    "channels/consent.py": (("tests/channels/test_audience.py",
+    "channels/transports/webhook.py": (("tests/channels/test_webhook.py",), 0.95),
+    "channels/audience/consent.py": (("tests/channels/test_audience.py",
                              "tests/channels/test_consent_http.py"), 0.95),
     "triggers/merge.py": (("tests/triggers/test_host_identity.py",
                            "tests/triggers/test_identity_rules.py",
                            "tests/agents/test_identity_unit.py"), 0.95),
-    "channels/control.py": (("tests/channels/test_control_delivery.py",), 0.90),
-    "channels/policy.py": (("tests/channels/test_policy.py",
+    "channels/policy/control.py": (("tests/channels/test_control_delivery.py",), 0.90),
+    "channels/policy/decide.py": (("tests/channels/test_policy.py",
                             "tests/channels/test_delivery_lease.py"), 0.90),
     "triggers/kinds/repeat.py": (("tests/triggers",), 0.90),
     "triggers/kinds/absence.py": (("tests/triggers",), 0.90),
     "triggers/kinds/arrival.py": (("tests/triggers",), 0.90),
     "triggers/kinds/sequence.py": (("tests/triggers",), 0.90),
-    "scenetrigger/erasure.py": (("tests/scenetrigger/test_erase_every_byte.py",
+    "scenetrigger/ops/erasure.py": (("tests/scenetrigger/test_erase_every_byte.py",
                                  "tests/config/test_hash_keys.py"), 0.90),
 }
 
@@ -55,7 +55,7 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
 # Modules whose tests that count need a service the fixtures start themselves
 # (aiohttp on loopback for the webhook's sending side, a redis-server for
 # erasure): their runner takes the integration tests too.
-LOOPBACK_OK = {"channels/webhook.py", "scenetrigger/erasure.py"}
+LOOPBACK_OK = {"channels/transports/webhook.py", "scenetrigger/ops/erasure.py"}
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Attribution and uplift: who was exposed, who converted, what it earned.
 
 A *unit* is one scene trigger or one strategy enrolment, assigned to the
-treated or control group by :mod:`channels.control` (the hash of name and
+treated or control group by :mod:`channels.policy.control` (the hash of name and
 user). A purchase by the same user with ``unit.ts < purchase.ts <= unit.ts +
 window`` converts every such unit (once each); its revenue (the price) goes to
 the latest such unit of each scene/strategy, so one purchase is never counted
@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.control import bucket, in_control, share_for
+from channels.policy.control import bucket, in_control, share_for
 from strategies.intervals import clustered_interval
 from strategies.model import Goal
 

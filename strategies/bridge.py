@@ -2,7 +2,7 @@
 
 The scene worker publishes triggers to its triggers topic; the bridge
 consumes them (and an optional feedback topic of feedback events in the one
-vocabulary of :mod:`channels.feedback`, ``type`` opened/clicked/..., as
+vocabulary of :mod:`channels.feedback.events`, ``type`` opened/clicked/..., as
 ``scenetrigger serve --journeys-feedback`` writes them: no translation) in a
 consumer group, feeds :class:`strategies.service.JourneyService`, and publishes the
 messages to send (and lead handoffs) as JSON records to an actions topic,

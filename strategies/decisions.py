@@ -1,4 +1,4 @@
-"""Journey steps as decision-log records (:class:`channels.decisions.DecisionRecord`):
+"""Journey steps as decision-log records (:class:`channels.feedback.decisions.DecisionRecord`):
 an enrolment (or a control hold-out), a suppressed entry with its reason, a
 send step, a tag or score step, an exit with its reason and a lead handoff.
 The message a send step asks for gets its own record when delivery decides it
@@ -6,7 +6,7 @@ The message a send step asks for gets its own record when delivery decides it
 
 from __future__ import annotations
 
-from channels.decisions import DecisionRecord
+from channels.feedback.decisions import DecisionRecord
 from channels.orders import HandoffAction, SendAction
 from strategies.actions import (
     Action,

@@ -14,9 +14,9 @@ The demo's shoppers are simulated, so nobody opens anything: :class:`SimulatedOp
 stands in for the shoppers, opening a share of the journey messages per
 channel after a short delay (deterministic per seed and message id), so
 both branches of the reactivation strategy show; the opens are feedback
-events in the one vocabulary (``type: opened``, channels.feedback). Each send
+events in the one vocabulary (``type: opened``, channels.feedback.events). Each send
 is rendered from the content section's ``journeys`` entry for its content
-ref (channels.content: by the user's style and segment) and handed on with
+ref (channels.content.select: by the user's style and segment) and handed on with
 ``variant``, ``subject`` and ``text`` filled. ``scaled`` shortens waits for
 the demo's clock (2 days in 30 simulated minutes at the default 96).
 """
@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from channels.catalog import MemoryCatalog
-from channels.content import ContentSelector
-from channels.feedback import FeedbackEvent
+from channels.content.catalog import MemoryCatalog
+from channels.content.select import ContentSelector
+from channels.feedback.events import FeedbackEvent
 from channels.pipeline import Outcome
 from config.models import AppConfig
 from config.strategy_models import StrategyModel
@@ -142,7 +142,7 @@ class JourneySubscriber:
         self._seq = 0
 
     async def __call__(self, record: Any) -> None:
-        """``record`` is a ``scenetrigger.embedded.TriggerRecord``."""
+        """``record`` is a ``scenetrigger.runtime.embedded.TriggerRecord``."""
         await self.tick(record.fired_ms)
         if record.via != "release":  # a released message is not a new trigger
             await self._emit(self.engine.on_trigger(record.trigger, UserContext()),

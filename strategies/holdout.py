@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from channels.control import in_global_control
+from channels.policy.control import in_global_control
 from config.strategy_models import ControlModel
 from strategies.attribution import Funnel
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 
-from channels.control import GLOBAL_CONTROL, in_control, in_global_control
+from channels.policy.control import GLOBAL_CONTROL, in_control, in_global_control
 from config.strategy_models import ControlModel
 from strategies.actions import (
     Action,
@@ -41,12 +41,12 @@ PREFERS = "prefers_"
 MAX_DEPTH = 8  # enrol chains within one instant
 MAX_STEPS = 64  # instant steps taken per run per call (config has no loops without a wait)
 MAX_CHANNELS = 16
-# A consent change (channels.consent_http): the user withdrew from a channel type.
+# A consent change (channels.audience.consent_http): the user withdrew from a channel type.
 UNSUBSCRIBED = "unsubscribed"
 SUBSCRIBED = "subscribed"
 OPTED_OUT = "unsubscribed:"  # tag prefix: the channel types the user withdrew from
 # Branch event -> event types that satisfy it. Feedback types are the one
-# vocabulary of channels.feedback (KINDS), as every sender emits them.
+# vocabulary of channels.feedback.events (KINDS), as every sender emits them.
 _EVENT_TYPES = {
     "opened": ("opened",),
     "clicked": ("clicked",),

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.control import in_global_control
+from channels.policy.control import in_global_control
 from config.strategy_models import ControlModel
 from strategies.holdout import global_mark
 from triggers.events import Event

@@ -5,14 +5,14 @@ Scene control groups: a ``replay --deliver`` line carries the pipeline's
 decision (``"group": "control"`` on held-out users, no mark on the others; an
 explicit ``"group": "treated"`` is read too), and the report uses it as is.
 Only lines without a decision (a replay without ``--deliver``) are assigned
-by the hash of :mod:`channels.control`. A line marked ``"group": "global"``
+by the hash of :mod:`channels.policy.control`. A line marked ``"group": "global"``
 (or, unmarked, a user the hash puts in the global control group) is no unit
 of its scene: it counts in the "all marketing vs none" row
 (:mod:`strategies.holdout`); :func:`mark_disagreements` tells
 the caller when the hash under its control share would have said otherwise.
 
 Feedback events in the events stream (``type`` ``delivered``/``opened``/
-``clicked``/``shared``, the vocabulary of channels.feedback) fill the funnel
+``clicked``/``shared``, the vocabulary of channels.feedback.events) fill the funnel
 columns of the message's trigger or enrolment, once per message.
 
 Pure apart from its inputs: it takes decoded trigger records and events and
@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from channels.control import GLOBAL_CONTROL, in_global_control
 from channels.pipeline import message_id_for
+from channels.policy.control import GLOBAL_CONTROL, in_global_control
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, ExitAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from channels.decisions import DecisionLog
+from channels.feedback.decisions import DecisionLog
 from channels.infra_retry import InfraMetrics, Waiter
 from config.clock import wall_ms
 from config.models import AppConfig

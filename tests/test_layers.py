@@ -52,12 +52,12 @@ def test_the_walk_sees_function_local_and_type_checking_imports() -> None:
         "if TYPE_CHECKING:\n"
         "    from agents.topics import EVENTS\n"
         "def f() -> None:\n"
-        "    import scenetrigger.cli\n"
+        "    import scenetrigger.cli.main\n"
         "    from strategies import actions\n"
         "    from . import sibling\n"
     )
     assert upward_imports("config", source) == [
-        (2, "channels.base"), (4, "agents.topics"), (6, "scenetrigger.cli"), (7, "strategies")]
+        (2, "channels.base"), (4, "agents.topics"), (6, "scenetrigger.cli.main"), (7, "strategies")]
     assert upward_imports("scenetrigger", source) == []
 
 
@@ -78,3 +78,112 @@ def test_modules_stay_small() -> None:
             if lines > MODULE_LINES:
                 over[name] = lines
     assert over == {}, f"modules over {MODULE_LINES} lines: {over}"
+
+
+# Inside two layers, packages by role (docs/architecture.md, "Packages by role").
+# A role package imports, from its own layer, only the role packages listed here.
+ROLES: dict[str, dict[str, frozenset[str]]] = {
+    "channels": {
+        "feedback": frozenset(),  # what came back (events, sinks, the decision log): the bottom
+        "transports": frozenset(),  # how a message leaves: never who, what or whether
+        "audience": frozenset({"feedback"}),  # a consent change is a feedback event
+        "content": frozenset(),  # what it says: from the profile and the catalog alone
+        "policy": frozenset({"audience"}),  # whether and when: asks the audience
+    },
+    "scenetrigger": {
+        "runtime": frozenset(),  # the runtimes every other role builds on
+        "serve": frozenset(),  # serving an aiohttp app, for any role
+        "ops": frozenset({"runtime"}),  # explain replays as replay does
+        "demo": frozenset({"runtime", "serve"}),
+        # the console reuses the demo page's CSP and the commands' input opening
+        "console": frozenset({"runtime", "serve", "ops", "demo", "cli"}),
+        "cli": frozenset({"runtime", "serve", "ops", "demo", "console"}),
+    },
+}
+# Modules at the top of channels/ that put the parts together: no part imports
+# them. The other top modules (the contract: base, errors, orders, and shared
+# infrastructure) import no part.
+COMPOSITION = frozenset({"pipeline", "assembly", "delivery_runtime", "kafka_delivery"})
+FOLDER_MODULES = 15
+
+
+def imported_names(source: str) -> list[tuple[int, str]]:
+    """Every absolute import, ``from a import b`` also as ``a.b`` (b may be a
+    module), in line order."""
+    found = list(imported_modules(source))
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+    return sorted(found, key=lambda item: item[0])
+
+
+def role_problems(layer: str, parts: tuple[str, ...], source: str) -> list[str]:
+    """What a module of ``layer`` at ``parts`` (its dotted path below the layer)
+    imports against the role rules."""
+    roles = ROLES[layer]
+    own = parts[0] if len(parts) > 1 else None
+    problems = []
+    seen = set()
+    for line, module in imported_names(source):
+        names = module.split(".")
+        if names[0] != layer or len(names) < 2 or (line, names[1]) in seen:
+            continue
+        target = names[1]
+        seen.add((line, target))
+        if own is None:
+            if target in roles and parts[0] not in COMPOSITION:
+                problems.append(f"{line}: {'.'.join(parts)} (below the parts) imports {module}")
+        elif target in roles:
+            if target != own and target not in roles[own]:
+                problems.append(f"{line}: {own} imports {module}")
+        elif target in COMPOSITION:
+            problems.append(f"{line}: {own} imports the composition {module}")
+    return problems
+
+
+def test_role_packages_are_the_ones_listed() -> None:
+    for layer, roles in ROLES.items():
+        found = {p.parent.name for p in (REPO_ROOT / layer).glob("*/__init__.py")}
+        assert found == set(roles), layer
+
+
+def test_role_packages_import_only_what_they_may() -> None:
+    problems = []
+    for layer in ROLES:
+        for path in sorted((REPO_ROOT / layer).rglob("*.py")):
+            parts = path.relative_to(REPO_ROOT / layer).with_suffix("").parts
+            for problem in role_problems(layer, parts, path.read_text(encoding="utf-8")):
+                problems.append(f"{path.relative_to(REPO_ROOT)}:{problem}")
+    assert problems == [], "role imports:\n" + "\n".join(problems)
+
+
+def test_the_role_rules_see_a_bad_import() -> None:
+    source = ("from channels.policy.decide import DeliveryPolicy\n"
+              "from channels import pipeline\n"
+              "import channels.audience.consent\n")
+    assert role_problems("channels", ("transports", "webhook"), source) == [
+        "1: transports imports channels.policy.decide",
+        "2: transports imports the composition channels.pipeline",
+        "3: transports imports channels.audience.consent"]
+    assert role_problems("channels", ("base",), source) == [
+        "1: base (below the parts) imports channels.policy.decide",
+        "3: base (below the parts) imports channels.audience.consent"]
+    assert role_problems("channels", ("pipeline",), source) == []
+    assert role_problems("scenetrigger", ("runtime", "replay"),
+                         "from scenetrigger.cli.support import open_input\n") == [
+        "1: runtime imports scenetrigger.cli.support"]
+
+
+def test_no_module_sits_at_the_top_of_scenetrigger() -> None:
+    assert sorted(p.name for p in (REPO_ROOT / "scenetrigger").glob("*.py")) == ["__init__.py"]
+
+
+def test_no_flat_folder_over_fifteen_modules() -> None:
+    over = {}
+    for layer in ROLES:
+        root = REPO_ROOT / layer
+        for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+            if len(modules) > FOLDER_MODULES:
+                over[folder.relative_to(REPO_ROOT).as_posix()] = len(modules)
+    assert over == {}, f"folders over {FOLDER_MODULES} modules: {over}"

@@ -1,7 +1,7 @@
 """Who is this user? Browsing style, value segment and habit tags, computed
 purely from :class:`triggers.profile.Profile` (no I/O, no wall clock).
 
-The one implementation: content selection (``channels.segments``), strategy
+The one implementation: content selection (``channels.content.segments``), strategy
 tags (``strategies.tags``) and scene user filters (``triggers.userfilter``)
 all use it. Thresholds come from the ``content:`` config section; they are
 typed here as read-only protocols so ``triggers/`` never imports ``config/``.

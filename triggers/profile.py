@@ -25,7 +25,7 @@ _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
 _MAX_PRICE_CENTS = 10**12  # one purchase; beyond it the price is bad input
 _MAX_AMOUNT_CENTS = (1 << 53) - 1  # the running total saturates here
-# Feedback the system writes about itself (channels.feedback): not the
+# Feedback the system writes about itself (channels.feedback.events): not the
 # shopper's behaviour, so it must not move habits, activity or recency.
 # Opens, clicks and shares are the shopper's own and count.
 SYSTEM_EVENT_TYPES = frozenset({"delivered", "failed"})

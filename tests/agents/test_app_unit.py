@@ -27,7 +27,7 @@ from agents.timers import Tick, decode_tick, due_ticks
 from agents.topics import dead_letter_record
 from config.loader import load_config_text
 from config.models import AppConfig
-from scenetrigger.commands.worker import faust_broker_url
+from scenetrigger.cli.run.worker import faust_broker_url
 from triggers.errors import StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.profile import Profile

@@ -198,8 +198,8 @@ async def test_too_many_concurrent_requests_are_told_to_come_back() -> None:
 
 def test_the_command_refuses_to_start_without_a_token_unless_no_auth(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from scenetrigger.cli import build_parser
-    from scenetrigger.commands.collector import TOKEN_ENV, settings_from_args
+    from scenetrigger.cli.main import build_parser
+    from scenetrigger.cli.run.collector import TOKEN_ENV, settings_from_args
     from triggers.errors import SceneTriggerError
 
     monkeypatch.delenv(TOKEN_ENV, raising=False)
@@ -216,8 +216,8 @@ def test_the_command_refuses_to_start_without_a_token_unless_no_auth(
 def test_topic_prefix_names_the_topics_the_worker_of_that_prefix_reads(command: str) -> None:
     from agents.settings import TopicNames
     from agents.topics import DEAD_LETTERS, EVENTS
-    from scenetrigger.cli import build_parser
-    from scenetrigger.cli_support import produce_topics
+    from scenetrigger.cli.main import build_parser
+    from scenetrigger.cli.support import produce_topics
     from triggers.errors import SceneTriggerError
 
     def topics(*extra: str) -> tuple[str, str]:

@@ -47,7 +47,7 @@ async def test_collector_command_serves_with_a_token(kafka_bootstrap: str, tmp_p
     env = {**os.environ, "SCENETRIGGER_COLLECTOR_TOKEN": "t0ken"}
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 - a server for the test to talk to
-            [sys.executable, "-m", "scenetrigger.cli", "collector", "--broker", kafka_bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker", kafka_bootstrap,
              "--port", str(port), "--topic", events, "--dead-letter-topic", dead],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -38,7 +38,7 @@ def test_the_body_formats_doc_runs_as_written(kafka_bootstrap: str, tmp_path: Pa
     log = tmp_path / "collector.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "collector", "--broker", kafka_bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker", kafka_bootstrap,
              "--topic-prefix", prefix, "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -17,7 +17,7 @@ import pytest
 from agents.identity_gate import REASON_IDENTIFY_UNAUTHORIZED, identify_refused
 from agents.producer import REASON_RESERVED_TYPE, ProduceTopics, produce_records
 from config.tokens import IDENTIFY_SIG_FIELD, IDENTIFY_TOKEN_ENV, identify_signature
-from scenetrigger.commands.produce import identify_admission
+from scenetrigger.cli.run.produce import identify_admission
 from tests.agents.test_collector_unit import MemoryPublisher, _client
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event

@@ -206,7 +206,7 @@ def test_users_merge_moves_a_known_user_and_is_decision_logged(
 
     def merge(token: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "scenetrigger.cli", "users", "merge", old, new, "--broker",
+            [sys.executable, "-m", "scenetrigger.cli.main", "users", "merge", old, new, "--broker",
              kafka_bootstrap, "--topic-prefix", prefix, "--decisions", str(decisions_file),
              "--json"], check=False, capture_output=True, text=True, timeout=60,
             env={**os.environ, "SCENETRIGGER_ADMIN_TOKENS": "ops=op-secret",

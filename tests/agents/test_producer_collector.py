@@ -14,9 +14,9 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agents.collector import CollectorSettings, KafkaPublisher, create_collector_app
 from agents.producer import ProduceTopics, ensure_topics, new_kafka_producer
-from scenetrigger.cli import build_parser
-from scenetrigger.commands.produce import produce_file
-from scenetrigger.sources import read_rees46
+from scenetrigger.cli.main import build_parser
+from scenetrigger.cli.run.produce import produce_file
+from scenetrigger.runtime.sources import read_rees46
 from tests.agents.kafka_read import read_topic, record_events, unique_topic
 from tests.paths import REES46_SAMPLE
 from triggers.events import Event

@@ -6,7 +6,7 @@ import orjson
 
 from agents.batching import partition_for
 from agents.producer import LastLine, ProduceTopics, RateLimiter, produce_records
-from scenetrigger.sources import read_jsonl
+from scenetrigger.runtime.sources import read_jsonl
 
 
 class ListSink:

@@ -19,7 +19,7 @@ from agents.replication import (
     topic_configs,
     warn_under_replicated,
 )
-from scenetrigger.cli import build_parser
+from scenetrigger.cli.main import build_parser
 
 
 @pytest.mark.parametrize(("brokers", "factor", "insync"),

@@ -19,7 +19,7 @@ from agents.app import SceneWorker
 from agents.batching import encode_batch
 from agents.settings import TopicNames, WorkerSettings
 from config.loader import load_config_text
-from scenetrigger.replay import new_host, replay
+from scenetrigger.runtime.replay import new_host, replay
 from tests.agents.test_app_unit import FakeTopic
 from tests.agents.test_batching_unit import FakeMessage
 from triggers.errors import EventRejected

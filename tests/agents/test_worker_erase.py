@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from channels.assembly import open_delivery
+from channels.audience.consent import ConsentRecord, RedisConsentStore
+from channels.audience.directory import RedisDirectory, contact_from
 from channels.base import DeliveryResult, Message
-from channels.consent import ConsentRecord, RedisConsentStore
-from channels.deadletter import DeadLetterStore
-from channels.directory import RedisDirectory, contact_from
-from channels.feedback import RedisMessageIndex
+from channels.feedback.events import RedisMessageIndex
+from channels.transports.deadletter import DeadLetterStore
 from config.hash_keys import HASH_KEY_ENV
 from config.loader import load_config
 from strategies.scoring import LeadScore
@@ -72,7 +72,7 @@ channels:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scenetrigger.cli", *args], check=False,
+    return subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", *args], check=False,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -77,7 +77,7 @@ def test_kill_one_of_two_workers_loses_no_trigger(kafka_bootstrap: str, tmp_path
         # Produce at a bounded rate so b is killed in the middle of its work.
         with open(tmp_path / "produce.log", "wb") as log:
             producer = subprocess.Popen(  # the real produce command, in the background
-                [sys.executable, "-m", "scenetrigger.cli", "produce", str(SAMPLE), "--broker",
+                [sys.executable, "-m", "scenetrigger.cli.main", "produce", str(SAMPLE), "--broker",
                  kafka_bootstrap, "--topic", f"{prefix}.events", "--partitions", "4",
                  "--rate", "1500", "--no-progress", *produce_args(form)],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -90,7 +90,7 @@ def test_identify_merges_across_partitions_and_fires_for_the_known_user(
     cfg.write_text(config_text(run, smtp.port))
     users = tmp_path / "users.csv"
     users.write_text(f"user_id,email,attr.first_name\n{known},{known}@example.com,Li\n")
-    imported = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "users", "import",
+    imported = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "users", "import",
                                str(users), "--redis-url", redis_url, "--prefix", f"id{run}:"],
                               check=False, capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr

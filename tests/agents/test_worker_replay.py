@@ -108,7 +108,7 @@ def test_one_worker_equals_replay_on_rees46(kafka_bootstrap: str, tmp_path: Path
 
 
 def _cli(args: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", *args],
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", *args],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -114,7 +114,7 @@ def start_cli(log_path: Path, name: str, args: Sequence[str], port: int,
     ``log_path`` (``port``: the one it serves its metrics or API on)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "--log-level", "INFO", *args],
+            [sys.executable, "-m", "scenetrigger.cli.main", "--log-level", "INFO", *args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     return WorkerProcess(name, process, port, log_path)
@@ -151,7 +151,7 @@ def produce_args(form: str) -> list[str]:
 def produce_file(bootstrap: str, path: Path, topic: str, rate: float | None = None,
                  timeout_s: float = 120, form: str = "batched",
                  ) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "scenetrigger.cli", "produce", str(path), "--broker",
+    args = [sys.executable, "-m", "scenetrigger.cli.main", "produce", str(path), "--broker",
             bootstrap, "--topic", topic, "--dead-letter-topic", topic + "-produce-rejects",
             "--partitions", "4", "--no-progress", *produce_args(form)]
     if rate is not None:
@@ -164,7 +164,7 @@ def produce_file(bootstrap: str, path: Path, topic: str, rate: float | None = No
 
 def replay_keys(path: Path, config: Path | None, tmp: Path) -> list[Key]:
     out = tmp / f"replay-{uuid.uuid4().hex[:6]}.jsonl"
-    args = [sys.executable, "-m", "scenetrigger.cli", "replay", str(path), "--out", str(out),
+    args = [sys.executable, "-m", "scenetrigger.cli.main", "replay", str(path), "--out", str(out),
             "--no-progress"]
     if config is not None:
         args += ["--config", str(config)]

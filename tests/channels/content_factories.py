@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.catalog import MemoryCatalog, Product
+from channels.content.catalog import MemoryCatalog, Product
 from triggers.events import Event
 from triggers.state import UserState
 

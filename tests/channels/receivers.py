@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from channels.base import Message
-from channels.webhook import verify_signature
+from channels.transports.webhook import verify_signature
 
 HANG = "hang"  # a scripted answer that never comes (the client times out)
 

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 import pytest
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.consent import (
+from channels.audience.consent import (
     Audience,
     ConsentRecord,
     MemoryConsentStore,
 )
-from channels.directory import (
+from channels.audience.directory import (
     Contact,
     ContactError,
     MemoryDirectory,
@@ -27,8 +27,8 @@ from channels.directory import (
     decode,
     encode,
 )
-from channels.email import build_email
 from channels.pipeline import DeliveryPipeline
+from channels.transports.email import build_email
 from config.loader import load_config_text
 from config.models import AppConfig
 from triggers.errors import ConfigError

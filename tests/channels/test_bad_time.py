@@ -13,12 +13,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from channels.policy import BAD_TIME, DeliveryPolicy, PolicyMetrics
-from channels.policy_store import MemoryPolicyStore
-from channels.segments import habit_tags, utc_offset_hours
+from channels.content.segments import habit_tags, utc_offset_hours
+from channels.policy.decide import BAD_TIME, DeliveryPolicy, PolicyMetrics
+from channels.policy.store import MemoryPolicyStore
 from config.content_models import HabitRules
 from config.delivery_models import DeliveryModel, QuietHoursModel
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.channels.test_policy import request
 from triggers.events import event_from_mapping
 from triggers.profile import Profile

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from channels.catalog import (
+from channels.content.catalog import (
     CatalogError,
     MemoryCatalog,
     Product,
@@ -98,7 +98,7 @@ def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scenetrigger.cli",
+            "scenetrigger.cli.main",
             "catalog",
             "load",
             str(SAMPLE),
@@ -127,7 +127,7 @@ def test_catalog_load_command(redis_url: str, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "scenetrigger.cli",
+            "scenetrigger.cli.main",
             "catalog",
             "load",
             str(tmp_path / "x.csv"),

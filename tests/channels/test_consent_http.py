@@ -8,10 +8,10 @@ import hashlib
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.consent import MemoryConsentStore, unsubscribe_signature
-from channels.consent_http import ConsentRoutes, is_opt_out
-from channels.directory import MemoryDirectory, address_hash, contact_from
-from channels.feedback import ListSink
+from channels.audience.consent import MemoryConsentStore, unsubscribe_signature
+from channels.audience.consent_http import ConsentRoutes, is_opt_out
+from channels.audience.directory import MemoryDirectory, address_hash, contact_from
+from channels.feedback.events import ListSink
 
 TOKEN = "wechat-token"
 CALLBACK = "cb-token"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from channels.catalog import MemoryCatalog
-from channels.content import ContentSelector
+from channels.content.catalog import MemoryCatalog
+from channels.content.select import ContentSelector
 from config.content_models import ContentModel
 from config.loader import load_config
 from tests.channels.content_factories import PHONE, T0, catalog, catalog_products, user_state

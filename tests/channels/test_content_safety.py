@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from channels.catalog import MemoryCatalog, Product
-from channels.content import ContentSelector
+from channels.content.catalog import MemoryCatalog, Product
+from channels.content.select import ContentSelector
 from config.content_models import ContentModel
 from config.loader import validate_config
 from tests.channels.content_factories import PHONE, PHONES, T0, user_state

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels.base import DeliveryResult
-from channels.deadletter import DeadLetter, DeadLetterStore
-from channels.registry import ChannelRegistry, ChannelSender
-from channels.retry import RetryPolicy
-from channels.webhook import WebhookChannel
-from scenetrigger.cli import main
+from channels.transports.deadletter import DeadLetter, DeadLetterStore
+from channels.transports.registry import ChannelRegistry, ChannelSender
+from channels.transports.retry import RetryPolicy
+from channels.transports.webhook import WebhookChannel
+from scenetrigger.cli.main import main
 from tests.channels.receivers import HANG, Receiver, message, running_receiver
 from tests.services import start_redis
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from channels.decisions import (
+from channels.feedback.decisions import (
     CONSENT,
     VERSION,
     DecisionRecord,
@@ -17,9 +17,9 @@ from channels.decisions import (
     refusal_record,
     trigger_record,
 )
-from channels.feedback import FeedbackEvent
+from channels.feedback.events import FeedbackEvent
 from channels.orders import SendAction
-from scenetrigger.explain import Timeline
+from scenetrigger.ops.explain import Timeline
 from strategies.actions import EnrolAction
 from strategies.decisions import journey_record
 from triggers.events import Refusal, Trigger
@@ -112,8 +112,8 @@ def test_explain_says_when_and_how_and_what_it_refused() -> None:
 
 def test_the_console_lists_and_looks_up_every_kind() -> None:
     from config.loader import load_config
-    from scenetrigger.console_sources import _decode
-    from scenetrigger.console_state import ConsoleState
+    from scenetrigger.console.sources import _decode
+    from scenetrigger.console.state import ConsoleState
 
     state = ConsoleState(load_config())
     names = ("e", "t", "d")

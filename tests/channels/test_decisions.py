@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.control import in_control
-from channels.decisions import (
+from channels.feedback.decisions import (
     DecisionRecord,
     FileDecisionLog,
     MemoryDecisionLog,
     read_decision_file,
 )
+from channels.policy.control import in_control
 from config.loader import load_config_text
 from triggers.events import Trigger
 

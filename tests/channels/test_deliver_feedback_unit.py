@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from agents.topics import feedback_topics
 from channels.assembly import build_pipeline
 from channels.base import DeliveryResult, Message
-from channels.feedback_kafka import AckedFeedbackSink, FeedbackNotAcked
+from channels.feedback.kafka_sink import AckedFeedbackSink, FeedbackNotAcked
 from channels.kafka_delivery import DeliveryConsumer
 from channels.pipeline import message_id_for
-from channels.policy_store import MemoryPolicyStore
+from channels.policy.store import MemoryPolicyStore
 from config.loader import load_config, load_config_text
 from strategies.actions import SendAction, action_to_dict
 from tests.channels.content_factories import user_state

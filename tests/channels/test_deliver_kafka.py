@@ -28,11 +28,11 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from agents.producer import ensure_topics
-from channels.catalog import MemoryCatalog, read_products
-from channels.content import ContentSelector
-from channels.decisions import DecisionRecord
+from channels.content.catalog import MemoryCatalog, read_products
+from channels.content.select import ContentSelector
 from channels.delivery_records import decode_trigger, state_with
-from channels.inbox import InboxStore
+from channels.feedback.decisions import DecisionRecord
+from channels.transports.inbox import InboxStore
 from config.loader import load_config
 from strategies.actions import SendAction, action_to_dict
 from tests.agents.kafka_read import read_topic
@@ -240,7 +240,7 @@ async def test_deliver_sends_one_message_per_trigger_by_style_and_never_twice(
             assert [m["user_id"] for m in hooks] == [searcher]
             assert sorted(m["user_id"] for m in inbox) == sorted([browser, promo])
 
-            # the variant follows the user's style, as channels.content chooses it
+            # the variant follows the user's style, as channels.content.select chooses it
             products = MemoryCatalog(read_products(catalog_path))
             selector = ContentSelector(config.content, products, "UTC")
             message_of = {m["user_id"]: m for m in delivered}

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from channels.policy_store import MemoryPolicyStore, RedisPolicyStore
+from channels.policy.store import MemoryPolicyStore, RedisPolicyStore
 from tests.channels.content_factories import PHONE, T0, user_state
 from tests.channels.test_kafka_delivery_unit import NOW, Harness, trigger_value
 from tests.channels.test_poison_records import Buried
@@ -99,7 +99,7 @@ async def test_redis_leases_are_atomic_and_handed_out_again(redis_url: str) -> N
 
 async def test_a_handoff_claimed_by_a_dead_process_is_handed_over_after_its_lease() -> None:
     from channels.orders import HandoffAction
-    from channels.policy import DeliveryRequest
+    from channels.policy.decide import DeliveryRequest
 
     h = Harness()
     handoff = HandoffAction("lead7", 55.5, "crm", "lead_handoff", "hm-1", NOW - 10)

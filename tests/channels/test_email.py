@@ -10,9 +10,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from channels.email import EmailChannel, SmtpSettings, build_email
 from channels.errors import ChannelError
-from channels.retry import RetryPolicy
+from channels.transports.email import EmailChannel, SmtpSettings, build_email
+from channels.transports.retry import RetryPolicy
 from tests.channels.receivers import SmtpSink, message
 from tests.services import free_port
 

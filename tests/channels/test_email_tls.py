@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from channels.email import EmailChannel, SmtpSettings
-from channels.retry import RetryPolicy
+from channels.transports.email import EmailChannel, SmtpSettings
+from channels.transports.retry import RetryPolicy
 from tests.channels.receivers import SmtpSink, message
 from tests.channels.test_email import SENDER, Smtp, _authenticate
 from tests.services import free_port

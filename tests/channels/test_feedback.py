@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from channels.feedback import (
+from channels.feedback.events import (
     PIXEL,
     FeedbackApp,
     FeedbackEvent,

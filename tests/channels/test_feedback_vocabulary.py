@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.feedback import (
+from channels.feedback.events import (
     KINDS,
     FeedbackApp,
     ListSink,
@@ -26,7 +26,7 @@ from channels.feedback import (
 )
 from config.loader import load_config
 from config.strategy_models import FEEDBACK_EVENTS
-from scenetrigger.commands.serve import KafkaFeedbackSink
+from scenetrigger.cli.run.serve import KafkaFeedbackSink
 from strategies.actions import ExitAction, SendAction
 from strategies.embedded import JourneySubscriber, SimulatedOpens
 from tests.channels.content_factories import T0

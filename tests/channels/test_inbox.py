@@ -16,8 +16,8 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from channels.inbox import InboxChannel, InboxStore, inbox_routes
-from channels.retry import RetryPolicy
+from channels.transports.inbox import InboxChannel, InboxStore, inbox_routes
+from channels.transports.retry import RetryPolicy
 from tests.channels.receivers import message, serve_app
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels.base import INFRASTRUCTURE_ERRORS
 from channels.infra_retry import InfraMetrics, Waiter, fault_kind, is_refusal
-from channels.policy_store import MemoryPolicyStore
+from channels.policy.store import MemoryPolicyStore
 from tests.channels.content_factories import user_state
 from tests.channels.test_kafka_delivery_unit import Harness, trigger_value
 from tests.channels.test_poison_records import Buried

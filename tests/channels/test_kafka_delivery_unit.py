@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.catalog import MemoryCatalog
-from channels.content import ContentSelector
+from channels.content.catalog import MemoryCatalog
+from channels.content.select import ContentSelector
 from channels.delivery_records import (
     BAD_FIELD,
     BAD_PROFILE,
@@ -25,7 +25,7 @@ from channels.delivery_records import (
 )
 from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics, ProfileCache
 from channels.pipeline import DeliveryPipeline
-from channels.policy_store import MemoryPolicyStore
+from channels.policy.store import MemoryPolicyStore
 from config.loader import load_config_text
 from config.models import AppConfig
 from strategies.actions import HandoffAction, SendAction, action_to_dict

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from channels.deadletter import DEFAULT_STREAM, DeadLetterStore
+from channels.transports.deadletter import DEFAULT_STREAM, DeadLetterStore
 from tests.channels.receivers import Receiver, running_receiver
 
 CLI = Path(sys.executable).with_name("scenetrigger")

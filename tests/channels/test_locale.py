@@ -4,9 +4,9 @@ language; the shipped content speaks Chinese to zh users."""
 
 from __future__ import annotations
 
-from channels.catalog import MemoryCatalog
-from channels.content import ContentSelector
-from channels.directory import MemoryDirectory, contact_from
+from channels.audience.directory import MemoryDirectory, contact_from
+from channels.content.catalog import MemoryCatalog
+from channels.content.select import ContentSelector
 from config.content_models import ContentModel, default_content
 from config.loader import load_config_text
 from tests.channels.content_factories import PHONE, T0, catalog, user_state
@@ -91,7 +91,7 @@ async def test_shipped_content_has_chinese_for_every_scene_and_journey_ref() -> 
 
 async def test_the_directory_locale_reaches_the_pipeline() -> None:
     from channels.assembly import DryRunSender, build_pipeline
-    from channels.consent import Audience, MemoryConsentStore
+    from channels.audience.consent import Audience, MemoryConsentStore
 
     cfg = load_config_text(CONTENT)
     directory = MemoryDirectory()

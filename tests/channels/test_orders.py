@@ -8,7 +8,7 @@ import orjson
 
 from channels.orders import HandoffAction, SendAction
 from channels.pipeline import Outcome, journey_request
-from channels.policy import DeliveryRequest
+from channels.policy.decide import DeliveryRequest
 
 SEND = SendAction("u1", "push", "reactivation_push_1", "reactivation", "push_1", "jm-1",
                   1_700_000_000_000, 3, trigger_id="t-9")

@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.feedback import ListSink, MemoryMessageIndex, open_pixel_path
-from channels.inbox import InboxChannel, InboxStore
-from channels.logchannel import LogChannel
+from channels.feedback.events import ListSink, MemoryMessageIndex, open_pixel_path
 from channels.pipeline import message_id_for
-from channels.policy_store import RedisPolicyStore
-from channels.registry import ChannelRegistry, ChannelSender
+from channels.policy.store import RedisPolicyStore
+from channels.transports.inbox import InboxChannel, InboxStore
+from channels.transports.logchannel import LogChannel
+from channels.transports.registry import ChannelRegistry, ChannelSender
 from config.loader import load_config
 from config.models import AppConfig
 from tests.channels.content_factories import PHONE, T0, catalog, user_state
@@ -157,7 +157,7 @@ async def test_duplicate_trigger_is_delivered_once_through_redis_and_the_inbox(
 
 def _replay(*extra: str) -> tuple[list[dict[str, object]], str]:
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "replay", str(SAMPLE), "--no-progress", *extra],
+        [sys.executable, "-m", "scenetrigger.cli.main", "replay", str(SAMPLE), "--no-progress", *extra],
         cwd=ROOT,
         capture_output=True,
         timeout=120,
@@ -217,7 +217,7 @@ delivery: {{default_timezone: Asia/Shanghai, redis_prefix: "{prefix}:"}}
             [
                 sys.executable,
                 "-m",
-                "scenetrigger.cli",
+                "scenetrigger.cli.main",
                 "replay",
                 str(SAMPLE),
                 "--no-progress",

@@ -13,9 +13,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from channels.base import DeliveryResult, Message
-from channels.policy import DeliveryRequest
-from channels.policy_store import MemoryPolicyStore
-from scenetrigger.cli import main
+from channels.policy.decide import DeliveryRequest
+from channels.policy.store import MemoryPolicyStore
+from scenetrigger.cli.main import main
 from tests.channels.content_factories import T0, user_state
 from tests.channels.test_kafka_delivery_unit import NOW, Harness, config, trigger_value
 from triggers.classify import utc_offset_hours

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from channels.policy import DeliveryPolicy, DeliveryRequest, PolicyMetrics
-from channels.policy_store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
+from channels.policy.decide import DeliveryPolicy, DeliveryRequest, PolicyMetrics
+from channels.policy.store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
 from config.delivery_models import BackoffModel, CapModel, DeliveryModel, QuietHoursModel
 from tests.redis_keys import bucket_tag
 

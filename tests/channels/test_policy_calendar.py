@@ -1,4 +1,4 @@
-"""The policy's calendar (channels.policy.Calendar): real time by default; the
+"""The policy's calendar (channels.policy.decide.Calendar): real time by default; the
 demo's accelerated one makes a cap's day, a night of quiet hours and the
 back-off pause as many times shorter as its journey waits."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from channels.policy import Calendar, DeliveryPolicy, DeliveryRequest
-from channels.policy_store import MemoryPolicyStore
+from channels.policy.decide import Calendar, DeliveryPolicy, DeliveryRequest
+from channels.policy.store import MemoryPolicyStore
 from config.delivery_models import BackoffModel, CapModel, DeliveryModel, QuietHoursModel
 
 UTC = ZoneInfo("UTC")

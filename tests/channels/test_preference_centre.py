@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.consent import MemoryConsentStore
-from channels.consent_http import ConsentRoutes
-from channels.directory import MemoryDirectory, contact_from
-from channels.feedback import ListSink
-from channels.preference_page import mask_address
+from channels.audience.consent import MemoryConsentStore
+from channels.audience.consent_http import ConsentRoutes
+from channels.audience.directory import MemoryDirectory, contact_from
+from channels.audience.preference_page import mask_address
+from channels.feedback.events import ListSink
 from config.preference_models import PreferencesModel
 
 SECRET = b"tracking-secret-for-tests"

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 import orjson
 import pytest
 
-from channels.provider import PRESETS, ProviderChannel, build_shape, message_values
-from channels.retry import RetryPolicy
+from channels.transports.provider import PRESETS, ProviderChannel, build_shape, message_values
+from channels.transports.retry import RetryPolicy
 from config.channel_models import ProviderModel
 from tests.channels.receivers import Receiver, message, running_receiver
 

@@ -159,9 +159,9 @@ async def test_inbox_and_catalog_on_a_redis_cluster(redis_cluster: RedisCluster,
     """The inbox's batched add (a script per message: a cluster pipeline
     cannot load scripts) and `catalog load` (keys of many slots)."""
     from channels.base import Message
-    from channels.catalog import RedisCatalog
-    from channels.inbox import InboxStore
+    from channels.content.catalog import RedisCatalog
     from channels.redis_client import redis_client
+    from channels.transports.inbox import InboxStore
 
     run = uuid.uuid4().hex[:8]
     client = redis_client(redis_cluster.url)
@@ -197,7 +197,7 @@ async def test_inbox_and_catalog_on_a_redis_cluster(redis_cluster: RedisCluster,
 async def test_deliver_warns_unless_every_master_keeps_an_append_only_file(
         redis_cluster: RedisCluster) -> None:
     from channels.redis_client import redis_client
-    from scenetrigger.commands.deliver import persistence_warning
+    from scenetrigger.cli.run.deliver import persistence_warning
 
     masters = redis_cluster.masters()
     nodes = [Redis(host="127.0.0.1", port=port) for port in masters]

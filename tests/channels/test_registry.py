@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from channels.base import DeliveryResult, Message
-from channels.deadletter import DeadLetterStore
-from channels.email import EmailChannel
 from channels.errors import ChannelError
-from channels.inbox import InboxChannel
-from channels.logchannel import LogChannel
-from channels.provider import ProviderChannel
-from channels.registry import (
+from channels.transports.deadletter import DeadLetterStore
+from channels.transports.email import EmailChannel
+from channels.transports.inbox import InboxChannel
+from channels.transports.logchannel import LogChannel
+from channels.transports.provider import ProviderChannel
+from channels.transports.registry import (
     ChannelRegistry,
     ChannelSender,
     DeliveryMetrics,
@@ -26,8 +26,8 @@ from channels.registry import (
     build_registry,
     redis_url_or_env,
 )
-from channels.retry import RetryPolicy
-from channels.webhook import WebhookChannel
+from channels.transports.retry import RetryPolicy
+from channels.transports.webhook import WebhookChannel
 from config.loader import load_config_text
 from tests.channels.receivers import message
 from triggers.errors import ConfigError
@@ -161,7 +161,7 @@ def test_the_documented_example_config_is_valid() -> None:
 
 def test_redrive_needs_a_config_with_channels(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from scenetrigger.cli import main
+    from scenetrigger.cli.main import main
 
     config = tmp_path / "no-channels.yaml"
     config.write_text("scenes: {}\n")

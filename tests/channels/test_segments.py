@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.segments import browsing_style, classify, habit_tags, value_segment
+from channels.content.segments import browsing_style, classify, habit_tags, value_segment
 from config.content_models import HabitRules, SegmentRules, StyleRules
 from tests.channels.content_factories import DAY, HOUR, T0, _event, user_state
 from triggers.profile import Profile

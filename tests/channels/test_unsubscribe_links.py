@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.consent import MemoryConsentStore, unsubscribe_url
-from channels.consent_http import ConsentRoutes
-from channels.directory import MemoryDirectory, contact_from
-from channels.feedback import ListSink
+from channels.audience.consent import MemoryConsentStore, unsubscribe_url
+from channels.audience.consent_http import ConsentRoutes
+from channels.audience.directory import MemoryDirectory, contact_from
+from channels.feedback.events import ListSink
 
 SECRET = b"tracking-secret-for-tests"
 Served = tuple[TestClient[web.Request, web.Application], ConsentRoutes, ListSink]

@@ -12,15 +12,15 @@ import socket
 import orjson
 import pytest
 
-from channels.retry import Attempt, RetryPolicy, run_attempts
-from channels.webhook import (
+from channels.transports.retry import Attempt, RetryPolicy, run_attempts
+from channels.transports.webhook import (
     WebhookChannel,
     classify_status,
     retry_after_ms,
     sign,
     verify_signature,
 )
-from channels.wire import message_from_json
+from channels.transports.wire import message_from_json
 from tests.channels.receivers import HANG, Receiver, message, running_receiver
 
 SECRET = b"test-secret"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from channels.batching import Batcher
+from channels.transports.batching import Batcher
 
 
 class Recorder:

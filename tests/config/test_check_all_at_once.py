@@ -68,7 +68,7 @@ def test_ten_mistakes_are_all_found_with_lines_in_one_run(tmp_path: Path) -> Non
     path = tmp_path / "ten.yaml"
     path.write_text(TEN_MISTAKES)
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path), "--json"],
+        [sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path), "--json"],
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
@@ -96,7 +96,7 @@ def test_the_human_output_says_did_you_mean_and_the_line(tmp_path: Path) -> None
     path = tmp_path / "ten.yaml"
     path.write_text(TEN_MISTAKES)
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+        [sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path)],
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert f"  - {path}:7: scene 'viewed', field 'cooldwn': unknown field (did you mean " \
@@ -127,7 +127,7 @@ def test_a_good_config_has_a_summary_with_filters_and_strategies(tmp_path: Path)
     report = check_text(path.read_text(), str(path))
     assert report.errors == []
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+        [sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path)],
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "OK, 1 scene(s), 1 strategy(ies)" in done.stdout

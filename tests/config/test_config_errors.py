@@ -135,7 +135,7 @@ def test_shipped_defaults_are_the_three_reference_scenes() -> None:
 
 def check_config(path: Path | str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+        [sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from channels.consent import RedisConsentStore
-from channels.directory import RedisDirectory, contact_from
+from channels.audience.consent import RedisConsentStore
+from channels.audience.directory import RedisDirectory, contact_from
 from config.hash_keys import (
     HASH_KEY_ENV,
     HASH_KEY_PREVIOUS_ENV,
@@ -28,8 +28,8 @@ from config.hash_keys import (
     startup_check,
 )
 from config.loader import load_config_text
-from scenetrigger.cli import main
-from scenetrigger.erasure import Eraser, erased_at
+from scenetrigger.cli.main import main
+from scenetrigger.ops.erasure import Eraser, erased_at
 
 K1, K2 = "first-secret-key", "second-secret-key"
 SCENES = "scenes: {promo: {kind: arrival, when: {page: {prefix: /promo}}}}\n"

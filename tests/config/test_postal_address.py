@@ -16,7 +16,7 @@ MAIL = 'channels:\n  mail: {type: email, host: smtp.example, sender: "Shop <news
 def test_an_email_channel_without_a_postal_address_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "mail.yaml"
     path.write_text(SCENES + MAIL + "}\n")
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "check-config", str(path)],
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert f"{path}:4: channel 'mail', field 'postal_address': required field is missing" \

@@ -50,7 +50,7 @@ channels:
 
 
 def check_config(path: Path, *flags: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "check-config", str(path),
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "check-config", str(path),
                            "--json", *flags], capture_output=True, text=True, timeout=60,
                           check=False)
     return done.returncode, json.loads(done.stdout)

@@ -110,7 +110,7 @@ def test_config_cli_push_log_show_rollback(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", **ENV, "SCENETRIGGER_TOKEN": "tok-a"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "scenetrigger.cli", "config", "--store",
+        return subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "config", "--store",
                                store, *args], capture_output=True, text=True, timeout=60,
                               check=False, env=env)
 
@@ -120,7 +120,7 @@ def test_config_cli_push_log_show_rollback(tmp_path: Path) -> None:
     assert f"{bad}:" in refused.stderr and "field 'cooldwn'" in refused.stderr
     assert cli("rollback", "1").returncode == 0
     log = cli("log").stdout.splitlines()
-    listed = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "config", "log",
+    listed = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "config", "log",
                              "--store", store, "--json"], capture_output=True, text=True,
                             timeout=60, check=True, env=env)  # options after the verb too
     assert [v["version"] for v in json.loads(listed.stdout)] == [2, 1]

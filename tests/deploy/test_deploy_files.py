@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from agents.collector import CollectorMetrics
 from agents.metrics import WorkerMetrics
 from channels.infra_retry import InfraMetrics
-from channels.policy import PolicyMetrics
-from channels.registry import DeliveryMetrics
-from scenetrigger.cli import build_parser
+from channels.policy.decide import PolicyMetrics
+from channels.transports.registry import DeliveryMetrics
+from scenetrigger.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -120,7 +120,7 @@ def test_prometheus_scrapes_every_process_compose_runs() -> None:
 
 
 def test_worker_metrics_host_reaches_the_settings() -> None:
-    from scenetrigger.commands.worker import build_settings
+    from scenetrigger.cli.run.worker import build_settings
 
     argv = _argv("worker")
     assert build_settings(build_parser(argv).parse_args(argv)).metrics_host == "0.0.0.0"

@@ -101,7 +101,7 @@ async def test_a_broker_restart_under_load_loses_no_trigger(tmp_path: Path) -> N
                 log_path = tmp_path / f"journeys-{n}.log"
                 with open(log_path, "wb") as log:
                     process = subprocess.Popen(
-                        [sys.executable, "-m", "scenetrigger.cli", "journeys", "--config",
+                        [sys.executable, "-m", "scenetrigger.cli.main", "journeys", "--config",
                          str(config), "--broker", broker.bootstrap, "--topic-prefix", run,
                          "--redis-url", redis.url, "--redis-prefix", f"{run}j:",
                          "--metrics-port", str(free_port()), "--tick-interval", "0.2"],

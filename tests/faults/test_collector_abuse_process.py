@@ -33,7 +33,7 @@ def rss_mb(pid: int) -> float:
 
 def test_the_collector_refuses_to_start_without_a_token() -> None:
     env = {k: v for k, v in os.environ.items() if k != "SCENETRIGGER_COLLECTOR_TOKEN"}
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "collector", "--broker",
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker",
                            "127.0.0.1:1"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode != 0 and "--no-auth" in done.stderr
@@ -46,7 +46,7 @@ async def test_abuse_leaves_rss_bounded_and_the_good_event_stored(
     log = tmp_path / "collector.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 - a server for the test to talk to
-            [sys.executable, "-m", "scenetrigger.cli", "collector", "--broker", kafka_bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker", kafka_bootstrap,
              "--port", str(port), "--topic", events, "--dead-letter-topic", dead,
              "--read-timeout", "2"],
             cwd=REPO, env={**os.environ, "SCENETRIGGER_COLLECTOR_TOKEN": "t0ken"},

@@ -24,8 +24,8 @@ import yaml
 from aiohttp import web
 
 from agents.producer import ensure_topics
-from channels.deadletter import DeadLetterStore
 from channels.pipeline import message_id_for
+from channels.transports.deadletter import DeadLetterStore
 from tests.agents.worker_support import unique
 from tests.channels.receivers import serve_app
 from tests.channels.test_deliver_kafka import PRODUCTS, produce, start_deliver

@@ -23,7 +23,7 @@ import orjson
 from agents.intake import Rejection, parse_items
 from agents.producer import checked_event_value
 from config.loader import load_config
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.channels.test_kafka_delivery_unit import Harness
 from tests.channels.test_poison_records import Buried
 from triggers.errors import EventRejected

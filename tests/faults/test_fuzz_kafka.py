@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from agents.producer import ensure_topics
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.agents.kafka_read import read_topic
 from tests.agents.test_collector_cli import _wait_healthy
 from tests.agents.worker_support import WorkerProcess, start_worker, unique
@@ -61,7 +61,7 @@ async def test_a_fuzz_slice_through_the_collector_and_the_worker(kafka_bootstrap
     log = tmp_path / "collector.log"
     with log.open("wb") as sink:
         collector = subprocess.Popen(  # noqa: ASYNC220 - a server for the test to talk to
-            [sys.executable, "-m", "scenetrigger.cli", "collector", "--broker",
+            [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker",
              kafka_bootstrap, "--port", str(port), "--topic", f"{run}.events",
              "--dead-letter-topic", f"{run}.collector-rejects"], cwd=REPO,
             env={**os.environ, "SCENETRIGGER_COLLECTOR_TOKEN": "t0ken"}, stdout=sink,

@@ -104,7 +104,7 @@ def test_kill_the_busiest_node_of_three(cluster: KafkaBroker, tmp_path: Path) ->
                  lambda: worker.metric("scenetrigger_partitions") == 4, 150, [worker])
         with open(tmp_path / "produce.log", "wb") as log:
             producer = subprocess.Popen(  # no replication flag; its own rejects topic
-                [sys.executable, "-m", "scenetrigger.cli", "produce", str(SAMPLE), "--broker",
+                [sys.executable, "-m", "scenetrigger.cli.main", "produce", str(SAMPLE), "--broker",
                  bootstrap, "--topic", f"{prefix}.events", "--dead-letter-topic",
                  f"{prefix}.produce-rejects", "--rate", "1000", "--no-progress"],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from triggers.events import REASONS
 
 T0 = 1_569_931_200_000  # 2019-10-01 12:00 UTC

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from channels.base import DeliveryResult
-from channels.deadletter import DeadLetterStore
+from channels.transports.deadletter import DeadLetterStore
 from tests.channels.receivers import message
 from tests.services import start_redis
 
@@ -59,7 +59,7 @@ async def test_without_persistence_a_restart_erases_them(tmp_path: Path) -> None
 
 
 async def test_deliver_warns_about_a_redis_without_persistence(tmp_path: Path) -> None:
-    from scenetrigger.commands.deliver import persistence_warning
+    from scenetrigger.cli.run.deliver import persistence_warning
 
     for aof, warned in ((False, True), (True, False)):
         server = start_redis(tmp_path / f"r{aof}", aof=aof)

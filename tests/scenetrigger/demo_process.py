@@ -84,7 +84,7 @@ class DemoProcess:
 def start_demo(*args: str) -> DemoProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scenetrigger.cli", "demo", "--port", "0", *args],
+        [sys.executable, "-m", "scenetrigger.cli.main", "demo", "--port", "0", *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         encoding="utf-8",
     )

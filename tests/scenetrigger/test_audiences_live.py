@@ -22,11 +22,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from channels.assembly import open_delivery
-from channels.feedback import ListSink
+from channels.feedback.events import ListSink
 from config.loader import load_config_text
 from config.models import AppConfig
-from scenetrigger.cli import main
-from scenetrigger.commands.serve import ServeParts, build_app
+from scenetrigger.cli.main import main
+from scenetrigger.cli.run.serve import ServeParts, build_app
 from tests.browser import browser
 from tests.channels.receivers import Receiver, SmtpSink, running_receiver
 from tests.services import free_port
@@ -182,7 +182,7 @@ async def test_import_email_unsubscribe_in_browser_one_click_and_sms_td(
 
 async def test_chinese_content_reaches_zh_users_and_english_the_others(
         redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from channels.inbox import InboxStore
+    from channels.transports.inbox import InboxStore
     from tests.channels.content_factories import PHONE, catalog
 
     run = uuid.uuid4().hex[:8]

@@ -12,8 +12,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agents.catalog_stream import CatalogSummary, Decoded
-from scenetrigger.catalog_http import add_catalog_route
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
+from scenetrigger.serve.catalog_http import add_catalog_route
 from tests.channels.receivers import serve_app
 from triggers.errors import EventRejected
 

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from agents.producer import new_kafka_producer
 from config.loader import load_config_text
 from config.tokens import CATALOG_TOKEN_ENV
-from scenetrigger.cli import main
-from scenetrigger.commands.serve import JsonlSink, ServeParts, build_app, catalog_publisher
+from scenetrigger.cli.main import main
+from scenetrigger.cli.run.serve import JsonlSink, ServeParts, build_app, catalog_publisher
 from tests.agents.kafka_read import read_topic
 from tests.channels.receivers import serve_app
 from triggers.catalog import decode_catalog_record

@@ -64,7 +64,7 @@ def test_push_reaches_every_process_and_rollback_restores(
 
     def config_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "scenetrigger.cli", "config", "--broker", kafka_bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "config", "--broker", kafka_bootstrap,
              "--topic-prefix", prefix, *map(str, args)], cwd=REPO, capture_output=True,
             text=True, timeout=90, check=False, env={**os.environ, **TOKENS})
 

@@ -40,7 +40,7 @@ def console(tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "console.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "console", "--events", str(REES46_SAMPLE),
+            [sys.executable, "-m", "scenetrigger.cli.main", "console", "--events", str(REES46_SAMPLE),
              "--rate", "150", "--config", str(config), "--port", str(port),
              "--config-store", str(tmp_path / "versions")],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,

@@ -10,11 +10,11 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.decisions import DecisionRecord
+from channels.feedback.decisions import DecisionRecord
 from config.loader import DEFAULT_CONFIG_PATH, load_config_text
 from config.versions import DirectoryStore
-from scenetrigger.console import Console, create_app
-from scenetrigger.console_state import ConsoleState, Limits
+from scenetrigger.console.app import Console, create_app
+from scenetrigger.console.state import ConsoleState, Limits
 from triggers.events import Event, Trigger
 
 CONFIG = load_config_text("""
@@ -141,7 +141,7 @@ async def test_push_and_rollback_through_the_version_store(tmp_path: Path) -> No
 
 
 async def test_the_embedded_console_runs_the_strategies_on_the_replay(tmp_path: Path) -> None:
-    from scenetrigger.console_sources import run_embedded
+    from scenetrigger.console.sources import run_embedded
     from tests.paths import REES46_SAMPLE
 
     config = load_config_text("""

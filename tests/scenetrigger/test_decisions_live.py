@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.agents.worker_support import send_events, start_cli, start_worker, unique, wait_for
 from tests.channels.receivers import Receiver, SmtpSink, running_receiver
 from tests.services import REPO, free_port
@@ -199,7 +199,7 @@ async def _run(bootstrap: str, redis_url: str, tmp_path: Path) -> None:
             await carts("p2", int(time.time() * 1000), (ann, cat, bob))
 
             def explain(user: str) -> tuple[dict[str, Any], str]:
-                base = [sys.executable, "-m", "scenetrigger.cli", "explain", user, *common,
+                base = [sys.executable, "-m", "scenetrigger.cli.main", "explain", user, *common,
                         "--app-id", prefix, "--redis-url", redis_url]
                 done = subprocess.run([*base, "--json"], cwd=REPO, capture_output=True,
                                       timeout=120, check=False)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from scenetrigger.personas import PERSONA_LABELS
+from scenetrigger.demo.personas import PERSONA_LABELS
 from tests.scenetrigger.demo_process import REPO, http_get, start_demo
 
 SCENES = {"repeat_view_no_purchase", "cart_abandonment", "promo_arrival"}
@@ -97,7 +97,7 @@ def test_a_busy_port_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "scenetrigger.cli", "demo", "--port", str(port),
+            [sys.executable, "-m", "scenetrigger.cli.main", "demo", "--port", str(port),
              "--duration", "1"],
             cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
         )
@@ -108,7 +108,7 @@ def test_a_busy_port_is_a_clear_error() -> None:
 
 def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scenetrigger.cli", "demo", "--no-web", "--speed", "600"],
+        [sys.executable, "-m", "scenetrigger.cli.main", "demo", "--no-web", "--speed", "600"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -128,7 +128,7 @@ def test_a_reader_that_goes_away_stops_the_demo_quietly() -> None:
 
 
 def test_demo_writes_its_decision_log(tmp_path: Any) -> None:
-    from channels.decisions import read_decision_file
+    from channels.feedback.decisions import read_decision_file
 
     path = tmp_path / "decisions.jsonl"
     demo = start_demo("--no-web", "--duration", "6", "--speed", "1200", "--decisions", str(path))

@@ -19,11 +19,11 @@ import pytest
 from channels.pipeline import Outcome
 from config.loader import load_config
 from config.strategy_models import load_strategy_file, resolve_include
-from scenetrigger.commands.demo import DEFAULT_JOURNEY_SCALE, ConsolePrinter, _wire_journeys
-from scenetrigger.demo_content import BuiltinContent, PipelineContent, demo_journeys, pick_content
-from scenetrigger.embedded import EmbeddedRuntime
-from scenetrigger.personas import Clickstream
-from scenetrigger.replay import new_engine
+from scenetrigger.cli.run.demo import DEFAULT_JOURNEY_SCALE, ConsolePrinter, _wire_journeys
+from scenetrigger.demo.content import BuiltinContent, PipelineContent, demo_journeys, pick_content
+from scenetrigger.demo.personas import Clickstream
+from scenetrigger.runtime.embedded import EmbeddedRuntime
+from scenetrigger.runtime.replay import new_engine
 from strategies.actions import SendAction
 from strategies.embedded import JourneySubscriber, SimulatedOpens, scaled
 from tests.scenetrigger.demo_process import REPO, http_get, start_demo

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from channels.inbox import InboxStore
 from channels.pipeline import message_id_for
-from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from scenetrigger.demo_live import redacted
+from channels.transports.inbox import InboxStore
+from channels.transports.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from scenetrigger.demo.live import redacted
 from tests.scenetrigger.demo_process import REPO, DemoProcess, http_get, start_demo
 
 DEMO_YAML = REPO / "config" / "demo.yaml"
@@ -210,7 +210,7 @@ def _free_port() -> int:
 def test_unreachable_redis_is_a_one_line_error() -> None:
     url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
     result = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "demo", "--deliver", "live", "--redis-url",
+        [sys.executable, "-m", "scenetrigger.cli.main", "demo", "--deliver", "live", "--redis-url",
          url, "--port", "0", "--webhook-port", "0", "--duration", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )
@@ -222,7 +222,7 @@ def test_unreachable_redis_is_a_one_line_error() -> None:
 
 def test_live_needs_the_pipeline_content() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "demo", "--deliver", "live", "--content",
+        [sys.executable, "-m", "scenetrigger.cli.main", "demo", "--deliver", "live", "--content",
          "builtin", "--no-web", "--duration", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )

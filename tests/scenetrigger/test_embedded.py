@@ -11,16 +11,16 @@ import pytest
 from prometheus_client import generate_latest
 
 from config.loader import load_config
-from scenetrigger.demo_content import BuiltinContent, pick_content
-from scenetrigger.embedded import (
+from scenetrigger.demo.content import BuiltinContent, pick_content
+from scenetrigger.demo.personas import Clickstream
+from scenetrigger.runtime.embedded import (
     ContentPreview,
     EmbeddedRuntime,
     StateLookup,
     TriggerContext,
     TriggerRecord,
 )
-from scenetrigger.personas import Clickstream
-from scenetrigger.replay import new_engine
+from scenetrigger.runtime.replay import new_engine
 from triggers.engine import Engine
 from triggers.events import Trigger
 

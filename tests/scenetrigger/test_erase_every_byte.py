@@ -22,12 +22,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from channels.deadletter import DeadLetterStore
-from channels.policy import deferred_key
-from channels.policy_store import payload_key
+from channels.policy.decide import deferred_key
+from channels.policy.store import payload_key
 from channels.redis_client import lease_bucket
-from scenetrigger.cli import main
-from scenetrigger.raw_match import RawMatcher
+from channels.transports.deadletter import DeadLetterStore
+from scenetrigger.cli.main import main
+from scenetrigger.ops.raw_match import RawMatcher
 from tests.agents.test_worker_erase import config_text, fill_redis
 from tests.services import start_redis
 

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from channels.decisions import read_decision_file
+from channels.feedback.decisions import read_decision_file
 from config.loader import load_config_text
-from scenetrigger.explain import Timeline, explain_replay
-from scenetrigger.sources import read_events
+from scenetrigger.ops.explain import Timeline, explain_replay
+from scenetrigger.runtime.sources import read_events
 from tests.paths import REES46_SAMPLE
 from tests.services import REPO
 
@@ -78,7 +78,7 @@ def test_every_trigger_and_suppression_names_its_rule(timelines: dict[str, Timel
     # the same decisions as the replay command writes to its decision log
     log = tmp_path / "decisions.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "scenetrigger.cli", "replay", str(REES46_SAMPLE), "--config",
+        [sys.executable, "-m", "scenetrigger.cli.main", "replay", str(REES46_SAMPLE), "--config",
          str(_config_file(tmp_path)), "--deliver", "dry-run", "--decisions", str(log),
          "--out", str(tmp_path / "out.jsonl"), "--no-progress"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
@@ -130,7 +130,7 @@ def test_explain_cli_json_and_replay_explain_agree(timelines: dict[str, Timeline
                                                    tmp_path: Path) -> None:
     timeline, capped = _first(timelines, "cap_day")
     config = str(_config_file(tmp_path))
-    base = [sys.executable, "-m", "scenetrigger.cli"]
+    base = [sys.executable, "-m", "scenetrigger.cli.main"]
     explain = subprocess.run(
         [*base, "explain", timeline.user_id, "--events", str(REES46_SAMPLE), "--config",
          config, "--json"], cwd=REPO, capture_output=True, timeout=120, check=False)
@@ -149,7 +149,7 @@ def test_explain_cli_json_and_replay_explain_agree(timelines: dict[str, Timeline
 
 
 def test_explain_needs_a_source() -> None:
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", "explain", "u"],
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "explain", "u"],
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "--events FILE" in done.stderr

@@ -110,7 +110,7 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
 
         def explain() -> dict[str, object]:
             done = subprocess.run(
-                [sys.executable, "-m", "scenetrigger.cli", "explain", user, "--broker",
+                [sys.executable, "-m", "scenetrigger.cli.main", "explain", user, "--broker",
                  kafka_bootstrap, "--topic-prefix", prefix, "--app-id", prefix, "--config",
                  str(config), "--redis-url", redis_url, "--tags-prefix", f"{prefix}:",
                  "--json"], cwd=REPO, capture_output=True, timeout=120,
@@ -152,7 +152,7 @@ def test_explain_reads_a_live_deployment(kafka_bootstrap: str, redis_url: str,
         # Erased: the topics keep the user's records until their retention
         # ends; explain and the console (both with Redis) no longer show them.
         erased = subprocess.run(
-            [sys.executable, "-m", "scenetrigger.cli", "erase", user, "--config", str(config),
+            [sys.executable, "-m", "scenetrigger.cli.main", "erase", user, "--config", str(config),
              "--redis-url", redis_url, "--tags-prefix", f"{prefix}:", "--json"], cwd=REPO,
             capture_output=True, timeout=60, check=False)
         assert erased.returncode == 0, erased.stderr

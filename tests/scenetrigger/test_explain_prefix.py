@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def explain(bootstrap: str, prefix: str, user: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scenetrigger.cli", "explain", user,
+    return subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", "explain", user,
                            "--broker", bootstrap, "--topic-prefix", prefix, "--timeout", "20"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
 

@@ -14,8 +14,8 @@ import pytest
 from agents.app import SceneWorker
 from config.loader import load_config, load_config_text
 from config.models import AppConfig
-from scenetrigger.cli import main
-from scenetrigger.sources import REES46_HEADER, read_jsonl, read_otto, read_rees46
+from scenetrigger.cli.main import main
+from scenetrigger.runtime.sources import REES46_HEADER, read_jsonl, read_otto, read_rees46
 from tests.agents.test_app_unit import FakeMessage, settings
 from triggers.errors import ConfigError, EventRejected
 from triggers.events import (
@@ -156,8 +156,8 @@ def test_worker_rejects_long_ids_by_its_current_config(
 
 
 async def test_demo_rejects_long_ids_by_the_config() -> None:
-    from scenetrigger.embedded import EmbeddedRuntime
-    from scenetrigger.replay import new_host
+    from scenetrigger.runtime.embedded import EmbeddedRuntime
+    from scenetrigger.runtime.replay import new_host
 
     events = [{"user_id": user, "ts": 1000 + n, "type": "page", "page": page}
               for n, (user, page) in enumerate([("a", "/promo/1"), ("b" * 21, "/promo/1"),

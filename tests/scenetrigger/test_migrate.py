@@ -12,11 +12,11 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from channels.directory import RedisDirectory
-from channels.policy import DeliveryPolicy, DeliveryRequest
-from channels.policy_store import RedisPolicyStore
+from channels.audience.directory import RedisDirectory
+from channels.policy.decide import DeliveryPolicy, DeliveryRequest
+from channels.policy.store import RedisPolicyStore
 from config.delivery_models import DeliveryModel, QuietHoursModel
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from strategies.store import RedisTagStore
 from tests.redis_keys import bucket_tag, pending_key
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scenetrigger.personas import (
+from scenetrigger.demo.personas import (
     BY_CATEGORY,
     CATALOG,
     MIN_AWAY_MS,

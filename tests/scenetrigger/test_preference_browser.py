@@ -20,11 +20,11 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.consent import RedisConsentStore
-from channels.directory import RedisDirectory, contact_from
-from channels.feedback import ListSink
+from channels.audience.consent import RedisConsentStore
+from channels.audience.directory import RedisDirectory, contact_from
+from channels.feedback.events import ListSink
 from config.loader import load_config_text
-from scenetrigger.commands.serve import ServeParts, build_app
+from scenetrigger.cli.run.serve import ServeParts, build_app
 from tests.browser import browser
 from tests.services import free_port
 

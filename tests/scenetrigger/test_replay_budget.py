@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from channels.decisions import DecisionRecord
+from channels.feedback.decisions import DecisionRecord
 from tests.scenetrigger.test_replay_samples import run_cli
 from triggers.events import Trigger
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 
 from config.loader import load_config
-from scenetrigger.replay import new_engine, replay
-from scenetrigger.replay_shards import replay_sharded
-from scenetrigger.sources import read_events
+from scenetrigger.runtime.replay import new_engine, replay
+from scenetrigger.runtime.replay_shards import replay_sharded
+from scenetrigger.runtime.sources import read_events
 from triggers import Trigger
 
 T0 = 1_700_000_000_000

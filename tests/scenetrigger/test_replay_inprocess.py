@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from config.loader import load_config, validate_config
-from scenetrigger.personas import generate_events
-from scenetrigger.replay import new_engine, replay
-from scenetrigger.sources import Record
+from scenetrigger.demo.personas import generate_events
+from scenetrigger.runtime.replay import new_engine, replay
+from scenetrigger.runtime.sources import Record
 from tests.scenetrigger.test_replay_samples import SCENES
 from tests.triggers.reference import run_reference
 from triggers import Trigger

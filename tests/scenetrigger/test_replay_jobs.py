@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from config.loader import load_config
-from scenetrigger.personas import generate_events
-from scenetrigger.replay_shards import replay_sharded
+from scenetrigger.demo.personas import generate_events
+from scenetrigger.runtime.replay_shards import replay_sharded
 from tests.paths import DATA
 from tests.scenetrigger.test_replay_sharded import assert_same
 

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenetrigger.sources import read_jsonl, read_otto, read_rees46
+from scenetrigger.runtime.sources import read_jsonl, read_otto, read_rees46
 from tests.scenetrigger.test_replay_samples import SCENES, run_cli
 from tests.triggers.reference import run_reference
 from triggers.errors import EventRejected

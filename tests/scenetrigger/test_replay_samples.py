@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from config.loader import DEFAULT_CONFIG_PATH
-from scenetrigger.sources import detect_format
+from scenetrigger.runtime.sources import detect_format
 from tests.paths import DATA
 from tests.triggers.reference import RefTrigger, run_reference
 
@@ -45,7 +45,7 @@ def run_cli(*args: str | Path, stdin: bytes | None = None, tmp: Path,
 
 
 def rees46_rows(path: Path) -> list[dict[str, Any]]:
-    """The rees46 preset read independently of scenetrigger.sources."""
+    """The rees46 preset read independently of scenetrigger.runtime.sources."""
     events = []
     with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):

@@ -12,10 +12,10 @@ import pytest
 
 from config.loader import load_config, validate_config
 from config.models import AppConfig
-from scenetrigger.personas import generate_events
-from scenetrigger.replay import ReplaySummary, new_engine, replay
-from scenetrigger.replay_shards import replay_shard, replay_sharded
-from scenetrigger.sources import Format, read_events
+from scenetrigger.demo.personas import generate_events
+from scenetrigger.runtime.replay import ReplaySummary, new_engine, replay
+from scenetrigger.runtime.replay_shards import replay_shard, replay_sharded
+from scenetrigger.runtime.sources import Format, read_events
 from tests.paths import DATA
 from triggers import Trigger
 

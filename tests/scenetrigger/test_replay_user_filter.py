@@ -18,7 +18,7 @@ import yaml
 
 from config.content_models import ContentModel
 from config.loader import DEFAULT_CONFIG_PATH, validate_config
-from scenetrigger.sources import read_events
+from scenetrigger.runtime.sources import read_events
 from strategies.tags import behaviour_tags
 from tests.paths import REES46_SAMPLE
 from tests.scenetrigger.test_replay_samples import run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.channels.test_decision_versions import every_kind
 
 V1 = b'{"ts":1780000000011,"user_id":"ann","outcome":"unsubscribed","channel":"email"}\n'

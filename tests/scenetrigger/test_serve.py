@@ -19,12 +19,12 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from channels.base import Message
-from channels.decisions import DecisionRecord
-from channels.feedback import MessageMeta, RedisMessageIndex, open_pixel_path, tracked_link
-from channels.inbox import InboxStore
+from channels.feedback.decisions import DecisionRecord
+from channels.feedback.events import MessageMeta, RedisMessageIndex, open_pixel_path, tracked_link
+from channels.transports.inbox import InboxStore
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
-from scenetrigger.commands.serve import (
+from scenetrigger.cli.run.serve import (
     INBOX_SECRET_ENV,
     KafkaFeedbackSink,
     ServeParts,

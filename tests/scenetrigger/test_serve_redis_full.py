@@ -11,10 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from channels.feedback import ListSink
+from channels.feedback.events import ListSink
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV
-from scenetrigger.commands.serve import ServeParts, build_app
+from scenetrigger.cli.run.serve import ServeParts, build_app
 from tests.services import start_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -35,7 +35,7 @@ def test_requests_are_answered_through_reloads(redis_url: str, tmp_path: Path) -
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "serve", "--port", str(port),
+            [sys.executable, "-m", "scenetrigger.cli.main", "serve", "--port", str(port),
              "--redis-url", redis_url, "--config-store", str(store_dir),
              "--reload-interval", "200ms"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,

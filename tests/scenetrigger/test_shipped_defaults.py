@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from config.loader import load_config
-from scenetrigger.commands.demo import DEFAULT_JOURNEY_SCALE, _run_demo
+from scenetrigger.cli.run.demo import DEFAULT_JOURNEY_SCALE, _run_demo
 from tests.scenetrigger.test_demo_journeys import FakeClock
 
 START = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 3_600_000  # 01:00 UTC
@@ -66,7 +66,7 @@ def test_every_scene_and_every_journey_step_sends(
             sent[f"{scene}:{step}"] += 1
         else:
             sent[scene] += 1
-    from scenetrigger.demo_content import demo_journeys
+    from scenetrigger.demo.content import demo_journeys
 
     wanted = list(config.scenes)
     for name, model in demo_journeys(config, "auto", DEFAULT_JOURNEY_SCALE).items():

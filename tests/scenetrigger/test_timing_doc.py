@@ -17,7 +17,7 @@ def _block(text: str, lang: str, nth: int = 0) -> str:
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli", *args], cwd=cwd,
+    done = subprocess.run([sys.executable, "-m", "scenetrigger.cli.main", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout

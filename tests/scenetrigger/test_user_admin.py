@@ -11,13 +11,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from channels.feedback import ListSink
+from channels.feedback.events import ListSink
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
 from config.tokens import ADMIN_TOKENS_ENV, IDENTIFY_TOKEN_ENV
-from scenetrigger.cli import main
-from scenetrigger.commands.collector import TOKEN_ENV as COLLECTOR_TOKEN_ENV
-from scenetrigger.commands.serve import ServeParts, build_app
+from scenetrigger.cli.main import main
+from scenetrigger.cli.run.collector import TOKEN_ENV as COLLECTOR_TOKEN_ENV
+from scenetrigger.cli.run.serve import ServeParts, build_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 ADMIN = "admin-token-for-tests"
@@ -244,7 +244,7 @@ async def test_identify_api_publishes_the_identify_event(redis_url: str) -> None
 
 
 def test_import_rows_say_what_is_wrong_with_the_file_or_the_id() -> None:
-    from scenetrigger.commands.users import Rejected, read_rows
+    from scenetrigger.cli.ops.users import Rejected, read_rows
     from triggers.errors import SceneTriggerError
 
     with pytest.raises(SceneTriggerError, match="no user_id column \\(it has: foo, bar\\)"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scenetrigger.cli import main
-from scenetrigger.commands.users_merge import merge_statement
+from scenetrigger.cli.main import main
+from scenetrigger.cli.ops.users_merge import merge_statement
 from triggers.errors import SceneTriggerError
 from triggers.merge import ADMIN_MERGE
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from config.loader import load_config
-from scenetrigger.demo_content import BuiltinContent
-from scenetrigger.embedded import EmbeddedRuntime
-from scenetrigger.replay import new_engine
-from scenetrigger.web import serve
+from scenetrigger.demo.content import BuiltinContent
+from scenetrigger.demo.page import serve
+from scenetrigger.runtime.embedded import EmbeddedRuntime
+from scenetrigger.runtime.replay import new_engine
 from tests.browser import browser
 from tests.scenetrigger.demo_process import DemoProcess, start_demo
 

@@ -9,9 +9,9 @@ import orjson
 from aiohttp import ClientSession
 
 from channels.base import Message
-from channels.retry import RetryPolicy
-from channels.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, sign
-from scenetrigger.webhook_sink import WebhookSink, serve_sink
+from channels.transports.retry import RetryPolicy
+from channels.transports.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookChannel, sign
+from scenetrigger.demo.webhook_sink import WebhookSink, serve_sink
 
 SECRET = b"s3cret"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scenetrigger.cli import build_parser
-from scenetrigger.commands.worker import build_settings
+from scenetrigger.cli.main import build_parser
+from scenetrigger.cli.run.worker import build_settings
 
 
 def settings_for(*argv: str) -> object:

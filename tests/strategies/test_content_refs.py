@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from channels.catalog import MemoryCatalog
-from channels.content import ContentSelector
+from channels.content.catalog import MemoryCatalog
+from channels.content.select import ContentSelector
 from config.content_models import ContentModel, default_content
 from config.loader import load_config
 from config.strategy_models import load_strategy_file

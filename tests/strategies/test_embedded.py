@@ -5,8 +5,8 @@ runtime's simulated clock."""
 from __future__ import annotations
 
 from config.loader import load_config_text
-from scenetrigger.embedded import EmbeddedRuntime
-from scenetrigger.replay import new_engine
+from scenetrigger.runtime.embedded import EmbeddedRuntime
+from scenetrigger.runtime.replay import new_engine
 from strategies.actions import Action, SendAction, SuppressedAction
 from strategies.embedded import JourneySubscriber
 from tests.strategies.helpers import DAY, T0

@@ -21,7 +21,7 @@ import pytest
 
 from config.loader import DEFAULT_CONFIG_PATH
 from config.strategy_models import ControlModel
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from strategies.attribution import in_control
 from strategies.holdout import GlobalHoldout
 from tests.paths import REES46_SAMPLE

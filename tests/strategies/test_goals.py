@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from config.strategy_models import StrategyModel
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from strategies.actions import ExitAction, SendAction
 from strategies.model import digest_of
 from tests.paths import REES46_SAMPLE

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.paths import OTTO_SAMPLE, REES46_SAMPLE
 
 DAY = 86_400_000

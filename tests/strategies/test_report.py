@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from tests.paths import REES46_SAMPLE
 
 SAMPLE = REES46_SAMPLE

@@ -6,7 +6,7 @@ lists the stream is built from, not by the report's code.
   others delivered), chosen by a rule unrelated to the hash: the report must
   use them and warn that ``--control-share`` disagrees;
 * the same stream without marks falls back to the hash (recomputed here);
-* feedback events are what the feedback routes emit (channels.feedback), so
+* feedback events are what the feedback routes emit (channels.feedback.events), so
   the vocabulary is checked end to end.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from channels.feedback import MessageMeta
+from channels.feedback.events import MessageMeta
 from channels.pipeline import message_id_for
-from scenetrigger.cli import main
+from scenetrigger.cli.main import main
 from triggers.events import Trigger
 
 SCENE = "cart_abandonment"

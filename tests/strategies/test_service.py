@@ -104,7 +104,7 @@ async def test_a_restart_in_the_middle_of_a_wait_keeps_the_position(
 
 @pytest.mark.integration
 async def test_each_journey_step_is_a_decision_record(client: aioredis.Redis) -> None:
-    from channels.decisions import MemoryDecisionLog
+    from channels.feedback.decisions import MemoryDecisionLog
 
     clock = Clock()
     sent: list[SendAction | HandoffAction] = []

@@ -12,7 +12,7 @@ from typing import Any
 
 from config.content_models import ContentModel
 from config.strategy_models import TagRulesModel
-from scenetrigger.sources import read_events
+from scenetrigger.runtime.sources import read_events
 from strategies.tags import all_tags, behaviour_tags, preferred_channel_tag, replace_derived
 from tests.paths import REES46_SAMPLE
 from triggers.engine import Engine

@@ -214,7 +214,7 @@ def test_journeys_command_serves_tags_and_score(kafka_bootstrap: str, redis_url:
     prefix = unique("t-jcmd")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scenetrigger.cli", "journeys", "--broker", kafka_bootstrap,
+            [sys.executable, "-m", "scenetrigger.cli.main", "journeys", "--broker", kafka_bootstrap,
              "--topic-prefix", prefix, "--redis-url", redis_url, "--redis-prefix", "t6cmd:",
              "--admin-port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "SCENETRIGGER_ADMIN_TOKEN": "tok-123"})

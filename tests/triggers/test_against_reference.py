@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.loader import validate_config
-from scenetrigger.replay import replay
-from scenetrigger.replay_shards import replay_shard
-from scenetrigger.sources import Record
+from scenetrigger.runtime.replay import replay
+from scenetrigger.runtime.replay_shards import replay_shard
+from scenetrigger.runtime.sources import Record
 from tests.triggers.reference import Reference, run_reference
 from triggers import Engine, Limits, Trigger
 from triggers.budget import TriggerBudget

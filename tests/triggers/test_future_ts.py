@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from config.loader import load_config_text
-from scenetrigger.replay import new_host, replay
+from scenetrigger.runtime.replay import new_host, replay
 from triggers.errors import EventRejected
 from triggers.events import Event, Trigger
 from triggers.host import DEFAULT_MAX_FUTURE_MS, EngineHost, InputRules, check_future

@@ -10,7 +10,7 @@ import pytest
 
 from config.loader import validate_config
 from config.scene_models import SCENE_MODELS, model_kind
-from scenetrigger.commands.check_config import describe
+from scenetrigger.cli.change.check_config import describe
 from triggers.engine import Engine
 from triggers.events import Event, Trigger
 from triggers.kinds import KINDS, kind_names, kind_of, spelled_out

@@ -3,7 +3,7 @@ not count as the shopper's behaviour; opens and clicks do."""
 
 from __future__ import annotations
 
-from channels.feedback import KINDS
+from channels.feedback.events import KINDS
 from triggers.events import Event
 from triggers.profile import SYSTEM_EVENT_TYPES, Profile
 

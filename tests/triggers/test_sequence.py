@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from config.loader import validate_config
-from scenetrigger.commands.check_config import describe
+from scenetrigger.cli.change.check_config import describe
 from tests.triggers.helpers import engine, ev, feed, run
 from triggers.errors import ConfigError
 from triggers.reshape import Reset, resets

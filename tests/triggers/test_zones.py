@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from channels.directory import Contact, ContactError, contact_from
+from channels.audience.directory import Contact, ContactError, contact_from
 from config.delivery_models import DeliveryModel
 from triggers.classify import utc_offset_hours
 from triggers.events import Event

@@ -1,0 +1,1 @@
+"""What a message says: content selection (variant, segment, tags), the product catalog."""

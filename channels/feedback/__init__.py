@@ -1,0 +1,1 @@
+"""What comes back: feedback events (delivered, opened, clicked, ...) and their sinks, and the decision log."""

@@ -1,0 +1,1 @@
+"""The ``scenetrigger`` command line: :mod:`scenetrigger.cli.main.main` builds the parser; one module per command in ``run/``, ``change/`` and ``ops/``, each with ``register(subparsers)``; the argument helpers they share."""

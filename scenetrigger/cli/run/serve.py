@@ -1,0 +1,388 @@
+"""``scenetrigger serve``: the HTTP side of delivery in one aiohttp server.
+
+Routes (all on one port, loopback by default):
+
+* feedback: ``GET /t/o/{message_id}.gif`` (open pixel), ``GET /t/c/{message_id}``
+  (signed click redirect), ``POST /callbacks/{provider}`` (provider reports,
+  ``Authorization: Bearer $SCENETRIGGER_CALLBACK_TOKEN``, never in the URL)
+  — see :mod:`channels.feedback.events`;
+* inbox: ``GET /inbox/{user_id}``, ``POST /inbox/{user_id}/ack`` — need
+  ``Authorization: Bearer <token>``: an admin token
+  (``$SCENETRIGGER_ADMIN_TOKEN`` or a named one of ``$SCENETRIGGER_ADMIN_TOKENS``,
+  :class:`config.tokens.AdminTokens`, as every admin route) or the user's own token,
+  ``hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET, user_id))``, minted by the
+  shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
+* ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
+* ``GET/PUT/PATCH/DELETE /users/{user_id}``: the user directory (admin token;
+  :mod:`scenetrigger.ops.user_admin`; DELETE erases the user); ``POST /users/identify``
+  (also ``/identify``; the backend's ``$SCENETRIGGER_IDENTIFY_TOKEN`` or an
+  admin token, else 403; needs ``--broker``): an anonymous id is a known user now;
+* ``GET/POST /unsubscribe/{channel}``, ``POST /inbound/sms/{provider}``,
+  ``GET/POST /inbound/wechat``: consent (:mod:`channels.audience.consent_http`;
+  ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
+* ``POST /catalog``: catalog records onto the catalog stream (its own token,
+  ``$SCENETRIGGER_CATALOG_TOKEN``; needs ``--broker``; :mod:`scenetrigger.serve.catalog_http`);
+* ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
+  (pings Redis).
+
+A request whose Redis refuses the write (out of memory, read-only replica,
+cluster) or cannot be reached is answered 503 with ``Retry-After``, counted
+in ``scenetrigger_infra_errors_total{component="serve"}``; the server stays up
+(:func:`channels.infra_retry.unavailable_middleware`).
+
+Feedback events (``type`` ``opened``, ``clicked``, ...: the one feedback
+vocabulary, docs/content.md) go to the Kafka events topic (``--broker``; keyed
+by user, ``PREFIX.events`` with ``--topic-prefix``) so scenes can use them,
+and, with ``--journeys-feedback``, the same records also to the journeys'
+feedback topic the ``journeys`` bridge reads; without ``--broker`` they are
+printed as JSON lines.
+Message metadata comes from the Redis message index that live delivery
+(``replay --deliver live``) fills, under ``delivery.redis_prefix``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import signal
+import sys
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from agents.engine_host import ERASE
+from channels.audience.consent import RedisConsentStore
+from channels.audience.consent_http import ConsentRoutes
+from channels.audience.directory import RedisDirectory
+from channels.feedback.decisions import erasure_record, feedback_record
+from channels.feedback.events import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
+from channels.infra_retry import InfraMetrics, unavailable_middleware
+from channels.policy.decide import DeliveryPolicy
+from channels.policy.store import RedisPolicyStore
+from channels.transports.inbox import InboxStore, inbox_routes
+from channels.transports.registry import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
+from config.channel_models import InboxModel
+from config.models import AppConfig
+from config.tokens import (
+    CATALOG_TOKEN_ENV,
+    IDENTIFY_TOKEN_ENV,
+    AdminTokens,
+    bearer,
+    token_matches,
+)
+from scenetrigger.cli import config_follow
+from scenetrigger.cli.support import add_replication_argument
+from scenetrigger.ops.erasure import Eraser
+from scenetrigger.ops.user_admin import UserAdmin
+from scenetrigger.serve.catalog_http import add_catalog_route
+from scenetrigger.serve.site import SwappableSite
+from strategies.http import add_routes
+from strategies.store import RedisTagStore
+from triggers.errors import SceneTriggerError
+
+INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
+WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("serve", help="HTTP: open pixel, click redirect, provider "
+                                          "callbacks, inbox, tags/score, /metrics")
+    parser.add_argument("--config", help="config (delivery.tracking, channels, strategies)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 = any)")
+    parser.add_argument("--redis-url", help=f"default: $SCENETRIGGER_REDIS_URL or "
+                                            f"{DEFAULT_REDIS_URL}")
+    parser.add_argument("--broker", help="Kafka bootstrap: feedback goes to the events topic "
+                                         "(without it: JSON lines on stdout)")
+    parser.add_argument("--topic-prefix", help="PREFIX.events / PREFIX.feedback")
+    parser.add_argument("--journeys-feedback", action="store_true",
+                        help="also publish to the journeys' feedback topic "
+                             "(PREFIX.feedback, read by `scenetrigger journeys`)")
+    parser.add_argument("--tags-prefix", default="scenetrigger:",
+                        help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+    add_replication_argument(parser)
+    config_follow.add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))
+
+
+def inbox_token(secret: str, user_id: str) -> str:
+    """The end-user inbox token: hex HMAC-SHA256 of the user id."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+class JsonlSink:
+    """Feedback events as JSON lines (no broker)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        self._out.write(orjson.dumps(event.to_dict()).decode() + "\n")
+        self._out.flush()
+
+
+class KafkaFeedbackSink:
+    """The events topic (for scenes), and optionally the journeys' feedback
+    topic: the same record on both (one vocabulary, ``type`` = the kind)."""
+
+    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None,
+                 decisions_topic: str | None = None) -> None:
+        self._producer = producer
+        self._topics = [t for t in (events_topic, journeys_topic) if t is not None]
+        self._decisions = decisions_topic  # the decision log's feedback records
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
+        for topic in self._topics:
+            await self._producer.send_and_wait(topic, value, key=key)
+        if self._decisions is not None:
+            await self._producer.send_and_wait(self._decisions,
+                                               feedback_record(event).encode(), key=key)
+
+
+@dataclass
+class CountingSink:
+    """Counts feedback by kind on /metrics, then passes it on."""
+
+    inner: FeedbackSink
+    counter: Any
+    failures: Any
+
+    async def emit(self, event: FeedbackEvent) -> None:
+        try:
+            await self.inner.emit(event)
+        except Exception:
+            self.failures.inc()
+            raise
+        self.counter.labels(kind=event.kind).inc()
+
+
+@dataclass
+class ServeParts:
+    """What :func:`build_app` needs; tests pass their own."""
+
+    config: AppConfig
+    redis: Any
+    sink: FeedbackSink
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    tags_prefix: str = "scenetrigger:"
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.ops.erasure over Redis
+    publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
+    catalog: Any = None  # scenetrigger.serve.catalog_http.Publish onto the catalog topic, or None
+
+
+def inbox_model(config: AppConfig) -> InboxModel:
+    """The first inbox channel of the config (its key prefix and caps), or the defaults."""
+    for model in config.channels.values():
+        if isinstance(model, InboxModel):
+            return model
+    return InboxModel(type="inbox")
+
+
+_COUNTERS: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _feedback_counters(reg: CollectorRegistry) -> tuple[Any, Any]:
+    """One pair per registry: a config reload builds the app again on it."""
+    found = _COUNTERS.get(reg)
+    if found is None:
+        found = _COUNTERS[reg] = (
+            Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
+                    registry=reg),
+            Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
+                    registry=reg))
+    return found
+
+
+_REFUSED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _identify_refused(reg: CollectorRegistry) -> Any:
+    found = _REFUSED.get(reg)
+    if found is None:
+        found = _REFUSED[reg] = Counter(
+            "scenetrigger_identify_refused", "POST /users/identify refused (403): neither the "
+            "backend's identify token nor an admin token", registry=reg)
+    return found
+
+
+def build_app(parts: ServeParts) -> web.Application:
+    config, env = parts.config, parts.env
+    tracking = config.delivery.tracking
+    reg = parts.registry
+    sink = CountingSink(parts.sink, *_feedback_counters(reg))
+    policy = DeliveryPolicy(config.delivery, RedisPolicyStore(parts.redis))
+    feedback = FeedbackApp(sink, RedisMessageIndex(parts.redis, config.delivery.redis_prefix),
+                           env.get(tracking.secret_env, "").encode(),
+                           env.get(tracking.callback_token_env) or None,
+                           tuple(tracking.allow_hosts), policy.record_engaged)
+    app = web.Application(client_max_size=1 << 20, middlewares=[
+        unavailable_middleware(InfraMetrics.on(reg), "serve")])  # Redis full or away: 503
+    feedback.add_routes(app)
+    model = inbox_model(config)
+    store = InboxStore(parts.redis, model.key_prefix, model.max_messages, model.retention,
+                       model.dedupe_ttl)
+    admins = AdminTokens.from_env(env)
+    app.add_routes(inbox_routes(store, inbox_authorizer(admins, env.get(INBOX_SECRET_ENV, ""))))
+    add_routes(app, RedisTagStore(parts.redis, parts.tags_prefix), config.strategies.scoring,
+               admins)
+    prefix = config.delivery.redis_prefix
+    directory = RedisDirectory(parts.redis, prefix)
+    consent = RedisConsentStore(parts.redis, prefix)
+    consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
+                                   sink, env.get(tracking.callback_token_env) or None,
+                                   env.get(WECHAT_TOKEN_ENV) or None,
+                                   preferences=config.delivery.preferences,
+                                   channel_types=[t for t in config.channel_types().values()
+                                                  if t != "log"] or ["email"],
+                                   defaults=config.delivery.audience.consent)
+    consent_routes.add_routes(app)
+    eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
+    UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
+              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg)).add_routes(app)
+    add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
+                      config.engine.max_id_chars, reg)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(reg))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            await parts.redis.ping()
+        except Exception as exc:  # any Redis failure: not healthy
+            return web.json_response({"status": "down", "redis": str(exc)[:200]}, status=503)
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+Authorizer = Callable[[web.Request, str], Any]
+
+
+def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
+    """Bearer admin token, or the user's own :func:`inbox_token`; else 401.
+    With neither configured every request is refused (closed by default)."""
+
+    async def authorize(request: web.Request, user_id: str) -> bool:
+        given = bearer(request.headers.get("Authorization", ""))
+        if admins.name_of(given) is not None:
+            return True
+        if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
+            return True
+        raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
+                                   headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from config.hash_keys import startup_check
+    from config.reload import ReloadMetrics
+
+    startup_check("serve")  # do-not-contact entries (SMS opt-outs, erasure)
+
+    reloader = await config_follow.initial_reloader(
+        args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
+        None)
+    registry = CollectorRegistry()
+    reloader.attach(ReloadMetrics.on(registry))
+    url = redis_url_or_env(args.redis_url)
+    client = redis_client(url)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.aclose)
+        sink: FeedbackSink = JsonlSink(sys.stdout)
+        if args.broker:
+            from agents.producer import ensure_topics, new_kafka_producer
+            from agents.topics import bootstrap_servers, feedback_topics, topic_name
+
+            events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
+            await ensure_topics(bootstrap_servers(args.broker),
+                                [events, *journeys, topic_name(args.topic_prefix, "decisions")],
+                                replication=args.replication_factor)
+            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
+                                     topic_name(args.topic_prefix, "decisions"))
+            events_topic = events
+
+            async def publish(record: dict[str, Any]) -> None:
+                """An event of ours on the events topic, keyed by its user."""
+                await producer.send_and_wait(events_topic, orjson.dumps(record),
+                                             key=str(record["user_id"]).encode())
+
+            decisions_topic = topic_name(args.topic_prefix, "decisions")
+
+            async def forget_in_worker(user_id: str, now_ms: int) -> None:
+                await publish({"user_id": user_id, "ts": now_ms, "type": ERASE})
+                await producer.send_and_wait(  # the decision log's record of it
+                    decisions_topic, erasure_record(user_id, now_ms, "serve").encode(),
+                    key=user_id.encode())
+
+            forget: Any = forget_in_worker
+            to_events: Any = publish
+            catalog: Any = await catalog_publisher(bootstrap_servers(args.broker), producer,
+                                                    args.topic_prefix, args.replication_factor)
+        else:
+            forget = to_events = catalog = None
+
+        def app_for(config: AppConfig) -> web.Application:
+            return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
+                                        registry=registry,
+                                        eraser=Eraser(client, config, args.tags_prefix,
+                                                      forget_in_worker=forget).erase,
+                                        publish=to_events, catalog=catalog))
+
+        try:  # one listening socket for the life of the process: a reload swaps the app
+            site = SwappableSite.listen(args.host, args.port)
+        except OSError as exc:
+            raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
+                                    f"{exc.strerror or exc}") from None
+        stack.push_async_callback(site.close)
+        await site.serve(app_for(reloader.config))
+        reloader.subscribe(config_follow.refusing(
+            lambda config: site.replace(app_for(config))))
+        host, port = site.address
+        print(f"scenetrigger serve: http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr,
+              flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with config_follow.following(reloader, config_follow.interval_ms(args)):
+            await stop.wait()
+    return 0
+
+
+async def catalog_publisher(bootstrap: str, producer: Any, prefix: str | None,
+                             replication: int | None) -> Any:
+    """POST /catalog's sender: PREFIX.catalog (compacted) and PREFIX.dead-letters."""
+    from agents.catalog_stream import CatalogTopics, ensure_catalog_topics, send_catalog
+    from agents.producer import KafkaSink
+
+    topics = CatalogTopics.of(prefix)
+    await ensure_catalog_topics(bootstrap, topics, replication=replication)
+
+    async def publish(items: Any, on_reject: Any) -> Any:
+        return await send_catalog(items, KafkaSink(producer), topics,
+                                  source="serve:/catalog", on_reject=on_reject)
+
+    return publish

@@ -1,1 +1,0 @@
-"""One module per ``scenetrigger`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""The operator console: its aiohttp app, the state it shows and the sources that feed it."""

@@ -1,0 +1,324 @@
+"""Sharded replay: `replay` of a file in N processes, the same output.
+
+``scenetrigger replay --jobs N`` runs it; :func:`replay_shard` is one
+process's part (also run in-process by the tests).
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import logging
+import mmap
+import multiprocessing
+import os
+import re
+import time
+import traceback
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from config.clock import wall_ms
+from config.models import AppConfig
+from scenetrigger.runtime.replay import ReplaySummary, _host, new_host, replay
+from scenetrigger.runtime.sources import Format, Record, read_for
+from triggers.engine import Engine, PendingTimer
+from triggers.errors import EventRejected
+from triggers.events import REASON_FUTURE_TS, Event, Trigger
+from triggers.host import IDENTITY_TYPES, EngineHost, TriggerSink
+
+log = logging.getLogger("scenetrigger.runtime.replay")
+
+
+# -- sharded replay -------------------------------------------------------------
+#
+# `repeat` and `arrival` depend only on a user's own events and `absence` only
+# on the clock, so each of N processes can read the whole input, move its clock
+# on every record and apply only its own users' events. Every trigger is tagged
+# with where the single-process engine would emit it: before record n, timers
+# in (deadline, arming record, scene index) order, then record n's own
+# triggers in config order. Records, not lines: an OTTO line holds many events.
+# Merging on that tag gives exactly the output of `replay`.
+#
+# Users are routed by the crc32 of their identity root: ids joined by an
+# `identify` (anonymous id and known id, transitively) share one root, so
+# their events meet in one shard, which runs the host's own identify rule.
+# A JSONL line that starts `{"user_id":"…","ts":N` is routed from its bytes:
+# another shard's line costs a regex match and a clock move, not a parse.
+# Its owner parses it and checks the shortcut (same user, same ts, valid); a
+# line where it was wrong (duplicate keys, invalid further on) makes
+# `replay_sharded` fall back to one process: the output stays exact.
+
+_END = 1 << 62  # the tag "record" of the timers fired by the final advance
+Tagged = tuple[tuple[int, ...], str, str, "str | None", int]  # tag, scene, user, key, ts
+_FAST = re.compile(rb'\{"user_id":"([^"\\]*)","ts":(-?[0-9]+)[,}]')
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    triggers: list[Tagged]
+    pending: list[tuple[tuple[int, int, int], str, str, int]]  # tag, scene, user, deadline
+    read: int
+    rejected: dict[str, int]  # the shard's own lines' (shard 0: also lines of no user)
+    users: int
+    clock: int  # the engine's (its start value if nothing moved it)
+    refused: dict[str, int] = field(default_factory=dict)  # by the trigger budget
+    shortcut_wrong: bool = False  # a line's byte routing was wrong: redo in one process
+
+
+def identity_roots(host: EngineHost, events: Iterable[Event]) -> dict[str, str]:
+    """Each id an ``identify`` joins to another (the host's rule for a usable
+    known id), mapped to the root of its group: the smallest id in it."""
+    parent: dict[str, str] = {}
+
+    def find(uid: str) -> str:
+        while (up := parent.get(uid, uid)) != uid:
+            parent[uid] = uid = parent.get(up, up)
+        return uid
+
+    for event in events:
+        if event.fields.get("type") in IDENTITY_TYPES and (known := host.known_id(event)):
+            a, b = find(event.user_id), find(known)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return {uid: find(uid) for uid in list(parent)}
+
+
+def file_identity_roots(path: str, fmt: Format, host: EngineHost) -> dict[str, str]:
+    """:func:`identity_roots` of a file without reading it all: only JSONL
+    carries ``known_id``, and only lines holding ``identify``, ``merge_users``
+    (an admin merge) or a ``\\u`` escape can be an identity event (the host's
+    reader decides which are)."""
+    if fmt != "jsonl" or not os.path.getsize(path):
+        return {}
+    candidates: list[bytes] = []
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        starts: set[int] = set()
+        for needle in (*(t.encode() for t in sorted(IDENTITY_TYPES)), b"\\u"):
+            at = data.find(needle)
+            while at != -1:
+                starts.add(data.rfind(b"\n", 0, at) + 1)
+                at = data.find(needle, at + 1)
+        for begin in sorted(starts):
+            end = data.find(b"\n", begin)
+            candidates.append(data[begin:end + 1 if end != -1 else len(data)])
+    events = (item for _, item in read_for(host, candidates, "jsonl") if type(item) is Event)
+    return identity_roots(host, events)
+
+
+def replay_shard(
+    records: Iterable[Record], target: EngineHost | Engine, shard: int, shards: int,
+    advance_to: int | None = None, roots: Mapping[str, str] | None = None,
+    now_ms: int | None = None, jsonl_lines: Iterable[bytes] | None = None,
+) -> ShardResult:
+    """One shard's part of a sharded replay: the users whose identity root
+    (``roots``, default: found in ``records``) has ``crc32 % shards ==
+    shard``, every record moving the clock. With ``jsonl_lines`` (raw JSONL
+    lines, instead of ``records``) other shards' lines are skipped from their
+    bytes. ``now_ms``: the wall clock of ``engine.max_future_event_clock``."""
+    host = _host(target)
+    engine = host.engine
+    index = {scene.name: i for i, scene in enumerate(engine.scenes)}
+    if roots is None:
+        records = list(records)
+        roots = identity_roots(host, (e for _, e in records if type(e) is Event))
+    now = wall_ms() if now_ms is None else now_ms
+    bound = host.max_future_ms
+    timer_scenes = host.timer_scenes
+    armed_at: dict[tuple[str, str], int] = {}  # (scene, user) -> record of the latest arming
+    out: list[Tagged] = []
+    rejected_before = host.counts.rejected.copy()
+    refused_before = engine.budget_refused.copy()
+    seq = engine.arm_count
+    read = 0
+    fast_ts: int | None = None  # the current line's ts, when it was routed from its bytes
+    fast_user = b""  # and its user_id's bytes
+    wrong = False
+    crc32 = zlib.crc32
+
+    def route(user_id: str) -> int:
+        return crc32(roots.get(user_id, user_id).encode()) % shards
+
+    def tag_timers(record: int, fired: list[Trigger]) -> None:
+        for t in fired:
+            arm = armed_at.pop((t.scene, t.user_id))
+            out.append(((record, 0, t.ts, arm, index[t.scene]), t.scene, t.user_id, None, t.ts))
+
+    def own_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
+        """The lines this shard must parse; another shard's lines move the clock."""
+        nonlocal read, fast_ts, fast_user
+        match = _FAST.match
+        by_bytes = {k.encode(): v.encode() for k, v in roots.items()}
+        advance = engine.advance  # the host's counts are not reported by a shard
+        for raw in lines:
+            found = match(raw)
+            if found is None:
+                fast_ts = None
+                yield raw
+                continue
+            fast_user, ts = found.group(1, 2)
+            fast_ts = int(ts)
+            user = fast_user
+            if crc32(by_bytes.get(user, user) if by_bytes else user) % shards == shard:
+                yield raw
+                continue
+            read += 1  # another shard's record (one per JSONL line)
+            if bound is not None and fast_ts - now > bound:
+                continue  # rejected as future_ts (its owner counts it): no clock move
+            if fast_ts > engine.clock and (fired := advance(fast_ts)):
+                tag_timers(read, fired)
+
+    if jsonl_lines is not None:
+        records = read_for(host, own_lines(jsonl_lines), "jsonl")
+    if bound is not None:  # see replay()
+        records = host.bounded(records, now)
+    freeze = gc.isenabled() and gc.get_freeze_count() == 0  # see replay()
+    aliases = host.aliases  # the same dict all along (host.detach fills it)
+    handle = engine.handle
+    try:
+        for _, item in records:
+            read += 1  # the record's position: the same in every shard
+            if freeze and not read & 0x3FF:
+                gc.freeze()
+            if type(item) is EventRejected:
+                if fast_ts is not None:  # a line routed here by its bytes
+                    wrong |= not (item.reason == REASON_FUTURE_TS and bound is not None
+                                  and fast_ts - now > bound)
+                    host.reject(item)
+                elif shard == 0:  # a line of no user: counted once
+                    host.reject(item)
+                continue
+            event: Any = item
+            if fast_ts is None:  # parsed to be routed
+                if route(event.user_id) != shard:
+                    tag_timers(read, host.advance(event.ts))
+                    continue
+            elif event.ts != fast_ts or event.user_id.encode() != fast_user:
+                wrong = True  # the bytes said another user or time (duplicate keys)
+            if aliases or event.fields.get("type") in IDENTITY_TYPES:
+                fired = host.take(event)  # the host's identify and alias rules
+            else:
+                fired = handle(event)  # as EngineHost.feed does
+            if fired:
+                timers = [t for t in fired if t.scene in timer_scenes]  # timers come first
+                tag_timers(read, timers)
+                out.extend(((read, 1, index[t.scene]), t.scene, t.user_id, t.key, t.ts)
+                           for t in fired[len(timers):])
+            if engine.arm_count != seq:  # this event armed timers: remember where
+                old, seq = seq, engine.arm_count
+                owner = host.aliases.get(event.user_id, event.user_id)  # an identify: K
+                state = engine.store.get(owner)
+                assert state is not None
+                for name, (_, arm_seq) in state.absence.items():
+                    if arm_seq > old:
+                        armed_at[(name, owner)] = read
+    finally:
+        if freeze:
+            gc.unfreeze()
+    tag_timers(_END, host.advance(engine.clock if advance_to is None else advance_to))
+    pending = [((p.deadline, armed_at[(p.scene, p.user_id)], index[p.scene]), p.scene,
+                p.user_id, p.deadline) for p in engine.pending_timers()]
+    rejected = host.counts.rejected - rejected_before
+    return ShardResult(out, pending, read, dict(rejected), len(engine.store), engine.clock,
+                       dict(engine.budget_refused - refused_before), wrong)
+
+
+# The config, handed to the forked shard processes by inheritance rather than
+# pickled: the engine's classes, compiled (scripts/build-compiled.sh), do not
+# unpickle (frozen dataclasses). So are the identity roots (possibly large).
+_shard_config: AppConfig | None = None
+_shard_roots: dict[str, str] = {}
+_kept: list[EngineHost] = []
+
+
+def _run_shard(path: str, fmt: Format, shard: int, shards: int,
+               advance_to: int | None, now_ms: int) -> ShardResult:
+    config = _shard_config
+    assert config is not None, "a shard runs in a process forked by replay_sharded"
+    # Shards report triggers only: profiles only for scenes' user filters.
+    host = new_host(config, profiles=False)
+    # Kept: the process exits without freeing it (a second of teardown per million users).
+    _kept.append(host)
+    with open(path, "rb", buffering=1 << 20) as fh:
+        if fmt == "jsonl":
+            return replay_shard((), host, shard, shards, advance_to, _shard_roots, now_ms, fh)
+        return replay_shard(read_for(host, fh, fmt), host, shard, shards, advance_to,
+                            _shard_roots, now_ms)
+
+
+def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards: int,
+                   advance_to: int | None, now_ms: int) -> None:
+    try:
+        answer: ShardResult | str = _run_shard(path, fmt, shard, shards, advance_to, now_ms)
+    except BaseException:
+        answer = traceback.format_exc()
+    conn.send(answer)
+    conn.close()
+
+
+def replay_sharded(
+    path: str, fmt: Format, config: AppConfig, shards: int, on_trigger: TriggerSink,
+    advance_to: int | None = None,
+) -> ReplaySummary:
+    """`replay` of a file in ``shards`` processes: the same triggers in the
+    same order, the same pending timers and counts (rejects are not passed
+    on one by one)."""
+    global _shard_config, _shard_roots
+    started = time.perf_counter()
+    now = wall_ms()  # one wall clock for every shard (engine.max_future_event_clock)
+    context = multiprocessing.get_context("fork")
+    _shard_config = config  # before the pool forks its processes
+    _shard_roots = file_identity_roots(path, fmt, new_host(config, profiles=False))
+    try:
+        # One process per shard (a pool may hand one process two shards).
+        pipes = [context.Pipe(duplex=False) for _ in range(shards)]
+        procs = [context.Process(target=_shard_process, daemon=True,
+                                 args=(sender, path, fmt, k, shards, advance_to, now))
+                 for k, (_, sender) in enumerate(pipes)]
+        for proc in procs:
+            proc.start()
+        for _, sender in pipes:
+            sender.close()
+        try:
+            answers = [receiver.recv() for receiver, _ in pipes]
+        except EOFError:
+            raise RuntimeError("sharded replay: a shard process died") from None
+        finally:
+            for proc in procs:
+                proc.join()
+    finally:
+        _shard_config, _shard_roots = None, {}
+    results: list[ShardResult] = []
+    for answer in answers:
+        if not isinstance(answer, ShardResult):
+            raise RuntimeError(f"sharded replay: a shard failed: {answer}")
+        results.append(answer)
+    if any(r.shortcut_wrong for r in results):
+        log.warning("sharded replay: a line's byte routing was wrong; replaying in one process")
+        host = new_host(config, profiles=False)
+        with open(path, "rb", buffering=1 << 20) as fh:
+            summary = replay(read_for(host, fh, fmt), host, on_trigger, advance_to=advance_to)
+        summary.seconds = time.perf_counter() - started
+        return summary
+    summary = ReplaySummary()
+    for each in config.scene_list():
+        summary.triggers[each.name] = 0
+    # tags are unique, so tuples compare on their tags alone
+    for _, scene, user_id, key, ts in heapq.merge(*(r.triggers for r in results)):
+        summary.triggers[scene] += 1
+        on_trigger(Trigger(scene, user_id, key, ts))
+    summary.events_read = results[0].read  # every shard counts every record
+    for r in results:
+        summary.rejected.update(r.rejected)
+        summary.refused.update(r.refused)
+    summary.events_taken = summary.events_read - sum(summary.rejected.values())
+    pending = sorted((p for r in results for p in r.pending), key=lambda p: p[0])
+    summary.pending = [PendingTimer(scene, user_id, deadline)
+                       for _, scene, user_id, deadline in pending]
+    summary.users = sum(r.users for r in results)
+    summary.clock = max(r.clock for r in results) if summary.events_taken else None
+    summary.seconds = time.perf_counter() - started
+    return summary
