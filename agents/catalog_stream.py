@@ -28,7 +28,12 @@ from triggers.catalog import (
     decode_catalog_record,
 )
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import DEFAULT_MAX_ID_CHARS, REASON_TOO_LARGE
+from triggers.events import (
+    DEFAULT_MAX_ID_CHARS,
+    REASON_TOO_DEEP,
+    REASON_TOO_LARGE,
+    TOO_DEEP_DETAIL,
+)
 
 # (where: line number or index, the record or why not, the raw input)
 Decoded = tuple[int, "CatalogRecord | EventRejected", bytes]
@@ -66,7 +71,11 @@ def decode_items(items: Iterable[Any], max_id_chars: int = DEFAULT_MAX_ID_CHARS
     import orjson
 
     for index, obj in enumerate(items):
-        raw = orjson.dumps(obj)
+        try:
+            raw = orjson.dumps(obj)
+        except orjson.JSONEncodeError:  # nesting orjson parses but will not write back
+            yield index, EventRejected(REASON_TOO_DEEP, TOO_DEEP_DETAIL), b""
+            continue
         yield index, _decode(raw, max_id_chars), raw
 
 

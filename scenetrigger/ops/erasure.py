@@ -66,6 +66,7 @@ from config.channel_models import InboxModel
 from config.clock import wall_ms
 from config.hash_keys import HashKeys
 from config.models import AppConfig
+from scenetrigger.ops.migrate import claim_user
 from scenetrigger.ops.raw_match import RawMatcher
 from strategies.service import journeys_key
 from strategies.store import DEFAULT_PREFIX, RedisTagStore
@@ -117,6 +118,19 @@ class Eraser:
         self.journeys_key = journeys_key(tags_prefix)
         self.forget_in_worker = forget_in_worker
 
+    def _owns(self, kind: str, key: str, user_id: str) -> bool:
+        """A key a pattern scan found is the user's, not one whose id merely
+        contains theirs (a journey id ``j|strategy|v1|other|...`` holds ``|v1|``; a
+        user id ``u}x`` starts like ``u``'s tag)."""
+        if kind == "dedupe":
+            return claim_user(key[len(claim_key(self.prefix, "", user_id)):]) == user_id
+        if kind == "caps":
+            return not set(key[len(caps_key(self.prefix, user_id, "")):]) & {"{", "}"}
+        if kind.startswith("inbox "):
+            base = inbox_key(kind.removeprefix("inbox "), user_id)
+            return key == base or key.startswith(base + ":")
+        return True
+
     async def _scan(self, pattern: str) -> list[str]:
         return [_text(k) async for k in self.redis.scan_iter(match=pattern, count=1000)]
 
@@ -144,7 +158,7 @@ class Eraser:
         for prefix in self.inbox_prefixes:
             patterns[f"inbox {prefix}"] = inbox_key(_glob(prefix), u) + "*"
         for kind, pattern in patterns.items():
-            keys = await self._scan(pattern)
+            keys = [k for k in await self._scan(pattern) if self._owns(kind, k, user_id)]
             if keys:
                 found.keys[kind] = sorted(keys)
         messages = await self._messages_of(user_id, matches)
@@ -154,7 +168,9 @@ class Eraser:
         msg_prefix = message_key(p, "")
         markers = [once_key(p, kind, key[len(msg_prefix):]) for key in messages
                    for kind in KINDS]
-        marked = set(await self._scan(once_key(_glob(p), "*", f"*|{u}|*")))
+        once_head = once_key(p, "", "")[:-1]  # "{p}once:"; then KIND:MESSAGE_ID
+        marked = {k for k in await self._scan(once_key(_glob(p), "*", f"*|{u}|*"))
+                  if claim_user(k[len(once_head):].partition(":")[2]) == user_id}
         for start in range(0, len(markers), 500):
             chunk = markers[start:start + 500]
             marked.update(k for k, n in zip(chunk, await self._exist_each(chunk), strict=True)

@@ -81,6 +81,14 @@ async def test_request_items_are_indexed() -> None:
     assert summary.sent == 1
 
 
+async def test_an_item_nested_past_what_orjson_writes_is_a_reject_not_an_error() -> None:
+    deep = orjson.loads(b"[" * 300 + b"]" * 300)  # parses; orjson.dumps refuses it
+    sink = ListSink()
+    summary = await send_catalog(decode_items([deep]), sink, TOPICS, source="serve:/catalog")
+    dead = [orjson.loads(v) for t, _, v in sink.sent if t == "dl"]
+    assert [d["reason"] for d in dead] == ["too_deep"] and summary.sent == 0
+
+
 def test_topic_names() -> None:
     assert CatalogTopics.of("shop") == CatalogTopics("shop.catalog", "shop.dead-letters")
     assert CatalogTopics.of(None) == CatalogTopics("scenetrigger-catalog",

@@ -57,7 +57,9 @@ def test_habit_tags_survive_a_time_without_a_date() -> None:
     assert utc_offset_hours("Asia/Shanghai", FAR) == 0
     assert utc_offset_hours("Asia/Shanghai", LAST_UTC_SECOND) == 0
     tags = habit_tags(profile, HabitRules(), FAR)
-    assert len(tags) == 2 and tags[0].startswith("tod:") and tags[1] in ("weekday", "weekend")
+    # a day part, a weekday or weekend; and worktime when the day part is office hours
+    assert tags[0].startswith("tod:") and tags[1] in ("weekday", "weekend")
+    assert set(tags[2:]) <= {"worktime"}
 
 
 def _events() -> list[dict[str, Any]]:

@@ -149,9 +149,13 @@ def test_hash_keys_migrate_rekeys_every_unkeyed_entry(
     cfg.write_text(SCENES + f'delivery: {{redis_prefix: "{prefix}"}}\n')
     legacy_dnc = unkeyed_dnc("phone", "+8613800000001")
     legacy_receipt = sha("erasure\nann")
+    # An entry already under the current key whose value is damaged: its name is
+    # already keyed, so re-keying it would move it where no lookup looks.
+    damaged = f"{prefix}dnc:{mac(K1, 'dnc' + chr(10) + unkeyed_dnc('phone', '+8613800000002'))}"
 
     async def plant() -> None:
         client = Redis.from_url(redis_url)
+        await client.set(damaged, b'[123,"erasure"')
         await client.set(f"{prefix}dnc:{legacy_dnc}", orjson.dumps([3, "erasure"]))
         await client.set(f"{prefix}erasure:{legacy_receipt}", orjson.dumps(
             {"erased_at_ms": 3, "subject": legacy_receipt, "removed": {}}))
@@ -169,12 +173,14 @@ def test_hash_keys_migrate_rekeys_every_unkeyed_entry(
     common = ["--config", str(cfg), "--redis-url", redis_url, "--json"]
     assert main(["hash-keys", "status", *common]) == 0
     status = orjson.loads(capsys.readouterr().out)
-    assert (status["dnc"], status["receipts"]) == ({"unkeyed": 1}, {"unkeyed": 1})
+    assert (status["dnc"], status["receipts"]) == ({"unkeyed": 1, "unreadable": 1},
+                                                   {"unkeyed": 1})
     assert main(["hash-keys", "migrate", *common]) == 0
     done = orjson.loads(capsys.readouterr().out)
     current = f"current {key_id(K1)}"
     assert done["migrated"] == 2
-    assert (done["dnc"], done["receipts"]) == ({current: 1}, {current: 1})
+    assert (done["dnc"], done["receipts"]) == ({current: 1, "unreadable": 1}, {current: 1})
+    assert asyncio.run(read(damaged)) == [b'[123,"erasure"']  # left where it is
     new_dnc = f"{prefix}dnc:{mac(K1, 'dnc' + chr(10) + legacy_dnc)}"
     new_receipt = f"{prefix}erasure:{keyed_subject(K1, 'ann')}"
     old = asyncio.run(read(f"{prefix}dnc:{legacy_dnc}", f"{prefix}erasure:{legacy_receipt}"))

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from channels.audience.directory import RedisDirectory
 from channels.feedback.events import ListSink
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV
@@ -41,12 +42,12 @@ async def test_a_full_redis_is_a_503_with_retry_after_and_nothing_stored(
             assert refused.status == 503, await refused.text()
             assert refused.headers["Retry-After"] == "5"
             assert (await refused.json())["fault"] == "oom"
-            assert await redis.exists("full:user:ann") == 0
+            assert await redis.exists(RedisDirectory(redis, "full:").key("ann")) == 0
             assert (await client.get("/healthz")).status == 200  # reads still served
             await redis.config_set("maxmemory", "0")
             stored = await client.put("/users/ann", headers=auth, json=body)
             assert stored.status == 200, await stored.text()
-            assert await redis.exists("full:user:ann") == 1
+            assert await redis.exists(RedisDirectory(redis, "full:").key("ann")) == 1
             assert parts.registry.get_sample_value(
                 "scenetrigger_infra_errors_total", {"component": "serve", "fault": "oom"}) == 1
     finally:

@@ -51,14 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from redis.asyncio import Redis
-
+    from channels.redis_client import redis_client
     from config.hash_keys import startup_check
     from config.loader import load_config
 
     keys = startup_check("hash-keys")
     prefix = load_config(args.config).delivery.redis_prefix
-    client = Redis.from_url(redis_url_or_env(args.redis_url))
+    client = redis_client(redis_url_or_env(args.redis_url))  # one node or a cluster
     try:
         return await HashKeyScan(client, prefix, keys).run(
             migrate=args.action == "migrate" and not args.dry_run)
@@ -88,6 +87,9 @@ class HashKeyScan:
             pattern = f"{self.prefix}{kind}:*".encode()
             async for key in self.redis.scan_iter(match=pattern, count=1000):
                 raw = await self.redis.get(key)
+                if raw is not None and not _unkeyed(kind, raw) and _key_id(kind, raw) is None:
+                    counts["unreadable"] += 1  # damaged: never re-keyed (it may be keyed)
+                    continue
                 key_id = _key_id(kind, raw)
                 counts[self._label(key_id)] += 1
                 if key_id is None and migrate:
@@ -114,10 +116,13 @@ class HashKeyScan:
             receipt = _object(raw)
             receipt.update(subject=name, key_id=self.keys.key_id)
             value = orjson.dumps(receipt)
-        pipe = self.redis.pipeline(transaction=False)  # two slots: written, then deleted
-        pipe.set(f"{self.prefix}{kind}:{name}", value, nx=True)
-        pipe.delete(key)
-        await pipe.execute()
+        # Two slots, two steps: the old name is deleted only once the new one is
+        # there (a pipeline would still run the DEL after a refused SET).
+        new_key = f"{self.prefix}{kind}:{name}"
+        if not await self.redis.set(new_key, value, nx=True) and not await self.redis.exists(
+                new_key):
+            return 0
+        await self.redis.delete(key)
         return 1
 
 
@@ -127,6 +132,19 @@ def _object(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _unkeyed(kind: str, raw: bytes) -> bool:
+    """An entry written before keyed hashes, by its value's shape: a DNC entry
+    ``[ts, source]``, a receipt without ``key_id``. A value that does not parse is
+    neither (its name may already be keyed: re-keying it would lose it)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if kind == "dnc":
+        return isinstance(data, list) and len(data) == 2
+    return isinstance(data, dict) and "key_id" not in data
 
 
 def _key_id(kind: str, raw: bytes | None) -> str | None:
