@@ -1,9 +1,10 @@
 """Worker scale-out on a real Kafka (issue 18, point 5).
 
-1. **Drain**: the same N generated events, written once as the batched records
-   ``scenetrigger produce`` writes, on 8 partitions, drained by 1, 2 and 4
-   ``scenetrigger worker`` processes of one consumer group (``--clock event``, a
-   fresh app id each time, all started together). Events/s from the first event
+1. **Drain**: 1, 2 and 4 ``scenetrigger worker`` processes of one consumer
+   group (``--clock event``, a fresh app id each time) start; once every one of
+   the 8 partitions is assigned, the same N generated events are written as the
+   batched records ``scenetrigger produce`` writes to that run's events topic
+   (filling is ~10x faster than draining). Events/s from the first event
    taken (any worker) to the N-th (summed over the workers' metrics), and
    CPU-seconds summed over the worker processes (utime + stime from
    /proc/<pid>/stat) while they drain and in all, per event.
@@ -76,13 +77,31 @@ def check_alive(tmp: Path, app_id: str, procs: list[tuple[subprocess.Popen[bytes
             raise RuntimeError(f"worker {i} exited {proc.returncode}:\n{log}")
 
 
-def drain(tmp: Path, bootstrap: str, prefix: str, n: int, k: int,
+def drain(tmp: Path, bootstrap: str, prefix: str, events: list[tuple[bytes, bytes]], k: int,
           timeout_s: float) -> dict[str, Any]:
-    """k workers of a fresh group drain the filled topic."""
-    app_id = f"{prefix}-x{k}-{uuid.uuid4().hex[:4]}"
+    """k workers of a fresh group, once every partition is assigned, drain the
+    events written then to a fresh topic: no rebalance during the drain (the
+    first of several workers would otherwise take every partition, then hand
+    them over and the next owner re-take the uncommitted events)."""
+    n = len(events)
+    prefix = f"{prefix}-x{k}"
+    asyncio.run(create_topics(bootstrap, [f"{prefix}.{t}" for t in
+                                          ("events", "ticks", "triggers", "dead-letters")],
+                              PARTITIONS))
+    app_id = f"{prefix}-{uuid.uuid4().hex[:4]}"
     procs = start_group(tmp, bootstrap, prefix, app_id, k)
     try:
         deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            check_alive(tmp, app_id, procs)
+            owned = [metric(port, "scenetrigger_partitions ") for _, port in procs]
+            if sum(owned) == PARTITIONS and all(x > 0 for x in owned):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"{k} workers did not share {PARTITIONS} partitions")
+        fill_s = asyncio.run(fill_batched(bootstrap, f"{prefix}.events", events, PARTITIONS))
+        say(f"{k} worker(s) own {owned} partitions; filled in {fill_s:.1f}s")
         first_t = 0.0
         cpu_first = 0.0
         all_taking = 0.0
@@ -102,7 +121,7 @@ def drain(tmp: Path, bootstrap: str, prefix: str, n: int, k: int,
                 return {"workers": k, "events_per_s": n / seconds, "seconds": seconds,
                         "cpu_s_drain": cpu - cpu_first, "cpu_s_total": cpu,
                         "cpu_us_per_event": (cpu - cpu_first) / n * 1e6,
-                        "taken": taken, "taken_per_worker": per,
+                        "taken": taken, "taken_per_worker": per, "fill_s": fill_s,
                         "all_taking_after_s": all_taking or None}
             time.sleep(0.25)  # each scrape costs the worker a few ms of CPU
         raise RuntimeError(f"{k} workers did not drain {n} events in {timeout_s}s")
@@ -219,7 +238,7 @@ def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
         f"as batched records in {fill_s:.1f}s")
     drains = []
     for k in args.workers:
-        row = drain(tmp, bootstrap, prefix, len(events), k, args.timeout)
+        row = drain(tmp, bootstrap, prefix, events, k, args.timeout)
         say(f"{k} worker(s): {row['events_per_s']:,.0f} events/s, "
             f"{row['cpu_us_per_event']:.1f} CPU-µs/event while draining "
             f"({row['cpu_s_total']:.1f} CPU-s in all)")
