@@ -102,10 +102,10 @@ def synthetic_events(n: int, start_ms: int, seed: int = 7) -> list[tuple[bytes, 
     return out
 
 
-async def create_topics(bootstrap: str, names: list[str]) -> None:
+async def create_topics(bootstrap: str, names: list[str], partitions: int = PARTITIONS) -> None:
     from agents.producer import ensure_topics
 
-    await ensure_topics(bootstrap, names, PARTITIONS)
+    await ensure_topics(bootstrap, names, partitions)
 
 
 async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
@@ -128,7 +128,8 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
     return time.perf_counter() - started
 
 
-async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
+async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]],
+                       partitions: int = PARTITIONS) -> float:
     """The same events as the collector and `scenetrigger produce` write them."""
     from aiokafka import AIOKafkaProducer
 
@@ -142,7 +143,7 @@ async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, byt
         async def send(partition: int, key: bytes | None, value: bytes) -> Any:
             return await producer.send(topic, value=value, key=key, partition=partition)
 
-        batcher = RecordBatcher(send, PARTITIONS)
+        batcher = RecordBatcher(send, partitions)
         for key, value in events:
             await batcher.add(key, value)
         await batcher.flush()
@@ -194,14 +195,16 @@ def metric(port: int, name: str) -> float:
 
 
 def start_worker(tmp: Path, bootstrap: str, prefix: str, app_id: str, clock: str, port: int,
-                 log: Path, scenes: str = CONFIG) -> subprocess.Popen[bytes]:
+                 log: Path, scenes: str = CONFIG, partitions: int = PARTITIONS,
+                 state_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """One worker; several of one app id (one consumer group) need a state_dir each."""
     config = tmp / f"scenes-{app_id}.yaml"
     config.write_text(scenes)
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "scenetrigger.cli.main", "worker", "--broker", bootstrap,
-             "--app-id", app_id, "--topic-prefix", prefix, "--partitions", str(PARTITIONS),
-             "--state-dir", str(tmp / f"state-{app_id}"), "--clock", clock,
+             "--app-id", app_id, "--topic-prefix", prefix, "--partitions", str(partitions),
+             "--state-dir", str(state_dir or tmp / f"state-{app_id}"), "--clock", clock,
              "--metrics-port", str(port), "--config", str(config)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
@@ -268,6 +271,7 @@ def worker_drain(tmp: Path, bootstrap: str, events_topic_prefix: str, n: int,
 
 
 def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc/<pid>/stat (-1 when gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
