@@ -1,0 +1,227 @@
+"""Restoring a partition's user states from the table changelog (issue 18, point 5).
+
+1. **Fill**: N distinct users, one view each, written as the batched records
+   ``scenetrigger produce`` writes to a fresh events topic of few partitions
+   (default 2: one partition holds ~N/2 users).
+2. **Build the changelog**: one ``scenetrigger worker`` (RocksDB store,
+   ``--clock event``) takes all N events; once the changelog's end offsets
+   stop moving it is stopped (SIGTERM, wait).
+3. **Restore**: a second worker of the same app id with a FRESH state dir
+   must restore every partition from the changelog. Right after it starts,
+   a few probe events (both partitions) are written; Faust processes no
+   stream event before table recovery is done, so the time from start until
+   its ``scenetrigger_events_total{result="accepted"}`` counts the probes
+   bounds the restore (process start and group join included).
+4. **Startup alone**: the same measure on a worker whose changelog is empty
+   (its own app id and topics). users/s = N / (restore - startup).
+
+The worker is not changed. Uses $SCENETRIGGER_KAFKA (host:port) or starts a
+broker with scripts/kafka.sh. Helpers are bench/worker.py's and
+bench/scaleout.py's.
+
+    .venv/bin/python bench/restore.py --users 1000000 --json /tmp/restore.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from scaleout import TAKEN, say
+from worker import (
+    REPO,
+    _cpu_seconds,
+    create_topics,
+    fill_batched,
+    free_port,
+    metric,
+    start_kafka,
+    start_worker,
+    stop,
+)
+
+PROBES = 16  # 2^-15 odds that they all hash to one of 2 partitions
+TOPICS = ("events", "ticks", "triggers", "dead-letters")
+SCENES = """
+scenes:
+  repeat_view_no_purchase:
+    kind: repeat
+    when: {type: view}
+    per: product_id
+    count: 3
+    within: 30m
+    unless: {type: purchase}
+    cooldown: 24h
+"""
+
+
+def user_events(n: int, start_ms: int, tag: str = "u") -> list[tuple[bytes, bytes]]:
+    """n distinct users, one view each (each one user state in the table)."""
+    return [(f"{tag}{i}".encode(),
+             orjson.dumps({"user_id": f"{tag}{i}", "ts": start_ms + i, "type": "view",
+                           "product_id": f"p{i % 5_000}"}))
+            for i in range(n)]
+
+
+async def changelog_records(bootstrap: str, app_id: str, partitions: int) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from agents.replication import changelog_topic
+
+    topic = changelog_topic(app_id, "user-state")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def check(proc: subprocess.Popen[bytes], log: Path) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"worker exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+
+
+def build_changelog(tmp: Path, bootstrap: str, prefix: str, app_id: str, n: int,
+                    partitions: int, timeout_s: float) -> dict[str, Any]:
+    port = free_port()
+    log = tmp / f"{app_id}-build.log"
+    proc = start_worker(tmp, bootstrap, prefix, app_id, "event", port, log, scenes=SCENES,
+                        partitions=partitions, state_dir=tmp / "state-build")
+    started = time.perf_counter()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while metric(port, TAKEN) < n:
+            check(proc, log)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"build worker did not take {n} events in {timeout_s}s")
+            time.sleep(1.0)
+        took = time.perf_counter() - started
+        say(f"build worker took {n:,} events in {took:.1f}s; waiting for the changelog")
+        # Flushed: the changelog's end offsets hold still for 3 s after >= n.
+        last, still_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            check(proc, log)
+            now_n = asyncio.run(changelog_records(bootstrap, app_id, partitions))
+            if now_n != last:
+                last, still_since = now_n, time.monotonic()
+            elif now_n >= n and time.monotonic() - still_since >= 3.0:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"changelog stuck at {last} records (< {n})")
+        cpu = _cpu_seconds(proc.pid)
+    finally:
+        stop(proc)
+    say(f"build worker stopped (rc {proc.returncode}); changelog holds {last:,} records")
+    return {"take_s": took, "changelog_records": last, "cpu_s": cpu}
+
+
+def probed_start(tmp: Path, bootstrap: str, prefix: str, app_id: str, partitions: int,
+                 label: str, timeout_s: float) -> dict[str, Any]:
+    """Seconds from starting a fresh-state worker until it has taken the probes
+    written right after its start."""
+    port = free_port()
+    log = tmp / f"{app_id}-{label}.log"
+    probes = user_events(PROBES, int(time.time() * 1000), tag=f"probe-{label}-")
+    t0 = time.perf_counter()
+    proc = start_worker(tmp, bootstrap, prefix, app_id, "event", port, log, scenes=SCENES,
+                        partitions=partitions, state_dir=tmp / f"state-{label}")
+    try:
+        asyncio.run(fill_batched(bootstrap, f"{prefix}.events", probes, partitions))
+        metrics_up = 0.0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            check(proc, log)
+            taken = metric(port, TAKEN)
+            now = time.perf_counter()
+            if taken >= 0 and not metrics_up:
+                metrics_up = now - t0
+            if taken >= PROBES:
+                return {"seconds": now - t0, "metrics_up_s": metrics_up,
+                        "cpu_s": _cpu_seconds(proc.pid)}
+            time.sleep(0.1)
+        raise RuntimeError(f"{label} worker did not take the probes in {timeout_s}s")
+    finally:
+        stop(proc)
+
+
+def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
+    n, parts = args.users, args.partitions
+    prefix = f"restore-{uuid.uuid4().hex[:6]}"
+    empty = f"{prefix}-empty"
+    asyncio.run(create_topics(bootstrap, [f"{p}.{t}" for p in (prefix, empty) for t in TOPICS],
+                              parts))
+    startups = [probed_start(tmp, bootstrap, empty, f"{empty}-app", parts, f"empty{i}",
+                             args.timeout) for i in range(args.startup_runs)]
+    say(f"startup alone (empty changelog): {[round(s['seconds'], 1) for s in startups]} s")
+    events = user_events(n, int(time.time() * 1000) - n)
+    fill_s = asyncio.run(fill_batched(bootstrap, f"{prefix}.events", events, parts))
+    del events
+    say(f"filled {prefix}.events ({parts} partitions) with {n:,} users' views in {fill_s:.1f}s")
+    app_id = f"{prefix}-app"
+    built = build_changelog(tmp, bootstrap, prefix, app_id, n, parts, args.timeout)
+    restore = probed_start(tmp, bootstrap, prefix, app_id, parts, "restore", args.timeout)
+    startup = min(s["seconds"] for s in startups)
+    restore_only = restore["seconds"] - startup
+    say(f"restore bound {restore['seconds']:.1f}s, startup {startup:.1f}s")
+    return {"users": n, "partitions": parts, "fill_s": fill_s, "build": built,
+            "startups": startups, "startup_s": startup, "restore": restore,
+            "restore_minus_startup_s": restore_only,
+            "users_per_s": n / restore_only if restore_only > 0 else None,
+            "cpus": os.cpu_count(), "load": os.getloadavg()}
+
+
+def render(r: dict[str, Any]) -> str:
+    rate = f"{r['users_per_s']:,.0f}" if r["users_per_s"] else "n/a"
+    return "\n".join([
+        f"| {r['users']:,} users, {r['partitions']} partitions | |", "|---|---:|",
+        f"| changelog records | {r['build']['changelog_records']:,} |",
+        f"| start → probes taken, fresh state, full changelog | {r['restore']['seconds']:.1f} s |",
+        "| start → probes taken, empty changelog (startup alone, best of "
+        f"{len(r['startups'])}) | {r['startup_s']:.1f} s |",
+        f"| difference (restore) | {r['restore_minus_startup_s']:.1f} s |",
+        f"| users restored/s | {rate} |",
+        f"| restoring worker CPU-s until probes taken | {r['restore']['cpu_s']:.1f} |",
+        f"\n{r['cpus']} CPUs; load average at the end: "
+        f"{', '.join(f'{x:.1f}' for x in r['load'])}"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument("--startup-runs", type=int, default=2,
+                        help="empty-changelog runs; the fastest is the startup (default 2)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per step")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp_name:
+        tmp = Path(tmp_name)
+        bootstrap, kafka_env = start_kafka(tmp)
+        try:
+            result = run(args, tmp, bootstrap)
+        finally:
+            if kafka_env is not None:
+                subprocess.run([str(REPO / "scripts" / "kafka.sh"), "stop"], env=kafka_env,
+                               capture_output=True, timeout=60, check=False)
+    print(render(result))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
