@@ -14,6 +14,11 @@
    bounds the restore (process start and group join included).
 4. **Startup alone**: the same measure on a worker whose changelog is empty
    (its own app id and topics). users/s = N / (restore - startup).
+5. **Standby** (``--standby``): two workers of one group, each holding the
+   other's partition as a standby (the worker's ``--standby-replicas``,
+   default 1), take N users; one is stopped and probes are written: the
+   seconds until the other has taken them all (rebalance and standby
+   catch-up included) against the fresh-state restore above.
 
 The worker is not changed. Uses $SCENETRIGGER_KAFKA (host:port) or starts a
 broker with scripts/kafka.sh. Helpers are bench/worker.py's and
@@ -156,6 +161,65 @@ def probed_start(tmp: Path, bootstrap: str, prefix: str, app_id: str, partitions
         stop(proc)
 
 
+def standby_takeover(tmp: Path, bootstrap: str, prefix: str, n: int, partitions: int,
+                     timeout_s: float) -> dict[str, Any]:
+    """Two workers of one group (each the other's standby: the worker's default
+    --standby-replicas 1) take the N users; one is stopped (SIGTERM, wait) and
+    probes are written: seconds until the other has taken them all, the
+    stopped one's partition included (rebalance + standby catch-up)."""
+    app_id = f"{prefix}-app"
+    procs = []
+    for i in range(2):
+        port = free_port()
+        log = tmp / f"{app_id}-{i}.log"
+        procs.append((start_worker(tmp, bootstrap, prefix, app_id, "event", port, log,
+                                   scenes=SCENES, partitions=partitions,
+                                   state_dir=tmp / f"state-standby-{i}"), port, log))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while min(metric(port, "scenetrigger_partitions ") for _, port, _ in procs) <= 0:
+            for proc, _, log in procs:
+                check(proc, log)
+            if time.monotonic() > deadline:
+                raise RuntimeError("two workers did not share the partitions")
+            time.sleep(0.5)
+        asyncio.run(fill_batched(bootstrap, f"{prefix}.events",
+                                 user_events(n, int(time.time() * 1000) - n), partitions))
+        while sum(max(metric(port, TAKEN), 0.0) for _, port, _ in procs) < n:
+            for proc, _, log in procs:
+                check(proc, log)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"two workers did not take {n} events")
+            time.sleep(1.0)
+        last, still_since = -1, time.monotonic()
+        while time.monotonic() < deadline:  # changelog and standby copies settle
+            now_n = asyncio.run(changelog_records(bootstrap, app_id, partitions))
+            if now_n != last:
+                last, still_since = now_n, time.monotonic()
+            elif now_n >= n and time.monotonic() - still_since >= 5.0:
+                break
+            time.sleep(0.5)
+        stopped, (proc_b, port_b, log_b) = procs[0][0], procs[1]
+        t_stop = time.perf_counter()
+        stop(stopped)
+        stop_s = time.perf_counter() - t_stop
+        before = metric(port_b, TAKEN)
+        t0 = time.perf_counter()
+        asyncio.run(fill_batched(bootstrap, f"{prefix}.events",
+                                 user_events(PROBES, int(time.time() * 1000), "probe-sb-"),
+                                 partitions))
+        while time.monotonic() < deadline:
+            check(proc_b, log_b)
+            if metric(port_b, TAKEN) >= before + PROBES:
+                return {"takeover_s": time.perf_counter() - t0, "stop_s": stop_s,
+                        "changelog_records": last}
+            time.sleep(0.1)
+        raise RuntimeError("the standby worker did not take the probes")
+    finally:
+        for proc, _, _ in procs:
+            stop(proc)
+
+
 def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
     n, parts = args.users, args.partitions
     prefix = f"restore-{uuid.uuid4().hex[:6]}"
@@ -175,7 +239,14 @@ def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
     startup = min(s["seconds"] for s in startups)
     restore_only = restore["seconds"] - startup
     say(f"restore bound {restore['seconds']:.1f}s, startup {startup:.1f}s")
+    standby = None
+    if args.standby:
+        sb = f"{prefix}-sb"
+        asyncio.run(create_topics(bootstrap, [f"{sb}.{t}" for t in TOPICS], parts))
+        standby = standby_takeover(tmp, bootstrap, sb, n, parts, args.timeout)
+        say(f"standby takeover: {standby}")
     return {"users": n, "partitions": parts, "fill_s": fill_s, "build": built,
+            "standby": standby,
             "startups": startups, "startup_s": startup, "restore": restore,
             "restore_minus_startup_s": restore_only,
             "users_per_s": n / restore_only if restore_only > 0 else None,
@@ -193,6 +264,8 @@ def render(r: dict[str, Any]) -> str:
         f"| difference (restore) | {r['restore_minus_startup_s']:.1f} s |",
         f"| users restored/s | {rate} |",
         f"| restoring worker CPU-s until probes taken | {r['restore']['cpu_s']:.1f} |",
+        *([f"| with a standby: other worker stopped → probes taken by the standby "
+           f"| {r['standby']['takeover_s']:.1f} s |"] if r.get("standby") else []),
         f"\n{r['cpus']} CPUs; load average at the end: "
         f"{', '.join(f'{x:.1f}' for x in r['load'])}"])
 
@@ -204,6 +277,8 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--startup-runs", type=int, default=2,
                         help="empty-changelog runs; the fastest is the startup (default 2)")
+    parser.add_argument("--standby", action="store_true",
+                        help="also time a takeover by a worker holding a standby copy")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per step")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
