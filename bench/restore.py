@@ -33,8 +33,6 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,13 +41,12 @@ from typing import Any
 import orjson
 from scaleout import TAKEN, say
 from worker import (
-    REPO,
     _cpu_seconds,
     create_topics,
     fill_batched,
     free_port,
     metric,
-    start_kafka,
+    run_on_broker,
     start_worker,
     stop,
 )
@@ -282,20 +279,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per step")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-    with tempfile.TemporaryDirectory(prefix="bench-restore-") as tmp_name:
-        tmp = Path(tmp_name)
-        bootstrap, kafka_env = start_kafka(tmp)
-        try:
-            result = run(args, tmp, bootstrap)
-        finally:
-            if kafka_env is not None:
-                subprocess.run([str(REPO / "scripts" / "kafka.sh"), "stop"], env=kafka_env,
-                               capture_output=True, timeout=60, check=False)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    return 0
+    return run_on_broker("bench-restore-", args, run, render)
 
 
 if __name__ == "__main__":

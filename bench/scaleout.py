@@ -27,7 +27,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -36,13 +35,12 @@ from typing import Any
 
 import orjson
 from worker import (
-    REPO,
     _cpu_seconds,
     create_topics,
     fill_batched,
     free_port,
     metric,
-    start_kafka,
+    run_on_broker,
     start_worker,
     stop,
     synthetic_events,
@@ -291,20 +289,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     args.workers = [int(x) for x in args.workers.split(",") if x]
-    sys.path.insert(0, str(REPO))
-    with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp_name:
-        tmp = Path(tmp_name)
-        bootstrap, kafka_env = start_kafka(tmp)
-        try:
-            result = run(args, tmp, bootstrap)
-        finally:
-            if kafka_env is not None:
-                subprocess.run([str(REPO / "scripts" / "kafka.sh"), "stop"], env=kafka_env,
-                               capture_output=True, timeout=60, check=False)
-    print(render(result))
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    return 0
+    return run_on_broker("bench-scaleout-", args, run, render)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,8 +349,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="offered-load duration")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    return run_on_broker("bench-worker-", args, run, render)
+
+
+def run_on_broker(prefix: str, args: argparse.Namespace,
+                  run: Callable[[argparse.Namespace, Path, str], dict[str, Any]],
+                  render: Callable[[dict[str, Any]], str]) -> int:
+    """A bench's ``run`` on $SCENETRIGGER_KAFKA or a broker of its own (stopped
+    after), its table on stdout and, with ``--json``, its results in a file."""
     sys.path.insert(0, str(REPO))
-    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
         tmp = Path(tmp_name)
         bootstrap, kafka_env = start_kafka(tmp)
         try:
