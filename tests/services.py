@@ -361,3 +361,18 @@ def kafka_bootstrap() -> Iterator[str]:
             yield broker.bootstrap
         finally:
             broker.stop()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until ``GET /healthz`` on the loopback ``port`` answers; fails with the
+    process's log when it exits or the time runs out."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)

@@ -10,8 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 
 from tests.agents.kafka_read import read_topic, record_events
 from tests.doc_blocks import sh_blocks
-from tests.services import REPO, free_port
+from tests.services import REPO, free_port, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 DOC = REPO / "docs" / "collector.md"
@@ -42,14 +40,7 @@ def test_the_body_formats_doc_runs_as_written(kafka_bootstrap: str, tmp_path: Pa
              "--topic-prefix", prefix, "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+        wait_healthy(port, proc, log, 60)
         for block in blocks:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.script],
                                   cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -9,8 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.doc_blocks import sh_blocks
-from tests.services import REPO, free_port
+from tests.services import REPO, free_port, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 DOC = REPO / "docs" / "catalog.md"
@@ -50,14 +48,7 @@ def test_the_catalog_doc_runs_as_written(kafka_bootstrap: str, redis_url: str,
              prefix, "--port", str(port), "--redis-url", redis_url],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+        wait_healthy(port, proc, log, 90)
         for block in blocks:
             script = block.script.replace("--topic-prefix shop", f"--topic-prefix {prefix}")
             script = script.replace("shop.dead-letters", f"{prefix}.dead-letters")
