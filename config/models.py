@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from config.ads_models import AdsModel
 from config.base import StrictModel
 from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
@@ -28,6 +29,7 @@ class AppConfig(StrictModel):
     delivery: DeliveryModel = Field(default_factory=DeliveryModel)
     channels: dict[str, ChannelModel] = Field(default_factory=dict)
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
+    ads: AdsModel = Field(default_factory=AdsModel)  # ad-platform audience sync (docs/ads.md)
 
     @field_validator("content", mode="before")
     @classmethod

@@ -89,6 +89,9 @@ ROLES: dict[str, dict[str, frozenset[str]]] = {
         "audience": frozenset({"feedback"}),  # a consent change is a feedback event
         "content": frozenset(),  # what it says: from the profile and the catalog alone
         "policy": frozenset({"audience"}),  # whether and when: asks the audience
+        # ad-platform audience sync: not a message (no pipeline, policy or content);
+        # the webhook signature, Retry-After and retry policy are the transports'
+        "ads": frozenset({"audience", "feedback", "transports"}),
     },
     "scenetrigger": {
         "runtime": frozenset(),  # the runtimes every other role builds on

@@ -1,0 +1,200 @@
+"""Membership records in, sink calls out: :class:`AudienceSync`.
+
+An ``enter`` adds the user to the audience on every sink that maps it,
+when the user has a contact point, consent for ads and no do-not-contact
+entry; an ``exit`` removes them where they were added. :meth:`forget` (an
+ads unsubscribe, an erasure) removes the user from every synced audience on
+every platform and returns a receipt. :class:`AdsConsentWatch` calls it when
+ads consent is withdrawn through any consent path.
+
+Consent for ads is the ``ads`` channel type's record (``ads:marketing``,
+set like any other: ``PUT /users/{id}/consent/ads``); with none, the
+configured default (``delivery.audience.consent.ads``, ``opt_out`` when not
+set) decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.ads.membership import Membership
+from channels.ads.sink import AudienceSink, BatchResult, Member
+from channels.ads.state import SyncState, entry
+from channels.audience.consent import ConsentRecord, ConsentStore
+from channels.audience.directory import Contact, Directory, address_hash
+from config.clock import wall_ms
+from config.hash_keys import HashKeys
+
+log = logging.getLogger("scenetrigger.ads")
+CHANNEL_TYPE = "ads"  # consent for ads is this channel type's
+OUTCOMES = ("added", "removed", "unmapped", "no_contact", "no_identifier", "no_consent",
+            "do_not_contact", "not_synced")
+
+
+@dataclass(slots=True)
+class AudienceSync:
+    sinks: Mapping[str, AudienceSink]
+    routes: Mapping[str, Mapping[str, str]]  # sink -> {audience: the platform's id}
+    directory: Directory
+    consent: ConsentStore
+    state: SyncState
+    consent_default: str = "opt_out"
+    keys: HashKeys | None = None  # receipt names; default: from the environment
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def targets(self, audience: str) -> list[tuple[str, str]]:
+        return [(sink, ids[audience]) for sink, ids in self.routes.items() if audience in ids]
+
+    async def may_sync(self, user_id: str, contact: Contact) -> str | None:
+        """None when the user may be synced, else the reason."""
+        records = await self.consent.all(user_id)
+        record = next((r for k, r in records.items()
+                       if k.startswith(f"{CHANNEL_TYPE}:")), None)
+        allowed = record.granted if record is not None else self.consent_default == "opt_out"
+        if not allowed:
+            return "no_consent"
+        hashes = [address_hash(k, v) for k, v in contact.addresses() if k in ("email", "phone")]
+        if hashes and any(await self.consent.blocked(hashes)):
+            return "do_not_contact"
+        return None
+
+    async def apply(self, record: Membership) -> str:
+        outcome = await (self._enter(record) if record.op == "enter" else self._exit(record))
+        self.outcomes[outcome] += 1
+        return outcome
+
+    async def _enter(self, record: Membership) -> str:
+        targets = self.targets(record.audience)
+        if not targets:
+            return "unmapped"
+        contact = await self.directory.get(record.user_id)
+        if contact is None:
+            return "no_contact"
+        if contact.email is None and contact.phone is None:
+            return "no_identifier"
+        refused = await self.may_sync(record.user_id, contact)
+        if refused is not None:
+            return refused
+        member = Member(record.user_id, contact.email, contact.phone)
+        for sink, platform_id in targets:
+            await self.sinks[sink].add(platform_id, [member])
+            await self.state.mark(record.user_id, sink, record.audience, int(record.ts * 1000))
+        return "added"
+
+    async def _exit(self, record: Membership) -> str:
+        synced = await self.state.synced(record.user_id)
+        targets = [(s, p) for s, p in self.targets(record.audience)
+                   if entry(s, record.audience) in synced]
+        if not targets:
+            return "not_synced"
+        contact = await self.directory.get(record.user_id)
+        member = _member(record.user_id, contact)
+        for sink, platform_id in targets:
+            if member is not None:
+                await self.sinks[sink].remove(platform_id, [member])
+            await self.state.unmark(record.user_id, sink, record.audience)
+        return "removed"
+
+    async def flush(self, *, due_only: bool = False) -> list[BatchResult]:
+        out = []
+        for sink in self.sinks.values():
+            out.extend(await sink.flush(due_only=due_only))
+        await self._count(out)
+        return out
+
+    async def drain(self, rounds: int = 20) -> list[BatchResult]:
+        """Flush until nothing waits (failed batches are kept and sent again),
+        at most ``rounds`` times."""
+        out: list[BatchResult] = []
+        for _ in range(rounds):
+            out.extend(await self.flush())
+            if self.pending() == 0:
+                break
+        return out
+
+    def pending(self) -> int:
+        return sum(sink.pending() for sink in self.sinks.values())
+
+    async def _count(self, results: Iterable[BatchResult]) -> None:
+        counts: Counter[str] = Counter()
+        for r in results:
+            base = f"{r.sink}|{r.audience}|{r.op}"
+            counts[f"{base}|batches"] += 1
+            counts[f"{base}|{'members' if r.ok else 'failed_members'}"] += r.members
+        if counts:
+            await self.state.count(counts)
+
+    async def forget(self, user_id: str, reason: str, contact: Contact | None = None,
+                     now_ms: int | None = None) -> dict[str, Any]:
+        """Remove the user from every audience synced anywhere; the receipt
+        names sinks and audiences and batch ids, never an identifier."""
+        now = wall_ms() if now_ms is None else now_ms
+        synced = await self.state.synced(user_id)
+        if contact is None:
+            contact = await self.directory.get(user_id)
+        member = _member(user_id, contact)
+        removals = []
+        for name in sorted(synced):
+            sink, _, audience = name.partition("|")
+            platform_id = self.routes.get(sink, {}).get(audience)
+            if member is not None and platform_id is not None and sink in self.sinks:
+                await self.sinks[sink].remove(platform_id, [member])
+                removals.append({"sink": sink, "audience": audience})
+        results = await self.drain() if removals else []
+        mine = [r for r in results if r.op == "remove"]
+        left = self.pending()
+        receipt = {"reason": reason, "at_ms": now, "removed_from": removals,
+                   "batches": [{"batch_id": r.batch_id, "sink": r.sink, "ok": r.ok}
+                               for r in mine],
+                   "complete": left == 0, "pending": left}
+        if left == 0:
+            await self.state.forget(user_id)
+        subject = (self.keys or HashKeys.from_env()).subject(user_id)
+        await self.state.put_receipt(subject, receipt)
+        log.info("ads forget (%s): %d audience(s), complete=%s", reason, len(removals),
+                 left == 0)
+        return receipt
+
+    async def close(self) -> None:
+        for sink in self.sinks.values():
+            await sink.close()
+
+
+def _member(user_id: str, contact: Contact | None) -> Member | None:
+    if contact is None or (contact.email is None and contact.phone is None):
+        return None
+    return Member(user_id, contact.email, contact.phone)
+
+
+class AdsConsentWatch:
+    """A consent store whose ads withdrawals take the user out of every
+    synced audience (whichever path set it: the admin API, the preference
+    page, a one-click unsubscribe)."""
+
+    def __init__(self, inner: ConsentStore, sync: AudienceSync) -> None:
+        self.inner = inner
+        self.sync = sync
+        self.receipts: list[dict[str, Any]] = []
+
+    async def all(self, user_id: str) -> dict[str, ConsentRecord]:
+        return await self.inner.all(user_id)
+
+    async def set(self, user_id: str, channel_type: str, purpose: str,
+                  record: ConsentRecord) -> None:
+        await self.inner.set(user_id, channel_type, purpose, record)
+        if channel_type == CHANNEL_TYPE and not record.granted:
+            self.receipts.append(await self.sync.forget(user_id, "ads_unsubscribe",
+                                                        now_ms=record.ts))
+
+    async def forget(self, user_id: str) -> bool:
+        return await self.inner.forget(user_id)
+
+    async def do_not_contact(self, hashes: Iterable[str], ts: int, source: str) -> None:
+        await self.inner.do_not_contact(hashes, ts, source)
+
+    async def blocked(self, hashes: Sequence[str]) -> list[bool]:
+        return await self.inner.blocked(hashes)

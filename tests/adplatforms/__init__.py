@@ -1,0 +1,1 @@
+"""Local ad-platform servers for the audience-sync tests (real sockets)."""
