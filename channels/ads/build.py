@@ -17,16 +17,17 @@ from channels.ads.identifiers import Style
 from channels.ads.meta import DEFAULT_BASE as META_BASE
 from channels.ads.meta import MetaClient
 from channels.ads.sink import AudienceSink, Batch, BatchingSink, PlatformClient
-from channels.ads.state import SyncState
-from channels.ads.sync import CHANNEL_TYPE, AudienceSync
+from channels.ads.state import RedisSyncState, SyncState
+from channels.ads.sync import CHANNEL_TYPE, AdsConsentWatch, AudienceSync, Forget
 from channels.ads.tiktok import DEFAULT_BASE as TIKTOK_BASE
 from channels.ads.tiktok import TikTokClient
 from channels.ads.webhook import AudienceWebhookClient
-from channels.audience.consent import ConsentStore
-from channels.audience.directory import Directory
+from channels.audience.consent import ConsentStore, RedisConsentStore
+from channels.audience.directory import Contact, Directory, RedisDirectory
 from channels.errors import ChannelError
 from channels.transports.retry import Attempt, RetryPolicy
 from config.ads_models import AdsSinkModel
+from config.hash_keys import HashKeys
 from config.models import AppConfig
 
 
@@ -94,3 +95,36 @@ def build_sync(config: AppConfig, directory: Directory, consent: ConsentStore,
     default = config.delivery.audience.consent.get(CHANNEL_TYPE, "opt_out")
     return AudienceSync(build_sinks(config, dry_run=dry_run, env=env, **sink_args),
                         routes(config), directory, consent, state, default)
+
+
+def redis_forgetter(redis: Any, config: AppConfig, reason: str,
+                    keys: HashKeys | None = None) -> Forget | None:
+    """``forget(user, contact, now_ms)`` over the Redis directory, consent
+    and sync state, for an erasure or an ads unsubscribe: the sinks are
+    built for the call and closed after. None when no sink is configured.
+    A sink that cannot be built (a secret missing) is in the receipt, and
+    the removal is not complete."""
+    if not config.ads.sinks:
+        return None
+    prefix = config.delivery.redis_prefix
+
+    async def forget(user_id: str, contact: Contact | None, now_ms: int) -> dict[str, Any]:
+        try:
+            sync = build_sync(config, RedisDirectory(redis, prefix),
+                              RedisConsentStore(redis, prefix, keys), RedisSyncState(redis, prefix))
+        except AdsConfigError as exc:
+            return {"reason": reason, "at_ms": now_ms, "complete": False, "error": str(exc)}
+        sync.keys = keys
+        try:
+            return await sync.forget(user_id, reason, contact, now_ms)
+        finally:
+            await sync.close()
+
+    return forget
+
+
+def watch_ads_consent(consent: ConsentStore, redis: Any, config: AppConfig) -> ConsentStore:
+    """``consent``, or with ads sinks configured, the same store whose ads
+    withdrawals remove the user from every synced audience."""
+    forget = redis_forgetter(redis, config, "ads_unsubscribe")
+    return consent if forget is None else AdsConsentWatch(consent, forget)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from config.hash_keys import HashKeys
 log = logging.getLogger("scenetrigger.ads")
 CHANNEL_TYPE = "ads"  # consent for ads is this channel type's
 OUTCOMES = ("added", "removed", "unmapped", "no_contact", "no_identifier", "no_consent",
-            "do_not_contact", "not_synced")
+            "do_not_contact", "not_synced", "already_synced")
 
 
 @dataclass(slots=True)
@@ -79,6 +79,10 @@ class AudienceSync:
         refused = await self.may_sync(record.user_id, contact)
         if refused is not None:
             return refused
+        synced = await self.state.synced(record.user_id)
+        targets = [(s, p) for s, p in targets if entry(s, record.audience) not in synced]
+        if not targets:  # a re-read of the compacted topic: sent before
+            return "already_synced"
         member = Member(record.user_id, contact.email, contact.phone)
         for sink, platform_id in targets:
             await self.sinks[sink].add(platform_id, [member])
@@ -170,14 +174,17 @@ def _member(user_id: str, contact: Contact | None) -> Member | None:
     return Member(user_id, contact.email, contact.phone)
 
 
+Forget = Callable[[str, Contact | None, int], Awaitable[dict[str, Any]]]
+
+
 class AdsConsentWatch:
     """A consent store whose ads withdrawals take the user out of every
     synced audience (whichever path set it: the admin API, the preference
-    page, a one-click unsubscribe)."""
+    page, a one-click unsubscribe). ``forget(user, contact, now_ms)``."""
 
-    def __init__(self, inner: ConsentStore, sync: AudienceSync) -> None:
+    def __init__(self, inner: ConsentStore, forget: Forget) -> None:
         self.inner = inner
-        self.sync = sync
+        self._forget = forget
         self.receipts: list[dict[str, Any]] = []
 
     async def all(self, user_id: str) -> dict[str, ConsentRecord]:
@@ -187,8 +194,7 @@ class AdsConsentWatch:
                   record: ConsentRecord) -> None:
         await self.inner.set(user_id, channel_type, purpose, record)
         if channel_type == CHANNEL_TYPE and not record.granted:
-            self.receipts.append(await self.sync.forget(user_id, "ads_unsubscribe",
-                                                        now_ms=record.ts))
+            self.receipts.append(await self._forget(user_id, None, record.ts))
 
     async def forget(self, user_id: str) -> bool:
         return await self.inner.forget(user_id)

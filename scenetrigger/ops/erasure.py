@@ -47,6 +47,8 @@ from typing import Any
 
 import orjson
 
+from channels.ads.build import redis_forgetter
+from channels.ads.sync import Forget as ForgetInAds
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import Contact, RedisDirectory, address_hash
 from channels.errors import ChannelError
@@ -103,9 +105,12 @@ class Eraser:
     def __init__(self, redis: Any, config: AppConfig, tags_prefix: str = DEFAULT_PREFIX,
                  dead_letter_stream: str = DEFAULT_STREAM,
                  forget_in_worker: ForgetInWorker | None = None,
-                 keys: HashKeys | None = None) -> None:
+                 keys: HashKeys | None = None,
+                 forget_in_ads: ForgetInAds | None = None) -> None:
         self.redis = redis
         self.keys = keys if keys is not None else HashKeys.from_env()
+        # Out of every synced ad audience first, while the contact points are here.
+        self.forget_in_ads = forget_in_ads or redis_forgetter(redis, config, "erasure", self.keys)
         self.prefix = config.delivery.redis_prefix
         self.tags_prefix = tags_prefix
         self.inbox_prefixes = sorted({m.key_prefix for m in config.channels.values()
@@ -267,6 +272,8 @@ class Eraser:
         """Remove everything; returns (and stores) the receipt."""
         now = wall_ms() if now_ms is None else now_ms
         contact = await self._contact(user_id)
+        ads = (await self.forget_in_ads(user_id, contact, now)
+               if self.forget_in_ads is not None else None)
         found = await self.find(user_id)
         if contact is not None:
             await self.consent.do_not_contact(
@@ -296,6 +303,8 @@ class Eraser:
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
                    "engine_state": worker}
+        if ads is not None:
+            receipt["ad_audiences"] = ads
         await self.redis.set(receipt_key(self.prefix, user_id, self.keys),
                              orjson.dumps(receipt))
         return receipt

@@ -108,7 +108,8 @@ def test_an_ads_unsubscribe_removes_the_user_on_every_platform() -> None:
         async with four_platforms() as platforms:
             sync = sync_for(platforms, contacts, consent)
             await _run(platforms, sync, [c.user_id for c in contacts])
-            watch = AdsConsentWatch(consent, sync)
+            watch = AdsConsentWatch(
+                consent, lambda user, contact, ts: sync.forget(user, "ads_unsubscribe", contact, ts))
             await watch.set("u3", "ads", "marketing", ConsentRecord(False, 5_000, "api"))
             for name in NAMES:
                 row = expected_row(name, contacts[3])

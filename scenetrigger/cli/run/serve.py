@@ -60,6 +60,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from agents.engine_host import ERASE
+from channels.ads.build import watch_ads_consent
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
@@ -242,7 +243,8 @@ def build_app(parts: ServeParts) -> web.Application:
                admins)
     prefix = config.delivery.redis_prefix
     directory = RedisDirectory(parts.redis, prefix)
-    consent = RedisConsentStore(parts.redis, prefix)
+    # an ads withdrawal, by any path, also leaves every synced ad audience (docs/ads.md)
+    consent = watch_ads_consent(RedisConsentStore(parts.redis, prefix), parts.redis, config)
     consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
                                    sink, env.get(tracking.callback_token_env) or None,
                                    env.get(WECHAT_TOKEN_ENV) or None,
