@@ -129,6 +129,7 @@ class BatchingSink:
     results: list[BatchResult] = field(default_factory=list)  # every batch sent, newest last
     skipped: int = 0  # members with no identifier the platform takes
     _queues: dict[tuple[str, BatchOp], _Queue] = field(default_factory=dict, init=False)
+    _unreported: list[BatchResult] = field(default_factory=list, init=False)  # sent when full
 
     async def add(self, audience: str, members: Sequence[Member]) -> None:
         await self._put(audience, "add", members)
@@ -146,14 +147,14 @@ class BatchingSink:
                 queue.since = self.clock()
             queue.members[member.user_id] = member
             if len(queue.members) >= self.max_items:
-                await self._send(audience, op)
+                self._unreported.extend(await self._send(audience, op))
 
     def pending(self) -> int:
         return sum(len(q.members) for q in self._queues.values())
 
     async def flush(self, *, due_only: bool = False) -> list[BatchResult]:
         now = self.clock()
-        out = []
+        out, self._unreported = self._unreported, []  # batches a full queue sent
         for (audience, op), queue in list(self._queues.items()):
             if queue.members and (not due_only or now - queue.since >= self.linger_ms / 1000):
                 out.extend(await self._send(audience, op))

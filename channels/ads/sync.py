@@ -127,6 +127,9 @@ class AudienceSync:
         counts: Counter[str] = Counter()
         for r in results:
             base = f"{r.sink}|{r.audience}|{r.op}"
+            if r.requeued:  # kept and sent again: counted when it is done
+                counts[f"{base}|requeued_batches"] += 1
+                continue
             counts[f"{base}|batches"] += 1
             counts[f"{base}|{'members' if r.ok else 'failed_members'}"] += r.members
         if counts:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "preview": "scenetrigger.cli.change.preview",
     "config": "scenetrigger.cli.change.config_cmd",
     "hash-keys": "scenetrigger.cli.ops.hash_keys",
+    "audiences": "scenetrigger.cli.ops.audiences",
 }
 
 

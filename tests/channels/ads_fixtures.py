@@ -5,11 +5,16 @@ platforms' documented normalisation (never through the project's code)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from channels.audience.directory import Contact, MemoryDirectory
 from config.ads_models import AdsModel
@@ -116,3 +121,39 @@ def directory_of(contacts: list[Contact]) -> MemoryDirectory:
     directory = MemoryDirectory()
     directory.users = {c.user_id: c for c in contacts}
     return directory
+
+
+@contextmanager
+def platforms_in_thread(storm_rate: float = 0.0) -> Iterator[Platforms]:
+    """The four platforms served from a thread of their own, for tests that
+    run the command line as a subprocess."""
+    ready: queue.Queue[Platforms] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with four_platforms(storm_rate) as platforms:
+            ready.put(platforms)
+            await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def ads_yaml(platforms: Platforms, prefix: str = "st:", base_urls: bool = True) -> str:
+    """The config a command reads: the sinks of :func:`ads_config` as YAML."""
+    config = ads_config(platforms.by_name)
+    sinks = {name: model.model_dump(exclude_none=True, exclude_defaults=False)
+             for name, model in config.ads.sinks.items()}
+    if not base_urls:
+        for name, sink in sinks.items():
+            sink.pop("base_url" if name != "hook" else "_", None)
+    ads = {"country_code": "86", "sinks": sinks}
+    return orjson.dumps({
+        "scenes": {"promo_arrival": {"kind": "arrival", "when": {"page": {"prefix": "/promo"}},
+                                     "per": "page"}},
+        "delivery": {"redis_prefix": prefix}, "ads": ads}).decode()
