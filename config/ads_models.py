@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from config.base import Duration, StrictModel
 from config.channel_models import RetryModel
 
+ADS_CONSENT = "ads"  # the consent "channel type" of ad audiences (delivery.audience.consent)
 SinkType = Literal["meta", "google_ads", "tiktok", "webhook"]
 # What each type needs beyond ``audiences`` (the check names the missing field).
 _NEEDS: dict[str, tuple[str, ...]] = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from config.ads_models import ADS_CONSENT
 from config.channel_models import CHANNEL_TYPES
 from config.content_models import shipped_names
 from config.strategy_models import EXIT, NEXT, step_label
@@ -278,12 +279,13 @@ class _Checker:
                              f"transactional_scenes': no scene named {name!r}",
                              ("delivery", "audience", "transactional_scenes", i), name,
                              self.scenes, warning=True)
+        types = (*CHANNEL_TYPES, ADS_CONSENT)  # ads: the ad-platform sync's (docs/ads.md)
         for kind in _map(audience.get("consent")):
-            if kind not in CHANNEL_TYPES:
+            if kind not in types:
                 self._report(self.doc, f"section 'delivery', field 'audience.consent': "
                              f"{kind!r} is not a channel type (consent is per type: "
-                             f"{', '.join(CHANNEL_TYPES)})", ("delivery", "audience", "consent",
-                                                              kind), kind, list(CHANNEL_TYPES))
+                             f"{', '.join(types)})", ("delivery", "audience", "consent",
+                                                      kind), kind, list(types))
 
     def _channel_caps(self) -> None:
         caps = _map(_map(self.raw.get("delivery")).get("channel_caps"))

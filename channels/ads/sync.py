@@ -26,11 +26,12 @@ from channels.ads.sink import AudienceSink, BatchResult, Member
 from channels.ads.state import SyncState, entry
 from channels.audience.consent import ConsentRecord, ConsentStore
 from channels.audience.directory import Contact, Directory, address_hash
+from config.ads_models import ADS_CONSENT
 from config.clock import wall_ms
 from config.hash_keys import HashKeys
 
 log = logging.getLogger("scenetrigger.ads")
-CHANNEL_TYPE = "ads"  # consent for ads is this channel type's
+CHANNEL_TYPE = ADS_CONSENT  # consent for ads is this channel type's
 OUTCOMES = ("added", "removed", "unmapped", "no_contact", "no_identifier", "no_consent",
             "do_not_contact", "not_synced", "already_synced")
 

@@ -50,8 +50,8 @@ def register(sub: Any) -> None:
     sync.add_argument("--dry-run", action="store_true",
                       help="build and count batches; send nothing, record nothing")
     sync.add_argument("--directory", metavar="FILE",
-                      help="contacts as JSON lines ({user_id, email, phone, ...}) instead of "
-                           "the Redis directory; consent is then the configured default")
+                      help="contacts as JSON lines ({user_id, email, phone, consent: "
+                           "{ads: true}}) instead of the Redis directory and consent")
     sync.set_defaults(run=run_sync)
     status = actions.add_parser("status", parents=[common],
                                 help="batches and members sent, per sink, audience and op")
@@ -71,10 +71,13 @@ def _config(args: argparse.Namespace) -> Any:
     return config
 
 
-def _directory_file(path: str) -> Any:
+def _directory_file(path: str) -> tuple[Any, Any]:
+    """Contacts (and their ``consent`` object, as ``users import`` reads it)
+    from a JSON-lines file."""
+    from channels.audience.consent import ConsentRecord, MemoryConsentStore
     from channels.audience.directory import ContactError, MemoryDirectory, contact_from
 
-    directory = MemoryDirectory()
+    directory, consent = MemoryDirectory(), MemoryConsentStore()
     number = 0
     try:
         with open(path, "rb") as fh:
@@ -82,13 +85,17 @@ def _directory_file(path: str) -> Any:
                 number += 1
                 if line.strip():
                     data = orjson.loads(line)
+                    granted = data.pop("consent", None) or {}  # as `users import` reads it
                     contact = contact_from(data.pop("user_id", ""), data)
                     directory.users[contact.user_id] = contact
+                    for channel, yes in granted.items():
+                        consent.records.setdefault(contact.user_id, {})[
+                            f"{channel}:marketing"] = ConsentRecord(bool(yes), 0, "import")
     except OSError as exc:
         raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (orjson.JSONDecodeError, ContactError, AttributeError) as exc:
         raise SceneTriggerError(f"{path}:{number}: {exc}") from None
-    return directory
+    return directory, consent
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -118,14 +125,13 @@ async def _sync(args: argparse.Namespace) -> dict[str, Any]:
     from channels.ads.build import build_sync
     from channels.ads.membership import MembershipError
     from channels.ads.state import MemorySyncState, RedisSyncState
-    from channels.audience.consent import MemoryConsentStore, RedisConsentStore
+    from channels.audience.consent import RedisConsentStore
 
     config = _config(args)
     prefix = config.delivery.redis_prefix
     client = None
     if args.directory:
-        directory: Any = _directory_file(args.directory)
-        consent: Any = MemoryConsentStore()
+        directory, consent = _directory_file(args.directory)
         state: Any = MemorySyncState()
     else:
         from channels.audience.directory import RedisDirectory
