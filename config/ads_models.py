@@ -68,4 +68,8 @@ class AdsModel(StrictModel):
     (``delivery.audience.consent.ads``: ``opt_in`` or ``opt_out``)."""
 
     country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+    # Members held out of every platform, per audience, by the control-group
+    # hash (strategies.control.salt, name "ads:AUDIENCE"): the baseline of
+    # `report --by channel`.
+    holdout: float = Field(default=0.0, ge=0.0, le=0.5)
     sinks: dict[str, AdsSinkModel] = Field(default_factory=dict)

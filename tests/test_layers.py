@@ -89,9 +89,10 @@ ROLES: dict[str, dict[str, frozenset[str]]] = {
         "audience": frozenset({"feedback"}),  # a consent change is a feedback event
         "content": frozenset(),  # what it says: from the profile and the catalog alone
         "policy": frozenset({"audience"}),  # whether and when: asks the audience
-        # ad-platform audience sync: not a message (no pipeline, policy or content);
-        # the webhook signature, Retry-After and retry policy are the transports'
-        "ads": frozenset({"audience", "feedback", "transports"}),
+        # ad-platform audience sync: not a message (no pipeline, content, caps);
+        # the webhook signature, Retry-After and retry policy are the transports',
+        # the holdout hash is the control groups' (policy/control.py)
+        "ads": frozenset({"audience", "feedback", "transports", "policy"}),
     },
     "scenetrigger": {
         "runtime": frozenset(),  # the runtimes every other role builds on

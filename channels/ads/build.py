@@ -94,7 +94,8 @@ def build_sync(config: AppConfig, directory: Directory, consent: ConsentStore,
                env: Mapping[str, str] | None = None, **sink_args: Any) -> AudienceSync:
     default = config.delivery.audience.consent.get(CHANNEL_TYPE, "opt_out")
     return AudienceSync(build_sinks(config, dry_run=dry_run, env=env, **sink_args),
-                        routes(config), directory, consent, state, default)
+                        routes(config), directory, consent, state, default,
+                        holdout=config.ads.holdout, salt=config.strategies.control.salt)
 
 
 def redis_forgetter(redis: Any, config: AppConfig, reason: str,

@@ -26,13 +26,14 @@ from channels.ads.sink import AudienceSink, BatchResult, Member
 from channels.ads.state import SyncState, entry
 from channels.audience.consent import ConsentRecord, ConsentStore
 from channels.audience.directory import Contact, Directory, address_hash
+from channels.policy.control import bucket
 from config.ads_models import ADS_CONSENT
 from config.clock import wall_ms
 from config.hash_keys import HashKeys
 
 log = logging.getLogger("scenetrigger.ads")
 CHANNEL_TYPE = ADS_CONSENT  # consent for ads is this channel type's
-OUTCOMES = ("added", "removed", "unmapped", "no_contact", "no_identifier", "no_consent",
+OUTCOMES = ("added", "removed", "unmapped", "holdout", "no_contact", "no_identifier", "no_consent",
             "do_not_contact", "not_synced", "already_synced")
 
 
@@ -45,6 +46,8 @@ class AudienceSync:
     state: SyncState
     consent_default: str = "opt_out"
     keys: HashKeys | None = None  # receipt names; default: from the environment
+    holdout: float = 0.0  # ads.holdout: members never synced, the report's baseline
+    salt: str = "scenetrigger"  # strategies.control.salt
     outcomes: Counter[str] = field(default_factory=Counter)
 
     def targets(self, audience: str) -> list[tuple[str, str]]:
@@ -72,6 +75,8 @@ class AudienceSync:
         targets = self.targets(record.audience)
         if not targets:
             return "unmapped"
+        if held_out(self.salt, self.holdout, record.audience, record.user_id):
+            return "holdout"
         contact = await self.directory.get(record.user_id)
         if contact is None:
             return "no_contact"
@@ -170,6 +175,12 @@ class AudienceSync:
     async def close(self) -> None:
         for sink in self.sinks.values():
             await sink.close()
+
+
+def held_out(salt: str, share: float, audience: str, user_id: str) -> bool:
+    """The user is in the audience's holdout: never synced anywhere (the
+    control-group hash, name ``ads:AUDIENCE``; docs/ads.md)."""
+    return share > 0.0 and bucket(salt, f"ads:{audience}", user_id) < share
 
 
 def _member(user_id: str, contact: Contact | None) -> Member | None:

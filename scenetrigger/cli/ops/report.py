@@ -51,7 +51,11 @@ def register(sub: Any) -> None:
                              "(default: the config's strategies.control.global_share)")
     parser.add_argument("--by", type=_splits, default=(),
                         help="split scene rows by segment and/or style (comma-separated; "
-                             "needs a replay --deliver output, whose lines say them)")
+                             "needs a replay --deliver output, whose lines say them); or "
+                             "'channel': return per ad sink and audience (docs/ads.md)")
+    parser.add_argument("--spend", action="append", default=[], metavar="FILE",
+                        help="with --by channel: ad spend per channel, day and audience "
+                             "(CSV or JSON; repeatable)")
     parser.add_argument("--decisions", action="append", default=[], metavar="FILE",
                         help="also count a decision log (replay --decisions, or export "
                              "PREFIX.decisions): every kind, per scene and outcome")
@@ -88,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
             window = parse_duration_ms(args.window)
         except ValueError as exc:
             raise SceneTriggerError(f"--window: {exc}") from None
+    if args.by == ("channel",):
+        from scenetrigger.cli.ops.report_channels import run_channels
+
+        return run_channels(args, config, window)
     options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes))
     triggers = list(_read_triggers(args.triggers))
     if args.by and triggers and not any(line.get(name) for line in triggers
@@ -183,9 +191,12 @@ def _kpis(args: argparse.Namespace, triggers: list[dict[str, Any]], events: Iter
 def _splits(text: str) -> tuple[str, ...]:
     """An argparse type: ``segment,style`` -> ``("segment", "style")``."""
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if names == ("channel",):
+        return names
     unknown = [n for n in names if n not in SPLITS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"use {' and/or '.join(SPLITS)}, comma-separated")
+        raise argparse.ArgumentTypeError(f"use {' and/or '.join(SPLITS)}, comma-separated, "
+                                         "or channel alone")
     return names
 
 
