@@ -114,6 +114,7 @@ class GoogleAdsClient:
                 return Attempt(False, "Google Ads create answered no resourceName", True,
                                attempt.status)
             self._jobs[batch.batch_id] = (job, False)
+        partial = None
         if not added:
             attempt, answer = await self._post(
                 f"{job}:addOperations",
@@ -121,14 +122,14 @@ class GoogleAdsClient:
             if not attempt.ok:
                 return attempt
             partial = answer.get("partialFailureError") if isinstance(answer, dict) else None
-            if partial:  # some identifiers refused: the others are in; say so
-                self._jobs[batch.batch_id] = (job, True)
-                return Attempt(False, f"Google Ads partial failure: {partial.get('message')}",
-                               False, attempt.status)
             self._jobs[batch.batch_id] = (job, True)
         attempt, _ = await self._post(f"{job}:run", {})
-        if attempt.ok:
-            del self._jobs[batch.batch_id]
+        if not attempt.ok:
+            return attempt
+        del self._jobs[batch.batch_id]
+        if isinstance(partial, dict):  # the job ran the rest; the refused ones stay out
+            return Attempt(False, f"Google Ads partial failure: {partial.get('message')}",
+                           False, attempt.status)
         return attempt
 
     async def close(self) -> None:

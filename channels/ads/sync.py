@@ -150,20 +150,24 @@ class AudienceSync:
         if contact is None:
             contact = await self.directory.get(user_id)
         member = _member(user_id, contact)
-        removals = []
+        removals, not_removed = [], []
         for name in sorted(synced):
             sink, _, audience = name.partition("|")
             platform_id = self.routes.get(sink, {}).get(audience)
+            where = {"sink": sink, "audience": audience}
             if member is not None and platform_id is not None and sink in self.sinks:
                 await self.sinks[sink].remove(platform_id, [member])
-                removals.append({"sink": sink, "audience": audience})
+                removals.append(where)
+            else:  # no contact points left, or the sink is no longer configured
+                not_removed.append(where)
         results = await self.drain() if removals else []
         mine = [r for r in results if r.op == "remove"]
         left = self.pending()
         receipt = {"reason": reason, "at_ms": now, "removed_from": removals,
+                   "not_removed": not_removed,
                    "batches": [{"batch_id": r.batch_id, "sink": r.sink, "ok": r.ok}
                                for r in mine],
-                   "complete": left == 0, "pending": left}
+                   "complete": left == 0 and not not_removed, "pending": left}
         if left == 0:
             await self.state.forget(user_id)
         subject = (self.keys or HashKeys.from_env()).subject(user_id)

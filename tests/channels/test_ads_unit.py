@@ -171,3 +171,25 @@ def test_the_rate_limiter_asks_to_wait_once_the_burst_is_spent() -> None:
 
     asyncio.run(main())
     assert sleeps == [0.5, 0.5]
+
+
+def test_forgetting_a_user_without_contact_points_says_what_was_not_removed() -> None:
+    from channels.ads.state import MemorySyncState
+    from channels.ads.sync import AudienceSync
+    from channels.audience.consent import MemoryConsentStore
+    from channels.audience.directory import MemoryDirectory
+    from config.hash_keys import HashKeys
+
+    state = MemorySyncState()
+    sink = _sink([], [])
+    sync = AudienceSync({"meta": sink}, {"meta": {"a": "1"}}, MemoryDirectory(),
+                        MemoryConsentStore(), state, keys=HashKeys(b"x" * 32))
+
+    async def main() -> dict[str, object]:
+        await state.mark("gone", "meta", "a", 5)
+        return await sync.forget("gone", "erasure", now_ms=9)
+
+    receipt = asyncio.run(main())
+    assert receipt["complete"] is False
+    assert receipt["not_removed"] == [{"sink": "meta", "audience": "a"}]
+    assert "gone" not in orjson.dumps(receipt).decode()

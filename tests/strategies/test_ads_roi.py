@@ -65,7 +65,9 @@ def test_the_channel_rows_count_against_the_holdout() -> None:
     assert meta.cost_per_incremental == pytest.approx(500.5 / (uplift * len(synced)))
     assert meta.uplift_low is not None and meta.uplift_high is not None
     assert 0 < meta.uplift_low < uplift < meta.uplift_high  # a real effect: 0.30 vs 0.10
+    assert None not in (meta.cost_low, meta.cost_high, meta.cost_per_incremental)
     assert meta.cost_low is not None and meta.cost_high is not None
+    assert meta.cost_per_incremental is not None
     assert meta.cost_low < meta.cost_per_incremental < meta.cost_high
     assert rows[1].spend == 50 and rows[1].reach == meta.reach  # one holdout per audience
 
