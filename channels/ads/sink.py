@@ -65,6 +65,7 @@ class BatchResult:
     error: str | None = None
     status: int | None = None
     requeued: bool = False  # failed but kept: the next flush sends it again
+    user_ids: tuple[str, ...] = ()  # whose identifiers the batch carried (not printed)
 
     def to_dict(self) -> dict[str, object]:
         return {"batch_id": self.batch_id, "sink": self.sink, "audience": self.audience,
@@ -218,4 +219,5 @@ class BatchingSink:
 
 def _result(batch: Batch, outcome: Attempt, tries: int, *, requeued: bool) -> BatchResult:
     return BatchResult(batch.batch_id, batch.sink, batch.audience, batch.op, len(batch.members),
-                       outcome.ok, tries, outcome.error, outcome.status, requeued)
+                       outcome.ok, tries, outcome.error, outcome.status, requeued,
+                       tuple(m.user_id for m in batch.members))

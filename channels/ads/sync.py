@@ -49,6 +49,11 @@ class AudienceSync:
     holdout: float = 0.0  # ads.holdout: members never synced, the report's baseline
     salt: str = "scenetrigger"  # strategies.control.salt
     outcomes: Counter[str] = field(default_factory=Counter)
+    # What waits for its batch, by (sink, platform id, user): the state says
+    # "synced" only once the platform took it, so a crash before that sends it
+    # again on the next run, and an enter after a queued exit is not skipped.
+    _to_mark: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
+    _to_unmark: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def targets(self, audience: str) -> list[tuple[str, str]]:
         return [(sink, ids[audience]) for sink, ids in self.routes.items() if audience in ids]
@@ -85,28 +90,34 @@ class AudienceSync:
         refused = await self.may_sync(record.user_id, contact)
         if refused is not None:
             return refused
-        synced = await self.state.synced(record.user_id)
-        targets = [(s, p) for s, p in targets if entry(s, record.audience) not in synced]
+        user = record.user_id
+        synced = await self.state.synced(user)
+        targets = [(s, p) for s, p in targets if entry(s, record.audience) not in synced
+                   or (s, p, user) in self._to_unmark]
         if not targets:  # a re-read of the compacted topic: sent before
             return "already_synced"
-        member = Member(record.user_id, contact.email, contact.phone)
+        member = Member(user, contact.email, contact.phone)
         for sink, platform_id in targets:
             await self.sinks[sink].add(platform_id, [member])
-            await self.state.mark(record.user_id, sink, record.audience, int(record.ts * 1000))
+            self._to_unmark.pop((sink, platform_id, user), None)
+            self._to_mark[(sink, platform_id, user)] = (record.audience, int(record.ts * 1000))
         return "added"
 
     async def _exit(self, record: Membership) -> str:
-        synced = await self.state.synced(record.user_id)
+        user = record.user_id
+        synced = await self.state.synced(user)
         targets = [(s, p) for s, p in self.targets(record.audience)
-                   if entry(s, record.audience) in synced]
+                   if entry(s, record.audience) in synced or (s, p, user) in self._to_mark]
         if not targets:
             return "not_synced"
-        contact = await self.directory.get(record.user_id)
-        member = _member(record.user_id, contact)
+        member = _member(user, await self.directory.get(user))
         for sink, platform_id in targets:
+            self._to_mark.pop((sink, platform_id, user), None)
             if member is not None:
                 await self.sinks[sink].remove(platform_id, [member])
-            await self.state.unmark(record.user_id, sink, record.audience)
+                self._to_unmark[(sink, platform_id, user)] = record.audience
+            else:  # nothing to send it with (the contact is gone): forget it here
+                await self.state.unmark(user, sink, record.audience)
         return "removed"
 
     async def flush(self, *, due_only: bool = False) -> list[BatchResult]:
@@ -114,7 +125,25 @@ class AudienceSync:
         for sink in self.sinks.values():
             out.extend(await sink.flush(due_only=due_only))
         await self._count(out)
+        await self._settle(out)
         return out
+
+    async def _settle(self, results: Iterable[BatchResult]) -> None:
+        """The state follows what the platforms took; a batch that failed for
+        good leaves it as it was (the failure is counted)."""
+        for r in results:
+            if r.requeued:
+                continue
+            for user in r.user_ids:
+                key = (r.sink, r.audience, user)
+                if r.op == "add":
+                    marked = self._to_mark.pop(key, None)
+                    if r.ok and marked is not None:
+                        await self.state.mark(user, r.sink, marked[0], marked[1])
+                else:
+                    audience = self._to_unmark.pop(key, None)
+                    if r.ok and audience is not None:
+                        await self.state.unmark(user, r.sink, audience)
 
     async def drain(self, rounds: int = 20) -> list[BatchResult]:
         """Flush until nothing waits (failed batches are kept and sent again),
@@ -146,7 +175,11 @@ class AudienceSync:
         """Remove the user from every audience synced anywhere; the receipt
         names sinks and audiences and batch ids, never an identifier."""
         now = wall_ms() if now_ms is None else now_ms
-        synced = await self.state.synced(user_id)
+        synced = set(await self.state.synced(user_id))
+        for (sink, _, user), (audience, _) in list(self._to_mark.items()):
+            if user == user_id:  # queued here, not sent yet: the remove cancels it
+                synced.add(entry(sink, audience))
+        self._to_mark = {k: v for k, v in self._to_mark.items() if k[2] != user_id}
         if contact is None:
             contact = await self.directory.get(user_id)
         member = _member(user_id, contact)

@@ -193,3 +193,38 @@ def test_forgetting_a_user_without_contact_points_says_what_was_not_removed() ->
     assert receipt["complete"] is False
     assert receipt["not_removed"] == [{"sink": "meta", "audience": "a"}]
     assert "gone" not in orjson.dumps(receipt).decode()
+
+
+def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
+    from channels.ads.membership import Membership
+    from channels.ads.state import MemorySyncState
+    from channels.ads.sync import AudienceSync
+    from channels.audience.consent import MemoryConsentStore
+    from channels.audience.directory import Contact, MemoryDirectory
+
+    directory = MemoryDirectory()
+    directory.users["u1"] = Contact("u1", email="a@x.com")
+    state = MemorySyncState()
+    sink = _sink([Attempt(False, "HTTP 400", False, 400)], [])
+    sync = AudienceSync({"meta": sink}, {"meta": {"a": "1"}}, directory,
+                        MemoryConsentStore(), state)
+    enter = Membership("a", "u1", "enter", 1.0)
+
+    async def main() -> list[str]:
+        seen = [await sync.apply(enter)]
+        await sync.drain()  # refused for good: not synced
+        seen.append(str(await state.synced("u1")))
+        seen.append(await sync.apply(enter))  # so the next read sends it again
+        await sync.drain()
+        seen.append(str(await state.synced("u1")))
+        seen.append(await sync.apply(Membership("a", "u1", "exit", 2.0)))
+        seen.append(await sync.apply(enter))  # back in before the exit went out
+        await sync.drain()
+        seen.append(str(await state.synced("u1")))
+        return seen
+
+    assert asyncio.run(main()) == ["added", "{}", "added", "{'meta|a': 1000}", "removed",
+                                   "added", "{'meta|a': 1000}"]
+    client = sink.client
+    assert isinstance(client, ScriptedClient)
+    assert [b.op for b in client.sent] == ["add", "add", "add"]  # the exit never left

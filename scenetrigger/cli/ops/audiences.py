@@ -145,6 +145,9 @@ async def _sync(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     try:
         async for item in _records(args):
+            if item is None:  # the topic was polled: batches past their linger go
+                results.extend(await sync.flush(due_only=True))
+                continue
             if isinstance(item, MembershipError):
                 bad += 1
                 print(f"scenetrigger: unreadable membership record: {item}", file=sys.stderr)
@@ -216,6 +219,7 @@ async def _topic(args: argparse.Namespace) -> AsyncIterator[Any]:
         ends = await consumer.end_offsets(assigned)
         while args.follow or await _behind(consumer, assigned, ends):
             batch = await consumer.getmany(timeout_ms=500)
+            yield None  # a poll: the caller sends what lingered long enough
             for records in batch.values():
                 for record in records:
                     try:
