@@ -1,6 +1,6 @@
 """Meta Custom Audiences: ``POST /{audience_id}/users`` adds, ``DELETE`` of
-the same path removes (Marketing API, Graph v21.0 shapes; the fields did
-not change up to v25).
+the same path removes (Marketing API, Graph v21.0 shapes; the v25.0
+reference shows the same endpoint and fields).
 
 Form fields: ``payload`` = ``{"schema": ["EMAIL_SHA256", "PHONE_SHA256"],
 "data": [[email hash or "", phone hash or ""], ...]}`` (at most 10,000

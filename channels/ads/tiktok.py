@@ -6,8 +6,10 @@ Body: ``{"advertiser_ids": [id], "action": "add"|"delete", "id_schema":
 "audience_ids": [aid]}, {"id": phone hash, "audience_ids": [aid]}], ...]}``
 (one inner list per user, one entry per schema column, ``{}`` for a
 missing one). TikTok answers HTTP 200 with ``{"code", "message",
-"request_id", "data"}``: ``code`` 0 is success; 40100 (too many requests)
-and 5xxxx (system errors) are retried, any other code fails the batch.
+"request_id", "data"}``: ``code`` 0 is success; 40100 (taken as the
+Business API's "too many requests": the code was not confirmed against the
+current reference when this was written) and 5xxxx (system errors) are
+retried, as is an HTTP 429; any other code fails the batch.
 """
 
 from __future__ import annotations
