@@ -47,6 +47,7 @@ class FakeGoogle(FakePlatform):
     customer: str = "1234567890"
     lists: set[str] = field(default_factory=lambda: {"555"})
     jobs: dict[str, Job] = field(default_factory=dict)
+    refuse: set[str] = field(default_factory=set)  # hashes refused as a partial failure
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await self._record(request)
@@ -128,5 +129,10 @@ class FakeGoogle(FakePlatform):
             if not (email or phone):
                 return self._invalid("userIdentifiers: want at least one")
             parsed.append((kind, (email, phone)))
-        job.operations.extend(parsed)
+        kept = [(kind, row) for kind, row in parsed if not set(row) & self.refuse]
+        job.operations.extend(kept)
+        if len(kept) < len(parsed):  # enablePartialFailure: the others go in
+            return web.json_response({"partialFailureError": {
+                "code": 3, "message": f"{len(parsed) - len(kept)} identifier(s) refused",
+                "details": []}})
         return web.json_response({})

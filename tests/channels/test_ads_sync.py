@@ -18,6 +18,7 @@ from channels.ads.sync import AdsConsentWatch, AudienceSync
 from channels.audience.consent import ConsentRecord, MemoryConsentStore
 from channels.audience.directory import Contact
 from config.hash_keys import HashKeys
+from tests.adplatforms.google import FakeGoogle
 from tests.adplatforms.webhook import FakeHook
 from tests.channels.ads_fixtures import (
     AUDIENCE,
@@ -177,6 +178,52 @@ def test_dry_run_builds_the_batches_and_sends_nothing() -> None:
                 rows = {(m.email or "", m.phone or "") for b in sink.client.sent
                         for m in b.members}
                 assert rows == {expected_row(name, c) for c in contacts}
+            await sync.close()
+
+    asyncio.run(main())
+
+
+def test_each_platforms_error_body_fails_the_batch_with_its_words() -> None:
+    contacts = [contact_of(n) for n in range(3)]
+    wrong = {**ENV, "META_TOKEN": "x", "GOOGLE_TOKEN": "x", "TIKTOK_TOKEN": "x",
+             "HOOK_SECRET": "x"}
+    words = {"meta": "Meta error 190", "google": "UNAUTHENTICATED",
+             "tiktok": "TikTok code 40105", "hook": "HTTP 401"}
+
+    async def main() -> None:
+        async with four_platforms() as platforms:
+            sync = build_sync(ads_config(platforms.by_name), directory_of(contacts),
+                              MemoryConsentStore(), MemorySyncState(), env=wrong)
+            for contact in contacts:
+                await sync.apply(enter(contact.user_id))
+            results = await sync.drain()
+            for name in NAMES:
+                (result,) = [r for r in results if r.sink == name]
+                assert not result.ok and not result.requeued and result.attempts == 1, name
+                assert words[name] in (result.error or ""), (name, result.error)
+                assert platforms.members(name) == set()
+            assert await sync.state.synced("u0") == {}  # refused: not marked synced
+            await sync.close()
+
+    asyncio.run(main())
+
+
+def test_a_google_partial_failure_still_runs_the_job() -> None:
+    contacts = [contact_of(n) for n in range(4)]
+
+    async def main() -> None:
+        async with four_platforms() as platforms:
+            google = platforms.by_name["google"]
+            assert isinstance(google, FakeGoogle)
+            refused = expected_row("google", contacts[1])
+            google.refuse = {h for h in refused if h}
+            sync = sync_for(platforms, contacts, MemoryConsentStore())
+            await _run(platforms, sync, [c.user_id for c in contacts])
+            assert platforms.members("google") == {
+                expected_row("google", c) for n, c in enumerate(contacts) if n != 1}
+            (result,) = [r for r in sync.sinks["google"].results]  # type: ignore[attr-defined]
+            assert not result.ok and "partial failure" in (result.error or "")
+            assert all(job.status == "SUCCESS" for job in google.jobs.values())
             await sync.close()
 
     asyncio.run(main())
