@@ -98,6 +98,10 @@ class AudienceSink(Protocol):
         """Members waiting to be sent (failed batches kept for the next flush count)."""
         ...
 
+    async def remove_hashed(self, audience: str, members: Sequence[HashedMember]) -> None: ...
+
+    def take_removals(self, user_id: str | None) -> list[tuple[str, HashedMember]]: ...
+
     async def close(self) -> None: ...
 
 
@@ -111,7 +115,8 @@ class PlatformClient(Protocol):
 
 @dataclass(slots=True)
 class _Queue:
-    members: dict[str, Member] = field(default_factory=dict)  # by user: one entry each
+    # by user: one entry each; a HashedMember is a removal resumed from the state
+    members: dict[str, Member | HashedMember] = field(default_factory=dict)
     since: float = 0.0
 
 
@@ -138,7 +143,29 @@ class BatchingSink:
     async def remove(self, audience: str, members: Sequence[Member]) -> None:
         await self._put(audience, "remove", members)
 
-    async def _put(self, audience: str, op: BatchOp, members: Sequence[Member]) -> None:
+    async def remove_hashed(self, audience: str, members: Sequence[HashedMember]) -> None:
+        """Removals kept hashed (an erasure's that could not be sent then)."""
+        await self._put(audience, "remove", members)
+
+    def take_removals(self, user_id: str | None) -> list[tuple[str, HashedMember]]:
+        """Removals still waiting, hashed and taken out of the queue for the
+        caller to keep durably: (platform audience, member). Those of
+        ``user_id``, or with None every one resumed hashed."""
+        out = []
+        for (audience, op), queue in self._queues.items():
+            if op != "remove":
+                continue
+            users = [user_id] if user_id is not None else [
+                u for u, m in queue.members.items() if isinstance(m, HashedMember)]
+            for user in users:
+                member = queue.members.pop(user, None)
+                hashed = self._hashed(member) if member is not None else None
+                if hashed is not None:
+                    out.append((audience, hashed))
+        return out
+
+    async def _put(self, audience: str, op: BatchOp,
+                   members: Sequence[Member | HashedMember]) -> None:
         other = self._queues.get((audience, "remove" if op == "add" else "add"))
         queue = self._queues.setdefault((audience, op), _Queue())
         for member in members:
@@ -161,7 +188,9 @@ class BatchingSink:
                 out.extend(await self._send(audience, op))
         return out
 
-    def _hashed(self, member: Member) -> HashedMember | None:
+    def _hashed(self, member: Member | HashedMember) -> HashedMember | None:
+        if isinstance(member, HashedMember):
+            return member
         style = self.client.style
         email = hashed_email(style, member.email)
         phone = hashed_phone(style, member.phone, self.country_code)

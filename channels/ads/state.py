@@ -5,8 +5,10 @@ receipts of removals.
 
 Redis (``delivery.redis_prefix``): ``{p}ads:{{user}}`` (HASH, field
 ``sink|audience`` -> ms; field ``_user`` -> the id, for export),
-``{p}ads-status`` (HASH of counters) and ``{p}ads-receipt:{subject}`` (the
-keyed hash of the user id, as erasure receipts are named).
+``{p}ads-status`` (HASH of counters), ``{p}ads-receipt:{subject}`` (the
+keyed hash of the user id, as erasure receipts are named) and
+``{p}ads-pending`` (LIST: removals an erasure or unsubscribe could not send,
+hashed as each platform wants them; the next ``audiences sync`` sends them).
 """
 
 from __future__ import annotations
@@ -50,12 +52,20 @@ class SyncState(Protocol):
 
     async def put_receipt(self, subject: str, receipt: Mapping[str, Any]) -> None: ...
 
+    async def put_pending(self, removals: list[dict[str, Any]]) -> None:
+        """Removals that could not be sent (hashed: ``sink``, ``audience`` = the
+        platform's id, ``user_id``, ``email``, ``phone``), for the next sync."""
+        ...
+
+    async def take_pending(self) -> list[dict[str, Any]]: ...
+
 
 class MemorySyncState:
     def __init__(self) -> None:
         self.users: dict[str, dict[str, int]] = {}
         self.counters: dict[str, int] = {}
         self.receipts: dict[str, dict[str, Any]] = {}
+        self.pending: list[dict[str, Any]] = []
 
     async def synced(self, user_id: str) -> dict[str, int]:
         return dict(self.users.get(user_id, {}))
@@ -86,6 +96,13 @@ class MemorySyncState:
 
     async def put_receipt(self, subject: str, receipt: Mapping[str, Any]) -> None:
         self.receipts[subject] = dict(receipt)
+
+    async def put_pending(self, removals: list[dict[str, Any]]) -> None:
+        self.pending.extend(removals)
+
+    async def take_pending(self) -> list[dict[str, Any]]:
+        out, self.pending = self.pending, []
+        return out
 
 
 class RedisSyncState:
@@ -136,3 +153,16 @@ class RedisSyncState:
 
     async def put_receipt(self, subject: str, receipt: Mapping[str, Any]) -> None:
         await self._redis.set(f"{self._prefix}ads-receipt:{subject}", orjson.dumps(receipt))
+
+    async def put_pending(self, removals: list[dict[str, Any]]) -> None:
+        if removals:
+            await self._redis.rpush(f"{self._prefix}ads-pending",
+                                    *(orjson.dumps(r) for r in removals))
+
+    async def take_pending(self) -> list[dict[str, Any]]:
+        # One transaction: a removal is taken by one sync, never by two or none.
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lrange(f"{self._prefix}ads-pending", 0, -1)
+        pipe.delete(f"{self._prefix}ads-pending")
+        raw, _ = await pipe.execute()
+        return [orjson.loads(item) for item in raw]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.ads.membership import Membership
-from channels.ads.sink import AudienceSink, BatchResult, Member
+from channels.ads.sink import AudienceSink, BatchResult, HashedMember, Member
 from channels.ads.state import SyncState, entry
 from channels.audience.consent import ConsentRecord, ConsentStore
 from channels.audience.directory import Contact, Directory, address_hash
@@ -193,21 +193,53 @@ class AudienceSync:
                 removals.append(where)
             else:  # no contact points left, or the sink is no longer configured
                 not_removed.append(where)
-        results = await self.drain() if removals else []
-        mine = [r for r in results if r.op == "remove"]
-        left = self.pending()
+        # A short try: this runs inside an erasure or an unsubscribe request.
+        results = await self.drain(rounds=2) if removals else []
+        mine = [r for r in results if r.op == "remove" and user_id in r.user_ids]
+        # What is still queued is kept, hashed, for the next `audiences sync`:
+        # the contact points may be erased right after this.
+        # The id itself is not kept: an erased user's removal names the
+        # receipt's keyed hash instead (the webhook receives that).
+        subject = (self.keys or HashKeys.from_env()).subject(user_id)
+        kept = [{"sink": name, "audience": audience, "user_id": subject,
+                 "email": member.email, "phone": member.phone}
+                for name, sink in self.sinks.items()
+                for audience, member in sink.take_removals(user_id)]
+        await self.state.put_pending(kept)
+        left = len(kept)
         receipt = {"reason": reason, "at_ms": now, "removed_from": removals,
                    "not_removed": not_removed,
                    "batches": [{"batch_id": r.batch_id, "sink": r.sink, "ok": r.ok}
                                for r in mine],
                    "complete": left == 0 and not not_removed, "pending": left}
-        if left == 0:
-            await self.state.forget(user_id)
-        subject = (self.keys or HashKeys.from_env()).subject(user_id)
+        await self.state.forget(user_id)
         await self.state.put_receipt(subject, receipt)
         log.info("ads forget (%s): %d audience(s), complete=%s", reason, len(removals),
                  left == 0)
         return receipt
+
+    async def resume_pending(self) -> int:
+        """Queue the removals an erasure or unsubscribe could not send."""
+        items = await self.state.take_pending()
+        unknown = []
+        for item in items:
+            sink = self.sinks.get(item["sink"])
+            if sink is None:  # no longer configured here: kept for a sync that has it
+                unknown.append(item)
+                continue
+            await sink.remove_hashed(item["audience"], [HashedMember(
+                item["user_id"], item.get("email"), item.get("phone"))])
+        await self.state.put_pending(unknown)
+        return len(items) - len(unknown)
+
+    async def keep_unsent(self) -> int:
+        """Put resumed removals still unsent back where the next sync finds them."""
+        kept = [{"sink": name, "audience": audience, "user_id": member.user_id,
+                 "email": member.email, "phone": member.phone}
+                for name, sink in self.sinks.items()
+                for audience, member in sink.take_removals(None)]
+        await self.state.put_pending(kept)
+        return len(kept)
 
     async def close(self) -> None:
         for sink in self.sinks.values():

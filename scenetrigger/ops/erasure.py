@@ -17,6 +17,9 @@ Where a user's data lives (each key builder in the code base, by module):
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
 ``channels.transports.deadletter``    entries of the dead-letter stream whose message is the user's,
                            and those whose raw bytes name the user (below)
+``channels.ads.state``     ``{p}ads:{{id}}``: first the user leaves every synced ad
+                           audience (the receipt's ``ad_audiences``), then the key
+                           goes; removals not sent wait hashed in ``{p}ads-pending``
 Faust table (``agents``)   the engine state: removed by an ``erase`` event on the
                            events topic (the worker deletes the key: a tombstone
                            in the changelog)

@@ -105,3 +105,36 @@ async def test_an_ads_unsubscribe_through_the_admin_api_removes_everywhere(
     prefix = config.delivery.redis_prefix
     assert not await redis.exists(f"{prefix}ads:{{u1}}")
     await redis.aclose()
+
+
+async def test_a_removal_an_erasure_could_not_send_is_sent_by_the_next_sync(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    async with four_platforms() as platforms:
+        config = await _synced(redis, platforms)
+        prefix = config.delivery.redis_prefix
+        meta = platforms.by_name["meta"]
+        meta.storm.rate = 1.0  # Meta throttles everything during the erasure
+        receipt = await Eraser(redis, config, keys=KEYS).erase("u3")
+        ads = receipt["ad_audiences"]
+        assert ads["complete"] is False and ads["pending"] == 1
+        assert expected_row("meta", CONTACTS[3]) in platforms.members("meta")
+        for name in ("google", "tiktok", "hook"):
+            assert expected_row(name, CONTACTS[3]) not in platforms.members(name)
+        raw = await redis.lrange(f"{prefix}ads-pending", 0, -1)
+        assert len(raw) == 1 and CONTACTS[3].email is not None
+        assert CONTACTS[3].email.strip().lower() not in raw[0]  # hashed, never in clear
+        assert '"u3"' not in raw[0] and KEYS.subject("u3") in raw[0]  # nor the id
+        meta.storm.rate = 0.0  # Meta is back: the next sync sends it
+        sync = build_sync(config, RedisDirectory(redis, prefix),
+                          RedisConsentStore(redis, prefix, KEYS), RedisSyncState(redis, prefix),
+                          env=ENV)
+        assert await sync.resume_pending() == 1
+        await sync.drain()
+        assert await sync.keep_unsent() == 0
+        await sync.close()
+        _gone_everywhere(platforms, 3)
+    assert not await redis.exists(f"{prefix}ads-pending")
+    await redis.aclose()

@@ -113,9 +113,12 @@ def run_sync(args: argparse.Namespace) -> int:
             print(f"  {key}: {row['batches']} batches, {row['members']:,} members"
                   + (f", {row['failed_members']:,} failed" if row["failed_members"] else ""))
         if summary["pending"]:
-            print(f"  pending (not sent, kept for the next run): {summary['pending']:,}")
+            print(f"  pending (not sent; the records send them again): {summary['pending']:,}")
+        if summary["resumed_removals"] or summary["unsent_removals_kept"]:
+            print(f"  removals left by erasures: {summary['resumed_removals']:,} resumed, "
+                  f"{summary['unsent_removals_kept']:,} still unsent (kept)")
     failed = any(row["failed_members"] for row in summary["sinks"].values())
-    if summary["pending"] or failed:
+    if summary["pending"] or failed or summary["unsent_removals_kept"]:
         print("scenetrigger: some members were not synced (see above)", file=sys.stderr)
         return 1
     return 0
@@ -144,6 +147,7 @@ async def _sync(args: argparse.Namespace) -> dict[str, Any]:
     records = bad = 0
     results = []
     try:
+        resumed = await sync.resume_pending()  # removals an erasure could not send
         async for item in _records(args):
             if item is None:  # the topic was polled: batches past their linger go
                 results.extend(await sync.flush(due_only=True))
@@ -157,6 +161,7 @@ async def _sync(args: argparse.Namespace) -> dict[str, Any]:
             if records % 1000 == 0:
                 results.extend(await sync.flush(due_only=True))
         results.extend(await sync.drain())
+        unsent = await sync.keep_unsent()
     finally:
         await sync.close()
         if client is not None:
@@ -171,6 +176,7 @@ async def _sync(args: argparse.Namespace) -> dict[str, Any]:
         row["batches"] += 1
         row["members" if r.ok else "failed_members"] += r.members
     return {"dry_run": bool(args.dry_run), "records": records, "bad_records": bad,
+            "resumed_removals": resumed, "unsent_removals_kept": unsent,
             "outcomes": dict(sorted(sync.outcomes.items())), "sinks": sinks,
             "pending": sync.pending(), "batches": [r.to_dict() for r in results]}
 
