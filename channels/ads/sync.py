@@ -88,7 +88,8 @@ class AudienceSync:
         if contact.email is None and contact.phone is None:
             return "no_identifier"
         refused = await self.may_sync(record.user_id, contact)
-        if refused is not None:
+        if refused is not None:  # withdrawn since (e.g. `users set`): out where synced
+            await self._remove_where_synced(record)
             return refused
         user = record.user_id
         synced = await self.state.synced(user)
@@ -104,12 +105,15 @@ class AudienceSync:
         return "added"
 
     async def _exit(self, record: Membership) -> str:
+        return "removed" if await self._remove_where_synced(record) else "not_synced"
+
+    async def _remove_where_synced(self, record: Membership) -> bool:
         user = record.user_id
         synced = await self.state.synced(user)
         targets = [(s, p) for s, p in self.targets(record.audience)
                    if entry(s, record.audience) in synced or (s, p, user) in self._to_mark]
         if not targets:
-            return "not_synced"
+            return False
         member = _member(user, await self.directory.get(user))
         for sink, platform_id in targets:
             self._to_mark.pop((sink, platform_id, user), None)
@@ -118,7 +122,7 @@ class AudienceSync:
                 self._to_unmark[(sink, platform_id, user)] = record.audience
             else:  # nothing to send it with (the contact is gone): forget it here
                 await self.state.unmark(user, sink, record.audience)
-        return "removed"
+        return True
 
     async def flush(self, *, due_only: bool = False) -> list[BatchResult]:
         out = []

@@ -228,3 +228,32 @@ def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
     client = sink.client
     assert isinstance(client, ScriptedClient)
     assert [b.op for b in client.sent] == ["add", "add", "add"]  # the exit never left
+
+
+def test_a_consent_withdrawn_elsewhere_removes_the_member_at_their_next_record() -> None:
+    from channels.ads.membership import Membership
+    from channels.ads.state import MemorySyncState
+    from channels.ads.sync import AudienceSync
+    from channels.audience.consent import ConsentRecord, MemoryConsentStore
+    from channels.audience.directory import Contact, MemoryDirectory
+
+    directory = MemoryDirectory()
+    directory.users["u1"] = Contact("u1", email="a@x.com")
+    consent, state = MemoryConsentStore(), MemorySyncState()
+    sink = _sink([], [])
+    sync = AudienceSync({"meta": sink}, {"meta": {"a": "1"}}, directory, consent, state)
+    enter = Membership("a", "u1", "enter", 1.0)
+
+    async def main() -> list[str]:
+        seen = [await sync.apply(enter)]
+        await sync.drain()
+        consent.records["u1"] = {"ads:marketing": ConsentRecord(False, 2, "cli")}
+        seen.append(await sync.apply(enter))  # the compacted topic read again
+        await sync.drain()
+        seen.append(str(await state.synced("u1")))
+        return seen
+
+    assert asyncio.run(main()) == ["added", "no_consent", "{}"]
+    client = sink.client
+    assert isinstance(client, ScriptedClient)
+    assert [b.op for b in client.sent] == ["add", "remove"]
