@@ -301,12 +301,12 @@ async def ensure_topics(
     min(3, brokers)), with ``configs[name]`` as their topic config (e.g.
     ``retention.ms``); returns each topic's partition count once every broker
     shows all its partitions led."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
+    from agents.kafka_clients import new_admin, open_client
     from agents.replication import (
         broker_ids,
         existing_topics,
-        open_client,
         replication_for,
         topic_configs,
         wait_visible,
@@ -315,7 +315,7 @@ async def ensure_topics(
 
     wanted = list(dict.fromkeys(names))
     client = await open_client(bootstrap)  # probes first: a wrong service fails in seconds
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin(bootstrap)
     try:
         factor = replication_for(replication, len(broker_ids(client)))
         existing = await existing_topics(client, wanted)
@@ -336,16 +336,3 @@ async def ensure_topics(
     finally:
         await admin.close()
         await client.close()
-
-
-def new_kafka_producer(bootstrap: str, **options: Any) -> Any:
-    """An aiokafka producer tuned for throughput; acks=all and idempotent
-    (:func:`agents.replication.producer_options`) so a flushed event is stored once."""
-    from aiokafka import AIOKafkaProducer
-
-    from agents.replication import producer_options
-
-    settings: dict[str, Any] = {**producer_options(), "linger_ms": 5,
-                                "max_batch_size": 256 * 1024}
-    settings.update(options)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **settings)

@@ -271,12 +271,12 @@ async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirector
         stack.push_async_callback(client.aclose)
         consent: ConsentStore = RedisConsentStore(client, args.prefix)
         if args.broker:
-            from agents.producer import new_kafka_producer
+            from agents.kafka_clients import new_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.audience.consent_http import StreamedConsent
             from channels.feedback.events import KafkaSink
 
-            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
             consent = StreamedConsent(consent, KafkaSink(producer, topic_name(

@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from agents.producer import ensure_topics, new_kafka_producer
+    from agents.kafka_clients import new_consumer, new_producer
+    from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
     from channels.assembly import file_catalog, open_delivery
     from channels.feedback.decisions_kafka import Flushes, KafkaDecisionLog
@@ -124,13 +124,12 @@ async def _main(args: argparse.Namespace) -> int:
                 replication=args.replication_factor)
         except Exception as exc:
             raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
-        producer = new_kafka_producer(bootstrap)
+        producer = new_producer(bootstrap)
         await producer.start()
         feedback.producer = producer
         decisions = live.pipeline.decisions = KafkaDecisionLog(producer, decisions_topic)
-        consumer = AIOKafkaConsumer(topics.triggers, topics.actions, bootstrap_servers=bootstrap,
-                                    group_id=args.group, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = new_consumer(bootstrap, topics.triggers, topics.actions, group_id=args.group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
                                     dead_letter=live.dead_letter,

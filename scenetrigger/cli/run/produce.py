@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 
 from agents.identity_gate import identify_refused
+from agents.kafka_clients import new_producer
 from agents.producer import (
     KafkaSink,
     LastLine,
     ProduceSummary,
     RateLimiter,
     ensure_topics,
-    new_kafka_producer,
     produce_records,
 )
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
@@ -121,7 +121,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
                                     args.partitions, replication=args.replication_factor)
     except OSError as exc:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
-    producer = new_kafka_producer(bootstrap)
+    producer = new_producer(bootstrap)
     await producer.start()
     sink = KafkaSink(producer)
     stored: Counter[int] = Counter()

@@ -310,14 +310,15 @@ async def _main(args: argparse.Namespace) -> int:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)
         if args.broker:
-            from agents.producer import ensure_topics, new_kafka_producer
+            from agents.kafka_clients import new_producer
+            from agents.producer import ensure_topics
             from agents.topics import bootstrap_servers, feedback_topics, topic_name
 
             events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
             await ensure_topics(bootstrap_servers(args.broker),
                                 [events, *journeys, topic_name(args.topic_prefix, "decisions")],
                                 replication=args.replication_factor)
-            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
             sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
