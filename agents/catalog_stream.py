@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.config_store import COMPACTED
 from agents.kafka_clients import new_producer
-from agents.producer import MAX_RECORD_BYTES, KafkaSink, Sink, ensure_topics
+from agents.producer import MAX_RECORD_BYTES, PipelinedProducer, Sink, ensure_topics
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, dead_letter_value, topic_name
 from triggers.catalog import (
     CatalogChange,
@@ -191,6 +191,6 @@ async def publish_catalog(bootstrap: str, items: Iterable[Decoded], topics: Cata
     producer = new_producer(bootstrap)
     await producer.start()
     try:
-        return await send_catalog(items, KafkaSink(producer), topics, source=source, last=last)
+        return await send_catalog(items, PipelinedProducer(producer), topics, source=source, last=last)
     finally:
         await producer.stop()

@@ -98,9 +98,11 @@ def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) 
     return value
 
 
-class KafkaSink:
-    """An aiokafka producer that keeps sending while earlier sends are in flight,
-    and counts stored messages per topic and partition."""
+class PipelinedProducer:
+    """The :class:`Sink` of ``produce`` and the catalog stream (file and HTTP):
+    an aiokafka producer that keeps sending while earlier sends are in flight
+    (up to ``max_in_flight``), and counts stored messages per topic and
+    partition. Not a feedback sink (those are :mod:`channels.feedback`)."""
 
     def __init__(self, producer: Any, max_in_flight: int = 20_000) -> None:
         self._producer = producer

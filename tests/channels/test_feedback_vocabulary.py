@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from channels.assembly import DryRunSender, build_pipeline
+from channels.feedback.decisions import feedback_record
 from channels.feedback.events import (
     KINDS,
     FeedbackApp,
@@ -24,9 +25,9 @@ from channels.feedback.events import (
     RedisMessageIndex,
     open_pixel_path,
 )
+from channels.feedback.kafka_sink import KafkaFeedbackSink
 from config.loader import load_config
 from config.strategy_models import FEEDBACK_EVENTS
-from scenetrigger.cli.run.serve import KafkaFeedbackSink
 from strategies.actions import ExitAction, SendAction
 from strategies.embedded import JourneySubscriber, SimulatedOpens
 from tests.channels.content_factories import T0
@@ -145,11 +146,13 @@ class _Producer:
 async def test_serve_writes_the_same_record_to_events_and_journey_feedback() -> None:
     producer = _Producer()
     event = MessageMeta("u1", "", "push", "reactivation", "push_1").event("clicked", "m", 5)
-    await KafkaFeedbackSink(producer, "ev", "fb").emit(event)
-    await KafkaFeedbackSink(producer, "ev2", None).emit(event)
-    assert [t for t, _, _ in producer.sent] == ["ev", "fb", "ev2"]
-    assert len({v for _, v, _ in producer.sent}) == 1
+    await KafkaFeedbackSink(producer, ["ev", "fb"]).emit(event)
+    await KafkaFeedbackSink(producer, ["ev2"], decisions="dec").emit(event)
+    assert [t for t, _, _ in producer.sent] == ["ev", "fb", "ev2", "dec"]
+    assert len({v for t, v, _ in producer.sent if t != "dec"}) == 1
     assert orjson.loads(producer.sent[0][1])["type"] == "clicked"
+    assert producer.sent[3][1] == feedback_record(event).encode()
+    assert {k for _, _, k in producer.sent} == {b"u1"}
 
 
 @pytest.mark.integration

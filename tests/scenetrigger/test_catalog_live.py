@@ -20,10 +20,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
 from agents.kafka_clients import new_producer
+from channels.feedback.events import JsonlSink
 from config.loader import load_config_text
 from config.tokens import CATALOG_TOKEN_ENV
 from scenetrigger.cli.main import main
-from scenetrigger.cli.run.serve import JsonlSink, ServeParts, build_app, catalog_publisher
+from scenetrigger.cli.run.serve import ServeParts, build_app, catalog_publisher
 from tests.agents.kafka_read import read_topic
 from tests.channels.receivers import serve_app
 from triggers.catalog import decode_catalog_record

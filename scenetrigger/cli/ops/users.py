@@ -274,13 +274,13 @@ async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirector
             from agents.kafka_clients import new_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.audience.consent_http import StreamedConsent
-            from channels.feedback.events import KafkaSink
+            from channels.feedback.kafka_sink import KafkaFeedbackSink
 
             producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
-            consent = StreamedConsent(consent, KafkaSink(producer, topic_name(
-                args.topic_prefix, "events")))
+            consent = StreamedConsent(consent, KafkaFeedbackSink(producer, [topic_name(
+                args.topic_prefix, "events")]))
         yield RedisDirectory(client, args.prefix), consent
 
 

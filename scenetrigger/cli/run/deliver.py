@@ -84,7 +84,7 @@ async def _main(args: argparse.Namespace) -> int:
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
     from channels.assembly import file_catalog, open_delivery
     from channels.feedback.decisions_kafka import Flushes, KafkaDecisionLog
-    from channels.feedback.kafka_sink import AckedFeedbackSink
+    from channels.feedback.kafka_sink import KafkaFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
     from channels.redis_client import redis_client
     from channels.transports.registry import redis_url_or_env
@@ -102,7 +102,7 @@ async def _main(args: argparse.Namespace) -> int:
     decisions_topic = topic_name(args.topic_prefix, "decisions")
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
-    feedback = AckedFeedbackSink(None, out_topics, registry=registry)
+    feedback = KafkaFeedbackSink(None, out_topics, wait=False, registry=registry)
     catalog = file_catalog(args.catalog)
     # One Redis client for the process: a new config's pipeline shares it (the
     # consumer's dead letters stay on it), each pipeline owns its channels.

@@ -22,8 +22,8 @@ import orjson
 from agents.identity_gate import identify_refused
 from agents.kafka_clients import new_producer
 from agents.producer import (
-    KafkaSink,
     LastLine,
+    PipelinedProducer,
     ProduceSummary,
     RateLimiter,
     ensure_topics,
@@ -123,7 +123,7 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     producer = new_producer(bootstrap)
     await producer.start()
-    sink = KafkaSink(producer)
+    sink = PipelinedProducer(producer)
     stored: Counter[int] = Counter()
     started = time.monotonic()
     try:

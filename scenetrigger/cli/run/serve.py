@@ -53,7 +53,7 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -63,8 +63,15 @@ from agents.engine_host import ERASE
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
-from channels.feedback.decisions import erasure_record, feedback_record
-from channels.feedback.events import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
+from channels.feedback.decisions import erasure_record
+from channels.feedback.events import (
+    FeedbackApp,
+    FeedbackEvent,
+    FeedbackSink,
+    JsonlSink,
+    RedisMessageIndex,
+)
+from channels.feedback.kafka_sink import KafkaFeedbackSink
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
@@ -121,36 +128,6 @@ def run(args: argparse.Namespace) -> int:
 def inbox_token(secret: str, user_id: str) -> str:
     """The end-user inbox token: hex HMAC-SHA256 of the user id."""
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-class JsonlSink:
-    """Feedback events as JSON lines (no broker)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-
-    async def emit(self, event: FeedbackEvent) -> None:
-        self._out.write(orjson.dumps(event.to_dict()).decode() + "\n")
-        self._out.flush()
-
-
-class KafkaFeedbackSink:
-    """The events topic (for scenes), and optionally the journeys' feedback
-    topic: the same record on both (one vocabulary, ``type`` = the kind)."""
-
-    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None,
-                 decisions_topic: str | None = None) -> None:
-        self._producer = producer
-        self._topics = [t for t in (events_topic, journeys_topic) if t is not None]
-        self._decisions = decisions_topic  # the decision log's feedback records
-
-    async def emit(self, event: FeedbackEvent) -> None:
-        key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
-        for topic in self._topics:
-            await self._producer.send_and_wait(topic, value, key=key)
-        if self._decisions is not None:
-            await self._producer.send_and_wait(self._decisions,
-                                               feedback_record(event).encode(), key=key)
 
 
 @dataclass
@@ -321,8 +298,9 @@ async def _main(args: argparse.Namespace) -> int:
             producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
-            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
-                                     topic_name(args.topic_prefix, "decisions"))
+            # the same record on the events (and journeys') topic, and the decision log's
+            sink = KafkaFeedbackSink(producer, [events, *journeys],
+                                     decisions=topic_name(args.topic_prefix, "decisions"))
             events_topic = events
 
             async def publish(record: dict[str, Any]) -> None:
@@ -377,13 +355,13 @@ async def catalog_publisher(bootstrap: str, producer: Any, prefix: str | None,
                              replication: int | None) -> Any:
     """POST /catalog's sender: PREFIX.catalog (compacted) and PREFIX.dead-letters."""
     from agents.catalog_stream import CatalogTopics, ensure_catalog_topics, send_catalog
-    from agents.producer import KafkaSink
+    from agents.producer import PipelinedProducer
 
     topics = CatalogTopics.of(prefix)
     await ensure_catalog_topics(bootstrap, topics, replication=replication)
 
     async def publish(items: Any, on_reject: Any) -> Any:
-        return await send_catalog(items, KafkaSink(producer), topics,
+        return await send_catalog(items, PipelinedProducer(producer), topics,
                                   source="serve:/catalog", on_reject=on_reject)
 
     return publish
