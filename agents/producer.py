@@ -1,5 +1,5 @@
 """Write events to Kafka, many per record on the partition their ``user_id``
-key hashes to (:mod:`agents.batching`); an event's value is its fields as
+key hashes to (:mod:`agents.record_batching`); an event's value is its fields as
 orjson bytes; rejects go to the dead-letter topic with their reason.
 
 Used by ``scenetrigger produce`` (files) and by the HTTP collector. The Kafka
@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.batching import BatchLimits, RecordBatcher
 from agents.engine_host import ERASE, HOPS, ORIGIN, REPOINT
 from agents.errors import AgentError
+from agents.record_batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from config.clock import wall_ms
 from triggers.errors import EventRejected, SceneTriggerError

@@ -132,8 +132,8 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
 async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]],
                        partitions: int = PARTITIONS) -> float:
     """The same events as the collector and `scenetrigger produce` write them."""
-    from agents.batching import RecordBatcher
     from agents.kafka_clients import new_producer
+    from agents.record_batching import RecordBatcher
 
     producer = new_producer(bootstrap, acks=1, enable_idempotence=False, linger_ms=20,
                             max_batch_size=512 * 1024)

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
-from agents.batching import BatchLimits
 from agents.producer import ProduceTopics
+from agents.record_batching import BatchLimits
 from agents.topics import DEAD_LETTERS, EVENTS
 from scenetrigger.runtime.sources import Format, detect_format
 from triggers.durations import parse_duration_ms
@@ -94,7 +94,7 @@ def open_input(path: str) -> Iterator[tuple[Any, int | None]]:
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """How events are grouped into Kafka records (``agents.batching``)."""
+    """How events are grouped into Kafka records (``agents.record_batching``)."""
     defaults = BatchLimits()
     parser.add_argument("--batch-events", type=positive, default=defaults.max_events,
                         help="most events in one Kafka record (default "
