@@ -124,7 +124,7 @@ def fired_why(scene: Scene, trigger: Trigger, state: UserState | None = None) ->
     if isinstance(scene, SequenceScene):
         one, two = noun(scene.first, False), noun(scene.then, False)
         within = format_duration_ms(scene.within_ms)
-        win = None if state is None else state.repeat.get(scene.name, {}).get(key or "")
+        win = None if state is None else state.windows.get(scene.name, {}).get(key or "")
         idx = -1 if win is None else bisect_left(win.when, trigger.ts) - 1
         if win is None or idx < 0:
             return f"{one} then {two} within {within}"

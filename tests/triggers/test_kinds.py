@@ -49,7 +49,7 @@ class EveryOtherRule:
               second: bool | None) -> str | Literal[False] | None:
         if not (self._when(fields) if first is None else first):
             return False
-        seen = state.arrival.setdefault(self.name, {})
+        seen = state.fires.setdefault(self.name, {})
         seen[""] = seen.get("", 0) + 1
         return None if seen[""] % 2 == 0 else False
 

@@ -54,7 +54,7 @@ class ArrivalRule:
                 if had is not None:
                     return Refused(None if self._per is None else key, had)
             return None if self._per is None else key  # no cooldown: nothing to remember
-        fired = state.arrival.get(self.name)
+        fired = state.fires.get(self.name)
         last = None if fired is None else fired.get(key)
         if last is not None and ts - last < self._cooldown:
             return False
@@ -63,7 +63,7 @@ class ArrivalRule:
             if had is not None:  # filtered out: no fire recorded, so no cooldown starts
                 return Refused(None if self._per is None else key, had)
         if fired is None:
-            fired = state.arrival[self.name] = {}
+            fired = state.fires[self.name] = {}
         if last is None or ts > last:
             if last is None and len(fired) >= self._max_keys:
                 self._evict(fired, state.max_ts)
@@ -86,12 +86,12 @@ class ArrivalRule:
             del fired[key]
 
     def prune(self, state: UserState) -> None:
-        fired = state.arrival.get(self.name)
+        fired = state.fires.get(self.name)
         if fired is None:
             return
         self._prune_keys(fired, state.max_ts)
         if not fired:
-            del state.arrival[self.name]
+            del state.fires[self.name]
 
 
 class ArrivalKind:

@@ -194,9 +194,9 @@ class WindowRule:
 
     def _window(self, state: UserState, key: str) -> KeyWindow:
         """The key's window, pruned when something in it is old enough to go."""
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if keys is None:
-            keys = state.repeat[self.name] = {}
+            keys = state.windows[self.name] = {}
         win = keys.get(key)
         if win is None:  # a new window: nothing in it to prune
             if len(keys) >= self._max_keys:
@@ -237,7 +237,7 @@ class WindowRule:
                 del keys[stale]
 
     def prune(self, state: UserState) -> None:
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if not keys:
             return
         for key in list(keys):
@@ -246,4 +246,4 @@ class WindowRule:
             if not win.when and not win.unless and win.last_fire is None:
                 del keys[key]
         if not keys:
-            del state.repeat[self.name]
+            del state.windows[self.name]

@@ -81,9 +81,9 @@ class RepeatRule(WindowRule):
                     return False  # no `per` field: this scene ignores the event
                 key = text
         # The window fetch of WindowRule._window, inlined: this is the hot path.
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if keys is None:
-            keys = state.repeat[self.name] = {}
+            keys = state.windows[self.name] = {}
         win = keys.get(key)
         if win is None:  # a new window: nothing in it to prune
             if len(keys) >= self._max_keys:

@@ -63,7 +63,7 @@ class ReplenishmentRule:
         if not (self._purchase(fields) if purchase_holds is None else purchase_holds):
             return False
         deadline = self.deadline(state)
-        armed = state.absence.get(self.name)
+        armed = state.timer.get(self.name)
         if deadline is None:
             return None if armed is not None else False
         if armed is not None and armed[0] == deadline:
