@@ -60,6 +60,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from agents.engine_host import ERASE
+from channels.admin_auth import admin_name
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
@@ -230,7 +231,8 @@ def build_app(parts: ServeParts) -> web.Application:
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
-              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg)).add_routes(app)
+              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg),
+              tokens=admins).add_routes(app)
     add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
                       config.engine.max_id_chars, reg)
 
@@ -259,9 +261,9 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
     With neither configured every request is refused (closed by default)."""
 
     async def authorize(request: web.Request, user_id: str) -> bool:
-        given = bearer(request.headers.get("Authorization", ""))
-        if admins.name_of(given) is not None:
+        if admin_name(admins, request) is not None:
             return True
+        given = bearer(request.headers.get("Authorization", ""))
         if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
             return True
         raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
