@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from channels.transports.deadletter import DEFAULT_STREAM
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from strategies.store import DEFAULT_PREFIX
 
 

@@ -43,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from channels.redis_client import redis_client
-    from channels.transports.registry import redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
 
     client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
     try:

@@ -27,7 +27,7 @@ import orjson
 
 from channels.audience.consent import ConsentRecord, ConsentStore, RedisConsentStore
 from channels.audience.directory import Contact, ContactError, RedisDirectory, contact_from
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from config.clock import wall_ms
 from scenetrigger.cli.ops import users_merge
 from scenetrigger.cli.support import open_input, progress_bar

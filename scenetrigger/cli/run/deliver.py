@@ -86,8 +86,7 @@ async def _main(args: argparse.Namespace) -> int:
     from channels.feedback.decisions_kafka import Flushes, KafkaDecisionLog
     from channels.feedback.kafka_sink import KafkaFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
-    from channels.redis_client import redis_client
-    from channels.transports.registry import redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
     from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
 

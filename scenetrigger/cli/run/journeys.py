@@ -45,7 +45,7 @@ async def _main(args: argparse.Namespace) -> None:
     from agents.producer import ensure_topics
     from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
     from channels.feedback.decisions_kafka import KafkaDecisionLog
-    from channels.transports.registry import redis_client, redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.serve.site import SwappableSite
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender

@@ -76,8 +76,8 @@ from channels.feedback.kafka_sink import KafkaFeedbackSink
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
+from channels.redis_client import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from channels.transports.inbox import InboxStore, inbox_routes
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import (
