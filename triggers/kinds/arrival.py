@@ -3,10 +3,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
 from triggers.kinds.base import Limits, Shape, Slot, key_of, qualifiers
+from triggers.kinds.explaining import (
+    MAX_REFUSALS,
+    Fired,
+    Refusal,
+    Said,
+    SceneExplanation,
+    cooling,
+    for_key,
+    hm,
+    not_fired_reason,
+    noun,
+    per_value,
+)
 from triggers.predicates import Fields, Predicate
 from triggers.state import UserState
 from triggers.userfilter import Refused, UserFilter
@@ -94,6 +110,39 @@ class ArrivalRule:
             del state.fires[self.name]
 
 
+def arrival_why(scene: ArrivalScene, trigger: Trigger) -> str:
+    cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
+            if scene.cooldown_ms else "")
+    return f"{noun(scene.when, False)}{for_key(scene, trigger.key)}{cool}"
+
+
+def explain_arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger],
+                    said: Said) -> SceneExplanation:
+    when = scene.when.compile()
+    fired_at = {(t.key, t.ts) for t in fires}
+    refused: list[Refusal] = []
+    matched = 0
+    for event in events:
+        has, key = per_value(scene, event)
+        if not has or not when(event.fields):
+            continue
+        matched += 1
+        if (key, event.ts) in fired_at:
+            continue
+        hot = cooling(scene, fires, key, event.ts)
+        why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
+               f"{hm(hot.ts)}" if hot is not None else
+               not_fired_reason(scene, said, event.ts))
+        if len(refused) < MAX_REFUSALS:
+            refused.append(Refusal(event.ts, key, why))
+    fired = tuple(Fired(t, arrival_why(scene, t)) for t in fires)
+    missing = None
+    if not fires:
+        missing = (f"no {noun(scene.when)}" if not matched else
+                   f"{matched} {noun(scene.when)}, none fired: {refused[-1].why}")
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
+
+
 class ArrivalKind:
     name = "arrival"
     timer = False
@@ -111,6 +160,14 @@ class ArrivalKind:
 
     def describe(self, scene: ArrivalScene) -> str:
         return "arrival" + qualifiers(scene.per, None, scene.cooldown_ms)
+
+
+    def explain(self, scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return explain_arrival(scene, events, fires, said)
+
+    def why(self, scene: ArrivalScene, trigger: Trigger, state: UserState | None) -> str:
+        return arrival_why(scene, trigger)
 
 
 KIND = ArrivalKind()
