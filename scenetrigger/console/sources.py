@@ -71,8 +71,7 @@ def _journeys(state: ConsoleState, config: AppConfig, pipeline: Any, engine: Any
 
 async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, rate: float,
                   engine: Any, deliver: Any) -> None:
-    from scenetrigger.cli.support import open_input, pick_format
-    from scenetrigger.runtime.sources import read_events
+    from scenetrigger.runtime.sources import open_input, pick_format, read_events
 
     started = time.monotonic()
     with open_input(path) as (stream, _size):

@@ -30,7 +30,8 @@ from channels.audience.directory import Contact, ContactError, RedisDirectory, c
 from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from config.clock import wall_ms
 from scenetrigger.cli.ops import users_merge
-from scenetrigger.cli.support import open_input, progress_bar
+from scenetrigger.cli.support import progress_bar
+from scenetrigger.runtime.sources import open_input
 from triggers.errors import SceneTriggerError
 
 _BATCH = 500

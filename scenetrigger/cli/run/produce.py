@@ -37,13 +37,11 @@ from scenetrigger.cli.support import (
     add_replication_argument,
     add_topic_arguments,
     batch_limits,
-    open_input,
-    pick_format,
     positive,
     produce_topics,
     progress_bar,
 )
-from scenetrigger.runtime.sources import FORMATS, read_events
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_events
 from triggers.errors import SceneTriggerError
 from triggers.events import DEFAULT_MAX_LINE_BYTES, Event
 
