@@ -155,6 +155,22 @@ async def test_serve_writes_the_same_record_to_events_and_journey_feedback() -> 
     assert {k for _, _, k in producer.sent} == {b"u1"}
 
 
+class _Refusing(_Producer):
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        if topic == "fb":
+            raise RuntimeError("broker refused")
+        await super().send_and_wait(topic, value, key)
+
+
+async def test_a_waiting_sink_raises_when_kafka_refuses_and_keeps_nothing() -> None:
+    producer = _Refusing()
+    sink = KafkaFeedbackSink(producer, ["ev", "fb"])
+    event = MessageMeta("u1", "s", "push").event("opened", "m", 5)
+    with pytest.raises(RuntimeError, match="broker refused"):
+        await sink.emit(event)  # serve answers the request with an error
+    assert [t for t, _, _ in producer.sent] == ["ev"] and sink.pending == 0
+
+
 @pytest.mark.integration
 async def test_redis_index_keeps_strategy_and_step_and_reads_old_entries(
         redis_url: str) -> None:
