@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.config_store import COMPACTED
-from agents.producer import MAX_RECORD_BYTES, KafkaSink, Sink, ensure_topics, new_kafka_producer
+from agents.kafka_clients import new_producer
+from agents.producer import MAX_RECORD_BYTES, PipelinedProducer, Sink, ensure_topics
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, dead_letter_value, topic_name
 from triggers.catalog import (
     CatalogChange,
@@ -187,9 +188,9 @@ async def publish_catalog(bootstrap: str, items: Iterable[Decoded], topics: Cata
     changed since the topic's last version)."""
     await ensure_catalog_topics(bootstrap, topics, partitions, replication)
     last = await read_last(bootstrap, topics.catalog, max_id_chars) if diff else None
-    producer = new_kafka_producer(bootstrap)
+    producer = new_producer(bootstrap)
     await producer.start()
     try:
-        return await send_catalog(items, KafkaSink(producer), topics, source=source, last=last)
+        return await send_catalog(items, PipelinedProducer(producer), topics, source=source, last=last)
     finally:
         await producer.stop()

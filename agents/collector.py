@@ -47,7 +47,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from agents.batching import BatchLimits, RecordBatcher
 from agents.errors import AgentError
 from agents.identity_gate import identify_refused
 from agents.intake import (
@@ -60,6 +59,7 @@ from agents.intake import (
     parse_items,
 )
 from agents.producer import MAX_RECORD_BYTES, ProduceTopics, checked_event_value, event_key
+from agents.record_batching import BatchLimits, RecordBatcher
 from agents.topics import dead_letter_value
 from config.clock import wall_ms
 from config.tokens import bearer, token_matches
@@ -99,7 +99,7 @@ class KafkaPublisher:
     """Publishes with one aiokafka producer, waiting for this request's acks
     only. Keyed messages (events) are batched: many per record on the
     partition their key hashes to, shared with concurrent requests within
-    ``batching`` (:mod:`agents.batching`); the rest are sent alone."""
+    ``batching`` (:mod:`agents.record_batching`); the rest are sent alone."""
 
     def __init__(self, producer: Any, batching: BatchLimits | None = None) -> None:
         self._producer = producer

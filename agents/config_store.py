@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agents.producer import ensure_topics, new_kafka_producer
+from agents.kafka_clients import new_producer, new_reader
+from agents.producer import ensure_topics
 from config.versions import ConfigVersion
 
 # min.insync.replicas: the project's (agents.replication), as on every topic.
@@ -27,12 +28,11 @@ class KafkaVersionStore:
         self._lock = asyncio.Lock()
 
     async def _start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         await ensure_topics(self.bootstrap, [self.topic], 1, configs={self.topic: COMPACTED},
                             replication=self.replication)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = new_reader(self.bootstrap)
         await consumer.start()
         self._tp = TopicPartition(self.topic, 0)
         consumer.assign([self._tp])
@@ -59,7 +59,7 @@ class KafkaVersionStore:
         if self._producer is None:
             await ensure_topics(self.bootstrap, [self.topic], 1,
                                 configs={self.topic: COMPACTED}, replication=self.replication)
-            self._producer = new_kafka_producer(self.bootstrap)
+            self._producer = new_producer(self.bootstrap)
             await self._producer.start()
         await self._producer.send_and_wait(self.topic, version.to_json(),
                                            key=f"v{version.version:08d}".encode(), partition=0)

@@ -23,14 +23,12 @@ async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
     partition batch; ``on_total`` learns how many there are before the first.
     Raises :class:`SceneTriggerError` when the topic does not exist or the end
     is not reached within ``timeout_s``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from agents.kafka_probe import probe_kafka
+    from agents.faust_compat import refresh_metadata
+    from agents.kafka_clients import started_reader
 
-    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await started_reader(bootstrap)  # probed: a wrong service fails in seconds
     try:
         deadline = time.monotonic() + timeout_s
         missing_deadline = time.monotonic() + min(timeout_s, MISSING_TOPIC_WAIT_S)
@@ -38,7 +36,7 @@ async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
         while not partitions:
             if time.monotonic() > missing_deadline:
                 raise SceneTriggerError(f"topic {topic} not found (no partitions)")
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic)
             if not partitions:
                 await asyncio.sleep(0.1)

@@ -25,6 +25,10 @@ internals that a release may change. Recheck all of them when upgrading:
 * :func:`settle_while_waiting_empty`: wraps ``Consumer.wait_empty``.
 * :func:`seek_uncommitted_to_beginning` and :func:`hold_flow_until_seek`:
   wrap ``Consumer.seek_to_committed``; ``Consumer.stop_flow``.
+* :func:`refresh_metadata`: an aiokafka consumer's ``_client`` (a consumer
+  without a group learns of a new topic or partition only from a metadata
+  update; aiokafka has no public call for one). ``tests/test_layers.py``
+  fails on an aiokafka private attribute used anywhere else.
 
 Settling while Faust waits (``settle_while_waiting_empty``):
 
@@ -104,6 +108,14 @@ def check_versions() -> dict[str, str]:
                     "agents/faust_compat.py", extra={"checked": CHECKED_AGAINST,
                                                      "installed": differ})
     return differ
+
+
+# -- aiokafka clients -------------------------------------------------------------
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the cluster for the metadata of every topic now, so that
+    ``partitions_for_topic`` sees a topic created since the consumer started."""
+    await consumer._client.force_metadata_update()
 
 
 # -- streams and tables ---------------------------------------------------------

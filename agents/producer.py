@@ -1,5 +1,5 @@
 """Write events to Kafka, many per record on the partition their ``user_id``
-key hashes to (:mod:`agents.batching`); an event's value is its fields as
+key hashes to (:mod:`agents.record_batching`); an event's value is its fields as
 orjson bytes; rejects go to the dead-letter topic with their reason.
 
 Used by ``scenetrigger produce`` (files) and by the HTTP collector. The Kafka
@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.batching import BatchLimits, RecordBatcher
 from agents.engine_host import ERASE, HOPS, ORIGIN, REPOINT
 from agents.errors import AgentError
+from agents.record_batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from config.clock import wall_ms
 from triggers.errors import EventRejected, SceneTriggerError
@@ -98,9 +98,11 @@ def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) 
     return value
 
 
-class KafkaSink:
-    """An aiokafka producer that keeps sending while earlier sends are in flight,
-    and counts stored messages per topic and partition."""
+class PipelinedProducer:
+    """The :class:`Sink` of ``produce`` and the catalog stream (file and HTTP):
+    an aiokafka producer that keeps sending while earlier sends are in flight
+    (up to ``max_in_flight``), and counts stored messages per topic and
+    partition. Not a feedback sink (those are :mod:`channels.feedback`)."""
 
     def __init__(self, producer: Any, max_in_flight: int = 20_000) -> None:
         self._producer = producer
@@ -301,12 +303,12 @@ async def ensure_topics(
     min(3, brokers)), with ``configs[name]`` as their topic config (e.g.
     ``retention.ms``); returns each topic's partition count once every broker
     shows all its partitions led."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
+    from agents.kafka_clients import new_admin, open_client
     from agents.replication import (
         broker_ids,
         existing_topics,
-        open_client,
         replication_for,
         topic_configs,
         wait_visible,
@@ -315,7 +317,7 @@ async def ensure_topics(
 
     wanted = list(dict.fromkeys(names))
     client = await open_client(bootstrap)  # probes first: a wrong service fails in seconds
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin(bootstrap)
     try:
         factor = replication_for(replication, len(broker_ids(client)))
         existing = await existing_topics(client, wanted)
@@ -336,16 +338,3 @@ async def ensure_topics(
     finally:
         await admin.close()
         await client.close()
-
-
-def new_kafka_producer(bootstrap: str, **options: Any) -> Any:
-    """An aiokafka producer tuned for throughput; acks=all and idempotent
-    (:func:`agents.replication.producer_options`) so a flushed event is stored once."""
-    from aiokafka import AIOKafkaProducer
-
-    from agents.replication import producer_options
-
-    settings: dict[str, Any] = {**producer_options(), "linger_ms": 5,
-                                "max_batch_size": 256 * 1024}
-    settings.update(options)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **settings)

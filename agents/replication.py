@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.errors import AgentError
+from agents.kafka_clients import open_client
 
 if TYPE_CHECKING:
     from agents.settings import WorkerSettings
@@ -80,19 +81,6 @@ def changelog_topic(app_id: str, table: str) -> str:
 
 def leader_topic(app_id: str) -> str:
     return f"{app_id}-__assignor-__leader"
-
-
-async def open_client(bootstrap: str) -> Any:
-    """A started aiokafka client (the metadata of every broker), after a short
-    probe: a wrong service fails in seconds, not aiokafka's 40 s."""
-    from aiokafka.client import AIOKafkaClient
-
-    from agents.kafka_probe import probe_kafka
-
-    await probe_kafka(bootstrap)
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
-    await client.bootstrap()
-    return client
 
 
 def broker_ids(client: Any) -> list[int]:

@@ -4,7 +4,7 @@ reserved keys (:mod:`agents.partition_store` reads and writes them).
 Stored value: ``0x02 | int64 position (big-endian) | UserState.encode()``,
 where an event's position is ``offset << 16 | index`` (:func:`position`):
 its record's offset and its index in that record (a record may carry many
-events, :mod:`agents.batching`), so a redone record applies none of the
+events, :mod:`agents.record_batching`), so a redone record applies none of the
 events already applied. Values written before records carried batches
 (``0x01 | int64 offset``) read as the whole record at that offset applied;
 a bare ``UserState.encode()`` value (no envelope) is read as position -1.

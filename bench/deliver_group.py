@@ -90,8 +90,7 @@ def spawn(log_path: Path, cfg: Path, catalog: Path, bootstrap: str, run: str,
 
 async def one_run(processes: int, args: argparse.Namespace, bootstrap: str, redis_url: str,
                   tmp: Path, sink: Sink, hook: str) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
-
+    from agents.kafka_clients import new_producer
     from agents.producer import ensure_topics
 
     run = f"dg{uuid.uuid4().hex[:6]}"
@@ -109,7 +108,7 @@ async def one_run(processes: int, args: argparse.Namespace, bootstrap: str, redi
         sink.first = sink.last = 0.0
         cpu0 = sum(_cpu_seconds(p.pid) for p, _ in procs)
         now = int(time.time() * 1000)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        producer = new_producer(bootstrap)  # as the project writes triggers
         await producer.start()
         try:
             for i in range(args.triggers):

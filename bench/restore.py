@@ -75,12 +75,13 @@ def user_events(n: int, start_ms: int, tag: str = "u") -> list[tuple[bytes, byte
 
 
 async def changelog_records(bootstrap: str, app_id: str, partitions: int) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from agents.kafka_clients import new_consumer
     from agents.replication import changelog_topic
 
     topic = changelog_topic(app_id, "user-state")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = new_consumer(bootstrap)
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])

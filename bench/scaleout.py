@@ -129,9 +129,11 @@ def drain(tmp: Path, bootstrap: str, prefix: str, events: list[tuple[bytes, byte
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    from agents.kafka_clients import new_consumer
+
+    consumer = new_consumer(bootstrap)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -143,10 +145,12 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def trigger_ids(bootstrap: str, topic: str, start: dict[int, int]) -> Counter[str]:
     """trigger_id counts of the records from `start` to the end of the topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
+
+    from agents.kafka_clients import new_consumer
 
     end = await end_offsets(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     counts: Counter[str] = Counter()
     try:
@@ -169,13 +173,13 @@ async def trigger_ids(bootstrap: str, topic: str, start: dict[int, int]) -> Coun
 
 async def added_under_load(tmp: Path, bootstrap: str, prefix: str, n: int,
                            timeout_s: float) -> dict[str, Any]:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from agents.kafka_clients import new_admin
 
     events_end = await end_offsets(bootstrap, f"{prefix}.events")
     triggers_start = await end_offsets(bootstrap, f"{prefix}.triggers")
     app_id = f"{prefix}-add-{uuid.uuid4().hex[:4]}"
     procs = [await asyncio.to_thread(start_one, tmp, bootstrap, prefix, app_id, 0)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin(bootstrap)
     await admin.start()
     try:
         committed: dict[int, int] = {}

@@ -110,10 +110,10 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = PART
 
 
 async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
-    from aiokafka import AIOKafkaProducer
+    from agents.kafka_clients import new_producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = new_producer(bootstrap, acks=1, enable_idempotence=False, linger_ms=20,
+                            max_batch_size=512 * 1024)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -132,12 +132,11 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
 async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]],
                        partitions: int = PARTITIONS) -> float:
     """The same events as the collector and `scenetrigger produce` write them."""
-    from aiokafka import AIOKafkaProducer
+    from agents.kafka_clients import new_producer
+    from agents.record_batching import RecordBatcher
 
-    from agents.batching import RecordBatcher
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = new_producer(bootstrap, acks=1, enable_idempotence=False, linger_ms=20,
+                            max_batch_size=512 * 1024)
     await producer.start()
     started = time.perf_counter()
     try:
@@ -156,10 +155,11 @@ async def fill_batched(bootstrap: str, topic: str, events: list[tuple[bytes, byt
 async def raw_drain(bootstrap: str, topic: str, n: int) -> tuple[float, float]:
     """(events/s, CPU seconds) of a plain consumer that reads and orjson-decodes
     every value."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    from agents.kafka_clients import new_reader
+
+    consumer = new_reader(bootstrap)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]

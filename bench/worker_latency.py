@@ -38,9 +38,11 @@ async def offered_load(collector: str, bootstrap: str, prefix: str, rate: int,
     """Offer ``rate`` events/s for ``seconds`` through the collector; per-trigger
     latencies in ms."""
     import aiohttp
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    from agents.kafka_clients import new_consumer
+
+    consumer = new_consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     tps = [TopicPartition(f"{prefix}.triggers", p) for p in range(PARTITIONS)]
     consumer.assign(tps)

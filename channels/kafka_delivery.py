@@ -15,7 +15,7 @@ triggers topic and the journeys' actions topic and hands each record to a
 Records of one partition are handled in order, partitions side by side.
 Offsets are committed only once every record of the batch is handled and
 the feedback events it caused (``delivered`` / ``failed``, published by a
-:class:`channels.feedback.kafka_sink.AckedFeedbackSink`) are acknowledged by
+:class:`channels.feedback.kafka_sink.KafkaFeedbackSink`, ``wait=False``) are acknowledged by
 Kafka (at-least-once; the Redis dedupe claim makes a redelivered record
 deliver at most once). A record that cannot be decoded, or whose delivery
 raises anything but an infrastructure fault (:data:`TRANSIENT`), is one bad

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from channels.admin_auth import require_admin
 from config.clock import wall_ms
 from config.strategy_models import ScoringModel
-from config.tokens import ADMIN_TOKENS_HINT, AdminTokens, bearer
+from config.tokens import AdminTokens
 from strategies.scoring import decayed
 from strategies.store import TagStore
 
@@ -46,21 +47,9 @@ def build_app(store: TagStore, scoring: ScoringModel, tokens: AdminTokens | None
 
 
 def authorise_admin(request: web.Request) -> str:
-    """The name of the request's admin token (the tokens :func:`add_routes` set)."""
+    """The name of the request's admin token: the tokens :func:`add_routes`
+    was given, checked by :func:`channels.admin_auth.require_admin`."""
     return require_admin(request.app[TOKEN_KEY], request)
-
-
-def require_admin(tokens: AdminTokens, request: web.Request) -> str:
-    """The name of the request's bearer admin token (constant-time); every
-    request refused when none is set (403), a wrong or missing token 401.
-    The one admin check of every HTTP route (serve, journeys, console)."""
-    if not tokens:
-        raise web.HTTPForbidden(text=f"admin routes are off: {ADMIN_TOKENS_HINT}")
-    name = tokens.name_of(bearer(request.headers.get("Authorization", "")))
-    if name is None:
-        raise web.HTTPUnauthorized(text="a valid admin token is required",
-                                   headers={"WWW-Authenticate": "Bearer"})
-    return name
 
 
 async def _tags(request: web.Request) -> web.Response:

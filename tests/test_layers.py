@@ -99,8 +99,7 @@ ROLES: dict[str, dict[str, frozenset[str]]] = {
         "serve": frozenset(),  # serving an aiohttp app, for any role
         "ops": frozenset({"runtime"}),  # explain replays as replay does
         "demo": frozenset({"runtime", "serve"}),
-        # the console reuses the demo page's CSP and the commands' input opening
-        "console": frozenset({"runtime", "serve", "ops", "demo", "cli"}),
+        "console": frozenset({"runtime", "serve", "ops"}),
         "cli": frozenset({"runtime", "serve", "ops", "demo", "console"}),
     },
 }

@@ -129,10 +129,10 @@ class Engine:
             if timer:  # a deadline to (re)arm, or None: disarm
                 if type(got) is int:
                     self._seq = seq = self._seq + 1
-                    state.absence[rule.name] = (got, seq)
+                    state.timer[rule.name] = (got, seq)
                     heapq.heappush(timers, (got, seq, rule.name, user_id))
                 else:
-                    state.absence.pop(rule.name, None)
+                    state.timer.pop(rule.name, None)
                 continue
             if type(got) is Refused:  # checked only where the scene would fire
                 self._refuse(rule.name, rule.user, user_id, got.key, ts, got.had)
@@ -197,9 +197,9 @@ class Engine:
         while timers and timers[0][0] < clock:
             deadline, seq, scene, user_id = heapq.heappop(timers)
             state = store.get(user_id)
-            if state is None or state.absence.get(scene) != (deadline, seq):
+            if state is None or state.timer.get(scene) != (deadline, seq):
                 continue  # cancelled or re-armed since: a stale heap entry
-            del state.absence[scene]
+            del state.timer[scene]
             # A filtered-out user's timer is consumed all the same: the episode
             # (start, then `after` of silence) is over either way.
             user = users.get(scene) if users else None
@@ -258,7 +258,7 @@ class Engine:
         while self._timers:
             deadline, seq, scene, user_id = self._timers[0]
             state = self.store.get(user_id)
-            if state is not None and state.absence.get(scene) == (deadline, seq):
+            if state is not None and state.timer.get(scene) == (deadline, seq):
                 return deadline
             heapq.heappop(self._timers)
         return None
@@ -268,7 +268,7 @@ class Engine:
         pending = []
         for deadline, seq, scene, user_id in sorted(self._timers):
             state = self.store.get(user_id)
-            if state is not None and state.absence.get(scene) == (deadline, seq):
+            if state is not None and state.timer.get(scene) == (deadline, seq):
                 pending.append(PendingTimer(scene, user_id, deadline))
         return pending
 
@@ -276,7 +276,7 @@ class Engine:
         """Arm ``scene``'s timer of ``user_id`` at ``deadline`` in ``state``
         (which the caller then puts): a timer carried over by an identity merge."""
         self._seq = seq = self._seq + 1
-        state.absence[scene] = (deadline, seq)
+        state.timer[scene] = (deadline, seq)
         if scene in self.timer_scenes:
             heapq.heappush(self._timers, (deadline, seq, scene, user_id))
 
@@ -288,7 +288,7 @@ class Engine:
         names = self.timer_scenes
         source = self.store.items() if users is None else users
         for user_id, state in source:
-            for scene, (deadline, seq) in state.absence.items():
+            for scene, (deadline, seq) in state.timer.items():
                 self._seq = max(self._seq, seq)
                 if scene in names:
                     timers.append((deadline, seq, scene, user_id))

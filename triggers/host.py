@@ -288,8 +288,8 @@ class EngineHost:
         store = engine.store
         known = store.get(known_id)
         merged = merge_states(known, anonymous, engine.limits.max_window_entries)
-        own = known.absence if known is not None else {}
-        for scene, (deadline, seq) in list(merged.absence.items()):
+        own = known.timer if known is not None else {}
+        for scene, (deadline, seq) in list(merged.timer.items()):
             if own.get(scene) != (deadline, seq):
                 engine.arm(known_id, merged, scene, deadline)
         store.put(known_id, merged)

@@ -74,18 +74,18 @@ def merge_states(known: UserState | None, anonymous: UserState,
     base = known if known is not None else UserState()
     out = UserState()
     out.max_ts = _newest(base.max_ts, anonymous.max_ts)
-    out.absence = dict(base.absence)
-    for scene, timer in anonymous.absence.items():
-        held = out.absence.get(scene)
+    out.timer = dict(base.timer)
+    for scene, timer in anonymous.timer.items():
+        held = out.timer.get(scene)
         if held is None or timer[0] > held[0]:
-            out.absence[scene] = timer
-    for scene in base.repeat.keys() | anonymous.repeat.keys():
-        mine, theirs = base.repeat.get(scene, {}), anonymous.repeat.get(scene, {})
-        out.repeat[scene] = {key: _window(mine.get(key), theirs.get(key), max_entries)
+            out.timer[scene] = timer
+    for scene in base.windows.keys() | anonymous.windows.keys():
+        mine, theirs = base.windows.get(scene, {}), anonymous.windows.get(scene, {})
+        out.windows[scene] = {key: _window(mine.get(key), theirs.get(key), max_entries)
                              for key in mine.keys() | theirs.keys()}
-    for scene in base.arrival.keys() | anonymous.arrival.keys():
-        mine_fires, their_fires = base.arrival.get(scene, {}), anonymous.arrival.get(scene, {})
-        out.arrival[scene] = {
+    for scene in base.fires.keys() | anonymous.fires.keys():
+        mine_fires, their_fires = base.fires.get(scene, {}), anonymous.fires.get(scene, {})
+        out.fires[scene] = {
             key: max(v for v in (mine_fires.get(key), their_fires.get(key)) if v is not None)
             for key in mine_fires.keys() | their_fires.keys()}
     out.profile = merge_profiles(base.profile, anonymous.profile)

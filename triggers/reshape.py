@@ -117,12 +117,12 @@ def apply_resets(state: UserState, plan: Mapping[str, Reset]) -> bool:
     changed = False
     for name, reset in plan.items():
         if reset.everything or reset.timer:
-            changed |= state.absence.pop(name, None) is not None
+            changed |= state.timer.pop(name, None) is not None
         if reset.everything:
-            changed |= bool(state.repeat.pop(name, None))
-            changed |= bool(state.arrival.pop(name, None))
+            changed |= bool(state.windows.pop(name, None))
+            changed |= bool(state.fires.pop(name, None))
             continue
-        windows = state.repeat.get(name)
+        windows = state.windows.get(name)
         if windows and (reset.when or reset.unless):
             for window in windows.values():
                 if reset.when and window.when:

@@ -4,8 +4,8 @@ In memory the state is a plain mutable object (fast for replay); stores that
 persist it (Faust tables) encode it on every put, so a changelog sees a new
 value assigned, never a mutation in place.
 
-Wire format v2 (orjson): ``[2, max_ts, repeat, absence, arrival, profile,
-budget]`` where timestamps inside windows and the trigger budget's times
+Wire format v2 (orjson): ``[2, max_ts, windows, timer, fires, profile,
+budget]`` (the three slots of :mod:`triggers.kinds.base`, in that order) where timestamps inside windows and the trigger budget's times
 (:mod:`triggers.budget`) are stored as ``max_ts - ts`` (small numbers).
 Version 1 (no ``budget``) is still read.
 """
@@ -39,20 +39,21 @@ class KeyWindow:
 class UserState:
     """Everything the engine keeps for one user."""
 
-    __slots__ = ("absence", "arrival", "budget", "max_ts", "profile", "repeat")
+    __slots__ = ("budget", "fires", "max_ts", "profile", "timer", "windows")
 
     def __init__(self) -> None:
         self.max_ts: int | None = None
-        self.repeat: dict[str, dict[str, KeyWindow]] = {}
-        self.absence: dict[str, tuple[int, int]] = {}  # scene -> (deadline, arm seq)
-        self.arrival: dict[str, dict[str, int]] = {}  # scene -> key -> newest fire ts
+        # The slots kinds keep their state in, by scene name (triggers.kinds.base.Slot).
+        self.windows: dict[str, dict[str, KeyWindow]] = {}  # scene -> key -> window
+        self.timer: dict[str, tuple[int, int]] = {}  # scene -> (deadline, arm seq)
+        self.fires: dict[str, dict[str, int]] = {}  # scene -> key -> newest fire ts
         self.profile = Profile()
         # The largest trigger times the budget counts (at most its count, sorted).
         self.budget: list[int] = []
 
     def encode(self) -> bytes:
         base = self.max_ts or 0
-        repeat = {
+        windows = {
             scene: {
                 key: [
                     [base - t for t in win.when],
@@ -61,12 +62,12 @@ class UserState:
                 ]
                 for key, win in keys.items()
             }
-            for scene, keys in self.repeat.items()
+            for scene, keys in self.windows.items()
             if keys
         }
-        absence = {scene: list(timer) for scene, timer in self.absence.items()}
-        arrival = {scene: keys for scene, keys in self.arrival.items() if keys}
-        wire = [STATE_VERSION, self.max_ts, repeat, absence, arrival, self.profile.to_wire(),
+        timer = {scene: list(armed) for scene, armed in self.timer.items()}
+        fires = {scene: keys for scene, keys in self.fires.items() if keys}
+        wire = [STATE_VERSION, self.max_ts, windows, timer, fires, self.profile.to_wire(),
                 [base - t for t in self.budget]]
         return orjson.dumps(wire)
 
@@ -86,11 +87,11 @@ class UserState:
 
     @classmethod
     def _from_wire(cls, wire: Any) -> UserState:
-        _, max_ts, repeat, absence, arrival, profile, *budget = wire
+        _, max_ts, windows_of, timer, fires, profile, *budget = wire
         state = cls()
         state.max_ts = max_ts
         base = max_ts or 0
-        for scene, keys in repeat.items():
+        for scene, keys in windows_of.items():
             windows: dict[str, KeyWindow] = {}
             for key, (when, unless, last_fire) in keys.items():
                 win = KeyWindow()
@@ -98,9 +99,9 @@ class UserState:
                 win.unless = [base - d for d in unless]
                 win.last_fire = last_fire
                 windows[key] = win
-            state.repeat[scene] = windows
-        state.absence = {scene: (timer[0], timer[1]) for scene, timer in absence.items()}
-        state.arrival = {scene: dict(keys) for scene, keys in arrival.items()}
+            state.windows[scene] = windows
+        state.timer = {scene: (armed[0], armed[1]) for scene, armed in timer.items()}
+        state.fires = {scene: dict(keys) for scene, keys in fires.items()}
         state.profile = Profile.from_wire(profile)
         if budget:  # version 2
             (given,) = budget

@@ -41,7 +41,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -141,17 +141,16 @@ class QueueSink:
         await self._queue.put(event.to_event())
 
 
-class KafkaSink:
-    """Produces to the clickstream topic (an aiokafka producer, started by the
-    caller), keyed by user id so the event lands on the user's partition."""
+class JsonlSink:
+    """Feedback events as JSON lines (``scenetrigger serve`` without a broker).
+    To Kafka: :class:`channels.feedback.kafka_sink.KafkaFeedbackSink`."""
 
-    def __init__(self, producer: Any, topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
 
     async def emit(self, event: FeedbackEvent) -> None:
-        await self._producer.send_and_wait(self._topic, orjson.dumps(event.to_dict()),
-                                           key=event.user_id.encode())
+        self._out.write(orjson.dumps(event.to_dict()).decode() + "\n")
+        self._out.flush()
 
 
 class MessageIndex(Protocol):

@@ -1,14 +1,18 @@
-"""Feedback events to Kafka from a process that commits consumer offsets.
+"""The one feedback sink to Kafka: :class:`KafkaFeedbackSink`.
 
-:class:`AckedFeedbackSink` is the :class:`channels.feedback.events.FeedbackSink` of
-``scenetrigger deliver``: each ``delivered`` / ``failed`` event the pipeline
-emits is sent, keyed by user, to the events topic (so scenes see it, as
-``scenetrigger serve`` writes opens and clicks) and optionally to the
-journeys' feedback topic. ``emit`` does not wait for Kafka (a send per
-message would bound delivery by the broker's round trip); :meth:`flush`
-waits until every send so far is acknowledged, and the consumer calls it
-before it commits a batch's offsets (at-least-once). A send that fails is
-kept and sent again by the next flush, which raises until it goes through.
+Each feedback event (``opened``, ``clicked``, ``delivered``, a consent
+change, ...) is sent, keyed by user, to the events topic (so scenes see it)
+and optionally to the journeys' feedback topic, the same record on each; with
+``decisions`` also the decision log's feedback record. Two ways to wait:
+
+* ``wait=True`` (``scenetrigger serve``, ``users consent``): ``emit`` returns
+  once Kafka acknowledged its sends, and raises when one failed;
+* ``wait=False`` (``scenetrigger deliver``, a process that commits consumer
+  offsets): ``emit`` does not wait for Kafka (a send per message would bound
+  delivery by the broker's round trip); :meth:`KafkaFeedbackSink.flush` waits
+  until every send so far is acknowledged, and the consumer calls it before
+  it commits a batch's offsets (at-least-once). A send that fails is kept and
+  sent again by the next flush, which raises until it goes through.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from channels.errors import ChannelError
+from channels.feedback.decisions import feedback_record
 from channels.feedback.events import FeedbackEvent
 
 log = logging.getLogger("scenetrigger.feedback")
@@ -47,18 +52,21 @@ class _Send:
     future: Any = None  # None: not (or no longer) in flight, send at the next flush
 
 
-class AckedFeedbackSink:
-    """Sends to ``topics`` now, acknowledgements awaited by :meth:`flush`.
+class KafkaFeedbackSink:
+    """Sends each event to ``topics`` (and its decision record to
+    ``decisions``); ``wait``: see the module.
 
     ``producer`` is a started aiokafka producer (``acks="all"``) or anything
     with its ``send`` coroutine returning a future of the record's metadata;
     it may be set after construction, before the first emit.
     """
 
-    def __init__(self, producer: Any, topics: Sequence[str], *,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, producer: Any, topics: Sequence[str], *, decisions: str | None = None,
+                 wait: bool = True, registry: CollectorRegistry | None = None) -> None:
         self.producer = producer
         self.topics = list(topics)
+        self.decisions = decisions
+        self.wait = wait
         self._pending: list[_Send] = []
         self._lock = asyncio.Lock()  # one flush at a time: none returns before older sends
         self.acked = Counter("scenetrigger_deliver_feedback", "Feedback events acknowledged "
@@ -73,8 +81,15 @@ class AckedFeedbackSink:
 
     async def emit(self, event: FeedbackEvent) -> None:
         key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
-        for topic in self.topics:
-            send = _Send(topic, key, value, event.kind)
+        sends = [_Send(topic, key, value, event.kind) for topic in self.topics]
+        if self.decisions is not None:
+            sends.append(_Send(self.decisions, key, feedback_record(event).encode(), event.kind))
+        if self.wait:
+            for send in sends:
+                await self.producer.send_and_wait(send.topic, send.value, key=send.key)
+                self.acked.labels(send.kind).inc()
+            return
+        for send in sends:
             await self._start(send)  # never raises: a failed start is retried by flush
             self._pending.append(send)
 

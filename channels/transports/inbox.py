@@ -26,8 +26,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels.base import DeliveryResult, Message
 from channels.redis_client import is_cluster
-from channels.transports.batching import Batcher
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from channels.transports.send_batcher import Batcher
 from channels.transports.wire import message_to_dict
 
 _ADD = """
@@ -162,7 +162,7 @@ class InboxChannel:
     """Delivers into :class:`InboxStore`. A duplicate message id counts as
     delivered (it is already in the inbox), so retries stay idempotent.
     With ``batch_max > 1`` concurrent sends share one pipelined round trip
-    (see :mod:`channels.transports.batching`); a failed batch is retried as a whole,
+    (see :mod:`channels.transports.send_batcher`); a failed batch is retried as a whole,
     which the per-message dedupe makes safe."""
 
     name: str

@@ -25,8 +25,8 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from channels.base import DeliveryResult, Message
-from channels.transports.batching import Batcher
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from channels.transports.send_batcher import Batcher
 from channels.transports.wire import message_to_json
 from config.clock import wall_ms
 

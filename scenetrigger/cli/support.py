@@ -5,17 +5,12 @@ commands that read a large input file."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
-import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
-from agents.batching import BatchLimits
 from agents.producer import ProduceTopics
+from agents.record_batching import BatchLimits
 from agents.topics import DEAD_LETTERS, EVENTS
-from scenetrigger.runtime.sources import Format, detect_format
 from triggers.durations import parse_duration_ms
 from triggers.errors import SceneTriggerError
 from triggers.host import DEFAULT_MAX_FUTURE_MS
@@ -70,31 +65,8 @@ def progress_bar(size: int | None, disabled: bool, desc: str) -> ByteProgress | 
     return ByteProgress(tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr, desc=desc))
 
 
-def pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
-    """The format to read, and the lines to read it from (the first line,
-    read to detect the format, is put back in front)."""
-    if requested != "auto":
-        return cast(Format, requested), stream
-    first = stream.readline()
-    return detect_format(first, name), itertools.chain([first], stream)
-
-
-@contextlib.contextmanager
-def open_input(path: str) -> Iterator[tuple[Any, int | None]]:
-    """The binary stream of ``path`` (``-``: stdin) and its size when known."""
-    if path == "-":
-        yield sys.stdin.buffer, None
-        return
-    try:
-        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        yield fh, os.fstat(fh.fileno()).st_size
-
-
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """How events are grouped into Kafka records (``agents.batching``)."""
+    """How events are grouped into Kafka records (``agents.record_batching``)."""
     defaults = BatchLimits()
     parser.add_argument("--batch-events", type=positive, default=defaults.max_events,
                         help="most events in one Kafka record (default "

@@ -35,13 +35,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from channels.admin_auth import require_admin
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig
 from config.tokens import AdminTokens
 from config.versions import VersionStore
 from scenetrigger.console.state import ConsoleState
-from scenetrigger.demo.page import content_security_policy
-from strategies.http import require_admin
+from scenetrigger.serve.csp import content_security_policy
 from triggers.errors import ConfigError, SceneTriggerError
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -227,8 +227,7 @@ async def _whatif(request: web.Request) -> web.Response:
 
 
 def _compare(base: AppConfig, candidate: AppConfig, sample: str) -> dict[str, Any]:
-    from scenetrigger.cli.support import open_input, pick_format
-    from scenetrigger.runtime.sources import read_events
+    from scenetrigger.runtime.sources import open_input, pick_format, read_events
     from scenetrigger.runtime.whatif import compare, render, run_side
 
     sides = []

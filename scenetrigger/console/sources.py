@@ -71,8 +71,7 @@ def _journeys(state: ConsoleState, config: AppConfig, pipeline: Any, engine: Any
 
 async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, rate: float,
                   engine: Any, deliver: Any) -> None:
-    from scenetrigger.cli.support import open_input, pick_format
-    from scenetrigger.runtime.sources import read_events
+    from scenetrigger.runtime.sources import open_input, pick_format, read_events
 
     started = time.monotonic()
     with open_input(path) as (stream, _size):
@@ -99,8 +98,10 @@ async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, r
 async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                     prefix: str | None, redis_url: str | None = None,
                     poll_s: float = 1.0) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from agents.faust_compat import refresh_metadata
+    from agents.kafka_clients import started_reader
     from agents.topics import topic_name
     from triggers.events import decode_event_record
     from triggers.wire import decode_trigger
@@ -109,12 +110,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                                    ("events", "triggers", "decisions"))
     dead = f"{prefix}.dead-letters" if prefix else "scenetrigger-deadletter"
     state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}"
-    from agents.kafka_probe import probe_kafka
-
-    await probe_kafka(bootstrap)  # a wrong service fails in seconds, not aiokafka's 40 s
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await started_reader(bootstrap)  # probed: a wrong service fails in seconds
     dead_letters = None
     receipts = None
     if redis_url:
@@ -139,7 +135,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                 if news:
                     await consumer.seek_to_beginning(*news)
             if not assigned:
-                await consumer._client.force_metadata_update()
+                await refresh_metadata(consumer)
                 await asyncio.sleep(poll_s)
                 continue
             batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
@@ -166,7 +162,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                     caught_up = True
                     print(f"console: caught up with the topics ({state.totals['events']:,} "
                           "events read); following them live", file=sys.stderr, flush=True)
-                await consumer._client.force_metadata_update()
+                await refresh_metadata(consumer)
     finally:
         await consumer.stop()
         if dead_letters is not None:

@@ -33,8 +33,8 @@ from redis.exceptions import RedisError
 
 from channels.assembly import open_delivery
 from channels.content.catalog import MemoryCatalog
+from channels.redis_client import DEFAULT_REDIS_URL, REDIS_URL_ENV, redis_client
 from channels.transports.inbox import InboxChannel, InboxStore
-from channels.transports.registry import DEFAULT_REDIS_URL, REDIS_URL_ENV, redis_client
 from config.channel_models import ChannelModel, WebhookModel
 from config.loader import DEFAULT_CONFIG_PATH
 from config.models import AppConfig

@@ -7,9 +7,6 @@ writes every value with ``textContent``, never as HTML), ``GET /api/state``,
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -18,37 +15,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scenetrigger.runtime.embedded import EmbeddedRuntime
+from scenetrigger.serve.csp import content_security_policy
 from scenetrigger.serve.site import start_site
 
 RUNTIME_KEY = web.AppKey("runtime", EmbeddedRuntime)
 PAGE_KEY = web.AppKey("page", bytes)
 CSP_KEY = web.AppKey("csp", str)
 
-_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
-_STYLE = re.compile(rb"<style>(.*?)</style>", re.DOTALL)
-
 
 def load_page() -> bytes:
     return resources.files("scenetrigger").joinpath("web/index.html").read_bytes()
-
-
-def content_security_policy(page: bytes, own_files: bool = False) -> str:
-    """Allow exactly the page's own inline script and style (by hash), and with
-    ``own_files`` scripts and styles the same server serves; nothing else."""
-    own = "'self' " if own_files else ""
-
-    def hashes(pattern: re.Pattern[bytes]) -> str:
-        return " ".join(
-            f"'sha256-{base64.b64encode(hashlib.sha256(m).digest()).decode()}'"
-            for m in pattern.findall(page)
-        )
-
-    return (
-        f"default-src 'none'; script-src {own}{hashes(_SCRIPT)}; "
-        f"style-src {own}{hashes(_STYLE)}; "
-        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
-        "frame-ancestors 'none'"
-    )
 
 
 def create_app(runtime: EmbeddedRuntime) -> web.Application:

@@ -190,7 +190,7 @@ def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int 
     out: list[str] = []
     for scene in scenes:
         if isinstance(scene, RepeatScene):
-            for key, win in state.repeat.get(scene.name, {}).items():
+            for key, win in state.windows.get(scene.name, {}).items():
                 live = [t for t in win.when if clock_ms is None or t > clock_ms - scene.within_ms]
                 if not live and win.last_fire is None and not win.unless:
                     continue  # nothing left that could count
@@ -202,11 +202,11 @@ def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int 
                 if win.last_fire is not None:
                     text += f", last fired {clock(win.last_fire)}"
                 out.append(text)
-        elif scene.kind == "absence" and scene.name in state.absence:
-            deadline, _seq = state.absence[scene.name]
+        elif scene.kind == "absence" and scene.name in state.timer:
+            deadline, _seq = state.timer[scene.name]
             out.append(f"{scene.name}: timer armed, due {clock(deadline)}")
         elif scene.kind == "arrival":
-            for key, fired in state.arrival.get(scene.name, {}).items():
+            for key, fired in state.fires.get(scene.name, {}).items():
                 out.append(f"{scene.name}{'' if key == '' else f'[{key}]'}: last fired "
                            f"{clock(fired)}")
     return out

@@ -88,11 +88,10 @@ async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float
 
 async def _prefixes(bootstrap: str) -> str:
     """The topic prefixes with an events topic on this cluster, in words."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    from agents.kafka_clients import new_admin
     from agents.topics import topic_name
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin(bootstrap)
     await admin.start()
     try:
         topics = set(await admin.list_topics())

@@ -26,11 +26,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from channels.admin_auth import require_admin
 from channels.audience.consent import PURPOSES, ConsentRecord, ConsentStore
 from channels.audience.directory import Contact, ContactError, Directory, contact_from
 from config.clock import wall_ms
-from config.tokens import bearer, token_matches
-from strategies.http import authorise_admin
+from config.tokens import AdminTokens, bearer, token_matches
 
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
@@ -42,7 +42,9 @@ _MAX_BODY = 256 * 1024
 class UserAdmin:
     def __init__(self, directory: Directory, consent: ConsentStore, erase: Eraser,
                  record: RecordConsent, publish: Publish | None = None,
-                 identify_token: str | None = None, refused: Any = None) -> None:
+                 identify_token: str | None = None, refused: Any = None, *,
+                 tokens: AdminTokens) -> None:
+        self.tokens = tokens  # every route but identify: an admin token (channels.admin_auth)
         self.identify_token = identify_token
         self.refused = refused  # a prometheus Counter of refused identify requests, or None
         self.directory = directory
@@ -52,7 +54,7 @@ class UserAdmin:
         self.publish = publish
 
     def add_routes(self, app: web.Application) -> None:
-        """Needs the admin token under strategies.http's key (``add_routes`` there sets it)."""
+        """Every route checks :attr:`tokens` itself (``channels.admin_auth``)."""
         app.router.add_post("/users/identify", self.identify)
         app.router.add_get("/users/{user_id}", self.get)
         app.router.add_put("/users/{user_id}", self.put)
@@ -67,14 +69,14 @@ class UserAdmin:
                                   "consent": {k: v.to_dict() for k, v in consent.items()}})
 
     async def get(self, request: web.Request) -> web.Response:
-        authorise_admin(request)
+        require_admin(self.tokens, request)
         contact = await self.directory.get(request.match_info["user_id"])
         if contact is None:
             raise web.HTTPNotFound(text="no such user in the directory\n")
         return await self._view(contact)
 
     async def put(self, request: web.Request) -> web.Response:
-        authorise_admin(request)
+        require_admin(self.tokens, request)
         user_id = request.match_info["user_id"]
         contact = _valid(lambda body: contact_from(user_id, _without_id(body, user_id)),
                          await _body(request))
@@ -82,7 +84,7 @@ class UserAdmin:
         return await self._view(contact)
 
     async def patch(self, request: web.Request) -> web.Response:
-        authorise_admin(request)
+        require_admin(self.tokens, request)
         user_id = request.match_info["user_id"]
         old = await self.directory.get(user_id) or Contact(user_id)
         contact = _valid(lambda body: old.merged(_without_id(body, user_id)),
@@ -91,7 +93,7 @@ class UserAdmin:
         return await self._view(contact)
 
     async def put_consent(self, request: web.Request) -> web.Response:
-        authorise_admin(request)
+        require_admin(self.tokens, request)
         user_id, channel = request.match_info["user_id"], request.match_info["channel"]
         body = await _body(request)
         granted, purpose = body.get("granted"), body.get("purpose", "marketing")
@@ -111,7 +113,7 @@ class UserAdmin:
         if not token_matches(bearer(request.headers.get("Authorization", "")),
                              self.identify_token):
             try:
-                authorise_admin(request)
+                require_admin(self.tokens, request)
             except (web.HTTPUnauthorized, web.HTTPForbidden):
                 if self.refused is not None:
                     self.refused.inc()
@@ -134,7 +136,7 @@ class UserAdmin:
         return web.json_response({"accepted": True, **event}, status=202)
 
     async def delete(self, request: web.Request) -> web.Response:
-        authorise_admin(request)
+        require_admin(self.tokens, request)
         return web.json_response(await self.erase(request.match_info["user_id"]))
 
 

@@ -212,7 +212,7 @@ def replay_shard(
                 owner = host.aliases.get(event.user_id, event.user_id)  # an identify: K
                 state = engine.store.get(owner)
                 assert state is not None
-                for name, (_, arm_seq) in state.absence.items():
+                for name, (_, arm_seq) in state.timer.items():
                     if arm_seq > old:
                         armed_at[(name, owner)] = read
     finally:

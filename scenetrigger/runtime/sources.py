@@ -2,18 +2,24 @@
 
 Each reader yields ``(line_number, Event | EventRejected)`` in input order, so a
 bad line is reported with its number and never stops the stream.
+:func:`open_input` opens a path (or stdin) for them and :func:`pick_format`
+detects its format: for every command, the console and the demo.
 """
 
 from __future__ import annotations
 
 import calendar
+import contextlib
 import csv
+import itertools
+import os
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
-from triggers.errors import EventRejected
+from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import (
     DEFAULT_ID_LIMITS,
     DEFAULT_MAX_LINE_BYTES,
@@ -261,3 +267,26 @@ def _rees46_event(row: list[str], times: _Rees46Clock, ids: IdLimits) -> Event |
     except EventRejected as exc:
         return exc
     return Event(user, ts, event_type, fields)
+
+
+def pick_format(requested: str, stream: Any, name: str) -> tuple[Format, Iterable[bytes]]:
+    """The format to read, and the lines to read it from (the first line,
+    read to detect the format, is put back in front)."""
+    if requested != "auto":
+        return cast(Format, requested), stream
+    first = stream.readline()
+    return detect_format(first, name), itertools.chain([first], stream)
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[tuple[Any, int | None]]:
+    """The binary stream of ``path`` (``-``: stdin) and its size when known."""
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise SceneTriggerError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        yield fh, os.fstat(fh.fileno()).st_size

@@ -226,7 +226,7 @@ def test_reconfigure_reshapes_stored_state_and_keeps_offsets() -> None:
     for n in range(20):
         offset, raw = unpack_state(table[f"u{n}".encode()])
         assert offset == 100 + n
-        assert "rv" not in UserState.decode(raw).repeat
+        assert "rv" not in UserState.decode(raw).windows
 
 
 # -- sweep and ticks ----------------------------------------------------------

@@ -121,8 +121,8 @@ class FakeProducer:
 
 
 async def test_kafka_publisher_batches_events_by_partition_by_default() -> None:
-    from agents.batching import partition_for
     from agents.collector import KafkaPublisher
+    from agents.record_batching import partition_for
     from triggers.events import decode_event_record
 
     producer = FakeProducer()

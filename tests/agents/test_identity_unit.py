@@ -146,10 +146,10 @@ def test_merge_keeps_the_newer_fire_and_the_newest_entries() -> None:
     for state, ts, product in ((known, 100, "k-product"), (anon, 200, "a-product")):
         state.profile.update(Event("x", ts, "view", {"product_id": product, "tz": "Asia/Shanghai"}))
         state.max_ts = ts
-    known.arrival = {"promo": {"/promo": 50}}
-    anon.arrival = {"promo": {"/promo": 150, "/sale": 10}}
+    known.fires = {"promo": {"/promo": 50}}
+    anon.fires = {"promo": {"/promo": 150, "/sale": 10}}
     merged = merge_states(known, anon, max_entries=2)
-    assert merged.arrival == {"promo": {"/promo": 150, "/sale": 10}}
+    assert merged.fires == {"promo": {"/promo": 150, "/sale": 10}}
     assert merged.profile.views == 2 and merged.profile.last_product == "a-product"
     assert (merged.profile.first_ts, merged.profile.last_ts, merged.max_ts) == (100, 200, 200)
     assert known.profile.views == 1  # inputs untouched
@@ -215,7 +215,7 @@ def test_the_loop_pair_ends_in_a_bounded_number_of_records() -> None:
     assert [host.store.aliases for host in together.hosts] == [{}, {}, {}]
     for user, product in (("loopA", "p"), ("loopB", "q")):
         state = together.hosts[together.partition(user)].store.get(user)
-        assert state is not None and list(state.repeat["rv"]) == [product]
+        assert state is not None and list(state.windows["rv"]) == [product]
     for n in range(50):  # later events of both ids: each costs at most one forward
         together.send({"user_id": "loopA", "ts": 10 + n, "type": "view", "product_id": "p"})
         together.send({"user_id": "loopB", "ts": 10 + n, "type": "view", "product_id": "q"})

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.collector import CollectorSettings, KafkaPublisher, create_collector_app
-from agents.producer import ProduceTopics, ensure_topics, new_kafka_producer
+from agents.kafka_clients import new_producer
+from agents.producer import ProduceTopics, ensure_topics
 from scenetrigger.cli.main import build_parser
 from scenetrigger.cli.run.produce import produce_file
 from scenetrigger.runtime.sources import read_rees46
@@ -107,7 +108,7 @@ async def test_rejected_lines_go_to_the_dead_letter_topic(
 
 async def _collector(bootstrap: str, topics: ProduceTopics, **settings: Any) -> TestClient[Any, Any]:
     await ensure_topics(bootstrap, [topics.events, topics.dead_letters], 4)
-    app = create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)),
+    app = create_collector_app(KafkaPublisher(new_producer(bootstrap)),
                                CollectorSettings(topics=topics, **settings))
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from agents.batching import partition_for
 from agents.producer import LastLine, ProduceTopics, RateLimiter, produce_records
+from agents.record_batching import partition_for
 from scenetrigger.runtime.sources import read_jsonl
 
 

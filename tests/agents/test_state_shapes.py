@@ -72,7 +72,7 @@ def test_restart_with_a_changed_per_resets_the_old_windows() -> None:
     for n in range(3):  # reset and written back with each user's applied offset
         offset, raw = unpack_state(table[f"u{n}".encode()])
         assert offset == (20 if n == 0 else 10 + n)
-        assert ("rv" in UserState.decode(raw).repeat) == (n == 0)
+        assert ("rv" in UserState.decode(raw).windows) == (n == 0)
     assert table[shapes_key(0)] == encode_shapes(
         shapes(load_config_text(PER_CATEGORY).scene_list()))
     # from here on the new shape is the stored one: a further restart keeps the state

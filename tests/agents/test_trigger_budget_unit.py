@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 
 from agents.app import SceneWorker
-from agents.batching import encode_batch
+from agents.record_batching import encode_batch
 from agents.settings import TopicNames, WorkerSettings
 from config.loader import load_config_text
 from scenetrigger.runtime.replay import new_host, replay
 from tests.agents.test_app_unit import FakeTopic
-from tests.agents.test_batching_unit import FakeMessage
+from tests.agents.test_record_batching_unit import FakeMessage
 from triggers.errors import EventRejected
 from triggers.events import Event, Trigger, event_from_mapping
 from triggers.state import UserState

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.batching import encode_batch
+from agents.record_batching import encode_batch
 from tests.agents.worker_support import (
     all_committed,
     read_topic,

@@ -203,7 +203,7 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
         assert data["keys"]["directory"][f"er{run}:user:{{{user}}}"].startswith("{")
         # ... and what the worker holds: the one view before the export
         assert data["engine_state"]["profile"]["views"] == 1
-        assert data["engine_state"]["repeat"]["rv"]["x"]["when"] == [now]
+        assert data["engine_state"]["windows"]["rv"]["x"]["when"] == [now]
 
         erased = cli("erase", user, *common, "--broker", kafka_bootstrap,
                      "--topic-prefix", prefix, "--json")

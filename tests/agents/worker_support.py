@@ -200,7 +200,7 @@ def send_events(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, byte
     if form == "one-event":
         send_raw(bootstrap, topic, messages)
         return
-    from agents.batching import encode_batch, partition_for
+    from agents.record_batching import encode_batch, partition_for
 
     groups: dict[int, list[bytes]] = {}
     for key, value in messages:

@@ -1,5 +1,5 @@
 """`scenetrigger deliver` publishes delivered / failed feedback: the
-DeliveryConsumer over the real pipeline with an AckedFeedbackSink on a fake
+DeliveryConsumer over the real pipeline with a KafkaFeedbackSink (wait=False) on a fake
 producer (aiokafka's ``send`` coroutine returning a future the test
 resolves), and what the worker, the scenes and the journeys make of the
 records it writes."""
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from agents.topics import feedback_topics
 from channels.assembly import build_pipeline
 from channels.base import DeliveryResult, Message
-from channels.feedback.kafka_sink import AckedFeedbackSink, FeedbackNotAcked
+from channels.feedback.kafka_sink import FeedbackNotAcked, KafkaFeedbackSink
 from channels.kafka_delivery import DeliveryConsumer
 from channels.pipeline import message_id_for
 from channels.policy.store import MemoryPolicyStore
@@ -88,8 +88,8 @@ class Harness:
     def __init__(self, producer: FakeProducer, journeys: bool = True) -> None:
         self.registry = CollectorRegistry()
         self.producer = producer
-        self.sink = AckedFeedbackSink(producer, [EVENTS, JOURNEYS] if journeys else [EVENTS],
-                                      registry=self.registry)
+        self.sink = KafkaFeedbackSink(producer, [EVENTS, JOURNEYS] if journeys else [EVENTS],
+                                      wait=False, registry=self.registry)
         self.sender = Sender()
         self.pipeline = build_pipeline(config(), "live", self.sender,
                                        channels=["inbox", "webhook", "crm"],
@@ -184,7 +184,7 @@ async def test_stopping_before_the_feedback_is_acknowledged_commits_nothing() ->
 
 async def test_flush_keeps_failed_sends_ahead_of_newer_ones() -> None:
     producer = FakeProducer(fail=1)
-    sink = AckedFeedbackSink(producer, [EVENTS])
+    sink = KafkaFeedbackSink(producer, [EVENTS], wait=False)
     pipeline = build_pipeline(config(), "live", Sender(), channels=["webhook", "inbox"],
                               feedback=sink)
     await pipeline.deliver(Trigger(SCENE, "u1", "k", NOW), None, NOW)

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from channels.assembly import DryRunSender, build_pipeline
+from channels.feedback.decisions import feedback_record
 from channels.feedback.events import (
     KINDS,
     FeedbackApp,
@@ -24,9 +25,9 @@ from channels.feedback.events import (
     RedisMessageIndex,
     open_pixel_path,
 )
+from channels.feedback.kafka_sink import KafkaFeedbackSink
 from config.loader import load_config
 from config.strategy_models import FEEDBACK_EVENTS
-from scenetrigger.cli.run.serve import KafkaFeedbackSink
 from strategies.actions import ExitAction, SendAction
 from strategies.embedded import JourneySubscriber, SimulatedOpens
 from tests.channels.content_factories import T0
@@ -145,11 +146,29 @@ class _Producer:
 async def test_serve_writes_the_same_record_to_events_and_journey_feedback() -> None:
     producer = _Producer()
     event = MessageMeta("u1", "", "push", "reactivation", "push_1").event("clicked", "m", 5)
-    await KafkaFeedbackSink(producer, "ev", "fb").emit(event)
-    await KafkaFeedbackSink(producer, "ev2", None).emit(event)
-    assert [t for t, _, _ in producer.sent] == ["ev", "fb", "ev2"]
-    assert len({v for _, v, _ in producer.sent}) == 1
+    await KafkaFeedbackSink(producer, ["ev", "fb"]).emit(event)
+    await KafkaFeedbackSink(producer, ["ev2"], decisions="dec").emit(event)
+    assert [t for t, _, _ in producer.sent] == ["ev", "fb", "ev2", "dec"]
+    assert len({v for t, v, _ in producer.sent if t != "dec"}) == 1
     assert orjson.loads(producer.sent[0][1])["type"] == "clicked"
+    assert producer.sent[3][1] == feedback_record(event).encode()
+    assert {k for _, _, k in producer.sent} == {b"u1"}
+
+
+class _Refusing(_Producer):
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        if topic == "fb":
+            raise RuntimeError("broker refused")
+        await super().send_and_wait(topic, value, key)
+
+
+async def test_a_waiting_sink_raises_when_kafka_refuses_and_keeps_nothing() -> None:
+    producer = _Refusing()
+    sink = KafkaFeedbackSink(producer, ["ev", "fb"])
+    event = MessageMeta("u1", "s", "push").event("opened", "m", 5)
+    with pytest.raises(RuntimeError, match="broker refused"):
+        await sink.emit(event)  # serve answers the request with an error
+    assert [t for t, _, _ in producer.sent] == ["ev"] and sink.pending == 0
 
 
 @pytest.mark.integration

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from channels.transports.batching import Batcher
+from channels.transports.send_batcher import Batcher
 
 
 class Recorder:

@@ -78,7 +78,7 @@ def test_engine_reconfigure_keeps_state_and_drops_timers_of_removed_scenes(
     # The state survived the swap (the arrival's last fire is still there); the
     # cooldown is gone in the new config, so the same page fires again.
     state = engine.store.get("u1")
-    assert state is not None and state.arrival == {"promo_arrival": {"/promo/x": 2_000}}
+    assert state is not None and state.fires == {"promo_arrival": {"/promo/x": 2_000}}
     again = engine.handle(_event("u1", 3_000, type="page", page="/promo/x"))
     assert [t.scene for t in again] == ["promo_arrival"]
     assert engine.advance(10**12) == []
@@ -104,7 +104,7 @@ def test_repeat_per_change_drops_windows_of_the_old_key() -> None:
     fired = engine.handle(_event("u1", 3_000, type="view", product_id="z", category="7"))
     assert fired == []
     state = engine.store.get("u1")
-    assert state is not None and list(state.repeat["rv"]) == ["7"]  # only the new window
+    assert state is not None and list(state.windows["rv"]) == ["7"]  # only the new window
 
 
 def test_repeat_when_change_drops_old_matches_and_keeps_cooldowns() -> None:
@@ -161,10 +161,10 @@ scenes:
                                       "kind: repeat, count: 1, within: 1h, when: {type: view}, "
                                       "per", 1))
     state = engine.store.get("u1")
-    assert state is not None and "s" not in state.arrival and state.arrival["keep"]
+    assert state is not None and "s" not in state.fires and state.fires["keep"]
     _reloaded(engine, arrival)  # back to arrival: the old cooldown is not revived
     assert [t.scene for t in engine.handle(_event("u1", 2_000, type="view", product_id="p"))
             ] == ["s"]
     _reloaded(engine, "scenes:\n  keep: {kind: arrival, when: {type: view}, cooldown: 1h}\n")
     state = engine.store.get("u1")
-    assert state is not None and "s" not in state.arrival and "s" not in state.repeat
+    assert state is not None and "s" not in state.fires and "s" not in state.windows

@@ -19,11 +19,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-from agents.producer import new_kafka_producer
+from agents.kafka_clients import new_producer
+from channels.feedback.events import JsonlSink
 from config.loader import load_config_text
 from config.tokens import CATALOG_TOKEN_ENV
 from scenetrigger.cli.main import main
-from scenetrigger.cli.run.serve import JsonlSink, ServeParts, build_app, catalog_publisher
+from scenetrigger.cli.run.serve import ServeParts, build_app, catalog_publisher
 from tests.agents.kafka_read import read_topic
 from tests.channels.receivers import serve_app
 from triggers.catalog import decode_catalog_record
@@ -119,7 +120,7 @@ async def test_post_catalog_needs_its_own_token(kafka_bootstrap: str, redis_url:
     config = load_config_text("scenes:\n  s: {kind: arrival, when: {page: {prefix: /x}}}\n"
                               "engine: {max_id_chars: 20}\n")
     client = Redis.from_url(redis_url)
-    producer = new_kafka_producer(kafka_bootstrap)
+    producer = new_producer(kafka_bootstrap)
     await producer.start()
     publish = await catalog_publisher(kafka_bootstrap, producer, prefix, None)
     good = record("p1", 1500, variants={"42": {"stock": 2, "available": True}})

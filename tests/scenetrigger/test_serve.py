@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 from channels.base import Message
 from channels.feedback.decisions import DecisionRecord
 from channels.feedback.events import MessageMeta, RedisMessageIndex, open_pixel_path, tracked_link
+from channels.feedback.kafka_sink import KafkaFeedbackSink
 from channels.transports.inbox import InboxStore
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
 from scenetrigger.cli.run.serve import (
     INBOX_SECRET_ENV,
-    KafkaFeedbackSink,
     ServeParts,
     build_app,
     inbox_token,
@@ -70,8 +70,8 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
            config.delivery.tracking.callback_token_env: CALLBACK,
            config.delivery.tracking.secret_env: TRACKING}
     decisions_topic = unique_topic("serve-decisions")
-    parts = ServeParts(config, client, KafkaFeedbackSink(producer, events_topic, journeys_topic,
-                                                         decisions_topic),
+    parts = ServeParts(config, client, KafkaFeedbackSink(producer, [events_topic, journeys_topic],
+                                                         decisions=decisions_topic),
                        env=env, tags_prefix=f"sv{run}:")
     mid = f"m-{run}"
     await RedisMessageIndex(client, f"sv{run}:").remember(

@@ -30,7 +30,7 @@ def test_a_cart_armed_anonymously_fires_for_the_known_user() -> None:
     assert host.take(ev("anon", 200, IDENTIFY, known_id="k")) == []
     assert host.engine.store.get("anon") is None
     state = host.engine.store.get("k")
-    assert state is not None and state.absence["abandon"][0] == 1_100
+    assert state is not None and state.timer["abandon"][0] == 1_100
     assert fired(host.advance(5_000)) == [("abandon", "k", 1_100)]  # not for "anon"
     assert host.advance(10_000) == []  # the anonymous id's stale heap entry never fires
 

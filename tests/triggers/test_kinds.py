@@ -3,6 +3,7 @@ kind, so a kind registered here runs with no change anywhere else."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,8 +14,10 @@ from config.scene_models import SCENE_MODELS, model_kind
 from scenetrigger.cli.change.check_config import describe
 from triggers.engine import Engine
 from triggers.events import Event, Trigger
+from triggers.explain import explain_scene, fired_why
 from triggers.kinds import KINDS, kind_names, kind_of, spelled_out
 from triggers.kinds.base import Limits, Shape, Slot
+from triggers.kinds.explaining import Said, SceneExplanation, noun, plain
 from triggers.predicates import Fields, Predicate, parse_predicate
 from triggers.reshape import resets
 from triggers.state import UserState
@@ -49,7 +52,7 @@ class EveryOtherRule:
               second: bool | None) -> str | Literal[False] | None:
         if not (self._when(fields) if first is None else first):
             return False
-        seen = state.arrival.setdefault(self.name, {})
+        seen = state.fires.setdefault(self.name, {})
         seen[""] = seen.get("", 0) + 1
         return None if seen[""] % 2 == 0 else False
 
@@ -75,6 +78,13 @@ class EveryOtherKind:
     def describe(self, scene: EveryOtherScene) -> str:
         return "every other matching event"
 
+    def explain(self, scene: EveryOtherScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return plain(scene, fires)
+
+    def why(self, scene: EveryOtherScene, trigger: Trigger, state: UserState | None) -> str:
+        return f"the second {noun(scene.when, False)}"
+
 
 @pytest.fixture
 def every_other() -> Any:
@@ -94,6 +104,13 @@ def test_a_registered_kind_runs_in_the_engine_reload_and_check_config(every_othe
     assert kind_of(scene).name == "every_other" and describe(scene) == \
         "every other matching event"
     assert resets([scene], []) and not resets([scene], [scene])
+    fired = [Trigger("eo", "u", None, 2), Trigger("eo", "u", None, 4)]
+    told = explain_scene(scene, views, fired, 5)
+    assert [(f.trigger.ts, f.why) for f in told.fired] == [(2, "every_other fired"),
+                                                          (4, "every_other fired")]
+    assert fired_why(scene, fired[0]) == "the second view"
+    assert explain_scene(scene, views[:1], [], 1).missing == \
+        "did not fire (no explanation for kind 'every_other' yet)"
 
 
 def test_an_unregistered_kind_is_refused_by_name() -> None:

@@ -101,9 +101,9 @@ def test_state_is_the_windows_slot_and_survives_encoding() -> None:
     feed(eng, [ev("u", 0, "search", category="c"), ev("u", 1, "cart", category="c")])
     state = eng.store.get("u")
     assert state is not None
-    win = state.repeat["sv"]["c"]
+    win = state.windows["sv"]["c"]
     assert (win.when, win.unless, win.last_fire) == ([0], [1], None)
-    again = UserState.decode(state.encode()).repeat["sv"]["c"]
+    again = UserState.decode(state.encode()).windows["sv"]["c"]
     assert (again.when, again.unless) == ([0], [1])
 
 

@@ -42,12 +42,12 @@ def test_round_trip_is_exact() -> None:
     data = state.encode()
     again = UserState.decode(data)
     assert again.encode() == data
-    assert again.absence == state.absence
-    assert again.arrival == state.arrival
+    assert again.timer == state.timer
+    assert again.fires == state.fires
     assert {k: (w.when, w.unless, w.last_fire) for k, w in
-            again.repeat["repeat_view_no_purchase"].items()} == {
+            again.windows["repeat_view_no_purchase"].items()} == {
         k: (w.when, w.unless, w.last_fire) for k, w in
-        state.repeat["repeat_view_no_purchase"].items()}
+        state.windows["repeat_view_no_purchase"].items()}
 
 
 def test_without_profiles_the_state_round_trips_with_a_default_profile() -> None:
@@ -95,10 +95,10 @@ def test_bot_with_10k_views_in_30_minutes_stays_bounded(distinct: int) -> None:
                                          page=f"/promo/{i % distinct}")))
     state = eng.store.get("bot")
     assert state is not None
-    for keys in state.repeat.values():
+    for keys in state.windows.values():
         assert len(keys) <= limits.max_keys
         assert all(len(w.when) <= limits.max_window_entries for w in keys.values())
-    for fired in state.arrival.values():
+    for fired in state.fires.values():
         assert len(fired) <= limits.max_keys
     assert len(state.encode()) < 32 * 1024
 
@@ -110,8 +110,8 @@ def test_old_entries_are_pruned_as_time_moves_on() -> None:
     eng.prune_user("541312140")
     state = eng.store.get("541312140")
     assert state is not None
-    assert state.repeat == {}
-    assert state.arrival == {}
+    assert state.windows == {}
+    assert state.fires == {}
     assert len(state.encode()) < 300
 
 
@@ -131,7 +131,7 @@ def test_window_cap_keeps_the_newest_entries() -> None:
     feed(eng, [ev("u", t) for t in range(10)])
     state = eng.store.get("u")
     assert state is not None
-    assert state.repeat["r"][""].when == [7, 8, 9]
+    assert state.windows["r"][""].when == [7, 8, 9]
 
 
 @pytest.mark.parametrize("data", [
@@ -180,7 +180,7 @@ def test_state_version_1_is_still_read_and_version_2_keeps_the_budget() -> None:
     v1 = orjson.dumps([1, T0, {}, {}, {"promo_arrival": {"/promo": T0}}, UserState().profile
                        .to_wire()])
     old = UserState.decode(v1)
-    assert old.arrival == {"promo_arrival": {"/promo": T0}} and old.budget == []
+    assert old.fires == {"promo_arrival": {"/promo": T0}} and old.budget == []
     old.budget = [T0 - 5, T0]
     data = old.encode()
     assert orjson.loads(data)[0] == 2 and orjson.loads(data)[-1] == [5, 0]  # offsets from max_ts

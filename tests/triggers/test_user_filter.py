@@ -131,7 +131,7 @@ def test_absence_checked_at_the_deadline_and_the_timer_is_consumed() -> None:
     batches += feed(eng, [view(T0 + 31 * MIN, user="x")])
     assert flat(batches) == [] and pending(eng) == []
     state = eng.store.get("u")
-    assert state is not None and state.absence == {}
+    assert state is not None and state.timer == {}
     assert eng.rebuild_timers() == 0  # a restart does not revive it either
     assert eng.advance(T0 + 10 * DAY) == []
     # unfiltered, the same input fires at the deadline

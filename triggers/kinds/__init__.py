@@ -3,8 +3,8 @@
 Adding a kind: a module here with its scene, its rule and a
 :class:`~triggers.kinds.base.SceneKind` (``KIND``), one entry in
 :data:`KINDS`, and its config model in ``config/scene_models.py``. The
-engine, hot reload, the hosts, the config loader and ``check-config`` read
-kinds from here.
+engine, hot reload, the hosts, the config loader, ``check-config`` and
+``explain`` read kinds from here. A worked example: docs/contributing.md.
 """
 
 from __future__ import annotations

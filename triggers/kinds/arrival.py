@@ -3,10 +3,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
 from triggers.kinds.base import Limits, Shape, Slot, key_of, qualifiers
+from triggers.kinds.explaining import (
+    MAX_REFUSALS,
+    Fired,
+    Refusal,
+    Said,
+    SceneExplanation,
+    cooling,
+    for_key,
+    hm,
+    not_fired_reason,
+    noun,
+    per_value,
+)
 from triggers.predicates import Fields, Predicate
 from triggers.state import UserState
 from triggers.userfilter import Refused, UserFilter
@@ -54,7 +70,7 @@ class ArrivalRule:
                 if had is not None:
                     return Refused(None if self._per is None else key, had)
             return None if self._per is None else key  # no cooldown: nothing to remember
-        fired = state.arrival.get(self.name)
+        fired = state.fires.get(self.name)
         last = None if fired is None else fired.get(key)
         if last is not None and ts - last < self._cooldown:
             return False
@@ -63,7 +79,7 @@ class ArrivalRule:
             if had is not None:  # filtered out: no fire recorded, so no cooldown starts
                 return Refused(None if self._per is None else key, had)
         if fired is None:
-            fired = state.arrival[self.name] = {}
+            fired = state.fires[self.name] = {}
         if last is None or ts > last:
             if last is None and len(fired) >= self._max_keys:
                 self._evict(fired, state.max_ts)
@@ -86,12 +102,45 @@ class ArrivalRule:
             del fired[key]
 
     def prune(self, state: UserState) -> None:
-        fired = state.arrival.get(self.name)
+        fired = state.fires.get(self.name)
         if fired is None:
             return
         self._prune_keys(fired, state.max_ts)
         if not fired:
-            del state.arrival[self.name]
+            del state.fires[self.name]
+
+
+def arrival_why(scene: ArrivalScene, trigger: Trigger) -> str:
+    cool = (f", first within cooldown {format_duration_ms(scene.cooldown_ms)}"
+            if scene.cooldown_ms else "")
+    return f"{noun(scene.when, False)}{for_key(scene, trigger.key)}{cool}"
+
+
+def explain_arrival(scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger],
+                    said: Said) -> SceneExplanation:
+    when = scene.when.compile()
+    fired_at = {(t.key, t.ts) for t in fires}
+    refused: list[Refusal] = []
+    matched = 0
+    for event in events:
+        has, key = per_value(scene, event)
+        if not has or not when(event.fields):
+            continue
+        matched += 1
+        if (key, event.ts) in fired_at:
+            continue
+        hot = cooling(scene, fires, key, event.ts)
+        why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
+               f"{hm(hot.ts)}" if hot is not None else
+               not_fired_reason(scene, said, event.ts))
+        if len(refused) < MAX_REFUSALS:
+            refused.append(Refusal(event.ts, key, why))
+    fired = tuple(Fired(t, arrival_why(scene, t)) for t in fires)
+    missing = None
+    if not fires:
+        missing = (f"no {noun(scene.when)}" if not matched else
+                   f"{matched} {noun(scene.when)}, none fired: {refused[-1].why}")
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing)
 
 
 class ArrivalKind:
@@ -111,6 +160,14 @@ class ArrivalKind:
 
     def describe(self, scene: ArrivalScene) -> str:
         return "arrival" + qualifiers(scene.per, None, scene.cooldown_ms)
+
+
+    def explain(self, scene: ArrivalScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return explain_arrival(scene, events, fires, said)
+
+    def why(self, scene: ArrivalScene, trigger: Trigger, state: UserState | None) -> str:
+        return arrival_why(scene, trigger)
 
 
 KIND = ArrivalKind()

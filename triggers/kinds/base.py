@@ -23,11 +23,14 @@ what a hot reload compares (:mod:`triggers.reshape`).
 from __future__ import annotations
 
 from bisect import bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from triggers.budget import TriggerBudget
 from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
+from triggers.kinds.explaining import Said, SceneExplanation
 from triggers.predicates import Fields, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
 from triggers.userfilter import Refused, UserFilter
@@ -137,6 +140,18 @@ class SceneKind(Protocol, Generic[S]):
     def describe(self, scene: S) -> str:
         """One line for ``check-config``."""
 
+    def explain(self, scene: S, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        """For ``explain``: ``fires`` (the scene's triggers for the user)
+        each with its figures, the refusals, and what was missing when it did
+        not fire, read off the user's ``events`` (taken, in input order) up to
+        the final ``clock_ms``; ``said``: the engine's words for its refusals.
+        :func:`triggers.kinds.explaining.plain` when the kind reads no story."""
+
+    def why(self, scene: S, trigger: Trigger, state: UserState | None) -> str:
+        """The rule and figures behind one fire (``explain``, the decision
+        log); ``state``: the user's, just after the fire, when the caller has it."""
+
 
 def qualifiers(per: str | None, unless: Predicate | None, cooldown_ms: int | None) -> str:
     """What ``describe`` adds after a kind's own words: `` per F``,
@@ -194,9 +209,9 @@ class WindowRule:
 
     def _window(self, state: UserState, key: str) -> KeyWindow:
         """The key's window, pruned when something in it is old enough to go."""
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if keys is None:
-            keys = state.repeat[self.name] = {}
+            keys = state.windows[self.name] = {}
         win = keys.get(key)
         if win is None:  # a new window: nothing in it to prune
             if len(keys) >= self._max_keys:
@@ -237,7 +252,7 @@ class WindowRule:
                 del keys[stale]
 
     def prune(self, state: UserState) -> None:
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if not keys:
             return
         for key in list(keys):
@@ -246,4 +261,4 @@ class WindowRule:
             if not win.when and not win.unless and win.last_fire is None:
                 del keys[key]
         if not keys:
-            del state.repeat[self.name]
+            del state.windows[self.name]

@@ -3,11 +3,13 @@ matching ``unless`` (SEMANTICS.md, "Kinds")."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
 from triggers.kinds.base import (
     NO_KEY,
     Limits,
@@ -17,6 +19,19 @@ from triggers.kinds.base import (
     canon,
     insert_capped,
     qualifiers,
+)
+from triggers.kinds.explaining import (
+    MAX_REFUSALS,
+    Fired,
+    Refusal,
+    Said,
+    SceneExplanation,
+    cooling,
+    for_key,
+    hm,
+    not_fired_reason,
+    noun,
+    per_value,
 )
 from triggers.predicates import Fields, Matcher, Predicate, as_compared_string
 from triggers.state import KeyWindow, UserState
@@ -81,9 +96,9 @@ class RepeatRule(WindowRule):
                     return False  # no `per` field: this scene ignores the event
                 key = text
         # The window fetch of WindowRule._window, inlined: this is the hot path.
-        keys = state.repeat.get(self.name)
+        keys = state.windows.get(self.name)
         if keys is None:
-            keys = state.repeat[self.name] = {}
+            keys = state.windows[self.name] = {}
         win = keys.get(key)
         if win is None:  # a new window: nothing in it to prune
             if len(keys) >= self._max_keys:
@@ -134,6 +149,74 @@ class RepeatRule(WindowRule):
         return None if self._per is None else key  # "" is a real per value
 
 
+def repeat_why(scene: RepeatScene, trigger: Trigger) -> str:
+    """``3 of 3 views of product_id 1002544 within 30m, no purchase``."""
+    return (f"{scene.count} of {scene.count} {noun(scene.when)}{for_key(scene, trigger.key)} "
+            f"within {format_duration_ms(scene.within_ms)}"
+            + (f", no {noun(scene.unless, False)}" if scene.unless else ""))
+
+
+def explain_repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trigger],
+                   said: Said) -> SceneExplanation:
+    """Each window that qualified and why it did not fire; else the fullest window."""
+    when, unless = scene.when.compile(), scene.unless.compile() if scene.unless else None
+    within = format_duration_ms(scene.within_ms)
+    what = noun(scene.when)
+    fired_at = {(t.key, t.ts) for t in fires}
+    refused: list[Refusal] = []
+    more = 0
+    best: tuple[int, int, str | None, int | None] | None = None  # n, ts, key, last blocker
+    # Per key, the sorted times of the `when` and `unless` events taken so far:
+    # a window is two bisects (a bot's 10k views of one product stay cheap).
+    seen: dict[str | None, tuple[list[int], list[int]]] = {}
+    for event in events:
+        has, key = per_value(scene, event)
+        if not has:
+            continue
+        is_when = when(event.fields)
+        whens, unlesses = seen.setdefault(key, ([], []))
+        if is_when:
+            insort(whens, event.ts)
+        if unless is not None and unless(event.fields):
+            insort(unlesses, event.ts)
+        if not is_when:
+            continue
+        low = event.ts - scene.within_ms
+        n = bisect_right(whens, event.ts) - bisect_right(whens, low)
+        inside = bisect_right(unlesses, event.ts)
+        blocker = unlesses[inside - 1] if inside and unlesses[inside - 1] > low else None
+        figures = f"{min(n, scene.count)} of {scene.count} {what}{for_key(scene, key)} " \
+                  f"within {within}"
+        if (key, event.ts) in fired_at:
+            continue
+        if n >= scene.count and blocker is None:
+            hot = cooling(scene, fires, key, event.ts)
+            why = (f"cooldown {format_duration_ms(scene.cooldown_ms or 0)} since the fire at "
+                   f"{hm(hot.ts)}" if hot is not None else
+                   not_fired_reason(scene, said, event.ts))
+            if len(refused) < MAX_REFUSALS:
+                refused.append(Refusal(event.ts, key, f"{figures}; {why}"))
+            else:
+                more += 1
+        rank = (min(n, scene.count), event.ts)
+        if best is None or rank >= best[:2]:
+            best = (*rank, key, blocker)
+    fired = tuple(Fired(t, repeat_why(scene, t)) for t in fires)
+    missing = None
+    if not fires:
+        if best is None:
+            missing = f"no {what}" + ("" if scene.per is None else f" with {scene.per}")
+        else:
+            n, _ts, key, last_blocker = best
+            missing = f"{n} of {scene.count} {what}{for_key(scene, key)} within {within}"
+            if last_blocker is not None:
+                missing += f"; a {noun(scene.unless, False)} at {hm(last_blocker)} blocks it"
+            elif n >= scene.count and refused:
+                missing += f"; {refused[-1].why.rpartition('; ')[2]}"
+    return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing,
+                            {"refusals_not_listed": more} if more else {})
+
+
 class RepeatKind:
     name = "repeat"
     timer = False
@@ -152,6 +235,14 @@ class RepeatKind:
     def describe(self, scene: RepeatScene) -> str:
         return (f"repeat  {scene.count}x within {format_duration_ms(scene.within_ms)}"
                 + qualifiers(scene.per, scene.unless, scene.cooldown_ms))
+
+
+    def explain(self, scene: RepeatScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return explain_repeat(scene, events, fires, said)
+
+    def why(self, scene: RepeatScene, trigger: Trigger, state: UserState | None) -> str:
+        return repeat_why(scene, trigger)
 
 
 KIND = RepeatKind()

@@ -9,12 +9,15 @@ otherwise the purchase disarms it. The engine's clock fires it, as an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from triggers.cycle import Cycle, as_cycle, category_cycle
 from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
 from triggers.kinds.base import Limits, Shape, Slot, canon
+from triggers.kinds.explaining import Said, SceneExplanation, hm, plain
 from triggers.predicates import Fields, Matcher, Predicate, parse_predicate
 from triggers.state import UserState
 from triggers.userfilter import UserFilter
@@ -63,7 +66,7 @@ class ReplenishmentRule:
         if not (self._purchase(fields) if purchase_holds is None else purchase_holds):
             return False
         deadline = self.deadline(state)
-        armed = state.absence.get(self.name)
+        armed = state.timer.get(self.name)
         if deadline is None:
             return None if armed is not None else False
         if armed is not None and armed[0] == deadline:
@@ -90,6 +93,12 @@ class ReplenishmentRule:
         """A timer is pruned by firing (or by a disarming purchase), never by age."""
 
 
+def replenishment_why(scene: ReplenishmentScene, trigger: Trigger) -> str:
+    of = f" of {scene.category}" if scene.category is not None else ""
+    return (f"no purchase{of} by {hm(trigger.ts)}: the expected next purchase "
+            f"(newest + mean interval) plus {format_duration_ms(scene.margin_ms)}")
+
+
 class ReplenishmentKind:
     name = "replenishment"
     timer = True
@@ -112,6 +121,14 @@ class ReplenishmentKind:
         if scene.max_spread is not None:
             text += f", spread <= {scene.max_spread:g}"
         return text
+
+
+    def explain(self, scene: ReplenishmentScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return plain(scene, fires)  # no story read from the events yet
+
+    def why(self, scene: ReplenishmentScene, trigger: Trigger, state: UserState | None) -> str:
+        return replenishment_why(scene, trigger)
 
 
 KIND = ReplenishmentKind()

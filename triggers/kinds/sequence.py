@@ -12,10 +12,12 @@ events and the newest fire. So a hot reload drops the ``first`` times when
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from triggers.durations import format_duration_ms
+from triggers.events import Event, Trigger
 from triggers.kinds.base import (
     Limits,
     Shape,
@@ -25,6 +27,15 @@ from triggers.kinds.base import (
     insert_capped,
     key_of,
     qualifiers,
+)
+from triggers.kinds.explaining import (
+    Fired,
+    Said,
+    SceneExplanation,
+    hm,
+    not_fired_reason,
+    noun,
+    per_value,
 )
 from triggers.predicates import Fields, Matcher, Predicate
 from triggers.state import UserState
@@ -105,6 +116,48 @@ class SequenceRule(WindowRule):
         return None if self._per is None else key
 
 
+def sequence_why(scene: SequenceScene, trigger: Trigger, state: UserState | None) -> str:
+    """The start is read from the user's state just after the fire (the
+    worker has it), else left out."""
+    one, two = noun(scene.first, False), noun(scene.then, False)
+    within = format_duration_ms(scene.within_ms)
+    win = None if state is None else state.windows.get(scene.name, {}).get(trigger.key or "")
+    idx = -1 if win is None else bisect_left(win.when, trigger.ts) - 1
+    if win is None or idx < 0:
+        return f"{one} then {two} within {within}"
+    return f"{one} at {hm(win.when[idx])}, then {two} within {within}"
+
+
+def explain_sequence(scene: SequenceScene, events: Sequence[Event], fires: list[Trigger],
+                     said: Said) -> SceneExplanation:
+    first, then = scene.first.compile(), scene.then.compile()
+    unless = scene.unless.compile() if scene.unless else None
+    within = format_duration_ms(scene.within_ms)
+    one, two = noun(scene.first, False), noun(scene.then, False)
+    whys = {}
+    story = f"no {noun(scene.first)}"
+    for i, event in enumerate(events):
+        has, key = per_value(scene, event)
+        if not has:
+            continue
+        same = [e for e in events[:i] if scene.per is None or per_value(scene, e)[1] == key]
+        if then(event.fields):
+            starts = [e for e in same if first(e.fields)
+                      and event.ts - scene.within_ms < e.ts <= event.ts]
+            if starts:
+                blockers = [e for e in same if unless is not None and unless(e.fields)
+                            and starts[-1].ts <= e.ts <= event.ts]
+                whys[(key, event.ts)] = f"{one} at {hm(starts[-1].ts)}, then {two} within {within}"
+                story = (f"a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
+                         if blockers else f"{one} at {hm(starts[-1].ts)} then {two} at "
+                                          f"{hm(event.ts)}: {not_fired_reason(scene, said, event.ts)}")
+        elif first(event.fields):
+            story = f"a {one} at {hm(event.ts)}, no {two} within {within} after it"
+    fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{one} then {two} within {within}"))
+                  for t in fires)
+    return SceneExplanation(scene.name, scene.kind, fired, (), None if fires else story)
+
+
 class SequenceKind:
     name = "sequence"
     timer = False
@@ -124,6 +177,14 @@ class SequenceKind:
     def describe(self, scene: SequenceScene) -> str:
         return (f"sequence first ... then ... within {format_duration_ms(scene.within_ms)}"
                 + qualifiers(scene.per, scene.unless, scene.cooldown_ms))
+
+
+    def explain(self, scene: SequenceScene, events: Sequence[Event], fires: list[Trigger],
+                clock_ms: int | None, said: Said) -> SceneExplanation:
+        return explain_sequence(scene, events, fires, said)
+
+    def why(self, scene: SequenceScene, trigger: Trigger, state: UserState | None) -> str:
+        return sequence_why(scene, trigger, state)
 
 
 KIND = SequenceKind()

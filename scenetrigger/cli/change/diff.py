@@ -17,8 +17,8 @@ import orjson
 
 from config.loader import load_config, load_config_text
 from config.models import AppConfig
-from scenetrigger.cli.support import open_input, pick_format, positive, progress_bar
-from scenetrigger.runtime.sources import FORMATS, read_events
+from scenetrigger.cli.support import positive, progress_bar
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_events
 from scenetrigger.runtime.whatif import Side, compare, render, run_side
 from triggers.errors import SceneTriggerError
 

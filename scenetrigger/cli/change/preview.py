@@ -21,9 +21,8 @@ from channels.content.select import ContentSelector, VariantPreview
 from config.check import close_name
 from config.loader import load_config
 from config.models import AppConfig
-from scenetrigger.cli.support import open_input, pick_format
 from scenetrigger.runtime.replay import new_engine, replay
-from scenetrigger.runtime.sources import FORMATS, read_events
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_events
 from triggers.classify import SEGMENTS, STYLES, Segmentation
 from triggers.errors import SceneTriggerError
 from triggers.events import Trigger

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from channels.content.catalog import DEFAULT_PREFIX, RedisCatalog, read_products
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from scenetrigger.cli.support import add_replication_argument
 from triggers.errors import SceneTriggerError
 from triggers.events import DEFAULT_MAX_ID_CHARS

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from channels.transports.deadletter import DEFAULT_STREAM
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
 from strategies.store import DEFAULT_PREFIX
 
 
@@ -89,11 +89,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         forget = None
         if args.broker:
             from agents.engine_host import ERASE
-            from agents.producer import new_kafka_producer
+            from agents.kafka_clients import new_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.feedback.decisions import erasure_record
 
-            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             topic = topic_name(args.topic_prefix, "events")
             started = producer

@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 def replay_timeline(path: str, fmt: str, config: Any, user: str,
                     catalog: str | None = None) -> Any:
-    from scenetrigger.cli.support import open_input, pick_format
     from scenetrigger.ops.explain import explain_replay
-    from scenetrigger.runtime.sources import read_events
+    from scenetrigger.runtime.sources import open_input, pick_format, read_events
 
     with open_input(path) as (stream, _size):
         chosen, lines = pick_format(fmt, stream, path)

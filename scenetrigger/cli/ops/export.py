@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from agents.batching import record_values
 from agents.export import topic_records
+from agents.record_batching import record_values
 from agents.topics import bootstrap_servers
 
 

@@ -43,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from channels.redis_client import redis_client
-    from channels.transports.registry import redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
 
     client = redis_client(redis_url_or_env(args.redis_url), decode_responses=True)
     try:
@@ -74,10 +73,10 @@ async def engine_state(broker: str, app_id: str, user_id: str) -> dict[str, Any]
     offset, raw = unpack_state(newest)
     state = UserState.decode(raw)
     return {"applied_offset": offset, "max_ts": state.max_ts,
-            "repeat": {scene: {key: {"when": w.when, "unless": w.unless,
-                                     "last_fire": w.last_fire} for key, w in keys.items()}
-                       for scene, keys in state.repeat.items()},
-            "absence": {scene: list(timer) for scene, timer in state.absence.items()},
-            "arrival": state.arrival,
+            "windows": {scene: {key: {"when": w.when, "unless": w.unless,
+                                      "last_fire": w.last_fire} for key, w in keys.items()}
+                        for scene, keys in state.windows.items()},
+            "timer": {scene: list(armed) for scene, armed in state.timer.items()},
+            "fires": state.fires,
             "profile": {name: getattr(state.profile, name)
                         for name in sorted(state.profile.__slots__)}}

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 
 
 def register(sub: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from strategies.store import DEFAULT_PREFIX
 from triggers.errors import SceneTriggerError
 

@@ -12,14 +12,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from channels.base import DeliveryResult, Message
+from channels.redis_client import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from channels.transports.deadletter import DEFAULT_STREAM, DeadLetter, DeadLetterStore, redrive
-from channels.transports.registry import (
-    DEFAULT_REDIS_URL,
-    ChannelSender,
-    build_registry,
-    redis_client,
-    redis_url_or_env,
-)
+from channels.transports.registry import ChannelSender, build_registry
 from config.loader import load_config
 from scenetrigger.cli.support import positive
 

@@ -18,8 +18,7 @@ import orjson
 
 from config.loader import load_config
 from config.strategy_models import ControlModel, load_strategy_file, resolve_include
-from scenetrigger.cli.support import open_input, pick_format
-from scenetrigger.runtime.sources import FORMATS, read_events
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_events
 from strategies.intervals import METHOD
 from strategies.kpis import Kpis, render_kpis
 from strategies.reporting import (

@@ -27,10 +27,11 @@ import orjson
 
 from channels.audience.consent import ConsentRecord, ConsentStore, RedisConsentStore
 from channels.audience.directory import Contact, ContactError, RedisDirectory, contact_from
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_url_or_env
+from channels.redis_client import DEFAULT_REDIS_URL, redis_url_or_env
 from config.clock import wall_ms
 from scenetrigger.cli.ops import users_merge
-from scenetrigger.cli.support import open_input, progress_bar
+from scenetrigger.cli.support import progress_bar
+from scenetrigger.runtime.sources import open_input
 from triggers.errors import SceneTriggerError
 
 _BATCH = 500
@@ -271,16 +272,16 @@ async def _stores(args: argparse.Namespace) -> AsyncIterator[tuple[RedisDirector
         stack.push_async_callback(client.aclose)
         consent: ConsentStore = RedisConsentStore(client, args.prefix)
         if args.broker:
-            from agents.producer import new_kafka_producer
+            from agents.kafka_clients import new_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.audience.consent_http import StreamedConsent
-            from channels.feedback.events import KafkaSink
+            from channels.feedback.kafka_sink import KafkaFeedbackSink
 
-            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
-            consent = StreamedConsent(consent, KafkaSink(producer, topic_name(
-                args.topic_prefix, "events")))
+            consent = StreamedConsent(consent, KafkaFeedbackSink(producer, [topic_name(
+                args.topic_prefix, "events")]))
         yield RedisDirectory(client, args.prefix), consent
 
 

@@ -89,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, event: dict[str, Any],
                 records: list[DecisionRecord]) -> None:
-    from agents.producer import new_kafka_producer
+    from agents.kafka_clients import new_producer
     from agents.topics import bootstrap_servers, topic_name
 
-    producer = new_kafka_producer(bootstrap_servers(args.broker))
+    producer = new_producer(bootstrap_servers(args.broker))
     await producer.start()
     try:
         await producer.send_and_wait(topic_name(args.topic_prefix, "events"),

@@ -20,7 +20,8 @@ from agents.collector import (
     KafkaPublisher,
     create_collector_app,
 )
-from agents.producer import ensure_topics, new_kafka_producer
+from agents.kafka_clients import new_producer
+from agents.producer import ensure_topics
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
 from config.tokens import IDENTIFY_TOKEN_ENV
 from scenetrigger.cli import config_follow
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             args.config, config_follow.open_store(args.config_store, args.broker,
                                                   args.topic_prefix),
             ReloadMetrics.on(metrics.registry))
-        app = create_collector_app(KafkaPublisher(new_kafka_producer(bootstrap)), settings,
+        app = create_collector_app(KafkaPublisher(new_producer(bootstrap)), settings,
                                    metrics)
 
         async def follow(_app: web.Application) -> Any:

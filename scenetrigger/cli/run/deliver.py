@@ -77,17 +77,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from agents.producer import ensure_topics, new_kafka_producer
+    from agents.kafka_clients import new_consumer, new_producer
+    from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
     from channels.assembly import file_catalog, open_delivery
     from channels.feedback.decisions_kafka import Flushes, KafkaDecisionLog
-    from channels.feedback.kafka_sink import AckedFeedbackSink
+    from channels.feedback.kafka_sink import KafkaFeedbackSink
     from channels.kafka_delivery import DeliveryConsumer, DeliveryTopics
-    from channels.redis_client import redis_client
-    from channels.transports.registry import redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
     from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
 
@@ -102,7 +101,7 @@ async def _main(args: argparse.Namespace) -> int:
     decisions_topic = topic_name(args.topic_prefix, "decisions")
     bootstrap = bootstrap_servers(args.broker)
     registry = CollectorRegistry()
-    feedback = AckedFeedbackSink(None, out_topics, registry=registry)
+    feedback = KafkaFeedbackSink(None, out_topics, wait=False, registry=registry)
     catalog = file_catalog(args.catalog)
     # One Redis client for the process: a new config's pipeline shares it (the
     # consumer's dead letters stay on it), each pipeline owns its channels.
@@ -124,13 +123,12 @@ async def _main(args: argparse.Namespace) -> int:
                 replication=args.replication_factor)
         except Exception as exc:
             raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
-        producer = new_kafka_producer(bootstrap)
+        producer = new_producer(bootstrap)
         await producer.start()
         feedback.producer = producer
         decisions = live.pipeline.decisions = KafkaDecisionLog(producer, decisions_topic)
-        consumer = AIOKafkaConsumer(topics.triggers, topics.actions, bootstrap_servers=bootstrap,
-                                    group_id=args.group, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = new_consumer(bootstrap, topics.triggers, topics.actions, group_id=args.group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         delivery = DeliveryConsumer(live.pipeline, consumer, topics, registry=registry,
                                     dead_letter=live.dead_letter,

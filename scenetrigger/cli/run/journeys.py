@@ -39,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from aiokafka import AIOKafkaConsumer
     from prometheus_client import start_http_server
 
-    from agents.producer import ensure_topics, new_kafka_producer
+    from agents.kafka_clients import new_consumer, new_producer
+    from agents.producer import ensure_topics
     from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
     from channels.feedback.decisions_kafka import KafkaDecisionLog
-    from channels.transports.registry import redis_client, redis_url_or_env
+    from channels.redis_client import redis_client, redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.serve.site import SwappableSite
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
@@ -66,10 +66,10 @@ async def _main(args: argparse.Namespace) -> None:
     bootstrap = bootstrap_servers(args.broker)
     url = redis_url_or_env(args.redis_url)
     client = redis_client(url)
-    producer = new_kafka_producer(bootstrap)
-    consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
-                                bootstrap_servers=bootstrap, group_id=args.group,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    producer = new_producer(bootstrap)
+    consumer = new_consumer(bootstrap, topics.triggers,
+                            *([topics.feedback] if topics.feedback else []), group_id=args.group,
+                            enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
     # Every topic it reads or writes: one not there yet would be auto-created
     # with the broker's replication, or make the consumer wait for metadata.

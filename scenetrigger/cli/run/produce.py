@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 
 from agents.identity_gate import identify_refused
+from agents.kafka_clients import new_producer
 from agents.producer import (
-    KafkaSink,
     LastLine,
+    PipelinedProducer,
     ProduceSummary,
     RateLimiter,
     ensure_topics,
-    new_kafka_producer,
     produce_records,
 )
 from agents.topics import DEFAULT_PARTITIONS, bootstrap_servers
@@ -37,13 +37,11 @@ from scenetrigger.cli.support import (
     add_replication_argument,
     add_topic_arguments,
     batch_limits,
-    open_input,
-    pick_format,
     positive,
     produce_topics,
     progress_bar,
 )
-from scenetrigger.runtime.sources import FORMATS, read_events
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_events
 from triggers.errors import SceneTriggerError
 from triggers.events import DEFAULT_MAX_LINE_BYTES, Event
 
@@ -121,9 +119,9 @@ async def produce_file(args: argparse.Namespace) -> ProduceSummary:
                                     args.partitions, replication=args.replication_factor)
     except OSError as exc:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
-    producer = new_kafka_producer(bootstrap)
+    producer = new_producer(bootstrap)
     await producer.start()
-    sink = KafkaSink(producer)
+    sink = PipelinedProducer(producer)
     stored: Counter[int] = Counter()
     started = time.monotonic()
     try:

@@ -13,7 +13,7 @@ import orjson
 
 from channels.feedback.decisions import DEFAULT_MAX_BYTES, FileDecisionLog, refusal_record
 from config.loader import load_config
-from scenetrigger.cli.support import open_input, pick_format, positive, progress_bar
+from scenetrigger.cli.support import positive, progress_bar
 from scenetrigger.runtime.replay import (
     ReplaySummary,
     jsonl_reject_writer,
@@ -22,7 +22,7 @@ from scenetrigger.runtime.replay import (
     replay,
 )
 from scenetrigger.runtime.replay_shards import replay_sharded
-from scenetrigger.runtime.sources import FORMATS, read_for
+from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_for
 from triggers.errors import SceneTriggerError
 from triggers.events import Refusal, Trigger
 

@@ -53,24 +53,32 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from agents.engine_host import ERASE
+from channels.admin_auth import admin_name
 from channels.ads.build import watch_ads_consent
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
-from channels.feedback.decisions import erasure_record, feedback_record
-from channels.feedback.events import FeedbackApp, FeedbackEvent, FeedbackSink, RedisMessageIndex
+from channels.feedback.decisions import erasure_record
+from channels.feedback.events import (
+    FeedbackApp,
+    FeedbackEvent,
+    FeedbackSink,
+    JsonlSink,
+    RedisMessageIndex,
+)
+from channels.feedback.kafka_sink import KafkaFeedbackSink
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
+from channels.redis_client import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from channels.transports.inbox import InboxStore, inbox_routes
-from channels.transports.registry import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import (
@@ -122,36 +130,6 @@ def run(args: argparse.Namespace) -> int:
 def inbox_token(secret: str, user_id: str) -> str:
     """The end-user inbox token: hex HMAC-SHA256 of the user id."""
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-class JsonlSink:
-    """Feedback events as JSON lines (no broker)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-
-    async def emit(self, event: FeedbackEvent) -> None:
-        self._out.write(orjson.dumps(event.to_dict()).decode() + "\n")
-        self._out.flush()
-
-
-class KafkaFeedbackSink:
-    """The events topic (for scenes), and optionally the journeys' feedback
-    topic: the same record on both (one vocabulary, ``type`` = the kind)."""
-
-    def __init__(self, producer: Any, events_topic: str, journeys_topic: str | None,
-                 decisions_topic: str | None = None) -> None:
-        self._producer = producer
-        self._topics = [t for t in (events_topic, journeys_topic) if t is not None]
-        self._decisions = decisions_topic  # the decision log's feedback records
-
-    async def emit(self, event: FeedbackEvent) -> None:
-        key, value = event.user_id.encode(), orjson.dumps(event.to_dict())
-        for topic in self._topics:
-            await self._producer.send_and_wait(topic, value, key=key)
-        if self._decisions is not None:
-            await self._producer.send_and_wait(self._decisions,
-                                               feedback_record(event).encode(), key=key)
 
 
 @dataclass
@@ -255,7 +233,8 @@ def build_app(parts: ServeParts) -> web.Application:
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
-              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg)).add_routes(app)
+              env.get(IDENTIFY_TOKEN_ENV) or None, _identify_refused(reg),
+              tokens=admins).add_routes(app)
     add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
                       config.engine.max_id_chars, reg)
 
@@ -284,9 +263,9 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
     With neither configured every request is refused (closed by default)."""
 
     async def authorize(request: web.Request, user_id: str) -> bool:
-        given = bearer(request.headers.get("Authorization", ""))
-        if admins.name_of(given) is not None:
+        if admin_name(admins, request) is not None:
             return True
+        given = bearer(request.headers.get("Authorization", ""))
         if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
             return True
         raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
@@ -312,18 +291,20 @@ async def _main(args: argparse.Namespace) -> int:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)
         if args.broker:
-            from agents.producer import ensure_topics, new_kafka_producer
+            from agents.kafka_clients import new_producer
+            from agents.producer import ensure_topics
             from agents.topics import bootstrap_servers, feedback_topics, topic_name
 
             events, *journeys = feedback_topics(args.topic_prefix, args.journeys_feedback)
             await ensure_topics(bootstrap_servers(args.broker),
                                 [events, *journeys, topic_name(args.topic_prefix, "decisions")],
                                 replication=args.replication_factor)
-            producer = new_kafka_producer(bootstrap_servers(args.broker))
+            producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
             stack.push_async_callback(producer.stop)
-            sink = KafkaFeedbackSink(producer, events, journeys[0] if journeys else None,
-                                     topic_name(args.topic_prefix, "decisions"))
+            # the same record on the events (and journeys') topic, and the decision log's
+            sink = KafkaFeedbackSink(producer, [events, *journeys],
+                                     decisions=topic_name(args.topic_prefix, "decisions"))
             events_topic = events
 
             async def publish(record: dict[str, Any]) -> None:
@@ -378,13 +359,13 @@ async def catalog_publisher(bootstrap: str, producer: Any, prefix: str | None,
                              replication: int | None) -> Any:
     """POST /catalog's sender: PREFIX.catalog (compacted) and PREFIX.dead-letters."""
     from agents.catalog_stream import CatalogTopics, ensure_catalog_topics, send_catalog
-    from agents.producer import KafkaSink
+    from agents.producer import PipelinedProducer
 
     topics = CatalogTopics.of(prefix)
     await ensure_catalog_topics(bootstrap, topics, replication=replication)
 
     async def publish(items: Any, on_reject: Any) -> Any:
-        return await send_catalog(items, KafkaSink(producer), topics,
+        return await send_catalog(items, PipelinedProducer(producer), topics,
                                   source="serve:/catalog", on_reject=on_reject)
 
     return publish

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from agents.app import SceneWorker
-from agents.batching import BatchLimits, RecordBatcher, encode_batch, partition_for
+from agents.record_batching import BatchLimits, RecordBatcher, encode_batch, partition_for
 from agents.stored_state import pack_state, position, unpack_state
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import (
