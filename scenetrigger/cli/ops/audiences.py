@@ -185,7 +185,7 @@ async def _records(args: argparse.Namespace) -> AsyncIterator[Any]:
     from channels.ads.membership import read_jsonl
 
     if args.source is not None:
-        from scenetrigger.cli.support import open_input
+        from scenetrigger.runtime.sources import open_input
 
         with open_input(args.source) as (stream, _size):
             for _number, item in read_jsonl(iter(stream)):

@@ -14,8 +14,7 @@ import orjson
 
 from channels.ads.membership import Membership, MembershipError, read_jsonl
 from config.models import AppConfig
-from scenetrigger.cli.support import open_input, pick_format
-from scenetrigger.runtime.sources import read_events
+from scenetrigger.runtime.sources import open_input, pick_format, read_events
 from strategies.ads_roi import Spend, channel_report, read_spend, render_channels
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
