@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from config.scene_models import GoalModel
 from config.strategy_models import (
     EXIT,
     NEXT,
@@ -74,6 +75,11 @@ class Goal:
 
     def met(self, fields: Mapping[str, Any], entered_ms: int, ts: int) -> bool:
         return entered_ms < ts <= entered_ms + self.within_ms and self.matches(fields)
+
+
+def compile_goal(model: GoalModel | None) -> Goal | None:
+    """A scene's or strategy's ``goal:`` as the report and the journeys test it."""
+    return None if model is None else Goal(model.event.compile(), model.within)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +145,8 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
         tags=tags.condition() if tags else TagCondition(),
         segments=frozenset(e.segment) if e.segment is not None else None,
     )
-    goal = None if model.goal is None else Goal(model.goal.event.compile(), model.goal.within)
     return Strategy(name, version, digest_of(model), entry, tuple(steps), model.reenter_after,
-                    model.control_share, goal)
+                    model.control_share, compile_goal(model.goal))
 
 
 class Registry:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.pipeline import message_id_for
@@ -34,7 +34,7 @@ from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_contr
 from strategies.holdout import GlobalHoldout, global_mark
 from strategies.intervals import METHOD
 from strategies.journeys import JourneyEngine
-from strategies.model import Registry
+from strategies.model import Goal, Registry
 from triggers.events import Event, Trigger
 
 NO_VARIANT = "-"
@@ -52,6 +52,8 @@ class ReportOptions:
     by: tuple[str, ...] = ()
     # The config's scenes: each has a row, with zeros if it never fired.
     scenes: tuple[str, ...] = ()
+    # Scenes with a ``goal:``: their units convert on it, in its window.
+    scene_goals: Mapping[str, Goal] = field(default_factory=dict)
 
 
 def split_of(record: Mapping[str, Any], by: Iterable[str]) -> Split:
@@ -132,7 +134,8 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
             continue
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
-        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split)
+        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split,
+                        goal=options.scene_goals.get(trig.scene))
         if control:
             attributor.suppressed("scene", trig.scene, variant, "control", split)
         else:

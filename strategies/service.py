@@ -151,6 +151,13 @@ class JourneyService:
                 await self._save_score(event.user_id)
             await self._apply(actions)
 
+    async def on_clickstream(self, event: Event) -> None:
+        """A clickstream event (the events topic): exits on a goal it meets
+        and branches waiting for it (``purchased``), as the report runs them;
+        no lead-score points (those stay on the feedback topic's events)."""
+        async with self._lock:
+            await self._apply(self.engine.on_event(event))
+
     async def tick(self) -> None:
         async with self._lock:
             await self._apply(self.engine.advance(self.clock()))

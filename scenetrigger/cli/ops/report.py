@@ -22,6 +22,7 @@ from scenetrigger.cli.support import open_input, pick_format
 from scenetrigger.runtime.sources import FORMATS, read_events
 from strategies.intervals import METHOD
 from strategies.kpis import Kpis, render_kpis
+from strategies.model import compile_goal
 from strategies.reporting import (
     SPLITS,
     ReportOptions,
@@ -88,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
             window = parse_duration_ms(args.window)
         except ValueError as exc:
             raise SceneTriggerError(f"--window: {exc}") from None
-    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes))
+    goals = {name: goal for name, model in config.scenes.items()
+             if (goal := compile_goal(model.goal)) is not None}
+    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes), goals)
     triggers = list(_read_triggers(args.triggers))
     if args.by and triggers and not any(line.get(name) for line in triggers
                                         for name in args.by):

@@ -16,8 +16,8 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("journeys", help="run the strategies on the worker's triggers topic")
     parser.add_argument("--config", help="config file with a strategies: section")
     parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
-    parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / "
-                                               "PREFIX.journey-actions (default: shared names)")
+    parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / PREFIX.events "
+                                               "/ PREFIX.journey-actions (default: shared names)")
     parser.add_argument("--group", default="scenetrigger-journeys", help="consumer group")
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
     parser.add_argument("--redis-prefix", default="scenetrigger:")
@@ -62,19 +62,20 @@ async def _main(args: argparse.Namespace) -> None:
         triggers=topic_name(prefix, "triggers"),
         actions=topic_name(prefix, "journey-actions"),
         feedback=topic_name(prefix, "feedback"),
+        events=topic_name(prefix, "events"),  # goals met by clickstream events
     )
     bootstrap = bootstrap_servers(args.broker)
     url = redis_url_or_env(args.redis_url)
     client = redis_client(url)
     producer = new_kafka_producer(bootstrap)
-    consumer = AIOKafkaConsumer(topics.triggers, *([topics.feedback] if topics.feedback else []),
+    consumer = AIOKafkaConsumer(*JourneyBridge.subscriptions_of(topics),
                                 bootstrap_servers=bootstrap, group_id=args.group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
     # Every topic it reads or writes: one not there yet would be auto-created
     # with the broker's replication, or make the consumer wait for metadata.
-    await ensure_topics(bootstrap, [decisions, topics.triggers, topics.actions,
-                                    *([topics.feedback] if topics.feedback else [])],
+    await ensure_topics(bootstrap, [decisions, topics.actions,
+                                    *JourneyBridge.subscriptions_of(topics)],
                         configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}},
                         replication=args.replication_factor)
     await producer.start()
