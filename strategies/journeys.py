@@ -11,7 +11,7 @@ carry the deadline as ``ts``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from channels.policy.control import GLOBAL_CONTROL, in_control, in_global_control
 from config.strategy_models import ControlModel
@@ -37,6 +37,8 @@ from strategies.state import (
 from triggers.events import Event, Trigger
 
 _NEG_INF = -(1 << 63)
+# (user, strategy name, the run, the step it enters, ts): the report's step funnel
+StepListener = Callable[[str, str, Run, Step, int], None]
 PREFERS = "prefers_"
 MAX_DEPTH = 8  # enrol chains within one instant
 MAX_STEPS = 64  # instant steps taken per run per call (config has no loops without a wait)
@@ -62,8 +64,10 @@ class JourneyEngine:
 
     def __init__(self, registry: Registry, store: JourneyStore | None = None,
                  control: ControlModel | None = None,
-                 channel_types: Mapping[str, str] | None = None) -> None:
+                 channel_types: Mapping[str, str] | None = None,
+                 on_step: StepListener | None = None) -> None:
         self.registry = registry
+        self.on_step = on_step  # told of every step a run enters
         # channel name -> type (config ``channels:``): a consent change names the type.
         self.channel_types = dict(channel_types or {})
         self.store: JourneyStore = store if store is not None else MemoryJourneyStore()
@@ -289,6 +293,8 @@ class JourneyEngine:
                 return self._leave(user_id, user, name, run, "end", ts, out)
             step = strategy.steps[run.step]
             run.step_ms = ts
+            if self.on_step is not None:
+                self.on_step(user_id, name, run, step, ts)
             kind = step.kind
             if kind == "branch":
                 held = next((c for c in step.cases if c.tag is not None and c.tag in user.tags),

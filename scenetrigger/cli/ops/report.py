@@ -22,14 +22,15 @@ from scenetrigger.cli.support import open_input, pick_format
 from scenetrigger.runtime.sources import FORMATS, read_events
 from strategies.intervals import METHOD
 from strategies.kpis import Kpis, render_kpis
-from strategies.model import compile_goal
 from strategies.reporting import (
     SPLITS,
     ReportOptions,
     build_report,
     mark_disagreements,
     render_table,
+    scene_goals,
 )
+from strategies.step_funnel import StepFunnels, render_journey
 from triggers.durations import parse_duration_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
@@ -60,6 +61,10 @@ def register(sub: Any) -> None:
                         help="the shop's KPIs instead of the funnel: registration, add-to-cart, "
                              "first-purchase and repurchase rates, weekly purchase retention; "
                              "split by segment, style and the global control group")
+    parser.add_argument("--journey", metavar="NAME",
+                        help="the step funnel of strategy NAME instead of the funnel: per step "
+                             "entered, sent, suppressed by reason, opened, clicked, converted, "
+                             "exited by reason (with --decisions: delivery refusals too)")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -89,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
             window = parse_duration_ms(args.window)
         except ValueError as exc:
             raise SceneTriggerError(f"--window: {exc}") from None
-    goals = {name: goal for name, model in config.scenes.items()
-             if (goal := compile_goal(model.goal)) is not None}
-    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes), goals)
+    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes),
+                            scene_goals(config))
+    if args.journey is not None and args.journey not in journeys:
+        raise SceneTriggerError(f"--journey: no strategy named {args.journey!r} (have "
+                                f"{', '.join(sorted(journeys)) or 'none'}; --include adds one)")
     triggers = list(_read_triggers(args.triggers))
     if args.by and triggers and not any(line.get(name) for line in triggers
                                         for name in args.by):
@@ -113,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
                                      config.id_limits()))
         if args.kpis:
             return _kpis(args, triggers, events, control)
-        rows = build_report(triggers, events, options)
+        steps = StepFunnels() if args.journey is not None else None
+        rows = build_report(triggers, events, options, steps)
+    if steps is not None:
+        steps.decisions(_decision_records(args.decisions))
+        return _journey(args, steps.result(args.journey), window)
     report = {"window_ms": window, "control_share": control.share,
               "global_share": control.global_share, "intervals": METHOD,
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
@@ -134,9 +145,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journey(args: argparse.Namespace, funnel: dict[str, Any], window: int) -> int:
+    result = {"window_ms": window, "journey": funnel}
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(render_journey(funnel))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def _decisions(paths: list[str]) -> dict[str, Any]:
+    from channels.feedback.decisions import tally
+
+    return tally(_decision_records(paths))
+
+
+def _decision_records(paths: list[str]) -> Iterator[Any]:
     """Every record of the files through the one model (any version)."""
-    from channels.feedback.decisions import DecisionRecord, tally
+    from channels.feedback.decisions import DecisionRecord
 
     def records() -> Iterator[DecisionRecord]:
         for path in paths:
@@ -153,7 +182,7 @@ def _decisions(paths: list[str]) -> dict[str, Any]:
                             raise SceneTriggerError(f"{path}:{number}: not a decision "
                                                     f"record: {exc}") from None
 
-    return tally(records())
+    return records()
 
 
 def _render_decisions(counts: dict[str, Any]) -> str:
