@@ -173,6 +173,22 @@ class ConsoleState:
 
         return funnels
 
+    def kpis(self) -> Callable[[], dict[str, Any]]:
+        """The shop's KPIs (``report --kpis``'s) on the events and lines kept,
+        as :meth:`funnels`: copied now, computed later."""
+        from strategies.kpis import Kpis
+
+        control = self.config.strategies.control
+        lines, events = self._kept()
+
+        def figures() -> dict[str, Any]:
+            kpis = Kpis()
+            for event in events:
+                kpis.on_event(event)
+            return {"global_share": control.global_share, "kpis": kpis.result(lines, control)}
+
+        return figures
+
     def _kept(self) -> tuple[list[dict[str, Any]], list[Event]]:
         """Copies of the kept trigger lines and events (sorted later, off the loop)."""
         return [dict(line) for line in self.lines.values()], list(self.events)

@@ -77,6 +77,8 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         assert (await client.get("/api/rates")).status == 200
         assert (await client.get("/api/funnels")).status == 200
         assert await (await client.get("/api/journeys")).json() == []  # no strategies
+        kpis = (await (await client.get("/api/kpis")).json())["kpis"]["all"]
+        assert (kpis["people"], kpis["carted"], kpis["buyers"]) == (3, 3, 0)
         got = await client.post("/api/admin/validate", data="scenes: {}")
         assert got.status == 403 and "SCENETRIGGER_ADMIN_TOKEN" in await got.text()
         for personal in ("/api/users/a", "/api/decisions"):  # per-user data: closed too
