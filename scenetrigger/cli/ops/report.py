@@ -65,6 +65,15 @@ def register(sub: Any) -> None:
                         help="the step funnel of strategy NAME instead of the funnel: per step "
                              "entered, sent, suppressed by reason, opened, clicked, converted, "
                              "exited by reason (with --decisions: delivery refusals too)")
+    parser.add_argument("--experiment", nargs="?", const="latest", metavar="VERSION",
+                        help="compare a config experiment's arms instead (the candidate "
+                             "VERSION, default the newest experiment in --config-store): users "
+                             "by hash, conversion with its interval, the fixed-horizon decision")
+    parser.add_argument("--config-store", metavar="STORE",
+                        help="with --experiment: 'kafka' (PREFIX.config on --broker) or a "
+                             "directory")
+    parser.add_argument("--broker", help="with --config-store kafka (default $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", help="with --config-store kafka: PREFIX.config")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -120,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                                      config.id_limits()))
         if args.kpis:
             return _kpis(args, triggers, events, control)
+        if args.experiment is not None:
+            return _experiment(args, triggers, events)
         steps = StepFunnels() if args.journey is not None else None
         rows = build_report(triggers, events, options, steps)
     if steps is not None:
@@ -143,6 +154,56 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json_out, "wb") as fh:
             fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     return 0
+
+
+def _experiment(args: argparse.Namespace, triggers: list[dict[str, Any]],
+                events: Iterator[Event]) -> int:
+    import asyncio
+
+    from scenetrigger.cli.config_follow import open_store
+    from strategies.experiment_report import compare, render
+
+    store = open_store(args.config_store, args.broker, args.topic_prefix)
+    if store is None:
+        raise SceneTriggerError("--experiment needs --config-store (where the versions are)")
+
+    async def read() -> list[Any]:
+        try:
+            return await store.versions()
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
+
+    result = compare(experiment_period(asyncio.run(read()), args.experiment), triggers, events)
+    _write(args, result, render)
+    return 0
+
+
+def experiment_period(versions: list[Any], wanted: str) -> Any:
+    """The period of the candidate ``wanted`` (a number, or ``latest``)."""
+    from strategies.experiment_report import Period
+
+    tried = [v for v in versions if v.experiment is not None]
+    found = tried[-1] if wanted == "latest" and tried else next(
+        (v for v in tried if str(v.version) == wanted.lstrip("v")), None)
+    if found is None:
+        raise SceneTriggerError(f"--experiment: no experiment {wanted!r} in the store (have "
+                                f"{', '.join(f'v{v.version}' for v in tried) or 'none'})")
+    after = next((v for v in versions if v.version > found.version), None)
+    spec = found.experiment
+    return Period(found.version, spec.base, spec.share, found.time_ms,
+                  None if after is None else after.time_ms, spec.horizon_ms)
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any], text: Any) -> None:
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    print(text(result))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
 
 
 def _journey(args: argparse.Namespace, funnel: dict[str, Any], window: int) -> int:
