@@ -84,7 +84,7 @@ class JourneyEngine:
         ctx = ctx or UserContext()
         user = self._load(trigger.user_id, ctx)
         tags = frozenset(user.tags)
-        for strategy in self.registry.strategies():
+        for strategy in self.registry.strategies(trigger.user_id):
             scenes = strategy.entry.scenes
             if scenes is None or trigger.scene not in scenes:
                 continue
@@ -103,7 +103,7 @@ class JourneyEngine:
         out = self._move_clock(now_ms)
         user = self._load(user_id, ctx)
         tags = frozenset(user.tags)
-        for strategy in self.registry.strategies():
+        for strategy in self.registry.strategies(user_id):
             entry = strategy.entry
             if entry.scenes is None and entry.holds(tags, ctx.segment) \
                     and strategy.name not in user.runs:
@@ -156,7 +156,7 @@ class JourneyEngine:
               ctx: UserContext | None = None) -> list[Action]:
         """Enrol a user explicitly (bypasses the entry condition)."""
         out = self._move_clock(now_ms)
-        strategy = self.registry.current(name)
+        strategy = self.registry.current(name, user_id)
         if strategy is None:
             return out
         user = self._load(user_id, ctx or UserContext())
@@ -246,7 +246,7 @@ class JourneyEngine:
         """The documented rule after a restart dropped the run's version: move
         to the current version's step with the same id (restarting that step),
         or leave with reason ``version_gone``."""
-        current = self.registry.current(name)
+        current = self.registry.current(name, user_id)
         step = current.step_by_id(run.step_id) if current is not None else None
         if current is None or step is None:
             del user.runs[name]
@@ -317,7 +317,7 @@ class JourneyEngine:
             elif kind == "score":
                 out.append(ScoreAction(user_id, float(step.score), name, step.id, ts))
             elif kind == "enrol":
-                target = self.registry.current(step.enrol)
+                target = self.registry.current(step.enrol, user_id)
                 if target is not None and depth < MAX_DEPTH:
                     self._enrol(user_id, user, target, ts, f"strategy:{name}", run.trigger_id,
                                 out, depth + 1)

@@ -87,7 +87,10 @@ async def _main(args: argparse.Namespace) -> None:
                                  prefix=args.redis_prefix,
                                  decisions=KafkaDecisionLog(producer, decisions))
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
-        reloader.subscribe(config_follow.refusing(service.reconfigure))  # may refuse: first
+        # may refuse: first; a config experiment's candidate strategies for its users
+        service.reconfigure(config, reloader.experiment)
+        reloader.subscribe(config_follow.refusing(
+            lambda new: service.reconfigure(new, reloader.experiment)))
         if args.admin_port:
             admin = site = SwappableSite.listen("127.0.0.1", args.admin_port)
             await admin.serve(build_app(tags, config.strategies.scoring))
