@@ -394,7 +394,9 @@ class Engine:
         state = self.store.get(user_id)
         if state is None:
             return
-        for rule in self._rules:
+        rules = self._cand._rules if self._cand is not None and self.in_arm(user_id) \
+            else self._rules  # the user's own arm's windows
+        for rule in rules:
             rule.prune(state)
         self.store.put(user_id, state)
 

@@ -82,3 +82,28 @@ def test_experiment_runs_beside_its_base_and_promote_or_rollback_end_it(
 
 def _running(reloader: ConfigReloader) -> bool:
     return reloader.experiment is not None
+
+
+def test_the_cli_pushes_an_experiment_and_refuses_a_plain_push_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from scenetrigger.cli.main import main
+
+    monkeypatch.setenv("SCENETRIGGER_ADMIN_TOKENS", "ops=tok")
+    monkeypatch.setenv("SCENETRIGGER_TOKEN", "tok")
+    good, tuned = tmp_path / "good.yaml", tmp_path / "tuned.yaml"
+    good.write_text(GOOD)
+    tuned.write_text(TUNED)
+    store = ["--store", str(tmp_path / "v")]
+    assert main(["config", "push", str(good), "-m", "base", *store]) == 0
+    assert main(["config", "push", str(tuned), "-m", "try", "--experiment", "10%", *store]) == 0
+    assert "experiment: v2 runs for 10% of users (by hash), v1 for the others" in \
+        capsys.readouterr().out
+    assert main(["config", "push", str(good), "-m", "plain", *store]) != 0
+    assert "end it first" in capsys.readouterr().err
+    assert main(["config", "log", *store]) == 0
+    assert "[experiment: 10% of users against v1]" in capsys.readouterr().out
+    assert main(["config", "rollback", "-m", "no", *store]) == 0
+    versions = asyncio.run(DirectoryStore(tmp_path / "v").versions())
+    assert [(v.version, v.rollback_of, v.experiment is None) for v in versions] == [
+        (1, None, True), (2, None, False), (3, 1, True)]
