@@ -142,8 +142,8 @@ def current(versions: Sequence[ConfigVersion]) -> ConfigVersion | None:
 
 async def push(store: VersionStore, text: str, message: str, author: str,
                source: str = "<config>", rollback_of: int | None = None,
-               now_ms: int | None = None, experiment: ExperimentSpec | None = None
-               ) -> ConfigVersion:
+               now_ms: int | None = None, experiment: ExperimentSpec | None = None,
+               ends_experiment: bool = False) -> ConfigVersion:
     """Validate ``text`` and store it as the next version. Raises
     :class:`ConfigError` (every problem, with ``source`` and line) and stores
     nothing when it does not validate."""
@@ -152,6 +152,11 @@ async def push(store: VersionStore, text: str, message: str, author: str,
     check_text(text, source).raise_errors()
     versions = await store.versions()
     last = current(versions)
+    if last is not None and last.experiment is not None and rollback_of is None \
+            and not ends_experiment:  # a plain push would end it unnoticed
+        raise SceneTriggerError(f"v{last.version} is an experiment against "
+                                f"v{last.experiment.base}: end it first (`config promote` or "
+                                "`config rollback`)")
     number = last.version + 1 if last else 1
     diff = _diff(last.text if last else "", text,
                  f"v{last.version}" if last else "(none)", f"v{number}")
@@ -197,7 +202,7 @@ async def promote(store: VersionStore, message: str, author: str) -> ConfigVersi
         raise SceneTriggerError("no experiment runs: nothing to promote")
     candidate, _base = found
     return await push(store, candidate.text, message or f"promote v{candidate.version}", author,
-                      source=f"config v{candidate.version}")
+                      source=f"config v{candidate.version}", ends_experiment=True)
 
 
 async def rollback(store: VersionStore, number: int | None, message: str,

@@ -54,6 +54,8 @@ def test_experiment_runs_beside_its_base_and_promote_or_rollback_end_it(
         v2 = await push_experiment(store, TUNED, "trial", "alice", 0.1, 1000)
         with pytest.raises(SceneTriggerError, match="experiment already"):
             await push_experiment(store, TUNED, "again", "alice", 0.1, 1000)
+        with pytest.raises(SceneTriggerError, match="end it first"):
+            await push(store, GOOD, "plain", "bob")  # the console's push too
         assert await reloader.follow()
         running_now = reloader.experiment
         assert running_now is not None and running_now.version == v2.version == 2

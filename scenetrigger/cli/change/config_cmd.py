@@ -32,7 +32,6 @@ from config.versions import (
     promote,
     push,
     push_experiment,
-    running,
 )
 from config.versions import rollback as rollback_to
 from scenetrigger.cli.config_follow import KAFKA, open_store
@@ -116,11 +115,6 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
                                                 parse_share(args.experiment), args.horizon,
                                                 source=args.file)
             else:
-                found = running(await store.versions())
-                if found is not None:  # a plain push would end it unnoticed
-                    raise SceneTriggerError(
-                        f"v{found[0].version} is an experiment against v{found[1].version}: "
-                        "end it first (`config promote` or `config rollback`)")
                 version = await push(store, args.file_text, args.message, author,
                                      source=args.file)
         except ConfigError as exc:
