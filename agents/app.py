@@ -45,6 +45,7 @@ from agents.topics import dead_letter_record
 from channels.feedback.decisions import OUTCOME_REFUSED
 from config.clock import wall_ms
 from config.models import AppConfig
+from triggers.engine import Arm
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
 from triggers.wire import encode_trigger
@@ -104,7 +105,7 @@ class SceneWorker:
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
                                extra_topic_configs=topic_configs(s.replication_factor))
-        self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config)
+        self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config, self._arm)
         self.checkpoint.watch(self.table)
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -120,6 +121,7 @@ class SceneWorker:
             s.config_path, self.config, store=s.config_store() if s.config_store else None,
             metrics=ReloadMetrics.on(self.metrics.registry, self.metrics.config_reload_failures),
             digest=s.config_digest)
+        self._reloader.experiment = s.experiment  # the one in force at the start, if any
         if s.reload_interval_ms and (s.config_path is not None or s.config_store is not None):
             self._reloader.subscribe(self.reconfigure)
             app.timer(interval=s.reload_interval_ms / 1000, name="scenetrigger-reload")(
@@ -153,6 +155,13 @@ class SceneWorker:
         until that seek is done (agents.faust_compat)."""
         hold_flow_until_seek(self.app.consumer)
         self.hosts.keep(self._mine(self.app.consumer.assignment()), build=True)
+
+    def _arm(self) -> Arm | None:
+        """The running config experiment's candidate scenes (config.experiment)."""
+        reloader = getattr(self, "_reloader", None)
+        running = None if reloader is None else reloader.experiment
+        return None if running is None else Arm(tuple(running.candidate.scene_list()),
+                                                running.takes)
 
     def reconfigure(self, config: AppConfig) -> None:
         """Hot reload: every engine takes the new scenes, keeping user state."""

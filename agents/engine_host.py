@@ -51,7 +51,7 @@ import orjson
 from agents.partition_store import PartitionStore
 from agents.stored_state import NO_OFFSET, shapes_key
 from channels.feedback.decisions import DecisionRecord, refusal_record, trigger_record
-from triggers.engine import Engine
+from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
 from triggers.explain import fired_why
@@ -390,9 +390,12 @@ class PartitionHost:
         scenes = self._scenes
         if scenes is None:
             scenes = self._scenes = {scene.name: scene for scene in self.engine.scenes}
+            # an experiment's candidate scenes, under a name no scene can carry
+            scenes.update({f"\x00{s.name}": s for s in self.engine.arm_scenes})
         out = []
         for trig in fired:
-            scene = scenes.get(trig.scene)
+            arm = "\x00" if self.engine.in_arm(trig.user_id) else ""
+            scene = scenes.get(arm + trig.scene)
             if scene is not None:
                 why = fired_why(scene, trig, self.store.get(trig.user_id))
                 out.append(trigger_record(trig, scene.kind, why))
@@ -408,11 +411,12 @@ class PartitionHost:
         return self.host.due(now_ms)
 
     def reconfigure(self, scenes: Sequence[Scene], limits: Limits,
-                    rules: InputRules | None = None) -> None:
+                    rules: InputRules | None = None, arm: Arm | None = None) -> None:
         """Hot reload: new scenes, user state and timers kept by scene name
         unless a scene's new shape invalidates them; the new shapes are
-        written after the reshaped states."""
-        self.host.reconfigure(scenes, limits, rules)
+        written after the reshaped states. ``arm``: a config experiment's
+        candidate scenes for its users (the stored shapes stay the base's)."""
+        self.host.reconfigure(scenes, limits, rules, arm)
         self._scenes = None
         self.store.stage_meta(shapes_key(self.partition),
                               encode_shapes(shapes(self.engine.scenes)))

@@ -18,6 +18,7 @@ from agents.metrics import WorkerMetrics
 from agents.partition_store import PartitionStore
 from agents.settings import WorkerSettings
 from config.models import AppConfig
+from triggers.engine import Arm
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,10 @@ class Hosts(dict[int, PartitionHost]):
     """Engines by events partition, over the worker's user-state table."""
 
     def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics, table: Any,
-                 config: Callable[[], AppConfig]) -> None:
+                 config: Callable[[], AppConfig],
+                 arm: Callable[[], Arm | None] = lambda: None) -> None:
         super().__init__()
+        self._arm = arm  # a config experiment's candidate scenes (config.experiment)
         self._settings = settings
         self._metrics = metrics
         self._table = table
@@ -47,6 +50,7 @@ class Hosts(dict[int, PartitionHost]):
         config = self._config()
         host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
                                    config.engine.input_rules(), settings.clock)
+        host.host.set_arm(self._arm())  # before the timers: they follow each user's arm
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -80,7 +84,9 @@ class Hosts(dict[int, PartitionHost]):
         self._metrics.partitions.set(len(self))
 
     def reconfigure(self, config: AppConfig) -> None:
-        """Hot reload: every engine takes the new scenes, keeping user state."""
+        """Hot reload: every engine takes the new scenes (and a config
+        experiment's candidate scenes for its users), keeping user state."""
+        arm = self._arm()
         for host in self.values():
             host.reconfigure(config.scene_list(), config.engine.limits(),
-                             config.engine.input_rules())
+                             config.engine.input_rules(), arm)

@@ -108,6 +108,7 @@ class WorkerSettings:
     config_path: Path | None = None
     config_store: Callable[[], Any] | None = None
     config_digest: str = ""  # of the config text in force at the start
+    experiment: Any = None  # config.experiment.RunningExperiment in force at the start
 
     def __post_init__(self) -> None:
         problems = []

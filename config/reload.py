@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.experiment import RunningExperiment
 from config.loader import load_config, load_config_text
 from config.models import AppConfig
-from config.versions import VersionStore, current, digest_of
-from triggers.errors import ConfigError
+from config.versions import ConfigVersion, VersionStore, current, digest_of, running
+from triggers.errors import ConfigError, SceneTriggerError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class ConfigReloader:
         self.metrics = metrics
         self.status = ReloadStatus(digest=digest if digest is not None else self._digest())
         self._listeners: list[Listener] = []
+        # A config experiment in force (config.experiment): ``config`` is its
+        # base, the candidate runs for its users. Listeners read it here.
+        self.experiment: RunningExperiment | None = None
         if metrics is not None:
             metrics.in_force(self.status.digest)
 
@@ -122,37 +126,83 @@ class ConfigReloader:
         return self.offer(text, str(self.path), digest)
 
     async def follow(self) -> bool:
-        """Take the store's current version if it is new; True when it took effect."""
+        """Take the store's current version if it is new (an experiment's
+        candidate: its base in force, the candidate for its users); True
+        when it took effect."""
         if self.store is None:
             return False
         try:
-            latest = current(await self.store.versions())
+            versions = await self.store.versions()
         except Exception:  # the store is down: keep running what we have
             log.warning("config store unreachable; the running config stays", exc_info=True)
             return False
-        if latest is None or latest.digest == self.status.digest:
+        latest = current(versions)
+        if latest is None:
+            return False
+        try:
+            found = running(versions)
+        except SceneTriggerError as exc:  # its base is gone: refuse, keep running
+            key = latest.digest
+            if key != self.status.digest:
+                self.status.digest = key
+                return self._refuse([str(exc)], f"config v{latest.version}")
+            return False
+        if found is not None:
+            return self.offer_experiment(*found)
+        if latest.digest == self.status.digest:
             return False
         taken = self.offer(latest.text, f"config v{latest.version}", latest.digest)
         if taken:
             self.status.stored_version = latest.version
         return taken
 
-    def offer(self, text: str, source: str, digest: str | None = None) -> bool:
-        """Validate ``text`` and put it in force; a bad one is refused (once)."""
+    def offer_experiment(self, candidate: ConfigVersion, base: ConfigVersion) -> bool:
+        """Put ``base`` in force with ``candidate`` running for its
+        experiment's users; refused (once) when either does not validate."""
+        spec = candidate.experiment
+        assert spec is not None
+        key = experiment_digest(base, candidate)
+        if key == self.status.digest:
+            return False
+        source = f"config v{candidate.version}"
+        try:
+            trial = load_config_text(candidate.text, source=source)
+        except ConfigError as exc:
+            self.status.digest = key
+            return self._refuse(exc.problems, source)
+        before = self.experiment
+        self.experiment = RunningExperiment(candidate.version, spec, trial, candidate.time_ms)
+        taken = self.offer(base.text, f"config v{base.version} (experiment v{candidate.version})",
+                           key, force=True)
+        if taken:
+            self.status.stored_version = candidate.version
+        else:
+            self.experiment = before
+        return taken
+
+    def offer(self, text: str, source: str, digest: str | None = None,
+              force: bool = False) -> bool:
+        """Validate ``text`` and put it in force; a bad one is refused (once).
+        Without ``force`` a running experiment ends (its base or candidate
+        text offered plainly: a promote or rollback)."""
         digest = digest or digest_of(text)
         if digest == self.status.digest:
             return False
+        before = self.experiment
+        if not force:
+            self.experiment = None
         self.status.digest = digest  # a bad one is reported once, not on every poll
         try:
             new = load_config_text(text, source=source)
         except ConfigError as exc:
+            self.experiment = before
             return self._refuse(exc.problems, source)
         previous, self.config = self.config, new
         try:  # a process may refuse what it cannot build (a channel's missing secret)
             for listener in self._listeners:
                 listener(new)
         except ConfigError as exc:
-            self.config = previous
+            self.config, self.experiment = previous, before
             return self._refuse(exc.problems, source)
         self.status.version += 1
         self.status.last_error = []
@@ -170,3 +220,10 @@ class ConfigReloader:
         log.error("config rejected; the running config stays",
                   extra={"source": source, "problems": problems})
         return False
+
+
+def experiment_digest(base: ConfigVersion, candidate: ConfigVersion) -> str:
+    """What a process runs during an experiment: both texts and the draw."""
+    spec = candidate.experiment
+    share = "" if spec is None else f"{spec.share!r}"
+    return digest_of(f"{base.digest}+{candidate.digest}@v{candidate.version}:{share}")

@@ -132,6 +132,22 @@ def _filter(user: UserModel | None, rules: ClassifyRules) -> UserFilter | None:
 
 
 
+def _goal_event(value: Any) -> Any:
+    """``event: purchase`` is short for the predicate ``{type: purchase}``."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+class GoalModel(StrictModel):
+    """What a scene or strategy is for: an event matching ``event`` (an event
+    type or a predicate) within ``within`` of the trigger or of entering. A
+    user who meets a strategy's goal leaves the journey; the report counts it
+    as the unit's conversion (docs/measurement.md). The engine never reads a
+    scene's goal: it changes no trigger."""
+
+    event: Annotated[PredicateField, BeforeValidator(_goal_event)]
+    within: Duration = Field(gt=0)
+
+
 class RepeatModel(StrictModel):
     kind: Literal["repeat"]
     when: PredicateField
@@ -141,6 +157,7 @@ class RepeatModel(StrictModel):
     unless: PredicateField | None = None
     cooldown: Duration | None = None
     user: UserModel | None = None
+    goal: GoalModel | None = None
 
     def to_scene(self, name: str, rules: ClassifyRules) -> RepeatScene:
         return RepeatScene(name, self.when, self.count, self.within, self.per, self.unless,
@@ -153,6 +170,7 @@ class AbsenceModel(StrictModel):
     after: Duration
     cancel: PredicateField | None = None
     user: UserModel | None = None
+    goal: GoalModel | None = None
 
     def to_scene(self, name: str, rules: ClassifyRules) -> AbsenceScene:
         return AbsenceScene(name, self.start, self.after, self.cancel, _filter(self.user, rules))
@@ -164,6 +182,7 @@ class ArrivalModel(StrictModel):
     per: str | None = Field(default=None, min_length=1)
     cooldown: Duration | None = None
     user: UserModel | None = None
+    goal: GoalModel | None = None
 
     def to_scene(self, name: str, rules: ClassifyRules) -> ArrivalScene:
         return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
@@ -181,6 +200,7 @@ class SequenceModel(StrictModel):
     unless: PredicateField | None = None
     cooldown: Duration | None = None
     user: UserModel | None = None
+    goal: GoalModel | None = None
 
     def to_scene(self, name: str, rules: ClassifyRules) -> SequenceScene:
         return SequenceScene(name, self.first, self.then, self.within, self.per, self.unless,
@@ -197,6 +217,7 @@ class ReplenishmentModel(StrictModel):
     min_intervals: int = Field(default=2, ge=1, le=1000, strict=True)
     max_spread: float | None = Field(default=None, gt=0)
     user: UserModel | None = None
+    goal: GoalModel | None = None
 
     def to_scene(self, name: str, rules: ClassifyRules) -> ReplenishmentScene:
         return ReplenishmentScene(name, self.margin, self.category, self.min_intervals,

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from config.base import Duration, StrictModel
 from config.base import TagConditionModel as BaseTagCondition
-from config.scene_models import PredicateField
+from config.scene_models import GoalModel
 from config.yaml_load import safe_load_unique
 from triggers.churn import BgNbd
 
@@ -149,20 +149,6 @@ class EntryModel(StrictModel):
         if self.scene is None and self.tags is None and self.segment is None:
             raise ValueError("an entry needs 'scene', 'tags' and/or 'segment'")
         return self
-
-
-def _goal_event(value: Any) -> Any:
-    """``event: purchase`` is short for the predicate ``{type: purchase}``."""
-    return {"type": value} if isinstance(value, str) else value
-
-
-class GoalModel(StrictModel):
-    """What the strategy is for: an event matching ``event`` (an event type or
-    a predicate) within ``within`` of entering. A user who meets it leaves the
-    journey; the report counts it as the unit's conversion (docs/measurement.md)."""
-
-    event: Annotated[PredicateField, BeforeValidator(_goal_event)]
-    within: Duration = Field(gt=0)
 
 
 class StrategyModel(StrictModel):

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from config.clock import wall_ms
+from config.experiment import ExperimentSpec
 from config.loader import check_text
 from config.tokens import ADMIN_TOKENS_ENV, CLIENT_TOKEN_ENV, AdminTokens
 from triggers.errors import ConfigError, SceneTriggerError
@@ -45,9 +46,14 @@ class ConfigVersion:
     text: str
     diff: str
     rollback_of: int | None = None
+    experiment: ExperimentSpec | None = None  # a candidate under test (config.experiment)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        raw = asdict(self)
+        raw["experiment"] = None if self.experiment is None else self.experiment.to_dict()
+        if self.experiment is None:
+            del raw["experiment"]  # versions without one are stored as before
+        return orjson.dumps(raw)
 
     @classmethod
     def from_json(cls, data: bytes) -> ConfigVersion:
@@ -56,13 +62,16 @@ class ConfigVersion:
             raise ValueError("a config version is a JSON object")
         return cls(int(raw["version"]), str(raw["digest"]), str(raw["author"]),
                    int(raw["time_ms"]), str(raw["message"]), str(raw["text"]),
-                   str(raw["diff"]), raw.get("rollback_of"))
+                   str(raw["diff"]), raw.get("rollback_of"),
+                   None if raw.get("experiment") is None
+                   else ExperimentSpec.from_dict(raw["experiment"]))
 
     def summary(self) -> dict[str, Any]:
         """Everything but the text and diff (``config log``)."""
         return {"version": self.version, "digest": self.digest, "author": self.author,
                 "time_ms": self.time_ms, "message": self.message,
-                "rollback_of": self.rollback_of}
+                "rollback_of": self.rollback_of,
+                "experiment": None if self.experiment is None else self.experiment.to_dict()}
 
 
 class VersionStore(Protocol):
@@ -133,7 +142,8 @@ def current(versions: Sequence[ConfigVersion]) -> ConfigVersion | None:
 
 async def push(store: VersionStore, text: str, message: str, author: str,
                source: str = "<config>", rollback_of: int | None = None,
-               now_ms: int | None = None) -> ConfigVersion:
+               now_ms: int | None = None, experiment: ExperimentSpec | None = None,
+               ends_experiment: bool = False) -> ConfigVersion:
     """Validate ``text`` and store it as the next version. Raises
     :class:`ConfigError` (every problem, with ``source`` and line) and stores
     nothing when it does not validate."""
@@ -142,20 +152,69 @@ async def push(store: VersionStore, text: str, message: str, author: str,
     check_text(text, source).raise_errors()
     versions = await store.versions()
     last = current(versions)
+    if last is not None and last.experiment is not None and rollback_of is None \
+            and not ends_experiment:  # a plain push would end it unnoticed
+        raise SceneTriggerError(f"v{last.version} is an experiment against "
+                                f"v{last.experiment.base}: end it first (`config promote` or "
+                                "`config rollback`)")
     number = last.version + 1 if last else 1
     diff = _diff(last.text if last else "", text,
                  f"v{last.version}" if last else "(none)", f"v{number}")
     version = ConfigVersion(number, digest_of(text), author,
                             wall_ms() if now_ms is None else now_ms,
-                            message, text, diff, rollback_of)
+                            message, text, diff, rollback_of, experiment)
     await store.append(version)
     return version
 
 
-async def rollback(store: VersionStore, number: int, message: str,
-                   author: str) -> ConfigVersion:
-    """Make version ``number``'s text current again, as a new version."""
+def running(versions: Sequence[ConfigVersion]) -> tuple[ConfigVersion, ConfigVersion] | None:
+    """(candidate, base) when the current version is an experiment's candidate."""
+    last = current(versions)
+    if last is None or last.experiment is None:
+        return None
+    base = next((v for v in versions if v.version == last.experiment.base), None)
+    if base is None:
+        raise SceneTriggerError(f"config v{last.version} is an experiment against "
+                                f"v{last.experiment.base}, which the store does not hold")
+    return last, base
+
+
+async def push_experiment(store: VersionStore, text: str, message: str, author: str,
+                          share: float, horizon_ms: int, source: str = "<config>",
+                          now_ms: int | None = None) -> ConfigVersion:
+    """Store ``text`` as a candidate run for ``share`` of the users against
+    the current version (one experiment at a time)."""
     versions = await store.versions()
+    base = current(versions)
+    if base is None:
+        raise SceneTriggerError("no config version yet: push a base version first")
+    if base.experiment is not None:
+        raise SceneTriggerError(f"v{base.version} is an experiment already: "
+                                "`config promote` or `config rollback` ends it")
+    return await push(store, text, message, author, source, now_ms=now_ms,
+                      experiment=ExperimentSpec(base.version, share, horizon_ms))
+
+
+async def promote(store: VersionStore, message: str, author: str) -> ConfigVersion:
+    """End the running experiment: its candidate for everyone (a new version)."""
+    found = running(await store.versions())
+    if found is None:
+        raise SceneTriggerError("no experiment runs: nothing to promote")
+    candidate, _base = found
+    return await push(store, candidate.text, message or f"promote v{candidate.version}", author,
+                      source=f"config v{candidate.version}", ends_experiment=True)
+
+
+async def rollback(store: VersionStore, number: int | None, message: str,
+                   author: str) -> ConfigVersion:
+    """Make version ``number``'s text current again, as a new version; without
+    a number, the running experiment's base (which ends the experiment)."""
+    versions = await store.versions()
+    if number is None:
+        found = running(versions)
+        if found is None:
+            raise SceneTriggerError("give the version to roll back to (no experiment runs)")
+        number = found[1].version
     old = next((v for v in versions if v.version == number), None)
     if old is None:
         raise SceneTriggerError(f"no config version {number} (have "

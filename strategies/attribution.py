@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +156,10 @@ class Funnel:
         }
 
 
+# (kind, name, user, the unit's ts): told of each unit's conversion (step funnels)
+Converted = Callable[[str, str, str, int], None]
+
+
 @dataclass
 class _Unit:
     funnel: Funnel
@@ -163,12 +168,16 @@ class _Unit:
     tally: list[int]  # the user's [units, converted] in this row and arm
     converted: bool = False
     goal: Goal | None = None  # converts on its goal, not a purchase in the window
+    user_id: str = ""
 
-    def convert(self) -> None:
+    def convert(self, hook: Converted | None) -> None:
         if not self.converted:
             self.converted = True
             self.funnel.converted[self.group] += 1
             self.tally[1] += 1
+            if hook is not None:
+                hook(self.funnel.kind, self.funnel.name, self.user_id, self.ts)
+
 
 
 class Attributor:
@@ -182,6 +191,7 @@ class Attributor:
         self._by_message: dict[str, _Unit] = {}
         self._latest: dict[tuple[str, str, str], _Unit] = {}  # (user, kind, name) -> unit
         self._seen_feedback: set[tuple[str, str]] = set()
+        self.on_convert: Converted | None = None
 
     def funnel(self, kind: str, name: str, variant: str, split: Split = ()) -> Funnel:
         key = (kind, name, variant, split)
@@ -205,7 +215,7 @@ class Attributor:
         row.units[group] += 1
         tally = row.users[group].setdefault(user_id, [0, 0])
         tally[0] += 1
-        unit = _Unit(row, group, ts, tally, goal=goal)
+        unit = _Unit(row, group, ts, tally, goal=goal, user_id=user_id)
         (self._open if goal is None else self._goals)[user_id].append(unit)
         self._latest[(user_id, kind, name)] = unit
 
@@ -220,7 +230,7 @@ class Attributor:
         self._goals[user_id] = live
         for unit in live:
             if unit.goal is not None and unit.goal.met(fields, unit.ts, ts):
-                unit.convert()
+                unit.convert(self.on_convert)
                 unit.funnel.revenue[unit.group] += price if fields.get("type") == "purchase" \
                     else 0.0
 
@@ -265,7 +275,7 @@ class Attributor:
         for unit in live:
             if not unit.ts < ts:
                 continue
-            unit.convert()
+            unit.convert(self.on_convert)
             latest[id(unit.funnel)] = unit  # units are in time order: the last wins
         for unit in latest.values():
             unit.funnel.revenue[unit.group] += price

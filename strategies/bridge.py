@@ -3,8 +3,9 @@
 The scene worker publishes triggers to its triggers topic; the bridge
 consumes them (and an optional feedback topic of feedback events in the one
 vocabulary of :mod:`channels.feedback.events`, ``type`` opened/clicked/..., as
-``scenetrigger serve --journeys-feedback`` writes them: no translation) in a
-consumer group, feeds :class:`strategies.service.JourneyService`, and publishes the
+``scenetrigger serve --journeys-feedback`` writes them: no translation; and
+the optional events topic, whose clickstream events meet goals, e.g. a
+purchase) in a consumer group, feeds :class:`strategies.service.JourneyService`, and publishes the
 messages to send (and lead handoffs) as JSON records to an actions topic,
 keyed by user. Offsets are committed after the service has persisted the
 step, so a crash repeats work (at-least-once) and never loses a position.
@@ -22,19 +23,26 @@ from typing import Any
 
 import orjson
 
+from channels.feedback.events import KINDS
 from strategies.actions import HandoffAction, SendAction, action_to_dict
+from strategies.journeys import SUBSCRIBED, UNSUBSCRIBED
 from strategies.service import JourneyService
 from triggers.errors import EventRejected
-from triggers.events import decode_event_line
+from triggers.events import Event, decode_event_line, decode_event_record
 from triggers.wire import MalformedRecord, decode_trigger
 
 log = logging.getLogger(__name__)
+# Every feedback and consent event also reaches the feedback topic
+# (agents.topics.feedback_topics): taken there, skipped on the events topic.
+FEEDBACK_TYPES = frozenset((*KINDS, SUBSCRIBED, UNSUBSCRIBED))
+
 
 @dataclass(frozen=True, slots=True)
 class BridgeTopics:
     triggers: str
     actions: str
     feedback: str | None = None
+    events: str | None = None  # clickstream: live goal exits (a purchase)
 
 
 class KafkaSender:
@@ -61,7 +69,12 @@ class JourneyBridge:
         self.taken = 0
 
     def subscriptions(self) -> Sequence[str]:
-        return [t for t in (self.topics.triggers, self.topics.feedback) if t]
+        return self.subscriptions_of(self.topics)
+
+    @staticmethod
+    def subscriptions_of(topics: BridgeTopics) -> list[str]:
+        """The topics a bridge's consumer reads."""
+        return [t for t in (topics.triggers, topics.feedback, topics.events) if t]
 
     async def run(self) -> None:
         """Consume until cancelled; the consumer must be started and subscribed."""
@@ -84,6 +97,11 @@ class JourneyBridge:
         try:
             if record.topic == self.topics.triggers:
                 await self.service.on_trigger(decode_trigger(record.value).trigger)
+            elif record.topic == self.topics.events:
+                # one event or a batch; a bad one is the scene worker's to dead-letter
+                for event in decode_event_record(record.value or b""):
+                    if isinstance(event, Event) and event.type not in FEEDBACK_TYPES:
+                        await self.service.on_clickstream(event)
             else:
                 await self.service.on_feedback(decode_event_line(record.value or b""))
         except (EventRejected, MalformedRecord, KeyError, TypeError, ValueError) as exc:

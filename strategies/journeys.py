@@ -11,7 +11,7 @@ carry the deadline as ``ts``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from channels.policy.control import GLOBAL_CONTROL, in_control, in_global_control
 from config.strategy_models import ControlModel
@@ -37,6 +37,8 @@ from strategies.state import (
 from triggers.events import Event, Trigger
 
 _NEG_INF = -(1 << 63)
+# (user, strategy name, the run, the step it enters, ts): the report's step funnel
+StepListener = Callable[[str, str, Run, Step, int], None]
 PREFERS = "prefers_"
 MAX_DEPTH = 8  # enrol chains within one instant
 MAX_STEPS = 64  # instant steps taken per run per call (config has no loops without a wait)
@@ -62,8 +64,10 @@ class JourneyEngine:
 
     def __init__(self, registry: Registry, store: JourneyStore | None = None,
                  control: ControlModel | None = None,
-                 channel_types: Mapping[str, str] | None = None) -> None:
+                 channel_types: Mapping[str, str] | None = None,
+                 on_step: StepListener | None = None) -> None:
         self.registry = registry
+        self.on_step = on_step  # told of every step a run enters
         # channel name -> type (config ``channels:``): a consent change names the type.
         self.channel_types = dict(channel_types or {})
         self.store: JourneyStore = store if store is not None else MemoryJourneyStore()
@@ -80,7 +84,7 @@ class JourneyEngine:
         ctx = ctx or UserContext()
         user = self._load(trigger.user_id, ctx)
         tags = frozenset(user.tags)
-        for strategy in self.registry.strategies():
+        for strategy in self.registry.strategies(trigger.user_id):
             scenes = strategy.entry.scenes
             if scenes is None or trigger.scene not in scenes:
                 continue
@@ -99,7 +103,7 @@ class JourneyEngine:
         out = self._move_clock(now_ms)
         user = self._load(user_id, ctx)
         tags = frozenset(user.tags)
-        for strategy in self.registry.strategies():
+        for strategy in self.registry.strategies(user_id):
             entry = strategy.entry
             if entry.scenes is None and entry.holds(tags, ctx.segment) \
                     and strategy.name not in user.runs:
@@ -152,7 +156,7 @@ class JourneyEngine:
               ctx: UserContext | None = None) -> list[Action]:
         """Enrol a user explicitly (bypasses the entry condition)."""
         out = self._move_clock(now_ms)
-        strategy = self.registry.current(name)
+        strategy = self.registry.current(name, user_id)
         if strategy is None:
             return out
         user = self._load(user_id, ctx or UserContext())
@@ -242,7 +246,7 @@ class JourneyEngine:
         """The documented rule after a restart dropped the run's version: move
         to the current version's step with the same id (restarting that step),
         or leave with reason ``version_gone``."""
-        current = self.registry.current(name)
+        current = self.registry.current(name, user_id)
         step = current.step_by_id(run.step_id) if current is not None else None
         if current is None or step is None:
             del user.runs[name]
@@ -289,6 +293,8 @@ class JourneyEngine:
                 return self._leave(user_id, user, name, run, "end", ts, out)
             step = strategy.steps[run.step]
             run.step_ms = ts
+            if self.on_step is not None:
+                self.on_step(user_id, name, run, step, ts)
             kind = step.kind
             if kind == "branch":
                 held = next((c for c in step.cases if c.tag is not None and c.tag in user.tags),
@@ -311,7 +317,7 @@ class JourneyEngine:
             elif kind == "score":
                 out.append(ScoreAction(user_id, float(step.score), name, step.id, ts))
             elif kind == "enrol":
-                target = self.registry.current(step.enrol)
+                target = self.registry.current(step.enrol, user_id)
                 if target is not None and depth < MAX_DEPTH:
                     self._enrol(user_id, user, target, ts, f"strategy:{name}", run.trigger_id,
                                 out, depth + 1)

@@ -10,10 +10,11 @@ after a restart). A bad edit raises :class:`ConfigError` and changes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from config.scene_models import GoalModel
 from config.strategy_models import (
     EXIT,
     NEXT,
@@ -74,6 +75,11 @@ class Goal:
 
     def met(self, fields: Mapping[str, Any], entered_ms: int, ts: int) -> bool:
         return entered_ms < ts <= entered_ms + self.within_ms and self.matches(fields)
+
+
+def compile_goal(model: GoalModel | None) -> Goal | None:
+    """A scene's or strategy's ``goal:`` as the report and the journeys test it."""
+    return None if model is None else Goal(model.event.compile(), model.within)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +145,8 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
         tags=tags.condition() if tags else TagCondition(),
         segments=frozenset(e.segment) if e.segment is not None else None,
     )
-    goal = None if model.goal is None else Goal(model.goal.event.compile(), model.goal.within)
     return Strategy(name, version, digest_of(model), entry, tuple(steps), model.reenter_after,
-                    model.control_share, goal)
+                    model.control_share, compile_goal(model.goal))
 
 
 class Registry:
@@ -151,12 +156,24 @@ class Registry:
                  scenes: frozenset[str] | None = None) -> None:
         self._versions: dict[str, dict[int, Strategy]] = {}
         self._current: dict[str, int] = {}
+        # A config experiment (config.experiment): what its users enter instead,
+        # and the hash that picks them. Both arms' versions live in _versions,
+        # so a run finds its version whichever arm entered it.
+        self._arm_current: dict[str, int] | None = None
+        self._takes: Callable[[str], bool] | None = None
         self.scenes = scenes  # known scene names, to check entries (None: unchecked)
         if models:
             self.apply(models)
 
-    def current(self, name: str) -> Strategy | None:
-        version = self._current.get(name)
+    def _currents(self, user_id: str | None) -> dict[str, int]:
+        if self._arm_current is not None and user_id is not None and self._takes is not None \
+                and self._takes(user_id):
+            return self._arm_current
+        return self._current
+
+    def current(self, name: str, user_id: str | None = None) -> Strategy | None:
+        """What a new entrant gets (``user_id``: that user's experiment arm)."""
+        version = self._currents(user_id).get(name)
         return None if version is None else self._versions[name][version]
 
     def get(self, name: str, version: int) -> Strategy | None:
@@ -165,8 +182,21 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._current)
 
-    def strategies(self) -> list[Strategy]:
-        return [self._versions[n][v] for n, v in self._current.items()]
+    def strategies(self, user_id: str | None = None) -> list[Strategy]:
+        return [self._versions[n][v] for n, v in self._currents(user_id).items()]
+
+    def apply_arm(self, models: Mapping[str, StrategyModel] | None,
+                  takes: Callable[[str], bool] | None = None) -> dict[str, int]:
+        """A config experiment's candidate strategies for the users ``takes``
+        picks (None: the experiment ended); the base stays current for the
+        others. Raises ConfigError and changes nothing when invalid."""
+        if models is None or takes is None:
+            self._arm_current, self._takes = None, None
+            return {}
+        self._check(models, set(models))
+        arm = {name: self._add(name, model) for name, model in models.items()}
+        self._arm_current, self._takes = arm, takes
+        return dict(arm)
 
     def apply(self, models: Mapping[str, StrategyModel]) -> dict[str, int]:
         """Install a full set of strategies (a config load or reload). Changed
@@ -208,6 +238,11 @@ class Registry:
             raise ConfigError(problems)
 
     def _install(self, name: str, model: StrategyModel) -> int:
+        version = self._current[name] = self._add(name, model)
+        return version
+
+    def _add(self, name: str, model: StrategyModel) -> int:
+        """The version with ``model``'s digest, added when new."""
         versions = self._versions.setdefault(name, {})
         current = self._current.get(name)
         digest = digest_of(model)
@@ -217,5 +252,4 @@ class Registry:
         version = same if same is not None else max(versions, default=0) + 1
         if same is None:
             versions[version] = compile_strategy(name, version, model)
-        self._current[name] = version
         return version

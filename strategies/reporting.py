@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.pipeline import message_id_for
 from channels.policy.control import GLOBAL_CONTROL, in_global_control
+from config.models import AppConfig
 from config.strategy_models import ControlModel, StrategyModel
 from strategies.actions import Action, EnrolAction, ExitAction, SendAction, SuppressedAction
 from strategies.attribution import FEEDBACK, Attributor, Funnel, Split, in_control
 from strategies.holdout import GlobalHoldout, global_mark
 from strategies.intervals import METHOD
 from strategies.journeys import JourneyEngine
-from strategies.model import Registry
+from strategies.model import Goal, Registry, compile_goal
+from strategies.step_funnel import StepFunnels
 from triggers.events import Event, Trigger
 
 NO_VARIANT = "-"
@@ -52,6 +54,22 @@ class ReportOptions:
     by: tuple[str, ...] = ()
     # The config's scenes: each has a row, with zeros if it never fired.
     scenes: tuple[str, ...] = ()
+    # Scenes with a ``goal:``: their units convert on it, in its window.
+    scene_goals: Mapping[str, Goal] = field(default_factory=dict)
+
+
+def scene_goals(config: AppConfig) -> dict[str, Goal]:
+    """The scenes with a ``goal:``, compiled (their units convert on it)."""
+    return {name: goal for name, model in config.scenes.items()
+            if (goal := compile_goal(model.goal)) is not None}
+
+
+def options_of(config: AppConfig) -> ReportOptions:
+    """The report's options as a config states them (the console's)."""
+    section = config.strategies
+    return ReportOptions(section.attribution.window, section.control,
+                         dict(section.all_journeys()), (), tuple(config.scenes),
+                         scene_goals(config))
 
 
 def split_of(record: Mapping[str, Any], by: Iterable[str]) -> Split:
@@ -95,27 +113,37 @@ def mark_disagreements(trigger_records: Iterable[Mapping[str, Any]],
 
 
 def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[Event],
-                 options: ReportOptions) -> list[Funnel]:
+                 options: ReportOptions, steps: StepFunnels | None = None) -> list[Funnel]:
+    """The funnel rows; with ``steps``, also fills every strategy's step funnel."""
     attributor = Attributor(options.window_ms)
     registry = Registry(options.journeys)
     journeys = JourneyEngine(registry, control=options.control)
     everything = GlobalHoldout(options.control)
+    if steps is not None:
+        steps.registry = registry
+        journeys.on_step = steps.step
+        attributor.on_convert = steps.converted
 
     def _record(action: Action) -> None:
         _record_action(attributor, registry, action)
+        if steps is not None:
+            steps.action(action)
 
     for kind, item in _merged(trigger_records, events):
         if kind == 0:
             event: Event = item
             price = price_of(event.fields.get("price")) if event.type == "purchase" else 0.0
             attributor.goal_event(event.user_id, event.ts, event.fields, price)
-            for action in journeys.on_event(event):
-                _record(action)
             if event.type == "purchase":
+                # before the journeys see it: a conversion counts at the step it met
                 attributor.purchase(event.user_id, event.ts, price)
                 everything.purchase(event.user_id, price)
-            elif event.type in FEEDBACK:
+            for action in journeys.on_event(event):
+                _record(action)
+            if event.type in FEEDBACK:
                 attributor.feedback(event.user_id, event.type, event.fields)
+                if steps is not None:
+                    steps.feedback(event.type, event.fields)
             continue
         record: Mapping[str, Any] = item
         trig = trigger_from_record(record)
@@ -132,7 +160,8 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
             continue
         mark = group_mark(record)
         control = in_control(options.control, trig.scene, trig.user_id) if mark is None else mark
-        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split)
+        attributor.unit("scene", trig.scene, variant, trig.user_id, trig.ts, control, split,
+                        goal=options.scene_goals.get(trig.scene))
         if control:
             attributor.suppressed("scene", trig.scene, variant, "control", split)
         else:

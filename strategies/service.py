@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from channels.feedback.decisions import DecisionLog
 from channels.infra_retry import InfraMetrics, Waiter
 from config.clock import wall_ms
+from config.experiment import RunningExperiment
 from config.models import AppConfig
 from strategies.actions import (
     Action,
@@ -117,15 +118,25 @@ class JourneyService:
         self.decisions = decisions  # each step as a decision-log record when set
         self.waiter = Waiter("journeys", InfraMetrics.on(self.metrics.registry))
 
-    def reconfigure(self, config: AppConfig) -> dict[str, int]:
+    def reconfigure(self, config: AppConfig,
+                    experiment: RunningExperiment | None = None) -> dict[str, int]:
         """Hot reload: install the new strategies (changed ones get a new
-        version; users inside keep theirs). A bad set raises ConfigError and
+        version; users inside keep theirs), and a config experiment's
+        candidate strategies for its users. A bad set raises ConfigError and
         the running versions stay."""
         models = config.strategies.all_journeys()
         old_scenes = self.registry.scenes
         self.registry.scenes = frozenset(s.name for s in config.scene_list())
+        if experiment is not None:  # its scenes may add entries: known to both arms
+            self.registry.scenes |= {s.name for s in experiment.candidate.scene_list()}
         try:
-            return self.registry.apply(models)
+            applied = self.registry.apply(models)
+            if experiment is None:
+                self.registry.apply_arm(None)
+            else:
+                self.registry.apply_arm(experiment.candidate.strategies.all_journeys(),
+                                        experiment.takes)
+            return applied
         except ConfigError:
             self.registry.scenes = old_scenes
             raise
@@ -150,6 +161,13 @@ class JourneyService:
                 actions += self.scorer.on_event(event)
                 await self._save_score(event.user_id)
             await self._apply(actions)
+
+    async def on_clickstream(self, event: Event) -> None:
+        """A clickstream event (the events topic): exits on a goal it meets
+        and branches waiting for it (``purchased``), as the report runs them;
+        no lead-score points (those stay on the feedback topic's events)."""
+        async with self._lock:
+            await self._apply(self.engine.on_event(event))
 
     async def tick(self) -> None:
         async with self._lock:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from triggers.events import REFUSED_BUDGET, Event, Refusal, Trigger
 from triggers.kinds import kind_of
 from triggers.kinds.base import Limits, Rule, Scene
 from triggers.predicates import Matcher, Predicate
-from triggers.reshape import reset_store, resets
+from triggers.reshape import apply_resets, reset_store, resets
 from triggers.state import MemoryStore, StateStore, UserState
 from triggers.userfilter import Refused, UserFilter
 
@@ -30,6 +30,16 @@ _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
 # = test the event; a gate is a test that must pass first (see Engine._rules_for).
 _Step = tuple[Rule, bool | None, bool | None, "Matcher | None", bool]
 _Plan = tuple[_Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """A config experiment's candidate arm: ``scenes`` run instead of the
+    engine's for the users ``takes`` picks (a hash of the user: each user is
+    in one arm and sees one version's scenes). State stays per user."""
+
+    scenes: tuple[Scene, ...]
+    takes: Callable[[str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,10 @@ class Engine:
         self._by_type: dict[object, _Plan] = {}  # keyed by type strings only
         # A MemoryStore's dict, used directly on the hot path (get/put are no-ops around it).
         self._states = self.store._states if type(self.store) is MemoryStore else None
+        # A config experiment (Arm): its users' rules, held by a second engine
+        # used only for its rule plans; None when no experiment runs.
+        self._takes: Callable[[str], bool] | None = None
+        self._cand: Engine | None = None
 
     # -- the two inputs -------------------------------------------------------
 
@@ -116,10 +130,13 @@ class Engine:
         if self.track_profile:
             state.profile.update(event)
         etype = fields.get("type")
+        plans = self
+        if self._takes is not None and self._takes(user_id):
+            plans = self._cand  # type: ignore[assignment]  # set with _takes
         try:
-            rules = self._by_type[etype]  # only strings are cached
+            rules = plans._by_type[etype]  # only strings are cached
         except (KeyError, TypeError):  # TypeError: an unhashable (bad) type value
-            rules = self._rules_for(etype)
+            rules = plans._rules_for(etype)
         for rule, first, second, gate, timer in rules:
             if gate is not None and not gate(fields):
                 continue  # the one predicate left to test fails: the rule does nothing
@@ -202,6 +219,10 @@ class Engine:
             del state.timer[scene]
             # A filtered-out user's timer is consumed all the same: the episode
             # (start, then `after` of silence) is over either way.
+            if self._takes is not None and self._takes(user_id):
+                users = self._cand._timer_users  # type: ignore[union-attr]
+            else:
+                users = self._timer_users
             user = users.get(scene) if users else None
             had = None if user is None else user.refuses(state.profile, deadline)
             if had is not None:
@@ -285,9 +306,12 @@ class Engine:
         rebalance); returns how many timers are armed."""
         timers = []
         # A timer kept in state for a scene a reload removed stays dropped.
-        names = self.timer_scenes
+        base = self.timer_scenes
         source = self.store.items() if users is None else users
         for user_id, state in source:
+            names = base
+            if self._takes is not None and self._takes(user_id):
+                names = self._cand.timer_scenes  # type: ignore[union-attr]
             for scene, (deadline, seq) in state.timer.items():
                 self._seq = max(self._seq, seq)
                 if scene in names:
@@ -298,7 +322,8 @@ class Engine:
 
     # -- housekeeping ---------------------------------------------------------
 
-    def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None) -> None:
+    def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None,
+                    arm: Arm | None = None) -> None:
         """Swap in new scenes (hot reload) keeping user state that stays valid.
 
         State is keyed by scene name, so a scene that keeps its name and shape
@@ -306,30 +331,72 @@ class Engine:
         armed with). What a changed ``kind``, ``per``, ``when``/``unless`` or
         ``start`` invalidates, and the state of removed scenes, is dropped
         from every user (:mod:`triggers.reshape`), timers included.
+
+        ``arm``: a config experiment's candidate scenes for its users. Each
+        user's state is reshaped from the scenes they ran to the ones they
+        run now (the start, a promote and a rollback of an experiment alike).
         """
         fresh = Engine(scenes, self.store, limits or self.limits, self.track_profile)
-        plan = resets(self.scenes, fresh.scenes)
+        cand = None if arm is None else Engine(arm.scenes, self.store, fresh.limits,
+                                               self.track_profile)
+        if self._takes is None and arm is None:
+            plan = resets(self.scenes, fresh.scenes)
+            self._take_rules(fresh)
+            # A scene changed shape: one pass over every user (reloads are rare).
+            reset_store(self.store, plan)
+            names = {name for name in self.timer_scenes
+                     if not (name in plan and (plan[name].timer or plan[name].everything))}
+            kept = [t for t in self._timers if t[2] in names]
+            if len(kept) != len(self._timers):
+                heapq.heapify(kept)
+                self._timers = kept
+            return
+        old_takes, old_cand = self._takes, self._cand
+        before = (self.scenes, old_cand.scenes if old_cand is not None else self.scenes)
+        after = (fresh.scenes, cand.scenes if cand is not None else fresh.scenes)
+        plans = {(was, now): resets(before[was], after[now]) for was in (0, 1) for now in (0, 1)}
+        if any(plans.values()):
+            for user_id, _ in self.store.items():
+                was = int(old_takes is not None and old_takes(user_id))
+                now = int(arm is not None and arm.takes(user_id))
+                state = self.store.get(user_id) if plans[(was, now)] else None
+                if state is not None and apply_resets(state, plans[(was, now)]):
+                    self.store.put(user_id, state)
+        self._take_rules(fresh)
+        self._takes, self._cand = (None, None) if arm is None else (arm.takes, cand)
+        self.rebuild_timers()
+
+    def set_arm(self, arm: Arm | None) -> None:
+        """Run ``arm`` from now on without reshaping any state (a worker built
+        while an experiment runs: its states were written under it)."""
+        self._takes, self._cand = (None, None) if arm is None else (
+            arm.takes, Engine(arm.scenes, self.store, self.limits, self.track_profile))
+
+    def _take_rules(self, fresh: Engine) -> None:
         self.scenes, self.limits = fresh.scenes, fresh.limits
         self._rules = fresh._rules
         self._predicates = fresh._predicates
         self._timer_users = fresh._timer_users
         self.timer_scenes = fresh.timer_scenes
         self._by_type = fresh._by_type
-        # A scene changed shape: one pass over every user (reloads are rare).
-        reset_store(self.store, plan)
-        names = {name for name in self.timer_scenes
-                 if not (name in plan and (plan[name].timer or plan[name].everything))}
-        kept = [t for t in self._timers if t[2] in names]
-        if len(kept) != len(self._timers):
-            heapq.heapify(kept)
-            self._timers = kept
+
+    @property
+    def arm_scenes(self) -> tuple[Scene, ...]:
+        """A running experiment's candidate scenes (none without one)."""
+        return () if self._cand is None else self._cand.scenes
+
+    def in_arm(self, user_id: str) -> bool:
+        """The user runs the experiment's candidate scenes."""
+        return self._takes is not None and self._takes(user_id)
 
     def prune_user(self, user_id: str) -> None:
         """Drop a user's expired window entries and cooldowns (never profiles)."""
         state = self.store.get(user_id)
         if state is None:
             return
-        for rule in self._rules:
+        rules = self._cand._rules if self._cand is not None and self.in_arm(user_id) \
+            else self._rules  # the user's own arm's windows
+        for rule in rules:
             rule.prune(state)
         self.store.put(user_id, state)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from triggers.durations import format_duration_ms
-from triggers.engine import Engine
+from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected
 from triggers.events import (
     DEFAULT_MAX_ID_CHARS,
@@ -65,6 +65,7 @@ from triggers.events import (
     decode_event_record,
     event_from_mapping,
 )
+from triggers.kinds import kind_of
 from triggers.merge import ADMIN_MERGE, REASON_NO_KNOWN_ID, identify_refusal, merge_states
 from triggers.scenes import Limits, Scene
 from triggers.state import StateStore, UserState
@@ -166,9 +167,11 @@ class EngineHost:
 
     def _configured(self) -> None:
         engine = self.engine
-        self.ids = IdLimits.of(self.rules.max_id_chars, engine.scenes)
-        self.timer_scenes = engine.timer_scenes
-        for scene in engine.scenes:
+        every = engine.scenes + engine.arm_scenes  # an experiment's candidate scenes too
+        self.ids = IdLimits.of(self.rules.max_id_chars, every)
+        self.timer_scenes = engine.timer_scenes | {s.name for s in engine.arm_scenes
+                                                   if kind_of(s).timer}
+        for scene in every:
             self.counts.triggers.setdefault(scene.name, 0)
 
     @property
@@ -445,11 +448,17 @@ class EngineHost:
             counts.taken += taken
         return read
 
+    def set_arm(self, arm: Arm | None) -> None:
+        """A config experiment's candidate scenes, no state reshaped (:meth:`Engine.set_arm`)."""
+        self.engine.set_arm(arm)
+        self._configured()
+
     def reconfigure(self, scenes: Sequence[Scene], limits: Limits | None = None,
-                    rules: InputRules | None = None) -> None:
-        """Hot reload (:meth:`Engine.reconfigure`); the identifier limits
-        follow the new scenes' ``per`` fields."""
-        self.engine.reconfigure(scenes, limits)
+                    rules: InputRules | None = None, arm: Arm | None = None) -> None:
+        """Hot reload (:meth:`Engine.reconfigure`, ``arm``: a config
+        experiment's candidate scenes); the identifier limits follow the new
+        scenes' ``per`` fields."""
+        self.engine.reconfigure(scenes, limits, arm)
         if rules is not None:
             self.rules = rules
         self._configured()

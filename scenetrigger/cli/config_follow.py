@@ -20,7 +20,7 @@ from typing import Any
 
 from config.loader import DEFAULT_CONFIG_PATH, load_config, load_config_text
 from config.reload import ConfigReloader, ReloadMetrics
-from config.versions import DirectoryStore, VersionStore, current, digest_of
+from config.versions import DirectoryStore, VersionStore, current, digest_of, running
 from scenetrigger.cli.support import duration
 from triggers.errors import ConfigError
 
@@ -56,8 +56,17 @@ async def initial_reloader(config_path: str | None, store: VersionStore | None,
     """The reloader holding the start config (see the module doc)."""
     path = Path(config_path) if config_path else DEFAULT_CONFIG_PATH
     if store is not None:
-        latest = current(await store.versions())
-        if latest is not None:
+        versions = await store.versions()
+        latest = current(versions)
+        found = running(versions) if latest is not None and latest.experiment else None
+        if found is not None:  # an experiment: its base in force, its candidate beside
+            reloader = ConfigReloader(path, load_config(path), store=store, metrics=metrics,
+                                      digest="")
+            if reloader.offer_experiment(*found):
+                return reloader
+            log.error("the running config experiment does not validate here; starting "
+                      "with the --config file")
+        elif latest is not None:
             try:
                 config = load_config_text(latest.text, source=f"config v{latest.version}")
             except ConfigError as exc:

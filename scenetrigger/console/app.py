@@ -4,7 +4,9 @@ embedded replay, and admin actions behind a bearer token.
 Read-only (``GET``), aggregates open on the (loopback by default) bind: ``/``
 the page, ``/api/summary``, ``/api/rates`` (per-minute triggers and decisions
 by scene and strategy), ``/api/funnels`` (uplift with its 95% CI, as
-``scenetrigger report`` computes it), ``/api/config`` (the running config's
+``scenetrigger report`` computes it), ``/api/journeys`` (every strategy's
+step funnel, ``report --journey``'s), ``/api/kpis`` (the shop's KPIs,
+``report --kpis --json``'s), ``/api/config`` (the running config's
 file, digest and scenes). Per-user data needs an admin token (below), as
 serve's ``/users/{id}`` does: ``/api/users/{id}`` (the explain timeline) and
 ``/api/decisions`` (the newest decisions, each naming its user).
@@ -87,6 +89,8 @@ def create_app(console: Console) -> web.Application:
     app.router.add_get("/api/rates", _rates)
     app.router.add_get("/api/decisions", _decisions)
     app.router.add_get("/api/funnels", _funnels)
+    app.router.add_get("/api/journeys", _journeys)
+    app.router.add_get("/api/kpis", _kpis)
     app.router.add_get("/api/config", _config)
     app.router.add_get("/api/config/versions/{number}", _version)
     app.router.add_get("/api/users/{user_id}", _user)
@@ -145,6 +149,16 @@ async def _vendor(request: web.Request) -> web.Response:
 async def _funnels(request: web.Request) -> web.Response:
     rows = await asyncio.to_thread(request.app[CONSOLE_KEY].state.funnels())
     return await _json(rows)
+
+
+async def _journeys(request: web.Request) -> web.Response:
+    funnels = await asyncio.to_thread(request.app[CONSOLE_KEY].state.journeys())
+    return await _json(funnels)
+
+
+async def _kpis(request: web.Request) -> web.Response:
+    figures = await asyncio.to_thread(request.app[CONSOLE_KEY].state.kpis())
+    return await _json(figures)
 
 
 async def _config(request: web.Request) -> web.Response:

@@ -143,20 +143,55 @@ class ConsoleState:
         """Funnel rows with uplift and its CI (``scenetrigger report``'s, on what is
         kept). Returns the work to do: the records are copied here, on the loop
         that feeds them, so the returned function may run in a thread."""
-        from strategies.reporting import ReportOptions, build_report
+        from strategies.reporting import build_report, options_of
 
-        section = self.config.strategies
-        options = ReportOptions(section.attribution.window, section.control,
-                                dict(section.all_journeys()), (), tuple(self.config.scenes))
-        lines = [dict(line) for line in self.lines.values()]
-        events = list(self.events)
+        options = options_of(self.config)
+        lines, events = self._kept()
 
         def rows() -> list[dict[str, Any]]:
-            lines.sort(key=lambda line: int(line["ts"]))
-            events.sort(key=lambda e: e.ts)
+            _in_order(lines, events)
             return [row.to_dict() for row in build_report(lines, events, options)]
 
         return rows
+
+    def journeys(self) -> Callable[[], list[dict[str, Any]]]:
+        """Every strategy's step funnel (``report --journey``'s, with the
+        decisions kept here), as :meth:`funnels`: copied now, built later."""
+        from strategies.reporting import build_report, options_of
+        from strategies.step_funnel import StepFunnels
+
+        options = options_of(self.config)
+        lines, events = self._kept()
+        decisions = list(self.decisions.records)
+
+        def funnels() -> list[dict[str, Any]]:
+            _in_order(lines, events)
+            steps = StepFunnels()
+            build_report(lines, events, options, steps)
+            steps.decisions(decisions)
+            return [steps.result(name) for name in options.journeys]
+
+        return funnels
+
+    def kpis(self) -> Callable[[], dict[str, Any]]:
+        """The shop's KPIs (``report --kpis``'s) on the events and lines kept,
+        as :meth:`funnels`: copied now, computed later."""
+        from strategies.kpis import Kpis
+
+        control = self.config.strategies.control
+        lines, events = self._kept()
+
+        def figures() -> dict[str, Any]:
+            kpis = Kpis()
+            for event in events:
+                kpis.on_event(event)
+            return {"global_share": control.global_share, "kpis": kpis.result(lines, control)}
+
+        return figures
+
+    def _kept(self) -> tuple[list[dict[str, Any]], list[Event]]:
+        """Copies of the kept trigger lines and events (sorted later, off the loop)."""
+        return [dict(line) for line in self.lines.values()], list(self.events)
 
     def timeline(self, user_id: str) -> Callable[[], Any]:
         """The user's explain timeline, as :meth:`funnels`: copied now, built later."""
@@ -171,3 +206,8 @@ class ConsoleState:
         config, clock = self.config, self.clock_ms or 0
         return lambda: assemble_timeline(user_id, events, triggers, decisions, state, config,
                                          clock)
+
+
+def _in_order(lines: list[dict[str, Any]], events: list[Event]) -> None:
+    lines.sort(key=lambda line: int(line["ts"]))
+    events.sort(key=lambda e: e.ts)

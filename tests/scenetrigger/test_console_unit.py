@@ -76,6 +76,9 @@ async def test_views_are_open_and_admin_needs_the_token() -> None:
         assert (await client.get("/vendor/uplot/../console.html")).status == 404
         assert (await client.get("/api/rates")).status == 200
         assert (await client.get("/api/funnels")).status == 200
+        assert await (await client.get("/api/journeys")).json() == []  # no strategies
+        kpis = (await (await client.get("/api/kpis")).json())["kpis"]["all"]
+        assert (kpis["people"], kpis["carted"], kpis["buyers"]) == (3, 3, 0)
         got = await client.post("/api/admin/validate", data="scenes: {}")
         assert got.status == 403 and "SCENETRIGGER_ADMIN_TOKEN" in await got.text()
         for personal in ("/api/users/a", "/api/decisions"):  # per-user data: closed too
@@ -150,7 +153,7 @@ scenes:
                             within: 30m, unless: {type: purchase}, cooldown: 24h}
   cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
 delivery: {quiet_hours: {enabled: false}}
-strategies: {include: [reactivation]}
+strategies: {include: [reactivation], control: {share: 0.2}}
 """)
     state = ConsoleState(config)
     await run_embedded(state, config, str(REES46_SAMPLE), rate=1e9)
@@ -165,6 +168,22 @@ strategies: {include: [reactivation]}
                if r.scene == "journey:reactivation" and r.outcome in ("delivered", "suppressed",
                                                                        "deferred")}
     assert {s.message_id for s in steps} <= decided
+    # the journey step funnel (report --journey's) on what the console kept
+    funnel = next(f for f in state.journeys()() if f["strategy"] == "reactivation")
+    first = funnel["steps"][0]
+    assert funnel["enrolled"] - funnel["enrolled_control"] == \
+        totals["enrolled:journey:reactivation"]
+    assert (first["step"], first["entered"]) == ("push_1", funnel["enrolled"])
+    assert first["sent"] == len(steps)  # the sample is shorter than the first wait
+    refused: dict[str, int] = {}
+    for r in state.decisions.records:
+        if r.scene == "journey:reactivation" and r.message_id and \
+                r.outcome in ("suppressed", "deferred"):
+            label = r.rule if r.outcome == "suppressed" else f"deferred:{r.rule}"
+            refused[str(label)] = refused.get(str(label), 0) + 1
+    assert funnel["enrolled_control"] and first["suppressed"] == {
+        **refused, **({"control": funnel["enrolled_control"]}
+                      if funnel["enrolled_control"] else {})}
 
 
 async def test_a_non_utf8_admin_token_is_refused_not_a_server_error() -> None:

@@ -1,11 +1,14 @@
-"""``scenetrigger config push|log|show|rollback``: the versioned config.
+"""``scenetrigger config push|log|show|promote|rollback``: the versioned config.
 
 ``push FILE --message TEXT`` validates FILE (every problem with file, line,
 scene and field; nothing is stored when one is found) and stores it as the
 next version: digest, author (the name of the admin token in
 ``$SCENETRIGGER_TOKEN``), time, message and the diff from the current one.
 ``rollback N`` stores version N's text again as a new version. Every process
-started with ``--config-store`` follows the current version."""
+started with ``--config-store`` follows the current version. ``push FILE
+--experiment 10%`` stores FILE as a candidate for a hash-chosen share of the
+users (config.experiment); ``promote`` or ``rollback`` (no N: to its base)
+ends it."""
 
 from __future__ import annotations
 
@@ -19,15 +22,25 @@ from typing import Any
 
 import orjson
 
-from config.versions import TOKEN_ENV, ConfigVersion, VersionStore, author_of, current, push
+from config.experiment import DEFAULT_HORIZON_MS, parse_share
+from config.versions import (
+    TOKEN_ENV,
+    ConfigVersion,
+    VersionStore,
+    author_of,
+    current,
+    promote,
+    push,
+    push_experiment,
+)
 from config.versions import rollback as rollback_to
 from scenetrigger.cli.config_follow import KAFKA, open_store
-from scenetrigger.cli.support import add_replication_argument
+from scenetrigger.cli.support import add_replication_argument, duration
 from triggers.errors import ConfigError, SceneTriggerError
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("config", help="versioned config: push, log, show, rollback",
+    parser = sub.add_parser("config", help="versioned config: push, log, show, promote, rollback",
                             description="Store, list, show and roll back config versions.")
     _common(parser, KAFKA, None, False)
     # The same options after the verb too (`config push FILE --store DIR`).
@@ -38,14 +51,25 @@ def register(sub: Any) -> None:
                          help="validate FILE and store it as the current version")
     p.add_argument("file")
     p.add_argument("--message", "-m", required=True, help="why (kept with the version)")
+    p.add_argument("--experiment", metavar="SHARE",
+                   help="run FILE as a candidate for this hash-chosen share of users (10%% or "
+                        "0.1, at most 50%%) against the current version; `config promote` or "
+                        "`config rollback` ends it (docs/measurement.md, Experiments)")
+    p.add_argument("--horizon", type=duration, default=DEFAULT_HORIZON_MS,
+                   help="with --experiment: its fixed horizon; `report --experiment` decides "
+                        "only after it (default 14d)")
+    pr = verbs.add_parser("promote", parents=[common],
+                          help="end the running experiment: its candidate for every user")
+    pr.add_argument("--message", "-m", default="", help="why (default: 'promote vN')")
     verbs.add_parser("log", parents=[common], help="list the versions, newest first")
     s = verbs.add_parser("show", parents=[common], help="print one version (text and diff)")
     s.add_argument("version", help="a version number, or 'current'")
     s.add_argument("--text", action="store_true",
                    help="print only the config text (to save it as a file)")
     r = verbs.add_parser("rollback", parents=[common],
-                         help="make an old version current again (as a new one)")
-    r.add_argument("version", type=int)
+                         help="make an old version current again (as a new one); without "
+                              "a version, end the running experiment with its base")
+    r.add_argument("version", type=int, nargs="?")
     r.add_argument("--message", "-m", default="", help="why (default: 'rollback to vN')")
     parser.set_defaults(run=run)
 
@@ -86,7 +110,13 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
     if args.verb == "push":
         author = author_of(os.environ.get(TOKEN_ENV))
         try:
-            version = await push(store, args.file_text, args.message, author, source=args.file)
+            if args.experiment is not None:
+                version = await push_experiment(store, args.file_text, args.message, author,
+                                                parse_share(args.experiment), args.horizon,
+                                                source=args.file)
+            else:
+                version = await push(store, args.file_text, args.message, author,
+                                     source=args.file)
         except ConfigError as exc:
             print(f"{args.file}: refused, nothing stored: {len(exc.problems)} error(s)",
                   file=sys.stderr)
@@ -94,6 +124,9 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
                 print(f"  - {problem}", file=sys.stderr)
             return 1
         return _done(args, version)
+    if args.verb == "promote":
+        author = author_of(os.environ.get(TOKEN_ENV))
+        return _done(args, await promote(store, args.message, author))
     if args.verb == "rollback":
         author = author_of(os.environ.get(TOKEN_ENV))
         return _done(args, await rollback_to(store, args.version, args.message, author))
@@ -105,6 +138,9 @@ async def _verb(args: argparse.Namespace, store: VersionStore) -> int:
         for v in reversed(versions):
             back = f" (rollback to v{v.rollback_of})" if v.rollback_of and \
                 f"v{v.rollback_of}" not in v.message else ""
+            if v.experiment is not None:
+                back += (f" [experiment: {v.experiment.share:.0%} of users against "
+                         f"v{v.experiment.base}]")
             print(f"v{v.version:<5} {v.digest[:12]}  {_when(v.time_ms)}  {v.author:<12} "
                   f"{v.message}{back}")
         if not versions:
@@ -134,6 +170,9 @@ def _done(args: argparse.Namespace, version: ConfigVersion) -> int:
         _json(version.summary())
     else:
         print(f"v{version.version} {version.digest} by {version.author}: {version.message}")
+        if version.experiment is not None:
+            print(f"experiment: v{version.version} runs for {version.experiment.share:.0%} of "
+                  f"users (by hash), v{version.experiment.base} for the others")
     return 0
 
 

@@ -42,6 +42,9 @@ def register(sub: Any) -> None:
                              "--redis-prefix; default scenetrigger:)")
     parser.add_argument("--timeout", type=float, default=60,
                         help="with --broker: seconds to read each topic to its end")
+    parser.add_argument("--config-store", metavar="STORE",
+                        help="also name the config experiment arm the user is in: 'kafka' "
+                             "(PREFIX.config on --broker) or a directory")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
     parser.set_defaults(run=run)
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from config.loader import load_config
 
     config = load_config(args.config)
-    if args.events and args.broker:
+    if args.events and args.broker and args.config_store != "kafka":
+        # (with --config-store kafka, --broker is where the config versions are)
         raise SceneTriggerError("explain: give --events FILE or --broker, not both")
     if args.events:
         timeline = replay_timeline(args.events, args.format, config, args.user, args.catalog)
@@ -63,8 +67,38 @@ def run(args: argparse.Namespace) -> int:
                                  tags_prefix=args.tags_prefix)
     else:
         raise SceneTriggerError("explain: give --events FILE (a replay) or --broker (live)")
-    print_timeline(timeline, args.json)
+    arm = experiment_arm(args, args.user) if args.config_store else None
+    print_timeline(timeline, args.json, arm)
     return 0
+
+
+def experiment_arm(args: argparse.Namespace, user: str) -> dict[str, Any] | None:
+    """The running config experiment and the user's arm in it (None: none runs)."""
+    import asyncio
+
+    from config.experiment import CANDIDATE, in_candidate
+    from config.versions import running
+    from scenetrigger.cli.config_follow import open_store
+
+    store = open_store(args.config_store, args.broker, args.topic_prefix)
+    assert store is not None
+
+    async def read() -> Any:
+        try:
+            return running(await store.versions())
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
+
+    found = asyncio.run(read())
+    if found is None:
+        return None
+    candidate, base = found
+    spec = candidate.experiment
+    arm = "candidate" if in_candidate(candidate.version, spec.share, user) else "base"
+    return {"user": user, "version": candidate.version, "base": base.version, "share": spec.share,
+            "arm": arm, "runs": candidate.version if arm == CANDIDATE else base.version}
 
 
 def replay_timeline(path: str, fmt: str, config: Any, user: str,
@@ -78,9 +112,12 @@ def replay_timeline(path: str, fmt: str, config: Any, user: str,
         return explain_replay(records, config, [user], catalog)[user]
 
 
-def print_timeline(timeline: Any, as_json: bool) -> None:
+def print_timeline(timeline: Any, as_json: bool, arm: dict[str, Any] | None = None) -> None:
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(timeline.to_dict(), option=orjson.OPT_INDENT_2)
-                                + b"\n")
-    else:
-        print(timeline.render())
+        shown = timeline.to_dict() | ({"config_experiment": arm} if arm is not None else {})
+        sys.stdout.buffer.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    if arm is not None:
+        print(f"config experiment v{arm['version']} ({arm['share']:.0%} of users against "
+              f"v{arm['base']}): {arm['user']} is in the {arm['arm']} arm (runs v{arm['runs']})")
+    print(timeline.render())

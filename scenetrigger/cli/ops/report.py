@@ -27,7 +27,9 @@ from strategies.reporting import (
     build_report,
     mark_disagreements,
     render_table,
+    scene_goals,
 )
+from strategies.step_funnel import StepFunnels, render_journey
 from triggers.durations import parse_duration_ms
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event
@@ -62,6 +64,19 @@ def register(sub: Any) -> None:
                         help="the shop's KPIs instead of the funnel: registration, add-to-cart, "
                              "first-purchase and repurchase rates, weekly purchase retention; "
                              "split by segment, style and the global control group")
+    parser.add_argument("--journey", metavar="NAME",
+                        help="the step funnel of strategy NAME instead of the funnel: per step "
+                             "entered, sent, suppressed by reason, opened, clicked, converted, "
+                             "exited by reason (with --decisions: delivery refusals too)")
+    parser.add_argument("--experiment", nargs="?", const="latest", metavar="VERSION",
+                        help="compare a config experiment's arms instead (the candidate "
+                             "VERSION, default the newest experiment in --config-store): users "
+                             "by hash, conversion with its interval, the fixed-horizon decision")
+    parser.add_argument("--config-store", metavar="STORE",
+                        help="with --experiment: 'kafka' (PREFIX.config on --broker) or a "
+                             "directory")
+    parser.add_argument("--broker", help="with --config-store kafka (default $SCENETRIGGER_KAFKA)")
+    parser.add_argument("--topic-prefix", help="with --config-store kafka: PREFIX.config")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON here "
                                                         "('-' for stdout instead of the table)")
     parser.set_defaults(run=run)
@@ -95,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
         from scenetrigger.cli.ops.report_channels import run_channels
 
         return run_channels(args, config, window)
-    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes))
+    options = ReportOptions(window, control, journeys, args.by, tuple(config.scenes),
+                            scene_goals(config))
+    if args.journey is not None and args.journey not in journeys:
+        raise SceneTriggerError(f"--journey: no strategy named {args.journey!r} (have "
+                                f"{', '.join(sorted(journeys)) or 'none'}; --include adds one)")
     triggers = list(_read_triggers(args.triggers))
     if args.by and triggers and not any(line.get(name) for line in triggers
                                         for name in args.by):
@@ -117,7 +136,13 @@ def run(args: argparse.Namespace) -> int:
                                      config.id_limits()))
         if args.kpis:
             return _kpis(args, triggers, events, control)
-        rows = build_report(triggers, events, options)
+        if args.experiment is not None:
+            return _experiment(args, triggers, events)
+        steps = StepFunnels() if args.journey is not None else None
+        rows = build_report(triggers, events, options, steps)
+    if steps is not None:
+        steps.decisions(_decision_records(args.decisions))
+        return _journey(args, steps.result(args.journey), window)
     report = {"window_ms": window, "control_share": control.share,
               "global_share": control.global_share, "intervals": METHOD,
               "scene_groups": {"marked": marked, "hashed": len(triggers) - marked,
@@ -138,9 +163,77 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace, triggers: list[dict[str, Any]],
+                events: Iterator[Event]) -> int:
+    import asyncio
+
+    from scenetrigger.cli.config_follow import open_store
+    from strategies.experiment_report import compare, render
+
+    store = open_store(args.config_store, args.broker, args.topic_prefix)
+    if store is None:
+        raise SceneTriggerError("--experiment needs --config-store (where the versions are)")
+
+    async def read() -> list[Any]:
+        try:
+            return await store.versions()
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
+
+    result = compare(experiment_period(asyncio.run(read()), args.experiment), triggers, events)
+    _write(args, result, render)
+    return 0
+
+
+def experiment_period(versions: list[Any], wanted: str) -> Any:
+    """The period of the candidate ``wanted`` (a number, or ``latest``)."""
+    from strategies.experiment_report import Period
+
+    tried = [v for v in versions if v.experiment is not None]
+    found = tried[-1] if wanted == "latest" and tried else next(
+        (v for v in tried if str(v.version) == wanted.lstrip("v")), None)
+    if found is None:
+        raise SceneTriggerError(f"--experiment: no experiment {wanted!r} in the store (have "
+                                f"{', '.join(f'v{v.version}' for v in tried) or 'none'})")
+    after = next((v for v in versions if v.version > found.version), None)
+    spec = found.experiment
+    return Period(found.version, spec.base, spec.share, found.time_ms,
+                  None if after is None else after.time_ms, spec.horizon_ms)
+
+
+def _write(args: argparse.Namespace, result: dict[str, Any], text: Any) -> None:
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    print(text(result))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
+def _journey(args: argparse.Namespace, funnel: dict[str, Any], window: int) -> int:
+    result = {"window_ms": window, "journey": funnel}
+    if args.json_out == "-":
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(render_journey(funnel))
+    if args.json_out:
+        with open(args.json_out, "wb") as fh:
+            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def _decisions(paths: list[str]) -> dict[str, Any]:
+    from channels.feedback.decisions import tally
+
+    return tally(_decision_records(paths))
+
+
+def _decision_records(paths: list[str]) -> Iterator[Any]:
     """Every record of the files through the one model (any version)."""
-    from channels.feedback.decisions import DecisionRecord, tally
+    from channels.feedback.decisions import DecisionRecord
 
     def records() -> Iterator[DecisionRecord]:
         for path in paths:
@@ -157,7 +250,7 @@ def _decisions(paths: list[str]) -> dict[str, Any]:
                             raise SceneTriggerError(f"{path}:{number}: not a decision "
                                                     f"record: {exc}") from None
 
-    return tally(records())
+    return records()
 
 
 def _render_decisions(counts: dict[str, Any]) -> str:

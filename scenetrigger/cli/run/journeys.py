@@ -16,8 +16,8 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("journeys", help="run the strategies on the worker's triggers topic")
     parser.add_argument("--config", help="config file with a strategies: section")
     parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
-    parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / "
-                                               "PREFIX.journey-actions (default: shared names)")
+    parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / PREFIX.events "
+                                               "/ PREFIX.journey-actions (default: shared names)")
     parser.add_argument("--group", default="scenetrigger-journeys", help="consumer group")
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
     parser.add_argument("--redis-prefix", default="scenetrigger:")
@@ -62,19 +62,19 @@ async def _main(args: argparse.Namespace) -> None:
         triggers=topic_name(prefix, "triggers"),
         actions=topic_name(prefix, "journey-actions"),
         feedback=topic_name(prefix, "feedback"),
+        events=topic_name(prefix, "events"),  # goals met by clickstream events
     )
     bootstrap = bootstrap_servers(args.broker)
     url = redis_url_or_env(args.redis_url)
     client = redis_client(url)
     producer = new_producer(bootstrap)
-    consumer = new_consumer(bootstrap, topics.triggers,
-                            *([topics.feedback] if topics.feedback else []), group_id=args.group,
+    consumer = new_consumer(bootstrap, *JourneyBridge.subscriptions_of(topics), group_id=args.group,
                             enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
     # Every topic it reads or writes: one not there yet would be auto-created
     # with the broker's replication, or make the consumer wait for metadata.
-    await ensure_topics(bootstrap, [decisions, topics.triggers, topics.actions,
-                                    *([topics.feedback] if topics.feedback else [])],
+    await ensure_topics(bootstrap, [decisions, topics.actions,
+                                    *JourneyBridge.subscriptions_of(topics)],
                         configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}},
                         replication=args.replication_factor)
     await producer.start()
@@ -86,7 +86,10 @@ async def _main(args: argparse.Namespace) -> None:
                                  prefix=args.redis_prefix,
                                  decisions=KafkaDecisionLog(producer, decisions))
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
-        reloader.subscribe(config_follow.refusing(service.reconfigure))  # may refuse: first
+        # may refuse: first; a config experiment's candidate strategies for its users
+        service.reconfigure(config, reloader.experiment)
+        reloader.subscribe(config_follow.refusing(
+            lambda new: service.reconfigure(new, reloader.experiment)))
         if args.admin_port:
             admin = site = SwappableSite.listen("127.0.0.1", args.admin_port)
             await admin.serve(build_app(tags, config.strategies.scoring))

@@ -141,6 +141,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         config_path=Path(args.config) if args.config else None,
         config_store=store if args.config_store else None,
         config_digest=first.status.digest,
+        experiment=first.experiment,
     )
 
 
