@@ -198,9 +198,10 @@ async def _records(args: argparse.Namespace) -> AsyncIterator[Any]:
 async def _topic(args: argparse.Namespace) -> AsyncIterator[Any]:
     """Every record of PREFIX.audiences from the beginning to the end it had
     when we started (then on, with --follow)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from agents.kafka_probe import probe_kafka
+    from agents.faust_compat import refresh_metadata
+    from agents.kafka_clients import started_reader
     from agents.topics import bootstrap_servers
     from channels.ads.membership import MembershipError, decode_record
 
@@ -208,16 +209,13 @@ async def _topic(args: argparse.Namespace) -> AsyncIterator[Any]:
         raise SceneTriggerError("--broker needs --topic-prefix (the topic is PREFIX.audiences)")
     topic = f"{args.topic_prefix}.audiences"
     bootstrap = bootstrap_servers(args.broker)
-    await probe_kafka(bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
+    consumer = await started_reader(bootstrap)
     try:
         deadline = time.monotonic() + 10
         while not (parts := consumer.partitions_for_topic(topic)):
             if time.monotonic() > deadline:
                 raise SceneTriggerError(f"no topic {topic} on {bootstrap}")
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             await asyncio.sleep(0.2)
         assigned = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(assigned)
