@@ -90,6 +90,8 @@ def merge_states(known: UserState | None, anonymous: UserState,
             for key in mine_fires.keys() | their_fires.keys()}
     out.profile = merge_profiles(base.profile, anonymous.profile)
     out.budget = merge_given(base.budget, anonymous.budget, max_entries)  # triggers.budget
+    # The audiences K is in stay K's; the host ends A's own memberships.
+    out.audience = base.audience
     return out
 
 

@@ -7,7 +7,9 @@ value assigned, never a mutation in place.
 Wire format v2 (orjson): ``[2, max_ts, repeat, absence, arrival, profile,
 budget]`` where timestamps inside windows and the trigger budget's times
 (:mod:`triggers.budget`) are stored as ``max_ts - ts`` (small numbers).
-Version 1 (no ``budget``) is still read.
+Version 1 (no ``budget``) is still read. Version 3 appends the audiences'
+data (:mod:`triggers.audiences.data`); it is written only for a user that
+has some, so a config without ``audiences:`` writes version 2 as before.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from triggers.audiences.data import AudienceData
 from triggers.errors import StateDecodeError
 from triggers.profile import Profile
 
 STATE_VERSION = 2
-_READABLE = (1, 2)
+AUDIENCE_VERSION = 3  # with the audiences' data
+_READABLE = (1, 2, 3)
 
 
 class KeyWindow:
@@ -39,7 +43,7 @@ class KeyWindow:
 class UserState:
     """Everything the engine keeps for one user."""
 
-    __slots__ = ("absence", "arrival", "budget", "max_ts", "profile", "repeat")
+    __slots__ = ("absence", "arrival", "audience", "budget", "max_ts", "profile", "repeat")
 
     def __init__(self) -> None:
         self.max_ts: int | None = None
@@ -49,6 +53,7 @@ class UserState:
         self.profile = Profile()
         # The largest trigger times the budget counts (at most its count, sorted).
         self.budget: list[int] = []
+        self.audience: AudienceData | None = None  # only with an `audiences:` config
 
     def encode(self) -> bytes:
         base = self.max_ts or 0
@@ -68,6 +73,10 @@ class UserState:
         arrival = {scene: keys for scene, keys in self.arrival.items() if keys}
         wire = [STATE_VERSION, self.max_ts, repeat, absence, arrival, self.profile.to_wire(),
                 [base - t for t in self.budget]]
+        audience = self.audience
+        if audience is not None and not audience.empty:
+            wire[0] = AUDIENCE_VERSION
+            wire.append(audience.to_wire())
         return orjson.dumps(wire)
 
     @classmethod
@@ -102,9 +111,12 @@ class UserState:
         state.absence = {scene: (timer[0], timer[1]) for scene, timer in absence.items()}
         state.arrival = {scene: dict(keys) for scene, keys in arrival.items()}
         state.profile = Profile.from_wire(profile)
-        if budget:  # version 2
-            (given,) = budget
+        if budget:  # version 2 (and 3: the audiences' data after it)
+            given, *audience = budget
             state.budget = [base - d for d in given]
+            if audience:
+                (data,) = audience
+                state.audience = AudienceData.from_wire(data)
         return state
 
 
