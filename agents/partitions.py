@@ -47,6 +47,7 @@ class Hosts(dict[int, PartitionHost]):
         config = self._config()
         host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
                                    config.engine.input_rules(), settings.clock)
+        host.host.audiences = config.audience_tracker(store)  # re-armed by rebuild()
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -84,3 +85,6 @@ class Hosts(dict[int, PartitionHost]):
         for host in self.values():
             host.reconfigure(config.scene_list(), config.engine.limits(),
                              config.engine.input_rules())
+            host.host.audiences = tracker = config.audience_tracker(host.store)
+            if tracker is not None:  # a reload is rare: one pass over the partition's users
+                tracker.rebuild()
