@@ -48,7 +48,7 @@ async def _main(args: argparse.Namespace) -> None:
     from channels.transports.registry import redis_client, redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.serve.site import SwappableSite
-    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaAudienceSender, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
@@ -71,11 +71,13 @@ async def _main(args: argparse.Namespace) -> None:
                                 bootstrap_servers=bootstrap, group_id=args.group,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
+    audiences = topic_name(prefix, "audiences")  # journeys' audience steps (compacted)
     # Every topic it reads or writes: one not there yet would be auto-created
     # with the broker's replication, or make the consumer wait for metadata.
-    await ensure_topics(bootstrap, [decisions, topics.triggers, topics.actions,
+    await ensure_topics(bootstrap, [decisions, topics.triggers, topics.actions, audiences,
                                     *([topics.feedback] if topics.feedback else [])],
-                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}},
+                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)},
+                                 audiences: {"cleanup.policy": "compact"}},
                         replication=args.replication_factor)
     await producer.start()
     await consumer.start()
@@ -84,7 +86,8 @@ async def _main(args: argparse.Namespace) -> None:
         tags = RedisTagStore(client, args.redis_prefix)
         service = JourneyService(config, client, tags, KafkaSender(producer, topics.actions),
                                  prefix=args.redis_prefix,
-                                 decisions=KafkaDecisionLog(producer, decisions))
+                                 decisions=KafkaDecisionLog(producer, decisions),
+                                 audiences=KafkaAudienceSender(producer, audiences))
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
         reloader.subscribe(config_follow.refusing(service.reconfigure))  # may refuse: first
         if args.admin_port:
