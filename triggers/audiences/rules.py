@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from triggers.audiences.data import AudienceData
 from triggers.classify import SEGMENT_TAG, STYLE_TAG, browsing_style, habit_tags, value_segment
+from triggers.durations import format_duration_ms
 from triggers.profile import Profile
 from triggers.tagcondition import TagCondition
 from triggers.userfilter import ClassifyRules
@@ -69,6 +70,32 @@ class Audience:
     @property
     def reads_score(self) -> bool:
         return self.score_min is not None or self.score_max is not None
+
+    def describe(self) -> str:
+        """The conditions in words (``check-config``)."""
+        if self.journey:
+            parts = ["journey steps only"]
+        else:
+            parts = []
+            if self.fired:
+                parts.append(f"fired {' or '.join(sorted(self.fired))} within "
+                             f"{format_duration_ms(self.fired_within_ms)}")
+            if self.bought_within_ms is not None:
+                parts.append(f"bought within {format_duration_ms(self.bought_within_ms)}")
+            if self.none_bought_within_ms is not None:
+                parts.append(f"no purchase within {format_duration_ms(self.none_bought_within_ms)}")
+            for label, values in (("style", self.styles), ("segment", self.segments),
+                                  ("locale", self.locales)):
+                if values is not None:
+                    parts.append(f"{label} {'|'.join(sorted(values))}")
+            if self.tags is not None:
+                parts.append(f"tags {','.join(sorted(self.tags.names))}")
+            if self.reads_score:
+                low = "" if self.score_min is None else f"{self.score_min:g} <= "
+                high = "" if self.score_max is None else f" <= {self.score_max:g}"
+                parts.append(f"{low}lead score{high}")
+        parts.append(f"consent {self.consent}" if self.consent else "no consent check")
+        return "; ".join(parts)
 
 
 def decayed(value: float, at_ms: int, now_ms: int, half_life_ms: int) -> float:
