@@ -375,13 +375,21 @@ class EngineHost:
         if self.aliases:
             event = self.resolve(event)
         engine = self.engine
-        if self.event_clock or now_ms is None:
+        audiences = self.audiences
+        if audiences is not None:
+            # What the clock makes due is evaluated on the state before the
+            # event (a purchase must not hide an older one from a timer's time).
+            fired = engine.advance(event.ts if self.event_clock or now_ms is None else now_ms)
+            audiences.after(None, fired)
+            audiences.advance(engine.clock)
+            own = engine.handle(event)
+            audiences.after(event, own)
+            fired += own
+        elif self.event_clock or now_ms is None:
             fired = engine.handle(event)
         else:
             fired = engine.advance(now_ms)
             fired += engine.handle(event)
-        if self.audiences is not None:
-            self.audiences.after(event, fired)
         counts = self.counts
         counts.taken += 1
         if fired:

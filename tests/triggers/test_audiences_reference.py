@@ -46,7 +46,8 @@ Change = tuple[str, str, str, int]  # audience, user, op, ts (ms)
 
 
 def model_changes(events: list[dict[str, Any]], fires: list[tuple[str, str, Any, int]],
-                  clock: int) -> list[Change]:
+                  clock: int, audiences: dict[str, Any] | None = None) -> list[Change]:
+    audiences = AUDIENCES if audiences is None else audiences
     seen: dict[str, set[int]] = defaultdict(set)
     bought: dict[str, list[int]] = defaultdict(list)
     fired: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -58,7 +59,7 @@ def model_changes(events: list[dict[str, Any]], fires: list[tuple[str, str, Any,
         fired[user][scene].append(ts)
 
     def member(name: str, user: str, t: int) -> bool:
-        spec = AUDIENCES[name]
+        spec = audiences[name]
         if "fired" in spec:
             within = duration_ms(spec["fired"]["within"])
             if not any(f <= t < f + within for scene in spec["fired"]["scene"]
@@ -76,18 +77,17 @@ def model_changes(events: list[dict[str, Any]], fires: list[tuple[str, str, Any,
                 return False
         return True
 
+    windows = [duration_ms(value) for spec in audiences.values()
+               for value in (spec.get("fired", {}).get("within"),
+                             *spec.get("purchase", {}).values()) if value is not None]
     out: list[Change] = []
     for user in sorted(seen):
         moments = set(seen[user])
-        windows = [duration_ms(AUDIENCES["viewed_not_bought"]["fired"]["within"])]
-        for times in fired[user].values():
-            moments.update(f + w for f in times for w in (0, *windows))
-        for p in bought[user]:
-            moments.update(p + duration_ms(spec["purchase"][k]) for spec in AUDIENCES.values()
-                           for k in ("within", "none_within") if k in spec.get("purchase", {}))
-        inside = dict.fromkeys(AUDIENCES, False)
+        for times in [*fired[user].values(), bought[user]]:
+            moments.update(t + w for t in times for w in (0, *windows))
+        inside = dict.fromkeys(audiences, False)
         for t in sorted(m for m in moments if m < clock or m in seen[user]):
-            for name in AUDIENCES:
+            for name in audiences:
                 now = member(name, user, t)
                 if now != inside[name]:
                     out.append((name, user, "enter" if now else "exit", t))
