@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--config", help="config file with a strategies: section")
     parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
     parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / "
-                                               "PREFIX.journey-actions (default: shared names)")
+                                               "PREFIX.journey-actions / PREFIX.audiences "
+                                               "(default: shared names)")
     parser.add_argument("--group", default="scenetrigger-journeys", help="consumer group")
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
     parser.add_argument("--redis-prefix", default="scenetrigger:")
