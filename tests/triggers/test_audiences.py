@@ -140,3 +140,37 @@ def test_without_audiences_the_state_encoding_is_unchanged() -> None:
     state.max_ts = T0
     assert orjson.loads(state.encode())[0] == 2
     assert UserState.decode(state.encode()).audience is None
+
+
+SEGMENTS = {
+    "scenes": {"viewed": {"kind": "arrival", "when": {"type": "view"}}},
+    "content": {"segments": {"lapse_after": "10d"}},
+    "audiences": {"active_buyers": {"segment": {"in": ["promising", "loyal", "champion"]}},
+                  "lapsed_weekday": {"segment": "new_or_lapsed", "tags": {"all": ["weekday"]}}},
+}
+
+
+def test_a_lapsing_segment_is_an_exit_at_the_first_ms_it_lapses() -> None:
+    host = host_of(SEGMENTS)
+    host.take(ev("u", T0, "purchase", price=5))
+    assert ("active_buyers", "u", "enter", T0, "condition") in changes(host)
+    lapse = T0 + 10 * 86_400_000 + 1  # lapsed once more than lapse_after has passed
+    host.advance(lapse)
+    assert changes(host) == []
+    host.advance(lapse + 1)
+    assert changes(host) == [("active_buyers", "u", "exit", lapse, "expired")]
+
+
+def test_an_identified_id_leaves_its_audiences_and_the_known_user_is_evaluated() -> None:
+    host = host_of()
+    host.take(ev("anon", T0, "view", product_id="p"))
+    host.take(ev("known", T0 + 1000, "page", locale="de"))
+    changes(host)
+    host.take(Event("anon", T0 + 2000, "identify",
+                    {"user_id": "anon", "ts": T0 + 2000, "type": "identify",
+                     "known_id": "known"}))
+    # the anonymous id's scene fire is the known user's now: they enter at the merge
+    assert changes(host) == [("viewed_not_bought", "anon", "exit", T0 + 2000, "condition"),
+                             ("viewed_not_bought", "known", "enter", T0 + 2000, "condition")]
+    host.advance(T0 + 3 * H)
+    assert changes(host) == [("viewed_not_bought", "known", "exit", T0 + 2 * H, "expired")]
