@@ -87,7 +87,7 @@ class AudienceTracker:
 
     def evaluate(self, user_id: str, now_ms: int) -> None:
         """Evaluate one user now (after a change the events did not bring: a merge)."""
-        self._evaluate(user_id, now_ms, None, ())
+        self._evaluate(user_id, now_ms, None, (), reason=REASON_CONDITION)
 
     def next_deadline(self) -> int | None:
         """The earliest live re-evaluation time (for a sweeper deciding when to wake)."""
@@ -136,7 +136,8 @@ class AudienceTracker:
     # -- evaluation -----------------------------------------------------------
 
     def _evaluate(self, user_id: str, now_ms: int, event: Event | None,
-                  fires: Sequence[Trigger], state: UserState | None = None) -> None:
+                  fires: Sequence[Trigger], state: UserState | None = None,
+                  reason: str | None = None) -> None:
         if state is None:
             state = self.store.get(user_id)
             if state is None:
@@ -168,7 +169,7 @@ class AudienceTracker:
                 else:
                     del members[name]
                     self.pending.append(AudienceChange.at(name, user_id, EXIT, now_ms,
-                                                _exit_reason(event)))
+                                                          reason or _exit_reason(event)))
             change = next_change(audience, profile, data, rules, scoring, now_ms)
             if change is not None and (due is None or change < due):
                 due = change
