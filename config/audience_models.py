@@ -12,17 +12,26 @@ against ``scenes:`` by the cross-reference pass (:mod:`config.xref`).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from config.base import Duration, StrictModel
 from config.scene_models import SegmentChoice, StyleChoice, TagsModel, _one_as_list
 from triggers.audiences.rules import Audience
 
-# No `|`: the topic key is "audience|user_id".
-AudienceName = Annotated[str, Field(min_length=1, max_length=100,
-                                    pattern=r"^[A-Za-z0-9_.:-]+$")]
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def _audience_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"audience name {value!r}: use 1-100 letters, digits, '_', '.', ':' "
+                         "or '-' (no '|': the topic key is audience|user_id)")
+    return value
+
+
+AudienceName = Annotated[str, AfterValidator(_audience_name)]
 SceneNames = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
                        Field(min_length=1, max_length=32)]
 Locales = Annotated[list[Annotated[str, Field(min_length=1, max_length=35)]],
