@@ -182,7 +182,7 @@ class PartitionHost:
         """Rebuild the timer heap (and the event clock) from the stored states;
         returns how many timers are armed."""
         clock: int | None = None
-        members: list[tuple[str, UserState]] = []  # users with an audience re-evaluation due
+        dues: list[tuple[int, str]] = []  # (audience re-evaluation time, user)
 
         def users() -> Iterator[tuple[str, UserState]]:
             nonlocal clock
@@ -190,12 +190,12 @@ class PartitionHost:
                 if state.max_ts is not None and (clock is None or state.max_ts > clock):
                     clock = state.max_ts
                 if state.audience is not None and state.audience.due is not None:
-                    members.append((user_id, state))
+                    dues.append((state.audience.due, user_id))
                 yield user_id, state
 
         armed = self.engine.rebuild_timers(users())
         if self.host.audiences is not None:
-            self.host.audiences.rebuild(members)
+            self.host.audiences.rearm(dues)
         if self.event_clock and clock is not None and clock > self.engine.clock:
             # The partition clock is the largest ts taken; rejected events never
             # reach state, so it is the largest max_ts. No advance(): that would

@@ -103,8 +103,12 @@ class AudienceTracker:
     def rebuild(self, users: Iterable[tuple[str, UserState]] | None = None) -> int:
         """The re-evaluation heap from stored states (a restart, a rebalance)."""
         source = self.store.items() if users is None else users
-        heap = [(s.audience.due, user_id) for user_id, s in source
-                if s.audience is not None and s.audience.due is not None]
+        return self.rearm((s.audience.due, user_id) for user_id, s in source
+                          if s.audience is not None and s.audience.due is not None)
+
+    def rearm(self, dues: Iterable[tuple[int, str]]) -> int:
+        """The re-evaluation heap from ``(due, user_id)`` pairs read off stored states."""
+        heap = list(dues)
         heapq.heapify(heap)
         self._heap = heap
         return len(heap)
