@@ -45,6 +45,7 @@ from agents.topics import dead_letter_record
 from channels.feedback.decisions import OUTCOME_REFUSED
 from config.clock import wall_ms
 from config.models import AppConfig
+from triggers.audiences.record import encode_change
 from triggers.engine import Arm
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
@@ -101,6 +102,9 @@ class SceneWorker:
         self.events_out = self._topic(s.topics.events)  # identity merges, re-addressed events
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
         self.decisions_topic = self._topic(s.topics.decisions)
+        self.audiences_topic = self.app.topic(  # compacted: the latest change per key
+            s.topics.audiences, partitions=s.partitions, key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw", internal=True, compacting=True)
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
@@ -234,6 +238,7 @@ class SceneWorker:
             accepted += 1
             if fired:
                 self._emit(host, fired, now, message.timestamp)
+            self._send_audiences(host)
             if host.outbox:
                 self._forward(host)
         if host.refused:
@@ -259,6 +264,18 @@ class SceneWorker:
             self._emit(host, fired, now, None)
         elif host.refused:
             self._decide(host, ())
+        self._send_audiences(host)
+
+    def _send_audiences(self, host: PartitionHost) -> None:
+        """Audience changes (triggers/audiences/record.py) on PREFIX.audiences,
+        acked before the batch settles, like triggers."""
+        changes = host.audience_changes()
+        if not changes:
+            return
+        send = self.audiences_topic.send_soon
+        futures = host.pending.futures
+        for change in changes:
+            futures.append(send(key=change.key, value=encode_change(change)))
 
     def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
               event_time_s: float | None) -> None:
@@ -328,6 +345,8 @@ class SceneWorker:
         await self.triggers_topic.maybe_declare()
         await self.dead_letter_topic.maybe_declare()
         await self.decisions_topic.maybe_declare()
+        if self.config.audiences:
+            await self.audiences_topic.maybe_declare()
         # A settle writes up to a batch of states (changelog messages) at once.
         # Faust stops the stream whenever more than 100 wait in its producer
         # buffer and drains it one wait_for per message, logging a warning each

@@ -51,6 +51,7 @@ import orjson
 from agents.partition_store import PartitionStore
 from agents.stored_state import NO_OFFSET, shapes_key
 from channels.feedback.decisions import DecisionRecord, refusal_record, trigger_record
+from triggers.audiences.record import REASON_ERASED, AudienceChange
 from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
@@ -181,15 +182,20 @@ class PartitionHost:
         """Rebuild the timer heap (and the event clock) from the stored states;
         returns how many timers are armed."""
         clock: int | None = None
+        dues: list[tuple[int, str]] = []  # (audience re-evaluation time, user)
 
         def users() -> Iterator[tuple[str, UserState]]:
             nonlocal clock
             for user_id, state in self.store.load():
                 if state.max_ts is not None and (clock is None or state.max_ts > clock):
                     clock = state.max_ts
+                if state.audience is not None and state.audience.due is not None:
+                    dues.append((state.audience.due, user_id))
                 yield user_id, state
 
         armed = self.engine.rebuild_timers(users())
+        if self.host.audiences is not None:
+            self.host.audiences.rearm(dues)
         if self.event_clock and clock is not None and clock > self.engine.clock:
             # The partition clock is the largest ts taken; rejected events never
             # reach state, so it is the largest max_ts. No advance(): that would
@@ -240,6 +246,9 @@ class PartitionHost:
             # The clock moves first, as for every record (replay's too): what
             # was due before the erasure fires.
             fired = self.host.advance(self._clock(event, now_ms))
+            if self.host.audiences is not None:  # the user leaves every audience
+                self.host.audiences.leave_all(event.user_id, store.get(event.user_id),
+                                              self.host.clock, REASON_ERASED)
             # The anonymous ids merged into the user were the user too: erase them
             # on their own partitions (their alias and anything left there).
             for anonymous in store.forget(event.user_id):
@@ -401,6 +410,11 @@ class PartitionHost:
                 out.append(trigger_record(trig, scene.kind, why))
         out += [refusal_record(r) for r in self.host.take_refusals()]
         return out
+
+    def audience_changes(self) -> list[AudienceChange]:
+        """The audience changes since the last call (none without audiences)."""
+        audiences = self.host.audiences
+        return audiences.take() if audiences is not None and audiences.pending else []
 
     def on_tick(self, now_ms: int) -> list[Trigger]:
         self.tick_sent_ms = None

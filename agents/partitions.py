@@ -51,6 +51,7 @@ class Hosts(dict[int, PartitionHost]):
         host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
                                    config.engine.input_rules(), settings.clock)
         host.host.set_arm(self._arm())  # before the timers: they follow each user's arm
+        host.host.audiences = config.audience_tracker(store)  # re-armed by rebuild()
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -90,3 +91,6 @@ class Hosts(dict[int, PartitionHost]):
         for host in self.values():
             host.reconfigure(config.scene_list(), config.engine.limits(),
                              config.engine.input_rules(), arm)
+            host.host.audiences = tracker = config.audience_tracker(host.store)
+            if tracker is not None:  # a reload is rare: one pass over the partition's users
+                tracker.rebuild()

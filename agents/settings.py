@@ -35,6 +35,9 @@ class TopicNames:
     # The decision log the worker writes its fires and filter refusals to
     # (deliver, journeys and serve write theirs to the same topic).
     decisions: str = "scenetrigger-decisions"  # agents.topics.DECISIONS
+    # Audience enter/exit (compacted; triggers/audiences/record.py), written
+    # only with an `audiences:` config.
+    audiences: str = "scenetrigger-audiences"  # agents.topics.AUDIENCES
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -44,6 +47,7 @@ class TopicNames:
             dead_letters=f"{prefix}.dead-letters",
             ticks=f"{prefix}.ticks",
             decisions=f"{prefix}.decisions",
+            audiences=f"{prefix}.audiences",
         )
 
 
@@ -56,6 +60,7 @@ def default_topics() -> TopicNames:
         dead_letters=topics.DEAD_LETTERS,
         ticks=topics.TICKS,
         decisions=topics.DECISIONS,
+        audiences=topics.AUDIENCES,
     )
 
 
@@ -133,7 +138,7 @@ class WorkerSettings:
         if self.reload_interval_ms and self.config_path is None and self.config_store is None:
             problems.append("config reload needs a config file or a config store")
         names = (self.topics.events, self.topics.triggers, self.topics.dead_letters,
-                 self.topics.ticks, self.topics.decisions)
+                 self.topics.ticks, self.topics.decisions, self.topics.audiences)
         if len(set(names)) != len(names):
             problems.append("topic names must differ")
         if problems:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from config.clock import wall_ms
+from triggers.audiences.record import SHARED_TOPIC as SHARED_AUDIENCES
 
 EVENTS = "scenetrigger-events"
 TRIGGERS = "scenetrigger-triggers"
@@ -21,10 +22,11 @@ DECISIONS = "scenetrigger-decisions"  # deliver, journeys -> explain, console (c
 DECISIONS_RETENTION_MS = 7 * 86_400_000  # when deliver or journeys creates the decisions topic
 CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
 CATALOG = "scenetrigger-catalog"  # product records (compacted; agents/catalog_stream.py)
+AUDIENCES = SHARED_AUDIENCES  # audience enter/exit (compacted; triggers/audiences/record.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
            "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG,
-           "catalog": CATALOG}
+           "catalog": CATALOG, "audiences": AUDIENCES}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
@@ -37,7 +39,7 @@ DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 def topic_name(prefix: str | None, suffix: str) -> str:
     """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
-    journey-actions, feedback, decisions, config, catalog) when no prefix is given."""
+    journey-actions, feedback, decisions, config, catalog, audiences) when no prefix is given."""
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 

@@ -8,14 +8,18 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from config.ads_models import AdsModel
+from config.audience_models import AudienceModel, AudienceName, build_audiences
 from config.base import StrictModel
 from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
 from config.scene_models import EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
+from triggers.audiences.rules import Audience, Scoring
+from triggers.audiences.tracker import AudienceTracker, ChangeSink
 from triggers.events import IdLimits
 from triggers.scenes import Scene
+from triggers.state import StateStore
 from triggers.userfilter import ClassifyRules
 
 
@@ -30,6 +34,7 @@ class AppConfig(StrictModel):
     channels: dict[str, ChannelModel] = Field(default_factory=dict)
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
     ads: AdsModel = Field(default_factory=AdsModel)  # ad-platform audience sync (docs/ads.md)
+    audiences: dict[AudienceName, AudienceModel] = Field(default_factory=dict)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -46,6 +51,30 @@ class AppConfig(StrictModel):
         rules = ClassifyRules(content.styles, content.segments, content.habits,
                               self.delivery.default_timezone)
         return build_scenes(dict(self.scenes), rules)
+
+    def classify_rules(self) -> ClassifyRules:
+        content = self.content
+        return ClassifyRules(content.styles, content.segments, content.habits,
+                             self.delivery.default_timezone)
+
+    def audience_list(self) -> list[Audience]:
+        """The ``audiences:`` section in config order (docs/ads.md)."""
+        return build_audiences(dict(self.audiences))
+
+    def audience_tracker(self, store: StateStore,
+                         sink: ChangeSink | None = None) -> AudienceTracker | None:
+        """The membership tracker of the ``audiences:`` section over an
+        engine's store (None without audiences to evaluate)."""
+        audiences = self.audience_list()
+        if not any(not a.journey for a in audiences):
+            return None
+        return AudienceTracker(audiences, self.classify_rules(), store,
+                               self.audience_scoring(), sink)
+
+    def audience_scoring(self) -> Scoring:
+        """The lead score the audiences read: ``strategies.scoring``'s event points."""
+        scoring = self.strategies.scoring
+        return Scoring(dict(scoring.points), scoring.half_life)
 
     def channel_types(self) -> dict[str, str]:
         """Each configured channel's type (``email``, ``sms``, ...) by name:

@@ -2,7 +2,7 @@
 control groups, attribution and tag rules.
 
 A journey is a list of steps; each step has exactly one action key (send,
-wait, branch, tag, score, enrol, exit) and an optional ``id`` that branches
+wait, branch, tag, score, enrol, audience, exit) and an optional ``id`` that branches
 jump to. Errors name the strategy, the step (number and id) and the field.
 Journeys may also live in their own YAML files (``include``): a file is a
 mapping of strategy name -> strategy, e.g. ``config/strategies/reactivation.yaml``.
@@ -89,6 +89,22 @@ class TagStepModel(StrictModel):
         return self
 
 
+class AudienceStepModel(StrictModel):
+    """Paid media: add the user to (and/or remove from) a journey audience
+    of the ``audiences:`` section (docs/ads.md, "Journey steps")."""
+
+    add: Name | None = None
+    remove: Name | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AudienceStepModel:
+        if self.add is None and self.remove is None:
+            raise ValueError("an audience step needs 'add' and/or 'remove'")
+        if self.add is not None and self.add == self.remove:
+            raise ValueError(f"adds and removes {self.add!r}")
+        return self
+
+
 class StepModel(StrictModel):
     id: Name | None = None
     send: SendModel | None = None
@@ -97,6 +113,7 @@ class StepModel(StrictModel):
     tag: TagStepModel | None = None
     score: int | None = Field(default=None, strict=True)
     enrol: Name | None = None
+    audience: AudienceStepModel | None = None
     exit: bool | None = None
 
     @model_validator(mode="after")
@@ -116,7 +133,7 @@ class StepModel(StrictModel):
         return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
 
-STEP_KINDS = ("send", "wait", "branch", "tag", "score", "enrol", "exit")
+STEP_KINDS = ("send", "wait", "branch", "tag", "score", "enrol", "audience", "exit")
 
 
 class TagConditionModel(BaseTagCondition):

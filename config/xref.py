@@ -118,6 +118,7 @@ class _Checker:
         self._control()
         self._channel_caps()
         self._audience()
+        self._audiences()
         return self.errors, self.warnings
 
     # -- helpers ---------------------------------------------------------------
@@ -286,6 +287,28 @@ class _Checker:
                              f"{kind!r} is not a channel type (consent is per type: "
                              f"{', '.join(types)})", ("delivery", "audience", "consent",
                                                       kind), kind, list(types))
+
+    def _audiences(self) -> None:
+        """``audiences:``: the scenes ``fired`` names exist; a journey's
+        audience step names a ``journey: true`` audience (docs/ads.md)."""
+        section = _map(self.raw.get("audiences"))
+        for name, body in section.items():
+            fired = _map(_map(body).get("fired"))
+            for scene, path in _names(fired.get("scene"), ("audiences", name, "fired", "scene")):
+                if scene not in self.scenes:
+                    self._report(self.doc, f"audience {name!r}, field 'fired.scene': no scene "
+                                 f"named {scene!r}", path, scene, self.scenes)
+        journey = [str(n) for n, body in section.items() if _map(body).get("journey") is True]
+        for s in self.strategies:
+            for number, step, path in s.steps():
+                for op in ("add", "remove"):
+                    name = _map(step.get("audience")).get(op)
+                    if not isinstance(name, str) or name in journey:
+                        continue
+                    why = ("has conditions: only a journey: true audience takes steps"
+                           if name in section else "no journey audience of that name")
+                    self._report(s.doc, f"{s.where(number, step)}, field 'audience.{op}': "
+                                 f"{name!r}: {why}", (*path, "audience", op), name, journey)
 
     def _channel_caps(self) -> None:
         caps = _map(_map(self.raw.get("delivery")).get("channel_caps"))

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.orders import HandoffAction, SendAction
+from triggers.audiences.record import ENTER, EXIT, REASON_JOURNEY, AudienceChange
 
-__all__ = ["Action", "EnrolAction", "ExitAction", "HandoffAction", "ScoreAction", "SendAction",
+__all__ = ["Action", "AudienceAction", "EnrolAction", "ExitAction", "HandoffAction", "ScoreAction", "SendAction",
            "SuppressedAction", "TagAction", "UserContext", "action_to_dict"]
 
 
@@ -34,6 +35,24 @@ class TagAction:
     step: str
     ts: int
     kind: str = field(default="tag", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceAction:
+    """A journey's audience step: the user enters (``add``) or leaves an
+    audience; the host writes it as an audience change (reason ``journey``)."""
+
+    user_id: str
+    audience: str
+    add: bool
+    strategy: str
+    step: str
+    ts: int
+    kind: str = field(default="audience", init=False)
+
+    def change(self) -> AudienceChange:
+        return AudienceChange.at(self.audience, self.user_id, ENTER if self.add else EXIT,
+                                 self.ts, REASON_JOURNEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,7 @@ class SuppressedAction:
 Action = (
     SendAction
     | TagAction
+    | AudienceAction
     | ScoreAction
     | EnrolAction
     | ExitAction

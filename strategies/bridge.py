@@ -27,6 +27,7 @@ from channels.feedback.events import KINDS
 from strategies.actions import HandoffAction, SendAction, action_to_dict
 from strategies.journeys import SUBSCRIBED, UNSUBSCRIBED
 from strategies.service import JourneyService
+from triggers.audiences.record import AudienceChange, encode_change
 from triggers.errors import EventRejected
 from triggers.events import Event, decode_event_line, decode_event_record
 from triggers.wire import MalformedRecord, decode_trigger
@@ -56,6 +57,21 @@ class KafkaSender:
     async def __call__(self, action: SendAction | HandoffAction) -> None:
         await self._producer.send_and_wait(self._topic, key=action.user_id.encode(),
                                            value=orjson.dumps(action_to_dict(action)))
+        self.sent += 1
+
+
+class KafkaAudienceSender:
+    """The service's audience sink: a journey's audience step as an audience
+    change on the compacted ``PREFIX.audiences`` topic (triggers.audiences.record)."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self.sent = 0
+
+    async def __call__(self, change: AudienceChange) -> None:
+        await self._producer.send_and_wait(self._topic, key=change.key,
+                                           value=encode_change(change))
         self.sent += 1
 
 

@@ -10,6 +10,7 @@ from channels.feedback.decisions import DecisionRecord
 from channels.orders import HandoffAction, SendAction
 from strategies.actions import (
     Action,
+    AudienceAction,
     EnrolAction,
     ExitAction,
     ScoreAction,
@@ -52,6 +53,12 @@ def journey_record(action: Action) -> DecisionRecord:
                               _ref(action.user_id, action.strategy, action.ts),
                               JOURNEY + action.strategy, "tagged", None,
                               f"{'+' if action.add else '-'}{action.tag} at step {action.step}")
+    if isinstance(action, AudienceAction):
+        return DecisionRecord(action.ts, action.user_id,
+                              _ref(action.user_id, action.strategy, action.ts),
+                              JOURNEY + action.strategy, "audience", None,
+                              f"{'+' if action.add else '-'}{action.audience} at step "
+                              f"{action.step}")
     if isinstance(action, ScoreAction):
         return DecisionRecord(action.ts, action.user_id,
                               _ref(action.user_id, action.strategy, action.ts),

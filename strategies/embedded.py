@@ -39,6 +39,7 @@ from config.models import AppConfig
 from config.strategy_models import StrategyModel
 from strategies.actions import (
     Action,
+    AudienceAction,
     EnrolAction,
     ExitAction,
     SendAction,
@@ -50,6 +51,7 @@ from strategies.actions import (
 from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
+from triggers.audiences.record import AudienceChange
 from triggers.events import Event
 from triggers.state import UserState
 
@@ -119,7 +121,8 @@ class JourneySubscriber:
                  journeys: Mapping[str, StrategyModel] | None = None,
                  opens: SimulatedOpens | None = None, on_feedback: FeedbackSink | None = None,
                  states: StateLookup | None = None, recent: int = 50,
-                 delivery: SendDelivery | None = None, on_held: HeldSink | None = None) -> None:
+                 delivery: SendDelivery | None = None, on_held: HeldSink | None = None,
+                 on_audience: Callable[[AudienceChange], None] | None = None) -> None:
         section = config.strategies
         models = journeys if journeys is not None else section.all_journeys()
         self.engine = JourneyEngine(
@@ -135,6 +138,7 @@ class JourneySubscriber:
         self.on_feedback = on_feedback
         self.delivery = delivery
         self.on_held = on_held
+        self.on_audience = on_audience  # audience steps' changes (reason journey)
         self.actions = 0
         self.counts: Counter[str] = Counter()  # enrolled, sent, opened, tag:+x, exit:reason
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
@@ -189,6 +193,8 @@ class JourneySubscriber:
             if not isinstance(action, SendAction):
                 self._count(action)
                 self.sink(action)
+                if isinstance(action, AudienceAction) and self.on_audience is not None:
+                    self.on_audience(action.change())
             elif self.delivery is None:
                 self._sent(action, None)
             else:
@@ -246,6 +252,8 @@ class JourneySubscriber:
             self.counts["sent"] += 1
         elif isinstance(action, TagAction):
             self.counts[("tag +" if action.add else "tag -") + action.tag] += 1
+        elif isinstance(action, AudienceAction):
+            self.counts[("audience +" if action.add else "audience -") + action.audience] += 1
         elif isinstance(action, ExitAction):
             self.counts[f"left: {_EXIT_LABELS.get(action.reason, action.reason)}"] += 1
         if not isinstance(action, SuppressedAction):  # in_progress etc.: counted, not listed

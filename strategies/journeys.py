@@ -17,6 +17,7 @@ from channels.policy.control import GLOBAL_CONTROL, in_control, in_global_contro
 from config.strategy_models import ControlModel
 from strategies.actions import (
     Action,
+    AudienceAction,
     EnrolAction,
     ExitAction,
     ScoreAction,
@@ -316,6 +317,10 @@ class JourneyEngine:
                 self._tag(user_id, user, name, step, ts, out)
             elif kind == "score":
                 out.append(ScoreAction(user_id, float(step.score), name, step.id, ts))
+            elif kind == "audience" and not run.control:  # held out: never synced either
+                for audience, add in ((step.audience_remove, False), (step.audience_add, True)):
+                    if audience is not None:
+                        out.append(AudienceAction(user_id, audience, add, name, step.id, ts))
             elif kind == "enrol":
                 target = self.registry.current(step.enrol, user_id)
                 if target is not None and depth < MAX_DEPTH:

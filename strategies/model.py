@@ -52,6 +52,8 @@ class Step:
     tag_remove: tuple[str, ...] = ()
     score: int = 0
     enrol: str = ""
+    audience_add: str | None = None
+    audience_remove: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,9 @@ def compile_strategy(name: str, version: int, model: StrategyModel) -> Strategy:
             steps.append(Step(i, sid, kind, score=s.score))
         elif s.enrol is not None:
             steps.append(Step(i, sid, kind, enrol=s.enrol))
+        elif s.audience is not None:
+            steps.append(Step(i, sid, kind, audience_add=s.audience.add,
+                              audience_remove=s.audience.remove))
         else:
             steps.append(Step(i, sid, kind))
     e = model.entry

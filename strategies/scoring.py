@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from config.strategy_models import ScoringModel
 from strategies.actions import HandoffAction
+from triggers.audiences.rules import decayed as decay
 from triggers.errors import StateDecodeError
 from triggers.events import Event
 
@@ -61,11 +62,9 @@ class MemoryScoreStore:
 
 
 def decayed(score: LeadScore, now_ms: int, half_life_ms: int) -> float:
-    """The score at ``now_ms`` (never above its stored value for a later read)."""
-    elapsed = now_ms - score.at_ms
-    if elapsed <= 0:
-        return score.value
-    return float(score.value * 2.0 ** (-elapsed / half_life_ms))
+    """The score at ``now_ms`` (never above its stored value for a later read):
+    the one decay rule, which the audiences' lead score also reads."""
+    return decay(score.value, score.at_ms, now_ms, half_life_ms)
 
 
 class LeadScorer:

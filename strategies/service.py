@@ -31,6 +31,7 @@ from config.experiment import RunningExperiment
 from config.models import AppConfig
 from strategies.actions import (
     Action,
+    AudienceAction,
     HandoffAction,
     ScoreAction,
     SendAction,
@@ -44,6 +45,7 @@ from strategies.model import Registry
 from strategies.scoring import LeadScorer
 from strategies.state import BytesJourneyStore
 from strategies.store import TagStore
+from triggers.audiences.record import AudienceChange
 from triggers.errors import ConfigError
 from triggers.events import Event, Trigger
 
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[SendAction | HandoffAction], Awaitable[None]]
 T = TypeVar("T")
+
+
+AudienceSender = Callable[[AudienceChange], Awaitable[None]]
 
 
 class RedisJourneyMap:
@@ -101,7 +106,8 @@ class JourneyService:
     def __init__(self, config: AppConfig, client: Any, tags: TagStore, send: Sender,
                  prefix: str = "scenetrigger:", clock: Callable[[], int] = wall_ms,
                  metrics: StrategyMetrics | None = None,
-                 decisions: DecisionLog | None = None) -> None:
+                 decisions: DecisionLog | None = None,
+                 audiences: AudienceSender | None = None) -> None:
         section = config.strategies
         self.registry = Registry(section.all_journeys(),
                                  scenes=frozenset(s.name for s in config.scene_list()))
@@ -116,6 +122,7 @@ class JourneyService:
         self.actions = 0
         self.metrics = metrics if metrics is not None else StrategyMetrics.create()
         self.decisions = decisions  # each step as a decision-log record when set
+        self.audiences = audiences  # audience steps' changes (PREFIX.audiences) when set
         self.waiter = Waiter("journeys", InfraMetrics.on(self.metrics.registry))
 
     def reconfigure(self, config: AppConfig,
@@ -210,6 +217,8 @@ class JourneyService:
                 await self.send(action)
             elif isinstance(action, TagAction):
                 await self._redis("writing tags", self._tag_change(action))
+            elif isinstance(action, AudienceAction) and self.audiences is not None:
+                await self.audiences(action.change())
             elif isinstance(action, ScoreAction):
                 await self._load_score(action.user_id)
                 handoffs = self.scorer.adjust(action.user_id, action.delta, action.ts)

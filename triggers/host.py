@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from triggers.audiences.record import REASON_CONDITION
+from triggers.audiences.tracker import AudienceTracker
 from triggers.durations import format_duration_ms
 from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected
@@ -163,6 +165,9 @@ class EngineHost:
         # Refused identity statements not yet taken (bounded: a caller that
         # never takes them keeps only the latest).
         self._identity_refusals: deque[tuple[Event, EventRejected]] = deque(maxlen=1024)
+        # The live audiences (an `audiences:` config): fed every event, fire
+        # and clock move after the engine (triggers.audiences.tracker).
+        self.audiences: AudienceTracker | None = None
         self._configured()
 
     def _configured(self) -> None:
@@ -280,6 +285,8 @@ class EngineHost:
         state = store.get(anonymous_id)
         if state is not None:
             store.delete(anonymous_id)  # its heap entries go stale, never fire
+            if self.audiences is not None:  # the id is no one now: it leaves its audiences
+                self.audiences.leave_all(anonymous_id, state, self.engine.clock, REASON_CONDITION)
         self.aliases[anonymous_id] = known_id
         return state
 
@@ -296,6 +303,9 @@ class EngineHost:
             if own.get(scene) != (deadline, seq):
                 engine.arm(known_id, merged, scene, deadline)
         store.put(known_id, merged)
+        if self.audiences is not None:  # the merged profile may change K's audiences
+            self.audiences.after(None, ())
+            self.audiences.evaluate(known_id, engine.clock)
 
     def identity_target(self, event: Event) -> str:
         """The known user an identify (or admin merge) event points its id at,
@@ -368,7 +378,17 @@ class EngineHost:
         if self.aliases:
             event = self.resolve(event)
         engine = self.engine
-        if self.event_clock or now_ms is None:
+        audiences = self.audiences
+        if audiences is not None:
+            # What the clock makes due is evaluated on the state before the
+            # event (a purchase must not hide an older one from a timer's time).
+            fired = engine.advance(event.ts if self.event_clock or now_ms is None else now_ms)
+            audiences.after(None, fired)
+            audiences.advance(engine.clock)
+            own = engine.handle(event)
+            audiences.after(event, own)
+            fired += own
+        elif self.event_clock or now_ms is None:
             fired = engine.handle(event)
         else:
             fired = engine.advance(now_ms)
@@ -389,6 +409,9 @@ class EngineHost:
     def advance(self, now_ms: int) -> list[Trigger]:
         """Move the clock to ``now_ms`` (never back); the timers that made due."""
         fired = self.engine.advance(now_ms)
+        if self.audiences is not None:
+            self.audiences.after(None, fired)
+            self.audiences.advance(self.engine.clock)
         if fired:
             scenes = self.counts.triggers
             for trig in fired:
@@ -403,6 +426,10 @@ class EngineHost:
     def due(self, now_ms: int) -> int | None:
         """The deadline of a timer due by the host's clock now, else None."""
         deadline = self.engine.next_deadline()
+        if self.audiences is not None:
+            due = self.audiences.next_deadline()
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
         if deadline is None:
             return None
         clock = self.engine.clock if self.event_clock else now_ms
@@ -430,9 +457,12 @@ class EngineHost:
                     rejected[item.reason] += 1
                     if on_reject is not None:
                         on_reject(number, item)
-                elif self.aliases or item[3].get("type") in IDENTITY_TYPES:  # type: ignore[index,operator]
+                elif (self.aliases or self.audiences is not None
+                      or item[3].get("type") in IDENTITY_TYPES):  # type: ignore[index,operator]
                     for trig in self.take(item):  # type: ignore[arg-type]
                         on_trigger(trig)  # take() counted it
+                    if self.audiences is not None:  # after the event's triggers
+                        self.audiences.flush()
                     if self._identity_refusals:
                         for _, refused in self.take_identity_refusals():
                             if on_reject is not None:

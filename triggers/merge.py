@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping
 
+from triggers.audiences.data import AudienceData
 from triggers.budget import merge_given
 from triggers.profile import Profile
 from triggers.state import KeyWindow, UserState
@@ -90,6 +91,23 @@ def merge_states(known: UserState | None, anonymous: UserState,
             for key in mine_fires.keys() | their_fires.keys()}
     out.profile = merge_profiles(base.profile, anonymous.profile)
     out.budget = merge_given(base.budget, anonymous.budget, max_entries)  # triggers.budget
+    out.audience = _audience(base.audience, anonymous.audience)
+    return out
+
+
+def _audience(mine: AudienceData | None, theirs: AudienceData | None) -> AudienceData | None:
+    """K's audience data with A's scene fires folded in (the newer per scene,
+    as for cooldowns); memberships, score and times stay K's: the host ends
+    A's memberships and evaluates K again."""
+    if theirs is None or not theirs.fired:
+        return mine
+    out = AudienceData()
+    if mine is not None:
+        out.members, out.score, out.due, out.at = dict(mine.members), mine.score, mine.due, mine.at
+        out.fired = dict(mine.fired)
+    for scene, ts in theirs.fired.items():
+        if ts > out.fired.get(scene, ts - 1):
+            out.fired[scene] = ts
     return out
 
 

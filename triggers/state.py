@@ -7,7 +7,9 @@ value assigned, never a mutation in place.
 Wire format v2 (orjson): ``[2, max_ts, windows, timer, fires, profile,
 budget]`` (the three slots of :mod:`triggers.kinds.base`, in that order) where timestamps inside windows and the trigger budget's times
 (:mod:`triggers.budget`) are stored as ``max_ts - ts`` (small numbers).
-Version 1 (no ``budget``) is still read.
+Version 1 (no ``budget``) is still read. Version 3 appends the audiences'
+data (:mod:`triggers.audiences.data`); it is written only for a user that
+has some, so a config without ``audiences:`` writes version 2 as before.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from triggers.audiences.data import AudienceData
 from triggers.errors import StateDecodeError
 from triggers.profile import Profile
 
 STATE_VERSION = 2
-_READABLE = (1, 2)
+AUDIENCE_VERSION = 3  # with the audiences' data
+_READABLE = (1, 2, 3)
 
 
 class KeyWindow:
@@ -39,7 +43,7 @@ class KeyWindow:
 class UserState:
     """Everything the engine keeps for one user."""
 
-    __slots__ = ("budget", "fires", "max_ts", "profile", "timer", "windows")
+    __slots__ = ("audience", "budget", "fires", "max_ts", "profile", "timer", "windows")
 
     def __init__(self) -> None:
         self.max_ts: int | None = None
@@ -50,6 +54,7 @@ class UserState:
         self.profile = Profile()
         # The largest trigger times the budget counts (at most its count, sorted).
         self.budget: list[int] = []
+        self.audience: AudienceData | None = None  # only with an `audiences:` config
 
     def encode(self) -> bytes:
         base = self.max_ts or 0
@@ -69,6 +74,10 @@ class UserState:
         fires = {scene: keys for scene, keys in self.fires.items() if keys}
         wire = [STATE_VERSION, self.max_ts, windows, timer, fires, self.profile.to_wire(),
                 [base - t for t in self.budget]]
+        audience = self.audience
+        if audience is not None and not audience.empty:
+            wire[0] = AUDIENCE_VERSION
+            wire.append(audience.to_wire())
         return orjson.dumps(wire)
 
     @classmethod
@@ -103,9 +112,12 @@ class UserState:
         state.timer = {scene: (armed[0], armed[1]) for scene, armed in timer.items()}
         state.fires = {scene: dict(keys) for scene, keys in fires.items()}
         state.profile = Profile.from_wire(profile)
-        if budget:  # version 2
-            (given,) = budget
+        if budget:  # version 2 (and 3: the audiences' data after it)
+            given, *audience = budget
             state.budget = [base - d for d in given]
+            if audience:
+                (data,) = audience
+                state.audience = AudienceData.from_wire(data)
         return state
 
 

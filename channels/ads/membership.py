@@ -2,9 +2,9 @@
 the compacted topic ``PREFIX.audiences`` (key ``"{audience}|{user_id}"``)
 and in replay output (a line with ``"kind": "audience"``).
 
-A small decoder of our own so this package needs nothing of the producer's;
-the shape is the contract: ``{"audience", "user_id", "op": "enter"|"exit",
-"ts": seconds, "reason"}``.
+The shape is the engine's contract (:mod:`triggers.audiences.record`,
+decoded by its strict ``decode_change``): ``{"audience", "user_id", "op":
+"enter"|"exit", "ts": seconds, "reason"}``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Literal
 import orjson
 
 from channels.errors import ChannelError
+from triggers.audiences.record import KIND, AudienceRecordError, decode_change
 
 Op = Literal["enter", "exit"]
-KIND = "audience"  # a replay output line's kind
 
 
 class MembershipError(ChannelError):
@@ -39,19 +39,13 @@ class Membership:
 
 
 def from_mapping(data: Mapping[str, Any]) -> Membership:
-    audience, user, op = data.get("audience"), data.get("user_id"), data.get("op")
-    ts, reason = data.get("ts"), data.get("reason", "")
-    if not isinstance(audience, str) or not audience:
-        raise MembershipError("audience: want a non-empty string")
-    if not isinstance(user, str) or not user:
-        raise MembershipError("user_id: want a non-empty string")
-    if op not in ("enter", "exit"):
-        raise MembershipError(f"op: want enter or exit, got {op!r}")
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise MembershipError("ts: want a number of seconds")
-    if not isinstance(reason, str):
-        raise MembershipError("reason: want a string")
-    return Membership(audience, user, op, float(ts), reason)
+    """The engine's record (triggers/audiences/record.py, the one contract),
+    checked by its own strict decoder."""
+    try:
+        change = decode_change(dict(data))
+    except AudienceRecordError as exc:
+        raise MembershipError(str(exc)) from None
+    return Membership(change.audience, change.user_id, change.op, change.ts, change.reason)
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> Membership | None:

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from agents.metrics import RESULT_ACCEPTED, RESULT_REJECTED, events_counter
+from triggers.audiences.record import AudienceChange
 from triggers.engine import Engine
 from triggers.errors import EventRejected
 from triggers.events import Trigger
@@ -211,6 +212,10 @@ class EmbeddedRuntime:
                                   rejected=self.host.counts.rejected,
                                   triggers=self.host.counts.triggers)
         self.recent: deque[TriggerRecord] = deque(maxlen=recent)
+        # Audience changes (the `audiences:` section's and journeys' audience
+        # steps), newest first, and how many of each (docs/ads.md).
+        self.audience_recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.audience_counts: Counter[str] = Counter()
         self._events: Iterator[Mapping[str, Any]] = iter(events)
         self._next: Mapping[str, Any] | None = None
         self._exhausted = False
@@ -291,6 +296,9 @@ class EmbeddedRuntime:
                 await asyncio.sleep(0)  # let the web server answer in long bursts
         for trig in host.advance(now_ms):
             fired.append(await self._emit(trig, now_ms, now_ms))
+        if host.audiences is not None:
+            for change in host.audiences.take():
+                self.note_audience(change)
         if self.content is not None:
             try:
                 released = await self.content.release(now_ms, self.engine.store.get)
@@ -370,8 +378,16 @@ class EmbeddedRuntime:
             "held": dict(stats.held),
             "content_source": self.content.name if self.content is not None else None,
             "recent": [r.to_dict() for r in self.recent],
+            **({"audiences": {"changes": dict(self.audience_counts),
+                              "recent": list(self.audience_recent)}}
+               if self.audience_counts or self.host.audiences is not None else {}),
             **{name: panel() for name, panel in self._panels.items()},
         }
+
+    def note_audience(self, change: AudienceChange) -> None:
+        """One audience change for the live page (the tracker's or a journey's)."""
+        self.audience_counts[f"{change.op} {change.audience}"] += 1
+        self.audience_recent.appendleft(change.to_dict())
 
     def _live_rate(self) -> float:
         if self._real_start is None:

@@ -87,8 +87,12 @@ def new_host(config: AppConfig, profiles: bool = True) -> EngineHost:
     triggers passes False and saves their upkeep on every event. Scenes with
     a ``user`` filter read them, so they keep them on."""
     scenes = config.scene_list()
-    return EngineHost(scenes, config.engine.limits(), config.engine.input_rules(),
-                      track_profile=profiles or filters_users(scenes))
+    host = EngineHost(scenes, config.engine.limits(), config.engine.input_rules(),
+                      track_profile=profiles or filters_users(scenes) or bool(config.audiences))
+    # Audiences read the profiles too; their changes wait in the tracker's
+    # pending list until the runtime sets a sink (docs/ads.md).
+    host.audiences = config.audience_tracker(host.engine.store)
+    return host
 
 
 def new_engine(config: AppConfig, profiles: bool = True) -> Engine:
@@ -153,6 +157,8 @@ def replay(
             gc.unfreeze()
     for trig in host.advance(engine.clock if advance_to is None else advance_to):
         on_trigger(trig)
+    if host.audiences is not None:
+        host.audiences.flush()
     if on_refusal is not None:
         for refusal in host.take_refusals():
             on_refusal(refusal)

@@ -185,8 +185,8 @@ def test_state_version_1_is_still_read_and_version_2_keeps_the_budget() -> None:
     data = old.encode()
     assert orjson.loads(data)[0] == 2 and orjson.loads(data)[-1] == [5, 0]  # offsets from max_ts
     assert UserState.decode(data).budget == [T0 - 5, T0]
-    with pytest.raises(StateDecodeError, match="version 3"):
-        UserState.decode(orjson.dumps([3, *orjson.loads(data)[1:]]))
+    with pytest.raises(StateDecodeError, match="version 4"):  # 3 has the audiences' data
+        UserState.decode(orjson.dumps([4, *orjson.loads(data)[1:]]))
 
 
 def test_an_identity_merge_keeps_both_ids_given_triggers() -> None:

@@ -119,7 +119,9 @@ def as_json(path: str, report: Report) -> dict[str, Any]:
         "strategies": [] if config is None else [
             {"name": n, "entry": describe_entry(m), "steps": [st.kind for st in m.steps]}
             for n, m in config.strategies.all_journeys().items()],
-    }
+    } | ({"audiences": [
+        {"name": a.name, "summary": a.describe(), "journey": a.journey, "consent": a.consent}
+        for a in config.audience_list()]} if config is not None and config.audiences else {})
 
 
 def summary(path: str, config: AppConfig) -> str:
@@ -134,6 +136,8 @@ def summary(path: str, config: AppConfig) -> str:
     for name, model in journeys.items():
         steps = " > ".join(step.kind for step in model.steps)
         lines.append(f"  strategy {name:<19} on {describe_entry(model)}: {steps}")
+    for audience in config.audience_list():
+        lines.append(f"  audience {audience.name:<19} {audience.describe()}")
     return "\n".join(lines)
 
 

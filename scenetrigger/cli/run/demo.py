@@ -39,6 +39,7 @@ from scenetrigger.runtime.embedded import EmbeddedRuntime, RuntimeStats, Trigger
 from scenetrigger.runtime.replay import new_host
 from strategies.actions import (
     Action,
+    AudienceAction,
     EnrolAction,
     ExitAction,
     HandoffAction,
@@ -203,7 +204,8 @@ def _wire_journeys(runtime: EmbeddedRuntime, config: Any, args: argparse.Namespa
                                    journeys=models, opens=SimulatedOpens(args.seed),
                                    on_feedback=printer.feedback,
                                    states=runtime.engine.store.get,
-                                   delivery=pipeline, on_held=printer.held)
+                                   delivery=pipeline, on_held=printer.held,
+                                   on_audience=runtime.note_audience)
     if isinstance(content, PipelineContent):
         content.on_order_release = subscriber.released
     runtime.subscribe(subscriber)
@@ -326,6 +328,9 @@ def format_action(action: Action, persona: str, channel_label: str = "-dry-run")
     if isinstance(action, ScoreAction):
         return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
                 + f"score {action.delta:+g}")
+    if isinstance(action, AudienceAction):
+        return (_journey_prefix(action.ts, action.strategy, action.user_id, persona, action.step)
+                + f"audience {'+' if action.add else '-'}{action.audience}")
     if isinstance(action, HandoffAction):
         return (_journey_prefix(action.ts, "lead", action.user_id, persona, "-")
                 + f"→ [{action.channel}] handoff, score {action.score:.0f}")

@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--config", help="config file with a strategies: section")
     parser.add_argument("--broker", help="Kafka bootstrap (default: $SCENETRIGGER_KAFKA)")
     parser.add_argument("--topic-prefix", help="PREFIX.triggers / PREFIX.feedback / PREFIX.events "
-                                               "/ PREFIX.journey-actions (default: shared names)")
+                                               "/ PREFIX.journey-actions / PREFIX.audiences "
+                                               "(default: shared names)")
     parser.add_argument("--group", default="scenetrigger-journeys", help="consumer group")
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
     parser.add_argument("--redis-prefix", default="scenetrigger:")
@@ -48,7 +49,7 @@ async def _main(args: argparse.Namespace) -> None:
     from channels.redis_client import redis_client, redis_url_or_env
     from config.reload import ReloadMetrics
     from scenetrigger.serve.site import SwappableSite
-    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaSender
+    from strategies.bridge import BridgeTopics, JourneyBridge, KafkaAudienceSender, KafkaSender
     from strategies.http import build_app
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
@@ -71,11 +72,13 @@ async def _main(args: argparse.Namespace) -> None:
     consumer = new_consumer(bootstrap, *JourneyBridge.subscriptions_of(topics), group_id=args.group,
                             enable_auto_commit=False, auto_offset_reset="earliest")
     decisions = topic_name(prefix, "decisions")
+    audiences = topic_name(prefix, "audiences")  # journeys' audience steps (compacted)
     # Every topic it reads or writes: one not there yet would be auto-created
     # with the broker's replication, or make the consumer wait for metadata.
-    await ensure_topics(bootstrap, [decisions, topics.actions,
+    await ensure_topics(bootstrap, [decisions, topics.actions, audiences,
                                     *JourneyBridge.subscriptions_of(topics)],
-                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)}},
+                        configs={decisions: {"retention.ms": str(DECISIONS_RETENTION_MS)},
+                                 audiences: {"cleanup.policy": "compact"}},
                         replication=args.replication_factor)
     await producer.start()
     await consumer.start()
@@ -84,7 +87,8 @@ async def _main(args: argparse.Namespace) -> None:
         tags = RedisTagStore(client, args.redis_prefix)
         service = JourneyService(config, client, tags, KafkaSender(producer, topics.actions),
                                  prefix=args.redis_prefix,
-                                 decisions=KafkaDecisionLog(producer, decisions))
+                                 decisions=KafkaDecisionLog(producer, decisions),
+                                 audiences=KafkaAudienceSender(producer, audiences))
         reloader.attach(ReloadMetrics.on(service.metrics.registry))
         # may refuse: first; a config experiment's candidate strategies for its users
         service.reconfigure(config, reloader.experiment)

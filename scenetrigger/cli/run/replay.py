@@ -23,6 +23,7 @@ from scenetrigger.runtime.replay import (
 )
 from scenetrigger.runtime.replay_shards import replay_sharded
 from scenetrigger.runtime.sources import FORMATS, open_input, pick_format, read_for
+from triggers.audiences.record import AudienceChange, audience_line
 from triggers.errors import SceneTriggerError
 from triggers.events import Refusal, Trigger
 
@@ -41,7 +42,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.add_argument("--jobs", type=positive, default=os.cpu_count() or 1,
                         help="processes, each replaying a share of the users (default: the "
-                             "cores; the output is the same). One process with stdin, "
+                             "cores; the output is the same). One process with stdin, an "
+                             "audiences: section, "
                              "--rejects, --deliver or --explain")
     parser.add_argument("--deliver", choices=("dry-run", "live"),
                         help="also push each trigger through content, policy and channels")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.decisions and not args.deliver:
         raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)
-    if args.jobs > 1 and args.events != "-" and not (args.rejects or args.deliver):
+    if args.jobs > 1 and args.events != "-" and not (args.rejects or args.deliver
+                                                      or config.audiences):
         return _run_sharded(args, config)
     # Trigger lines carry no profile fields: only delivery (content, quiet
     # hours) and scenes' user filters read the profiles (see new_host).
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             _delivery(args, config, host.engine) as delivery:
         fmt, lines = pick_format(args.format, stream, args.events)
         progress = progress_bar(size, args.no_progress, "replay")
+        if host.audiences is not None:  # audience lines ("kind": "audience") among the triggers
+            host.audiences.sink = _audience_writer(out)
         try:
             summary = replay(
                 read_for(host, lines, fmt),
@@ -156,6 +161,13 @@ def _refusal_writer(delivery: Any) -> Callable[[Refusal], None] | None:
     if log is None:
         return None
     return lambda refusal: log.write(refusal_record(refusal))
+
+
+def _audience_writer(out: IO[bytes]) -> Callable[[AudienceChange], None]:
+    def sink(change: AudienceChange) -> None:
+        out.write(audience_line(change))
+
+    return sink
 
 
 def _delivering_writer(out: IO[bytes], delivery: Any) -> Callable[[Trigger], None]:
