@@ -48,7 +48,7 @@ def _members_file(path: Path) -> None:
     lines += [{"kind": "audience", "audience": AUDIENCE, "user_id": "u5", "op": "exit",
                "ts": 50.0, "reason": "bought"},
               {"kind": "audience", "audience": "elsewhere", "user_id": "u1", "op": "enter",
-               "ts": 51.0, "reason": ""}]
+               "ts": 51.0, "reason": "condition"}]
     path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines) + b"{broken\n")
 
 
