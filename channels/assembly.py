@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from channels.audience.consent import Audience, RedisConsentStore
+from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import RedisDirectory
+from channels.audience.recipient import Audience, OpenAudience
 from channels.base import DeliveryResult, Message
 from channels.content.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.content.select import ContentSelector
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 class DryRunSender:
     """The sender of every dry run (replay, the demo, tests): nothing leaves
     the process; the last ``keep`` messages are kept (all of them by default)."""
+
+    dead_letter = None  # nothing fails here, nothing is kept for redrive
 
     def __init__(self, keep: int | None = None) -> None:
         self.messages: deque[Message] = deque(maxlen=keep)
@@ -92,12 +95,13 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                    env: Mapping[str, str] | None = None,
                    audience: Audience | None = None) -> DeliveryPipeline:
     """A pipeline from config. Without ``channels`` every channel the content
-    names counts as available (right for dry runs)."""
+    names counts as available (right for dry runs); without ``audience`` an
+    open one (:func:`open_audience`)."""
     delivery = config.delivery
     environ = os.environ if env is None else env
     metrics = PolicyMetrics.on(metrics_registry) if metrics_registry is not None else None
     policy = DeliveryPolicy(delivery, store if store is not None else MemoryPolicyStore(),
-                            metrics, audience)
+                            metrics)
     selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
                                delivery.default_timezone)
     secret = environ.get(delivery.tracking.secret_env, "").encode()
@@ -105,7 +109,14 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                             list(channels) if channels is not None else content_channels(config),
                             mode, index=index, feedback=feedback,
                             tracking_base=delivery.tracking.base_url, tracking_secret=secret,
-                            control=config.strategies.control)
+                            control=config.strategies.control,
+                            audience=audience if audience is not None else open_audience(config))
+
+
+def open_audience(config: AppConfig) -> OpenAudience:
+    """A dry run's audience: the events' locale and zone, else the config's defaults."""
+    return OpenAudience(config.delivery.default_timezone, config.content.default_locale,
+                        config.delivery.audience.transactional_scenes)
 
 
 # Messages a dry run keeps for inspection (the demo and tests read them).
@@ -213,7 +224,8 @@ def build_audience(config: AppConfig, client: Any,
     kinds = (config.channel_types() if models is None
              else {name: model.type for name, model in models.items()})
     return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix), kinds,
-                    model.consent, model.transactional_scenes)
+                    model.consent, model.transactional_scenes,
+                    config.delivery.default_timezone, config.content.default_locale)
 
 
 def inbox_env(models: Mapping[str, Any], redis_url: str | None,

@@ -3,7 +3,8 @@
 Where a user's data lives (each key builder in the code base, by module):
 
 =========================  ===================================================
-``channels.audience.directory``     ``{p}user:{{id}}`` and its reverse index ``{p}addr:*``
+``channels.audience.directory``     ``{p}user:{{id}}`` and its reverse index ``{p}addr:*``,
+                           the do-not-contact hits of its addresses ``{p}dnch:{{id}}``
 ``channels.audience.consent``       ``{p}consent:{{id}}``
 ``channels.policy.decide``        ``{p}eng:{{id}}``, ``{p}cap:{{id}}:*``, dedupe claims
                            ``{p}dd:{dNN}:*|{id}|*`` (trigger and journey ids embed
@@ -48,7 +49,7 @@ from typing import Any
 import orjson
 
 from channels.audience.consent import RedisConsentStore
-from channels.audience.directory import Contact, RedisDirectory, address_hash
+from channels.audience.directory import Contact, RedisDirectory, address_hash, dnc_hits_key
 from channels.errors import ChannelError
 from channels.feedback.events import KINDS, message_key, once_key
 from channels.policy.decide import (
@@ -139,7 +140,7 @@ class Eraser:
         found = Found()
         contact = await self._contact(user_id)
         matches = RawMatcher(user_id, contact.addresses() if contact is not None else ())
-        direct = {"directory": [self.directory.key(user_id)],
+        direct = {"directory": [self.directory.key(user_id), dnc_hits_key(p, user_id)],
                   "consent": [self.consent.key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
                   "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}

@@ -12,11 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from channels.assembly import DryRunSender, build_pipeline
-from channels.audience.consent import (
-    Audience,
-    ConsentRecord,
-    MemoryConsentStore,
-)
+from channels.audience.consent import ConsentRecord, MemoryConsentStore
 from channels.audience.directory import (
     Contact,
     ContactError,
@@ -27,6 +23,7 @@ from channels.audience.directory import (
     decode,
     encode,
 )
+from channels.audience.recipient import Audience
 from channels.pipeline import DeliveryPipeline
 from channels.transports.email import build_email
 from config.loader import load_config_text
@@ -159,9 +156,10 @@ async def test_consent_decides_per_channel_and_purpose() -> None:
     # A transactional message needs no marketing consent and has no unsubscribe link.
     assert receipt.status == "delivered" and receipt.message is not None
     assert "unsubscribe_url" not in receipt.message.data
-    audience = pipe.policy.audience
-    assert audience is not None
-    reach = await audience.reach("dan", "promo_arrival", ("sms",))
+    audience = pipe.audience
+    assert isinstance(audience, Audience)
+    dan = await audience.resolve("dan", "marketing", None)
+    reach = dan.reach(("sms",))
     assert reach.allowed == () and reach.reason == "no_consent"
 
 
