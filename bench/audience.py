@@ -26,6 +26,7 @@ from typing import Any
 from deliver import free_port, wait_port  # bench/ is the script's directory
 from redis.asyncio import Connection
 
+from channels.assembly import audience_rules
 from channels.audience.consent import ConsentRecord, RedisConsentStore
 from channels.audience.directory import RedisDirectory, contact_from
 from channels.audience.recipient import Audience
@@ -58,7 +59,7 @@ async def setup(client: Any) -> Audience:
                                                    "timezone": "Asia/Shanghai"}))
         if n % 10 == 0:
             await consent.set(f"u{n}", "email", "marketing", ConsentRecord(True, 1, "bench"))
-    return Audience(directory, consent, {"mail": "email"}, {"email": "opt_out"})
+    return Audience(directory, consent, audience_rules({"mail": "email"}))
 
 
 async def run(policy: DeliveryPolicy, audience: Audience | None, tag: str, count: int,

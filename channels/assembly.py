@@ -31,8 +31,8 @@ from prometheus_client import CollectorRegistry
 
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import RedisDirectory
-from channels.audience.recipient import Audience, OpenAudience
-from channels.base import DeliveryResult, Message
+from channels.audience.recipient import Audience, OpenAudience, Rules
+from channels.base import ChannelConfig, DeliveryResult, Message
 from channels.content.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.content.select import ContentSelector
 from channels.errors import ChannelError
@@ -45,11 +45,13 @@ from channels.transports.registry import (
     REDIS_URL_ENV,
     ChannelRegistry,
     ChannelSender,
+    address_fields,
     build_registry,
+    consent_defaults,
     redis_client,
     redis_url_or_env,
 )
-from config.channel_models import ChannelModel, InboxModel
+from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.strategy_models import StrategyModel
 
@@ -154,7 +156,7 @@ def open_delivery(config: AppConfig, mode: Mode, *,
                   journeys: Iterable[StrategyModel] = (),
                   redis_url: str | None = None,
                   redis: Redis | None = None,
-                  channels: Mapping[str, ChannelModel] | None = None,
+                  channels: Mapping[str, ChannelConfig] | None = None,
                   policy_prefix: str | None = None,
                   dead_letter_stream: str = DEFAULT_STREAM,
                   who: str = "live delivery") -> Delivery:
@@ -181,7 +183,7 @@ def open_delivery(config: AppConfig, mode: Mode, *,
                                   catalog=catalog if catalog is not None else MemoryCatalog(),
                                   metrics_registry=registry, env=environ, feedback=feedback)
         return Delivery(pipeline, dry_run=dry_run)
-    models = dict(config.channels if channels is None else channels)
+    models: dict[str, ChannelConfig] = dict(config.channels if channels is None else channels)
     if not models:
         raise ChannelError(f"{who} needs a 'channels:' section in the config")
     url = redis_url_or_env(redis_url)
@@ -217,15 +219,22 @@ def open_delivery(config: AppConfig, mode: Mode, *,
 
 
 def build_audience(config: AppConfig, client: Any,
-                   models: Mapping[str, ChannelModel] | None = None) -> Audience:
+                   models: Mapping[str, ChannelConfig] | None = None) -> Audience:
     """Directory, consent and do-not-contact in Redis under ``delivery.redis_prefix``."""
     prefix = config.delivery.redis_prefix
-    model = config.delivery.audience
     kinds = (config.channel_types() if models is None
              else {name: model.type for name, model in models.items()})
-    return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix), kinds,
-                    model.consent, model.transactional_scenes,
+    return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix),
+                    audience_rules(kinds, config.delivery.audience.consent),
+                    config.delivery.audience.transactional_scenes,
                     config.delivery.default_timezone, config.content.default_locale)
+
+
+def audience_rules(kinds: Mapping[str, str], overrides: Mapping[str, str] = {}) -> Rules:
+    """What the audience needs of the channel kinds: ``kinds`` (channel name
+    -> type), each type's consent default (``overrides``: the config's
+    ``delivery.audience.consent``) and the directory field it sends to."""
+    return Rules(dict(kinds), consent_defaults(overrides), address_fields())
 
 
 def inbox_env(models: Mapping[str, Any], redis_url: str | None,

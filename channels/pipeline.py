@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from channels.audience.consent import unsubscribe_url
-from channels.audience.directory import Contact
 from channels.audience.recipient import AnyAudience, OpenAudience, Recipient
 from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
 from channels.content.select import ContentChoice, ContentSelector
@@ -52,6 +51,7 @@ from channels.policy.decide import (
     DeliveryPolicy,
     DeliveryRequest,
 )
+from channels.transports.registry import contact_data
 from config.strategy_models import ControlModel
 from triggers.events import Trigger
 from triggers.state import UserState
@@ -434,7 +434,9 @@ class DeliveryPipeline:
         data = {"variant": choice.variant, "style": seg.style, "segment": seg.segment,
                 "tags": list(seg.tags), **extra}
         if contact is not None:
-            data.update(contact_data(contact))
+            data.update(contact_data(contact))  # each channel type's fields (its kind's)
+            if contact.locale is not None:
+                data["locale"] = contact.locale
         unsubscribe = recipient.unsubscribe_kind(channel)
         if base and unsubscribe is not None:
             # Every marketing email carries the signed link (and, in the email
@@ -483,17 +485,3 @@ def _outcome(req: DeliveryRequest, choice: ContentChoice,
                    status=status, reason=reason, channel=channel, variant=choice.variant,
                    style=seg.style, segment=seg.segment, tags=seg.tags, message=message,
                    due_ms=due_ms, order=order, figures=figures)
-
-
-def contact_data(contact: Contact) -> dict[str, Any]:
-    """The directory's contact points in ``message.data``, where the channels
-    read them: ``email``, ``phone``, ``openid``, ``device_token`` (newest) and
-    its ``platform``, and every token in ``device_tokens``."""
-    out: dict[str, Any] = {k: v for k in ("email", "phone", "openid", "locale")
-                           if (v := getattr(contact, k)) is not None}
-    if contact.push:
-        out["device_token"] = contact.push[-1].token
-        out["platform"] = contact.push[-1].platform
-        out["device_tokens"] = [{"platform": t.platform, "token": t.token}
-                                for t in contact.push]
-    return out

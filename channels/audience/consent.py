@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import orjson
 
-from channels.audience.directory import ADDRESS_FIELD, addr_key, dnc_hits_key
+from channels.audience.directory import INDEXED_FIELDS, addr_key, dnc_hits_key
 from channels.redis_client import get_many, user_tag
 from config.hash_keys import HashKeys
 
@@ -129,7 +129,7 @@ class RedisConsentStore:
         await pipe.execute()
         owners = await get_many(self._redis, [addr_key(self._prefix, name, item)
                                               for item in items
-                                              for name in set(ADDRESS_FIELD.values())])
+                                              for name in INDEXED_FIELDS])
         users = {o.decode() if isinstance(o, bytes) else str(o) for o in owners if o is not None}
         if users:
             pipe = self._redis.pipeline(transaction=False)

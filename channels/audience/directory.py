@@ -8,9 +8,10 @@ of phone numbers, openids and emails, so an inbound "TD" reply or a WeChat
 unsubscribe event finds its user), a dict in unit tests
 (:class:`MemoryDirectory`).
 
-Channels take their address from here: ``email`` from ``email``, ``sms``
-from ``phone``, ``wechat`` from ``openid``, ``push`` from the device tokens
-(:data:`ADDRESS_FIELD`).
+Channels take their address from here: each channel type names the field
+it sends to (``ChannelKind.address_field``: ``email``, ``phone``,
+``openid``, ``push`` for the newest device token, or a free attribute's
+name; :meth:`Contact.address_of`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from channels.errors import ChannelError
 from channels.redis_client import get_many, user_tag
 from triggers.zones import ZONE_RULE, is_zone_name
 
-# Which contact point a channel type sends to; types not listed need none.
-ADDRESS_FIELD = {"email": "email", "sms": "phone", "wechat": "openid", "push": "push"}
+# The contact points of the reverse index (and of do-not-contact at erasure).
+INDEXED_FIELDS = ("email", "phone", "openid", "push")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{4,30}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 _ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -60,17 +61,15 @@ class Contact:
     timezone: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
 
-    def address(self, channel_type: str) -> str | None:
-        """The address ``channel_type`` sends to (newest push token), or None."""
-        kind = ADDRESS_FIELD.get(channel_type)
-        return None if kind is None else self.address_of(kind)
-
-    def address_of(self, kind: str) -> str | None:
-        """The contact point ``kind`` (``email``, ``phone``, ``openid``, ``push``: the newest token)."""
-        if kind == "push":
+    def address_of(self, field_name: str) -> str | None:
+        """The contact point ``field_name``: ``email``, ``phone``, ``openid``,
+        ``push`` (the newest token), else the free attribute of that name."""
+        if field_name == "push":
             return self.push[-1].token if self.push else None
-        value: str | None = getattr(self, kind)
-        return value
+        if field_name in ("email", "phone", "openid"):
+            value: str | None = getattr(self, field_name)
+            return value
+        return self.attributes.get(field_name)
 
     def addresses(self) -> list[tuple[str, str]]:
         """Every (kind, value) contact point, for the reverse index and do-not-contact."""

@@ -32,7 +32,6 @@ from channels.audience.consent import (
     decode_consents,
 )
 from channels.audience.directory import (
-    ADDRESS_FIELD,
     Contact,
     Directory,
     RedisDirectory,
@@ -65,12 +64,14 @@ class Reach:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """What the audience knows of the channels: each configured channel's
-    type, the consent default per type, and whether the answers are checked
-    (False: an open audience, every channel reachable)."""
+    """What the audience knows of the channels (from the channel kinds:
+    :func:`channels.assembly.audience_rules`): each configured channel's type,
+    the consent default and the directory field of each type, and whether
+    the answers are checked (False: an open audience, every channel reachable)."""
 
     kinds: Mapping[str, str] = field(default_factory=dict)
     defaults: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)  # type -> directory field
     checked: bool = True
 
     def kind(self, channel: str) -> str:
@@ -118,9 +119,9 @@ class Recipient:
         return Reach(tuple(allowed), reason, tuple(refused))
 
     def _refusal(self, kind: str) -> str | None:
-        address_field = ADDRESS_FIELD.get(kind)
+        address_field = self.rules.fields.get(kind)
         if address_field is not None:
-            if self.contact is None or self.contact.address(kind) is None:
+            if self.contact is None or self.contact.address_of(address_field) is None:
                 return NO_ADDRESS
             if address_field in self.blocked:
                 return DO_NOT_CONTACT
@@ -153,36 +154,34 @@ class Reader(Protocol):
     async def read(self, user_id: str) -> Snapshot: ...
 
 
-def _hashes(contact: Contact | None) -> dict[tuple[str, str], str]:
-    """The hash of each contact point, computed once per read."""
+def _hashes(contact: Contact | None, fields: Iterable[str]) -> dict[str, str]:
+    """The hash of each address the channels send to, by field: once per read."""
     if contact is None:
         return {}
-    return {(k, v): address_hash(k, v) for k, v in contact.addresses()}
+    return {name: address_hash(name, address) for name in fields
+            if (address := contact.address_of(name)) is not None}
 
 
 def _snapshot(contact: Contact | None, consents: dict[str, ConsentRecord],
-              hashes: dict[tuple[str, str], str], hits: Iterable[str]) -> Snapshot:
+              hashes: Mapping[str, str], hits: Iterable[str]) -> Snapshot:
     found = frozenset(hits)
-    if contact is None or not found:
-        return Snapshot(contact, consents, frozenset())
-    blocked = frozenset(
-        name for name in ADDRESS_FIELD.values()
-        if (address := contact.address_of(name)) is not None
-        and hashes.get((name, address)) in found)
-    return Snapshot(contact, consents, blocked)
+    return Snapshot(contact, consents,
+                    frozenset(name for name, hashed in hashes.items() if hashed in found))
 
 
 class StoreReader:
     """Any directory and consent store, one call each (the memory stores)."""
 
-    def __init__(self, directory: Directory, consent: ConsentStore) -> None:
+    def __init__(self, directory: Directory, consent: ConsentStore,
+                 fields: Iterable[str]) -> None:
         self.directory = directory
         self.consent = consent
+        self.fields = tuple(sorted(set(fields)))
 
     async def read(self, user_id: str) -> Snapshot:
         contact = await self.directory.get(user_id)
         consents = await self.consent.all(user_id)
-        hashes = _hashes(contact)
+        hashes = _hashes(contact, self.fields)
         flags = await self.consent.blocked(list(hashes.values())) if hashes else []
         return _snapshot(contact, consents, hashes,
                          (h for h, hit in zip(hashes.values(), flags, strict=True) if hit))
@@ -202,9 +201,11 @@ class RedisReader:
     the address hashes they were found for). Hits missing or found for
     other addresses are looked up and kept again (two more round trips)."""
 
-    def __init__(self, directory: RedisDirectory, consent: RedisConsentStore) -> None:
+    def __init__(self, directory: RedisDirectory, consent: RedisConsentStore,
+                 fields: Iterable[str]) -> None:
         self.directory = directory
         self.consent = consent
+        self.fields = tuple(sorted(set(fields)))
         self._redis: Any = directory.redis
         self._prefix = directory.prefix
         # One command (a pipeline of three cost a third more here, in redis-py).
@@ -216,7 +217,7 @@ class RedisReader:
             keys=[self.directory.key(user_id), self.consent.key(user_id), hits_key])
         consents = dict(zip(flat[::2], flat[1::2], strict=True))
         contact = decode(raw) if raw is not None else None
-        hashes = _hashes(contact)
+        hashes = _hashes(contact, self.fields)
         of = sorted(hashes.values())
         if kept is not None:
             kept_of, hits = orjson.loads(kept)
@@ -231,25 +232,26 @@ class RedisReader:
 class Audience:
     """Directory + consent + do-not-contact, resolved into a :class:`Recipient`.
 
-    ``kinds`` maps a configured channel name to its type (``email``, ``sms``,
-    ...); a channel not in it (a dry run's log) needs no address and is
-    checked against consent under its own name.
+    ``rules`` map a configured channel name to its type (``email``, ``sms``,
+    ...) and a type to its consent default and directory field; a channel
+    not in them (a dry run's log) needs no address and is checked against
+    consent under its own name.
     """
 
-    def __init__(self, directory: Directory, consent: ConsentStore,
-                 kinds: Mapping[str, str], defaults: Mapping[str, str],
+    def __init__(self, directory: Directory, consent: ConsentStore, rules: Rules,
                  transactional: Iterable[str] = (), default_tz: str | None = None,
                  default_locale: str | None = None) -> None:
         self.directory = directory
         self.consent = consent
-        self.rules = Rules(dict(kinds), dict(defaults))
+        self.rules = rules
         self.transactional = frozenset(transactional)
         self.default_tz = default_tz
         self.default_locale = default_locale
+        fields = rules.fields.values()
         self.reader: Reader = (
-            RedisReader(directory, consent)
+            RedisReader(directory, consent, fields)
             if isinstance(directory, RedisDirectory) and isinstance(consent, RedisConsentStore)
-            else StoreReader(directory, consent))
+            else StoreReader(directory, consent, fields))
 
     def purpose(self, scene: str) -> Purpose:
         return "transactional" if scene in self.transactional else "marketing"

@@ -140,7 +140,8 @@ class Eraser:
         found = Found()
         contact = await self._contact(user_id)
         matches = RawMatcher(user_id, contact.addresses() if contact is not None else ())
-        direct = {"directory": [self.directory.key(user_id), dnc_hits_key(p, user_id)],
+        direct = {"directory": [self.directory.key(user_id)],
+                  "do_not_contact_hits": [dnc_hits_key(p, user_id)],
                   "consent": [self.consent.key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
                   "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}

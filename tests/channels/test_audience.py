@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.assembly import DryRunSender, build_pipeline
+from channels.assembly import DryRunSender, audience_rules, build_pipeline
 from channels.audience.consent import ConsentRecord, MemoryConsentStore
 from channels.audience.directory import (
     Contact,
@@ -68,7 +68,7 @@ def pipeline(directory: MemoryDirectory, consent: MemoryConsentStore,
              cfg: AppConfig | None = None) -> DeliveryPipeline:
     cfg = cfg or config()
     kinds = {name: m.type for name, m in cfg.channels.items()}
-    audience = Audience(directory, consent, kinds, cfg.delivery.audience.consent,
+    audience = Audience(directory, consent, audience_rules(kinds, cfg.delivery.audience.consent),
                         cfg.delivery.audience.transactional_scenes)
     return build_pipeline(cfg, "live", DryRunSender(), channels=list(cfg.channels),
                           env={"SCENETRIGGER_TRACKING_SECRET": "s3cret"}, audience=audience)
@@ -84,7 +84,7 @@ def test_records_are_checked_field_by_field() -> None:
                                "push": [{"platform": "ios", "token": "t1"},
                                         {"platform": "android", "token": "t2"}],
                                "attributes": {"first_name": "安", "tier": 2}})
-    assert ann.locale == "zh-CN" and ann.address("push") == "t2"
+    assert ann.locale == "zh-CN" and ann.address_of("push") == "t2"
     assert ann.attributes == {"first_name": "安", "tier": "2"}
     assert decode(encode(ann)) == ann
     cases: list[tuple[dict[str, object], str]] = [

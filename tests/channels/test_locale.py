@@ -5,7 +5,7 @@ language; the shipped content speaks Chinese to zh users."""
 from __future__ import annotations
 
 from channels.audience.directory import MemoryDirectory, contact_from
-from channels.audience.recipient import Recipient, open_recipient
+from channels.audience.recipient import Recipient, Rules, open_recipient
 from channels.content.catalog import MemoryCatalog
 from channels.content.select import ContentSelector
 from config.content_models import ContentModel, default_content
@@ -105,7 +105,7 @@ async def test_the_directory_locale_reaches_the_pipeline() -> None:
     directory = MemoryDirectory()
     await directory.put(contact_from("li", {"locale": "zh-CN"}))
     await directory.put(contact_from("ann", {"locale": "en"}))
-    audience = Audience(directory, MemoryConsentStore(), {}, {})
+    audience = Audience(directory, MemoryConsentStore(), Rules())
     pipe = build_pipeline(cfg, "dry-run", DryRunSender(), catalog=catalog(),
                           audience=audience)
     li = await pipe.deliver(Trigger("promo_arrival", "li", "/promo/1", T0), None, T0)

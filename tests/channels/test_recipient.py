@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Connection, Redis
 
-from channels.assembly import DryRunSender, build_pipeline
+from channels.assembly import DryRunSender, audience_rules, build_pipeline
 from channels.audience.consent import ConsentRecord, MemoryConsentStore, RedisConsentStore
 from channels.audience.directory import (
     MemoryDirectory,
@@ -60,7 +60,7 @@ def events_at_14_utc(user: str, tz: str | None = None) -> UserState:
 async def test_locale_and_zone_come_in_one_order() -> None:
     directory, consent = MemoryDirectory(), MemoryConsentStore()
     await directory.put(contact_from("dir", {"locale": "zh-CN", "timezone": "Asia/Shanghai"}))
-    audience = Audience(directory, consent, {}, {}, default_tz="Europe/Berlin",
+    audience = Audience(directory, consent, Rules(), default_tz="Europe/Berlin",
                         default_locale="fr")
     events = events_at_14_utc("ev", tz="America/New_York").profile
     from_directory = await audience.resolve("dir", "marketing", events)
@@ -78,7 +78,7 @@ async def test_habit_tags_take_the_directory_zone_as_quiet_hours_do() -> None:
     cfg = load_config_text(CONFIG)
     directory = MemoryDirectory()
     await directory.put(contact_from("sh", {"timezone": "Asia/Shanghai"}))
-    audience = Audience(directory, MemoryConsentStore(), {}, {},
+    audience = Audience(directory, MemoryConsentStore(), Rules(),
                         default_tz=cfg.delivery.default_timezone)
     pipe = build_pipeline(cfg, "dry-run", DryRunSender(), audience=audience)
     sh = await pipe.deliver(Trigger("promo_arrival", "sh", "/promo/1", NOON),
@@ -94,7 +94,7 @@ def test_reach_is_pure_and_the_users_choice_outranks_a_missing_address() -> None
     from channels.audience.recipient import Recipient
 
     contact = contact_from("ann", {"email": "ann@example.com"})
-    rules = Rules({"mail": "email", "text": "sms", "app": "push"}, {"sms": "opt_in"})
+    rules = audience_rules({"mail": "email", "text": "sms", "app": "push"})
     ann = Recipient("ann", "marketing", None, None, contact,
                     {"email:marketing": ConsentRecord(False, 1, "api")}, frozenset(), rules)
     reach = ann.reach(("mail", "text", "app"))
@@ -128,7 +128,7 @@ async def test_one_round_trip_and_do_not_contact_hits_kept_until_they_change(
         redis: Redis) -> None:
     prefix = f"rcp{uuid.uuid4().hex[:8]}:"
     directory, consent = RedisDirectory(redis, prefix), RedisConsentStore(redis, prefix, KEYS)
-    audience = Audience(directory, consent, {"mail": "email", "text": "sms"}, {})
+    audience = Audience(directory, consent, audience_rules({"mail": "email", "text": "sms"}))
     assert isinstance(audience.reader, RedisReader)
     await directory.put(contact_from("ann", {"email": "ann@example.com",
                                              "phone": "+8613800000000", "locale": "en"}))
