@@ -84,8 +84,10 @@ class Sender(Protocol):
                    dead_letter: bool = True) -> DeliveryResult: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
+    """What became of one trigger or order (built with keywords: 14 fields)."""
+
     trigger_id: str
     user_id: str
     scene: str
