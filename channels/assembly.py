@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
-from channels.audience.consent import Audience, RedisConsentStore
+from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import RedisDirectory
-from channels.base import DeliveryResult, Message
+from channels.audience.recipient import Audience, OpenAudience, Rules
+from channels.base import ChannelConfig, DeliveryResult, Message
 from channels.content.catalog import Catalog, MemoryCatalog, RedisCatalog, read_products
 from channels.content.select import ContentSelector
 from channels.errors import ChannelError
@@ -44,11 +45,13 @@ from channels.transports.registry import (
     REDIS_URL_ENV,
     ChannelRegistry,
     ChannelSender,
+    address_fields,
     build_registry,
+    consent_defaults,
     redis_client,
     redis_url_or_env,
 )
-from config.channel_models import ChannelModel, InboxModel
+from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.strategy_models import StrategyModel
 
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
 class DryRunSender:
     """The sender of every dry run (replay, the demo, tests): nothing leaves
     the process; the last ``keep`` messages are kept (all of them by default)."""
+
+    dead_letter = None  # nothing fails here, nothing is kept for redrive
 
     def __init__(self, keep: int | None = None) -> None:
         self.messages: deque[Message] = deque(maxlen=keep)
@@ -92,12 +97,13 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                    env: Mapping[str, str] | None = None,
                    audience: Audience | None = None) -> DeliveryPipeline:
     """A pipeline from config. Without ``channels`` every channel the content
-    names counts as available (right for dry runs)."""
+    names counts as available (right for dry runs); without ``audience`` an
+    open one (:func:`open_audience`)."""
     delivery = config.delivery
     environ = os.environ if env is None else env
     metrics = PolicyMetrics.on(metrics_registry) if metrics_registry is not None else None
     policy = DeliveryPolicy(delivery, store if store is not None else MemoryPolicyStore(),
-                            metrics, audience)
+                            metrics)
     selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
                                delivery.default_timezone)
     secret = environ.get(delivery.tracking.secret_env, "").encode()
@@ -105,7 +111,14 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
                             list(channels) if channels is not None else content_channels(config),
                             mode, index=index, feedback=feedback,
                             tracking_base=delivery.tracking.base_url, tracking_secret=secret,
-                            control=config.strategies.control)
+                            control=config.strategies.control,
+                            audience=audience if audience is not None else open_audience(config))
+
+
+def open_audience(config: AppConfig) -> OpenAudience:
+    """A dry run's audience: the events' locale and zone, else the config's defaults."""
+    return OpenAudience(config.delivery.default_timezone, config.content.default_locale,
+                        config.delivery.audience.transactional_scenes)
 
 
 # Messages a dry run keeps for inspection (the demo and tests read them).
@@ -143,7 +156,7 @@ def open_delivery(config: AppConfig, mode: Mode, *,
                   journeys: Iterable[StrategyModel] = (),
                   redis_url: str | None = None,
                   redis: Redis | None = None,
-                  channels: Mapping[str, ChannelModel] | None = None,
+                  channels: Mapping[str, ChannelConfig] | None = None,
                   policy_prefix: str | None = None,
                   dead_letter_stream: str = DEFAULT_STREAM,
                   who: str = "live delivery") -> Delivery:
@@ -170,7 +183,7 @@ def open_delivery(config: AppConfig, mode: Mode, *,
                                   catalog=catalog if catalog is not None else MemoryCatalog(),
                                   metrics_registry=registry, env=environ, feedback=feedback)
         return Delivery(pipeline, dry_run=dry_run)
-    models = dict(config.channels if channels is None else channels)
+    models: dict[str, ChannelConfig] = dict(config.channels if channels is None else channels)
     if not models:
         raise ChannelError(f"{who} needs a 'channels:' section in the config")
     url = redis_url_or_env(redis_url)
@@ -206,14 +219,22 @@ def open_delivery(config: AppConfig, mode: Mode, *,
 
 
 def build_audience(config: AppConfig, client: Any,
-                   models: Mapping[str, ChannelModel] | None = None) -> Audience:
+                   models: Mapping[str, ChannelConfig] | None = None) -> Audience:
     """Directory, consent and do-not-contact in Redis under ``delivery.redis_prefix``."""
     prefix = config.delivery.redis_prefix
-    model = config.delivery.audience
     kinds = (config.channel_types() if models is None
              else {name: model.type for name, model in models.items()})
-    return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix), kinds,
-                    model.consent, model.transactional_scenes)
+    return Audience(RedisDirectory(client, prefix), RedisConsentStore(client, prefix),
+                    audience_rules(kinds, config.delivery.audience.consent),
+                    config.delivery.audience.transactional_scenes,
+                    config.delivery.default_timezone, config.content.default_locale)
+
+
+def audience_rules(kinds: Mapping[str, str], overrides: Mapping[str, str] = {}) -> Rules:
+    """What the audience needs of the channel kinds: ``kinds`` (channel name
+    -> type), each type's consent default (``overrides``: the config's
+    ``delivery.audience.consent``) and the directory field it sends to."""
+    return Rules(dict(kinds), consent_defaults(overrides), address_fields())
 
 
 def inbox_env(models: Mapping[str, Any], redis_url: str | None,

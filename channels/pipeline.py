@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from channels.audience.consent import unsubscribe_url
-from channels.audience.directory import Contact
+from channels.audience.recipient import AnyAudience, OpenAudience, Recipient
 from channels.base import INFRASTRUCTURE_ERRORS, DeliveryResult, Message
 from channels.content.select import ContentChoice, ContentSelector
 from channels.feedback.decisions import DecisionLog, DecisionRecord
@@ -51,6 +51,7 @@ from channels.policy.decide import (
     DeliveryPolicy,
     DeliveryRequest,
 )
+from channels.transports.registry import contact_data
 from config.strategy_models import ControlModel
 from triggers.events import Trigger
 from triggers.state import UserState
@@ -65,15 +66,28 @@ StateLookup = Callable[[str], UserState | None]
 JOURNEY_LABEL = "journey:"  # the decision log's scene label of a journey order
 
 
+class DeadLetters(Protocol):
+    """Where a request that will not be delivered is kept (its reason, for redrive)."""
+
+    async def add_record(self, source: str, raw: bytes | None, reason: str,
+                         detail: str) -> str: ...
+
+
 class Sender(Protocol):
-    """What the pipeline needs of :class:`channels.transports.registry.ChannelSender`."""
+    """What the pipeline needs of :class:`channels.transports.registry.ChannelSender`:
+    a send, and its dead-letter store (None: a dry run keeps none)."""
+
+    @property
+    def dead_letter(self) -> DeadLetters | None: ...
 
     async def send(self, message: Message, channel: str | None = None, *,
                    dead_letter: bool = True) -> DeliveryResult: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
+    """What became of one trigger or order (built with keywords: 14 fields)."""
+
     trigger_id: str
     user_id: str
     scene: str
@@ -140,13 +154,21 @@ def journey_request(send: SendAction, tz: str | None) -> DeliveryRequest:
                            tz, send)
 
 
+def _profile(state: UserState | None) -> Any:
+    return state.profile if state is not None else None
+
+
 class DeliveryPipeline:
     def __init__(self, selector: ContentSelector, policy: DeliveryPolicy, sender: Sender,
                  channels: Collection[str], mode: Mode = "dry-run",
                  dry_run_channel: str = "log", index: MessageIndex | None = None,
                  feedback: FeedbackSink | None = None, tracking_base: str | None = None,
-                 tracking_secret: bytes = b"", control: ControlModel | None = None) -> None:
+                 tracking_secret: bytes = b"", control: ControlModel | None = None,
+                 audience: AnyAudience | None = None) -> None:
         self.selector = selector
+        # Who a message goes to: resolved once per decision (an open audience
+        # in a dry run: every channel reachable).
+        self.audience: AnyAudience = audience if audience is not None else OpenAudience()
         self.control = control if control is not None else ControlModel()
         self.policy = policy
         self.sender = sender
@@ -160,9 +182,13 @@ class DeliveryPipeline:
         self.counts: Counter[str] = Counter()  # delivered / deferred / failed / suppressed
         self.decisions: DecisionLog | None = None  # every outcome is written here when set
 
+    async def _recipient(self, user_id: str, scene: str, state: UserState | None) -> Recipient:
+        audience = self.audience
+        return await audience.resolve(user_id, audience.purpose(scene), _profile(state))
+
     async def deliver(self, trigger: Trigger, state: UserState | None, now_ms: int) -> Outcome:
-        choice = await self.selector.select(trigger, state, now_ms,
-                                            await self._locale(trigger.user_id))
+        recipient = await self._recipient(trigger.user_id, trigger.scene, state)
+        choice = await self.selector.select(trigger, state, now_ms, recipient)
         if in_global_control(self.control, trigger.user_id):
             return self._hold_out(trigger, choice, now_ms, globally=True)
         if in_control(self.control, trigger.scene, trigger.user_id):
@@ -170,7 +196,12 @@ class DeliveryPipeline:
             # strategies and `report`, so the report's uplift lines up.
             return self._hold_out(trigger, choice, now_ms)
         req = self._request(trigger, choice, state)
-        return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
+        return await self._act(req, choice, await self._decide(req, recipient, now_ms), now_ms,
+                               recipient)
+
+    async def _decide(self, req: DeliveryRequest, recipient: Recipient, now_ms: int,
+                      released: bool = False) -> Decision:
+        return await self.policy.decide(req, now_ms, released, recipient)
 
     async def deliver_send(self, send: SendAction, state: UserState | None,
                            now_ms: int) -> Outcome:
@@ -179,18 +210,20 @@ class DeliveryPipeline:
         back-off, caps) and the channel the step names. Control users never
         get here: the journey engine holds them out."""
         req = journey_request(send, state.profile.tz if state is not None else None)
+        recipient = await self._recipient(send.user_id, "", state)
         choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms,
-                                          await self._locale(send.user_id))
+                                          recipient)
         if send.channel not in self.channels:
             return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
                                         f"the step's channel {send.channel} is not configured")
-        return await self._act(req, choice, await self.policy.decide(req, now_ms), now_ms)
+        return await self._act(req, choice, await self._decide(req, recipient, now_ms), now_ms,
+                               recipient)
 
     async def hand_off(self, handoff: HandoffAction, state: UserState | None,
                        now_ms: int) -> Outcome:
         """A lead handoff to its channel (a CRM webhook), once per message id.
         Not a message to the user: no quiet hours, caps or back-off."""
-        choice = self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms)
+        choice = self._handoff_choice(handoff, state, now_ms)
         req = DeliveryRequest(handoff.message_id, handoff.user_id, "", None, handoff.ts,
                               (handoff.channel,), order=handoff)
         if handoff.channel not in self.channels:
@@ -201,11 +234,19 @@ class DeliveryPipeline:
                                         f"handoff {handoff.message_id} already sent")
         return await self._hand_over(req, handoff, choice, now_ms)
 
+    def _handoff_choice(self, handoff: HandoffAction, state: UserState | None,
+                        now_ms: int) -> ContentChoice:
+        # For sales, not the user: no directory read, the events' locale.
+        recipient = self.audience.unchecked(handoff.user_id, "transactional", _profile(state))
+        return self.selector.choose_ref(handoff.content_ref, handoff.user_id, state, now_ms,
+                                        recipient)
+
     async def _hand_over(self, req: DeliveryRequest, handoff: HandoffAction,
                          choice: ContentChoice, now_ms: int) -> Outcome:
         data = {"kind": "handoff", "score": handoff.score, "content_ref": handoff.content_ref}
+        recipient = self.audience.unchecked(handoff.user_id, "transactional", None)
         return await self._act(req, choice, Decision("send", handoff.channel, leased=True),
-                               now_ms, data)
+                               now_ms, recipient, data)
 
     async def release_due(self, now_ms: int, states: StateLookup) -> list[Outcome]:
         """Deferred messages now due: content is chosen again from the user's
@@ -231,17 +272,18 @@ class DeliveryPipeline:
         send = req.order
         try:
             if isinstance(send, HandoffAction):  # its holder died: hand it over again
-                choice = self.selector.choose_ref(send.content_ref, send.user_id, state, now_ms)
-            elif isinstance(send, SendAction):
-                choice = self.selector.choose_ref(send.content_ref, send.user_id, state,
-                                                  now_ms, await self._locale(send.user_id))
+                choice = self._handoff_choice(send, state, now_ms)
             else:
+                recipient = await self._recipient(req.user_id, req.scene, state)
+            if isinstance(send, SendAction):
+                choice = self.selector.choose_ref(send.content_ref, send.user_id, state,
+                                                  now_ms, recipient)
+            elif send is None:
                 trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
-                choice = await self.selector.select(trigger, state, now_ms,
-                                                    await self._locale(req.user_id))
+                choice = await self.selector.select(trigger, state, now_ms, recipient)
                 req = self._request(trigger, choice, state)
             if not isinstance(send, HandoffAction):
-                decision = await self.policy.decide(req, now_ms, released=True)
+                decision = await self._decide(req, recipient, now_ms, released=True)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:  # this request only: dead-letter it, release the rest
@@ -250,26 +292,17 @@ class DeliveryPipeline:
             return None
         if isinstance(send, HandoffAction):
             return await self._hand_over(req, send, choice, now_ms)
-        return await self._act(req, choice, decision, now_ms)
+        return await self._act(req, choice, decision, now_ms, recipient)
 
     async def _bury_request(self, req: DeliveryRequest, reason: str, detail: str) -> None:
         """A leased request that will not be delivered: into the dead-letter
         (when the sender has one) with its reason, and no longer pending."""
-        store = getattr(self.sender, "dead_letter", None)  # ChannelSender's, in live mode
+        store = self.sender.dead_letter  # None in a dry run
         if store is not None:
             await store.add_record(f"request/{req.trigger_id}", req.encode().encode(), reason,
                                    detail[:1_000])
         self.counts["dead_lettered"] += 1
         await self.policy.done(req.trigger_id, req.user_id)
-
-    async def _locale(self, user_id: str) -> str | None:
-        """The directory's locale for content selection (the policy's reach()
-        then uses the same record for addresses and time zone)."""
-        audience = self.policy.audience
-        if audience is None:
-            return None
-        contact = await audience.contact(user_id)
-        return contact.locale if contact is not None else None
 
     def _hold_out(self, trigger: Trigger, choice: ContentChoice, now_ms: int,
                   globally: bool = False) -> Outcome:
@@ -296,10 +329,8 @@ class DeliveryPipeline:
         self.policy.suppressed[reason] += 1
         if self.policy.metrics is not None:
             self.policy.metrics.suppressed.labels(reason=reason).inc()
-        seg = choice.segmentation
-        return self._done(Outcome(req.trigger_id, req.user_id, req.scene, "suppressed", reason,
-                                  None, choice.variant, seg.style, seg.segment, seg.tags,
-                                  figures=figures, order=req.order), now_ms)
+        return self._done(_outcome(req, choice, "suppressed", reason, figures=figures,
+                                   order=req.order), now_ms)
 
     def _request(self, trigger: Trigger, choice: ContentChoice,
                  state: UserState | None) -> DeliveryRequest:
@@ -309,14 +340,16 @@ class DeliveryPipeline:
                                trigger.ts, channels, tz)
 
     async def _act(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
-                   now_ms: int, extra: dict[str, Any] | None = None) -> Outcome:
+                   now_ms: int, recipient: Recipient,
+                   extra: dict[str, Any] | None = None) -> Outcome:
         """Carry out ``decision``; a leased one is no longer pending after it
         (deferred: pending until it is due). An infrastructure fault keeps
         the lease (handed out again when it expires: at-least-once); any
         other exception is this request's alone: it is dead-lettered and
         the outcome is ``failed`` with the error as its reason."""
         try:
-            outcome, ended = await self._carry_out(req, choice, decision, now_ms, extra)
+            outcome, ended = await self._carry_out(req, choice, decision, now_ms, recipient,
+                                                   extra)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:
@@ -324,43 +357,38 @@ class DeliveryPipeline:
             error = f"{type(exc).__name__}: {exc}"
             await self._bury_request(req, ERROR, error)
             self.counts["failed"] += 1
-            seg = choice.segmentation
-            return self._done(Outcome(req.trigger_id, req.user_id, req.scene, "failed",
-                                      f"{ERROR}: {error}"[:500], decision.channel,
-                                      choice.variant, seg.style, seg.segment, seg.tags,
-                                      figures=decision.figures), now_ms)
+            return self._done(_outcome(req, choice, "failed", f"{ERROR}: {error}"[:500],
+                                       channel=decision.channel, figures=decision.figures),
+                              now_ms)
         if decision.leased and not ended:
             await self.policy.done(req.trigger_id, req.user_id)
         return outcome
 
     async def _carry_out(self, req: DeliveryRequest, choice: ContentChoice, decision: Decision,
-                         now_ms: int, extra: dict[str, Any] | None) -> tuple[Outcome, bool]:
+                         now_ms: int, recipient: Recipient,
+                         extra: dict[str, Any] | None) -> tuple[Outcome, bool]:
         """The outcome, and whether the lease already ended with it."""
-        seg = choice.segmentation
-        base = (req.trigger_id, req.user_id, req.scene)
         channel = decision.channel
         order = req.order
         if decision.action == "defer":
             self.counts["deferred"] += 1
-            return self._done(Outcome(*base, "deferred", decision.reason, None, choice.variant,
-                                      seg.style, seg.segment, seg.tags, due_ms=decision.due_ms,
-                                      figures=decision.figures, order=order), now_ms), False
+            return self._done(_outcome(req, choice, "deferred", decision.reason,
+                                       due_ms=decision.due_ms, figures=decision.figures,
+                                       order=order), now_ms), False
         if decision.action != "send" or channel is None:
             self.counts["suppressed"] += 1
-            return self._done(Outcome(*base, "suppressed", decision.reason, None,
-                                      choice.variant, seg.style, seg.segment, seg.tags,
-                                      figures=decision.figures, order=order), now_ms), False
-        contact = decision.contact
+            return self._done(_outcome(req, choice, "suppressed", decision.reason,
+                                       figures=decision.figures, order=order), now_ms), False
         if isinstance(order, SendAction):
-            message = self.render_send(order, choice, now_ms, contact)
+            message = self.render_send(order, choice, now_ms, recipient)
             meta = MessageMeta(req.user_id, "", channel, order.strategy, order.step)
         elif isinstance(order, HandoffAction):
-            message = self._message(req.trigger_id, req.trigger_id, req.user_id, "", channel,
-                                    choice, now_ms, extra or {}, None)
+            message = self._message(req.trigger_id, req.trigger_id, req.user_id, channel,
+                                    choice, now_ms, extra or {}, recipient)
             meta = MessageMeta(req.user_id, "", channel)
         else:
             trigger = Trigger(req.scene, req.user_id, req.key, req.trigger_ts)
-            message = self.render(trigger, choice, channel, now_ms, contact)
+            message = self.render(trigger, choice, channel, now_ms, recipient)
             meta = MessageMeta(req.user_id, req.scene, channel)
         target = self.dry_run_channel if self.mode == "dry-run" else channel
         result = await self.sender.send(message, target)
@@ -374,51 +402,56 @@ class DeliveryPipeline:
             ended = decision.leased
         if self.feedback is not None:
             await self.feedback.emit(meta.event(kind, message.message_id, now_ms, result.error))
-        return self._done(Outcome(*base, kind, None if result.ok else result.error, channel,
-                                  choice.variant, seg.style, seg.segment, seg.tags, message,
-                                  figures=decision.figures, order=order), now_ms), ended
+        return self._done(_outcome(req, choice, kind, None if result.ok else result.error,
+                                   channel=channel, message=message, figures=decision.figures,
+                                   order=order), now_ms), ended
 
     def render(self, trigger: Trigger, choice: ContentChoice, channel: str,
-               now_ms: int, contact: Contact | None = None) -> Message:
+               now_ms: int, recipient: Recipient | None = None) -> Message:
         data = {"key": trigger.key, "trigger_ts": trigger.ts,
                 "product_ids": [p.product_id for p in choice.products]}
         return self._message(message_id_for(trigger.trigger_id, channel), trigger.trigger_id,
-                             trigger.user_id, trigger.scene, channel, choice, now_ms, data,
-                             contact)
+                             trigger.scene, channel, choice, now_ms, data,
+                             recipient or self.audience.unchecked(trigger.user_id, "marketing",
+                                                                  None))
 
     def render_send(self, send: SendAction, choice: ContentChoice, now_ms: int,
-                    contact: Contact | None = None) -> Message:
+                    recipient: Recipient | None = None) -> Message:
         """A journey message: the action's id, no scene, its strategy and step in ``data``."""
         data = {"strategy": send.strategy, "step": send.step, "content_ref": send.content_ref}
-        return self._message(send.message_id, send.trigger_id or send.message_id, send.user_id,
-                             "", send.channel, choice, now_ms, data, contact)
+        return self._message(send.message_id, send.trigger_id or send.message_id, "",
+                             send.channel, choice, now_ms, data,
+                             recipient or self.audience.unchecked(send.user_id, "marketing",
+                                                                  None))
 
-    def _message(self, message_id: str, trigger_id: str, user_id: str, scene: str,
+    def _message(self, message_id: str, trigger_id: str, scene: str,
                  channel: str, choice: ContentChoice, now_ms: int,
-                 extra: dict[str, Any], contact: Contact | None) -> Message:
+                 extra: dict[str, Any], recipient: Recipient) -> Message:
         base, secret = self.tracking_base, self.tracking_secret
         link = (lambda url: tracked_link(base, secret, message_id, url)) if base else None
+        contact = recipient.contact
         content = choice.render(link, contact.template_values() if contact else None)
         text, body = content.text, content.html
         seg = choice.segmentation
         data = {"variant": choice.variant, "style": seg.style, "segment": seg.segment,
                 "tags": list(seg.tags), **extra}
-        audience = self.policy.audience
         if contact is not None:
-            data.update(contact_data(contact))
-        if (audience is not None and base and audience.kind(channel) == "email"
-                and audience.purpose(scene) == "marketing"):
+            data.update(contact_data(contact))  # each channel type's fields (its kind's)
+            if contact.locale is not None:
+                data["locale"] = contact.locale
+        unsubscribe = recipient.unsubscribe_kind(channel)
+        if base and unsubscribe is not None:
             # Every marketing email carries the signed link (and, in the email
             # channel, the RFC 8058 List-Unsubscribe headers built from it).
-            url = unsubscribe_url(base, secret, user_id, "email")
+            url = unsubscribe_url(base, secret, recipient.user_id, unsubscribe)
             data["unsubscribe_url"] = url
             text += f"\n\nUnsubscribe: {url}"
             if body is not None:
                 body += f'<p><a href="{html.escape(url)}">Unsubscribe</a></p>'
         if body is not None and base:
             body += open_pixel_html(base, secret, message_id)
-        return Message(message_id, trigger_id, user_id, scene, channel, content.subject,
-                       text, body, data, now_ms)
+        return Message(message_id, trigger_id, recipient.user_id, scene, channel,
+                       content.subject, text, body, data, now_ms)
 
     def feedback_app(self, sink: FeedbackSink, callback_token: str | None,
                      allow_hosts: Collection[str] = ()) -> FeedbackApp:
@@ -443,15 +476,14 @@ class DeliveryPipeline:
         return "\n".join(lines)
 
 
-def contact_data(contact: Contact) -> dict[str, Any]:
-    """The directory's contact points in ``message.data``, where the channels
-    read them: ``email``, ``phone``, ``openid``, ``device_token`` (newest) and
-    its ``platform``, and every token in ``device_tokens``."""
-    out: dict[str, Any] = {k: v for k in ("email", "phone", "openid", "locale")
-                           if (v := getattr(contact, k)) is not None}
-    if contact.push:
-        out["device_token"] = contact.push[-1].token
-        out["platform"] = contact.push[-1].platform
-        out["device_tokens"] = [{"platform": t.platform, "token": t.token}
-                                for t in contact.push]
-    return out
+def _outcome(req: DeliveryRequest, choice: ContentChoice,
+             status: Literal["delivered", "deferred", "suppressed", "failed"],
+             reason: str | None, *, channel: str | None = None, message: Message | None = None,
+             due_ms: int | None = None, order: SendAction | HandoffAction | None = None,
+             figures: str = "") -> Outcome:
+    """An outcome of ``req`` with the chosen content's variant and segmentation."""
+    seg = choice.segmentation
+    return Outcome(trigger_id=req.trigger_id, user_id=req.user_id, scene=req.scene,
+                   status=status, reason=reason, channel=channel, variant=choice.variant,
+                   style=seg.style, segment=seg.segment, tags=seg.tags, message=message,
+                   due_ms=due_ms, order=order, figures=figures)

@@ -71,18 +71,14 @@ class TrackingModel(StrictModel):
 ConsentDefault = Literal["opt_in", "opt_out"]
 
 
-# SMS marketing needs an opt-in with most carriers; the others start allowed.
-_CONSENT: dict[str, ConsentDefault] = {"email": "opt_out", "sms": "opt_in", "wechat": "opt_out",
-                                       "push": "opt_out", "inbox": "opt_out", "webhook": "opt_out"}
-
-
 class AudienceModel(StrictModel):
     """Consent defaults per channel type for marketing messages (``opt_out``:
     allowed until the user withdraws; ``opt_in``: only after the user agreed)
-    and the scenes whose messages are transactional (need no marketing
-    consent, carry no unsubscribe link). See docs/audiences.md."""
+    over each type's own (``ChannelKind.default_consent``: SMS opt-in, the
+    others opt-out), and the scenes whose messages are transactional (need
+    no marketing consent, carry no unsubscribe link). See docs/audiences.md."""
 
-    consent: dict[str, ConsentDefault] = Field(default_factory=lambda: dict(_CONSENT))
+    consent: dict[str, ConsentDefault] = Field(default_factory=dict)
     transactional_scenes: list[str] = Field(default_factory=list)
 
 

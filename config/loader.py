@@ -103,7 +103,7 @@ def _message(err: Any) -> str:
     kind = err["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found") and \
             err.get("ctx", {}).get("discriminator") == "'type'":
-        tags = "webhook, inbox, email, sms, wechat, push or log"
+        tags = f"{', '.join(CHANNEL_TYPES[:-1])} or {CHANNEL_TYPES[-1]}"
         if kind == "union_tag_not_found":
             return f"missing 'type' (use {tags})"
         return f"unknown type {err['ctx'].get('tag')!r} (use {tags})"

@@ -87,7 +87,7 @@ ROLES: dict[str, dict[str, frozenset[str]]] = {
         "feedback": frozenset(),  # what came back (events, sinks, the decision log): the bottom
         "transports": frozenset(),  # how a message leaves: never who, what or whether
         "audience": frozenset({"feedback"}),  # a consent change is a feedback event
-        "content": frozenset(),  # what it says: from the profile and the catalog alone
+        "content": frozenset({"audience"}),  # what it says: for this recipient (locale, zone)
         "policy": frozenset({"audience"}),  # whether and when: asks the audience
         # ad-platform audience sync: not a message (no pipeline, content, caps);
         # the webhook signature, Retry-After and retry policy are the transports',

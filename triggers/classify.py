@@ -174,13 +174,15 @@ def utc_offset_hours(tz_name: str | None, now_ms: int) -> int:
 
 
 def habit_tags(profile: Profile, rules: HabitThresholds, now_ms: int,
-               default_tz: str | None = None) -> tuple[str, ...]:
+               default_tz: str | None = None, zone: str | None = None) -> tuple[str, ...]:
+    """``zone``: the user's zone when resolved already (the delivery's
+    recipient: the directory's first); else the events', else ``default_tz``."""
     total = profile.weekday + profile.weekend
     cycle = cycle_tag(profile, rules)
     if total < rules.min_events:
         return () if cycle is None else (cycle,)
     tags: list[str] = []
-    shift = utc_offset_hours(profile.tz or default_tz, now_ms)
+    shift = utc_offset_hours(zone or profile.tz or default_tz, now_ms)
     local = [0] * 24
     for hour, count in enumerate(profile.hours):
         local[(hour + shift) % 24] += count
@@ -215,14 +217,14 @@ def cycle_tag(profile: Profile, rules: HabitThresholds) -> str | None:
 
 def classify(profile: Profile | None, styles: StyleThresholds, segments: SegmentThresholds,
              habits: HabitThresholds, now_ms: int,
-             default_tz: str | None = None) -> Segmentation:
+             default_tz: str | None = None, zone: str | None = None) -> Segmentation:
     """All three at once; a user with no profile is undetermined / new."""
     if profile is None:
         return Segmentation(UNDETERMINED, NEW_OR_LAPSED, ())
     return Segmentation(
         browsing_style(profile, styles),
         value_segment(profile, segments, now_ms),
-        habit_tags(profile, habits, now_ms, default_tz),
+        habit_tags(profile, habits, now_ms, default_tz, zone),
     )
 
 

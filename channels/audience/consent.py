@@ -7,10 +7,11 @@ Consent is held per user, per channel type (``email``, ``sms``, ``wechat``,
 default decides (``delivery.audience.consent``): ``opt_out`` means allowed
 until withdrawn, ``opt_in`` means not allowed until granted.
 
-:class:`Audience` is what the delivery policy asks, once per decision
-(:meth:`Audience.reach`): it reads the user's directory record, consent and
-the do-not-contact list, and says which of the request's channels are
-reachable, or the reason none is (:data:`REACH_REASONS`).
+:class:`channels.audience.recipient.Audience` reads the user's directory
+record, consent and do-not-contact hits once per decision into a
+:class:`channels.audience.recipient.Recipient`, whose ``reach()`` says which
+of the request's channels are reachable, or the reason none is
+(:data:`REACH_REASONS`).
 
 Redis keys (``delivery.redis_prefix``): ``{prefix}consent:{user_id}`` (HASH,
 field ``{channel_type}:{purpose}``) and ``{prefix}dnc:{hash}`` (the hashed
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import orjson
 
-from channels.audience.directory import ADDRESS_FIELD, Contact, Directory, address_hash
+from channels.audience.directory import INDEXED_FIELDS, addr_key, dnc_hits_key
 from channels.redis_client import get_many, user_tag
 from config.hash_keys import HashKeys
 
@@ -40,8 +40,6 @@ UNSUBSCRIBED = "unsubscribed"
 NO_CONSENT = "no_consent"
 DO_NOT_CONTACT = "do_not_contact"
 REACH_REASONS = (NO_ADDRESS, DO_NOT_CONTACT, UNSUBSCRIBED, NO_CONSENT)
-_PRECEDENCE = (UNSUBSCRIBED, DO_NOT_CONTACT, NO_CONSENT, NO_ADDRESS)
-_PREFETCH_S = 1.0
 Purpose = Literal["marketing", "transactional"]
 PURPOSES: tuple[Purpose, ...] = ("marketing", "transactional")
 
@@ -109,13 +107,7 @@ class RedisConsentStore:
         return f"{self._prefix}dnc:{hashed}"
 
     async def all(self, user_id: str) -> dict[str, ConsentRecord]:
-        raw = await self._redis.hgetall(self.key(user_id))
-        out = {}
-        for name, value in raw.items():
-            granted, ts, source = orjson.loads(value)
-            out[name.decode() if isinstance(name, bytes) else name] = ConsentRecord(
-                bool(granted), int(ts), str(source))
-        return out
+        return decode_consents(await self._redis.hgetall(self.key(user_id)))
 
     async def set(self, user_id: str, channel_type: str, purpose: str,
                   record: ConsentRecord) -> None:
@@ -126,11 +118,24 @@ class RedisConsentStore:
         return bool(await self._redis.delete(self.key(user_id)))
 
     async def do_not_contact(self, hashes: Iterable[str], ts: int, source: str) -> None:
+        """Put ``hashes`` on the list; a known user holding one of them has
+        the do-not-contact hits kept beside their record cleared (the next
+        decision looks them up again: channels.audience.recipient)."""
+        items = list(hashes)
         pipe = self._redis.pipeline(transaction=False)
-        for item in hashes:
+        for item in items:
             pipe.set(self.dnc_key(self.keys.dnc(item)),
                      orjson.dumps([ts, source, self.keys.key_id]), nx=True)
         await pipe.execute()
+        owners = await get_many(self._redis, [addr_key(self._prefix, name, item)
+                                              for item in items
+                                              for name in INDEXED_FIELDS])
+        users = {o.decode() if isinstance(o, bytes) else str(o) for o in owners if o is not None}
+        if users:
+            pipe = self._redis.pipeline(transaction=False)
+            for user in sorted(users):
+                pipe.delete(dnc_hits_key(self._prefix, user))
+            await pipe.execute()
 
     async def blocked(self, hashes: Sequence[str]) -> list[bool]:
         """One round trip over every form an entry may have (current key,
@@ -170,117 +175,14 @@ class RedisConsentStore:
         await pipe.execute()
 
 
-@dataclass(frozen=True, slots=True)
-class Reach:
-    """The audience's answer for one request."""
-
-    contact: Contact | None
-    allowed: tuple[str, ...]  # the request's channels that may be used, in order
-    reason: str | None  # why channels were refused (see _PRECEDENCE; None: none was)
-    refused: tuple[tuple[str, str], ...] = ()  # (channel, reason) of each refused channel
-
-    @property
-    def figures(self) -> str:
-        """What the decision log shows: each refused channel and why."""
-        return "; ".join(f"{channel}: {why}" for channel, why in self.refused)
-
-    @property
-    def timezone(self) -> str | None:
-        return self.contact.timezone if self.contact is not None else None
-
-
-class Audience:
-    """Directory + consent + do-not-contact, as the delivery policy sees them.
-
-    ``kinds`` maps a configured channel name to its type (``email``, ``sms``,
-    ...); a channel not in it (a dry run's log) needs no address and is
-    checked against consent under its own name.
-    """
-
-    def __init__(self, directory: Directory, consent: ConsentStore,
-                 kinds: Mapping[str, str], defaults: Mapping[str, str],
-                 transactional: Iterable[str] = ()) -> None:
-        self.directory = directory
-        self.consent = consent
-        self.kinds = dict(kinds)
-        self.defaults = dict(defaults)
-        self.transactional = frozenset(transactional)
-        # Records read for content selection just before the policy's reach():
-        # taken once there, so a message costs one directory read, not two.
-        self._prefetched: dict[str, tuple[float, Contact | None]] = {}
-
-    async def contact(self, user_id: str) -> Contact | None:
-        """The user's record, kept for the :meth:`reach` that follows."""
-        if len(self._prefetched) > 4096:  # reads whose decision never came (errors)
-            self._prefetched.clear()
-        found = await self.directory.get(user_id)
-        self._prefetched[user_id] = (time.monotonic(), found)
-        return found
-
-    def kind(self, channel: str) -> str:
-        return self.kinds.get(channel, channel)
-
-    def purpose(self, scene: str) -> Purpose:
-        return "transactional" if scene in self.transactional else "marketing"
-
-    def allowed_by_default(self, channel_type: str, purpose: Purpose) -> bool:
-        if purpose == "transactional":
-            return True  # a receipt or a password reset needs no opt-in
-        return self.defaults.get(channel_type, "opt_out") == "opt_out"
-
-    async def reach(self, user_id: str, scene: str, channels: Sequence[str]) -> Reach:
-        read_at, contact = self._prefetched.pop(user_id, (0.0, None))
-        fresh = time.monotonic() - read_at <= _PREFETCH_S  # read for this very decision
-        if not channels:
-            return Reach(contact if fresh else await self.directory.get(user_id), (), None)
-        purpose = self.purpose(scene)
-        # One after the other on purpose: concurrent reads would hold two pool
-        # connections per decision (the pool's limit is hit under load).
-        if not fresh:
-            contact = await self.directory.get(user_id)
-        consents = await self.consent.all(user_id)
-        addresses = self._addresses(contact, channels)
-        flags = await self.consent.blocked(self._hashes(channels, addresses))
-        blocked = dict(zip(self._hashes(channels, addresses), flags, strict=True))
-        allowed: list[str] = []
-        refused: list[tuple[str, str]] = []
-        for channel, address in zip(channels, addresses, strict=True):
-            why = self._refusal(self.kind(channel), address, purpose, consents, blocked)
-            if why is None:
-                allowed.append(channel)
-            else:
-                refused.append((channel, why))
-        # The user's own choice says most: an opt-out outranks a missing address.
-        reasons = {why for _, why in refused}
-        reason = next((r for r in _PRECEDENCE if r in reasons), None)
-        return Reach(contact, tuple(allowed), reason, tuple(refused))
-
-    def _addresses(self, contact: Contact | None,
-                   channels: Sequence[str]) -> list[str | None]:
-        """Per channel: its address, None when it needs one the user lacks, "" when none."""
-        out: list[str | None] = []
-        for channel in channels:
-            kind = self.kind(channel)
-            if kind not in ADDRESS_FIELD:
-                out.append("")
-            else:
-                out.append(contact.address(kind) if contact is not None else None)
-        return out
-
-    def _hashes(self, channels: Sequence[str], addresses: Sequence[str | None]) -> list[str]:
-        return [address_hash(ADDRESS_FIELD[self.kind(c)], a)
-                for c, a in zip(channels, addresses, strict=True) if a]
-
-    def _refusal(self, kind: str, address: str | None, purpose: Purpose,
-                 consents: Mapping[str, ConsentRecord], blocked: Mapping[str, bool]) -> str | None:
-        if address is None:
-            return NO_ADDRESS
-        if address and blocked.get(address_hash(ADDRESS_FIELD[kind], address)):
-            return DO_NOT_CONTACT
-        record = consents.get(f"{kind}:{purpose}")
-        if record is not None:
-            return None if record.granted else UNSUBSCRIBED
-        return None if self.allowed_by_default(kind, purpose) else NO_CONSENT
+def decode_consents(raw: Mapping[Any, Any]) -> dict[str, ConsentRecord]:
+    """The consent hash as read from Redis (either decode setting)."""
+    out = {}
+    for name, value in raw.items():
+        granted, ts, source = orjson.loads(value)
+        out[name.decode() if isinstance(name, bytes) else name] = ConsentRecord(
+            bool(granted), int(ts), str(source))
+    return out
 
 
 def unsubscribe_signature(secret: bytes, user_id: str, channel_type: str) -> str:

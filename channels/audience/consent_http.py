@@ -93,8 +93,13 @@ class ConsentRoutes:
                  wechat_token: str | None = None, clock: Callable[[], int] = wall_ms,
                  preferences: PreferencesModel | None = None,
                  channel_types: Sequence[str] = ("email",),
-                 defaults: Mapping[str, str] | None = None) -> None:
+                 defaults: Mapping[str, str] | None = None,
+                 address_fields: Mapping[str, str] | None = None) -> None:
+        """``defaults``: each channel type's consent default; ``address_fields``:
+        the directory field each sends to (both from the channel kinds:
+        ``channels.transports.registry.consent_defaults`` and ``address_fields``)."""
         self.directory = directory
+        self.address_fields = dict(address_fields or {})
         self.preferences = preferences or PreferencesModel()
         self.channel_types = tuple(dict.fromkeys(channel_types))  # the page's rows, in order
         self.defaults = dict(defaults or {})
@@ -165,7 +170,9 @@ class ConsentRoutes:
         lang = pick_language(model, request.query.get("lang"),
                              contact.locale if contact else None,
                              request.headers.get("Accept-Language", ""))
-        address = mask_address(channel, contact.address(channel) if contact else None)
+        field_name = self.address_fields.get(channel)
+        address = mask_address(channel, contact.address_of(field_name)
+                               if contact is not None and field_name is not None else None)
         rows = consent_states(tuple(dict.fromkeys((channel, *self.channel_types))), held,
                               self.defaults)
         page = render_page(model, lang, channel, address, rows, request.path_qs, done)

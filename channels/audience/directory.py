@@ -8,9 +8,10 @@ of phone numbers, openids and emails, so an inbound "TD" reply or a WeChat
 unsubscribe event finds its user), a dict in unit tests
 (:class:`MemoryDirectory`).
 
-Channels take their address from here: ``email`` from ``email``, ``sms``
-from ``phone``, ``wechat`` from ``openid``, ``push`` from the device tokens
-(:data:`ADDRESS_FIELD`).
+Channels take their address from here: each channel type names the field
+it sends to (``ChannelKind.address_field``: ``email``, ``phone``,
+``openid``, ``push`` for the newest device token, or a free attribute's
+name; :meth:`Contact.address_of`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from channels.errors import ChannelError
 from channels.redis_client import get_many, user_tag
 from triggers.zones import ZONE_RULE, is_zone_name
 
-# Which contact point a channel type sends to; types not listed need none.
-ADDRESS_FIELD = {"email": "email", "sms": "phone", "wechat": "openid", "push": "push"}
+# The contact points of the reverse index (and of do-not-contact at erasure).
+INDEXED_FIELDS = ("email", "phone", "openid", "push")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{4,30}$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 _ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -60,15 +61,15 @@ class Contact:
     timezone: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
 
-    def address(self, channel_type: str) -> str | None:
-        """The address ``channel_type`` sends to (newest push token), or None."""
-        kind = ADDRESS_FIELD.get(channel_type)
-        if kind is None:
-            return None
-        if kind == "push":
+    def address_of(self, field_name: str) -> str | None:
+        """The contact point ``field_name``: ``email``, ``phone``, ``openid``,
+        ``push`` (the newest token), else the free attribute of that name."""
+        if field_name == "push":
             return self.push[-1].token if self.push else None
-        value: str | None = getattr(self, kind)
-        return value
+        if field_name in ("email", "phone", "openid"):
+            value: str | None = getattr(self, field_name)
+            return value
+        return self.attributes.get(field_name)
 
     def addresses(self) -> list[tuple[str, str]]:
         """Every (kind, value) contact point, for the reverse index and do-not-contact."""
@@ -203,9 +204,30 @@ def encode(contact: Contact) -> bytes:
     return orjson.dumps(contact.to_dict())
 
 
+_STORED = frozenset({"user_id", *CONTACT_FIELDS})
+
+
 def decode(raw: str | bytes) -> Contact:
+    """A stored record. Checked when written (:func:`contact_from`), so one
+    of :func:`encode`'s shape is taken as it is (every delivery reads one;
+    parsing the address again cost a third of a decision); any other shape
+    goes through the checks, which name what is wrong."""
     data = orjson.loads(raw)
-    return contact_from(data.pop("user_id"), data)
+    if isinstance(data, dict) and data.keys() == _STORED:
+        texts = [data[k] for k in ("user_id", "email", "phone", "openid", "locale", "timezone")]
+        push, attrs = data["push"], data["attributes"]
+        if (all(t is None or isinstance(t, str) for t in texts) and isinstance(texts[0], str)
+                and isinstance(push, list) and isinstance(attrs, dict)
+                and all(isinstance(t, dict) and isinstance(t.get("platform"), str)
+                        and isinstance(t.get("token"), str) for t in push)
+                and all(isinstance(v, str) for v in attrs.values())):
+            user_id, email, phone, openid, locale, tz = texts
+            return Contact(user_id, email, phone, openid,
+                           tuple(PushToken(t["platform"], t["token"]) for t in push),
+                           locale, tz, attrs)
+    if not isinstance(data, dict):
+        raise ContactError("a stored record must be a JSON object")
+    return contact_from(data.pop("user_id", None), data)
 
 
 class Directory(Protocol):
@@ -243,21 +265,32 @@ class MemoryDirectory:
         return None
 
 
+def addr_key(prefix: str, kind: str, hashed: str) -> str:
+    """The reverse index entry of one hashed contact point (its user's id)."""
+    return f"{prefix}addr:{kind}:{hashed}"
+
+
+def dnc_hits_key(prefix: str, user_id: str) -> str:
+    """Which of the user's hashed contact points are do-not-contact, and for
+    which addresses that was found (channels.audience.recipient.RedisReader)."""
+    return f"{prefix}dnch:{user_tag(user_id)}"
+
+
 class RedisDirectory:
     """``redis.asyncio.Redis`` (either decode setting)."""
 
     def __init__(self, redis: Any, prefix: str = "st:") -> None:
-        self._redis = redis
-        self._prefix = prefix
+        self.redis = redis
+        self.prefix = prefix
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}user:{user_tag(user_id)}"
+        return f"{self.prefix}user:{user_tag(user_id)}"
 
     def addr_key(self, kind: str, value: str) -> str:
-        return f"{self._prefix}addr:{kind}:{address_hash(kind, value)}"
+        return addr_key(self.prefix, kind, address_hash(kind, value))
 
     async def get(self, user_id: str) -> Contact | None:
-        raw = await self._redis.get(self.key(user_id))
+        raw = await self.redis.get(self.key(user_id))
         return decode(raw) if raw is not None else None
 
     async def put(self, contact: Contact) -> None:
@@ -267,7 +300,7 @@ class RedisDirectory:
         """Many records in one round trip (an import's batch)."""
         if not user_ids:
             return []
-        raws = await get_many(self._redis, [self.key(u) for u in user_ids])
+        raws = await get_many(self.redis, [self.key(u) for u in user_ids])
         return [decode(raw) if raw is not None else None for raw in raws]
 
     async def put_many(self, contacts: Sequence[Contact], olds: Sequence[Contact | None]) -> None:
@@ -275,7 +308,7 @@ class RedisDirectory:
         trip. Not a transaction: the address index is in other cluster
         slots than the user's record (each write is whole; a re-import
         repairs a batch cut short)."""
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for contact, old in zip(contacts, olds, strict=True):
             for kind, value in (old.addresses() if old is not None else []):
                 if (kind, value) not in contact.addresses():
@@ -290,11 +323,11 @@ class RedisDirectory:
         if old is None:
             return False
         keys = [self.key(user_id)] + [self.addr_key(k, v) for k, v in old.addresses()]
-        await self._redis.delete(*keys)
+        await self.redis.delete(*keys)
         return True
 
     async def find(self, kind: str, value: str) -> str | None:
-        raw = await self._redis.get(self.addr_key(kind, value))
+        raw = await self.redis.get(self.addr_key(kind, value))
         if raw is None:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -6,7 +6,7 @@ segment always picks the same variant. Variants whose ``when`` holds are
 grouped by specificity (how many conditions they state); the most specific
 group is tried first, one variant in it picked by a weighted hash of
 ``user_id|scene|segment``, then the rest of the group in config order, then
-less specific groups. The user's locale (the directory's, else the
+less specific groups. The recipient's locale (the directory's, else the
 ``locale`` of their events, else ``content.default_locale``) comes first:
 the variants whose ``when.locale`` names it are tried in that order, then
 the variants of the default language (naming no locale, or naming it),
@@ -27,6 +27,7 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from channels.audience.recipient import Recipient
 from channels.content.catalog import Catalog, Product
 from channels.content.segments import (
     CATEGORY_BROWSER,
@@ -180,17 +181,20 @@ class ContentSelector:
         return ([_compile_variant(v) for v in model.variants],
                 _Fallbacks(_compile_fallback(model.fallback), by_locale))
 
-    def segment(self, state: UserState | None, now_ms: int) -> Segmentation:
+    def segment(self, state: UserState | None, now_ms: int,
+                recipient: Recipient | None = None) -> Segmentation:
+        """Style, segment and habit tags; the habits in the recipient's zone."""
         c = self._content
         return classify(state.profile if state is not None else None, c.styles, c.segments,
-                        c.habits, now_ms, self._default_tz)
+                        c.habits, now_ms, self._default_tz,
+                        recipient.zone if recipient is not None else None)
 
     async def select(self, trigger: Trigger, state: UserState | None,
-                     now_ms: int, locale: str | None = None) -> ContentChoice:
-        """``locale``: the directory's; else the language of the user's events."""
-        seg = self.segment(state, now_ms)
+                     now_ms: int, recipient: Recipient | None = None) -> ContentChoice:
+        """``recipient``: its locale and zone (default: the user's events')."""
+        seg = self.segment(state, now_ms, recipient)
         variants, fallbacks = self._scenes.get(trigger.scene, self._generic)
-        language = self._locale(locale, state)
+        language = self._locale(recipient, state)
         for variant in self.candidates(variants, trigger, seg, language):
             products: list[Product] = []
             if variant.needs_products:
@@ -205,28 +209,28 @@ class ContentSelector:
         return ref in self._refs
 
     def choose_ref(self, ref: str, user_id: str, state: UserState | None,
-                   now_ms: int, locale: str | None = None) -> ContentChoice:
+                   now_ms: int, recipient: Recipient | None = None) -> ContentChoice:
         """Content for a journey send step, chosen like a scene's (style,
         segment, tags; same hash). Synchronous: journey content names no
         products, so no catalog lookup. An unknown ref gets the generic message."""
-        seg = self.segment(state, now_ms)
+        seg = self.segment(state, now_ms, recipient)
         variants, fallbacks = self._refs.get(ref, self._generic)
         trigger = Trigger(ref, user_id, None, now_ms)
-        language = self._locale(locale, state)
+        language = self._locale(recipient, state)
         picked = next(iter(self.candidates(variants, trigger, seg, language)),
                       fallbacks.pick(language))
         return self._choice(trigger, state, seg, picked, [])
 
     async def every_variant(self, trigger: Trigger, state: UserState | None, seg: Segmentation,
                             journey: bool = False,
-                            locale: str | None = None) -> list[VariantPreview]:
+                            recipient: Recipient | None = None) -> list[VariantPreview]:
         """Every variant of a scene's (or, with ``journey``, a content ref's)
         content and its fallback, each prepared for this user as if chosen,
         in the order :meth:`candidates` would try them, then those whose
         ``when`` does not hold. Marks the one :meth:`select` would send."""
         table = self._refs if journey else self._scenes
         variants, fallbacks = table.get(trigger.scene, self._generic)
-        language = self._locale(locale, state)
+        language = self._locale(recipient, state)
         fallback = fallbacks.pick(language)
         tried = self.candidates(variants, trigger, seg, language)
         others = [v for v in variants if v not in tried]
@@ -245,8 +249,11 @@ class ContentSelector:
                                       variant.needs_products and not products))
         return out
 
-    def _locale(self, locale: str | None, state: UserState | None) -> str:
-        found = locale or (state.profile.locale if state is not None else None)
+    def _locale(self, recipient: Recipient | None, state: UserState | None) -> str:
+        if recipient is not None:
+            found = recipient.locale
+        else:
+            found = state.profile.locale if state is not None else None
         return found or self._content.default_locale
 
     def candidates(self, variants: Sequence[_Compiled], trigger: Trigger,

@@ -3,9 +3,10 @@ channel), defer (quiet hours) or suppress (with a reason).
 
 Order of checks, each with its reason code:
 
-0. with an audience (:class:`channels.audience.consent.Audience`: directory, consent,
-   do-not-contact), the user's directory time zone replaces the request's
-   for quiet hours and caps;
+0. the recipient (:class:`channels.audience.recipient.Recipient`, resolved
+   once by the pipeline: directory, consent, do-not-contact) gives the time
+   zone of quiet hours and caps (the directory's, else the events', else
+   ``default_timezone``); the policy reads only its own store;
 1. ``stale``: the trigger is older than ``max_age`` (also when a quiet-hours
    deferral would release it past that age); ``bad_time``: ``now_ms`` (event
    time in a replay) has no calendar date in the user's zone (beyond the
@@ -48,8 +49,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from channels.audience.consent import REACH_REASONS, Audience, Reach
-from channels.audience.directory import Contact
+from channels.audience.consent import REACH_REASONS
+from channels.audience.recipient import Reach, Recipient, open_recipient
 from channels.orders import HandoffAction, SendAction
 from channels.per_registry import PerRegistry
 from channels.policy.store import PolicyStore
@@ -131,7 +132,6 @@ class Decision:
     # The numbers the deciding rule looked at, e.g. "3 of 3 sent today" (the
     # decision log and `explain` show them; nothing re-derives them).
     figures: str = ""
-    contact: Contact | None = None  # the directory record (addresses, locale, attributes)
     leased: bool = False  # a send under a lease: DeliveryPolicy.done() ends it once carried out
 
 
@@ -147,10 +147,9 @@ class Released:
 
 class DeliveryPolicy:
     def __init__(self, model: DeliveryModel, store: PolicyStore,
-                 metrics: Any | None = None, audience: Audience | None = None) -> None:
+                 metrics: Any | None = None) -> None:
         self.model = model
         self.store = store
-        self.audience = audience
         self.metrics = metrics  # channels.pipeline.DeliveryMetrics or None
         self.suppressed: Counter[str] = Counter()
         self.deferred = 0
@@ -167,15 +166,18 @@ class DeliveryPolicy:
         """The user's zone; the default for anything that is not a known zone."""
         return zone_or_none(tz) or ZoneInfo(self.model.default_timezone)
 
-    async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False) -> Decision:
+    async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False,
+                     recipient: Recipient | None = None) -> Decision:
+        """``recipient``: who it goes to (default: an open audience's, in the
+        request's zone: every channel reachable)."""
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
             return await self._suppress_unclaimed(
                 req, released, STALE, _age_figures(now_ms - req.trigger_ts, model.max_age))
-        reach = None
-        if self.audience is not None:
-            reach = await self.audience.reach(req.user_id, req.scene, req.channels)
-        zone = self.zone((reach and reach.timezone) or req.tz)
+        if recipient is None:
+            recipient = replace(open_recipient(req.user_id), zone=req.tz)
+        reach = recipient.reach(req.channels)
+        zone = self.zone(recipient.zone)
         calendar = self.calendar
         local = local_time(calendar.to_calendar(now_ms), zone)
         try:
@@ -246,13 +248,12 @@ class DeliveryPolicy:
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str], zone: ZoneInfo,
-                              reach: Reach | None, local: datetime) -> Decision:
+                              reach: Reach, local: datetime) -> Decision:
         model = self.model
         channels = req.channels
-        if reach is not None:
-            if channels and not reach.allowed:
-                return self._suppress(reach.reason or NO_CHANNEL, reach.figures)
-            channels = reach.allowed
+        if channels and not reach.allowed:
+            return self._suppress(reach.reason or NO_CHANNEL, reach.figures)
+        channels = reach.allowed
         if due is not None:
             wake = datetime.fromtimestamp(due / 1000, UTC).astimezone(zone)
             until = f"until {wake:%H:%M} {zone.key}"
@@ -276,7 +277,6 @@ class DeliveryPolicy:
         overall = self._counters(req.user_id, "all", model.caps.per_day, model.caps.per_week,
                                  day, week)
         over: list[str] = []
-        contact = reach.contact if reach is not None else None
         for channel in channels:
             caps = model.channel_caps.get(channel)
             own = self._counters(req.user_id, f"ch:{channel}", caps.per_day if caps else None,
@@ -286,7 +286,7 @@ class DeliveryPolicy:
             if full < 0:
                 passed = f"{', '.join(over)}; sent by {channel}" if over else (
                     f"local {local:%H:%M} {zone.key}, under {_caps_text(model)}")
-                return Decision("send", channel=channel, figures=passed, contact=contact)
+                return Decision("send", channel=channel, figures=passed)
             if full < len(overall):
                 (_key, limit, _ttl), reason = overall[full]
                 return self._suppress(reason, _cap_figures(reason, limit, zone))

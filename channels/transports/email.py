@@ -20,10 +20,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import formatdate, make_msgid
+from typing import Any
 
-from channels.base import DeliveryResult, Message
+from channels.base import BuildContext, ChannelKind, DeliveryResult, Message
 from channels.errors import ChannelError
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
+from config.channel_models import EmailModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +201,24 @@ class EmailChannel:
 
     async def close(self) -> None:
         return None
+
+
+def build(name: str, model: EmailModel, context: BuildContext) -> EmailChannel:
+    """A ``type: email`` channel (SMTP credentials from the environment)."""
+    settings = SmtpSettings(
+        host=model.host, port=model.port, security=model.security,
+        username=context.secret("username_env", model.username_env),
+        password=context.secret("password_env", model.password_env),
+        timeout_ms=model.timeout, ca_file=model.ca_file,
+    )
+    return EmailChannel(name, settings, model.sender, model.to_field,
+                        RetryPolicy.of(model.retry), model.max_connections,
+                        postal_address=model.postal_address)
+
+
+def _email(contact: Any) -> dict[str, Any]:
+    return {"email": contact.email} if contact.email is not None else {}
+
+
+KIND = ChannelKind("email", EmailModel, build, address_field="email",
+                   default_consent="opt_out", template_fields=_email)

@@ -24,11 +24,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from channels.base import DeliveryResult, Message
-from channels.redis_client import is_cluster
+from channels.base import BuildContext, ChannelKind, DeliveryResult, Message
+from channels.redis_client import DEFAULT_REDIS_URL, is_cluster, redis_client
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.transports.send_batcher import Batcher
 from channels.transports.wire import message_to_dict
+from config.channel_models import InboxModel
 
 _ADD = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then
@@ -269,3 +270,20 @@ def inbox_routes(store: InboxStore, authorize: Authorize,
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def build(name: str, model: InboxModel, context: BuildContext) -> InboxChannel:
+    """A ``type: inbox`` channel: the shared client, else its own from the
+    variable ``redis_url_env`` names (the local default when unset)."""
+    client = context.redis
+    if client is None:
+        client = redis_client(context.env.get(model.redis_url_env, DEFAULT_REDIS_URL))
+    store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
+                       model.dedupe_ttl)
+    return InboxChannel(name, store, RetryPolicy.of(model.retry),
+                        owns_redis=context.redis is None, batch_max=model.batch_max,
+                        batch_linger_ms=model.batch_linger)
+
+
+# The in-app inbox is keyed by the user's id: no address.
+KIND = ChannelKind("inbox", InboxModel, build)

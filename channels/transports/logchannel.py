@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from channels.base import DeliveryResult, Message
+from channels.base import BuildContext, ChannelKind, DeliveryResult, Message
 from channels.transports.wire import message_to_json
+from config.channel_models import LogModel
 
 log = logging.getLogger("scenetrigger.channels.log")
 
@@ -60,3 +61,11 @@ class LogChannel:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def build(name: str, model: LogModel, context: BuildContext) -> LogChannel:
+    """A ``type: log`` channel: records, and appends to ``path`` when set."""
+    return LogChannel(name, model.path, model.max_records)
+
+
+KIND = ChannelKind("log", LogModel, build)

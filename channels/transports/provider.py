@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import orjson
 
-from channels.base import DeliveryResult, Message
+from channels.base import BuildContext, ChannelKind, DeliveryResult, Message, MissingSecret
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.transports.webhook import classify_status, exception_attempt, pooled_session
 from config.channel_models import ProviderModel, SuccessJsonModel
@@ -275,3 +275,47 @@ class ProviderChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def build(name: str, model: ProviderModel, context: BuildContext) -> ProviderChannel:
+    """A ``type: sms | wechat | push`` channel: the preset of its type with
+    the config's fields over it (headers and query secrets from the environment)."""
+    for field_name, names in (("headers_env", model.headers_env),
+                              ("query_env", model.query_env)):
+        for var in names.values():
+            context.secret(field_name, var)
+    try:
+        shape = build_shape(model, context.env)
+    except KeyError as exc:
+        var = str(exc.args[0])
+        where = "headers_env" if var in model.headers_env.values() else "query_env"
+        raise MissingSecret(where, var) from None
+    return ProviderChannel(name, shape, model.timeout, RetryPolicy.of(model.retry),
+                           model.max_connections)
+
+
+def _phone(contact: Any) -> dict[str, Any]:
+    return {"phone": contact.phone} if contact.phone is not None else {}
+
+
+def _openid(contact: Any) -> dict[str, Any]:
+    return {"openid": contact.openid} if contact.openid is not None else {}
+
+
+def _push(contact: Any) -> dict[str, Any]:
+    """The newest token and its platform, and every token (the fan-out above)."""
+    if not contact.push:
+        return {}
+    return {"device_token": contact.push[-1].token, "platform": contact.push[-1].platform,
+            "device_tokens": [{"platform": t.platform, "token": t.token} for t in contact.push]}
+
+
+# SMS marketing needs an opt-in with most carriers; the others start allowed.
+KINDS = (
+    ChannelKind("sms", ProviderModel, build, address_field="phone", default_consent="opt_in",
+                template_fields=_phone),
+    ChannelKind("wechat", ProviderModel, build, address_field="openid",
+                default_consent="opt_out", template_fields=_openid),
+    ChannelKind("push", ProviderModel, build, address_field="push", default_consent="opt_out",
+                template_fields=_push),
+)

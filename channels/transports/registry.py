@@ -21,7 +21,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from channels.base import INFRASTRUCTURE_ERRORS, Channel, DeliveryResult, Message
+from channels.base import (
+    INFRASTRUCTURE_ERRORS,
+    BuildContext,
+    Channel,
+    ChannelConfig,
+    ChannelKind,
+    DeliveryResult,
+    Message,
+    MissingSecret,
+)
 from channels.errors import ChannelError
 from channels.per_registry import PerRegistry
 
@@ -31,21 +40,9 @@ from channels.redis_client import REDIS_SCHEMES as REDIS_SCHEMES
 from channels.redis_client import REDIS_URL_ENV as REDIS_URL_ENV
 from channels.redis_client import redis_client as redis_client
 from channels.redis_client import redis_url_or_env as redis_url_or_env
+from channels.transports import email, inbox, logchannel, provider, webhook
 from channels.transports.deadletter import DeadLetterStore
-from channels.transports.email import EmailChannel, SmtpSettings
-from channels.transports.inbox import InboxChannel, InboxStore
-from channels.transports.logchannel import LogChannel
-from channels.transports.provider import ProviderChannel, build_shape
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
-from channels.transports.webhook import WebhookChannel
-from config.channel_models import (
-    ChannelModel,
-    EmailModel,
-    InboxModel,
-    LogModel,
-    ProviderModel,
-    WebhookModel,
-)
 from triggers.errors import ConfigError
 
 log = logging.getLogger("scenetrigger.channels")
@@ -83,18 +80,18 @@ class ChannelRegistry:
                 log.exception("closing channel failed", extra={"channel": channel.name})
 
 
-def build_registry(models: Mapping[str, ChannelModel], *, env: Mapping[str, str] | None = None,
+def build_registry(models: Mapping[str, ChannelConfig], *, env: Mapping[str, str] | None = None,
                    redis: aioredis.Redis | None = None) -> ChannelRegistry:
     """Live channels for the ``channels`` section. ``redis`` (if given) is
     shared by inbox channels and not closed by them. Raises
     :class:`ConfigError` naming the channel and field of every missing secret."""
-    environ = os.environ if env is None else env
+    context = BuildContext(os.environ if env is None else env, redis)
     registry = ChannelRegistry()
     problems: list[str] = []
     for name, model in models.items():
         try:
-            registry.add(build_channel(name, model, environ, redis))
-        except _MissingEnv as exc:
+            registry.add(build_channel(name, model, context))
+        except MissingSecret as exc:
             problems.append(f"channel {name!r}, field {exc.field!r}: environment variable "
                             f"{exc.var!r} is {exc.why}")
     if problems:
@@ -102,71 +99,47 @@ def build_registry(models: Mapping[str, ChannelModel], *, env: Mapping[str, str]
     return registry
 
 
-class _MissingEnv(ChannelError):
-    def __init__(self, field_name: str, var: str, why: str = "not set") -> None:
-        super().__init__(var)
-        self.field = field_name
-        self.var = var
-        self.why = why
+# Every channel type, by the config's ``type``: one module each (its channel,
+# its ``build`` and its :class:`ChannelKind`) and its config model in
+# config/channel_models.py (docs/contributing.md, "Adding a channel type").
+KINDS: dict[str, ChannelKind] = {
+    kind.name: kind for kind in (webhook.KIND, inbox.KIND, email.KIND, *provider.KINDS,
+                                 logchannel.KIND)
+}
 
 
-def _env(env: Mapping[str, str], field_name: str, var: str | None) -> str | None:
-    if var is None:
-        return None
-    if var not in env:
-        raise _MissingEnv(field_name, var)
-    if not env[var]:  # an empty signing key or password is a mistake, not a choice
-        raise _MissingEnv(field_name, var, "empty")
-    if "\r" in env[var] or "\n" in env[var]:
-        raise _MissingEnv(field_name, var, "not one line")
-    return env[var]
+def kind_of(channel_type: str) -> ChannelKind:
+    try:
+        return KINDS[channel_type]
+    except KeyError:
+        raise ConfigError([f"unknown channel type {channel_type!r} "
+                           f"(known: {', '.join(KINDS)})"]) from None
 
 
-def build_channel(name: str, model: ChannelModel, env: Mapping[str, str],
-                  redis: aioredis.Redis | None = None) -> Channel:
-    if isinstance(model, WebhookModel):
-        secret = _env(env, "secret_env", model.secret_env) or ""
-        return WebhookChannel(
-            name=name, url=model.url, secret=secret.encode(), timeout_ms=model.timeout,
-            policy=RetryPolicy.of(model.retry), headers=dict(model.headers),
-            signature_header=model.signature_header, timestamp_header=model.timestamp_header,
-            max_connections=model.max_connections, batch_max=model.batch_max,
-            batch_linger_ms=model.batch_linger,
-        )
-    if isinstance(model, InboxModel):
-        client = redis
-        if client is None:
-            url = env.get(model.redis_url_env, DEFAULT_REDIS_URL)
-            client = redis_client(url)
-        store = InboxStore(client, model.key_prefix, model.max_messages, model.retention,
-                           model.dedupe_ttl)
-        return InboxChannel(name, store, RetryPolicy.of(model.retry), owns_redis=redis is None,
-                            batch_max=model.batch_max, batch_linger_ms=model.batch_linger)
-    if isinstance(model, EmailModel):
-        settings = SmtpSettings(
-            host=model.host, port=model.port, security=model.security,
-            username=_env(env, "username_env", model.username_env),
-            password=_env(env, "password_env", model.password_env),
-            timeout_ms=model.timeout, ca_file=model.ca_file,
-        )
-        return EmailChannel(name, settings, model.sender, model.to_field, RetryPolicy.of(model.retry),
-                            model.max_connections, postal_address=model.postal_address)
-    if isinstance(model, ProviderModel):
-        for field_name, names in (("headers_env", model.headers_env),
-                                  ("query_env", model.query_env)):
-            for var in names.values():
-                _env(env, field_name, var)
-        try:
-            shape = build_shape(model, env)
-        except KeyError as exc:
-            var = str(exc.args[0])
-            where = "headers_env" if var in model.headers_env.values() else "query_env"
-            raise _MissingEnv(where, var) from None
-        return ProviderChannel(name, shape, model.timeout, RetryPolicy.of(model.retry),
-                               model.max_connections)
-    if isinstance(model, LogModel):
-        return LogChannel(name, model.path, model.max_records)
-    raise ConfigError([f"channel {name!r}: unsupported type {model!r}"])  # pragma: no cover
+def build_channel(name: str, model: ChannelConfig, context: BuildContext) -> Channel:
+    """The live channel of one config entry, built by its kind."""
+    return kind_of(model.type).build(name, model, context)
+
+
+def consent_defaults(overrides: Mapping[str, str] = {}) -> dict[str, str]:
+    """Each channel type's marketing consent default (its kind's), with the
+    config's ``delivery.audience.consent`` over it."""
+    return {**{k.name: k.default_consent for k in KINDS.values()}, **overrides}
+
+
+def address_fields() -> dict[str, str]:
+    """The directory field each channel type sends to (types that need none left out)."""
+    return {k.name: k.address_field for k in KINDS.values() if k.address_field is not None}
+
+
+def contact_data(contact: Any) -> dict[str, Any]:
+    """What the channel types read of a directory record, as ``message.data``
+    fields (each kind's ``template_fields``: ``email``, ``phone``, ``openid``,
+    ``device_token`` / ``platform`` / ``device_tokens``, ...)."""
+    out: dict[str, Any] = {}
+    for kind in KINDS.values():
+        out.update(kind.template_fields(contact))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

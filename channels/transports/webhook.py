@@ -24,10 +24,11 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from channels.base import DeliveryResult, Message
+from channels.base import BuildContext, ChannelKind, DeliveryResult, Message
 from channels.transports.retry import Attempt, RetryPolicy, Sleep, run_attempts
 from channels.transports.send_batcher import Batcher
 from channels.transports.wire import message_to_json
+from config.channel_models import WebhookModel
 from config.clock import wall_ms
 
 SIGNATURE_HEADER = "X-Scenetrigger-Signature"
@@ -184,3 +185,19 @@ class WebhookChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def build(name: str, model: WebhookModel, context: BuildContext) -> WebhookChannel:
+    """A ``type: webhook`` channel (its signing secret from the environment)."""
+    secret = context.secret("secret_env", model.secret_env) or ""
+    return WebhookChannel(
+        name=name, url=model.url, secret=secret.encode(), timeout_ms=model.timeout,
+        policy=RetryPolicy.of(model.retry), headers=dict(model.headers),
+        signature_header=model.signature_header, timestamp_header=model.timestamp_header,
+        max_connections=model.max_connections, batch_max=model.batch_max,
+        batch_linger_ms=model.batch_linger,
+    )
+
+
+# A webhook (a CRM, a message bus) needs no address of the user.
+KIND = ChannelKind("webhook", WebhookModel, build)

@@ -3,7 +3,8 @@
 Where a user's data lives (each key builder in the code base, by module):
 
 =========================  ===================================================
-``channels.audience.directory``     ``{p}user:{{id}}`` and its reverse index ``{p}addr:*``
+``channels.audience.directory``     ``{p}user:{{id}}`` and its reverse index ``{p}addr:*``,
+                           the do-not-contact hits of its addresses ``{p}dnch:{{id}}``
 ``channels.audience.consent``       ``{p}consent:{{id}}``
 ``channels.policy.decide``        ``{p}eng:{{id}}``, ``{p}cap:{{id}}:*``, dedupe claims
                            ``{p}dd:{dNN}:*|{id}|*`` (trigger and journey ids embed
@@ -53,7 +54,7 @@ import orjson
 from channels.ads.build import redis_forgetter
 from channels.ads.sync import Forget as ForgetInAds
 from channels.audience.consent import RedisConsentStore
-from channels.audience.directory import Contact, RedisDirectory, address_hash
+from channels.audience.directory import Contact, RedisDirectory, address_hash, dnc_hits_key
 from channels.errors import ChannelError
 from channels.feedback.events import KINDS, message_key, once_key
 from channels.policy.decide import (
@@ -148,6 +149,7 @@ class Eraser:
         contact = await self._contact(user_id)
         matches = RawMatcher(user_id, contact.addresses() if contact is not None else ())
         direct = {"directory": [self.directory.key(user_id)],
+                  "do_not_contact_hits": [dnc_hits_key(p, user_id)],
                   "consent": [self.consent.key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
                   "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}

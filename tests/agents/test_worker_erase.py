@@ -183,8 +183,8 @@ def test_export_then_erase_everywhere(kafka_bootstrap: str, redis_url: str,
                  60, [first])
         asyncio.run(fill_redis(redis_url, cfg, run, user))
         held = asyncio.run(keys_of(redis_url, run, user))
-        kinds = {"directory", "address_index", "consent", "engagement", "tags", "score",
-                 "caps", "dedupe", "message_index", "feedback_markers",
+        kinds = {"directory", "do_not_contact_hits", "address_index", "consent", "engagement",
+                 "tags", "score", "caps", "dedupe", "message_index", "feedback_markers",
                  f"inbox er{run}:inbox"}
         exported = cli("export-user", user, *common, "--json", "--broker", kafka_bootstrap,
                        "--app-id", prefix)

@@ -11,12 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.assembly import DryRunSender, build_pipeline
-from channels.audience.consent import (
-    Audience,
-    ConsentRecord,
-    MemoryConsentStore,
-)
+from channels.assembly import DryRunSender, audience_rules, build_pipeline
+from channels.audience.consent import ConsentRecord, MemoryConsentStore
 from channels.audience.directory import (
     Contact,
     ContactError,
@@ -27,6 +23,7 @@ from channels.audience.directory import (
     decode,
     encode,
 )
+from channels.audience.recipient import Audience
 from channels.pipeline import DeliveryPipeline
 from channels.transports.email import build_email
 from config.loader import load_config_text
@@ -71,7 +68,7 @@ def pipeline(directory: MemoryDirectory, consent: MemoryConsentStore,
              cfg: AppConfig | None = None) -> DeliveryPipeline:
     cfg = cfg or config()
     kinds = {name: m.type for name, m in cfg.channels.items()}
-    audience = Audience(directory, consent, kinds, cfg.delivery.audience.consent,
+    audience = Audience(directory, consent, audience_rules(kinds, cfg.delivery.audience.consent),
                         cfg.delivery.audience.transactional_scenes)
     return build_pipeline(cfg, "live", DryRunSender(), channels=list(cfg.channels),
                           env={"SCENETRIGGER_TRACKING_SECRET": "s3cret"}, audience=audience)
@@ -87,7 +84,7 @@ def test_records_are_checked_field_by_field() -> None:
                                "push": [{"platform": "ios", "token": "t1"},
                                         {"platform": "android", "token": "t2"}],
                                "attributes": {"first_name": "安", "tier": 2}})
-    assert ann.locale == "zh-CN" and ann.address("push") == "t2"
+    assert ann.locale == "zh-CN" and ann.address_of("push") == "t2"
     assert ann.attributes == {"first_name": "安", "tier": "2"}
     assert decode(encode(ann)) == ann
     cases: list[tuple[dict[str, object], str]] = [
@@ -159,9 +156,10 @@ async def test_consent_decides_per_channel_and_purpose() -> None:
     # A transactional message needs no marketing consent and has no unsubscribe link.
     assert receipt.status == "delivered" and receipt.message is not None
     assert "unsubscribe_url" not in receipt.message.data
-    audience = pipe.policy.audience
-    assert audience is not None
-    reach = await audience.reach("dan", "promo_arrival", ("sms",))
+    audience = pipe.audience
+    assert isinstance(audience, Audience)
+    dan = await audience.resolve("dan", "marketing", None)
+    reach = dan.reach(("sms",))
     assert reach.allowed == () and reach.reason == "no_consent"
 
 

@@ -12,6 +12,7 @@ from channels.audience.consent import MemoryConsentStore, unsubscribe_signature
 from channels.audience.consent_http import ConsentRoutes, is_opt_out
 from channels.audience.directory import MemoryDirectory, address_hash, contact_from
 from channels.feedback.events import ListSink
+from channels.transports.registry import address_fields
 
 TOKEN = "wechat-token"
 CALLBACK = "cb-token"
@@ -30,7 +31,7 @@ async def app_with_user() -> tuple[web.Application, ConsentRoutes, ListSink]:
     directory, consent, sink = MemoryDirectory(), MemoryConsentStore(), ListSink()
     await directory.put(contact_from("ann", {"openid": "o-openid-1", "phone": "+8613800000000"}))
     routes = ConsentRoutes(directory, consent, b"secret", sink, CALLBACK, TOKEN,
-                           clock=lambda: 1_717_000_000_000)
+                           clock=lambda: 1_717_000_000_000, address_fields=address_fields())
     app = web.Application()
     routes.add_routes(app)
     return app, routes, sink

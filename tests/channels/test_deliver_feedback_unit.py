@@ -72,6 +72,8 @@ class FakeProducer:
 class Sender:
     """Channel sender: user ``bad*`` is refused by the channel."""
 
+    dead_letter = None
+
     def __init__(self) -> None:
         self.messages: list[Message] = []
 

@@ -7,6 +7,7 @@ duplicate meanwhile, so the message goes out once."""
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -50,7 +51,7 @@ async def test_a_claim_left_by_a_dead_process_is_delivered_after_its_lease() -> 
 
 async def test_a_lease_that_never_finishes_is_dead_lettered_after_its_attempts() -> None:
     h = Harness()
-    h.pipeline.sender.dead_letter = buried = Buried()  # type: ignore[attr-defined]
+    cast(Any, h.pipeline.sender).dead_letter = buried = Buried()  # a live sender's store
     trigger_id = await _crash_after_claim(h, "s1")
     lease, tries = h.config.delivery.lease, h.config.delivery.lease_attempts
     store = h.pipeline.policy.store
@@ -122,7 +123,7 @@ async def test_a_released_request_suppressed_as_stale_is_not_handed_out_again() 
     once and is then finished: it used to stay pending, came back after every
     lease, was counted stale again each time and ended as ``lease_exhausted``."""
     h = Harness()
-    h.pipeline.sender.dead_letter = buried = Buried()  # type: ignore[attr-defined]
+    cast(Any, h.pipeline.sender).dead_letter = buried = Buried()  # a live sender's store
     await _crash_after_claim(h, "s1")
     lease, max_age = h.config.delivery.lease, h.config.delivery.max_age
     late = T0 + max_age + 1

@@ -39,7 +39,9 @@ def test_a_journey_send_stored_in_the_old_form_still_reads() -> None:
 
 def test_the_decision_log_labels_orders_as_before() -> None:
     def outcome(order: SendAction | HandoffAction | None, scene: str = "") -> Outcome:
-        return Outcome("t", "u1", scene, "delivered", None, "push", "v", "s", "g", order=order)
+        return Outcome(trigger_id="t", user_id="u1", scene=scene, status="delivered",
+                       reason=None, channel="push", variant="v", style="s", segment="g",
+                       order=order)
 
     handoff = HandoffAction("u1", 90.0, "crm", "lead", "h-1", 5)
     assert outcome(SEND).record(0).scene == "journey:reactivation"

@@ -19,6 +19,7 @@ from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import MemoryDirectory, contact_from
 from channels.audience.preference_page import mask_address
 from channels.feedback.events import ListSink
+from channels.transports.registry import address_fields, consent_defaults
 from config.preference_models import PreferencesModel
 
 SECRET = b"tracking-secret-for-tests"
@@ -41,7 +42,7 @@ async def serving(model: PreferencesModel = BRAND) -> Served:
     await directory.put(contact_from("li", {"email": "li@example.cn", "locale": "zh-CN"}))
     routes = ConsentRoutes(directory, consent, SECRET, sink, None, clock=lambda: NOW,
                            preferences=model, channel_types=("email", "sms", "inbox"),
-                           defaults={"email": "opt_out", "sms": "opt_in", "inbox": "opt_out"})
+                           defaults=consent_defaults(), address_fields=address_fields())
     app = web.Application()
     routes.add_routes(app)
     client = TestClient(TestServer(app))

@@ -17,6 +17,7 @@ from channels.audience.consent import MemoryConsentStore, unsubscribe_url
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import MemoryDirectory, contact_from
 from channels.feedback.events import ListSink
+from channels.transports.registry import address_fields
 
 SECRET = b"tracking-secret-for-tests"
 Served = tuple[TestClient[web.Request, web.Application], ConsentRoutes, ListSink]
@@ -35,7 +36,7 @@ async def serving(secret: bytes = SECRET) -> Served:
         await directory.put(contact_from(user, {"email": f"{user}@example.com",
                                                 "phone": "+8613800000001"}))
     routes = ConsentRoutes(directory, consent, secret, sink, None, clock=lambda: NOW,
-                           channel_types=("email", "sms"))
+                           channel_types=("email", "sms"), address_fields=address_fields())
     app = web.Application()
     routes.add_routes(app)
     client = TestClient(TestServer(app))

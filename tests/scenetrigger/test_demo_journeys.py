@@ -289,7 +289,8 @@ async def test_a_journey_send_held_by_quiet_hours_is_sent_when_released() -> Non
     message = content.pipeline.render_send(
         send, content.pipeline.selector.choose_ref(send.content_ref, "u1", None, released_at),
         released_at)
-    sub.released(Outcome("m1", "u1", "", "delivered", None, "push", "v", "s", "g",
+    sub.released(Outcome(trigger_id="m1", user_id="u1", scene="", status="delivered",
+                         reason=None, channel="push", variant="v", style="s", segment="g",
                          message=message, order=send))
     (shown,) = printer_lines
     assert shown.ts == released_at and shown.subject == message.subject

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from channels.assembly import file_catalog
+from channels.audience.recipient import open_recipient
 from channels.content.catalog import MemoryCatalog, Product
 from channels.content.select import ContentSelector, VariantPreview
 from config.check import close_name
@@ -77,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     seg = Segmentation(args.style or seg.style, args.segment or seg.segment,
                        tuple(dict.fromkeys([*seg.tags, *args.tag])))
     trigger = Trigger(args.name, args.user, None if args.journey else key, now_ms)
+    recipient = open_recipient(args.user, profile=profile, locale=args.locale)
     previews = asyncio.run(selector.every_variant(trigger, state, seg, args.journey,
-                                                  args.locale))
+                                                  recipient))
     user = {"user.id": args.user, **({"user.locale": args.locale} if args.locale else {})}
     rendered = [_as_dict(p, user) for p in previews]
     if args.json:

@@ -79,6 +79,7 @@ from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
 from channels.redis_client import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from channels.transports.inbox import InboxStore, inbox_routes
+from channels.transports.registry import address_fields, consent_defaults
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import (
@@ -229,7 +230,8 @@ def build_app(parts: ServeParts) -> web.Application:
                                    preferences=config.delivery.preferences,
                                    channel_types=[t for t in config.channel_types().values()
                                                   if t != "log"] or ["email"],
-                                   defaults=config.delivery.audience.consent)
+                                   defaults=consent_defaults(config.delivery.audience.consent),
+                                   address_fields=address_fields())
     consent_routes.add_routes(app)
     eraser = parts.eraser or Eraser(parts.redis, config, parts.tags_prefix).erase
     UserAdmin(directory, consent, eraser, consent_routes.record, parts.publish,
