@@ -15,6 +15,7 @@ from pydantic import (
 
 from config.base import Duration, StrictModel, TagConditionModel
 from config.content_models import Segment, Style
+from config.send_time_models import SceneSendTime
 from triggers.budget import TriggerBudget
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.host import DEFAULT_MAX_FUTURE_MS, InputRules
@@ -132,7 +133,7 @@ def _filter(user: UserModel | None, rules: ClassifyRules) -> UserFilter | None:
 
 
 
-class RepeatModel(StrictModel):
+class RepeatModel(SceneSendTime):
     kind: Literal["repeat"]
     when: PredicateField
     count: int = Field(ge=1, strict=True)
@@ -147,7 +148,7 @@ class RepeatModel(StrictModel):
                            self.cooldown, _filter(self.user, rules))
 
 
-class AbsenceModel(StrictModel):
+class AbsenceModel(SceneSendTime):
     kind: Literal["absence"]
     start: PredicateField
     after: Duration
@@ -158,7 +159,7 @@ class AbsenceModel(StrictModel):
         return AbsenceScene(name, self.start, self.after, self.cancel, _filter(self.user, rules))
 
 
-class ArrivalModel(StrictModel):
+class ArrivalModel(SceneSendTime):
     kind: Literal["arrival"]
     when: PredicateField
     per: str | None = Field(default=None, min_length=1)
@@ -169,7 +170,7 @@ class ArrivalModel(StrictModel):
         return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
 
 
-class SequenceModel(StrictModel):
+class SequenceModel(SceneSendTime):
     """``first``, then ``then`` within ``within``, no ``unless`` in between
     (docs/semantics-notes.md, "The sequence kind")."""
 
@@ -187,7 +188,7 @@ class SequenceModel(StrictModel):
                              self.cooldown, _filter(self.user, rules))
 
 
-class ReplenishmentModel(StrictModel):
+class ReplenishmentModel(SceneSendTime):
     """The expected next purchase (of ``category``) overdue by ``margin``
     (docs/semantics-notes.md, "The replenishment kind")."""
 

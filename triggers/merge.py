@@ -35,6 +35,7 @@ from collections.abc import Container, Mapping
 
 from triggers.budget import merge_given
 from triggers.profile import Profile
+from triggers.sendtime import merge_curves
 from triggers.state import KeyWindow, UserState
 
 # Written only by `scenetrigger users merge` (an operator): known user A is
@@ -133,4 +134,5 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
     cycles = known if known.purchases >= anonymous.purchases else anonymous
     out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
     out.first_purchase_ts = _oldest(known.first_purchase_ts, anonymous.first_purchase_ts)
+    out.engagement = merge_curves(known.engagement, anonymous.engagement)
     return out

@@ -18,7 +18,8 @@ from triggers.cycle import (
     valid_stats,
 )
 from triggers.events import Event
-from triggers.zones import is_zone_name
+from triggers.sendtime import Curve, curve_wire, engagement_kind, observe, valid_curve
+from triggers.zones import is_zone_name, zone_or_none
 
 PROMO_PAGE_PREFIX = "/promo"
 _DAY_MS = 86_400_000
@@ -39,6 +40,7 @@ class Profile:
         "category_views",
         "cats",
         "cycle",
+        "engagement",
         "first_purchase_ts",
         "first_ts",
         "hours",
@@ -80,6 +82,7 @@ class Profile:
         self.cycle: Stats | None = None
         self.cats: dict[str, CategoryStats] = {}
         self.first_purchase_ts: int | None = None  # tenure, for the churn model
+        self.engagement: Curve = {}  # by UTC hour of week (triggers.sendtime)
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -105,6 +108,9 @@ class Profile:
         tz = get("tz")
         if tz is not None and is_zone_name(tz):  # "America" is a directory, not a zone
             self.tz = tz
+        engaged = engagement_kind(etype, ts, last_ts)
+        if engaged is not None:  # in the zone the events name (this one's too)
+            observe(self.engagement, engaged, ts, zone_or_none(self.tz))
         locale = get("locale")
         if locale is not None and isinstance(locale, str) and 0 < len(locale) <= 35:
             self.locale = locale
@@ -161,6 +167,7 @@ class Profile:
             self.cycle,
             self.cats,
             self.first_purchase_ts,
+            curve_wire(self.engagement),
         ]
 
     @classmethod
@@ -196,6 +203,8 @@ class Profile:
             profile.cats = valid_categories(extra[4])
         if len(extra) >= 6 and type(extra[5]) is int:
             profile.first_purchase_ts = extra[5]
+        if len(extra) >= 7:
+            profile.engagement = valid_curve(extra[6])
         return profile
 
 
