@@ -183,3 +183,36 @@ def test_promo_arrivals_are_never_delayed() -> None:
 
     with pytest.raises(ConfigError, match="never delayed"):
         config(kind="arrival")
+
+
+async def test_a_journey_send_step_with_a_send_time_is_held() -> None:
+    from channels.orders import SendAction
+
+    cfg = load_config_text("""
+scenes:
+  cart_abandonment: {kind: absence, start: {type: cart}, after: 30m}
+strategies:
+  journeys:
+    nudge:
+      entry: {scene: cart_abandonment}
+      steps:
+        - id: mail
+          send: {channel: inbox, content: reactivation_push_1,
+                 send_time: {mode: best}}
+        - id: again
+          send: {channel: inbox, content: reactivation_push_2}
+delivery:
+  max_age: 48h
+  quiet_hours: {enabled: false}
+  send_time: {holdout: 0}
+""")
+    pipeline, _ = pipeline_for(cfg)
+    state = opener("j", "UTC", 20, random.Random(17), noise=0)
+    now = START + 30 * DAY + 9 * HOUR
+    held = await pipeline.deliver_send(
+        SendAction("j", "inbox", "reactivation_push_1", "nudge", "mail", "m1", now), state, now)
+    assert (held.status, held.reason, held.due_ms) == ("deferred", "send_time",
+                                                       START + 30 * DAY + 20 * HOUR)
+    plain = await pipeline.deliver_send(
+        SendAction("j", "inbox", "reactivation_push_2", "nudge", "again", "m2", now), state, now)
+    assert (plain.status, plain.send_time) == ("delivered", None)
