@@ -135,4 +135,5 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
     out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
     out.first_purchase_ts = _oldest(known.first_purchase_ts, anonymous.first_purchase_ts)
     out.engagement = merge_curves(known.engagement, anonymous.engagement)
+    out.dates = {**anonymous.dates, **known.dates}  # the known user's directory wins
     return out

@@ -17,6 +17,7 @@ from triggers.cycle import (
     valid_categories,
     valid_stats,
 )
+from triggers.dates import ATTRIBUTES, take_attributes, valid_dates
 from triggers.events import Event
 from triggers.sendtime import Curve, curve_wire, engagement_kind, observe, valid_curve
 from triggers.zones import is_zone_name, zone_or_none
@@ -40,6 +41,7 @@ class Profile:
         "category_views",
         "cats",
         "cycle",
+        "dates",
         "engagement",
         "first_purchase_ts",
         "first_ts",
@@ -82,7 +84,8 @@ class Profile:
         self.cycle: Stats | None = None
         self.cats: dict[str, CategoryStats] = {}
         self.first_purchase_ts: int | None = None  # tenure, for the churn model
-        self.engagement: Curve = {}  # by UTC hour of week (triggers.sendtime)
+        self.engagement: Curve = {}  # by local hour of week (triggers.sendtime)
+        self.dates: dict[str, str] = {}  # date attributes (triggers.dates)
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -90,6 +93,12 @@ class Profile:
         if etype in SYSTEM_EVENT_TYPES:
             return
         get = fields.get
+        if etype == ATTRIBUTES:  # the directory's facts, not the shopper's behaviour
+            take_attributes(self.dates, fields)
+            tz = get("tz")
+            if tz is not None and is_zone_name(tz):
+                self.tz = tz
+            return
         first_ts = self.first_ts
         if first_ts is None or ts < first_ts:
             self.first_ts = ts
@@ -168,6 +177,7 @@ class Profile:
             self.cats,
             self.first_purchase_ts,
             curve_wire(self.engagement),
+            self.dates,
         ]
 
     @classmethod
@@ -205,6 +215,8 @@ class Profile:
             profile.first_purchase_ts = extra[5]
         if len(extra) >= 7:
             profile.engagement = valid_curve(extra[6])
+        if len(extra) >= 8:
+            profile.dates = valid_dates(extra[7])
         return profile
 
 

@@ -142,10 +142,16 @@ def replay_shard(
     def route(user_id: str) -> int:
         return crc32(roots.get(user_id, user_id).encode()) % shards
 
+    periodic = engine.periodic_scenes
+
     def tag_timers(record: int, fired: list[Trigger]) -> None:
         for t in fired:
             arm = armed_at.pop((t.scene, t.user_id))
             out.append(((record, 0, t.ts, arm, index[t.scene]), t.scene, t.user_id, None, t.ts))
+            if t.scene in periodic:  # its next period was armed as it fired
+                state = engine.store.get(t.user_id)
+                if state is not None and t.scene in state.absence:
+                    armed_at[(t.scene, t.user_id)] = record
 
     def own_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
         """The lines this shard must parse; another shard's lines move the clock."""
