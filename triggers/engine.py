@@ -84,6 +84,10 @@ class Engine:
         self._periodic: dict[str, Any] = {
             r.name: r for r in self._rules if r.timer and hasattr(r, "fired")}
         self.periodic_scenes = frozenset(self._periodic)
+        # (scene, user, deadline, fired, arm seq of the next period) of every
+        # consumed periodic timer, in order; kept only when a caller asks
+        # (sharded replay orders the next periods' armings by it).
+        self.periodic_log: list[tuple[str, str, int, bool, int | None]] | None = None
         if not track_profile and (any(s.user is not None for s in self.scenes)
                                   or any(k.reads_profile for k in kinds)):
             raise ValueError("scenes with a `user` filter or a kind that reads the profile "
@@ -217,10 +221,15 @@ class Engine:
             periodic = self._periodic.get(scene)
             if periodic is not None:  # consumed either way: the next period arms now
                 following = periodic.fired(state, deadline)
+                armed = None
                 if following is not None:
-                    self._seq = seq = self._seq + 1
-                    state.absence[scene] = (following, seq)
-                    heapq.heappush(timers, (following, seq, scene, user_id))
+                    self._seq = armed = self._seq + 1
+                    state.absence[scene] = (following, armed)
+                    heapq.heappush(timers, (following, armed, scene, user_id))
+                if self.periodic_log is not None:
+                    given = bool(fired) and fired[-1].scene == scene and \
+                        fired[-1].user_id == user_id and fired[-1].ts == deadline
+                    self.periodic_log.append((scene, user_id, deadline, given, armed))
             store.put(user_id, state)
         return fired
 

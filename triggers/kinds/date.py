@@ -108,11 +108,12 @@ class DateRule:
                 return None
             years = range(first, first + 1)
         else:
-            # An offset is at most 366 days: the period is within two years of ts.
+            # An offset is at most 366 days: the period is within three years of ts.
             now = year_of(ts, zone)
             if now is None:
                 return None
-            years = range(max(now - 2, first or 1), min(now + 3, 10_000))
+            low = max(now - 2, first or 1)  # a full date: from its own year on
+            years = range(low, min(low + 7, 10_000))
         for year in years:
             if fired is not None and year <= fired:
                 continue
