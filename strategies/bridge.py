@@ -83,7 +83,10 @@ class JourneyBridge:
         self.taken += 1
         try:
             if record.topic == self.topics.triggers:
-                await self.service.on_trigger(decode_trigger(record.value).trigger)
+                decoded = decode_trigger(record.value)
+                if decoded.profile is not None:  # churn tags first: entries see them
+                    await self.service.on_profile(decoded.trigger.user_id, decoded.profile)
+                await self.service.on_trigger(decoded.trigger)
             else:
                 await self.service.on_feedback(decode_event_line(record.value or b""))
         except (EventRejected, MalformedRecord, KeyError, TypeError, ValueError) as exc:
