@@ -216,3 +216,10 @@ delivery:
     plain = await pipeline.deliver_send(
         SendAction("j", "inbox", "reactivation_push_2", "nudge", "again", "m2", now), state, now)
     assert (plain.status, plain.send_time) == ("delivered", None)
+
+
+def test_check_config_names_the_send_time() -> None:
+    from scenetrigger.cli.change.check_config import summary
+
+    text = summary("c.yaml", config(max_delay="5h"))
+    assert "send time: best hour within 5h" in text.splitlines()[2]
