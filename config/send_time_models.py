@@ -54,7 +54,7 @@ class SendTimeSettings(StrictModel):
     min_events: int = Field(default=5, ge=1, le=10_000, strict=True)
     peak_ratio: float = Field(default=1.5, ge=1.0, le=100.0)
     # A user with fewer events borrows their style/segment group's curve once
-    # this many users of the group taught it.
+    # this many requests of the group's users with enough events taught it.
     group_min_users: int = Field(default=3, ge=1, le=100_000, strict=True)
 
 

@@ -205,7 +205,7 @@ class GroupCurves:
     def __init__(self, rate: float = 0.05) -> None:
         self.rate = rate
         self._curves: dict[str, list[float]] = {}
-        self.members: dict[str, int] = {}
+        self.members: dict[str, int] = {}  # requests that taught it (a user may teach twice)
 
     def learn(self, group: str, local: list[float]) -> None:
         total = sum(local)

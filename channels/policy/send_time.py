@@ -70,12 +70,12 @@ class Timing:
         hourly = events_by_hour(curve)
         if events < settings.min_events:
             borrowed = self.groups.curve(self.group)
-            users = self.groups.members.get(self.group, 0)
-            if borrowed is None or users < settings.group_min_users:
+            taught = self.groups.members.get(self.group, 0)
+            if borrowed is None or taught < settings.group_min_users:
                 return None
             weights, events, hourly = borrowed, settings.min_events, [0] * 24
             own_zone = own_zone or zone  # the group's curve is in its users' local hours
-            source = f"the {self.group} group's curve ({users} users)"
+            source = f"the {self.group} group's curve (learnt from {taught} requests)"
         until = min(now_ms + self.max_delay_ms, latest_ms)
         choice = plan(weights, events, hourly, now_ms, until, quiet, rules, own_zone)
         if choice.due_ms is None:

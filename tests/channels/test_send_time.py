@@ -175,7 +175,7 @@ async def test_a_new_user_borrows_the_groups_curve() -> None:
     outcome = await pipeline.deliver(Trigger("reminder", "n", None, now), newcomer, now)
     assert outcome.status == "deferred"
     assert outcome.due_ms == START + 30 * DAY + 19 * HOUR
-    assert "group's curve (4 users)" in outcome.figures
+    assert "group's curve (learnt from 4 requests)" in outcome.figures
 
 
 def test_promo_arrivals_are_never_delayed() -> None:
