@@ -39,6 +39,7 @@ from channels.errors import ChannelError
 from channels.feedback.events import FeedbackSink, MessageIndex, RedisMessageIndex
 from channels.pipeline import DeliveryPipeline, Mode, Sender
 from channels.policy.decide import DeliveryPolicy, PolicyMetrics
+from channels.policy.send_time import SendTimer
 from channels.policy.store import MemoryPolicyStore, PolicyStore, RedisPolicyStore
 from channels.transports.deadletter import DEFAULT_STREAM, DeadLetterStore
 from channels.transports.registry import (
@@ -107,12 +108,14 @@ def build_pipeline(config: AppConfig, mode: Mode, sender: Sender,
     selector = ContentSelector(config.content, catalog if catalog is not None else MemoryCatalog(),
                                delivery.default_timezone)
     secret = environ.get(delivery.tracking.secret_env, "").encode()
-    return DeliveryPipeline(selector, policy, sender,
-                            list(channels) if channels is not None else content_channels(config),
-                            mode, index=index, feedback=feedback,
-                            tracking_base=delivery.tracking.base_url, tracking_secret=secret,
-                            control=config.strategies.control,
-                            audience=audience if audience is not None else open_audience(config))
+    pipeline = DeliveryPipeline(selector, policy, sender,
+                                list(channels) if channels is not None else content_channels(config),
+                                mode, index=index, feedback=feedback,
+                                tracking_base=delivery.tracking.base_url, tracking_secret=secret,
+                                control=config.strategies.control,
+                                audience=audience if audience is not None else open_audience(config))
+    pipeline.send_timer = SendTimer.from_config(config)
+    return pipeline
 
 
 def open_audience(config: AppConfig) -> OpenAudience:

@@ -18,7 +18,7 @@ import html
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from channels.audience.consent import unsubscribe_url
@@ -51,6 +51,7 @@ from channels.policy.decide import (
     DeliveryPolicy,
     DeliveryRequest,
 )
+from channels.policy.send_time import SendTimer
 from channels.transports.registry import contact_data
 from config.strategy_models import ControlModel
 from triggers.events import Trigger
@@ -102,6 +103,7 @@ class Outcome:
     due_ms: int | None = None
     order: SendAction | HandoffAction | None = None  # None: a scene trigger's
     figures: str = ""  # the deciding rule's numbers (channels.policy.decide.Decision.figures)
+    send_time: str | None = None  # best / holdout: the request had a send time (send_time.py)
 
     def label(self) -> str:
         """The scene, or what the order is for: ``journey:<strategy>``, ``journey:handoff``."""
@@ -139,6 +141,8 @@ class Outcome:
             out["group"] = "global"  # `report`: the "all marketing vs none" row
         if self.message is not None:
             out["subject"] = self.message.subject
+        if self.send_time is not None:
+            out["send_time"] = self.send_time
         return out
 
 
@@ -181,6 +185,7 @@ class DeliveryPipeline:
         self.tracking_secret = tracking_secret
         self.counts: Counter[str] = Counter()  # delivered / deferred / failed / suppressed
         self.decisions: DecisionLog | None = None  # every outcome is written here when set
+        self.send_timer: SendTimer | None = None  # scenes and steps held for the best hour
 
     async def _recipient(self, user_id: str, scene: str, state: UserState | None) -> Recipient:
         audience = self.audience
@@ -196,12 +201,23 @@ class DeliveryPipeline:
             # strategies and `report`, so the report's uplift lines up.
             return self._hold_out(trigger, choice, now_ms)
         req = self._request(trigger, choice, state)
-        return await self._act(req, choice, await self._decide(req, recipient, now_ms), now_ms,
-                               recipient)
+        return await self._decide_and_act(req, choice, state, recipient, now_ms)
 
     async def _decide(self, req: DeliveryRequest, recipient: Recipient, now_ms: int,
                       released: bool = False) -> Decision:
         return await self.policy.decide(req, now_ms, released, recipient)
+
+    async def _decide_and_act(self, req: DeliveryRequest, choice: ContentChoice,
+                              state: UserState | None, recipient: Recipient,
+                              now_ms: int) -> Outcome:
+        """The policy's decision carried out; a request with a send time is
+        marked with its arm (best or holdout: ``report --send-time``)."""
+        seg = choice.segmentation
+        timing = None if self.send_timer is None else self.send_timer.timing(
+            req.scene, req.order, req.user_id, state, f"{seg.style}/{seg.segment}")
+        decision = await self.policy.decide(req, now_ms, recipient=recipient, timing=timing)
+        outcome = await self._act(req, choice, decision, now_ms, recipient)
+        return outcome if timing is None else replace(outcome, send_time=timing.arm)
 
     async def deliver_send(self, send: SendAction, state: UserState | None,
                            now_ms: int) -> Outcome:
@@ -216,8 +232,7 @@ class DeliveryPipeline:
         if send.channel not in self.channels:
             return self._act_suppressed(req, choice, NO_CHANNEL, now_ms,
                                         f"the step's channel {send.channel} is not configured")
-        return await self._act(req, choice, await self._decide(req, recipient, now_ms), now_ms,
-                               recipient)
+        return await self._decide_and_act(req, choice, state, recipient, now_ms)
 
     async def hand_off(self, handoff: HandoffAction, state: UserState | None,
                        now_ms: int) -> Outcome:

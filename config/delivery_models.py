@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from config.base import Duration, StrictModel
 from config.preference_models import PreferencesModel
+from config.send_time_models import SendTimeSettings
 from triggers.zones import ZONE_RULE, zone_or_none
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -99,6 +100,7 @@ class DeliveryModel(StrictModel):
     redis_prefix: str = Field(default="st:", max_length=64)
     audience: AudienceModel = Field(default_factory=AudienceModel)
     preferences: PreferencesModel = Field(default_factory=PreferencesModel)
+    send_time: SendTimeSettings = Field(default_factory=SendTimeSettings)
 
     @field_validator("default_timezone")
     @classmethod

@@ -10,19 +10,23 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    field_validator,
     model_validator,
 )
 
 from config.base import Duration, StrictModel, TagConditionModel
 from config.content_models import Segment, Style
+from config.send_time_models import SceneSendTime
 from triggers.budget import TriggerBudget
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
+from triggers.dates import MAX_NAME_CHARS, NOT_ATTRIBUTES
 from triggers.host import DEFAULT_MAX_FUTURE_MS, InputRules
 from triggers.kinds import kind_names
 from triggers.predicates import Predicate, parse_predicate
 from triggers.scenes import (
     AbsenceScene,
     ArrivalScene,
+    DateScene,
     Limits,
     RepeatScene,
     ReplenishmentScene,
@@ -30,6 +34,7 @@ from triggers.scenes import (
     SequenceScene,
 )
 from triggers.userfilter import ClassifyRules, UserFilter
+from triggers.zones import ZONE_RULE, zone_or_none
 
 
 def _predicate(value: Any) -> Predicate:
@@ -148,7 +153,7 @@ class GoalModel(StrictModel):
     within: Duration = Field(gt=0)
 
 
-class RepeatModel(StrictModel):
+class RepeatModel(SceneSendTime):
     kind: Literal["repeat"]
     when: PredicateField
     count: int = Field(ge=1, strict=True)
@@ -164,7 +169,7 @@ class RepeatModel(StrictModel):
                            self.cooldown, _filter(self.user, rules))
 
 
-class AbsenceModel(StrictModel):
+class AbsenceModel(SceneSendTime):
     kind: Literal["absence"]
     start: PredicateField
     after: Duration
@@ -176,7 +181,7 @@ class AbsenceModel(StrictModel):
         return AbsenceScene(name, self.start, self.after, self.cancel, _filter(self.user, rules))
 
 
-class ArrivalModel(StrictModel):
+class ArrivalModel(SceneSendTime):
     kind: Literal["arrival"]
     when: PredicateField
     per: str | None = Field(default=None, min_length=1)
@@ -188,7 +193,7 @@ class ArrivalModel(StrictModel):
         return ArrivalScene(name, self.when, self.per, self.cooldown, _filter(self.user, rules))
 
 
-class SequenceModel(StrictModel):
+class SequenceModel(SceneSendTime):
     """``first``, then ``then`` within ``within``, no ``unless`` in between
     (docs/semantics-notes.md, "The sequence kind")."""
 
@@ -207,7 +212,7 @@ class SequenceModel(StrictModel):
                              self.cooldown, _filter(self.user, rules))
 
 
-class ReplenishmentModel(StrictModel):
+class ReplenishmentModel(SceneSendTime):
     """The expected next purchase (of ``category``) overdue by ``margin``
     (docs/semantics-notes.md, "The replenishment kind")."""
 
@@ -224,10 +229,47 @@ class ReplenishmentModel(StrictModel):
                                   self.max_spread, _filter(self.user, rules))
 
 
+class DateModel(SceneSendTime):
+    """``offset_days`` before (negative) or after the date attribute
+    ``attribute``, at local ``at``, once per period (docs/semantics-notes.md,
+    "The date kind")."""
+
+    kind: Literal["date"]
+    attribute: str = Field(min_length=1, max_length=MAX_NAME_CHARS,
+                           pattern=r"^[A-Za-z0-9_.:-]+$")
+    offset_days: int = Field(default=0, ge=-366, le=366, strict=True)
+    at: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    every: Literal["year", "none"] = "year"
+    timezone: str = "UTC"
+    user: UserModel | None = None
+    goal: GoalModel | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if zone_or_none(value) is None:
+            raise ValueError(f"unknown time zone {value!r} (use {ZONE_RULE})")
+        return value
+
+    @field_validator("attribute")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in NOT_ATTRIBUTES:
+            raise ValueError(f"{value!r} is a field of every event, not a date attribute")
+        return value
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> DateScene:
+        hours, minutes = self.at.split(":")
+        return DateScene(name, self.attribute, self.offset_days,
+                         int(hours) * 60 + int(minutes), self.every, self.timezone,
+                         _filter(self.user, rules))
+
+
 # One config model per kind of the registry (triggers.kinds), keyed by `kind`.
-SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel, ReplenishmentModel)
+SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel, ReplenishmentModel,
+                DateModel)
 SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel
-                       | ReplenishmentModel, Field(discriminator="kind")]
+                       | ReplenishmentModel | DateModel, Field(discriminator="kind")]
 
 
 def model_kind(model: type[BaseModel]) -> str:

@@ -19,6 +19,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from config.base import Duration, StrictModel
 from config.base import TagConditionModel as BaseTagCondition
 from config.scene_models import GoalModel
+from config.send_time_models import SendTimeModel
 from config.yaml_load import safe_load_unique
 from triggers.churn import BgNbd
 
@@ -39,6 +40,7 @@ class SendModel(StrictModel):
     channels: list[Name] | None = Field(default=None, min_length=1, max_length=8)
     content: Name
     respect_preference: bool = True
+    send_time: SendTimeModel | None = None  # held for the user's best hour (docs/timing.md)
 
     @model_validator(mode="after")
     def _one_channel_form(self) -> SendModel:

@@ -112,7 +112,10 @@ class JourneyBridge:
         self.taken += 1
         try:
             if record.topic == self.topics.triggers:
-                await self.service.on_trigger(decode_trigger(record.value).trigger)
+                decoded = decode_trigger(record.value)
+                if decoded.profile is not None:  # churn tags first: entries see them
+                    await self.service.on_profile(decoded.trigger.user_id, decoded.profile)
+                await self.service.on_trigger(decoded.trigger)
             elif record.topic == self.topics.events:
                 # one event or a batch; a bad one is the scene worker's to dead-letter
                 for event in decode_event_record(record.value or b""):

@@ -48,10 +48,12 @@ from strategies.actions import (
     UserContext,
     action_to_dict,
 )
+from strategies.churn_watch import ChurnWatch
 from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
 from strategies.model import Registry
 from triggers.audiences.record import AudienceChange
+from triggers.churn import CHURN_RISK_HIGH
 from triggers.events import Event
 from triggers.state import UserState
 
@@ -140,6 +142,8 @@ class JourneySubscriber:
         self.on_held = on_held
         self.on_audience = on_audience  # audience steps' changes (reason journey)
         self.actions = 0
+        # Churn tags as the simulated clock moves (states: the engine's profiles).
+        self.churn = ChurnWatch(section.tags)
         self.counts: Counter[str] = Counter()  # enrolled, sent, opened, tag:+x, exit:reason
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self._pending: list[tuple[int, int, Event]] = []  # simulated opens, by time
@@ -149,8 +153,11 @@ class JourneySubscriber:
         """``record`` is a ``scenetrigger.runtime.embedded.TriggerRecord``."""
         await self.tick(record.fired_ms)
         if record.via != "release":  # a released message is not a new trigger
-            await self._emit(self.engine.on_trigger(record.trigger, UserContext()),
-                             record.fired_ms)
+            user_id, now = record.trigger.user_id, record.fired_ms
+            state = self.states(user_id) if self.states is not None else None
+            tags = self.churn.observe(user_id, state.profile if state else None, now)
+            ctx = UserContext(self._churn_tags(user_id, tags))
+            await self._emit(self.engine.on_trigger(record.trigger, ctx), now)
 
     async def tick(self, now_ms: int) -> None:
         """Deliver the simulated opens due by ``now_ms`` and fire due deadlines."""
@@ -166,7 +173,20 @@ class JourneySubscriber:
                 continue
             await self._emit(self.engine.advance(now_ms), now_ms)
             if not self._pending or self._pending[0][0] > now_ms:
-                return
+                break
+        for user_id, tags in self.churn.due(now_ms):  # tag entries enrol (winback)
+            ctx = UserContext(self._churn_tags(user_id, tags))
+            await self._emit(self.engine.on_user(user_id, ctx, now_ms), now_ms)
+
+    def _churn_tags(self, user_id: str, tags: frozenset[str]) -> frozenset[str]:
+        """The churn tags into the user's journey tags: ``churn_risk_high`` is
+        derived (dropped when the risk falls), ``churned`` sticky (only a tag
+        step removes it)."""
+        user = self.engine.store.get(user_id)
+        if user is not None and CHURN_RISK_HIGH in user.tags and CHURN_RISK_HIGH not in tags:
+            user.tags.discard(CHURN_RISK_HIGH)
+            self.engine.store.put(user_id, user)
+        return tags
 
     def snapshot(self) -> dict[str, Any]:
         """For the live page: counters and the most recent actions, newest first."""

@@ -38,6 +38,7 @@ from strategies.actions import (
     TagAction,
     UserContext,
 )
+from strategies.churn_watch import ChurnWatch
 from strategies.decisions import journey_record
 from strategies.journeys import JourneyEngine
 from strategies.metrics import StrategyMetrics
@@ -46,8 +47,10 @@ from strategies.scoring import LeadScorer
 from strategies.state import BytesJourneyStore
 from strategies.store import TagStore
 from triggers.audiences.record import AudienceChange
+from triggers.churn import CHURN_RISK_HIGH
 from triggers.errors import ConfigError
 from triggers.events import Event, Trigger
+from triggers.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,8 @@ class JourneyService:
         self.decisions = decisions  # each step as a decision-log record when set
         self.audiences = audiences  # audience steps' changes (PREFIX.audiences) when set
         self.waiter = Waiter("journeys", InfraMetrics.on(self.metrics.registry))
+        # Churn tags as the wall clock moves, from the profiles trigger records carry.
+        self.churn = ChurnWatch(section.tags)
 
     def reconfigure(self, config: AppConfig,
                     experiment: RunningExperiment | None = None) -> dict[str, int]:
@@ -176,9 +181,32 @@ class JourneyService:
         async with self._lock:
             await self._apply(self.engine.on_event(event))
 
+    async def on_profile(self, user_id: str, profile: Profile) -> None:
+        """A user's profile as a trigger record carries it: their churn tags
+        now, and when they change next (the ticker sets them then)."""
+        async with self._lock:
+            now = self.clock()
+            await self._churn(user_id, self.churn.observe(user_id, profile, now), now)
+
     async def tick(self) -> None:
         async with self._lock:
-            await self._apply(self.engine.advance(self.clock()))
+            now = self.clock()
+            await self._apply(self.engine.advance(now))
+            for user_id, tags in self.churn.due(now):
+                await self._churn(user_id, tags, now)
+
+    async def _churn(self, user_id: str, tags: frozenset[str], now: int) -> None:
+        """Churn tags into the tag store (``churn_risk_high`` derived, ``churned``
+        sticky: only a tag step removes it); a new one lets tag entries enrol."""
+        current = await self._redis("reading tags", lambda: self.tags.tags(user_id))
+        add = tags - current
+        drop = (current & {CHURN_RISK_HIGH}) - tags
+        if drop:
+            await self._redis("writing tags", lambda: self.tags.remove(user_id, drop))
+        if add:
+            await self._redis("writing tags", lambda: self.tags.add(user_id, add))
+            ctx = UserContext((current | tags) - drop)
+            await self._apply(self.engine.on_user(user_id, ctx, now))
 
     async def run_ticker(self, interval_s: float = 1.0) -> None:
         while True:

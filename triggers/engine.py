@@ -13,6 +13,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from triggers.events import REFUSED_BUDGET, Event, Refusal, Trigger
 from triggers.kinds import kind_of
@@ -89,6 +90,14 @@ class Engine:
         # Timer scenes with a `user` filter, checked when their timer is due.
         self._timer_users: dict[str, UserFilter] = {
             r.name: r.user for r in self._rules if r.timer and r.user is not None}
+        # Timer rules that arm their next period once fired (the date kind).
+        self._periodic: dict[str, Any] = {
+            r.name: r for r in self._rules if r.timer and hasattr(r, "fired")}
+        self.periodic_scenes = frozenset(self._periodic)
+        # (scene, user, deadline, fired, arm seq of the next period) of every
+        # consumed periodic timer, in order; kept only when a caller asks
+        # (sharded replay orders the next periods' armings by it).
+        self.periodic_log: list[tuple[str, str, int, bool, int | None]] | None = None
         if not track_profile and (any(s.user is not None for s in self.scenes)
                                   or any(k.reads_profile for k in kinds)):
             raise ValueError("scenes with a `user` filter or a kind that reads the profile "
@@ -230,6 +239,18 @@ class Engine:
             elif self.limits.budget is None or self._within_budget(
                     scene, user_id, state, None, deadline):
                 fired.append(Trigger(scene, user_id, None, deadline))
+            periodic = self._periodic.get(scene)
+            if periodic is not None:  # consumed either way: the next period arms now
+                following = periodic.fired(state, deadline)
+                armed = None
+                if following is not None:
+                    self._seq = armed = self._seq + 1
+                    state.timer[scene] = (following, armed)
+                    heapq.heappush(timers, (following, armed, scene, user_id))
+                if self.periodic_log is not None:
+                    given = bool(fired) and fired[-1].scene == scene and \
+                        fired[-1].user_id == user_id and fired[-1].ts == deadline
+                    self.periodic_log.append((scene, user_id, deadline, given, armed))
             store.put(user_id, state)
         return fired
 

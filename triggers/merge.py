@@ -36,6 +36,7 @@ from collections.abc import Container, Mapping
 from triggers.audiences.data import AudienceData
 from triggers.budget import merge_given
 from triggers.profile import Profile
+from triggers.sendtime import merge_curves
 from triggers.state import KeyWindow, UserState
 
 # Written only by `scenetrigger users merge` (an operator): known user A is
@@ -151,4 +152,6 @@ def merge_profiles(known: Profile, anonymous: Profile) -> Profile:
     cycles = known if known.purchases >= anonymous.purchases else anonymous
     out.cycle, out.cats = cycles.cycle, dict(cycles.cats)
     out.first_purchase_ts = _oldest(known.first_purchase_ts, anonymous.first_purchase_ts)
+    out.engagement = merge_curves(known.engagement, anonymous.engagement)
+    out.dates = {**anonymous.dates, **known.dates}  # the known user's directory wins
     return out

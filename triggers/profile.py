@@ -17,8 +17,10 @@ from triggers.cycle import (
     valid_categories,
     valid_stats,
 )
+from triggers.dates import ATTRIBUTES, take_attributes, valid_dates
 from triggers.events import Event
-from triggers.zones import is_zone_name
+from triggers.sendtime import Curve, curve_wire, engagement_kind, observe, valid_curve
+from triggers.zones import is_zone_name, zone_or_none
 
 PROMO_PAGE_PREFIX = "/promo"
 _DAY_MS = 86_400_000
@@ -39,6 +41,8 @@ class Profile:
         "category_views",
         "cats",
         "cycle",
+        "dates",
+        "engagement",
         "first_purchase_ts",
         "first_ts",
         "hours",
@@ -80,6 +84,8 @@ class Profile:
         self.cycle: Stats | None = None
         self.cats: dict[str, CategoryStats] = {}
         self.first_purchase_ts: int | None = None  # tenure, for the churn model
+        self.engagement: Curve = {}  # by local hour of week (triggers.sendtime)
+        self.dates: dict[str, str] = {}  # date attributes (triggers.dates)
 
     def update(self, event: Event) -> None:
         # Runs on every event: each field is looked up once.
@@ -87,6 +93,12 @@ class Profile:
         if etype in SYSTEM_EVENT_TYPES:
             return
         get = fields.get
+        if etype == ATTRIBUTES:  # the directory's facts, not the shopper's behaviour
+            take_attributes(self.dates, fields)
+            tz = get("tz")
+            if tz is not None and is_zone_name(tz):
+                self.tz = tz
+            return
         first_ts = self.first_ts
         if first_ts is None or ts < first_ts:
             self.first_ts = ts
@@ -105,6 +117,9 @@ class Profile:
         tz = get("tz")
         if tz is not None and is_zone_name(tz):  # "America" is a directory, not a zone
             self.tz = tz
+        engaged = engagement_kind(etype, ts, last_ts)
+        if engaged is not None:  # in the zone the events name (this one's too)
+            observe(self.engagement, engaged, ts, zone_or_none(self.tz))
         locale = get("locale")
         if locale is not None and isinstance(locale, str) and 0 < len(locale) <= 35:
             self.locale = locale
@@ -161,6 +176,8 @@ class Profile:
             self.cycle,
             self.cats,
             self.first_purchase_ts,
+            curve_wire(self.engagement),
+            self.dates,
         ]
 
     @classmethod
@@ -196,6 +213,10 @@ class Profile:
             profile.cats = valid_categories(extra[4])
         if len(extra) >= 6 and type(extra[5]) is int:
             profile.first_purchase_ts = extra[5]
+        if len(extra) >= 7:
+            profile.engagement = valid_curve(extra[6])
+        if len(extra) >= 8:
+            profile.dates = valid_dates(extra[7])
         return profile
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from triggers.kinds.absence import AbsenceRule, AbsenceScene
 from triggers.kinds.arrival import ArrivalRule, ArrivalScene
 from triggers.kinds.base import NO_KEY, Limits, Rule, Scene
+from triggers.kinds.date import DateRule, DateScene
 from triggers.kinds.repeat import RepeatRule, RepeatScene
 from triggers.kinds.replenishment import ReplenishmentRule, ReplenishmentScene
 from triggers.kinds.sequence import SequenceRule, SequenceScene
@@ -20,6 +21,8 @@ __all__ = [
     "AbsenceScene",
     "ArrivalRule",
     "ArrivalScene",
+    "DateRule",
+    "DateScene",
     "Limits",
     "RepeatRule",
     "RepeatScene",

@@ -33,7 +33,7 @@ _COUNTS = (0, 1, 2, 3, 4, 5, 12, 13)
 _TIMES = (6, 7, 8)
 _TEXTS = (9, 10, 14, 15, 16)
 _HOURS = 11
-_WIRE_MIN, _WIRE_MAX = 14, 20  # 17-19: purchase cycle (checked by Profile.from_wire)
+_WIRE_MIN, _WIRE_MAX = 14, 22  # 17-21: cycle, engagement, dates (checked by Profile.from_wire)
 
 
 class MalformedRecord(SceneTriggerError):

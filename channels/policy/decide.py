@@ -25,7 +25,10 @@ Order of checks, each with its reason code:
    dropped from the request; with none left, ``no_address``,
    ``do_not_contact``, ``unsubscribed`` or ``no_consent`` (the user's own
    opt-out outranks the others). Checked again when a deferral is released;
-4. quiet hours in the user's zone: deferred to the end of the quiet period,
+4. a send time (``timing``, :mod:`channels.policy.send_time`): held to the
+   user's best hour (never a quiet one, never past ``max_age``), deferred as
+   quiet hours are (reason ``send_time``); a released request is not held again;
+   else quiet hours in the user's zone: deferred to the end of the quiet period,
    kept in a sorted set and released by :meth:`DeliveryPolicy.release_due`;
 5. ``backoff``: the user ignored the last N deliveries (no open/click) and
    had one within ``pause``;
@@ -53,6 +56,7 @@ from channels.audience.consent import REACH_REASONS
 from channels.audience.recipient import Reach, Recipient, open_recipient
 from channels.orders import HandoffAction, SendAction
 from channels.per_registry import PerRegistry
+from channels.policy.send_time import SEND_TIME, Timing
 from channels.policy.store import PolicyStore
 from channels.redis_client import LEASE_BUCKETS, bucket_tag, lease_bucket, user_tag
 from config.delivery_models import DeliveryModel
@@ -167,9 +171,11 @@ class DeliveryPolicy:
         return zone_or_none(tz) or ZoneInfo(self.model.default_timezone)
 
     async def decide(self, req: DeliveryRequest, now_ms: int, released: bool = False,
-                     recipient: Recipient | None = None) -> Decision:
+                     recipient: Recipient | None = None,
+                     timing: Timing | None = None) -> Decision:
         """``recipient``: who it goes to (default: an open audience's, in the
-        request's zone: every channel reachable)."""
+        request's zone: every channel reachable); ``timing``: the request's
+        send time (held for the user's best hour)."""
         model = self.model
         if now_ms - req.trigger_ts > model.max_age:
             return await self._suppress_unclaimed(
@@ -195,7 +201,8 @@ class DeliveryPolicy:
                                              f"{format_duration_ms(model.dedupe_ttl)}")
         try:
             assert local is not None  # buckets come from it
-            decision = await self._decide_claimed(req, now_ms, due, buckets, zone, reach, local)
+            decision = await self._decide_claimed(req, now_ms, due, buckets, zone, reach, local,
+                                                  None if released else timing)
         except BaseException:
             # Redis failed (or we were cancelled) after the claim: without this
             # the caller's retry would read its own claim as a duplicate and
@@ -248,12 +255,22 @@ class DeliveryPolicy:
 
     async def _decide_claimed(self, req: DeliveryRequest, now_ms: int, due: int | None,
                               buckets: tuple[str, str], zone: ZoneInfo,
-                              reach: Reach, local: datetime) -> Decision:
+                              reach: Reach, local: datetime,
+                              timing: Timing | None = None) -> Decision:
         model = self.model
         channels = req.channels
         if channels and not reach.allowed:
             return self._suppress(reach.reason or NO_CHANNEL, reach.figures)
         channels = reach.allowed
+        held = None if timing is None else timing.hold(
+            now_ms, req.trigger_ts + model.max_age, zone,
+            lambda ms: self.quiet_until(datetime.fromtimestamp(ms / 1000, UTC).astimezone(zone))
+            is not None)
+        if held is not None:  # the user's best hour (never a quiet one): deferred as below
+            await self.store.defer(self._pending(req.user_id), req.trigger_id, req.encode(),
+                                   held[0])
+            self.deferred += 1
+            return Decision("defer", reason=SEND_TIME, due_ms=held[0], figures=held[1])
         if due is not None:
             wake = datetime.fromtimestamp(due / 1000, UTC).astimezone(zone)
             until = f"until {wake:%H:%M} {zone.key}"

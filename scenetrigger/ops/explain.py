@@ -30,6 +30,7 @@ from triggers.durations import format_duration_ms
 from triggers.errors import EventRejected
 from triggers.events import Event, Trigger
 from triggers.explain import SceneExplanation, clock, explain_scene, hm
+from triggers.kinds import kind_of
 from triggers.scenes import RepeatScene, Scene
 from triggers.state import UserState
 
@@ -202,7 +203,7 @@ def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int 
                 if win.last_fire is not None:
                     text += f", last fired {clock(win.last_fire)}"
                 out.append(text)
-        elif scene.kind == "absence" and scene.name in state.timer:
+        elif kind_of(scene).slot == "timer" and scene.name in state.timer:
             deadline, _seq = state.timer[scene.name]
             out.append(f"{scene.name}: timer armed, due {clock(deadline)}")
         elif scene.kind == "arrival":

@@ -53,14 +53,14 @@ log = logging.getLogger("scenetrigger.runtime.replay")
 # `replay_sharded` fall back to one process: the output stays exact.
 
 _END = 1 << 62  # the tag "record" of the timers fired by the final advance
-Tagged = tuple[tuple[int, ...], str, str, "str | None", int]  # tag, scene, user, key, ts
+Tagged = tuple[tuple[Any, ...], str, str, "str | None", int]  # tag, scene, user, key, ts
 _FAST = re.compile(rb'\{"user_id":"([^"\\]*)","ts":(-?[0-9]+)[,}]')
 
 
 @dataclass(frozen=True, slots=True)
 class ShardResult:
     triggers: list[Tagged]
-    pending: list[tuple[tuple[int, int, int], str, str, int]]  # tag, scene, user, deadline
+    pending: list[tuple[tuple[Any, ...], str, str, int]]  # tag, scene, user, deadline
     read: int
     rejected: dict[str, int]  # the shard's own lines' (shard 0: also lines of no user)
     users: int
@@ -128,7 +128,11 @@ def replay_shard(
     now = wall_ms() if now_ms is None else now_ms
     bound = host.max_future_ms
     timer_scenes = host.timer_scenes
-    armed_at: dict[tuple[str, str], int] = {}  # (scene, user) -> record of the latest arming
+    # (scene, user) -> where the latest arming sorts among armings: (record, 1)
+    # for an event's, (record, 0, the fire's tag...) for a next period armed as a
+    # timer fired (before the record's event applies, in firing order).
+    armed_at: dict[tuple[str, str], tuple[Any, ...]] = {}
+    rearmed: dict[tuple[str, str], int] = {}  # the arm seq of such a next period
     out: list[Tagged] = []
     rejected_before = host.counts.rejected.copy()
     refused_before = engine.budget_refused.copy()
@@ -142,10 +146,33 @@ def replay_shard(
     def route(user_id: str) -> int:
         return crc32(roots.get(user_id, user_id).encode()) % shards
 
+    periodic = engine.periodic_scenes
+    if periodic:
+        engine.periodic_log = []
+
     def tag_timers(record: int, fired: list[Trigger]) -> None:
         for t in fired:
+            if t.scene in periodic:
+                continue  # tagged from the engine's log below, refused ones too
             arm = armed_at.pop((t.scene, t.user_id))
             out.append(((record, 0, t.ts, arm, index[t.scene]), t.scene, t.user_id, None, t.ts))
+        if periodic:
+            tag_periods(record)
+
+    def tag_periods(record: int) -> None:
+        """A consumed periodic timer (fired or refused) arms its next period
+        then, in firing order: that arming sorts as the fire does."""
+        log = engine.periodic_log
+        assert log is not None
+        for scene, user, deadline, given, armed in log:
+            key = (scene, user)
+            tag = (record, 0, deadline, armed_at.pop(key), index[scene])
+            if given:
+                out.append((tag, scene, user, None, deadline))
+            if armed is not None:
+                armed_at[key] = tag
+                rearmed[key] = armed
+        log.clear()
 
     def own_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
         """The lines this shard must parse; another shard's lines move the clock."""
@@ -168,7 +195,7 @@ def replay_shard(
             read += 1  # another shard's record (one per JSONL line)
             if bound is not None and fast_ts - now > bound:
                 continue  # rejected as future_ts (its owner counts it): no clock move
-            if fast_ts > engine.clock and (fired := advance(fast_ts)):
+            if fast_ts > engine.clock and ((fired := advance(fast_ts)) or periodic):
                 tag_timers(read, fired)
 
     if jsonl_lines is not None:
@@ -207,14 +234,16 @@ def replay_shard(
                 tag_timers(read, timers)
                 out.extend(((read, 1, index[t.scene]), t.scene, t.user_id, t.key, t.ts)
                            for t in fired[len(timers):])
+            elif periodic:
+                tag_periods(read)
             if engine.arm_count != seq:  # this event armed timers: remember where
                 old, seq = seq, engine.arm_count
                 owner = host.aliases.get(event.user_id, event.user_id)  # an identify: K
                 state = engine.store.get(owner)
                 assert state is not None
                 for name, (_, arm_seq) in state.timer.items():
-                    if arm_seq > old:
-                        armed_at[(name, owner)] = read
+                    if arm_seq > old and rearmed.get((name, owner)) != arm_seq:
+                        armed_at[(name, owner)] = (read, 1)
     finally:
         if freeze:
             gc.unfreeze()

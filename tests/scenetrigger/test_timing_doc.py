@@ -40,3 +40,29 @@ def test_the_documented_replenishment_commands_print_what_the_doc_shows(tmp_path
                  "--advance-to", "1703628800001"], tmp_path)
     assert late.splitlines()[-1] == (
         '{"scene":"refill","user_id":"bob","key":null,"ts":1703628800000}')
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_documented_send_time_commands_print_what_the_doc_shows(tmp_path: Path) -> None:
+    part = _section(DOC.read_text(), "Send-time optimisation")
+    (tmp_path / "sendtime.yaml").write_text(_block(part, "yaml", 2))
+    (tmp_path / "sendtime.jsonl").write_text(_block(part, "jsonl"))
+    console = _block(part, "console").splitlines()
+    replay, explain = (i for i, line in enumerate(console) if line.startswith("$ "))
+    got = _run(console[replay].split()[2:], tmp_path)
+    assert got.splitlines() == console[replay + 1:explain]
+    timeline = _run(console[explain].split()[2:], tmp_path).splitlines()
+    shown = [line for line in console[explain + 1:] if line != "..."]
+    assert shown and all(line in timeline for line in shown), timeline
+
+
+def test_the_documented_date_commands_print_what_the_doc_shows(tmp_path: Path) -> None:
+    part = _section(DOC.read_text(), "Date triggers")
+    (tmp_path / "dates.yaml").write_text(_block(part, "yaml"))
+    (tmp_path / "dates.jsonl").write_text(_block(part, "jsonl"))
+    console = _block(part, "console")
+    command, *lines = console.splitlines()
+    assert _run(command.split()[2:], tmp_path).splitlines() == lines

@@ -265,3 +265,39 @@ def test_erase_says_what_became_of_the_engine_state(redis_url: str, tmp_path: Pa
                  "--tags-prefix", f"uet{uuid.uuid4().hex[:8]}:"]) == 0
     err = capsys.readouterr().err
     assert "erased: 0 items; engine state: not asked (no broker)" in err
+
+
+async def test_users_import_writes_attributes_events_that_date_scenes_fire_on(
+        redis_url: str, tmp_path: Path) -> None:
+    prefix = f"ud{uuid.uuid4().hex[:8]}:"
+    users = tmp_path / "users.jsonl"
+    users.write_text(
+        '{"user_id": "ann", "email": "ann@example.com", "timezone": "Europe/Berlin", '
+        '"attributes": {"birthday": "1990-06-17", "tier": "gold"}}\n'
+        '{"user_id": "bob", "email": "bob@example.com", "attributes": {"tier": "silver"}}\n'
+        '{"user_id": "cid", "email": "cid@example.com", "attributes": {"birthday": "02-29"}}\n',
+        encoding="utf-8")
+    events = tmp_path / "attributes.jsonl"
+    args = ["--redis-url", redis_url, "--prefix", prefix, "--events", str(events)]
+    assert await asyncio.to_thread(main, ["users", "import", str(users), *args]) == 0
+    written = [orjson.loads(line) for line in events.read_bytes().splitlines()]
+    now = written[0]["ts"]
+    assert written == [
+        {"user_id": "ann", "ts": now, "type": "attributes", "birthday": "1990-06-17",
+         "tz": "Europe/Berlin"},
+        {"user_id": "cid", "ts": now, "type": "attributes", "birthday": "02-29"}]
+    # The engine takes them: a date scene arms a timer for each.
+    from config.loader import validate_config
+    from triggers import Engine
+    from triggers.events import event_from_mapping
+
+    engine = Engine(validate_config({"scenes": {"b": {"kind": "date",
+                                                      "attribute": "birthday"}}}).scene_list())
+    for event in written:
+        engine.handle(event_from_mapping(event))
+    assert sorted(p.user_id for p in engine.pending_timers()) == ["ann", "cid"]
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.delete(*[k async for k in redis.scan_iter(match=f"{prefix}*")])
+    finally:
+        await redis.aclose()

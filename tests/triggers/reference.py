@@ -10,6 +10,11 @@ Scene ``user`` filters are modelled for the value segment only (default
 thresholds, recomputed from the user's whole taken history): enough to check
 when a filter is applied and what a filtered-out fire leaves behind.
 
+The ``date`` kind (docs/semantics-notes.md, "The date kind") keeps each
+user's date attributes and zone as the taken events set them and finds an
+occurrence by trying every year from 2015 to 2039 (the streams it is
+run on lie within).
+
 The per-user trigger budget (``engine.max_triggers_per_user``,
 docs/semantics-notes.md) filters the triggers in firing order: one is
 given unless ``count`` triggers already given to the user are stamped after
@@ -22,8 +27,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 RefTrigger = tuple[str, str, str | None, int]  # scene, user_id, key, ts
 RefPending = tuple[str, str, int]  # scene, user_id, deadline
@@ -114,6 +121,10 @@ class Reference:
     budget: tuple[int, int] | None = None  # (count, within ms)
     given: dict[str, list[int]] = field(default_factory=dict)  # every trigger given, per user
     refused: list[RefTrigger] = field(default_factory=list)  # by the budget
+    dates: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> name -> value
+    zones: dict[str, str] = field(default_factory=dict)  # user -> the newest zone taken
+    periods: dict[tuple[str, str], int] = field(default_factory=dict)  # armed period
+    fired_periods: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def _budget(self, triggers: list[RefTrigger]) -> list[RefTrigger]:
         if self.budget is None:
@@ -136,10 +147,13 @@ class Reference:
         self.clock = ts if self.clock is None else max(self.clock, ts)
         out = self._fire_due()
         self.history.setdefault(user, []).append(_Taken(ts, event))
+        self._take_attributes(user, event)
         for name, spec in self.scenes.items():
             kind = spec["kind"]
             if kind == "absence":
                 self._absence(name, spec, user, event)
+            elif kind == "date":
+                self._date(name, spec, user, event)
             elif kind == "replenishment":
                 self._replenishment(name, spec, user, event)
             else:
@@ -161,16 +175,73 @@ class Reference:
         return fired, [(scene, user, deadline) for (scene, user), (deadline, _) in pending]
 
     def _fire_due(self) -> list[RefTrigger]:
+        """Due timers one at a time, earliest (deadline, arming) first: a
+        fired date timer arms its next period, which may be due as well."""
         clock = self.clock
         assert clock is not None
-        due = sorted(
-            ((deadline, arm, scene, user) for (scene, user), (deadline, arm) in self.timers.items()
-             if clock > deadline)
-        )
-        for _, _, scene, user in due:
+        out: list[RefTrigger] = []
+        while True:
+            due = [(deadline, arm, scene, user)
+                   for (scene, user), (deadline, arm) in self.timers.items() if clock > deadline]
+            if not due:
+                return out
+            deadline, _, scene, user = min(due)
             del self.timers[(scene, user)]  # consumed, also when the filter refuses
-        return [(scene, user, None, deadline) for deadline, _, scene, user in due
-                if admits(self.scenes[scene], self.history.get(user, []), deadline)]
+            if admits(self.scenes[scene], self.history.get(user, []), deadline):
+                out.append((scene, user, None, deadline))
+            if self.scenes[scene]["kind"] == "date":
+                period = self.periods.pop((scene, user), None)
+                if period is not None:
+                    self.fired_periods.setdefault((scene, user), []).append(period)
+                self._arm_date(scene, self.scenes[scene], user, deadline)
+
+    def _take_attributes(self, user: str, event: Mapping[str, Any]) -> None:
+        tz = event.get("tz")
+        if isinstance(tz, str) and tz in REF_ZONES:
+            self.zones[user] = tz
+        if event.get("type") != "attributes":
+            return
+        mine = self.dates.setdefault(user, {})
+        for name, value in event.items():
+            if name in ("user_id", "ts", "type", "tz", "locale"):
+                continue
+            if value is None:
+                mine.pop(name, None)
+            elif (stored := ref_date(value)) is not None:
+                mine[name] = stored
+
+    def _date(self, name: str, spec: Mapping[str, Any], user: str,
+              event: Mapping[str, Any]) -> None:
+        if event.get("type") == "attributes":
+            self._arm_date(name, spec, user, event["ts"])
+
+    def _arm_date(self, name: str, spec: Mapping[str, Any], user: str, ts: int) -> None:
+        """The earliest occurrence at or after ``ts`` of a period later than
+        every fired one; none: disarm. The time already armed: no change."""
+        value = self.dates.get(user, {}).get(spec["attribute"])
+        zone = ZoneInfo(self.zones.get(user, spec.get("timezone", "UTC")))
+        fired = self.fired_periods.get((name, user), [])
+        best: tuple[int, int] | None = None
+        for year in range(2015, 2040):  # the property streams span 2023-2030
+            if value is None or (fired and year <= max(fired)):
+                continue
+            has_year = not value.startswith("--")
+            if has_year and year < int(value[:4]):
+                continue
+            if spec.get("every", "year") == "none" and (not has_year or year != int(value[:4])):
+                continue
+            when = ref_fire_ms(value, year, spec, zone)
+            if when >= ts and (best is None or when < best[1]):
+                best = (year, when)
+        armed = self.timers.get((name, user))
+        if best is None:
+            self.timers.pop((name, user), None)
+            self.periods.pop((name, user), None)
+            return
+        self.periods[(name, user)] = best[0]
+        if armed is None or armed[0] != best[1]:
+            self.arms += 1
+            self.timers[(name, user)] = (best[1], self.arms)
 
     def _absence(self, name: str, spec: Mapping[str, Any], user: str,
                  event: Mapping[str, Any]) -> None:
@@ -310,6 +381,41 @@ def refill_deadline(spec: Mapping[str, Any], history: Sequence[_Taken]) -> int |
         if variance > (Fraction(spec["max_spread"]) * mean) ** 2:
             return None
     return last + sum(recent) // len(recent) + duration_ms(spec["margin"])
+
+
+REF_ZONES = frozenset({"UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata",
+                       "Australia/Lord_Howe"})
+
+
+def ref_date(value: Any) -> str | None:
+    """``YYYY-MM-DD`` as is, ``MM-DD`` or ``--MM-DD`` as ``--MM-DD`` (Feb 29
+    allowed), anything else None."""
+    if not isinstance(value, str):
+        return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            return None
+        return value
+    found = re.fullmatch(r"(?:--)?(\d{2})-(\d{2})", value)
+    if found is None:
+        return None
+    try:
+        date(2000, int(found[1]), int(found[2]))
+    except ValueError:
+        return None
+    return f"--{found[1]}-{found[2]}"
+
+
+def ref_fire_ms(value: str, year: int, spec: Mapping[str, Any], zone: ZoneInfo) -> int:
+    month, day = int(value[-5:-3]), int(value[-2:])
+    if (month, day) == (2, 29) and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        day = 28
+    hour, minute = (int(x) for x in spec.get("at", "09:00").split(":"))
+    moved = date(year, month, day) + timedelta(days=spec.get("offset_days", 0))
+    local = datetime(moved.year, moved.month, moved.day, hour, minute, tzinfo=zone)
+    return int(local.timestamp()) * 1000
 
 
 def run_reference(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from triggers.kinds import absence, arrival, repeat, replenishment, sequence
+from triggers.kinds import absence, arrival, date, repeat, replenishment, sequence
 from triggers.kinds.base import Scene, SceneKind
 
 # In the order error messages list them.
 KINDS: dict[str, SceneKind[Any]] = {
     kind.name: kind for kind in (repeat.KIND, absence.KIND, arrival.KIND, sequence.KIND,
-                                 replenishment.KIND)
+                                 replenishment.KIND, date.KIND)
 }
 
 
@@ -34,6 +34,6 @@ def kind_names() -> tuple[str, ...]:
 
 
 def spelled_out(names: tuple[str, ...] | None = None) -> str:
-    """``repeat, absence, arrival, sequence or replenishment``: for messages."""
+    """``repeat, absence, arrival, sequence, replenishment or date``: for messages."""
     names = kind_names() if names is None else names
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

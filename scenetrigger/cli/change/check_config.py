@@ -16,6 +16,7 @@ from config.loader import check_text
 from config.models import AppConfig
 from config.scene_models import UserModel
 from config.strategy_models import StrategyModel
+from triggers.durations import format_duration_ms
 from triggers.kinds import kind_of
 from triggers.scenes import Scene
 
@@ -133,6 +134,10 @@ def summary(path: str, config: AppConfig) -> str:
         user = describe_user(config.scenes[scene.name].user)
         if user:
             lines.append(f"  {'':<28}   only users: {user}")
+        timing = config.scenes[scene.name].send_time
+        if timing is not None and timing.delay_for(scene.kind):
+            lines.append(f"  {'':<28}   send time: best hour within "
+                         f"{format_duration_ms(timing.delay_for(scene.kind))}")
     for name, model in journeys.items():
         steps = " > ".join(step.kind for step in model.steps)
         lines.append(f"  strategy {name:<19} on {describe_entry(model)}: {steps}")

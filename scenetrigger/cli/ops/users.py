@@ -21,7 +21,7 @@ import csv
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -32,6 +32,7 @@ from config.clock import wall_ms
 from scenetrigger.cli.ops import users_merge
 from scenetrigger.cli.support import progress_bar
 from scenetrigger.runtime.sources import open_input
+from triggers.dates import ATTRIBUTES, NOT_ATTRIBUTES, parse_date
 from triggers.errors import SceneTriggerError
 
 _BATCH = 500
@@ -57,6 +58,10 @@ def register(sub: Any) -> None:
     imp.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto")
     imp.add_argument("--rejects", help="write rejected rows (line, reason) as JSON lines here")
     imp.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    imp.add_argument("--events", metavar="FILE",
+                     help="also write an `attributes` event (JSON lines) per imported user "
+                          "with date attributes (attr.birthday=1990-06-17), for the engine's "
+                          "date scenes: produce or replay it (docs/timing.md)")
     imp.set_defaults(run=run_import)
     get = actions.add_parser("get", parents=[common], help="show one user's record and consent")
     get.add_argument("user", help="user id")
@@ -184,7 +189,15 @@ def run_async(main: Coroutine[Any, Any, T], url: str | None) -> T:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    counts, rejects = run_async(_import(args), args.redis_url)
+    with contextlib.ExitStack() as stack:
+        events = None
+        if args.events:
+            try:
+                events = stack.enter_context(open(args.events, "wb"))
+            except OSError as exc:
+                raise SceneTriggerError(f"--events: cannot write {args.events}: "
+                                        f"{exc.strerror or exc}") from None
+        counts, rejects = run_async(_import(args, events), args.redis_url)
     if args.rejects:
         with open(args.rejects, "wb") as out:
             for rej in rejects:
@@ -203,7 +216,8 @@ def run_import(args: argparse.Namespace) -> int:
     return 0 if not rejects else 2
 
 
-async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Rejected]]:
+async def _import(args: argparse.Namespace, events: IO[bytes] | None = None,
+                  ) -> tuple[dict[str, int], list[Rejected]]:
     counts = {"imported": 0, "rejected": 0}
     rejects: list[Rejected] = []
     async with _stores(args) as (directory, consent):
@@ -221,10 +235,10 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
                     continue
                 batch.append(item)
                 if len(batch) >= _BATCH:
-                    await _flush(directory, consent, batch, rejects, counts, now_ms)
+                    await _flush(directory, consent, batch, rejects, counts, now_ms, events)
                     if bar is not None:
                         bar.update_to(stream.tell())
-            await _flush(directory, consent, batch, rejects, counts, now_ms)
+            await _flush(directory, consent, batch, rejects, counts, now_ms, events)
             if bar is not None:
                 bar.close()
     counts["rejected"] = len(rejects)
@@ -232,7 +246,8 @@ async def _import(args: argparse.Namespace) -> tuple[dict[str, int], list[Reject
 
 
 async def _flush(directory: RedisDirectory, consent: ConsentStore, batch: list[Row],
-                 rejects: list[Rejected], counts: dict[str, int], now_ms: int) -> None:
+                 rejects: list[Rejected], counts: dict[str, int], now_ms: int,
+                 events: IO[bytes] | None = None) -> None:
     """One batch in three round trips: read the stored records, write the
     merged ones, write the consent flags. A row seen twice in a batch: the last wins."""
     from redis.exceptions import RedisError
@@ -250,14 +265,33 @@ async def _flush(directory: RedisDirectory, consent: ConsentStore, batch: list[R
                 continue
             good.append((row, contact, old))
         await directory.put_many([c for _, c, _ in good], [o for _, _, o in good])
-        for row, _contact, _old in good:
+        for row, contact, _old in good:
             for channel, granted in row.consent.items():
                 await consent.set(row.user_id, channel, "marketing",
                                   ConsentRecord(granted, now_ms, "import"))
+            event = attributes_event(row, contact, now_ms) if events is not None else None
+            if event is not None:
+                assert events is not None
+                events.write(orjson.dumps(event) + b"\n")
     except (RedisError, OSError) as exc:
         raise SceneTriggerError(f"cannot write to Redis: {exc}") from None
     counts["imported"] += len(batch) - (len(rows) - len(good))
     batch.clear()
+
+
+def attributes_event(row: Row, contact: Contact, now_ms: int) -> dict[str, Any] | None:
+    """The engine's view of a row's date attributes (triggers.dates): an
+    ``attributes`` event with each date (or ``null``: removed) and the
+    user's zone; None when the row names no date attribute."""
+    attrs = row.fields.get("attributes") or {}
+    dates = {name: value for name, value in attrs.items()
+             if name not in NOT_ATTRIBUTES and (value is None or parse_date(value) is not None)}
+    if not dates:
+        return None
+    event: dict[str, Any] = {"user_id": row.user_id, "ts": now_ms, "type": ATTRIBUTES, **dates}
+    if contact.timezone:
+        event["tz"] = contact.timezone
+    return event
 
 
 @contextlib.asynccontextmanager
