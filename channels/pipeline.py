@@ -203,10 +203,6 @@ class DeliveryPipeline:
         req = self._request(trigger, choice, state)
         return await self._decide_and_act(req, choice, state, recipient, now_ms)
 
-    async def _decide(self, req: DeliveryRequest, recipient: Recipient, now_ms: int,
-                      released: bool = False) -> Decision:
-        return await self.policy.decide(req, now_ms, released, recipient)
-
     async def _decide_and_act(self, req: DeliveryRequest, choice: ContentChoice,
                               state: UserState | None, recipient: Recipient,
                               now_ms: int) -> Outcome:
@@ -298,7 +294,7 @@ class DeliveryPipeline:
                 choice = await self.selector.select(trigger, state, now_ms, recipient)
                 req = self._request(trigger, choice, state)
             if not isinstance(send, HandoffAction):
-                decision = await self._decide(req, recipient, now_ms, released=True)
+                decision = await self.policy.decide(req, now_ms, True, recipient)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as exc:  # this request only: dead-letter it, release the rest
