@@ -11,7 +11,7 @@ from config.base import StrictModel
 from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
-from config.scene_models import EngineModel, SceneModel, build_scenes
+from config.scene_models import CatalogInterestModel, EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
 from triggers.events import IdLimits
 from triggers.scenes import Scene
@@ -28,6 +28,7 @@ class AppConfig(StrictModel):
     delivery: DeliveryModel = Field(default_factory=DeliveryModel)
     channels: dict[str, ChannelModel] = Field(default_factory=dict)
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
+    catalog_interest: CatalogInterestModel = Field(default_factory=CatalogInterestModel)
 
     @field_validator("content", mode="before")
     @classmethod
