@@ -67,8 +67,8 @@ def _cents(price: str) -> int:
     return int(Decimal(price) * 100)
 
 
-def sample_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``{"ts", "record"}`` lines (the history replay reads)."""
+def sample_history(events: list[dict[str, Any]], shift: int = 0) -> list[dict[str, Any]]:
+    """``{"ts", "record"}`` lines (the history replay reads), ``shift`` ms later."""
     top = [p for p, _ in Counter(e["product_id"] for e in events).most_common(6)]
     price = {e["product_id"]: _cents(e["price"]) for e in events if "price" in e}
     cats = {e["product_id"]: e.get("category", "") for e in events}
@@ -102,7 +102,7 @@ def sample_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (START + 3 * HOUR, rec("new-4", 19900, new=True, category="electronics.smartphone")),
     ]
     lines.sort(key=lambda line: line[0])
-    return [{"ts": ts, "record": record} for ts, record in lines]
+    return [{"ts": ts + shift, "record": record} for ts, record in lines]
 
 
 # -- the brute-force reference -------------------------------------------------

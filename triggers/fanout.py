@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from triggers.catalog import (
     BACK_IN_STOCK,
     CHANGE_KINDS,
@@ -36,11 +38,14 @@ from triggers.catalog import (
     CatalogChange,
     CatalogRecord,
     catalog_changes,
+    catalog_record_from_mapping,
 )
 from triggers.interest import Interest, InterestBook, category_key, product_key
 from triggers.kinds.catalog import CatalogScene
 
 FANOUT_TYPE = "catalog_change"
+__all__ = ["CHANGE_KINDS", "FANOUT_TYPE", "CatalogSide", "ProductMeta", "change_id",
+           "event_id", "fanout_event"]
 
 
 def event_id(change_id: str, user_id: str) -> str:
@@ -220,5 +225,30 @@ def fanout_event(scene: str, change: CatalogChange, cid: str, user_id: str, ts: 
     return event
 
 
-__all__ = ["CHANGE_KINDS", "FANOUT_TYPE", "CatalogSide", "ProductMeta", "change_id",
-           "event_id", "fanout_event"]
+
+
+def meta_to_wire(meta: ProductMeta) -> bytes:
+    """A product's meta as stored (orjson; versioned by its first element)."""
+    return orjson.dumps([1, None if meta.record is None else meta.record.to_dict(),
+                         {name: [cid, _change_wire(c)] for name, (cid, c) in meta.open.items()}])
+
+
+def meta_from_wire(raw: bytes) -> ProductMeta:
+    _, record, opened = orjson.loads(raw)
+    return ProductMeta(None if record is None else catalog_record_from_mapping(record),
+                       {name: (cid, CatalogChange(*change)) for name, (cid, change)
+                        in opened.items()})
+
+
+def _change_wire(change: CatalogChange) -> list[Any]:
+    return [change.kind, change.product_id, change.variant, change.old_price_cents,
+            change.new_price_cents, change.drop_bp, change.category]
+
+
+def change_to_wire(change: CatalogChange) -> list[Any]:
+    """A change sent on to its category's partition (new arrivals)."""
+    return _change_wire(change)
+
+
+def change_from_wire(wire: list[Any]) -> CatalogChange:
+    return CatalogChange(*wire)

@@ -135,3 +135,10 @@ def test_the_profile_ignores_fanout_events() -> None:
     eng.handle(event_from_mapping(change("u", 5, "r", "p1", category="shoes")))
     state = eng.store.get("u")
     assert state is not None and state.profile.last_category is None
+
+
+def test_a_change_older_than_the_open_digest_joins_it_once() -> None:
+    eng = engine({"d": {"kind": "price_drop", "digest": 100}})
+    got = feed(eng, [change("u", 50, "d", "p2"), change("u", 20, "d", "p1"),
+                     change("u", 20, "d", "p1"), change("u", 151, "d", "p9")])
+    assert got[3][0] == ("d", "u", orjson.dumps(["p1", "p2"]).decode(), 150)

@@ -9,7 +9,9 @@ first such event opened, the key then naming every product of the period
 (a JSON array, in change order). The same change taken twice (a redone
 fan-out: same product, same time) is taken once: the scene keeps, per
 product, the newest change time it took (``fires`` slot, kept for the
-period plus the late allowance).
+period plus the late allowance). A change that reaches an open digest
+joins it whatever its time (fan-outs of different products may arrive in
+any order), so each change is named by exactly one digest.
 """
 
 from __future__ import annotations
@@ -86,12 +88,18 @@ class CatalogRule:
                 return Refused(key, had)
         if taken is None:
             taken = state.arrival[self.name] = {}
-        taken[key] = ts
         if self._digest is None:
+            taken[key] = ts
             return key
-        if self.name in state.absence:
-            return False  # the open digest takes it
-        return ts + self._digest
+        armed = state.absence.get(self.name)
+        if armed is None:
+            taken[key] = ts
+            return ts + self._digest
+        # The open digest takes it; a change older than the digest's start
+        # (another product's, fanned out later) is stamped with that start so
+        # it is named (a copy sent again is still older: taken once).
+        taken[key] = max(ts, armed[0] - self._digest)
+        return False
 
     def due_key(self, state: UserState, deadline: int) -> str | None:
         """The digest's products: those taken in its period, in change order."""
