@@ -30,6 +30,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.faust_app import new_app
+from agents.faust_compat import allow_producer_buffer
 from agents.settings import WorkerSettings
 from agents.topics import dead_letter_record
 from triggers.catalog import decode_catalog_record
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 TABLE = "catalog-interest"
 _SEP = "\x1f"
 # The fields of an event the interest side reads (the rest stays behind).
+# Faust stops a stream at 100 messages waiting in its producer buffer and
+# drains them one wait each (~200 interest events/s measured): a fan-out to
+# 100,000 users is that many events plus that many table writes.
+PRODUCER_BUFFER = 1_000_000
 _KEPT = ("type", "product_id", "category", "price", "price_cents", "variant", "lead_score")
 
 
@@ -175,6 +180,7 @@ class FanoutWorker:
         scene worker's to dead-letter)."""
         book = self.side.book
         send = self.by_product.send_soon
+        allow_producer_buffer(self.app, PRODUCER_BUFFER)
         async for value in stream:
             for item in decode_event_record(value or b""):
                 if type(item) is not Event:
@@ -192,6 +198,7 @@ class FanoutWorker:
     async def _relay_catalog(self, stream: Any) -> None:
         """Catalog records, keyed by product, with the time they were written."""
         send = self.by_product.send_soon
+        allow_producer_buffer(self.app, PRODUCER_BUFFER)
         async for event in stream.events():
             message = event.message
             if message.value is None:
@@ -212,6 +219,7 @@ class FanoutWorker:
     async def _catalog_side(self, stream: Any) -> None:
         side, metrics = self.side, self.metrics
         send_user = self.events.send_soon
+        allow_producer_buffer(self.app, PRODUCER_BUFFER)
         async for event in stream.events():
             key = (event.key or b"").decode()
             obj = orjson.loads(event.value)

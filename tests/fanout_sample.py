@@ -181,10 +181,7 @@ class _Reference:
             if limit is not None and sent >= limit:
                 return True
             self.notified.add((name, cid, user))
-            item = change.product_id
-            if change.kind == BACK_IN_STOCK and change.variant:
-                item += "#" + change.variant
-            self.sent.append((name, user, item, ts))
+            self.sent.append((name, user, change.product_id, ts))
             sent += 1
         return False
 

@@ -60,10 +60,14 @@ def change_id(scene: str, change: CatalogChange, ts: int) -> str:
 @dataclass(slots=True)
 class ProductMeta:
     """What the catalog side keeps per product: its last record and, per
-    scene, the change still being released (stock-aware fan-out)."""
+    scene, the change still being released (stock-aware fan-out); ``ts``
+    and ``undo`` (the record and open changes before it) let the same record
+    taken again (a redone fan-out after a crash) be done again in full."""
 
     record: CatalogRecord | None = None
     open: dict[str, tuple[str, CatalogChange]] = field(default_factory=dict)
+    ts: int | None = None
+    undo: tuple[CatalogRecord | None, dict[str, tuple[str, CatalogChange]]] | None = None
 
 
 class MetaStore(Protocol):
@@ -149,6 +153,12 @@ class CatalogSide:
         from the category's interest (:meth:`on_category_change`, on the
         category's partition)."""
         meta = self.metas.get(record.product_id) or ProductMeta()
+        if meta.ts == ts and meta.record == record and meta.undo is not None:
+            # Taken again (at least once): from the state before it, so the
+            # users it reached are sent the same events again (their side
+            # takes each once) and the rest are reached now.
+            meta.record, meta.open = meta.undo[0], dict(meta.undo[1])
+        meta.undo, meta.ts = (meta.record, dict(meta.open)), ts
         changes = catalog_changes(meta.record, record)
         out: list[dict[str, Any]] = []
         by_name = {s.name: s for s in self.scenes}
@@ -196,11 +206,15 @@ class CatalogSide:
         sent = 0
         store = self.book.store
         for user, entry in self.book.interested(key, ts):
-            if entry.notified.get(scene.name) == cid or not matches(scene, change, entry):
+            mark = entry.notified.get(scene.name)
+            # Sent by an earlier record; one sent by this record's time is a
+            # redone fan-out's: sent again.
+            if (mark is not None and mark[0] == cid and mark[1] < ts) or not matches(
+                    scene, change, entry):
                 continue
             if limit is not None and sent >= limit:
                 return True
-            entry.notified[scene.name] = cid
+            entry.notified[scene.name] = (cid, ts)
             store.put(key, user, entry)
             out.append(fanout_event(scene.name, change, cid, user, ts, entry))
             sent += 1
@@ -229,15 +243,30 @@ def fanout_event(scene: str, change: CatalogChange, cid: str, user_id: str, ts: 
 
 def meta_to_wire(meta: ProductMeta) -> bytes:
     """A product's meta as stored (orjson; versioned by its first element)."""
-    return orjson.dumps([1, None if meta.record is None else meta.record.to_dict(),
-                         {name: [cid, _change_wire(c)] for name, (cid, c) in meta.open.items()}])
+    undo = None if meta.undo is None else [_record_wire(meta.undo[0]), _open_wire(meta.undo[1])]
+    return orjson.dumps([1, _record_wire(meta.record), _open_wire(meta.open), meta.ts, undo])
 
 
 def meta_from_wire(raw: bytes) -> ProductMeta:
-    _, record, opened = orjson.loads(raw)
-    return ProductMeta(None if record is None else catalog_record_from_mapping(record),
-                       {name: (cid, CatalogChange(*change)) for name, (cid, change)
-                        in opened.items()})
+    _, record, opened, ts, undo = orjson.loads(raw)
+    return ProductMeta(_record(record), _open(opened), ts,
+                       None if undo is None else (_record(undo[0]), _open(undo[1])))
+
+
+def _record_wire(record: CatalogRecord | None) -> dict[str, Any] | None:
+    return None if record is None else record.to_dict()
+
+
+def _record(wire: dict[str, Any] | None) -> CatalogRecord | None:
+    return None if wire is None else catalog_record_from_mapping(wire)
+
+
+def _open_wire(opened: dict[str, tuple[str, CatalogChange]]) -> dict[str, Any]:
+    return {name: [cid, _change_wire(c)] for name, (cid, c) in opened.items()}
+
+
+def _open(wire: dict[str, Any]) -> dict[str, tuple[str, CatalogChange]]:
+    return {name: (cid, CatalogChange(*change)) for name, (cid, change) in wire.items()}
 
 
 def _change_wire(change: CatalogChange) -> list[Any]:

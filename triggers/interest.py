@@ -62,7 +62,8 @@ class Interest:
     of times, so a redelivered event counts once); ``strong``: the newest
     cart / favourite / notify-me time; ``price_cents``: the price of the
     newest event that named one; ``score``: the newest ``lead_score`` seen
-    (0 without); ``notified``: per scene, the change id last sent.
+    (0 without); ``notified``: per scene, the change id last sent and the
+    time of the record that sent it.
     """
 
     last: int
@@ -71,7 +72,7 @@ class Interest:
     price_cents: int | None = None
     variant: str = ""
     score: float = 0.0
-    notified: dict[str, str] = field(default_factory=dict)
+    notified: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def holds(self, at: int, rules: InterestRules) -> bool:
         """Interest at time ``at``: within ``[at - within, at]``."""
@@ -92,7 +93,8 @@ class Interest:
     @classmethod
     def from_wire(cls, wire: list[Any]) -> Interest:
         last, views, strong, price, variant, score, notified = wire
-        return cls(last, list(views), strong, price, variant, score, dict(notified))
+        return cls(last, list(views), strong, price, variant, score,
+                   {scene: (cid, ts) for scene, (cid, ts) in notified.items()})
 
 
 class InterestStore(Protocol):

@@ -49,14 +49,10 @@ class CatalogScene:
 
 
 def item_key(fields: Fields) -> str | None:
-    """What a change is about: the product, or product#variant for back in stock."""
+    """What a change is about: its product (the trigger's key, which content
+    looks the product up by; two variants back in one record are one message)."""
     product = fields.get("product_id")
-    if type(product) is not str or not product:
-        return None
-    variant = fields.get("variant")
-    if fields.get("change") == "back_in_stock" and type(variant) is str and variant:
-        return f"{product}#{variant}"
-    return product
+    return product if type(product) is str and product else None
 
 
 class CatalogRule:
