@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from agents.catalog_stream import CatalogTopics, ensure_catalog_topics
-    from agents.fanout_app import FanoutTopics, FanoutWorker, by_product_topic
+    from agents.config_store import COMPACTED
+    from agents.fanout_app import TABLE, FanoutTopics, FanoutWorker, by_product_topic
     from agents.producer import ensure_topics
+    from agents.replication import changelog_topic, cluster_replication, leader_topic
     from agents.settings import TopicNames, WorkerSettings, default_topics
     from config.loader import load_config
     from scenetrigger.cli.run.worker import faust_broker_url, json_logging_config
@@ -64,18 +66,28 @@ def run(args: argparse.Namespace) -> int:
                           names.dead_letters)
     bootstrap = bootstrap_servers(args.broker)
 
-    async def create() -> None:
-        await ensure_catalog_topics(bootstrap, catalog, replication=args.replication_factor)
-        await ensure_topics(bootstrap, [topics.events, topics.by_product], args.partitions,
-                            replication=args.replication_factor)
+    app_id = args.app_id or f"{prefix or 'scenetrigger'}-fanout"
 
-    asyncio.run(create())
+    async def create() -> int:
+        """Every topic, Faust's own too, before Faust starts: a table whose
+        changelog Faust had not created yet crashed its agent (0 partitions)."""
+        factor = await cluster_replication(bootstrap, args.replication_factor)
+        await ensure_catalog_topics(bootstrap, catalog, replication=factor)
+        await ensure_topics(bootstrap, [topics.events, topics.by_product], args.partitions,
+                            replication=factor)
+        changelog = changelog_topic(app_id, TABLE)
+        await ensure_topics(bootstrap, [changelog], args.partitions,
+                            configs={changelog: COMPACTED}, replication=factor)
+        await ensure_topics(bootstrap, [leader_topic(app_id)], 1, replication=factor)
+        return factor
+
+    factor = asyncio.run(create())
     settings = WorkerSettings(
-        config=config, app_id=args.app_id or f"{prefix or 'scenetrigger'}-fanout",
+        config=config, app_id=app_id,
         broker=faust_broker_url(args.broker), topics=names, partitions=args.partitions,
         state_dir=Path(args.state_dir), store=args.store,
         session_timeout_ms=args.session_timeout, commit_interval_ms=args.commit_interval,
-        replication_factor=args.replication_factor or 1)
+        replication_factor=factor)
     fanout = FanoutWorker(settings, topics)
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=fanout.metrics.registry)
