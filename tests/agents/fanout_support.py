@@ -78,13 +78,13 @@ def comparable(keys: Sequence[Key]) -> Counter[tuple[str, str, str | None, int |
 
 
 def start_fanout(tmp: Path, bootstrap: str, prefix: str, config: Path,
-                 name: str = "fanout") -> WorkerProcess:
+                 name: str = "fanout", extra: Sequence[str] = ()) -> WorkerProcess:
     port = free_port()
     return start_cli(tmp / f"{name}.log", name,
                      ["fanout", "--broker", bootstrap, "--topic-prefix", prefix,
                       "--partitions", "4", "--state-dir", str(tmp / f"state-{name}"),
                       "--metrics-port", str(port), "--config", str(config),
-                      "--session-timeout", "6s", "--commit-interval", "500ms"], port)
+                      "--session-timeout", "6s", "--commit-interval", "500ms", *extra], port)
 
 
 def send_history(bootstrap: str, topic: str, catalog: Path) -> None:

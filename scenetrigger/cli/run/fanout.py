@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ def register(sub: Any) -> None:
                         help="how soon a dead process's partitions move (default 60s)")
     parser.add_argument("--commit-interval", type=duration, default=2_800,
                         help="offset commit interval (default 2800ms)")
+    parser.add_argument("--batch-events", type=positive, default=500,
+                        help="fan-out events per record, per user partition (default 500)")
     add_replication_argument(parser)
     parser.set_defaults(run=run)
 
@@ -68,20 +71,22 @@ def run(args: argparse.Namespace) -> int:
 
     app_id = args.app_id or f"{prefix or 'scenetrigger'}-fanout"
 
-    async def create() -> int:
+    async def create() -> tuple[int, int]:
         """Every topic, Faust's own too, before Faust starts: a table whose
         changelog Faust had not created yet crashed its agent (0 partitions)."""
         factor = await cluster_replication(bootstrap, args.replication_factor)
         await ensure_catalog_topics(bootstrap, catalog, replication=factor)
-        await ensure_topics(bootstrap, [topics.events, topics.by_product], args.partitions,
-                            replication=factor)
+        found = await ensure_topics(bootstrap, [topics.events, topics.by_product],
+                                    args.partitions, replication=factor)
         changelog = changelog_topic(app_id, TABLE)
         await ensure_topics(bootstrap, [changelog], args.partitions,
                             configs={changelog: COMPACTED}, replication=factor)
         await ensure_topics(bootstrap, [leader_topic(app_id)], 1, replication=factor)
-        return factor
+        return factor, found[topics.events]
 
-    factor = asyncio.run(create())
+    factor, event_partitions = asyncio.run(create())
+    topics = dataclasses.replace(topics, event_partitions=event_partitions,
+                                 batch=args.batch_events)
     settings = WorkerSettings(
         config=config, app_id=app_id,
         broker=faust_broker_url(args.broker), topics=names, partitions=args.partitions,
