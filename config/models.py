@@ -13,7 +13,7 @@ from config.base import StrictModel
 from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
-from config.scene_models import EngineModel, SceneModel, build_scenes
+from config.scene_models import CatalogInterestModel, EngineModel, SceneModel, build_scenes
 from config.strategy_models import StrategiesModel
 from triggers.audiences.rules import Audience, Scoring
 from triggers.audiences.tracker import AudienceTracker, ChangeSink
@@ -35,6 +35,7 @@ class AppConfig(StrictModel):
     strategies: StrategiesModel = Field(default_factory=StrategiesModel)
     ads: AdsModel = Field(default_factory=AdsModel)  # ad-platform audience sync (docs/ads.md)
     audiences: dict[AudienceName, AudienceModel] = Field(default_factory=dict)
+    catalog_interest: CatalogInterestModel = Field(default_factory=CatalogInterestModel)
 
     @field_validator("content", mode="before")
     @classmethod

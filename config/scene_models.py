@@ -21,7 +21,9 @@ from triggers.budget import TriggerBudget
 from triggers.classify import BEHAVIOUR_TAGS, TAG_GROUPS
 from triggers.dates import MAX_NAME_CHARS, NOT_ATTRIBUTES
 from triggers.host import DEFAULT_MAX_FUTURE_MS, InputRules
+from triggers.interest import InterestRules
 from triggers.kinds import kind_names
+from triggers.kinds.catalog import CatalogScene
 from triggers.predicates import Predicate, parse_predicate
 from triggers.scenes import (
     AbsenceScene,
@@ -265,11 +267,74 @@ class DateModel(SceneSendTime):
                          _filter(self.user, rules))
 
 
+class _CatalogModel(SceneSendTime):
+    """What the catalog kinds share (docs/semantics-notes.md, "Catalog scenes")."""
+
+    stock_factor: float | None = Field(default=None, gt=0, le=1_000_000)
+    user: UserModel | None = None
+    goal: GoalModel | None = None
+
+    def _scene(self, name: str, kind: str, rules: ClassifyRules, **more: Any) -> CatalogScene:
+        return CatalogScene(name, kind, stock_factor=self.stock_factor,
+                            user=_filter(self.user, rules), **more)
+
+
+class BackInStockModel(_CatalogModel):
+    kind: Literal["back_in_stock"]
+    variant_only: bool = False
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> CatalogScene:
+        return self._scene(name, self.kind, rules, variant_only=self.variant_only)
+
+
+class PriceDropModel(_CatalogModel):
+    """At least ``min_percent`` and ``min_amount_cents`` below the price the
+    user saw (each where set); several within ``digest`` make one message."""
+
+    kind: Literal["price_drop"]
+    min_percent: float | None = Field(default=None, gt=0, le=100)
+    min_amount_cents: int | None = Field(default=None, ge=1, strict=True)
+    digest: Duration | None = Field(default=None, gt=0)
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> CatalogScene:
+        bp = None if self.min_percent is None else round(self.min_percent * 100)
+        return self._scene(name, self.kind, rules, min_drop_bp=bp,
+                           min_drop_cents=self.min_amount_cents, digest_ms=self.digest)
+
+
+class NewArrivalModel(SceneSendTime):
+    """New products in a category the user browses: one digest per ``digest``."""
+
+    kind: Literal["new_arrival"]
+    digest: Duration = Field(default=86_400_000, gt=0)
+    user: UserModel | None = None
+    goal: GoalModel | None = None
+
+    def to_scene(self, name: str, rules: ClassifyRules) -> CatalogScene:
+        return CatalogScene(name, self.kind, digest_ms=self.digest, user=_filter(self.user, rules))
+
+
+class CatalogInterestModel(StrictModel):
+    """Who counts as interested in a product (``catalog_interest``; the
+    catalog scenes use it, nothing else does)."""
+
+    within: Duration = Field(default=30 * 86_400_000, gt=0)
+    views: int = Field(default=2, ge=1, le=1000, strict=True)
+    view_types: list[str] = Field(default_factory=lambda: ["view"], min_length=1)
+    strong_types: list[str] = Field(default_factory=lambda: ["cart", "favorite", "notify_me"])
+    max_users: int = Field(default=10_000, ge=1, le=10_000_000, strict=True)
+
+    def rules(self) -> InterestRules:
+        return InterestRules(self.within, self.views, frozenset(self.view_types),
+                             frozenset(self.strong_types), self.max_users)
+
+
 # One config model per kind of the registry (triggers.kinds), keyed by `kind`.
 SCENE_MODELS = (RepeatModel, AbsenceModel, ArrivalModel, SequenceModel, ReplenishmentModel,
-                DateModel)
+                DateModel, BackInStockModel, PriceDropModel, NewArrivalModel)
 SceneModel = Annotated[RepeatModel | AbsenceModel | ArrivalModel | SequenceModel
-                       | ReplenishmentModel | DateModel, Field(discriminator="kind")]
+                       | ReplenishmentModel | DateModel | BackInStockModel | PriceDropModel
+                       | NewArrivalModel, Field(discriminator="kind")]
 
 
 def model_kind(model: type[BaseModel]) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
+_FENCES = {"sh": _FENCE, "bash": re.compile(r"^```bash\n(.*?)^```", re.S | re.M)}
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,11 @@ class Block:
     line: int  # the doc's line of the fence, for messages
 
 
-def sh_blocks(path: Path) -> list[Block]:
+def sh_blocks(path: Path, lang: str = "sh") -> list[Block]:
+    """``lang``: ``sh`` blocks, or ``bash`` (a walk-through run in one shell)."""
     text = path.read_text(encoding="utf-8")
     out = []
-    for match in _FENCE.finditer(text):
+    for match in _FENCES[lang].finditer(text):
         body = match.group(1)
         lines = body.rstrip("\n").split("\n")
         expected = None

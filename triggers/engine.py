@@ -31,6 +31,7 @@ _MAX_TYPES_CACHED = 1024  # distinct event types remembered for rule selection
 # = test the event; a gate is a test that must pass first (see Engine._rules_for).
 _Step = tuple[Rule, bool | None, bool | None, "Matcher | None", bool]
 _Plan = tuple[_Step, ...]
+DueKey = Callable[[UserState, int], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ class Engine:
         # consumed periodic timer, in order; kept only when a caller asks
         # (sharded replay orders the next periods' armings by it).
         self.periodic_log: list[tuple[str, str, int, bool, int | None]] | None = None
+        # Timer scenes whose trigger names a key (a catalog digest's products).
+        self._due_keys: dict[str, DueKey] = {
+            r.name: k for r in self._rules if r.timer and (k := getattr(r, "due_key", None))}
         if not track_profile and (any(s.user is not None for s in self.scenes)
                                   or any(k.reads_profile for k in kinds)):
             raise ValueError("scenes with a `user` filter or a kind that reads the profile "
@@ -225,6 +229,7 @@ class Engine:
             state = store.get(user_id)
             if state is None or state.timer.get(scene) != (deadline, seq):
                 continue  # cancelled or re-armed since: a stale heap entry
+            key = self._due_keys[scene](state, deadline) if scene in self._due_keys else None
             del state.timer[scene]
             # A filtered-out user's timer is consumed all the same: the episode
             # (start, then `after` of silence) is over either way.
@@ -235,10 +240,10 @@ class Engine:
             user = users.get(scene) if users else None
             had = None if user is None else user.refuses(state.profile, deadline)
             if had is not None:
-                self._refuse(scene, user, user_id, None, deadline, had)
+                self._refuse(scene, user, user_id, key, deadline, had)
             elif self.limits.budget is None or self._within_budget(
-                    scene, user_id, state, None, deadline):
-                fired.append(Trigger(scene, user_id, None, deadline))
+                    scene, user_id, state, key, deadline):
+                fired.append(Trigger(scene, user_id, key, deadline))
             periodic = self._periodic.get(scene)
             if periodic is not None:  # consumed either way: the next period arms now
                 following = periodic.fired(state, deadline)
@@ -398,6 +403,7 @@ class Engine:
         self._rules = fresh._rules
         self._predicates = fresh._predicates
         self._timer_users = fresh._timer_users
+        self._due_keys = fresh._due_keys
         self.timer_scenes = fresh.timer_scenes
         self._by_type = fresh._by_type
 

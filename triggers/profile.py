@@ -30,7 +30,8 @@ _MAX_AMOUNT_CENTS = (1 << 53) - 1  # the running total saturates here
 # Feedback the system writes about itself (channels.feedback.events): not the
 # shopper's behaviour, so it must not move habits, activity or recency.
 # Opens, clicks and shares are the shopper's own and count.
-SYSTEM_EVENT_TYPES = frozenset({"delivered", "failed"})
+# A catalog scene's fan-out event (triggers.fanout) is the shop's, not the shopper's.
+SYSTEM_EVENT_TYPES = frozenset({"delivered", "failed", "catalog_change"})
 
 
 class Profile:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "check-config": "scenetrigger.cli.change.check_config",
     "demo": "scenetrigger.cli.run.demo",
     "worker": "scenetrigger.cli.run.worker",
+    "fanout": "scenetrigger.cli.run.fanout",
     "produce": "scenetrigger.cli.run.produce",
     "collector": "scenetrigger.cli.run.collector",
     "redrive": "scenetrigger.cli.ops.redrive",

@@ -169,7 +169,7 @@ def test_check_config_errors_exit_1_with_scene_and_field(tmp_path: Path) -> None
         "'<int><unit>' with unit ms, s, m, h or d, or an integer of milliseconds",
         f"  - {path}:3: scene 'a', field 'bogus': unknown field",
         f"  - {path}:4: scene 'b', field 'kind': unknown kind 'sometimes' (use repeat, "
-        "absence, arrival, sequence, replenishment or date)",
+        "absence, arrival, sequence, replenishment, date, back_in_stock, price_drop or new_arrival)",
     ]
     assert lines[6] == f"{path}: 2 warning(s)"
     assert all("no content in content.scenes" in line for line in lines[7:]), lines

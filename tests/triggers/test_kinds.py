@@ -25,9 +25,11 @@ from triggers.userfilter import UserFilter
 
 
 def test_every_kind_has_its_config_model_in_registry_order() -> None:
-    assert kind_names() == ("repeat", "absence", "arrival", "sequence", "replenishment", "date")
+    assert kind_names() == ("repeat", "absence", "arrival", "sequence", "replenishment", "date",
+                            "back_in_stock", "price_drop", "new_arrival")
     assert tuple(model_kind(m) for m in SCENE_MODELS) == kind_names()
-    assert spelled_out() == "repeat, absence, arrival, sequence, replenishment or date"
+    assert spelled_out() == ("repeat, absence, arrival, sequence, replenishment, date, "
+                             "back_in_stock, price_drop or new_arrival")
     assert [name for name, kind in KINDS.items() if kind.timer] == ["absence", "replenishment",
                                                                     "date"]
 

@@ -34,5 +34,8 @@ def test_an_open_is_the_shoppers_own_and_counts() -> None:
     assert opened.hours[3] == 1
 
 
-def test_system_types_are_feedback_kinds() -> None:
-    assert set(KINDS) >= SYSTEM_EVENT_TYPES
+def test_system_types_are_feedback_kinds_and_the_catalog_fanout() -> None:
+    from triggers.fanout import FANOUT_TYPE
+
+    assert set(KINDS) | {FANOUT_TYPE} >= SYSTEM_EVENT_TYPES
+    assert FANOUT_TYPE in SYSTEM_EVENT_TYPES

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from triggers.kinds import absence, arrival, date, repeat, replenishment, sequence
+from triggers.kinds import absence, arrival, catalog, date, repeat, replenishment, sequence
 from triggers.kinds.base import Scene, SceneKind
 
 # In the order error messages list them.
 KINDS: dict[str, SceneKind[Any]] = {
     kind.name: kind for kind in (repeat.KIND, absence.KIND, arrival.KIND, sequence.KIND,
-                                 replenishment.KIND, date.KIND)
+                                 replenishment.KIND, date.KIND, catalog.BACK_IN_STOCK_KIND,
+                                 catalog.PRICE_DROP_KIND, catalog.NEW_ARRIVAL_KIND)
 }
 
 

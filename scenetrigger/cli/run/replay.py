@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import orjson
@@ -49,6 +49,10 @@ def register(sub: Any) -> None:
                         help="also push each trigger through content, policy and channels")
     parser.add_argument("--catalog", help="with --deliver: product catalog file (CSV, JSONL, "
                         "rees46 CSV) read into memory instead of Redis")
+    parser.add_argument("--catalog-changes", metavar="FILE",
+                        help="a catalog history (JSONL of {\"ts\": ms, \"record\": {...}}) "
+                             "merged into the events by time: the catalog scenes fan out "
+                             "from it (docs/catalog.md); one process")
     parser.add_argument("--redis-url", help="with --deliver live: Redis for policy, catalog, dead letters and the inbox channels")
     parser.add_argument("--explain", metavar="USER",
                         help="print USER's timeline (events, triggers, refusals, delivery "
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise SceneTriggerError("--decisions needs --deliver (the decisions are delivery's)")
     config = load_config(args.config)
     if args.jobs > 1 and args.events != "-" and not (args.rejects or args.deliver
-                                                      or config.audiences):
+                                                      or config.audiences
+                                                      or args.catalog_changes):
         return _run_sharded(args, config)
     # Trigger lines carry no profile fields: only delivery (content, quiet
     # hours) and scenes' user filters read the profiles (see new_host).
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             host.audiences.sink = _audience_writer(out)
         try:
             summary = replay(
-                read_for(host, lines, fmt),
+                _with_catalog(args, config, read_for(host, lines, fmt)),
                 host,
                 jsonl_trigger_writer(out) if delivery is None else _delivering_writer(out,
                                                                                       delivery),
@@ -101,6 +106,18 @@ def run(args: argparse.Namespace) -> int:
                 progress.close()
         waiting = delivery.finish(summary.clock) if delivery is not None else 0
     return _report(args, summary, fmt, delivery, waiting)
+
+
+def _with_catalog(args: argparse.Namespace, config: Any, records: Iterable[Any]
+                  ) -> Iterable[Any]:
+    """The records, with ``--catalog-changes`` merged in (catalog_join)."""
+    if not args.catalog_changes:
+        return records
+    from scenetrigger.runtime.catalog_join import joined, new_side, read_history
+
+    with open(args.catalog_changes, "rb") as lines:
+        history = read_history(lines, config.engine.max_id_chars)
+    return joined(records, history, new_side(config))
 
 
 def _run_sharded(args: argparse.Namespace, config: Any) -> int:
