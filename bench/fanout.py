@@ -76,9 +76,9 @@ def start_fanout(tmp: Path, bootstrap: str, prefix: str, port: int, log: Path
 
 
 async def send_record(bootstrap: str, topic: str, price: int) -> None:
-    from aiokafka import AIOKafkaProducer
+    from agents.kafka_clients import new_producer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = new_producer(bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait(topic, key=b"hot", value=orjson.dumps(
@@ -162,10 +162,12 @@ def _changelog(bootstrap: str, app_id: str) -> int:
     from agents.replication import changelog_topic
 
     async def ends() -> int:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
+
+        from agents.kafka_clients import new_consumer
 
         topic = changelog_topic(app_id, "catalog-interest")
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = new_consumer(bootstrap)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(4)]
