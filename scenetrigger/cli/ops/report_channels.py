@@ -1,11 +1,13 @@
 """``scenetrigger report REPLAY_OUTPUT EVENTS --by channel --spend FILE``:
 return per ad sink and audience (:mod:`strategies.ads_roi`). The
 membership records are the replay output's ``"kind": "audience"`` lines;
-conversions are the events' purchases."""
+conversions are the events' purchases. Spend comes from ``--spend FILE``,
+else from what ``audiences import-spend`` stored in Redis."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +25,7 @@ from triggers.events import Event
 def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) -> int:
     if not config.ads.sinks:
         raise SceneTriggerError("--by channel needs a config with ads: sinks (docs/ads.md)")
-    spend: list[Spend] = []
+    spend: list[Spend] = [] if args.spend else _imported(args, config)
     for path in args.spend:
         try:
             with open(path, "rb") as fh:
@@ -59,3 +61,26 @@ def _members(lines: Iterator[bytes], name: str) -> Iterator[Membership]:
         if isinstance(item, MembershipError):
             raise SceneTriggerError(f"{name}:{number}: {item}")
         yield item
+
+
+def _imported(args: argparse.Namespace, config: AppConfig) -> list[Spend]:
+    """The spend ``audiences import-spend`` stored (Redis at --redis-url or
+    $SCENETRIGGER_REDIS_URL); with neither, none (a report offline)."""
+    from channels.redis_client import REDIS_URL_ENV, redis_client
+    from channels.transports.registry import redis_url_or_env
+    from scenetrigger.cli.ops.users import run_async
+    from strategies.ads_spend import RedisSpendStore
+
+    if not (args.redis_url or os.environ.get(REDIS_URL_ENV)):
+        print("scenetrigger: no spend (give --spend FILE, or --redis-url where "
+              "`audiences import-spend` stored it)", file=sys.stderr)
+        return []
+
+    async def read() -> list[Spend]:
+        client = redis_client(redis_url_or_env(args.redis_url))
+        try:
+            return await RedisSpendStore(client, config.delivery.redis_prefix).all()
+        finally:
+            await client.aclose()
+
+    return run_async(read(), args.redis_url)
