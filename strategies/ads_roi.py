@@ -201,6 +201,14 @@ def _row(channel: str, audience: str, members: Mapping[str, int],
                       incremental, inc_low, inc_high, cost, per, cost_low, cost_high)
 
 
+def channel_json(rows: Iterable[ChannelRow], *, holdout: float,
+                 window_ms: int) -> dict[str, Any]:
+    """``report --by channel --json``'s document (the console's /api/channels too)."""
+    return {"by": "channel", "window_ms": window_ms, "holdout": holdout,
+            "intervals": "Newcombe hybrid score, 95 %, on users",
+            "rows": [row.to_dict() for row in rows]}
+
+
 def render_channels(rows: Iterable[ChannelRow]) -> str:
     def num(value: float | None, fmt: str = "{:.2f}") -> str:
         return "-" if value is None else fmt.format(value)

@@ -10,14 +10,13 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 
 from channels.ads.membership import Membership, MembershipError, read_jsonl
 from config.models import AppConfig
 from scenetrigger.runtime.sources import open_input, pick_format, read_events
-from strategies.ads_roi import Spend, channel_report, read_spend, render_channels
+from strategies.ads_roi import Spend, channel_json, channel_report, read_spend, render_channels
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
@@ -42,10 +41,7 @@ def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) ->
                   if isinstance(item, Event)]
     rows = channel_report(routes, members, events, spend, holdout=config.ads.holdout,
                           salt=config.strategies.control.salt, window_ms=window_ms)
-    report: dict[str, Any] = {"by": "channel", "window_ms": window_ms,
-                              "holdout": config.ads.holdout,
-                              "intervals": "Newcombe hybrid score, 95 %, on users",
-                              "rows": [row.to_dict() for row in rows]}
+    report = channel_json(rows, holdout=config.ads.holdout, window_ms=window_ms)
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
