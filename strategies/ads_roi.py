@@ -51,6 +51,11 @@ class Spend:
 
 
 def read_spend(name: str, data: bytes) -> list[Spend]:
+    """:func:`read_spend_lines` without the line numbers."""
+    return [item for _number, item in read_spend_lines(name, data)]
+
+
+def read_spend_lines(name: str, data: bytes) -> list[tuple[int, Spend]]:
     """CSV with a header, a JSON array or JSON lines of {channel, day,
     audience, spend} or {platform, day, audience, amount, currency}. Every
     bad row is reported (line and field) and nothing is returned then."""
@@ -73,12 +78,12 @@ def read_spend(name: str, data: bytes) -> list[Spend]:
     else:
         reader = csv.DictReader(io.StringIO(text))
         rows = [(number, row) for number, row in enumerate(reader, 2)]
-    found: list[Spend] = []
+    found: list[tuple[int, Spend]] = []
     errors: list[str] = []
     for number, row in rows:
         item = _spend(row)
         if isinstance(item, Spend):
-            found.append(item)
+            found.append((number, item))
         else:
             errors.append(f"{name}:{number}: {item}")
     if errors:

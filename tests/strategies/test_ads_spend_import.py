@@ -91,7 +91,7 @@ def test_bad_rows_are_named_by_line_and_field_and_nothing_is_stored(
          "currency": "EUR"}]))
     assert main(["audiences", "import-spend", str(unknown), "--config", str(config),
                  "--redis-url", redis_url]) != 0
-    assert "row 2: platform: 'google' is no ads sink" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"scenetrigger: {unknown}:2: platform: 'google' is no ads sink\n"
     with pytest.raises(SceneTriggerError, match="amount: not a number"):
         read_spend("s.json", orjson.dumps([{"platform": "meta", "day": "2026-12-01",
                                             "audience": "a", "amount": "lots",

@@ -31,7 +31,7 @@ def run_import_spend(args: argparse.Namespace) -> int:
     from scenetrigger.cli.ops.audiences import _config
     from scenetrigger.cli.ops.users import run_async
     from scenetrigger.runtime.sources import open_input
-    from strategies.ads_roi import read_spend
+    from strategies.ads_roi import read_spend_lines
     from strategies.ads_spend import RedisSpendStore, merge_days
 
     config = _config(args)
@@ -40,14 +40,15 @@ def run_import_spend(args: argparse.Namespace) -> int:
             data = b"".join(stream)
     except OSError as exc:
         raise SceneTriggerError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-    rows = read_spend(args.file, data)
+    lines = read_spend_lines(args.file, data)
+    rows = [row for _number, row in lines]
     unknown = []  # rows the report could never show: a typo, not spend
-    for n, row in enumerate(rows, 1):
+    for n, row in lines:
         sink = config.ads.sinks.get(row.channel)
         if sink is None:
-            unknown.append(f"{args.file}: row {n}: platform: {row.channel!r} is no ads sink")
+            unknown.append(f"{args.file}:{n}: platform: {row.channel!r} is no ads sink")
         elif row.audience not in sink.audiences:
-            unknown.append(f"{args.file}: row {n}: audience: sink {row.channel} does not "
+            unknown.append(f"{args.file}:{n}: audience: sink {row.channel} does not "
                            f"map {row.audience!r}")
     if unknown:
         raise SceneTriggerError("\n".join(unknown[:20]))
