@@ -8,8 +8,10 @@ they purchase within the attribution window after they first entered. Per
 (sink, audience): reach (members synced: not held out), conversions in both
 arms, the uplift with its Newcombe 95 % interval on users, the incremental
 conversions it implies (uplift x reach) and the cost per incremental
-conversion, from the spend imported for that sink and audience (CSV or
-JSON: ``channel``, ``day``, ``audience``, ``spend``).
+conversion, from the spend for that sink and audience (CSV or JSON:
+``platform``, ``day``, ``audience``, ``amount``, ``currency``, or
+``channel``, ``day``, ``audience``, ``spend``; a file, or what ``scenetrigger
+audiences import-spend`` stored: :mod:`strategies.ads_spend`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 import orjson
@@ -30,7 +33,12 @@ from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 SPEND_FIELDS = ("channel", "day", "audience", "spend")
+# What ``audiences import-spend`` documents: the platform (the sink's name),
+# the amount and its ISO 4217 currency. --spend FILE reads either shape.
+IMPORT_FIELDS = ("platform", "day", "audience", "amount", "currency")
+MAX_ERRORS = 20  # bad rows listed in one error
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +47,18 @@ class Spend:
     day: str
     audience: str
     spend: float
+    currency: str = ""  # "" when the file did not say (the SPEND_FIELDS shape)
 
 
 def read_spend(name: str, data: bytes) -> list[Spend]:
+    """:func:`read_spend_lines` without the line numbers."""
+    return [item for _number, item in read_spend_lines(name, data)]
+
+
+def read_spend_lines(name: str, data: bytes) -> list[tuple[int, Spend]]:
     """CSV with a header, a JSON array or JSON lines of {channel, day,
-    audience, spend}; any bad row is an error naming its line."""
+    audience, spend} or {platform, day, audience, amount, currency}. Every
+    bad row is reported (line and field) and nothing is returned then."""
     text = data.decode("utf-8-sig")
     stripped = text.lstrip()
     rows: list[tuple[int, Any]]
@@ -63,21 +78,55 @@ def read_spend(name: str, data: bytes) -> list[Spend]:
     else:
         reader = csv.DictReader(io.StringIO(text))
         rows = [(number, row) for number, row in enumerate(reader, 2)]
-    return [_spend(name, number, row) for number, row in rows]
+    found: list[tuple[int, Spend]] = []
+    errors: list[str] = []
+    for number, row in rows:
+        item = _spend(row)
+        if isinstance(item, Spend):
+            found.append((number, item))
+        else:
+            errors.append(f"{name}:{number}: {item}")
+    if errors:
+        more = f"\n(and {len(errors) - MAX_ERRORS} more bad rows)" if len(errors) > MAX_ERRORS \
+            else ""
+        raise SceneTriggerError("\n".join(errors[:MAX_ERRORS]) + more)
+    return found
 
 
-def _spend(name: str, number: int, row: Any) -> Spend:
-    if not isinstance(row, Mapping) or set(row) != set(SPEND_FIELDS):
-        raise SceneTriggerError(f"{name}:{number}: want exactly {', '.join(SPEND_FIELDS)}")
-    channel, day, audience = (str(row[k]).strip() for k in ("channel", "day", "audience"))
+def _spend(row: Any) -> Spend | str:
+    """The row, or what is wrong with it (its first bad field)."""
+    if isinstance(row, Mapping) and set(row) == set(IMPORT_FIELDS):
+        names = {"channel": "platform", "spend": "amount"}
+    elif isinstance(row, Mapping) and set(row) == set(SPEND_FIELDS):
+        names = {}
+    else:
+        return (f"want exactly {', '.join(IMPORT_FIELDS)} "
+                f"(or {', '.join(SPEND_FIELDS)})")
+    channel, day, audience = (str(row[names.get(k, k)]).strip()
+                              for k in ("channel", "day", "audience"))
+    field = names.get("spend", "spend")
+    value = row[field]
     try:
-        amount = float(row["spend"])
+        amount = float(value) if not isinstance(value, bool) else float("nan")
     except (TypeError, ValueError):
-        raise SceneTriggerError(f"{name}:{number}: spend: not a number") from None
-    if not channel or not audience or not _DAY.match(day) or not amount >= 0:
-        raise SceneTriggerError(f"{name}:{number}: want a channel, an audience, a day "
-                                "YYYY-MM-DD and a spend >= 0")
-    return Spend(channel, day, audience, amount)
+        return f"{field}: not a number"
+    currency = str(row["currency"]).strip() if "currency" in row else ""
+    for bad, what in ((not channel, f"{names.get('channel', 'channel')}: empty"),
+                      (not _is_day(day), "day: want a date YYYY-MM-DD"),
+                      (not audience, "audience: empty"),
+                      (not (0 <= amount < float("inf")), f"{field}: want a number >= 0"),
+                      ("currency" in row and not _CURRENCY.match(currency),
+                       "currency: want an ISO 4217 code (EUR, USD, ...)")):
+        if bad:
+            return what
+    return Spend(channel, day, audience, amount, currency)
+
+
+def _is_day(day: str) -> bool:
+    try:
+        return bool(_DAY.match(day)) and date.fromisoformat(day) is not None
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +167,13 @@ def channel_report(routes: Mapping[str, Mapping[str, str]], records: Iterable[Me
         if event.type == "purchase":
             purchases.setdefault(event.user_id, []).append(event.ts)
     costs: dict[tuple[str, str], float] = {}
+    currencies: dict[tuple[str, str], str] = {}
     for item in spend:
         key = (item.channel, item.audience)
         costs[key] = costs.get(key, 0.0) + item.spend
+        if item.currency and currencies.setdefault(key, item.currency) != item.currency:
+            raise SceneTriggerError(f"spend of {key[0]} {key[1]} in both {currencies[key]} "
+                                    f"and {item.currency}: one currency per sink and audience")
     rows = []
     for channel, audiences in sorted(routes.items()):
         for audience in sorted(audiences):
@@ -151,6 +204,14 @@ def _row(channel: str, audience: str, members: Mapping[str, int],
     cost_high = cost / inc_low if inc_low is not None and inc_low > 0 else None
     return ChannelRow(channel, audience, len(members), n_t, n_c, x_t, x_c, uplift, low, high,
                       incremental, inc_low, inc_high, cost, per, cost_low, cost_high)
+
+
+def channel_json(rows: Iterable[ChannelRow], *, holdout: float,
+                 window_ms: int) -> dict[str, Any]:
+    """``report --by channel --json``'s document (the console's /api/channels too)."""
+    return {"by": "channel", "window_ms": window_ms, "holdout": holdout,
+            "intervals": "Newcombe hybrid score, 95 %, on users",
+            "rows": [row.to_dict() for row in rows]}
 
 
 def render_channels(rows: Iterable[ChannelRow]) -> str:

@@ -6,7 +6,9 @@ the page, ``/api/summary``, ``/api/rates`` (per-minute triggers and decisions
 by scene and strategy), ``/api/funnels`` (uplift with its 95% CI, as
 ``scenetrigger report`` computes it), ``/api/journeys`` (every strategy's
 step funnel, ``report --journey``'s), ``/api/kpis`` (the shop's KPIs,
-``report --kpis --json``'s), ``/api/config`` (the running config's
+``report --kpis --json``'s), ``/api/channels`` (return per ad sink and
+audience, ``report --by channel --json``'s, with the spend ``audiences
+import-spend`` stored when the console has a Redis), ``/api/config`` (the running config's
 file, digest and scenes). Per-user data needs an admin token (below), as
 serve's ``/users/{id}`` does: ``/api/users/{id}`` (the explain timeline) and
 ``/api/decisions`` (the newest decisions, each naming its user).
@@ -53,6 +55,7 @@ _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 Lookup = Callable[[str], Awaitable[Any]]  # user id -> Timeline
 Eraser = Callable[[str], Awaitable[dict[str, Any]]]
+SpendSource = Callable[[], Awaitable[list[Any]]]  # the imported ad spend (strategies.ads_spend)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Console:
     lookup: Lookup | None = None  # default: the state's own records
     eraser: Eraser | None = None  # Redis erasure (scenetrigger.ops.erasure) when configured
     versions: VersionStore | None = None  # config versions (push, rollback, log)
+    spend: SpendSource | None = None  # none: the channel rows have no cost
     config_digest: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -91,6 +95,7 @@ def create_app(console: Console) -> web.Application:
     app.router.add_get("/api/funnels", _funnels)
     app.router.add_get("/api/journeys", _journeys)
     app.router.add_get("/api/kpis", _kpis)
+    app.router.add_get("/api/channels", _channels)
     app.router.add_get("/api/config", _config)
     app.router.add_get("/api/config/versions/{number}", _version)
     app.router.add_get("/api/users/{user_id}", _user)
@@ -159,6 +164,12 @@ async def _journeys(request: web.Request) -> web.Response:
 async def _kpis(request: web.Request) -> web.Response:
     figures = await asyncio.to_thread(request.app[CONSOLE_KEY].state.kpis())
     return await _json(figures)
+
+
+async def _channels(request: web.Request) -> web.Response:
+    console = request.app[CONSOLE_KEY]
+    spend = [] if console.spend is None else await console.spend()
+    return await _json(await asyncio.to_thread(console.state.channels(spend)))
 
 
 async def _config(request: web.Request) -> web.Response:

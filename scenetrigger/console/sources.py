@@ -30,9 +30,10 @@ log = logging.getLogger("scenetrigger.console.app")
 async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: str = "auto",
                        rate: float = 200.0, catalog_file: str | None = None) -> None:
     from channels.assembly import file_catalog, open_delivery
-    from scenetrigger.runtime.replay import new_engine
+    from scenetrigger.runtime.replay import new_host
 
-    engine = new_engine(config, profiles=True)
+    host = new_host(config, profiles=True)
+    engine = host.engine
     delivery = open_delivery(config, "dry-run", catalog=file_catalog(catalog_file),
                              journeys=config.strategies.all_journeys().values())
     pipeline = delivery.pipeline
@@ -52,7 +53,7 @@ async def run_embedded(state: ConsoleState, config: AppConfig, path: str, fmt: s
                 await journeys(TriggerRecord(trig, "", trig.ts, "event"))
 
     async with delivery:
-        await _replay(state, config, path, fmt, rate, engine, deliver)
+        await _replay(state, config, path, fmt, rate, host, deliver)
     state.done = True
 
 
@@ -70,8 +71,12 @@ def _journeys(state: ConsoleState, config: AppConfig, pipeline: Any, engine: Any
 
 
 async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, rate: float,
-                  engine: Any, deliver: Any) -> None:
+                  host: Any, deliver: Any) -> None:
     from scenetrigger.runtime.sources import open_input, pick_format, read_events
+
+    engine, audiences = host.engine, host.audiences
+    if audiences is not None:  # enter / exit records for the return per channel
+        audiences.sink = state.membership
 
     started = time.monotonic()
     with open_input(path) as (stream, _size):
@@ -83,8 +88,11 @@ async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, r
                 state.rejected(item.reason)
                 continue
             assert isinstance(item, Event)
-            fired = engine.handle(item)
+            # with audiences the host evaluates them around the engine (as replay does)
+            fired = engine.handle(item) if audiences is None else host.take(item)
             state.event(item)
+            if audiences is not None:
+                audiences.flush()
             await deliver(fired, item.ts)
             taken += 1
             ahead = taken / rate - (time.monotonic() - started)
@@ -92,7 +100,10 @@ async def _replay(state: ConsoleState, config: AppConfig, path: str, fmt: str, r
                 await asyncio.sleep(ahead)
             elif not taken % 256:
                 await asyncio.sleep(0)  # let the page be served
-    await deliver(engine.advance(engine.clock), engine.clock)
+    await deliver(engine.advance(engine.clock) if audiences is None
+                  else host.advance(engine.clock), engine.clock)
+    if audiences is not None:
+        audiences.flush()
 
 
 async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,

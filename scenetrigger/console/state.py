@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.ads.membership import Membership
 from channels.feedback.decisions import ERASED, OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
 from config.models import AppConfig
+from triggers.audiences.record import AudienceChange
 from triggers.events import Event, Trigger
 from triggers.state import UserState
 
@@ -38,6 +40,7 @@ class ConsoleState:
         self.decisions = MemoryDecisionLog(self.limits.records)
         self.events: deque[Event] = deque(maxlen=self.limits.records)
         self.lines: OrderedDict[str, dict[str, Any]] = OrderedDict()  # trigger_id -> line
+        self.memberships: deque[Membership] = deque(maxlen=self.limits.records)  # ads: ROI
         self.dead_letters: Counter[str] = Counter()  # events rejected, by reason
         self.delivery_dead_letters = 0
         self.totals: Counter[str] = Counter()
@@ -85,6 +88,11 @@ class ConsoleState:
         while len(self.lines) > self.limits.records:
             self.lines.popitem(last=False)
 
+    def membership(self, change: AudienceChange) -> None:
+        if not self._was_erased(change.user_id, int(change.ts * 1000)):
+            self.memberships.append(Membership(change.audience, change.user_id, change.op,
+                                               change.ts, change.reason))
+
     def write(self, record: DecisionRecord) -> None:
         if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
             return
@@ -110,6 +118,8 @@ class ConsoleState:
         for tid in [t for t, line in self.lines.items() if line["user_id"] == user_id]:
             del self.lines[tid]
         self.decisions.erase(user_id)
+        self.memberships = deque((m for m in self.memberships if m.user_id != user_id),
+                                 maxlen=self.limits.records)
         self.recent = deque((r for r in self.recent if r.user_id != user_id),
                             maxlen=self.limits.recent)
         return before - len(self.events) - len(self.lines) - len(self.decisions.records)
@@ -188,6 +198,23 @@ class ConsoleState:
             return {"global_share": control.global_share, "kpis": kpis.result(lines, control)}
 
         return figures
+
+    def channels(self, spend: list[Any]) -> Callable[[], dict[str, Any]]:
+        """Return per ad sink and audience (``report --by channel --json``'s) on
+        the memberships and events kept, as :meth:`funnels`."""
+        from strategies.ads_roi import channel_json, channel_report
+
+        ads, section = self.config.ads, self.config.strategies
+        routes = {name: dict(model.audiences) for name, model in ads.sinks.items()}
+        members, events = list(self.memberships), list(self.events)
+
+        def report() -> dict[str, Any]:
+            window = section.attribution.window
+            rows = channel_report(routes, members, events, spend, holdout=ads.holdout,
+                                  salt=section.control.salt, window_ms=window)
+            return channel_json(rows, holdout=ads.holdout, window_ms=window)
+
+        return report
 
     def _kept(self) -> tuple[list[dict[str, Any]], list[Event]]:
         """Copies of the kept trigger lines and events (sorted later, off the loop)."""

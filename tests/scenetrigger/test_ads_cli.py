@@ -57,7 +57,7 @@ def _contacts_file(path: Path) -> None:
                                             "phone": c.phone}) + b"\n" for c in CONTACTS))
 
 
-@pytest.mark.parametrize("action", ["sync", "status", "export"])
+@pytest.mark.parametrize("action", ["sync", "status", "export", "import-spend"])
 def test_help(action: str) -> None:
     assert "--json" in run("audiences", action, "--help").stdout
 

@@ -198,3 +198,16 @@ async def test_a_non_utf8_admin_token_is_refused_not_a_server_error() -> None:
         writer.close()
     finally:
         await client.close()
+
+
+def test_an_erasure_drops_the_users_audience_records() -> None:
+    from triggers.audiences.record import AudienceChange
+
+    state = ConsoleState(CONFIG)
+    state.membership(AudienceChange("a", "ann", "enter", 1.0, "condition"))
+    state.membership(AudienceChange("a", "bob", "enter", 2.0, "condition"))
+    state.erase("ann")
+    assert [(m.user_id, m.ts) for m in state.memberships] == [("bob", 2.0)]
+    state.erased["bob"] = 5_000  # a record older than bob's erasure is not kept again
+    state.membership(AudienceChange("a", "bob", "exit", 4.0, "condition"))
+    assert [m.op for m in state.memberships] == ["enter"]

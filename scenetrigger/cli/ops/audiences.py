@@ -10,7 +10,8 @@ that maps the audience. ``--dry-run`` builds and counts the batches and
 sends nothing. ``--directory FILE`` reads contact points from a JSON-lines
 file instead of Redis (tests, dry runs). ``status`` prints the sync's
 counters; ``export`` every synced membership as JSON lines (ids, never
-contact points).
+contact points); ``import-spend`` the ad spend ``report --by channel`` reads
+(:mod:`scenetrigger.cli.ops.ad_spend`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from triggers.errors import SceneTriggerError
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("audiences", help="sync live audiences to ad platforms; "
-                                              "status; export")
+                                              "status; export; import ad spend")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="config file (its ads: section and "
@@ -60,6 +61,9 @@ def register(sub: Any) -> None:
                                 help="every synced membership as JSON lines")
     export.add_argument("--out", default="-", help="file to write (default: stdout)")
     export.set_defaults(run=run_export)
+    from scenetrigger.cli.ops.ad_spend import register_import
+
+    register_import(actions, common)
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -56,7 +56,11 @@ def register(sub: Any) -> None:
                              "'channel': return per ad sink and audience (docs/ads.md)")
     parser.add_argument("--spend", action="append", default=[], metavar="FILE",
                         help="with --by channel: ad spend per channel, day and audience "
-                             "(CSV or JSON; repeatable)")
+                             "(CSV or JSON; repeatable; default: what `audiences "
+                             "import-spend` stored in Redis)")
+    parser.add_argument("--redis-url", default=None,
+                        help="with --by channel and no --spend: the Redis the spend was "
+                             "imported into (default: $SCENETRIGGER_REDIS_URL or the local one)")
     parser.add_argument("--decisions", action="append", default=[], metavar="FILE",
                         help="also count a decision log (replay --decisions, or export "
                              "PREFIX.decisions): every kind, per scene and outcome")

@@ -1,21 +1,22 @@
 """``scenetrigger report REPLAY_OUTPUT EVENTS --by channel --spend FILE``:
 return per ad sink and audience (:mod:`strategies.ads_roi`). The
 membership records are the replay output's ``"kind": "audience"`` lines;
-conversions are the events' purchases."""
+conversions are the events' purchases. Spend comes from ``--spend FILE``,
+else from what ``audiences import-spend`` stored in Redis."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 
 from channels.ads.membership import Membership, MembershipError, read_jsonl
 from config.models import AppConfig
 from scenetrigger.runtime.sources import open_input, pick_format, read_events
-from strategies.ads_roi import Spend, channel_report, read_spend, render_channels
+from strategies.ads_roi import Spend, channel_json, channel_report, read_spend, render_channels
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
@@ -23,7 +24,7 @@ from triggers.events import Event
 def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) -> int:
     if not config.ads.sinks:
         raise SceneTriggerError("--by channel needs a config with ads: sinks (docs/ads.md)")
-    spend: list[Spend] = []
+    spend: list[Spend] = [] if args.spend else _imported(args, config)
     for path in args.spend:
         try:
             with open(path, "rb") as fh:
@@ -40,10 +41,7 @@ def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) ->
                   if isinstance(item, Event)]
     rows = channel_report(routes, members, events, spend, holdout=config.ads.holdout,
                           salt=config.strategies.control.salt, window_ms=window_ms)
-    report: dict[str, Any] = {"by": "channel", "window_ms": window_ms,
-                              "holdout": config.ads.holdout,
-                              "intervals": "Newcombe hybrid score, 95 %, on users",
-                              "rows": [row.to_dict() for row in rows]}
+    report = channel_json(rows, holdout=config.ads.holdout, window_ms=window_ms)
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
@@ -59,3 +57,26 @@ def _members(lines: Iterator[bytes], name: str) -> Iterator[Membership]:
         if isinstance(item, MembershipError):
             raise SceneTriggerError(f"{name}:{number}: {item}")
         yield item
+
+
+def _imported(args: argparse.Namespace, config: AppConfig) -> list[Spend]:
+    """The spend ``audiences import-spend`` stored (Redis at --redis-url or
+    $SCENETRIGGER_REDIS_URL); with neither, none (a report offline)."""
+    from channels.redis_client import REDIS_URL_ENV, redis_client
+    from channels.transports.registry import redis_url_or_env
+    from scenetrigger.cli.ops.users import run_async
+    from strategies.ads_spend import RedisSpendStore
+
+    if not (args.redis_url or os.environ.get(REDIS_URL_ENV)):
+        print("scenetrigger: no spend (give --spend FILE, or --redis-url where "
+              "`audiences import-spend` stored it)", file=sys.stderr)
+        return []
+
+    async def read() -> list[Spend]:
+        client = redis_client(redis_url_or_env(args.redis_url))
+        try:
+            return await RedisSpendStore(client, config.delivery.redis_prefix).all()
+        finally:
+            await client.aclose()
+
+    return run_async(read(), args.redis_url)

@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--sample", help="recorded events the what-if replays (default: "
                                          "--events)")
     parser.add_argument("--redis-url", help="Kafka mode: Redis for erasure and the delivery "
-                                            "dead-letter count")
+                                            "dead-letter count; both modes: the ad spend "
+                                            "`audiences import-spend` stored")
     parser.add_argument("--config-store",
                         help="config versions to list, push and roll back: 'kafka' (the "
                              "PREFIX.config topic) or a directory (default: none)")
@@ -100,6 +101,13 @@ async def _main(args: argparse.Namespace) -> int:
             client = redis_client(args.redis_url, decode_responses=True)
             closers.append(client)
             console.eraser = Eraser(client, config).erase
+    if args.redis_url and config.ads.sinks:  # the spend `audiences import-spend` stored
+        from channels.redis_client import redis_client
+        from strategies.ads_spend import RedisSpendStore
+
+        spend_client = redis_client(args.redis_url)
+        closers.append(spend_client)
+        console.spend = RedisSpendStore(spend_client, config.delivery.redis_prefix).all
     runner, url = await start_site(create_app(console), args.host, args.port)
     admin = bool(AdminTokens.from_env(console.env))
     print(f"scenetrigger console ready on {url}/ ({state.source or 'starting'}); admin actions "
