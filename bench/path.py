@@ -1,0 +1,294 @@
+"""Latency of the production path at fixed offered rates, with its floor.
+
+HTTP POSTs to ``scenetrigger collector`` -> the events topic -> one
+``scenetrigger worker`` (wall clock, RocksDB table) -> the triggers topic.
+Every ``--tick-ms`` the events of that tick go out as one POST (a JSON
+array): random background views of 20k users, and ``--arrivals`` of them
+fresh promo-page arrivals, each by a user seen once, so each must fire
+``promo_arrival`` exactly once. Latency runs from the start of the POST that
+carried an arrival to a consumer of the triggers topic receiving its
+trigger; ``lost`` counts arrivals the collector accepted (202) whose trigger
+never came (waited for until the topic is quiet for ``--drain`` seconds).
+The first ``--warmup`` seconds count for ``lost`` only.
+
+The floor: a bare aiokafka producer (acks=all, as the worker's) -> consumer
+round trip on the same broker at the same rate, read the same way.
+
+Each rate gets a fresh worker, collector and topics. Uses $SCENETRIGGER_KAFKA
+(host:port) or starts a broker of its own.
+
+    .venv/bin/python bench/path.py --seconds 10 --json /tmp/path.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from worker import (
+    CONFIG,
+    PARTITIONS,
+    _cpu_seconds,
+    create_topics,
+    free_port,
+    metric,
+    run_on_broker,
+    start_worker,
+    stop,
+)
+from worker_latency import TOKEN, _healthy, start_collector
+
+Send = Callable[[list[dict[str, Any]]], Awaitable[bool]]
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": -1.0, "p99": -1.0, "max": -1.0, "n": len(values)}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(max(values), 1),
+            "n": len(values)}
+
+
+async def _offer(send: Send, rate: int, seconds: float, warmup: float, tick_ms: int,
+                 arrivals: float, seed: int) -> tuple[dict[str, float], set[str], int]:
+    """Offer ``rate`` events/s for ``warmup + seconds`` through ``send`` (one call
+    per tick, its events); returns the start time of each measured arrival (by
+    user), the arrivals of the warm-up, and how many events were offered."""
+    rnd = random.Random(seed)
+    started_at: dict[str, float] = {}
+    warm: set[str] = set()
+    calls: set[asyncio.Task[None]] = set()
+    tick = tick_ms / 1000
+    per_tick = rate * tick
+    owed = 0.0
+    sent = fresh = 0
+    run = uuid.uuid4().hex[:6]
+    started = time.perf_counter()
+
+    async def call(batch: list[dict[str, Any]], mine: list[str]) -> None:
+        if not await send(batch):  # not accepted: not expected either
+            for user in mine:
+                started_at.pop(user, None)
+                warm.discard(user)
+
+    n_ticks = 0
+    while (elapsed := time.perf_counter() - started) < warmup + seconds:
+        owed += per_tick
+        batch: list[dict[str, Any]] = []
+        mine: list[str] = []
+        now_ms = int(time.time() * 1000)
+        while owed >= 1:
+            owed -= 1
+            if rnd.random() < arrivals:
+                fresh += 1
+                user = f"a{run}-{fresh}"
+                batch.append({"user_id": user, "ts": now_ms, "type": "page",
+                              "page": "/promo/x"})
+                mine.append(user)
+            else:
+                batch.append({"user_id": f"b{rnd.randrange(20_000)}", "ts": now_ms,
+                              "type": "view", "product_id": f"p{rnd.randrange(5_000)}"})
+        if batch:
+            sent += len(batch)
+            t0 = time.time()
+            for user in mine:
+                if elapsed < warmup:
+                    warm.add(user)
+                else:
+                    started_at[user] = t0
+            task = asyncio.create_task(call(batch, mine))
+            calls.add(task)
+            task.add_done_callback(calls.discard)
+        n_ticks += 1
+        await asyncio.sleep(max(0.0, started + n_ticks * tick - time.perf_counter()))
+    if calls:
+        await asyncio.gather(*calls)
+    return started_at, warm, sent
+
+
+async def _measure(bootstrap: str, topic: str, send: Send, args: argparse.Namespace,
+                   rate: int) -> dict[str, Any]:
+    """Offer the load through ``send`` while reading ``topic``; latency per arrival."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=100)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    arrived: dict[str, float] = {}
+    offered = asyncio.Event()
+    expected: list[Any] = []  # (measured, warm-up) arrivals, once all are offered
+
+    def complete() -> bool:
+        return all(u in arrived for users in expected for u in users)
+
+    async def read() -> None:
+        quiet_since = time.monotonic()
+        while not (offered.is_set() and (time.monotonic() - quiet_since > args.drain
+                                         or complete())):
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for records in batch.values():
+                quiet_since = time.monotonic()
+                for rec in records:
+                    user = orjson.loads(rec.value)["user_id"]
+                    arrived.setdefault(user, now)  # a re-sent trigger counts once
+
+    reader = asyncio.create_task(read())
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        started_at, warm, sent = await _offer(send, rate, args.seconds, args.warmup,
+                                              args.tick_ms, args.arrivals, args.seed)
+        took = time.perf_counter() - t0
+        expected.extend((started_at, warm))
+        offered.set()
+        await asyncio.wait_for(reader, timeout=600)
+    finally:
+        reader.cancel()
+        await consumer.stop()
+    latencies = [(arrived[u] - t) * 1000 for u, t in started_at.items() if u in arrived]
+    lost = sum(1 for u in [*started_at, *warm] if u not in arrived)
+    return {"rate": rate, "offered_per_s": round(sent / took, 1), "events": sent,
+            "arrivals": len(started_at) + len(warm), "lost": lost, **_pcts(latencies),
+            "load": [round(x, 2) for x in (load0, *os.getloadavg()[:1])]}
+
+
+async def floor(bootstrap: str, args: argparse.Namespace, rate: int) -> dict[str, Any]:
+    """A bare aiokafka produce -> consume round trip at the same rate."""
+    from aiokafka import AIOKafkaProducer
+
+    from agents.replication import producer_options
+
+    topic = f"benchpath-floor-{uuid.uuid4().hex[:6]}"
+    await create_topics(bootstrap, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer_options())
+    await producer.start()
+    pending: set[Any] = set()
+
+    async def send(batch: list[dict[str, Any]]) -> bool:
+        for ev in batch:  # every event, one record each: the broker's load of the path
+            key = ev["user_id"].encode()
+            pending.add(await producer.send(topic, key=key, value=orjson.dumps(ev)))
+        done = list(pending)
+        pending.clear()
+        if done:
+            await asyncio.gather(*done)
+        return True
+
+    try:
+        return await _measure(bootstrap, topic, send, args, rate)
+    finally:
+        await producer.stop()
+
+
+def path(tmp: Path, bootstrap: str, args: argparse.Namespace, rate: int) -> dict[str, Any]:
+    """A fresh worker and collector under ``rate`` events/s offered over HTTP."""
+    prefix = f"benchpath-{uuid.uuid4().hex[:6]}"
+    asyncio.run(create_topics(bootstrap, [f"{prefix}.{t}" for t in
+                                          ("events", "ticks", "triggers", "dead-letters")]))
+    port, http_port = free_port(), free_port()
+    log = tmp / f"{prefix}.log"
+    worker = start_worker(tmp, bootstrap, prefix, prefix, "wall", port, log, CONFIG)
+    collector = start_collector(bootstrap, prefix, http_port, tmp / f"{prefix}-c.log")
+    try:
+        deadline = time.monotonic() + 180
+        while metric(port, "scenetrigger_partitions") < PARTITIONS or not _healthy(http_port):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(log.read_text()[-3000:])
+            time.sleep(0.2)
+        cpu0 = _cpu_seconds(worker.pid), _cpu_seconds(collector.pid)
+        result = asyncio.run(_over_http(bootstrap, f"http://127.0.0.1:{http_port}/events",
+                                        f"{prefix}.triggers", args, rate))
+        cpu1 = _cpu_seconds(worker.pid), _cpu_seconds(collector.pid)
+        per = 1e6 / max(1, result["events"])
+        result["cpu_us_per_event"] = {"worker": round((cpu1[0] - cpu0[0]) * per, 1),
+                                      "collector": round((cpu1[1] - cpu0[1]) * per, 1)}
+        return result
+    finally:
+        stop(collector)
+        stop(worker)
+
+
+async def _over_http(bootstrap: str, url: str, topic: str, args: argparse.Namespace,
+                     rate: int) -> dict[str, Any]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        async def send(batch: list[dict[str, Any]]) -> bool:
+            async with session.post(url, data=orjson.dumps(batch), headers=headers) as resp:
+                await resp.read()
+                return resp.status == 202
+
+        return await _measure(bootstrap, topic, send, args, rate)
+
+
+def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
+    rates = [int(r) for r in args.rates.split(",") if r]
+    rounds: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        for rate in rates:
+            base = asyncio.run(floor(bootstrap, args, rate))
+            got = path(tmp, bootstrap, args, rate)
+            print(f"round {i + 1} at {rate}/s: path {got}\n  floor {base}", file=sys.stderr)
+            rounds.append({"round": i + 1, "rate": rate, "path": got, "floor": base})
+    return {"seconds": args.seconds, "tick_ms": args.tick_ms, "arrivals": args.arrivals,
+            "rounds": rounds, "load": [round(x, 2) for x in os.getloadavg()]}
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = ["| offered | round | path p50 / p99 / max ms | lost | floor p50 / p99 / max ms "
+             "| worker / collector CPU-us per event | load (1 min) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rounds"]:
+        p, f = row["path"], row["floor"]
+        cpu = p["cpu_us_per_event"]
+        lines.append(
+            f"| {p['offered_per_s']:,.0f}/s | {row['round']} | {p['p50']} / {p['p99']} / "
+            f"{p['max']} | {p['lost']} of {p['arrivals']:,} | {f['p50']} / {f['p99']} / "
+            f"{f['max']} | {cpu['worker']} / {cpu['collector']} "
+            f"| {p['load'][0]:.1f}–{p['load'][1]:.1f} |")
+    lines.append(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in r['load'])}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="1000,5000",
+                        help="offered loads, events/s (default 1000,5000)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measured seconds per rate (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds offered first, counted for lost only (default 2)")
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="at the end, wait for the missing triggers until the topic is "
+                             "quiet this long (default 10 s)")
+    parser.add_argument("--tick-ms", type=int, default=10,
+                        help="one POST per tick carries its events (default 10)")
+    parser.add_argument("--arrivals", type=float, default=0.05,
+                        help="share of events that are fresh promo arrivals (default 0.05)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if args.seconds <= 0 or args.tick_ms < 1 or not 0 < args.arrivals <= 1:
+        parser.error("--seconds > 0, --tick-ms >= 1 and 0 < --arrivals <= 1")
+    return run_on_broker("bench-path-", args, run, render)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
