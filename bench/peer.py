@@ -17,7 +17,8 @@ over Quix events/s within a round (the same neighbours' load).
 Rates count from the first event taken to the last; CPU is the process's
 whole CPU time (start-up included) over the events.
 
-    make bench-worker-peer BENCH_ARGS="--events 200000 --rounds 2"
+    make .venv-quix/.installed-stamp   # the peer's venv (as make bench-worker)
+    .venv/bin/python bench/peer.py --events 200000 --rounds 2 --json /tmp/peer.json
 """
 
 from __future__ import annotations
