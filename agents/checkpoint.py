@@ -208,7 +208,6 @@ class Checkpoint:
         self._fatal(EXIT_TRIGGER_SEND_FAILED)
 
 
-
 class Outbox:
     """The records decided while taking one message (triggers, decision
     records, forwarded events), handed straight to the Kafka producer right
