@@ -19,6 +19,7 @@ from agents.checkpoint import (
     EXIT_TRIGGER_SEND_FAILED,
     SEND_ERRORS,
     Checkpoint,
+    Outbox,
     SettleLimits,
     TriggerHook,
 )
@@ -84,6 +85,7 @@ class SceneWorker:
         # agent, so it should hand work off (a queue) rather than deliver inline.
         self.checkpoint = Checkpoint(lambda: self._stream, lambda: self.app.loop, on_trigger,
                                      now_ms, fatal)
+        self.outbox = Outbox(lambda: self.app.producer)
         self._wire()
 
     # -- construction ---------------------------------------------------------
@@ -99,7 +101,6 @@ class SceneWorker:
         self.source = self._topic(s.topics.events, s.topics.ticks)
         self.ticks_topic = self._topic(s.topics.ticks)
         self.triggers_topic = self._topic(s.topics.triggers)
-        self.events_out = self._topic(s.topics.events)  # identity merges, re-addressed events
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
         self.decisions_topic = self._topic(s.topics.decisions)
         self.audiences_topic = self.app.topic(  # compacted: the latest change per key
@@ -182,26 +183,25 @@ class SceneWorker:
         # Settle in batches: a user written by several events of a batch costs
         # one table write (and one changelog message).
         limits = SettleLimits(s.settle_batch, s.settle_ms, s.max_pending)
-        ready, unfenced = self.checkpoint.ready, self.checkpoint.unfenced
+        ready = self.checkpoint.ready
         noack = self._stream = stream.noack()
         async for event in noack.events():
             if not self._outputs_declared:
                 await self._declare_outputs()
             message = event.message
             host = self.host(message.partition)
-            if unfenced and host.partition in unfenced:  # settled by the sweep
-                await self.checkpoint.fence(host)
             now = self._now_ms()
             try:
-                if message.topic == events_topic:
+                tick = message.topic != events_topic  # a tick's batch settles at once
+                if tick:
+                    self._take_tick(host, now)
+                else:
                     taken = self._take_record(host, message, now)
                     host.last_offset = message.offset
-                    host.pending.add(event, now, taken)
-                    if ready(host, now, limits):
-                        await self._settle(host)
-                else:
-                    self._take_tick(host, now)
-                    host.pending.add(event, now)
+                if self.outbox.queued:  # sent as soon as decided
+                    await self.outbox.send()
+                host.pending.add(event, now, 1 if tick else taken)
+                if tick or ready(host, now, limits):
                     await self._settle(host)
             except SEND_ERRORS as exc:
                 self.checkpoint.stop_on_refused_send(host, exc)
@@ -252,10 +252,10 @@ class SceneWorker:
     def _forward(self, host: PartitionHost) -> None:
         """Send the host's identity records to the events topic, keyed by the
         known user; acked before the batch settles, like triggers."""
-        send = self.events_out.send_soon
+        add, topic = self.outbox.add, self.settings.topics.events
         futures = host.pending.futures
         for key, value in host.outbox:
-            futures.append(send(key=key.encode(), value=value))
+            add(futures, topic, key.encode(), value)
         host.outbox.clear()
 
     def _take_tick(self, host: PartitionHost, now: int) -> None:
@@ -281,7 +281,7 @@ class SceneWorker:
               event_time_s: float | None) -> None:
         """Send triggers now (latency); their acks are awaited before the state
         that records them (cooldowns, disarmed timers) is written."""
-        send = self.triggers_topic.send_soon
+        add, topic = self.outbox.add, self.settings.topics.triggers
         metrics = self.metrics
         pending = host.pending
         states = host.store
@@ -289,17 +289,16 @@ class SceneWorker:
             # The state the engine just wrote (staged, in the store's cache).
             state = states.get(trig.user_id)
             value = encode_trigger(trig, now_ms, state.profile if state is not None else None)
-            future = send(key=trig.user_id.encode(), value=value)
-            pending.futures.append(future)
+            on_done = None
+            if event_time_s and not host.is_timer(trig.scene):
+                on_done = functools.partial(self._observe_latency, event_time_s)
+            add(pending.futures, topic, trig.user_id.encode(), value, on_done)
             counter = self._fired.get(trig.scene)
             if counter is None:
                 counter = self._fired[trig.scene] = metrics.triggers.labels(trig.scene)
             counter.inc()
-            if host.is_timer(trig.scene):
-                if not host.event_clock:
-                    metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
-            elif event_time_s:
-                future.add_done_callback(functools.partial(self._observe_latency, event_time_s))
+            if host.is_timer(trig.scene) and not host.event_clock:
+                metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
         self._decide(host, fired)
         if self.on_trigger is not None:
             pending.triggers += fired
@@ -307,10 +306,10 @@ class SceneWorker:
     def _decide(self, host: PartitionHost, fired: Sequence[Trigger]) -> None:
         """The decision log's records of the fires and of the user-filter
         refusals ride with the triggers: acked before the batch settles."""
-        send = self.decisions_topic.send_soon
+        add, topic = self.outbox.add, self.settings.topics.decisions
         futures = host.pending.futures
         for record in host.decision_records(fired):
-            futures.append(send(key=record.user_id.encode(), value=record.encode()))
+            add(futures, topic, record.user_id.encode(), record.encode())
             if record.outcome == OUTCOME_REFUSED:  # a user filter, the trigger budget
                 self.metrics.refused.labels(record.scene, record.rule).inc()
 
@@ -319,7 +318,7 @@ class SceneWorker:
 
     async def _settle(self, host: PartitionHost, _stream: Any = None) -> None:
         """The agent's settle: waits for the batch's acks (agents.checkpoint)."""
-        await self.checkpoint.settle_when_acked(host)
+        await self.checkpoint.settle_when_acked(host, self.settings.max_pending)
 
     def _settle_quiet(self, now_ms: int, after_ms: int) -> None:
         """From the sweep: settle partitions whose batch has waited ``after_ms``
@@ -342,15 +341,12 @@ class SceneWorker:
         self.dead_letter_topic.send_soon(key=message.key, value=record)
 
     async def _declare_outputs(self) -> None:
-        await self.triggers_topic.maybe_declare()
-        await self.dead_letter_topic.maybe_declare()
-        await self.decisions_topic.maybe_declare()
+        for topic in (self.triggers_topic, self.dead_letter_topic, self.decisions_topic):
+            await topic.maybe_declare()
         if self.config.audiences:
             await self.audiences_topic.maybe_declare()
-        # A settle writes up to a batch of states (changelog messages) at once.
-        # Faust stops the stream whenever more than 100 wait in its producer
-        # buffer and drains it one wait_for per message, logging a warning each
-        # time (once per settle): let a whole batch wait instead.
+        # A settle writes a batch of states at once; past 100 in its producer buffer
+        # Faust stops the stream, draining one message at a time: let a batch wait.
         allow_producer_buffer(self.app, max(2 * self.settings.max_pending, 100))
         self._outputs_declared = True
 

@@ -7,14 +7,19 @@ trigger hook runs. Before that every send of the batch (triggers, decision
 records, forwarded events) must be acknowledged, so neither a state nor a
 committed offset gets ahead of the triggers it implies.
 
-A settle's changelog writes are acknowledged before the partition's next
-triggers are sent (:meth:`Checkpoint.fence`): the agent waits for them right
-after its own settles, and before taking a message of a partition the sweep
-settled. So a worker killed at any point leaves, per partition, at most its
-one unsettled batch undone; its successor redoes that batch from the
-committed offset (the offset guard skips every event a written state holds)
-and sends that batch's triggers again: at most one settle's worth of
-duplicate trigger records per partition (docs/guarantees.md).
+A settle's changelog writes are not waited for: the agent keeps taking and
+sending. What a crash could leave undone per partition is bounded instead:
+the events of its settles whose changelog writes are not yet known
+acknowledged plus its unsettled batch (:meth:`Checkpoint.in_doubt`). When
+that reaches ``wait_events`` (the worker's ``max_pending``) the agent waits
+for those writes (:meth:`Checkpoint.fence`) and the batch's acks, then
+settles. So a worker killed at any point leaves, per partition, at most
+``max_pending`` events (plus the rest of the record that crossed it) undone;
+its successor redoes them from the committed offset (the offset guard skips
+every event a written state holds) and sends their triggers again: at most
+that many events' duplicate trigger records per partition, none lost
+(docs/guarantees.md). Faust's commit flushes the producer first, so a
+committed offset never gets ahead of a changelog write.
 
 Two callers decide *when*, both through :meth:`Checkpoint.ready`, which only
 looks: the agent after each message (:data:`SettleLimits` from the worker's
@@ -77,15 +82,24 @@ class Checkpoint:
         self._fatal = fatal
         self._hooks: set[asyncio.Task[None]] = set()  # running hooks, referenced until done
         self._written: list[Any] = []  # the changelog sends of the settle under way
-        # partition -> changelog sends of its last settle, not yet known acked
+        # partition -> changelog sends of its settles, not yet known acked,
+        # and how many events those settles took (agents.checkpoint: the bound)
         self.unfenced: dict[int, list[Any]] = {}
+        self._doubt: dict[int, int] = {}
 
     def watch(self, table: Any) -> None:
         """Follow the table's changelog sends (the fence waits for them)."""
         on_changelog_send(table, self._written.append)
 
-    @staticmethod
-    def ready(host: PartitionHost, now_ms: int, limits: SettleLimits) -> bool:
+    def in_doubt(self, host: PartitionHost) -> int:
+        """Events of the partition a crash now could make a successor redo:
+        its unsettled batch and its settles not yet known durable."""
+        doubt = host.pending.events
+        if self.unfenced.get(host.partition):
+            doubt += self._doubt.get(host.partition, 0)
+        return doubt
+
+    def ready(self, host: PartitionHost, now_ms: int, limits: SettleLimits) -> bool:
         """Whether the partition's batch settles now. Looks only: a refused
         send counts as acked here, :meth:`settle` raises it."""
         pending = host.pending
@@ -93,27 +107,31 @@ class Checkpoint:
         if since is None or host.revoked:
             return False
         size = pending.events
-        if limits.wait_events is not None and size >= limits.wait_events:
+        if limits.wait_events is not None and self.in_doubt(host) >= limits.wait_events:
             return True
         if (limits.events is None or size < limits.events) and now_ms - since < limits.age_ms:
             return False
         # Newest sends first: the unacked ones are at the end.
         return all(future.done() for future in reversed(pending.futures))
 
-    async def settle_when_acked(self, host: PartitionHost) -> None:
-        """From the agent: wait for the batch's acks, then settle it, hook included."""
+    async def settle_when_acked(self, host: PartitionHost, wait_events: int | None) -> None:
+        """From the agent: settle the batch, hook included. At ``wait_events``
+        events in doubt it first waits for the earlier settles' changelog
+        writes (:meth:`fence`), and for the batch's acks in any case."""
         pending = host.pending
-        if pending.futures:
+        if wait_events is not None and self.in_doubt(host) >= wait_events:
+            await self.fence(host)
+        if pending.futures and not all(future.done() for future in pending.futures):
             await asyncio.wait(list(pending.futures))
         hook = self.settle(host)
-        await self.fence(host)
         if hook is not None:
             await hook
 
     async def fence(self, host: PartitionHost) -> None:
-        """Wait until the changelog writes of the partition's last settle are
+        """Wait until the changelog writes of the partition's settles are
         acknowledged (a failed one too: the batch is then redone, never lost)."""
         writes = self.unfenced.pop(host.partition, None)
+        self._doubt.pop(host.partition, None)
         if writes and not all(write.done() for write in writes):
             _, late = await asyncio.wait(writes, timeout=FENCE_TIMEOUT_S)
             if late:
@@ -133,9 +151,15 @@ class Checkpoint:
         # the batch's own last message is made current for this call.
         with current_event(pending.messages[-1]):
             host.store.flush()
+        partition = host.partition
+        earlier = self.unfenced.get(partition)
+        if earlier and earlier[-1].done() and all(write.done() for write in earlier):
+            del self.unfenced[partition]  # durable: out of doubt
+            self._doubt.pop(partition, None)
         if self._written:
-            self.unfenced.setdefault(host.partition, []).extend(self._written)
+            self.unfenced.setdefault(partition, []).extend(self._written)
             self._written.clear()
+            self._doubt[partition] = self._doubt.get(partition, 0) + pending.events
         messages, triggers = pending.take()
         stream = self._stream()
         for event in messages:
@@ -183,3 +207,29 @@ class Checkpoint:
                 handler.flush()
         self._fatal(EXIT_TRIGGER_SEND_FAILED)
 
+
+class Outbox:
+    """The records decided while taking one message (triggers, decision
+    records, forwarded events), handed straight to the Kafka producer right
+    after it. Not through Faust's producer buffer: there they queued behind a
+    settle's changelog writes (one at a time, ~70 us each) before reaching
+    the producer. Their futures join the partition's batch, as before."""
+
+    def __init__(self, producer: Callable[[], Any]) -> None:
+        self._producer = producer  # Faust's producer: send() hands to aiokafka
+        # (futures of the batch, topic, key, value, done callback or None)
+        self.queued: list[tuple[Any, str, bytes, bytes, Callable[[Any], None] | None]] = []
+
+    def add(self, futures: Any, topic: str, key: bytes, value: bytes,
+            on_done: Callable[[Any], None] | None = None) -> None:
+        self.queued.append((futures, topic, key, value, on_done))
+
+    async def send(self) -> None:
+        """Send what was queued, in order; a refused send raises (the caller stops)."""
+        queued, self.queued = self.queued, []
+        send = self._producer().send
+        for futures, topic, key, value, on_done in queued:
+            future = await send(topic, key, value, None, None, None)
+            futures.append(future)
+            if on_done is not None:
+                future.add_done_callback(on_done)

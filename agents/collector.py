@@ -121,16 +121,21 @@ class KafkaPublisher:
         # what Kafka stored is told apart from what it did not.
         futures: list[asyncio.Future[Any]] = []
         first: BaseException | None = None
-        for topic, key, value in messages:
-            try:
+        batchers: set[RecordBatcher] = set()
+        try:
+            for topic, key, value in messages:
                 if key is None:
                     futures.append(await self._producer.send(topic, value=value))
                 else:
                     batcher = self._batchers.get(topic) or await self._batcher(topic)
                     futures.append(await batcher.add(key, value))
-            except Exception as exc:  # aiokafka raises KafkaError and OSError subclasses
-                first = exc
-                break
+                    batchers.add(batcher)
+            # The request is all in: its records go when the loop turns, not
+            # after the linger (requests taken in the same turn share them).
+            for batcher in batchers:
+                batcher.seal_soon()
+        except Exception as exc:  # aiokafka raises KafkaError and OSError subclasses
+            first = exc
         unique = {id(f): f for f in futures}
         results = dict(zip(unique, await asyncio.gather(*unique.values(),
                                                         return_exceptions=True), strict=True))

@@ -106,6 +106,8 @@ class RecordBatcher:
         self._open: dict[int, _Open] = {}
         self._lock = asyncio.Lock()  # FIFO: records reach the producer in seal order
         self._inflight: set[asyncio.Future[None]] = set()
+        self._sealing: asyncio.Handle | None = None
+        self._seals: set[asyncio.Future[None]] = set()
         self._cache: dict[bytes, int] = {}  # key -> partition (murmur2 is pure Python)
         self.events = Counter[int]()  # events stored, per partition
         self.records = 0
@@ -141,11 +143,29 @@ class RecordBatcher:
             await self._seal(partition, batch)
         return done
 
+    async def seal(self) -> None:
+        """Hand every open record to the producer now, without waiting for
+        its linger (a sender that has no more events coming)."""
+        for partition, batch in list(self._open.items()):
+            await self._seal(partition, batch)
+
+    def seal_soon(self) -> None:
+        """Seal the open records once the event loop turns, not after the
+        linger: senders that run in this turn still join them."""
+        if self._sealing is None:
+            self._sealing = asyncio.get_running_loop().call_soon(self._seal_now)
+
+    def _seal_now(self) -> None:
+        self._sealing = None
+        task = asyncio.ensure_future(self.seal())
+        self._seals.add(task)  # referenced until done
+        task.add_done_callback(self._seals.discard)
+        task.add_done_callback(_retrieve)
+
     async def flush(self) -> None:
         """Seal every open record and wait until all are stored; raises the
         first send failure."""
-        for partition, batch in list(self._open.items()):
-            await self._seal(partition, batch)
+        await self.seal()
         if self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
         if self.failed is not None:
@@ -154,6 +174,8 @@ class RecordBatcher:
     def _linger_over(self, partition: int, batch: _Open) -> None:
         if self._open.get(partition) is batch:
             task = asyncio.ensure_future(self._seal(partition, batch))
+            self._seals.add(task)  # referenced until done
+            task.add_done_callback(self._seals.discard)
             task.add_done_callback(_retrieve)
 
     async def _seal(self, partition: int, batch: _Open) -> None:

@@ -18,6 +18,7 @@ from agents.app import (
     SceneWorker,
     create_app,
 )
+from agents.checkpoint import Outbox
 from agents.engine_host import PartitionHost
 from agents.metrics import WorkerMetrics
 from agents.partition_store import PartitionStore
@@ -272,28 +273,32 @@ def test_trigger_record_has_contract_fields_and_id() -> None:
     assert with_profile == {**rec, "profile": profile.to_wire()}
 
 
-class FakeTopic:
-    """``send_soon`` of a Faust topic: records the value, returns a done future."""
+class FakeProducer:
+    """``send`` of Faust's producer: records each value by topic, returns a done future."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bytes]] = []
+        self.sent: dict[str, list[tuple[bytes, bytes]]] = {}
 
-    def send_soon(self, key: bytes, value: bytes) -> FakeFuture:
-        self.sent.append((key, value))
+    async def send(self, topic: str, key: bytes, value: bytes, partition: None,
+                   timestamp: None, headers: None) -> FakeFuture:
+        self.sent.setdefault(topic, []).append((key, value))
         return FakeFuture(True)
 
 
-def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) -> None:
+async def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) -> None:
     worker = SceneWorker(settings(tmp_path, store="memory"))
-    topic, decisions = FakeTopic(), FakeTopic()
-    worker.triggers_topic, worker.decisions_topic = topic, decisions
+    producer = FakeProducer()
+    worker.outbox = Outbox(lambda: producer)
     host = make_host({})
     host.on_event(ev("u1", 1000, "search", query="red shoes"), 0, 0)
     host.on_event(ev("u1", 2000, "view", product_id="p", tz="Europe/Paris"), 1, 0)
     fired = host.on_event(ev("u1", 3000, "view", product_id="p"), 2, 0)
     assert fired == [Trigger("rv", "u1", "p", 3000)]
     worker._emit(host, fired, 4000, None)
-    [(key, value)] = topic.sent
+    assert not producer.sent and len(worker.outbox.queued) == 2  # sent after the message
+    await worker.outbox.send()
+    assert len(host.pending.futures) == 2  # the batch settles once both are acked
+    [(key, value)] = producer.sent[worker.settings.topics.triggers]
     assert key == b"u1"
     record = orjson.loads(value)
     # the contract fields and id stay as they were; journeys still read the record
@@ -305,7 +310,7 @@ def test_emitted_trigger_carries_the_users_profile_at_fire_time(tmp_path: Path) 
             profile.tz, profile.last_ts) == (2, 1, "red shoes", "p", "Europe/Paris", 3000)
     assert profile.to_wire() == host.store.get("u1").profile.to_wire()  # type: ignore[union-attr]
     # the decision log's record of the fire rides with it, keyed by the user
-    [(key, value)] = decisions.sent
+    [(key, value)] = producer.sent[worker.settings.topics.decisions]
     decided = orjson.loads(value)
     assert key == b"u1" and decided["trigger_id"] == fired[0].trigger_id
     assert (decided["outcome"], decided["rule"]) == ("triggered", "repeat")

@@ -1,6 +1,7 @@
 """agents.checkpoint: ready() only looks; settle() writes, acks and hands the
-changelog writes to the fence, which holds the partition's next batch until
-they are acknowledged (the duplicate bound after a crash)."""
+changelog writes to the fence; the agent waits for them only once the events
+in doubt (settled but not known durable, plus the batch) reach wait_events
+(the duplicate bound after a crash)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,31 @@ async def test_settle_writes_acks_and_fences_the_changelog_writes() -> None:
     await fence
     assert 0 not in cp.unfenced
     await cp.fence(host)  # nothing left to wait for
+
+
+async def test_settles_go_on_without_their_changelog_acks_up_to_wait_events() -> None:
+    stream = FakeStream()
+    cp = checkpoint(stream)
+    table = ChangelogTable()
+    cp.watch(table)
+    host = make_host(table)
+    for offset in range(6):
+        take(host, offset, 0)
+    await cp.settle_when_acked(host, LIMITS.wait_events)  # 6 in doubt: no wait
+    assert stream.acked == list(range(6)) and cp.in_doubt(host) == 6
+    for offset in range(6, 9):
+        take(host, offset, 0)
+    assert cp.in_doubt(host) == 9 and not cp.ready(host, 0, SettleLimits(None, 1_000, 10))
+    take(host, 9, 0)
+    assert cp.ready(host, 0, SettleLimits(None, 1_000, 10))  # 10 in doubt: the agent waits
+    settle = asyncio.ensure_future(cp.settle_when_acked(host, LIMITS.wait_events))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not settle.done() and len(stream.acked) == 6  # held by the first settle's writes
+    for future in table.sent:
+        future.set_result(None)
+    await settle
+    assert stream.acked == list(range(10)) and cp.in_doubt(host) == 4  # the second settle's
 
 
 async def test_the_sweep_stops_the_worker_on_a_refused_send() -> None:

@@ -18,7 +18,7 @@ from agents.collector import (
 )
 from agents.intake import Rejection, parse_body
 from agents.producer import ProduceTopics
-from triggers.events import Event
+from triggers.events import Event, decode_event_record
 
 
 class MemoryPublisher:
@@ -145,6 +145,23 @@ async def test_kafka_publisher_batches_events_by_partition_by_default() -> None:
         times = [ts for u, ts in seen if u == user]
         assert times == sorted(times)
     assert [r[0] for r in producer.records].count("dl") == 1
+
+
+async def test_kafka_publisher_sends_a_requests_records_without_waiting_for_the_linger() -> None:
+    """Latency (issue 25): a request's records go once the loop turns; the
+    linger (an hour here) only bounds senders that keep adding."""
+    from agents.collector import KafkaPublisher
+    from agents.record_batching import BatchLimits
+
+    producer = FakeProducer()
+    publisher = KafkaPublisher(producer, BatchLimits(linger_ms=3_600_000))
+    events = [("ev", f"u{n}".encode(), orjson.dumps({"user_id": f"u{n}", "ts": n,
+                                                     "type": "view"})) for n in range(8)]
+    task = asyncio.ensure_future(publisher.publish(events))
+    for _ in range(10):  # a few loop turns, no clock
+        await asyncio.sleep(0)
+    assert task.done() and task.exception() is None
+    assert sum(len(decode_event_record(r[2])) for r in producer.records) == 8
 
 
 async def test_collector_dead_letters_an_event_too_far_ahead_of_its_clock() -> None:

@@ -16,11 +16,12 @@ from typing import Any
 import orjson
 
 from agents.app import SceneWorker
+from agents.checkpoint import Outbox
 from agents.record_batching import encode_batch
 from agents.settings import TopicNames, WorkerSettings
 from config.loader import load_config_text
 from scenetrigger.runtime.replay import new_host, replay
-from tests.agents.test_app_unit import FakeTopic
+from tests.agents.test_app_unit import FakeProducer
 from tests.agents.test_record_batching_unit import FakeMessage
 from triggers.errors import EventRejected
 from triggers.events import Event, Trigger, event_from_mapping
@@ -41,27 +42,28 @@ def pages(user: str, n: int, start: int = T0, name: str = "/promo/") -> list[dic
             for i in range(n)]
 
 
-def test_the_worker_refuses_over_budget_with_records_and_a_metric(tmp_path: Path) -> None:
+async def test_the_worker_refuses_over_budget_with_records_and_a_metric(tmp_path: Path) -> None:
     config = load_config_text(CONFIG)
     worker = SceneWorker(WorkerSettings(config=config, app_id="unit", store="memory",
                                         broker="kafka://127.0.0.1:1", clock="event",
                                         topics=TopicNames.with_prefix("unit"),
                                         state_dir=tmp_path))
-    triggers, decisions = FakeTopic(), FakeTopic()
-    worker.triggers_topic, worker.decisions_topic = triggers, decisions
+    producer = FakeProducer()
+    worker.outbox = Outbox(lambda: producer)
     host = worker.host(0)
     events = pages("bot", 200) + pages("human", 3) + pages("bot", 3, T0 + 31 * 60_000, "/promo/b")
     for offset, start in enumerate(range(0, len(events), 50)):
         batch = [orjson.dumps(e) for e in events[start:start + 50]]
         worker._take_record(host, FakeMessage(encode_batch(batch), offset), T0)
-    sent = [orjson.loads(value) for _, value in triggers.sent]
+        await worker.outbox.send()
+    sent = [orjson.loads(value) for _, value in producer.sent["unit.triggers"]]
     got = [(t["user_id"], t["ts"]) for t in sent]
     # 5 of the bot's first 200; the human's 3; 30 minutes on, the bot's budget is free
     # again (the first 5 are older than ts - 30m).
     assert got == ([("bot", T0 + i * 1000) for i in range(5)]
                    + [("human", T0 + i * 1000) for i in range(3)]
                    + [("bot", T0 + 31 * 60_000 + i * 1000) for i in range(3)])
-    records = [orjson.loads(value) for _, value in decisions.sent]
+    records = [orjson.loads(value) for _, value in producer.sent["unit.decisions"]]
     refused = [r for r in records if r["outcome"] == "refused"]
     assert len(refused) == 195 and {r["rule"] for r in refused} == {"trigger_budget"}
     first = refused[0]

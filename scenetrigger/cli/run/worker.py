@@ -60,13 +60,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--settle-interval", type=duration, default=200,
                         help="a partition's batch of taken events is written (states, "
                              "changelog, acks) once its triggers are acknowledged and it is "
-                             "this old (default 200ms); a worker killed -9 re-sends at most "
-                             "one batch's triggers per partition (docs/guarantees.md)")
+                             "this old (default 200ms)")
     parser.add_argument("--settle-events", type=_positive, default=20_000,
                         help="... or once it holds this many events (default 20000)")
     parser.add_argument("--max-pending", type=_positive, default=100_000,
-                        help="at this many events a batch waits for its trigger acks and "
-                             "settles: the most one batch holds (default 100000)")
+                        help="at this many events in doubt (settled but not known durable, "
+                             "plus the batch) the agent waits for the changelog and the "
+                             "trigger acks; a worker killed -9 re-sends at most this many "
+                             "events' triggers per partition (default 100000, "
+                             "docs/guarantees.md)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
     add_replication_argument(parser)
