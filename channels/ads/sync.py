@@ -60,9 +60,8 @@ class AudienceSync:
 
     async def may_sync(self, user_id: str, contact: Contact) -> str | None:
         """None when the user may be synced, else the reason."""
-        records = await self.consent.all(user_id)
-        record = next((r for k, r in records.items()
-                       if k.startswith(f"{CHANNEL_TYPE}:")), None)
+        # Ads are marketing: another purpose's record (the hash's order) says nothing.
+        record = (await self.consent.all(user_id)).get(f"{CHANNEL_TYPE}:marketing")
         allowed = record.granted if record is not None else self.consent_default == "opt_out"
         if not allowed:
             return "no_consent"
