@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -34,4 +35,40 @@ async def test_an_erasure_without_ad_sinks_still_removes_the_ad_sync_state(
     await eraser.erase("u9")
     assert not await redis.exists(state.key("u9"))
     assert await redis.exists(state.key("u10"))  # another user's stays
+    await redis.aclose()
+
+
+async def test_unsubscribe_from_all_on_the_preference_page_leaves_the_ad_audiences(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ad sinks configured the preference page has the ``ads`` row
+    (docs/ads.md: the preference page changes ads consent like any other),
+    and "unsubscribe from all" withdraws it: the user leaves every platform."""
+    import hashlib
+    import hmac
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from channels.feedback.events import ListSink
+    from scenetrigger.cli.run.serve import ServeParts, build_app
+    from tests.channels.ads_fixtures import ENV, four_platforms
+    from tests.scenetrigger.test_ads_erasure import _gone_everywhere, _synced
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    secret = "tracking-secret-for-the-review"
+    sig = hmac.new(secret.encode(), b"unsubscribe\nu4\nemail", hashlib.sha256).hexdigest()[:32]
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    async with four_platforms() as platforms:
+        config = await _synced(redis, platforms)
+        env = {config.delivery.tracking.secret_env: secret}
+        app = build_app(ServeParts(config, redis, ListSink(), env=env))
+        async with TestClient(TestServer(app)) as client:
+            page = await (await client.get(f"/unsubscribe/email?u=u4&s={sig}")).text()
+            assert 'data-channel="ads"' in page
+            resp = await client.post(f"/unsubscribe/email?u=u4&s={sig}", data={"action": "all"})
+            assert resp.status == 200, await resp.text()
+        _gone_everywhere(platforms, 4)
+    prefix = config.delivery.redis_prefix
+    held = await redis.hget(f"{prefix}consent:{{u4}}", "ads:marketing")
+    assert held is not None and orjson.loads(held)[0] is False
     await redis.aclose()
