@@ -324,7 +324,10 @@ class Engine:
         (which the caller then puts): a timer carried over by an identity merge."""
         self._seq = seq = self._seq + 1
         state.timer[scene] = (deadline, seq)
-        if scene in self.timer_scenes:
+        names = self.timer_scenes
+        if self._takes is not None and self._takes(user_id):  # the user's arm's, as rebuild_timers
+            names = self._cand.timer_scenes  # type: ignore[union-attr]
+        if scene in names:
             heapq.heappush(self._timers, (deadline, seq, scene, user_id))
 
     def rebuild_timers(self, users: Iterable[tuple[str, UserState]] | None = None) -> int:

@@ -95,7 +95,9 @@ def build_sync(config: AppConfig, directory: Directory, consent: ConsentStore,
     default = config.delivery.audience.consent.get(CHANNEL_TYPE, "opt_out")
     return AudienceSync(build_sinks(config, dry_run=dry_run, env=env, **sink_args),
                         routes(config), directory, consent, state, default,
-                        holdout=config.ads.holdout, salt=config.strategies.control.salt)
+                        holdout=config.ads.holdout, salt=config.strategies.control.salt,
+                        unchecked=frozenset(name for name, model in config.audiences.items()
+                                            if model.consent == "none"))
 
 
 def redis_forgetter(redis: Any, config: AppConfig, reason: str,

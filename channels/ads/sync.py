@@ -48,6 +48,7 @@ class AudienceSync:
     keys: HashKeys | None = None  # receipt names; default: from the environment
     holdout: float = 0.0  # ads.holdout: members never synced, the report's baseline
     salt: str = "scenetrigger"  # strategies.control.salt
+    unchecked: frozenset[str] = frozenset()  # audiences of `consent: none` (no consent check)
     outcomes: Counter[str] = field(default_factory=Counter)
     # What waits for its batch, by (sink, platform id, user): the state says
     # "synced" only once the platform took it, so a crash before that sends it
@@ -58,14 +59,16 @@ class AudienceSync:
     def targets(self, audience: str) -> list[tuple[str, str]]:
         return [(sink, ids[audience]) for sink, ids in self.routes.items() if audience in ids]
 
-    async def may_sync(self, user_id: str, contact: Contact) -> str | None:
-        """None when the user may be synced, else the reason."""
-        records = await self.consent.all(user_id)
-        record = next((r for k, r in records.items()
-                       if k.startswith(f"{CHANNEL_TYPE}:")), None)
-        allowed = record.granted if record is not None else self.consent_default == "opt_out"
-        if not allowed:
-            return "no_consent"
+    async def may_sync(self, user_id: str, contact: Contact,
+                       consent: bool = True) -> str | None:
+        """None when the user may be synced, else the reason; ``consent``
+        False (an audience of ``consent: none``): do-not-contact alone."""
+        if consent:
+            # Ads are marketing: another purpose's record (the hash's order) says nothing.
+            record = (await self.consent.all(user_id)).get(f"{CHANNEL_TYPE}:marketing")
+            allowed = record.granted if record is not None else self.consent_default == "opt_out"
+            if not allowed:
+                return "no_consent"
         hashes = [address_hash(k, v) for k, v in contact.addresses() if k in ("email", "phone")]
         if hashes and any(await self.consent.blocked(hashes)):
             return "do_not_contact"
@@ -87,7 +90,8 @@ class AudienceSync:
             return "no_contact"
         if contact.email is None and contact.phone is None:
             return "no_identifier"
-        refused = await self.may_sync(record.user_id, contact)
+        refused = await self.may_sync(record.user_id, contact,
+                                      record.audience not in self.unchecked)
         if refused is not None:  # withdrawn since (e.g. `users set`): out where synced
             await self._remove_where_synced(record)
             return refused

@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 
 from channels.ads.build import redis_forgetter
+from channels.ads.state import RedisSyncState
 from channels.ads.sync import Forget as ForgetInAds
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import Contact, RedisDirectory, address_hash, dnc_hits_key
@@ -151,6 +152,8 @@ class Eraser:
         direct = {"directory": [self.directory.key(user_id)],
                   "do_not_contact_hits": [dnc_hits_key(p, user_id)],
                   "consent": [self.consent.key(user_id)],
+                  # left when no sink is configured now (forget_in_ads is None)
+                  "ad_sync_state": [RedisSyncState(self.redis, p).key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
                   "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}
         for kind, keys in direct.items():

@@ -80,6 +80,7 @@ from channels.policy.store import RedisPolicyStore
 from channels.redis_client import DEFAULT_REDIS_URL, redis_client, redis_url_or_env
 from channels.transports.inbox import InboxStore, inbox_routes
 from channels.transports.registry import address_fields, consent_defaults
+from config.ads_models import ADS_CONSENT
 from config.channel_models import InboxModel
 from config.models import AppConfig
 from config.tokens import (
@@ -224,12 +225,14 @@ def build_app(parts: ServeParts) -> web.Application:
     directory = RedisDirectory(parts.redis, prefix)
     # an ads withdrawal, by any path, also leaves every synced ad audience (docs/ads.md)
     consent = watch_ads_consent(RedisConsentStore(parts.redis, prefix), parts.redis, config)
+    types = [t for t in config.channel_types().values() if t != "log"] or ["email"]
+    if config.ads.sinks:  # the page's "all" withdraws ads too (docs/ads.md)
+        types.append(ADS_CONSENT)
     consent_routes = ConsentRoutes(directory, consent, env.get(tracking.secret_env, "").encode(),
                                    sink, env.get(tracking.callback_token_env) or None,
                                    env.get(WECHAT_TOKEN_ENV) or None,
                                    preferences=config.delivery.preferences,
-                                   channel_types=[t for t in config.channel_types().values()
-                                                  if t != "log"] or ["email"],
+                                   channel_types=types,
                                    defaults=consent_defaults(config.delivery.audience.consent),
                                    address_fields=address_fields())
     consent_routes.add_routes(app)
