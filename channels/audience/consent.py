@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import orjson
 
-from channels.audience.directory import INDEXED_FIELDS, addr_key, dnc_hits_key
+from channels.audience.directory import INDEXED_FIELDS, addr_key, dnc_generation_key, dnc_hits_key
 from channels.redis_client import get_many, user_tag
 from config.hash_keys import HashKeys
 
@@ -118,15 +118,19 @@ class RedisConsentStore:
         return bool(await self._redis.delete(self.key(user_id)))
 
     async def do_not_contact(self, hashes: Iterable[str], ts: int, source: str) -> None:
-        """Put ``hashes`` on the list; a known user holding one of them has
-        the do-not-contact hits kept beside their record cleared (the next
-        decision looks them up again: channels.audience.recipient)."""
+        """Put ``hashes`` on the list and raise the list's generation: the
+        do-not-contact hits kept beside any user's record under an older
+        generation are looked up again at their next decision
+        (channels.audience.recipient); the indexed owner's are also cleared."""
         items = list(hashes)
         pipe = self._redis.pipeline(transaction=False)
         for item in items:
             pipe.set(self.dnc_key(self.keys.dnc(item)),
                      orjson.dumps([ts, source, self.keys.key_id]), nx=True)
         await pipe.execute()
+        # After the entries are stored: a read that saw the old generation
+        # looks them up again (channels.audience.recipient.RedisReader).
+        await self._redis.incr(dnc_generation_key(self._prefix))
         owners = await get_many(self._redis, [addr_key(self._prefix, name, item)
                                               for item in items
                                               for name in INDEXED_FIELDS])

@@ -270,6 +270,13 @@ def addr_key(prefix: str, kind: str, hashed: str) -> str:
     return f"{prefix}addr:{kind}:{hashed}"
 
 
+def dnc_generation_key(prefix: str) -> str:
+    """A counter every do-not-contact addition raises: kept hits found under
+    an older value are looked up again (an address many users share reaches
+    them all, whoever the address index names)."""
+    return f"{prefix}dnc-generation"
+
+
 def dnc_hits_key(prefix: str, user_id: str) -> str:
     """Which of the user's hashed contact points are do-not-contact, and for
     which addresses that was found (channels.audience.recipient.RedisReader)."""

@@ -14,6 +14,7 @@ channel is reachable, locale and zone come from the events or the default.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,8 +38,10 @@ from channels.audience.directory import (
     RedisDirectory,
     address_hash,
     decode,
+    dnc_generation_key,
     dnc_hits_key,
 )
+from channels.redis_client import is_cluster
 from triggers.profile import Profile
 
 _PRECEDENCE = (UNSUBSCRIBED, DO_NOT_CONTACT, NO_CONSENT, NO_ADDRESS)
@@ -188,18 +191,23 @@ class StoreReader:
 
 
 # The user's record, consent hash and kept do-not-contact hits: all three
-# keys carry the user's hash tag (one cluster slot).
+# keys carry the user's hash tag (one cluster slot); on one node the list's
+# generation comes in the same call (KEYS[4]).
 _READ = """
 return {redis.call('GET', KEYS[1]) or false, redis.call('HGETALL', KEYS[2]),
-        redis.call('GET', KEYS[3]) or false}
+        redis.call('GET', KEYS[3]) or false,
+        KEYS[4] and (redis.call('GET', KEYS[4]) or false) or false}
 """
 
 
 class RedisReader:
-    """One pipelined round trip, in the user's cluster slot: the record, the
-    consent hash and the record's do-not-contact hits (kept beside them, for
-    the address hashes they were found for). Hits missing or found for
-    other addresses are looked up and kept again (two more round trips)."""
+    """One round trip, in the user's cluster slot: the record, the consent
+    hash and the record's do-not-contact hits (kept beside them, for the
+    address hashes and the list generation they were found under). Hits
+    missing, or found for other addresses or an older generation, are
+    looked up and kept again (two more round trips). On a cluster the
+    generation's key lives in another slot: it is read beside the script,
+    concurrently."""
 
     def __init__(self, directory: RedisDirectory, consent: RedisConsentStore,
                  fields: Iterable[str]) -> None:
@@ -208,24 +216,38 @@ class RedisReader:
         self.fields = tuple(sorted(set(fields)))
         self._redis: Any = directory.redis
         self._prefix = directory.prefix
+        self._generation_key = dnc_generation_key(self._prefix)
+        self._cluster = is_cluster(self._redis)
         # One command (a pipeline of three cost a third more here, in redis-py).
         self._read = self._redis.register_script(_READ)
 
+    async def _fetch(self, user_id: str, hits_key: str) -> tuple[Any, Any, Any, Any]:
+        keys = [self.directory.key(user_id), self.consent.key(user_id), hits_key]
+        if not self._cluster:
+            raw, flat, kept, generation = await self._read(keys=[*keys, self._generation_key])
+            return raw, flat, kept, generation
+        (raw, flat, kept, _), generation = await asyncio.gather(
+            self._read(keys=keys), self._redis.get(self._generation_key))
+        return raw, flat, kept, generation
+
     async def read(self, user_id: str) -> Snapshot:
         hits_key = dnc_hits_key(self._prefix, user_id)
-        raw, flat, kept = await self._read(
-            keys=[self.directory.key(user_id), self.consent.key(user_id), hits_key])
+        raw, flat, kept, generation = await self._fetch(user_id, hits_key)
+        generation = int(generation) if generation else 0
         consents = dict(zip(flat[::2], flat[1::2], strict=True))
         contact = decode(raw) if raw is not None else None
         hashes = _hashes(contact, self.fields)
         of = sorted(hashes.values())
         if kept is not None:
-            kept_of, hits = orjson.loads(kept)
-            if kept_of == of:
-                return _snapshot(contact, decode_consents(consents), hashes, hits)
+            stored = orjson.loads(kept)
+            if len(stored) == 3 and stored[0] == of and stored[2] == generation:
+                return _snapshot(contact, decode_consents(consents), hashes, stored[1])
         flags = await self.consent.blocked(of) if of else []
         found = [h for h, hit in zip(of, flags, strict=True) if hit]
-        await self._redis.set(hits_key, orjson.dumps([of, found]), px=DNC_HITS_TTL_MS)
+        # Kept under the generation read before the lookup: an entry added
+        # since raised it, so the next read looks again.
+        await self._redis.set(hits_key, orjson.dumps([of, found, generation]),
+                              px=DNC_HITS_TTL_MS)
         return _snapshot(contact, decode_consents(consents), hashes, found)
 
 
