@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from scenetrigger.cli.ops.users import run_async
 
     data = run_async(_main(args), args.redis_url)
-    text = orjson.dumps(data, option=0 if args.json else orjson.OPT_INDENT_2)
+    # The profile keeps some maps by number (the engagement curve by hour of week).
+    text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | (0 if args.json else orjson.OPT_INDENT_2))
     if args.out:
         with open(args.out, "wb") as out:
             out.write(text + b"\n")
