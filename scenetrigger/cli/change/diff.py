@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import re
 import sys
+import traceback
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -38,6 +41,12 @@ def register(sub: Any) -> None:
                         help="example users per change (default 3)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.add_argument("--jobs", type=positive, default=os.cpu_count() or 1,
+                        help="processes (default: the cores; the output is the same): with 2 "
+                             "or more the two configs replay side by side, one process each, "
+                             "without progress bars. Each side stays one process (delivery "
+                             "dry-run needs every user's state in trigger order), so more "
+                             "than 2 gains nothing")
     parser.add_argument("--config-store", metavar="STORE",
                         help="read vN (or N) / current from the versioned config: 'kafka' or a "
                              "directory (see `config push`)")
@@ -51,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         raise SceneTriggerError("diff reads EVENTS twice: give a file, not -")
     base_config = _config(args.base, args)
     candidate_config = _config(args.candidate, args)
-    base = _side("base", base_config, args)
-    candidate = _side("candidate", candidate_config, args)
+    if args.jobs > 1:
+        base, candidate = _sides_in_parallel(base_config, candidate_config, args)
+    else:
+        base = _side("base", base_config, args)
+        candidate = _side("candidate", candidate_config, args)
     result = compare(base_config, candidate_config, base, candidate, args.examples)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
@@ -107,3 +119,51 @@ def _side(label: str, config: AppConfig, args: argparse.Namespace) -> Side:
         finally:
             if progress is not None:
                 progress.close()
+
+
+def _sides_in_parallel(base_config: AppConfig, candidate_config: AppConfig,
+                       args: argparse.Namespace) -> tuple[Side, Side]:
+    """``--jobs 2+``: the candidate side in a forked process, the base here;
+    each side is the same one-process run as with ``--jobs 1``. Forked, so
+    the configs are inherited, not pickled (compiled engine classes do not
+    unpickle); only the plain :class:`Side` comes back."""
+    quiet = argparse.Namespace(**{**vars(args), "no_progress": True})  # two bars would mix
+    receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(
+        target=_side_process, args=(sender, candidate_config, quiet), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        base = _side("base", base_config, quiet)
+    except BaseException:
+        child.kill()  # its answer is not needed any more
+        child.join()
+        raise
+    try:
+        answer = receiver.recv()
+    except EOFError:
+        raise RuntimeError("diff: the candidate's process died") from None
+    finally:
+        child.join()
+    if isinstance(answer, BaseException):
+        raise answer
+    if isinstance(answer, str):
+        raise RuntimeError(f"diff: the candidate's process failed: {answer}")
+    assert isinstance(answer, Side)
+    return base, answer
+
+
+def _side_process(conn: Connection, config: AppConfig, args: argparse.Namespace) -> None:
+    answer: Side | BaseException | str
+    try:
+        answer = _side("candidate", config, args)
+        answer.summary.pending = []  # engine classes (maybe compiled); diff does not show them
+    except SceneTriggerError as exc:  # a user's error (a bad catalog): shown as one process would
+        answer = exc
+    except BaseException:
+        answer = traceback.format_exc()
+    try:
+        conn.send(answer)
+    except Exception:  # an exception that does not pickle
+        conn.send(traceback.format_exc())
+    conn.close()
