@@ -106,7 +106,7 @@ ROLES: dict[str, dict[str, frozenset[str]]] = {
 # Modules at the top of channels/ that put the parts together: no part imports
 # them. The other top modules (the contract: base, errors, orders, and shared
 # infrastructure) import no part.
-COMPOSITION = frozenset({"pipeline", "assembly", "delivery_runtime", "kafka_delivery"})
+COMPOSITION = frozenset({"pipeline", "assembly", "delivery_runtime", "kafka_delivery", "arms"})
 FOLDER_MODULES = 15
 
 

@@ -82,6 +82,7 @@ async def _main(args: argparse.Namespace) -> int:
     from agents.kafka_clients import new_consumer, new_producer
     from agents.producer import ensure_topics
     from agents.topics import bootstrap_servers, feedback_topics, topic_name
+    from channels.arms import open_armed
     from channels.assembly import file_catalog, open_delivery
     from channels.feedback.decisions_kafka import Flushes, KafkaDecisionLog
     from channels.feedback.kafka_sink import KafkaFeedbackSink
@@ -112,7 +113,9 @@ async def _main(args: argparse.Namespace) -> int:
                              feedback=feedback, redis_url=args.redis_url, redis=client,
                              who="scenetrigger deliver")
 
-    live = open_for(config)
+    # During a config experiment the candidate's pipeline runs beside the
+    # base's, each user decided by the one of their arm (channels/arms.py).
+    live = open_armed(open_for, config, reloader.experiment)
     retired: list[Any] = []
     consumer = producer = None
     try:
@@ -141,7 +144,8 @@ async def _main(args: argparse.Namespace) -> int:
             """A new config: a new pipeline (content, policy, channels) for the
             next records; the old channels close once in-flight sends are done."""
             nonlocal live
-            fresh = open_for(new_config)  # a refusal (missing secret) leaves all as it is
+            # a refusal (missing secret) leaves all as it is
+            fresh = open_armed(open_for, new_config, reloader.experiment)
             fresh.pipeline.decisions = decisions
             delivery.pipeline = fresh.pipeline
             retired.append(live)
