@@ -43,7 +43,8 @@ class ArmedPipeline(DeliveryPipeline):
                  experiment: RunningExperiment) -> None:
         # Not DeliveryPipeline.__init__: this is the base pipeline, same objects.
         self.__dict__.update(base.__dict__)
-        candidate.counts = base.counts  # one summary for the process
+        # one summary for the process
+        candidate.counts, candidate.policy.suppressed = base.counts, base.policy.suppressed
         candidate.decisions = base.decisions
         self.base, self.candidate, self.experiment = base, candidate, experiment
 

@@ -83,6 +83,7 @@ async def test_dedupe_stays_global_and_a_released_deferral_follows_the_arm() -> 
     again = await pipeline.deliver(Trigger(SCENE, picked[0], PHONE, night), states[picked[0]],
                                    T0)
     assert again.status == "suppressed"  # the same trigger id: claimed in the shared store
+    assert pipeline.summary()["suppressed"] == {again.reason: 1}  # either arm's, one summary
 
 
 def test_without_an_experiment_the_base_delivery_is_returned_unchanged() -> None:
