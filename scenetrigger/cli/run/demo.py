@@ -386,7 +386,7 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
     if url is not None and runtime.catalog is not None:
         token = made_token or f"${CATALOG_TOKEN_ENV}"
         lines += [f"  catalog     POST {url}api/catalog  (Authorization: Bearer {token}; "
-                  "docs/catalog.md)"]
+                  "docs/demo.md)"]
     if journeys is not None:
         names = ", ".join(s.name for s in journeys.engine.registry.strategies())
         day_s = 86_400 / args.journey_scale / args.speed
