@@ -14,6 +14,7 @@ the operator gives, nothing is skipped silently.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,12 @@ def new_side(config: AppConfig) -> CatalogSide:
     return CatalogSide(config.scene_list(), InterestBook(config.catalog_interest.rules()))
 
 
+def catalog_join(config: AppConfig) -> CatalogJoin | None:
+    """The demo's join: none when the config has no catalog scene."""
+    side = new_side(config)
+    return CatalogJoin(side) if side.scenes else None
+
+
 def fanout_events(side: CatalogSide, timed: Timed) -> list[Event]:
     """A record's fan-out, its new arrivals' included, as events."""
     events, arrivals = side.on_record(timed.record, timed.ts)
@@ -77,22 +84,51 @@ def as_event(obj: dict[str, Any]) -> Event:
     return Event(obj["user_id"], obj["ts"], obj["type"], obj)
 
 
+class CatalogJoin:
+    """The catalog side and the records still to apply, in time order: the
+    history given up front and records added while running (the demo's
+    ``POST /api/catalog``). Replay and the embedded runtime both drive it:
+    :meth:`before` the fan-out of every record due before an event's time,
+    :meth:`observe` each event's interest."""
+
+    def __init__(self, side: CatalogSide, history: Iterable[Timed] = ()) -> None:
+        self.side = side
+        self._pending = list(history)
+        self._index = 0
+        self.applied = 0  # records applied
+
+    def add(self, record: CatalogRecord, ts: int, number: int = 0) -> None:
+        """One more record at ``ts``, after those already due at that time."""
+        insort(self._pending, Timed(number, ts, record), lo=self._index, key=_ts)
+
+    def before(self, ts: int | None) -> Iterator[tuple[int, Event]]:
+        """The fan-out (with the record's line number) of every record whose
+        time is before ``ts`` (None: every record left)."""
+        pending = self._pending
+        while self._index < len(pending) and (ts is None or pending[self._index].ts < ts):
+            timed = pending[self._index]
+            self._index += 1
+            self.applied += 1
+            for event in fanout_events(self.side, timed):
+                yield timed.number, event
+
+    def observe(self, event: Event) -> None:
+        self.side.observe(event.user_id, event.ts, event.fields)
+
+
+def _ts(timed: Timed) -> int:
+    return timed.ts
+
+
 def joined(records: Iterable[Record], history: list[Timed], side: CatalogSide
            ) -> Iterator[Record]:
     """The records with the history merged in by time (see the module doc);
     the events also feed the side's interest. Fan-out events carry the
     history's line number."""
-    index, total = 0, len(history)
+    join = CatalogJoin(side, history)
     for number, item in records:
         if type(item) is Event:
-            ts = item.ts
-            while index < total and history[index].ts < ts:
-                timed = history[index]
-                index += 1
-                for event in fanout_events(side, timed):
-                    yield timed.number, event
-            side.observe(item.user_id, ts, item.fields)
+            yield from join.before(item.ts)
+            join.observe(item)
         yield number, item
-    for timed in history[index:]:
-        for event in fanout_events(side, timed):
-            yield timed.number, event
+    yield from join.before(None)

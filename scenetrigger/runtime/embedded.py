@@ -8,6 +8,12 @@ the clock is advanced to the simulated now, so an absence timer fires with
 no new traffic from its user (SEMANTICS.md, "In a live worker the clock is
 the wall clock").
 
+With a :class:`~scenetrigger.runtime.catalog_join.CatalogJoin` the catalog
+scenes run too, through the join replay's ``--catalog-changes`` uses: its
+records are applied in time order among the events (a record at ``ts``
+after every event at or before ``ts``), their fan-out events taken like any
+event, and every event feeds the interest (docs/catalog.md).
+
 Each trigger is turned into content previews (what would be sent) and pushed
 to subscribers: the console printer, the web page's state, metrics.
 """
@@ -26,9 +32,11 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from agents.metrics import RESULT_ACCEPTED, RESULT_REJECTED, events_counter
+from scenetrigger.runtime.catalog_join import CatalogJoin
 from triggers.audiences.record import AudienceChange
+from triggers.catalog import CatalogRecord
 from triggers.engine import Engine
-from triggers.errors import EventRejected
+from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Trigger
 from triggers.host import EngineHost
 from triggers.profile import Profile
@@ -196,6 +204,7 @@ class EmbeddedRuntime:
         tick_seconds: float = 0.05,
         recent: int = 50,
         registry: CollectorRegistry | None = None,
+        catalog: CatalogJoin | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
@@ -204,6 +213,7 @@ class EmbeddedRuntime:
         self.speed = speed
         self.start_ms = start_ms
         self.content = content
+        self.catalog = catalog
         self.clock: Clock = clock if clock is not None else RealClock()
         self.tick_seconds = tick_seconds
         self.metrics = DemoMetrics([s.name for s in engine.scenes], registry)
@@ -245,6 +255,16 @@ class EmbeddedRuntime:
 
     def persona(self, user_id: str) -> str:
         return self._persona_of(user_id) or UNKNOWN_PERSONA
+
+    def add_catalog(self, record: CatalogRecord) -> int:
+        """A catalog record taking effect at the simulated now (applied at
+        the next tick, after the events up to then); its time."""
+        if self.catalog is None:
+            raise SceneTriggerError("the config has no catalog scene "
+                                    "(back_in_stock, price_drop, new_arrival)")
+        ts = max(self.sim_now(), self.stats.sim_ms)
+        self.catalog.add(record, ts)
+        return ts
 
     def sim_now(self) -> int:
         """The simulated clock: ``start_ms`` plus ``speed`` x real time elapsed."""
@@ -288,12 +308,17 @@ class EmbeddedRuntime:
                 log.warning("event rejected", extra={"reason": exc.reason, "detail": exc.detail})
                 continue
             self.metrics.events.labels(RESULT_ACCEPTED, "").inc()
+            if self.catalog is not None:
+                fired += await self._fan_out(event.ts, now_ms)
+                self.catalog.observe(event)
             for trig in host.take(event):
                 fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
             self.stats.events = host.counts.taken
             handled += 1
             if handled % _BATCH == 0:
                 await asyncio.sleep(0)  # let the web server answer in long bursts
+        if self.catalog is not None:  # every later event is after now_ms
+            fired += await self._fan_out(now_ms + 1, now_ms)
         for trig in host.advance(now_ms):
             fired.append(await self._emit(trig, now_ms, now_ms))
         if host.audiences is not None:
@@ -327,6 +352,16 @@ class EmbeddedRuntime:
             await self.content.close()
 
     # -- internals --------------------------------------------------------------
+
+    async def _fan_out(self, before_ms: int, now_ms: int) -> list[TriggerRecord]:
+        """Take the fan-out of the catalog records due before ``before_ms``."""
+        assert self.catalog is not None
+        fired = []
+        for _number, event in list(self.catalog.before(before_ms)):
+            for trig in self.host.take(event):
+                fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
+        self.stats.events = self.host.counts.taken
+        return fired
 
     def _peek(self) -> Mapping[str, Any] | None:
         if self._next is None and not self._exhausted:

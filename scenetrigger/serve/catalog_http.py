@@ -58,7 +58,7 @@ def add_catalog_route(app: web.Application, token: str | None, publish: Publish 
                                        headers={"WWW-Authenticate": "Bearer"})
         if publish is None:
             raise web.HTTPServiceUnavailable(text="POST /catalog needs serve --broker")
-        items = _items(await request.read(), max_id_chars)
+        items = catalog_items(await request.read(), max_id_chars)
         summary = await publish(items, lambda reason: rejected_total.labels(reason=reason).inc())
         sent_total.inc(summary.sent)
         body = {"sent": summary.sent, "rejected": summary.rejected,
@@ -68,8 +68,9 @@ def add_catalog_route(app: web.Application, token: str | None, publish: Publish 
     app.router.add_post("/catalog", post)
 
 
-def _items(body: bytes, max_id_chars: int) -> list[Decoded]:
-    """A body that is not JSON is one rejection (dead-lettered whole)."""
+def catalog_items(body: bytes, max_id_chars: int) -> list[Decoded]:
+    """A request body's records (one object or an array; the demo's
+    ``POST /api/catalog`` reads them too). A body that is not JSON is one rejection (dead-lettered whole)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

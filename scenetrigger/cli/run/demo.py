@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import secrets
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from channels.pipeline import Outcome
 from channels.policy.decide import Calendar
 from config.loader import load_config
 from config.strategy_models import StrategyModel
+from config.tokens import CATALOG_TOKEN_ENV
 from scenetrigger.demo.content import (
     CONTENT_SOURCES,
     PipelineContent,
@@ -35,6 +37,7 @@ from scenetrigger.demo.content import (
 )
 from scenetrigger.demo.live import DEMO_LIVE_CONFIG, LiveDelivery, RedisUnavailable, start_live
 from scenetrigger.demo.personas import PERSONA_LABELS, PERSONAS, Clickstream
+from scenetrigger.runtime.catalog_join import catalog_join
 from scenetrigger.runtime.embedded import EmbeddedRuntime, RuntimeStats, TriggerRecord
 from scenetrigger.runtime.replay import new_host
 from strategies.actions import (
@@ -142,7 +145,7 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     runtime = EmbeddedRuntime(  # profiles on: content previews read them
         new_host(config, profiles=True), stream, start_ms=start_ms, speed=args.speed,
         persona_of=stream.persona_of, content=content, registry=registry,
-        **({} if clock is None else {"clock": clock}),
+        catalog=catalog_join(config), **({} if clock is None else {"clock": clock}),
     )
     if live is not None:
         live.attach(runtime)
@@ -158,16 +161,20 @@ async def _run_demo(args: argparse.Namespace, config: Any, registry: CollectorRe
     runtime.subscribe(printer)
     journeys = _wire_journeys(runtime, config, args, printer, registry, models)
     served = None
+    # POST /api/catalog's token: the catalog feed's, or one for this run.
+    catalog_token = os.environ.get(CATALOG_TOKEN_ENV) or secrets.token_urlsafe(24)
     if not args.no_web:
         from scenetrigger.demo.page import serve
 
         try:
-            served = await serve(runtime, args.host, args.port)
+            served = await serve(runtime, args.host, args.port, catalog_token,
+                                 config.engine.max_id_chars)
         except OSError as exc:
             hint = " (try --port 0 for any free port)" if exc.errno == errno.EADDRINUSE else ""
             raise SceneTriggerError(f"cannot listen on {args.host}:{args.port}: "
                                     f"{exc.strerror or exc}{hint}") from None
-    _print_banner(out, args, served.url if served else None, runtime, journeys, live)
+    _print_banner(out, args, served.url if served else None, runtime, journeys, live,
+                  None if os.environ.get(CATALOG_TOKEN_ENV) else catalog_token)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runtime.stop)
@@ -362,7 +369,7 @@ def _clip(text: str, width: int) -> str:
 
 def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
                   runtime: EmbeddedRuntime, journeys: JourneySubscriber | None,
-                  live: LiveDelivery | None = None) -> None:
+                  live: LiveDelivery | None = None, made_token: str | None = None) -> None:
     absence_s = 30 * 60 / args.speed
     source = runtime.content.name if runtime.content is not None else "none"
     mode = "live: messages are sent" if live is not None else "dry run, nothing is sent"
@@ -376,6 +383,10 @@ def _print_banner(out: TextIO, args: argparse.Namespace, url: str | None,
     if url is not None:
         lines += [f"  live page   {url}", f"  metrics     {url}metrics",
                   f"  state JSON  {url}api/state"]
+    if url is not None and runtime.catalog is not None:
+        token = made_token or f"${CATALOG_TOKEN_ENV}"
+        lines += [f"  catalog     POST {url}api/catalog  (Authorization: Bearer {token}; "
+                  "docs/demo.md)"]
     if journeys is not None:
         names = ", ".join(s.name for s in journeys.engine.registry.strategies())
         day_s = 86_400 / args.journey_scale / args.speed
