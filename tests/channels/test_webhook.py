@@ -17,6 +17,7 @@ from channels.transports.retry import Attempt, RetryPolicy, run_attempts
 from channels.transports.webhook import (
     WebhookChannel,
     classify_status,
+    exception_attempt,
     pooled_session,
     retry_after_ms,
     sign,
@@ -365,3 +366,21 @@ async def test_close_closes_the_session_and_a_later_send_opens_a_new_one() -> No
         assert (await channel.send(message(2))).ok  # reopened, not the closed one
         await channel.close()
     assert [r.headers["Idempotency-Key"] for r in rx.requests] == ["m-1", "m-2"]
+
+
+def test_a_transport_exception_reads_as_its_type_and_text() -> None:
+    assert exception_attempt(ConnectionRefusedError(111, "Connection refused"), 150) == Attempt(
+        False, "ConnectionRefusedError: [Errno 111] Connection refused", True)
+    assert exception_attempt(TimeoutError(), 150) == Attempt(
+        False, "timeout after 150 ms", True)
+
+
+@pytest.mark.integration
+async def test_without_a_sleep_or_rng_given_a_retry_waits_on_the_loop() -> None:
+    # The defaults (asyncio.sleep, an unseeded Random) are what production runs.
+    policy = RetryPolicy(max_attempts=2, base_backoff_ms=1, max_backoff_ms=1)
+    async with running_receiver(Receiver(SECRET, script=[503, 200])) as rx:
+        channel = WebhookChannel("crm", rx.url, SECRET, policy=policy)
+        result = await channel.send(message())
+        await channel.close()
+    assert (result.ok, result.attempts, len(rx.requests)) == (True, 2, 2)
