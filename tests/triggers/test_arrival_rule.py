@@ -4,7 +4,10 @@ keys it keeps. Expected values are written out from the rule's text."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import pytest
 
 from triggers.kinds.arrival import KIND, ArrivalScene
 from triggers.kinds.base import Limits
@@ -170,3 +173,15 @@ def test_the_kind_describes_itself() -> None:
     assert KIND.describe(scene) == "arrival per page, cooldown 1h"
     assert KIND.describe(ArrivalScene("promo", WHEN)) == "arrival"
     assert rule().timer is False and rule().name == "promo"
+
+
+def test_a_scene_built_with_its_defaults_fires_on_every_match_and_is_frozen() -> None:
+    scene = ArrivalScene("promo", WHEN)  # no per, no cooldown, no user filter
+    state = UserState()
+    arrival = KIND.rule(scene, Limits())
+    assert [arrival.apply(state, page("/promo"), ts) for ts in (1, 1, 2)] == [None, None, None]
+    assert state.arrival == {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scene.per = "page"  # type: ignore[misc]
+    with pytest.raises(TypeError):  # a scene's kind is its class's, never a caller's
+        ArrivalScene("promo", WHEN, kind="repeat")  # type: ignore[call-arg]

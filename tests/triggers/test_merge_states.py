@@ -39,9 +39,9 @@ def test_the_reasons_are_the_documented_wire_names() -> None:
 
 
 def test_refusal_details_name_both_ids_and_the_way_out() -> None:
-    refused = identify_refusal("k", "b", {}, {"k": {"a"}})
-    assert refused is not None and refused[0] == "identify_known_user"
-    assert "'k'" in refused[1] and "scenetrigger users merge" in refused[1]
+    assert identify_refusal("k", "b", {}, {"k": {"a"}}) == (
+        "identify_known_user", "'k' is a known user (others were merged into it): only "
+        "`scenetrigger users merge` moves a known user")
     loop = identify_refusal("x", "y", {"y": "x"}, {})
     assert loop == ("identity_cycle", "'y' already stands for 'x': the merge would loop")
 
