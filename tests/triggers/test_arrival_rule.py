@@ -185,3 +185,12 @@ def test_a_scene_built_with_its_defaults_fires_on_every_match_and_is_frozen() ->
         scene.per = "page"  # type: ignore[misc]
     with pytest.raises(TypeError):  # a scene's kind is its class's, never a caller's
         ArrivalScene("promo", WHEN, kind="repeat")  # type: ignore[call-arg]
+
+
+def test_below_the_cap_a_new_key_drops_nothing_expired() -> None:
+    # Expired keys go in prune() (its own schedule) or when the cap is reached.
+    state = UserState()
+    state.max_ts = 10_000
+    state.arrival = {"promo": {"old": 8_000}}
+    assert rule("page", 100, None, 1_000, 3).apply(state, page("/promo/z"), 10_000) == "/promo/z"
+    assert state.arrival == {"promo": {"old": 8_000, "/promo/z": 10_000}}
