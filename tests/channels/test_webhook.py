@@ -325,8 +325,21 @@ def test_the_channel_defaults_are_the_configs() -> None:
             channel.batch_linger_ms) == (5_000, 100, 1, 5)
     assert (channel.signature_header, channel.timestamp_header) == (
         "X-Scenetrigger-Signature", "X-Scenetrigger-Timestamp")
+    p = channel.policy  # docs/channels.md: retry {3, 100ms, 5s, retry_after_max 30s}
+    assert (p.max_attempts, p.base_backoff_ms, p.max_backoff_ms, p.retry_after_max_ms) == (
+        3, 100, 5_000, 30_000)
     # It retries itself: the delivery pipeline must not retry on top of it.
     assert WebhookChannel.retries_internally is True
+
+
+def test_the_repr_shows_no_secret_and_the_session_is_not_a_parameter() -> None:
+    channel = WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET)
+    shown = repr(channel)
+    assert "test-secret" not in shown and "_session" not in shown and "_batcher" not in shown
+    assert shown.startswith("WebhookChannel(name='crm', url='http://127.0.0.1:9/hook'")
+    for private in ("_session", "_batcher"):
+        with pytest.raises(TypeError):
+            WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET, **{private: None})
 
 
 async def test_the_pool_takes_its_limit_and_timeout_and_is_reused_until_closed() -> None:
@@ -377,9 +390,11 @@ def test_a_transport_exception_reads_as_its_type_and_text() -> None:
 
 @pytest.mark.integration
 async def test_without_a_sleep_or_rng_given_a_retry_waits_on_the_loop() -> None:
-    # The defaults (asyncio.sleep, an unseeded Random) are what production runs.
+    # The defaults (asyncio.sleep, an unseeded Random) are what production runs;
+    # Retry-After: 1 makes the wait certain (a jittered one may draw 0 ms).
     policy = RetryPolicy(max_attempts=2, base_backoff_ms=1, max_backoff_ms=1)
-    async with running_receiver(Receiver(SECRET, script=[503, 200])) as rx:
+    script = [(429, {"Retry-After": "1"}, b"slow down"), 200]
+    async with running_receiver(Receiver(SECRET, script=script)) as rx:
         channel = WebhookChannel("crm", rx.url, SECRET, policy=policy)
         result = await channel.send(message())
         await channel.close()
