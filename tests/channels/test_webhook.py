@@ -339,7 +339,7 @@ def test_the_repr_shows_no_secret_and_the_session_is_not_a_parameter() -> None:
     assert shown.startswith("WebhookChannel(name='crm', url='http://127.0.0.1:9/hook'")
     for private in ("_session", "_batcher"):
         with pytest.raises(TypeError):
-            WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET, **{private: None})
+            WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET, **{private: None})  # type: ignore[arg-type]
 
 
 async def test_the_pool_takes_its_limit_and_timeout_and_is_reused_until_closed() -> None:
