@@ -112,7 +112,7 @@ class WebhookChannel:
 
     name: str
     url: str
-    secret: bytes
+    secret: bytes = field(repr=False)  # a repr may reach a log
     timeout_ms: int = 5_000
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     headers: Mapping[str, str] = field(default_factory=dict)

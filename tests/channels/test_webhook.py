@@ -9,6 +9,7 @@ import hmac
 import random
 import socket
 
+import aiohttp
 import orjson
 import pytest
 
@@ -16,6 +17,8 @@ from channels.transports.retry import Attempt, RetryPolicy, run_attempts
 from channels.transports.webhook import (
     WebhookChannel,
     classify_status,
+    exception_attempt,
+    pooled_session,
     retry_after_ms,
     sign,
     verify_signature,
@@ -303,3 +306,96 @@ async def test_idempotency_keys_and_custom_headers_reach_the_receiver() -> None:
     assert two.headers["Idempotency-Key"] == hashlib.blake2b(two.body, digest_size=16).hexdigest()
     assert [m["message_id"] for m in orjson.loads(two.body)["messages"]] == ["m-1", "m-2"]
     assert all(r.signature_ok for r in rx.requests)
+
+
+def test_a_missing_or_malformed_signature_or_timestamp_is_refused_without_raising() -> None:
+    body = b"{}"
+    sig = "sha256=" + hmac.new(SECRET, b"1000." + body, hashlib.sha256).hexdigest()
+    assert verify_signature(SECRET, "1000", sig, body, now_ms=1_000)  # the good one passes
+    assert not verify_signature(SECRET, "1000", None, body, now_ms=1_000)
+    for stamp in ("", "10a0", "-1000", " 1000", "1e3"):
+        assert not verify_signature(SECRET, stamp, sig, body, now_ms=1_000), stamp
+
+
+def test_the_channel_defaults_are_the_configs() -> None:
+    # docs/channels.md: timeout 5s, batch_max 1, batch_linger 5ms; the pool of
+    # config/channel_models.py (100); the documented header names.
+    channel = WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET)
+    assert (channel.timeout_ms, channel.max_connections, channel.batch_max,
+            channel.batch_linger_ms) == (5_000, 100, 1, 5)
+    assert (channel.signature_header, channel.timestamp_header) == (
+        "X-Scenetrigger-Signature", "X-Scenetrigger-Timestamp")
+    p = channel.policy  # docs/channels.md: retry {3, 100ms, 5s, retry_after_max 30s}
+    assert (p.max_attempts, p.base_backoff_ms, p.max_backoff_ms, p.retry_after_max_ms) == (
+        3, 100, 5_000, 30_000)
+    # It retries itself: the delivery pipeline must not retry on top of it.
+    assert WebhookChannel.retries_internally is True
+
+
+def test_the_repr_shows_no_secret_and_the_session_is_not_a_parameter() -> None:
+    channel = WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET)
+    shown = repr(channel)
+    assert "test-secret" not in shown and "_session" not in shown and "_batcher" not in shown
+    assert shown.startswith("WebhookChannel(name='crm', url='http://127.0.0.1:9/hook'")
+    for private in ("_session", "_batcher"):
+        with pytest.raises(TypeError):
+            WebhookChannel("crm", "http://127.0.0.1:9/hook", SECRET, **{private: None})  # type: ignore[arg-type]
+
+
+async def test_the_pool_takes_its_limit_and_timeout_and_is_reused_until_closed() -> None:
+    session = pooled_session(None, 7, 1_500)
+    try:
+        assert isinstance(session.connector, aiohttp.TCPConnector)
+        assert (session.connector.limit, session.timeout.total) == (7, 1.5)
+        assert pooled_session(session, 9, 10) is session  # open: the same one
+    finally:
+        await session.close()
+    fresh = pooled_session(session, 9, 250)  # closed: a new one
+    try:
+        assert fresh is not session and not fresh.closed
+        assert (fresh.connector.limit, fresh.timeout.total) == (9, 0.25)  # type: ignore[union-attr]
+    finally:
+        await fresh.close()
+
+
+async def test_a_batch_that_cannot_be_encoded_fails_each_message_for_good() -> None:
+    channel = webhook("http://127.0.0.1:9/hook", batch_max=2, batch_linger_ms=0)
+    results = await asyncio.gather(channel.send(message(1, data={1: "a non-string key"})),
+                                   channel.send(message(2)))
+    await channel.close()
+    assert [(r.ok, r.channel, r.message_id, r.attempts, r.retryable) for r in results] == [
+        (False, "crm", "m-1", 1, False), (False, "crm", "m-2", 1, False)]
+    assert all((r.error or "").startswith("batch failed: TypeError(") for r in results)
+
+
+@pytest.mark.integration
+async def test_close_closes_the_session_and_a_later_send_opens_a_new_one() -> None:
+    async with running_receiver(Receiver(SECRET)) as rx:
+        channel = webhook(rx.url)
+        assert (await channel.send(message(1))).ok
+        first = channel._session
+        await channel.close()
+        assert first is not None and first.closed and channel._session is None
+        assert (await channel.send(message(2))).ok  # reopened, not the closed one
+        await channel.close()
+    assert [r.headers["Idempotency-Key"] for r in rx.requests] == ["m-1", "m-2"]
+
+
+def test_a_transport_exception_reads_as_its_type_and_text() -> None:
+    assert exception_attempt(ConnectionRefusedError(111, "Connection refused"), 150) == Attempt(
+        False, "ConnectionRefusedError: [Errno 111] Connection refused", True)
+    assert exception_attempt(TimeoutError(), 150) == Attempt(
+        False, "timeout after 150 ms", True)
+
+
+@pytest.mark.integration
+async def test_without_a_sleep_or_rng_given_a_retry_waits_on_the_loop() -> None:
+    # The defaults (asyncio.sleep, an unseeded Random) are what production runs;
+    # Retry-After: 1 makes the wait certain (a jittered one may draw 0 ms).
+    policy = RetryPolicy(max_attempts=2, base_backoff_ms=1, max_backoff_ms=1)
+    script = [(429, {"Retry-After": "1"}, b"slow down"), 200]
+    async with running_receiver(Receiver(SECRET, script=script)) as rx:
+        channel = WebhookChannel("crm", rx.url, SECRET, policy=policy)
+        result = await channel.send(message())
+        await channel.close()
+    assert (result.ok, result.attempts, len(rx.requests)) == (True, 2, 2)
