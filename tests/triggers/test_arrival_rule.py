@@ -47,14 +47,14 @@ def test_a_non_matching_event_or_a_missing_key_does_not_fire() -> None:
     assert rule().apply(state, page("/home"), 10, when_holds=True) is None  # the caller's answer
     assert rule().apply(state, page("/promo"), 10, when_holds=False) is False
     assert rule(per="sku").apply(state, page("/promo"), 10) is False  # no sku: no key
-    assert state.arrival == {}
+    assert state.fires == {}
 
 
 def test_without_a_cooldown_every_match_fires_and_nothing_is_remembered() -> None:
     state = UserState()
     assert rule().apply(state, page("/promo/a"), 10) is None  # fires, no key
     assert rule(per="page").apply(state, page("/promo/a"), 10) == "/promo/a"
-    assert state.arrival == {}
+    assert state.fires == {}
 
 
 def test_a_refused_user_gets_the_tags_it_had_with_or_without_a_cooldown() -> None:
@@ -65,7 +65,7 @@ def test_a_refused_user_gets_the_tags_it_had_with_or_without_a_cooldown() -> Non
         assert isinstance(no_per, Refused) and (no_per.key, no_per.had) == (None, had)
         with_per = rule("page", cooldown, FakeFilter(had)).apply(state, page("/promo/x"), 7)
         assert isinstance(with_per, Refused) and (with_per.key, with_per.had) == ("/promo/x", had)
-        assert state.arrival == {}  # a refused fire starts no cooldown
+        assert state.fires == {}  # a refused fire starts no cooldown
     passing = FakeFilter(None)
     assert rule("page", 100, passing).apply(UserState(), page("/promo/y"), 9) == "/promo/y"
     assert rule("page", None, passing).apply(UserState(), page("/promo/y"), 11) == "/promo/y"
@@ -76,31 +76,31 @@ def test_the_cooldown_is_half_open_per_key() -> None:
     state = UserState()
     arrival = rule(per="page", cooldown=100)
     assert arrival.apply(state, page("/promo/a"), 1_000) == "/promo/a"
-    assert state.arrival == {"promo": {"/promo/a": 1_000}}
+    assert state.fires == {"promo": {"/promo/a": 1_000}}
     assert arrival.apply(state, page("/promo/a"), 1_099) is False  # 99 ms later
     assert arrival.apply(state, page("/promo/b"), 1_099) == "/promo/b"  # another key
     assert arrival.apply(state, page("/promo/a"), 1_100) == "/promo/a"  # 100 ms later
-    assert state.arrival == {"promo": {"/promo/a": 1_100, "/promo/b": 1_099}}
+    assert state.fires == {"promo": {"/promo/a": 1_100, "/promo/b": 1_099}}
     assert arrival.apply(state, page("/promo/a"), 900) is False  # late, inside the cooldown
 
 
 def test_a_filtered_user_keeps_the_earlier_fire_time() -> None:
     state = UserState()
-    state.arrival = {"promo": {"": 1_000}}
+    state.fires = {"promo": {"": 1_000}}
     refused = rule(cooldown=100, user=FakeFilter(frozenset({"x"}))).apply(
         state, page("/promo"), 2_000)
     assert isinstance(refused, Refused)
-    assert state.arrival == {"promo": {"": 1_000}}
+    assert state.fires == {"promo": {"": 1_000}}
 
 
 def test_a_zero_cooldown_fires_on_the_same_ms_and_keeps_the_newest_time() -> None:
     state = UserState()
-    state.arrival = {"promo": {"": 1_000}}
+    state.fires = {"promo": {"": 1_000}}
     arrival = rule(cooldown=0)
     assert arrival.apply(state, page("/promo"), 1_000) is None
     assert arrival.apply(state, page("/promo"), 999) is False
     assert arrival.apply(state, page("/promo"), 1_200) is None
-    assert state.arrival == {"promo": {"": 1_200}}
+    assert state.fires == {"promo": {"": 1_200}}
 
 
 def test_a_new_key_at_the_cap_drops_expired_keys_first() -> None:
@@ -108,59 +108,59 @@ def test_a_new_key_at_the_cap_drops_expired_keys_first() -> None:
     state.max_ts = 10_000
     # horizon = max_ts - cooldown - late = 10_000 - 100 - 1_000 = 8_900: a key
     # fired at or before it can no longer block anything.
-    state.arrival = {"promo": {"old": 8_900, "edge": 8_901, "new": 9_500}}
+    state.fires = {"promo": {"old": 8_900, "edge": 8_901, "new": 9_500}}
     arrival = rule(per="page", cooldown=100, late=1_000, max_keys=3)
     assert arrival.apply(state, page("/promo/z"), 10_000) == "/promo/z"
-    assert state.arrival == {"promo": {"edge": 8_901, "new": 9_500, "/promo/z": 10_000}}
+    assert state.fires == {"promo": {"edge": 8_901, "new": 9_500, "/promo/z": 10_000}}
 
 
 def test_a_new_key_at_the_cap_with_none_expired_drops_the_least_recent_eighth() -> None:
     state = UserState()
     state.max_ts = 10_000
     fired = {f"k{i}": 9_000 + i for i in range(16)}  # none expired (horizon 8_900)
-    state.arrival = {"promo": dict(fired)}
+    state.fires = {"promo": dict(fired)}
     arrival = rule(per="page", cooldown=100, late=1_000, max_keys=16)
     assert arrival.apply(state, page("/promo/z"), 10_000) == "/promo/z"
     # keep = 16 - max(1, 16 // 8) = 14 of the old keys: k0 and k1 go.
-    assert state.arrival["promo"] == {**{f"k{i}": 9_000 + i for i in range(2, 16)},
+    assert state.fires["promo"] == {**{f"k{i}": 9_000 + i for i in range(2, 16)},
                                       "/promo/z": 10_000}
     small = UserState()
     small.max_ts = 10_000
-    small.arrival = {"promo": {"a": 9_001, "b": 9_000, "c": 9_002}}
+    small.fires = {"promo": {"a": 9_001, "b": 9_000, "c": 9_002}}
     assert rule("page", 100, None, 1_000, 3).apply(small, page("/promo/z"), 10_000) == "/promo/z"
     # keep = 3 - max(1, 3 // 8) = 2: only the least recent (b) goes.
-    assert small.arrival["promo"] == {"a": 9_001, "c": 9_002, "/promo/z": 10_000}
+    assert small.fires["promo"] == {"a": 9_001, "c": 9_002, "/promo/z": 10_000}
 
 
 def test_a_known_key_at_the_cap_evicts_nothing() -> None:
     state = UserState()
     state.max_ts = 10_000
-    state.arrival = {"promo": {"/promo/a": 9_000, "/promo/b": 9_001}}
+    state.fires = {"promo": {"/promo/a": 9_000, "/promo/b": 9_001}}
     assert rule("page", 100, None, 1_000, 2).apply(state, page("/promo/a"), 10_000) == "/promo/a"
-    assert state.arrival == {"promo": {"/promo/a": 10_000, "/promo/b": 9_001}}
+    assert state.fires == {"promo": {"/promo/a": 10_000, "/promo/b": 9_001}}
 
 
 def test_prune_drops_expired_keys_and_an_emptied_scene() -> None:
     arrival = rule(per="page", cooldown=100, late=1_000)
     state = UserState()
     state.max_ts = 10_000
-    state.arrival = {"promo": {"old": 8_900, "edge": 8_901}, "other": {"x": 1}}
+    state.fires = {"promo": {"old": 8_900, "edge": 8_901}, "other": {"x": 1}}
     arrival.prune(state)
-    assert state.arrival == {"promo": {"edge": 8_901}, "other": {"x": 1}}
+    assert state.fires == {"promo": {"edge": 8_901}, "other": {"x": 1}}
     state.max_ts = 10_001
     arrival.prune(state)
-    assert state.arrival == {"other": {"x": 1}}
+    assert state.fires == {"other": {"x": 1}}
     arrival.prune(state)  # nothing of its own: nothing changes
-    assert state.arrival == {"other": {"x": 1}}
+    assert state.fires == {"other": {"x": 1}}
 
 
 def test_prune_without_a_cooldown_or_a_newest_time_keeps_everything() -> None:
     state = UserState()
-    state.arrival = {"promo": {"old": 1}}
+    state.fires = {"promo": {"old": 1}}
     rule(per="page", cooldown=100).prune(state)  # max_ts None
     state.max_ts = 10_000_000
     rule(per="page").prune(state)  # no cooldown
-    assert state.arrival == {"promo": {"old": 1}}
+    assert state.fires == {"promo": {"old": 1}}
 
 
 def test_the_kind_describes_itself() -> None:
@@ -180,7 +180,7 @@ def test_a_scene_built_with_its_defaults_fires_on_every_match_and_is_frozen() ->
     state = UserState()
     arrival = KIND.rule(scene, Limits())
     assert [arrival.apply(state, page("/promo"), ts) for ts in (1, 1, 2)] == [None, None, None]
-    assert state.arrival == {}
+    assert state.fires == {}
     with pytest.raises(dataclasses.FrozenInstanceError):
         scene.per = "page"  # type: ignore[misc]
     with pytest.raises(TypeError):  # a scene's kind is its class's, never a caller's
@@ -191,6 +191,6 @@ def test_below_the_cap_a_new_key_drops_nothing_expired() -> None:
     # Expired keys go in prune() (its own schedule) or when the cap is reached.
     state = UserState()
     state.max_ts = 10_000
-    state.arrival = {"promo": {"old": 8_000}}
+    state.fires = {"promo": {"old": 8_000}}
     assert rule("page", 100, None, 1_000, 3).apply(state, page("/promo/z"), 10_000) == "/promo/z"
-    assert state.arrival == {"promo": {"old": 8_000, "/promo/z": 10_000}}
+    assert state.fires == {"promo": {"old": 8_000, "/promo/z": 10_000}}

@@ -164,15 +164,15 @@ def test_the_cycle_is_the_longer_purchase_historys(known_buys: int, anon_buys: i
 def test_a_missing_known_state_is_the_anonymous_one() -> None:
     anon = UserState()
     anon.max_ts = 70
-    anon.absence = {"cart": (900, 3)}
-    anon.arrival = {"promo": {"/p": 40}}
-    anon.repeat = {"rv": {"sku": window([10, 20], [15], 20)}}
+    anon.timer = {"cart": (900, 3)}
+    anon.fires = {"promo": {"/p": 40}}
+    anon.windows = {"rv": {"sku": window([10, 20], [15], 20)}}
     anon.budget = [30, 50]
     anon.profile.views = 4
     out = merge_states(None, anon)
-    assert (out.max_ts, out.absence, out.arrival, out.budget, out.profile.views) == (
+    assert (out.max_ts, out.timer, out.fires, out.budget, out.profile.views) == (
         70, {"cart": (900, 3)}, {"promo": {"/p": 40}}, [30, 50], 4)
-    win = out.repeat["rv"]["sku"]
+    win = out.windows["rv"]["sku"]
     assert (win.when, win.unless, win.last_fire) == ([10, 20], [15], 20)
 
 
@@ -189,23 +189,23 @@ def test_the_known_state_is_kept_and_max_ts_is_the_newer() -> None:
 def test_the_later_absence_deadline_is_kept_and_knowns_on_a_tie() -> None:
     known, anon = UserState(), UserState()
     # (deadline, arm seq): the deadline decides, never the sequence number.
-    known.absence = {"a": (1_000, 5), "b": (1_000, 1), "tie": (700, 1), "k-only": (10, 1)}
-    anon.absence = {"a": (2_000, 1), "b": (500, 900), "tie": (700, 9), "a-only": (20, 2)}
+    known.timer = {"a": (1_000, 5), "b": (1_000, 1), "tie": (700, 1), "k-only": (10, 1)}
+    anon.timer = {"a": (2_000, 1), "b": (500, 900), "tie": (700, 9), "a-only": (20, 2)}
     out = merge_states(known, anon)
-    assert out.absence == {"a": (2_000, 1), "b": (1_000, 1), "tie": (700, 1),
+    assert out.timer == {"a": (2_000, 1), "b": (1_000, 1), "tie": (700, 1),
                            "k-only": (10, 1), "a-only": (20, 2)}
-    assert known.absence["a"] == (1_000, 5)  # inputs untouched
+    assert known.timer["a"] == (1_000, 5)  # inputs untouched
 
 
 def test_repeat_windows_are_the_union_newest_entries_kept() -> None:
     known, anon = UserState(), UserState()
-    known.repeat = {"rv": {"s1": window([1, 5, 9], [2, 8], None), "k": window([3], [], 4)},
+    known.windows = {"rv": {"s1": window([1, 5, 9], [2, 8], None), "k": window([3], [], 4)},
                     "k-scene": {"x": window([7], [6], None)}}
-    anon.repeat = {"rv": {"s1": window([4, 6], [3, 7, 11], 12), "a": window([2], [1], None)},
+    anon.windows = {"rv": {"s1": window([4, 6], [3, 7, 11], 12), "a": window([2], [1], None)},
                    "a-scene": {"y": window([8], [], 9)}}
     out = merge_states(known, anon, max_entries=3)
     seen = {scene: {key: (w.when, w.unless, w.last_fire) for key, w in wins.items()}
-            for scene, wins in out.repeat.items()}
+            for scene, wins in out.windows.items()}
     assert seen == {
         "rv": {"s1": ([5, 6, 9], [7, 8, 11], 12), "k": ([3], [], 4), "a": ([2], [1], None)},
         "k-scene": {"x": ([7], [6], None)},
@@ -215,31 +215,31 @@ def test_repeat_windows_are_the_union_newest_entries_kept() -> None:
 
 def test_the_newer_fire_time_wins_whichever_side_has_it() -> None:
     known, anon = UserState(), UserState()
-    known.repeat = {"rv": {"k": window([], [], 30), "a": window([], [], None),
+    known.windows = {"rv": {"k": window([], [], 30), "a": window([], [], None),
                            "n": window([], [], None)}}
-    anon.repeat = {"rv": {"k": window([], [], None), "a": window([], [], 20),
+    anon.windows = {"rv": {"k": window([], [], None), "a": window([], [], 20),
                           "n": window([], [], None)}}
     out = merge_states(known, anon)
-    assert {k: w.last_fire for k, w in out.repeat["rv"].items()} == {"k": 30, "a": 20, "n": None}
+    assert {k: w.last_fire for k, w in out.windows["rv"].items()} == {"k": 30, "a": 20, "n": None}
 
 
 def test_arrival_fire_times_are_the_newer_per_key() -> None:
     known, anon = UserState(), UserState()
-    known.arrival = {"promo": {"/p": 50, "/k": 5}, "k-scene": {"/x": 1}}
-    anon.arrival = {"promo": {"/p": 150, "/a": 10}, "a-scene": {"/y": 2}}
+    known.fires = {"promo": {"/p": 50, "/k": 5}, "k-scene": {"/x": 1}}
+    anon.fires = {"promo": {"/p": 150, "/a": 10}, "a-scene": {"/y": 2}}
     out = merge_states(known, anon)
-    assert out.arrival == {"promo": {"/p": 150, "/k": 5, "/a": 10}, "k-scene": {"/x": 1},
+    assert out.fires == {"promo": {"/p": 150, "/k": 5, "/a": 10}, "k-scene": {"/x": 1},
                            "a-scene": {"/y": 2}}
-    known.arrival = {"promo": {"/p": 200}}
-    assert merge_states(known, anon).arrival["promo"]["/p"] == 200
+    known.fires = {"promo": {"/p": 200}}
+    assert merge_states(known, anon).fires["promo"]["/p"] == 200
 
 
 def test_the_default_keeps_the_newest_64_entries_and_budget_times() -> None:
     known, anon = UserState(), UserState()
-    known.repeat = {"rv": {"s": window(list(range(0, 80, 2)), list(range(0, 80, 2)), None)}}
-    anon.repeat = {"rv": {"s": window(list(range(1, 80, 2)), list(range(1, 80, 2)), None)}}
+    known.windows = {"rv": {"s": window(list(range(0, 80, 2)), list(range(0, 80, 2)), None)}}
+    anon.windows = {"rv": {"s": window(list(range(1, 80, 2)), list(range(1, 80, 2)), None)}}
     known.budget, anon.budget = list(range(0, 80, 2)), list(range(1, 80, 2))
     out = merge_states(known, anon)
     newest = list(range(16, 80))  # 80 timestamps 0..79, the newest 64
-    win = out.repeat["rv"]["s"]
+    win = out.windows["rv"]["s"]
     assert (win.when, win.unless, out.budget) == (newest, newest, newest)
