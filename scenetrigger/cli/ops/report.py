@@ -161,15 +161,8 @@ def run(args: argparse.Namespace) -> int:
     decisions = _decisions(args.decisions) if args.decisions else None
     if decisions is not None:
         report["decisions"] = decisions
-    if args.json_out == "-":
-        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(render_table(rows))
-    if decisions is not None:
-        print(_render_decisions(decisions))
-    if args.json_out:
-        with open(args.json_out, "wb") as fh:
-            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    tables = [render_table(rows)] + ([] if decisions is None else [_render_decisions(decisions)])
+    write_report(args, report, lambda _: "\n".join(tables))
     return 0
 
 
@@ -193,7 +186,7 @@ def _experiment(args: argparse.Namespace, triggers: list[dict[str, Any]],
                 await close()
 
     result = compare(experiment_period(asyncio.run(read()), args.experiment), triggers, events)
-    _write(args, result, render)
+    write_report(args, result, render)
     return 0
 
 
@@ -213,7 +206,9 @@ def experiment_period(versions: list[Any], wanted: str) -> Any:
                   None if after is None else after.time_ms, spec.horizon_ms)
 
 
-def _write(args: argparse.Namespace, result: dict[str, Any], text: Any) -> None:
+def write_report(args: argparse.Namespace, result: dict[str, Any], text: Any) -> None:
+    """``--json -``: the result as JSON on stdout; otherwise ``text(result)``
+    printed, and the JSON written to the ``--json`` file when one is named."""
     if args.json_out == "-":
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
         return
@@ -225,13 +220,7 @@ def _write(args: argparse.Namespace, result: dict[str, Any], text: Any) -> None:
 
 def _journey(args: argparse.Namespace, funnel: dict[str, Any], window: int) -> int:
     result = {"window_ms": window, "journey": funnel}
-    if args.json_out == "-":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(render_journey(funnel))
-    if args.json_out:
-        with open(args.json_out, "wb") as fh:
-            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_report(args, result, lambda _: render_journey(funnel))
     return 0
 
 
@@ -280,13 +269,7 @@ def _kpis(args: argparse.Namespace, triggers: list[dict[str, Any]], events: Iter
         kpis.on_event(event)
     figures = kpis.result(triggers, control)
     result = {"global_share": control.global_share, "kpis": figures}
-    if args.json_out == "-":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(render_kpis(figures))
-    if args.json_out:
-        with open(args.json_out, "wb") as fh:
-            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_report(args, result, lambda _: render_kpis(figures))
     return 0
 
 
@@ -296,13 +279,7 @@ def _send_time(args: argparse.Namespace, triggers: list[dict[str, Any]],
 
     rows = send_time_lift(triggers, events, window)
     result = {"window_ms": window, "intervals": METHOD, "rows": [r.to_dict() for r in rows]}
-    if args.json_out == "-":
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(render_lift(rows, window))
-    if args.json_out:
-        with open(args.json_out, "wb") as fh:
-            fh.write(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    write_report(args, result, lambda _: render_lift(rows, window))
     return 0
 
 

@@ -11,10 +11,9 @@ import os
 import sys
 from collections.abc import Iterator
 
-import orjson
-
 from channels.ads.membership import Membership, MembershipError, read_jsonl
 from config.models import AppConfig
+from scenetrigger.cli.ops.report import write_report
 from scenetrigger.runtime.sources import open_input, pick_format, read_events
 from strategies.ads_roi import Spend, channel_json, channel_report, read_spend, render_channels
 from triggers.errors import SceneTriggerError
@@ -42,13 +41,7 @@ def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) ->
     rows = channel_report(routes, members, events, spend, holdout=config.ads.holdout,
                           salt=config.strategies.control.salt, window_ms=window_ms)
     report = channel_json(rows, holdout=config.ads.holdout, window_ms=window_ms)
-    if args.json_out == "-":
-        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(render_channels(rows))
-    if args.json_out:
-        with open(args.json_out, "wb") as fh:
-            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    write_report(args, report, lambda _: render_channels(rows))
     return 0
 
 
