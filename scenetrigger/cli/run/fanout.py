@@ -45,7 +45,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faust
     from prometheus_client import start_http_server
 
     from agents.catalog_stream import CatalogTopics, ensure_catalog_topics
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.replication import changelog_topic, cluster_replication, leader_topic
     from agents.settings import TopicNames, WorkerSettings, default_topics
     from config.loader import load_config
-    from scenetrigger.cli.run.worker import faust_broker_url, json_logging_config
+    from scenetrigger.cli.run.worker import faust_broker_url, run_faust_worker
 
     config = load_config(args.config)
     if not any(s.kind in ("back_in_stock", "price_drop", "new_arrival")
@@ -100,9 +99,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"scenetrigger fanout: app {settings.app_id}, broker {bootstrap}, "
           f"{topics.events} + {topics.catalog} -> {topics.by_product} -> {topics.events}",
           file=sys.stderr, flush=True)
-    worker = faust.Worker(fanout.app, loglevel=args.log_level, quiet=True,
-                          redirect_stdouts=False, workdir=str(Path.cwd()),
-                          logging_config=json_logging_config(args.log_level))
-    worker.spinner = None
-    worker.execute_from_commandline()  # NoReturn: ends with SystemExit on stop
+    run_faust_worker(fanout.app, args.log_level)
 

@@ -12,11 +12,11 @@ import asyncio
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agents.topics import DECISIONS_RETENTION_MS, DEFAULT_PARTITIONS, bootstrap_servers
 from scenetrigger.cli import config_follow
-from scenetrigger.cli.support import add_replication_argument, duration
+from scenetrigger.cli.support import add_replication_argument, duration, positive
 from triggers.errors import SceneTriggerError
 
 
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--topic-prefix",
                         help="name topics PREFIX.events/.triggers/.dead-letters/.ticks "
                              "(default: the shared names in agents/topics.py)")
-    parser.add_argument("--partitions", type=_positive, default=DEFAULT_PARTITIONS,
+    parser.add_argument("--partitions", type=positive, default=DEFAULT_PARTITIONS,
                         help=f"partitions of the topics and table (default {DEFAULT_PARTITIONS})")
     parser.add_argument("--state-dir", default=".state",
                         help="where RocksDB tables live; one per worker (default .state)")
@@ -61,9 +61,9 @@ def register(sub: Any) -> None:
                         help="a partition's batch of taken events is written (states, "
                              "changelog, acks) once its triggers are acknowledged and it is "
                              "this old (default 200ms)")
-    parser.add_argument("--settle-events", type=_positive, default=20_000,
+    parser.add_argument("--settle-events", type=positive, default=20_000,
                         help="... or once it holds this many events (default 20000)")
-    parser.add_argument("--max-pending", type=_positive, default=100_000,
+    parser.add_argument("--max-pending", type=positive, default=100_000,
                         help="at this many events in doubt (settled but not known durable, "
                              "plus the batch) the agent waits for the changelog and the "
                              "trigger acks; a worker killed -9 re-sends at most this many "
@@ -79,13 +79,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def json_logging_config(level: str) -> dict[str, Any]:
     """Faust's Worker configures logging itself: keep the project's JSON lines."""
     level = level.upper()
@@ -97,6 +90,19 @@ def json_logging_config(level: str) -> dict[str, Any]:
                                  "level": level, "stream": "ext://sys.stderr"}},
         "root": {"level": level, "handlers": ["default"]},
     }
+
+
+def run_faust_worker(app: Any, log_level: str) -> NoReturn:
+    """Run a Faust app as this process's worker, logging JSON lines; never
+    returns (SystemExit on stop)."""
+    import faust
+
+    worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False,
+                          workdir=str(Path.cwd()), logging_config=json_logging_config(log_level))
+    # Faust's terminal spinner sets the root logger to DEBUG: every debug call
+    # in the send path then builds a record (a large share of a worker's CPU).
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 def faust_broker_url(broker: str | None) -> str:
@@ -148,8 +154,6 @@ def build_settings(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faust
-
     from agents.app import SceneWorker
     from agents.metrics import serve_metrics
     from agents.replication import ensure_worker_topics
@@ -185,10 +189,4 @@ def run(args: argparse.Namespace) -> int:
           f"{settings.partitions} partitions, replication {replication}, "
           f"clock {settings.clock}, store {settings.store}",
           file=sys.stderr, flush=True)
-    worker = faust.Worker(scene_worker.app, loglevel=args.log_level, quiet=True,
-                          redirect_stdouts=False, workdir=str(Path.cwd()),
-                          logging_config=json_logging_config(args.log_level))
-    # Faust's terminal spinner sets the root logger to DEBUG: every debug call
-    # in the send path then builds a record (a large share of a worker's CPU).
-    worker.spinner = None
-    worker.execute_from_commandline()  # NoReturn: ends with SystemExit on stop
+    run_faust_worker(scene_worker.app, args.log_level)
