@@ -77,8 +77,9 @@ async def test_kill_9_of_a_cluster_master_while_deliver_runs_loses_nothing(
             triggers = [Trigger(SCENE, f"u{i}", None, now + i) for i in range(TRIGGERS)]
 
             def deliver(n: int) -> Any:
+                url = cluster.url if n == 0 else f"redis://127.0.0.1:{cluster.masters()[0]}/0"
                 proc = start_deliver(tmp_path, f"d{n}", kafka_bootstrap, run, f"{run}-g",
-                                     config, catalog, cluster.url)
+                                     config, catalog, url)
                 procs.append(proc)
                 return proc
 
@@ -94,6 +95,11 @@ async def test_kill_9_of_a_cluster_master_while_deliver_runs_loses_nothing(
             await asyncio.to_thread(cluster.nodes[victim].kill)  # kill -9, mid-stream
             killed_at = len(sink.accepted)
             await asyncio.to_thread(cluster.wait_ok, 60, 3, 2)  # its replica promoted
+            # The observer starts again from a node that survived: a client whose
+            # startup node is the killed one can keep asking it for the slot map.
+            survivor = f"redis://127.0.0.1:{cluster.masters()[0]}/0"
+            await client.aclose()
+            client = redis_client(survivor, decode_responses=True)
             store = DeadLetterStore(client, "scenetrigger:deadletter")
             expected = {t.trigger_id for t in triggers}
             by_message = {message_id_for(t.trigger_id, "webhook"): t.trigger_id
