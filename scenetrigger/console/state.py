@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.ads.membership import Membership
 from channels.feedback.decisions import ERASED, OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
 from config.models import AppConfig
 from triggers.audiences.record import AudienceChange
@@ -40,7 +39,7 @@ class ConsoleState:
         self.decisions = MemoryDecisionLog(self.limits.records)
         self.events: deque[Event] = deque(maxlen=self.limits.records)
         self.lines: OrderedDict[str, dict[str, Any]] = OrderedDict()  # trigger_id -> line
-        self.memberships: deque[Membership] = deque(maxlen=self.limits.records)  # ads: ROI
+        self.memberships: deque[AudienceChange] = deque(maxlen=self.limits.records)  # ads: ROI
         self.dead_letters: Counter[str] = Counter()  # events rejected, by reason
         self.delivery_dead_letters = 0
         self.totals: Counter[str] = Counter()
@@ -90,8 +89,7 @@ class ConsoleState:
 
     def membership(self, change: AudienceChange) -> None:
         if not self._was_erased(change.user_id, int(change.ts * 1000)):
-            self.memberships.append(Membership(change.audience, change.user_id, change.op,
-                                               change.ts, change.reason))
+            self.memberships.append(change)
 
     def write(self, record: DecisionRecord) -> None:
         if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
