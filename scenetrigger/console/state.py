@@ -91,6 +91,13 @@ class ConsoleState:
         if not self._was_erased(change.user_id, int(change.ts * 1000)):
             self.memberships.append(change)
 
+    def tombstone(self, audience: str, user_id: str) -> None:
+        """An erasure deleted the key ``audience|user_id`` of the audiences
+        topic: nothing kept here under it stays."""
+        self.memberships = deque((m for m in self.memberships
+                                  if m.user_id != user_id or m.audience != audience),
+                                 maxlen=self.limits.records)
+
     def write(self, record: DecisionRecord) -> None:
         if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
             return
