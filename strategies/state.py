@@ -2,7 +2,8 @@
 
 Journey positions must survive a worker restart, so the state is plain data
 (step index, timestamps, the timer it waits on) encoded with orjson:
-``[1, tags, opens, runs, exits]``. Stores mirror :mod:`triggers.state`: a
+``[1, tags, opens, runs, exits]``, then ``audiences`` (the journey audiences
+the user is in) when there are some. Stores mirror :mod:`triggers.state`: a
 memory store that keeps live objects and a bytes store over any mapping
 (a Faust table) that assigns a fresh value on every put.
 """
@@ -59,17 +60,21 @@ class Run:
 class JourneyUser:
     """Everything the journey engine keeps for one user."""
 
-    __slots__ = ("exits", "opens", "runs", "tags")
+    __slots__ = ("audiences", "exits", "opens", "runs", "tags")
 
     def __init__(self) -> None:
         self.tags: set[str] = set()
         self.opens: dict[str, int] = {}  # channel -> opens seen (preferred-channel tag)
         self.runs: dict[str, Run] = {}
         self.exits: dict[str, int] = {}  # strategy -> last exit ts (reenter_after)
+        # journey audiences the user is in (its audience steps change only what differs)
+        self.audiences: set[str] = set()
 
     def encode(self) -> bytes:
         runs = {name: run.to_wire() for name, run in self.runs.items()}
         wire = [JOURNEY_STATE_VERSION, sorted(self.tags), self.opens, runs, self.exits]
+        if self.audiences:  # absent when none: states without audiences read as before
+            wire.append(sorted(self.audiences))
         return orjson.dumps(wire)
 
     @classmethod
@@ -82,12 +87,15 @@ class JourneyUser:
         if version != JOURNEY_STATE_VERSION:
             raise StateDecodeError(f"journey state version {version!r} is not supported")
         try:
-            _, tags, opens, runs, exits = wire
+            _, tags, opens, runs, exits, *rest = wire
+            if len(rest) > 1:
+                raise ValueError(f"{len(wire)} fields")
             user = cls()
             user.tags = set(tags)
             user.opens = {str(k): int(v) for k, v in opens.items()}
             user.runs = {name: Run.from_wire(run) for name, run in runs.items()}
             user.exits = {str(k): int(v) for k, v in exits.items()}
+            user.audiences = {str(a) for a in rest[0]} if rest else set()
         except (ValueError, TypeError, AttributeError) as exc:
             raise StateDecodeError(f"malformed journey state: {exc}") from None
         return user

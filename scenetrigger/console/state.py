@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.ads.membership import Membership
 from channels.feedback.decisions import (
     CONSENT,
     ERASED,
@@ -46,7 +45,7 @@ class ConsoleState:
         self.decisions = MemoryDecisionLog(self.limits.records)
         self.events: deque[Event] = deque(maxlen=self.limits.records)
         self.lines: OrderedDict[str, dict[str, Any]] = OrderedDict()  # trigger_id -> line
-        self.memberships: deque[Membership] = deque(maxlen=self.limits.records)  # ads: ROI
+        self.memberships: deque[AudienceChange] = deque(maxlen=self.limits.records)  # ads: ROI
         self.dead_letters: Counter[str] = Counter()  # events rejected, by reason
         # Consent changes and erasures, by outcome: records of no scene.
         self.consent_changes: Counter[str] = Counter()
@@ -98,8 +97,14 @@ class ConsoleState:
 
     def membership(self, change: AudienceChange) -> None:
         if not self._was_erased(change.user_id, int(change.ts * 1000)):
-            self.memberships.append(Membership(change.audience, change.user_id, change.op,
-                                               change.ts, change.reason))
+            self.memberships.append(change)
+
+    def tombstone(self, audience: str, user_id: str) -> None:
+        """An erasure deleted the key ``audience|user_id`` of the audiences
+        topic: nothing kept here under it stays."""
+        self.memberships = deque((m for m in self.memberships
+                                  if m.user_id != user_id or m.audience != audience),
+                                 maxlen=self.limits.records)
 
     def write(self, record: DecisionRecord) -> None:
         if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
