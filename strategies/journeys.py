@@ -30,6 +30,7 @@ from strategies.model import END, Case, Registry, Step, Strategy
 from strategies.state import (
     MAX_SENT_IDS,
     MAX_TAGS,
+    MAYBE_OTHERS,
     JourneyStore,
     JourneyUser,
     MemoryJourneyStore,
@@ -331,9 +332,12 @@ class JourneyEngine:
                   out: list[Action]) -> None:
         """An audience step: a change only where the membership changes (a
         user already in is not added again, one not in is not removed)."""
-        inside = user.audiences
+        if user.audiences is None:  # a state from before they were kept
+            user.audiences = {MAYBE_OTHERS}
+        inside, user.audience_steps = user.audiences, True
         for audience, add in ((step.audience_remove, False), (step.audience_add, True)):
-            if audience is None or (audience in inside) == add:
+            if audience is None or ((audience in inside) == add and (
+                    add or MAYBE_OTHERS not in inside)):
                 continue
             if add:
                 inside.add(audience)

@@ -195,3 +195,28 @@ def test_journey_state_without_audiences_encodes_as_before() -> None:
     user.audiences = {"b", "a"}
     assert orjson.loads(user.encode())[-1] == ["a", "b"]
     assert JourneyUser.decode(user.encode()).audiences == {"a", "b"}
+
+
+def test_a_state_from_before_memberships_were_kept_still_removes() -> None:
+    """A journey state written before the audiences were kept (five fields)
+    may belong to a user an earlier step added: a remove must still be
+    written (else a buyer stays in retargeting); an add is written too, and
+    after it only the audiences it knows of are skipped."""
+    from strategies.state import MAYBE_OTHERS, BytesJourneyStore, JourneyUser
+
+    config = load_config_text(REPEATED)
+    old = JourneyUser()
+    stored = {"u": orjson.dumps(orjson.loads(old.encode())[:5])}
+    assert JourneyUser.decode(stored["u"]).audiences is None
+    eng = JourneyEngine(Registry(config.strategies.all_journeys(),
+                                 scenes=frozenset({"cart_abandonment"})),
+                        store=BytesJourneyStore(stored))
+    eng.on_trigger(Trigger("cart_abandonment", "u", None, T0))
+    assert JourneyUser.decode(stored["u"]).audiences == {MAYBE_OTHERS, "retarget"}
+    eng.advance(T0 + 3_600_001)  # "twice": the add is skipped, the remove written
+    got = changes(eng.advance(T0 + 7_200_001))  # removing again: may be in from before
+    assert got == [AudienceChange.at("retarget", "u", "exit", T0 + 7_200_000, "journey")]
+    new = JourneyUser()
+    assert orjson.loads(new.encode()) == [1, [], {}, {}, {}]  # no step: five fields
+    new.audience_steps = True
+    assert orjson.loads(new.encode())[-1] == []  # after a step an empty set is known
