@@ -62,7 +62,8 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
     # Each kind against its own tests (and the kinds' and explain's shared
     # ones): the whole tests/triggers folder took 150 s a mutant on a loaded
     # 2-core machine (most of it the reference model's comparison), these 8 s.
-    "triggers/kinds/repeat.py": (("tests/triggers/test_repeat.py",
+    "triggers/kinds/repeat.py": (("tests/triggers/test_repeat_rule.py",
+                                  "tests/triggers/test_repeat.py",
                                   "tests/triggers/test_kinds.py",
                                   "tests/triggers/test_user_filter.py",
                                   "tests/triggers/test_engine.py",
