@@ -180,7 +180,8 @@ def run_module(python: str, module: str, tests: tuple[str, ...], goal: float,
             continue
         number = re.sub(r"\D", "", case.get("name", ""))
         before, after = diff_lines(mutmut(python, "show", number).stdout)
-        why = equivalents.get((module, before, after))
+        # Stripped as the listed ones are (a diff of two lines may end in " | ").
+        why = equivalents.get((module, before.strip(), after.strip()))
         survivors.append(Survivor(int(case.get("line", "0")), before, after, why))
     return ModuleScore(module, total, total - len(survivors), goal,
                        round(time.monotonic() - started, 1), survivors)

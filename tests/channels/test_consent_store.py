@@ -225,8 +225,11 @@ async def test_blocked_finds_every_form_and_moves_old_ones_under_the_current_key
         f"{prefix}dnc:{dnc_name(KEY, 'old')}": orjson.dumps([2, "erasure", key_id(KEY)]),
         f"{prefix}dnc:{dnc_name(KEY, 'plain')}": orjson.dumps([3, "sms_reply", key_id(KEY)]),
         f"{prefix}dnc:{dnc_name(KEY, 'bad')}": orjson.dumps([0, "migrated", key_id(KEY)])}
+    assert set(redis.transactions) == {False}  # the moves too: no MULTI across slots
     # Moved: now found under the current key, nothing left to move.
     assert await store.blocked(["old", "plain", "bad"]) == [True, True, True]
+    assert await store.blocked(["old"]) == [True]  # one hash: one group of forms
+    assert await store.blocked(["nobody"]) == [False]
 
 
 async def test_a_move_never_overwrites_an_entry_under_the_current_key() -> None:
@@ -270,3 +273,6 @@ def test_the_link_quotes_user_and_channel_and_signs_the_raw_ids() -> None:
     assert unsubscribe_signature(secret, user, channel) == sig
     assert unsubscribe_url("https://t.example//", secret, user, channel) == (
         "https://t.example/unsubscribe/e%2Fmail?u=a%20b%26c%2F%C3%A9&s=" + sig)
+    # Only slashes are trimmed from the base (a path may end in any letter).
+    assert unsubscribe_url("https://t.example/AX/", secret, "u", "sms").startswith(
+        "https://t.example/AX/unsubscribe/sms?u=u&s=")
