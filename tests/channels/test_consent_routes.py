@@ -231,4 +231,13 @@ async def test_the_stream_passes_every_call_through() -> None:
 
 def test_reply_words_with_surrounding_marks() -> None:
     assert is_opt_out("  stop!! ") and is_opt_out("T.") and is_opt_out("退订！")
-    assert not is_opt_out("st op") and not is_opt_out("!")
+    assert is_opt_out("退订。") and is_opt_out("TD!。")
+    # Only spaces and . ! 。 ！ are trimmed: "XTD" or "TD?" is no opt-out.
+    for text in ("st op", "!", "XTD", "TDX", "TD?", "-stop"):
+        assert not is_opt_out(text), text
+
+
+async def test_the_page_rows_default_to_the_links_channel_and_email() -> None:
+    routes = ConsentRoutes(MemoryDirectory(), MemoryConsentStore(), SECRET, ListSink(), None)
+    assert routes.channel_types == ("email",)
+    assert routes.defaults == {} and routes.address_fields == {}
