@@ -6,6 +6,7 @@ attempts, and the metrics. Expected values are written out here."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from channels.policy.decide import (
     DeliveryPolicy,
     DeliveryRequest,
     PolicyMetrics,
+    Released,
     caps_key,
     claim_key,
     deferred_key,
@@ -361,3 +363,16 @@ async def test_the_metrics_count_deferrals_and_suppressions() -> None:
     assert SUPPRESS_REASONS == ("stale", "bad_time", "duplicate", "no_address",
                                 "do_not_contact", "unsubscribed", "no_consent", "backoff",
                                 "cap_day", "cap_week", "channel_cap", "no_channel")
+
+
+def test_requests_and_decisions_are_frozen_with_none_defaults() -> None:
+    plain = DeliveryRequest("t", "u", "s", None, 1, ("inbox",))
+    assert (plain.tz, plain.order) == (None, None)
+    assert plain.encode() == '["t","u","s",null,1,["inbox"],null]'
+    decision = Decision("send")
+    assert (decision.channel, decision.reason, decision.due_ms, decision.figures,
+            decision.leased) == (None, None, None, "", False)
+    for value, name in ((plain, "tz"), (decision, "channel"),
+                        (Released(plain, 1, False), "attempts")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, name, None)
