@@ -187,6 +187,19 @@ def run_module(python: str, module: str, tests: tuple[str, ...], goal: float,
                        round(time.monotonic() - started, 1), survivors)
 
 
+def changed_modules(modules: list[str], ref: str) -> list[str]:
+    """The ``modules`` whose file, or a test file of whose runner, differs from
+    ``ref`` (committed or not): the ones a change can have weakened."""
+    diff = subprocess.run(["git", "diff", "--name-only", ref, "--"], cwd=REPO,  # noqa: S603, S607
+                          text=True, capture_output=True, check=False)
+    if diff.returncode != 0:
+        raise SystemExit(f"mutate: git diff {ref} failed: {diff.stderr.strip()}")
+    changed = set(diff.stdout.split())
+    return [m for m in modules
+            if m in changed or any(t == c or c.startswith(t.rstrip("/") + "/")
+                                   for t in CONTRACTS[m][0] for c in changed)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make mutate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,11 +207,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="only this contract module (repeatable; default: all)")
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter with the project and mutmut installed")
+    parser.add_argument("--changed-since", metavar="REF",
+                        help="only the contract modules that differ from git REF (the module "
+                             "or one of its test files; CI: the merge base of a change)")
     parser.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     args = parser.parse_args(argv)
+    modules = args.module or sorted(CONTRACTS)
+    if args.changed_since:
+        modules = changed_modules(modules, args.changed_since)
+        print(f"mutate: changed since {args.changed_since}: {', '.join(modules) or 'none'}",
+              file=sys.stderr, flush=True)
     equivalents = load_equivalents()
     scores = []
-    for module in args.module or sorted(CONTRACTS):
+    for module in modules:
         tests, goal = CONTRACTS[module]
         print(f"mutate: {module} against {' '.join(tests)} ...", file=sys.stderr, flush=True)
         score = run_module(args.python, module, tests, goal, equivalents)
