@@ -153,8 +153,10 @@ def _pyc_glob(module: str) -> str:
 
 
 def run_module(python: str, module: str, tests: tuple[str, ...], goal: float,
-               equivalents: dict[tuple[str, str, str], str]) -> ModuleScore:
-    (REPO / ".mutmut-cache").unlink(missing_ok=True)
+               equivalents: dict[tuple[str, str, str], str],
+               resume: bool = False) -> ModuleScore:
+    if not resume:
+        (REPO / ".mutmut-cache").unlink(missing_ok=True)
     marker = "" if module in LOOPBACK_OK else "-m 'not integration' "
     # mutmut turns bytecode off for every run, so pytest re-rewrote every test
     # module each time (most of a run's wall time). Bytecode on, except the
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changed-since", metavar="REF",
                         help="only the contract modules that differ from git REF (the module "
                              "or one of its test files; CI: the merge base of a change)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results of an interrupted run of one module (mutmut "
+                             "tests again only what it had not, while the tests are unchanged)")
     parser.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     args = parser.parse_args(argv)
     modules = args.module or sorted(CONTRACTS)
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     for module in modules:
         tests, goal = CONTRACTS[module]
         print(f"mutate: {module} against {' '.join(tests)} ...", file=sys.stderr, flush=True)
-        score = run_module(args.python, module, tests, goal, equivalents)
+        score = run_module(args.python, module, tests, goal, equivalents,
+                           resume=args.resume and len(modules) == 1)
         print(f"mutate: {module}: {score.killed}/{score.mutants} killed, "
               f"{score.equivalent} listed equivalent, score {score.score:.1%} "
               f"(goal {score.goal:.0%}) in {score.seconds:.0f} s", file=sys.stderr, flush=True)
