@@ -141,6 +141,12 @@ def test_an_unless_in_the_window_blocks_up_to_its_edge() -> None:
     late = UserState()
     r.apply(late, BUY, 100)
     assert r.apply(late, VIEW, 99) is None  # a purchase after the view does not block it
+    # The latest purchase at or before the view decides, not an older one.
+    two = UserState()
+    r.apply(two, BUY, 50)
+    r.apply(two, BUY, 150)
+    assert r.apply(two, VIEW, 160) is False  # 150 in (60, 160]; 50 is not
+    assert r.apply(two, VIEW, 250) is None  # 150 is not in (150, 250]
 
 
 def test_the_cooldown_is_measured_from_the_last_fire() -> None:
