@@ -105,7 +105,11 @@ class LiveProfiles:
             self._tombstones.inc(len(erased))
         task = self._task
         if task is None or task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (never in the worker): the next settle sends them
+                return
+            self._task = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         """Send until nothing is queued (one task at a time: in order)."""
