@@ -270,12 +270,15 @@ class SceneWorker:
         """Audience changes (triggers/audiences/record.py) on PREFIX.audiences,
         acked before the batch settles, like triggers."""
         changes = host.audience_changes()
-        if not changes:
+        tombstones = host.audience_tombstones() if host.tombstones else []
+        if not changes and not tombstones:
             return
         send = self.audiences_topic.send_soon
         futures = host.pending.futures
         for change in changes:
             futures.append(send(key=change.key, value=encode_change(change)))
+        for key in tombstones:  # an erasure: the keys are deleted (same partition, after)
+            futures.append(send(key=key, value=None))
 
     def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
               event_time_s: float | None) -> None:
