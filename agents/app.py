@@ -36,6 +36,7 @@ from agents.faust_compat import (
 from agents.faust_compat import (
     rebalancing as is_rebalancing,
 )
+from agents.live_profiles import publish_live_profiles
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
 from agents.partitions import Hosts
 from agents.replication import topic_configs
@@ -90,10 +91,10 @@ class SceneWorker:
 
     # -- construction ---------------------------------------------------------
 
-    def _topic(self, *names: str) -> Any:
+    def _topic(self, *names: str, compacting: bool | None = None) -> Any:
         return self.app.topic(*names, partitions=self.settings.partitions, key_type=bytes,
                               value_type=bytes, key_serializer="raw", value_serializer="raw",
-                              internal=True)
+                              internal=True, compacting=compacting)
 
     def _wire(self) -> None:
         s = self.settings
@@ -103,15 +104,14 @@ class SceneWorker:
         self.triggers_topic = self._topic(s.topics.triggers)
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
         self.decisions_topic = self._topic(s.topics.decisions)
-        self.audiences_topic = self.app.topic(  # compacted: the latest change per key
-            s.topics.audiences, partitions=s.partitions, key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw", internal=True, compacting=True)
+        self.audiences_topic = self._topic(s.topics.audiences, compacting=True)  # latest per key
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
                                extra_topic_configs=topic_configs(s.replication_factor))
         self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config, self._arm)
         self.checkpoint.watch(self.table)
+        self.live_profiles = publish_live_profiles(self)  # PREFIX.profiles at each settle
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)

@@ -86,6 +86,9 @@ class Checkpoint:
         # and how many events those settles took (agents.checkpoint: the bound)
         self.unfenced: dict[int, list[Any]] = {}
         self._doubt: dict[int, int] = {}
+        # Called at each settle before the staged states are written (what
+        # they are is known until then): agents.live_profiles.
+        self.on_settle: Callable[[PartitionHost], None] | None = None
 
     def watch(self, table: Any) -> None:
         """Follow the table's changelog sends (the fence waits for them)."""
@@ -147,6 +150,8 @@ class Checkpoint:
         pending = host.pending
         if not pending.acked() or host.revoked or not pending.messages:
             return None
+        if self.on_settle is not None:
+            self.on_settle(host)
         # Table writes take the changelog partition from the current event:
         # the batch's own last message is made current for this call.
         with current_event(pending.messages[-1]):
@@ -218,9 +223,10 @@ class Outbox:
     def __init__(self, producer: Callable[[], Any]) -> None:
         self._producer = producer  # Faust's producer: send() hands to aiokafka
         # (futures of the batch, topic, key, value, done callback or None)
-        self.queued: list[tuple[Any, str, bytes, bytes, Callable[[Any], None] | None]] = []
+        # value None: a tombstone (compacted topics)
+        self.queued: list[tuple[Any, str, bytes, bytes | None, Callable[[Any], None] | None]] = []
 
-    def add(self, futures: Any, topic: str, key: bytes, value: bytes,
+    def add(self, futures: Any, topic: str, key: bytes, value: bytes | None,
             on_done: Callable[[Any], None] | None = None) -> None:
         self.queued.append((futures, topic, key, value, on_done))
 
