@@ -22,6 +22,9 @@ Routes (all on one port, loopback by default):
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
 * ``POST /catalog``: catalog records onto the catalog stream (its own token,
   ``$SCENETRIGGER_CATALOG_TOKEN``; needs ``--broker``; :mod:`scenetrigger.serve.catalog_http`);
+* ``GET /slots/{slot}?user=ID&sig=SIG``: an on-site slot's content for this
+  visitor now, from the live profile and tags; ``GET /slots.js``, the snippet
+  (:mod:`scenetrigger.serve.slots_http`, docs/ads.md "On-site slots");
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
@@ -65,6 +68,8 @@ from channels.ads.build import watch_ads_consent
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
+from channels.content.catalog import CachedCatalog, MemoryCatalog, RedisCatalog
+from channels.content.slots import SlotContent
 from channels.feedback.decisions import erasure_record
 from channels.feedback.events import (
     FeedbackApp,
@@ -74,6 +79,7 @@ from channels.feedback.events import (
     RedisMessageIndex,
 )
 from channels.feedback.kafka_sink import KafkaFeedbackSink
+from channels.feedback.slot_ids import SlotAwareIndex
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
@@ -86,6 +92,7 @@ from config.models import AppConfig
 from config.tokens import (
     CATALOG_TOKEN_ENV,
     IDENTIFY_TOKEN_ENV,
+    SLOT_SECRET_ENV,
     AdminTokens,
     bearer,
     token_matches,
@@ -96,6 +103,7 @@ from scenetrigger.ops.erasure import Eraser
 from scenetrigger.ops.user_admin import UserAdmin
 from scenetrigger.serve.catalog_http import add_catalog_route
 from scenetrigger.serve.site import SwappableSite
+from scenetrigger.serve.slots_http import SlotRoutes
 from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
@@ -164,6 +172,7 @@ class ServeParts:
     eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.ops.erasure over Redis
     publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
     catalog: Any = None  # scenetrigger.serve.catalog_http.Publish onto the catalog topic, or None
+    slot_catalog: Any = None  # the Catalog slots read (cached); None: an empty one
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -207,7 +216,8 @@ def build_app(parts: ServeParts) -> web.Application:
     reg = parts.registry
     sink = CountingSink(parts.sink, *_feedback_counters(reg))
     policy = DeliveryPolicy(config.delivery, RedisPolicyStore(parts.redis))
-    feedback = FeedbackApp(sink, RedisMessageIndex(parts.redis, config.delivery.redis_prefix),
+    feedback = FeedbackApp(sink, SlotAwareIndex(RedisMessageIndex(parts.redis,
+                                                                  config.delivery.redis_prefix)),
                            env.get(tracking.secret_env, "").encode(),
                            env.get(tracking.callback_token_env) or None,
                            tuple(tracking.allow_hosts), policy.record_engaged)
@@ -242,6 +252,12 @@ def build_app(parts: ServeParts) -> web.Application:
               tokens=admins).add_routes(app)
     add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
                       config.engine.max_id_chars, reg)
+    slots = SlotContent(config.content, config.slots,
+                        CachedCatalog(parts.slot_catalog or MemoryCatalog()),
+                        config.delivery.default_timezone)
+    SlotRoutes(slots, parts.redis, parts.tags_prefix, env.get(SLOT_SECRET_ENV, ""),
+               env.get(tracking.secret_env, "").encode(), sink,
+               tracking.base_url).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))
@@ -332,8 +348,13 @@ async def _main(args: argparse.Namespace) -> int:
         else:
             forget = to_events = catalog = None
 
+        catalog_client = redis_client(url, decode_responses=True)  # the catalog's hashes
+        stack.push_async_callback(catalog_client.aclose)
+
         def app_for(config: AppConfig) -> web.Application:
+            slot_catalog = RedisCatalog(catalog_client, f"{config.delivery.redis_prefix}cat:")
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
+                                        slot_catalog=slot_catalog,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
                                                       forget_in_worker=forget).erase,
