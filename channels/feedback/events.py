@@ -315,7 +315,9 @@ class FeedbackApp:
             redirect = web.HTTPFound(url)  # before recording: a bad port was a 500
         except ValueError:
             return web.Response(status=400, text="link not allowed\n")
-        if await self._index.lookup(message_id) is not None and await self._index.first(
+        meta = await self._index.lookup(message_id)
+        # A slot impression's id is made up from its parts: only a signed link counts.
+        if meta is not None and (signed or meta.slot is None) and await self._index.first(
                 "clicked", message_id, _link_part(url) if signed else "unsigned"):
             await self._record("clicked", message_id)
         raise redirect

@@ -3,6 +3,8 @@ browsing styles, a segment rule and a tag rule on top (docs/ads.md)."""
 
 from __future__ import annotations
 
+from tests.channels.content_factories import catalog_products
+
 SLOTS_YAML = """
   home:
     variants:
@@ -48,5 +50,20 @@ def config_text(prefix: str = "st:", extra: str = "") -> str:
     return f"""
 scenes:
   promo_arrival: {{kind: arrival, when: {{page: {{prefix: /promo}}}}, per: page}}
-delivery: {{redis_prefix: "{prefix}"}}
+delivery: {{redis_prefix: "{prefix}", tracking: {{allow_hosts: [shop.example.com]}}}}
 slots:{SLOTS_YAML}{extra}"""
+
+
+def hot_ids(limit: int, category: str | None) -> list[str]:
+    """Discounted products, the visitor's category first, then by discount."""
+    deals = sorted((p for p in catalog_products() if p.discount > 0),
+                   key=lambda p: (p.discount, p.product_id), reverse=True)
+    return [p.product_id for p in sorted(deals, key=lambda p: p.category != category)][:limit]
+
+
+def category_ids(viewed: str, category: str, limit: int) -> list[str]:
+    """The viewed product, then its category's new arrivals first."""
+    rest = sorted((p for p in catalog_products()
+                   if p.category == category and p.product_id != viewed),
+                  key=lambda p: (p.is_new, p.product_id), reverse=True)
+    return [viewed, *(p.product_id for p in rest)][:limit]

@@ -14,7 +14,7 @@ from channels.feedback.events import tracked_link
 from channels.feedback.slot_ids import SLOT_CHANNEL, impression_id, impression_meta
 from config.loader import load_config_text
 from tests.channels.content_factories import PHONE, PHONES, T0, catalog_products, user_state
-from tests.channels.slot_fixtures import config_text
+from tests.channels.slot_fixtures import category_ids, config_text, hot_ids
 from triggers.errors import ConfigError
 
 
@@ -22,21 +22,6 @@ def slots(products: list[Product] | None = None) -> SlotContent:
     config = load_config_text(config_text())
     return SlotContent(config.content, config.slots,
                        MemoryCatalog(catalog_products() if products is None else products))
-
-
-def hot_ids(limit: int, category: str | None) -> list[str]:
-    """Discounted products, the visitor's category first, then by discount."""
-    deals = sorted((p for p in catalog_products() if p.discount > 0),
-                   key=lambda p: (p.discount, p.product_id), reverse=True)
-    return [p.product_id for p in sorted(deals, key=lambda p: p.category != category)][:limit]
-
-
-def category_ids(viewed: str, category: str, limit: int) -> list[str]:
-    """The viewed product, then its category's new arrivals first."""
-    rest = sorted((p for p in catalog_products()
-                   if p.category == category and p.product_id != viewed),
-                  key=lambda p: (p.is_new, p.product_id), reverse=True)
-    return [viewed, *(p.product_id for p in rest)][:limit]
 
 
 @pytest.mark.parametrize(("style", "segment", "tags", "variant"), [
