@@ -186,3 +186,51 @@ async def test_redis_away_is_a_503_not_a_crash() -> None:
         assert status == 503 and body["fault"] == "connection" and "Retry-After" in headers
         status, body, _ = await get(http, base, "ann")  # unsigned: no state read
         assert status == 200 and body["title"] == "Welcome"
+
+
+async def test_a_burst_past_the_pool_waits_for_a_connection(redis_url: str) -> None:
+    """serve's client (``wait_for_connection_s``): 50 requests at once on a
+    pool of 2 all get an answer; redis-py's own pool refuses past its size."""
+    from redis.exceptions import MaxConnectionsError
+
+    waiting = redis_client(redis_url, wait_for_connection_s=5.0, max_connections=2)
+    failing = redis_client(redis_url, max_connections=2)
+    try:
+        assert await asyncio.gather(*(waiting.ping() for _ in range(50))) == [True] * 50
+        with pytest.raises(MaxConnectionsError):
+            await asyncio.gather(*(failing.ping() for _ in range(50)))
+    finally:
+        await waiting.aclose()
+        await failing.aclose()
+
+
+async def test_a_signed_request_is_one_redis_round_trip(redis_url: str) -> None:
+    from redis.asyncio import Connection
+
+    sent: list[int] = []
+
+    class Counting(Connection):
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            sent.append(1)
+            await super().send_packed_command(command, check_health)
+
+    prefix = f"sl{uuid.uuid4().hex[:6]}:"
+    config = load_config_text(config_text(prefix))
+    counted = redis_client(redis_url, connection_class=Counting)
+    writer = redis_client(redis_url)
+    try:
+        await LiveProfileStore(writer, prefix).put("ann", user_state("ann", "promo_driven")
+                                                   .profile, T0)
+        await RedisTagStore(writer, prefix).add("ann", ["vip"])
+        app = build_app(ServeParts(config, counted, ListSink(), tags_prefix=prefix,
+                                   env={SLOT_SECRET_ENV: SLOT_SECRET},
+                                   slot_catalog=MemoryCatalog(catalog_products())))
+        async with serve_app(app) as base, aiohttp.ClientSession() as http:
+            await counted.ping()  # the connection's handshake is not the request's
+            before = len(sent)
+            status, body, _ = await get(http, base, "ann", signature=sig("ann"))
+            assert status == 200 and body["variant"] == "vip_deal"
+            assert len(sent) - before == 1
+    finally:
+        await counted.aclose()
+        await writer.aclose()

@@ -110,6 +110,7 @@ from triggers.errors import SceneTriggerError
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
 WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
+POOL_WAIT_S = 5.0
 
 
 def register(sub: Any) -> None:
@@ -307,7 +308,8 @@ async def _main(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     reloader.attach(ReloadMetrics.on(registry))
     url = redis_url_or_env(args.redis_url)
-    client = redis_client(url)
+    # a burst past the pool waits for a connection, not a 503 (GET /slots under load)
+    client = redis_client(url, wait_for_connection_s=POOL_WAIT_S)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)
