@@ -114,6 +114,11 @@ async def test_a_browser_reads_no_one_elses_slot_and_forges_no_clicks(redis_url:
         # Another user's signature, or a made-up one: 403.
         for wrong in (sig("attacker"), "0" * 64, "x"):
             assert (await get(http, base, "victim", signature=wrong))[0] == 403
+        # No CORS (as the collector): another origin's script cannot read an answer.
+        async with http.get(f"{base}/slots/home?user=victim&sig={sig('victim')}",
+                            headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 200
+            assert not any(h.lower().startswith("access-control-") for h in resp.headers)
         # The victim's own page: their content, and a signed link per product.
         status, body, _ = await get(http, base, "victim", signature=sig("victim"))
         assert body["known"] and "a very private query" in body["title"]
