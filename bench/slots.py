@@ -176,6 +176,12 @@ async def offer(urls: list[str], rate: int, seconds: float, warmup: float) -> di
             "error_kinds": seen}
 
 
+def _cpu_s(pid: int) -> float:
+    """The process's user+system CPU seconds so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     wait_port(port, proc, cmd[0])
@@ -207,7 +213,11 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
                         f"&sig={slot_signature(SLOT_SECRET, u)}" for u in picks]
             proc = _start(cmd, env, port, tmp / f"{mode}{r}.log")
             try:
+                cpu0 = _cpu_s(proc.pid)
                 row = asyncio.run(offer(urls, args.rate, args.seconds, args.warmup))
+                cpu = _cpu_s(proc.pid) - cpu0
+                total = args.rate * (args.seconds + args.warmup)
+                row["server_cpu_us_per_request"] = round(cpu * 1e6 / total)
             finally:
                 proc.terminate()
                 proc.wait(timeout=15)
@@ -221,12 +231,13 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"{result['rate']:,} requests/s offered for {result['seconds']:.0f} s per run, "
              f"{result['users']:,} visitors; load average after: "
              f"{', '.join(f'{x:.2f}' for x in result['load'])}", "",
-             "| round | server | achieved/s | errors | p50 ms | p90 ms | p99 ms | max ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| round | server | achieved/s | errors | p50 ms | p90 ms | p99 ms | max ms "
+             "| server CPU µs/request |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         lines.append(f"| {row['round']} | {row['mode']} | {row['achieved_per_s']:,} | "
                      f"{row['errors']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | "
-                     f"{row['max_ms']} |")
+                     f"{row['max_ms']} | {row['server_cpu_us_per_request']} |")
     slots = [r["p99_ms"] for r in result["rows"] if r["mode"] == "slots"]
     floor = [r["p99_ms"] for r in result["rows"] if r["mode"] == "floor"]
     lines += ["", f"p99 slots / floor, per round: "

@@ -107,8 +107,15 @@ class SlotRoutes:
         if not (signed and self._tracking):  # tracked for no one: plain links
             return {**answer.to_json(), "impression": None}
         mid = impression_id(answer.slot, answer.choice.variant, now, user)
-        secret = self._tracking
-        body = answer.to_json(lambda url: tracked_link(self._base, secret, mid, url))
+        secret, links = self._tracking, dict[str, str]()
+
+        def link(url: str) -> str:  # once per URL: the text, html and list all show it
+            found = links.get(url)
+            if found is None:
+                found = links[url] = tracked_link(self._base, secret, mid, url)
+            return found
+
+        body = answer.to_json(link)
         body["impression"] = self._base + open_pixel_path(secret, mid)
         body["impression_id"] = mid
         return body
