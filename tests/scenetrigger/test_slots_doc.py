@@ -1,5 +1,6 @@
 """docs/ads.md, "On-site slots": its shell blocks run as written, each
-printing the answer the doc promises (the config error, the signature)."""
+printing the answer the doc promises (the config error, the signature,
+the report's slot row)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_the_slot_section_runs_as_written(tmp_path: Path) -> None:
     text = DOC.read_text(encoding="utf-8")
     start = text.count("\n", 0, text.index("## On-site slots")) + 1
     blocks = [b for b in sh_blocks(DOC) if b.line > start]
-    assert len([b for b in blocks if b.expected is not None]) == 2
+    assert len([b for b in blocks if b.expected is not None]) == 3
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     for block in blocks:
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.script], cwd=tmp_path,
