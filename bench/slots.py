@@ -134,7 +134,9 @@ async def offer(urls: list[str], rate: int, seconds: float, warmup: float) -> di
     seen: dict[str, str] = {}  # the first error of each kind
     tasks: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=1024)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # an answer later than this is an error: an overloaded run ends, not drains for minutes
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(url: str, due: float, counted: bool) -> None:
             nonlocal errors
@@ -144,7 +146,7 @@ async def offer(urls: list[str], rate: int, seconds: float, warmup: float) -> di
                     ok = resp.status == 200
                     if not ok:
                         seen.setdefault(f"HTTP {resp.status}", "")
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 ok = False
                 seen.setdefault(type(exc).__name__, str(exc)[:200])
             if counted:
