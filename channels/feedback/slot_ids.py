@@ -18,8 +18,14 @@ SLOT_CHANNEL = "slot"
 _PREFIX = "slot:"
 
 
+def impression_user(user_id: str) -> str:
+    """The user as an impression id ends with it (no glob character: erasure
+    finds the impressions' once-markers by it)."""
+    return quote(user_id, safe="")
+
+
 def impression_id(slot: str, variant: str, ts: int, user_id: str) -> str:
-    return f"{_PREFIX}{slot}:{variant}:{ts}:{quote(user_id, safe='')}"
+    return f"{_PREFIX}{slot}:{variant}:{ts}:{impression_user(user_id)}"
 
 
 def impression_meta(message_id: str) -> MessageMeta | None:

@@ -12,7 +12,8 @@ Where a user's data lives (each key builder in the code base, by module):
                            bucket ``{p}deferred:{dNN}`` (+ ``:payload``, ``:tries``)
 ``channels.feedback.events``      message index ``{p}msg:{message_id}`` (value names the user;
                            ``message_key``), once-markers ``{p}once:{kind}:{message_id}``
-                           of its messages (``once_key``)
+                           of its messages (``once_key``) and of its on-site slot
+                           impressions (``slot:...:<user>``)
 ``channels.transports.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*`` (``inbox_key``)
 ``strategies.store``       ``{t}tags:{{id}}``, ``{t}score:{{id}}``
 ``channels.audience.live_profile`` ``{t}profile:{{id}}``, the live profile on-site slots
@@ -63,6 +64,7 @@ from channels.audience.directory import Contact, RedisDirectory, address_hash, d
 from channels.audience.live_profile import LiveProfileStore
 from channels.errors import ChannelError
 from channels.feedback.events import KINDS, message_key, once_key
+from channels.feedback.slot_ids import impression_meta, impression_user
 from channels.policy.decide import (
     DeliveryRequest,
     caps_key,
@@ -191,6 +193,11 @@ class Eraser:
         once_head = once_key(p, "", "")[:-1]  # "{p}once:"; then KIND:MESSAGE_ID
         marked = {k for k in await self._scan(once_key(_glob(p), "*", f"*|{u}|*"))
                   if claim_user(k[len(once_head):].partition(":")[2]) == user_id}
+        # An on-site slot's impressions: no index entry, the user is in the id.
+        for key in await self._scan(once_key(_glob(p), "*", "slot:*:" + impression_user(user_id))):
+            meta = impression_meta(key[len(once_head):].partition(":")[2])
+            if meta is not None and meta.user_id == user_id:
+                marked.add(key)
         for start in range(0, len(markers), 500):
             chunk = markers[start:start + 500]
             marked.update(k for k, n in zip(chunk, await self._exist_each(chunk), strict=True)

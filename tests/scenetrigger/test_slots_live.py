@@ -27,6 +27,7 @@ from channels.redis_client import redis_client
 from config.loader import load_config_text
 from config.tokens import SLOT_SECRET_ENV
 from scenetrigger.cli.run.serve import ServeParts, build_app
+from scenetrigger.ops.erasure import Eraser
 from strategies.reporting import build_report, options_of
 from strategies.store import RedisTagStore
 from tests.channels.content_factories import PHONE, PHONES, T0, catalog_products, user_state
@@ -179,6 +180,12 @@ async def test_beacon_and_served_impressions_and_clicks_reach_the_funnel(
             1, 1, 1, 1)
         assert home["revenue"] == 25.0
         assert rows[("slot", "served", "deals")]["delivered"] == 1
+        # The impression's and the click's once-markers name her: erasure finds them.
+        marks = [k async for k in client.scan_iter(match=f"{prefix}once:*")]
+        assert len(marks) == 2 and all(k.endswith(b":ann") for k in marks)
+        receipt = await Eraser(client, config, prefix).erase("ann")
+        assert receipt["removed"]["feedback_markers"] == 2
+        assert [k async for k in client.scan_iter(match=f"{prefix}once:*")] == []
 
 
 async def test_redis_away_is_a_503_not_a_crash() -> None:

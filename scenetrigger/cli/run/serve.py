@@ -115,7 +115,8 @@ POOL_WAIT_S = 5.0
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("serve", help="HTTP: open pixel, click redirect, provider "
-                                          "callbacks, inbox, tags/score, /metrics")
+                                          "callbacks, inbox, tags/score, on-site slots, "
+                                          "/metrics")
     parser.add_argument("--config", help="config (delivery.tracking, channels, strategies)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 = any)")
@@ -128,7 +129,8 @@ def register(sub: Any) -> None:
                         help="also publish to the journeys' feedback topic "
                              "(PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
-                        help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+                        help="Redis prefix of tags, scores and live profiles (as `journeys "
+                             "--redis-prefix`; GET /slots reads both)")
     add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
