@@ -10,6 +10,7 @@ import pytest
 
 from channels.content.catalog import CachedCatalog, MemoryCatalog, Product
 from channels.content.slots import SlotContent
+from channels.feedback.decisions import feedback_record
 from channels.feedback.events import tracked_link
 from channels.feedback.slot_ids import SLOT_CHANNEL, impression_id, impression_meta
 from config.loader import load_config_text
@@ -114,3 +115,15 @@ async def test_the_cached_catalog_reads_once_per_ttl() -> None:
     await cached.hot(3)
     assert reads == ["hot", "hot"]
     assert set(await cached.get_many([PHONE, "missing"])) == {PHONE}
+
+
+def test_a_slot_event_is_a_decision_record_of_its_slot() -> None:
+    mid = impression_id("home", "hot_deals", T0, "ann")
+    meta = impression_meta(mid)
+    assert meta is not None
+    event = meta.event("clicked", mid, T0 + 5)
+    assert event.to_dict() == {"user_id": "ann", "ts": T0 + 5, "type": "clicked",
+                               "message_id": mid, "channel": SLOT_CHANNEL, "source": "feedback",
+                               "slot": "home", "variant": "hot_deals"}
+    record = feedback_record(event)
+    assert (record.scene, record.outcome, record.message_id) == ("slot:home", "clicked", mid)
