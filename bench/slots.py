@@ -121,9 +121,16 @@ def floor_server(url: str, port: int) -> None:
     asyncio.run(main())
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: float) -> float | None:
+    """The q-quantile in ms; None when nothing was answered in time."""
+    if not values:
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 async def offer(urls: list[str], rate: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -173,8 +180,8 @@ async def offer(urls: list[str], rate: int, seconds: float, warmup: float) -> di
         took = time.perf_counter() - start - warmup
     return {"requests": len(latencies), "errors": errors,
             "offered_per_s": rate, "achieved_per_s": round(len(latencies) / max(took, 1e-9)),
-            "p50_ms": round(_pct(latencies, 0.50), 2), "p90_ms": round(_pct(latencies, 0.90), 2),
-            "p99_ms": round(_pct(latencies, 0.99), 2), "max_ms": round(max(latencies) * 1000, 1),
+            "p50_ms": _ms(_pct(latencies, 0.50)), "p90_ms": _ms(_pct(latencies, 0.90)),
+            "p99_ms": _ms(_pct(latencies, 0.99)), "max_ms": _ms(_pct(latencies, 1.0)),
             "error_kinds": seen}
 
 
@@ -242,10 +249,11 @@ def render(result: dict[str, Any]) -> str:
                      f"{row['max_ms']} | {row['server_cpu_us_per_request']} |")
     slots = [r["p99_ms"] for r in result["rows"] if r["mode"] == "slots"]
     floor = [r["p99_ms"] for r in result["rows"] if r["mode"] == "floor"]
-    lines += ["", f"p99 slots / floor, per round: "
-              f"{', '.join(f'{s / f:.2f}' for s, f in zip(slots, floor, strict=True))}; "
-              f"median p99: slots {statistics.median(slots)} ms, floor "
-              f"{statistics.median(floor)} ms"]
+    ratios = [f"{s / f:.2f}" if s and f else "n/a" for s, f in zip(slots, floor, strict=True)]
+    answered = [x for x in slots if x is not None], [x for x in floor if x is not None]
+    lines += ["", f"p99 slots / floor, per round: {', '.join(ratios)}; median p99: slots "
+              f"{statistics.median(answered[0]) if answered[0] else 'n/a'} ms, floor "
+              f"{statistics.median(answered[1]) if answered[1] else 'n/a'} ms"]
     return "\n".join(lines)
 
 
