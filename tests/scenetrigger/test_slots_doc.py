@@ -26,7 +26,8 @@ def test_the_slot_section_runs_as_written(tmp_path: Path) -> None:
             pytest.fail(f"{tool} is needed to run the doc's examples")
     text = DOC.read_text(encoding="utf-8")
     start = text.count("\n", 0, text.index("## On-site slots")) + 1
-    blocks = [b for b in sh_blocks(DOC) if b.line > start]
+    blocks = [b for b in sh_blocks(DOC) if b.line > start]  # the last section of the page
+    assert "\n## " not in text[text.index("## On-site slots") + 1:]
     assert len([b for b in blocks if b.expected is not None]) == 3
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     for block in blocks:
