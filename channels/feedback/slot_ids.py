@@ -3,7 +3,7 @@ count it with no index entry: the open pixel (the snippet's beacon) and the
 click redirect of ``GET /slots`` answers are signed for this id, and the id
 itself says whose impression of which slot and variant it is.
 
-``slot:<slot>:<variant>:<ms>:<user, percent-encoded>``. Only signed ids are
+``slot:<slot>:<variant>:<ms>:<user>``, each part percent-encoded. Only signed ids are
 ever looked up (both routes check the signature first), so a browser cannot
 make one up for another visitor.
 """
@@ -25,7 +25,9 @@ def impression_user(user_id: str) -> str:
 
 
 def impression_id(slot: str, variant: str, ts: int, user_id: str) -> str:
-    return f"{_PREFIX}{slot}:{variant}:{ts}:{impression_user(user_id)}"
+    # Each part percent-encoded: a variant (a default's name) may hold ":".
+    return f"{_PREFIX}{quote(slot, safe='')}:{quote(variant, safe='')}:{ts}:" \
+           f"{impression_user(user_id)}"
 
 
 def impression_meta(message_id: str) -> MessageMeta | None:
@@ -36,7 +38,8 @@ def impression_meta(message_id: str) -> MessageMeta | None:
     if len(parts) != 4 or not all(parts) or not parts[2].isdigit():
         return None
     slot, variant, _ts, user = parts
-    return MessageMeta(unquote(user), "", SLOT_CHANNEL, slot=slot, variant=variant)
+    return MessageMeta(unquote(user), "", SLOT_CHANNEL, slot=unquote(slot),
+                       variant=unquote(variant))
 
 
 class SlotAwareIndex:
