@@ -272,14 +272,17 @@ class CachedCatalog:
         now = self._clock()
         stale = [pid for pid in product_ids
                  if (hit := self._products.get(pid)) is None or hit[0] <= now]
+        found = await self._inner.get_many(stale) if stale else {}
+        # The answer before the bound may clear the cache (a fresh hit goes with it).
+        out = {pid: p for pid in product_ids
+               if (p := found[pid] if pid in found else
+                   None if pid in stale else self._products[pid][1]) is not None}
         if stale:
-            found = await self._inner.get_many(stale)
             if len(self._products) > _CACHED_PRODUCTS:  # bounded: start again
                 self._products.clear()
             for pid in stale:
                 self._products[pid] = (now + self._ttl, found.get(pid))
-        return {pid: p for pid in product_ids
-                if (p := self._products[pid][1]) is not None}
+        return out
 
     async def in_category(self, category: str, limit: int) -> list[Product]:
         return await self._list(f"c:{category}", limit,

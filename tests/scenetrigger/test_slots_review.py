@@ -45,3 +45,17 @@ async def test_erase_finds_the_once_markers_of_a_slot_impression(redis_url: str)
     finally:
         await client.delete(*[k async for k in client.scan_iter(match=f"{prefix}*")])
         await client.aclose()
+
+
+async def test_a_full_product_cache_still_answers_what_it_held(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from channels.content import catalog as catalog_module
+    from channels.content.catalog import CachedCatalog, MemoryCatalog, Product
+
+    monkeypatch.setattr(catalog_module, "_CACHED_PRODUCTS", 1)
+    products = [Product(f"p{i}", f"product {i}") for i in range(3)]
+    cached = CachedCatalog(MemoryCatalog(products), ttl_s=60, clock=lambda: 0.0)
+    assert set(await cached.get_many(["p0", "p1"])) == {"p0", "p1"}  # both cached, fresh
+    # p0 is fresh (no read), p2 is not: the cache is past its bound and starts again.
+    found = await cached.get_many(["p0", "p2"])
+    assert {pid: p.name for pid, p in found.items()} == {"p0": "product 0", "p2": "product 2"}
