@@ -99,3 +99,58 @@ async def test_a_refused_audience_record_is_written_by_the_next_add(
     clock.now = T0 + DAY + 2
     await service.on_trigger(Trigger("search_abandonment", "u", None, clock.now))
     assert [(c.audience, c.user_id, c.op) for c in topic.written] == [("retarget", "u", "enter")]
+
+
+WINBACK = load_config_text("""
+scenes:
+  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+audiences:
+  retarget: {journey: true}
+strategies:
+  journeys:
+    winback:
+      entry: {scene: cart_abandonment}
+      steps:
+        - send: {channel: email, content: winback_offer}
+        - branch: {within: 1d, when: [{event: purchased, goto: exit}]}
+        - audience: {add: retarget}
+        - branch: {within: 7d, when: [{event: purchased, goto: bought}], else: exit}
+        - id: bought
+          audience: {remove: retarget}
+""")
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="review: scenetrigger journeys ignores erasure")
+async def test_an_erased_user_gets_no_journey_state_or_audience_record_back(
+        client: aioredis.Redis) -> None:
+    from strategies.service import journeys_key
+    from triggers.events import Event
+
+    clock, topic = Clock(), FlakyTopic()
+    topic.refusals = 0
+
+    async def send(action: SendAction | HandoffAction) -> None:
+        pass
+
+    service = JourneyService(WINBACK, client, RedisTagStore(client, "rv:"), send, prefix="rv:",
+                             clock=clock, audiences=topic)
+    await service.start()
+    await service.on_trigger(Trigger("cart_abandonment", "u", None, T0))
+    clock.now = T0 + DAY + 1
+    await service.tick()
+    assert [(c.audience, c.op) for c in topic.written] == [("retarget", "enter")]
+    # scenetrigger erase: the journey field goes (Eraser.erase: hdel), the
+    # worker tombstones retarget|u, and the erase event is on the events
+    # topic, which the bridge hands to on_clickstream.
+    await client.hdel(journeys_key("rv:"), "u")
+    erased_at = T0 + DAY + 2
+    await service.on_clickstream(Event("u", erased_at, "erase",
+                                       {"user_id": "u", "ts": erased_at, "type": "erase"}))
+    topic.written.clear()
+    clock.now = T0 + 2 * DAY
+    await service.on_clickstream(Event("u", clock.now, "purchase",
+                                       {"user_id": "u", "ts": clock.now, "type": "purchase"}))
+    await service.tick()
+    assert not await client.hexists(journeys_key("rv:"), "u"), "the erased state came back"
+    assert topic.written == [], "a record of the erased user after its tombstone"
