@@ -6,8 +6,9 @@
  * from their bytes only: their owner shard (crc32 of U's identity root), the
  * running maximum of the times (the clock after each record), and this
  * shard's own lines. It stops at the first line of another shape, one too
- * long, a user id longer than the limit, or a time past the limit: Python
- * parses that line.
+ * long, a user id longer than the limit, a time past the limit, or one that
+ * has "user_id" or "ts" again or a \u escape after its head (a duplicate key
+ * would make the parsed event differ from the bytes): Python parses that line.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -60,6 +61,25 @@ static PyObject *vec_bytes(vec *v)
 {
     return PyBytes_FromStringAndSize((const char *)v->data,
                                      v->len * (Py_ssize_t)sizeof(int64_t));
+}
+
+/* No "user_id" or "ts" and no \u escape in [p, stop): no key can repeat the
+ * head's, so the parsed user and time are the bytes'. */
+static int plain_rest(const unsigned char *p, const unsigned char *stop)
+{
+    for (; p < stop; p++) {
+        if (*p == '\\') {
+            if (p + 1 < stop && p[1] == 'u')
+                return 0;
+            p++; /* an escaped character: not a quote that opens a key */
+        } else if (*p == '"') {
+            Py_ssize_t left = stop - p - 1;
+            if ((left >= 8 && memcmp(p + 1, "user_id\"", 8) == 0) ||
+                (left >= 3 && memcmp(p + 1, "ts\"", 3) == 0))
+                return 0;
+        }
+    }
+    return 1;
 }
 
 static const char HEAD[] = "{\"user_id\":\"";
@@ -136,7 +156,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (overflow || p >= stop || (*p != ',' && *p != '}'))
             break;
         int64_t ts = negative ? -(int64_t)value : (int64_t)value;
-        if (ts > (int64_t)limit)
+        if (ts > (int64_t)limit || !plain_rest(p, stop))
             break;
         uint32_t hash;
         if (use_roots) {

@@ -8,8 +8,10 @@ every line (:meth:`ClockLine.fired_at`).
 
 JSONL lines that start ``{"user_id":"U","ts":N`` are read from their bytes by
 a line scanner: the C one (``_linescan.c``, built when a compiler is there)
-or its pure-Python twin here, which gives the same answers. Any other line
-is parsed, by every shard, as the one-process replay parses it.
+or its pure-Python twin here, which gives the same answers. Any other line,
+or one where a key could repeat the head's (``"user_id"`` or ``"ts"`` again,
+a ``\\u`` escape), is parsed by every shard as the one-process replay parses
+it; so a line read from its bytes has the user and time its owner parses.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ OwnRecord = tuple[int, Record, "int | None"]
 Scanner = Callable[..., tuple[int, list[bytes], bytes, bytes, bytes]]
 
 _HEAD = re.compile(rb'\{"user_id":"([^"\\]*)","ts":(-?[0-9]+)[,}]')
+# After the head: "user_id" or "ts" again (a key may repeat the head's) or a
+# \u escape (one may spell them); other escapes are stepped over whole.
+_REST = re.compile(rb'\\u|"(?:user_id|ts)"|\\.', re.DOTALL)
+
+
+def _plain_rest(raw: bytes, start: int) -> bool:
+    return all(m[0][0] == 0x5C and m[0] != b"\\u" for m in _REST.finditer(raw, start))
 
 
 def scan_py(buf: bytes, start: int, end: int, shards: int, shard: int,
@@ -55,7 +64,8 @@ def scan_py(buf: bytes, start: int, end: int, shards: int, shard: int,
             break
         user, digits = found.group(1, 2)
         ts = int(digits)
-        if len(user) > max_user or abs(ts) > INT64_MAX or ts > limit:
+        if (len(user) > max_user or abs(ts) > INT64_MAX or ts > limit
+                or not _plain_rest(raw, found.end() - 1)):
             break
         read += 1
         clock = max(clock, ts)

@@ -60,12 +60,11 @@ log = logging.getLogger("scenetrigger.runtime.replay")
 # Users are routed by the crc32 of their identity root: ids joined by an
 # `identify` (anonymous id and known id, transitively) share one root, so
 # their events meet in one shard, which runs the host's own identify rule.
-# A JSONL line that starts `{"user_id":"…","ts":N` is read from its bytes
-# (replay_scan: a C scanner, or its Python twin): another shard's line costs
-# no parse and no Python. Its owner parses it and checks the shortcut (same
-# user, same ts, valid); a line where it was wrong (duplicate keys, invalid
-# further on) makes `replay_sharded` fall back to one process: the output
-# stays exact.
+# A JSONL line that starts `{"user_id":"…","ts":N` (and repeats neither key)
+# is read from its bytes (replay_scan: a C scanner, or its Python twin):
+# another shard's line costs no parse and no Python. Its owner parses it; a
+# line that does not parse (invalid further on, too long) makes
+# `replay_sharded` fall back to one process: the output stays exact.
 
 Tagged = tuple[tuple[Any, ...], str, str, "str | None", int]  # tag, scene, user, key, ts
 
@@ -194,7 +193,6 @@ def replay_shard(
     else:
         own = parsed_own(records, line, router, now, bound)
     clocks = line.clocks
-    owns = router.owns
     freeze = gc.isenabled() and gc.get_freeze_count() == 0  # see replay()
     aliases = host.aliases  # the same dict all along (host.detach fills it)
     handle = engine.handle
@@ -203,18 +201,19 @@ def replay_shard(
     try:
         for read, (_, item), read_ts in own:
             if type(item) is EventRejected:
-                wrong |= read_ts is not None  # a line the scanner read must parse
+                wrong |= read_ts is not None  # a line read from its bytes must parse
                 host.reject(item)
                 continue
             taken += 1
             if freeze and not taken & 0x3FF:
                 gc.freeze()
-            before = clocks[read - 1]  # other users' records moved the clock to here
-            if before > engine.clock and ((fired := advance(before)) or periodic):
-                tag_timers(fired)
             event: Any = item
-            if read_ts is not None and (event.ts != read_ts or not owns(event.user_id)):
-                wrong = True  # the bytes said another user or time (duplicate keys)
+            # Other users' records moved the clock to `before`: a late event
+            # must find the timers due by then fired (else handle() does it).
+            before = clocks[read - 1]
+            if before > event[1] and before > engine.clock and (
+                    (fired := advance(before)) or periodic):
+                tag_timers(fired)
             if aliases or event.fields.get("type") in IDENTITY_TYPES:
                 fired = host.take(event)  # the host's identify and alias rules
             else:
