@@ -175,13 +175,17 @@ def replay(
     return summary
 
 
+def trigger_line(trig: Trigger) -> bytes:
+    """A trigger as replay writes it: one JSON line (``scene, user_id, key, ts``)."""
+    return orjson.dumps(trig.to_dict()) + b"\n"
+
+
 def jsonl_trigger_writer(out: IO[bytes]) -> TriggerSink:
-    """Write each trigger as one JSON line (``scene, user_id, key, ts``)."""
+    """Write each trigger as its :func:`trigger_line`."""
     write = out.write
-    dumps = orjson.dumps
 
     def sink(trig: Trigger) -> None:
-        write(dumps(trig.to_dict()) + b"\n")
+        write(trigger_line(trig))
 
     return sink
 

@@ -14,15 +14,22 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
 from config.clock import wall_ms
 from config.models import AppConfig
-from scenetrigger.runtime.replay import ReplaySummary, _host, new_host, replay
+from scenetrigger.runtime.replay import (
+    ReplaySummary,
+    _host,
+    new_host,
+    replay,
+    trigger_line,
+)
 from scenetrigger.runtime.replay_scan import (
     ClockLine,
     OwnRecord,
@@ -79,6 +86,10 @@ class ShardResult:
     clock: int  # the engine's (its start value if nothing moved it)
     refused: dict[str, int] = field(default_factory=dict)  # by the trigger budget
     shortcut_wrong: bool = False  # a line's byte routing was wrong: redo in one process
+    # With replay_sharded's `write`: the triggers as (tag, line), rendered by
+    # the shard (`triggers` is then empty), and how many per scene.
+    lines: list[tuple[tuple[Any, ...], bytes]] = field(default_factory=list)
+    fired: dict[str, int] = field(default_factory=dict)
 
 
 def identity_roots(host: EngineHost, events: Iterable[Event]) -> dict[str, str]:
@@ -253,6 +264,14 @@ _shard_roots: dict[str, str] = {}
 _kept: list[EngineHost] = []
 
 
+def _rendered(result: ShardResult) -> ShardResult:
+    """The result with its triggers as the lines ``replay`` writes."""
+    lines = [(tag, trigger_line(Trigger(scene, user, key, ts)))
+             for tag, scene, user, key, ts in result.triggers]
+    fired = Counter(scene for _, scene, _, _, _ in result.triggers)
+    return replace(result, triggers=[], lines=lines, fired=dict(fired))
+
+
 def _run_shard(path: str, fmt: Format, shard: int, shards: int,
                advance_to: int | None, now_ms: int, scan: Scanner | None) -> ShardResult:
     config = _shard_config
@@ -270,10 +289,11 @@ def _run_shard(path: str, fmt: Format, shard: int, shards: int,
 
 
 def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards: int,
-                   advance_to: int | None, now_ms: int, scan: Scanner | None) -> None:
+                   advance_to: int | None, now_ms: int, scan: Scanner | None,
+                   render: bool) -> None:
     try:
-        answer: ShardResult | str = _run_shard(path, fmt, shard, shards, advance_to, now_ms,
-                                               scan)
+        result = _run_shard(path, fmt, shard, shards, advance_to, now_ms, scan)
+        answer: ShardResult | str = _rendered(result) if render else result
     except BaseException:
         answer = traceback.format_exc()
     conn.send(answer)
@@ -281,13 +301,18 @@ def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards:
 
 
 def replay_sharded(
-    path: str, fmt: Format, config: AppConfig, shards: int, on_trigger: TriggerSink,
+    path: str, fmt: Format, config: AppConfig, shards: int, on_trigger: TriggerSink | None,
     advance_to: int | None = None, scan: Scanner | None = None,
+    write: Callable[[bytes], object] | None = None,
 ) -> ReplaySummary:
     """`replay` of a file in ``shards`` processes: the same triggers in the
     same order, the same pending timers and counts (rejects are not passed
-    on one by one). ``scan``: the JSONL line scanner (default: the C one if
-    built, else the Python one)."""
+    on one by one). The triggers go to ``on_trigger``, or with ``write`` as
+    their :func:`~scenetrigger.runtime.replay.trigger_line`, rendered by the
+    shards, in one call. ``scan``: the JSONL line
+    scanner (default: the C one if built, else the Python one)."""
+    if (on_trigger is None) == (write is None):
+        raise ValueError("replay_sharded: give on_trigger or write")
     global _shard_config, _shard_roots
     started = time.perf_counter()
     now = wall_ms()  # one wall clock for every shard (engine.max_future_event_clock)
@@ -298,7 +323,8 @@ def replay_sharded(
         # One process per shard (a pool may hand one process two shards).
         pipes = [context.Pipe(duplex=False) for _ in range(shards)]
         procs = [context.Process(target=_shard_process, daemon=True,
-                                 args=(sender, path, fmt, k, shards, advance_to, now, scan))
+                                 args=(sender, path, fmt, k, shards, advance_to, now, scan,
+                                       write is not None))
                  for k, (_, sender) in enumerate(pipes)]
         for proc in procs:
             proc.start()
@@ -321,17 +347,25 @@ def replay_sharded(
     if any(r.shortcut_wrong for r in results):
         log.warning("sharded replay: a line's byte routing was wrong; replaying in one process")
         host = new_host(config, profiles=False)
+        sink = on_trigger or _line_sink(write)
         with open(path, "rb", buffering=1 << 20) as fh:
-            summary = replay(read_for(host, fh, fmt), host, on_trigger, advance_to=advance_to)
+            summary = replay(read_for(host, fh, fmt), host, sink, advance_to=advance_to)
         summary.seconds = time.perf_counter() - started
         return summary
     summary = ReplaySummary()
     for each in config.scene_list():
         summary.triggers[each.name] = 0
     # tags are unique, so tuples compare on their tags alone
-    for _, scene, user_id, key, ts in heapq.merge(*(r.triggers for r in results)):
-        summary.triggers[scene] += 1
-        on_trigger(Trigger(scene, user_id, key, ts))
+    if write is not None:
+        write(b"".join([line for _, line in sorted(chain.from_iterable(
+            r.lines for r in results))]))
+        for r in results:
+            summary.triggers.update(r.fired)
+    else:
+        assert on_trigger is not None
+        for _, scene, user_id, key, ts in heapq.merge(*(r.triggers for r in results)):
+            summary.triggers[scene] += 1
+            on_trigger(Trigger(scene, user_id, key, ts))
     summary.events_read = results[0].read  # every shard counts every record
     for r in results:
         summary.rejected.update(r.rejected)
@@ -344,3 +378,12 @@ def replay_sharded(
     summary.clock = max(r.clock for r in results) if summary.events_taken else None
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _line_sink(write: Callable[[bytes], object] | None) -> TriggerSink:
+    assert write is not None
+
+    def sink(trig: Trigger) -> None:
+        write(trigger_line(trig))
+
+    return sink
