@@ -43,6 +43,9 @@ class ReplaySummary:
     seconds: float = 0.0
     clock: int | None = None
     refused: Counter[str] = field(default_factory=Counter)  # by the trigger budget, per scene
+    # A sharded replay's CPU seconds in each shard process (not in to_dict:
+    # the summary is the same however many processes ran it).
+    shard_cpu: list[float] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:

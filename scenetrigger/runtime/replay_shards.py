@@ -90,6 +90,7 @@ class ShardResult:
     # the shard (`triggers` is then empty), and how many per scene.
     lines: list[tuple[tuple[Any, ...], bytes]] = field(default_factory=list)
     fired: dict[str, int] = field(default_factory=dict)
+    cpu: float = 0.0  # the shard process's CPU seconds
 
 
 def identity_roots(host: EngineHost, events: Iterable[Event]) -> dict[str, str]:
@@ -293,7 +294,8 @@ def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards:
                    render: bool) -> None:
     try:
         result = _run_shard(path, fmt, shard, shards, advance_to, now_ms, scan)
-        answer: ShardResult | str = _rendered(result) if render else result
+        result = _rendered(result) if render else result
+        answer: ShardResult | str = replace(result, cpu=time.process_time())
     except BaseException:
         answer = traceback.format_exc()
     conn.send(answer)
@@ -375,6 +377,7 @@ def replay_sharded(
     summary.pending = [PendingTimer(scene, user_id, deadline)
                        for _, scene, user_id, deadline in pending]
     summary.users = sum(r.users for r in results)
+    summary.shard_cpu = [r.cpu for r in results]
     summary.clock = max(r.clock for r in results) if summary.events_taken else None
     summary.seconds = time.perf_counter() - started
     return summary
