@@ -270,3 +270,20 @@ async def test_a_link_without_its_user_is_no_link_for_any_user() -> None:
                                      data={"List-Unsubscribe": "One-Click"})
             assert resp.status == 400, user
     assert sink.events == [] and held(routes).records == {}
+
+
+async def test_the_page_for_a_user_the_directory_does_not_know() -> None:
+    client, routes, sink = await serving()
+    async with client:
+        resp = await client.get(link("zed", "email"))
+        page = await resp.text()
+    assert resp.status == 200 and "Preferences for" not in page and "@" not in page
+    assert await routes.consent.all("zed") == {} and sink.events == []
+
+
+async def test_the_page_language_from_accept_language() -> None:
+    client, _routes, _sink = await serving()  # ann has no locale
+    async with client:
+        zh = await client.get(link("ann", "email"), headers={"Accept-Language": "zh-CN,en"})
+        plain = await client.get(link("ann", "email"))
+    assert zh.headers["Content-Language"] == "zh" and plain.headers["Content-Language"] == "en"
