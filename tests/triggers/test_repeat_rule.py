@@ -262,3 +262,14 @@ def test_why_without_unless_names_no_blocker() -> None:
     assert KIND.why(plain, Trigger("r", "u", None, T10), None) == "3 of 3 views within 30m"
     assert KIND.why(KEYED, Trigger("r", "u", "p", T10), None) == (
         "3 of 3 views of product_id p within 30m, no purchase")
+
+
+def test_explain_with_nothing_to_count() -> None:
+    assert missing([event(0, "purchase", product_id="p")]) == "no views with product_id"
+    assert missing([event(0, "purchase")], RepeatScene("r", WHEN, 3, 30 * MIN)) == "no views"
+    assert missing([event(0)]) == "no views with product_id"  # a view without the field
+
+
+def test_explain_of_equal_windows_names_the_latest_one() -> None:
+    got = missing([event(0, product_id="p"), event(0, product_id="q")])
+    assert got == "1 of 3 views of product_id q within 30m"
