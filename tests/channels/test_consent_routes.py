@@ -241,3 +241,49 @@ async def test_the_page_rows_default_to_the_links_channel_and_email() -> None:
     routes = ConsentRoutes(MemoryDirectory(), MemoryConsentStore(), SECRET, ListSink(), None)
     assert routes.channel_types == ("email",)
     assert routes.defaults == {} and routes.address_fields == {}
+
+
+async def test_bodies_that_are_not_utf8_are_read_with_replacement() -> None:
+    client, routes, sink = await serving()
+    async with client:
+        click = await client.post(link("ann", "email"),
+                                  data=b"junk=\xff\xfe&List-Unsubscribe=One-Click")
+        assert click.status == 200 and await click.text() == "unsubscribed\n"
+        sms = await client.post("/inbound/sms/p", headers=AUTH,
+                                data=b"from=%2B8613800000000&note=\xff&text=TD")
+        assert await sms.json() == {"opted_out": True, "known_user": True}
+        wechat = await client.post("/inbound/wechat", params=wechat_query("1", "n"),
+                                   data=b"\xff" + event("o-ann", "event", "unsubscribe").encode())
+        assert await wechat.text() == "success"
+    assert sorted(await routes.consent.all("ann")) == ["email:marketing", "sms:marketing",
+                                                       "wechat:marketing"]
+    assert len(sink.events) == 3
+
+
+async def test_a_link_without_its_user_is_no_link_for_any_user() -> None:
+    client, routes, sink = await serving()
+    async with client:
+        for user in ("", "XXXX", "None"):
+            sig = hmac.new(SECRET, f"unsubscribe\n{user}\nemail".encode(),
+                           hashlib.sha256).hexdigest()[:32]
+            resp = await client.post("/unsubscribe/email", params={"s": sig},
+                                     data={"List-Unsubscribe": "One-Click"})
+            assert resp.status == 400, user
+    assert sink.events == [] and held(routes).records == {}
+
+
+async def test_the_page_for_a_user_the_directory_does_not_know() -> None:
+    client, routes, sink = await serving()
+    async with client:
+        resp = await client.get(link("zed", "email"))
+        page = await resp.text()
+    assert resp.status == 200 and "Preferences for" not in page and "@" not in page
+    assert await routes.consent.all("zed") == {} and sink.events == []
+
+
+async def test_the_page_language_from_accept_language() -> None:
+    client, _routes, _sink = await serving()  # ann has no locale
+    async with client:
+        zh = await client.get(link("ann", "email"), headers={"Accept-Language": "zh-CN,en"})
+        plain = await client.get(link("ann", "email"))
+    assert zh.headers["Content-Language"] == "zh" and plain.headers["Content-Language"] == "en"

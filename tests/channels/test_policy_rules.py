@@ -376,3 +376,10 @@ def test_requests_and_decisions_are_frozen_with_none_defaults() -> None:
                         (Released(plain, 1, False), "attempts")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, name, None)
+
+
+async def test_a_time_without_a_date_says_so() -> None:
+    policy = DeliveryPolicy(model(default_timezone="UTC"), MemoryPolicyStore())
+    far = 1 << 62
+    decision = await policy.decide(req("t", far), far)
+    assert (decision.reason, decision.figures) == ("bad_time", f"{far} has no date in UTC")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from triggers.events import Event, Trigger
 from triggers.kinds.base import NO_KEY, Limits, canon
 from triggers.kinds.repeat import KIND, RepeatScene
 from triggers.predicates import parse_predicate
@@ -217,3 +218,58 @@ def test_a_new_key_at_the_key_cap_evicts_and_below_it_does_not() -> None:
     assert sorted(state.windows["r"]) == ["a", "b"]
     r.apply(state, {**VIEW, "sku": "c"}, 3)  # at the cap: the least recent goes
     assert sorted(state.windows["r"]) == ["b", "c"]
+
+
+T10 = 1_569_924_000_000  # 2019-10-01 10:00:00 UTC
+MIN = 60_000
+KEYED = RepeatScene("r", WHEN, 3, 30 * MIN, "product_id", UNLESS)
+
+
+def event(minute: float, etype: str = "view", **fields: Any) -> Event:
+    ts = T10 + int(minute * MIN)
+    return Event("u", ts, etype, {"user_id": "u", "ts": ts, "type": etype, **fields})
+
+
+def missing(events: list[Event], scene: RepeatScene = KEYED) -> str | None:
+    return KIND.explain(scene, events, [], None, {}).missing
+
+
+def test_explain_skips_events_without_the_per_field() -> None:
+    assert missing([event(0), event(1, product_id="p"), event(2, product_id="p")]) == (
+        "2 of 3 views of product_id p within 30m")
+
+
+def test_explain_counts_only_the_window() -> None:
+    got = missing([event(0, product_id="p"), event(40, product_id="p"),
+                   event(41, product_id="p")])
+    assert got == "2 of 3 views of product_id p within 30m"
+
+
+def test_explain_names_the_latest_blocker_in_the_window() -> None:
+    views = [event(21, product_id="p"), event(22, product_id="p"), event(23, product_id="p")]
+    got = missing([event(-60, "purchase", product_id="p"), event(20, "purchase", product_id="p"),
+                   *views])
+    assert got == "3 of 3 views of product_id p within 30m; a purchase at 10:20 blocks it"
+    # a purchase exactly at the window's open lower edge does not block
+    edge = missing([event(0, "purchase", product_id="p"), event(10, product_id="p"),
+                    event(20, product_id="p"), event(30, product_id="p")])
+    assert edge == ("3 of 3 views of product_id p within 30m; the window's entries were "
+                    "pruned (engine limits)")
+
+
+def test_why_without_unless_names_no_blocker() -> None:
+    plain = RepeatScene("r", WHEN, 3, 30 * MIN)
+    assert KIND.why(plain, Trigger("r", "u", None, T10), None) == "3 of 3 views within 30m"
+    assert KIND.why(KEYED, Trigger("r", "u", "p", T10), None) == (
+        "3 of 3 views of product_id p within 30m, no purchase")
+
+
+def test_explain_with_nothing_to_count() -> None:
+    assert missing([event(0, "purchase", product_id="p")]) == "no views with product_id"
+    assert missing([event(0, "purchase")], RepeatScene("r", WHEN, 3, 30 * MIN)) == "no views"
+    assert missing([event(0)]) == "no views with product_id"  # a view without the field
+
+
+def test_explain_of_equal_windows_names_the_latest_one() -> None:
+    got = missing([event(0, product_id="p"), event(0, product_id="q")])
+    assert got == "1 of 3 views of product_id q within 30m"
