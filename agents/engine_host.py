@@ -54,7 +54,7 @@ from channels.feedback.decisions import DecisionRecord, refusal_record, trigger_
 from triggers.audiences.record import REASON_ERASED, AudienceChange, change_key
 from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected, StateDecodeError
-from triggers.events import Event, Trigger
+from triggers.events import ERASE, Event, Trigger
 from triggers.explain import fired_why
 from triggers.host import IDENTITY_TYPES, MERGE, ClockPolicy, EngineHost, InputRules
 from triggers.merge import ADMIN_MERGE, REASON_CHAIN, REASON_CYCLE
@@ -64,7 +64,6 @@ from triggers.state import UserState
 
 log = logging.getLogger("agents.engine_host")
 
-ERASE = "erase"  # the event type that deletes a user's state (docs/audiences.md)
 # On a record forwarded by an identified anonymous id's partition (a merge, a
 # re-addressed event): its position there, so a resend is not applied twice.
 ORIGIN = "anonymous_position"

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.engine_host import ERASE, HOPS, ORIGIN, REPOINT
+from agents.engine_host import HOPS, ORIGIN, REPOINT
 from agents.errors import AgentError
 from agents.record_batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
 from config.clock import wall_ms
 from triggers.errors import EventRejected, SceneTriggerError
-from triggers.events import REASON_TOO_DEEP, REASON_TOO_LARGE, Event
+from triggers.events import ERASE, REASON_TOO_DEEP, REASON_TOO_LARGE, Event
 from triggers.host import DEFAULT_MAX_FUTURE_MS, MERGE, check_future
 from triggers.merge import ADMIN_MERGE
 

@@ -36,7 +36,7 @@ from strategies.state import (
     MemoryJourneyStore,
     Run,
 )
-from triggers.events import Event, Trigger
+from triggers.events import ERASE, Event, Trigger
 
 _NEG_INF = -(1 << 63)
 # (user, strategy name, the run, the step it enters, ts): the report's step funnel
@@ -118,6 +118,9 @@ class JourneyEngine:
         clickstream event: exit runs whose goal it meets, resolve branches
         waiting for it."""
         out = self._move_clock(event.ts)
+        if event.type == ERASE:  # the user is erased: their runs, tags and memberships go
+            self.store.delete(event.user_id)  # (their heap entries find no state: stale)
+            return out
         user = self.store.get(event.user_id)
         if user is None:
             return out
@@ -344,6 +347,18 @@ class JourneyEngine:
             else:
                 inside.discard(audience)
             out.append(AudienceAction(user_id, audience, add, name, step.id, ts))
+
+    def membership_unknown(self, user_id: str, audience: str) -> None:
+        """A change to ``audience`` the step decided was not written (its send
+        failed): the user's membership there is not known, so the next add or
+        remove of it is written."""
+        user = self.store.get(user_id)
+        if user is None:
+            return
+        user.audiences = (user.audiences or set()) | {MAYBE_OTHERS}
+        user.audiences.discard(audience)
+        user.audience_steps = True
+        self.store.put(user_id, user)
 
     def _opted_out(self, user_id: str, user: JourneyUser, channel: str, ts: int,
                    out: list[Action]) -> None:

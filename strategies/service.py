@@ -70,6 +70,7 @@ class RedisJourneyMap:
         self._key = key
         self._data: dict[str, bytes] = {}
         self._dirty: set[str] = set()
+        self._deleted: set[str] = set()  # erased since the last flush
 
     async def load(self) -> int:
         raw = await self._redis.hgetall(self._key)
@@ -85,6 +86,15 @@ class RedisJourneyMap:
         if self._data.get(user_id) != value:
             self._data[user_id] = value
             self._dirty.add(user_id)
+            self._deleted.discard(user_id)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._data
+
+    def __delitem__(self, user_id: str) -> None:
+        del self._data[user_id]
+        self._dirty.discard(user_id)
+        self._deleted.add(user_id)
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         return iter(list(self._data.items()))
@@ -93,6 +103,10 @@ class RedisJourneyMap:
         return len(self._data)
 
     async def flush(self) -> None:
+        if self._deleted:
+            deleted = list(self._deleted)
+            await self._redis.hdel(self._key, *deleted)
+            self._deleted.difference_update(deleted)
         if not self._dirty:
             return
         mapping = {user: self._data[user] for user in self._dirty}
@@ -246,7 +260,11 @@ class JourneyService:
             elif isinstance(action, TagAction):
                 await self._redis("writing tags", self._tag_change(action))
             elif isinstance(action, AudienceAction) and self.audiences is not None:
-                await self.audiences(action.change())
+                try:
+                    await self.audiences(action.change())
+                except BaseException:  # not on the topic: the next step must write it
+                    self.engine.membership_unknown(action.user_id, action.audience)
+                    raise
             elif isinstance(action, ScoreAction):
                 await self._load_score(action.user_id)
                 handoffs = self.scorer.adjust(action.user_id, action.delta, action.ts)

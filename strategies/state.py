@@ -114,6 +114,8 @@ class JourneyStore(Protocol):
 
     def put(self, user_id: str, state: JourneyUser) -> None: ...
 
+    def delete(self, user_id: str) -> None: ...
+
     def items(self) -> Iterator[tuple[str, JourneyUser]]: ...
 
     def __len__(self) -> int: ...
@@ -128,6 +130,9 @@ class MemoryJourneyStore:
 
     def put(self, user_id: str, state: JourneyUser) -> None:
         self._users[user_id] = state
+
+    def delete(self, user_id: str) -> None:
+        self._users.pop(user_id, None)
 
     def items(self) -> Iterator[tuple[str, JourneyUser]]:
         return iter(list(self._users.items()))
@@ -148,6 +153,10 @@ class BytesJourneyStore:
 
     def put(self, user_id: str, state: JourneyUser) -> None:
         self._mapping[user_id] = state.encode()
+
+    def delete(self, user_id: str) -> None:
+        if user_id in self._mapping:
+            del self._mapping[user_id]
 
     def items(self) -> Iterator[tuple[str, JourneyUser]]:
         for user_id, data in list(self._mapping.items()):

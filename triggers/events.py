@@ -26,6 +26,9 @@ REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
 REASON_TOO_LONG = "too_long"
 REASON_TOO_DEEP = "too_deep"
+# The event type that erases a user: the worker deletes their state, the
+# journeys service their positions (scenetrigger erase, docs/audiences.md).
+ERASE = "erase"
 REASON_FUTURE_TS = "future_ts"  # ts too far ahead of the wall clock (triggers.host.check_future)
 # orjson reads JSON nested 1024 levels deep but writes only 254: an event
 # (the object itself is a level) nested deeper could not be produced again.

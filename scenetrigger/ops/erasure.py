@@ -85,7 +85,6 @@ from scenetrigger.ops.raw_match import RawMatcher
 from strategies.service import journeys_key
 from strategies.store import DEFAULT_PREFIX, RedisTagStore
 
-ERASE = "erase"  # the event type that makes the worker delete the user's table key
 ForgetInWorker = Callable[[str, int], Awaitable[None]]
 # What a stored value that does not parse raises on the way to its model.
 _UNPARSED = (ValueError, KeyError, IndexError, TypeError, AttributeError, ChannelError)

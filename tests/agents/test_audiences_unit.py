@@ -4,10 +4,11 @@ for the agent, a restarted host re-arms the next exit from the stored state
 
 from __future__ import annotations
 
-from agents.engine_host import ERASE, PartitionHost
+from agents.engine_host import PartitionHost
 from agents.partition_store import PartitionStore
 from config.loader import load_config_text
 from tests.agents.test_app_unit import ev
+from triggers.events import ERASE
 
 CONFIG = """
 scenes:

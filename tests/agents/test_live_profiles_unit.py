@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from agents.engine_host import ERASE, PartitionHost
+from agents.engine_host import PartitionHost
 from agents.live_profiles import LiveProfiles
 from agents.partition_store import PartitionStore
 from channels.audience.live_profile import decode_live_profile
 from config.loader import load_config_text
-from triggers.events import Event
+from triggers.events import ERASE, Event
 
 CONFIG = """
 scenes:

@@ -77,7 +77,6 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="review: a refused audience record is remembered as sent")
 async def test_a_refused_audience_record_is_written_by_the_next_add(
         client: aioredis.Redis) -> None:
     clock, topic = Clock(), FlakyTopic()
@@ -121,7 +120,6 @@ strategies:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="review: scenetrigger journeys ignores erasure")
 async def test_an_erased_user_gets_no_journey_state_or_audience_record_back(
         client: aioredis.Redis) -> None:
     from strategies.service import journeys_key

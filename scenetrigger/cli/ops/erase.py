@@ -90,10 +90,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         forget = None
         if args.broker:
-            from agents.engine_host import ERASE
             from agents.kafka_clients import new_producer
             from agents.topics import bootstrap_servers, topic_name
             from channels.feedback.decisions import erasure_record
+            from triggers.events import ERASE
 
             producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()

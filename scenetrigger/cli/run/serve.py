@@ -62,7 +62,6 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from agents.engine_host import ERASE
 from channels.admin_auth import admin_name
 from channels.ads.build import watch_ads_consent
 from channels.audience.consent import RedisConsentStore
@@ -107,6 +106,7 @@ from scenetrigger.serve.slots_http import SlotRoutes
 from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
+from triggers.events import ERASE
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
 WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
