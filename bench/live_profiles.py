@@ -38,7 +38,7 @@ from worker import (  # bench/ is not a package: its path is put first above
     synthetic_events,
 )
 
-RUNNERS = {"off": ["--no-live-profiles"], "on": []}
+RUNNERS = {"off": ["--no-live-profiles"], "on": ["--live-profiles"]}
 
 
 def drain(tmp: Path, bootstrap: str, prefix: str, n: int, extra: list[str],

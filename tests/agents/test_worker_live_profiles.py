@@ -110,7 +110,8 @@ def test_worker_profiles_reach_the_store_as_replay_computes_them(
     cli("produce", str(REES46_SAMPLE), "--broker", kafka_bootstrap, "--topic",
         f"{prefix}.events", "--dead-letter-topic", f"{prefix}.produce-rejects",
         "--partitions", "4", "--no-progress")
-    worker = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix, config=config)
+    worker = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix, ["--live-profiles"],
+                          config=config)
 
     def settled(events: int) -> None:
         wait_for("all events taken",
