@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from agents.heap import HeapFreezer
 from agents.stored_state import (
     ALIAS,
     MERGED,
@@ -52,8 +53,10 @@ class _Entry:
 class PartitionStore:
     """The engine's :class:`triggers.state.StateStore` for one partition."""
 
-    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000) -> None:
+    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000,
+                 heap: HeapFreezer | None = None) -> None:
         self._table = table
+        self._heap = heap  # the worker's: freezes the heap after each flush
         self._scan = scan
         self._limit = max(cache_limit, 16)
         self._cache: dict[str, _Entry] = {}
@@ -222,6 +225,8 @@ class PartitionStore:
             self.meta[key] = value
         self._meta_staged.clear()
         self._evict()
+        if self._heap is not None:
+            self._heap.settled()
         return written
 
     def load(self) -> Iterator[tuple[str, UserState]]:
