@@ -194,36 +194,38 @@ class PartitionStore:
 
     def flush(self) -> int:
         """Write every staged state, then the staged reserved keys, into the
-        table (must run inside the agent's stream iteration of an event of
-        this partition); returns how many states."""
+        table in one write (:func:`write_all`; must run inside the agent's
+        stream iteration of an event of this partition); returns how many
+        states."""
         table = self._table
-        written = 0
+        items: list[tuple[bytes, bytes | None]] = []
         for user_id in self._dirty:
             entry = self._cache[user_id]
             data = pack_state(entry.offset, entry.state.encode())
-            table[user_id.encode()] = data
+            items.append((user_id.encode(), data))
             if entry.size == 0:
                 self.users += 1
             self.bytes += len(data) - entry.size
             entry.size = len(data)
-            written += 1
+        written = len(items)
         self._dirty.clear()
         for user_id in self._forgotten:
             key = user_id.encode()
             if table.get(key) is not None:
-                del table[key]  # a Faust table writes a tombstone to its changelog
+                items.append((key, None))  # a tombstone in the changelog
         self._forgotten.clear()
         for key in self._meta_deleted:
             if table.get(key) is not None:
-                del table[key]
+                items.append((key, None))
             self.meta.pop(key, None)
         self._meta_deleted.clear()
         # Last: shapes written before the states they describe could make a
         # crash in between read old-shape states as new.
         for key, value in self._meta_staged.items():
-            table[key] = value
+            items.append((key, value))
             self.meta[key] = value
         self._meta_staged.clear()
+        write_all(table, items)
         self._evict()
         if self._heap is not None:
             self._heap.settled()
@@ -283,6 +285,20 @@ class PartitionStore:
         self._complete = False
         for user_id in list(cache)[:excess]:
             del cache[user_id]
+
+
+def write_all(table: TableLike, items: list[tuple[bytes, bytes | None]]) -> None:
+    """Write ``items`` in order (None: delete): at once where the table can
+    (``write_many``: the worker's, agents.faust_compat), else key by key."""
+    write_many = getattr(table, "write_many", None)
+    if write_many is not None:
+        write_many(items)
+        return
+    for key, value in items:
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
 
 
 def _origins(stored: Any) -> dict[str, int]:
