@@ -5,8 +5,9 @@ The partition stores cache hundreds of thousands of decoded user states
 and hold no reference cycles. CPython's collector re-scans all of them at
 every full collection, and while the cache grows that is often: on the
 ``timers`` workload of ``bench/peer.py`` the collector took ~20 % of the
-worker's CPU. After each settle :meth:`HeapFreezer.settled` moves every
-object alive into the permanent generation (``gc.freeze``: a few list
+worker's CPU. After each settle :meth:`HeapFreezer.settled` (and every
+:data:`GROWTH` new states in a long batch, :meth:`HeapFreezer.grew`) moves
+every object alive into the permanent generation (``gc.freeze``: a few list
 splices), so collections scan only what was allocated since.
 
 Frozen objects are still freed by reference counting; only garbage in a
@@ -26,6 +27,9 @@ import time
 from collections.abc import Callable
 
 RESCAN_S = 300.0
+# New states cached between freezes when a batch runs long (the agent's batch
+# can hold 20,000 events before it settles): as often as replay freezes.
+GROWTH = 1_024
 
 
 class HeapFreezer:
@@ -37,8 +41,16 @@ class HeapFreezer:
         self._clock = clock
         self._unfrozen_at = clock()
         self._full_before: int | None = None  # full collections seen at the last unfreeze
+        self._grown = 0
+
+    def grew(self) -> None:
+        """A store cached one more state: freeze every :data:`GROWTH` of them."""
+        self._grown += 1
+        if self._grown >= GROWTH:
+            self.settled()
 
     def settled(self) -> None:
+        self._grown = 0
         if not gc.isenabled():
             return
         if self._full_before is not None:  # rescanning: wait for a full collection

@@ -93,6 +93,8 @@ class PartitionStore:
             entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
             self._absent.discard(user_id)
             self._forgotten.discard(user_id)
+            if self._heap is not None:
+                self._heap.grew()
         else:
             entry.state = state
         self._dirty[user_id] = None
@@ -275,6 +277,8 @@ class PartitionStore:
             return None
         offset, raw = unpack_state(data)
         entry = cache[user_id] = _Entry(UserState.decode(raw), offset, len(data))
+        if self._heap is not None:
+            self._heap.grew()
         return entry
 
     def _evict(self) -> None:

@@ -71,3 +71,14 @@ def test_a_flush_freezes_through_the_store() -> None:
     assert store.flush() == 1
     assert gc.get_freeze_count() > 0
     assert set(table) == {b"u1"}
+
+
+def test_a_long_batch_freezes_every_growth_states() -> None:
+    from agents.heap import GROWTH
+
+    heap = HeapFreezer(clock=Clock())
+    for _ in range(GROWTH - 1):
+        heap.grew()
+    assert gc.get_freeze_count() == 0
+    heap.grew()
+    assert gc.get_freeze_count() > 0
