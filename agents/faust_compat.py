@@ -212,13 +212,13 @@ class PartitionTable:
     """The table as one partition's store sees it (memory stores also learn
     the key's partition, as Faust's own recovery records it)."""
 
-    __slots__ = ("_memory", "_partition", "_table", "_tracked")
+    __slots__ = ("_fallback", "_memory", "_partition", "_table")
 
     def __init__(self, table: Any, partition: int, memory: bool) -> None:
         self._table = table
         self._partition = partition
         self._memory = memory
-        self._tracked = False  # the producer's metadata follows the changelog topic
+        self._fallback: Any = None  # the last changelog send made through Faust
 
     def write_many(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         """Write ``items`` in order (a None value deletes the key), as that
@@ -231,26 +231,29 @@ class PartitionTable:
         returns, the records are covered by the producer flush that Faust's
         commit runs first, as the buffered ones were. The sink of
         :func:`on_changelog_send` gets the future of each producer batch the
-        records went into. Without a running producer (or with python-rocksdb
-        instead of rocksdict): Faust's table writes."""
+        records went into.
+
+        Faust's own writes instead while the producer does not know the
+        changelog partition's leader yet (the first settles: its sends wait
+        for the metadata), and until the last of those is acknowledged, so
+        the records never overtake each other; also without a running
+        producer, or with python-rocksdb instead of rocksdict."""
         if not items:
             return
         table, partition = self._table, self._partition
         producer: Any = getattr(table.app.producer, "_producer", None)
         accumulator = getattr(producer, "_message_accumulator", None)
+        topic = table.changelog_topic.get_topic_name()
+        fallback = self._fallback
         if (accumulator is None or accumulator._closed or accumulator._exception is not None
-                or not (self._memory or getattr(table.data, "use_rocksdict", False))):
-            for key, value in items:
-                if value is None:
-                    del self[key]
-                else:
-                    self[key] = value
+                or not (self._memory or getattr(table.data, "use_rocksdict", False))
+                or (fallback is not None and not fallback.done())
+                or not producer.client.cluster.partitions_for_topic(topic)):
+            self._write_through_faust(items)
             return
+        self._fallback = None
         _store_many(table.data, partition, items, self._memory)
-        tp = TopicPartition(table.changelog_topic.get_topic_name(), partition)
-        if not self._tracked:  # else the sender never learns the partition's leader
-            producer.client.add_topic(tp.topic)
-            self._tracked = True
+        tp = TopicPartition(topic, partition)
         queued = accumulator._batches.get(tp)
         batch = queued[-1] if queued else None
         touched = [] if batch is None else [batch]
@@ -272,6 +275,21 @@ class PartitionTable:
                 store.set_persisted_offset(tp, future.result().offset)
 
         last.add_done_callback(persisted)
+
+    def _write_through_faust(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """What ``Table.__setitem__``/``__delitem__`` do (changelog send, then
+        the store), keeping the last send's future."""
+        table, partition = self._table, self._partition
+        for key, value in items:
+            if value is None:
+                self._fallback = table.send_changelog(partition, key, None,
+                                                      value_serializer="raw")
+                table.data.pop(key, None)
+            else:
+                self._fallback = table.send_changelog(partition, key, value)
+                table.data[key] = value
+                if self._memory:
+                    remember_partition(table, key, partition)
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self._table.get(key)
