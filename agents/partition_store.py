@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from agents.heap import HeapFreezer
 from agents.stored_state import (
     ALIAS,
     MERGED,
@@ -52,8 +53,10 @@ class _Entry:
 class PartitionStore:
     """The engine's :class:`triggers.state.StateStore` for one partition."""
 
-    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000) -> None:
+    def __init__(self, table: TableLike, scan: Scan, cache_limit: int = 50_000,
+                 heap: HeapFreezer | None = None) -> None:
         self._table = table
+        self._heap = heap  # the worker's: freezes the heap after each flush
         self._scan = scan
         self._limit = max(cache_limit, 16)
         self._cache: dict[str, _Entry] = {}
@@ -90,6 +93,8 @@ class PartitionStore:
             entry = self._cache[user_id] = _Entry(state, NO_OFFSET, 0)
             self._absent.discard(user_id)
             self._forgotten.discard(user_id)
+            if self._heap is not None:
+                self._heap.grew()
         else:
             entry.state = state
         self._dirty[user_id] = None
@@ -195,37 +200,41 @@ class PartitionStore:
 
     def flush(self) -> int:
         """Write every staged state, then the staged reserved keys, into the
-        table (must run inside the agent's stream iteration of an event of
-        this partition); returns how many states."""
+        table in one write (:func:`write_all`; must run inside the agent's
+        stream iteration of an event of this partition); returns how many
+        states."""
         table = self._table
-        written = 0
+        items: list[tuple[bytes, bytes | None]] = []
         for user_id in self._dirty:
             entry = self._cache[user_id]
             data = pack_state(entry.offset, entry.state.encode())
-            table[user_id.encode()] = data
+            items.append((user_id.encode(), data))
             if entry.size == 0:
                 self.users += 1
             self.bytes += len(data) - entry.size
             entry.size = len(data)
-            written += 1
+        written = len(items)
         self._dirty.clear()
         for user_id in self._forgotten:
             key = user_id.encode()
             if table.get(key) is not None:
-                del table[key]  # a Faust table writes a tombstone to its changelog
+                items.append((key, None))  # a tombstone in the changelog
         self._forgotten.clear()
         for key in self._meta_deleted:
             if table.get(key) is not None:
-                del table[key]
+                items.append((key, None))
             self.meta.pop(key, None)
         self._meta_deleted.clear()
         # Last: shapes written before the states they describe could make a
         # crash in between read old-shape states as new.
         for key, value in self._meta_staged.items():
-            table[key] = value
+            items.append((key, value))
             self.meta[key] = value
         self._meta_staged.clear()
+        write_all(table, items)
         self._evict()
+        if self._heap is not None:
+            self._heap.settled()
         return written
 
     def load(self) -> Iterator[tuple[str, UserState]]:
@@ -272,6 +281,8 @@ class PartitionStore:
             return None
         offset, raw = unpack_state(data)
         entry = cache[user_id] = _Entry(UserState.decode(raw), offset, len(data))
+        if self._heap is not None:
+            self._heap.grew()
         return entry
 
     def _evict(self) -> None:
@@ -282,6 +293,20 @@ class PartitionStore:
         self._complete = False
         for user_id in list(cache)[:excess]:
             del cache[user_id]
+
+
+def write_all(table: TableLike, items: list[tuple[bytes, bytes | None]]) -> None:
+    """Write ``items`` in order (None: delete): at once where the table can
+    (``write_many``: the worker's, agents.faust_compat), else key by key."""
+    write_many = getattr(table, "write_many", None)
+    if write_many is not None:
+        write_many(items)
+        return
+    for key, value in items:
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
 
 
 def _origins(stored: Any) -> dict[str, int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.engine_host import PartitionHost
 from agents.faust_compat import PartitionTable, partition_items
+from agents.heap import HeapFreezer
 from agents.metrics import WorkerMetrics
 from agents.partition_store import PartitionStore
 from agents.settings import WorkerSettings
@@ -35,6 +36,7 @@ class Hosts(dict[int, PartitionHost]):
         self._metrics = metrics
         self._table = table
         self._config = config  # the config in force (hot reloads replace it)
+        self._heap = HeapFreezer()  # one per worker: the collector skips cached states
 
     def host(self, partition: int) -> PartitionHost:
         host = self.get(partition)
@@ -46,7 +48,7 @@ class Hosts(dict[int, PartitionHost]):
         settings, table = self._settings, self._table
         store = PartitionStore(PartitionTable(table, partition, settings.store == "memory"),
                                lambda: partition_items(table, partition),
-                               settings.cache_users)
+                               settings.cache_users, self._heap)
         config = self._config()
         host = PartitionHost.build(partition, store, config.scene_list(), config.engine.limits(),
                                    config.engine.input_rules(), settings.clock)
