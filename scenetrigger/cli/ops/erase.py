@@ -91,44 +91,16 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         forget = None
         if args.broker:
             from agents.kafka_clients import new_producer
-            from agents.topics import bootstrap_servers, topic_name
-            from channels.feedback.decisions import erasure_record
-            from triggers.events import ERASE
+            from agents.topics import bootstrap_servers
+            from scenetrigger.ops.erase_events import erase_sender
 
             producer = new_producer(bootstrap_servers(args.broker))
             await producer.start()
-            topic = topic_name(args.topic_prefix, "events")
-            started = producer
-
-            decisions = topic_name(args.topic_prefix, "decisions")
-            profiles = await _existing(bootstrap_servers(args.broker),
-                                       topic_name(args.topic_prefix, "profiles"))
-
-            async def forget_in_worker(user_id: str, now_ms: int) -> None:
-                event = {"user_id": user_id, "ts": now_ms, "type": ERASE}
-                await started.send_and_wait(topic, orjson.dumps(event), key=user_id.encode())
-                await started.send_and_wait(  # the decision log's record of it
-                    decisions, erasure_record(user_id, now_ms, "cli").encode(),
-                    key=user_id.encode())
-                if profiles is not None:  # the live profile's tombstone (compacted topic)
-                    await started.send_and_wait(profiles, None, key=user_id.encode())
-
-            forget = forget_in_worker
+            forget = await erase_sender(producer, bootstrap_servers(args.broker),
+                                        args.topic_prefix, "cli")
         receipt: dict[str, Any] = await eraser_for(args, client, forget).erase(args.user)
         return receipt
     finally:
         if producer is not None:
             await producer.stop()
         await client.aclose()
-
-
-async def _existing(bootstrap: str, topic: str) -> str | None:
-    """``topic`` if the cluster has it (a send to a missing one would wait)."""
-    from agents.kafka_clients import open_client
-    from agents.replication import existing_topics
-
-    client = await open_client(bootstrap)
-    try:
-        return topic if topic in await existing_topics(client, [topic]) else None
-    finally:
-        await client.close()

@@ -69,7 +69,6 @@ from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
 from channels.content.catalog import CachedCatalog, MemoryCatalog, RedisCatalog
 from channels.content.slots import SlotContent
-from channels.feedback.decisions import erasure_record
 from channels.feedback.events import (
     FeedbackApp,
     FeedbackEvent,
@@ -106,7 +105,6 @@ from scenetrigger.serve.slots_http import SlotRoutes
 from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
-from triggers.events import ERASE
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
 WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
@@ -337,15 +335,10 @@ async def _main(args: argparse.Namespace) -> int:
                 await producer.send_and_wait(events_topic, orjson.dumps(record),
                                              key=str(record["user_id"]).encode())
 
-            decisions_topic = topic_name(args.topic_prefix, "decisions")
+            from scenetrigger.ops.erase_events import erase_sender
 
-            async def forget_in_worker(user_id: str, now_ms: int) -> None:
-                await publish({"user_id": user_id, "ts": now_ms, "type": ERASE})
-                await producer.send_and_wait(  # the decision log's record of it
-                    decisions_topic, erasure_record(user_id, now_ms, "serve").encode(),
-                    key=user_id.encode())
-
-            forget: Any = forget_in_worker
+            forget: Any = await erase_sender(producer, bootstrap_servers(args.broker),
+                                             args.topic_prefix, "serve")
             to_events: Any = publish
             catalog: Any = await catalog_publisher(bootstrap_servers(args.broker), producer,
                                                     args.topic_prefix, args.replication_factor)
