@@ -34,6 +34,7 @@ REES46_HEADER = ["event_time", "event_type", "product_id", "category_id", "categ
 DEFAULT_PREFIX = "st:cat:"
 _BATCH = 500
 _CACHED_PRODUCTS = 100_000
+_CACHED_LISTS = 10_000  # category lists kept by CachedCatalog
 
 
 class CatalogError(ChannelError):
@@ -296,5 +297,9 @@ class CachedCatalog:
         now = self._clock()
         hit = self._lists.get((name, limit))
         if hit is None or hit[0] <= now:
-            hit = self._lists[(name, limit)] = (now + self._ttl, await read())
+            hit = (now + self._ttl, await read())
+            # Bounded: categories come from profiles a browser can feed.
+            if len(self._lists) >= _CACHED_LISTS:
+                self._lists.clear()
+            self._lists[(name, limit)] = hit
         return hit[1]

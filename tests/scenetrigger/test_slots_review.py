@@ -64,3 +64,19 @@ async def test_a_full_product_cache_still_answers_what_it_held(
 # A slot impression nobody signed cannot reach the report: the collector
 # refuses the system's own event types from a browser
 # (tests/agents/test_identity_gate.py::test_a_browser_cannot_record_deliveries_slot_impressions_or_opens).
+
+
+async def test_the_category_lists_a_browser_can_name_are_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Categories come from profile events a visitor posts under their own id:
+    # each new one must not grow serve's memory for good.
+    from channels.content import catalog as catalog_module
+    from channels.content.catalog import CachedCatalog, MemoryCatalog, Product
+
+    monkeypatch.setattr(catalog_module, "_CACHED_LISTS", 3)
+    shoes = Product("p0", "shoe", category="shoes")
+    cached = CachedCatalog(MemoryCatalog([shoes]), ttl_s=60, clock=lambda: 0.0)
+    for i in range(10):
+        await cached.in_category(f"made-up-{i}", 4)
+        assert len(cached._lists) <= 3
+    assert [p.product_id for p in await cached.in_category("shoes", 4)] == ["p0"]
