@@ -297,7 +297,8 @@ class FeedbackApp:
         # A slot's beacon is its impression: an exposure (delivered), not an open.
         kind = "opened" if meta is None or meta.slot is None else "delivered"
         if not signed:
-            log.info("unsigned open ignored", extra={"message_id": message_id[:80]})
+            # Not the id: a slot's ends in the user id (an email address, say).
+            log.info("unsigned open ignored", extra={"message_id_chars": len(message_id)})
         elif meta is not None and await self._index.first(
                 kind, message_id):  # mail clients fetch the pixel on every view
             await self._record(kind, message_id)
