@@ -54,7 +54,8 @@ def test_membership_records_are_read_strictly() -> None:
     assert found == AudienceChange("a", "u", "enter", 1.5, "r") and found.key == b"a|u"
     # a tombstone (an erasure): the key names the audience and the user
     assert decode_record(b"a|u|x", None) == AudienceTombstone("a", "u|x")
-    for bad in (b"a", b"|u", None):
+    # b"a|u\xff": not another user's tombstone ("u\ufffd" once read leniently)
+    for bad in (b"a", b"|u", None, b"a|u\xff"):
         with pytest.raises(MembershipError):
             decode_record(bad, None)
     with pytest.raises(MembershipError, match="key"):

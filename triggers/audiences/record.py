@@ -97,7 +97,11 @@ class AudienceTombstone:
 
 def split_key(key: bytes) -> tuple[str, str]:
     """``(audience, user_id)`` of a topic key (an audience name has no ``|``)."""
-    audience, bar, user_id = key.decode(errors="replace").partition("|")
+    try:  # strict: a replaced byte would name another user
+        text = key.decode()
+    except UnicodeDecodeError:
+        raise AudienceRecordError(f"key {key!r} is not UTF-8") from None
+    audience, bar, user_id = text.partition("|")
     if not bar or not audience or not user_id:
         raise AudienceRecordError(f"key {key!r} is not 'audience|user_id'")
     return audience, user_id
