@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Build from a copy of the sources; only the installed package stays in the image.
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml setup.py README.md /src/
 COPY triggers /src/triggers
 COPY agents /src/agents
 COPY channels /src/channels

@@ -33,6 +33,7 @@ from agents.faust_compat import (
 from agents.faust_compat import (
     rebalancing as is_rebalancing,
 )
+from agents.live_profiles import publish_live_profiles
 from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, WorkerMetrics
 from agents.outputs import Outbox, Outputs
 from agents.partitions import Hosts
@@ -82,10 +83,10 @@ class SceneWorker:
 
     # -- construction ---------------------------------------------------------
 
-    def _topic(self, *names: str) -> Any:
+    def _topic(self, *names: str, compacting: bool | None = None) -> Any:
         return self.app.topic(*names, partitions=self.settings.partitions, key_type=bytes,
                               value_type=bytes, key_serializer="raw", value_serializer="raw",
-                              internal=True)
+                              internal=True, compacting=compacting)
 
     def _wire(self) -> None:
         s = self.settings
@@ -95,9 +96,7 @@ class SceneWorker:
         self.triggers_topic = self._topic(s.topics.triggers)
         self.dead_letter_topic = self._topic(s.topics.dead_letters)
         self.decisions_topic = self._topic(s.topics.decisions)
-        self.audiences_topic = self.app.topic(  # compacted: the latest change per key
-            s.topics.audiences, partitions=s.partitions, key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw", internal=True, compacting=True)
+        self.audiences_topic = self._topic(s.topics.audiences, compacting=True)  # latest per key
         # key_type/value_type bytes make the table's serializers "raw".
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
@@ -107,6 +106,7 @@ class SceneWorker:
                                self.on_trigger is not None)
         self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config, self._arm)
         self.checkpoint.watch(self.table)
+        self.live_profiles = publish_live_profiles(self)  # PREFIX.profiles at each settle
         self.table.on_recover(self._on_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)

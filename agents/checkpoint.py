@@ -90,6 +90,9 @@ class Checkpoint:
         # and how many events those settles took (agents.checkpoint: the bound)
         self.unfenced: dict[int, list[Any]] = {}
         self._doubt: dict[int, int] = {}
+        # Called at each settle before the staged states are written (what
+        # they are is known until then): agents.live_profiles.
+        self.on_settle: Callable[[PartitionHost], None] | None = None
 
     def watch(self, table: Any) -> None:
         """Follow the table's changelog sends (the fence waits for them)."""
@@ -151,6 +154,8 @@ class Checkpoint:
         pending = host.pending
         if not pending.acked() or host.revoked or not pending.messages:
             return None
+        if self.on_settle is not None:
+            self.on_settle(host)
         # Table writes take the changelog partition from the current event:
         # the batch's own last message is made current for this call.
         with current_event(pending.messages[-1]):

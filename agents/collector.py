@@ -48,7 +48,7 @@ from prometheus_client import (
 )
 
 from agents.errors import AgentError
-from agents.identity_gate import identify_refused
+from agents.identity_gate import identify_refused, system_type_refused
 from agents.intake import (
     RAW_LIMIT,
     Attempt,
@@ -203,8 +203,9 @@ class CollectorMetrics:
                                       "POST /events handling time, Kafka acks included",
                                       registry=reg),
             identify_refused=Counter("scenetrigger_collector_identify_refused",
-                                     "identify events refused (no backend token, no valid "
-                                     "signature): their requests were answered 403",
+                                     "identify and system-type events refused (no backend "
+                                     "token, no valid signature): their requests were "
+                                     "answered 403",
                                      registry=reg),
         )
 
@@ -286,7 +287,8 @@ def create_collector_app(
             return answer(413, {"error": REASON_TOO_LARGE, "detail": f"more than "
                                 f"{conf.max_events} events, the limit is {conf.max_events}"})
         refused = [(index, why) for index, item in items if not isinstance(item, Rejection)
-                   and (why := identify_refused(item, conf.identify_token, backend)) is not None]
+                   and (why := identify_refused(item, conf.identify_token, backend)
+                        or system_type_refused(item, backend)) is not None]
         if refused:  # nothing of the request is stored: the client learns which items
             meter.identify_refused.inc(len(refused))
             return answer(403, {"error": "forbidden", "reason": refused[0][1].reason,

@@ -51,7 +51,7 @@ import orjson
 from agents.partition_store import PartitionStore
 from agents.stored_state import NO_OFFSET, shapes_key
 from channels.feedback.decisions import DecisionRecord, refusal_record, trigger_record
-from triggers.audiences.record import REASON_ERASED, AudienceChange
+from triggers.audiences.record import REASON_ERASED, AudienceChange, change_key
 from triggers.engine import Arm, Engine
 from triggers.errors import EventRejected, StateDecodeError
 from triggers.events import Event, Trigger
@@ -150,6 +150,10 @@ class PartitionHost:
         # (key user id, events-topic value) the agent sends on: identity merges
         # and the re-addressed events of identified anonymous ids.
         self.outbox: list[tuple[str, bytes]] = []
+        # Every audience of the config (journey ones too: `scenetrigger journeys`
+        # writes those keys): an erasure deletes each audience|user key.
+        self.audience_names: tuple[str, ...] = ()
+        self.tombstones: list[bytes] = []  # keys to delete on PREFIX.audiences, in order
         host.aliases = store.aliases  # the host applies them, the store persists them
         host.merged = store.merged  # the known users of this partition (never re-pointed)
         self._scenes: dict[str, Scene] | None = None  # by name, for decision records
@@ -249,6 +253,9 @@ class PartitionHost:
             if self.host.audiences is not None:  # the user leaves every audience
                 self.host.audiences.leave_all(event.user_id, store.get(event.user_id),
                                               self.host.clock, REASON_ERASED)
+            # After those exits: compaction then keeps nothing of the user.
+            self.tombstones.extend(change_key(name, event.user_id)
+                                   for name in self.audience_names)
             # The anonymous ids merged into the user were the user too: erase them
             # on their own partitions (their alias and anything left there).
             for anonymous in store.forget(event.user_id):
@@ -415,6 +422,12 @@ class PartitionHost:
         """The audience changes since the last call (none without audiences)."""
         audiences = self.host.audiences
         return audiences.take() if audiences is not None and audiences.pending else []
+
+    def audience_tombstones(self) -> list[bytes]:
+        """The audience keys erasures deleted since the last call, to send
+        after :meth:`audience_changes`."""
+        out, self.tombstones = self.tombstones, []
+        return out
 
     def on_tick(self, now_ms: int) -> list[Trigger]:
         self.tick_sent_ms = None

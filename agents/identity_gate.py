@@ -19,6 +19,13 @@ from triggers.events import Event
 from triggers.host import IDENTIFY
 
 REASON_IDENTIFY_UNAUTHORIZED = "identify_unauthorized"
+REASON_SYSTEM_TYPE = "system_type"
+# What scenetrigger records about its own messages and the catalog: a
+# delivery or an on-site slot impression, a failure, an open or click (the
+# signed pixel and redirect of `serve`), a conversion, a catalog change. From
+# a browser they would forge another user's funnel, so only the backend may.
+SYSTEM_TYPES = frozenset({"delivered", "failed", "opened", "clicked", "converted",
+                          "catalog_change"})
 
 
 def identify_refused(event: Event, secret: str | None, trusted: bool) -> EventRejected | None:
@@ -30,3 +37,14 @@ def identify_refused(event: Event, secret: str | None, trusted: bool) -> EventRe
     return EventRejected(REASON_IDENTIFY_UNAUTHORIZED,
                          "identify is a backend statement: send it with the identify token "
                          f"(${IDENTIFY_TOKEN_ENV}) or signed with it (identify_sig)")
+
+
+def system_type_refused(event: Event, trusted: bool) -> EventRejected | None:
+    """Why ``event`` may not come from an untrusted caller (None: it may):
+    it is of a type only scenetrigger itself (or the backend) writes."""
+    if event.type not in SYSTEM_TYPES or trusted:
+        return None
+    return EventRejected(REASON_SYSTEM_TYPE,
+                         f"type {event.type!r} is recorded by scenetrigger about its own "
+                         f"messages and slots (docs/security.md): send it with the identify "
+                         f"token (${IDENTIFY_TOKEN_ENV})")

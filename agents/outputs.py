@@ -36,9 +36,10 @@ class Outbox:
     def __init__(self, producer: Callable[[], Any]) -> None:
         self._producer = producer  # Faust's producer: send() hands to aiokafka
         # (futures of the batch, topic, key, value, done callback or None)
-        self.queued: list[tuple[Any, str, bytes, bytes, Callable[[Any], None] | None]] = []
+        # value None: a tombstone (compacted topics)
+        self.queued: list[tuple[Any, str, bytes, bytes | None, Callable[[Any], None] | None]] = []
 
-    def add(self, futures: Any, topic: str, key: bytes, value: bytes,
+    def add(self, futures: Any, topic: str, key: bytes, value: bytes | None,
             on_done: Callable[[Any], None] | None = None) -> None:
         self.queued.append((futures, topic, key, value, on_done))
 
@@ -116,12 +117,15 @@ class Outputs:
         """Audience changes (triggers/audiences/record.py) on PREFIX.audiences,
         acked before the batch settles, like triggers."""
         changes = host.audience_changes()
-        if not changes:
+        tombstones = host.audience_tombstones() if host.tombstones else []
+        if not changes and not tombstones:
             return
         send = self._audiences.send_soon
         futures = host.pending.futures
         for change in changes:
             futures.append(send(key=change.key, value=encode_change(change)))
+        for key in tombstones:  # an erasure: the keys are deleted (same partition, after)
+            futures.append(send(key=key, value=None))
 
     def dead_letter(self, message: Any, reason: str, detail: str, now_ms: int,
                     index: int | None = None) -> None:

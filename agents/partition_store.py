@@ -9,7 +9,7 @@ at the next flush (a tombstone in the changelog)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 import orjson
@@ -184,6 +184,10 @@ class PartitionStore:
     @property
     def dirty(self) -> bool:
         return bool(self._dirty or self._forgotten or self._meta_deleted)
+
+    def staged_users(self) -> tuple[Collection[str], Collection[str]]:
+        """The users the next flush writes, and the erased ones whose keys it deletes."""
+        return self._dirty.keys(), self._forgotten
 
     def stage_meta(self, key: bytes, value: bytes) -> None:
         """A reserved key's value, written by the next flush after the states."""

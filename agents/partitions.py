@@ -52,6 +52,7 @@ class Hosts(dict[int, PartitionHost]):
                                    config.engine.input_rules(), settings.clock)
         host.host.set_arm(self._arm())  # before the timers: they follow each user's arm
         host.host.audiences = config.audience_tracker(store)  # re-armed by rebuild()
+        host.audience_names = tuple(config.audiences)
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -92,5 +93,7 @@ class Hosts(dict[int, PartitionHost]):
             host.reconfigure(config.scene_list(), config.engine.limits(),
                              config.engine.input_rules(), arm)
             host.host.audiences = tracker = config.audience_tracker(host.store)
+            # kept across reloads: an erasure deletes the keys of removed audiences too
+            host.audience_names = tuple(dict.fromkeys((*host.audience_names, *config.audiences)))
             if tracker is not None:  # a reload is rare: one pass over the partition's users
                 tracker.rebuild()

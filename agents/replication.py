@@ -180,9 +180,11 @@ async def ensure_worker_topics(settings: WorkerSettings, bootstrap: str,
     factor = await cluster_replication(bootstrap, requested)
     t = settings.topics
     found = await ensure_topics(
-        bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters, t.decisions, t.audiences],
+        bootstrap, [t.events, t.ticks, t.triggers, t.dead_letters, t.decisions, t.audiences,
+                    t.profiles],
         settings.partitions, configs={t.decisions: {"retention.ms": str(decisions_retention_ms)},
-                                      t.audiences: {"cleanup.policy": "compact"}},
+                                      t.audiences: {"cleanup.policy": "compact"},
+                                      t.profiles: {"cleanup.policy": "compact"}},
         replication=factor)
     if all(found.get(n) == settings.partitions for n in (t.events, t.ticks)):
         changelog = changelog_topic(settings.app_id, settings.table_name)

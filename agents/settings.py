@@ -38,6 +38,8 @@ class TopicNames:
     # Audience enter/exit (compacted; triggers/audiences/record.py), written
     # only with an `audiences:` config.
     audiences: str = "scenetrigger-audiences"  # agents.topics.AUDIENCES
+    # Each changed user's latest profile (compacted; agents/live_profiles.py).
+    profiles: str = "scenetrigger-profiles"  # agents.topics.PROFILES
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
@@ -48,6 +50,7 @@ class TopicNames:
             ticks=f"{prefix}.ticks",
             decisions=f"{prefix}.decisions",
             audiences=f"{prefix}.audiences",
+            profiles=f"{prefix}.profiles",
         )
 
 
@@ -61,6 +64,7 @@ def default_topics() -> TopicNames:
         ticks=topics.TICKS,
         decisions=topics.DECISIONS,
         audiences=topics.AUDIENCES,
+        profiles=topics.PROFILES,
     )
 
 
@@ -114,6 +118,8 @@ class WorkerSettings:
     config_store: Callable[[], Any] | None = None
     config_digest: str = ""  # of the config text in force at the start
     experiment: Any = None  # config.experiment.RunningExperiment in force at the start
+    # Publish each changed user's profile on topics.profiles (agents/live_profiles.py).
+    live_profiles: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,7 +144,8 @@ class WorkerSettings:
         if self.reload_interval_ms and self.config_path is None and self.config_store is None:
             problems.append("config reload needs a config file or a config store")
         names = (self.topics.events, self.topics.triggers, self.topics.dead_letters,
-                 self.topics.ticks, self.topics.decisions, self.topics.audiences)
+                 self.topics.ticks, self.topics.decisions, self.topics.audiences,
+                 self.topics.profiles)
         if len(set(names)) != len(names):
             problems.append("topic names must differ")
         if problems:

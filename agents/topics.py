@@ -23,10 +23,11 @@ DECISIONS_RETENTION_MS = 7 * 86_400_000  # when deliver or journeys creates the 
 CONFIG = "scenetrigger-config"  # the versioned config (compacted; agents/config_store.py)
 CATALOG = "scenetrigger-catalog"  # product records (compacted; agents/catalog_stream.py)
 AUDIENCES = SHARED_AUDIENCES  # audience enter/exit (compacted; triggers/audiences/record.py)
+PROFILES = "scenetrigger-profiles"  # each user's latest profile (compacted; agents/live_profiles.py)
 # With --topic-prefix P a topic is P.<suffix>; without, its shared name.
 _SHARED = {"events": EVENTS, "triggers": TRIGGERS, "journey-actions": JOURNEY_ACTIONS,
            "feedback": JOURNEYS_FEEDBACK, "decisions": DECISIONS, "config": CONFIG,
-           "catalog": CATALOG, "audiences": AUDIENCES}
+           "catalog": CATALOG, "audiences": AUDIENCES, "profiles": PROFILES}
 DEFAULT_PARTITIONS = 4
 
 # Where the broker is when no flag says: the env var tests and `make kafka-up` use.
@@ -38,8 +39,8 @@ DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 
 def topic_name(prefix: str | None, suffix: str) -> str:
-    """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers,
-    journey-actions, feedback, decisions, config, catalog, audiences) when no prefix is given."""
+    """``PREFIX.suffix``, or the shared name (``suffix``: events, triggers, journey-actions,
+    feedback, decisions, config, catalog, audiences, profiles) when no prefix is given."""
     return f"{prefix}.{suffix}" if prefix else _SHARED[suffix]
 
 

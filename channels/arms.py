@@ -70,11 +70,11 @@ class ArmedPipeline(DeliveryPipeline):
                        now_ms: int) -> Outcome:
         return await self.for_user(handoff.user_id).hand_off(handoff, state, now_ms)
 
-    async def _release(self, req: DeliveryRequest, now_ms: int,
-                       states: StateLookup) -> Outcome | None:
+    async def release_one(self, req: DeliveryRequest, now_ms: int,
+                          states: StateLookup) -> Outcome | None:
         # The inherited release_due sweeps the shared store once; each
         # released request is chosen and decided again by its user's arm.
-        return await self.for_user(req.user_id)._release(req, now_ms, states)
+        return await self.for_user(req.user_id).release_one(req, now_ms, states)
 
 
 def armed(base: Delivery, candidate: Delivery | None,

@@ -260,8 +260,8 @@ class DeliveryPipeline:
                                now_ms, recipient, data)
 
     async def release_due(self, now_ms: int, states: StateLookup) -> list[Outcome]:
-        """Deferred messages now due: content is chosen again from the user's
-        current state, the policy re-checks age, back-off and caps."""
+        """Deferred messages now due, each through :meth:`release_one` (channels.arms
+        routes it by arm): content chosen again, age, back-off and caps re-checked."""
         outcomes = []
         for released in await self.policy.release_due(now_ms):
             req = released.request
@@ -270,15 +270,15 @@ class DeliveryPipeline:
                                          f"{released.attempts} times without finishing")
                 continue
             try:
-                outcome = await self._release(req, now_ms, states)
+                outcome = await self.release_one(req, now_ms, states)
             except INFRASTRUCTURE_ERRORS:
                 continue  # still pending: handed out again when its new lease expires
             if outcome is not None:
                 outcomes.append(outcome)
         return outcomes
 
-    async def _release(self, req: DeliveryRequest, now_ms: int,
-                       states: StateLookup) -> Outcome | None:
+    async def release_one(self, req: DeliveryRequest, now_ms: int,
+                          states: StateLookup) -> Outcome | None:
         state = states(req.user_id)
         send = req.order
         try:

@@ -53,14 +53,24 @@ def redis_url_or_env(url: str | None) -> str:
     return chosen
 
 
-def redis_client(url: str, *, decode_responses: bool = False, **options: Any) -> Any:
+def redis_client(url: str, *, decode_responses: bool = False,
+                 wait_for_connection_s: float | None = None, **options: Any) -> Any:
     """A ``redis.asyncio`` client for ``url``: ``RedisCluster`` when the URL
     forces it or names a cluster node, else ``Redis`` (connections open
-    lazily, as redis-py's own ``from_url``)."""
+    lazily, as redis-py's own ``from_url``). ``wait_for_connection_s``: on
+    one node, a request past the pool's ``max_connections`` (redis-py: 100)
+    waits that long for a free connection instead of failing at once (a
+    server's burst of requests: ``serve``)."""
     for scheme, plain in CLUSTER_SCHEMES.items():
         if url.startswith(scheme):
             return _cluster(plain + url[len(scheme):], decode_responses, options)
     if url.startswith("unix://") or not is_cluster_url(url):
+        if wait_for_connection_s is not None:
+            options.setdefault("max_connections", 100)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, decode_responses=decode_responses, timeout=wait_for_connection_s,
+                **options)
+            return aioredis.Redis.from_pool(pool)
         return aioredis.Redis.from_url(url, decode_responses=decode_responses, **options)
     return _cluster(url, decode_responses, options)
 

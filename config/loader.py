@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scenes.yaml")
 
-_SECTION_LABELS = {"scenes": "scene", "channels": "channel", "audiences": "audience"}
+_SECTION_LABELS = {"scenes": "scene", "channels": "channel", "audiences": "audience",
+                   "slots": "slot"}
 # Discriminated unions put the tag in the error path; it is dropped from messages.
 UNION_TAGS = (*kind_names(), *CHANNEL_TYPES)
 

@@ -14,6 +14,7 @@ from config.channel_models import ChannelModel
 from config.content_models import ContentModel, default_content, layered_on_shipped
 from config.delivery_models import DeliveryModel
 from config.scene_models import CatalogInterestModel, EngineModel, SceneModel, build_scenes
+from config.slot_models import SlotModel, SlotName
 from config.strategy_models import StrategiesModel
 from triggers.audiences.rules import Audience, Scoring
 from triggers.audiences.tracker import AudienceTracker, ChangeSink
@@ -36,6 +37,7 @@ class AppConfig(StrictModel):
     ads: AdsModel = Field(default_factory=AdsModel)  # ad-platform audience sync (docs/ads.md)
     audiences: dict[AudienceName, AudienceModel] = Field(default_factory=dict)
     catalog_interest: CatalogInterestModel = Field(default_factory=CatalogInterestModel)
+    slots: dict[SlotName, SlotModel] = Field(default_factory=dict)  # on-site (docs/ads.md)
 
     @field_validator("content", mode="before")
     @classmethod

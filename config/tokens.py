@@ -115,3 +115,14 @@ class AdminTokens:
             if token_matches(given, secret) and found is None:
                 found = name
         return found
+
+
+SLOT_SECRET_ENV = "SCENETRIGGER_SLOT_SECRET"  # noqa: S105 - a variable name
+
+
+def slot_signature(secret: str, user_id: str) -> str:
+    """The shop backend's statement that this browser is ``user_id``, for
+    ``GET /slots`` (docs/security.md, "On-site slots"):
+    ``hex(HMAC-SHA256(secret, "slot\\n" + user_id))`` (its own prefix: never
+    an inbox token or an identify signature)."""
+    return hmac.new(secret.encode(), f"slot\n{user_id}".encode(), hashlib.sha256).hexdigest()

@@ -26,9 +26,9 @@ from typing import Any
 
 import orjson
 
-from channels.ads.membership import Membership
 from channels.ads.sync import held_out
 from strategies.attribution import newcombe_interval
+from triggers.audiences.record import AudienceChange
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
@@ -153,7 +153,7 @@ class ChannelRow:
         return asdict(self)
 
 
-def channel_report(routes: Mapping[str, Mapping[str, str]], records: Iterable[Membership],
+def channel_report(routes: Mapping[str, Mapping[str, str]], records: Iterable[AudienceChange],
                    events: Iterable[Event], spend: Iterable[Spend], *, holdout: float,
                    salt: str, window_ms: int) -> list[ChannelRow]:
     entered: dict[str, dict[str, int]] = {}  # audience -> user -> first enter, ms

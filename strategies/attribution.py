@@ -265,6 +265,20 @@ class Attributor:
         self._seen_feedback.add(dedupe)
         unit.funnel.feedback[kind] += 1
 
+    def slot_feedback(self, user_id: str, ts: int, kind: str, fields: Any) -> None:
+        """An on-site slot's event (``fields`` name its ``slot``): each
+        impression (``delivered``) is a unit of the slot's row for its
+        variant, converted by a purchase in the window like a message's; the
+        impression's clicks count on it (by its id, once each)."""
+        slot, mid = fields.get("slot"), fields.get("message_id")
+        if not isinstance(slot, str) or not isinstance(mid, str):
+            return
+        if kind == "delivered" and mid not in self._by_message:
+            variant = str(fields.get("variant") or "-")
+            self.unit("slot", slot, variant, user_id, ts, control=False)
+            self.sent("slot", slot, variant, user_id, mid)
+        self.feedback(user_id, kind, fields)
+
     def purchase(self, user_id: str, ts: int, price: float) -> None:
         units = self._open.get(user_id)
         if not units:

@@ -30,6 +30,7 @@ from strategies.model import END, Case, Registry, Step, Strategy
 from strategies.state import (
     MAX_SENT_IDS,
     MAX_TAGS,
+    MAYBE_OTHERS,
     JourneyStore,
     JourneyUser,
     MemoryJourneyStore,
@@ -318,9 +319,7 @@ class JourneyEngine:
             elif kind == "score":
                 out.append(ScoreAction(user_id, float(step.score), name, step.id, ts))
             elif kind == "audience" and not run.control:  # held out: never synced either
-                for audience, add in ((step.audience_remove, False), (step.audience_add, True)):
-                    if audience is not None:
-                        out.append(AudienceAction(user_id, audience, add, name, step.id, ts))
+                self._audience(user_id, user, name, step, ts, out)
             elif kind == "enrol":
                 target = self.registry.current(step.enrol, user_id)
                 if target is not None and depth < MAX_DEPTH:
@@ -328,6 +327,23 @@ class JourneyEngine:
                                 out, depth + 1)
             self._goto(run, strategy, _next(step, strategy))
         return self._leave(user_id, user, name, run, "step_limit", ts, out)
+
+    def _audience(self, user_id: str, user: JourneyUser, name: str, step: Step, ts: int,
+                  out: list[Action]) -> None:
+        """An audience step: a change only where the membership changes (a
+        user already in is not added again, one not in is not removed)."""
+        if user.audiences is None:  # a state from before they were kept
+            user.audiences = {MAYBE_OTHERS}
+        inside, user.audience_steps = user.audiences, True
+        for audience, add in ((step.audience_remove, False), (step.audience_add, True)):
+            if audience is None or ((audience in inside) == add and (
+                    add or MAYBE_OTHERS not in inside)):
+                continue
+            if add:
+                inside.add(audience)
+            else:
+                inside.discard(audience)
+            out.append(AudienceAction(user_id, audience, add, name, step.id, ts))
 
     def _opted_out(self, user_id: str, user: JourneyUser, channel: str, ts: int,
                    out: list[Action]) -> None:

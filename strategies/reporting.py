@@ -140,7 +140,9 @@ def build_report(trigger_records: Iterable[Mapping[str, Any]], events: Iterable[
                 everything.purchase(event.user_id, price)
             for action in journeys.on_event(event):
                 _record(action)
-            if event.type in FEEDBACK:
+            if event.type in FEEDBACK and "slot" in event.fields:  # on-site, no message
+                attributor.slot_feedback(event.user_id, event.ts, event.type, event.fields)
+            elif event.type in FEEDBACK:
                 attributor.feedback(event.user_id, event.type, event.fields)
                 if steps is not None:
                     steps.feedback(event.type, event.fields)

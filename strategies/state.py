@@ -2,7 +2,8 @@
 
 Journey positions must survive a worker restart, so the state is plain data
 (step index, timestamps, the timer it waits on) encoded with orjson:
-``[1, tags, opens, runs, exits]``. Stores mirror :mod:`triggers.state`: a
+``[1, tags, opens, runs, exits]``, then ``audiences`` (the journey audiences
+the user is in) when there are some. Stores mirror :mod:`triggers.state`: a
 memory store that keeps live objects and a bytes store over any mapping
 (a Faust table) that assigns a fresh value on every put.
 """
@@ -56,20 +57,31 @@ class Run:
         return run
 
 
+MAYBE_OTHERS = "*"  # in a user's journey audiences: some from before they were kept
+
+
 class JourneyUser:
     """Everything the journey engine keeps for one user."""
 
-    __slots__ = ("exits", "opens", "runs", "tags")
+    __slots__ = ("audience_steps", "audiences", "exits", "opens", "runs", "tags")
 
     def __init__(self) -> None:
         self.tags: set[str] = set()
         self.opens: dict[str, int] = {}  # channel -> opens seen (preferred-channel tag)
         self.runs: dict[str, Run] = {}
         self.exits: dict[str, int] = {}  # strategy -> last exit ts (reenter_after)
+        # Journey audiences the user is in (its audience steps change only what
+        # differs). None: not known, a state from before they were kept, so the
+        # user may be in some: MAYBE_OTHERS stands for those in the set.
+        self.audiences: set[str] | None = set()
+        self.audience_steps = False  # one ran: kept even when the set is empty
 
     def encode(self) -> bytes:
         runs = {name: run.to_wire() for name, run in self.runs.items()}
         wire = [JOURNEY_STATE_VERSION, sorted(self.tags), self.opens, runs, self.exits]
+        # Absent when no step ran: such states read as before (older readers too).
+        if self.audiences is not None and (self.audiences or self.audience_steps):
+            wire.append(sorted(self.audiences))
         return orjson.dumps(wire)
 
     @classmethod
@@ -82,12 +94,16 @@ class JourneyUser:
         if version != JOURNEY_STATE_VERSION:
             raise StateDecodeError(f"journey state version {version!r} is not supported")
         try:
-            _, tags, opens, runs, exits = wire
+            _, tags, opens, runs, exits, *rest = wire
+            if len(rest) > 1:
+                raise ValueError(f"{len(wire)} fields")
             user = cls()
             user.tags = set(tags)
             user.opens = {str(k): int(v) for k, v in opens.items()}
             user.runs = {name: Run.from_wire(run) for name, run in runs.items()}
             user.exits = {str(k): int(v) for k, v in exits.items()}
+            user.audiences = {str(a) for a in rest[0]} if rest else None
+            user.audience_steps = bool(rest)
         except (ValueError, TypeError, AttributeError) as exc:
             raise StateDecodeError(f"malformed journey state: {exc}") from None
         return user

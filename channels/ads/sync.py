@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.ads.membership import Membership
 from channels.ads.sink import AudienceSink, BatchResult, HashedMember, Member
 from channels.ads.state import SyncState, entry
 from channels.audience.consent import ConsentRecord, ConsentStore
@@ -30,6 +29,7 @@ from channels.policy.control import bucket
 from config.ads_models import ADS_CONSENT
 from config.clock import wall_ms
 from config.hash_keys import HashKeys
+from triggers.audiences.record import AudienceChange
 
 log = logging.getLogger("scenetrigger.ads")
 CHANNEL_TYPE = ADS_CONSENT  # consent for ads is this channel type's
@@ -74,12 +74,12 @@ class AudienceSync:
             return "do_not_contact"
         return None
 
-    async def apply(self, record: Membership) -> str:
+    async def apply(self, record: AudienceChange) -> str:
         outcome = await (self._enter(record) if record.op == "enter" else self._exit(record))
         self.outcomes[outcome] += 1
         return outcome
 
-    async def _enter(self, record: Membership) -> str:
+    async def _enter(self, record: AudienceChange) -> str:
         targets = self.targets(record.audience)
         if not targets:
             return "unmapped"
@@ -108,10 +108,10 @@ class AudienceSync:
             self._to_mark[(sink, platform_id, user)] = (record.audience, int(record.ts * 1000))
         return "added"
 
-    async def _exit(self, record: Membership) -> str:
+    async def _exit(self, record: AudienceChange) -> str:
         return "removed" if await self._remove_where_synced(record) else "not_synced"
 
-    async def _remove_where_synced(self, record: Membership) -> bool:
+    async def _remove_where_synced(self, record: AudienceChange) -> bool:
         user = record.user_id
         synced = await self.state.synced(user)
         targets = [(s, p) for s, p in self.targets(record.audience)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs
@@ -46,7 +45,6 @@ from config.clock import wall_ms
 from config.preference_models import PreferencesModel
 from config.tokens import callback_token, token_matches
 
-log = logging.getLogger("scenetrigger.consent")
 OPT_OUT_WORDS = frozenset({"td", "t", "退订", "stop", "unsubscribe"})
 UNSUBSCRIBED = "unsubscribed"  # the event type of a withdrawn consent
 SUBSCRIBED = "subscribed"  # ... and of a granted one

@@ -19,7 +19,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ REES46_HEADER = ["event_time", "event_type", "product_id", "category_id", "categ
                  "brand", "price", "user_id", "user_session"]
 DEFAULT_PREFIX = "st:cat:"
 _BATCH = 500
+_CACHED_PRODUCTS = 100_000
 
 
 class CatalogError(ChannelError):
@@ -251,3 +253,48 @@ def _int(value: Any) -> int:
         return int(float(value)) if value not in (None, "") else 0
     except (TypeError, ValueError):
         return 0
+
+
+class CachedCatalog:
+    """A catalog read through a per-process cache of ``ttl_s`` seconds: an
+    on-site slot answers from memory, not a Redis trip per product (a price
+    or a new arrival shows within ``ttl_s``)."""
+
+    def __init__(self, inner: Catalog, ttl_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._inner = inner
+        self._ttl = ttl_s
+        self._clock = clock
+        self._products: dict[str, tuple[float, Product | None]] = {}
+        self._lists: dict[tuple[str, int], tuple[float, list[Product]]] = {}
+
+    async def get_many(self, product_ids: Sequence[str]) -> dict[str, Product]:
+        now = self._clock()
+        stale = [pid for pid in product_ids
+                 if (hit := self._products.get(pid)) is None or hit[0] <= now]
+        found = await self._inner.get_many(stale) if stale else {}
+        # The answer before the bound may clear the cache (a fresh hit goes with it).
+        out = {pid: p for pid in product_ids
+               if (p := found[pid] if pid in found else
+                   None if pid in stale else self._products[pid][1]) is not None}
+        if stale:
+            if len(self._products) > _CACHED_PRODUCTS:  # bounded: start again
+                self._products.clear()
+            for pid in stale:
+                self._products[pid] = (now + self._ttl, found.get(pid))
+        return out
+
+    async def in_category(self, category: str, limit: int) -> list[Product]:
+        return await self._list(f"c:{category}", limit,
+                                lambda: self._inner.in_category(category, limit))
+
+    async def hot(self, limit: int) -> list[Product]:
+        return await self._list("hot", limit, lambda: self._inner.hot(limit))
+
+    async def _list(self, name: str, limit: int,
+                    read: Callable[[], Awaitable[list[Product]]]) -> list[Product]:
+        now = self._clock()
+        hit = self._lists.get((name, limit))
+        if hit is None or hit[0] <= now:
+            hit = self._lists[(name, limit)] = (now + self._ttl, await read())
+        return hit[1]

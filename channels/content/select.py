@@ -22,9 +22,10 @@ inserted as is. Links must be http(s); anything else becomes empty.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from channels.audience.recipient import Recipient
@@ -110,11 +111,11 @@ class ContentChoice:
         (absent ones render empty, like every other value)."""
         rewrite = link or (lambda url: url)
         values = {**(user or {}), **self.values}
-        products = [(p, rewrite(_safe_url(p.url)) if p.url else "") for p in self.products]
+        products = [(p, rewrite(safe_url(p.url)) if p.url else "") for p in self.products]
         if products:
             values["product_url"] = products[0][1]
         values["products"] = "\n".join(
-            f"- {p.name} {self.currency}{_price(p)}" + (f": {url}" if url else "")
+            f"- {p.name} {self.currency}{price_text(p)}" + (f": {url}" if url else "")
             for p, url in products
         )
         subject = self.subject_template.render(values, missing="")
@@ -190,9 +191,15 @@ class ContentSelector:
                         recipient.zone if recipient is not None else None)
 
     async def select(self, trigger: Trigger, state: UserState | None,
-                     now_ms: int, recipient: Recipient | None = None) -> ContentChoice:
-        """``recipient``: its locale and zone (default: the user's events')."""
+                     now_ms: int, recipient: Recipient | None = None,
+                     tags: Iterable[str] = ()) -> ContentChoice:
+        """``recipient``: its locale and zone (default: the user's events').
+        ``tags``: the user's stored tags (an on-site slot's), matched by
+        ``when.tags_*`` besides the habit tags."""
         seg = self.segment(state, now_ms, recipient)
+        extra = sorted(set(tags).difference(seg.tags))
+        if extra:
+            seg = dataclasses.replace(seg, tags=(*seg.tags, *extra))
         variants, fallbacks = self._scenes.get(trigger.scene, self._generic)
         language = self._locale(recipient, state)
         for variant in self.candidates(variants, trigger, seg, language):
@@ -320,8 +327,8 @@ class ContentSelector:
         if products:
             first = products[0]
             values.update({
-                "product_name": first.name, "product_price": _price(first),
-                "product_url": _safe_url(first.url), "product_image": _safe_url(first.image),
+                "product_name": first.name, "product_price": price_text(first),
+                "product_url": safe_url(first.url), "product_image": safe_url(first.image),
                 "product_category": first.category, "product_brand": first.brand,
                 "product_discount": str(first.discount),
             })
@@ -359,11 +366,11 @@ def _weighted_pick(tier: Sequence[_Compiled], seed: str) -> _Compiled:
     return tier[-1]
 
 
-def _price(product: Product) -> str:
+def price_text(product: Product) -> str:
     return f"{product.price_cents // 100}.{product.price_cents % 100:02d}"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """Only http(s) links: a ``javascript:`` URL from a catalog never reaches a body."""
     lowered = url.strip().lower()
     return url.strip() if lowered.startswith(("http://", "https://")) else ""
@@ -375,9 +382,9 @@ def _products_html(products: Sequence[tuple[Product, str]], currency: str) -> st
     esc = html.escape
     items = []
     for product, url in products:
-        image = _safe_url(product.image)
+        image = safe_url(product.image)
         img = f'<img src="{esc(image)}" alt="{esc(product.name)}" width="96"> ' if image else ""
         label = f"{img}{esc(product.name)}"
         linked = f'<a href="{esc(url)}">{label}</a>' if url else label
-        items.append(f"<li>{linked} {esc(currency)}{esc(_price(product))}</li>")
+        items.append(f"<li>{linked} {esc(currency)}{esc(price_text(product))}</li>")
     return "<ul>" + "".join(items) + "</ul>"

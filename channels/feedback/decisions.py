@@ -119,7 +119,8 @@ def feedback_record(event: FeedbackEvent) -> DecisionRecord:
                               event.kind, None, HOW.get(event.source, event.source),
                               event.channel or None, source=event.source,
                               purpose=event.detail or None)
-    scene = event.scene or (f"journey:{event.strategy}" if event.strategy else "")
+    scene = event.scene or (f"journey:{event.strategy}" if event.strategy else "") or (
+        f"slot:{event.slot}" if event.slot else "")  # an on-site slot's impression or click
     figures = f"message {event.message_id}" + (f": {event.detail}" if event.detail else "")
     return DecisionRecord(event.ts, event.user_id, event.message_id, scene, event.kind, None,
                           figures, event.channel or None, message_id=event.message_id)

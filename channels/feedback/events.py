@@ -82,6 +82,8 @@ class FeedbackEvent:
     strategy: str | None = None
     step: str | None = None
     source: str = "feedback"
+    slot: str | None = None  # an on-site slot's impression or click (docs/ads.md)
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"user_id": self.user_id, "ts": self.ts, "type": self.kind,
@@ -93,6 +95,8 @@ class FeedbackEvent:
         if self.step is not None:
             out["step"] = self.step
         out["source"] = self.source
+        if self.slot is not None:
+            out["slot"], out["variant"] = self.slot, self.variant
         if self.detail is not None:
             out["detail"] = self.detail[:500]
         return out
@@ -109,11 +113,14 @@ class MessageMeta:
     channel: str
     strategy: str | None = None
     step: str | None = None
+    slot: str | None = None  # an impression of an on-site slot (channels.feedback.slot_ids)
+    variant: str | None = None
 
     def event(self, kind: str, message_id: str, ts: int,
               detail: str | None = None) -> FeedbackEvent:
         return FeedbackEvent(kind, self.user_id, ts, message_id, self.channel, self.scene,
-                             detail, self.strategy, self.step)
+                             detail, self.strategy, self.step, slot=self.slot,
+                             variant=self.variant)
 
 
 class FeedbackSink(Protocol):
@@ -286,11 +293,14 @@ class FeedbackApp:
         sig = request.query.get("s", "").encode("utf-8", "surrogateescape")
         signed = bool(self._secret) and hmac.compare_digest(
             sig, sign_open(self._secret, message_id).encode())
+        meta = await self._index.lookup(message_id) if signed else None
+        # A slot's beacon is its impression: an exposure (delivered), not an open.
+        kind = "opened" if meta is None or meta.slot is None else "delivered"
         if not signed:
             log.info("unsigned open ignored", extra={"message_id": message_id[:80]})
-        elif await self._index.lookup(message_id) is not None and await self._index.first(
-                "opened", message_id):  # mail clients fetch the pixel on every view
-            await self._record("opened", message_id)
+        elif meta is not None and await self._index.first(
+                kind, message_id):  # mail clients fetch the pixel on every view
+            await self._record(kind, message_id)
         # The GIF either way: a mail client showing the message is not at fault.
         return web.Response(body=PIXEL, content_type="image/gif",
                             headers={"Cache-Control": "no-store, max-age=0"})
@@ -305,7 +315,9 @@ class FeedbackApp:
             redirect = web.HTTPFound(url)  # before recording: a bad port was a 500
         except ValueError:
             return web.Response(status=400, text="link not allowed\n")
-        if await self._index.lookup(message_id) is not None and await self._index.first(
+        meta = await self._index.lookup(message_id)
+        # A slot impression's id is made up from its parts: only a signed link counts.
+        if meta is not None and (signed or meta.slot is None) and await self._index.first(
                 "clicked", message_id, _link_part(url) if signed else "unsigned"):
             await self._record("clicked", message_id)
         raise redirect

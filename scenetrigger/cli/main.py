@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "report": "scenetrigger.cli.ops.report",
     "journeys": "scenetrigger.cli.run.journeys",
     "deliver": "scenetrigger.cli.run.deliver",
+    "profiles": "scenetrigger.cli.run.profiles",
     "export": "scenetrigger.cli.ops.export",
     "users": "scenetrigger.cli.ops.users",
     "diff": "scenetrigger.cli.change.diff",

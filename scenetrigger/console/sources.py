@@ -4,9 +4,10 @@
 - :func:`run_embedded`: the embedded mode, a recorded stream replayed at a
   pace (events per second) through the engine and the delivery pipeline
   (dry-run), whose decision log is the console state;
-- :func:`run_kafka`: a live deployment, its events, triggers and decisions
-  topics read from their beginning and then followed (no consumer group: the
-  console disturbs no one), and the dead-letter topic's size.
+- :func:`run_kafka`: a live deployment, its events, triggers, decisions and
+  audiences topics read from their beginning and then followed (no consumer
+  group: the console disturbs no one), and the dead-letter topic's size. An
+  audiences tombstone (an erasure) drops what the console kept of its key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from channels.feedback.decisions import DecisionRecord
 from config.models import AppConfig
 from scenetrigger.console.state import ConsoleState
 from scenetrigger.runtime.embedded import TriggerRecord
+from triggers.audiences.record import AudienceChange, AudienceTombstone, decode_topic_record
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
 
@@ -117,10 +119,10 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
     from triggers.events import decode_event_record
     from triggers.wire import decode_trigger
 
-    events, triggers, decisions = (topic_name(prefix, n) for n in
-                                   ("events", "triggers", "decisions"))
+    names = events, triggers, decisions, audiences = tuple(
+        topic_name(prefix, n) for n in ("events", "triggers", "decisions", "audiences"))
     dead = f"{prefix}.dead-letters" if prefix else "scenetrigger-deadletter"
-    state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}"
+    state.source = f"Kafka {bootstrap}, topics {events}, {triggers}, {decisions}, {audiences}"
     consumer = await started_reader(bootstrap)  # probed: a wrong service fails in seconds
     dead_letters = None
     receipts = None
@@ -136,7 +138,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
         limits = config.id_limits()
         while True:
             wanted = set()
-            for topic in (events, triggers, decisions, dead):
+            for topic in (*names, dead):
                 for p in consumer.partitions_for_topic(topic) or ():
                     wanted.add(TopicPartition(topic, p))
             if wanted - assigned:
@@ -151,7 +153,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
                 continue
             batch = await consumer.getmany(timeout_ms=int(poll_s * 1000))
             taken = [item for tp, records in batch.items() for record in records
-                     for item in _decode(tp.topic, record.value, (events, triggers, decisions),
+                     for item in _decode(tp.topic, record.key, record.value, names,
                                          config, limits, decode_event_record, decode_trigger)]
             if receipts is not None:  # before the records: an erased user's are dropped
                 await receipts.check(state, {item.user_id for item in taken})
@@ -208,13 +210,16 @@ class ErasureCheck:
         self.checked |= new
 
 
-Taken = Event | Trigger | DecisionRecord
+Taken = Event | Trigger | DecisionRecord | AudienceChange | AudienceTombstone
 
 
-def _decode(topic: str, value: bytes | None, names: tuple[str, str, str], config: AppConfig,
-            limits: Any, decode_event: Any, decode_trigger: Any) -> list[Taken]:
-    events, triggers, decisions = names
+def _decode(topic: str, key: bytes | None, value: bytes | None, names: tuple[str, ...],
+            config: AppConfig, limits: Any, decode_event: Any, decode_trigger: Any
+            ) -> list[Taken]:
+    events, triggers, decisions, audiences = names
     try:
+        if topic == audiences:  # enter / exit for the return per channel; null: erased
+            return [decode_topic_record(key, value)]
         if topic == events:  # one event or a batch of them per record
             return [item for item in decode_event(value or b"", config.engine.max_line_bytes,
                                                   limits) if type(item) is Event]
@@ -232,6 +237,10 @@ def _take(state: ConsoleState, item: Taken) -> None:
         state.event(item)
     elif type(item) is Trigger:
         state.trigger(item)
+    elif type(item) is AudienceChange:
+        state.membership(item)
+    elif type(item) is AudienceTombstone:
+        state.tombstone(item.audience, item.user_id)
     else:
         assert isinstance(item, DecisionRecord)
         state.write(item)

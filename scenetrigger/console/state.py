@@ -11,8 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.ads.membership import Membership
-from channels.feedback.decisions import ERASED, OUTCOME_TRIGGERED, DecisionRecord, MemoryDecisionLog
+from channels.feedback.decisions import (
+    CONSENT,
+    ERASED,
+    OUTCOME_TRIGGERED,
+    DecisionRecord,
+    MemoryDecisionLog,
+)
 from config.models import AppConfig
 from triggers.audiences.record import AudienceChange
 from triggers.events import Event, Trigger
@@ -40,8 +45,10 @@ class ConsoleState:
         self.decisions = MemoryDecisionLog(self.limits.records)
         self.events: deque[Event] = deque(maxlen=self.limits.records)
         self.lines: OrderedDict[str, dict[str, Any]] = OrderedDict()  # trigger_id -> line
-        self.memberships: deque[Membership] = deque(maxlen=self.limits.records)  # ads: ROI
+        self.memberships: deque[AudienceChange] = deque(maxlen=self.limits.records)  # ads: ROI
         self.dead_letters: Counter[str] = Counter()  # events rejected, by reason
+        # Consent changes and erasures, by outcome: records of no scene.
+        self.consent_changes: Counter[str] = Counter()
         self.delivery_dead_letters = 0
         self.totals: Counter[str] = Counter()
         self.states: Callable[[str], UserState | None] | None = None  # embedded engine's
@@ -90,8 +97,14 @@ class ConsoleState:
 
     def membership(self, change: AudienceChange) -> None:
         if not self._was_erased(change.user_id, int(change.ts * 1000)):
-            self.memberships.append(Membership(change.audience, change.user_id, change.op,
-                                               change.ts, change.reason))
+            self.memberships.append(change)
+
+    def tombstone(self, audience: str, user_id: str) -> None:
+        """An erasure deleted the key ``audience|user_id`` of the audiences
+        topic: nothing kept here under it stays."""
+        self.memberships = deque((m for m in self.memberships
+                                  if m.user_id != user_id or m.audience != audience),
+                                 maxlen=self.limits.records)
 
     def write(self, record: DecisionRecord) -> None:
         if record.outcome != ERASED and self._was_erased(record.user_id, record.ts):
@@ -100,6 +113,9 @@ class ConsoleState:
         self.decisions.write(record)
         if record.outcome == OUTCOME_TRIGGERED:
             return  # the worker's own record of a fire: counted from the triggers topic
+        if record.scene == CONSENT:  # it belongs to no message and no scene
+            self.consent_changes[record.outcome] += 1
+            return
         self._count(record.ts, f"{record.outcome}:{record.scene}")
         line = self.lines.get(record.trigger_id)
         if line is not None:  # the funnel's replay line: trigger + its decision
@@ -144,6 +160,7 @@ class ConsoleState:
                 "events": self.totals["events"],
                 "scenes": {s: dict(c) for s, c in sorted(scenes.items())},
                 "dead_letters": dict(self.dead_letters),
+                "consent_changes": dict(self.consent_changes),
                 "delivery_dead_letters": self.delivery_dead_letters}
 
     def recent_decisions(self) -> list[dict[str, Any]]:

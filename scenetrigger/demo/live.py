@@ -32,6 +32,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from channels.assembly import open_delivery
+from channels.audience.live_profile import DEFAULT_PREFIX as PROFILE_PREFIX
+from channels.audience.live_profile import LiveProfileStore
 from channels.content.catalog import MemoryCatalog
 from channels.redis_client import DEFAULT_REDIS_URL, REDIS_URL_ENV, redis_client
 from channels.transports.inbox import InboxChannel, InboxStore
@@ -41,6 +43,7 @@ from config.models import AppConfig
 from scenetrigger.demo.content import PipelineContent, demo_catalog, without_tracking
 from scenetrigger.demo.webhook_sink import ServedSink, WebhookSink, serve_sink
 from scenetrigger.runtime.embedded import EmbeddedRuntime, TriggerRecord
+from scenetrigger.runtime.live_profiles import ProfileWriter
 from triggers.errors import SceneTriggerError
 
 log = logging.getLogger("scenetrigger.demo.live")
@@ -118,6 +121,7 @@ class LiveDelivery:
         self._inbox_view: list[dict[str, Any]] = []
         self._persona: Callable[[str], str] = lambda _user: "unknown"
         self._task: asyncio.Task[None] | None = None
+        self.profiles = ProfileWriter(LiveProfileStore(client))
 
     # -- wiring -----------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class LiveDelivery:
         self._persona = runtime.persona
         runtime.subscribe(self._on_record)
         runtime.add_panel("delivery", self.panel)
+        self.profiles.attach(runtime)  # the live profiles on-site slots read
         self._task = asyncio.create_task(self._refresh_loop(), name="demo-inbox-readback")
 
     def _on_record(self, record: TriggerRecord) -> None:
@@ -185,7 +190,9 @@ class LiveDelivery:
                 where.append(f"{name} → {self.served.url} (demo sink, checks signatures)")
         lines = [f"  delivery    live: {'; '.join(where) or 'configured channels'}",
                  f"              policy state under {self.run_prefix} (dead letters: "
-                 "scenetrigger:deadletter)"]
+                 "scenetrigger:deadletter)",
+                 f"  profiles    live: Redis {PROFILE_PREFIX}profile:{{user}} after each "
+                 "tick (what serve's slots read)"]
         lines += [f"  webhook     ${var} is not set: generated a random secret for this run"
                   for var in self.generated_secrets]
         return lines

@@ -12,9 +12,14 @@ Where a user's data lives (each key builder in the code base, by module):
                            bucket ``{p}deferred:{dNN}`` (+ ``:payload``, ``:tries``)
 ``channels.feedback.events``      message index ``{p}msg:{message_id}`` (value names the user;
                            ``message_key``), once-markers ``{p}once:{kind}:{message_id}``
-                           of its messages (``once_key``)
+                           of its messages (``once_key``) and of its on-site slot
+                           impressions (``slot:...:<user>``)
 ``channels.transports.inbox``         ``{inbox}:{{id}}``, ``:acked``, ``:m:*`` (``inbox_key``)
 ``strategies.store``       ``{t}tags:{{id}}``, ``{t}score:{{id}}``
+``channels.audience.live_profile`` ``{t}profile:{{id}}``, the live profile on-site slots
+                           read (``scenetrigger erase --broker`` also writes a tombstone
+                           for the user on ``PREFIX.profiles``, as the worker does
+                           when it takes the erase event)
 ``strategies.service``     journey state: field ``{id}`` of the hash ``{t}journeys``
 ``channels.transports.deadletter``    entries of the dead-letter stream whose message is the user's,
                            and those whose raw bytes name the user (below)
@@ -56,8 +61,10 @@ from channels.ads.state import RedisSyncState
 from channels.ads.sync import Forget as ForgetInAds
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import Contact, RedisDirectory, address_hash, dnc_hits_key
+from channels.audience.live_profile import LiveProfileStore
 from channels.errors import ChannelError
 from channels.feedback.events import KINDS, message_key, once_key
+from channels.feedback.slot_ids import impression_meta, impression_user
 from channels.policy.decide import (
     DeliveryRequest,
     caps_key,
@@ -125,6 +132,7 @@ class Eraser:
         self.directory = RedisDirectory(redis, self.prefix)
         self.consent = RedisConsentStore(redis, self.prefix, self.keys)
         self.tags = RedisTagStore(redis, tags_prefix)
+        self.live_profiles = LiveProfileStore(redis, tags_prefix)
         self.journeys_key = journeys_key(tags_prefix)
         self.forget_in_worker = forget_in_worker
 
@@ -155,7 +163,8 @@ class Eraser:
                   # left when no sink is configured now (forget_in_ads is None)
                   "ad_sync_state": [RedisSyncState(self.redis, p).key(user_id)],
                   "engagement": [engagement_key(p, user_id)],
-                  "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)]}
+                  "tags": [self.tags.tags_key(user_id)], "score": [self.tags.score_key(user_id)],
+                  "live_profile": [self.live_profiles.key(user_id)]}
         for kind, keys in direct.items():
             present = [k for k in keys if await self.redis.exists(k)]
             if present:
@@ -184,6 +193,11 @@ class Eraser:
         once_head = once_key(p, "", "")[:-1]  # "{p}once:"; then KIND:MESSAGE_ID
         marked = {k for k in await self._scan(once_key(_glob(p), "*", f"*|{u}|*"))
                   if claim_user(k[len(once_head):].partition(":")[2]) == user_id}
+        # An on-site slot's impressions: no index entry, the user is in the id.
+        for key in await self._scan(once_key(_glob(p), "*", "slot:*:" + impression_user(user_id))):
+            meta = impression_meta(key[len(once_head):].partition(":")[2])
+            if meta is not None and meta.user_id == user_id:
+                marked.add(key)
         for start in range(0, len(markers), 500):
             chunk = markers[start:start + 500]
             marked.update(k for k, n in zip(chunk, await self._exist_each(chunk), strict=True)

@@ -31,6 +31,7 @@ from triggers.errors import EventRejected
 from triggers.events import Event, Trigger
 from triggers.explain import SceneExplanation, clock, explain_scene, hm
 from triggers.kinds import kind_of
+from triggers.kinds.sequence import SequenceScene
 from triggers.scenes import RepeatScene, Scene
 from triggers.state import UserState
 
@@ -190,14 +191,19 @@ def windows_now(state: UserState | None, scenes: Sequence[Scene], clock_ms: int 
         return []
     out: list[str] = []
     for scene in scenes:
-        if isinstance(scene, RepeatScene):
+        if isinstance(scene, RepeatScene | SequenceScene):
             for key, win in state.windows.get(scene.name, {}).items():
                 live = [t for t in win.when if clock_ms is None or t > clock_ms - scene.within_ms]
                 if not live and win.last_fire is None and not win.unless:
                     continue  # nothing left that could count
                 label = scene.name + ("" if scene.per is None else f"[{key}]")
-                text = (f"{label}: {len(live)} of {scene.count} within "
-                        f"{format_duration_ms(scene.within_ms)} still in the window")
+                within = format_duration_ms(scene.within_ms)
+                # A repeat keeps every matching time in its window, more than
+                # `count` after a fire: say what is held and what is needed.
+                text = (f"{label}: {len(live)} within {within} still in the window "
+                        f"({scene.count} needed)" if isinstance(scene, RepeatScene) else
+                        f"{label}: {len(live)} `first` within {within} still in the window, "
+                        f"waiting for `then`")
                 if win.unless:
                     text += f", {len(win.unless)} blocking since {hm(win.unless[0])}"
                 if win.last_fire is not None:

@@ -235,6 +235,15 @@ class EmbeddedRuntime:
         self._panels: dict[str, Callable[[], Any]] = {}
         self._real_start: float | None = None
         self._stop = asyncio.Event()
+        self._changed: set[str] | None = None  # users whose profile events changed
+
+    def track_profiles(self) -> set[str]:
+        """From now on every user an event changes (and the known user of an
+        identified id) is added to the returned set, which the caller empties
+        (:class:`scenetrigger.runtime.live_profiles.ProfileWriter`)."""
+        if self._changed is None:
+            self._changed = set()
+        return self._changed
 
     # -- wiring -----------------------------------------------------------------
 
@@ -313,6 +322,10 @@ class EmbeddedRuntime:
                 self.catalog.observe(event)
             for trig in host.take(event):
                 fired.append(await self._emit(trig, max(now_ms, trig.ts), event.ts))
+            if self._changed is not None:
+                self._changed.add(event.user_id)
+                if host.aliases and event.user_id in host.aliases:
+                    self._changed.add(host.aliases[event.user_id])
             self.stats.events = host.counts.taken
             handled += 1
             if handled % _BATCH == 0:

@@ -43,6 +43,9 @@ class ReplaySummary:
     seconds: float = 0.0
     clock: int | None = None
     refused: Counter[str] = field(default_factory=Counter)  # by the trigger budget, per scene
+    # A sharded replay's CPU seconds in each shard process (not in to_dict:
+    # the summary is the same however many processes ran it).
+    shard_cpu: list[float] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -175,13 +178,17 @@ def replay(
     return summary
 
 
+def trigger_line(trig: Trigger) -> bytes:
+    """A trigger as replay writes it: one JSON line (``scene, user_id, key, ts``)."""
+    return orjson.dumps(trig.to_dict()) + b"\n"
+
+
 def jsonl_trigger_writer(out: IO[bytes]) -> TriggerSink:
-    """Write each trigger as one JSON line (``scene, user_id, key, ts``)."""
+    """Write each trigger as its :func:`trigger_line`."""
     write = out.write
-    dumps = orjson.dumps
 
     def sink(trig: Trigger) -> None:
-        write(dumps(trig.to_dict()) + b"\n")
+        write(trigger_line(trig))
 
     return sink
 

@@ -12,22 +12,38 @@ import logging
 import mmap
 import multiprocessing
 import os
-import re
 import time
 import traceback
-import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any
 
 from config.clock import wall_ms
 from config.models import AppConfig
-from scenetrigger.runtime.replay import ReplaySummary, _host, new_host, replay
+from scenetrigger.runtime.replay import (
+    ReplaySummary,
+    _host,
+    new_host,
+    replay,
+    trigger_line,
+)
+from scenetrigger.runtime.replay_scan import (
+    ClockLine,
+    OwnRecord,
+    Router,
+    Scanner,
+    jsonl_own,
+    native_scanner,
+    parsed_own,
+    scan_py,
+)
 from scenetrigger.runtime.sources import Format, Record, read_for
 from triggers.engine import Engine, PendingTimer
 from triggers.errors import EventRejected
-from triggers.events import REASON_FUTURE_TS, Event, Trigger
+from triggers.events import Event, Trigger
 from triggers.host import IDENTITY_TYPES, EngineHost, TriggerSink
 
 log = logging.getLogger("scenetrigger.runtime.replay")
@@ -36,25 +52,28 @@ log = logging.getLogger("scenetrigger.runtime.replay")
 # -- sharded replay -------------------------------------------------------------
 #
 # `repeat` and `arrival` depend only on a user's own events and `absence` only
-# on the clock, so each of N processes can read the whole input, move its clock
-# on every record and apply only its own users' events. Every trigger is tagged
-# with where the single-process engine would emit it: before record n, timers
-# in (deadline, arming record, scene index) order, then record n's own
-# triggers in config order. Records, not lines: an OTTO line holds many events.
-# Merging on that tag gives exactly the output of `replay`.
+# on the clock, so each of N processes can read the whole input and apply
+# only its own users' events. Every trigger is tagged with where the
+# single-process engine would emit it: before record n, timers in (deadline,
+# arming record, scene index) order, then record n's own triggers in config
+# order. Records, not lines: an OTTO line holds many events. Merging on that
+# tag gives exactly the output of `replay`.
+#
+# A shard does not move its engine's clock on other users' records: it keeps
+# the clock after every record (replay_scan.ClockLine), moves its engine to
+# it before each of its own events, and finds where each timer fired in the
+# one-process run from its deadline and arming (ClockLine.fired_at).
 #
 # Users are routed by the crc32 of their identity root: ids joined by an
 # `identify` (anonymous id and known id, transitively) share one root, so
 # their events meet in one shard, which runs the host's own identify rule.
-# A JSONL line that starts `{"user_id":"…","ts":N` is routed from its bytes:
-# another shard's line costs a regex match and a clock move, not a parse.
-# Its owner parses it and checks the shortcut (same user, same ts, valid); a
-# line where it was wrong (duplicate keys, invalid further on) makes
+# A JSONL line that starts `{"user_id":"…","ts":N` (and repeats neither key)
+# is read from its bytes (replay_scan: a C scanner, or its Python twin):
+# another shard's line costs no parse and no Python. Its owner parses it; a
+# line that does not parse (invalid further on, too long) makes
 # `replay_sharded` fall back to one process: the output stays exact.
 
-_END = 1 << 62  # the tag "record" of the timers fired by the final advance
 Tagged = tuple[tuple[Any, ...], str, str, "str | None", int]  # tag, scene, user, key, ts
-_FAST = re.compile(rb'\{"user_id":"([^"\\]*)","ts":(-?[0-9]+)[,}]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,11 @@ class ShardResult:
     clock: int  # the engine's (its start value if nothing moved it)
     refused: dict[str, int] = field(default_factory=dict)  # by the trigger budget
     shortcut_wrong: bool = False  # a line's byte routing was wrong: redo in one process
+    # With replay_sharded's `write`: the triggers as (tag, line), rendered by
+    # the shard (`triggers` is then empty), and how many per scene.
+    lines: list[tuple[tuple[Any, ...], bytes]] = field(default_factory=list)
+    fired: dict[str, int] = field(default_factory=dict)
+    cpu: float = 0.0  # the shard process's CPU seconds
 
 
 def identity_roots(host: EngineHost, events: Iterable[Event]) -> dict[str, str]:
@@ -112,13 +136,15 @@ def file_identity_roots(path: str, fmt: Format, host: EngineHost) -> dict[str, s
 def replay_shard(
     records: Iterable[Record], target: EngineHost | Engine, shard: int, shards: int,
     advance_to: int | None = None, roots: Mapping[str, str] | None = None,
-    now_ms: int | None = None, jsonl_lines: Iterable[bytes] | None = None,
+    now_ms: int | None = None, jsonl: IO[bytes] | None = None, scan: Scanner | None = None,
 ) -> ShardResult:
     """One shard's part of a sharded replay: the users whose identity root
     (``roots``, default: found in ``records``) has ``crc32 % shards ==
-    shard``, every record moving the clock. With ``jsonl_lines`` (raw JSONL
-    lines, instead of ``records``) other shards' lines are skipped from their
-    bytes. ``now_ms``: the wall clock of ``engine.max_future_event_clock``."""
+    shard``, each timer tagged where the one-process engine fires it. With
+    ``jsonl`` (a binary JSONL stream, instead of ``records``) other shards'
+    lines are read from their bytes by ``scan`` (default: the C scanner if
+    built, else the Python one). ``now_ms``: the wall clock of
+    ``engine.max_future_event_clock``."""
     host = _host(target)
     engine = host.engine
     index = {scene.name: i for i, scene in enumerate(engine.scenes)}
@@ -128,45 +154,43 @@ def replay_shard(
     now = wall_ms() if now_ms is None else now_ms
     bound = host.max_future_ms
     timer_scenes = host.timer_scenes
+    router = Router(shard, shards, roots)
+    line = ClockLine(engine.clock)
+    fired_at = line.fired_at
     # (scene, user) -> where the latest arming sorts among armings: (record, 1)
-    # for an event's, (record, 0, the fire's tag...) for a next period armed as a
-    # timer fired (before the record's event applies, in firing order).
+    # for an event's, the fire's tag (record, 0, ...) for a next period armed as
+    # a timer fired (before the record's event applies, in firing order).
     armed_at: dict[tuple[str, str], tuple[Any, ...]] = {}
     rearmed: dict[tuple[str, str], int] = {}  # the arm seq of such a next period
     out: list[Tagged] = []
     rejected_before = host.counts.rejected.copy()
     refused_before = engine.budget_refused.copy()
     seq = engine.arm_count
-    read = 0
-    fast_ts: int | None = None  # the current line's ts, when it was routed from its bytes
-    fast_user = b""  # and its user_id's bytes
     wrong = False
-    crc32 = zlib.crc32
-
-    def route(user_id: str) -> int:
-        return crc32(roots.get(user_id, user_id).encode()) % shards
 
     periodic = engine.periodic_scenes
     if periodic:
         engine.periodic_log = []
 
-    def tag_timers(record: int, fired: list[Trigger]) -> None:
+    def tag_timers(fired: list[Trigger]) -> None:
         for t in fired:
             if t.scene in periodic:
                 continue  # tagged from the engine's log below, refused ones too
             arm = armed_at.pop((t.scene, t.user_id))
-            out.append(((record, 0, t.ts, arm, index[t.scene]), t.scene, t.user_id, None, t.ts))
+            out.append(((fired_at(t.ts, arm), 0, t.ts, arm, index[t.scene]), t.scene,
+                        t.user_id, None, t.ts))
         if periodic:
-            tag_periods(record)
+            tag_periods()
 
-    def tag_periods(record: int) -> None:
+    def tag_periods() -> None:
         """A consumed periodic timer (fired or refused) arms its next period
         then, in firing order: that arming sorts as the fire does."""
         log = engine.periodic_log
         assert log is not None
         for scene, user, deadline, given, armed in log:
             key = (scene, user)
-            tag = (record, 0, deadline, armed_at.pop(key), index[scene])
+            arm = armed_at.pop(key)
+            tag = (fired_at(deadline, arm), 0, deadline, arm, index[scene])
             if given:
                 out.append((tag, scene, user, None, deadline))
             if armed is not None:
@@ -174,68 +198,45 @@ def replay_shard(
                 rearmed[key] = armed
         log.clear()
 
-    def own_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
-        """The lines this shard must parse; another shard's lines move the clock."""
-        nonlocal read, fast_ts, fast_user
-        match = _FAST.match
-        by_bytes = {k.encode(): v.encode() for k, v in roots.items()}
-        advance = engine.advance  # the host's counts are not reported by a shard
-        for raw in lines:
-            found = match(raw)
-            if found is None:
-                fast_ts = None
-                yield raw
-                continue
-            fast_user, ts = found.group(1, 2)
-            fast_ts = int(ts)
-            user = fast_user
-            if crc32(by_bytes.get(user, user) if by_bytes else user) % shards == shard:
-                yield raw
-                continue
-            read += 1  # another shard's record (one per JSONL line)
-            if bound is not None and fast_ts - now > bound:
-                continue  # rejected as future_ts (its owner counts it): no clock move
-            if fast_ts > engine.clock and ((fired := advance(fast_ts)) or periodic):
-                tag_timers(read, fired)
-
-    if jsonl_lines is not None:
-        records = read_for(host, own_lines(jsonl_lines), "jsonl")
-    if bound is not None:  # see replay()
-        records = host.bounded(records, now)
+    own: Iterable[OwnRecord]
+    if jsonl is not None:
+        own = chain.from_iterable(jsonl_own(jsonl, host, line, router, now, bound,
+                                            scan or native_scanner() or scan_py))
+    else:
+        own = parsed_own(records, line, router, now, bound)
+    clocks = line.clocks
     freeze = gc.isenabled() and gc.get_freeze_count() == 0  # see replay()
     aliases = host.aliases  # the same dict all along (host.detach fills it)
     handle = engine.handle
+    advance = engine.advance  # the host's counts are not reported by a shard
+    taken = 0
     try:
-        for _, item in records:
-            read += 1  # the record's position: the same in every shard
-            if freeze and not read & 0x3FF:
-                gc.freeze()
+        for read, (_, item), read_ts in own:
             if type(item) is EventRejected:
-                if fast_ts is not None:  # a line routed here by its bytes
-                    wrong |= not (item.reason == REASON_FUTURE_TS and bound is not None
-                                  and fast_ts - now > bound)
-                    host.reject(item)
-                elif shard == 0:  # a line of no user: counted once
-                    host.reject(item)
+                wrong |= read_ts is not None  # a line read from its bytes must parse
+                host.reject(item)
                 continue
+            taken += 1
+            if freeze and not taken & 0x3FF:
+                gc.freeze()
             event: Any = item
-            if fast_ts is None:  # parsed to be routed
-                if route(event.user_id) != shard:
-                    tag_timers(read, host.advance(event.ts))
-                    continue
-            elif event.ts != fast_ts or event.user_id.encode() != fast_user:
-                wrong = True  # the bytes said another user or time (duplicate keys)
+            # Other users' records moved the clock to `before`: a late event
+            # must find the timers due by then fired (else handle() does it).
+            before = clocks[read - 1]
+            if before > event[1] and before > engine.clock and (
+                    (fired := advance(before)) or periodic):
+                tag_timers(fired)
             if aliases or event.fields.get("type") in IDENTITY_TYPES:
                 fired = host.take(event)  # the host's identify and alias rules
             else:
                 fired = handle(event)  # as EngineHost.feed does
             if fired:
                 timers = [t for t in fired if t.scene in timer_scenes]  # timers come first
-                tag_timers(read, timers)
+                tag_timers(timers)
                 out.extend(((read, 1, index[t.scene]), t.scene, t.user_id, t.key, t.ts)
                            for t in fired[len(timers):])
             elif periodic:
-                tag_periods(read)
+                tag_periods()
             if engine.arm_count != seq:  # this event armed timers: remember where
                 old, seq = seq, engine.arm_count
                 owner = host.aliases.get(event.user_id, event.user_id)  # an identify: K
@@ -247,11 +248,12 @@ def replay_shard(
     finally:
         if freeze:
             gc.unfreeze()
-    tag_timers(_END, host.advance(engine.clock if advance_to is None else advance_to))
+    tag_timers(advance(clocks[-1]))  # due before the last record: fired where they were
+    tag_timers(host.advance(engine.clock if advance_to is None else advance_to))
     pending = [((p.deadline, armed_at[(p.scene, p.user_id)], index[p.scene]), p.scene,
                 p.user_id, p.deadline) for p in engine.pending_timers()]
     rejected = host.counts.rejected - rejected_before
-    return ShardResult(out, pending, read, dict(rejected), len(engine.store), engine.clock,
+    return ShardResult(out, pending, line.read, dict(rejected), len(engine.store), engine.clock,
                        dict(engine.budget_refused - refused_before), wrong)
 
 
@@ -263,8 +265,16 @@ _shard_roots: dict[str, str] = {}
 _kept: list[EngineHost] = []
 
 
+def _rendered(result: ShardResult) -> ShardResult:
+    """The result with its triggers as the lines ``replay`` writes."""
+    lines = [(tag, trigger_line(Trigger(scene, user, key, ts)))
+             for tag, scene, user, key, ts in result.triggers]
+    fired = Counter(scene for _, scene, _, _, _ in result.triggers)
+    return replace(result, triggers=[], lines=lines, fired=dict(fired))
+
+
 def _run_shard(path: str, fmt: Format, shard: int, shards: int,
-               advance_to: int | None, now_ms: int) -> ShardResult:
+               advance_to: int | None, now_ms: int, scan: Scanner | None) -> ShardResult:
     config = _shard_config
     assert config is not None, "a shard runs in a process forked by replay_sharded"
     # Shards report triggers only: profiles only for scenes' user filters.
@@ -273,15 +283,19 @@ def _run_shard(path: str, fmt: Format, shard: int, shards: int,
     _kept.append(host)
     with open(path, "rb", buffering=1 << 20) as fh:
         if fmt == "jsonl":
-            return replay_shard((), host, shard, shards, advance_to, _shard_roots, now_ms, fh)
+            return replay_shard((), host, shard, shards, advance_to, _shard_roots, now_ms, fh,
+                                scan)
         return replay_shard(read_for(host, fh, fmt), host, shard, shards, advance_to,
                             _shard_roots, now_ms)
 
 
 def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards: int,
-                   advance_to: int | None, now_ms: int) -> None:
+                   advance_to: int | None, now_ms: int, scan: Scanner | None,
+                   render: bool) -> None:
     try:
-        answer: ShardResult | str = _run_shard(path, fmt, shard, shards, advance_to, now_ms)
+        result = _run_shard(path, fmt, shard, shards, advance_to, now_ms, scan)
+        result = _rendered(result) if render else result
+        answer: ShardResult | str = replace(result, cpu=time.process_time())
     except BaseException:
         answer = traceback.format_exc()
     conn.send(answer)
@@ -289,12 +303,18 @@ def _shard_process(conn: Connection, path: str, fmt: Format, shard: int, shards:
 
 
 def replay_sharded(
-    path: str, fmt: Format, config: AppConfig, shards: int, on_trigger: TriggerSink,
-    advance_to: int | None = None,
+    path: str, fmt: Format, config: AppConfig, shards: int, on_trigger: TriggerSink | None,
+    advance_to: int | None = None, scan: Scanner | None = None,
+    write: Callable[[bytes], object] | None = None,
 ) -> ReplaySummary:
     """`replay` of a file in ``shards`` processes: the same triggers in the
     same order, the same pending timers and counts (rejects are not passed
-    on one by one)."""
+    on one by one). The triggers go to ``on_trigger``, or with ``write`` as
+    their :func:`~scenetrigger.runtime.replay.trigger_line`, rendered by the
+    shards, in one call. ``scan``: the JSONL line
+    scanner (default: the C one if built, else the Python one)."""
+    if (on_trigger is None) == (write is None):
+        raise ValueError("replay_sharded: give on_trigger or write")
     global _shard_config, _shard_roots
     started = time.perf_counter()
     now = wall_ms()  # one wall clock for every shard (engine.max_future_event_clock)
@@ -305,7 +325,8 @@ def replay_sharded(
         # One process per shard (a pool may hand one process two shards).
         pipes = [context.Pipe(duplex=False) for _ in range(shards)]
         procs = [context.Process(target=_shard_process, daemon=True,
-                                 args=(sender, path, fmt, k, shards, advance_to, now))
+                                 args=(sender, path, fmt, k, shards, advance_to, now, scan,
+                                       write is not None))
                  for k, (_, sender) in enumerate(pipes)]
         for proc in procs:
             proc.start()
@@ -328,17 +349,25 @@ def replay_sharded(
     if any(r.shortcut_wrong for r in results):
         log.warning("sharded replay: a line's byte routing was wrong; replaying in one process")
         host = new_host(config, profiles=False)
+        sink = on_trigger or _line_sink(write)
         with open(path, "rb", buffering=1 << 20) as fh:
-            summary = replay(read_for(host, fh, fmt), host, on_trigger, advance_to=advance_to)
+            summary = replay(read_for(host, fh, fmt), host, sink, advance_to=advance_to)
         summary.seconds = time.perf_counter() - started
         return summary
     summary = ReplaySummary()
     for each in config.scene_list():
         summary.triggers[each.name] = 0
     # tags are unique, so tuples compare on their tags alone
-    for _, scene, user_id, key, ts in heapq.merge(*(r.triggers for r in results)):
-        summary.triggers[scene] += 1
-        on_trigger(Trigger(scene, user_id, key, ts))
+    if write is not None:
+        write(b"".join([line for _, line in sorted(chain.from_iterable(
+            r.lines for r in results))]))
+        for r in results:
+            summary.triggers.update(r.fired)
+    else:
+        assert on_trigger is not None
+        for _, scene, user_id, key, ts in heapq.merge(*(r.triggers for r in results)):
+            summary.triggers[scene] += 1
+            on_trigger(Trigger(scene, user_id, key, ts))
     summary.events_read = results[0].read  # every shard counts every record
     for r in results:
         summary.rejected.update(r.rejected)
@@ -348,6 +377,16 @@ def replay_sharded(
     summary.pending = [PendingTimer(scene, user_id, deadline)
                        for _, scene, user_id, deadline in pending]
     summary.users = sum(r.users for r in results)
+    summary.shard_cpu = [r.cpu for r in results]
     summary.clock = max(r.clock for r in results) if summary.events_taken else None
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _line_sink(write: Callable[[bytes], object] | None) -> TriggerSink:
+    assert write is not None
+
+    def sink(trig: Trigger) -> None:
+        write(trigger_line(trig))
+
+    return sink

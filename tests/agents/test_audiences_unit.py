@@ -26,6 +26,7 @@ def host_on(table: dict[bytes, bytes]) -> PartitionHost:
     host = PartitionHost.build(0, store, cfg.scene_list(), cfg.engine.limits(),
                                cfg.engine.input_rules(), "event")
     host.host.audiences = cfg.audience_tracker(store)  # as agents.partitions builds it
+    host.audience_names = tuple(cfg.audiences)  # as agents.partitions builds it
     host.rebuild()
     return host
 
@@ -57,5 +58,9 @@ def test_an_erasure_ends_every_membership() -> None:
         ("recent", "u", "enter", (T0 + 1000) / 1000, "condition")]
     host.on_event(ev("u", T0 + 2000, ERASE), 3, 0)
     assert changes(host) == [("recent", "u", "exit", (T0 + 2000) / 1000, "erased")]
+    # then every audience key of the user is deleted, the left one too (its
+    # exit record names the user): the tombstones the agent sends after the exits
+    assert host.audience_tombstones() == [b"carted_not_bought|u", b"recent|u"]
+    assert host.audience_tombstones() == []
     host.on_event(ev("w", T0 + 3 * H, "page"), 4, 0)
     assert changes(host) == []  # the erased user's re-evaluation is gone with its state

@@ -130,3 +130,32 @@ def test_produce_dead_letters_unsigned_identify_unless_the_operator_vouches() ->
     with pytest.raises(SceneTriggerError, match=IDENTIFY_TOKEN_ENV):
         identify_admission(True, {})
     assert issubclass(EventRejected, SceneTriggerError)
+
+
+async def test_a_browser_cannot_record_deliveries_slot_impressions_or_opens() -> None:
+    # What the review forged: a slot impression (a "delivered" with a slot
+    # field) under another user's id with the public token, which that user's
+    # purchase would then have converted in the slot's funnel row.
+    from agents.identity_gate import REASON_SYSTEM_TYPE
+
+    publisher = MemoryPublisher()
+    client = await _client(publisher, token=PUBLIC, identify_token=BACKEND)
+    forged = {"type": "delivered", "user_id": "bob", "ts": 1, "channel": "slot",
+              "slot": "home", "variant": "hot_deals", "message_id": "slot:home:hot_deals:1:bob"}
+    try:
+        for kind in ("delivered", "failed", "opened", "clicked", "converted", "catalog_change"):
+            resp = await client.post("/events", data=orjson.dumps([{**forged, "type": kind}]),
+                                     headers={"Authorization": f"Bearer {PUBLIC}"})
+            body = await resp.json()
+            assert (resp.status, body["reason"], body["items"]) == (403, REASON_SYSTEM_TYPE,
+                                                                    [0]), kind
+        assert publisher.messages == []
+        shared = {**forged, "type": "shared"}  # the shopper's own act: a browser may say it
+        resp = await client.post("/events", data=orjson.dumps([shared]),
+                                 headers={"Authorization": f"Bearer {PUBLIC}"})
+        assert resp.status == 202
+        resp = await client.post("/events", data=orjson.dumps([forged]),
+                                 headers={"Authorization": f"Bearer {BACKEND}"})
+        assert resp.status == 202  # the backend may (a shop's own delivery records)
+    finally:
+        await client.close()

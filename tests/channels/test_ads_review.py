@@ -37,8 +37,8 @@ def test_an_audience_with_consent_none_is_synced_without_ads_consent() -> None:
     """``consent: none`` (docs/ads.md): the sinks check no consent for that
     audience; the do-not-contact list still holds."""
     from channels.ads.build import build_sync
-    from channels.ads.membership import Membership
     from config.loader import load_config_text
+    from triggers.audiences.record import AudienceChange
 
     config = load_config_text(
         "scenes: {look: {kind: arrival, when: {type: page}}}\n"
@@ -55,8 +55,8 @@ def test_an_audience_with_consent_none_is_synced_without_ads_consent() -> None:
                       env={"HOOK_SECRET": "s" * 32})
 
     async def main() -> list[str]:
-        got = [await sync.apply(Membership("open", "u1", "enter", 1.0)),
-               await sync.apply(Membership("asked", "u1", "enter", 1.0))]
+        got = [await sync.apply(AudienceChange("open", "u1", "enter", 1.0, "condition")),
+               await sync.apply(AudienceChange("asked", "u1", "enter", 1.0, "condition"))]
         await sync.close()
         return got
 

@@ -11,7 +11,6 @@ import logging
 import pytest
 
 from channels.ads.build import DryRunClient, build_sync
-from channels.ads.membership import Membership
 from channels.ads.sink import BatchingSink
 from channels.ads.state import MemorySyncState
 from channels.ads.sync import AdsConsentWatch, AudienceSync
@@ -30,6 +29,7 @@ from tests.channels.ads_fixtures import (
     expected_row,
     four_platforms,
 )
+from triggers.audiences.record import AudienceChange
 
 NAMES = ("meta", "google", "tiktok", "hook")
 KEYS = HashKeys(b"k" * 32)
@@ -43,8 +43,8 @@ def sync_for(platforms: Platforms, contacts: list[Contact], consent: MemoryConse
     return sync
 
 
-def enter(user: str, ts: float = 1.0) -> Membership:
-    return Membership(AUDIENCE, user, "enter", ts, "scene viewed")
+def enter(user: str, ts: float = 1.0) -> AudienceChange:
+    return AudienceChange(AUDIENCE, user, "enter", ts, "scene viewed")
 
 
 async def _run(platforms: Platforms, sync: AudienceSync, users: list[str]) -> None:
@@ -86,8 +86,8 @@ def test_exit_removes_only_where_synced_and_consent_is_asked() -> None:
             sync = sync_for(platforms, contacts, consent)
             await _run(platforms, sync, [c.user_id for c in contacts])
             assert sync.outcomes["no_consent"] == 1
-            await sync.apply(Membership(AUDIENCE, "u2", "exit", 2.0, "bought"))
-            await sync.apply(Membership(AUDIENCE, "u1", "exit", 2.0, "bought"))
+            await sync.apply(AudienceChange(AUDIENCE, "u2", "exit", 2.0, "bought"))
+            await sync.apply(AudienceChange(AUDIENCE, "u1", "exit", 2.0, "bought"))
             await sync.drain()
             assert sync.outcomes["not_synced"] == 1  # u1 never went out
             for name in NAMES:

@@ -15,6 +15,7 @@ from channels.ads.identifiers import Style, hashed_email, hashed_phone, internat
 from channels.ads.membership import MembershipError, decode_record, read_jsonl
 from channels.ads.sink import Batch, BatchingSink, HashedMember, Member, batch_id
 from channels.transports.retry import Attempt, RetryPolicy
+from triggers.audiences.record import AudienceChange, AudienceTombstone
 
 
 def sha(text: str) -> str:
@@ -50,8 +51,12 @@ def test_membership_records_are_read_strictly() -> None:
     value = orjson.dumps({"audience": "a", "user_id": "u", "op": "enter", "ts": 1.5,
                           "reason": "r"})
     found = decode_record(b"a|u", value)
-    assert found is not None and (found.op, found.ts, found.key) == ("enter", 1.5, "a|u")
-    assert decode_record(b"a|u", None) is None  # a tombstone
+    assert found == AudienceChange("a", "u", "enter", 1.5, "r") and found.key == b"a|u"
+    # a tombstone (an erasure): the key names the audience and the user
+    assert decode_record(b"a|u|x", None) == AudienceTombstone("a", "u|x")
+    for bad in (b"a", b"|u", None):
+        with pytest.raises(MembershipError):
+            decode_record(bad, None)
     with pytest.raises(MembershipError, match="key"):
         decode_record(b"a|v", value)
     with pytest.raises(MembershipError, match="op"):
@@ -196,11 +201,11 @@ def test_forgetting_a_user_without_contact_points_says_what_was_not_removed() ->
 
 
 def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
-    from channels.ads.membership import Membership
     from channels.ads.state import MemorySyncState
     from channels.ads.sync import AudienceSync
     from channels.audience.consent import MemoryConsentStore
     from channels.audience.directory import Contact, MemoryDirectory
+    from triggers.audiences.record import AudienceChange
 
     directory = MemoryDirectory()
     directory.users["u1"] = Contact("u1", email="a@x.com")
@@ -208,7 +213,7 @@ def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
     sink = _sink([Attempt(False, "HTTP 400", False, 400)], [])
     sync = AudienceSync({"meta": sink}, {"meta": {"a": "1"}}, directory,
                         MemoryConsentStore(), state)
-    enter = Membership("a", "u1", "enter", 1.0)
+    enter = AudienceChange("a", "u1", "enter", 1.0, "condition")
 
     async def main() -> list[str]:
         seen = [await sync.apply(enter)]
@@ -217,7 +222,7 @@ def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
         seen.append(await sync.apply(enter))  # so the next read sends it again
         await sync.drain()
         seen.append(str(await state.synced("u1")))
-        seen.append(await sync.apply(Membership("a", "u1", "exit", 2.0)))
+        seen.append(await sync.apply(AudienceChange("a", "u1", "exit", 2.0, "condition")))
         seen.append(await sync.apply(enter))  # back in before the exit went out
         await sync.drain()
         seen.append(str(await state.synced("u1")))
@@ -231,18 +236,18 @@ def test_the_state_says_synced_only_once_the_platform_took_the_batch() -> None:
 
 
 def test_a_consent_withdrawn_elsewhere_removes_the_member_at_their_next_record() -> None:
-    from channels.ads.membership import Membership
     from channels.ads.state import MemorySyncState
     from channels.ads.sync import AudienceSync
     from channels.audience.consent import ConsentRecord, MemoryConsentStore
     from channels.audience.directory import Contact, MemoryDirectory
+    from triggers.audiences.record import AudienceChange
 
     directory = MemoryDirectory()
     directory.users["u1"] = Contact("u1", email="a@x.com")
     consent, state = MemoryConsentStore(), MemorySyncState()
     sink = _sink([], [])
     sync = AudienceSync({"meta": sink}, {"meta": {"a": "1"}}, directory, consent, state)
-    enter = Membership("a", "u1", "enter", 1.0)
+    enter = AudienceChange("a", "u1", "enter", 1.0, "condition")
 
     async def main() -> list[str]:
         seen = [await sync.apply(enter)]

@@ -116,11 +116,11 @@ def test_the_console_lists_and_looks_up_every_kind() -> None:
     from scenetrigger.console.state import ConsoleState
 
     state = ConsoleState(load_config())
-    names = ("e", "t", "d")
+    names = ("e", "t", "d", "a")
     records = [*every_kind()[:-1], DecisionRecord.decode(
         b'{"ts":1780000000011,"user_id":"ann","outcome":"unsubscribed","channel":"email"}')]
     for record in records:
-        [read] = _decode("d", record.encode(), names, state.config, None, None, None)
+        [read] = _decode("d", None, record.encode(), names, state.config, None, None, None)
         assert read == record
         state.write(read)
     assert len(state.recent_decisions()) == len(records)

@@ -223,3 +223,30 @@ def test_check_config_names_the_send_time() -> None:
 
     text = summary("c.yaml", config(max_delay="5h"))
     assert "send time: best hour within 5h" in text.splitlines()[2]
+
+
+async def test_a_hold_never_lands_in_quiet_hours_and_is_counted() -> None:
+    # A peak at each quiet hour (22:00-08:00 UTC): the hold may go to another
+    # hour or none, never into the quiet period; each hold counts one deferral.
+    rng = random.Random(23)
+    held = 0
+    for n, peak in enumerate((22, 23, 0, 1, 2, 3, 4, 5, 6, 7)):
+        pipeline, _ = pipeline_for(config())
+        state = opener(f"q{n}", "UTC", peak, rng, noise=0)
+        now = START + 30 * DAY + 12 * HOUR
+        outcome = await pipeline.deliver(Trigger("reminder", f"q{n}", None, now), state, now)
+        if outcome.status == "deferred":
+            assert outcome.due_ms is not None
+            hour = datetime.fromtimestamp(outcome.due_ms / 1000, UTC).hour
+            assert 8 <= hour < 22, (peak, hour)
+            held += 1
+        assert pipeline.policy.deferred == (1 if outcome.status == "deferred" else 0)
+    wide, _ = pipeline_for(config(quiet=False))
+    state = opener("w", "UTC", 23, rng, noise=0)
+    now = START + 30 * DAY + 12 * HOUR
+    outcome = await wide.deliver(Trigger("reminder", "w", None, now), state, now)
+    assert (outcome.status, outcome.reason) == ("deferred", "send_time")
+    assert wide.policy.deferred == 1
+    again = opener("w2", "UTC", 23, rng, noise=0)
+    second = await wide.deliver(Trigger("reminder", "w2", None, now), again, now)
+    assert second.status == "deferred" and wide.policy.deferred == 2

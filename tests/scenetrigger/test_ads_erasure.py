@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from channels.ads.build import build_sync
-from channels.ads.membership import Membership
 from channels.ads.state import RedisSyncState
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import RedisDirectory
@@ -32,6 +31,7 @@ from tests.channels.ads_fixtures import (
     expected_row,
     four_platforms,
 )
+from triggers.audiences.record import AudienceChange
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 NAMES = ("meta", "google", "tiktok", "hook")
@@ -50,7 +50,8 @@ async def _synced(redis: Redis, platforms: Platforms) -> AppConfig:
     sync = build_sync(config, directory, RedisConsentStore(redis, prefix, KEYS),
                       RedisSyncState(redis, prefix), env=ENV)
     for contact in CONTACTS:
-        assert await sync.apply(Membership(AUDIENCE, contact.user_id, "enter", 1.0)) == "added"
+        change = AudienceChange(AUDIENCE, contact.user_id, "enter", 1.0, "condition")
+        assert await sync.apply(change) == "added"
     await sync.drain()
     await sync.close()
     for name in NAMES:

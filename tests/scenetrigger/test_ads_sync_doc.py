@@ -26,7 +26,8 @@ from tests.services import REPO, free_port, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 DOC = REPO / "docs" / "ads.md"
-FIRST = "## Syncing to ad platforms"  # this side's sections run from here to the end
+FIRST = "## Syncing to ad platforms"  # this side's sections run from here to the slots'
+SLOTS = "## On-site slots"  # tests/scenetrigger/test_slots_doc.py runs those
 BIN = Path(sys.executable).parent
 SECRETS = {"META_ACCESS_TOKEN": "meta-token", "GOOGLE_ADS_TOKEN": "google-token",
            "GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token", "TIKTOK_ACCESS_TOKEN": "tiktok-token",
@@ -61,8 +62,9 @@ def doc_config(platforms: Platforms, prefix: str) -> str:
 def test_the_ads_doc_runs_as_written(redis_url: str, tmp_path: Path) -> None:
     if shutil.which("jq") is None or shutil.which("curl") is None:
         pytest.fail("curl and jq are needed to run the doc's examples")
-    start = DOC.read_text(encoding="utf-8").splitlines().index(FIRST) + 1
-    blocks = [b for b in sh_blocks(DOC) if b.line > start]
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    start, end = lines.index(FIRST) + 1, lines.index(SLOTS) + 1
+    blocks = [b for b in sh_blocks(DOC) if start < b.line < end]
     assert len([b for b in blocks if b.expected is not None]) >= 6
     prefix = f"adoc{uuid.uuid4().hex[:6]}:"
     port = free_port()

@@ -211,3 +211,18 @@ def test_an_erasure_drops_the_users_audience_records() -> None:
     state.erased["bob"] = 5_000  # a record older than bob's erasure is not kept again
     state.membership(AudienceChange("a", "bob", "exit", 4.0, "condition"))
     assert [m.op for m in state.memberships] == ["enter"]
+
+
+def test_consent_changes_and_erasures_are_not_counted_as_a_scene() -> None:
+    from channels.feedback.decisions import erasure_record, feedback_record
+    from channels.feedback.events import FeedbackEvent
+
+    state = _state()
+    for i, kind in enumerate(("unsubscribed", "unsubscribed", "subscribed")):
+        state.write(feedback_record(FeedbackEvent(kind, "a", T0 + i, "", "email", "",
+                                                  source="link")))
+    state.write(erasure_record("c", T0 + 5, "api"))
+    summary = state.summary()
+    assert set(summary["scenes"]) == {"arrive"}
+    assert summary["consent_changes"] == {"unsubscribed": 2, "subscribed": 1, "erased": 1}
+    assert not any(name.endswith(":consent") for name in state.rates()["series"])

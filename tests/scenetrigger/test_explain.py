@@ -189,3 +189,25 @@ scenes:
     said = "user filter segments {champion}; the profile had segment:new_or_lapsed"
     assert whys == {"picky": [said], "waits": [said]}
     assert f"2019-10-01 00:00:00  refused  picky: {said}" in timeline.render()
+
+
+def test_windows_now_says_held_and_needed_for_repeat_and_sequence() -> None:
+    # Four views within the window of a count-3 repeat (it fired at the third
+    # and, with no cooldown, at the fourth): the window holds 4 and needs 3,
+    # said so, not "4 of 3". A sequence's
+    # `first` times are shown too (they were left out before).
+    from triggers.events import Event
+
+    config = load_config_text("""
+scenes:
+  looks: {kind: repeat, when: {type: view}, count: 3, within: 30m}
+  then_cart: {kind: sequence, first: {type: view}, then: {type: cart}, within: 1h}
+""")
+    t0 = 1_569_888_000_000
+    views = [(i, Event("u", t0 + i * 60_000, "view",
+                       {"user_id": "u", "ts": t0 + i * 60_000, "type": "view"}))
+             for i in range(4)]
+    timeline = explain_replay(views, config, {"u"})["u"]
+    assert timeline.windows == [
+        "looks: 4 within 30m still in the window (3 needed), last fired 2019-10-01 00:03:00",
+        "then_cart: 4 `first` within 1h still in the window, waiting for `then`"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from channels.ads.membership import Membership
 from scenetrigger.cli.main import main
 from strategies.ads_roi import channel_report, read_spend
+from triggers.audiences.record import AudienceChange
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
@@ -28,19 +28,19 @@ def in_holdout(user: str) -> bool:
     return int.from_bytes(digest.digest(), "big") / 2**64 < SHARE
 
 
-def _data() -> tuple[list[Membership], list[Event], dict[str, bool]]:
+def _data() -> tuple[list[AudienceChange], list[Event], dict[str, bool]]:
     rng = random.Random(11)
     records, events, converted = [], [], {}
     for n in range(600):
         user = f"u{n}"
-        records.append(Membership(AUDIENCE, user, "enter", float(T0 + n), "viewed"))
+        records.append(AudienceChange(AUDIENCE, user, "enter", float(T0 + n), "viewed"))
         chance = 0.10 if in_holdout(user) else 0.30
         buys = rng.random() < chance
         converted[user] = buys
         at = (T0 + n) * 1000 + (DAY_MS // 2 if buys else -1_000)  # a purchase before: not one
         events.append(Event(user, at, "purchase", {"type": "purchase"}))
         events.append(Event(user, (T0 + n) * 1000 + 3 * DAY_MS, "purchase", {}))  # too late
-    records.append(Membership(AUDIENCE, "u1", "exit", float(T0 + 9_000), "bought"))
+    records.append(AudienceChange(AUDIENCE, "u1", "exit", float(T0 + 9_000), "bought"))
     return records, events, converted
 
 

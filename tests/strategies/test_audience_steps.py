@@ -138,3 +138,85 @@ def test_a_step_on_a_condition_audience_is_refused() -> None:
                           "retarget: {purchase: {within: 1d}}")
     with pytest.raises(ConfigError, match="has conditions"):
         load_config_text(text)
+
+
+REPEATED = """
+scenes:
+  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
+audiences:
+  retarget: {journey: true}
+strategies:
+  journeys:
+    twice:
+      entry: {scene: cart_abandonment}
+      steps:
+        - audience: {add: retarget}
+        - wait: 1h
+        - audience: {add: retarget}
+        - audience: {remove: retarget}
+        - wait: 1h
+        - audience: {remove: retarget}
+    also:
+      entry: {scene: cart_abandonment}
+      steps:
+        - wait: 30m
+        - audience: {add: retarget}
+"""
+
+
+def test_a_step_writes_only_what_changes_the_membership() -> None:
+    """Idempotent steps: adding a user already in (by this journey or another)
+    or removing one not in writes nothing; the membership is kept in the
+    journey state (its byte encoding: a restarted host knows it too)."""
+    from strategies.state import BytesJourneyStore, JourneyUser
+
+    config = load_config_text(REPEATED)
+    stored: dict[str, bytes] = {}
+    eng = JourneyEngine(Registry(config.strategies.all_journeys(),
+                                 scenes=frozenset({"cart_abandonment"})),
+                        store=BytesJourneyStore(stored))
+    got = changes(eng.on_trigger(Trigger("cart_abandonment", "u", None, T0)))
+    assert got == [AudienceChange.at("retarget", "u", "enter", T0, "journey")]
+    assert JourneyUser.decode(stored["u"]).audiences == {"retarget"}
+    assert changes(eng.advance(T0 + 1_800_001)) == []  # "also" adds: already in
+    # "twice" adds again (nothing), then removes (the exit), then waits
+    got = changes(eng.advance(T0 + 3_600_001))
+    assert got == [AudienceChange.at("retarget", "u", "exit", T0 + 3_600_000, "journey")]
+    assert JourneyUser.decode(stored["u"]).audiences == set()
+    assert changes(eng.advance(T0 + 7_200_001)) == []  # removing one not in: nothing
+
+
+def test_journey_state_without_audiences_encodes_as_before() -> None:
+    from strategies.state import JourneyUser
+
+    user = JourneyUser()
+    user.tags = {"vip"}
+    assert orjson.loads(user.encode()) == [1, ["vip"], {}, {}, {}]
+    user.audiences = {"b", "a"}
+    assert orjson.loads(user.encode())[-1] == ["a", "b"]
+    assert JourneyUser.decode(user.encode()).audiences == {"a", "b"}
+
+
+def test_a_state_from_before_memberships_were_kept_still_removes() -> None:
+    """A journey state written before the audiences were kept (five fields)
+    may belong to a user an earlier step added: a remove must still be
+    written (else a buyer stays in retargeting); an add is written too, and
+    after it only the audiences it knows of are skipped."""
+    from strategies.state import MAYBE_OTHERS, BytesJourneyStore, JourneyUser
+
+    config = load_config_text(REPEATED)
+    old = JourneyUser()
+    stored = {"u": orjson.dumps(orjson.loads(old.encode())[:5])}
+    assert JourneyUser.decode(stored["u"]).audiences is None
+    eng = JourneyEngine(Registry(config.strategies.all_journeys(),
+                                 scenes=frozenset({"cart_abandonment"})),
+                        store=BytesJourneyStore(stored))
+    eng.on_trigger(Trigger("cart_abandonment", "u", None, T0))
+    assert JourneyUser.decode(stored["u"]).audiences == {MAYBE_OTHERS, "retarget"}
+    eng.advance(T0 + 3_600_001)  # "twice": the add is skipped, the remove written
+    got = changes(eng.advance(T0 + 7_200_001))  # removing again: may be in from before
+    assert got == [AudienceChange.at("retarget", "u", "exit", T0 + 7_200_000, "journey")]
+    new = JourneyUser()
+    assert orjson.loads(new.encode()) == [1, [], {}, {}, {}]  # no step: five fields
+    new.audience_steps = True
+    assert orjson.loads(new.encode())[-1] == []  # after a step an empty set is known

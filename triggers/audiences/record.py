@@ -8,6 +8,11 @@ On Kafka: topic ``PREFIX.audiences`` (compacted), key the UTF-8 bytes of
 fields as one JSON line with ``"kind": "audience"`` first
 (:func:`audience_line`), apart from the trigger lines. Decoding is strict:
 :class:`AudienceRecordError` names what is wrong.
+
+An erasure deletes the user's keys: a tombstone (null value) per
+``audience|user_id`` key, after the exits, so compaction keeps nothing of
+the user. A topic reader gets it as an :class:`AudienceTombstone`
+(:func:`decode_topic_record`).
 """
 
 from __future__ import annotations
@@ -70,6 +75,46 @@ class AudienceChange:
 def change_key(audience: str, user_id: str) -> bytes:
     """The compaction key: the latest change per audience and user is kept."""
     return f"{audience}|{user_id}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceTombstone:
+    """A deleted key of the topic (a null value, written on erasure): the
+    user is in none of ``audience``, and a reader keeps nothing of them
+    under this key."""
+
+    audience: str
+    user_id: str
+
+    @property
+    def key(self) -> bytes:
+        return change_key(self.audience, self.user_id)
+
+    def as_exit(self, ts: float) -> AudienceChange:
+        """The exit it stands for (for readers that act on exits: the ad sync)."""
+        return AudienceChange(self.audience, self.user_id, EXIT, ts, REASON_ERASED)
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    """``(audience, user_id)`` of a topic key (an audience name has no ``|``)."""
+    audience, bar, user_id = key.decode(errors="replace").partition("|")
+    if not bar or not audience or not user_id:
+        raise AudienceRecordError(f"key {key!r} is not 'audience|user_id'")
+    return audience, user_id
+
+
+def decode_topic_record(key: bytes | None, value: bytes | None
+                        ) -> AudienceChange | AudienceTombstone:
+    """A record of ``PREFIX.audiences``: a change (its key, when given, must
+    agree with it) or, for a null value, the tombstone of its key."""
+    if value is None:
+        if key is None:
+            raise AudienceRecordError("a null value without a key")
+        return AudienceTombstone(*split_key(key))
+    change = decode_change(value)
+    if key is not None and key != change.key:
+        raise AudienceRecordError(f"key {key!r} does not match {change.key!r}")
+    return change
 
 
 def encode_change(change: AudienceChange) -> bytes:

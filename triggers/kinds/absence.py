@@ -96,8 +96,8 @@ def explain_absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Tr
                          f"a {noun(scene.cancel, False)} at {hm(event.ts)}")
             armed = None
         elif start(event.fields):
-            if armed is not None:
-                story = f"re-armed by the {noun(scene.start, False)} at {hm(event.ts)}"
+            # A re-arm tells no story of its own: the armed timer's end
+            # (pending, consumed or fired) always follows and is the one told.
             armed = event
     settle(None)
     fired = tuple(Fired(t, absence_why(scene, t)) for t in fires)

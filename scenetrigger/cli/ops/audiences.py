@@ -4,7 +4,8 @@ membership to the ad platforms of the config's ``ads:`` section
 
 ``sync`` reads membership records (enter / exit) from the compacted topic
 ``PREFIX.audiences`` (``--broker``; from the beginning, then, with
-``--follow``, as they come) or from a replay output file (``--from``: its
+``--follow``, as they come; an erasure's tombstone is an exit, reason
+``erased``) or from a replay output file (``--from``: its
 ``"kind": "audience"`` lines) and adds or removes each user on every sink
 that maps the audience. ``--dry-run`` builds and counts the batches and
 sends nothing. ``--directory FILE`` reads contact points from a JSON-lines
@@ -208,6 +209,7 @@ async def _topic(args: argparse.Namespace) -> AsyncIterator[Any]:
     from agents.kafka_clients import started_reader
     from agents.topics import bootstrap_servers
     from channels.ads.membership import MembershipError, decode_record
+    from triggers.audiences.record import AudienceTombstone
 
     if not args.topic_prefix:
         raise SceneTriggerError("--broker needs --topic-prefix (the topic is PREFIX.audiences)")
@@ -235,7 +237,9 @@ async def _topic(args: argparse.Namespace) -> AsyncIterator[Any]:
                     except MembershipError as exc:
                         yield exc
                         continue
-                    if found is not None:
+                    if isinstance(found, AudienceTombstone):  # an erasure: out where synced
+                        yield found.as_exit(record.timestamp / 1000)
+                    else:
                         yield found
     finally:
         await consumer.stop()

@@ -6,7 +6,9 @@ dedupe, deferred messages, message index), the user's dead-letter entries
 and, with ``--decisions FILE``, the user's lines of a decision log file are
 removed at once. With ``--broker`` an ``erase`` event goes to the events
 topic, keyed by the user: the worker that owns the user's partition deletes
-the table key (a tombstone in the changelog). Prints the receipt.
+the table key (a tombstone in the changelog), and a tombstone for the user
+goes to ``PREFIX.profiles`` (when it exists), so ``scenetrigger profiles``
+deletes the live profile wherever it fills one. Prints the receipt.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             started = producer
 
             decisions = topic_name(args.topic_prefix, "decisions")
+            profiles = await _existing(bootstrap_servers(args.broker),
+                                       topic_name(args.topic_prefix, "profiles"))
 
             async def forget_in_worker(user_id: str, now_ms: int) -> None:
                 event = {"user_id": user_id, "ts": now_ms, "type": ERASE}
@@ -106,6 +110,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 await started.send_and_wait(  # the decision log's record of it
                     decisions, erasure_record(user_id, now_ms, "cli").encode(),
                     key=user_id.encode())
+                if profiles is not None:  # the live profile's tombstone (compacted topic)
+                    await started.send_and_wait(profiles, None, key=user_id.encode())
 
             forget = forget_in_worker
         receipt: dict[str, Any] = await eraser_for(args, client, forget).erase(args.user)
@@ -114,3 +120,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         if producer is not None:
             await producer.stop()
         await client.aclose()
+
+
+async def _existing(bootstrap: str, topic: str) -> str | None:
+    """``topic`` if the cluster has it (a send to a missing one would wait)."""
+    from agents.kafka_clients import open_client
+    from agents.replication import existing_topics
+
+    client = await open_client(bootstrap)
+    try:
+        return topic if topic in await existing_topics(client, [topic]) else None
+    finally:
+        await client.close()

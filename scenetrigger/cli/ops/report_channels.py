@@ -11,11 +11,12 @@ import os
 import sys
 from collections.abc import Iterator
 
-from channels.ads.membership import Membership, MembershipError, read_jsonl
+from channels.ads.membership import MembershipError, read_jsonl
 from config.models import AppConfig
 from scenetrigger.cli.ops.report import write_report
 from scenetrigger.runtime.sources import open_input, pick_format, read_events
 from strategies.ads_roi import Spend, channel_json, channel_report, read_spend, render_channels
+from triggers.audiences.record import AudienceChange
 from triggers.errors import SceneTriggerError
 from triggers.events import Event
 
@@ -45,7 +46,7 @@ def run_channels(args: argparse.Namespace, config: AppConfig, window_ms: int) ->
     return 0
 
 
-def _members(lines: Iterator[bytes], name: str) -> Iterator[Membership]:
+def _members(lines: Iterator[bytes], name: str) -> Iterator[AudienceChange]:
     for number, item in read_jsonl(lines):
         if isinstance(item, MembershipError):
             raise SceneTriggerError(f"{name}:{number}: {item}")

@@ -3,7 +3,7 @@
 Embedded mode (``--events FILE``): the file is replayed at ``--rate`` events
 per second through the engine and the delivery pipeline (dry-run), and the
 page follows it. Kafka mode (``--broker``): the deployment's events,
-triggers and decisions topics are read and followed; a user lookup reads the
+triggers, decisions and audiences topics are read and followed; a user lookup reads the
 topics and the workers' state changelog (as ``explain --broker``). Admin
 actions need an admin token (``$SCENETRIGGER_ADMIN_TOKEN`` or
 ``$SCENETRIGGER_ADMIN_TOKENS``, as ``scenetrigger config``; refused when none
@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
                         help="embedded mode: events per second (default 200)")
     parser.add_argument("--broker", help="Kafka mode: the deployment's bootstrap "
                                          "(default $SCENETRIGGER_KAFKA)")
-    parser.add_argument("--topic-prefix", help="Kafka mode: PREFIX.events/.triggers/.decisions")
+    parser.add_argument("--topic-prefix", help="Kafka mode: PREFIX.events/.triggers/.decisions/"
+                                               ".audiences")
     parser.add_argument("--app-id",
                         help="Kafka mode: the workers' --app-id (user lookups read its state; "
                              "default: the --topic-prefix, else scenetrigger)")

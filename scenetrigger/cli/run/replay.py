@@ -125,8 +125,8 @@ def _run_sharded(args: argparse.Namespace, config: Any) -> int:
     with open_input(args.events) as (stream, _size):
         fmt, _lines = pick_format(args.format, stream, args.events)
     with _open_out(args.out) as out:
-        summary = replay_sharded(args.events, fmt, config, args.jobs, jsonl_trigger_writer(out),
-                                 args.advance_to)
+        summary = replay_sharded(args.events, fmt, config, args.jobs, None, args.advance_to,
+                                 write=out.write)
     return _report(args, summary, fmt, None, 0)
 
 

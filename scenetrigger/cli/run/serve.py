@@ -22,6 +22,9 @@ Routes (all on one port, loopback by default):
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
 * ``POST /catalog``: catalog records onto the catalog stream (its own token,
   ``$SCENETRIGGER_CATALOG_TOKEN``; needs ``--broker``; :mod:`scenetrigger.serve.catalog_http`);
+* ``GET /slots/{slot}?user=ID&sig=SIG``: an on-site slot's content for this
+  visitor now, from the live profile and tags; ``GET /slots.js``, the snippet
+  (:mod:`scenetrigger.serve.slots_http`, docs/ads.md "On-site slots");
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
@@ -65,6 +68,8 @@ from channels.ads.build import watch_ads_consent
 from channels.audience.consent import RedisConsentStore
 from channels.audience.consent_http import ConsentRoutes
 from channels.audience.directory import RedisDirectory
+from channels.content.catalog import CachedCatalog, MemoryCatalog, RedisCatalog
+from channels.content.slots import SlotContent
 from channels.feedback.decisions import erasure_record
 from channels.feedback.events import (
     FeedbackApp,
@@ -74,6 +79,7 @@ from channels.feedback.events import (
     RedisMessageIndex,
 )
 from channels.feedback.kafka_sink import KafkaFeedbackSink
+from channels.feedback.slot_ids import SlotAwareIndex
 from channels.infra_retry import InfraMetrics, unavailable_middleware
 from channels.policy.decide import DeliveryPolicy
 from channels.policy.store import RedisPolicyStore
@@ -86,6 +92,7 @@ from config.models import AppConfig
 from config.tokens import (
     CATALOG_TOKEN_ENV,
     IDENTIFY_TOKEN_ENV,
+    SLOT_SECRET_ENV,
     AdminTokens,
     bearer,
     token_matches,
@@ -96,17 +103,20 @@ from scenetrigger.ops.erasure import Eraser
 from scenetrigger.ops.user_admin import UserAdmin
 from scenetrigger.serve.catalog_http import add_catalog_route
 from scenetrigger.serve.site import SwappableSite
+from scenetrigger.serve.slots_http import SlotRoutes
 from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
 
 INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
 WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
+POOL_WAIT_S = 5.0
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("serve", help="HTTP: open pixel, click redirect, provider "
-                                          "callbacks, inbox, tags/score, /metrics")
+                                          "callbacks, inbox, tags/score, on-site slots, "
+                                          "/metrics")
     parser.add_argument("--config", help="config (delivery.tracking, channels, strategies)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 = any)")
@@ -119,7 +129,8 @@ def register(sub: Any) -> None:
                         help="also publish to the journeys' feedback topic "
                              "(PREFIX.feedback, read by `scenetrigger journeys`)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
-                        help="Redis prefix of tags and scores (as `journeys --redis-prefix`)")
+                        help="Redis prefix of tags, scores and live profiles (as `journeys "
+                             "--redis-prefix`; GET /slots reads both)")
     add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
@@ -164,6 +175,7 @@ class ServeParts:
     eraser: Any = None  # async (user_id) -> receipt; default: scenetrigger.ops.erasure over Redis
     publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
     catalog: Any = None  # scenetrigger.serve.catalog_http.Publish onto the catalog topic, or None
+    slot_catalog: Any = None  # the Catalog slots read (cached); None: an empty one
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -207,7 +219,8 @@ def build_app(parts: ServeParts) -> web.Application:
     reg = parts.registry
     sink = CountingSink(parts.sink, *_feedback_counters(reg))
     policy = DeliveryPolicy(config.delivery, RedisPolicyStore(parts.redis))
-    feedback = FeedbackApp(sink, RedisMessageIndex(parts.redis, config.delivery.redis_prefix),
+    feedback = FeedbackApp(sink, SlotAwareIndex(RedisMessageIndex(parts.redis,
+                                                                  config.delivery.redis_prefix)),
                            env.get(tracking.secret_env, "").encode(),
                            env.get(tracking.callback_token_env) or None,
                            tuple(tracking.allow_hosts), policy.record_engaged)
@@ -242,6 +255,12 @@ def build_app(parts: ServeParts) -> web.Application:
               tokens=admins).add_routes(app)
     add_catalog_route(app, env.get(CATALOG_TOKEN_ENV), parts.catalog,
                       config.engine.max_id_chars, reg)
+    slots = SlotContent(config.content, config.slots,
+                        CachedCatalog(parts.slot_catalog or MemoryCatalog()),
+                        config.delivery.default_timezone)
+    SlotRoutes(slots, parts.redis, parts.tags_prefix, env.get(SLOT_SECRET_ENV, ""),
+               env.get(tracking.secret_env, "").encode(), sink,
+               tracking.base_url).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))
@@ -291,7 +310,8 @@ async def _main(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     reloader.attach(ReloadMetrics.on(registry))
     url = redis_url_or_env(args.redis_url)
-    client = redis_client(url)
+    # a burst past the pool waits for a connection, not a 503 (GET /slots under load)
+    client = redis_client(url, wait_for_connection_s=POOL_WAIT_S)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(client.aclose)
         sink: FeedbackSink = JsonlSink(sys.stdout)
@@ -332,8 +352,13 @@ async def _main(args: argparse.Namespace) -> int:
         else:
             forget = to_events = catalog = None
 
+        catalog_client = redis_client(url, decode_responses=True)  # the catalog's hashes
+        stack.push_async_callback(catalog_client.aclose)
+
         def app_for(config: AppConfig) -> web.Application:
+            slot_catalog = RedisCatalog(catalog_client, f"{config.delivery.redis_prefix}cat:")
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
+                                        slot_catalog=slot_catalog,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
                                                       forget_in_worker=forget).erase,

@@ -69,6 +69,9 @@ def register(sub: Any) -> None:
                              "trigger acks; a worker killed -9 re-sends at most this many "
                              "events' triggers per partition (default 100000, "
                              "docs/guarantees.md)")
+    parser.add_argument("--no-live-profiles", action="store_true",
+                        help="do not publish each changed user's profile on PREFIX.profiles "
+                             "(read by `scenetrigger profiles` for on-site slots; docs/ads.md)")
     parser.add_argument("--standby-replicas", type=int, default=1,
                         help="standby table copies on other workers (default 1)")
     add_replication_argument(parser)
@@ -153,6 +156,7 @@ def build_settings(args: argparse.Namespace) -> Any:
         config_store=store if args.config_store else None,
         config_digest=first.status.digest,
         experiment=first.experiment,
+        live_profiles=not args.no_live_profiles,
     )
 
 
