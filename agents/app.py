@@ -8,18 +8,15 @@ its own engine (agents.partitions); batches settle through agents.checkpoint.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from agents.checkpoint import (
     EXIT_TRIGGER_SEND_FAILED,
     SEND_ERRORS,
     Checkpoint,
-    Outbox,
     SettleLimits,
     TriggerHook,
 )
@@ -37,21 +34,18 @@ from agents.faust_compat import (
     rebalancing as is_rebalancing,
 )
 from agents.live_profiles import publish_live_profiles
-from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, RESULT_REJECTED, WorkerMetrics
+from agents.metrics import RESULT_ACCEPTED, RESULT_DUPLICATE, WorkerMetrics
+from agents.outputs import Outbox, Outputs
 from agents.partitions import Hosts
 from agents.replication import topic_configs
 from agents.settings import WorkerSettings
 from agents.stored_state import position
 from agents.timers import due_ticks
-from agents.topics import dead_letter_record
-from channels.feedback.decisions import OUTCOME_REFUSED
 from config.clock import wall_ms
 from config.models import AppConfig
-from triggers.audiences.record import encode_change
 from triggers.engine import Arm
 from triggers.errors import EventRejected, SceneTriggerError
 from triggers.events import Event, Trigger
-from triggers.wire import encode_trigger
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +72,6 @@ class SceneWorker:
         # Label lookups cost ~1 us per event: bind the per-event children once.
         self._accepted = self.metrics.events.labels(RESULT_ACCEPTED, "")
         self._duplicate = self.metrics.events.labels(RESULT_DUPLICATE, "")
-        self._fired: dict[str, Any] = {}  # scene -> its triggers_total child
         check_versions()
         idempotent_producers()
         self.app = new_app(settings)
@@ -86,7 +79,6 @@ class SceneWorker:
         # agent, so it should hand work off (a queue) rather than deliver inline.
         self.checkpoint = Checkpoint(lambda: self._stream, lambda: self.app.loop, on_trigger,
                                      now_ms, fatal)
-        self.outbox = Outbox(lambda: self.app.producer)
         self._wire()
 
     # -- construction ---------------------------------------------------------
@@ -109,6 +101,9 @@ class SceneWorker:
         self.table = app.Table(s.table_name, default=None, partitions=s.partitions,
                                key_type=bytes, value_type=bytes,
                                extra_topic_configs=topic_configs(s.replication_factor))
+        self.outputs = Outputs(s.topics, self.metrics, Outbox(lambda: self.app.producer),
+                               self.audiences_topic, self.dead_letter_topic,
+                               self.on_trigger is not None)
         self.hosts = Hosts(s, self.metrics, self.table, lambda: self.config, self._arm)
         self.checkpoint.watch(self.table)
         self.live_profiles = publish_live_profiles(self)  # PREFIX.profiles at each settle
@@ -131,6 +126,14 @@ class SceneWorker:
             self._reloader.subscribe(self.reconfigure)
             app.timer(interval=s.reload_interval_ms / 1000, name="scenetrigger-reload")(
                 self._poll_config)
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.outputs.outbox
+
+    @outbox.setter
+    def outbox(self, outbox: Outbox) -> None:
+        self.outputs.outbox = outbox
 
     # -- partitions -----------------------------------------------------------
 
@@ -225,7 +228,7 @@ class SceneWorker:
             except EventRejected as exc:  # an identity statement refused (a cycle, a known user)
                 self._dead_letter(message, exc.reason, exc.detail, now, index if batch else None)
                 if host.outbox:
-                    self._forward(host)
+                    self.outputs.forward(host)
                 continue
             except SceneTriggerError as exc:  # unreadable stored state: park the event
                 log.exception("state error", extra={"user_id": item.user_id})
@@ -238,86 +241,28 @@ class SceneWorker:
             accepted += 1
             if fired:
                 self._emit(host, fired, now, message.timestamp)
-            self._send_audiences(host)
+            self.outputs.audiences(host)
             if host.outbox:
-                self._forward(host)
+                self.outputs.forward(host)
         if host.refused:
-            self._decide(host, ())
+            self.outputs.decide(host, ())
         if accepted:
             self._accepted.inc(accepted)
         if duplicates:
             self._duplicate.inc(duplicates)
         return len(items)
 
-    def _forward(self, host: PartitionHost) -> None:
-        """Send the host's identity records to the events topic, keyed by the
-        known user; acked before the batch settles, like triggers."""
-        add, topic = self.outbox.add, self.settings.topics.events
-        futures = host.pending.futures
-        for key, value in host.outbox:
-            add(futures, topic, key.encode(), value)
-        host.outbox.clear()
-
     def _take_tick(self, host: PartitionHost, now: int) -> None:
         fired = host.on_tick(now)
         if fired:
             self._emit(host, fired, now, None)
         elif host.refused:
-            self._decide(host, ())
-        self._send_audiences(host)
-
-    def _send_audiences(self, host: PartitionHost) -> None:
-        """Audience changes (triggers/audiences/record.py) on PREFIX.audiences,
-        acked before the batch settles, like triggers."""
-        changes = host.audience_changes()
-        tombstones = host.audience_tombstones() if host.tombstones else []
-        if not changes and not tombstones:
-            return
-        send = self.audiences_topic.send_soon
-        futures = host.pending.futures
-        for change in changes:
-            futures.append(send(key=change.key, value=encode_change(change)))
-        for key in tombstones:  # an erasure: the keys are deleted (same partition, after)
-            futures.append(send(key=key, value=None))
+            self.outputs.decide(host, ())
+        self.outputs.audiences(host)
 
     def _emit(self, host: PartitionHost, fired: list[Trigger], now_ms: int,
               event_time_s: float | None) -> None:
-        """Send triggers now (latency); their acks are awaited before the state
-        that records them (cooldowns, disarmed timers) is written."""
-        add, topic = self.outbox.add, self.settings.topics.triggers
-        metrics = self.metrics
-        pending = host.pending
-        states = host.store
-        for trig in fired:
-            # The state the engine just wrote (staged, in the store's cache).
-            state = states.get(trig.user_id)
-            value = encode_trigger(trig, now_ms, state.profile if state is not None else None)
-            on_done = None
-            if event_time_s and not host.is_timer(trig.scene):
-                on_done = functools.partial(self._observe_latency, event_time_s)
-            add(pending.futures, topic, trig.user_id.encode(), value, on_done)
-            counter = self._fired.get(trig.scene)
-            if counter is None:
-                counter = self._fired[trig.scene] = metrics.triggers.labels(trig.scene)
-            counter.inc()
-            if host.is_timer(trig.scene) and not host.event_clock:
-                metrics.timer_lag.observe(max(0, now_ms - trig.ts) / 1000)
-        self._decide(host, fired)
-        if self.on_trigger is not None:
-            pending.triggers += fired
-
-    def _decide(self, host: PartitionHost, fired: Sequence[Trigger]) -> None:
-        """The decision log's records of the fires and of the user-filter
-        refusals ride with the triggers: acked before the batch settles."""
-        add, topic = self.outbox.add, self.settings.topics.decisions
-        futures = host.pending.futures
-        for record in host.decision_records(fired):
-            add(futures, topic, record.user_id.encode(), record.encode())
-            if record.outcome == OUTCOME_REFUSED:  # a user filter, the trigger budget
-                self.metrics.refused.labels(record.scene, record.rule).inc()
-
-    def _observe_latency(self, event_time_s: float, _future: Any) -> None:
-        self.metrics.event_to_trigger.observe(max(0.0, time.time() - event_time_s))
+        self.outputs.emit(host, fired, now_ms, event_time_s)
 
     async def _settle(self, host: PartitionHost, _stream: Any = None) -> None:
         """The agent's settle: waits for the batch's acks (agents.checkpoint)."""
@@ -338,10 +283,7 @@ class SceneWorker:
 
     def _dead_letter(self, message: Any, reason: str, detail: str, now_ms: int,
                      index: int | None = None) -> None:
-        # Sent before the offset commits (Faust flushes the producer first).
-        self.metrics.events.labels(RESULT_REJECTED, reason).inc()
-        record = dead_letter_record(reason, detail, message, now_ms, index)
-        self.dead_letter_topic.send_soon(key=message.key, value=record)
+        self.outputs.dead_letter(message, reason, detail, now_ms, index)
 
     async def _declare_outputs(self) -> None:
         for topic in (self.triggers_topic, self.dead_letter_topic, self.decisions_topic):

@@ -41,9 +41,13 @@ from faust.exceptions import ProducerSendError
 
 from agents.engine_host import PartitionHost
 from agents.faust_compat import ack_now, current_event, on_changelog_send
+from agents.outputs import Outbox  # its former home: `from agents.checkpoint import Outbox`
 from triggers.events import Trigger
 
 log = logging.getLogger(__name__)
+
+__all__ = ["EXIT_TRIGGER_SEND_FAILED", "FENCE_TIMEOUT_S", "SEND_ERRORS", "Checkpoint",
+           "Outbox", "SettleLimits", "TriggerHook"]
 
 # Called once per trigger after Kafka acknowledged it: (trigger, fired_at_ms).
 TriggerHook = Callable[[Trigger, int], Awaitable[None]]
@@ -211,31 +215,3 @@ class Checkpoint:
             with contextlib.suppress(Exception):
                 handler.flush()
         self._fatal(EXIT_TRIGGER_SEND_FAILED)
-
-
-class Outbox:
-    """The records decided while taking one message (triggers, decision
-    records, forwarded events), handed straight to the Kafka producer right
-    after it. Not through Faust's producer buffer: there they queued behind a
-    settle's changelog writes (one at a time, ~70 us each) before reaching
-    the producer. Their futures join the partition's batch, as before."""
-
-    def __init__(self, producer: Callable[[], Any]) -> None:
-        self._producer = producer  # Faust's producer: send() hands to aiokafka
-        # (futures of the batch, topic, key, value, done callback or None)
-        # value None: a tombstone (compacted topics)
-        self.queued: list[tuple[Any, str, bytes, bytes | None, Callable[[Any], None] | None]] = []
-
-    def add(self, futures: Any, topic: str, key: bytes, value: bytes | None,
-            on_done: Callable[[Any], None] | None = None) -> None:
-        self.queued.append((futures, topic, key, value, on_done))
-
-    async def send(self) -> None:
-        """Send what was queued, in order; a refused send raises (the caller stops)."""
-        queued, self.queued = self.queued, []
-        send = self._producer().send
-        for futures, topic, key, value, on_done in queued:
-            future = await send(topic, key, value, None, None, None)
-            futures.append(future)
-            if on_done is not None:
-                future.add_done_callback(on_done)

@@ -8,6 +8,9 @@ import faust
 
 from agents.settings import WorkerSettings
 
+# More acked messages than a worker takes between two timer commits.
+COMMIT_EVERY_NEVER = 1 << 62
+
 
 def new_app(s: WorkerSettings) -> Any:
     """A fresh app: no module-level app, no autodiscovery, raw bytes."""
@@ -26,6 +29,11 @@ def new_app(s: WorkerSettings) -> Any:
         broker_heartbeat_interval=max(session_s / 6, 0.5),
         broker_rebalance_timeout=session_s,
         broker_commit_interval=s.commit_interval_ms / 1000,
+        # Commits on that timer only. Faust's fetcher also commits inline every
+        # `broker_commit_every` acked messages (10,000), and a commit first
+        # drains the producer (the settles' changelog writes): no message
+        # reached the agent until it ended.
+        broker_commit_every=COMMIT_EVERY_NEVER,
         producer_linger=s.producer_linger_ms / 1000,
         producer_max_batch_size=s.producer_max_batch_bytes,
         producer_max_request_size=max(s.producer_max_batch_bytes * 2, 1_000_000),

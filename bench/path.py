@@ -126,9 +126,29 @@ async def _offer(send: Send, rate: int, seconds: float, warmup: float, tick_ms: 
     return started_at, sent
 
 
+def _stages(started_at: dict[str, float], stored: dict[str, float],
+            marks: dict[str, tuple[float, float]],
+            arrived: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where each measured arrival's time went, ms: POST -> its event record's
+    timestamp (collector), -> ``fired_at_ms`` (the worker decided), -> the
+    trigger record's timestamp (the worker sent it), -> a consumer got it."""
+    steps: dict[str, list[float]] = {"post_to_stored": [], "stored_to_decided": [],
+                                     "decided_to_sent": [], "sent_to_read": []}
+    for user, t0 in started_at.items():
+        if user not in arrived or user not in stored or user not in marks:
+            continue
+        decided, sent = marks[user]
+        steps["post_to_stored"].append((stored[user] - t0) * 1000)
+        steps["stored_to_decided"].append((decided - stored[user]) * 1000)
+        steps["decided_to_sent"].append((sent - decided) * 1000)
+        steps["sent_to_read"].append((arrived[user] - sent) * 1000)
+    return {name: _pcts(values) for name, values in steps.items()}
+
+
 async def _measure(bootstrap: str, topic: str, send: Send, args: argparse.Namespace,
-                   rate: int) -> dict[str, Any]:
-    """Offer the load through ``send`` while reading ``topic``; latency per arrival."""
+                   rate: int, events_topic: str | None = None) -> dict[str, Any]:
+    """Offer the load through ``send`` while reading ``topic``; latency per
+    arrival, and per stage when ``events_topic`` (the path's input) is given."""
     from aiokafka import TopicPartition
 
     from agents.kafka_clients import new_consumer
@@ -136,8 +156,12 @@ async def _measure(bootstrap: str, topic: str, send: Send, args: argparse.Namesp
     consumer = new_consumer(bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
+    inputs = [] if events_topic is None else [TopicPartition(events_topic, p)
+                                              for p in range(PARTITIONS)]
+    consumer.assign(tps + inputs)
+    await consumer.seek_to_beginning(*tps, *inputs)
+    stored: dict[str, float] = {}  # arrival user -> its event record's timestamp, s
+    marks: dict[str, tuple[float, float]] = {}  # user -> (fired_at, trigger record ts), s
     arrived: dict[str, float] = {}
     warm: dict[str, float] = {}
     offered = asyncio.Event()
@@ -152,11 +176,22 @@ async def _measure(bootstrap: str, topic: str, send: Send, args: argparse.Namesp
                                          or complete())):
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time()
-            for records in batch.values():
+            for tp, records in batch.items():
+                if tp.topic == events_topic:
+                    for rec in records:
+                        got = orjson.loads(rec.value)  # a batch, or one event
+                        for ev in got if isinstance(got, list) else [got]:
+                            if ev.get("type") == "page":  # an arrival
+                                stored.setdefault(ev["user_id"], rec.timestamp / 1000)
+                    continue
                 quiet_since = time.monotonic()
                 for rec in records:
-                    user = orjson.loads(rec.value)["user_id"]
-                    arrived.setdefault(user, now)  # a re-sent trigger counts once
+                    trig = orjson.loads(rec.value)
+                    user = trig["user_id"]
+                    if user not in arrived:  # a re-sent trigger counts once
+                        arrived[user] = now
+                        if events_topic is not None:
+                            marks[user] = (trig["fired_at_ms"] / 1000, rec.timestamp / 1000)
 
     reader = asyncio.create_task(read())
     load0 = os.getloadavg()[0]
@@ -180,10 +215,13 @@ async def _measure(bootstrap: str, topic: str, send: Send, args: argparse.Namesp
         await consumer.stop()
     latencies = [(arrived[u] - t) * 1000 for u, t in started_at.items() if u in arrived]
     lost = sum(1 for u in [*started_at, *warm] if u not in arrived)
-    return {"rate": rate, "offered_per_s": round(sent / took, 1), "events": sent,
-            "warmup_s": round(took - args.seconds, 1),
-            "arrivals": len(started_at) + len(warm), "lost": lost, **_pcts(latencies),
-            "load": [round(x, 2) for x in (load0, *os.getloadavg()[:1])]}
+    result = {"rate": rate, "offered_per_s": round(sent / took, 1), "events": sent,
+              "warmup_s": round(took - args.seconds, 1),
+              "arrivals": len(started_at) + len(warm), "lost": lost, **_pcts(latencies),
+              "load": [round(x, 2) for x in (load0, *os.getloadavg()[:1])]}
+    if events_topic is not None:
+        result["stages"] = _stages(started_at, stored, marks, arrived)
+    return result
 
 
 async def floor(bootstrap: str, args: argparse.Namespace, rate: int) -> dict[str, Any]:
@@ -220,8 +258,13 @@ def path(tmp: Path, bootstrap: str, args: argparse.Namespace, rate: int) -> dict
                                           ("events", "ticks", "triggers", "dead-letters")]))
     port, http_port = free_port(), free_port()
     log = tmp / f"{prefix}.log"
-    worker = start_worker(tmp, bootstrap, prefix, prefix, "wall", port, log, CONFIG)
-    collector = start_collector(bootstrap, prefix, http_port, tmp / f"{prefix}-c.log")
+    worker = start_worker(tmp, bootstrap, prefix, prefix, "wall", port, log, CONFIG,
+                          extra=args.worker_args.split(), own_session=True)
+    # Each in a session of its own, as services run: with the kernel's
+    # autogroup scheduling the worker would otherwise share one CPU share with
+    # this driver and the collector on a busy machine.
+    collector = start_collector(bootstrap, prefix, http_port, tmp / f"{prefix}-c.log",
+                                own_session=True)
     try:
         deadline = time.monotonic() + 180
         while metric(port, "scenetrigger_partitions") < PARTITIONS or not _healthy(http_port):
@@ -230,7 +273,7 @@ def path(tmp: Path, bootstrap: str, args: argparse.Namespace, rate: int) -> dict
             time.sleep(0.2)
         cpu0 = _cpu_seconds(worker.pid), _cpu_seconds(collector.pid)
         result = asyncio.run(_over_http(bootstrap, f"http://127.0.0.1:{http_port}/events",
-                                        f"{prefix}.triggers", args, rate))
+                                        prefix, args, rate))
         cpu1 = _cpu_seconds(worker.pid), _cpu_seconds(collector.pid)
         per = 1e6 / max(1, result["events"])
         result["cpu_us_per_event"] = {"worker": round((cpu1[0] - cpu0[0]) * per, 1),
@@ -241,7 +284,7 @@ def path(tmp: Path, bootstrap: str, args: argparse.Namespace, rate: int) -> dict
         stop(worker)
 
 
-async def _over_http(bootstrap: str, url: str, topic: str, args: argparse.Namespace,
+async def _over_http(bootstrap: str, url: str, prefix: str, args: argparse.Namespace,
                      rate: int) -> dict[str, Any]:
     import aiohttp
 
@@ -252,7 +295,8 @@ async def _over_http(bootstrap: str, url: str, topic: str, args: argparse.Namesp
                 await resp.read()
                 return resp.status == 202
 
-        return await _measure(bootstrap, topic, send, args, rate)
+        return await _measure(bootstrap, f"{prefix}.triggers", send, args, rate,
+                              f"{prefix}.events")
 
 
 def run(args: argparse.Namespace, tmp: Path, bootstrap: str) -> dict[str, Any]:
@@ -280,6 +324,12 @@ def render(r: dict[str, Any]) -> str:
             f"{p['max']} | {p['lost']} of {p['arrivals']:,} | {f['p50']} / {f['p99']} / "
             f"{f['max']} | {cpu['worker']} / {cpu['collector']} "
             f"| {p['load'][0]:.1f}–{p['load'][1]:.1f} |")
+    lines += ["", "| offered | round | POST -> stored | stored -> decided | decided -> sent "
+              "| sent -> read |  (p50 / p99 ms)", "|---|---:|---:|---:|---:|---:|"]
+    for row in r["rounds"]:
+        p = row["path"]
+        cells = [f"{v['p50']} / {v['p99']}" for v in p.get("stages", {}).values()]
+        lines.append(f"| {p['offered_per_s']:,.0f}/s | {row['round']} | {' | '.join(cells)} |")
     lines.append(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in r['load'])}")
     return "\n".join(lines)
 
@@ -302,6 +352,8 @@ def main() -> int:
     parser.add_argument("--arrivals", type=float, default=0.05,
                         help="share of events that are fresh promo arrivals (default 0.05)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--worker-args", default="",
+                        help="more flags for the worker, e.g. \"--settle-interval 50ms\"")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

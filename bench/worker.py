@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,8 +197,12 @@ def metric(port: int, name: str) -> float:
 
 def start_worker(tmp: Path, bootstrap: str, prefix: str, app_id: str, clock: str, port: int,
                  log: Path, scenes: str = CONFIG, partitions: int = PARTITIONS,
-                 state_dir: Path | None = None) -> subprocess.Popen[bytes]:
-    """One worker; several of one app id (one consumer group) need a state_dir each."""
+                 state_dir: Path | None = None,
+                 extra: Sequence[str] = (),
+                 own_session: bool = False) -> subprocess.Popen[bytes]:
+    """One worker; several of one app id (one consumer group) need a state_dir each.
+    ``own_session``: a session of its own, as a service runs (with the kernel's
+    autogroup scheduling, one session's processes share one CPU share)."""
     config = tmp / f"scenes-{app_id}.yaml"
     config.write_text(scenes)
     with open(log, "wb") as out:
@@ -206,8 +210,8 @@ def start_worker(tmp: Path, bootstrap: str, prefix: str, app_id: str, clock: str
             [sys.executable, "-m", "scenetrigger.cli.main", "worker", "--broker", bootstrap,
              "--app-id", app_id, "--topic-prefix", prefix, "--partitions", str(partitions),
              "--state-dir", str(state_dir or tmp / f"state-{app_id}"), "--clock", clock,
-             "--metrics-port", str(port), "--config", str(config)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+             "--metrics-port", str(port), "--config", str(config), *extra],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session)
 
 
 def free_port() -> int:

@@ -132,14 +132,17 @@ def _pcts(values: list[float]) -> dict[str, float]:
     return {"p50": round(q[49], 1), "p99": round(q[98], 1), "max": round(max(values), 1)}
 
 
-def start_collector(bootstrap: str, prefix: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_collector(bootstrap: str, prefix: str, port: int, log: Path,
+                    own_session: bool = False) -> subprocess.Popen[bytes]:
+    """One collector; ``own_session`` as for ``start_worker``."""
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "scenetrigger.cli.main", "collector", "--broker", bootstrap,
              "--port", str(port), "--topic", f"{prefix}.events",
              "--dead-letter-topic", f"{prefix}.dead-letters", "--partitions", str(PARTITIONS)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SCENETRIGGER_COLLECTOR_TOKEN": TOKEN})
+            env={**os.environ, "SCENETRIGGER_COLLECTOR_TOKEN": TOKEN},
+            start_new_session=own_session)
 
 
 def _healthy(port: int) -> bool:
