@@ -18,6 +18,13 @@ own schedule: such garbage lives at most that long, and the full scan costs
 what it costs today, once per ``rescan_s`` instead of every few seconds.
 (The same idea as replay's, ``scenetrigger.runtime.replay``, for a process
 that never ends.)
+
+The process's one freezer (:func:`process_heap`) is also a ``gc.callbacks``
+entry: after each full collection its survivors are frozen too, so a
+process without a settle (``fanout``) or a worker between settles keeps
+full collections short (measured at 1,000 events/s through the collector: a
+full collection of the state cache took up to 330 ms of CPU, 2.5 s of wall
+time on a loaded machine, with the event loop stopped).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from typing import Any
 
 RESCAN_S = 300.0
 # New states cached between freezes when a batch runs long (the agent's batch
@@ -42,6 +50,11 @@ class HeapFreezer:
         self._unfrozen_at = clock()
         self._full_before: int | None = None  # full collections seen at the last unfreeze
         self._grown = 0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        """A ``gc.callbacks`` entry: a full collection just ended."""
+        if phase == "stop" and info.get("generation") == 2:
+            self.settled()
 
     def grew(self) -> None:
         """A store cached one more state: freeze every :data:`GROWTH` of them."""
@@ -64,6 +77,18 @@ class HeapFreezer:
             self._full_before = _full_collections()
             return
         gc.freeze()
+
+
+_PROCESS: HeapFreezer | None = None
+
+
+def process_heap() -> HeapFreezer:
+    """This process's freezer, installed as a ``gc.callbacks`` entry once."""
+    global _PROCESS
+    if _PROCESS is None:
+        _PROCESS = HeapFreezer()
+        gc.callbacks.append(_PROCESS)
+    return _PROCESS
 
 
 def _full_collections() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from agents.engine_host import PartitionHost
 from agents.faust_compat import PartitionTable, partition_items
-from agents.heap import HeapFreezer
+from agents.heap import process_heap
 from agents.metrics import WorkerMetrics
 from agents.partition_store import PartitionStore
 from agents.settings import WorkerSettings
@@ -36,7 +36,7 @@ class Hosts(dict[int, PartitionHost]):
         self._metrics = metrics
         self._table = table
         self._config = config  # the config in force (hot reloads replace it)
-        self._heap = HeapFreezer()  # one per worker: the collector skips cached states
+        self._heap = process_heap()  # the collector skips cached states
 
     def host(self, partition: int) -> PartitionHost:
         host = self.get(partition)

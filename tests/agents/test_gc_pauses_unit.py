@@ -1,6 +1,7 @@
-"""The worker's garbage-collection policy (agents.gc_pauses): survivors of a
-full collection are frozen, later full collections scan only newer objects,
-and once per period everything is given back and scanned."""
+"""The process's heap freezer as a garbage-collector callback (agents.heap):
+the survivors of a full collection are frozen, later full collections scan
+only newer objects, and once per period everything is given back and a
+full collection frees the cycles that were frozen."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.gc_pauses import ShortGcPauses, keep_gc_pauses_short
+from agents.heap import HeapFreezer, process_heap
 
 
 class Clock:
@@ -28,9 +29,9 @@ class Node:
 
 
 @pytest.fixture
-def policy() -> Iterator[tuple[ShortGcPauses, Clock]]:
+def policy() -> Iterator[tuple[HeapFreezer, Clock]]:
     clock = Clock()
-    installed = ShortGcPauses(60.0, clock)
+    installed = HeapFreezer(60.0, clock)
     gc.callbacks.append(installed)
     try:
         yield installed, clock
@@ -40,7 +41,7 @@ def policy() -> Iterator[tuple[ShortGcPauses, Clock]]:
 
 
 def test_survivors_of_a_full_collection_are_frozen(
-        policy: tuple[ShortGcPauses, Clock]) -> None:
+        policy: tuple[HeapFreezer, Clock]) -> None:
     gc.unfreeze()
     kept = [Node() for _ in range(1000)]
     gc.collect()  # a full collection
@@ -49,7 +50,7 @@ def test_survivors_of_a_full_collection_are_frozen(
 
 
 def test_a_cycle_frozen_waits_for_the_period_then_goes(
-        policy: tuple[ShortGcPauses, Clock]) -> None:
+        policy: tuple[HeapFreezer, Clock]) -> None:
     _, clock = policy
     gc.unfreeze()
     a, b = Node(), Node()
@@ -69,11 +70,14 @@ def test_a_cycle_frozen_waits_for_the_period_then_goes(
     assert not any(type(o) is Node for o in gc.get_objects())
 
 
-def test_installed_once() -> None:
-    first = keep_gc_pauses_short()
+def test_installed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import heap
+
+    monkeypatch.setattr(heap, "_PROCESS", None)  # not the test process's for good
+    first = process_heap()
     try:
-        assert keep_gc_pauses_short() is first
-        assert sum(isinstance(c, ShortGcPauses) for c in gc.callbacks) == 1
+        assert process_heap() is first
+        assert sum(isinstance(c, HeapFreezer) for c in gc.callbacks) == 1
     finally:
         gc.callbacks.remove(first)
         gc.unfreeze()
