@@ -77,7 +77,7 @@ def test_installed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     first = process_heap()
     try:
         assert process_heap() is first
-        assert sum(isinstance(c, HeapFreezer) for c in gc.callbacks) == 1
+        assert sum(c is first for c in gc.callbacks) == 1
     finally:
         gc.callbacks.remove(first)
         gc.unfreeze()
