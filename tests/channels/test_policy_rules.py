@@ -393,3 +393,9 @@ async def test_release_hands_out_at_most_a_thousand_by_default() -> None:
                           MONDAY_10)
     assert len(await policy.release_due(MONDAY_10)) == 1_000
     assert len(await policy.release_due(MONDAY_10)) == 1  # the one left (the others are leased)
+
+
+def test_an_accelerated_calendar_runs_from_zero_by_default() -> None:
+    from channels.policy.decide import Calendar
+    fast = Calendar(scale=2.0)
+    assert (fast.to_calendar(1_000), fast.from_calendar(2_000), fast.span(5)) == (2_000, 1_000, 10)
