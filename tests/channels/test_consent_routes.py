@@ -305,3 +305,13 @@ async def test_a_wechat_call_without_timestamp_or_nonce_signs_them_as_empty() ->
                                usedforsecurity=False).hexdigest()
         resp = await client.get("/inbound/wechat", params={"signature": only_ts, "timestamp": "7"})
         assert resp.status == 200
+
+
+async def test_a_wechat_event_without_an_openid_names_nobody() -> None:
+    client, routes, _sink = await serving()
+    await routes.directory.put(contact_from("odd", {"openid": "XXXX"}))
+    async with client:
+        resp = await client.post("/inbound/wechat", params=wechat_query("1", "n"),
+                                 data="<xml><MsgType>event</MsgType><Event>unsubscribe</Event></xml>")
+        assert await resp.text() == "success"
+    assert await routes.consent.all("odd") == {}

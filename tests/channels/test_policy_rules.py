@@ -399,3 +399,11 @@ def test_an_accelerated_calendar_runs_from_zero_by_default() -> None:
     from channels.policy.decide import Calendar
     fast = Calendar(scale=2.0)
     assert (fast.to_calendar(1_000), fast.from_calendar(2_000), fast.span(5)) == (2_000, 1_000, 10)
+
+
+def test_the_metrics_help_texts() -> None:
+    registry = CollectorRegistry()
+    PolicyMetrics.on(registry)
+    docs = {m.name: m.documentation for m in registry.collect()}
+    assert docs == {"scenetrigger_suppressed": "Deliveries suppressed by the policy",
+                    "scenetrigger_deferred": "Deliveries deferred by quiet hours"}
