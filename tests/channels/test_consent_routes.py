@@ -287,3 +287,31 @@ async def test_the_page_language_from_accept_language() -> None:
         zh = await client.get(link("ann", "email"), headers={"Accept-Language": "zh-CN,en"})
         plain = await client.get(link("ann", "email"))
     assert zh.headers["Content-Language"] == "zh" and plain.headers["Content-Language"] == "en"
+
+
+async def test_a_wechat_call_without_timestamp_or_nonce_signs_them_as_empty() -> None:
+    # WeChat's formula over what was sent: a missing field is the empty string.
+    client, _routes, _sink = await serving()
+    sig = hashlib.sha1("".join(sorted([TOKEN, "", ""])).encode(),
+                       usedforsecurity=False).hexdigest()
+    async with client:
+        resp = await client.get("/inbound/wechat", params={"signature": sig, "echostr": "e"})
+        assert resp.status == 200 and await resp.text() == "e"
+        only_nonce = hashlib.sha1("".join(sorted([TOKEN, "", "n"])).encode(),
+                                  usedforsecurity=False).hexdigest()
+        resp = await client.get("/inbound/wechat", params={"signature": only_nonce, "nonce": "n"})
+        assert resp.status == 200
+        only_ts = hashlib.sha1("".join(sorted([TOKEN, "7", ""])).encode(),
+                               usedforsecurity=False).hexdigest()
+        resp = await client.get("/inbound/wechat", params={"signature": only_ts, "timestamp": "7"})
+        assert resp.status == 200
+
+
+async def test_a_wechat_event_without_an_openid_names_nobody() -> None:
+    client, routes, _sink = await serving()
+    await routes.directory.put(contact_from("odd", {"openid": "XXXX"}))
+    async with client:
+        resp = await client.post("/inbound/wechat", params=wechat_query("1", "n"),
+                                 data="<xml><MsgType>event</MsgType><Event>unsubscribe</Event></xml>")
+        assert await resp.text() == "success"
+    assert await routes.consent.all("odd") == {}

@@ -383,3 +383,27 @@ async def test_a_time_without_a_date_says_so() -> None:
     far = 1 << 62
     decision = await policy.decide(req("t", far), far)
     assert (decision.reason, decision.figures) == ("bad_time", f"{far} has no date in UTC")
+
+
+async def test_release_hands_out_at_most_a_thousand_by_default() -> None:
+    store = MemoryPolicyStore()
+    policy = DeliveryPolicy(model(), store)
+    for n in range(1_001):
+        await store.defer(pending_key("p:", "ann"), f"t{n}", req(f"t{n}", MONDAY_10).encode(),
+                          MONDAY_10)
+    assert len(await policy.release_due(MONDAY_10)) == 1_000
+    assert len(await policy.release_due(MONDAY_10)) == 1  # the one left (the others are leased)
+
+
+def test_an_accelerated_calendar_runs_from_zero_by_default() -> None:
+    from channels.policy.decide import Calendar
+    fast = Calendar(scale=2.0)
+    assert (fast.to_calendar(1_000), fast.from_calendar(2_000), fast.span(5)) == (2_000, 1_000, 10)
+
+
+def test_the_metrics_help_texts() -> None:
+    registry = CollectorRegistry()
+    PolicyMetrics.on(registry)
+    docs = {m.name: m.documentation for m in registry.collect()}
+    assert docs == {"scenetrigger_suppressed": "Deliveries suppressed by the policy",
+                    "scenetrigger_deferred": "Deliveries deferred by quiet hours"}

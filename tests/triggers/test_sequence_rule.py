@@ -219,3 +219,16 @@ def test_fired_whys_and_per_keys() -> None:
     blocked_b = explain([ev(T10, "search", c="a"), ev(T10 + MIN, "cart", c="b"),
                          ev(T10 + 2 * MIN, "view", c="a")], [], keyed)
     assert blocked_b.missing.startswith("search at 10:00 then view at 10:02")
+
+
+def test_explain_follows_the_rule_at_its_edges() -> None:
+    keyed = dataclasses.replace(SCENE, per="c")
+    skipped = explain([ev(T10, "cart"), ev(T10 + MIN, "search", c="a")], [], keyed)
+    assert skipped.missing == "a search at 10:01, no view within 10m after it"
+    # a first in the same millisecond as the then is no sequence (the rule's
+    # "strictly before"); explain used to call it one the engine had pruned
+    same_ms = explain([ev(T10, "search"), ev(T10, "view")], [])
+    assert same_ms.missing == "a search at 10:00, no view within 10m after it"
+    # an unless at the first's own time blocks (the rule's [first, then])
+    blocked = explain([ev(T10, "search"), ev(T10, "cart"), ev(T10 + MIN, "view")], [])
+    assert blocked.missing == "a cart at 10:00 blocks it"

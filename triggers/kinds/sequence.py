@@ -142,8 +142,9 @@ def explain_sequence(scene: SequenceScene, events: Sequence[Event], fires: list[
             continue
         same = [e for e in events[:i] if scene.per is None or per_value(scene, e)[1] == key]
         if then(event.fields):
+            # Strictly earlier, as the rule: the same millisecond is no order.
             starts = [e for e in same if first(e.fields)
-                      and event.ts - scene.within_ms < e.ts <= event.ts]
+                      and event.ts - scene.within_ms < e.ts < event.ts]
             if starts:
                 blockers = [e for e in same if unless is not None and unless(e.fields)
                             and starts[-1].ts <= e.ts <= event.ts]
