@@ -39,7 +39,9 @@ class WorkerProcess:
 
     def metrics_text(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        # A busy worker's loop answers late on a loaded machine; a timeout reads
+        # as 0 in metric(), which a test's last read must not mistake for the value.
+        with urllib.request.urlopen(url, timeout=15) as resp:
             text: str = resp.read().decode()
             return text
 
