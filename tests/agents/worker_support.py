@@ -122,9 +122,16 @@ def start_cli(log_path: Path, name: str, args: Sequence[str], port: int,
     return WorkerProcess(name, process, port, log_path)
 
 
+# A wait's bound is a hang guard, never a speed target: on a loaded 2-core
+# machine (load 26) a fan-out took 77 s to commit what a 60 s bound allowed.
+MIN_WAIT_S = 180.0
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
              workers: Iterable[WorkerProcess] = (), interval_s: float = 0.25) -> None:
-    """Poll until ``check()``; on timeout fail with the workers' log tails."""
+    """Poll until ``check()``; on timeout (``timeout_s``, at least
+    :data:`MIN_WAIT_S`) fail with the workers' log tails."""
+    timeout_s = max(timeout_s, MIN_WAIT_S)
     deadline = time.monotonic() + timeout_s
     workers = list(workers)
     while time.monotonic() < deadline:
