@@ -263,8 +263,15 @@ async def _committed(bootstrap: str, group: str, topic: str,
 
 def all_committed(bootstrap: str, group: str, topic: str) -> bool:
     """Every partition holding records has ``group``'s offset at its end (and
-    the topic holds some)."""
-    committed, ends = committed_offsets(bootstrap, group, topic)
+    the topic holds some). A broker that cannot answer yet (a killed node the
+    client's metadata still lists, say) is "not yet", not a failure: the
+    caller polls."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        committed, ends = committed_offsets(bootstrap, group, topic)
+    except KafkaError:
+        return False
     return sum(ends.values()) > 0 and all(
         committed.get(p, -1) >= end for p, end in ends.items() if end)
 
