@@ -32,8 +32,9 @@ forwarded onward by the partition it lands on: on an id that is itself an
 alias there (a chain or a cycle A's partition could not see), it goes back
 to A's partition as a :data:`REPOINT` (at most :data:`MAX_RETURNS` times),
 which re-points A to the resolved id and forwards it there itself, or, for
-a cycle, undoes its half (A stands for itself with its state back) and
-refuses the statement. The MERGE is sent even without state: it makes K a
+a cycle (the resolved id is A or one the record passed, :data:`PASSED`),
+undoes its half (A stands for itself with its state back) and refuses the
+record. The MERGE is sent even without state: it makes K a
 known user on K's partition. An :data:`~triggers.merge.ADMIN_MERGE`
 (``scenetrigger users merge A B``) is an identify that may move a known
 user: each id that stood for A gets a REPOINT to B, so no alias points at A.
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -73,6 +74,11 @@ ORIGIN = "anonymous_position"
 REPOINT = "repoint"
 HOPS = "identity_hops"
 MAX_RETURNS = 2
+# The ids a returned record found standing for another id, in order: a
+# REPOINT whose resolved id is one of them closes a cycle that racing
+# identify statements made across partitions (A -> K, K -> B, B -> A),
+# which re-pointing alone only rotates, refusing every record of the three.
+PASSED = "identity_passed"
 
 
 class Pending:
@@ -327,10 +333,11 @@ class PartitionHost:
         if type(hops) is not int or hops >= MAX_RETURNS:
             raise EventRejected(REASON_CHAIN, f"{event.user_id!r} stands for {alias!r}: a record "
                                 f"from {source!r} returned {hops} times already")
-        record = {k: v for k, v in fields.items() if k not in (ORIGIN, HOPS)}
+        record = {k: v for k, v in fields.items() if k not in (ORIGIN, HOPS, PASSED)}
         self.outbox.append((source, orjson.dumps({
             "user_id": source, "ts": event.ts, "type": REPOINT, "via": event.user_id,
-            "known_id": alias, HOPS: hops + 1, "record": record})))
+            "known_id": alias, HOPS: hops + 1, PASSED: [*_passed(fields), event.user_id],
+            "record": record})))
         return []
 
     def _repoint(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
@@ -362,18 +369,20 @@ class PartitionHost:
                 and current is not None):
             raise EventRejected(REASON_CHAIN, f"{anonymous!r} stands for no one now: a "
                                 "returned record cannot be forwarded")
+        passed = _passed(fields)
         if current == via:
-            if target == anonymous:  # the two ids stand for each other: undo this side
+            if target == anonymous or target in passed:  # a cycle: undo this side
                 store.unalias(anonymous)
                 state = record.get("state") if record.get("type") == MERGE else None
                 if state is not None:
                     self.host.absorb(anonymous, UserState.decode(orjson.dumps(state)))
-                raise EventRejected(REASON_CYCLE, f"{via!r} stands for {anonymous!r}: "
-                                    f"{anonymous!r} keeps its own state")
+                raise EventRejected(REASON_CYCLE, f"{via!r} stands for {target!r}, which the "
+                                    f"record of {anonymous!r} passed: {anonymous!r} keeps its "
+                                    "own state")
             store.alias(anonymous, target)
             current = target
         self.outbox.append((current, orjson.dumps(
-            {**record, "user_id": current, ORIGIN: at, HOPS: hops})))
+            {**record, "user_id": current, ORIGIN: at, HOPS: hops, PASSED: passed})))
         return []
 
     def _merge(self, event: Event, at: int, now_ms: int) -> list[Trigger]:
@@ -446,3 +455,12 @@ class PartitionHost:
         self._scenes = None
         self.store.stage_meta(shapes_key(self.partition),
                               encode_shapes(shapes(self.engine.scenes)))
+
+
+def _passed(fields: Mapping[str, Any]) -> list[str]:
+    """The ids a returned record passed (:data:`PASSED`); none when absent or
+    not a list of ids (a record written before the field existed)."""
+    passed = fields.get(PASSED)
+    if isinstance(passed, list) and all(type(p) is str for p in passed):
+        return passed
+    return []

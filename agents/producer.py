@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.engine_host import HOPS, ORIGIN, REPOINT
+from agents.engine_host import HOPS, ORIGIN, PASSED, REPOINT
 from agents.errors import AgentError
 from agents.record_batching import BatchLimits, RecordBatcher
 from agents.topics import DEAD_LETTERS, DEFAULT_PARTITIONS, EVENTS, dead_letter_value
@@ -69,9 +69,10 @@ MAX_RECORD_BYTES = 1_000_000
 REASON_RESERVED_TYPE = "reserved_type"
 RESERVED_TYPES = frozenset({ERASE, MERGE, ADMIN_MERGE, REPOINT})
 # The position a forwarded event had on the anonymous id's partition: from a
-# client it would make the known user's partition skip that id's real forwards.
+# client it would make the known user's partition skip that id's real forwards
+# (and the ids a returned record passed would undo a true merge as a cycle).
 REASON_RESERVED_FIELD = "reserved_field"
-RESERVED_FIELDS = (ORIGIN, HOPS)
+RESERVED_FIELDS = (ORIGIN, HOPS, PASSED)
 
 
 def checked_event_value(event: Event, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:

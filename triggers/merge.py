@@ -22,8 +22,10 @@ docs/semantics-notes.md state the rule.
 
 Who may merge (docs/security.md, "Identity"; :func:`identify_refusal` is the
 rule every runtime applies): an ``identify`` names an anonymous id and a
-known user; ``known_id`` is resolved through the existing aliases (so an
-alias always points at an id that is not itself an alias: no chains), a
+known user; ``known_id`` is resolved through the existing aliases (so, on
+one host, an alias always points at an id that is not itself an alias: no
+chains; a worker's partitions can hold one until the id's next record
+re-points it, :mod:`agents.engine_host`), a
 known user (an id others were merged into) is never re-pointed by an
 ``identify`` (only an admin merge, :data:`ADMIN_MERGE`, moves one), and a
 merge that would close a cycle is refused.

@@ -32,7 +32,7 @@ from tests.fanout_sample import SCENES
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_worker_and_fanout_equal_replay(kafka_bootstrap: str, tmp_path: Path) -> None:
     events, catalog, config = write_inputs(tmp_path)
     expected = comparable(replayed(tmp_path, events, catalog, config))
@@ -48,19 +48,19 @@ def test_worker_and_fanout_equal_replay(kafka_bootstrap: str, tmp_path: Path) ->
     both = [fan, worker]
     try:
         wait_for("the interest relayed", lambda: fan.metric(
-            "scenetrigger_interest_events_total") >= interest, 150, both)
+            "scenetrigger_interest_events_total") >= interest, 300, both)
         wait_for("the interest taken", lambda: all_committed(
-            kafka_bootstrap, f"{prefix}-fanout", f"{prefix}.by-product"), 60, both)
+            kafka_bootstrap, f"{prefix}-fanout", f"{prefix}.by-product"), 300, both)
         send_history(kafka_bootstrap, f"{prefix}.catalog", catalog)
         wait_for("the fan-out sent", lambda: fan.metric(
-            "scenetrigger_fanout_events_total") >= fanned, 120, both)
+            "scenetrigger_fanout_events_total") >= fanned, 300, both)
         wait_for("the fan-out taken", lambda: worker.metric(
-            "scenetrigger_events_total", result="accepted") >= clicks + fanned, 120, both)
+            "scenetrigger_events_total", result="accepted") >= clicks + fanned, 300, both)
         send_raw(kafka_bootstrap, f"{prefix}.events", clock_events())
         wait_for("every event taken", lambda: worker.metric(
-            "scenetrigger_events_total", result="accepted") >= clicks + fanned + 4, 60, both)
+            "scenetrigger_events_total", result="accepted") >= clicks + fanned + 4, 300, both)
         wait_for("all offsets committed", lambda: all_committed(
-            kafka_bootstrap, prefix, f"{prefix}.events"), 60, both)
+            kafka_bootstrap, prefix, f"{prefix}.events"), 300, both)
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
         assert fan.metric("scenetrigger_fanout_events_total") == fanned
     finally:

@@ -32,8 +32,9 @@ from tests.agents.worker_support import (
 )
 
 EVENTS = 40_000
-# A hang bound, not a speed target: the bug waited 40 s and more.
-STOP_BOUND_S = 15.0
+# A hang bound, not a speed target: the bug waited 40 s and more. A loaded
+# machine's worker can take seconds to flush and leave the group.
+STOP_BOUND_S = 30.0
 
 
 def write_events(path: Path, n: int, seed: int = 11) -> None:
@@ -53,7 +54,7 @@ def write_events(path: Path, n: int, seed: int = 11) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("form", RECORD_FORMS)
 def test_sigterm_mid_drain_stops_promptly_and_loses_nothing(kafka_bootstrap: str,
                                                             tmp_path: Path, form: str) -> None:
@@ -90,7 +91,7 @@ def test_sigterm_mid_drain_stops_promptly_and_loses_nothing(kafka_bootstrap: str
 
         b = start_worker(tmp_path, "b", kafka_bootstrap, prefix, prefix, WORKER_ARGS, config)
         wait_for("b to take and commit the rest", lambda: all_committed(
-            kafka_bootstrap, prefix, f"{prefix}.events"), 150, [b], interval_s=0.5)
+            kafka_bootstrap, prefix, f"{prefix}.events"), 600, [b], interval_s=0.5)
         records = read_topic(kafka_bootstrap, f"{prefix}.triggers")
         redone = b.metric("scenetrigger_events_total", result="duplicate")
     finally:

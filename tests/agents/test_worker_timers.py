@@ -52,6 +52,11 @@ def test_absence_fires_on_the_wall_clock(kafka_bootstrap: str, tmp_path: Path) -
         wait_for("the absence trigger",
                  lambda: worker.metric("scenetrigger_triggers_total",
                                        scene="quick_abandon") >= 1, 30, [worker])
+        # The counter moves when the trigger is handed to the producer: wait for
+        # Kafka to hold it (a loaded machine may take longer than the pause below).
+        wait_for("the trigger on its topic",
+                 lambda: len(read_topic(kafka_bootstrap, f"{prefix}.triggers")) >= 1,
+                 60, [worker])
         # Three more sweep intervals: a cancelled timer must stay silent. (A sweep sends
         # ticks only for partitions with a due timer, so there is nothing to count.)
         time.sleep(3 * SWEEP_MS / 1000)

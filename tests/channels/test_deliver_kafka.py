@@ -37,6 +37,7 @@ from config.loader import load_config
 from strategies.actions import SendAction, action_to_dict
 from tests.agents.kafka_read import read_topic
 from tests.agents.worker_support import (
+    MIN_WAIT_S,
     WorkerProcess,
     committed_offsets,
     start_cli,
@@ -137,7 +138,9 @@ def start_deliver(tmp: Path, name: str, bootstrap: str, prefix: str, group: str,
 
 async def until(what: str, check: Callable[[], bool], timeout_s: float,
                 procs: Sequence[WorkerProcess]) -> None:
-    """Poll without blocking the loop (the webhook receiver runs on it)."""
+    """Poll without blocking the loop (the webhook receiver runs on it); the
+    bound is at least :data:`MIN_WAIT_S` (a hang guard, as in ``wait_for``)."""
+    timeout_s = max(timeout_s, MIN_WAIT_S)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if await asyncio.to_thread(check):

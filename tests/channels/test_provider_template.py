@@ -7,7 +7,7 @@ import html
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.loader import load_config_text
@@ -63,12 +63,18 @@ def test_values_are_not_substituted_twice_and_escape_applies() -> None:
         "<p>${name} &quot;quoted&quot; \\ &lt;b&gt;</p>"
 
 
+# No per-example deadline or speed check: a loaded machine's pause is not a bug.
+LOADED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@LOADED
 @given(st.text(max_size=200))
 def test_json_escaped_values_always_stay_inside_their_string(value: str) -> None:
     body = render('{"v": "${v}", "fixed": 1}', {"v": value}, json_escape)
     assert orjson.loads(body) == {"v": value, "fixed": 1}
 
 
+@LOADED
 @given(st.text(alphabet="${}.a_ 1\\", max_size=60))
 def test_any_text_compiles_or_fails_cleanly(text: str) -> None:
     try:

@@ -118,13 +118,15 @@ async def test_run_attempts_stops_on_success_permanent_failure_or_budget() -> No
         calls += 1
         return Attempt(False, "HTTP 400", False, 400)
 
-    result = await run_attempts(msg, "crm", permanent, RetryPolicy(max_attempts=5), sleep=sleep)
+    result = await run_attempts(msg, "crm", permanent, RetryPolicy(max_attempts=5), sleep=sleep,
+                                rng=random.Random(12))
     assert (result.ok, result.attempts, result.retryable, calls) == (False, 1, False, 1)
 
     async def always_busy() -> Attempt:
         return Attempt(False, "HTTP 503", True, 503)
 
-    result = await run_attempts(msg, "crm", always_busy, RetryPolicy(max_attempts=4), sleep=sleep)
+    result = await run_attempts(msg, "crm", always_busy, RetryPolicy(max_attempts=4), sleep=sleep,
+                                rng=random.Random(13))
     assert (result.ok, result.attempts, result.retryable, result.error) == \
         (False, 4, True, "HTTP 503")
 
@@ -138,13 +140,13 @@ async def test_retry_after_is_honoured_up_to_its_bound() -> None:
         return outcomes.pop(0)
 
     policy = RetryPolicy(max_attempts=3, retry_after_max_ms=5_000)
-    result = await run_attempts(msg, "crm", scripted, policy, sleep=sleep)
+    result = await run_attempts(msg, "crm", scripted, policy, sleep=sleep, rng=random.Random(14))
     assert result.ok and sleep.waits == [2.0]
 
     async def far() -> Attempt:
         return Attempt(False, "HTTP 429", True, 429, 3_600_000)
 
-    result = await run_attempts(msg, "crm", far, policy, sleep=sleep)
+    result = await run_attempts(msg, "crm", far, policy, sleep=sleep, rng=random.Random(15))
     assert (result.ok, result.attempts, result.retryable) == (False, 1, True)
     assert "exceeds the bound" in (result.error or "")
 

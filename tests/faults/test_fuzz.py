@@ -167,10 +167,13 @@ def test_fuzzed_events_crash_nothing_and_change_no_valid_result(tmp_path: Path) 
     assert len(lines) >= 100_000 * SCALE
     taken, collector_reasons = through_the_collector(lines)
     assert set(collector_reasons) <= set(REASONS)
+    blank = sum(1 for line in lines if not line.strip())
+    # Each line through the collector: taken, or refused with its reason (a line
+    # dropped without one would only show below as replay's reject, not here).
+    assert len(taken) + sum(collector_reasons.values()) + blank == len(lines)
     # replay reads the same lines (its own fast reader): the same ones are valid
     mixed, rejected = _replay(tmp_path, "mixed", lines)
     assert {r["reason"] for r in rejected} <= set(REASONS)
-    blank = sum(1 for line in lines if not line.strip())
     assert len(taken) + len(rejected) + blank == len(lines)
     assert sorted({r["line"] for r in rejected}) == sorted(
         set(range(1, len(lines) + 1)) - {i + 1 for i in taken}

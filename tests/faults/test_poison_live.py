@@ -15,10 +15,12 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 import yaml
 from aiohttp import web
 
 from agents.producer import ensure_topics
+from channels.transports.deadletter import DeadLetterStore
 from tests.agents.kafka_read import read_topic
 from tests.agents.worker_support import WorkerProcess, start_worker, unique
 from tests.channels.receivers import serve_app
@@ -109,7 +111,8 @@ async def test_poison_events_through_worker_and_deliver(kafka_bootstrap: str, re
     assert set(goods) <= got, sorted(set(goods) - got)
     fates = await _fates(kafka_bootstrap, run)
     assert all(reason for reason in fates.rejected.values()), fates.rejected
-    rejected, fired = set(fates.rejected), fates.fired & set(poisoned)
+    assert not set(fates.rejected) & set(goods), sorted(set(fates.rejected) & set(goods))
+    rejected, fired = set(fates.rejected) & set(poisoned), fates.fired & set(poisoned)
     quiet = set(poisoned) - rejected - fired  # taken, fired nothing
     assert not rejected & fired, sorted(rejected & fired)
     assert quiet <= page_users, sorted(quiet - page_users)  # only a bad page misses /promo
@@ -124,6 +127,8 @@ async def test_poison_events_through_worker_and_deliver(kafka_bootstrap: str, re
     assert len(rejected) + len(quiet) + len(delivered) + len(suppressed) + len(failed) \
         == len(poisoned)
     assert got - set(goods) == delivered
+    # A failed delivery is dead-lettered by deliver (its Redis stream), message and all.
+    assert failed <= await _dead_lettered(redis_url, failed), failed
     print(f"poison live: {len(values)} events ({len(poisoned)} poisoned), all {len(goods)} "
           f"good users delivered; poisoned: {len(rejected)} rejected by the worker with a "
           f"reason, {len(quiet)} taken without firing, {len(delivered)} delivered, "
@@ -135,6 +140,16 @@ class _Fates:
     rejected: dict[str, str]  # user -> the worker's reason
     fired: set[str]  # users with a trigger
     decided: dict[str, tuple[str, str | None]]  # user -> deliver's (outcome, rule)
+
+
+async def _dead_lettered(redis_url: str, users: set[str]) -> set[str]:
+    """Which of ``users`` have a message in deliver's dead-letter stream."""
+    client = aioredis.from_url(redis_url)
+    try:
+        return {letter.message.user_id async for letter in DeadLetterStore(client).entries()
+                if letter.message is not None and letter.message.user_id in users}
+    finally:
+        await client.aclose()
 
 
 async def _fates(bootstrap: str, run: str) -> _Fates:

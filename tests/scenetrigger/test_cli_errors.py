@@ -82,9 +82,10 @@ def test_a_broker_port_of_another_service_fails_fast_as_a_closed_one(
     closed, took_closed = failure(closed_port())
     assert "cannot reach Kafka" in wrong
     assert wrong == closed  # the same words for both
-    # Within 5 s of the closed port's failure (the probe's 2 s deadline): the
-    # CLI's own start-up, the same for both, is slow on a loaded machine.
-    assert took < took_closed + 5, f"took {took:.1f} s, a closed port {took_closed:.1f} s"
+    # Within 20 s of the closed port's failure (the probe's 2 s deadline): the
+    # CLI's own start-up, the same for both, is slow and uneven on a loaded
+    # machine; the bug's 40 s request timeout still shows.
+    assert took < took_closed + 20, f"took {took:.1f} s, a closed port {took_closed:.1f} s"
 
 
 @pytest.mark.integration

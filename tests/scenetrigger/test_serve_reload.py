@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -65,7 +64,12 @@ def test_requests_are_answered_through_reloads(redis_url: str, tmp_path: Path) -
         for text in texts[1:]:
             asyncio.run(push(store, text, "next", "ops"))
             wait_for("serve on the next version", lambda t=text: on(t), 30, [serve])  # type: ignore[misc]
-            time.sleep(0.3)
+            # The hammer is answered on this version too (not a fixed sleep: on a
+            # loaded machine a request can take longer than any pause chosen here).
+            since = answered[0]
+            wait_for("answers on the next version",
+                     lambda n=since: answered[0] >= n + 5 or refused[0] > 0,  # type: ignore[misc]
+                     60, [serve])
         stop.set()
         thread.join(timeout=10)
     finally:
