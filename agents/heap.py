@@ -83,12 +83,21 @@ _PROCESS: HeapFreezer | None = None
 
 
 def process_heap() -> HeapFreezer:
-    """This process's freezer, installed as a ``gc.callbacks`` entry once."""
+    """This process's freezer (the partition stores call it after settles)."""
     global _PROCESS
     if _PROCESS is None:
         _PROCESS = HeapFreezer()
-        gc.callbacks.append(_PROCESS)
     return _PROCESS
+
+
+def freeze_after_full_collections() -> HeapFreezer:
+    """Also run :func:`process_heap`'s freezer after each full collection
+    (``gc.callbacks``, once): the worker and fan-out processes. Not in a
+    test process: freezing there hides objects from ``gc.get_referrers``."""
+    heap = process_heap()
+    if heap not in gc.callbacks:
+        gc.callbacks.append(heap)
+    return heap
 
 
 def _full_collections() -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.heap import HeapFreezer, process_heap
+from agents.heap import HeapFreezer, freeze_after_full_collections
 
 
 class Clock:
@@ -74,9 +74,9 @@ def test_installed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from agents import heap
 
     monkeypatch.setattr(heap, "_PROCESS", None)  # not the test process's for good
-    first = process_heap()
+    first = freeze_after_full_collections()
     try:
-        assert process_heap() is first
+        assert freeze_after_full_collections() is first
         assert sum(c is first for c in gc.callbacks) == 1
     finally:
         gc.callbacks.remove(first)

@@ -105,9 +105,9 @@ def run_faust_worker(app: Any, log_level: str) -> NoReturn:
     returns (SystemExit on stop)."""
     import faust
 
-    from agents.heap import process_heap
+    from agents.heap import freeze_after_full_collections
 
-    process_heap()  # a full collection of the state cache stopped the loop for 0.3 s
+    freeze_after_full_collections()  # a full collection of the state cache stopped the loop for 0.3 s
     worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False,
                           workdir=str(Path.cwd()), logging_config=json_logging_config(log_level))
     # Faust's terminal spinner sets the root logger to DEBUG: every debug call
