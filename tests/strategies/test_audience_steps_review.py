@@ -18,6 +18,7 @@ from config.loader import load_config_text
 from strategies.actions import HandoffAction, SendAction
 from strategies.service import JourneyService
 from strategies.store import RedisTagStore
+from tests.strategies.test_audience_steps import CONFIG as WINBACK_TEXT
 from triggers.audiences.record import AudienceChange
 from triggers.events import Trigger
 
@@ -100,23 +101,7 @@ async def test_a_refused_audience_record_is_written_by_the_next_add(
     assert [(c.audience, c.user_id, c.op) for c in topic.written] == [("retarget", "u", "enter")]
 
 
-WINBACK = load_config_text("""
-scenes:
-  cart_abandonment: {kind: absence, start: {type: cart}, cancel: {type: purchase}, after: 30m}
-audiences:
-  retarget: {journey: true}
-strategies:
-  journeys:
-    winback:
-      entry: {scene: cart_abandonment}
-      steps:
-        - send: {channel: email, content: winback_offer}
-        - branch: {within: 1d, when: [{event: purchased, goto: exit}]}
-        - audience: {add: retarget}
-        - branch: {within: 7d, when: [{event: purchased, goto: bought}], else: exit}
-        - id: bought
-          audience: {remove: retarget}
-""")
+WINBACK = load_config_text(WINBACK_TEXT)  # the shipped shape of test_audience_steps
 
 
 @pytest.mark.integration
