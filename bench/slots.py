@@ -198,7 +198,9 @@ def _start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subproc
 
 
 def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
-    from config.tokens import slot_signature
+    from urllib.parse import urlencode
+
+    from config.tokens import SLOT_SIG_TTL_S, slot_query
 
     asyncio.run(setup(url, args.users))
     rnd = random.Random(args.seed)
@@ -218,8 +220,9 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
             else:
                 cmd = [cli, "serve", "--config", str(config), "--redis-url", url,
                        "--port", str(port), "--tags-prefix", PREFIX]
-                urls = [f"http://127.0.0.1:{port}/slots/home?user={u}"
-                        f"&sig={slot_signature(SLOT_SECRET, u)}" for u in picks]
+                exp = int(time.time()) + SLOT_SIG_TTL_S  # as a shop page signs it
+                urls = [f"http://127.0.0.1:{port}/slots/home?"
+                        f"{urlencode(slot_query(SLOT_SECRET, u, exp))}" for u in picks]
             proc = _start(cmd, env, port, tmp / f"{mode}{r}.log")
             try:
                 cpu0 = _cpu_s(proc.pid)

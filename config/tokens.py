@@ -118,11 +118,22 @@ class AdminTokens:
 
 
 SLOT_SECRET_ENV = "SCENETRIGGER_SLOT_SECRET"  # noqa: S105 - a variable name
+# The longest a slot signature may live (exp at most this far ahead of serve's
+# clock): a leaked page URL reads its visitor's slot for a day at most.
+SLOT_SIG_MAX_TTL_S = 86_400
+SLOT_SIG_TTL_S = 3_600  # what `scenetrigger slot-sig` signs for unless told
 
 
-def slot_signature(secret: str, user_id: str) -> str:
-    """The shop backend's statement that this browser is ``user_id``, for
-    ``GET /slots`` (docs/security.md, "On-site slots"):
-    ``hex(HMAC-SHA256(secret, "slot\\n" + user_id))`` (its own prefix: never
-    an inbox token or an identify signature)."""
-    return hmac.new(secret.encode(), f"slot\n{user_id}".encode(), hashlib.sha256).hexdigest()
+def slot_signature(secret: str, user_id: str, exp: int) -> str:
+    """The shop backend's statement that this browser is ``user_id`` until
+    ``exp`` (unix seconds), for ``GET /slots`` (docs/security.md, "On-site
+    slots"): ``hex(HMAC-SHA256(secret, "slot\\n" + user_id + "\\n" + str(exp)))``
+    (UTF-8; its own prefix: never an inbox token or an identify signature)."""
+    message = f"slot\n{user_id}\n{exp}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def slot_query(secret: str, user_id: str, exp: int) -> dict[str, str]:
+    """The query parameters of a signed ``GET /slots`` (and the snippet's
+    ``data-user``, ``data-exp``, ``data-sig``) for ``user_id`` until ``exp``."""
+    return {"user": user_id, "exp": str(exp), "sig": slot_signature(secret, user_id, exp)}

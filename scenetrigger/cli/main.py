@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "config": "scenetrigger.cli.change.config_cmd",
     "hash-keys": "scenetrigger.cli.ops.hash_keys",
     "audiences": "scenetrigger.cli.ops.audiences",
+    "slot-sig": "scenetrigger.cli.ops.slot_sig",
 }
 
 

@@ -1,16 +1,20 @@
-"""``GET /slots/{slot}?user=ID&sig=SIG`` on ``serve``: the content of an
-on-site slot for this visitor now (docs/ads.md, "On-site slots"), and
-``GET /slots.js``, the snippet that shows it (``/slots-demo.html``: a page
-with one slot, the snippet's demo).
+"""``GET /slots/{slot}?user=ID&exp=UNIX_S&sig=SIG`` on ``serve``: the content
+of an on-site slot for this visitor now (docs/ads.md, "On-site slots"), and
+``GET /slots.js``, the snippet that shows it (``/slots-demo.html``, a
+try-out page with one slot, only with ``serve --slots-demo``: a production
+``serve`` answers it 404).
 
 One Redis round trip per signed request: the visitor's live profile
 (:mod:`channels.audience.live_profile`) and tags (``strategies.store``) in
 one pipeline (the same cluster slot: both keys carry the user's hash tag).
 The catalog is read through a cache. ``sig`` is the shop backend's
-:func:`config.tokens.slot_signature` of the user (``$SCENETRIGGER_SLOT_SECRET``):
-without it the answer is the slot's default content, read from no state and
-tracked for no one; a wrong one is 403. A Redis that is away is a 503 (the
-serve middleware). Unknown slot: 404.
+:func:`config.tokens.slot_signature` of the user and ``exp`` (unix seconds,
+at most :data:`config.tokens.SLOT_SIG_MAX_TTL_S` ahead), under
+``$SCENETRIGGER_SLOT_SECRET``: without ``sig`` the answer is the slot's
+default content, read from no state and tracked for no one; with it, no or
+a malformed ``exp`` is 400, a wrong signature, a past ``exp`` or one too far
+ahead 403, each with its ``reason``. A Redis that is away is a 503 (the serve
+middleware). Unknown slot: 404.
 
 A signed answer carries the impression's beacon (the open pixel, signed for
 the impression: docs/security.md) and click-redirect links; with the slot's
@@ -33,7 +37,7 @@ from channels.content.slots import SlotAnswer, SlotContent
 from channels.feedback.events import FeedbackSink, open_pixel_path, tracked_link
 from channels.feedback.slot_ids import impression_id, impression_meta
 from config.clock import wall_ms
-from config.tokens import slot_signature, token_matches
+from config.tokens import SLOT_SIG_MAX_TTL_S, slot_signature, token_matches
 from scenetrigger.serve.csp import content_security_policy
 from strategies.store import RedisTagStore
 from triggers.wire import MalformedRecord
@@ -42,12 +46,13 @@ log = logging.getLogger("scenetrigger.slots")
 WEB = Path(__file__).resolve().parents[1] / "web"
 SNIPPET, DEMO = WEB / "slots.js", WEB / "slots-demo.html"
 MAX_USER_CHARS = 256
+MAX_EXP_CHARS = 12  # unix seconds until the year 33658
 
 
 class SlotRoutes:
     def __init__(self, slots: SlotContent, redis: Any, prefix: str, slot_secret: str,
                  tracking_secret: bytes, sink: FeedbackSink, base_url: str | None = None,
-                 clock: Callable[[], int] = wall_ms) -> None:
+                 clock: Callable[[], int] = wall_ms, demo: bool = False) -> None:
         self._slots = slots
         self._redis = redis
         self._profiles = LiveProfileStore(redis, prefix)
@@ -57,11 +62,13 @@ class SlotRoutes:
         self._sink = sink
         self._base = (base_url or "").rstrip("/")
         self._clock = clock
+        self._demo = demo
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/slots.js", snippet)
-        app.router.add_get("/slots-demo.html", demo_page)
+        if self._demo:  # off by default: 404 on a production serve
+            app.router.add_get("/slots-demo.html", demo_page)
         app.router.add_get("/slots/{slot}", self.get)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -73,11 +80,11 @@ class SlotRoutes:
             return _json({"error": f"user=ID is required (1 to {MAX_USER_CHARS} characters)"},
                          400)
         sig = request.query.get("sig", "")
-        signed = bool(sig) and token_matches(sig, slot_signature(self._secret, user)
-                                             if self._secret else None)
-        if sig and not signed:
-            return _json({"error": "bad sig for this user"}, 403)
         now = self._clock()
+        refused = self._refused(user, request.query.get("exp"), sig, now // 1000) if sig else None
+        if refused is not None:
+            return refused
+        signed = bool(sig)
         profile, tags = await self._state(user) if signed else (None, frozenset[str]())
         answer = await self._slots.choose(name, user, profile, tags, now)
         body = self._body(answer, user, now, signed)
@@ -87,6 +94,28 @@ class SlotRoutes:
             self._record(mid, now)
             body["impression"] = None  # counted already: no beacon to count it again
         return _json(body, 200, {"Cache-Control": model.cache_control()})
+
+    def _refused(self, user: str, exp_text: str | None, sig: str,
+                 now_s: int) -> web.Response | None:
+        """None when ``sig`` signs ``user`` until ``exp`` and ``exp`` is neither
+        past nor further ahead than the longest a signature may live; else
+        the refusal, with its reason."""
+        if exp_text is None or exp_text == "":
+            return _refusal(400, "exp_missing", "exp=UNIX_SECONDS is required with sig "
+                                                "(the signature covers user and exp)")
+        if not (len(exp_text) <= MAX_EXP_CHARS and exp_text.isascii() and exp_text.isdigit()):
+            return _refusal(400, "exp_malformed", "exp must be unix seconds (digits only)")
+        exp = int(exp_text)
+        # constant-time; no secret configured: nothing matches (closed by default)
+        expected = slot_signature(self._secret, user, exp) if self._secret else None
+        if not token_matches(sig, expected):
+            return _refusal(403, "bad_sig", "bad sig for this user and exp")
+        if exp < now_s:
+            return _refusal(403, "expired", f"sig expired at exp={exp} ({now_s - exp} s ago)")
+        if exp - now_s > SLOT_SIG_MAX_TTL_S:
+            return _refusal(403, "exp_too_far", f"exp={exp} is {exp - now_s} s ahead; at most "
+                                                f"{SLOT_SIG_MAX_TTL_S} s")
+        return None
 
     async def _state(self, user: str) -> tuple[Any, frozenset[str]]:
         """The live profile (None: unknown or unreadable) and tags, in one trip."""
@@ -150,6 +179,10 @@ async def demo_page(_request: web.Request) -> web.Response:
     return web.Response(body=page, content_type="text/html", headers={
         "Content-Security-Policy": content_security_policy(page, own_files=True),
         "X-Content-Type-Options": "nosniff"})
+
+
+def _refusal(status: int, reason: str, error: str) -> web.Response:
+    return _json({"error": error, "reason": reason}, status, {"Cache-Control": "no-store"})
 
 
 def _json(body: dict[str, Any], status: int,

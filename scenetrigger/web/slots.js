@@ -1,7 +1,9 @@
 /* scenetrigger on-site slots (docs/ads.md, "On-site slots").
- * <div data-scenetrigger-slot="home" data-user="u1" data-sig="..."></div>
+ * <div data-scenetrigger-slot="home" data-user="u1" data-exp="1796680000" data-sig="..."></div>
  * <script src="/slots.js" defer></script>
- * Fetches GET /slots/{slot}?user=&sig= from the server that served this file,
+ * (data-exp and data-sig: the shop backend's signature of the user until exp,
+ * `scenetrigger slot-sig`.)
+ * Fetches GET /slots/{slot}?user=&exp=&sig= from the server that served this file,
  * renders title, body and products as text (never as HTML), then sends the
  * impression beacon. window.scenetriggerSlots.refresh() fetches them again. */
 (function () {
@@ -46,7 +48,7 @@
   function load(box) {
     var q = new URLSearchParams({ user: box.getAttribute("data-user") || "" });
     var sig = box.getAttribute("data-sig");
-    if (sig) { q.set("sig", sig); }
+    if (sig) { q.set("exp", box.getAttribute("data-exp") || ""); q.set("sig", sig); }
     var url = new URL("/slots/" + encodeURIComponent(box.getAttribute("data-scenetrigger-slot")) +
                       "?" + q.toString(), base);
     return fetch(url.href, { credentials: "omit" })

@@ -3,6 +3,8 @@ configured token, and any header bytes are a wrong token, never an error."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 
 import pytest
@@ -96,3 +98,24 @@ def test_an_empty_admin_token_set_refuses_all_and_cannot_be_changed() -> None:
         tokens.named = (("eve", "x"),)  # type: ignore[misc]
     # The refusal tells the operator which variables to set.
     assert ADMIN_TOKENS_HINT == "set SCENETRIGGER_ADMIN_TOKENS (name=token,...)"
+
+
+def test_a_slot_signature_covers_the_user_and_exp() -> None:
+    """docs/security.md: hex(HMAC-SHA256(secret, "slot\\n" + user + "\\n" + str(exp)))."""
+    from config.tokens import slot_query, slot_signature
+
+    def expected(secret: str, user: str, exp: int) -> str:
+        return hmac.new(secret.encode(), f"slot\n{user}\n{exp}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    assert slot_signature("change-me", "ann", 1796680000) == expected("change-me", "ann",
+                                                                      1796680000)
+    assert slot_signature("k", "ünï", 5) == expected("k", "ünï", 5)  # UTF-8
+    # the doc's vector (docs/ads.md), as openssl prints it
+    assert slot_signature("change-me", "ann", 1796680000) == (
+        "81782921e819b1a2f447c78a8b50f017b53d9d4c00460302debfc815a71c9197")
+    sigs = {slot_signature("k", "ann", 1), slot_signature("k", "ann", 2),
+            slot_signature("k", "bob", 1), slot_signature("j", "ann", 1)}
+    assert len(sigs) == 4
+    assert slot_query("k", "ann", 7) == {"user": "ann", "exp": "7",
+                                         "sig": expected("k", "ann", 7)}

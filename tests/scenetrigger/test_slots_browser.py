@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -69,10 +70,14 @@ async def test_the_slot_changes_when_the_visitor_turns_promo_driven(
         app = build_app(ServeParts(config, client, sink, tags_prefix=prefix,
                                    env={SLOT_SECRET_ENV: SLOT_SECRET,
                                         config.delivery.tracking.secret_env: TRACKING},
-                                   slot_catalog=MemoryCatalog(catalog_products())))
-        sig = hmac.new(SLOT_SECRET.encode(), b"slot\nann", hashlib.sha256).hexdigest()
+                                   slot_catalog=MemoryCatalog(catalog_products()),
+                                   slots_demo=True))
+        # docs/security.md: hex(HMAC-SHA256(secret, "slot\n" + user + "\n" + str(exp)))
+        exp = int(time.time()) + 3600
+        sig = hmac.new(SLOT_SECRET.encode(), f"slot\nann\n{exp}".encode(),
+                       hashlib.sha256).hexdigest()
         async with serving(app, free_port()) as base:
-            url = f"{base}/slots-demo.html?user=ann&sig={sig}"
+            url = f"{base}/slots-demo.html?user=ann&exp={exp}&sig={sig}"
             before = await asyncio.to_thread(page_view, browser, url, "searcher")
             assert await profiles.put("ann", user_state("ann", "promo_driven").profile,
                                       T0 + 60_000)

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,20 +47,28 @@ SERVED = """
 """
 
 
-def sig(user: str) -> str:
-    """docs/security.md: hex(HMAC-SHA256(secret, "slot\\n" + user))."""
-    return hmac.new(SLOT_SECRET.encode(), f"slot\n{user}".encode(), hashlib.sha256).hexdigest()
+def hexsig(user: str, exp: int, secret: str = SLOT_SECRET) -> str:
+    """docs/security.md: hex(HMAC-SHA256(secret, "slot\\n" + user + "\\n" + str(exp)))."""
+    message = f"slot\n{user}\n{exp}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def sig(user: str, ttl_s: int = 3600) -> str:
+    """The ``exp=...&sig=...`` a shop page carries for ``user``, valid ``ttl_s`` more."""
+    exp = int(time.time()) + ttl_s
+    return f"exp={exp}&sig={hexsig(user, exp)}"
 
 
 @asynccontextmanager
-async def slot_server(url: str) -> AsyncIterator[tuple[str, Any, ListSink, str]]:
+async def slot_server(url: str, demo: bool = False
+                      ) -> AsyncIterator[tuple[str, Any, ListSink, str]]:
     prefix = f"sl{uuid.uuid4().hex[:6]}:"
     config = load_config_text(config_text(prefix, SERVED))
     client = redis_client(url)
     sink = ListSink()
     env = {SLOT_SECRET_ENV: SLOT_SECRET, config.delivery.tracking.secret_env: TRACKING}
     app = build_app(ServeParts(config, client, sink, env=env, tags_prefix=prefix,
-                               slot_catalog=MemoryCatalog(catalog_products())))
+                               slot_catalog=MemoryCatalog(catalog_products()), slots_demo=demo))
     try:
         async with serve_app(app) as base:
             yield base, client, sink, prefix
@@ -69,7 +78,7 @@ async def slot_server(url: str) -> AsyncIterator[tuple[str, Any, ListSink, str]]
 
 async def get(http: aiohttp.ClientSession, base: str, user: str, slot: str = "home",
               signature: str | None = None) -> tuple[int, Any, Any]:
-    query = f"?user={quote(user, safe='')}" + (f"&sig={signature}" if signature else "")
+    query = f"?user={quote(user, safe='')}" + (f"&{signature}" if signature else "")
     async with http.get(f"{base}/slots/{slot}{query}") as resp:
         return resp.status, await resp.json(), resp.headers
 
@@ -113,10 +122,11 @@ async def test_a_browser_reads_no_one_elses_slot_and_forges_no_clicks(redis_url:
         assert status == 200 and not body["known"] and body["title"] == "Welcome"
         assert body["impression"] is None and "private" not in str(body)
         # Another user's signature, or a made-up one: 403.
-        for wrong in (sig("attacker"), "0" * 64, "x"):
+        exp = int(time.time()) + 3600
+        for wrong in (sig("attacker"), f"exp={exp}&sig={'0' * 64}", f"exp={exp}&sig=x"):
             assert (await get(http, base, "victim", signature=wrong))[0] == 403
         # No CORS (as the collector): another origin's script cannot read an answer.
-        async with http.get(f"{base}/slots/home?user=victim&sig={sig('victim')}",
+        async with http.get(f"{base}/slots/home?user=victim&{sig('victim')}",
                             headers={"Origin": "https://evil.example"}) as resp:
             assert resp.status == 200
             assert not any(h.lower().startswith("access-control-") for h in resp.headers)
@@ -144,6 +154,68 @@ async def test_a_browser_reads_no_one_elses_slot_and_forges_no_clicks(redis_url:
                 assert resp.headers["Location"] == f"https://shop.example.com/p/{PHONE}"
         assert [(e.kind, e.user_id, e.slot, e.variant) for e in sink.events] == [
             ("clicked", "victim", "home", "searcher")]
+
+
+async def test_the_signature_covers_user_and_exp_and_runs_out(redis_url: str) -> None:
+    """docs/security.md, "What is signed": each forgery or stale signature is
+    refused with its reason and reads nothing of the victim's."""
+    async with slot_server(redis_url) as (base, client, sink, prefix), \
+            aiohttp.ClientSession() as http:
+        victim = user_state("victim", "search_driven").profile
+        victim.last_query = "a very private query"
+        await LiveProfileStore(client, prefix).put("victim", victim, T0)
+        now = int(time.time())
+        exp = now + 3600
+        good = hexsig("victim", exp)
+        max_ttl = 86_400  # docs/security.md: exp at most one day ahead
+        cases = {
+            "cross-user": (f"exp={exp}&sig={hexsig('attacker', exp)}", 403, "bad_sig"),
+            "truncated": (f"exp={exp}&sig={good[:32]}", 403, "bad_sig"),
+            "one char short": (f"exp={exp}&sig={good[:-1]}", 403, "bad_sig"),
+            "bad sig": (f"exp={exp}&sig={'0' * 64}", 403, "bad_sig"),
+            "not hex": (f"exp={exp}&sig=%C3%A9{good[2:]}", 403, "bad_sig"),
+            "wrong key": (f"exp={exp}&sig={hexsig('victim', exp, 'another-secret')}", 403,
+                          "bad_sig"),
+            "exp moved later": (f"exp={exp + 60}&sig={good}", 403, "bad_sig"),
+            "exp zero-padded": (f"exp=0{exp}&sig={good}", 200, None),  # the same number
+            "the old formula": (f"exp={exp}&sig=" + hmac.new(
+                SLOT_SECRET.encode(), b"slot\nvictim", hashlib.sha256).hexdigest(), 403,
+                "bad_sig"),
+            "expired": (f"exp={now - 5}&sig={hexsig('victim', now - 5)}", 403, "expired"),
+            "long expired": (f"exp=1&sig={hexsig('victim', 1)}", 403, "expired"),
+            "too far ahead": (f"exp={now + max_ttl + 120}&sig="
+                              f"{hexsig('victim', now + max_ttl + 120)}", 403, "exp_too_far"),
+            "no exp": (f"sig={hexsig('victim', exp)}", 400, "exp_missing"),
+            "empty exp": (f"exp=&sig={good}", 400, "exp_missing"),
+            "negative exp": (f"exp=-{exp}&sig={hexsig('victim', -exp)}", 400, "exp_malformed"),
+            "exp with a sign": (f"exp=%2B{exp}&sig={good}", 400, "exp_malformed"),
+            "exp not a number": (f"exp={exp}x&sig={good}", 400, "exp_malformed"),
+        }
+        for name, (query, status, reason) in cases.items():
+            got, body, headers = await get(http, base, "victim", signature=query)
+            assert got == status, (name, body)
+            if reason is None:
+                assert body["known"] and "a very private query" in body["title"], name
+                continue
+            assert body["reason"] == reason and body["error"], (name, body)
+            assert "private" not in str(body) and headers["Cache-Control"] == "no-store"
+        # Nearly a day ahead is accepted (a page open all day); the victim's own.
+        for ahead in (0, max_ttl - 60):
+            status, body, _ = await get(http, base, "victim", signature=(
+                f"exp={now + ahead}&sig={hexsig('victim', now + ahead)}"))
+            assert status == 200 and body["known"], ahead
+        assert sink.events == []  # a refusal records no impression
+
+
+async def test_the_demo_page_is_served_only_when_asked(redis_url: str) -> None:
+    async with slot_server(redis_url) as (base, *_), aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/slots-demo.html?user=ann&{sig('ann')}") as resp:
+            assert resp.status == 404  # a default serve: no demo page on a shop's host
+        async with http.get(f"{base}/slots.js") as resp:
+            assert resp.status == 200  # the snippet itself always
+    async with slot_server(redis_url, demo=True) as (base, *_), \
+            aiohttp.ClientSession() as http, http.get(f"{base}/slots-demo.html") as resp:
+        assert resp.status == 200 and "data-scenetrigger-slot" in await resp.text()
 
 
 async def test_beacon_and_served_impressions_and_clicks_reach_the_funnel(

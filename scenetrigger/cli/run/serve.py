@@ -22,9 +22,10 @@ Routes (all on one port, loopback by default):
   ``$SCENETRIGGER_WECHAT_TOKEN`` is the WeChat server token);
 * ``POST /catalog``: catalog records onto the catalog stream (its own token,
   ``$SCENETRIGGER_CATALOG_TOKEN``; needs ``--broker``; :mod:`scenetrigger.serve.catalog_http`);
-* ``GET /slots/{slot}?user=ID&sig=SIG``: an on-site slot's content for this
+* ``GET /slots/{slot}?user=ID&exp=UNIX_S&sig=SIG``: an on-site slot's content for this
   visitor now, from the live profile and tags; ``GET /slots.js``, the snippet
   (:mod:`scenetrigger.serve.slots_http`, docs/ads.md "On-site slots");
+  ``GET /slots-demo.html`` only with ``--slots-demo``;
 * ``GET /metrics`` (Prometheus, this server's own registry), ``GET /healthz``
   (pings Redis).
 
@@ -129,6 +130,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--tags-prefix", default="scenetrigger:",
                         help="Redis prefix of tags, scores and live profiles (as `journeys "
                              "--redis-prefix`; GET /slots reads both)")
+    parser.add_argument("--slots-demo", action="store_true",
+                        help="also serve /slots-demo.html, the snippet's try-out page "
+                             "(not on a production host: 404 without this)")
     add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
@@ -174,6 +178,7 @@ class ServeParts:
     publish: Any = None  # async (event dict) -> None onto the events topic (--broker), or None
     catalog: Any = None  # scenetrigger.serve.catalog_http.Publish onto the catalog topic, or None
     slot_catalog: Any = None  # the Catalog slots read (cached); None: an empty one
+    slots_demo: bool = False  # serve /slots-demo.html (--slots-demo)
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -258,7 +263,7 @@ def build_app(parts: ServeParts) -> web.Application:
                         config.delivery.default_timezone)
     SlotRoutes(slots, parts.redis, parts.tags_prefix, env.get(SLOT_SECRET_ENV, ""),
                env.get(tracking.secret_env, "").encode(), sink,
-               tracking.base_url).add_routes(app)
+               tracking.base_url, demo=parts.slots_demo).add_routes(app)
 
     async def metrics(_request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest(reg))
@@ -351,7 +356,7 @@ async def _main(args: argparse.Namespace) -> int:
         def app_for(config: AppConfig) -> web.Application:
             slot_catalog = RedisCatalog(catalog_client, f"{config.delivery.redis_prefix}cat:")
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
-                                        slot_catalog=slot_catalog,
+                                        slot_catalog=slot_catalog, slots_demo=args.slots_demo,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
                                                       forget_in_worker=forget).erase,
