@@ -150,3 +150,38 @@ scenes:
         "cart_abandonment": "cart at 10:04, no purchase within 30m"}
     explained, _ = _run(scenes, events, T10 + HOUR)
     assert {s.scene: s.fired[0].why for s in explained} == whys
+
+
+def test_event_types_are_named_as_english_names_them_or_as_they_are() -> None:
+    """``searches``, not ``searchs``; OTTO's ``clicks`` is ``events (type=clicks)``,
+    not ``clickss``; ``an order``, not ``a order``."""
+    from triggers.kinds.explaining import plural_of
+
+    assert {t: plural_of(t) for t in ("view", "cart", "purchase", "search", "box", "reply",
+                                      "buy", "order", "clicks", "carts", "delivered",
+                                      "add_to_cart", "Search", "v2", "")} == {
+        "view": "views", "cart": "carts", "purchase": "purchases", "search": "searches",
+        "box": "boxes", "reply": "replies", "buy": "buys", "order": "orders",
+        "clicks": None, "carts": None, "delivered": None, "add_to_cart": None,
+        "Search": None, "v2": None, "": None}
+    scenes = _scenes("""
+scenes:
+  searched_thrice: {kind: repeat, when: {type: search}, count: 3, within: 30m,
+                    unless: {type: order}}
+  clicked_thrice: {kind: repeat, when: {type: clicks}, count: 3, within: 30m,
+                   unless: {type: orders}}
+  order_then_search: {kind: sequence, first: {type: order}, then: {type: search}, within: 10m}
+""")
+    (search, clicks, sequence), _ = _run(scenes, [_ev(T10, "view")])
+    assert search.missing == "no searches"
+    assert clicks.missing == "no events (type=clicks)"
+    assert sequence.missing == "no orders"
+    events = [_ev(T10, "search"), _ev(T10 + MIN, "order"), _ev(T10 + 2 * MIN, "search"),
+              _ev(T10 + 3 * MIN, "clicks"), _ev(T10 + 4 * MIN, "orders"),
+              _ev(T10 + 5 * MIN, "clicks")]
+    (search, clicks, _), _ = _run(scenes, events)
+    assert search.missing == "2 of 3 searches within 30m; an order at 10:01 blocks it"
+    assert clicks.missing == ("2 of 3 events (type=clicks) within 30m; an event (type=orders) "
+                              "at 10:04 blocks it")
+    (_, _, sequence), _ = _run(scenes, [_ev(T10, "order"), _ev(T10 + 20 * MIN, "view")])
+    assert sequence.missing == "an order at 10:00, no search within 10m after it"

@@ -11,7 +11,15 @@ from typing import Literal
 from triggers.durations import format_duration_ms
 from triggers.events import Event, Trigger
 from triggers.kinds.base import Limits, Shape, Slot, canon
-from triggers.kinds.explaining import Fired, Refusal, Said, SceneExplanation, hm, noun
+from triggers.kinds.explaining import (
+    Fired,
+    Refusal,
+    Said,
+    SceneExplanation,
+    a_noun,
+    hm,
+    noun,
+)
 from triggers.predicates import Fields, Matcher, Predicate
 from triggers.state import UserState
 from triggers.userfilter import UserFilter
@@ -93,7 +101,7 @@ def explain_absence(scene: AbsenceScene, events: Sequence[Event], fires: list[Tr
         if cancel is not None and cancel(event.fields):
             if armed is not None:
                 story = (f"the {noun(scene.start, False)} at {hm(armed.ts)} was cancelled by "
-                         f"a {noun(scene.cancel, False)} at {hm(event.ts)}")
+                         f"{a_noun(scene.cancel)} at {hm(event.ts)}")
             armed = None
         elif start(event.fields):
             # A re-arm tells no story of its own: the armed timer's end

@@ -9,6 +9,7 @@ engine: no clock, no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,12 +84,41 @@ def describe(predicate: Predicate | None) -> str:
 
 
 def noun(predicate: Predicate | None, plural: bool = True) -> str:
-    """``views`` for ``{type: view}``, else the predicate in brackets."""
+    """``views`` for ``{type: view}`` (``searches`` for ``search``), when the
+    type is a word English names that way (:func:`plural_of`); else the
+    predicate in brackets: ``events (type=clicks)``, never ``clickss``."""
     if predicate is not None and len(predicate.conditions) == 1:
         name, cond = predicate.conditions[0]
         if name == "type" and cond.equals is not None and not cond.one_of and not cond.prefix:
-            return cond.equals + ("s" if plural else "")
+            word = plural_of(cond.equals)
+            if word is not None:
+                return word if plural else cond.equals
     return f"events ({describe(predicate)})" if plural else f"event ({describe(predicate)})"
+
+
+def a_noun(predicate: Predicate | None) -> str:
+    """One such event, with its article: ``a purchase``, ``an order``,
+    ``an event (type=clicks)``."""
+    word = noun(predicate, False)
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def plural_of(event_type: str) -> str | None:
+    """The plural of an event type that is one lowercase word: ``view`` ->
+    ``views``, ``search`` -> ``searches``, ``reply`` -> ``replies``. None
+    when no rule can say: a word ending in ``s`` may be a plural already (OTTO's
+    ``clicks``), in ``ed`` a participle (``delivered``), and ``add_to_cart``
+    or ``Search`` are names, not words."""
+    if not _WORD.fullmatch(event_type) or event_type.endswith(("s", "ed")):
+        return None
+    if event_type.endswith(("ch", "sh", "x", "z")):
+        return event_type + "es"
+    if len(event_type) > 1 and event_type.endswith("y") and event_type[-2] not in "aeiou":
+        return event_type[:-1] + "ies"
+    return event_type + "s"
 
 
 # Per scene, per time: the engine's own words for a user-filter refusal

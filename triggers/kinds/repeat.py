@@ -26,6 +26,7 @@ from triggers.kinds.explaining import (
     Refusal,
     Said,
     SceneExplanation,
+    a_noun,
     cooling,
     for_key,
     hm,
@@ -210,7 +211,7 @@ def explain_repeat(scene: RepeatScene, events: Sequence[Event], fires: list[Trig
             n, _ts, key, last_blocker = best
             missing = f"{n} of {scene.count} {what}{for_key(scene, key)} within {within}"
             if last_blocker is not None:
-                missing += f"; a {noun(scene.unless, False)} at {hm(last_blocker)} blocks it"
+                missing += f"; {a_noun(scene.unless)} at {hm(last_blocker)} blocks it"
             elif n >= scene.count and refused:
                 missing += f"; {refused[-1].why.rpartition('; ')[2]}"
     return SceneExplanation(scene.name, scene.kind, fired, tuple(refused), missing,

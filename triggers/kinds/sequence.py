@@ -32,6 +32,7 @@ from triggers.kinds.explaining import (
     Fired,
     Said,
     SceneExplanation,
+    a_noun,
     hm,
     not_fired_reason,
     noun,
@@ -149,11 +150,11 @@ def explain_sequence(scene: SequenceScene, events: Sequence[Event], fires: list[
                 blockers = [e for e in same if unless is not None and unless(e.fields)
                             and starts[-1].ts <= e.ts <= event.ts]
                 whys[(key, event.ts)] = f"{one} at {hm(starts[-1].ts)}, then {two} within {within}"
-                story = (f"a {noun(scene.unless, False)} at {hm(blockers[-1].ts)} blocks it"
+                story = (f"{a_noun(scene.unless)} at {hm(blockers[-1].ts)} blocks it"
                          if blockers else f"{one} at {hm(starts[-1].ts)} then {two} at "
                                           f"{hm(event.ts)}: {not_fired_reason(scene, said, event.ts)}")
         elif first(event.fields):
-            story = f"a {one} at {hm(event.ts)}, no {two} within {within} after it"
+            story = f"{a_noun(scene.first)} at {hm(event.ts)}, no {two} within {within} after it"
     fired = tuple(Fired(t, whys.get((t.key, t.ts), f"{one} then {two} within {within}"))
                   for t in fires)
     return SceneExplanation(scene.name, scene.kind, fired, (), None if fires else story)
