@@ -209,8 +209,13 @@ async def test_a_burst_past_the_pool_waits_for_a_connection(redis_url: str) -> N
     failing = redis_client(redis_url, max_connections=2)
     try:
         assert await asyncio.gather(*(waiting.ping() for _ in range(50))) == [True] * 50
-        with pytest.raises(MaxConnectionsError):
-            await asyncio.gather(*(failing.ping() for _ in range(50)))
+        # Every ping ends before the pool closes: a gather that raised at the
+        # first refusal left two pings running, whose connections were
+        # garbage-collected unclosed in a later test (CI: test_user_admin.py).
+        refused = await asyncio.gather(*(failing.ping() for _ in range(50)),
+                                       return_exceptions=True)
+        assert sum(isinstance(r, MaxConnectionsError) for r in refused) == 48
+        assert refused.count(True) == 2
     finally:
         await waiting.aclose()
         await failing.aclose()
