@@ -244,6 +244,8 @@ class JourneyService:
         stored = await self._redis("reading a score", lambda: self.tags.score(user_id))
         if stored is not None:
             self.scorer.store.put(user_id, stored)
+        else:  # erased (or reset): the cached score must not be written back
+            self.scorer.store.delete(user_id)
 
     async def _save_score(self, user_id: str) -> None:
         score = self.scorer.store.get(user_id)
