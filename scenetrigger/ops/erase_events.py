@@ -31,13 +31,13 @@ async def erase_sender(producer: Any, bootstrap: str, prefix: str | None,
     found = [await _existing(bootstrap, profiles)]
 
     async def forget_in_worker(user_id: str, now_ms: int) -> None:
+        if found[0] is None:  # first: a lookup that fails sends nothing
+            found[0] = await _existing(bootstrap, profiles)
         key = user_id.encode()
         event = {"user_id": user_id, "ts": now_ms, "type": ERASE}
         await producer.send_and_wait(events, orjson.dumps(event), key=key)
         await producer.send_and_wait(decisions, erasure_record(user_id, now_ms, source).encode(),
                                      key=key)
-        if found[0] is None:
-            found[0] = await _existing(bootstrap, profiles)
         if found[0] is not None:
             await producer.send_and_wait(profiles, None, key=key)
 
