@@ -89,6 +89,12 @@ class ChurnWatch:
         self._schedule(user_id, buyer, now_ms)
         return buyer.tags(self.rules, now_ms)
 
+    def forget(self, user_id: str) -> None:
+        """An erased user: nothing of them is kept, nothing is due (their
+        heap entries are stale now)."""
+        self._buyers.pop(user_id, None)
+        self._next.pop(user_id, None)
+
     def due(self, now_ms: int) -> list[tuple[str, frozenset[str]]]:
         """Users whose churn tags changed by ``now_ms``, with their tags now."""
         out = []

@@ -44,6 +44,8 @@ class ScoreStore(Protocol):
 
     def put(self, user_id: str, score: LeadScore) -> None: ...
 
+    def delete(self, user_id: str) -> None: ...
+
     def items(self) -> Iterator[tuple[str, LeadScore]]: ...
 
 
@@ -56,6 +58,9 @@ class MemoryScoreStore:
 
     def put(self, user_id: str, score: LeadScore) -> None:
         self._scores[user_id] = score
+
+    def delete(self, user_id: str) -> None:
+        self._scores.pop(user_id, None)
 
     def items(self) -> Iterator[tuple[str, LeadScore]]:
         return iter(list(self._scores.items()))

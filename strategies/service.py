@@ -49,7 +49,7 @@ from strategies.store import TagStore
 from triggers.audiences.record import AudienceChange
 from triggers.churn import CHURN_RISK_HIGH
 from triggers.errors import ConfigError
-from triggers.events import Event, Trigger
+from triggers.events import ERASE, Event, Trigger
 from triggers.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,8 @@ class JourneyService:
         and branches waiting for it (``purchased``), as the report runs them;
         no lead-score points (those stay on the feedback topic's events)."""
         async with self._lock:
+            if event.type == ERASE:  # the churn ticker would write their tags again
+                self.churn.forget(event.user_id)
             await self._apply(self.engine.on_event(event))
 
     async def on_profile(self, user_id: str, profile: Profile) -> None:
@@ -242,6 +244,8 @@ class JourneyService:
         stored = await self._redis("reading a score", lambda: self.tags.score(user_id))
         if stored is not None:
             self.scorer.store.put(user_id, stored)
+        else:  # erased (or reset): the cached score must not be written back
+            self.scorer.store.delete(user_id)
 
     async def _save_score(self, user_id: str) -> None:
         score = self.scorer.store.get(user_id)

@@ -25,15 +25,20 @@ async def erase_sender(producer: Any, bootstrap: str, prefix: str | None,
     a started aiokafka ``producer``; ``source`` names the caller in the log."""
     events = topic_name(prefix, "events")
     decisions = topic_name(prefix, "decisions")
-    profiles = await _existing(bootstrap, topic_name(prefix, "profiles"))
+    profiles = topic_name(prefix, "profiles")
+    # Looked up at each erasure until it is there (then kept): serve runs for
+    # weeks, and the topic appears when live profiles are first turned on.
+    found = [await _existing(bootstrap, profiles)]
 
     async def forget_in_worker(user_id: str, now_ms: int) -> None:
+        if found[0] is None:  # first: a lookup that fails sends nothing
+            found[0] = await _existing(bootstrap, profiles)
         key = user_id.encode()
         event = {"user_id": user_id, "ts": now_ms, "type": ERASE}
         await producer.send_and_wait(events, orjson.dumps(event), key=key)
         await producer.send_and_wait(decisions, erasure_record(user_id, now_ms, source).encode(),
                                      key=key)
-        if profiles is not None:
+        if found[0] is not None:
             await producer.send_and_wait(profiles, None, key=key)
 
     return forget_in_worker

@@ -175,9 +175,12 @@ def test_clients_cannot_send_a_forwarded_position() -> None:
     from agents.producer import REASON_RESERVED_FIELD, checked_event_value
     from triggers.errors import EventRejected
 
-    with pytest.raises(EventRejected) as refused:
-        checked_event_value(ev("k", 1, "view", anonymous_id="a", **{ORIGIN: 1 << 40}))
-    assert refused.value.reason == REASON_RESERVED_FIELD
+    # docs/security.md names each: the position, the hops and the ids a
+    # returned record passed (from a client those would undo a true merge).
+    for field, value in ((ORIGIN, 1 << 40), ("identity_hops", 0), ("identity_passed", ["a"])):
+        with pytest.raises(EventRejected) as refused:
+            checked_event_value(ev("k", 1, "view", anonymous_id="a", **{field: value}))
+        assert refused.value.reason == REASON_RESERVED_FIELD, field
     assert checked_event_value(ev("k", 1, "view", anonymous_id="a"))  # an attribute, harmless
 
 

@@ -139,3 +139,31 @@ async def test_the_journeys_service_tags_and_enrols_as_the_clock_moves(
     await service.tick()
     assert [(s.strategy, s.channel) for s in sent if isinstance(s, SendAction)
             and s.strategy == "winback"] == [("winback", "email")]
+
+
+@pytest.mark.integration
+async def test_an_erased_buyer_gets_no_churn_tags_or_winback_back(
+        client: aioredis.Redis) -> None:
+    """scenetrigger erase deletes the tags key (Eraser) and puts an erase
+    event on the events topic, which the bridge hands to on_clickstream: the
+    churn watch must forget the buyer too, or its ticker writes their churn
+    tags (a key naming them) again and enrols them in winback."""
+    clock = Clock()
+    sent: list[SendAction | HandoffAction] = []
+
+    async def send(action: SendAction | HandoffAction) -> None:
+        sent.append(action)
+
+    tags = RedisTagStore(client, "t24:")
+    service = JourneyService(CONFIG, client, tags, send, prefix="t24:", clock=clock)
+    await service.start()
+    clock.now = T0 + 31 * DAY
+    await service.on_profile("u", buyer("u", 0, 10, 20, 30).profile)
+    await client.delete(tags.tags_key("u"))  # what Eraser.erase removes
+    await service.on_clickstream(Event("u", clock.now, "erase",
+                                       {"user_id": "u", "ts": clock.now, "type": "erase"}))
+    for _ in range(60):
+        clock.now += 10 * DAY
+        await service.tick()
+    assert await client.exists(tags.tags_key("u")) == 0, "the erased buyer's tags came back"
+    assert sent == []

@@ -163,3 +163,23 @@ async def test_a_full_redis_holds_the_step_until_it_takes_the_write(tmp_path: Pa
     finally:
         await redis.aclose()
         server.stop()
+
+
+@pytest.mark.integration
+async def test_an_erased_user_starts_from_no_score(client: aioredis.Redis) -> None:
+    """After scenetrigger erase (the score key deleted, the erase event on
+    the events topic) the service's cached score is gone too: the user's
+    next open scores 30 from nothing, not on top of the erased 30 (which
+    crossed 50 and handed them to sales)."""
+    clock, sent = Clock(), list[SendAction | HandoffAction]()
+    svc = service(client, clock, sent)
+    tags = RedisTagStore(client, "t6s:")
+    opened = {"user_id": "u", "ts": T0, "type": "opened"}
+    await svc.on_feedback(Event("u", T0, "opened", opened))
+    assert (await tags.score("u")).value == 30  # type: ignore[union-attr]
+    await client.delete(tags.score_key("u"))  # what Eraser.erase removes
+    erase = {"user_id": "u", "ts": T0 + 1, "type": "erase"}
+    await svc.on_clickstream(Event("u", T0 + 1, "erase", erase))
+    await svc.on_feedback(Event("u", T0 + 2, "opened", {**opened, "ts": T0 + 2}))
+    assert (await tags.score("u")).value == 30  # type: ignore[union-attr]
+    assert [a for a in sent if isinstance(a, HandoffAction)] == []
