@@ -1,7 +1,9 @@
 """Secret tokens: the one constant-time check every HTTP route and command
 uses for a bearer or callback token (admin routes, the console's admin
 actions, ``scenetrigger config``, provider callbacks, inbound opt-outs), and
-the one admin-token model (:class:`AdminTokens`). Closed by default: with no
+the one admin-token model (:class:`AdminTokens`), and the signatures with an
+expiry that browsers carry (on-site slots, inbox tokens) with their one
+expiry check (:func:`refuse_signed_until`). Closed by default: with no
 token configured nothing matches."""
 
 from __future__ import annotations

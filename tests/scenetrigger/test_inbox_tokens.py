@@ -145,9 +145,14 @@ async def test_each_forged_or_stale_token_is_refused_with_its_reason(redis_url: 
         for header in ({}, {"Authorization": f"Basic {good}"}, {"Authorization": "Bearer "}):
             async with http.get(f"{base}/inbox/victim", headers=header) as resp:
                 assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+        # the old token's refusal says what it is and where the switch is
+        assert "--inbox-legacy-tokens" in (await both(http, base, "victim",
+                                                      old_token("victim")))[0][1]["error"]
+        assert "--inbox-legacy-tokens" not in (await both(http, base, "victim",
+                                                          "nope"))[0][1]["error"]
         assert await unread(http, base, "victim") == ["m-victim"]  # no refused ack took
-        # The old token was presented with the right signature once per route.
-        assert await legacy_counts(http, base) == {"refused": 2.0}
+        # The old token was presented with the right signature twice per route.
+        assert await legacy_counts(http, base) == {"refused": 4.0}
 
         # The victim's own token, just minted or valid nearly a day more, reads and acks.
         seen = []

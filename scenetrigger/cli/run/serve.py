@@ -97,6 +97,7 @@ from config.tokens import (
     INBOX_SECRET_ENV,
     SLOT_SECRET_ENV,
     AdminTokens,
+    Refusal,
     bearer,
     inbox_signature,
     legacy_inbox_token,
@@ -328,25 +329,32 @@ def inbox_authorizer(admins: AdminTokens, user_secret: str, *, legacy: bool = Fa
             raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
                                        headers={"WWW-Authenticate": "Bearer"})
         exp_text, dot, sig = given.partition(".")
+        refusal = None
         if not dot:  # no exp: the old token, or not a token at all
             exp_text, sig = "", given
-            if _legacy_accepted(sig, user_id):
+            old = _old_token(sig, user_id)
+            if old:
                 return True
-        refusal = refuse_signed_until(
+            if old is False:  # say why, so a shop that upgraded finds the switch
+                refusal = Refusal(400, "exp_missing", "this is the old inbox token, which "
+                                  "never expires: mint EXP.SIG (docs/security.md, \"Inbox "
+                                  "tokens\"), or start serve with --inbox-legacy-tokens while "
+                                  "migrating")
+        refusal = refusal or refuse_signed_until(
             sig, exp_text, clock() // 1000,
-            lambda exp: inbox_signature(user_secret, user_id, exp) if user_secret else None)
+            lambda exp: inbox_signature(user_secret, user_id, exp))
         if refusal is None:
             return True
         raise _REFUSED_AS[refusal.status](text=orjson.dumps(refusal.body()).decode(),
                                           content_type="application/json",
                                           headers={"Cache-Control": "no-store"})
 
-    def _legacy_accepted(token: str, user_id: str) -> bool:
+    def _old_token(token: str, user_id: str) -> bool | None:
+        """None: not ``user_id``'s old token; else whether it is accepted."""
         # an id with "\n" may be "inbox\n" + another + "\n" + exp: its old token
         # would be that other user's new signature, so never the old form for it
-        if not (user_secret and "\n" not in user_id
-                and token_matches(token, legacy_inbox_token(user_secret, user_id))):
-            return False
+        if "\n" in user_id or not token_matches(token, legacy_inbox_token(user_secret, user_id)):
+            return None
         if legacy_counter is not None:
             legacy_counter.labels(outcome="accepted" if legacy else "refused").inc()
         if legacy and not warned:
