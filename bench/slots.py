@@ -200,7 +200,7 @@ def _start(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subproc
 def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
     from urllib.parse import urlencode
 
-    from config.tokens import SLOT_SIG_TTL_S, slot_query
+    from config.tokens import SIG_TTL_S, slot_query
 
     asyncio.run(setup(url, args.users))
     rnd = random.Random(args.seed)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
             else:
                 cmd = [cli, "serve", "--config", str(config), "--redis-url", url,
                        "--port", str(port), "--tags-prefix", PREFIX]
-                exp = int(time.time()) + SLOT_SIG_TTL_S  # as a shop page signs it
+                exp = int(time.time()) + SIG_TTL_S  # as a shop page signs it
                 urls = [f"http://127.0.0.1:{port}/slots/home?"
                         f"{urlencode(slot_query(SLOT_SECRET, u, exp))}" for u in picks]
             proc = _start(cmd, env, port, tmp / f"{mode}{r}.log")

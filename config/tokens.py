@@ -1,7 +1,9 @@
 """Secret tokens: the one constant-time check every HTTP route and command
 uses for a bearer or callback token (admin routes, the console's admin
 actions, ``scenetrigger config``, provider callbacks, inbound opt-outs), and
-the one admin-token model (:class:`AdminTokens`). Closed by default: with no
+the one admin-token model (:class:`AdminTokens`), and the signatures with an
+expiry that browsers carry (on-site slots, inbox tokens) with their one
+expiry check (:func:`refuse_signed_until`). Closed by default: with no
 token configured nothing matches."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 BEARER = "Bearer "
@@ -117,11 +119,52 @@ class AdminTokens:
         return found
 
 
+# The longest a signature that carries an expiry may live (exp at most this
+# far ahead of serve's clock), for slots and inbox tokens alike: a leaked page
+# URL or token reads its user's data for a day at most.
+SIG_MAX_TTL_S = 86_400
+SIG_TTL_S = 3_600  # what `scenetrigger slot-sig` and `inbox-token` sign for unless told
+MAX_EXP_CHARS = 12  # unix seconds until the year 33658
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a signature with an expiry is refused: ``reason`` is the stable,
+    machine-readable word (docs/security.md), ``error`` says it to a person."""
+
+    status: int  # 400: the request is malformed; 403: it is not valid now
+    reason: str  # exp_missing, exp_malformed, bad_sig, expired, exp_too_far
+    error: str
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "reason": self.reason}
+
+
+def refuse_signed_until(sig: str, exp_text: str | None, now_s: int,
+                        expected: Callable[[int], str | None]) -> Refusal | None:
+    """The one expiry check of slots and inbox tokens: None when ``sig`` is
+    ``expected(exp)`` (constant-time) and ``exp`` is neither past nor more
+    than :data:`SIG_MAX_TTL_S` ahead of ``now_s``; else the refusal.
+    ``expected`` returns None when no secret is configured: nothing matches.
+    The signature is checked before the clock, so a forged request learns
+    nothing about time."""
+    if exp_text is None or exp_text == "":
+        return Refusal(400, "exp_missing", "exp (unix seconds) is required with the "
+                                           "signature: it covers the user and exp")
+    if not (len(exp_text) <= MAX_EXP_CHARS and exp_text.isascii() and exp_text.isdigit()):
+        return Refusal(400, "exp_malformed", "exp must be unix seconds (digits only)")
+    exp = int(exp_text)
+    if not token_matches(sig, expected(exp)):
+        return Refusal(403, "bad_sig", "bad signature for this user and exp")
+    if exp < now_s:
+        return Refusal(403, "expired", f"expired at exp={exp} ({now_s - exp} s ago)")
+    if exp - now_s > SIG_MAX_TTL_S:
+        return Refusal(403, "exp_too_far", f"exp={exp} is {exp - now_s} s ahead; at most "
+                                           f"{SIG_MAX_TTL_S} s")
+    return None
+
+
 SLOT_SECRET_ENV = "SCENETRIGGER_SLOT_SECRET"  # noqa: S105 - a variable name
-# The longest a slot signature may live (exp at most this far ahead of serve's
-# clock): a leaked page URL reads its visitor's slot for a day at most.
-SLOT_SIG_MAX_TTL_S = 86_400
-SLOT_SIG_TTL_S = 3_600  # what `scenetrigger slot-sig` signs for unless told
 
 
 def slot_signature(secret: str, user_id: str, exp: int) -> str:
@@ -137,3 +180,27 @@ def slot_query(secret: str, user_id: str, exp: int) -> dict[str, str]:
     """The query parameters of a signed ``GET /slots`` (and the snippet's
     ``data-user``, ``data-exp``, ``data-sig``) for ``user_id`` until ``exp``."""
     return {"user": user_id, "exp": str(exp), "sig": slot_signature(secret, user_id, exp)}
+
+
+INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
+
+
+def inbox_signature(secret: str, user_id: str, exp: int) -> str:
+    """The shop backend's statement that this browser may read ``user_id``'s
+    inbox until ``exp`` (unix seconds): ``hex(HMAC-SHA256(secret, "inbox\\n" +
+    user_id + "\\n" + str(exp)))`` (UTF-8; its own prefix, as the slot's)."""
+    message = f"inbox\n{user_id}\n{exp}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def inbox_token(secret: str, user_id: str, exp: int) -> str:
+    """The bearer token of ``GET /inbox/{user_id}`` and ``POST .../ack``:
+    ``EXP.SIG``, ``exp`` in decimal digits, ``SIG`` :func:`inbox_signature`."""
+    return f"{exp}.{inbox_signature(secret, user_id, exp)}"
+
+
+def legacy_inbox_token(secret: str, user_id: str) -> str:
+    """The old inbox token, ``hex(HMAC-SHA256(secret, user_id))``: it never
+    expires. Deprecated: ``serve`` accepts it only with
+    ``--inbox-legacy-tokens`` (docs/security.md, "Inbox tokens")."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()

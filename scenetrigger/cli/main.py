@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "hash-keys": "scenetrigger.cli.ops.hash_keys",
     "audiences": "scenetrigger.cli.ops.audiences",
     "slot-sig": "scenetrigger.cli.ops.slot_sig",
+    "inbox-token": "scenetrigger.cli.ops.inbox_token",
 }
 
 

@@ -9,7 +9,7 @@ One Redis round trip per signed request: the visitor's live profile
 one pipeline (the same cluster slot: both keys carry the user's hash tag).
 The catalog is read through a cache. ``sig`` is the shop backend's
 :func:`config.tokens.slot_signature` of the user and ``exp`` (unix seconds,
-at most :data:`config.tokens.SLOT_SIG_MAX_TTL_S` ahead), under
+at most :data:`config.tokens.SIG_MAX_TTL_S` ahead), under
 ``$SCENETRIGGER_SLOT_SECRET``: without ``sig`` the answer is the slot's
 default content, read from no state and tracked for no one; with it, no or
 a malformed ``exp`` is 400, a wrong signature, a past ``exp`` or one too far
@@ -37,7 +37,7 @@ from channels.content.slots import SlotAnswer, SlotContent
 from channels.feedback.events import FeedbackSink, open_pixel_path, tracked_link
 from channels.feedback.slot_ids import impression_id, impression_meta
 from config.clock import wall_ms
-from config.tokens import SLOT_SIG_MAX_TTL_S, slot_signature, token_matches
+from config.tokens import refuse_signed_until, slot_signature
 from scenetrigger.serve.csp import content_security_policy
 from strategies.store import RedisTagStore
 from triggers.wire import MalformedRecord
@@ -46,7 +46,6 @@ log = logging.getLogger("scenetrigger.slots")
 WEB = Path(__file__).resolve().parents[1] / "web"
 SNIPPET, DEMO = WEB / "slots.js", WEB / "slots-demo.html"
 MAX_USER_CHARS = 256
-MAX_EXP_CHARS = 12  # unix seconds until the year 33658
 
 
 class SlotRoutes:
@@ -97,25 +96,15 @@ class SlotRoutes:
 
     def _refused(self, user: str, exp_text: str | None, sig: str,
                  now_s: int) -> web.Response | None:
-        """None when ``sig`` signs ``user`` until ``exp`` and ``exp`` is neither
-        past nor further ahead than the longest a signature may live; else
-        the refusal, with its reason."""
-        if exp_text is None or exp_text == "":
-            return _refusal(400, "exp_missing", "exp=UNIX_SECONDS is required with sig "
-                                                "(the signature covers user and exp)")
-        if not (len(exp_text) <= MAX_EXP_CHARS and exp_text.isascii() and exp_text.isdigit()):
-            return _refusal(400, "exp_malformed", "exp must be unix seconds (digits only)")
-        exp = int(exp_text)
-        # constant-time; no secret configured: nothing matches (closed by default)
-        expected = slot_signature(self._secret, user, exp) if self._secret else None
-        if not token_matches(sig, expected):
-            return _refusal(403, "bad_sig", "bad sig for this user and exp")
-        if exp < now_s:
-            return _refusal(403, "expired", f"sig expired at exp={exp} ({now_s - exp} s ago)")
-        if exp - now_s > SLOT_SIG_MAX_TTL_S:
-            return _refusal(403, "exp_too_far", f"exp={exp} is {exp - now_s} s ahead; at most "
-                                                f"{SLOT_SIG_MAX_TTL_S} s")
-        return None
+        """None when ``sig`` signs ``user`` until ``exp`` (the check inbox
+        tokens share, :func:`config.tokens.refuse_signed_until`); else the
+        refusal, with its reason."""
+        secret = self._secret  # none configured: nothing matches (closed by default)
+        refusal = refuse_signed_until(
+            sig, exp_text, now_s,
+            lambda exp: slot_signature(secret, user, exp) if secret else None)
+        return None if refusal is None else _json(refusal.body(), refusal.status,
+                                                  {"Cache-Control": "no-store"})
 
     async def _state(self, user: str) -> tuple[Any, frozenset[str]]:
         """The live profile (None: unknown or unreadable) and tags, in one trip."""
@@ -179,10 +168,6 @@ async def demo_page(_request: web.Request) -> web.Response:
     return web.Response(body=page, content_type="text/html", headers={
         "Content-Security-Policy": content_security_policy(page, own_files=True),
         "X-Content-Type-Options": "nosniff"})
-
-
-def _refusal(status: int, reason: str, error: str) -> web.Response:
-    return _json({"error": error, "reason": reason}, status, {"Cache-Control": "no-store"})
 
 
 def _json(body: dict[str, Any], status: int,

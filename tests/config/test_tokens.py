@@ -119,3 +119,53 @@ def test_a_slot_signature_covers_the_user_and_exp() -> None:
     assert len(sigs) == 4
     assert slot_query("k", "ann", 7) == {"user": "ann", "exp": "7",
                                          "sig": expected("k", "ann", 7)}
+
+
+def test_an_inbox_token_is_exp_dot_a_signature_of_user_and_exp() -> None:
+    """docs/security.md: EXP "." hex(HMAC-SHA256(secret, "inbox\\n" + user + "\\n" + str(exp)))."""
+    from config.tokens import inbox_signature, inbox_token, legacy_inbox_token
+
+    def expected(secret: str, user: str, exp: int) -> str:
+        return hmac.new(secret.encode(), f"inbox\n{user}\n{exp}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    assert inbox_signature("k", "ünï", 5) == expected("k", "ünï", 5)  # UTF-8
+    assert inbox_token("change-me", "ann", 1796680000) == (
+        "1796680000." + expected("change-me", "ann", 1796680000))
+    # the doc's vector (docs/security.md), as openssl prints it
+    assert inbox_signature("change-me", "ann", 1796680000) == (
+        "e69188cc8318e4663fc3ab68f3c4c71482e3670f8c399b3d05d2ddeaccd43e5e")
+    sigs = {inbox_signature("k", "ann", 1), inbox_signature("k", "ann", 2),
+            inbox_signature("k", "bob", 1), inbox_signature("j", "ann", 1),
+            hmac.new(b"k", b"slot\nann\n1", hashlib.sha256).hexdigest()}  # the slot's
+    assert len(sigs) == 5
+    assert legacy_inbox_token("k", "ann") == hmac.new(b"k", b"ann", hashlib.sha256).hexdigest()
+
+
+def test_one_expiry_check_gives_each_refusal_its_reason() -> None:
+    """The check slots and inbox tokens share: exp before the signature,
+    the signature before the clock."""
+    from config.tokens import SIG_MAX_TTL_S, refuse_signed_until
+
+    def sign(exp: int) -> str:
+        return hmac.new(b"k", f"x\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    now = 1_800_000_000
+
+    def reason(sig: str, exp: str | None) -> tuple[int, str] | None:
+        refusal = refuse_signed_until(sig, exp, now, sign)
+        return None if refusal is None else (refusal.status, refusal.reason)
+
+    assert reason(sign(now), str(now)) is None
+    assert reason(sign(now + SIG_MAX_TTL_S), str(now + SIG_MAX_TTL_S)) is None
+    assert reason(sign(now + SIG_MAX_TTL_S + 1), str(now + SIG_MAX_TTL_S + 1)) == (
+        403, "exp_too_far")
+    assert reason(sign(now - 1), str(now - 1)) == (403, "expired")
+    assert reason(sign(now - 1)[:-1], str(now - 1)) == (403, "bad_sig")  # before the clock
+    assert reason(sign(now), str(now + 1)) == (403, "bad_sig")
+    assert reason(sign(now), None) == (400, "exp_missing")
+    assert reason(sign(now), "") == (400, "exp_missing")
+    for bad in ("-1", "+1", "1e9", "１２", "1" * 13):  # signs, exponents, non-ASCII, too long
+        assert reason(sign(now), bad) == (400, "exp_malformed"), bad
+    # no secret configured: nothing matches
+    assert refuse_signed_until("", str(now), now, lambda _exp: None) is not None

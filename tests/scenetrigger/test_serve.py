@@ -5,9 +5,12 @@ the inbox needs a token, tags/score need the admin token."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import os
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,12 +28,8 @@ from channels.feedback.kafka_sink import KafkaFeedbackSink
 from channels.transports.inbox import InboxStore
 from config.loader import load_config_text
 from config.tokens import ADMIN_TOKEN_ENV as TOKEN_ENV
-from scenetrigger.cli.run.serve import (
-    INBOX_SECRET_ENV,
-    ServeParts,
-    build_app,
-    inbox_token,
-)
+from config.tokens import INBOX_SECRET_ENV
+from scenetrigger.cli.run.serve import ServeParts, build_app
 from tests.agents.kafka_read import read_topic, unique_topic
 from tests.channels.receivers import serve_app
 
@@ -49,6 +48,13 @@ delivery: {{redis_prefix: "sv{run}:", tracking: {{allow_hosts: [shop.example.com
 channels:
   inbox: {{type: inbox, key_prefix: "sv{run}:inbox"}}
 """
+
+
+def inbox_token(secret: str, user: str, ttl_s: int = 3600) -> str:
+    """docs/security.md: EXP.hex(HMAC-SHA256(secret, "inbox\\n" + user + "\\n" + EXP))."""
+    exp = int(time.time()) + ttl_s
+    sig = hmac.new(secret.encode(), f"inbox\n{user}\n{exp}".encode(), hashlib.sha256)
+    return f"{exp}.{sig.hexdigest()}"
 
 
 def message(user: str, mid: str) -> Message:
@@ -118,13 +124,16 @@ async def test_serve_routes_with_real_redis_and_kafka(redis_url: str,
             inbox = f"{base}/inbox/u42"
             async with http.get(inbox) as resp:
                 assert resp.status == 401
-            for bad in ("Bearer nope", f"Bearer {inbox_token(USER_SECRET, 'u7')}",
-                        f"Bearer {inbox_token('other-secret', 'u42')}", ADMIN):
+            for bad, status in (("Bearer nope", 400), (ADMIN, 401),  # not "Bearer ..."
+                                (f"Bearer {inbox_token(USER_SECRET, 'u7')}", 403),
+                                (f"Bearer {inbox_token('other-secret', 'u42')}", 403)):
                 async with http.get(inbox, headers={"Authorization": bad}) as resp:
-                    assert resp.status == 401, bad
-            assert await _raw_status(base, b"GET /inbox/u42 HTTP/1.1\r\nHost: x\r\n"
-                                     b"Authorization: Bearer \xff\r\n"
-                                     b"Connection: close\r\n\r\n") == 401
+                    assert resp.status == status, bad
+            for raw, status in ((b"\xff", 400), (b"9\xff.1", 400), (b"1.\xff", 403)):
+                # a non-UTF-8 token is refused (no EXP, a bad EXP, a bad SIG), never a 500
+                assert await _raw_status(base, b"GET /inbox/u42 HTTP/1.1\r\nHost: x\r\n"
+                                         b"Authorization: Bearer " + raw + b"\r\n"
+                                         b"Connection: close\r\n\r\n") == status, raw
             own = {"Authorization": f"Bearer {inbox_token(USER_SECRET, 'u42')}"}
             async with http.get(inbox, headers=own) as resp:
                 assert resp.status == 200

@@ -9,9 +9,12 @@ Routes (all on one port, loopback by default):
 * inbox: ``GET /inbox/{user_id}``, ``POST /inbox/{user_id}/ack`` — need
   ``Authorization: Bearer <token>``: an admin token
   (``$SCENETRIGGER_ADMIN_TOKEN`` or a named one of ``$SCENETRIGGER_ADMIN_TOKENS``,
-  :class:`config.tokens.AdminTokens`, as every admin route) or the user's own token,
-  ``hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET, user_id))``, minted by the
-  shop's backend for its logged-in user (:func:`inbox_token`). No token: 401;
+  :class:`config.tokens.AdminTokens`, as every admin route) or the user's own
+  expiring token ``EXP.SIG``, ``SIG = hex(HMAC-SHA256($SCENETRIGGER_INBOX_SECRET,
+  "inbox\n" + user_id + "\n" + EXP))``, minted by the shop's backend for its
+  logged-in user (:func:`config.tokens.inbox_token`). No token: 401; a wrong or
+  stale one: 400/403 with the slots' reasons; the old never-expiring token
+  only with ``--inbox-legacy-tokens``;
 * ``GET /users/{user_id}/tags`` and ``/score`` (admin token; strategies.http);
 * ``GET/PUT/PATCH/DELETE /users/{user_id}``: the user directory (admin token;
   :mod:`scenetrigger.ops.user_admin`; DELETE erases the user); ``POST /users/identify``
@@ -49,8 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
+import logging
 import os
 import signal
 import sys
@@ -87,13 +89,19 @@ from channels.transports.inbox import InboxStore, inbox_routes
 from channels.transports.registry import address_fields, consent_defaults
 from config.ads_models import ADS_CONSENT
 from config.channel_models import InboxModel
+from config.clock import wall_ms
 from config.models import AppConfig
 from config.tokens import (
     CATALOG_TOKEN_ENV,
     IDENTIFY_TOKEN_ENV,
+    INBOX_SECRET_ENV,
     SLOT_SECRET_ENV,
     AdminTokens,
+    Refusal,
     bearer,
+    inbox_signature,
+    legacy_inbox_token,
+    refuse_signed_until,
     token_matches,
 )
 from scenetrigger.cli import config_follow
@@ -107,7 +115,7 @@ from strategies.http import add_routes
 from strategies.store import RedisTagStore
 from triggers.errors import SceneTriggerError
 
-INBOX_SECRET_ENV = "SCENETRIGGER_INBOX_SECRET"  # noqa: S105 - a variable name
+log = logging.getLogger("scenetrigger.serve")
 WECHAT_TOKEN_ENV = "SCENETRIGGER_WECHAT_TOKEN"  # noqa: S105 - a variable name
 POOL_WAIT_S = 5.0
 
@@ -133,6 +141,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--slots-demo", action="store_true",
                         help="also serve /slots-demo.html, the snippet's try-out page "
                              "(not on a production host: 404 without this)")
+    parser.add_argument("--inbox-legacy-tokens", action="store_true",
+                        help="deprecated, for a migration only: also accept the old inbox "
+                             "token hex(HMAC(secret, user_id)), which never expires; each use "
+                             "is counted in scenetrigger_inbox_legacy_tokens_total "
+                             "(docs/security.md, \"Inbox tokens\")")
     add_replication_argument(parser)
     config_follow.add_arguments(parser)
     parser.set_defaults(run=run)
@@ -140,11 +153,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args))
-
-
-def inbox_token(secret: str, user_id: str) -> str:
-    """The end-user inbox token: hex HMAC-SHA256 of the user id."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -179,6 +187,7 @@ class ServeParts:
     catalog: Any = None  # scenetrigger.serve.catalog_http.Publish onto the catalog topic, or None
     slot_catalog: Any = None  # the Catalog slots read (cached); None: an empty one
     slots_demo: bool = False  # serve /slots-demo.html (--slots-demo)
+    inbox_legacy_tokens: bool = False  # also the old never-expiring inbox token (migration)
 
 
 def inbox_model(config: AppConfig) -> InboxModel:
@@ -216,6 +225,19 @@ def _identify_refused(reg: CollectorRegistry) -> Any:
     return found
 
 
+_LEGACY: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _legacy_inbox_tokens(reg: CollectorRegistry) -> Any:
+    found = _LEGACY.get(reg)
+    if found is None:
+        found = _LEGACY[reg] = Counter(
+            "scenetrigger_inbox_legacy_tokens", "Old never-expiring inbox tokens presented "
+            "with the right signature: accepted (serve --inbox-legacy-tokens) or refused",
+            ["outcome"], registry=reg)
+    return found
+
+
 def build_app(parts: ServeParts) -> web.Application:
     config, env = parts.config, parts.env
     tracking = config.delivery.tracking
@@ -234,7 +256,9 @@ def build_app(parts: ServeParts) -> web.Application:
     store = InboxStore(parts.redis, model.key_prefix, model.max_messages, model.retention,
                        model.dedupe_ttl)
     admins = AdminTokens.from_env(env)
-    app.add_routes(inbox_routes(store, inbox_authorizer(admins, env.get(INBOX_SECRET_ENV, ""))))
+    app.add_routes(inbox_routes(store, inbox_authorizer(
+        admins, env.get(INBOX_SECRET_ENV, ""), legacy=parts.inbox_legacy_tokens,
+        legacy_counter=_legacy_inbox_tokens(reg))))
     add_routes(app, RedisTagStore(parts.redis, parts.tags_prefix), config.strategies.scoring,
                admins)
     prefix = config.delivery.redis_prefix
@@ -285,20 +309,65 @@ def build_app(parts: ServeParts) -> web.Application:
 Authorizer = Callable[[web.Request, str], Any]
 
 
-def inbox_authorizer(admins: AdminTokens, user_secret: str) -> Authorizer:
-    """Bearer admin token, or the user's own :func:`inbox_token`; else 401.
-    With neither configured every request is refused (closed by default)."""
+def inbox_authorizer(admins: AdminTokens, user_secret: str, *, legacy: bool = False,
+                     legacy_counter: Any = None,
+                     clock: Callable[[], int] = wall_ms) -> Authorizer:
+    """Bearer admin token, or the user's own expiring inbox token ``EXP.SIG``
+    (:func:`config.tokens.inbox_token`), checked by the slots' own
+    :func:`config.tokens.refuse_signed_until`. No token, or no inbox secret
+    configured: 401; a wrong, malformed or stale one: 400/403 with its ``reason``. The old token
+    (``SIG`` alone, never expiring) only when ``legacy``; a correctly signed
+    one is counted either way, so an operator sees who still sends it.
+    With neither secret configured every request is refused (closed by default)."""
+    warned: list[bool] = []
 
     async def authorize(request: web.Request, user_id: str) -> bool:
         if admin_name(admins, request) is not None:
             return True
         given = bearer(request.headers.get("Authorization", ""))
-        if user_secret and token_matches(given, inbox_token(user_secret, user_id)):
+        if not (given and user_secret):  # no inbox token could be right: not an inbox check
+            raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
+                                       headers={"WWW-Authenticate": "Bearer"})
+        exp_text, dot, sig = given.partition(".")
+        refusal = None
+        if not dot:  # no exp: the old token, or not a token at all
+            exp_text, sig = "", given
+            old = _old_token(sig, user_id)
+            if old:
+                return True
+            if old is False:  # say why, so a shop that upgraded finds the switch
+                refusal = Refusal(400, "exp_missing", "this is the old inbox token, which "
+                                  "never expires: mint EXP.SIG (docs/security.md, \"Inbox "
+                                  "tokens\"), or start serve with --inbox-legacy-tokens while "
+                                  "migrating")
+        refusal = refusal or refuse_signed_until(
+            sig, exp_text, clock() // 1000,
+            lambda exp: inbox_signature(user_secret, user_id, exp))
+        if refusal is None:
             return True
-        raise web.HTTPUnauthorized(text="a valid inbox or admin token is required",
-                                   headers={"WWW-Authenticate": "Bearer"})
+        raise _REFUSED_AS[refusal.status](text=orjson.dumps(refusal.body()).decode(),
+                                          content_type="application/json",
+                                          headers={"Cache-Control": "no-store"})
+
+    def _old_token(token: str, user_id: str) -> bool | None:
+        """None: not ``user_id``'s old token; else whether it is accepted."""
+        # an id with "\n" may be "inbox\n" + another + "\n" + exp: its old token
+        # would be that other user's new signature, so never the old form for it
+        if "\n" in user_id or not token_matches(token, legacy_inbox_token(user_secret, user_id)):
+            return None
+        if legacy_counter is not None:
+            legacy_counter.labels(outcome="accepted" if legacy else "refused").inc()
+        if legacy and not warned:
+            warned.append(True)
+            log.warning("an old never-expiring inbox token was accepted (--inbox-legacy-tokens):"
+                        " mint EXP.SIG tokens, then drop the flag (docs/security.md)")
+        return legacy
 
     return authorize
+
+
+_REFUSED_AS: dict[int, type[web.HTTPClientError]] = {400: web.HTTPBadRequest,
+                                                      403: web.HTTPForbidden}
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -306,6 +375,10 @@ async def _main(args: argparse.Namespace) -> int:
     from config.reload import ReloadMetrics
 
     startup_check("serve")  # do-not-contact entries (SMS opt-outs, erasure)
+    if args.inbox_legacy_tokens:
+        log.warning("--inbox-legacy-tokens: old inbox tokens, which never expire, are accepted;"
+                    " watch scenetrigger_inbox_legacy_tokens_total{outcome=\"accepted\"} and "
+                    "drop the flag once the backend mints EXP.SIG tokens (docs/security.md)")
 
     reloader = await config_follow.initial_reloader(
         args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
@@ -357,6 +430,7 @@ async def _main(args: argparse.Namespace) -> int:
             slot_catalog = RedisCatalog(catalog_client, f"{config.delivery.redis_prefix}cat:")
             return build_app(ServeParts(config, client, sink, tags_prefix=args.tags_prefix,
                                         slot_catalog=slot_catalog, slots_demo=args.slots_demo,
+                                        inbox_legacy_tokens=args.inbox_legacy_tokens,
                                         registry=registry,
                                         eraser=Eraser(client, config, args.tags_prefix,
                                                       forget_in_worker=forget).erase,
