@@ -25,7 +25,10 @@ holds it). A request whose bearer token is the backend's
 events; any other request may carry only identify events signed with that
 token (``identify_sig``, :func:`config.tokens.identify_signature`). A
 request with any other identify is refused whole with 403 (nothing is
-stored) and counted in ``scenetrigger_collector_identify_refused``.
+stored) and counted in ``scenetrigger_collector_identify_refused``; so is
+one, without the backend's token, holding a fact only the product, a
+provider or the directory states (``agents.identity_gate.SYSTEM_TYPES``:
+a delivery, an open, a share, a consent change, date attributes, ...).
 """
 
 from __future__ import annotations

@@ -20,11 +20,16 @@ from triggers.host import IDENTIFY
 
 REASON_IDENTIFY_UNAUTHORIZED = "identify_unauthorized"
 REASON_SYSTEM_TYPE = "system_type"
-# What scenetrigger records about its own messages and the catalog: a
-# delivery or an on-site slot impression, a failure, an open or click (the
-# signed pixel and redirect of `serve`), a conversion, a catalog change. From
-# a browser they would forge another user's funnel, so only the backend may.
-SYSTEM_TYPES = frozenset({"delivered", "failed", "opened", "clicked", "converted",
+# Facts a browser cannot know and may not state about anyone: what
+# scenetrigger records about its own messages and the catalog (a delivery or
+# an on-site slot impression, a failure, an open or click from the signed
+# pixel and redirect of `serve`, a share or conversion a provider reports, a
+# bounce, a catalog change), a consent change (`serve`'s unsubscribe routes,
+# `users set`), and the directory's date attributes (`date` scenes fire on
+# them). From a browser, under any user id, they would forge another user's
+# funnel, timeline, consent or birthday message, so only the backend may.
+SYSTEM_TYPES = frozenset({"delivered", "failed", "opened", "clicked", "shared", "converted",
+                          "bounced", "subscribed", "unsubscribed", "attributes",
                           "catalog_change"})
 
 
@@ -45,6 +50,6 @@ def system_type_refused(event: Event, trusted: bool) -> EventRejected | None:
     if event.type not in SYSTEM_TYPES or trusted:
         return None
     return EventRejected(REASON_SYSTEM_TYPE,
-                         f"type {event.type!r} is recorded by scenetrigger about its own "
-                         f"messages and slots (docs/security.md): send it with the identify "
-                         f"token (${IDENTIFY_TOKEN_ENV})")
+                         f"type {event.type!r} is a fact of the product, a provider or the "
+                         f"directory, not of a browser (docs/security.md): send it with "
+                         f"the identify token (${IDENTIFY_TOKEN_ENV})")

@@ -248,9 +248,12 @@ class Attributor:
     def feedback(self, user_id: str, kind: str, fields: Any) -> None:
         """Count a delivered/opened/clicked/shared event against its unit:
         by ``message_id`` when known, else the user's latest unit of the
-        named ``strategy`` or ``scene``. Duplicates of one message count once."""
+        named ``strategy`` or ``scene``. Duplicates of one message count once;
+        an event naming a message sent to someone else counts nothing."""
         message_id = fields.get("message_id")
         unit = self._by_message.get(message_id) if isinstance(message_id, str) else None
+        if unit is not None and unit.user_id != user_id:
+            return  # another user's message: feedback is only ever about one's own
         if unit is None:
             for key_kind in ("strategy", "scene"):
                 name = fields.get(key_kind)

@@ -21,7 +21,9 @@ Routes (aiohttp):
   ``X-Callback-Token``; compared in constant time). A ``?token=`` query
   parameter is refused (401): URLs end up in access logs and proxies.
   Body: one object or a list, each ``{message_id, status, ts?}`` with
-  status delivered / failed / opened / clicked / shared / converted.
+  status delivered / failed / opened / clicked / shared / converted. Only
+  a message a provider sent counts: an on-site slot impression id
+  (``slot:...``) is not accepted here.
 
 One vocabulary: the event ``type`` is the plain kind (``opened``, not
 ``message_opened``) everywhere: these routes, the pipeline's delivered/failed,
@@ -349,7 +351,8 @@ class FeedbackApp:
             sane = type(ts) is int and now - _MAX_CALLBACK_AGE_MS <= ts <= now + 60_000
             detail = item.get("error") or item.get("detail")
             if await self._record(kind, item["message_id"][:200], ts if sane else None,
-                                  str(detail)[:500] if detail is not None else None):
+                                  str(detail)[:500] if detail is not None else None,
+                                  by_provider=True):
                 accepted += 1
         return web.json_response({"accepted": accepted,
                                   "provider": request.match_info["provider"][:64]})
@@ -376,10 +379,16 @@ class FeedbackApp:
         return False if host.lower() in self._allow else None
 
     async def _record(self, kind: str, message_id: str, ts: int | None = None,
-                      detail: str | None = None) -> bool:
+                      detail: str | None = None, by_provider: bool = False) -> bool:
         meta = await self._index.lookup(message_id)
         if meta is None:
             log.info("feedback for an unknown message", extra={"message_id": message_id[:80]})
+            return False
+        if by_provider and meta.slot is not None:
+            # No provider sent an on-site slot's impression: its id is made of
+            # its parts (any user's can be written), so only serve's signed
+            # pixel and click routes may report on it.
+            log.info("provider feedback for a slot impression refused")
             return False
         event = meta.event(kind, message_id, ts if ts is not None else self._clock(), detail)
         await self._sink.emit(event)

@@ -143,15 +143,18 @@ async def test_a_browser_cannot_record_deliveries_slot_impressions_or_opens() ->
     forged = {"type": "delivered", "user_id": "bob", "ts": 1, "channel": "slot",
               "slot": "home", "variant": "hot_deals", "message_id": "slot:home:hot_deals:1:bob"}
     try:
-        for kind in ("delivered", "failed", "opened", "clicked", "converted", "catalog_change"):
+        for kind in ("delivered", "failed", "opened", "clicked", "shared", "converted",
+                     "bounced", "subscribed", "unsubscribed", "attributes", "catalog_change"):
             resp = await client.post("/events", data=orjson.dumps([{**forged, "type": kind}]),
                                      headers={"Authorization": f"Bearer {PUBLIC}"})
             body = await resp.json()
             assert (resp.status, body["reason"], body["items"]) == (403, REASON_SYSTEM_TYPE,
                                                                     [0]), kind
         assert publisher.messages == []
-        shared = {**forged, "type": "shared"}  # the shopper's own act: a browser may say it
-        resp = await client.post("/events", data=orjson.dumps([shared]),
+        # A share is the provider's report (docs/content.md), not the page's:
+        # from a browser it counted in any user's funnel.
+        view = {**forged, "type": "view"}
+        resp = await client.post("/events", data=orjson.dumps([view]),
                                  headers={"Authorization": f"Bearer {PUBLIC}"})
         assert resp.status == 202
         resp = await client.post("/events", data=orjson.dumps([forged]),

@@ -23,7 +23,7 @@ import pytest
 
 from channels.audience.live_profile import LiveProfileStore
 from channels.content.catalog import MemoryCatalog
-from channels.feedback.events import ListSink
+from channels.feedback.events import ListSink, MessageMeta, RedisMessageIndex
 from channels.redis_client import redis_client
 from config.loader import load_config_text
 from config.tokens import SLOT_SECRET_ENV
@@ -39,6 +39,7 @@ from triggers.events import Event
 
 pytestmark = pytest.mark.integration
 SLOT_SECRET, TRACKING = "slot-secret-for-tests", "tracking-secret-for-tests"
+CALLBACK = "provider-callback-token-for-tests"
 SERVED = """
   served:
     variants:
@@ -66,7 +67,8 @@ async def slot_server(url: str, demo: bool = False
     config = load_config_text(config_text(prefix, SERVED))
     client = redis_client(url)
     sink = ListSink()
-    env = {SLOT_SECRET_ENV: SLOT_SECRET, config.delivery.tracking.secret_env: TRACKING}
+    env = {SLOT_SECRET_ENV: SLOT_SECRET, config.delivery.tracking.secret_env: TRACKING,
+           config.delivery.tracking.callback_token_env: CALLBACK}
     app = build_app(ServeParts(config, client, sink, env=env, tags_prefix=prefix,
                                slot_catalog=MemoryCatalog(catalog_products()), slots_demo=demo))
     try:
@@ -154,6 +156,30 @@ async def test_a_browser_reads_no_one_elses_slot_and_forges_no_clicks(redis_url:
                 assert resp.headers["Location"] == f"https://shop.example.com/p/{PHONE}"
         assert [(e.kind, e.user_id, e.slot, e.variant) for e in sink.events] == [
             ("clicked", "victim", "home", "searcher")]
+
+
+async def test_a_provider_callback_cannot_report_on_a_slot_impression(redis_url: str) -> None:
+    # The callback token is a provider's: it reports on messages that provider
+    # sent. A slot impression id is made of its parts, so a made-up one names
+    # any visitor; only serve's signed pixel and click may record it.
+    async with slot_server(redis_url) as (base, client, sink, prefix), \
+            aiohttp.ClientSession() as http:
+        await RedisMessageIndex(client, prefix).remember(
+            "m-sms-1", MessageMeta("victim", "cart", "sms"))  # a message a provider sent
+        auth = {"Authorization": f"Bearer {CALLBACK}"}
+        made_up = f"slot:home:hot_deals:{T0}:victim"
+        forged = [{"message_id": made_up, "status": status}
+                  for status in ("delivered", "opened", "clicked", "shared", "converted")]
+        async with http.post(f"{base}/callbacks/sms", json=forged, headers=auth) as resp:
+            assert (resp.status, (await resp.json())["accepted"]) == (200, 0)
+        assert sink.events == []
+        assert [k async for k in client.scan_iter(match=f"{prefix}once:*")] == []
+        # The same request for the provider's own message is taken.
+        async with http.post(f"{base}/callbacks/sms", headers=auth, json=[
+                *forged, {"message_id": "m-sms-1", "status": "shared"}]) as resp:
+            assert (resp.status, (await resp.json())["accepted"]) == (200, 1)
+        assert [(e.kind, e.user_id, e.message_id, e.slot) for e in sink.events] == [
+            ("shared", "victim", "m-sms-1", None)]
 
 
 async def test_the_signature_covers_user_and_exp_and_runs_out(redis_url: str) -> None:

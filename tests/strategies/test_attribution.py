@@ -120,3 +120,18 @@ def test_attribution_window_and_revenue_go_to_the_latest_unit() -> None:
     assert scene.converted == [2, 0] and scene.units == [2, 0]
     assert scene.revenue == [12.5, 0.0]  # one purchase credited once per scene
     assert strat.converted == [0, 1] and strat.revenue == [0.0, 7.5]
+
+
+def test_feedback_on_another_users_message_counts_nothing() -> None:
+    # A share (or open) naming bob's message under ann's id is not bob's act,
+    # nor ann's: ann never got that message.
+    att = Attributor(window_ms=DAY)
+    att.unit("scene", "s", "-", "bob", T0, False)
+    att.sent("scene", "s", "-", "bob", "m-bob")
+    for kind in ("shared", "opened"):
+        att.feedback("ann", kind, {"message_id": "m-bob", "scene": "s"})
+    (row,) = att.rows()
+    assert row.feedback == {}
+    att.feedback("bob", "shared", {"message_id": "m-bob", "scene": "s"})
+    att.feedback("bob", "shared", {"message_id": "m-bob", "scene": "s"})  # once per message
+    assert row.feedback == {"shared": 1}
