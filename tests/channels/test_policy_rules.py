@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from channels.audience.recipient import Reach, open_recipient
 from channels.policy.decide import (
     SUPPRESS_REASONS,
+    Calendar,
     Decision,
     DeliveryPolicy,
     DeliveryRequest,
@@ -358,6 +359,9 @@ async def test_the_metrics_count_deferrals_and_suppressions() -> None:
     await policy.decide(req("n", night), night)
     assert registry.get_sample_value("scenetrigger_deferred_total") == 1
     assert policy.deferred == 1
+    await policy.decide(req("m", night, user="bob"), night)  # counted on, not set to 1
+    assert registry.get_sample_value("scenetrigger_deferred_total") == 2
+    assert policy.deferred == 2
     assert registry.get_sample_value("scenetrigger_suppressed_total",
                                      {"reason": "duplicate"}) == 1
     assert SUPPRESS_REASONS == ("stale", "bad_time", "duplicate", "no_address",
@@ -365,15 +369,18 @@ async def test_the_metrics_count_deferrals_and_suppressions() -> None:
                                 "cap_day", "cap_week", "channel_cap", "no_channel")
 
 
-def test_requests_and_decisions_are_frozen_with_none_defaults() -> None:
+def test_the_policy_values_are_frozen_and_requests_default_to_none() -> None:
     plain = DeliveryRequest("t", "u", "s", None, 1, ("inbox",))
     assert (plain.tz, plain.order) == (None, None)
     assert plain.encode() == '["t","u","s",null,1,["inbox"],null]'
     decision = Decision("send")
     assert (decision.channel, decision.reason, decision.due_ms, decision.figures,
             decision.leased) == (None, None, None, "", False)
+    # A policy's calendar is replaced whole (the demo's), never changed in place;
+    # the metrics are one set per registry, shared by every policy on it.
     for value, name in ((plain, "tz"), (decision, "channel"),
-                        (Released(plain, 1, False), "attempts")):
+                        (Released(plain, 1, False), "attempts"), (Calendar(), "scale"),
+                        (PolicyMetrics.on(CollectorRegistry()), "deferred")):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, name, None)
 
@@ -396,7 +403,6 @@ async def test_release_hands_out_at_most_a_thousand_by_default() -> None:
 
 
 def test_an_accelerated_calendar_runs_from_zero_by_default() -> None:
-    from channels.policy.decide import Calendar
     fast = Calendar(scale=2.0)
     assert (fast.to_calendar(1_000), fast.from_calendar(2_000), fast.span(5)) == (2_000, 1_000, 10)
 
