@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from tests.agents.worker_support import (
 from triggers.fanout import event_id
 
 USERS = 10_000
-BATCH = ["--batch-events", "20"]
+PER_RECORD = 5  # small records: the fan-out is 2,000 sends, the kill lands between two
+BATCH = ["--batch-events", str(PER_RECORD)]
 T0 = 1_700_000_000_000
 CONFIG = """\
 engine: {max_triggers_per_user: null}
@@ -37,19 +39,31 @@ scenes:
 """
 
 
-def end_offsets(bootstrap: str, topic: str) -> int:
-    async def ends() -> int:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+async def kill_mid_fanout(bootstrap: str, topic: str, send: Callable[[], None],
+                          fan: Any) -> int:
+    """Send the change (``send``), then kill the fan-out -9 as soon as its first
+    record lands on ``topic``; how many records it had written by then. One
+    consumer asks for the end offsets in a tight loop: a new consumer per look
+    took longer than the whole fan-out on a loaded machine."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(4)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(4)]
+
+        async def end() -> int:
             return sum((await consumer.end_offsets(tps)).values())
-        finally:
-            await consumer.stop()
 
-    return asyncio.run(ends())
+        before = await end()
+        await asyncio.to_thread(send)
+        deadline = time.monotonic() + 120
+        while (sent := await end() - before) == 0:
+            assert time.monotonic() < deadline, fan.log_tail()
+        fan.kill()
+        return sent
+    finally:
+        await consumer.stop()
 
 
 @pytest.mark.integration
@@ -69,7 +83,6 @@ def test_kill_9_mid_fanout_each_user_once(kafka_bootstrap: str, tmp_path: Path) 
     prefix = unique("t-fankill")
     topic = f"{prefix}.events"
     produce_file(kafka_bootstrap, events, topic)
-    # Small records (20 events each): the kill lands between two of them.
     fan = start_fanout(tmp_path, kafka_bootstrap, prefix, config, "fan-1", BATCH)
     worker = start_worker(tmp_path, "a", kafka_bootstrap, prefix, prefix,
                           ["--clock", "event", "--store", "memory"], config)
@@ -78,13 +91,10 @@ def test_kill_9_mid_fanout_each_user_once(kafka_bootstrap: str, tmp_path: Path) 
             "scenetrigger_interest_events_total") >= USERS, 240, [fan, worker])
         wait_for("the interest taken", lambda: all_committed(
             kafka_bootstrap, f"{prefix}-fanout", f"{prefix}.by-product"), 240, [fan, worker])
-        before = end_offsets(kafka_bootstrap, topic)
-        send_history(kafka_bootstrap, f"{prefix}.catalog", catalog)
-        deadline = time.monotonic() + 120
-        while (sent := end_offsets(kafka_bootstrap, topic) - before) == 0:
-            assert time.monotonic() < deadline, fan.log_tail()
-        fan.kill()
-        assert 0 < sent < USERS // 20, f"the kill came after the whole fan-out ({sent} sent)"
+        sent = asyncio.run(kill_mid_fanout(kafka_bootstrap, topic, lambda: send_history(
+            kafka_bootstrap, f"{prefix}.catalog", catalog), fan))
+        assert 0 < sent < USERS // PER_RECORD, (
+            f"the kill came after the whole fan-out ({sent} sent)")
 
         fan = start_fanout(tmp_path, kafka_bootstrap, prefix, config, "fan-2", BATCH)
         wait_for("the fan-out redone", lambda: all_committed(
