@@ -41,10 +41,10 @@ lint: install
 
 # Mutation testing of the contract modules against their unit tests (scripts/mutate.py,
 # docs/testing.md). Not part of `make test`: it takes minutes per module.
-# MUTATE_ARGS="--module config/tokens.py" for one module.
+# MUTATE_ARGS="--module config/tokens.py" for one module; with --json, stdout is the JSON alone.
 mutate: install
-	$(BIN)/pip install -q 'mutmut==2.5.1'
-	$(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
+	@$(BIN)/pip install -q 'mutmut==2.5.1'
+	@$(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
 
 bench: install
 	$(BIN)/python bench/replay.py
