@@ -198,44 +198,38 @@ def inbox_model(config: AppConfig) -> InboxModel:
     return InboxModel(type="inbox")
 
 
-_COUNTERS: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+# A config reload builds the app again on the same registry: each metric is
+# made once per registry (prometheus refuses a second one of the same name).
+_METRICS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _once(reg: CollectorRegistry, name: str, make: Callable[[], Any]) -> Any:
+    made = _METRICS.setdefault(reg, {})
+    if name not in made:
+        made[name] = make()
+    return made[name]
 
 
 def _feedback_counters(reg: CollectorRegistry) -> tuple[Any, Any]:
-    """One pair per registry: a config reload builds the app again on it."""
-    found = _COUNTERS.get(reg)
-    if found is None:
-        found = _COUNTERS[reg] = (
-            Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
-                    registry=reg),
-            Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
-                    registry=reg))
-    return found
-
-
-_REFUSED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    pair: tuple[Any, Any] = _once(reg, "feedback", lambda: (
+        Counter("scenetrigger_feedback_events", "Feedback events emitted by kind", ["kind"],
+                registry=reg),
+        Counter("scenetrigger_feedback_sink_errors", "Feedback events the sink refused",
+                registry=reg)))
+    return pair
 
 
 def _identify_refused(reg: CollectorRegistry) -> Any:
-    found = _REFUSED.get(reg)
-    if found is None:
-        found = _REFUSED[reg] = Counter(
-            "scenetrigger_identify_refused", "POST /users/identify refused (403): neither the "
-            "backend's identify token nor an admin token", registry=reg)
-    return found
-
-
-_LEGACY: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    return _once(reg, "identify_refused", lambda: Counter(
+        "scenetrigger_identify_refused", "POST /users/identify refused (403): neither the "
+        "backend's identify token nor an admin token", registry=reg))
 
 
 def _legacy_inbox_tokens(reg: CollectorRegistry) -> Any:
-    found = _LEGACY.get(reg)
-    if found is None:
-        found = _LEGACY[reg] = Counter(
-            "scenetrigger_inbox_legacy_tokens", "Old never-expiring inbox tokens presented "
-            "with the right signature: accepted (serve --inbox-legacy-tokens) or refused",
-            ["outcome"], registry=reg)
-    return found
+    return _once(reg, "inbox_legacy", lambda: Counter(
+        "scenetrigger_inbox_legacy_tokens", "Old never-expiring inbox tokens presented "
+        "with the right signature: accepted (serve --inbox-legacy-tokens) or refused",
+        ["outcome"], registry=reg))
 
 
 def build_app(parts: ServeParts) -> web.Application:
