@@ -84,8 +84,13 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
                                     "tests/triggers/test_kinds.py",
                                     "tests/triggers/test_merge_states.py",
                                     "tests/triggers/test_explain.py"), 0.90),
-    "scenetrigger/ops/erasure.py": (("tests/scenetrigger/test_erase_every_byte.py",
-                                 "tests/config/test_hash_keys.py"), 0.90),
+    # Erasure's tests all need a redis-server: one per pytest run (about 1 s).
+    "scenetrigger/ops/erasure.py": (("tests/scenetrigger/test_erasure_contract.py",
+                                     "tests/scenetrigger/test_erase_every_byte.py",
+                                     "tests/scenetrigger/test_erase_lookalikes.py",
+                                     "tests/scenetrigger/test_ads_erasure_review.py",
+                                     "tests/scenetrigger/test_ads_erasure.py",
+                                     "tests/config/test_hash_keys.py"), 0.90),
 }
 
 
