@@ -224,8 +224,8 @@ async def test_export_gives_every_type_as_stored(client: Redis) -> None:
     await client.set(f"{p}user:{u}", b"\xff\xfenot json")  # damaged: no address to match
     await client.hset(f"{p}consent:{u}", mapping={"sms:marketing": "[true,1,\"api\"]"})
     await client.sadd(f"{t}tags:{u}", "vip", "b")
-    await client.zadd(f"{t}score:{u}", {"s": 1.5})
-    await client.rpush(f"{p}eng:{u}", "1", "2")
+    await client.zadd(f"{t}score:{u}", {"s": 1.5, "a": 1, "z": 3})
+    await client.rpush(f"{p}eng:{u}", "1", "2", "3")
     await client.xadd(f"{p}dnch:{u}", {"f": "v"}, id="5-1")
     await client.hset(f"{t}journeys", user, b"state\xff")
     pending = f"{p}deferred:{bucket(user)}"
@@ -240,9 +240,9 @@ async def test_export_gives_every_type_as_stored(client: Redis) -> None:
         "keys": {"directory": {f"{p}user:{u}": "\ufffd\ufffdnot json"},
                  "do_not_contact_hits": {f"{p}dnch:{u}": [{"id": "5-1", "f": "v"}]},
                  "consent": {f"{p}consent:{u}": {"sms:marketing": "[true,1,\"api\"]"}},
-                 "engagement": {f"{p}eng:{u}": ["1", "2"]},
+                 "engagement": {f"{p}eng:{u}": ["1", "2", "3"]},
                  "tags": {f"{t}tags:{u}": ["b", "vip"]},
-                 "score": {f"{t}score:{u}": [["s", 1.5]]}},
+                 "score": {f"{t}score:{u}": [["a", 1.0], ["s", 1.5], ["z", 3.0]]}},
         "journeys": {"key": f"{t}journeys", "field": user, "value": "state\ufffd"},
         "deferred": [orjson.loads(good), {"raw": f'["rv|{user}|p2|1" x'}],
         "dead_letters": [{"id": "7-1", "kind": "record", "source": "s",
@@ -358,3 +358,19 @@ async def test_a_cap_counter_of_a_channel_named_with_a_brace_is_erased(client: R
     assert (await eraser.find("u5")).keys == {"caps": own}
     assert (await eraser.erase("u5", now_ms=3))["removed"] == {"caps": 2}
     assert await every_key(client, f"{p}cap:") == {other}
+
+
+async def test_more_messages_than_one_read_takes_are_all_found_once(client: Redis) -> None:
+    """The message index and its markers are read 500 at a time: 600 messages
+    of the user, each opened (and the first delivered), are each found once."""
+    p = f"mm{uuid.uuid4().hex[:8]}:"
+    index = RedisMessageIndex(client, p)
+    ids = [f"m{n:03d}" for n in range(600)]
+    for message_id in ids:
+        await index.remember(message_id, MessageMeta("u6", "rv", "inbox"))
+        assert await index.first("opened", message_id)
+    assert await index.first("delivered", ids[0])
+    found = await Eraser(client, config(p), f"{p}t:", f"{p}dl", keys=KEYS).find("u6")
+    assert found.keys["message_index"] == [f"{p}msg:{m}" for m in ids]
+    assert found.keys["feedback_markers"] == sorted(
+        [f"{p}once:opened:{m}" for m in ids] + [f"{p}once:delivered:{ids[0]}"])
