@@ -128,7 +128,7 @@ class ProfileFeed:
     async def run(self, until_end: bool = False, assign_timeout_s: float = 60.0) -> FeedCounts:
         """Apply batches until :meth:`stop`; with ``until_end``, until every
         partition assigned is read to the end it had when assigned."""
-        ends: dict[Any, int] | None = None
+        ends: dict[Any, int] = {}
         waited = 0.0
         while not self._stopping.is_set():
             batch = await self.consumer.getmany(timeout_ms=self._poll_ms,
@@ -137,22 +137,36 @@ class ProfileFeed:
                 await self.handle_batch(batch)
             if not until_end:
                 continue
-            if ends is None:
-                assigned = list(self.consumer.assignment())
-                if not assigned:
-                    waited += self._poll_ms / 1000
-                    if waited > assign_timeout_s:
-                        raise TimeoutError(f"no partition assigned in {assign_timeout_s:.0f}s")
-                    continue
-                ends = dict(await self.consumer.end_offsets(assigned))
+            assigned = set(self.consumer.assignment())
+            if not assigned:
+                waited += self._poll_ms / 1000
+                if waited > assign_timeout_s:
+                    raise TimeoutError(f"no partition assigned in {assign_timeout_s:.0f}s")
+                continue
+            await self._follow(ends, assigned)
             if await self._at_end(ends):
                 break
         return self.counts
 
+    async def _follow(self, ends: dict[Any, int], assigned: set[Any]) -> None:
+        """``ends`` for the partitions assigned now: one lost in a rebalance is
+        its new owner's to read (asking its position would raise), one gained
+        is read to the end it has now."""
+        for tp in [tp for tp in ends if tp not in assigned]:
+            del ends[tp]
+        gained = [tp for tp in assigned if tp not in ends]
+        if gained:
+            ends.update(await self.consumer.end_offsets(gained))
+
     async def _at_end(self, ends: Mapping[Any, int]) -> bool:
-        for tp, end in ends.items():
-            if await self.consumer.position(tp) < end:
-                return False
+        from aiokafka.errors import IllegalStateError
+
+        try:
+            for tp, end in ends.items():
+                if await self.consumer.position(tp) < end:
+                    return False
+        except IllegalStateError:  # revoked while we asked: the next round follows
+            return False
         return True
 
     async def handle_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:

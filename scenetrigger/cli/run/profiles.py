@@ -92,10 +92,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
     registry = CollectorRegistry()
     client = redis_client(redis_url_or_env(args.redis_url))
-    consumer = new_consumer(bootstrap, topic, group_id=args.group, enable_auto_commit=False,
-                            auto_offset_reset="earliest")
-    bar = _progress(args)
-    try:
+    consumer = bar = None
+    try:  # from here on the client is closed however the start fails
+        consumer = new_consumer(bootstrap, topic, group_id=args.group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+        bar = _progress(args)
         await client.ping()
         await consumer.start()
         feed = ProfileFeed(LiveProfileStore(client, args.tags_prefix), consumer,
@@ -117,7 +118,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        await consumer.stop()
+        if consumer is not None:
+            await consumer.stop()
         await client.aclose()
     return {"topic": topic, "group": args.group, "records": counts.records,
             "results": counts.results, "malformed": counts.malformed,
