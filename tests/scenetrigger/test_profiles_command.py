@@ -1,7 +1,9 @@
 """``scenetrigger profiles`` on a real broker and a real redis-server (review
-findings): with ``--until-end`` a partition lost in a rebalance is its new
-owner's to read (asking its position raised), and the Redis client is
-closed when the consumer cannot be made."""
+findings): an erased user's profile that lands after their tombstone (a
+late record from a worker that lost the partition, or a lost tombstone) is
+not written back; with ``--until-end`` a partition lost in a rebalance is
+its new owner's to read (asking its position raised), and the Redis client
+is closed when the consumer cannot be made."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -18,8 +21,10 @@ from agents.producer import ensure_topics
 from channels.audience.live_profile import LiveProfileStore, encode_live_profile
 from channels.audience.live_profile_feed import ProfileFeed
 from channels.redis_client import redis_client
+from config.hash_keys import HASH_KEY_ENV
 from scenetrigger.cli.main import main
 from tests.agents.worker_support import unique
+from tests.config.test_hash_keys import K1, keyed_subject
 from triggers.state import UserState
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -50,6 +55,58 @@ async def until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: floa
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
         await asyncio.sleep(0.2)
+
+
+def test_an_erased_users_late_profile_is_not_written_back(
+        kafka_bootstrap: str, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(HASH_KEY_ENV, K1)
+    prefix, tags = unique("prof-erased"), f"pe{uuid.uuid4().hex[:6]}:"
+    profile = encode_live_profile(UserState().profile, 1_700_000_000_000)
+    late = encode_live_profile(UserState().profile, 1_700_000_000_500)
+    consume = ["profiles", "--broker", kafka_bootstrap, "--topic-prefix", prefix,
+               "--group", f"{prefix}-profiles", "--redis-url", redis_url,
+               "--tags-prefix", tags, "--until-end", "--json", "--no-progress"]
+    assert main(consume) == 0  # creates the topic (one partition: the order below holds)
+    capsys.readouterr()
+    # scenetrigger erase: its receipt ("st:", the default delivery.redis_prefix) ...
+    asyncio.run(_set(redis_url, f"st:erasure:{keyed_subject(K1, 'ann')}",
+                     orjson.dumps({"erased_at_ms": 1_700_000_000_100, "removed": {}})))
+    # ... the tombstones, then a profile from the worker that had lost the partition
+    asyncio.run(_send(kafka_bootstrap, f"{prefix}.profiles", [
+        (b"ann", profile), (b"bob", profile), (b"ann", None), (b"ann", late)]))
+    assert main(consume) == 0
+    assert asyncio.run(_profiles(redis_url, tags, ["ann", "bob"])) == [False, True], \
+        "the erased user's profile was written back"
+    summary = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["results"]["erased"] == 1
+
+
+async def _send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    producer = new_producer(bootstrap)
+    await producer.start()
+    try:
+        for key, value in records:  # one by one: in this order on the partition
+            await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+async def _set(url: str, key: str, value: bytes) -> None:
+    client = redis_client(url)
+    try:
+        await client.set(key, value)
+    finally:
+        await client.aclose()
+
+
+async def _profiles(url: str, prefix: str, users: list[str]) -> list[bool]:
+    client = redis_client(url)
+    try:
+        store = LiveProfileStore(client, prefix)
+        return [await store.get(user) is not None for user in users]
+    finally:
+        await client.aclose()
 
 
 async def test_until_end_survives_a_rebalance_that_takes_a_partition(
