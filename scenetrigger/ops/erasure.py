@@ -316,19 +316,24 @@ class Eraser:
             pipe.xdel(self.dead_letter_stream, *found.dead_letters)
             removed["dead_letters"] = len(found.dead_letters)
         await pipe.execute()
-        worker = "not asked (no broker)"
-        if self.forget_in_worker is not None:
-            await self.forget_in_worker(user_id, now)
-            worker = "erase event sent: the worker deletes the table key (changelog tombstone)"
         receipt = {"erased_at_ms": now, "subject": self.keys.subject(user_id),
                    "key_id": self.keys.key_id,
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
-                   "engine_state": worker}
+                   "engine_state": "not asked (no broker)"}
         if ads is not None:
             receipt["ad_audiences"] = ads
-        await self.redis.set(receipt_key(self.prefix, user_id, self.keys),
-                             orjson.dumps(receipt))
+        name = receipt_key(self.prefix, user_id, self.keys)
+        if self.forget_in_worker is not None:
+            # The receipt before the erase event: the readers that must not
+            # rebuild the user from records read after it (journeys, the
+            # profiles consumer) find it from then on.
+            receipt["engine_state"] = "erase event not sent yet"
+            await self.redis.set(name, orjson.dumps(receipt))
+            await self.forget_in_worker(user_id, now)
+            receipt["engine_state"] = ("erase event sent: the worker deletes the table key "
+                                       "(changelog tombstone)")
+        await self.redis.set(name, orjson.dumps(receipt))
         return receipt
 
 
