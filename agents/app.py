@@ -146,6 +146,8 @@ class SceneWorker:
 
     async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
         self.hosts.drop_unsettled(self._mine(revoked))
+        if self.live_profiles is not None:  # no late profile after the new owner's tombstone
+            self.live_profiles.revoke(self._mine(revoked))
 
     async def _on_assigned(self, sender: Any = None, assigned: Any = (), **_: Any) -> None:
         """Drop engines of partitions that left us (before any recovery)."""
@@ -156,6 +158,8 @@ class SceneWorker:
         # at a stop (when the sweep no longer runs): settle meanwhile (agents.faust_compat).
         settle_while_waiting_empty(self.app.consumer, self._settle_acked)
         self.hosts.keep(self._mine(assigned))
+        if self.live_profiles is not None:
+            self.live_profiles.assign(self._mine(assigned))
 
     async def _on_recovered(self) -> None:
         """After table recovery: build engines for newly assigned partitions.

@@ -37,6 +37,14 @@ class Hosts(dict[int, PartitionHost]):
         self._table = table
         self._config = config  # the config in force (hot reloads replace it)
         self._heap = process_heap()  # the collector skips cached states
+        # Every audience configured in this worker's life: a partition built
+        # after a reload that removed one still holds its members' keys on
+        # PREFIX.audiences, and an erasure there must tombstone those too.
+        self._audience_names: tuple[str, ...] = tuple(config().audiences)
+
+    def _audiences_ever(self, config: AppConfig) -> tuple[str, ...]:
+        self._audience_names = tuple(dict.fromkeys((*self._audience_names, *config.audiences)))
+        return self._audience_names
 
     def host(self, partition: int) -> PartitionHost:
         host = self.get(partition)
@@ -54,7 +62,7 @@ class Hosts(dict[int, PartitionHost]):
                                    config.engine.input_rules(), settings.clock)
         host.host.set_arm(self._arm())  # before the timers: they follow each user's arm
         host.host.audiences = config.audience_tracker(store)  # re-armed by rebuild()
-        host.audience_names = tuple(config.audiences)
+        host.audience_names = self._audiences_ever(config)
         started = time.perf_counter()
         armed = host.rebuild()
         log.info("partition ready", extra={
@@ -91,11 +99,12 @@ class Hosts(dict[int, PartitionHost]):
         """Hot reload: every engine takes the new scenes (and a config
         experiment's candidate scenes for its users), keeping user state."""
         arm = self._arm()
+        audience_names = self._audiences_ever(config)
         for host in self.values():
             host.reconfigure(config.scene_list(), config.engine.limits(),
                              config.engine.input_rules(), arm)
             host.host.audiences = tracker = config.audience_tracker(host.store)
             # kept across reloads: an erasure deletes the keys of removed audiences too
-            host.audience_names = tuple(dict.fromkeys((*host.audience_names, *config.audiences)))
+            host.audience_names = audience_names
             if tracker is not None:  # a reload is rare: one pass over the partition's users
                 tracker.rebuild()

@@ -114,7 +114,8 @@ class JourneyBridge:
             if record.topic == self.topics.triggers:
                 decoded = decode_trigger(record.value)
                 if decoded.profile is not None:  # churn tags first: entries see them
-                    await self.service.on_profile(decoded.trigger.user_id, decoded.profile)
+                    await self.service.on_profile(decoded.trigger.user_id, decoded.profile,
+                                                  decoded.trigger.ts)
                 await self.service.on_trigger(decoded.trigger)
             elif record.topic == self.topics.events:
                 # one event or a batch; a bad one is the scene worker's to dead-letter

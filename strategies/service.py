@@ -15,6 +15,14 @@ a Redis that refuses writes or cannot be reached is waited out with
 back-off (counted in ``scenetrigger_infra_errors_total{component="journeys"}``)
 inside the step, so the process stays up, the step is finished once Redis
 takes it, and the bridge commits no offset before that.
+
+An erased user's triggers are ignored: triggers and events are separate
+topics, so a trigger from before the erasure may be read after the erase
+event (which dropped the user's journey state and churn watch) and would
+build them again. Before acting on a trigger (and on the profile it carries)
+the service reads the user's erasure receipt, the check the console and
+explain make (:func:`channels.erasure_receipts.erased_at`), and skips a
+trigger from up to the erasure.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from channels.erasure_receipts import erased_at
 from channels.feedback.decisions import DecisionLog
 from channels.infra_retry import InfraMetrics, Waiter
 from config.clock import wall_ms
@@ -134,6 +143,8 @@ class JourneyService:
         self.scorer = LeadScorer(section.scoring)
         self.tags = tags
         self.send = send
+        self._redis_client = client
+        self._receipts_prefix = config.delivery.redis_prefix  # where Eraser keeps receipts
         self.clock = clock
         self._lock = asyncio.Lock()  # one engine step at a time (hook, feedback, ticker)
         self.actions = 0
@@ -172,7 +183,16 @@ class JourneyService:
         await self._redis("loading journey positions", self.state.load)
         return self.engine.rebuild_timers()
 
+    async def erased(self, user_id: str, ts: int) -> bool:
+        """The user was erased at or after ``ts`` (their receipt's time): a
+        record of theirs from then must not bring journey state back."""
+        erased = await self._redis("reading the erasure receipt", lambda: erased_at(
+            self._redis_client, self._receipts_prefix, [user_id]))
+        return ts <= erased.get(user_id, -1)
+
     async def on_trigger(self, trigger: Trigger, fired_at_ms: int = 0) -> None:
+        if await self.erased(trigger.user_id, trigger.ts):
+            return
         async with self._lock:
             ctx = UserContext(await self._redis("reading tags",
                                                 lambda: self.tags.tags(trigger.user_id)))
@@ -197,9 +217,12 @@ class JourneyService:
                 self.churn.forget(event.user_id)
             await self._apply(self.engine.on_event(event))
 
-    async def on_profile(self, user_id: str, profile: Profile) -> None:
+    async def on_profile(self, user_id: str, profile: Profile, at_ms: int | None = None) -> None:
         """A user's profile as a trigger record carries it: their churn tags
-        now, and when they change next (the ticker sets them then)."""
+        now, and when they change next (the ticker sets them then). ``at_ms``:
+        the trigger's time (skipped when the user was erased since)."""
+        if at_ms is not None and await self.erased(user_id, at_ms):
+            return
         async with self._lock:
             now = self.clock()
             await self._churn(user_id, self.churn.observe(user_id, profile, now), now)

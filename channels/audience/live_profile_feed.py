@@ -18,6 +18,19 @@ last record of each user in the batch is written (what compaction keeps),
 and it scales and restarts on its own. It reads from the beginning of the
 compacted topic on its first start, so a new Redis is filled from it.
 
+An erased user's profile is never written: the worker sends a tombstone
+when it takes the erase event, but a profile can still land after it (one in
+flight from a worker that lost the partition in a rebalance, a tombstone lost
+in a crash), and compaction then keeps that profile as the user's last
+record. So before a batch's puts the feed reads the erasure receipts of
+their users (:func:`channels.erasure_receipts.erased_at`, the check the
+console, explain and the journeys make), and a user who has one gets a
+delete instead (``erased``). That holds whatever order the records came in,
+and on a new Redis filled from the beginning of the topic; an erased id that
+comes back gets no live profile (on-site slots treat it as a visitor without
+one): a profile cannot tell the events from before the erasure from later
+ones.
+
 A record that cannot be used (no key, a key that is not UTF-8, a value that
 is not ``[updated_ms, profile]``) is dead-lettered with its reason and
 counted (``scenetrigger_profiles_malformed{reason}``), and the batch goes on.
@@ -30,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,8 +59,12 @@ STORED = "stored"  # put into the store
 KEPT_NEWER = "kept_newer"  # the store had a newer profile (a record read again)
 SUPERSEDED = "superseded"  # a later record of the same user in the batch won
 DELETED = "deleted"  # a tombstone: the key is gone
+ERASED = "erased"  # the user has an erasure receipt: deleted, never written
 MALFORMED = "malformed"  # dead-lettered
-RESULTS = (STORED, KEPT_NEWER, SUPERSEDED, DELETED, MALFORMED)
+RESULTS = (STORED, KEPT_NEWER, SUPERSEDED, DELETED, ERASED, MALFORMED)
+
+# Of these users, the erased ones (erasure_receipts.erased_at over Redis).
+ErasedUsers = Callable[[Collection[str]], Awaitable[Collection[str]]]
 
 
 class RecordDeadLetters(Protocol):
@@ -63,6 +80,7 @@ class _Op:
 
     delete: bool = False
     put: LiveProfile | None = None
+    erased: bool = False  # the put refused: the user has an erasure receipt
 
 
 def decode(key: bytes | None, value: bytes | None) -> tuple[str, LiveProfile | None]:
@@ -100,9 +118,11 @@ class ProfileFeed:
                  dead_letter: RecordDeadLetters | None = None, poll_ms: int = 500,
                  max_records: int = 2_000, concurrency: int = 64,
                  retry_backoff_s: float = 0.5,
-                 on_records: Callable[[int], None] | None = None) -> None:
+                 on_records: Callable[[int], None] | None = None,
+                 erased: ErasedUsers | None = None) -> None:
         self.store = store
         self.consumer = consumer
+        self.erased = erased  # None (unit tests of the rest): every put written
         self.dead_letter = dead_letter  # None (tests): counted and logged only
         self._poll_ms = poll_ms
         self._max_records = max_records
@@ -128,7 +148,7 @@ class ProfileFeed:
     async def run(self, until_end: bool = False, assign_timeout_s: float = 60.0) -> FeedCounts:
         """Apply batches until :meth:`stop`; with ``until_end``, until every
         partition assigned is read to the end it had when assigned."""
-        ends: dict[Any, int] | None = None
+        ends: dict[Any, int] = {}
         waited = 0.0
         while not self._stopping.is_set():
             batch = await self.consumer.getmany(timeout_ms=self._poll_ms,
@@ -137,22 +157,36 @@ class ProfileFeed:
                 await self.handle_batch(batch)
             if not until_end:
                 continue
-            if ends is None:
-                assigned = list(self.consumer.assignment())
-                if not assigned:
-                    waited += self._poll_ms / 1000
-                    if waited > assign_timeout_s:
-                        raise TimeoutError(f"no partition assigned in {assign_timeout_s:.0f}s")
-                    continue
-                ends = dict(await self.consumer.end_offsets(assigned))
+            assigned = set(self.consumer.assignment())
+            if not assigned:
+                waited += self._poll_ms / 1000
+                if waited > assign_timeout_s:
+                    raise TimeoutError(f"no partition assigned in {assign_timeout_s:.0f}s")
+                continue
+            await self._follow(ends, assigned)
             if await self._at_end(ends):
                 break
         return self.counts
 
+    async def _follow(self, ends: dict[Any, int], assigned: set[Any]) -> None:
+        """``ends`` for the partitions assigned now: one lost in a rebalance is
+        its new owner's to read (asking its position would raise), one gained
+        is read to the end it has now."""
+        for tp in [tp for tp in ends if tp not in assigned]:
+            del ends[tp]
+        gained = [tp for tp in assigned if tp not in ends]
+        if gained:
+            ends.update(await self.consumer.end_offsets(gained))
+
     async def _at_end(self, ends: Mapping[Any, int]) -> bool:
-        for tp, end in ends.items():
-            if await self.consumer.position(tp) < end:
-                return False
+        from aiokafka.errors import IllegalStateError
+
+        try:
+            for tp, end in ends.items():
+                if await self.consumer.position(tp) < end:
+                    return False
+        except IllegalStateError:  # revoked while we asked: the next round follows
+            return False
         return True
 
     async def handle_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
@@ -190,6 +224,10 @@ class ProfileFeed:
     async def _write(self, ops: Mapping[str, _Op]) -> None:
         """Every user's op, side by side (a retry after a fault redoes them
         all: a delete and a newer-wins put give the same end state again)."""
+        if self.erased is not None:  # in the retried step: a receipt read fails like a write
+            puts = [user for user, op in ops.items() if op.put is not None]
+            for user in await self.erased(puts) if puts else ():
+                ops[user].put, ops[user].erased = None, True
         results = await asyncio.gather(*(self._apply(user, op) for user, op in ops.items()))
         for result in results:
             for name in result:
@@ -198,9 +236,12 @@ class ProfileFeed:
     async def _apply(self, user_id: str, op: _Op) -> list[str]:
         async with self._slots:
             done = []
-            if op.delete:
+            if op.delete or op.erased:
                 await self.store.delete(user_id)
-                done.append(DELETED)
+                if op.delete:
+                    done.append(DELETED)
+                if op.erased:
+                    done.append(ERASED)
             if op.put is not None:
                 stored = await self.store.put(user_id, op.put.profile, op.put.updated_ms)
                 done.append(STORED if stored else KEPT_NEWER)

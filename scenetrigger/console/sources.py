@@ -184,7 +184,7 @@ async def run_kafka(state: ConsoleState, config: AppConfig, bootstrap: str,
 
 class ErasureCheck:
     """Which users the records read belong to were erased (their receipts,
-    read once per user: :func:`scenetrigger.ops.erasure.erased_at`), so the
+    read once per user: :func:`channels.erasure_receipts.erased_at`), so the
     console drops their records up to the erasure."""
 
     MAX_CHECKED = 100_000  # users whose receipt was read; past it, read again
@@ -195,7 +195,7 @@ class ErasureCheck:
         self.checked: set[str] = set()
 
     async def check(self, state: ConsoleState, users: set[str]) -> None:
-        from scenetrigger.ops.erasure import erased_at
+        from channels.erasure_receipts import erased_at
 
         new = users - self.checked
         if not new:

@@ -50,7 +50,7 @@ hashes are keyed (:mod:`config.hash_keys`).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ from channels.ads.sync import Forget as ForgetInAds
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import Contact, RedisDirectory, address_hash, dnc_hits_key
 from channels.audience.live_profile import LiveProfileStore
+from channels.erasure_receipts import receipt_key
 from channels.errors import ChannelError
 from channels.feedback.events import KINDS, message_key, once_key
 from channels.feedback.slot_ids import impression_meta, impression_user
@@ -317,19 +318,24 @@ class Eraser:
             pipe.xdel(self.dead_letter_stream, *found.dead_letters)
             removed["dead_letters"] = len(found.dead_letters)
         await pipe.execute()
-        worker = "not asked (no broker)"
-        if self.forget_in_worker is not None:
-            await self.forget_in_worker(user_id, now)
-            worker = "erase event sent: the worker deletes the table key (changelog tombstone)"
         receipt = {"erased_at_ms": now, "subject": self.keys.subject(user_id),
                    "key_id": self.keys.key_id,
                    "removed": removed,
                    "do_not_contact": len(contact.addresses()) if contact is not None else 0,
-                   "engine_state": worker}
+                   "engine_state": "not asked (no broker)"}
         if ads is not None:
             receipt["ad_audiences"] = ads
-        await self.redis.set(receipt_key(self.prefix, user_id, self.keys),
-                             orjson.dumps(receipt))
+        name = receipt_key(self.prefix, user_id, self.keys)
+        if self.forget_in_worker is not None:
+            # The receipt before the erase event: the readers that must not
+            # rebuild the user from records read after it (journeys, the
+            # profiles consumer) find it from then on.
+            receipt["engine_state"] = "erase event not sent yet"
+            await self.redis.set(name, orjson.dumps(receipt))
+            await self.forget_in_worker(user_id, now)
+            receipt["engine_state"] = ("erase event sent: the worker deletes the table key "
+                                       "(changelog tombstone)")
+        await self.redis.set(name, orjson.dumps(receipt))
         return receipt
 
 
@@ -356,35 +362,3 @@ def _index_owner(raw: Any) -> str:
 
 def _request_owner(raw: Any) -> str:
     return DeliveryRequest.decode(raw).user_id
-
-
-def receipt_key(prefix: str, user_id: str, keys: HashKeys | None = None) -> str:
-    return receipt_key_of(prefix, (keys or HashKeys.from_env()).subject(user_id))
-
-
-def receipt_key_of(prefix: str, subject: str) -> str:
-    return f"{prefix}erasure:{subject}"
-
-
-async def erased_at(redis: Any, prefix: str, user_ids: Collection[str],
-                    keys: HashKeys | None = None) -> dict[str, int]:
-    """Of these users, the erased ones and when (their receipts' time), in one
-    read (each receipt under the current key, a previous one, or unkeyed).
-    Kafka topics cannot drop one user's records: their readers (explain
-    --broker, the console) drop the records of an erased user up to then."""
-    users = list(user_ids)
-    if not users:
-        return {}
-    hashes = keys or HashKeys.from_env()
-    forms = [hashes.subject_candidates(u) for u in users]
-    width = len(forms[0])
-    raws = await get_many(redis, [receipt_key_of(prefix, f) for group in forms for f in group])
-    found: dict[str, int] = {}
-    for n, user in enumerate(users):
-        raw = next((r for r in raws[n * width:(n + 1) * width] if r is not None), None)
-        if raw is not None:
-            try:
-                found[user] = int(orjson.loads(raw)["erased_at_ms"])
-            except (ValueError, KeyError, TypeError):
-                found[user] = 1 << 62  # an unreadable receipt: erased all the same
-    return found

@@ -57,8 +57,8 @@ async def _strategy_view(timeline: Timeline, config: AppConfig, redis_url: str,
 
 
 async def _erased_at(config: AppConfig, redis_url: str, user_id: str) -> int | None:
+    from channels.erasure_receipts import erased_at
     from channels.redis_client import redis_client
-    from scenetrigger.ops.erasure import erased_at
 
     client = redis_client(redis_url)
     try:

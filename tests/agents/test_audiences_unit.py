@@ -4,6 +4,8 @@ for the agent, a restarted host re-arms the next exit from the stored state
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agents.engine_host import PartitionHost
 from agents.partition_store import PartitionStore
 from config.loader import load_config_text
@@ -65,3 +67,21 @@ def test_an_erasure_ends_every_membership() -> None:
     assert host.audience_tombstones() == []
     host.on_event(ev("w", T0 + 3 * H, "page"), 4, 0)
     assert changes(host) == []  # the erased user's re-evaluation is gone with its state
+
+
+def test_a_partition_built_after_a_reload_tombstones_the_removed_audiences_too(
+        tmp_path: Path) -> None:
+    # A partition first used after a reload that removed "recent" still holds
+    # members' recent|<user> keys on PREFIX.audiences (written before the
+    # reload, by this worker or the partition's previous owner).
+    from agents.app import SceneWorker
+    from tests.agents.test_app_unit import settings
+
+    worker = SceneWorker(settings(tmp_path, store="memory", config=load_config_text(CONFIG)))
+    worker.host(0)
+    worker.reconfigure(load_config_text(CONFIG.replace(
+        "  recent: {purchase: {within: 2h}}\n", "")))
+    for partition in (0, 2):  # 0 built before the reload, 2 after it
+        host = worker.host(partition)
+        host.on_event(ev("u", T0, ERASE), 1, 0)
+        assert host.audience_tombstones() == [b"carted_not_bought|u", b"recent|u"], partition

@@ -101,7 +101,7 @@ async def test_a_batch_writes_each_users_last_state_and_buries_the_bad() -> None
     assert letters.kept == [("t/1/6", b"{oops", INVALID_JSON)]
     assert consumer.committed == [{"tp0": 15, "tp1": 8}]
     assert feed.counts.results == {"stored": 2, "kept_newer": 1, "superseded": 2,
-                                   "deleted": 2, "malformed": 1}
+                                   "deleted": 2, "erased": 0, "malformed": 1}
     assert feed.counts.malformed == {INVALID_JSON: 1}
     assert registry.get_sample_value("scenetrigger_profiles_malformed_total",
                                      {"reason": INVALID_JSON}) == 1

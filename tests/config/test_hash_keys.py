@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from channels.audience.consent import RedisConsentStore
 from channels.audience.directory import RedisDirectory, contact_from
+from channels.erasure_receipts import erased_at
 from config.hash_keys import (
     HASH_KEY_ENV,
     HASH_KEY_PREVIOUS_ENV,
@@ -29,7 +30,7 @@ from config.hash_keys import (
 )
 from config.loader import load_config_text
 from scenetrigger.cli.main import main
-from scenetrigger.ops.erasure import Eraser, erased_at
+from scenetrigger.ops.erasure import Eraser
 
 K1, K2 = "first-secret-key", "second-secret-key"
 SCENES = "scenes: {promo: {kind: arrival, when: {page: {prefix: /promo}}}}\n"

@@ -47,6 +47,7 @@ async def _main(args: argparse.Namespace) -> None:
     from agents.topics import DECISIONS_RETENTION_MS, bootstrap_servers, topic_name
     from channels.feedback.decisions_kafka import KafkaDecisionLog
     from channels.redis_client import redis_client, redis_url_or_env
+    from config.hash_keys import startup_check
     from config.reload import ReloadMetrics
     from scenetrigger.serve.site import SwappableSite
     from strategies.bridge import BridgeTopics, JourneyBridge, KafkaAudienceSender, KafkaSender
@@ -54,6 +55,7 @@ async def _main(args: argparse.Namespace) -> None:
     from strategies.service import JourneyService
     from strategies.store import RedisTagStore
 
+    startup_check("journeys")  # it reads erasure receipts (an erased user's triggers)
     reloader = await config_follow.initial_reloader(
         args.config, config_follow.open_store(args.config_store, args.broker, args.topic_prefix),
         None)

@@ -7,7 +7,9 @@ beginning on its first start and writes each record through
 ``--tags-prefix`` (serve's), a tombstone deleting the key; an unusable record
 goes to the delivery dead-letter stream with its reason
 (:mod:`channels.audience.live_profile_feed`, which also says why this is a
-process of its own). Runs until stopped (SIGINT/SIGTERM), or with
+process of its own). A profile of a user with an erasure receipt (under
+``--config``'s ``delivery.redis_prefix``, named with ``$SCENETRIGGER_HASH_KEY``)
+is never written: the key is deleted instead. Runs until stopped (SIGINT/SIGTERM), or with
 ``--until-end`` until the topic is read to where it ended at the start,
 then prints what it did (``--json``: one JSON object).
 """
@@ -36,6 +38,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--group", default="scenetrigger-profiles",
                         help="consumer group (default scenetrigger-profiles)")
     parser.add_argument("--redis-url", help="default: $SCENETRIGGER_REDIS_URL")
+    parser.add_argument("--config", help="config (delivery.redis_prefix: where the erasure "
+                                         "receipts are; an erased user's profile is never "
+                                         "written)")
     parser.add_argument("--tags-prefix", default="scenetrigger:",
                         help="Redis prefix of the profile keys, <prefix>profile:{user} "
                              "(serve's --tags-prefix; default scenetrigger:)")
@@ -78,10 +83,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     from agents.topics import bootstrap_servers, topic_name
     from channels.audience.live_profile import LiveProfileStore
     from channels.audience.live_profile_feed import ProfileFeed
+    from channels.erasure_receipts import erased_at
     from channels.redis_client import redis_client, redis_url_or_env
     from channels.transports.deadletter import DeadLetterStore
+    from config.hash_keys import startup_check
+    from config.loader import load_config
     from triggers.errors import SceneTriggerError
 
+    keys = startup_check("profiles")  # erasure receipts are named with the key
+    receipts = load_config(args.config).delivery.redis_prefix
     topic = topic_name(args.topic_prefix, "profiles")
     bootstrap = bootstrap_servers(args.broker)
     try:  # subscribing to a topic not there yet would wait for a metadata refresh
@@ -92,16 +102,18 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SceneTriggerError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
     registry = CollectorRegistry()
     client = redis_client(redis_url_or_env(args.redis_url))
-    consumer = new_consumer(bootstrap, topic, group_id=args.group, enable_auto_commit=False,
-                            auto_offset_reset="earliest")
-    bar = _progress(args)
-    try:
+    consumer = bar = None
+    try:  # from here on the client is closed however the start fails
+        consumer = new_consumer(bootstrap, topic, group_id=args.group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+        bar = _progress(args)
         await client.ping()
         await consumer.start()
         feed = ProfileFeed(LiveProfileStore(client, args.tags_prefix), consumer,
                            registry=registry, concurrency=args.concurrency,
                            dead_letter=DeadLetterStore(client, args.dead_letter_stream),
-                           on_records=bar.update if bar is not None else None)
+                           on_records=bar.update if bar is not None else None,
+                           erased=lambda users: erased_at(client, receipts, users, keys))
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()
@@ -117,7 +129,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        await consumer.stop()
+        if consumer is not None:
+            await consumer.stop()
         await client.aclose()
     return {"topic": topic, "group": args.group, "records": counts.records,
             "results": counts.results, "malformed": counts.malformed,
