@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from channels.audience.directory import RedisDirectory, contact_from
 from channels.base import DeliveryResult, Message
+from channels.erasure_receipts import erased_at
 from channels.feedback.events import MessageMeta, RedisMessageIndex
 from channels.policy.decide import DeliveryRequest
 from channels.redis_client import lease_bucket
@@ -29,7 +30,7 @@ from channels.transports.deadletter import DeadLetterStore
 from config.hash_keys import HashKeys
 from config.loader import load_config_text
 from config.models import AppConfig
-from scenetrigger.ops.erasure import Eraser, Found, erased_at
+from scenetrigger.ops.erasure import Eraser, Found
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 K = b"erasure-contract-key"
