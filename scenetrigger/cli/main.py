@@ -40,8 +40,8 @@ COMMANDS: dict[str, str] = {
     "config": "scenetrigger.cli.change.config_cmd",
     "hash-keys": "scenetrigger.cli.ops.hash_keys",
     "audiences": "scenetrigger.cli.ops.audiences",
-    "slot-sig": "scenetrigger.cli.ops.slot_sig",
-    "inbox-token": "scenetrigger.cli.ops.inbox_token",
+    "slot-sig": "scenetrigger.cli.sign.slot_sig",
+    "inbox-token": "scenetrigger.cli.sign.inbox_token",
 }
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import orjson
 
 from config.tokens import SLOT_SECRET_ENV, slot_query
-from scenetrigger.cli.ops import signed_until
+from scenetrigger.cli.sign import signed_until
 
 
 def register(sub: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from config.tokens import INBOX_SECRET_ENV, inbox_token
-from scenetrigger.cli.ops import signed_until
+from scenetrigger.cli.sign import signed_until
 
 
 def register(sub: Any) -> None:
