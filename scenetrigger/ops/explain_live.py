@@ -10,6 +10,7 @@ deployment whose topics' retention keeps them small; it is not an index.
 from __future__ import annotations
 
 import asyncio
+import difflib
 from typing import Any
 
 from channels.feedback.decisions import ERASED, DecisionRecord
@@ -81,13 +82,21 @@ async def _keyed(bootstrap: str, topic: str, key: bytes | None, timeout_s: float
             raise
         if required:  # a mistyped --topic-prefix: not "nothing recorded for this user"
             raise SceneTriggerError(f"no topic {topic} on {bootstrap}: no such topic or "
-                                    f"prefix (is --topic-prefix right? {await _prefixes(bootstrap)})"
+                                    f"prefix (is --topic-prefix right? "
+                                    f"{await _prefixes(bootstrap, _prefix_of(topic))})"
                                     ) from None
         return []  # e.g. no deliver has run yet: no decisions topic
 
 
-async def _prefixes(bootstrap: str) -> str:
-    """The topic prefixes with an events topic on this cluster, in words."""
+def _prefix_of(topic: str) -> str | None:
+    """``PREFIX`` of ``PREFIX.events``; None for a topic of no prefix."""
+    head, dot, _ = topic.rpartition(".")
+    return head if dot else None
+
+
+async def _prefixes(bootstrap: str, wanted: str | None = None) -> str:
+    """The topic prefixes with an events topic on this cluster, in words; the
+    ones closest to the mistyped ``wanted`` first (a cluster may hold dozens)."""
     from agents.kafka_clients import new_admin
     from agents.topics import topic_name
 
@@ -98,6 +107,9 @@ async def _prefixes(bootstrap: str) -> str:
     finally:
         await admin.close()
     found = sorted(t[:-len(".events")] for t in topics if t.endswith(".events"))
+    if wanted:
+        close = difflib.get_close_matches(wanted, found, n=len(found), cutoff=0.6)
+        found = [*close, *(p for p in found if p not in close)]
     shared = [f"{topic_name(None, 'events')} (no prefix)"] if topic_name(None, "events") in \
         topics else []
     named = [*(repr(p) for p in found), *shared]

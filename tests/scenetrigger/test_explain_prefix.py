@@ -24,7 +24,10 @@ def explain(bootstrap: str, prefix: str, user: str) -> subprocess.CompletedProce
 
 def test_a_mistyped_prefix_is_not_a_user_without_records(kafka_bootstrap: str) -> None:
     prefix = f"shop{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topics(kafka_bootstrap, [f"{prefix}.events", f"{prefix}.triggers"], 1))
+    # A shared cluster: a dozen other prefixes sort before it, over the ten listed.
+    others = [f"a{n:02d}{uuid.uuid4().hex[:6]}.events" for n in range(12)]
+    asyncio.run(ensure_topics(kafka_bootstrap, [f"{prefix}.events", f"{prefix}.triggers",
+                                                *others], 1))
 
     known = explain(kafka_bootstrap, prefix, "bob")
     assert known.returncode == 0, known.stderr
@@ -35,5 +38,8 @@ def test_a_mistyped_prefix_is_not_a_user_without_records(kafka_bootstrap: str) -
     assert "nothing is recorded" not in typo.stdout
     assert f"no topic {prefix}x.events" in typo.stderr
     assert "no such topic or prefix" in typo.stderr
-    assert repr(prefix) in typo.stderr  # the prefixes that do exist, to pick from
+    # The prefixes that do exist, to pick from: the one closest to the typo first.
+    assert typo.stderr.index(repr(prefix)) < min(
+        typo.stderr.index(repr(o[:-len(".events")])) for o in others
+        if repr(o[:-len(".events")]) in typo.stderr)
     assert "Traceback" not in typo.stderr
