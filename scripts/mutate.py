@@ -84,6 +84,16 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
                                     "tests/triggers/test_kinds.py",
                                     "tests/triggers/test_merge_states.py",
                                     "tests/triggers/test_explain.py"), 0.90),
+    # The words every kind's explanation shares (the plural of an event type,
+    # its article, the clock): a change here changes each kind's stories,
+    # which the kinds' own runs never mutate. Against the kinds' rule tests
+    # and explain's.
+    "triggers/kinds/explaining.py": (("tests/triggers/test_explain.py",
+                                      "tests/triggers/test_kinds.py",
+                                      "tests/triggers/test_absence_rule.py",
+                                      "tests/triggers/test_sequence_rule.py",
+                                      "tests/triggers/test_repeat_rule.py",
+                                      "tests/triggers/test_arrival_rule.py"), 0.90),
     # Erasure's tests all need a redis-server: one per pytest run (about 1 s).
     # The cluster's last (its 6 nodes take 16 s): only it sees a cross-slot
     # transaction fail; -x, so only the mutants the others miss reach it.

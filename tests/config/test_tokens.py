@@ -169,3 +169,127 @@ def test_one_expiry_check_gives_each_refusal_its_reason() -> None:
         assert reason(sign(now), bad) == (400, "exp_malformed"), bad
     # no secret configured: nothing matches
     assert refuse_signed_until("", str(now), now, lambda _exp: None) is not None
+
+
+def test_the_variables_and_the_field_have_their_documented_names() -> None:
+    """Operators and shop backends set these names (docs/security.md): a
+    renamed constant would silently leave a secret unread."""
+    from config import tokens
+
+    assert tokens.CATALOG_TOKEN_ENV == "SCENETRIGGER_CATALOG_TOKEN"
+    assert tokens.IDENTIFY_TOKEN_ENV == "SCENETRIGGER_IDENTIFY_TOKEN"
+    assert tokens.SLOT_SECRET_ENV == "SCENETRIGGER_SLOT_SECRET"
+    assert tokens.INBOX_SECRET_ENV == "SCENETRIGGER_INBOX_SECRET"
+    assert tokens.IDENTIFY_SIG_FIELD == "identify_sig"
+
+
+def test_the_deprecation_warning_names_the_replacement_exactly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="config.tokens"):
+        AdminTokens.from_env({"SCENETRIGGER_ADMIN_TOKEN": "s3cret"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "SCENETRIGGER_ADMIN_TOKEN is deprecated: set SCENETRIGGER_ADMIN_TOKENS=admin=<token> "
+        "instead (the same admin)"]
+
+
+def _identify_sig(secret: str, user: str, known: str, ts: int) -> str:
+    """docs/security.md: hex(HMAC-SHA256(secret, "identify\\n" + user_id + "\\n" +
+    known_id + "\\n" + str(ts)))."""
+    return hmac.new(secret.encode(), f"identify\n{user}\n{known}\n{ts}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def test_an_identify_signature_covers_the_user_the_known_id_and_the_time() -> None:
+    from config.tokens import identify_signature
+
+    assert identify_signature("k", "anon-1", "cust-9", 1_700_000_000_000) == _identify_sig(
+        "k", "anon-1", "cust-9", 1_700_000_000_000)
+    assert identify_signature("k", "ünï", "ça", 5) == _identify_sig("k", "ünï", "ça", 5)  # UTF-8
+    sigs = {identify_signature("k", "a", "b", 1), identify_signature("k", "a", "b", 2),
+            identify_signature("k", "a", "c", 1), identify_signature("k", "c", "b", 1),
+            identify_signature("j", "a", "b", 1)}
+    assert len(sigs) == 5
+
+
+def test_an_identify_event_is_signed_only_with_every_field_and_the_secret() -> None:
+    from config.tokens import identify_signed
+
+    good = {"user_id": "anon-1", "known_id": "cust-9", "ts": 1_700_000_000_000,
+            "identify_sig": _identify_sig("k", "anon-1", "cust-9", 1_700_000_000_000)}
+    assert identify_signed(good, "k")
+    assert not identify_signed(good, "j")  # another key
+    assert not identify_signed(good, None) and not identify_signed(good, "")  # no secret
+    for name in ("user_id", "known_id", "ts", "identify_sig"):
+        assert not identify_signed({k: v for k, v in good.items() if k != name}, "k"), name
+    # each field of another type: refused, never an error
+    for name, value in (("user_id", 1), ("known_id", None), ("identify_sig", b"x"),
+                        ("ts", "1700000000000"), ("ts", 1.7e12), ("ts", True)):
+        assert not identify_signed({**good, name: value}, "k"), (name, value)
+    # a bool is an int to isinstance: refused even when signed as it prints
+    signed_true = hmac.new(b"k", b"identify\nanon-1\ncust-9\nTrue", hashlib.sha256).hexdigest()
+    assert not identify_signed({**good, "ts": True, "identify_sig": signed_true}, "k")
+    # each field covered: the signature of one event does not sign another
+    for name, value in (("user_id", "anon-2"), ("known_id", "cust-8"), ("ts", 1_700_000_000_001)):
+        assert not identify_signed({**good, name: value}, "k"), name
+
+
+def test_signatures_live_a_day_at_most_and_an_hour_unless_told() -> None:
+    """docs/security.md: at most 24 h ahead of serve's clock; the commands
+    sign for 1 h by default."""
+    from config.tokens import SIG_TTL_S, refuse_signed_until
+
+    def sign(exp: int) -> str:
+        return hmac.new(b"k", f"x\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    now = 1_800_000_000
+    assert refuse_signed_until(sign(now + 24 * 3600), str(now + 24 * 3600), now, sign) is None
+    refusal = refuse_signed_until(sign(now + 24 * 3600 + 1), str(now + 24 * 3600 + 1), now, sign)
+    assert refusal is not None and refusal.reason == "exp_too_far"
+    assert SIG_TTL_S == 3600
+
+
+def test_each_refusal_says_why_in_its_body() -> None:
+    """The whole text of each refusal, and the body serve sends: the reason
+    for a script, the error for a person."""
+    import dataclasses
+
+    from config.tokens import Refusal, refuse_signed_until
+
+    def sign(exp: int) -> str:
+        return hmac.new(b"k", f"x\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    now = 1_800_000_000
+
+    def refused(sig: str, exp: str | None) -> Refusal:
+        refusal = refuse_signed_until(sig, exp, now, sign)
+        assert refusal is not None
+        return refusal
+
+    assert refused(sign(now), None).body() == {
+        "error": "exp (unix seconds) is required with the signature: it covers the user and exp",
+        "reason": "exp_missing"}
+    assert refused(sign(now), "x1").body() == {
+        "error": "exp must be unix seconds (digits only)", "reason": "exp_malformed"}
+    assert refused(sign(now), str(now + 1)).body() == {
+        "error": "bad signature for this user and exp", "reason": "bad_sig"}
+    assert refused(sign(now - 7), str(now - 7)).body() == {
+        "error": f"expired at exp={now - 7} (7 s ago)", "reason": "expired"}
+    assert refused(sign(now + 86_407), str(now + 86_407)).body() == {
+        "error": f"exp={now + 86_407} is 86407 s ahead; at most 86400 s", "reason": "exp_too_far"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        refused(sign(now), None).status = 200  # type: ignore[misc]
+
+
+def test_an_exp_of_twelve_digits_is_read_and_thirteen_are_not() -> None:
+    """exp has at most 12 digits (unix seconds until the year 33658): the
+    12th digit is still a time (too far ahead), the 13th is malformed."""
+    from config.tokens import refuse_signed_until
+
+    def sign(exp: int) -> str:
+        return hmac.new(b"k", f"x\n{exp}".encode(), hashlib.sha256).hexdigest()
+
+    now = 1_800_000_000
+    twelve = refuse_signed_until(sign(999_999_999_999), "999999999999", now, sign)
+    assert twelve is not None and (twelve.status, twelve.reason) == (403, "exp_too_far")
+    thirteen = refuse_signed_until(sign(9_999_999_999_999), "9999999999999", now, sign)
+    assert thirteen is not None and (thirteen.status, thirteen.reason) == (400, "exp_malformed")

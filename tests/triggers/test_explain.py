@@ -185,3 +185,82 @@ scenes:
                               "at 10:04 blocks it")
     (_, _, sequence), _ = _run(scenes, [_ev(T10, "order"), _ev(T10 + 20 * MIN, "view")])
     assert sequence.missing == "an order at 10:00, no search within 10m after it"
+
+
+def test_the_shared_words_of_a_story_each_kind_tells() -> None:
+    """triggers.kinds.explaining, which every kind's explanation uses: the
+    clock, the predicate as written, its noun and article."""
+    from datetime import UTC, datetime
+
+    from triggers.kinds.explaining import a_noun, clock, describe, hm, noun
+    from triggers.predicates import parse_predicate
+
+    ts = int(datetime(2019, 10, 1, 10, 3, 7, tzinfo=UTC).timestamp() * 1000)
+    assert (clock(ts), hm(ts)) == ("2019-10-01 10:03:07", "10:03")
+    # past any calendar: the milliseconds as they are, never an error
+    assert (clock(10**20), hm(10**20)) == (f"{10**20}ms", f"{10**20}ms")
+    assert describe(None) == describe(parse_predicate(None)) == "any event"
+    both = parse_predicate({"type": {"in": ["view", "cart"]}, "page": {"prefix": "/promo"}})
+    assert describe(both) == "type in {cart,view} and page^=/promo"
+    assert noun(None) == "events (any event)" and a_noun(None) == "an event (any event)"
+    assert noun(both) == "events (type in {cart,view} and page^=/promo)"
+    # one condition that is not "type equals a word": in brackets
+    assert noun(parse_predicate({"type": {"in": ["view"]}})) == "events (type in {view})"
+    assert noun(parse_predicate({"type": {"prefix": "vi"}})) == "events (type^=vi)"
+    assert noun(parse_predicate({"page": "home"}), False) == "event (page=home)"
+    assert (noun(parse_predicate({"type": "view"})), a_noun(parse_predicate({"type": "order"}))) == (
+        "views", "an order")
+
+
+def test_the_plural_rule_at_each_ending() -> None:
+    from triggers.kinds.explaining import plural_of
+
+    assert {t: plural_of(t) for t in ("flash", "buzz", "y", "by", "day")} == {
+        "flash": "flashes", "buzz": "buzzes",
+        "y": "ys", "by": "bies",  # the shortest words the y rule reads
+        "day": "days"}
+
+
+def test_an_explanation_is_frozen_and_tells_its_lines() -> None:
+    import dataclasses
+
+    import pytest
+
+    from triggers.events import Trigger
+    from triggers.kinds.explaining import Fired, Refusal, SceneExplanation
+
+    empty = SceneExplanation("s", "repeat")
+    assert (empty.fired, empty.refused, empty.missing, empty.extra) == ((), (), None, {})
+    assert empty.lines("u") == []
+    out = SceneExplanation("s", "repeat", (Fired(Trigger("s", "u", "p1", T10), "3 views"),),
+                           (Refusal(T10 + MIN, "p1", "cooldown"), Refusal(T10 + HOUR, None, "unless")),
+                           "2 of 3 views")
+    assert out.lines("u") == ["s fired at 2019-10-01 10:00:00: 3 views",
+                              "s refused at 2019-10-01 10:01:00 (p1): cooldown",
+                              "s refused at 2019-10-01 11:00:00: unless",
+                              "s for u: 2 of 3 views"]
+    for frozen, name in ((out, "missing"), (out.fired[0], "why"), (out.refused[0], "why")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(frozen, name, "x")
+
+
+def test_a_fire_cools_its_own_key_from_its_time_for_the_cooldown() -> None:
+    """cooling(): the fire of the same key at or before ts, less than the
+    cooldown before it."""
+    from dataclasses import dataclass
+
+    from triggers.events import Trigger
+    from triggers.kinds.explaining import cooling
+
+    @dataclass
+    class Scene:
+        per: str | None = "product_id"
+        cooldown_ms: int | None = HOUR
+
+    fire = Trigger("s", "u", "p1", T10)
+    assert cooling(Scene(), [fire], "p1", T10) == fire  # its own time
+    assert cooling(Scene(), [fire], "p1", T10 + HOUR - 1) == fire
+    assert cooling(Scene(), [fire], "p1", T10 + HOUR) is None  # the cooldown has run out
+    assert cooling(Scene(), [fire], "p1", T10 - 1) is None  # before it
+    assert cooling(Scene(), [fire], "p2", T10 + MIN) is None  # another key
+    assert cooling(Scene(cooldown_ms=None), [fire], "p1", T10) is None
