@@ -98,19 +98,32 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], float]] = {
     # The cluster's last (its 6 nodes take 16 s): only it sees a cross-slot
     # transaction fail; -x, so only the mutants the others miss reach it.
     "scenetrigger/ops/erasure.py": (("tests/scenetrigger/test_erasure_contract.py",
+                                     "tests/scenetrigger/test_erase_receipt_first.py",
                                      "tests/scenetrigger/test_erase_every_byte.py",
                                      "tests/scenetrigger/test_erase_lookalikes.py",
                                      "tests/scenetrigger/test_ads_erasure_review.py",
                                      "tests/scenetrigger/test_ads_erasure.py",
                                      "tests/config/test_hash_keys.py",
                                      "tests/channels/test_redis_cluster.py"), 0.90),
+    # The one check of an erasure receipt: whether an erased user's data is
+    # put back (journeys, scenetrigger profiles, console, explain). Redis
+    # tests first (about 1 s each); the profiles consumer's last (a Kafka
+    # broker, about 15 s). explain --broker's live test (45 s) is left out:
+    # it reads the receipt through the same erased_at the others check.
+    "channels/erasure_receipts.py": (("tests/scenetrigger/test_erasure_contract.py",
+                                      "tests/config/test_hash_keys.py",
+                                      "tests/scenetrigger/test_erase_receipt_first.py",
+                                      "tests/strategies/test_erased_triggers.py",
+                                      "tests/scenetrigger/test_profiles_command.py"), 0.95),
 }
 
 
 # Modules whose tests that count need a service the fixtures start themselves
 # (aiohttp on loopback for the webhook's sending side, a redis-server and a
-# Redis Cluster for erasure): their runner takes the integration tests too.
-LOOPBACK_OK = {"channels/transports/webhook.py", "scenetrigger/ops/erasure.py"}
+# Redis Cluster for erasure, and a Kafka broker for the profiles consumer that
+# checks erasure receipts): their runner takes the integration tests too.
+LOOPBACK_OK = {"channels/transports/webhook.py", "scenetrigger/ops/erasure.py",
+               "channels/erasure_receipts.py"}
 
 
 @dataclass
