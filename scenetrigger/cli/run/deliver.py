@@ -156,8 +156,15 @@ async def _main(args: argparse.Namespace) -> int:
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()
+
+        def stop(name: str) -> None:
+            # Said at once: a shutdown that hangs shows where it started.
+            print(f"scenetrigger deliver: {name}: stopping after the records in hand",
+                  file=sys.stderr, flush=True)
+            delivery.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, delivery.stop)
+            loop.add_signal_handler(sig, stop, sig.name)
         print(f"scenetrigger deliver: group {args.group}, broker {bootstrap}, topics "
               f"{topics.triggers} + {topics.actions}, feedback to {' + '.join(out_topics)}, "
               f"channels "
