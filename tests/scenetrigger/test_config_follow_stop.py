@@ -89,3 +89,24 @@ async def test_a_hanging_store_close_is_abandoned_with_a_warning(
     assert await exits_within(store, tmp_path, 5) < 2
     assert not store.closed
     assert any(getattr(r, "task", None) == "config store close" for r in caplog.records)
+
+
+def test_a_task_that_swallows_its_cancellation_does_not_keep_the_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from scenetrigger.cli.support import run_stoppable
+
+    monkeypatch.setattr(infra_retry, "STOP_WAIT_S", 0.2)
+
+    async def stubborn() -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+
+    async def main() -> int:
+        asyncio.get_running_loop().create_task(stubborn(), name="stubborn")
+        await asyncio.sleep(0)
+        return 3
+
+    started = time.monotonic()
+    assert run_stoppable(main()) == 3  # asyncio.run would wait for it forever
+    assert time.monotonic() - started < 2

@@ -16,7 +16,12 @@ from typing import Any
 
 from agents.topics import DECISIONS_RETENTION_MS
 from scenetrigger.cli import config_follow
-from scenetrigger.cli.support import add_replication_argument, duration, positive
+from scenetrigger.cli.support import (
+    add_replication_argument,
+    duration,
+    positive,
+    run_stoppable,
+)
 from triggers.errors import SceneTriggerError
 
 
@@ -73,7 +78,7 @@ async def persistence_warning(client: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))
+    return run_stoppable(_main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:
