@@ -174,6 +174,33 @@ class Waiter:
         return self.stopping.is_set()
 
 
+
+# How long a stopping process waits for one background task before it goes on
+# without it: a SIGTERM must end the process well before a supervisor's kill.
+STOP_WAIT_S = 5.0
+
+
+async def stop_task(task: asyncio.Future[Any], what: str, within_s: float | None = None, *,
+                    cancel: bool = True) -> bool:
+    """Wait for ``task`` at most ``within_s`` (cancelled first, unless
+    ``cancel`` is False: a closing that should finish); False, with a
+    warning, when it is abandoned: a library that swallows the cancellation
+    or a wait that ignores it must not keep the process from exiting."""
+    within_s = STOP_WAIT_S if within_s is None else within_s
+    if cancel:
+        task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=within_s)
+    if not done:
+        task.cancel()
+        log.warning("stopping without a task that did not end in time", extra={
+            "task": what, "waited_s": within_s})
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a task failed while stopping", extra={
+            "task": what, "error": repr(task.exception())})
+    return True
+
+
 # Redis faults an HTTP request answers 503 to (not every ConnectionError: a
 # client that hangs up is not the infrastructure's fault).
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (

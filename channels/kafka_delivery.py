@@ -35,7 +35,6 @@ pick their content from it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +51,7 @@ from channels.delivery_records import (
     state_with,
 )
 from channels.feedback.kafka_sink import FeedbackFlush
-from channels.infra_retry import WAIT_ON, InfraMetrics, Waiter, is_refusal
+from channels.infra_retry import WAIT_ON, InfraMetrics, Waiter, is_refusal, stop_task
 from channels.orders import SendAction
 from channels.pipeline import DeliveryPipeline, Outcome
 from config.clock import wall_ms
@@ -179,14 +178,30 @@ class DeliveryConsumer:
         ticker = asyncio.create_task(self._ticker())
         try:
             while not self._stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=self._poll_ms,
-                                                    max_records=self._max_records)
+                batch = await self._poll()
                 if batch:
                     await self.handle_batch(batch)
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await stop_task(ticker, "deliver release ticker")
+
+    async def _poll(self) -> Mapping[Any, Sequence[Any]]:
+        """The next records, or none once stopped. aiokafka's getmany ignores
+        its timeout while a rebalance is in progress (it waits for the new
+        assignment), so a stop does not wait for it: cancelled there it has
+        handed out nothing, and nothing is committed for what it held."""
+        poll = asyncio.ensure_future(self.consumer.getmany(timeout_ms=self._poll_ms,
+                                                           max_records=self._max_records))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not poll.done():
+                poll.cancel()
+        if not poll.done() or poll.cancelled():
+            return {}
+        batch: Mapping[Any, Sequence[Any]] = poll.result()
+        return batch
 
     async def handle_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
         """Each partition's records in order, partitions side by side; then
@@ -309,7 +324,7 @@ class DeliveryConsumer:
             log.warning("offset commit refused", extra={"error": str(exc)})
 
     async def _ticker(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await asyncio.sleep(self.release_interval_ms / 1000)
             try:
                 await self.release(self._now_ms())

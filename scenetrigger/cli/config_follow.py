@@ -105,24 +105,27 @@ async def following(reloader: ConfigReloader, every_ms: int) -> AsyncIterator[No
         yield
         return
 
+    from channels.infra_retry import stop_task
+
     async def loop() -> None:
-        while True:
+        # A check whose client swallows the cancellation must not follow on.
+        while not stopping.is_set():
             await asyncio.sleep(every_ms / 1000)
             try:
                 await check_once(reloader)
             except Exception:  # following must never stop the process
                 log.exception("config follow failed")
 
+    stopping = asyncio.Event()
     task = asyncio.create_task(loop(), name="scenetrigger-config-follow")
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stopping.set()
+        await stop_task(task, "config follow")
         close = getattr(reloader.store, "close", None)
-        if close is not None:
-            await close()
+        if close is not None:  # e.g. the Kafka store's reader: bounded like the task
+            await stop_task(asyncio.ensure_future(close()), "config store close", cancel=False)
 
 
 def refusing(apply: Callable[[Any], Any]) -> Callable[[Any], None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from agents.producer import ProduceTopics
@@ -113,3 +114,30 @@ def produce_topics(args: argparse.Namespace) -> ProduceTopics:
     if topics.events == topics.dead_letters:
         raise SceneTriggerError("the events and dead-letter topics must differ")
     return topics
+
+
+def run_stoppable(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(main)``, except that the tasks still pending when
+    ``main`` returns are waited at most :data:`channels.infra_retry.STOP_WAIT_S`
+    (asyncio.run waits for them without bound: one that swallows its
+    cancellation would keep a stopped process alive until it is killed)."""
+    import asyncio
+    import logging
+
+    from channels.infra_retry import STOP_WAIT_S
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, left = loop.run_until_complete(asyncio.wait(pending, timeout=STOP_WAIT_S))
+            if left:
+                logging.getLogger("scenetrigger.infra").warning(
+                    "exiting without tasks that did not end", extra={
+                        "tasks": sorted(t.get_name() for t in left), "waited_s": STOP_WAIT_S})
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

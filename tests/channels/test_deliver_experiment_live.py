@@ -101,6 +101,7 @@ async def test_deliver_sends_each_user_the_content_of_their_arm(
         assert len(inbox) == len(users)  # one message per user, one version each
         assert got == {u: "Candidate sale" if arm[u] else "Base sale" for u in users}
         assert await stop(deliver) == 0, deliver.log_tail()
+        assert "SIGTERM: stopping" in deliver.log_tail(), deliver.log_tail()
     finally:
         deliver.stop()
     assert "Traceback" not in deliver.log_path.read_text(errors="replace"), deliver.log_tail()

@@ -4,6 +4,7 @@ memory policy store, a recording sender and the shipped content."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -346,3 +347,31 @@ async def test_a_stop_leaves_the_rest_of_the_batch_uncommitted() -> None:
     await h.delivery.handle_batch({("p.triggers", 0): records})
     assert [m.user_id for m in h.sender.messages] == ["s1"]
     assert h.consumer.commits == [{("p.triggers", 0): 1}]
+
+
+class RebalancingConsumer(FakeConsumer):
+    """aiokafka during a rebalance: getmany ignores its timeout and waits for
+    the new assignment (here: never); ``polling`` is set once it waits."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.polling = asyncio.Event()
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None
+                      ) -> dict[Any, list[Record]]:
+        self.polling.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_stop_ends_run_while_a_poll_waits_out_a_rebalance() -> None:
+    h = Harness()
+    consumer = RebalancingConsumer()
+    h.delivery.consumer = consumer
+    running = asyncio.create_task(h.delivery.run())
+    await asyncio.wait_for(consumer.polling.wait(), 5)
+    h.delivery.stop()  # SIGTERM while the poll waits
+    done, _ = await asyncio.wait({running}, timeout=5)
+    assert done, "run() kept waiting for the poll after stop()"
+    running.result()
+    assert consumer.commits == []  # nothing was handed out, nothing committed

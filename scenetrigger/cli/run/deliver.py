@@ -16,7 +16,12 @@ from typing import Any
 
 from agents.topics import DECISIONS_RETENTION_MS
 from scenetrigger.cli import config_follow
-from scenetrigger.cli.support import add_replication_argument, duration, positive
+from scenetrigger.cli.support import (
+    add_replication_argument,
+    duration,
+    positive,
+    run_stoppable,
+)
 from triggers.errors import SceneTriggerError
 
 
@@ -73,7 +78,7 @@ async def persistence_warning(client: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))
+    return run_stoppable(_main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -156,8 +161,15 @@ async def _main(args: argparse.Namespace) -> int:
         if args.metrics_port:
             start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
         loop = asyncio.get_running_loop()
+
+        def stop(name: str) -> None:
+            # Said at once: a shutdown that hangs shows where it started.
+            print(f"scenetrigger deliver: {name}: stopping after the records in hand",
+                  file=sys.stderr, flush=True)
+            delivery.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, delivery.stop)
+            loop.add_signal_handler(sig, stop, sig.name)
         print(f"scenetrigger deliver: group {args.group}, broker {bootstrap}, topics "
               f"{topics.triggers} + {topics.actions}, feedback to {' + '.join(out_topics)}, "
               f"channels "
