@@ -100,12 +100,16 @@ class KafkaFeedbackSink:
             sends, self._pending = self._pending, []
             failed: list[_Send] = []
             error: BaseException | None = None
-            for send in sends:
-                if send.future is None and not await self._start(send):
-                    failed.append(send)
-                    continue
+            for done, send in enumerate(sends):
                 try:
-                    await send.future
+                    if send.future is None and not await self._start(send):
+                        failed.append(send)
+                        continue
+                    # shielded: a cancelled wait must not cancel the producer's send
+                    await asyncio.shield(send.future)
+                except asyncio.CancelledError:  # a stop gave up waiting: keep the rest
+                    self._pending[:0] = [*failed, *sends[done:]]
+                    raise
                 except Exception as exc:  # the broker refused or timed out: send it again
                     send.future = None
                     self.failures.inc()

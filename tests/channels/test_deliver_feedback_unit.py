@@ -225,3 +225,26 @@ scenes:
     engine = Engine(on_delivery.scene_list(), MemoryStore(), on_delivery.engine.limits())
     fired = [t for e in events for t in engine.handle(e)]
     assert [(t.scene, t.user_id) for t in fired] == [("got_it", "s1")]
+
+
+async def test_a_cancelled_flush_keeps_every_send_it_had_not_seen_acknowledged() -> None:
+    """A stop that gives up waiting on a flush (channels.infra_retry.stop_task)
+    cancels it: the sends not yet acknowledged stay pending, their producer
+    futures untouched, and the next flush waits for them."""
+    producer = FakeProducer(auto=False)
+    sink = KafkaFeedbackSink(producer, [EVENTS, JOURNEYS], wait=False)
+    pipeline = build_pipeline(config(), "live", Sender(), channels=["webhook", "inbox"],
+                              feedback=sink)
+    await pipeline.deliver(Trigger(SCENE, "u1", "k", NOW), None, NOW)
+    sent = sink.pending
+    assert sent == 2  # one event on each topic
+    flushing = asyncio.create_task(sink.flush())
+    await asyncio.sleep(0)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert sink.pending == sent
+    assert not any(f.cancelled() for f in producer.futures)
+    producer.ack()
+    await sink.flush()
+    assert sink.pending == 0 and len(producer.sent) == sent  # nothing sent twice
