@@ -35,3 +35,17 @@ def test_it_signs_user_and_exp_and_refuses_what_serve_would(
     monkeypatch.delenv(SLOT_SECRET_ENV)
     assert main(["slot-sig", "ann"]) == 1
     assert SLOT_SECRET_ENV in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["slot-sig", "inbox-token"])
+def test_a_ttl_without_a_unit_is_refused(command: str, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Elsewhere a bare number is milliseconds: ``--ttl 3600`` meant as an
+    hour would mint a credential that dies in 3.6 s."""
+    monkeypatch.setenv(SLOT_SECRET_ENV, "cli-secret")
+    monkeypatch.setenv("SCENETRIGGER_INBOX_SECRET", "cli-secret")
+    with pytest.raises(SystemExit) as refused:
+        main([command, "ann", "--ttl", "3600"])
+    assert refused.value.code == 2
+    assert "give --ttl a unit (3600s, 3600m or 3600h)" in capsys.readouterr().err
+    assert main([command, "ann", "--ttl", "3600s"]) == 0

@@ -15,8 +15,18 @@ from scenetrigger.cli.support import duration
 from triggers.errors import SceneTriggerError
 
 
+def ttl(text: str) -> int:
+    """``--ttl``: a duration with its unit (``30m``, ``1h``). A bare number,
+    milliseconds elsewhere in the CLI, is refused here: ``--ttl 3600`` meant
+    as seconds would mint a credential dead in 3.6 s."""
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"give --ttl a unit ({text}s, {text}m or "
+                                         f"{text}h): a bare number is ambiguous here")
+    return duration(text)
+
+
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--ttl", type=duration, default=SIG_TTL_S * 1000, metavar="DURATION",
+    parser.add_argument("--ttl", type=ttl, default=SIG_TTL_S * 1000, metavar="DURATION",
                         help=f"valid for this long from now (default 1h; at most "
                              f"{SIG_MAX_TTL_S // 3600}h, what serve accepts)")
     parser.add_argument("--exp", type=int, metavar="UNIX_SECONDS",
