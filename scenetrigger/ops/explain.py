@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.audience.consent import UNSUBSCRIBED
+from channels.erasure_receipts import UNREADABLE
 from channels.feedback.decisions import (
     CONSENT,
     ERASED,
@@ -100,7 +101,8 @@ class Timeline:
             "strategy_tags": self.strategy_tags,
             "score": self.score,
             "consent": self.consent_changes(),
-            **({} if self.erased_ms is None else {"erased_at": self.erased_ms}),
+            **({} if self.erased_ms is None else {  # an unreadable receipt: null, time unknown
+                "erased_at": None if self.erased_ms == UNREADABLE else self.erased_ms}),
         }
 
     def render(self) -> str:
@@ -129,7 +131,10 @@ class Timeline:
         out = [f"user {self.user_id}: {len(self.events)} events, {len(self.triggers)} triggers, "
                f"{len(self.decisions)} decisions"
                + ("" if self.clock_ms is None else f" (clock {clock(self.clock_ms)})")]
-        if self.erased_ms is not None:
+        if self.erased_ms == UNREADABLE:
+            out.append("  erased (its receipt is unreadable, so its time is unknown): no record "
+                       "is shown (Kafka keeps them until the topics' retention ends)")
+        elif self.erased_ms is not None:
             out.append(f"  erased at {clock(self.erased_ms)}: the records before it are not "
                        "shown (Kafka keeps them until the topics' retention ends)")
         for change in self.consent_changes():

@@ -211,3 +211,18 @@ scenes:
     assert timeline.windows == [
         "looks: 4 within 30m still in the window (3 needed), last fired 2019-10-01 00:03:00",
         "then_cart: 4 `first` within 1h still in the window, waiting for `then`"]
+
+
+def test_an_unreadable_erasure_receipt_is_said_so_not_a_date_in_the_far_future() -> None:
+    """channels.erasure_receipts gives an unreadable receipt a time past every
+    record's (1 << 62, so nothing is shown); explain says the time is unknown."""
+    from channels.erasure_receipts import UNREADABLE
+
+    unreadable = Timeline("ann", erased_ms=UNREADABLE)
+    assert "its receipt is unreadable" in unreadable.render()
+    assert str(UNREADABLE) not in unreadable.render()
+    assert unreadable.to_dict()["erased_at"] is None
+    known = Timeline("ann", erased_ms=1_700_000_000_000)
+    assert "erased at 2023-11-14" in known.render()
+    assert known.to_dict()["erased_at"] == 1_700_000_000_000
+    assert "erased_at" not in Timeline("ann").to_dict()
