@@ -144,6 +144,20 @@ def test_a_change_older_than_the_open_digest_joins_it_once() -> None:
     assert got[3][0] == ("d", "u", orjson.dumps(["p1", "p2"]).decode(), 150)
 
 
+def test_a_change_older_than_a_fired_digest_opens_the_next_without_renaming() -> None:
+    """p3 (40) reaches the user after another user's event moved the
+    partition's clock past the first digest's deadline (110): the next digest
+    names p3 alone, as of just after p2 (50), not p2 again (it named
+    ["p3", "p2"] at 140: p2 twice, a worker run showed it as a mismatch)."""
+    eng = engine({"d": {"kind": "price_drop", "digest": 100}})
+    got = feed(eng, [change("u", 10, "d", "p1"), change("u", 50, "d", "p2"),
+                     {"user_id": "v", "ts": 200, "type": "view", "product_id": "x"},
+                     change("u", 40, "d", "p3"), change("u", 40, "d", "p3")])
+    fired = [t for batch in got for t in batch] + list(eng.advance(10_000))
+    assert fired == [("d", "u", orjson.dumps(["p1", "p2"]).decode(), 110),
+                     ("d", "u", orjson.dumps(["p3"]).decode(), 151)]
+
+
 def test_a_record_taken_again_sends_the_same_events_again() -> None:
     from triggers.fanout import meta_from_wire, meta_to_wire
 

@@ -11,7 +11,9 @@ fan-out: same product, same time) is taken once: the scene keeps, per
 product, the newest change time it took (``fires`` slot, kept for the
 period plus the late allowance). A change that reaches an open digest
 joins it whatever its time (fan-outs of different products may arrive in
-any order), so each change is named by exactly one digest.
+any order), and one that opens a digest counts as of just after the newest
+product an earlier digest named, so each change is named by exactly one
+digest.
 """
 
 from __future__ import annotations
@@ -92,8 +94,13 @@ class CatalogRule:
             return key
         armed = state.timer.get(self.name)
         if armed is None:
-            taken[key] = ts
-            return ts + self._digest
+            # With no digest open every product taken was named by one that
+            # fired: a change older than them (it reached this partition after
+            # the clock passed their deadline) opens the next as of just after
+            # the newest, so its period names none of them again.
+            start = max(ts, max(taken.values(), default=ts - 1) + 1)
+            taken[key] = start
+            return start + self._digest
         # The open digest takes it; a change older than the digest's start
         # (another product's, fanned out later) is stamped with that start so
         # it is named (a copy sent again is still older: taken once).
