@@ -31,6 +31,16 @@ from triggers.events import Trigger
 from triggers.wire import encode_trigger
 
 WAIT_S = 3
+STEP_S = 30  # each set-up step and send: a hang names its step, within the test's limit
+
+
+async def step(what: str, awaitable: Any) -> Any:
+    """``awaitable`` within STEP_S, else a failure naming ``what`` (a loaded
+    run once spent the whole 180 s somewhere the waits below did not say)."""
+    try:
+        return await asyncio.wait_for(awaitable, STEP_S)
+    except TimeoutError:
+        raise AssertionError(f"{what} took over {STEP_S} s") from None
 STRATEGY = {"entry": {"scene": "repeat_view_no_purchase"},
             "goal": {"event": "purchase", "within": "1h"},
             "steps": [{"id": "first", "send": {"channel": "push", "content": "reactivation_push_1"}},
@@ -45,14 +55,14 @@ async def _run(bootstrap: str, redis_url: str, config_path: Path, prefix: str
                ) -> tuple[list[Any], MemoryDecisionLog, JourneyService]:
     topics = BridgeTopics(f"{prefix}.triggers", f"{prefix}.journey-actions",
                           f"{prefix}.feedback", f"{prefix}.events")
-    await ensure_topics(bootstrap, JourneyBridge.subscriptions_of(topics))
+    await step("ensure_topics", ensure_topics(bootstrap, JourneyBridge.subscriptions_of(topics)))
     client = aioredis.Redis.from_url(redis_url)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     consumer = AIOKafkaConsumer(*JourneyBridge.subscriptions_of(topics),
                                 bootstrap_servers=bootstrap, group_id=f"{prefix}-journeys",
                                 enable_auto_commit=False, auto_offset_reset="earliest")
-    await producer.start()
-    await consumer.start()
+    await step("producer.start", producer.start())
+    await step("consumer.start", consumer.start())
     sent: list[Any] = []
 
     async def send(action: Any) -> None:
@@ -62,7 +72,7 @@ async def _run(bootstrap: str, redis_url: str, config_path: Path, prefix: str
     service = JourneyService(load_config(config_path), client,
                              RedisTagStore(client, f"{prefix}:"), send, prefix=f"{prefix}:",
                              decisions=log)
-    await service.start()
+    await step("service.start", service.start())
     bridge = JourneyBridge(service, consumer, topics, tick_interval_s=0.2)
     task = asyncio.create_task(bridge.run())
 
@@ -80,16 +90,19 @@ async def _run(bootstrap: str, redis_url: str, config_path: Path, prefix: str
         now = time.time_ns() // 1_000_000
         for user in ("buyer", "stay"):
             trig = Trigger("repeat_view_no_purchase", user, None, now)
-            await producer.send_and_wait(topics.triggers, encode_trigger(trig, now),
-                                         key=user.encode())
-        await until("the first sends", lambda: {a.user_id for a in sent} == {"buyer", "stay"})
+            await step(f"sending {user}'s trigger", producer.send_and_wait(
+                topics.triggers, encode_trigger(trig, now), key=user.encode()))
+        await until("the first sends", lambda: {a.user_id for a in sent} == {"buyer", "stay"},
+                    STEP_S)
         # one batch record: an open (the feedback topic's business: skipped here),
         # the buyer's purchase and a view of the other user
         batch = [{"user_id": "buyer", "ts": now + 1, "type": "opened", "channel": "push"},
                  {"user_id": "buyer", "ts": now + 2, "type": "purchase", "price": 9.5},
                  {"user_id": "stay", "ts": now + 2, "type": "view", "product_id": "p1"}]
-        await producer.send_and_wait(topics.events, orjson.dumps(batch), key=b"buyer")
-        await until("the goal exit", lambda: service.engine.position("buyer", "j") is None)
+        await step("sending the events", producer.send_and_wait(
+            topics.events, orjson.dumps(batch), key=b"buyer"))
+        await until("the goal exit", lambda: service.engine.position("buyer", "j") is None,
+                    STEP_S)
         await until("the second send", lambda: len(sent) == 3, WAIT_S + 30)
         return sent, log, service
     finally:
