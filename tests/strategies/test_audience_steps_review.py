@@ -9,8 +9,6 @@ next flush of positions persists it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -65,16 +63,6 @@ class FlakyTopic:
             self.refusals -= 1
             raise TimeoutError("audiences topic: request timed out")
         self.written.append(change)
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    await redis.flushdb()
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.mark.integration

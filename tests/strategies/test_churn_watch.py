@@ -5,7 +5,6 @@ subscriber) set them then and enrol the user in the shipped winback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -100,16 +99,6 @@ class Clock:
 
     def __call__(self) -> int:
         return self.now
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    await redis.flushdb()
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.mark.integration

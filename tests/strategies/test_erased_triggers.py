@@ -7,7 +7,6 @@ formula (config/hash_keys.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
@@ -34,16 +33,6 @@ class Record:
     topic: str
     value: bytes
     offset: int = 0
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    await redis.flushdb()
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.mark.integration

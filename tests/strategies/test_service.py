@@ -4,7 +4,6 @@ service in the middle of a wait; tags and scores land in the tag store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +35,6 @@ class Clock:
 
     def __call__(self) -> int:
         return self.now
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    await redis.flushdb()
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 def service(client: aioredis.Redis, clock: Clock,
