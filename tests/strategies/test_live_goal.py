@@ -31,6 +31,14 @@ from triggers.events import Trigger
 from triggers.wire import encode_trigger
 
 WAIT_S = 3
+STRATEGY = {"entry": {"scene": "repeat_view_no_purchase"},
+            "goal": {"event": "purchase", "within": "1h"},
+            "steps": [{"id": "first", "send": {"channel": "push", "content": "reactivation_push_1"}},
+                      {"id": "pause", "wait": f"{WAIT_S}s"},
+                      {"id": "second", "send": {"channel": "push", "content": "reactivation_push_2"}},
+                      {"id": "rest", "wait": "1h"}]}
+SCENES = {"repeat_view_no_purchase": {"kind": "repeat", "when": {"type": "view"},
+                                      "count": 3, "within": "30m"}}
 STEP_S = 30  # each set-up step and send: a hang names its step, within the test's limit
 
 
@@ -41,14 +49,6 @@ async def step(what: str, awaitable: Any) -> Any:
         return await asyncio.wait_for(awaitable, STEP_S)
     except TimeoutError:
         raise AssertionError(f"{what} took over {STEP_S} s") from None
-STRATEGY = {"entry": {"scene": "repeat_view_no_purchase"},
-            "goal": {"event": "purchase", "within": "1h"},
-            "steps": [{"id": "first", "send": {"channel": "push", "content": "reactivation_push_1"}},
-                      {"id": "pause", "wait": f"{WAIT_S}s"},
-                      {"id": "second", "send": {"channel": "push", "content": "reactivation_push_2"}},
-                      {"id": "rest", "wait": "1h"}]}
-SCENES = {"repeat_view_no_purchase": {"kind": "repeat", "when": {"type": "view"},
-                                      "count": 3, "within": "30m"}}
 
 
 async def _run(bootstrap: str, redis_url: str, config_path: Path, prefix: str
